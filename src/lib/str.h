@@ -1,0 +1,21 @@
+/* Small string helpers the C library lacks. */
+#ifndef MT_LIB_STR_H
+#define MT_LIB_STR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Copies with truncation, always NUL-terminates; returns strlen(src). */
+size_t mt_strlcpy(char *dst, const char *src, size_t size);
+bool mt_str_has_crlf(const char *s);
+/* ASCII case-insensitive prefix test over `len` bytes of `s`. */
+bool mt_str_istarts(const char *s, size_t len, const char *prefix);
+/* Parses a decimal port 1..65535. */
+int mt_parse_port(const char *s, uint16_t *port_r);
+/* Monotonic milliseconds, for timeouts and benchmarks. */
+int64_t mt_now_ms(void);
+/* Wall clock seconds since the epoch. */
+int64_t mt_wall_s(void);
+
+#endif

@@ -1,0 +1,84 @@
+/* A client connection on the libevent loop: async DNS (evdns; every IPv4 and IPv6 address tried
+ * in turn), non-blocking connect with a timeout, a read (idle) timeout, and TLS driven directly
+ * over OpenSSL (implicit, or started later for STARTTLS).
+ *
+ * Input lands in a capped buffer the owner consumes; output is queued and flushed as the socket
+ * allows. Failures are reported once through `error` with class `conn` or `tls` and a reason;
+ * a TLS verification failure carries the fingerprint the server presented. After `error` the
+ * owner must free the connection (from the callback or later). Idle TLS connections release
+ * their buffers (SSL_MODE_RELEASE_BUFFERS). OpenSSL 3's "unexpected EOF while reading" is an
+ * ordinary close.
+ *
+ * Ownership: the owner creates and frees the connection with mt_conn_free(); callbacks may free
+ * it. Params strings are copied. */
+#ifndef MT_NET_CONN_H
+#define MT_NET_CONN_H
+
+#include "lib/buf.h"
+#include "lib/failure.h"
+#include "lib/limits.h"
+#include "net/tls.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evdns_base;
+struct mt_conn;
+
+struct mt_conn_params {
+	const char *host; /* name or IP literal; also the SNI and verified name */
+	uint16_t port;
+	const char *bind_address; /* optional local source address (tests use 127.0.0.N) */
+	int connect_timeout_ms;	  /* per address tried; 0 = 30 s */
+	bool implicit_tls;	  /* TLS right after connect (smtps/imaps) */
+	struct mt_tls_config *tls; /* required when TLS may be used */
+	const struct mt_tls_pin *pin; /* NULL: verify against the CAs and the host name */
+};
+
+struct mt_net_error {
+	enum mt_failure_class cls; /* MT_CLASS_CONN or MT_CLASS_TLS */
+	char reason[256];
+	char fingerprint[MT_TLS_FINGERPRINT_MAX]; /* presented leaf, on tls failures; "" otherwise */
+	bool closed_by_peer;			  /* a clean EOF */
+};
+
+struct mt_conn_callbacks {
+	/* TCP connected (and TLS established when implicit_tls). */
+	void (*connected)(void *ctx);
+	/* New bytes are in mt_conn_input(). */
+	void (*readable)(void *ctx);
+	/* The handshake started by mt_conn_start_tls() succeeded. */
+	void (*tls_ready)(void *ctx);
+	/* All queued output was written (optional; for flow control of large bodies). */
+	void (*drained)(void *ctx);
+	/* Connection failed or closed; reported once. */
+	void (*error)(void *ctx, const struct mt_net_error *error);
+};
+
+/* Starts resolving and connecting; the result arrives through the callbacks. NULL only on
+ * allocation failure or invalid params (*error_r). */
+struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
+			    const struct mt_conn_params *params,
+			    const struct mt_conn_callbacks *callbacks, void *ctx,
+			    const char **error_r);
+void mt_conn_free(struct mt_conn **conn);
+
+struct mt_buf *mt_conn_input(struct mt_conn *conn);
+/* Queues bytes; -1 if the output cap (MT_NET_OUTPUT_MAX) would be exceeded. */
+int mt_conn_write(struct mt_conn *conn, const void *data, size_t len);
+size_t mt_conn_output_pending(const struct mt_conn *conn);
+/* Fails the connection with `error` after `ms` without new input; 0 disables. Restarted by
+ * every read. */
+void mt_conn_set_read_timeout(struct mt_conn *conn, int ms);
+/* Starts the TLS handshake on a plaintext connection (after STARTTLS's 220). Refuses (-1) when
+ * unread input is buffered: plaintext after the go-ahead is an injection attack. */
+int mt_conn_start_tls(struct mt_conn *conn, const char **error_r);
+bool mt_conn_is_tls(const struct mt_conn *conn);
+/* "1.2.3.4:587" of the connected peer ("" before connect). */
+const char *mt_conn_peer(const struct mt_conn *conn);
+/* Protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" ("" without TLS). */
+const char *mt_conn_tls_info(const struct mt_conn *conn);
+
+#endif
