@@ -13,7 +13,7 @@ int64_t mt_backoff_delay(const struct mt_backoff *policy, unsigned attempt)
 }
 
 int mt_backoff_next(const struct mt_backoff *policy, int64_t first_attempt_s, int64_t now_s,
-		    unsigned attempts_done, int64_t *next_r)
+                    unsigned attempts_done, int64_t *next_r)
 {
 	int64_t next = now_s + mt_backoff_delay(policy, attempts_done);
 	if (next > first_attempt_s + policy->expiry_s)

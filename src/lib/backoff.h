@@ -18,6 +18,6 @@ int64_t mt_backoff_delay(const struct mt_backoff *policy, unsigned attempt);
 /* Sets *next_r to when attempt `attempts_done + 1` may run; returns 0, or -1 if that would be past
  * the expiry (the caller gives up: the message fails with its last reason). */
 int mt_backoff_next(const struct mt_backoff *policy, int64_t first_attempt_s, int64_t now_s,
-		    unsigned attempts_done, int64_t *next_r);
+                    unsigned attempts_done, int64_t *next_r);
 
 #endif

@@ -22,7 +22,7 @@ int mt_base64_decode(struct mt_buf *out, const char *text, size_t len)
 	size_t bin_len = 0;
 	const char *end = NULL;
 	if (sodium_base642bin(dst, max, text, len, NULL, &bin_len, &end,
-			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	                      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    end != text + len)
 		return -1;
 	mt_buf_commit(out, bin_len);

@@ -1,9 +1,9 @@
 #include "lib/failure.h"
 
 static const char *const class_names[MT_CLASS_COUNT] = {
-	[MT_CLASS_NONE] = "ok",		  [MT_CLASS_CONN] = "conn",	[MT_CLASS_TLS] = "tls",
-	[MT_CLASS_AUTH] = "auth",	  [MT_CLASS_PROTO] = "proto",	[MT_CLASS_RESP] = "resp",
-	[MT_CLASS_THROTTLE] = "throttle", [MT_CLASS_QUOTA] = "quota",	[MT_CLASS_INTERNAL] = "internal",
+    [MT_CLASS_NONE] = "ok",           [MT_CLASS_CONN] = "conn",   [MT_CLASS_TLS] = "tls",
+    [MT_CLASS_AUTH] = "auth",         [MT_CLASS_PROTO] = "proto", [MT_CLASS_RESP] = "resp",
+    [MT_CLASS_THROTTLE] = "throttle", [MT_CLASS_QUOTA] = "quota", [MT_CLASS_INTERNAL] = "internal",
 };
 
 const char *mt_class_name(enum mt_failure_class cls)

@@ -5,17 +5,17 @@
 
 /* SMTP (RFC 5321 §4.5.3.1): a reply line is at most 512 octets including CRLF. Servers exceed
  * it in practice (long EHLO AUTH lists, provider URLs), so we allow twice that. */
-#define MT_SMTP_REPLY_LINE_MAX	1024
+#define MT_SMTP_REPLY_LINE_MAX 1024
 /* Lines of one multi-line reply (EHLO answers have ~15). */
 #define MT_SMTP_REPLY_LINES_MAX 64
 /* Whole text of one reply, all lines joined. */
-#define MT_SMTP_REPLY_TEXT_MAX	(MT_SMTP_REPLY_LINE_MAX * 4)
+#define MT_SMTP_REPLY_TEXT_MAX (MT_SMTP_REPLY_LINE_MAX * 4)
 /* AUTH mechanisms remembered from EHLO. */
-#define MT_SMTP_AUTH_MECHS_MAX	16
+#define MT_SMTP_AUTH_MECHS_MAX 16
 /* Longest address in MAIL FROM / RCPT TO (RFC 5321 §4.5.3.1.3 path: 256). */
-#define MT_SMTP_PATH_MAX	256
+#define MT_SMTP_PATH_MAX 256
 /* Recipients of one message in one transaction (RFC 5321 §4.5.3.1.8 requires 100). */
-#define MT_SMTP_RCPTS_MAX	100
+#define MT_SMTP_RCPTS_MAX 100
 /* Commands sent without waiting for their replies (msmtp: a fixed window avoids a TCP-window
  * deadlock when neither side reads). */
 #define MT_SMTP_PIPELINE_WINDOW 100
@@ -23,28 +23,61 @@
 #define MT_SMTP_SESSION_QUEUE_MAX 1000
 /* Largest message body we will transmit (the API's max_message_bytes default is 25 MiB;
  * encoding adds a third). */
-#define MT_SMTP_MESSAGE_MAX	(40u * 1024 * 1024)
+#define MT_SMTP_MESSAGE_MAX (40u * 1024 * 1024)
 
 /* SASL */
-#define MT_SASL_SECRET_MAX	4096 /* password or OAuth access token */
-#define MT_SASL_USER_MAX	512
-#define MT_SASL_RESPONSE_MAX	12288 /* base64 of the longest initial response */
+#define MT_SASL_SECRET_MAX   4096 /* password or OAuth access token */
+#define MT_SASL_USER_MAX     512
+#define MT_SASL_RESPONSE_MAX 12288 /* base64 of the longest initial response */
 
 /* Network buffers */
-#define MT_NET_INPUT_MAX	(64u * 1024) /* unread input held per connection */
-#define MT_NET_OUTPUT_MAX	(8u * 1024 * 1024) /* unsent output held per connection */
-#define MT_NET_READ_CHUNK	16384
-#define MT_HOSTNAME_MAX		255
-#define MT_DNS_ADDRS_MAX	16 /* addresses tried per host */
+#define MT_NET_INPUT_MAX  (64u * 1024)       /* unread input held per connection */
+#define MT_NET_OUTPUT_MAX (8u * 1024 * 1024) /* unsent output held per connection */
+#define MT_NET_READ_CHUNK 16384
+#define MT_HOSTNAME_MAX   255
+#define MT_DNS_ADDRS_MAX  16 /* addresses tried per host */
 
 /* TLS */
-#define MT_TLS_FINGERPRINT_MAX	128 /* "spki-sha256:" + 64 hex + NUL, with room */
+#define MT_TLS_FINGERPRINT_MAX 128 /* "spki-sha256:" + 64 hex + NUL, with room */
 
 /* Logging */
-#define MT_LOG_LINE_MAX		2048
-#define MT_LOG_VALUE_MAX	512
+#define MT_LOG_LINE_MAX  2048
+#define MT_LOG_VALUE_MAX 512
 
 /* Transcript lines kept by smtp-check and tests. */
-#define MT_TRANSCRIPT_LINE_MAX	1024
+#define MT_TRANSCRIPT_LINE_MAX 1024
+
+/* Service: identifiers and stored strings */
+#define MT_ID_MAX             32  /* "usr_" + 20 base32 characters, with room */
+#define MT_ADDRESS_MAX        254 /* RFC 5321 path minus the brackets */
+#define MT_NAME_MAX           200 /* a person's or org's display name */
+#define MT_HOST_FIELD_MAX     253
+#define MT_ALIASES_MAX        20 /* aliases per user */
+#define MT_PROFILE_EMAILS_MAX 20 /* addresses per profile */
+#define MT_ORG_DOMAINS_MAX    50
+#define MT_SEND_LIMITS_MAX    3 /* one per window: minute, hour, day */
+#define MT_ERROR_TEXT_MAX     512
+#define MT_SEALED_MAX         (MT_SASL_SECRET_MAX + 64) /* sealed secret: header + tag */
+
+/* HTTP API */
+#define MT_HTTP_BODY_MAX       (1024 * 1024)      /* JSON bodies */
+#define MT_HTTP_IMPORT_MAX     (16 * 1024 * 1024) /* CSV imports */
+#define MT_HTTP_HEADERS_MAX    (16 * 1024)
+#define MT_JSON_DEPTH_MAX      16
+#define MT_JSON_STRING_MAX     4096 /* any single string field unless the field says less */
+#define MT_LIST_LIMIT_DEFAULT  50
+#define MT_LIST_LIMIT_MAX      1000
+#define MT_CSV_FIELD_MAX       4096
+#define MT_CSV_FIELDS_MAX      16
+#define MT_CSV_ROWS_MAX        1000000
+#define MT_LIVE_CHECKS_PER_ORG 4 /* concurrent SMTP/IMAP live checks */
+
+/* Config */
+#define MT_CONFIG_LINE_MAX  4096
+#define MT_CONFIG_VALUE_MAX 2048
+
+/* Store */
+#define MT_STORE_QUEUE_MAX 100000 /* jobs waiting for the store thread */
+#define MT_STORE_BATCH_MAX 1000   /* write jobs group-committed in one transaction */
 
 #endif

@@ -89,7 +89,7 @@ static void put_value(struct out *o, const char *value)
 }
 
 size_t mt_log_format(char *out, size_t out_size, enum mt_log_level level, const char *event,
-		     const struct mt_log_field *fields, size_t count)
+                     const struct mt_log_field *fields, size_t count)
 {
 	struct out o = {out, out_size, 0};
 	char ts[96];
@@ -98,7 +98,8 @@ size_t mt_log_format(char *out, size_t out_size, enum mt_log_level level, const 
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(now.tv_nsec / 1000000) % 1000);
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         (long)(now.tv_nsec / 1000000) % 1000);
 	puts_raw(&o, "ts=");
 	puts_raw(&o, ts);
 	puts_raw(&o, " level=");
@@ -119,7 +120,7 @@ size_t mt_log_format(char *out, size_t out_size, enum mt_log_level level, const 
 }
 
 void mt_log_fields(enum mt_log_level level, const char *event, const struct mt_log_field *fields,
-		   size_t count)
+                   size_t count)
 {
 	if (level < current_level)
 		return;

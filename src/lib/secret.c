@@ -17,7 +17,10 @@ struct mt_secret *mt_secret_new(const void *bytes, size_t len)
 	if (len > MT_SASL_SECRET_MAX || sodium_init() < 0)
 		return NULL;
 	/* sodium_malloc: guard pages and mlock, so the secret is not swapped out. */
-	struct mt_secret *secret = sodium_malloc(sizeof(*secret) + len + 1);
+	/* sodium_malloc puts the block against the guard page's end: round the size up so the
+	 * struct stays aligned. */
+	size_t size = (sizeof(struct mt_secret) + len + 1 + 15) & ~(size_t)15;
+	struct mt_secret *secret = sodium_malloc(size);
 	if (secret == NULL)
 		return NULL;
 	secret->len = len;

@@ -9,6 +9,17 @@
  * their buffers (SSL_MODE_RELEASE_BUFFERS). OpenSSL 3's "unexpected EOF while reading" is an
  * ordinary close.
  *
+ * Callbacks only ever run from the event loop, never from inside a call into this module, and
+ * mt_conn_free() may be called from any of them (the free is completed on the way out).
+ *
+ * Back-pressure: when MT_NET_INPUT_MAX unread bytes are held, reading (and the read timeout)
+ * stops. It resumes by itself after any callback returns, and on mt_conn_write() or
+ * mt_conn_resume_read() when the owner consumed input outside a callback.
+ *
+ * SIGPIPE: plaintext writes use MSG_NOSIGNAL, but OpenSSL writes to the socket with write(2), so
+ * the program must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN) in main); the library never changes
+ * signal dispositions.
+ *
  * Ownership: the owner creates and frees the connection with mt_conn_free(); callbacks may free
  * it. Params strings are copied. */
 #ifndef MT_NET_CONN_H
@@ -30,18 +41,19 @@ struct mt_conn;
 struct mt_conn_params {
 	const char *host; /* name or IP literal; also the SNI and verified name */
 	uint16_t port;
-	const char *bind_address; /* optional local source address (tests use 127.0.0.N) */
-	int connect_timeout_ms;	  /* per address tried; 0 = 30 s */
-	bool implicit_tls;	  /* TLS right after connect (smtps/imaps) */
-	struct mt_tls_config *tls; /* required when TLS may be used */
+	const char *bind_address;     /* optional local source address (tests use 127.0.0.N) */
+	int connect_timeout_ms;       /* per address tried; 0 = 30 s */
+	bool implicit_tls;            /* TLS right after connect (smtps/imaps) */
+	struct mt_tls_config *tls;    /* required when TLS may be used */
 	const struct mt_tls_pin *pin; /* NULL: verify against the CAs and the host name */
 };
 
 struct mt_net_error {
 	enum mt_failure_class cls; /* MT_CLASS_CONN or MT_CLASS_TLS */
 	char reason[256];
-	char fingerprint[MT_TLS_FINGERPRINT_MAX]; /* presented leaf, on tls failures; "" otherwise */
-	bool closed_by_peer;			  /* a clean EOF */
+	/* "sha256:..." of the presented leaf, on tls failures; "" otherwise */
+	char fingerprint[MT_TLS_FINGERPRINT_MAX];
+	bool closed_by_peer; /* a clean EOF */
 };
 
 struct mt_conn_callbacks {
@@ -60,25 +72,38 @@ struct mt_conn_callbacks {
 /* Starts resolving and connecting; the result arrives through the callbacks. NULL only on
  * allocation failure or invalid params (*error_r). */
 struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
-			    const struct mt_conn_params *params,
-			    const struct mt_conn_callbacks *callbacks, void *ctx,
-			    const char **error_r);
+                            const struct mt_conn_params *params,
+                            const struct mt_conn_callbacks *callbacks, void *ctx,
+                            const char **error_r);
 void mt_conn_free(struct mt_conn **conn);
 
 struct mt_buf *mt_conn_input(struct mt_conn *conn);
-/* Queues bytes; -1 if the output cap (MT_NET_OUTPUT_MAX) would be exceeded. */
+/* Queues bytes (also before the connection is open: they are sent once it is); -1 if the output
+ * cap (MT_NET_OUTPUT_MAX) would be exceeded or after `error`. Never calls a callback. */
 int mt_conn_write(struct mt_conn *conn, const void *data, size_t len);
 size_t mt_conn_output_pending(const struct mt_conn *conn);
+/* Tells the connection the owner consumed input outside a callback, so that reading restarts if
+ * it had stopped with a full input buffer. */
+void mt_conn_resume_read(struct mt_conn *conn);
 /* Fails the connection with `error` after `ms` without new input; 0 disables. Restarted by
  * every read. */
 void mt_conn_set_read_timeout(struct mt_conn *conn, int ms);
-/* Starts the TLS handshake on a plaintext connection (after STARTTLS's 220). Refuses (-1) when
- * unread input is buffered: plaintext after the go-ahead is an injection attack. */
+/* Starts the TLS handshake on a plaintext connection (after STARTTLS's 220); 0, then `tls_ready`
+ * or `error` follows. Refuses (-1 with *error_r) when unread input is buffered: plaintext after
+ * the go-ahead is an injection attack; also when output is still unsent or TLS is active. The
+ * handshake is bounded by connect_timeout_ms (and by the read timeout when set). */
 int mt_conn_start_tls(struct mt_conn *conn, const char **error_r);
 bool mt_conn_is_tls(const struct mt_conn *conn);
 /* "1.2.3.4:587" of the connected peer ("" before connect). */
 const char *mt_conn_peer(const struct mt_conn *conn);
 /* Protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" ("" without TLS). */
 const char *mt_conn_tls_info(const struct mt_conn *conn);
+/* "resolving", "connecting", "tls_handshake", "open" or "closed" (for logs and tests). */
+const char *mt_conn_state_name(const struct mt_conn *conn);
+
+/* A resolver for mt_conn_new(): the system's nameservers and /etc/hosts, falling back to the
+ * hosts file alone when /etc/resolv.conf is unusable; an idle resolver does not keep the loop
+ * running. IP literals and "localhost" never need it. NULL on failure; evdns_base_free(dns, 1). */
+struct evdns_base *mt_conn_dns_new(struct event_base *base);
 
 #endif

@@ -33,5 +33,34 @@ int mt_tls_pin_parse(const char *text, struct mt_tls_pin *pin_r, const char **er
 /* "sha256:AB12..." (lower-case hex, no colons) of a certificate's DER. */
 void mt_tls_cert_fingerprint(X509 *cert, char *out, size_t out_size);
 bool mt_tls_pin_matches(const struct mt_tls_pin *pin, X509 *cert);
+/* "spki-sha256:<64 lower hex>" of a certificate's SubjectPublicKeyInfo (what a public-key pin
+ * names; survives certificate renewal with the same key). */
+void mt_tls_spki_fingerprint(X509 *cert, char *out, size_t out_size);
+
+/* Per-connection helpers for net/conn.c. */
+
+/* Filled during the handshake: the first chain or name error, recorded instead of aborting. */
+struct mt_tls_verify_state {
+	long first_error; /* X509_V_OK when none */
+	int first_error_depth;
+};
+
+/* True for an IPv4 or IPv6 address literal (no brackets). */
+bool mt_tls_host_is_ip(const char *host);
+/* A client session on the connected socket `fd`: SNI for host names, and unless `pinned`, the
+ * host name (or IP literal) to verify. `state` must outlive the SSL. NULL with *error_r. */
+SSL *mt_tls_client_new(struct mt_tls_config *config, int fd, const char *host, bool pinned,
+                       struct mt_tls_verify_state *state, const char **error_r);
+/* After a completed handshake, decides whether to trust the peer: the pin when given, else the
+ * CA chain and host name. 0 trusted; -1 with a reason and the leaf's "sha256:" fingerprint (""
+ * when the server sent no certificate). */
+int mt_tls_check_peer(SSL *ssl, const struct mt_tls_pin *pin,
+                      const struct mt_tls_verify_state *state, char *reason, size_t reason_size,
+                      char *fingerprint, size_t fingerprint_size);
+/* OpenSSL's reason for the last queued error (e.g. "wrong version number"), or `fallback`;
+ * clears the thread's error queue. */
+void mt_tls_last_error(const char *fallback, char *out, size_t out_size);
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384". */
+void mt_tls_session_info(SSL *ssl, char *out, size_t out_size);
 
 #endif

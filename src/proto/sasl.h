@@ -42,6 +42,6 @@ struct sasl_xoauth2_error {
 /* Decodes the challenge text (after "334 "). 1 on success, -1 with *error_r if not base64
  * JSON of that shape. */
 int sasl_xoauth2_parse_error(const char *challenge, size_t len, struct sasl_xoauth2_error *err_r,
-			     const char **error_r);
+                             const char **error_r);
 
 #endif

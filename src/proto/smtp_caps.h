@@ -19,14 +19,14 @@ struct smtp_caps {
 	bool smtputf8;
 	bool enhancedstatuscodes;
 	bool chunking;
-	bool size;	   /* SIZE advertised */
-	uint64_t size_max; /* its limit; 0 = none stated */
+	bool size;           /* SIZE advertised */
+	uint64_t size_max;   /* its limit; 0 = none stated */
 	unsigned auth_mechs; /* bit set of enum sasl_mech */
 };
 
 /* Fills *caps_r from an EHLO reply (the first line is the greeting, the rest keywords; unknown
  * keywords are ignored). Returns 1, or -1 with *error_r when the reply is not a 250. */
 int smtp_caps_parse(const struct smtp_reply *ehlo_reply, struct smtp_caps *caps_r,
-		    const char **error_r);
+                    const char **error_r);
 
 #endif

@@ -17,7 +17,7 @@ struct smtp_dot_writer {
 void smtp_dot_writer_init(struct smtp_dot_writer *writer);
 /* Appends the stuffed form of `data`; -1 when the buffer cap is hit. */
 int smtp_dot_writer_write(struct smtp_dot_writer *writer, struct mt_buf *out, const char *data,
-			  size_t len);
+                          size_t len);
 /* Appends the terminator; -1 on the cap. */
 int smtp_dot_writer_finish(struct smtp_dot_writer *writer, struct mt_buf *out);
 

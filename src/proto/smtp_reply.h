@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 struct smtp_reply {
-	int code;	   /* 200..599 */
+	int code;          /* 200..599 */
 	char enhanced[16]; /* "5.4.5", or "" when the first line has none */
 	unsigned line_count;
 	/* Text of each line after "NNN-" / "NNN " (CR LF stripped), NUL-terminated, pointing into
@@ -33,7 +33,7 @@ struct smtp_reply_parser {
 	size_t line_offsets[MT_SMTP_REPLY_LINES_MAX];
 	struct smtp_reply reply;
 	int pending_code; /* code of the reply in progress, 0 when none */
-	int done;	  /* the last returned reply is complete; reset on the next feed */
+	int done;         /* the last returned reply is complete; reset on the next feed */
 };
 
 void smtp_reply_parser_init(struct smtp_reply_parser *parser);
@@ -44,8 +44,8 @@ void smtp_reply_parser_deinit(struct smtp_reply_parser *parser);
  * are needed; -1 on a protocol error with *error_r set (the parser must then be reset with
  * deinit + init). */
 int smtp_reply_parser_feed(struct smtp_reply_parser *parser, const char *data, size_t len,
-			   size_t *consumed_r, const struct smtp_reply **reply_r,
-			   const char **error_r);
+                           size_t *consumed_r, const struct smtp_reply **reply_r,
+                           const char **error_r);
 
 /* True when a reply is in progress (some of it parsed) — e.g. to detect trailing data. */
 int smtp_reply_parser_busy(const struct smtp_reply_parser *parser);

@@ -34,7 +34,8 @@ static void test_log_escapes(void **state)
 	char line[256];
 	struct mt_log_field fields[] = {MT_KV("reply", "550 bad\r\nx=\"y\""), MT_KV("n", "3")};
 	mt_log_format(line, sizeof(line), MT_LOG_WARN, "smtp.reply", fields, 2);
-	assert_non_null(strstr(line, "level=warn event=smtp.reply reply=\"550 bad\\r\\nx=\\\"y\\\"\" n=3"));
+	assert_non_null(
+	    strstr(line, "level=warn event=smtp.reply reply=\"550 bad\\r\\nx=\\\"y\\\"\" n=3"));
 }
 
 static void test_backoff(void **state)
@@ -84,9 +85,11 @@ static void test_secret_and_classes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_cap),	  cmocka_unit_test(test_log_escapes),
-		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_secret_and_classes),
+	    cmocka_unit_test(test_buf_cap),
+	    cmocka_unit_test(test_log_escapes),
+	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_secret_and_classes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,317 @@
+/* `mailtrail smtp-check`: a live check of an SMTP account, as a recruiter's settings page would
+ * run it — connect, secure, authenticate and optionally send one test mail — printing the masked
+ * transcript and the outcome with its class. Exit codes: DESIGN.md §2. */
+#include "cli/cli.h"
+
+#include "lib/failure.h"
+#include "lib/log.h"
+#include "lib/secret.h"
+#include "lib/str.h"
+#include "net/conn.h"
+#include "net/security.h"
+#include "net/tls.h"
+#include "smtp/client.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_USAGE 2
+/* The whole check, as in the settings API: a user waits for it. */
+#define CHECK_DEADLINE_S 30
+
+struct check {
+	struct event_base *base;
+	struct smtp_client *client;
+	struct smtp_message message;
+	struct smtp_rcpt_result result;
+	const char *rcpt;
+	bool sending;
+	bool message_done;
+	bool finished;
+	enum mt_failure_class cls;
+	char reason[256];
+	char reply[512];
+	char fingerprint[MT_TLS_FINGERPRINT_MAX];
+};
+
+static void usage(FILE *out)
+{
+	fputs("usage: mailtrail smtp-check --host H --port P --security starttls|tls|none\n"
+	      "         [--auth password|none|xoauth2] [--user U --password-file F]\n"
+	      "         [--from A] [--to A] [--fingerprint PIN] [--ca-file F] [--bind ADDR]\n"
+	      "Connects, secures and authenticates (and with --from/--to sends one test mail),\n"
+	      "printing the transcript with secrets masked, then the outcome and its class.\n"
+	      "Exit: 0 ok, 2 usage, 10 conn, 11 tls, 12 auth, 13 proto, 14 resp, 15 throttle,\n"
+	      "16 quota, 17 internal. --fingerprint takes sha256:HEX or spki-sha256:HEX.\n",
+	      out);
+}
+
+static void finish(struct check *check, enum mt_failure_class cls, const char *reason,
+                   const char *reply, const char *fingerprint)
+{
+	if (check->finished)
+		return;
+	check->finished = true;
+	check->cls = cls;
+	mt_strlcpy(check->reason, reason != NULL ? reason : "", sizeof(check->reason));
+	mt_strlcpy(check->reply, reply != NULL ? reply : "", sizeof(check->reply));
+	mt_strlcpy(check->fingerprint, fingerprint != NULL ? fingerprint : "",
+	           sizeof(check->fingerprint));
+	event_base_loopbreak(check->base);
+}
+
+static void on_transcript(void *ctx, char direction, const char *line, size_t len)
+{
+	(void)ctx;
+	printf("%c: %.*s\n", direction, (int)len, line);
+}
+
+static void on_ready(void *ctx)
+{
+	struct check *check = ctx;
+	const char *error;
+	if (check->sending && smtp_client_send(check->client, &check->message, &error) < 0) {
+		finish(check, MT_CLASS_INTERNAL, error, NULL, NULL);
+		return;
+	}
+	smtp_client_quit(check->client);
+}
+
+static void on_message_done(void *ctx, struct smtp_message *message)
+{
+	struct check *check = ctx;
+	check->message_done = true;
+	if (message->outcome != SMTP_OUTCOME_SENT)
+		finish(check, message->cls, "the test mail was not accepted", message->reply, NULL);
+}
+
+static void on_session_failed(void *ctx, const struct smtp_failure *failure)
+{
+	struct check *check = ctx;
+	finish(check, failure->cls, failure->reason, failure->reply, failure->fingerprint);
+}
+
+static void on_closed(void *ctx)
+{
+	struct check *check = ctx;
+	finish(check, MT_CLASS_NONE, NULL, NULL, NULL);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *ctx)
+{
+	(void)fd;
+	(void)what;
+	struct check *check = ctx;
+	char reason[96];
+	snprintf(reason, sizeof(reason), "no result within %d s", CHECK_DEADLINE_S);
+	finish(check, MT_CLASS_CONN, reason, NULL, NULL);
+}
+
+static char *test_mail(const char *from, const char *to, size_t *len_r)
+{
+	char date[64], id[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *at = strrchr(from, '@');
+	snprintf(id, sizeof(id), "%lld.%d", (long long)now, (int)(mt_now_ms() % 100000));
+	size_t size = 1024 + strlen(from) + strlen(to);
+	char *mail = malloc(size);
+	if (mail == NULL)
+		return NULL;
+	int n = snprintf(mail, size,
+	                 "From: <%s>\r\nTo: <%s>\r\nSubject: mailtrail SMTP check\r\n"
+	                 "Date: %s\r\nMessage-ID: <check.%s@%s>\r\nMIME-Version: 1.0\r\n"
+	                 "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+	                 "This message confirms that mailtrail can send through this account.\r\n",
+	                 from, to, date, id, at != NULL ? at + 1 : "mailtrail.invalid");
+	*len_r = (size_t)n;
+	return mail;
+}
+
+int mt_cli_smtp_check(int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"host", required_argument, NULL, 'h'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"security", required_argument, NULL, 's'},
+	    {"auth", required_argument, NULL, 'a'},
+	    {"user", required_argument, NULL, 'u'},
+	    {"password-file", required_argument, NULL, 'P'},
+	    {"from", required_argument, NULL, 'f'},
+	    {"to", required_argument, NULL, 't'},
+	    {"fingerprint", required_argument, NULL, 'F'},
+	    {"ca-file", required_argument, NULL, 'c'},
+	    {"bind", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'H'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *host = NULL, *port_text = NULL, *security_text = NULL, *auth_text = NULL;
+	const char *user = NULL, *password_file = NULL, *from = NULL, *to = NULL;
+	const char *fingerprint = NULL, *ca_file = NULL, *bind_address = NULL;
+	int opt;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			host = optarg;
+			break;
+		case 'p':
+			port_text = optarg;
+			break;
+		case 's':
+			security_text = optarg;
+			break;
+		case 'a':
+			auth_text = optarg;
+			break;
+		case 'u':
+			user = optarg;
+			break;
+		case 'P':
+			password_file = optarg;
+			break;
+		case 'f':
+			from = optarg;
+			break;
+		case 't':
+			to = optarg;
+			break;
+		case 'F':
+			fingerprint = optarg;
+			break;
+		case 'c':
+			ca_file = optarg;
+			break;
+		case 'b':
+			bind_address = optarg;
+			break;
+		case 'H':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	struct smtp_client_params params = {0};
+	struct mt_tls_pin pin;
+	const char *error = NULL;
+	if (optind != argc)
+		error = "unexpected argument";
+	else if (host == NULL || port_text == NULL || security_text == NULL)
+		error = "--host, --port and --security are required";
+	else if (mt_parse_port(port_text, &params.port) < 0)
+		error = "--port must be 1..65535";
+	else if (mt_security_parse(security_text, &params.security) < 0)
+		error = "--security must be starttls, tls or none";
+	else if (auth_text != NULL &&
+	         (smtp_auth_parse(auth_text, &params.auth) < 0 || params.auth == SMTP_AUTH_PLAIN ||
+	          params.auth == SMTP_AUTH_LOGIN))
+		error = "--auth must be password, none or xoauth2";
+	else if (auth_text == NULL)
+		params.auth = user != NULL ? SMTP_AUTH_PASSWORD : SMTP_AUTH_NONE;
+	if (error == NULL && params.auth != SMTP_AUTH_NONE &&
+	    (user == NULL || password_file == NULL))
+		error = "--user and --password-file are required with authentication";
+	if (error == NULL && (from == NULL) != (to == NULL))
+		error = "--from and --to go together";
+	if (error == NULL && fingerprint != NULL)
+		mt_tls_pin_parse(fingerprint, &pin, &error); /* sets error on failure */
+	if (error != NULL) {
+		fprintf(stderr, "mailtrail smtp-check: %s\n", error);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	struct mt_secret *secret = NULL;
+	if (params.auth != SMTP_AUTH_NONE) {
+		secret = mt_secret_from_file(password_file, &error);
+		if (secret == NULL) {
+			fprintf(stderr, "mailtrail smtp-check: %s: %s\n", password_file, error);
+			return EXIT_USAGE;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	struct mt_tls_config *tls = mt_tls_config_new(ca_file, &error);
+	if (tls == NULL) {
+		fprintf(stderr, "mailtrail smtp-check: %s: %s\n", ca_file ? ca_file : "TLS", error);
+		mt_secret_free(&secret);
+		return EXIT_USAGE;
+	}
+	struct check check = {0};
+	check.base = event_base_new();
+	struct evdns_base *dns = mt_conn_dns_new(check.base);
+
+	params.host = host;
+	params.username = user;
+	params.secret = secret;
+	params.tls = tls;
+	params.pin = fingerprint != NULL ? &pin : NULL;
+	params.bind_address = bind_address;
+	params.connect_timeout_ms = 10000;
+
+	size_t mail_len = 0;
+	char *mail = NULL;
+	if (from != NULL) {
+		mail = test_mail(from, to, &mail_len);
+		check.sending = true;
+		check.rcpt = to;
+		check.message.mail_from = from;
+		check.message.rcpts = &check.rcpt;
+		check.message.rcpt_count = 1;
+		check.message.data = mail;
+		check.message.data_len = mail_len;
+		check.message.results = &check.result;
+	}
+	struct smtp_client_callbacks callbacks = {
+	    .ready = on_ready,
+	    .message_done = on_message_done,
+	    .session_failed = on_session_failed,
+	    .closed = on_closed,
+	    .transcript = on_transcript,
+	};
+	printf("* checking %s:%s (%s, auth %s)\n", host, port_text, security_text,
+	       params.auth == SMTP_AUTH_NONE ? "none"
+	       : auth_text                   ? auth_text
+	                                     : "password");
+	check.client = smtp_client_new(check.base, dns, &params, &callbacks, &check, &error);
+	mt_secret_free(&secret);
+	if (check.client == NULL) {
+		finish(&check, MT_CLASS_INTERNAL, error, NULL, NULL);
+	} else {
+		struct event *deadline = evtimer_new(check.base, on_deadline, &check);
+		struct timeval tv = {CHECK_DEADLINE_S, 0};
+		evtimer_add(deadline, &tv);
+		event_base_dispatch(check.base);
+		event_free(deadline);
+	}
+	smtp_client_free(&check.client);
+
+	if (check.cls == MT_CLASS_NONE) {
+		printf("outcome: ok\n");
+		if (check.sending)
+			printf("test mail: accepted for %s\n", to);
+	} else {
+		printf("outcome: failed\nclass: %s\nreason: %s\n", mt_class_name(check.cls),
+		       check.reason);
+		if (check.fingerprint[0] != '\0')
+			printf("fingerprint: %s\n(pin it with --fingerprint %s if you trust this "
+			       "certificate)\n",
+			       check.fingerprint, check.fingerprint);
+		if (check.reply[0] != '\0')
+			printf("server reply: %s\n", check.reply);
+	}
+	free(mail);
+	evdns_base_free(dns, 0);
+	event_base_free(check.base);
+	mt_tls_config_free(&tls);
+	return mt_class_exit_code(check.cls);
+}
