@@ -13,8 +13,8 @@ static void usage(FILE *out)
 	      "\n"
 	      "commands:\n"
 	      "  smtp-check   live check of an SMTP account (connect, TLS, AUTH, test mail)\n"
-	      "  init         create the store and an org (not built yet)\n"
-	      "  serve        run the service (not built yet)\n"
+	      "  init         create the store, the master key and an org with its admin\n"
+	      "  serve        run the service (HTTP API)\n"
 	      "  imap-check   live check of an IMAP account (not built yet)\n"
 	      "\n"
 	      "  mailtrail COMMAND --help   options of one command\n"
@@ -47,8 +47,11 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(command, "smtp-check") == 0)
 		return mt_cli_smtp_check(argc - 1, argv + 1);
-	if (strcmp(command, "init") == 0 || strcmp(command, "serve") == 0 ||
-	    strcmp(command, "imap-check") == 0) {
+	if (strcmp(command, "init") == 0)
+		return mt_cli_init(argc - 1, argv + 1);
+	if (strcmp(command, "serve") == 0)
+		return mt_cli_serve(argc - 1, argv + 1);
+	if (strcmp(command, "imap-check") == 0) {
 		fprintf(stderr, "mailtrail: '%s' is not built yet\n", command);
 		return 2;
 	}

@@ -4,5 +4,11 @@
 #define MT_CLI_CLI_H
 
 int mt_cli_smtp_check(int argc, char **argv);
+int mt_cli_init(int argc, char **argv);
+int mt_cli_serve(int argc, char **argv);
+
+#include <stddef.h>
+/* The master key file: `configured`, else MAILTRAIL_SECRET_KEY_FILE, else DIR/secret.key. */
+int mt_cli_key_path(const char *data_dir, const char *configured, char *out, size_t size);
 
 #endif

@@ -10,6 +10,7 @@
 #include "net/conn.h"
 #include "net/security.h"
 #include "net/tls.h"
+#include "engine/smtp_probe.h"
 #include "smtp/client.h"
 
 #include <event2/dns.h>
@@ -27,17 +28,8 @@
 
 struct check {
 	struct event_base *base;
-	struct smtp_client *client;
-	struct smtp_message message;
-	struct smtp_rcpt_result result;
-	const char *rcpt;
-	bool sending;
-	bool message_done;
 	bool finished;
-	enum mt_failure_class cls;
-	char reason[256];
-	char reply[512];
-	char fingerprint[MT_TLS_FINGERPRINT_MAX];
+	struct smtp_probe_result result;
 };
 
 static void usage(FILE *out)
@@ -52,65 +44,18 @@ static void usage(FILE *out)
 	      out);
 }
 
-static void finish(struct check *check, enum mt_failure_class cls, const char *reason,
-                   const char *reply, const char *fingerprint)
-{
-	if (check->finished)
-		return;
-	check->finished = true;
-	check->cls = cls;
-	mt_strlcpy(check->reason, reason != NULL ? reason : "", sizeof(check->reason));
-	mt_strlcpy(check->reply, reply != NULL ? reply : "", sizeof(check->reply));
-	mt_strlcpy(check->fingerprint, fingerprint != NULL ? fingerprint : "",
-	           sizeof(check->fingerprint));
-	event_base_loopbreak(check->base);
-}
-
 static void on_transcript(void *ctx, char direction, const char *line, size_t len)
 {
 	(void)ctx;
 	printf("%c: %.*s\n", direction, (int)len, line);
 }
 
-static void on_ready(void *ctx)
+static void on_done(void *ctx, const struct smtp_probe_result *result)
 {
 	struct check *check = ctx;
-	const char *error;
-	if (check->sending && smtp_client_send(check->client, &check->message, &error) < 0) {
-		finish(check, MT_CLASS_INTERNAL, error, NULL, NULL);
-		return;
-	}
-	smtp_client_quit(check->client);
-}
-
-static void on_message_done(void *ctx, struct smtp_message *message)
-{
-	struct check *check = ctx;
-	check->message_done = true;
-	if (message->outcome != SMTP_OUTCOME_SENT)
-		finish(check, message->cls, "the test mail was not accepted", message->reply, NULL);
-}
-
-static void on_session_failed(void *ctx, const struct smtp_failure *failure)
-{
-	struct check *check = ctx;
-	finish(check, failure->cls, failure->reason, failure->reply, failure->fingerprint);
-}
-
-static void on_closed(void *ctx)
-{
-	struct check *check = ctx;
-	finish(check, MT_CLASS_NONE, NULL, NULL, NULL);
-}
-
-static void on_deadline(evutil_socket_t fd, short what, void *ctx)
-{
-	(void)fd;
-	(void)what;
-	struct check *check = ctx;
-	char reason[96];
-	snprintf(reason, sizeof(reason), "no result within %d s", CHECK_DEADLINE_S);
-	finish(check, MT_CLASS_CONN, reason, NULL, NULL);
+	check->finished = true;
+	check->result = *result;
+	event_base_loopbreak(check->base);
 }
 
 static char *test_mail(const char *from, const char *to, size_t *len_r)
@@ -258,60 +203,49 @@ int mt_cli_smtp_check(int argc, char **argv)
 	params.bind_address = bind_address;
 	params.connect_timeout_ms = 10000;
 
+	struct smtp_probe_params probe_params = {.client = params,
+	                                         .deadline_ms = CHECK_DEADLINE_S * 1000};
 	size_t mail_len = 0;
 	char *mail = NULL;
 	if (from != NULL) {
 		mail = test_mail(from, to, &mail_len);
-		check.sending = true;
-		check.rcpt = to;
-		check.message.mail_from = from;
-		check.message.rcpts = &check.rcpt;
-		check.message.rcpt_count = 1;
-		check.message.data = mail;
-		check.message.data_len = mail_len;
-		check.message.results = &check.result;
+		probe_params.mail_from = from;
+		probe_params.rcpt_to = to;
+		probe_params.data = mail;
+		probe_params.data_len = mail_len;
 	}
-	struct smtp_client_callbacks callbacks = {
-	    .ready = on_ready,
-	    .message_done = on_message_done,
-	    .session_failed = on_session_failed,
-	    .closed = on_closed,
-	    .transcript = on_transcript,
-	};
 	printf("* checking %s:%s (%s, auth %s)\n", host, port_text, security_text,
 	       params.auth == SMTP_AUTH_NONE ? "none"
 	       : auth_text                   ? auth_text
 	                                     : "password");
-	check.client = smtp_client_new(check.base, dns, &params, &callbacks, &check, &error);
+	struct smtp_probe *probe = smtp_probe_start(check.base, dns, &probe_params, on_done,
+	                                            on_transcript, &check, &error);
 	mt_secret_free(&secret);
-	if (check.client == NULL) {
-		finish(&check, MT_CLASS_INTERNAL, error, NULL, NULL);
+	if (probe == NULL) {
+		check.result.cls = MT_CLASS_INTERNAL;
+		mt_strlcpy(check.result.reason, error, sizeof(check.result.reason));
 	} else {
-		struct event *deadline = evtimer_new(check.base, on_deadline, &check);
-		struct timeval tv = {CHECK_DEADLINE_S, 0};
-		evtimer_add(deadline, &tv);
 		event_base_dispatch(check.base);
-		event_free(deadline);
 	}
-	smtp_client_free(&check.client);
 
-	if (check.cls == MT_CLASS_NONE) {
+	const struct smtp_probe_result *r = &check.result;
+	if (r->cls == MT_CLASS_NONE) {
 		printf("outcome: ok\n");
-		if (check.sending)
+		if (from != NULL)
 			printf("test mail: accepted for %s\n", to);
 	} else {
-		printf("outcome: failed\nclass: %s\nreason: %s\n", mt_class_name(check.cls),
-		       check.reason);
-		if (check.fingerprint[0] != '\0')
+		printf("outcome: failed\nclass: %s\nreason: %s\n", mt_class_name(r->cls),
+		       r->reason);
+		if (r->fingerprint[0] != '\0')
 			printf("fingerprint: %s\n(pin it with --fingerprint %s if you trust this "
 			       "certificate)\n",
-			       check.fingerprint, check.fingerprint);
-		if (check.reply[0] != '\0')
-			printf("server reply: %s\n", check.reply);
+			       r->fingerprint, r->fingerprint);
+		if (r->reply[0] != '\0')
+			printf("server reply: %s\n", r->reply);
 	}
 	free(mail);
 	evdns_base_free(dns, 0);
 	event_base_free(check.base);
 	mt_tls_config_free(&tls);
-	return mt_class_exit_code(check.cls);
+	return mt_class_exit_code(r->cls);
 }

@@ -48,9 +48,11 @@
 #define MT_TRANSCRIPT_LINE_MAX 1024
 
 /* Service: identifiers and stored strings */
-#define MT_ID_MAX             32  /* "usr_" + 20 base32 characters, with room */
-#define MT_ADDRESS_MAX        254 /* RFC 5321 path minus the brackets */
-#define MT_NAME_MAX           200 /* a person's or org's display name */
+#define MT_ID_MAX             32   /* "usr_" + 20 base32 characters, with room */
+#define MT_ADDRESS_MAX        254  /* RFC 5321 path minus the brackets */
+#define MT_ADDRESS_INPUT_MAX  1024 /* an address as typed, display name included */
+#define MT_LOCAL_PART_MAX     64   /* RFC 5321 §4.5.3.1.1 */
+#define MT_NAME_MAX           200  /* a person's or org's display name */
 #define MT_HOST_FIELD_MAX     253
 #define MT_ALIASES_MAX        20 /* aliases per user */
 #define MT_PROFILE_EMAILS_MAX 20 /* addresses per profile */
@@ -72,12 +74,35 @@
 #define MT_CSV_ROWS_MAX        1000000
 #define MT_LIVE_CHECKS_PER_ORG 4 /* concurrent SMTP/IMAP live checks */
 
+/* HTTP requests and JSON bodies (src/http/server.c, src/proto/json_decode.c) */
+#define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */
+#define MT_HTTP_QUERY_PARAMS_MAX 32   /* query parameters of one request; more is 400 */
+#define MT_JSON_ARRAY_ITEMS_MAX  1000 /* items of one array field unless the field says less */
+#define MT_JSON_ERROR_MAX        256  /* a decoding error message, field name included */
+
+/* Metrics registry: series (name + label values) and the length of names and label values. */
+#define MT_METRIC_SERIES_MAX      4096
+#define MT_METRIC_NAME_MAX        128
+#define MT_METRIC_LABEL_VALUE_MAX 256
+
 /* Config */
 #define MT_CONFIG_LINE_MAX  4096
 #define MT_CONFIG_VALUE_MAX 2048
 
 /* Store */
-#define MT_STORE_QUEUE_MAX 100000 /* jobs waiting for the store thread */
-#define MT_STORE_BATCH_MAX 1000   /* write jobs group-committed in one transaction */
+#define MT_STORE_QUEUE_MAX       100000 /* jobs waiting for the store thread */
+#define MT_STORE_BATCH_MAX       1000   /* write jobs group-committed in one transaction */
+#define MT_STORE_ID_RANDOM       20     /* base32 characters after an id's prefix (100 bits) */
+#define MT_STORE_STMT_CACHE      256    /* prepared statements kept per connection */
+#define MT_STORE_BUSY_TIMEOUT_MS 5000   /* wait for another process's write lock */
+
+/* CIDR lists (allow_private_hosts, no_auth_hosts) */
+#define MT_CIDR_LIST_MAX  256 /* entries in one list */
+#define MT_CIDR_ENTRY_MAX 64  /* text of one entry: an IPv6 address with a prefix fits in 50 */
+
+/* Sealed secrets (src/crypto) */
+#define MT_KEYRING_KEYS_MAX 64   /* master keys in one key file (rotations kept) */
+#define MT_KEYRING_FILE_MAX 8192 /* bytes of a key file */
+#define MT_SEAL_CONTEXT_MAX 256  /* "smtp:usr_..." associated data */
 
 #endif

@@ -1,0 +1,196 @@
+#include "http/api.h"
+
+#include "crypto/seal.h"
+#include "lib/log.h"
+#include "lib/str.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct http_route routes[] = {
+    {"GET", "/healthz", HTTP_PUBLIC, api_healthz, "healthz", 0},
+    {"GET", "/metrics", HTTP_PUBLIC, api_metrics, "metrics", 0},
+    {"GET", "/v1/org", HTTP_ADMIN, api_org_get, "org.get", 0},
+    {"PUT", "/v1/org", HTTP_ADMIN, api_org_put, "org.put", 0},
+    {"PUT", "/v1/org/features", HTTP_ADMIN, api_org_features_put, "org.features", 0},
+    {"POST", "/v1/users", HTTP_ADMIN, api_users_create, "users.create", 0},
+    {"PATCH", "/v1/users/{id}", HTTP_ADMIN, api_users_update, "users.update", 0},
+    {"DELETE", "/v1/users/{id}", HTTP_ADMIN, api_users_delete, "users.delete", 0},
+    {"POST", "/v1/tokens", HTTP_USER, api_tokens_create, "tokens.create", 0},
+    {"DELETE", "/v1/tokens/{id}", HTTP_USER, api_tokens_delete, "tokens.delete", 0},
+    {"POST", "/v1/profiles", HTTP_USER, api_profiles_create, "profiles.create", 0},
+    {"GET", "/v1/profiles", HTTP_USER, api_profiles_list, "profiles.list", 0},
+    {"POST", "/v1/profiles/import", HTTP_USER, api_profiles_import, "profiles.import",
+     MT_HTTP_IMPORT_MAX},
+    {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0},
+    {"PATCH", "/v1/profiles/{id}", HTTP_USER, api_profiles_update, "profiles.update", 0},
+    {"DELETE", "/v1/profiles/{id}", HTTP_USER, api_profiles_delete, "profiles.delete", 0},
+    {"GET", "/v1/smtp/presets", HTTP_USER, api_smtp_presets, "smtp.presets", 0},
+    {"GET", "/v1/smtp", HTTP_USER, api_smtp_get, "smtp.get", 0},
+    {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
+    {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0},
+    {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0},
+};
+
+const struct http_route *api_routes(size_t *count_r)
+{
+	*count_r = sizeof(routes) / sizeof(routes[0]);
+	return routes;
+}
+
+/* ---- authentication ---- */
+
+struct auth_job {
+	struct http_request *req;
+	unsigned char hash[32];
+	struct store_token token;
+	struct store_user user;
+};
+
+static int auth_run(struct store_tx *tx, void *arg)
+{
+	struct auth_job *job = arg;
+	return store_token_authenticate(tx, job->hash, &job->token, &job->user);
+}
+
+static void auth_done(void *arg, int result)
+{
+	struct auth_job *job = arg;
+	if (result != 0) {
+		http_request_authenticated(job->req, NULL);
+	} else {
+		struct http_auth auth;
+		memset(&auth, 0, sizeof(auth));
+		mt_strlcpy(auth.org_id, job->user.org_id, sizeof(auth.org_id));
+		mt_strlcpy(auth.user_id, job->user.id, sizeof(auth.user_id));
+		mt_strlcpy(auth.token_id, job->token.id, sizeof(auth.token_id));
+		auth.admin = job->user.role == STORE_ROLE_ADMIN;
+		http_request_authenticated(job->req, &auth);
+	}
+	free(job);
+}
+
+void api_authenticate(struct http_request *req, const char *token, void *app)
+{
+	struct api *api = app;
+	struct auth_job *job = calloc(1, sizeof(*job));
+	if (job == NULL) {
+		http_request_authenticated(req, NULL);
+		return;
+	}
+	job->req = req;
+	mt_token_hash(token, job->hash);
+	if (store_submit(api->store, STORE_READ, auth_run, auth_done, job) < 0) {
+		free(job);
+		http_reply_error(req, 503, "internal", "the store is busy; try again", NULL, NULL);
+	}
+}
+
+/* ---- jobs ---- */
+
+void *api_job_new(struct api *api, struct http_request *req, size_t size)
+{
+	struct api_job *job = calloc(1, size);
+	if (job == NULL)
+		return NULL;
+	job->api = api;
+	job->req = req;
+	const struct http_auth *auth = http_request_auth(req);
+	if (auth != NULL) {
+		mt_strlcpy(job->org_id, auth->org_id, sizeof(job->org_id));
+		mt_strlcpy(job->user_id, auth->user_id, sizeof(job->user_id));
+		job->admin = auth->admin;
+	}
+	return job;
+}
+
+void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn *fn,
+                    store_done_fn *done)
+{
+	if (store_submit(job->api->store, kind, fn, done, job) < 0) {
+		http_reply_error(job->req, 503, "internal", "the store is busy; try again", NULL,
+		                 NULL);
+		free(job);
+	}
+}
+
+bool api_reply_store_error(struct http_request *req, int rc, const char *what)
+{
+	switch (rc) {
+	case 0:
+		return false;
+	case STORE_NOT_FOUND:
+		http_reply_errorf(req, 404, "input", "%s not found", what);
+		break;
+	case STORE_CONFLICT:
+		http_reply_errorf(req, 409, "input", "%s conflicts with an existing one", what);
+		break;
+	default:
+		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",
+		                 NULL, NULL);
+		break;
+	}
+	return true;
+}
+
+json_t *api_decode(struct http_request *req, const struct json_field *fields, size_t count)
+{
+	size_t len;
+	const char *body = http_request_body(req, &len);
+	char error[256];
+	json_t *root = json_decode_body(body != NULL ? body : "", body != NULL ? len : 0, error,
+	                                sizeof(error));
+	if (root == NULL) {
+		http_reply_error(req, 400, "input", error, NULL, NULL);
+		return NULL;
+	}
+	if (json_decode_fields(root, fields, count, error, sizeof(error)) < 0) {
+		json_decref(root);
+		http_reply_error(req, 400, "input", error, NULL, NULL);
+		return NULL;
+	}
+	return root;
+}
+
+bool api_list_params(struct http_request *req, size_t *limit_r, const char **cursor_r)
+{
+	const char *limit = http_request_query(req, "limit");
+	*limit_r = MT_LIST_LIMIT_DEFAULT;
+	if (limit != NULL) {
+		char *end;
+		long v = strtol(limit, &end, 10);
+		if (end == limit || *end != '\0' || v < 1 || v > MT_LIST_LIMIT_MAX) {
+			http_reply_errorf(req, 400, "input", "limit must be 1..%d",
+			                  MT_LIST_LIMIT_MAX);
+			return false;
+		}
+		*limit_r = (size_t)v;
+	}
+	*cursor_r = http_request_query(req, "cursor");
+	if (*cursor_r != NULL && strlen(*cursor_r) >= MT_ID_MAX) {
+		http_reply_error(req, 400, "input", "invalid cursor", NULL, NULL);
+		return false;
+	}
+	return true;
+}
+
+json_t *api_time(int64_t unix_seconds)
+{
+	if (unix_seconds == 0)
+		return json_null();
+	time_t t = (time_t)unix_seconds;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char text[32];
+	strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_string(text);
+}
+
+json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count)
+{
+	json_t *array = json_array();
+	for (size_t i = 0; i < count; i++)
+		json_array_append_new(array, json_string(items[i]));
+	return array;
+}

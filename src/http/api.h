@@ -1,0 +1,110 @@
+/* The HTTP API of DESIGN.md §2: routes, their handlers, and what they share.
+ *
+ * Handlers run on the event loop. They decode and validate the request, then do their work in
+ * store jobs (src/store) and reply from the job's completion; a live check runs the SMTP engine
+ * (src/engine) and stores its result afterwards. Ownership: `struct api` is owned by `serve` and
+ * outlives the HTTP server; each handler's job struct is owned by the handler until its reply. */
+#ifndef MT_HTTP_API_H
+#define MT_HTTP_API_H
+
+#include "http/server.h"
+#include "lib/limits.h"
+#include "proto/json_decode.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct event_base;
+struct evdns_base;
+struct mt_config;
+struct mt_keyring;
+struct mt_tls_config;
+
+struct api_org_checks {
+	char org_id[MT_ID_MAX];
+	unsigned running;
+};
+
+struct api {
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct store *store;
+	struct mt_keyring *keyring;
+	const struct mt_config *config;
+	struct mt_tls_config *tls;
+	/* Live checks running per org, to keep a few at a time (MT_LIVE_CHECKS_PER_ORG). */
+	struct api_org_checks *checks;
+	size_t check_slots;
+	unsigned long long started_at;
+};
+
+/* The route table and the authentication hook for http_server_new(). */
+const struct http_route *api_routes(size_t *count_r);
+void api_authenticate(struct http_request *req, const char *token, void *app);
+
+/* ---- shared by the handlers (api.c) ---- */
+
+/* Every job starts with this header so the shared completion helpers can reply. */
+struct api_job {
+	struct api *api;
+	struct http_request *req;
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	bool admin;
+	int rc; /* the job function's result */
+};
+
+/* Allocates a zeroed job of `size` bytes whose header is filled from the request. */
+void *api_job_new(struct api *api, struct http_request *req, size_t size);
+/* Submits; on a full queue replies 503 and frees the job. */
+void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn *fn,
+                    store_done_fn *done);
+/* Replies for a store result that is not 0 (404 / 409 / 500) and returns true; false for 0. */
+bool api_reply_store_error(struct http_request *req, int rc, const char *what);
+
+/* Parses and checks a JSON body against `fields`; on error replies 400 and returns NULL. The
+ * returned object owns the strings the fields point to: json_decref() it when done. */
+json_t *api_decode(struct http_request *req, const struct json_field *fields, size_t count);
+/* The `limit` and `cursor` query parameters; replies 400 and returns false when bad. */
+bool api_list_params(struct http_request *req, size_t *limit_r, const char **cursor_r);
+/* RFC 3339 UTC ("2026-11-26T10:00:00Z"), or JSON null for 0. */
+json_t *api_time(int64_t unix_seconds);
+/* A new JSON array of strings. */
+json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count);
+
+/* Handlers, one file per area. */
+void api_org_get(struct http_request *req, void *app);
+void api_org_put(struct http_request *req, void *app);
+void api_org_features_put(struct http_request *req, void *app);
+void api_users_create(struct http_request *req, void *app);
+void api_users_update(struct http_request *req, void *app);
+void api_users_delete(struct http_request *req, void *app);
+void api_tokens_create(struct http_request *req, void *app);
+void api_tokens_delete(struct http_request *req, void *app);
+void api_profiles_create(struct http_request *req, void *app);
+void api_profiles_get(struct http_request *req, void *app);
+void api_profiles_update(struct http_request *req, void *app);
+void api_profiles_delete(struct http_request *req, void *app);
+void api_profiles_list(struct http_request *req, void *app);
+void api_profiles_import(struct http_request *req, void *app);
+void api_smtp_presets(struct http_request *req, void *app);
+void api_smtp_get(struct http_request *req, void *app);
+void api_smtp_put(struct http_request *req, void *app);
+void api_smtp_patch(struct http_request *req, void *app);
+void api_smtp_delete(struct http_request *req, void *app);
+void api_healthz(struct http_request *req, void *app);
+void api_metrics(struct http_request *req, void *app);
+
+/* Creates an org with its first admin and a token (used by `mailtrail init`; runs on the store
+ * thread). Fills the ids and the token text. */
+struct api_init_job {
+	char org_name[MT_NAME_MAX + 1];
+	char admin_email[MT_ADDRESS_MAX + 1];
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char token[64];
+};
+int api_init_org(struct store_tx *tx, void *arg);
+
+#endif

@@ -1,0 +1,105 @@
+/* The HTTP server of the API (DESIGN.md §2) over libevent's evhttp: route matching with path
+ * parameters, bearer-token authentication through an asynchronous hook, size caps, and replies
+ * in the API's JSON error shape. Everything runs on the loop thread.
+ *
+ * Ownership: the server borrows `routes` (and the strings in them) and `app`; both must outlive
+ * it. A `struct http_request` belongs to the server from its arrival until exactly one reply
+ * function (or http_request_abandon()) has been called for it: a handler may return without
+ * replying and reply later, but must reply eventually, even when the client is gone, or the
+ * request leaks. Strings returned by the http_request_* getters are owned by the request and
+ * valid until that reply. http_reply_json() steals the reference to its body. Handler state set
+ * with http_request_set_data() stays the handler's to free. */
+#ifndef MT_HTTP_SERVER_H
+#define MT_HTTP_SERVER_H
+
+#include "lib/limits.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct http_server;
+struct http_request;
+
+struct http_auth {
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char token_id[MT_ID_MAX];
+	bool admin;
+};
+
+typedef void http_handler_fn(struct http_request *req, void *app);
+/* Called for routes that need auth with the bearer token text (valid until
+ * http_request_authenticated() is called); must later call http_request_authenticated(req, auth)
+ * with the result or NULL (-> 401), possibly asynchronously (after a store job). */
+typedef void http_authenticate_fn(struct http_request *req, const char *token, void *app);
+
+enum http_auth_rule { HTTP_PUBLIC, HTTP_USER, HTTP_ADMIN };
+
+struct http_route {
+	const char *method;       /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+	const char *pattern;      /* "/v1/users/{id}" — {name} matches one non-empty segment */
+	enum http_auth_rule auth; /* HTTP_ADMIN: authenticated and auth->admin, else 403 */
+	http_handler_fn *handler;
+	const char *name; /* metric label, e.g. "users.update" */
+	size_t body_max;  /* 0 = MT_HTTP_BODY_MAX; over it -> 413 class input */
+};
+
+/* `listen` is "127.0.0.1:8025" or "[::1]:8025"; port 0 picks a free one. NULL with a message in
+ * *error_r (static storage, valid until the next call) when the address is malformed or cannot
+ * be bound. */
+struct http_server *http_server_new(struct event_base *base, const char *listen,
+                                    const struct http_route *routes, size_t route_count,
+                                    http_authenticate_fn *authenticate, void *app,
+                                    const char **error_r);
+/* Closes the listener and every connection. Requests still waiting for their reply become gone:
+ * their handlers must still reply (the reply is dropped) or abandon them. */
+void http_server_free(struct http_server **server);
+uint16_t http_server_port(const struct http_server *server);
+
+/* ---- in handlers (loop thread) ---- */
+
+/* Path parameter, percent-decoded; NULL if absent. */
+const char *http_request_param(const struct http_request *req, const char *name);
+/* Query parameter, percent-decoded ('+' is a space); NULL if absent. */
+const char *http_request_query(const struct http_request *req, const char *name);
+/* Request header, case-insensitive name; NULL if absent. */
+const char *http_request_header(const struct http_request *req, const char *name);
+/* The body with a NUL after it (binary bodies may contain NULs: use *len_r). */
+const char *http_request_body(const struct http_request *req, size_t *len_r);
+const char *http_request_method(const struct http_request *req);
+/* The matched route's name ("users.update"). */
+const char *http_request_route_name(const struct http_request *req);
+/* NULL on public routes and before authentication. */
+const struct http_auth *http_request_auth(const struct http_request *req);
+void http_request_authenticated(struct http_request *req, const struct http_auth *auth_or_null);
+void *http_request_get_data(const struct http_request *req);
+void http_request_set_data(struct http_request *req, void *data);
+
+/* ---- replies: each request gets exactly one. A second call made while the handler is still
+ * on the stack is ignored with a warning; after an asynchronous reply the request is freed, so
+ * it must not be used at all. ---- */
+
+void http_reply_json(struct http_request *req, int status, json_t *body /* stolen */);
+void http_reply_empty(struct http_request *req, int status); /* 204 etc */
+void http_reply_text(struct http_request *req, int status, const char *content_type,
+                     const char *text, size_t len);
+/* {"error":{"class":cls,"message":message,"smtp_reply":smtp_reply?,"fingerprint":fingerprint?}}
+ * Bytes that are not valid UTF-8 (a server's reply can hold anything) are replaced by '?'. */
+void http_reply_error(struct http_request *req, int status, const char *cls, const char *message,
+                      const char *smtp_reply, const char *fingerprint);
+void http_reply_errorf(struct http_request *req, int status, const char *cls, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* True once the client went away (or the server was freed): replies are then dropped, but the
+ * handler's continuation must still make one (or call http_request_abandon()) so the request is
+ * freed. The socket is watched while the request waits: a close, a reset or a half-close marks
+ * the request gone at once and closes the connection, so a long live check can stop early. */
+bool http_request_gone(const struct http_request *req);
+/* Ends the request without a reply of the handler's: dropped when gone, else answered 500
+ * class internal. Frees the request like a reply. */
+void http_request_abandon(struct http_request *req);
+
+#endif

@@ -1,0 +1,137 @@
+#include "store/db.h"
+
+#include <string.h>
+
+struct db *db_open(const char *url, const char **error_r)
+{
+	if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+		*error_r = "the PostgreSQL backend is not built yet";
+		return NULL;
+	}
+	if (strncmp(url, "sqlite://", 9) == 0)
+		url += 9;
+	if (url[0] == '\0') {
+		*error_r = "empty database path";
+		return NULL;
+	}
+	return db_sqlite_open(url, error_r);
+}
+
+void db_close(struct db **db)
+{
+	if (*db == NULL)
+		return;
+	(*db)->driver->close(*db);
+	*db = NULL;
+}
+
+const char *db_errmsg(struct db *db)
+{
+	return db->driver->errmsg(db);
+}
+
+int db_exec(struct db *db, const char *sql)
+{
+	return db->driver->exec(db, sql);
+}
+
+struct db_stmt *db_prepare(struct db *db, const char *sql)
+{
+	return db->driver->prepare(db, sql);
+}
+
+static struct db *stmt_db(struct db_stmt *stmt)
+{
+	return stmt->db;
+}
+
+void db_finish(struct db_stmt *stmt)
+{
+	if (stmt != NULL)
+		stmt_db(stmt)->driver->finish(stmt);
+}
+
+int db_bind_text(struct db_stmt *stmt, int index, const char *value)
+{
+	return stmt_db(stmt)->driver->bind_text(stmt, index, value);
+}
+
+int db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
+{
+	return stmt_db(stmt)->driver->bind_int64(stmt, index, value);
+}
+
+int db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
+{
+	return stmt_db(stmt)->driver->bind_blob(stmt, index, value, len);
+}
+
+int db_bind_null(struct db_stmt *stmt, int index)
+{
+	return stmt_db(stmt)->driver->bind_null(stmt, index);
+}
+
+int db_step(struct db_stmt *stmt)
+{
+	return stmt_db(stmt)->driver->step(stmt);
+}
+
+const char *db_column_text(struct db_stmt *stmt, int index)
+{
+	return stmt_db(stmt)->driver->column_text(stmt, index);
+}
+
+int64_t db_column_int64(struct db_stmt *stmt, int index)
+{
+	return stmt_db(stmt)->driver->column_int64(stmt, index);
+}
+
+const void *db_column_blob(struct db_stmt *stmt, int index, size_t *len_r)
+{
+	return stmt_db(stmt)->driver->column_blob(stmt, index, len_r);
+}
+
+bool db_column_is_null(struct db_stmt *stmt, int index)
+{
+	return stmt_db(stmt)->driver->column_is_null(stmt, index);
+}
+
+int64_t db_changes(struct db *db)
+{
+	return db->driver->changes(db);
+}
+
+int db_begin(struct db *db, enum db_tx_mode mode)
+{
+	return db->driver->begin(db, mode);
+}
+
+int db_commit(struct db *db)
+{
+	return db->driver->commit(db);
+}
+
+int db_rollback(struct db *db)
+{
+	return db->driver->rollback(db);
+}
+
+int db_savepoint(struct db *db)
+{
+	return db->driver->savepoint(db);
+}
+
+int db_release(struct db *db)
+{
+	return db->driver->release(db);
+}
+
+int db_rollback_to(struct db *db)
+{
+	return db->driver->rollback_to(db);
+}
+
+bool db_in_transaction(struct db *db)
+{
+	return db->driver->in_transaction(db);
+}

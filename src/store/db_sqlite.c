@@ -1,0 +1,342 @@
+/* The SQLite driver: one connection in WAL mode, statements cached per SQL text. */
+#include "store/db.h"
+#include "lib/limits.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sq_stmt {
+	struct db_stmt base;
+	sqlite3_stmt *st;
+	char *sql; /* the cache key; NULL for a statement prepared beside a busy cached one */
+	uint32_t hash;
+	bool busy;
+};
+
+struct sq_db {
+	struct db base;
+	sqlite3 *conn;
+	/* Open addressing keyed by the SQL text: the operations use a fixed set of statements, so
+	 * after warm-up no job pays for parsing and planning. */
+	struct sq_stmt *cache[MT_STORE_STMT_CACHE];
+	size_t cached;
+	int synchronous; /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
+};
+
+static const struct db_driver sqlite_driver;
+
+static struct sq_db *sq(struct db *db)
+{
+	return (struct sq_db *)db;
+}
+
+static struct sq_stmt *sqs(struct db_stmt *stmt)
+{
+	return (struct sq_stmt *)stmt;
+}
+
+static uint32_t hash_sql(const char *sql)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+static const char *sqlite_errmsg_of(struct db *db)
+{
+	return sqlite3_errmsg(sq(db)->conn);
+}
+
+static int sqlite_exec(struct db *db, const char *sql)
+{
+	return sqlite3_exec(sq(db)->conn, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+static struct db_stmt *sqlite_prepare(struct db *db, const char *sql)
+{
+	struct sq_db *d = sq(db);
+	uint32_t h = hash_sql(sql);
+	size_t slot = h % MT_STORE_STMT_CACHE;
+	bool cacheable = d->cached < MT_STORE_STMT_CACHE * 3 / 4;
+	for (size_t n = 0; n < MT_STORE_STMT_CACHE; n++) {
+		struct sq_stmt *s = d->cache[slot];
+		if (s == NULL)
+			break;
+		if (s->hash == h && strcmp(s->sql, sql) == 0) {
+			if (!s->busy) {
+				s->busy = true;
+				return &s->base;
+			}
+			/* The same text is already in use (a nested query): a private copy. */
+			cacheable = false;
+			break;
+		}
+		slot = (slot + 1) % MT_STORE_STMT_CACHE;
+	}
+	struct sq_stmt *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	unsigned flags = cacheable ? SQLITE_PREPARE_PERSISTENT : 0;
+	if (sqlite3_prepare_v3(d->conn, sql, -1, flags, &s->st, NULL) != SQLITE_OK) {
+		free(s);
+		return NULL;
+	}
+	s->base.db = db;
+	s->hash = h;
+	s->busy = true;
+	if (cacheable) {
+		s->sql = strdup(sql);
+		if (s->sql != NULL) {
+			d->cache[slot] = s;
+			d->cached++;
+		}
+	}
+	return &s->base;
+}
+
+static void sqlite_finish(struct db_stmt *stmt)
+{
+	struct sq_stmt *s = sqs(stmt);
+	if (s->sql == NULL) {
+		sqlite3_finalize(s->st);
+		free(s);
+		return;
+	}
+	sqlite3_reset(s->st);
+	sqlite3_clear_bindings(s->st);
+	s->busy = false;
+}
+
+static int sqlite_bind_text(struct db_stmt *stmt, int index, const char *value)
+{
+	sqlite3_stmt *st = sqs(stmt)->st;
+	int rc = value == NULL ? sqlite3_bind_null(st, index)
+	                       : sqlite3_bind_text(st, index, value, -1, SQLITE_TRANSIENT);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+static int sqlite_bind_int64(struct db_stmt *stmt, int index, int64_t value)
+{
+	return sqlite3_bind_int64(sqs(stmt)->st, index, value) == SQLITE_OK ? 0 : -1;
+}
+
+static int sqlite_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
+{
+	return sqlite3_bind_blob64(sqs(stmt)->st, index, value, len, SQLITE_TRANSIENT) == SQLITE_OK
+	           ? 0
+	           : -1;
+}
+
+static int sqlite_bind_null(struct db_stmt *stmt, int index)
+{
+	return sqlite3_bind_null(sqs(stmt)->st, index) == SQLITE_OK ? 0 : -1;
+}
+
+static int sqlite_step(struct db_stmt *stmt)
+{
+	int rc = sqlite3_step(sqs(stmt)->st);
+	switch (rc) {
+	case SQLITE_ROW:
+		return DB_ROW;
+	case SQLITE_DONE:
+		return DB_DONE;
+	case SQLITE_CONSTRAINT_UNIQUE:
+	case SQLITE_CONSTRAINT_PRIMARYKEY:
+		return DB_UNIQUE;
+	case SQLITE_CONSTRAINT_FOREIGNKEY:
+		return DB_FOREIGN;
+	default:
+		return DB_ERROR;
+	}
+}
+
+static const char *sqlite_column_text(struct db_stmt *stmt, int index)
+{
+	const unsigned char *t = sqlite3_column_text(sqs(stmt)->st, index);
+	return t == NULL ? "" : (const char *)t;
+}
+
+static int64_t sqlite_column_int64(struct db_stmt *stmt, int index)
+{
+	return sqlite3_column_int64(sqs(stmt)->st, index);
+}
+
+static const void *sqlite_column_blob(struct db_stmt *stmt, int index, size_t *len_r)
+{
+	const void *p = sqlite3_column_blob(sqs(stmt)->st, index);
+	*len_r = (size_t)sqlite3_column_bytes(sqs(stmt)->st, index);
+	return p;
+}
+
+static bool sqlite_column_is_null(struct db_stmt *stmt, int index)
+{
+	return sqlite3_column_type(sqs(stmt)->st, index) == SQLITE_NULL;
+}
+
+static int64_t sqlite_changes(struct db *db)
+{
+	return sqlite3_changes64(sq(db)->conn);
+}
+
+/* Runs one cached parameterless statement to completion. */
+static int run_simple(struct db *db, const char *sql)
+{
+	struct db_stmt *s = sqlite_prepare(db, sql);
+	if (s == NULL)
+		return -1;
+	int rc = sqlite_step(s);
+	sqlite_finish(s);
+	return rc == DB_DONE || rc == DB_ROW ? 0 : -1;
+}
+
+/* WAL with synchronous=NORMAL does not fsync at commit; FULL does. A FULL commit also makes every
+ * earlier NORMAL commit durable (they precede it in the same log), so switching per batch is
+ * safe. The setting cannot change inside a transaction, hence here. */
+static int set_synchronous(struct sq_db *d, int level)
+{
+	if (d->synchronous == level)
+		return 0;
+	if (sqlite_exec(&d->base,
+	                level == 2 ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL") < 0)
+		return -1;
+	d->synchronous = level;
+	return 0;
+}
+
+static int sqlite_begin(struct db *db, enum db_tx_mode mode)
+{
+	switch (mode) {
+	case DB_TX_READ:
+		return run_simple(db, "BEGIN");
+	case DB_TX_WRITE:
+		if (set_synchronous(sq(db), 1) < 0)
+			return -1;
+		return run_simple(db, "BEGIN IMMEDIATE");
+	case DB_TX_WRITE_DURABLE:
+		if (set_synchronous(sq(db), 2) < 0)
+			return -1;
+		return run_simple(db, "BEGIN IMMEDIATE");
+	}
+	return -1;
+}
+
+static int sqlite_commit(struct db *db)
+{
+	return run_simple(db, "COMMIT");
+}
+
+static int sqlite_rollback(struct db *db)
+{
+	if (sqlite3_get_autocommit(sq(db)->conn))
+		return 0; /* the engine already rolled back */
+	return run_simple(db, "ROLLBACK");
+}
+
+static int sqlite_savepoint(struct db *db)
+{
+	return run_simple(db, "SAVEPOINT s");
+}
+
+static int sqlite_release(struct db *db)
+{
+	return run_simple(db, "RELEASE s");
+}
+
+static int sqlite_rollback_to(struct db *db)
+{
+	if (run_simple(db, "ROLLBACK TO s") < 0)
+		return -1;
+	return run_simple(db, "RELEASE s");
+}
+
+static bool sqlite_in_transaction(struct db *db)
+{
+	return !sqlite3_get_autocommit(sq(db)->conn);
+}
+
+static void sqlite_close(struct db *db)
+{
+	struct sq_db *d = sq(db);
+	for (size_t i = 0; i < MT_STORE_STMT_CACHE; i++) {
+		if (d->cache[i] != NULL) {
+			sqlite3_finalize(d->cache[i]->st);
+			free(d->cache[i]->sql);
+			free(d->cache[i]);
+		}
+	}
+	sqlite3_close_v2(d->conn);
+	free(d);
+}
+
+static _Thread_local char open_error[MT_ERROR_TEXT_MAX];
+
+struct db *db_sqlite_open(const char *path, const char **error_r)
+{
+	struct sq_db *d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	d->base.driver = &sqlite_driver;
+	/* NOMUTEX: the connection is only ever used by one thread at a time (the store thread). */
+	int flags =
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+	if (sqlite3_open_v2(path, &d->conn, flags, NULL) != SQLITE_OK) {
+		snprintf(open_error, sizeof(open_error), "%s: %s", path,
+		         d->conn != NULL ? sqlite3_errmsg(d->conn) : "out of memory");
+		*error_r = open_error;
+		sqlite3_close_v2(d->conn);
+		free(d);
+		return NULL;
+	}
+	sqlite3_extended_result_codes(d->conn, 1);
+	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
+	sqlite3_busy_timeout(d->conn, MT_STORE_BUSY_TIMEOUT_MS);
+	/* secure_delete=FAST zeroes freed cell content where that costs no extra I/O, so a wiped
+	 * sealed secret does not linger in the page's free space. */
+	static const char *const setup[] = {
+	    "PRAGMA journal_mode=WAL",   "PRAGMA foreign_keys=ON",   "PRAGMA synchronous=FULL",
+	    "PRAGMA secure_delete=FAST", "PRAGMA cache_size=-65536", "PRAGMA temp_store=MEMORY",
+	};
+	for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++) {
+		if (sqlite_exec(&d->base, setup[i]) < 0) {
+			snprintf(open_error, sizeof(open_error), "%s: %s: %s", path, setup[i],
+			         sqlite3_errmsg(d->conn));
+			*error_r = open_error;
+			sqlite3_close_v2(d->conn);
+			free(d);
+			return NULL;
+		}
+	}
+	d->synchronous = 2;
+	return &d->base;
+}
+
+static const struct db_driver sqlite_driver = {
+    .name = "sqlite",
+    .close = sqlite_close,
+    .errmsg = sqlite_errmsg_of,
+    .exec = sqlite_exec,
+    .prepare = sqlite_prepare,
+    .finish = sqlite_finish,
+    .bind_text = sqlite_bind_text,
+    .bind_int64 = sqlite_bind_int64,
+    .bind_blob = sqlite_bind_blob,
+    .bind_null = sqlite_bind_null,
+    .step = sqlite_step,
+    .column_text = sqlite_column_text,
+    .column_int64 = sqlite_column_int64,
+    .column_blob = sqlite_column_blob,
+    .column_is_null = sqlite_column_is_null,
+    .changes = sqlite_changes,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .savepoint = sqlite_savepoint,
+    .release = sqlite_release,
+    .rollback_to = sqlite_rollback_to,
+    .in_transaction = sqlite_in_transaction,
+};

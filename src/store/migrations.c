@@ -1,0 +1,195 @@
+/* Schema migrations: a versioned list of portable SQL (see db.h), applied at open inside one write
+ * transaction and recorded in schema_migrations, so that two processes opening a new store at the
+ * same time apply each migration once (the second waits for the write lock, then finds it done).
+ * Never edit an applied migration: add the next one. */
+#include "store/store_internal.h"
+#include "lib/str.h"
+
+#include <stdio.h>
+
+struct migration {
+	int version;
+	const char *name;
+	const char *sql;
+};
+
+/* Text compared by prefix (profiles.name_lower, the address columns) relies on byte order: the
+ * PostgreSQL migration will need COLLATE "C" on those columns or a C-collated database. */
+static const struct migration migrations[] = {
+    {1, "initial",
+     "CREATE TABLE orgs ("
+     " id TEXT PRIMARY KEY,"
+     " name TEXT NOT NULL,"
+     " custom_smtp INTEGER NOT NULL DEFAULT 0,"
+     " imap_sync INTEGER NOT NULL DEFAULT 0,"
+     " bcc_sync INTEGER NOT NULL DEFAULT 0,"
+     " created_at BIGINT NOT NULL);"
+
+     /* A child table rather than JSON: the matcher asks "is this domain internal" by index. */
+     "CREATE TABLE org_domains ("
+     " org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,"
+     " domain TEXT NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " PRIMARY KEY (org_id, domain));"
+
+     "CREATE TABLE users ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL REFERENCES orgs(id),"
+     " email TEXT NOT NULL,"
+     " name TEXT NOT NULL,"
+     " role TEXT NOT NULL CHECK (role IN ('admin', 'user')),"
+     " active INTEGER NOT NULL DEFAULT 1,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX users_org ON users (org_id, id);"
+
+     /* Every address of a user (the email, is_primary = 1, and its aliases): the unique key is
+      * what makes "this address already belongs to a user of the org" a constraint, and what
+      * store_user_by_address looks up. A deactivated user keeps its addresses. */
+     "CREATE TABLE user_addresses ("
+     " org_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+     " is_primary INTEGER NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " PRIMARY KEY (org_id, address));"
+     "CREATE INDEX user_addresses_user ON user_addresses (user_id, pos);"
+
+     "CREATE TABLE tokens ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL REFERENCES users(id),"
+     " hash BYTEA NOT NULL UNIQUE,"
+     " created_at BIGINT NOT NULL,"
+     " revoked_at BIGINT);"
+     "CREATE INDEX tokens_user ON tokens (user_id);"
+
+     "CREATE TABLE profiles ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL REFERENCES orgs(id),"
+     " kind TEXT NOT NULL CHECK (kind IN ('applicant', 'contact', 'employee')),"
+     " name TEXT NOT NULL,"
+     " name_lower TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX profiles_org ON profiles (org_id, id);"
+     "CREATE INDEX profiles_org_name ON profiles (org_id, name_lower);"
+
+     /* The index that finds the profiles of an address; several profiles may share one. */
+     "CREATE TABLE profile_addresses ("
+     " org_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " profile_id TEXT NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,"
+     " pos INTEGER NOT NULL,"
+     " PRIMARY KEY (org_id, address, profile_id));"
+     "CREATE INDEX profile_addresses_profile ON profile_addresses (profile_id, pos);"
+
+     "CREATE TABLE smtp_accounts ("
+     " user_id TEXT PRIMARY KEY REFERENCES users(id),"
+     " org_id TEXT NOT NULL,"
+     " state TEXT NOT NULL CHECK (state IN ('off', 'connected', 'disconnected')),"
+     " preset TEXT NOT NULL,"
+     " host TEXT NOT NULL,"
+     " port INTEGER NOT NULL,"
+     " security TEXT NOT NULL,"
+     " auth TEXT NOT NULL,"
+     " username TEXT NOT NULL,"
+     " from_address TEXT NOT NULL,"
+     " tls_fingerprint TEXT NOT NULL,"
+     " sealed_secret BYTEA,"
+     " verified_at BIGINT NOT NULL,"
+     " confirmation_message_id TEXT NOT NULL,"
+     " last_error TEXT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX smtp_accounts_org ON smtp_accounts (org_id);"
+
+     /* `limit` is a reserved word in both dialects, hence max_count. */
+     "CREATE TABLE smtp_account_limits ("
+     " user_id TEXT NOT NULL REFERENCES smtp_accounts(user_id) ON DELETE CASCADE,"
+     " pos INTEGER NOT NULL,"
+     " max_count BIGINT NOT NULL,"
+     " window_s INTEGER NOT NULL,"
+     " PRIMARY KEY (user_id, pos));"},
+};
+
+#define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
+
+int store_schema_latest(void)
+{
+	return migrations[MIGRATION_COUNT - 1].version;
+}
+
+static _Thread_local char migrate_error[MT_ERROR_TEXT_MAX];
+
+static int fail(struct db *db, const char *what, const char **error_r)
+{
+	snprintf(migrate_error, sizeof(migrate_error), "migration: %s: %s", what, db_errmsg(db));
+	*error_r = migrate_error;
+	db_rollback(db);
+	return -1;
+}
+
+static int current_version(struct db *db, int *version_r)
+{
+	struct db_stmt *s =
+	    db_prepare(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+	if (s == NULL)
+		return -1;
+	int rc = db_step(s);
+	if (rc == DB_ROW)
+		*version_r = (int)db_column_int64(s, 0);
+	db_finish(s);
+	return rc == DB_ROW ? 0 : -1;
+}
+
+int store_migrate(struct db *db, const char **error_r)
+{
+	if (db_begin(db, DB_TX_WRITE_DURABLE) < 0)
+		return fail(db, "begin", error_r);
+	if (db_exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+	                " version INTEGER PRIMARY KEY,"
+	                " name TEXT NOT NULL,"
+	                " applied_at BIGINT NOT NULL)") < 0)
+		return fail(db, "schema_migrations", error_r);
+	int version;
+	if (current_version(db, &version) < 0)
+		return fail(db, "version", error_r);
+	if (version > store_schema_latest()) {
+		/* An older binary must not write to a schema it does not know. */
+		db_rollback(db);
+		snprintf(migrate_error, sizeof(migrate_error),
+		         "the store's schema (version %d) is newer than this program (%d)", version,
+		         store_schema_latest());
+		*error_r = migrate_error;
+		return -1;
+	}
+	for (size_t i = 0; i < MIGRATION_COUNT; i++) {
+		const struct migration *m = &migrations[i];
+		if (m->version <= version)
+			continue;
+		if (db_exec(db, m->sql) < 0)
+			return fail(db, m->name, error_r);
+		struct db_stmt *s = db_prepare(
+		    db,
+		    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)");
+		if (s == NULL)
+			return fail(db, m->name, error_r);
+		db_bind_int64(s, 1, m->version);
+		db_bind_text(s, 2, m->name);
+		db_bind_int64(s, 3, mt_wall_s());
+		int rc = db_step(s);
+		db_finish(s);
+		if (rc != DB_DONE)
+			return fail(db, m->name, error_r);
+	}
+	if (db_commit(db) < 0)
+		return fail(db, "commit", error_r);
+	return 0;
+}
+
+int store_schema_version(struct store_tx *tx, int *version_r)
+{
+	if (current_version(tx->db, version_r) < 0)
+		return store_fail(tx, "store_schema_version");
+	return 0;
+}

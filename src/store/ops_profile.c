@@ -1,0 +1,384 @@
+/* Profiles and the address index. */
+#include "store/store_internal.h"
+#include "lib/str.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[] = {"applicant", "contact", "employee"};
+
+/* Lower-cases UTF-8 for prefix search: ASCII, Latin-1, Latin Extended-A, basic Greek and
+ * Cyrillic, which covers the names recruiters type; anything else is copied unchanged. The same
+ * function is applied to names and queries, so matching stays consistent. */
+static void lower_utf8(const char *in, char *out, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t n = 0;
+	while (*p != '\0') {
+		unsigned cp;
+		size_t len;
+		if (p[0] < 0x80) {
+			cp = p[0];
+			len = 1;
+		} else if ((p[0] & 0xe0) == 0xc0 && (p[1] & 0xc0) == 0x80) {
+			cp = ((p[0] & 0x1fu) << 6) | (p[1] & 0x3fu);
+			len = 2;
+		} else {
+			/* Longer sequences (and stray bytes) are copied as they are. */
+			cp = 0;
+			len = 1;
+			while (p[len] != '\0' && (p[len] & 0xc0) == 0x80)
+				len++;
+		}
+		if (len == 1 && cp >= 'A' && cp <= 'Z')
+			cp += 32;
+		else if (len == 2) {
+			if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) ||
+			    (cp >= 0x391 && cp <= 0x3ab) || (cp >= 0x410 && cp <= 0x42f))
+				cp += 32;
+			else if (cp >= 0x400 && cp <= 0x40f)
+				cp += 80;
+			else if ((cp >= 0x100 && cp <= 0x137 && cp % 2 == 0 && cp != 0x130) ||
+			         (cp >= 0x139 && cp <= 0x148 && cp % 2 == 1) ||
+			         (cp >= 0x14a && cp <= 0x177 && cp % 2 == 0) ||
+			         (cp >= 0x179 && cp <= 0x17e && cp % 2 == 1))
+				cp += 1; /* Latin Extended-A: pairs, capital first */
+			else if (cp == 0x178)
+				cp = 0xff;
+		}
+		if (n + len >= size)
+			break;
+		if (len == 1 && cp != 0) {
+			out[n++] = (char)cp;
+		} else if (len == 2) {
+			out[n++] = (char)(0xc0 | (cp >> 6));
+			out[n++] = (char)(0x80 | (cp & 0x3f));
+		} else {
+			memcpy(out + n, p, len);
+			n += len;
+		}
+		p += len;
+	}
+	out[n] = '\0';
+}
+
+/* The smallest string greater than every string starting with `prefix` (byte order): the prefix
+ * with its last byte below 0xff incremented. False when there is none (all 0xff). */
+static bool prefix_end(const char *prefix, char *out, size_t size)
+{
+	size_t n = mt_strlcpy(out, prefix, size);
+	if (n >= size)
+		return false;
+	while (n > 0) {
+		unsigned char c = (unsigned char)out[n - 1];
+		if (c < 0xff) {
+			out[n - 1] = (char)(c + 1);
+			out[n] = '\0';
+			return true;
+		}
+		n--;
+	}
+	return false;
+}
+
+static int put_addresses(struct store_tx *tx, const char *op, const struct store_profile *p)
+{
+	if (p->email_count > MT_PROFILE_EMAILS_MAX)
+		return store_invalid(op, "too many addresses");
+	for (size_t i = 0; i < p->email_count; i++) {
+		bool seen = false;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = strcmp(p->emails[k], p->emails[i]) == 0;
+		if (seen)
+			continue;
+		struct db_stmt *s =
+		    db_prepare(tx->db, "INSERT INTO profile_addresses (org_id, address,"
+		                       " profile_id, pos) VALUES (?, ?, ?, ?)");
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_text(s, 1, p->org_id);
+		db_bind_text(s, 2, p->emails[i]);
+		db_bind_text(s, 3, p->id);
+		db_bind_int64(s, 4, (int64_t)i);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+	}
+	return 0;
+}
+
+static int delete_addresses(struct store_tx *tx, const char *op, const char *org_id,
+                            const char *profile_id)
+{
+	struct db_stmt *s =
+	    db_prepare(tx->db, "DELETE FROM profile_addresses WHERE profile_id = ? AND org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, profile_id);
+	db_bind_text(s, 2, org_id);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+int store_profile_create(struct store_tx *tx, struct store_profile *profile)
+{
+	static const char op[] = "store_profile_create";
+	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
+		return store_invalid(op, "unknown profile kind");
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	store_new_id("prf", profile->id);
+	profile->created_at = profile->updated_at = mt_wall_s();
+	char name_lower[MT_NAME_MAX + 1];
+	lower_utf8(profile->name, name_lower, sizeof(name_lower));
+	int rc = 0;
+	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO profiles (id, org_id, kind, name,"
+	                                       " name_lower, created_at, updated_at)"
+	                                       " VALUES (?, ?, ?, ?, ?, ?, ?)");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, profile->id);
+	db_bind_text(s, 2, profile->org_id);
+	db_bind_text(s, 3, kind_names[profile->kind]);
+	db_bind_text(s, 4, profile->name);
+	db_bind_text(s, 5, name_lower);
+	db_bind_int64(s, 6, profile->created_at);
+	db_bind_int64(s, 7, profile->updated_at);
+	int step = db_step(s);
+	if (step == DB_FOREIGN)
+		rc = STORE_NOT_FOUND; /* no such org */
+	else if (step != DB_DONE)
+		rc = store_fail(tx, op);
+	db_finish(s);
+	if (rc == 0)
+		rc = put_addresses(tx, op, profile);
+	return rc;
+}
+
+int store_profile_get(struct store_tx *tx, const char *org_id, const char *profile_id,
+                      struct store_profile *profile_r)
+{
+	static const char op[] = "store_profile_get";
+	memset(profile_r, 0, sizeof(*profile_r));
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT id, org_id, kind, name, created_at,"
+	                       " updated_at FROM profiles WHERE id = ? AND org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, profile_id);
+	db_bind_text(s, 2, org_id);
+	int rc = db_step(s);
+	if (rc != DB_ROW) {
+		db_finish(s);
+		return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
+	}
+	store_col_copy(s, 0, profile_r->id, sizeof(profile_r->id));
+	store_col_copy(s, 1, profile_r->org_id, sizeof(profile_r->org_id));
+	const char *kind = db_column_text(s, 2);
+	for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+		if (strcmp(kind, kind_names[i]) == 0)
+			profile_r->kind = (enum store_profile_kind)i;
+	}
+	store_col_copy(s, 3, profile_r->name, sizeof(profile_r->name));
+	profile_r->created_at = db_column_int64(s, 4);
+	profile_r->updated_at = db_column_int64(s, 5);
+	db_finish(s);
+
+	s = db_prepare(tx->db, "SELECT address FROM profile_addresses WHERE profile_id = ?"
+	                       " ORDER BY pos");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, profile_id);
+	while ((rc = db_step(s)) == DB_ROW && profile_r->email_count < MT_PROFILE_EMAILS_MAX) {
+		store_col_copy(s, 0, profile_r->emails[profile_r->email_count],
+		               sizeof(profile_r->emails[0]));
+		profile_r->email_count++;
+	}
+	if (rc < 0)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+int store_profile_update(struct store_tx *tx, const struct store_profile *profile)
+{
+	static const char op[] = "store_profile_update";
+	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
+		return store_invalid(op, "unknown profile kind");
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	char name_lower[MT_NAME_MAX + 1];
+	lower_utf8(profile->name, name_lower, sizeof(name_lower));
+	int rc = 0;
+	struct db_stmt *s = db_prepare(tx->db, "UPDATE profiles SET kind = ?, name = ?,"
+	                                       " name_lower = ?, updated_at = ?"
+	                                       " WHERE id = ? AND org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, kind_names[profile->kind]);
+	db_bind_text(s, 2, profile->name);
+	db_bind_text(s, 3, name_lower);
+	db_bind_int64(s, 4, mt_wall_s());
+	db_bind_text(s, 5, profile->id);
+	db_bind_text(s, 6, profile->org_id);
+	if (db_step(s) != DB_DONE)
+		rc = store_fail(tx, op);
+	else if (db_changes(tx->db) == 0)
+		rc = STORE_NOT_FOUND;
+	db_finish(s);
+	if (rc == 0)
+		rc = delete_addresses(tx, op, profile->org_id, profile->id);
+	if (rc == 0)
+		rc = put_addresses(tx, op, profile);
+	return rc;
+}
+
+int store_profile_delete(struct store_tx *tx, const char *org_id, const char *profile_id)
+{
+	static const char op[] = "store_profile_delete";
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	/* The profile first: "not found" is then decided before anything is written. */
+	struct db_stmt *s = db_prepare(tx->db, "DELETE FROM profiles WHERE id = ? AND org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, profile_id);
+	db_bind_text(s, 2, org_id);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	if (db_changes(tx->db) == 0)
+		return STORE_NOT_FOUND;
+	/* The foreign key cascades already; the explicit delete keeps the erasure visible here and
+	 * independent of the backend's cascade support. The profile's activities are erased here
+	 * too once they exist (right to erasure). */
+	return delete_addresses(tx, op, org_id, profile_id);
+}
+
+/* Without a query: a range scan of (org_id, id). With one: the union of two index range scans,
+ * names and addresses, each bounded by the prefix, so the cost follows the matches rather than
+ * the org's size; comparing ranges instead of LIKE needs no escaping of % and _. */
+static const char list_all_sql[] =
+    "SELECT id FROM profiles WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?";
+static const char list_query_sql[] =
+    "SELECT id FROM profiles WHERE org_id = ? AND name_lower >= ? AND name_lower < ? AND id > ?"
+    " UNION"
+    " SELECT profile_id FROM profile_addresses"
+    " WHERE org_id = ? AND address >= ? AND address < ? AND profile_id > ?"
+    " ORDER BY 1 LIMIT ?";
+
+int store_profile_list(struct store_tx *tx, const char *org_id, const char *query,
+                       const char *cursor, size_t limit, struct store_profile_list *list_r)
+{
+	static const char op[] = "store_profile_list";
+	memset(list_r, 0, sizeof(*list_r));
+	if (limit == 0)
+		limit = MT_LIST_LIMIT_DEFAULT;
+	if (limit > MT_LIST_LIMIT_MAX)
+		limit = MT_LIST_LIMIT_MAX;
+	if (cursor == NULL)
+		cursor = "";
+	char q[MT_ADDRESS_MAX + MT_NAME_MAX + 2], q_end[sizeof(q)];
+	bool with_query = query != NULL && query[0] != '\0';
+	if (with_query) {
+		lower_utf8(query, q, sizeof(q));
+		if (!prefix_end(q, q_end, sizeof(q_end)))
+			with_query = false; /* only 0xff bytes: matches everything */
+	}
+
+	char(*ids)[MT_ID_MAX] = calloc(limit + 1, sizeof(*ids));
+	list_r->items = calloc(limit, sizeof(*list_r->items));
+	if (ids == NULL || list_r->items == NULL) {
+		free(ids);
+		free(list_r->items);
+		list_r->items = NULL;
+		return store_invalid(op, "out of memory");
+	}
+	struct db_stmt *s = db_prepare(tx->db, with_query ? list_query_sql : list_all_sql);
+	if (s == NULL) {
+		free(ids);
+		store_profile_list_free(list_r);
+		return store_fail(tx, op);
+	}
+	/* One more than asked tells whether another page follows. */
+	if (with_query) {
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, q);
+		db_bind_text(s, 3, q_end);
+		db_bind_text(s, 4, cursor);
+		db_bind_text(s, 5, org_id);
+		db_bind_text(s, 6, q);
+		db_bind_text(s, 7, q_end);
+		db_bind_text(s, 8, cursor);
+		db_bind_int64(s, 9, (int64_t)limit + 1);
+	} else {
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, cursor);
+		db_bind_int64(s, 3, (int64_t)limit + 1);
+	}
+	size_t n = 0;
+	int rc;
+	while ((rc = db_step(s)) == DB_ROW && n < limit + 1)
+		store_col_copy(s, 0, ids[n++], MT_ID_MAX);
+	if (rc < 0) {
+		store_fail_stmt(tx, op, s);
+		free(ids);
+		store_profile_list_free(list_r);
+		return -1;
+	}
+	db_finish(s);
+
+	bool more = n > limit;
+	if (more)
+		n = limit;
+	for (size_t i = 0; i < n; i++) {
+		rc = store_profile_get(tx, org_id, ids[i], &list_r->items[list_r->count]);
+		if (rc == STORE_NOT_FOUND)
+			continue;
+		if (rc != 0) {
+			free(ids);
+			store_profile_list_free(list_r);
+			return -1;
+		}
+		list_r->count++;
+	}
+	if (more)
+		mt_strlcpy(list_r->next_cursor, ids[n - 1], sizeof(list_r->next_cursor));
+	free(ids);
+	return 0;
+}
+
+void store_profile_list_free(struct store_profile_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+}
+
+int store_profiles_by_address(struct store_tx *tx, const char *org_id, const char *address,
+                              char (*ids_r)[MT_ID_MAX], size_t max, size_t *count_r)
+{
+	static const char op[] = "store_profiles_by_address";
+	*count_r = 0;
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT profile_id FROM profile_addresses"
+	                       " WHERE org_id = ? AND address = ? ORDER BY profile_id");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	int rc;
+	size_t n = 0;
+	while ((rc = db_step(s)) == DB_ROW) {
+		if (n < max)
+			store_col_copy(s, 0, ids_r[n], MT_ID_MAX);
+		n++;
+	}
+	if (rc < 0)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*count_r = n;
+	return 0;
+}

@@ -1,0 +1,512 @@
+/* The store thread, its job queue and the completion path back to the event loop.
+ *
+ * Batching: the thread takes every queued job at once (up to MT_STORE_BATCH_MAX). The write jobs
+ * run first, in one write transaction with a savepoint each, and one COMMIT (with an fsync when
+ * any of them is durable) — the group commit. The read jobs of the batch then run in one read
+ * transaction, so a read sees every write submitted before it. Completions are queued for the
+ * loop and announced on an eventfd; store_run() callers are woken through a condition variable. */
+#include "store/store_internal.h"
+#include "lib/log.h"
+#include "lib/str.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct store_waiter {
+	bool finished;
+	int result;
+};
+
+struct store_job {
+	struct store_job *next;
+	enum store_job_kind kind;
+	store_job_fn *fn;
+	store_done_fn *done;
+	void *arg;
+	int result;
+	struct store_waiter *waiter; /* store_run(): wake the caller instead of the loop */
+};
+
+struct job_list {
+	struct store_job *head, *tail;
+	size_t count;
+};
+
+struct store {
+	struct db *db;
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t mu; /* guards queue, closing, waiters and stats */
+	pthread_cond_t work_cv;
+	pthread_cond_t run_cv;
+	struct job_list queue;
+	bool closing;
+	struct store_stats stats;
+
+	pthread_mutex_t done_mu;
+	struct job_list done; /* completions for the loop */
+	int wake_fd;          /* eventfd, -1 without a loop */
+	struct event *wake_ev;
+};
+
+static void list_push(struct job_list *l, struct store_job *j)
+{
+	j->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = j;
+	else
+		l->head = j;
+	l->tail = j;
+	l->count++;
+}
+
+static struct store_job *list_pop(struct job_list *l)
+{
+	struct store_job *j = l->head;
+	if (j == NULL)
+		return NULL;
+	l->head = j->next;
+	if (l->head == NULL)
+		l->tail = NULL;
+	l->count--;
+	j->next = NULL;
+	return j;
+}
+
+/* ---- helpers for the operations ---- */
+
+int store_fail(struct store_tx *tx, const char *op)
+{
+	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op), MT_KV("error", db_errmsg(tx->db)));
+	return -1;
+}
+
+int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt)
+{
+	store_fail(tx, op);
+	db_finish(stmt);
+	return -1;
+}
+
+int store_invalid(const char *op, const char *why)
+{
+	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op), MT_KV("error", why));
+	return -1;
+}
+
+int store_need_write(struct store_tx *tx, const char *op)
+{
+	if (tx->writable)
+		return 0;
+	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op), MT_KV("error", "write in a read job"));
+	return -1;
+}
+
+int store_op_begin(struct store_tx *tx, const char *op)
+{
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	if (db_savepoint(tx->db) < 0)
+		return store_fail(tx, op);
+	return 0;
+}
+
+int store_op_end(struct store_tx *tx, const char *op, int rc)
+{
+	if (rc == 0) {
+		if (db_release(tx->db) < 0)
+			return store_fail(tx, op);
+		return 0;
+	}
+	if (db_rollback_to(tx->db) < 0)
+		return store_fail(tx, op);
+	return rc;
+}
+
+void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size)
+{
+	mt_strlcpy(dst, db_column_text(stmt, index), size);
+}
+
+/* ---- identifiers ---- */
+
+static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
+static int sodium_state;
+
+static void sodium_setup(void)
+{
+	sodium_state = sodium_init();
+}
+
+void store_new_id(const char *prefix, char out[MT_ID_MAX])
+{
+	/* RFC 4648 base32 alphabet, lower case: 20 characters carry 100 random bits. */
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+	unsigned char raw[MT_STORE_ID_RANDOM];
+	pthread_once(&sodium_once, sodium_setup);
+	randombytes_buf(raw, sizeof(raw));
+	size_t n = mt_strlcpy(out, prefix, MT_ID_MAX - MT_STORE_ID_RANDOM - 1);
+	if (n > MT_ID_MAX - MT_STORE_ID_RANDOM - 2)
+		n = MT_ID_MAX - MT_STORE_ID_RANDOM - 2;
+	out[n++] = '_';
+	for (size_t i = 0; i < sizeof(raw); i++)
+		out[n++] = alphabet[raw[i] & 31];
+	out[n] = '\0';
+}
+
+/* ---- the store thread ---- */
+
+/* Runs the write jobs of a batch as one group commit; each job's result is set. */
+static void run_writes(struct store *store, struct store_job **jobs, size_t n)
+{
+	struct store_tx tx = {.db = store->db, .writable = true};
+	bool durable = false;
+	for (size_t i = 0; i < n; i++)
+		durable |= jobs[i]->kind == STORE_WRITE_DURABLE;
+
+	if (db_begin(store->db, durable ? DB_TX_WRITE_DURABLE : DB_TX_WRITE) < 0) {
+		store_fail(&tx, "store.begin");
+		for (size_t i = 0; i < n; i++)
+			jobs[i]->result = -1;
+		pthread_mutex_lock(&store->mu);
+		store->stats.failed_commits++;
+		pthread_mutex_unlock(&store->mu);
+		return;
+	}
+	bool broken = false;
+	for (size_t i = 0; i < n && !broken; i++) {
+		struct store_job *j = jobs[i];
+		if (db_savepoint(store->db) < 0) {
+			store_fail(&tx, "store.savepoint");
+			broken = true;
+			break;
+		}
+		j->result = j->fn(&tx, j->arg);
+		if (!db_in_transaction(store->db)) {
+			/* SQLite ends the whole transaction on some I/O and memory errors: every
+			 * job of the batch lost its changes. */
+			mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", "store.job"),
+			       MT_KV("error", "transaction rolled back by the database"));
+			broken = true;
+			break;
+		}
+		int rc = j->result == 0 ? db_release(store->db) : db_rollback_to(store->db);
+		if (rc < 0) {
+			store_fail(&tx, "store.savepoint");
+			broken = true;
+		}
+	}
+	bool committed = false;
+	if (!broken) {
+		committed = db_commit(store->db) == 0;
+		if (!committed)
+			store_fail(&tx, "store.commit");
+	}
+	if (!committed) {
+		db_rollback(store->db);
+		for (size_t i = 0; i < n; i++)
+			jobs[i]->result = -1;
+	}
+	pthread_mutex_lock(&store->mu);
+	if (committed) {
+		store->stats.commits++;
+		store->stats.durable_commits += durable;
+		if (n > store->stats.max_batch)
+			store->stats.max_batch = n;
+	} else {
+		store->stats.failed_commits++;
+	}
+	store->stats.write_jobs += n;
+	pthread_mutex_unlock(&store->mu);
+}
+
+static void run_reads(struct store *store, struct store_job **jobs, size_t n)
+{
+	struct store_tx tx = {.db = store->db, .writable = false};
+	if (db_begin(store->db, DB_TX_READ) < 0) {
+		store_fail(&tx, "store.begin");
+		for (size_t i = 0; i < n; i++)
+			jobs[i]->result = -1;
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		jobs[i]->result = jobs[i]->fn(&tx, jobs[i]->arg);
+	/* Ending a read transaction cannot lose anything; a failure here is only logged. */
+	if (db_in_transaction(store->db) && db_commit(store->db) < 0) {
+		store_fail(&tx, "store.end_read");
+		db_rollback(store->db);
+	}
+	pthread_mutex_lock(&store->mu);
+	store->stats.read_jobs += n;
+	store->stats.read_batches++;
+	pthread_mutex_unlock(&store->mu);
+}
+
+static void deliver(struct store *store, struct store_job **jobs, size_t n)
+{
+	struct job_list for_loop = {0};
+	bool woke_waiters = false;
+	pthread_mutex_lock(&store->mu);
+	store->stats.jobs += n;
+	for (size_t i = 0; i < n; i++) {
+		struct store_job *j = jobs[i];
+		if (j->waiter != NULL) {
+			j->waiter->result = j->result;
+			j->waiter->finished = true;
+			woke_waiters = true;
+			free(j);
+		} else if (j->done == NULL) {
+			free(j);
+		} else {
+			list_push(&for_loop, j);
+		}
+	}
+	if (woke_waiters)
+		pthread_cond_broadcast(&store->run_cv);
+	pthread_mutex_unlock(&store->mu);
+
+	if (for_loop.head == NULL)
+		return;
+	pthread_mutex_lock(&store->done_mu);
+	bool was_empty = store->done.head == NULL;
+	if (was_empty)
+		store->done = for_loop;
+	else {
+		store->done.tail->next = for_loop.head;
+		store->done.tail = for_loop.tail;
+		store->done.count += for_loop.count;
+	}
+	pthread_mutex_unlock(&store->done_mu);
+	/* One wake-up per batch is enough: the loop takes the whole list. */
+	if (was_empty) {
+		uint64_t one = 1;
+		while (write(store->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+			;
+	}
+}
+
+static void *store_thread(void *arg)
+{
+	struct store *store = arg;
+	struct store_job **writes = calloc(MT_STORE_BATCH_MAX, sizeof(*writes));
+	struct store_job **reads = calloc(MT_STORE_BATCH_MAX, sizeof(*reads));
+	struct store_job **all = calloc(MT_STORE_BATCH_MAX, sizeof(*all));
+	if (writes == NULL || reads == NULL || all == NULL)
+		abort(); /* three small arrays at start-up; nothing sensible to do without them */
+
+	for (;;) {
+		pthread_mutex_lock(&store->mu);
+		while (store->queue.head == NULL && !store->closing)
+			pthread_cond_wait(&store->work_cv, &store->mu);
+		if (store->queue.head == NULL) {
+			pthread_mutex_unlock(&store->mu);
+			break;
+		}
+		size_t nw = 0, nr = 0, n = 0;
+		struct store_job *j;
+		while (n < MT_STORE_BATCH_MAX && (j = list_pop(&store->queue)) != NULL) {
+			all[n++] = j;
+			if (j->kind == STORE_READ)
+				reads[nr++] = j;
+			else
+				writes[nw++] = j;
+		}
+		pthread_mutex_unlock(&store->mu);
+
+		if (nw > 0)
+			run_writes(store, writes, nw);
+		if (nr > 0)
+			run_reads(store, reads, nr);
+		deliver(store, all, n);
+	}
+	free(writes);
+	free(reads);
+	free(all);
+	return NULL;
+}
+
+/* ---- the loop side ---- */
+
+static void run_done(struct store *store)
+{
+	pthread_mutex_lock(&store->done_mu);
+	struct job_list l = store->done;
+	store->done = (struct job_list){0};
+	pthread_mutex_unlock(&store->done_mu);
+	struct store_job *j;
+	while ((j = list_pop(&l)) != NULL) {
+		j->done(j->arg, j->result);
+		free(j);
+	}
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	uint64_t count;
+	/* Nonblocking: a spurious wake-up finds nothing and that is fine. */
+	if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN && errno != EINTR)
+		mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", "store.wake"),
+		       MT_KV("error", strerror(errno)));
+	run_done(arg);
+}
+
+/* ---- life cycle ---- */
+
+static void store_destroy(struct store *store)
+{
+	if (store->wake_ev != NULL)
+		event_free(store->wake_ev);
+	if (store->wake_fd >= 0)
+		close(store->wake_fd);
+	db_close(&store->db);
+	pthread_mutex_destroy(&store->mu);
+	pthread_mutex_destroy(&store->done_mu);
+	pthread_cond_destroy(&store->work_cv);
+	pthread_cond_destroy(&store->run_cv);
+	free(store);
+}
+
+struct store *store_open(const char *url, struct event_base *base, const char **error_r)
+{
+	pthread_once(&sodium_once, sodium_setup);
+	if (sodium_state < 0) {
+		*error_r = "libsodium failed to initialise";
+		return NULL;
+	}
+	struct store *store = calloc(1, sizeof(*store));
+	if (store == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	store->wake_fd = -1;
+	pthread_mutex_init(&store->mu, NULL);
+	pthread_mutex_init(&store->done_mu, NULL);
+	pthread_cond_init(&store->work_cv, NULL);
+	pthread_cond_init(&store->run_cv, NULL);
+
+	store->db = db_open(url, error_r);
+	if (store->db == NULL) {
+		store_destroy(store);
+		return NULL;
+	}
+	if (store_migrate(store->db, error_r) < 0) {
+		store_destroy(store);
+		return NULL;
+	}
+	if (base != NULL) {
+		store->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (store->wake_fd < 0) {
+			*error_r = "eventfd failed";
+			store_destroy(store);
+			return NULL;
+		}
+		store->wake_ev =
+		    event_new(base, store->wake_fd, EV_READ | EV_PERSIST, on_wake, store);
+		if (store->wake_ev == NULL || event_add(store->wake_ev, NULL) < 0) {
+			*error_r = "cannot register the store's wake-up with the event loop";
+			store_destroy(store);
+			return NULL;
+		}
+	}
+	if (pthread_create(&store->thread, NULL, store_thread, store) != 0) {
+		*error_r = "cannot start the store thread";
+		store_destroy(store);
+		return NULL;
+	}
+	store->thread_started = true;
+	return store;
+}
+
+void store_close(struct store **storep)
+{
+	struct store *store = *storep;
+	if (store == NULL)
+		return;
+	pthread_mutex_lock(&store->mu);
+	store->closing = true;
+	pthread_cond_signal(&store->work_cv);
+	pthread_mutex_unlock(&store->mu);
+	if (store->thread_started)
+		pthread_join(store->thread, NULL);
+	/* Completions the loop has not picked up yet still reach their owners, here, so that no
+	 * argument is leaked; store_close() runs on the loop thread (or after the loop ended). */
+	run_done(store);
+	store_destroy(store);
+	*storep = NULL;
+}
+
+static struct store_job *job_new(enum store_job_kind kind, store_job_fn *fn, store_done_fn *done,
+                                 void *arg)
+{
+	struct store_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return NULL;
+	j->kind = kind;
+	j->fn = fn;
+	j->done = done;
+	j->arg = arg;
+	return j;
+}
+
+/* Takes ownership of `j`; -1 (and frees it) when the queue is full or closing. Called locked. */
+static int enqueue_locked(struct store *store, struct store_job *j)
+{
+	if (store->closing || store->queue.count >= MT_STORE_QUEUE_MAX) {
+		free(j);
+		return -1;
+	}
+	list_push(&store->queue, j);
+	pthread_cond_signal(&store->work_cv);
+	return 0;
+}
+
+int store_submit(struct store *store, enum store_job_kind kind, store_job_fn *fn,
+                 store_done_fn *done, void *arg)
+{
+	/* Without a loop there is nowhere to run `done`. */
+	if (done != NULL && store->wake_ev == NULL)
+		return -1;
+	struct store_job *j = job_new(kind, fn, done, arg);
+	if (j == NULL)
+		return -1;
+	pthread_mutex_lock(&store->mu);
+	int rc = enqueue_locked(store, j);
+	pthread_mutex_unlock(&store->mu);
+	if (rc < 0)
+		mt_log(MT_LOG_WARN, "store.queue_full");
+	return rc;
+}
+
+int store_run(struct store *store, enum store_job_kind kind, store_job_fn *fn, void *arg)
+{
+	struct store_job *j = job_new(kind, fn, NULL, arg);
+	if (j == NULL)
+		return -1;
+	struct store_waiter waiter = {0};
+	j->waiter = &waiter;
+	pthread_mutex_lock(&store->mu);
+	if (enqueue_locked(store, j) < 0) {
+		pthread_mutex_unlock(&store->mu);
+		return -1;
+	}
+	while (!waiter.finished)
+		pthread_cond_wait(&store->run_cv, &store->mu);
+	pthread_mutex_unlock(&store->mu);
+	return waiter.result;
+}
+
+void store_stats(struct store *store, struct store_stats *stats_r)
+{
+	pthread_mutex_lock(&store->mu);
+	*stats_r = store->stats;
+	pthread_mutex_unlock(&store->mu);
+}

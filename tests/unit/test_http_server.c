@@ -1,0 +1,745 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "http/server.h"
+#include "lib/limits.h"
+#include "lib/metrics.h"
+#include "proto/json_decode.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* The server runs its loop in a thread of its own; the tests talk to it over blocking sockets
+ * from the main thread, byte for byte as a client would. */
+
+static struct event_base *base;
+static struct http_server *server;
+static pthread_t loop_thread;
+static uint16_t port;
+
+static atomic_int slow_replied;  /* async replies made by the slow route */
+static atomic_int slow_saw_gone; /* ... of which after the client had gone */
+static atomic_int auth_calls;
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+static void h_health(struct http_request *req, void *app)
+{
+	(void)app;
+	assert_null(http_request_auth(req));
+	http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static void h_item_get(struct http_request *req, void *app)
+{
+	(void)app;
+	const struct http_auth *auth = http_request_auth(req);
+	const char *q = http_request_query(req, "q");
+	http_reply_json(req, 200,
+	                json_pack("{s:s,s:s?,s:s,s:b,s:s}", "id", http_request_param(req, "id"),
+	                          "q", q, "user", auth->user_id, "admin", auth->admin, "method",
+	                          http_request_method(req)));
+}
+
+static void h_item_delete(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_empty(req, 204);
+}
+
+static void h_item_create(struct http_request *req, void *app)
+{
+	(void)app;
+	size_t len;
+	const char *body = http_request_body(req, &len);
+	char error[MT_JSON_ERROR_MAX];
+	json_t *j = json_decode_body(body, len, error, sizeof(error));
+	if (j == NULL) {
+		http_reply_error(req, 400, "input", error, NULL, NULL);
+		return;
+	}
+	const char *name = NULL;
+	const struct json_field fields[] = {
+	    {.name = "name", .type = JSON_FIELD_STRING, .required = true, .out = &name}};
+	if (json_decode_fields(j, fields, 1, error, sizeof(error)) < 0) {
+		json_decref(j);
+		http_reply_error(req, 400, "input", error, NULL, NULL);
+		return;
+	}
+	http_reply_json(req, 201,
+	                json_pack("{s:s,s:s?}", "name", name, "ctype",
+	                          http_request_header(req, "content-type")));
+	json_decref(j);
+}
+
+static void h_admin(struct http_request *req, void *app)
+{
+	(void)app;
+	assert_true(http_request_auth(req)->admin);
+	http_reply_json(req, 200, json_pack("{s:s}", "org", http_request_auth(req)->org_id));
+}
+
+static void slow_done(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct http_request *req = arg;
+	assert_int_equal(*(int *)http_request_get_data(req), 42);
+	free(http_request_get_data(req));
+	if (http_request_gone(req))
+		atomic_fetch_add(&slow_saw_gone, 1);
+	/* A reply even when gone: that is what frees the request. */
+	http_reply_json(req, 200, json_pack("{s:s}", "slow", "done"));
+	atomic_fetch_add(&slow_replied, 1);
+}
+
+static void h_slow(struct http_request *req, void *app)
+{
+	(void)app;
+	int *data = malloc(sizeof(*data));
+	*data = 42;
+	http_request_set_data(req, data);
+	const char *ms = http_request_query(req, "ms");
+	struct timeval tv = {0, (ms != NULL ? atoi(ms) : 100) * 1000};
+	event_base_once(base, -1, EV_TIMEOUT, slow_done, req, &tv);
+}
+
+static void h_twice(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_text(req, 200, "text/plain; charset=utf-8", "first\n", 6);
+	http_reply_error(req, 500, "internal", "second", NULL, NULL); /* ignored, logged */
+}
+
+static void h_error(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_error(req, 422, "auth", "535 5.7.8 bad \xff credentials", "535 5.7.8 \xc3\x28",
+	                 "sha256:ab");
+}
+
+static void h_errorf(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_errorf(req, 409, "input", "port %d in use by %s", 25, "x");
+}
+
+static void h_abandon(struct http_request *req, void *app)
+{
+	(void)app;
+	http_request_abandon(req);
+}
+
+static void h_big(struct http_request *req, void *app)
+{
+	(void)app;
+	size_t len;
+	http_request_body(req, &len);
+	http_reply_json(req, 200, json_pack("{s:I}", "len", (json_int_t)len));
+}
+
+static void h_stop(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_empty(req, 204);
+	/* Later, so the reply is written first. */
+	struct timeval tv = {0, 100000};
+	event_base_loopexit(base, &tv);
+}
+
+static const struct http_route routes[] = {
+    {"GET", "/healthz", HTTP_PUBLIC, h_health, "health", 0},
+    {"GET", "/v1/items/{id}", HTTP_USER, h_item_get, "items.get", 0},
+    {"DELETE", "/v1/items/{id}", HTTP_USER, h_item_delete, "items.delete", 0},
+    {"POST", "/v1/items", HTTP_USER, h_item_create, "items.create", 64},
+    {"PUT", "/v1/admin", HTTP_ADMIN, h_admin, "admin.put", 0},
+    {"GET", "/v1/slow", HTTP_USER, h_slow, "slow", 0},
+    {"GET", "/twice", HTTP_PUBLIC, h_twice, "twice", 0},
+    {"GET", "/error", HTTP_PUBLIC, h_error, "error", 0},
+    {"GET", "/errorf", HTTP_PUBLIC, h_errorf, "errorf", 0},
+    {"GET", "/abandon", HTTP_PUBLIC, h_abandon, "abandon", 0},
+    {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX},
+    {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0},
+    {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0},
+};
+
+/* Accepts "good" and "admin", one loop iteration later, like a store job would. */
+struct auth_job {
+	struct http_request *req;
+	char token[64];
+};
+
+static void auth_done(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct auth_job *job = arg;
+	struct http_auth auth = {.org_id = "org_1", .user_id = "usr_1", .token_id = "tok_1"};
+	if (strcmp(job->token, "admin") == 0)
+		auth.admin = true;
+	bool ok = strcmp(job->token, "good") == 0 || strcmp(job->token, "admin") == 0;
+	http_request_authenticated(job->req, ok ? &auth : NULL);
+	free(job);
+}
+
+static void authenticate(struct http_request *req, const char *token, void *app)
+{
+	assert_ptr_equal(app, &port);
+	atomic_fetch_add(&auth_calls, 1);
+	/* The hook may also answer at once, either way. */
+	if (strcmp(token, "busy") == 0) {
+		http_reply_error(req, 503, "internal", "the store is busy", NULL, NULL);
+		return;
+	}
+	if (strcmp(token, "sync") == 0) {
+		struct http_auth auth = {
+		    .org_id = "org_2", .user_id = "usr_2", .token_id = "tok_2"};
+		http_request_authenticated(req, &auth);
+		return;
+	}
+	struct auth_job *job = calloc(1, sizeof(*job));
+	job->req = req;
+	snprintf(job->token, sizeof(job->token), "%s", token);
+	struct timeval zero = {0, 0};
+	event_base_once(base, -1, EV_TIMEOUT, auth_done, job, &zero);
+}
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+static void *run_loop(void *arg)
+{
+	(void)arg;
+	event_base_dispatch(base);
+	return NULL;
+}
+
+static int start(void **state)
+{
+	(void)state;
+	signal(SIGPIPE, SIG_IGN);
+	base = event_base_new();
+	const char *error = NULL;
+	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
+	                         authenticate, &port, &error);
+	if (server == NULL)
+		fail_msg("http_server_new: %s", error);
+	port = http_server_port(server);
+	assert_true(port > 0);
+	pthread_create(&loop_thread, NULL, run_loop, NULL);
+	return 0;
+}
+
+static int connect_server(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	struct timeval tv = {5, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return fd;
+}
+
+static void send_all(int fd, const char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n <= 0)
+			return; /* the server may close early (413) */
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+struct response {
+	int status;
+	char head[4096];
+	char *body;
+	size_t body_len;
+};
+
+static void response_free(struct response *r)
+{
+	free(r->body);
+	r->body = NULL;
+}
+
+static const char *response_header(struct response *r, const char *name)
+{
+	static char value[512];
+	size_t nlen = strlen(name);
+	for (const char *line = strstr(r->head, "\r\n"); line != NULL;
+	     line = strstr(line + 2, "\r\n")) {
+		const char *l = line + 2;
+		if (strncasecmp(l, name, nlen) == 0 && l[nlen] == ':') {
+			const char *v = l + nlen + 1;
+			while (*v == ' ')
+				v++;
+			size_t vlen = strcspn(v, "\r\n");
+			snprintf(value, sizeof(value), "%.*s", (int)vlen, v);
+			return value;
+		}
+	}
+	return NULL;
+}
+
+/* Reads one response: the head, then Content-Length bytes (or to EOF without one). */
+static void read_response(int fd, struct response *r)
+{
+	memset(r, 0, sizeof(*r));
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap);
+	char *end = NULL;
+	for (;;) {
+		if (len == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (end == NULL && (end = memmem(buf, len, "\r\n\r\n", 4)) != NULL) {
+			size_t hlen = (size_t)(end - buf);
+			assert_true(hlen < sizeof(r->head));
+			memcpy(r->head, buf, hlen);
+			r->head[hlen] = '\0';
+			const char *cl = response_header(r, "Content-Length");
+			if (cl != NULL && len >= hlen + 4 + (size_t)atol(cl))
+				break;
+		} else if (end != NULL) {
+			const char *cl = response_header(r, "Content-Length");
+			if (cl != NULL && len >= (size_t)(end - buf) + 4 + (size_t)atol(cl))
+				break;
+		}
+	}
+	assert_non_null(end);
+	sscanf(r->head, "HTTP/1.%*d %d", &r->status);
+	size_t off = (size_t)(end - buf) + 4;
+	r->body_len = len - off;
+	r->body = malloc(r->body_len + 1);
+	memcpy(r->body, buf + off, r->body_len);
+	r->body[r->body_len] = '\0';
+	free(buf);
+}
+
+static void request(struct response *r, const char *method, const char *path, const char *auth,
+                    const char *body, const char *extra)
+{
+	int fd = connect_server();
+	char head[2048];
+	size_t blen = body != NULL ? strlen(body) : 0;
+	int n =
+	    snprintf(head, sizeof(head),
+	             "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s%s%s"
+	             "Content-Length: %zu\r\n%s\r\n",
+	             method, path, auth != NULL ? "Authorization: " : "", auth != NULL ? auth : "",
+	             auth != NULL ? "\r\n" : "", blen, extra != NULL ? extra : "");
+	send_all(fd, head, (size_t)n);
+	if (blen > 0)
+		send_all(fd, body, blen);
+	read_response(fd, r);
+	close(fd);
+}
+
+static json_t *error_of(struct response *r, const char *cls)
+{
+	json_t *j = json_loads(r->body, 0, NULL);
+	assert_non_null(j);
+	json_t *e = json_object_get(j, "error");
+	assert_non_null(e);
+	assert_string_equal(json_string_value(json_object_get(e, "class")), cls);
+	assert_non_null(json_string_value(json_object_get(e, "message")));
+	return j;
+}
+
+static void expect_error(const char *method, const char *path, const char *auth, const char *body,
+                         int status, const char *cls)
+{
+	struct response r;
+	request(&r, method, path, auth, body, NULL);
+	if (r.status != status)
+		fail_msg("%s %s: got %d, want %d: %s", method, path, r.status, status, r.body);
+	json_decref(error_of(&r, cls));
+	assert_string_equal(response_header(&r, "Content-Type"), "application/json; charset=utf-8");
+	assert_string_equal(response_header(&r, "Cache-Control"), "no-store");
+	response_free(&r);
+}
+
+static double requests_counted(const char *route, const char *status)
+{
+	const struct mt_metric_label l[] = {{"route", route}, {"status", status}};
+	return mt_metric_get("mailtrail_http_requests_total", l, 2);
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void public_route(void **state)
+{
+	(void)state;
+	double before = requests_counted("health", "200");
+	struct response r;
+	request(&r, "GET", "/healthz", NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"ok\":true}");
+	assert_string_equal(response_header(&r, "Content-Type"), "application/json; charset=utf-8");
+	assert_string_equal(response_header(&r, "Cache-Control"), "no-store");
+	response_free(&r);
+	assert_true(requests_counted("health", "200") == before + 1);
+}
+
+static void path_and_query(void **state)
+{
+	(void)state;
+	struct response r;
+	request(&r, "GET", "/v1/items/a%20b%2Fc%C3%A9?q=x%26y+z&other=1&flag", "Bearer good", NULL,
+	        NULL);
+	assert_int_equal(r.status, 200);
+	json_t *j = json_loads(r.body, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(j, "id")), "a b/c\xc3\xa9");
+	assert_string_equal(json_string_value(json_object_get(j, "q")), "x&y z");
+	assert_string_equal(json_string_value(json_object_get(j, "user")), "usr_1");
+	assert_string_equal(json_string_value(json_object_get(j, "method")), "GET");
+	assert_true(json_is_false(json_object_get(j, "admin")));
+	json_decref(j);
+	response_free(&r);
+
+	request(&r, "GET", "/u/one/x/two", NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+
+	expect_error("GET", "/v1/items/%zz", "Bearer good", NULL, 400, "input");
+	expect_error("GET", "/v1/items/a%00b", "Bearer good", NULL, 400, "input");
+	expect_error("GET", "/v1/items/a%2", "Bearer good", NULL, 400, "input");
+	expect_error("GET", "/v1/items/1?q=a&q=b", "Bearer good", NULL, 400, "input");
+	expect_error("GET", "/v1/items/1?q=%", "Bearer good", NULL, 400, "input");
+	char many[1024] = "/v1/items/1?";
+	for (int i = 0; i <= MT_HTTP_QUERY_PARAMS_MAX; i++)
+		sprintf(many + strlen(many), "p%d=1&", i);
+	expect_error("GET", many, "Bearer good", NULL, 400, "input");
+}
+
+static void not_found_and_method(void **state)
+{
+	(void)state;
+	double before = requests_counted("unmatched", "404");
+	expect_error("GET", "/nope", NULL, NULL, 404, "input");
+	expect_error("GET", "/v1/items", NULL, NULL, 405, "input");
+	expect_error("GET", "/v1/items/", NULL, NULL, 404, "input"); /* {id} is never empty */
+	expect_error("GET", "/v1/items/1/", NULL, NULL, 404, "input");
+	expect_error("GET", "/v1//items", NULL, NULL, 404, "input");
+	expect_error("GET", "/healthz/", NULL, NULL, 404, "input");
+	assert_true(requests_counted("unmatched", "404") == before + 5);
+	assert_true(requests_counted("unmatched", "405") >= 1);
+
+	struct response r;
+	request(&r, "PATCH", "/v1/items/1", "Bearer good", NULL, NULL);
+	assert_int_equal(r.status, 405);
+	assert_string_equal(response_header(&r, "Allow"), "GET, DELETE");
+	response_free(&r);
+}
+
+static void authentication(void **state)
+{
+	(void)state;
+	int calls = atomic_load(&auth_calls);
+	expect_error("GET", "/v1/items/1", NULL, NULL, 401, "auth");
+	expect_error("GET", "/v1/items/1", "Basic Z29vZA==", NULL, 401, "auth");
+	expect_error("GET", "/v1/items/1", "Bearer", NULL, 401, "auth");
+	expect_error("GET", "/v1/items/1", "Bearer ", NULL, 401, "auth");
+	assert_int_equal(atomic_load(&auth_calls), calls); /* refused before the hook */
+	expect_error("GET", "/v1/items/1", "Bearer bad", NULL, 401, "auth");
+	assert_int_equal(atomic_load(&auth_calls), calls + 1);
+
+	struct response r;
+	request(&r, "GET", "/v1/items/1", "Bearer bad", NULL, NULL);
+	assert_string_equal(response_header(&r, "WWW-Authenticate"), "Bearer");
+	response_free(&r);
+
+	request(&r, "GET", "/v1/items/1", "bearer  good ", NULL, NULL);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+
+	expect_error("GET", "/v1/items/1", "Bearer busy", NULL, 503, "internal");
+	request(&r, "GET", "/v1/items/1", "Bearer sync", NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"user\":\"usr_2\""));
+	response_free(&r);
+	expect_error("PUT", "/v1/admin", "Bearer sync", NULL, 403, "auth");
+
+	expect_error("PUT", "/v1/admin", "Bearer good", NULL, 403, "auth");
+	request(&r, "PUT", "/v1/admin", "Bearer admin", NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"org\":\"org_1\"}");
+	response_free(&r);
+
+	request(&r, "DELETE", "/v1/items/7", "Bearer good", NULL, NULL);
+	assert_int_equal(r.status, 204);
+	assert_int_equal(r.body_len, 0);
+	response_free(&r);
+	assert_true(requests_counted("items.delete", "204") >= 1);
+	assert_true(requests_counted("admin.put", "403") >= 1);
+}
+
+static void bodies(void **state)
+{
+	(void)state;
+	struct response r;
+	request(&r, "POST", "/v1/items", "Bearer good", "{\"name\":\"x\"}",
+	        "Content-Type: application/json\r\n");
+	assert_int_equal(r.status, 201);
+	assert_string_equal(r.body, "{\"name\":\"x\",\"ctype\":\"application/json\"}");
+	response_free(&r);
+
+	expect_error("POST", "/v1/items", "Bearer good", "{\"name\":\"x\",\"name\":\"y\"}", 400,
+	             "input");
+	expect_error("POST", "/v1/items", "Bearer good", "{\"nom\":\"x\"}", 400, "input");
+	/* Over the route's cap (64) but under the server's: our JSON 413. */
+	char big[200];
+	snprintf(big, sizeof(big), "{\"name\":\"%0150d\"}", 0);
+	expect_error("POST", "/v1/items", "Bearer good", big, 413, "input");
+	assert_true(requests_counted("items.create", "413") >= 1);
+
+	/* The server-wide cap is the largest route's, so this route takes more than 1 MiB. */
+	size_t n = MT_HTTP_BODY_MAX + 1000;
+	char *huge = malloc(n + 1);
+	memset(huge, 'a', n);
+	huge[n] = '\0';
+	request(&r, "POST", "/big", NULL, huge, NULL);
+	assert_int_equal(r.status, 200);
+	char want[64];
+	snprintf(want, sizeof(want), "{\"len\":%zu}", n);
+	assert_string_equal(r.body, want);
+	response_free(&r);
+	free(huge);
+
+	/* Beyond the server-wide cap evhttp answers 413 itself (its own body, not ours). */
+	int fd = connect_server();
+	char head[256];
+	int hl = snprintf(head, sizeof(head),
+	                  "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
+	                  3 * MT_HTTP_BODY_MAX);
+	send_all(fd, head, (size_t)hl);
+	read_response(fd, &r);
+	assert_int_equal(r.status, 413);
+	response_free(&r);
+	close(fd);
+}
+
+static void replies(void **state)
+{
+	(void)state;
+	struct response r;
+	request(&r, "GET", "/twice", NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "first\n");
+	assert_string_equal(response_header(&r, "Content-Type"), "text/plain; charset=utf-8");
+	response_free(&r);
+
+	request(&r, "GET", "/error", NULL, NULL, NULL);
+	assert_int_equal(r.status, 422);
+	json_t *j = error_of(&r, "auth");
+	json_t *e = json_object_get(j, "error");
+	assert_string_equal(json_string_value(json_object_get(e, "message")),
+	                    "535 5.7.8 bad ? credentials");
+	assert_string_equal(json_string_value(json_object_get(e, "smtp_reply")), "535 5.7.8 ?(");
+	assert_string_equal(json_string_value(json_object_get(e, "fingerprint")), "sha256:ab");
+	json_decref(j);
+	response_free(&r);
+
+	request(&r, "GET", "/errorf", NULL, NULL, NULL);
+	assert_int_equal(r.status, 409);
+	assert_string_equal(
+	    r.body, "{\"error\":{\"class\":\"input\",\"message\":\"port 25 in use by x\"}}");
+	response_free(&r);
+
+	expect_error("GET", "/abandon", NULL, NULL, 500, "internal");
+}
+
+static void keep_alive(void **state)
+{
+	(void)state;
+	/* Several requests on one connection, one of them answered asynchronously. */
+	int fd = connect_server();
+	static const char one[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	static const char two[] = "GET /v1/slow?ms=10 HTTP/1.1\r\nHost: x\r\n"
+	                          "Authorization: Bearer good\r\n\r\n";
+	struct response r;
+	for (int i = 0; i < 3; i++) {
+		send_all(fd, one, sizeof(one) - 1);
+		read_response(fd, &r);
+		assert_int_equal(r.status, 200);
+		response_free(&r);
+		send_all(fd, two, sizeof(two) - 1);
+		read_response(fd, &r);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(r.body, "{\"slow\":\"done\"}");
+		response_free(&r);
+	}
+	close(fd);
+}
+
+static void wait_for(atomic_int *counter, int value)
+{
+	for (int i = 0; i < 500 && atomic_load(counter) < value; i++)
+		usleep(10000);
+	assert_true(atomic_load(counter) >= value);
+}
+
+static void client_gone(void **state)
+{
+	(void)state;
+	/* The client leaves while the handler waits; the late reply is dropped, nothing leaks
+	 * and nothing is touched after free (ASan build). */
+	int replied = atomic_load(&slow_replied);
+	int gone = atomic_load(&slow_saw_gone);
+	const struct mt_metric_label l[] = {{"route", "slow"}};
+	double dropped = mt_metric_get("mailtrail_http_replies_dropped_total", l, 1);
+	for (int i = 0; i < 5; i++) {
+		int fd = connect_server();
+		static const char req[] = "GET /v1/slow?ms=150 HTTP/1.1\r\nHost: x\r\n"
+		                          "Authorization: Bearer good\r\n\r\n";
+		send_all(fd, req, sizeof(req) - 1);
+		usleep(30000); /* let the server read it */
+		if (i % 2 == 1) {
+			/* A reset rather than a FIN. */
+			struct linger lin = {1, 0};
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+		}
+		close(fd);
+	}
+	/* And one that leaves while the token is being checked. */
+	int fd = connect_server();
+	static const char req[] = "GET /v1/items/1 HTTP/1.1\r\nHost: x\r\n"
+	                          "Authorization: Bearer good\r\n\r\n";
+	send_all(fd, req, sizeof(req) - 1);
+	close(fd);
+	wait_for(&slow_replied, replied + 5);
+	usleep(50000);
+	/* The server still works. */
+	struct response r;
+	request(&r, "GET", "/healthz", NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	/* Seen while waiting, not only when the reply fails. */
+	assert_int_equal(atomic_load(&slow_saw_gone), gone + 5);
+	assert_true(mt_metric_get("mailtrail_http_replies_dropped_total", l, 1) == dropped + 5);
+}
+
+static void metrics_rendered(void **state)
+{
+	(void)state;
+	char *text = mt_metrics_render();
+	assert_non_null(strstr(text, "# TYPE mailtrail_http_requests_total counter\n"));
+	assert_non_null(
+	    strstr(text, "mailtrail_http_requests_total{route=\"health\",status=\"200\"}"));
+	assert_non_null(
+	    strstr(text, "mailtrail_http_requests_total{route=\"unmatched\",status=\"404\"}"));
+	free(text);
+}
+
+static int stop(void **state)
+{
+	(void)state;
+	struct response r;
+	request(&r, "POST", "/test/stop", NULL, NULL, NULL);
+	response_free(&r);
+	pthread_join(loop_thread, NULL);
+	http_server_free(&server);
+	assert_null(server);
+	event_base_free(base);
+	return 0;
+}
+
+/* A request still waiting when the server is freed: its late reply is dropped and frees it. */
+static void free_with_pending(void **state)
+{
+	(void)state;
+	base = event_base_new();
+	const char *error = NULL;
+	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
+	                         authenticate, &port, &error);
+	assert_non_null(server);
+	port = http_server_port(server);
+	int replied = atomic_load(&slow_replied);
+	int fd = connect_server();
+	static const char req[] = "GET /v1/slow?ms=100 HTTP/1.1\r\nHost: x\r\n"
+	                          "Authorization: Bearer good\r\n\r\n";
+	send_all(fd, req, sizeof(req) - 1);
+	/* Run the loop until the handler has the request (auth takes one more iteration). */
+	struct timeval tv = {0, 50000};
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	http_server_free(&server);
+	/* The connection is closed... */
+	char c;
+	assert_int_equal(read(fd, &c, 1), 0);
+	close(fd);
+	/* ...and the handler's timer still fires and replies into the void. */
+	event_base_dispatch(base);
+	assert_int_equal(atomic_load(&slow_replied), replied + 1);
+	event_base_free(base);
+}
+
+static void listen_addresses(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {"127.0.0.1", "::1:80",          "[::1]80",
+	                                  "[::1]:",    "127.0.0.1:x",     "127.0.0.1:65536",
+	                                  ":80",       "127.0.0.1:123456"};
+	struct event_base *b = event_base_new();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *error = NULL;
+		assert_null(http_server_new(b, bad[i], routes, 1, NULL, NULL, &error));
+		assert_non_null(error);
+	}
+	const char *error = NULL;
+	struct http_server *s = http_server_new(b, "[::1]:0", routes, 1, NULL, NULL, &error);
+	if (s == NULL) {
+		print_message("no IPv6 loopback here: %s\n", error);
+	} else {
+		assert_true(http_server_port(s) > 0);
+		/* The port is taken now. */
+		char again[32];
+		snprintf(again, sizeof(again), "[::1]:%u", http_server_port(s));
+		assert_null(http_server_new(b, again, routes, 1, NULL, NULL, &error));
+		assert_non_null(strstr(error, "cannot listen"));
+		http_server_free(&s);
+	}
+	event_base_free(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest served[] = {
+	    cmocka_unit_test(public_route),
+	    cmocka_unit_test(path_and_query),
+	    cmocka_unit_test(not_found_and_method),
+	    cmocka_unit_test(authentication),
+	    cmocka_unit_test(bodies),
+	    cmocka_unit_test(replies),
+	    cmocka_unit_test(keep_alive),
+	    cmocka_unit_test(client_gone),
+	    cmocka_unit_test(metrics_rendered),
+	};
+	const struct CMUnitTest alone[] = {
+	    cmocka_unit_test(free_with_pending),
+	    cmocka_unit_test(listen_addresses),
+	};
+	int failed = cmocka_run_group_tests(served, start, stop);
+	failed += cmocka_run_group_tests(alone, NULL, NULL);
+	return failed;
+}

@@ -1,0 +1,955 @@
+/* The store: every operation through store_run() on a temp-file store without a loop, the group
+ * commit through an event loop, and two handles on one file (`init` beside `serve`). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "store/store.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fixture {
+	char dir[64];
+	char path[96];
+	struct store *store;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_store.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/mailtrail.db", f->dir);
+	const char *error = NULL;
+	f->store = store_open(f->path, NULL, &error);
+	if (f->store == NULL) {
+		fprintf(stderr, "store_open: %s\n", error);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->store);
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[128];
+		snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
+		unlink(p);
+	}
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* One argument block for all the small jobs below; big, so it lives on the heap. */
+struct call {
+	const char *org_id, *id, *address, *query, *cursor;
+	size_t limit;
+	struct store_org org;
+	struct store_user user;
+	struct store_token token;
+	struct store_profile profile;
+	struct store_profile_list list;
+	struct store_smtp_account account;
+	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
+	size_t limit_count;
+	char ids[4][MT_ID_MAX];
+	size_t count;
+	unsigned char hash[32];
+	int version;
+};
+
+static struct call *call_new(void)
+{
+	struct call *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	return c;
+}
+
+#define JOB(name, expr)                                                                            \
+	static int name(struct store_tx *tx, void *arg)                                            \
+	{                                                                                          \
+		struct call *c = arg;                                                              \
+		(void)c;                                                                           \
+		return (expr);                                                                     \
+	}
+
+JOB(j_org_create, store_org_create(tx, &c->org))
+JOB(j_org_get, store_org_get(tx, c->id, &c->org))
+JOB(j_org_update, store_org_update(tx, &c->org))
+JOB(j_user_create, store_user_create(tx, &c->user))
+JOB(j_user_get, store_user_get(tx, c->org_id, c->id, &c->user))
+JOB(j_user_update, store_user_update(tx, &c->user))
+JOB(j_user_deactivate, store_user_deactivate(tx, c->org_id, c->id))
+JOB(j_user_by_address, store_user_by_address(tx, c->org_id, c->address, &c->user))
+JOB(j_token_create, store_token_create(tx, &c->token))
+JOB(j_token_auth, store_token_authenticate(tx, c->hash, &c->token, &c->user))
+JOB(j_token_revoke, store_token_revoke(tx, c->id, c->token.id))
+JOB(j_profile_create, store_profile_create(tx, &c->profile))
+JOB(j_profile_get, store_profile_get(tx, c->org_id, c->id, &c->profile))
+JOB(j_profile_update, store_profile_update(tx, &c->profile))
+JOB(j_profile_delete, store_profile_delete(tx, c->org_id, c->id))
+JOB(j_profile_list, store_profile_list(tx, c->org_id, c->query, c->cursor, c->limit, &c->list))
+JOB(j_by_address, store_profiles_by_address(tx, c->org_id, c->address, c->ids, 4, &c->count))
+JOB(j_smtp_get, store_smtp_account_get(tx, c->org_id, c->id, &c->account))
+JOB(j_smtp_put, store_smtp_account_put(tx, &c->account))
+JOB(j_smtp_limits, store_smtp_account_set_limits(tx, c->org_id, c->id, c->limits, c->limit_count))
+JOB(j_smtp_off, store_smtp_account_off(tx, c->org_id, c->id))
+JOB(j_version, store_schema_version(tx, &c->version))
+
+static int run(struct fixture *f, enum store_job_kind kind, store_job_fn *fn, struct call *c)
+{
+	return store_run(f->store, kind, fn, c);
+}
+
+static void make_org(struct fixture *f, const char *name, char id_r[MT_ID_MAX])
+{
+	struct call *c = call_new();
+	snprintf(c->org.name, sizeof(c->org.name), "%s", name);
+	assert_int_equal(run(f, STORE_WRITE, j_org_create, c), 0);
+	memcpy(id_r, c->org.id, MT_ID_MAX);
+	free(c);
+}
+
+static void make_user(struct fixture *f, const char *org_id, const char *email, const char *alias,
+                      char id_r[MT_ID_MAX])
+{
+	struct call *c = call_new();
+	snprintf(c->user.org_id, sizeof(c->user.org_id), "%s", org_id);
+	snprintf(c->user.email, sizeof(c->user.email), "%s", email);
+	snprintf(c->user.name, sizeof(c->user.name), "User %s", email);
+	if (alias != NULL) {
+		snprintf(c->user.aliases[0], sizeof(c->user.aliases[0]), "%s", alias);
+		c->user.alias_count = 1;
+	}
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), 0);
+	memcpy(id_r, c->user.id, MT_ID_MAX);
+	free(c);
+}
+
+static void test_new_id(void **state)
+{
+	(void)state;
+	char a[MT_ID_MAX], b[MT_ID_MAX];
+	store_new_id("usr", a);
+	store_new_id("usr", b);
+	assert_int_equal(strlen(a), 4 + MT_STORE_ID_RANDOM);
+	assert_memory_equal(a, "usr_", 4);
+	assert_string_not_equal(a, b);
+	for (const char *p = a + 4; *p != '\0'; p++)
+		assert_non_null(strchr("abcdefghijklmnopqrstuvwxyz234567", *p));
+}
+
+static void test_org(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	snprintf(c->org.name, sizeof(c->org.name), "Acme");
+	snprintf(c->org.domains[0], sizeof(c->org.domains[0]), "acme.example");
+	snprintf(c->org.domains[1], sizeof(c->org.domains[1]), "acme.test");
+	c->org.domain_count = 2;
+	assert_int_equal(run(f, STORE_WRITE_DURABLE, j_org_create, c), 0);
+	assert_memory_equal(c->org.id, "org_", 4);
+	assert_true(c->org.created_at > 0);
+	char id[MT_ID_MAX];
+	memcpy(id, c->org.id, sizeof(id));
+
+	struct call *g = call_new();
+	g->id = id;
+	assert_int_equal(run(f, STORE_READ, j_org_get, g), 0);
+	assert_string_equal(g->org.name, "Acme");
+	assert_int_equal(g->org.domain_count, 2);
+	assert_string_equal(g->org.domains[1], "acme.test");
+	assert_false(g->org.custom_smtp || g->org.imap_sync || g->org.bcc_sync);
+
+	/* Update replaces domains and features, never the name. */
+	g->org.custom_smtp = true;
+	snprintf(g->org.name, sizeof(g->org.name), "Renamed");
+	snprintf(g->org.domains[0], sizeof(g->org.domains[0]), "new.example");
+	g->org.domain_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_org_update, g), 0);
+	struct call *h = call_new();
+	h->id = id;
+	assert_int_equal(run(f, STORE_READ, j_org_get, h), 0);
+	assert_string_equal(h->org.name, "Acme");
+	assert_true(h->org.custom_smtp);
+	assert_int_equal(h->org.domain_count, 1);
+	assert_string_equal(h->org.domains[0], "new.example");
+
+	h->id = "org_nonexistent";
+	assert_int_equal(run(f, STORE_READ, j_org_get, h), STORE_NOT_FOUND);
+	snprintf(g->org.id, sizeof(g->org.id), "org_nonexistent");
+	assert_int_equal(run(f, STORE_WRITE, j_org_update, g), STORE_NOT_FOUND);
+	free(c);
+	free(g);
+	free(h);
+}
+
+static void test_users_and_tokens(void **state)
+{
+	struct fixture *f = *state;
+	char org[MT_ID_MAX], other[MT_ID_MAX], uid[MT_ID_MAX], uid2[MT_ID_MAX];
+	make_org(f, "A", org);
+	make_org(f, "B", other);
+	make_user(f, org, "ann@a.example", "ann.alias@a.example", uid);
+	assert_memory_equal(uid, "usr_", 4);
+
+	/* Conflicts: the email, or an alias, of another user of the org. */
+	struct call *c = call_new();
+	snprintf(c->user.org_id, sizeof(c->user.org_id), "%s", org);
+	snprintf(c->user.email, sizeof(c->user.email), "ann@a.example");
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), STORE_CONFLICT);
+	snprintf(c->user.email, sizeof(c->user.email), "bob@a.example");
+	snprintf(c->user.aliases[0], sizeof(c->user.aliases[0]), "ann.alias@a.example");
+	c->user.alias_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), STORE_CONFLICT);
+	/* ...which left nothing behind: bob can be created without the alias. */
+	c->user.alias_count = 0;
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), 0);
+	memcpy(uid2, c->user.id, sizeof(uid2));
+	/* The same address in another org is fine. */
+	snprintf(c->user.org_id, sizeof(c->user.org_id), "%s", other);
+	snprintf(c->user.email, sizeof(c->user.email), "ann@a.example");
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), 0);
+	/* No such org. */
+	snprintf(c->user.org_id, sizeof(c->user.org_id), "org_missing");
+	snprintf(c->user.email, sizeof(c->user.email), "x@a.example");
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), STORE_NOT_FOUND);
+
+	/* Get, scoped by org. */
+	struct call *g = call_new();
+	g->org_id = org;
+	g->id = uid;
+	assert_int_equal(run(f, STORE_READ, j_user_get, g), 0);
+	assert_string_equal(g->user.email, "ann@a.example");
+	assert_int_equal(g->user.alias_count, 1);
+	assert_string_equal(g->user.aliases[0], "ann.alias@a.example");
+	assert_true(g->user.active);
+	assert_int_equal(g->user.role, STORE_ROLE_USER);
+	g->org_id = other;
+	assert_int_equal(run(f, STORE_READ, j_user_get, g), STORE_NOT_FOUND);
+
+	/* Update: role, name, aliases; an alias of bob's is a conflict and changes nothing. */
+	g->org_id = org;
+	assert_int_equal(run(f, STORE_READ, j_user_get, g), 0);
+	g->user.role = STORE_ROLE_ADMIN;
+	snprintf(g->user.name, sizeof(g->user.name), "Ann A.");
+	snprintf(g->user.aliases[0], sizeof(g->user.aliases[0]), "bob@a.example");
+	assert_int_equal(run(f, STORE_WRITE, j_user_update, g), STORE_CONFLICT);
+	snprintf(g->user.aliases[0], sizeof(g->user.aliases[0]), "ann2@a.example");
+	snprintf(g->user.aliases[1], sizeof(g->user.aliases[1]), "ann3@a.example");
+	g->user.alias_count = 2;
+	assert_int_equal(run(f, STORE_WRITE, j_user_update, g), 0);
+	struct call *h = call_new();
+	h->org_id = org;
+	h->id = uid;
+	assert_int_equal(run(f, STORE_READ, j_user_get, h), 0);
+	assert_int_equal(h->user.role, STORE_ROLE_ADMIN);
+	assert_string_equal(h->user.name, "Ann A.");
+	assert_int_equal(h->user.alias_count, 2);
+	assert_string_equal(h->user.aliases[1], "ann3@a.example");
+	snprintf(g->user.org_id, sizeof(g->user.org_id), "%s", other);
+	assert_int_equal(run(f, STORE_WRITE, j_user_update, g), STORE_NOT_FOUND);
+
+	/* By address: email and alias; the old alias is gone; scoped. */
+	h->address = "ann3@a.example";
+	assert_int_equal(run(f, STORE_READ, j_user_by_address, h), 0);
+	assert_string_equal(h->user.id, uid);
+	h->address = "ann@a.example";
+	assert_int_equal(run(f, STORE_READ, j_user_by_address, h), 0);
+	assert_string_equal(h->user.id, uid);
+	h->address = "ann.alias@a.example";
+	assert_int_equal(run(f, STORE_READ, j_user_by_address, h), STORE_NOT_FOUND);
+	h->org_id = other;
+	h->address = "ann3@a.example";
+	assert_int_equal(run(f, STORE_READ, j_user_by_address, h), STORE_NOT_FOUND);
+
+	/* Tokens: create, authenticate, revoke, duplicates, foreign users. */
+	struct call *t = call_new();
+	snprintf(t->token.org_id, sizeof(t->token.org_id), "%s", org);
+	snprintf(t->token.user_id, sizeof(t->token.user_id), "%s", uid);
+	memset(t->token.hash, 0xab, 32);
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), 0);
+	assert_memory_equal(t->token.id, "tok_", 4);
+	char tok1[MT_ID_MAX];
+	memcpy(tok1, t->token.id, sizeof(tok1));
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), STORE_CONFLICT);
+	memset(t->token.hash, 0xcd, 32);
+	snprintf(t->token.org_id, sizeof(t->token.org_id), "%s", other);
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), STORE_NOT_FOUND);
+	snprintf(t->token.org_id, sizeof(t->token.org_id), "%s", org);
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), 0);
+	char tok2[MT_ID_MAX];
+	memcpy(tok2, t->token.id, sizeof(tok2));
+
+	struct call *a = call_new();
+	memset(a->hash, 0xab, 32);
+	assert_int_equal(run(f, STORE_READ, j_token_auth, a), 0);
+	assert_string_equal(a->token.id, tok1);
+	assert_string_equal(a->token.org_id, org);
+	assert_string_equal(a->user.id, uid);
+	assert_int_equal(a->user.alias_count, 2);
+	memset(a->hash, 0x01, 32);
+	assert_int_equal(run(f, STORE_READ, j_token_auth, a), STORE_NOT_FOUND);
+
+	/* Revoke: only by its own user. */
+	struct call *r = call_new();
+	r->id = uid2;
+	snprintf(r->token.id, sizeof(r->token.id), "%s", tok1);
+	assert_int_equal(run(f, STORE_WRITE, j_token_revoke, r), STORE_NOT_FOUND);
+	r->id = uid;
+	assert_int_equal(run(f, STORE_WRITE, j_token_revoke, r), 0);
+	assert_int_equal(run(f, STORE_WRITE, j_token_revoke, r), 0);
+	memset(a->hash, 0xab, 32);
+	assert_int_equal(run(f, STORE_READ, j_token_auth, a), STORE_NOT_FOUND);
+	memset(a->hash, 0xcd, 32);
+	assert_int_equal(run(f, STORE_READ, j_token_auth, a), 0);
+	assert_string_equal(a->token.id, tok2);
+
+	free(c);
+	free(g);
+	free(h);
+	free(t);
+	free(a);
+	free(r);
+}
+
+static void fill_account(struct call *c, const char *org, const char *uid)
+{
+	struct store_smtp_account *a = &c->account;
+	snprintf(a->org_id, sizeof(a->org_id), "%s", org);
+	snprintf(a->user_id, sizeof(a->user_id), "%s", uid);
+	a->state = STORE_ACCOUNT_CONNECTED;
+	snprintf(a->preset, sizeof(a->preset), "gmail");
+	snprintf(a->host, sizeof(a->host), "smtp.example");
+	a->port = 587;
+	snprintf(a->security, sizeof(a->security), "starttls");
+	snprintf(a->auth, sizeof(a->auth), "password");
+	snprintf(a->username, sizeof(a->username), "ann@a.example");
+	snprintf(a->from_address, sizeof(a->from_address), "ann@a.example");
+	a->limits[0] = (struct store_send_limit){100, 3600};
+	a->limits[1] = (struct store_send_limit){500, 86400};
+	a->limit_count = 2;
+	snprintf(a->tls_fingerprint, sizeof(a->tls_fingerprint), "sha256:%064d", 0);
+	memset(a->sealed_secret, 0x5a, 48);
+	a->sealed_secret_len = 48;
+	a->verified_at = 1700000000;
+	snprintf(a->confirmation_message_id, sizeof(a->confirmation_message_id), "m1@x");
+}
+
+static void test_smtp_account_and_deactivate(void **state)
+{
+	struct fixture *f = *state;
+	char org[MT_ID_MAX], other[MT_ID_MAX], uid[MT_ID_MAX];
+	make_org(f, "A", org);
+	make_org(f, "B", other);
+	make_user(f, org, "ann@a.example", NULL, uid);
+
+	struct call *c = call_new();
+	c->org_id = org;
+	c->id = uid;
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, c), STORE_NOT_FOUND);
+	fill_account(c, other, uid);
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_put, c), STORE_NOT_FOUND);
+	fill_account(c, org, uid);
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_put, c), 0);
+
+	struct call *g = call_new();
+	g->org_id = org;
+	g->id = uid;
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, g), 0);
+	struct store_smtp_account *a = &g->account;
+	assert_int_equal(a->state, STORE_ACCOUNT_CONNECTED);
+	assert_string_equal(a->preset, "gmail");
+	assert_string_equal(a->host, "smtp.example");
+	assert_int_equal(a->port, 587);
+	assert_string_equal(a->security, "starttls");
+	assert_string_equal(a->auth, "password");
+	assert_string_equal(a->from_address, "ann@a.example");
+	assert_int_equal(a->limit_count, 2);
+	assert_int_equal(a->limits[1].limit, 500);
+	assert_int_equal(a->limits[1].window_s, 86400);
+	assert_int_equal(a->sealed_secret_len, 48);
+	assert_memory_equal(a->sealed_secret, c->account.sealed_secret, 48);
+	assert_int_equal(a->verified_at, 1700000000);
+	assert_string_equal(a->confirmation_message_id, "m1@x");
+	assert_true(a->updated_at > 0);
+	g->org_id = other;
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, g), STORE_NOT_FOUND);
+
+	/* Replace (upsert) and limits only. */
+	c->account.port = 465;
+	c->account.limit_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_put, c), 0);
+	struct call *l = call_new();
+	l->org_id = org;
+	l->id = uid;
+	l->limits[0] = (struct store_send_limit){10, 60};
+	l->limits[1] = (struct store_send_limit){20, 3600};
+	l->limits[2] = (struct store_send_limit){30, 86400};
+	l->limit_count = 3;
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_limits, l), 0);
+	l->org_id = other;
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_limits, l), STORE_NOT_FOUND);
+	g->org_id = org;
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, g), 0);
+	assert_int_equal(g->account.port, 465);
+	assert_int_equal(g->account.limit_count, 3);
+	assert_int_equal(g->account.limits[0].window_s, 60);
+	assert_int_equal(g->account.limits[2].limit, 30);
+
+	/* Off: state and secret go, settings stay. */
+	struct call *o = call_new();
+	o->org_id = other;
+	o->id = uid;
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_off, o), STORE_NOT_FOUND);
+	o->org_id = org;
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_off, o), 0);
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, g), 0);
+	assert_int_equal(g->account.state, STORE_ACCOUNT_OFF);
+	assert_int_equal(g->account.sealed_secret_len, 0);
+	assert_string_equal(g->account.host, "smtp.example");
+
+	/* Deactivate: inactive, tokens revoked, account off with the secret wiped. */
+	assert_int_equal(run(f, STORE_WRITE, j_smtp_put, c), 0);
+	struct call *t = call_new();
+	snprintf(t->token.org_id, sizeof(t->token.org_id), "%s", org);
+	snprintf(t->token.user_id, sizeof(t->token.user_id), "%s", uid);
+	memset(t->token.hash, 0x77, 32);
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), 0);
+	struct call *d = call_new();
+	d->org_id = other;
+	d->id = uid;
+	assert_int_equal(run(f, STORE_WRITE, j_user_deactivate, d), STORE_NOT_FOUND);
+	d->org_id = org;
+	assert_int_equal(run(f, STORE_WRITE_DURABLE, j_user_deactivate, d), 0);
+
+	memset(d->hash, 0x77, 32);
+	assert_int_equal(run(f, STORE_READ, j_token_auth, d), STORE_NOT_FOUND);
+	assert_int_equal(run(f, STORE_READ, j_user_get, d), 0);
+	assert_false(d->user.active);
+	d->address = "ann@a.example";
+	assert_int_equal(run(f, STORE_READ, j_user_by_address, d), STORE_NOT_FOUND);
+	assert_int_equal(run(f, STORE_READ, j_smtp_get, g), 0);
+	assert_int_equal(g->account.state, STORE_ACCOUNT_OFF);
+	assert_int_equal(g->account.sealed_secret_len, 0);
+	/* No new token for an inactive user. */
+	memset(t->token.hash, 0x78, 32);
+	assert_int_equal(run(f, STORE_WRITE, j_token_create, t), STORE_NOT_FOUND);
+
+	/* The revocation is in the database, not only in the join. */
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw,
+	                                    "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL"
+	                                    " UNION ALL SELECT COUNT(*) FROM smtp_accounts"
+	                                    " WHERE sealed_secret IS NOT NULL",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 0);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 0);
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+
+	free(c);
+	free(g);
+	free(l);
+	free(o);
+	free(t);
+	free(d);
+}
+
+static void make_profile(struct fixture *f, const char *org, const char *name, const char *e1,
+                         const char *e2, char id_r[MT_ID_MAX])
+{
+	struct call *c = call_new();
+	snprintf(c->profile.org_id, sizeof(c->profile.org_id), "%s", org);
+	snprintf(c->profile.name, sizeof(c->profile.name), "%s", name);
+	c->profile.kind = STORE_PROFILE_APPLICANT;
+	snprintf(c->profile.emails[0], sizeof(c->profile.emails[0]), "%s", e1);
+	c->profile.email_count = 1;
+	if (e2 != NULL) {
+		snprintf(c->profile.emails[1], sizeof(c->profile.emails[1]), "%s", e2);
+		c->profile.email_count = 2;
+	}
+	assert_int_equal(run(f, STORE_WRITE, j_profile_create, c), 0);
+	memcpy(id_r, c->profile.id, MT_ID_MAX);
+	free(c);
+}
+
+static void test_profiles(void **state)
+{
+	struct fixture *f = *state;
+	char org[MT_ID_MAX], other[MT_ID_MAX], jack[MT_ID_MAX], jill[MT_ID_MAX], x[MT_ID_MAX];
+	make_org(f, "A", org);
+	make_org(f, "B", other);
+	make_profile(f, org, "Jack Smith", "jack@c.example", "j.smith@d.example", jack);
+	make_profile(f, org, "Jill Jones", "jill@c.example", NULL, jill);
+	make_profile(f, other, "Jack Other", "jack@c.example", NULL, x);
+	assert_memory_equal(jack, "prf_", 4);
+
+	struct call *g = call_new();
+	g->org_id = org;
+	g->id = jack;
+	assert_int_equal(run(f, STORE_READ, j_profile_get, g), 0);
+	assert_string_equal(g->profile.name, "Jack Smith");
+	assert_int_equal(g->profile.kind, STORE_PROFILE_APPLICANT);
+	assert_int_equal(g->profile.email_count, 2);
+	assert_string_equal(g->profile.emails[1], "j.smith@d.example");
+	g->org_id = other;
+	assert_int_equal(run(f, STORE_READ, j_profile_get, g), STORE_NOT_FOUND);
+
+	/* By address: scoped, and an address may belong to several profiles. */
+	struct call *b = call_new();
+	b->org_id = org;
+	b->address = "jack@c.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 1);
+	assert_string_equal(b->ids[0], jack);
+	b->org_id = other;
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 1);
+	assert_string_equal(b->ids[0], x);
+	b->org_id = org;
+	b->address = "nobody@c.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 0);
+	char dup[MT_ID_MAX];
+	make_profile(f, org, "Jill Again", "jill@c.example", NULL, dup);
+	b->address = "jill@c.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 2);
+
+	/* Update replaces kind, name and addresses; other org's id is not found. */
+	g->org_id = org;
+	assert_int_equal(run(f, STORE_READ, j_profile_get, g), 0);
+	g->profile.kind = STORE_PROFILE_CONTACT;
+	snprintf(g->profile.name, sizeof(g->profile.name), "Jack Smythe");
+	snprintf(g->profile.emails[0], sizeof(g->profile.emails[0]), "jack@new.example");
+	g->profile.email_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_update, g), 0);
+	b->address = "j.smith@d.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 0);
+	b->address = "jack@new.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 1);
+	snprintf(g->profile.org_id, sizeof(g->profile.org_id), "%s", other);
+	assert_int_equal(run(f, STORE_WRITE, j_profile_update, g), STORE_NOT_FOUND);
+	struct call *h = call_new();
+	h->org_id = org;
+	h->id = jack;
+	assert_int_equal(run(f, STORE_READ, j_profile_get, h), 0);
+	assert_int_equal(h->profile.kind, STORE_PROFILE_CONTACT);
+	assert_string_equal(h->profile.name, "Jack Smythe");
+
+	/* Delete: scoped; takes the addresses with it. */
+	h->org_id = other;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_delete, h), STORE_NOT_FOUND);
+	h->org_id = org;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_delete, h), 0);
+	assert_int_equal(run(f, STORE_READ, j_profile_get, h), STORE_NOT_FOUND);
+	assert_int_equal(run(f, STORE_WRITE, j_profile_delete, h), STORE_NOT_FOUND);
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 0);
+	b->org_id = other;
+	b->address = "jack@c.example";
+	assert_int_equal(run(f, STORE_READ, j_by_address, b), 0);
+	assert_int_equal(b->count, 1);
+	free(g);
+	free(b);
+	free(h);
+}
+
+static int cmp_ids(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void test_profile_list(void **state)
+{
+	struct fixture *f = *state;
+	char org[MT_ID_MAX], other[MT_ID_MAX];
+	make_org(f, "A", org);
+	make_org(f, "B", other);
+	enum { N = 25 };
+	char ids[N][MT_ID_MAX];
+	for (int i = 0; i < N; i++) {
+		char name[64], email[64];
+		snprintf(name, sizeof(name), "%s %02d", i % 2 ? "Émile" : "Zoe", i);
+		snprintf(email, sizeof(email), "p%02d%s@x.example", i, i == 3 ? "_%" : "");
+		make_profile(f, org, name, email, NULL, ids[i]);
+	}
+	char foreign[MT_ID_MAX];
+	make_profile(f, other, "Zoe Foreign", "p01@x.example", NULL, foreign);
+	qsort(ids, N, MT_ID_MAX, cmp_ids);
+
+	/* Pages of 10 in id order, the cursor being the last id of a page. */
+	struct call *c = call_new();
+	c->org_id = org;
+	c->limit = 10;
+	char cursor[MT_ID_MAX + 8] = "";
+	size_t seen = 0;
+	for (int page = 0; page < 3; page++) {
+		c->cursor = cursor;
+		assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+		for (size_t i = 0; i < c->list.count; i++)
+			assert_string_equal(c->list.items[i].id, ids[seen + i]);
+		seen += c->list.count;
+		assert_int_equal(c->list.count, page < 2 ? 10 : 5);
+		if (page < 2)
+			assert_string_equal(c->list.next_cursor, ids[seen - 1]);
+		else
+			assert_string_equal(c->list.next_cursor, "");
+		snprintf(cursor, sizeof(cursor), "%s", c->list.next_cursor);
+		store_profile_list_free(&c->list);
+	}
+	assert_int_equal(seen, N);
+
+	/* An exact multiple of the page: the last full page says there is no more. */
+	c->limit = N;
+	c->cursor = NULL;
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, N);
+	assert_string_equal(c->list.next_cursor, "");
+	store_profile_list_free(&c->list);
+
+	/* Name prefix, case-insensitive (also beyond ASCII). */
+	c->limit = 100;
+	c->query = "ÉMI";
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 12);
+	store_profile_list_free(&c->list);
+	c->query = "zoe 1";
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 5); /* 10 12 14 16 18 */
+	store_profile_list_free(&c->list);
+
+	/* Address prefix; % and _ are plain characters. */
+	c->query = "P0";
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 10);
+	store_profile_list_free(&c->list);
+	c->query = "p03_%";
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 1);
+	assert_string_equal(c->list.items[0].emails[0], "p03_%@x.example");
+	store_profile_list_free(&c->list);
+	c->query = "p0_";
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 0);
+	store_profile_list_free(&c->list);
+
+	/* A query matching both the name and the address counts the profile once; paging works
+	 * with a query too. */
+	make_profile(f, org, "Pam", "pam@x.example", NULL, foreign);
+	c->query = "p";
+	c->limit = 20;
+	c->cursor = NULL;
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 20);
+	snprintf(cursor, sizeof(cursor), "%s", c->list.next_cursor);
+	assert_string_not_equal(cursor, "");
+	store_profile_list_free(&c->list);
+	c->cursor = cursor;
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, N + 1 - 20);
+	assert_string_equal(c->list.next_cursor, "");
+	store_profile_list_free(&c->list);
+
+	/* Another org sees only its own. */
+	c->org_id = other;
+	c->query = NULL;
+	c->cursor = NULL;
+	assert_int_equal(run(f, STORE_READ, j_profile_list, c), 0);
+	assert_int_equal(c->list.count, 1);
+	store_profile_list_free(&c->list);
+	free(c);
+}
+
+/* A job that changes something and then fails: only its own changes roll back. */
+static int j_create_then_fail(struct store_tx *tx, void *arg)
+{
+	struct call *c = arg;
+	int rc = store_org_create(tx, &c->org);
+	return rc == 0 ? 42 : rc;
+}
+
+static void test_failed_job_rolls_back(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	snprintf(c->org.name, sizeof(c->org.name), "Ghost");
+	assert_int_equal(run(f, STORE_WRITE, j_create_then_fail, c), 42);
+	c->id = c->org.id;
+	assert_int_equal(run(f, STORE_READ, j_org_get, c), STORE_NOT_FOUND);
+	/* A write operation in a read job is refused. */
+	assert_int_equal(run(f, STORE_READ, j_org_create, c), -1);
+	free(c);
+}
+
+static void test_migrations_idempotent(void **state)
+{
+	struct fixture *f = *state;
+	char org[MT_ID_MAX];
+	make_org(f, "Kept", org);
+	struct call *c = call_new();
+	assert_int_equal(run(f, STORE_READ, j_version, c), 0);
+	assert_int_equal(c->version, 1);
+	for (int i = 0; i < 2; i++) {
+		store_close(&f->store);
+		const char *error = NULL;
+		f->store = store_open(f->path, NULL, &error);
+		assert_non_null(f->store);
+	}
+	c->id = org;
+	assert_int_equal(run(f, STORE_READ, j_org_get, c), 0);
+	assert_string_equal(c->org.name, "Kept");
+	assert_int_equal(run(f, STORE_READ, j_version, c), 0);
+	assert_int_equal(c->version, 1);
+
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(
+	    sqlite3_prepare_v2(raw, "SELECT COUNT(*) FROM schema_migrations", -1, &st, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 1);
+	sqlite3_finalize(st);
+	/* A schema from the future is refused rather than written to. */
+	assert_int_equal(sqlite3_exec(raw,
+	                              "INSERT INTO schema_migrations VALUES (999, 'future', 0)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(raw);
+	store_close(&f->store);
+	const char *error = NULL;
+	assert_null(store_open(f->path, NULL, &error));
+	assert_non_null(strstr(error, "newer"));
+	assert_null(store_open("postgresql://localhost/x", NULL, &error));
+	f->store = NULL;
+	free(c);
+	/* Reopen something for teardown. */
+	raw = NULL;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(raw, "DELETE FROM schema_migrations WHERE version = 999",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(raw);
+	f->store = store_open(f->path, NULL, &error);
+	assert_non_null(f->store);
+}
+
+/* ---- the group commit, through an event loop ---- */
+
+struct async {
+	struct event_base *base;
+	int done, ok;
+	pthread_mutex_t gate_mu;
+	pthread_cond_t gate_cv;
+	bool gate_entered, gate_open;
+	struct store_org orgs[1000];
+};
+
+static int j_gate(struct store_tx *tx, void *arg)
+{
+	(void)tx;
+	struct async *a = arg;
+	pthread_mutex_lock(&a->gate_mu);
+	a->gate_entered = true;
+	pthread_cond_broadcast(&a->gate_cv);
+	while (!a->gate_open)
+		pthread_cond_wait(&a->gate_cv, &a->gate_mu);
+	pthread_mutex_unlock(&a->gate_mu);
+	return 0;
+}
+
+static int j_async_org(struct store_tx *tx, void *arg)
+{
+	return store_org_create(tx, arg);
+}
+
+static struct async *async_of; /* the done callback's only way back to its test */
+
+static void on_done(void *arg, int result)
+{
+	(void)arg;
+	struct async *a = async_of;
+	a->done++;
+	a->ok += result == 0;
+	if (a->done == 1000)
+		event_base_loopbreak(a->base);
+}
+
+static void test_group_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct async *a = calloc(1, sizeof(*a));
+	async_of = a;
+	a->base = event_base_new();
+	pthread_mutex_init(&a->gate_mu, NULL);
+	pthread_cond_init(&a->gate_cv, NULL);
+	const char *error = NULL;
+	struct store *s = store_open(f->path, a->base, &error);
+	assert_non_null(s);
+
+	/* Hold the store thread in a job so that all 1000 are queued when it comes back: the batch
+	 * is then deterministic. */
+	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, a), 0);
+	pthread_mutex_lock(&a->gate_mu);
+	while (!a->gate_entered)
+		pthread_cond_wait(&a->gate_cv, &a->gate_mu);
+	pthread_mutex_unlock(&a->gate_mu);
+	struct store_stats before;
+	store_stats(s, &before);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(a->orgs[i].name, sizeof(a->orgs[i].name), "org %d", i);
+		assert_int_equal(
+		    store_submit(s, STORE_WRITE_DURABLE, j_async_org, on_done, &a->orgs[i]), 0);
+	}
+	pthread_mutex_lock(&a->gate_mu);
+	a->gate_open = true;
+	pthread_cond_broadcast(&a->gate_cv);
+	pthread_mutex_unlock(&a->gate_mu);
+
+	event_base_dispatch(a->base);
+	assert_int_equal(a->done, 1000);
+	assert_int_equal(a->ok, 1000);
+	struct store_stats after;
+	store_stats(s, &after);
+	assert_int_equal(after.write_jobs - before.write_jobs, 1000);
+	assert_int_equal(after.commits - before.commits, 1);
+	assert_int_equal(after.durable_commits - before.durable_commits, 1);
+	assert_int_equal(after.max_batch, 1000);
+
+	/* Without the gate, jobs submitted in a burst still share commits. */
+	a->done = a->ok = 0;
+	store_stats(s, &before);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(
+		    store_submit(s, STORE_WRITE_DURABLE, j_async_org, on_done, &a->orgs[i]), 0);
+	event_base_dispatch(a->base);
+	assert_int_equal(a->ok, 1000);
+	store_stats(s, &after);
+	assert_true(after.commits - before.commits < 1000);
+	store_close(&s);
+
+	/* All 2000 rows are there. */
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw,
+	                                    "SELECT COUNT(*) FROM orgs WHERE name LIKE 'org %'", -1,
+	                                    &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 2000);
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+
+	/* A submit without a loop has nowhere to report. */
+	assert_int_equal(store_submit(f->store, STORE_WRITE, j_async_org, on_done, &a->orgs[0]),
+	                 -1);
+	event_base_free(a->base);
+	pthread_mutex_destroy(&a->gate_mu);
+	pthread_cond_destroy(&a->gate_cv);
+	free(a);
+}
+
+/* ---- two handles on one file: `mailtrail init` beside `serve` ---- */
+
+struct writer {
+	const char *path;
+	int ok;
+	char last_id[MT_ID_MAX];
+};
+
+static void *writer_thread(void *arg)
+{
+	struct writer *w = arg;
+	const char *error = NULL;
+	struct store *s = store_open(w->path, NULL, &error);
+	if (s == NULL)
+		return NULL;
+	for (int i = 0; i < 200; i++) {
+		struct store_org org = {0};
+		snprintf(org.name, sizeof(org.name), "w%d", i);
+		if (store_run(s, i % 2 ? STORE_WRITE_DURABLE : STORE_WRITE, j_async_org, &org) ==
+		    0) {
+			w->ok++;
+			memcpy(w->last_id, org.id, sizeof(w->last_id));
+		}
+	}
+	store_close(&s);
+	return NULL;
+}
+
+static void test_two_handles(void **state)
+{
+	struct fixture *f = *state;
+	const char *error = NULL;
+	struct store *init = store_open(f->path, NULL, &error);
+	assert_non_null(init);
+	struct call *c = call_new();
+	snprintf(c->org.name, sizeof(c->org.name), "Provisioned");
+	assert_int_equal(store_run(init, STORE_WRITE_DURABLE, j_org_create, c), 0);
+	/* Visible at once through the serving handle. */
+	struct call *g = call_new();
+	g->id = c->org.id;
+	assert_int_equal(run(f, STORE_READ, j_org_get, g), 0);
+	assert_string_equal(g->org.name, "Provisioned");
+	store_close(&init);
+
+	/* Two writers on two handles at once: busy_timeout + BEGIN IMMEDIATE serialise them. */
+	struct writer w1 = {.path = f->path}, w2 = {.path = f->path};
+	pthread_t t1, t2;
+	assert_int_equal(pthread_create(&t1, NULL, writer_thread, &w1), 0);
+	assert_int_equal(pthread_create(&t2, NULL, writer_thread, &w2), 0);
+	for (int i = 0; i < 50; i++) {
+		struct store_org org = {0};
+		snprintf(org.name, sizeof(org.name), "main%d", i);
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_async_org, &org), 0);
+	}
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	assert_int_equal(w1.ok, 200);
+	assert_int_equal(w2.ok, 200);
+	g->id = w2.last_id;
+	assert_int_equal(run(f, STORE_READ, j_org_get, g), 0);
+	free(c);
+	free(g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_new_id),
+	    cmocka_unit_test_setup_teardown(test_org, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_users_and_tokens, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_smtp_account_and_deactivate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_profiles, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_profile_list, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_job_rolls_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
