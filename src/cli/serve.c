@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 #include "crypto/seal.h"
+#include "engine/sender.h"
 #include "http/api.h"
 #include "lib/log.h"
 #include "lib/str.h"
@@ -14,11 +15,16 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EXIT_USAGE 2
 
@@ -37,6 +43,87 @@ static void warn_unbuilt(const char *key, const char *origin, void *ctx)
 {
 	(void)ctx;
 	fprintf(stderr, "mailtrail serve: %s (from %s) is not built yet; ignored\n", key, origin);
+}
+
+/* Message records older than record_retention_days are purged hourly (and once soon after
+ * start), in the background. */
+#define MAINTENANCE_INTERVAL_S 3600
+
+struct maintenance {
+	struct api *api;
+	struct event *timer;
+	int64_t before;
+	size_t deleted;
+	bool running;
+};
+
+static int purge_run(struct store_tx *tx, void *arg)
+{
+	struct maintenance *m = arg;
+	int rc = store_messages_purge(tx, m->before, &m->deleted);
+	if (rc != 0)
+		return rc;
+	/* Bodies and attachments of final messages go after outbox_retention_days; their
+	 * metadata and activities stay. */
+	size_t purged;
+	int64_t days = mt_config_int(m->api->config, "outbox_retention_days");
+	return store_outbox_purge_bodies(tx, (int64_t)time(NULL) - days * 86400, &purged);
+}
+
+static void purge_done(void *arg, int result)
+{
+	struct maintenance *m = arg;
+	m->running = false;
+	char deleted[32];
+	snprintf(deleted, sizeof(deleted), "%zu", m->deleted);
+	mt_log(result == 0 ? MT_LOG_INFO : MT_LOG_ERROR, "maintenance.purged",
+	       MT_KV("records", deleted), MT_KV("result", result == 0 ? "ok" : "failed"));
+}
+
+static void on_maintenance(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct maintenance *m = arg;
+	if (!m->running) {
+		int64_t days = mt_config_int(m->api->config, "record_retention_days");
+		m->before = (int64_t)time(NULL) - days * 86400;
+		m->deleted = 0;
+		m->running =
+		    store_submit(m->api->store, STORE_WRITE, purge_run, purge_done, m) == 0;
+	}
+	struct timeval tv = {MAINTENANCE_INTERVAL_S, 0};
+	evtimer_add(m->timer, &tv);
+}
+
+/* This node's name as a lease owner: kept in DATA/node.id so that after a restart the node
+ * recognises its own leases and takes them back at once. */
+static int node_id(const char *data, char out[MT_ID_MAX])
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/node.id", data);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, out, MT_ID_MAX - 1);
+		close(fd);
+		if (n > 0) {
+			out[n] = '\0';
+			out[strcspn(out, "\r\n")] = '\0';
+			if (out[0] != '\0')
+				return 0;
+		}
+	}
+	unsigned char random[8];
+	randombytes_buf(random, sizeof(random));
+	char hex[17];
+	sodium_bin2hex(hex, sizeof(hex), random, sizeof(random));
+	snprintf(out, MT_ID_MAX, "node_%s", hex);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	ssize_t w = write(fd, out, strlen(out));
+	close(fd);
+	return w == (ssize_t)strlen(out) ? 0 : -1;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -133,7 +220,13 @@ int mt_cli_serve(int argc, char **argv)
 	struct mt_keyring *keyring = NULL;
 	struct mt_tls_config *tls = NULL;
 	struct http_server *server = NULL;
+	struct sender *sender = NULL;
+	struct mt_secret *relay_password = NULL;
+	struct mt_relay_url relay;
+	memset(&relay, 0, sizeof(relay));
 	struct event *sigterm = NULL, *sigint = NULL;
+	struct maintenance maintenance;
+	memset(&maintenance, 0, sizeof(maintenance));
 	struct api api;
 	memset(&api, 0, sizeof(api));
 
@@ -167,6 +260,61 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	dns = mt_conn_dns_new(base);
+	const char *relay_url = mt_config_str(config, "relay");
+	if (relay_url != NULL) {
+		if (mt_relay_url_parse(relay_url, &relay, &msg) < 0) {
+			fprintf(stderr, "mailtrail serve: relay: %s\n", msg);
+			goto out;
+		}
+		const char *password_file = mt_config_str(config, "relay_password_file");
+		if (relay.user[0] != '\0' && password_file == NULL) {
+			fputs("mailtrail serve: relay has a user but relay_password_file is not "
+			      "set\n",
+			      stderr);
+			goto out;
+		}
+		if (password_file != NULL &&
+		    (relay_password = mt_secret_from_file(password_file, &msg)) == NULL) {
+			fprintf(stderr, "mailtrail serve: %s: %s\n", password_file, msg);
+			goto out;
+		}
+		api.relay_configured = true;
+		const char *relay_from = mt_config_str(config, "relay_from");
+		if (relay_from != NULL)
+			mt_strlcpy(api.relay_from, relay_from, sizeof(api.relay_from));
+	}
+	char node[MT_ID_MAX];
+	if (node_id(data, node) < 0) {
+		fprintf(stderr, "mailtrail serve: %s/node.id: %s\n", data, strerror(errno));
+		goto out;
+	}
+	struct sender_params sender_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .tls = tls,
+	    .node_id = node,
+	    .sessions_per_account = (int)mt_config_int(config, "smtp_sessions_per_account"),
+	    .max_inflight = (int)mt_config_int(config, "smtp_max_inflight"),
+	    .retry_expiry_s = mt_config_int(config, "retry_expiry"),
+	    .relay_host = relay_url != NULL ? relay.host : NULL,
+	    .relay_port = relay.port,
+	    .relay_implicit_tls = relay.implicit_tls,
+	    .relay_user = relay.user,
+	    .relay_password = relay_password,
+	};
+	const char *retry_base = getenv("MAILTRAIL_TEST_RETRY_BASE_S");
+	if (retry_base != NULL) /* tests: seconds instead of minutes between retries */
+		sender_params.retry_base_s = atoi(retry_base);
+	const char *reply_timeout = getenv("MAILTRAIL_TEST_REPLY_TIMEOUT_MS");
+	if (reply_timeout != NULL) /* tests: a stalled server in seconds, not minutes */
+		sender_params.reply_timeout_ms = atoi(reply_timeout);
+	if ((sender = sender_new(&sender_params, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: sender: %s\n", msg);
+		goto out;
+	}
+	api.sender = sender;
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -185,6 +333,10 @@ int mt_cli_serve(int argc, char **argv)
 	sigint = evsignal_new(base, SIGINT, on_signal, base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
+	maintenance.api = &api;
+	maintenance.timer = evtimer_new(base, on_maintenance, &maintenance);
+	struct timeval first = {60, 0};
+	evtimer_add(maintenance.timer, &first);
 	char port[8];
 	snprintf(port, sizeof(port), "%u", http_server_port(server));
 	mt_log(MT_LOG_INFO, "serve.started", MT_KV("http", listen), MT_KV("port", port),
@@ -194,15 +346,19 @@ int mt_cli_serve(int argc, char **argv)
 	mt_log(MT_LOG_INFO, "serve.stopped");
 out:
 	http_server_free(&server);
+	sender_free(&sender);
 	if (sigterm != NULL)
 		event_free(sigterm);
 	if (sigint != NULL)
 		event_free(sigint);
+	if (maintenance.timer != NULL)
+		event_free(maintenance.timer);
 	store_close(&store);
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);
 	mt_keyring_free(&keyring);
+	mt_secret_free(&relay_password);
 	free(api.checks);
 	if (base != NULL)
 		event_base_free(base);

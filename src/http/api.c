@@ -24,8 +24,17 @@ static const struct http_route routes[] = {
     {"POST", "/v1/profiles/import", HTTP_USER, api_profiles_import, "profiles.import",
      MT_HTTP_IMPORT_MAX},
     {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0},
+    {"GET", "/v1/profiles/{id}/activities", HTTP_USER, api_profile_activities,
+     "profiles.activities", 0},
+    {"GET", "/v1/activities", HTTP_USER, api_activity_feed, "activities.feed", 0},
+    {"POST", "/v1/addin/log", HTTP_USER, api_addin_log, "addin.log", MT_HTTP_MESSAGE_MAX},
+    {"GET", "/v1/never-log", HTTP_USER, api_never_log_get, "never_log.get", 0},
+    {"PUT", "/v1/never-log", HTTP_USER, api_never_log_put, "never_log.put", 0},
     {"PATCH", "/v1/profiles/{id}", HTTP_USER, api_profiles_update, "profiles.update", 0},
     {"DELETE", "/v1/profiles/{id}", HTTP_USER, api_profiles_delete, "profiles.delete", 0},
+    {"POST", "/v1/messages", HTTP_USER, api_messages_send, "messages.send", MT_HTTP_MESSAGE_MAX},
+    {"GET", "/v1/messages/{id}", HTTP_USER, api_messages_get, "messages.get", 0},
+    {"DELETE", "/v1/messages/{id}", HTTP_USER, api_messages_cancel, "messages.cancel", 0},
     {"GET", "/v1/smtp/presets", HTTP_USER, api_smtp_presets, "smtp.presets", 0},
     {"GET", "/v1/smtp", HTTP_USER, api_smtp_get, "smtp.get", 0},
     {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
@@ -126,6 +135,11 @@ bool api_reply_store_error(struct http_request *req, int rc, const char *what)
 	case STORE_CONFLICT:
 		http_reply_errorf(req, 409, "input", "%s conflicts with an existing one", what);
 		break;
+	case STORE_INVALID:
+		http_reply_error(req, 400, "input",
+		                 "invalid cursor: use a next_cursor from an earlier page", NULL,
+		                 NULL);
+		break;
 	default:
 		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",
 		                 NULL, NULL);
@@ -168,7 +182,7 @@ bool api_list_params(struct http_request *req, size_t *limit_r, const char **cur
 		*limit_r = (size_t)v;
 	}
 	*cursor_r = http_request_query(req, "cursor");
-	if (*cursor_r != NULL && strlen(*cursor_r) >= MT_ID_MAX) {
+	if (*cursor_r != NULL && strlen(*cursor_r) >= MT_CURSOR_MAX) {
 		http_reply_error(req, 400, "input", "invalid cursor", NULL, NULL);
 		return false;
 	}

@@ -20,6 +20,7 @@ struct evdns_base;
 struct mt_config;
 struct mt_keyring;
 struct mt_tls_config;
+struct sender;
 
 struct api_org_checks {
 	char org_id[MT_ID_MAX];
@@ -37,6 +38,10 @@ struct api {
 	struct api_org_checks *checks;
 	size_t check_slots;
 	unsigned long long started_at;
+	struct sender *sender;
+	/* The platform relay (config `relay`); relay_from is its envelope sender. */
+	bool relay_configured;
+	char relay_from[MT_ADDRESS_MAX + 1];
 };
 
 /* The route table and the authentication hook for http_server_new(). */
@@ -70,6 +75,8 @@ json_t *api_decode(struct http_request *req, const struct json_field *fields, si
 bool api_list_params(struct http_request *req, size_t *limit_r, const char **cursor_r);
 /* RFC 3339 UTC ("2026-11-26T10:00:00Z"), or JSON null for 0. */
 json_t *api_time(int64_t unix_seconds);
+/* An activity as the API shows it (DESIGN.md §1 Activity). */
+json_t *api_activity_json(const struct store_activity *activity);
 /* A new JSON array of strings. */
 json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count);
 
@@ -93,6 +100,14 @@ void api_smtp_get(struct http_request *req, void *app);
 void api_smtp_put(struct http_request *req, void *app);
 void api_smtp_patch(struct http_request *req, void *app);
 void api_smtp_delete(struct http_request *req, void *app);
+void api_profile_activities(struct http_request *req, void *app);
+void api_activity_feed(struct http_request *req, void *app);
+void api_addin_log(struct http_request *req, void *app);
+void api_never_log_get(struct http_request *req, void *app);
+void api_never_log_put(struct http_request *req, void *app);
+void api_messages_send(struct http_request *req, void *app);
+void api_messages_get(struct http_request *req, void *app);
+void api_messages_cancel(struct http_request *req, void *app);
 void api_healthz(struct http_request *req, void *app);
 void api_metrics(struct http_request *req, void *app);
 

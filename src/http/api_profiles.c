@@ -4,6 +4,9 @@
  * reported by line and the good ones stored together in one transaction. */
 #include "http/api.h"
 
+#include "engine/matcher.h"
+#include "lib/log.h"
+
 #include "lib/buf.h"
 #include "lib/str.h"
 #include "mime/address.h"
@@ -72,10 +75,15 @@ struct profile_job {
 
 /* ---- create / get / update / delete ---- */
 
+/* A new address gets the mail already on record for it (backfill), in the same transaction:
+ * the profile never shows up without its history. */
 static int profiles_create_run(struct store_tx *tx, void *arg)
 {
 	struct profile_job *job = arg;
-	return store_profile_create(tx, &job->profile);
+	size_t created;
+	int rc = store_profile_create(tx, &job->profile);
+	return rc != 0 ? rc
+	               : matcher_backfill_profile(tx, job->base.org_id, job->profile.id, &created);
 }
 
 static void profile_reply(struct profile_job *job, int result, int status)
@@ -205,6 +213,9 @@ static int profiles_update_run(struct store_tx *tx, void *arg)
 		current.email_count = job->profile.email_count;
 	}
 	rc = store_profile_update(tx, &current);
+	size_t created;
+	if (rc == 0 && job->set_emails)
+		rc = matcher_backfill_profile(tx, job->base.org_id, job->target_id, &created);
 	if (rc == 0)
 		rc = store_profile_get(tx, job->base.org_id, job->target_id, &job->profile);
 	return rc;
@@ -251,7 +262,7 @@ void api_profiles_delete(struct http_request *req, void *app)
 struct list_job {
 	struct api_job base;
 	char query[MT_NAME_MAX + 1];
-	char cursor[MT_ID_MAX];
+	char cursor[MT_CURSOR_MAX];
 	size_t limit;
 	struct store_profile_list list;
 };
@@ -313,6 +324,7 @@ struct import_row {
 
 struct import_job {
 	struct api_job base;
+	char (*ids)[MT_ID_MAX]; /* the created profiles, for the background backfill */
 	struct import_row *rows;
 	size_t row_count, row_cap;
 	struct mt_buf text; /* NUL-separated names and addresses */
@@ -324,6 +336,7 @@ struct import_job {
 static void import_free(struct import_job *job)
 {
 	free(job->rows);
+	free(job->ids);
 	mt_buf_free(&job->text);
 	json_decref(job->rejected);
 	free(job);
@@ -346,14 +359,73 @@ static int import_run(struct store_tx *tx, void *arg)
 		int rc = store_profile_create(tx, p);
 		if (rc != 0)
 			return rc; /* all or nothing */
+		memcpy(job->ids[i], p->id, MT_ID_MAX);
 	}
 	job->imported = job->row_count;
 	return 0;
 }
 
+/* Backfill after a large import runs in the background, a chunk of profiles per job, so the
+ * import's reply does not wait for it and other requests interleave. */
+#define BACKFILL_CHUNK 200
+
+struct backfill_job {
+	char org_id[MT_ID_MAX];
+	char (*ids)[MT_ID_MAX];
+	size_t count;
+	size_t created;
+};
+
+static int backfill_run(struct store_tx *tx, void *arg)
+{
+	struct backfill_job *job = arg;
+	for (size_t i = 0; i < job->count; i++) {
+		size_t created = 0;
+		int rc = matcher_backfill_profile(tx, job->org_id, job->ids[i], &created);
+		if (rc != 0)
+			return rc;
+		job->created += created;
+	}
+	return 0;
+}
+
+static void backfill_done(void *arg, int result)
+{
+	struct backfill_job *job = arg;
+	if (result != 0)
+		mt_log(MT_LOG_ERROR, "profiles.backfill_failed", MT_KV("org", job->org_id));
+	free(job->ids);
+	free(job);
+}
+
+static void schedule_backfill(struct api *api, const char *org_id, char (*ids)[MT_ID_MAX],
+                              size_t count)
+{
+	for (size_t start = 0; start < count; start += BACKFILL_CHUNK) {
+		size_t n = count - start < BACKFILL_CHUNK ? count - start : BACKFILL_CHUNK;
+		struct backfill_job *job = calloc(1, sizeof(*job));
+		if (job == NULL || (job->ids = malloc(n * sizeof(*job->ids))) == NULL) {
+			free(job);
+			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped", MT_KV("org", org_id));
+			return;
+		}
+		mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
+		memcpy(job->ids, ids + start, n * sizeof(*job->ids));
+		job->count = n;
+		if (store_submit(api->store, STORE_WRITE, backfill_run, backfill_done, job) < 0) {
+			free(job->ids);
+			free(job);
+			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped", MT_KV("org", org_id));
+			return;
+		}
+	}
+}
+
 static void import_done(void *arg, int result)
 {
 	struct import_job *job = arg;
+	if (result == 0)
+		schedule_backfill(job->base.api, job->base.org_id, job->ids, job->row_count);
 	if (!api_reply_store_error(job->base.req, result, "profile")) {
 		http_reply_json(job->base.req, 200,
 		                json_pack("{s:I,s:O}", "imported", (json_int_t)job->imported,
@@ -534,6 +606,12 @@ void api_profiles_import(struct http_request *req, void *app)
 	if (!header_seen) {
 		http_reply_error(req, 400, "input",
 		                 "empty file: the header kind,name,emails is missing", NULL, NULL);
+		import_free(job);
+		return;
+	}
+	job->ids = calloc(job->row_count ? job->row_count : 1, sizeof(*job->ids));
+	if (job->ids == NULL) {
+		fail_oom(req);
 		import_free(job);
 		return;
 	}

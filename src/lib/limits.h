@@ -63,11 +63,13 @@
 
 /* HTTP API */
 #define MT_HTTP_BODY_MAX       (1024 * 1024)      /* JSON bodies */
+#define MT_HTTP_MESSAGE_MAX    (31 * 1024 * 1024) /* a message (add-in), above max_message_bytes */
 #define MT_HTTP_IMPORT_MAX     (16 * 1024 * 1024) /* CSV imports */
 #define MT_HTTP_HEADERS_MAX    (16 * 1024)
 #define MT_JSON_DEPTH_MAX      16
 #define MT_JSON_STRING_MAX     4096 /* any single string field unless the field says less */
 #define MT_LIST_LIMIT_DEFAULT  50
+#define MT_CURSOR_MAX          64 /* a list's opaque cursor */
 #define MT_LIST_LIMIT_MAX      1000
 #define MT_CSV_FIELD_MAX       4096
 #define MT_CSV_FIELDS_MAX      16
@@ -104,5 +106,32 @@
 #define MT_KEYRING_KEYS_MAX 64   /* master keys in one key file (rotations kept) */
 #define MT_KEYRING_FILE_MAX 8192 /* bytes of a key file */
 #define MT_SEAL_CONTEXT_MAX 256  /* "smtp:usr_..." associated data */
+
+/* Messages seen by the activity sources (src/mime parsing, message records) */
+#define MT_MESSAGE_ID_MAX           998  /* RFC 5322 line length */
+#define MT_MESSAGE_KEY_MAX          1024 /* "mid:" / "mt:" / "sha:" + the id */
+#define MT_MESSAGE_ALIASES_MAX      2    /* Message-ID and X-Mailtrail-Id */
+#define MT_SUBJECT_MAX              998
+#define MT_SNIPPET_CHARS            500 /* characters of text kept as the snippet */
+#define MT_SNIPPET_BYTES            (MT_SNIPPET_CHARS * 4)
+#define MT_MESSAGE_PARTICIPANTS_MAX 500 /* From + To + Cc + Bcc addresses kept per message */
+#define MT_ATTACHMENTS_MAX          100
+#define MT_ATTACHMENT_NAME_MAX      255
+#define MT_CONTENT_TYPE_MAX         127
+#define MT_HEADER_BLOCK_MAX         (256 * 1024) /* all headers of one message */
+#define MT_MIME_PARTS_MAX           500
+#define MT_MIME_DEPTH_MAX           20
+#define MT_REFERENCES_MAX           20 /* Message-IDs kept from References */
+/* Address entries examined per message (valid or not), so that a header of 100k commas costs
+ * little; valid ones are capped by MT_MESSAGE_PARTICIPANTS_MAX. */
+#define MT_MESSAGE_ADDRESS_ENTRIES_MAX 5000
+/* Decoded bytes of the chosen text part read to build the snippet: HTML mail often carries tens
+ * of KiB of <style> before its first word. */
+#define MT_SNIPPET_SOURCE_MAX (256 * 1024)
+/* "Content-Type" lines in a message before its body is skipped and only its headers are read:
+ * GMime's parser recurses once per nested part and has no depth limit of its own. */
+#define MT_MIME_CONTENT_TYPES_MAX (2 * MT_MIME_PARTS_MAX)
+#define MT_BACKFILL_RECORDS_MAX   10000 /* records backfilled per address, newest first */
+#define MT_NEVER_LOG_MAX          1000  /* entries per list */
 
 #endif

@@ -1,4 +1,5 @@
 #include "mime/address.h"
+#include "mime/message.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -183,8 +184,28 @@ static void ascii_lower(char *s)
 /* The local part as GMime returns it: a dot-atom, possibly UTF-8 (RFC 6531). Quoted local
  * parts are refused: they are legal but never typed on purpose, and they carry spaces and
  * quotes into places (headers, CSV, logs) that do not expect them. */
+/* Unicode blanks that GMime keeps inside an address but that are no part of one: a local part
+ * holding one would normalise differently the second time. */
+static bool has_unicode_blank(const unsigned char *s, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (s[i] == 0xC2 && s[i + 1] == 0xA0) /* U+00A0 */
+			return true;
+		if (i + 2 < len && s[i] == 0xE2 && s[i + 1] == 0x80 &&
+		    (s[i + 2] <= 0x8B || s[i + 2] == 0xAF)) /* U+2000..U+200B, U+202F */
+			return true;
+		if (i + 2 < len && ((s[i] == 0xE2 && s[i + 1] == 0x81 && s[i + 2] == 0x9F) ||
+		                    (s[i] == 0xE3 && s[i + 1] == 0x80 && s[i + 2] == 0x80) ||
+		                    (s[i] == 0xEF && s[i + 1] == 0xBB && s[i + 2] == 0xBF)))
+			return true; /* U+205F, U+3000, U+FEFF */
+	}
+	return false;
+}
+
 static bool valid_local_part(const char *s, size_t len)
 {
+	if (has_unicode_blank((const unsigned char *)s, len))
+		return false;
 	if (len == 0 || len > MT_LOCAL_PART_MAX || !g_utf8_validate(s, (gssize)len, NULL))
 		return false;
 	for (size_t i = 0; i < len; i++) {
@@ -408,4 +429,37 @@ bool mime_domain_is_freemail(const char *domain)
 			return true;
 	}
 	return false;
+}
+
+int mime_mailbox_parse(const char *input, struct mime_mailbox *mailbox_r, const char **error_r)
+{
+	memset(mailbox_r, 0, sizeof(*mailbox_r));
+	if (mime_address_normalize(input, mailbox_r->address, error_r) < 0)
+		return -1;
+	/* Valid as one mailbox: parse again for its name. */
+	InternetAddressList *list = internet_address_list_parse(NULL, input);
+	if (list != NULL && internet_address_list_length(list) == 1) {
+		const char *name =
+		    internet_address_get_name(internet_address_list_get_address(list, 0));
+		if (name != NULL) {
+			gchar *trimmed = g_strstrip(g_strdup(name));
+			if (g_utf8_validate(trimmed, -1, NULL) &&
+			    strpbrk(trimmed, "\r\n") == NULL) {
+				/* Cap on a character boundary. */
+				const char *end = trimmed;
+				while (*end != '\0') {
+					const char *next = g_utf8_next_char(end);
+					if ((size_t)(next - trimmed) > MT_NAME_MAX)
+						break;
+					end = next;
+				}
+				memcpy(mailbox_r->name, trimmed, (size_t)(end - trimmed));
+				mailbox_r->name[end - trimmed] = '\0';
+			}
+			g_free(trimmed);
+		}
+	}
+	if (list != NULL)
+		g_object_unref(list);
+	return 0;
 }

@@ -28,4 +28,9 @@ int mime_domain_normalize(const char *input, char out[MT_HOST_FIELD_MAX + 1], co
  * Expects a normalised domain. */
 bool mime_domain_is_freemail(const char *domain);
 
+struct mime_mailbox;
+/* An address with its display name as typed ("Jürgen Müller <J@Example.de>"): the address
+ * normalised as by mime_address_normalize, the name decoded and trimmed ("" if none). */
+int mime_mailbox_parse(const char *input, struct mime_mailbox *mailbox_r, const char **error_r);
+
 #endif

@@ -110,6 +110,134 @@ static const struct migration migrations[] = {
      " max_count BIGINT NOT NULL,"
      " window_s INTEGER NOT NULL,"
      " PRIMARY KEY (user_id, pos));"},
+
+    /* Message records, activities and never-log lists (DESIGN.md §1). Logging one message
+     * writes about twenty index entries, so the layout is lean: the record children (aliases,
+     * participants, users), the activities and the small tables are WITHOUT ROWID (one b-tree
+     * each instead of a table plus its key index; the PostgreSQL migration drops the clause),
+     * the children carry no foreign key (written in the same operation as the record, deleted
+     * explicitly), and a record's key, its first alias, is not repeated in message_aliases. */
+    {2, "messages_activities",
+     "CREATE TABLE message_records ("
+     " org_id TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " source TEXT NOT NULL CHECK (source IN ('addin', 'bcc', 'imap', 'outbox')),"
+     " type TEXT NOT NULL CHECK (type IN ('email_sent', 'email_received')),"
+     " message_id TEXT NOT NULL,"
+     " date BIGINT NOT NULL,"
+     " from_address TEXT NOT NULL,"
+     " from_name TEXT NOT NULL,"
+     " to_json TEXT NOT NULL,"
+     " cc_json TEXT NOT NULL,"
+     " bcc_json TEXT NOT NULL,"
+     " subject TEXT NOT NULL,"
+     " snippet TEXT NOT NULL,"
+     " attachments_json TEXT NOT NULL,"
+     " first_seen BIGINT NOT NULL,"
+     " last_seen BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, key));"
+     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
+
+     /* The other identities of a message, each pointing to its canonical key. */
+     "CREATE TABLE message_aliases ("
+     " org_id TEXT NOT NULL,"
+     " alias TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " PRIMARY KEY (org_id, alias)) WITHOUT ROWID;"
+     "CREATE INDEX message_aliases_key ON message_aliases (org_id, key);"
+
+     /* The backfill index: which records an address took part in. */
+     "CREATE TABLE message_participants ("
+     " org_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " PRIMARY KEY (org_id, address, key)) WITHOUT ROWID;"
+     "CREATE INDEX message_participants_key ON message_participants (org_id, key);"
+
+     "CREATE TABLE message_users ("
+     " org_id TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " added_at BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, key, user_id)) WITHOUT ROWID;"
+
+     /* One row per (profile, message). `date` is the record's, copied so that a timeline page
+      * is one index range; `seq` is the feed position (feed_counter). No foreign key to
+      * profiles: store_profile_delete erases activities itself, and the parent check would be
+      * one more random read per activity. */
+     "CREATE TABLE activities ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " profile_id TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " date BIGINT NOT NULL,"
+     " seq BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL,"
+     " UNIQUE (org_id, key, profile_id)) WITHOUT ROWID;"
+     "CREATE UNIQUE INDEX activities_feed ON activities (org_id, seq);"
+     "CREATE INDEX activities_timeline ON activities (org_id, profile_id, date, id);"
+
+     /* One row per org. The writing transaction updates it for every feed position it takes,
+      * which holds the row lock (PostgreSQL) or the write lock (SQLite) until commit, so
+      * positions are handed out in commit order and a reader paging by `since` never steps
+      * over a position that commits later. */
+     "CREATE TABLE feed_counter ("
+     " org_id TEXT PRIMARY KEY,"
+     " value BIGINT NOT NULL) WITHOUT ROWID;"
+
+     "CREATE TABLE never_log ("
+     " org_id TEXT NOT NULL,"
+     " scope TEXT NOT NULL CHECK (scope IN ('org', 'user')),"
+     " user_id TEXT NOT NULL,"
+     " entry TEXT NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " PRIMARY KEY (org_id, scope, user_id, entry)) WITHOUT ROWID;"},
+    {3, "outbox",
+     /* state: 0 queued, 1 held, 2 sending, 3 sent, 4 partial, 5 failed, 6 cancelled
+      * (enum store_outbox_state); recipient state: 0 pending, 1 sent, 2 failed. */
+     "CREATE TABLE outbox_messages ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " campaign_id TEXT NOT NULL DEFAULT '',"
+     " state INTEGER NOT NULL,"
+     " route TEXT NOT NULL,"
+     " idempotency_key TEXT NOT NULL DEFAULT '',"
+     " mail_from TEXT NOT NULL,"
+     " from_address TEXT NOT NULL,"
+     " from_name TEXT NOT NULL,"
+     " subject TEXT NOT NULL,"
+     " message_id TEXT NOT NULL,"
+     " mailtrail_id TEXT NOT NULL,"
+     " snippet TEXT NOT NULL,"
+     " attachments_json TEXT NOT NULL DEFAULT '[]',"
+     " body BYTEA,"
+     " body_len BIGINT NOT NULL,"
+     " attempts INTEGER NOT NULL DEFAULT 0,"
+     " first_attempt_at BIGINT NOT NULL DEFAULT 0,"
+     " next_attempt_at BIGINT NOT NULL,"
+     " held_seconds BIGINT NOT NULL DEFAULT 0,"
+     " last_error TEXT NOT NULL DEFAULT '',"
+     " last_class TEXT NOT NULL DEFAULT '',"
+     " lease_owner TEXT NOT NULL DEFAULT '',"
+     " lease_token BIGINT NOT NULL DEFAULT 0,"
+     " lease_expires BIGINT NOT NULL DEFAULT 0,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL,"
+     " sent_at BIGINT NOT NULL DEFAULT 0);"
+     "CREATE INDEX outbox_due ON outbox_messages (state, next_attempt_at);"
+     "CREATE INDEX outbox_lease ON outbox_messages (lease_owner, state);"
+     "CREATE INDEX outbox_idempotency ON outbox_messages (org_id, user_id, idempotency_key);"
+     "CREATE TABLE outbox_recipients ("
+     " message_id TEXT NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " address TEXT NOT NULL,"
+     " name TEXT NOT NULL,"
+     " kind INTEGER NOT NULL,"
+     " state INTEGER NOT NULL,"
+     " reply TEXT NOT NULL DEFAULT '',"
+     " PRIMARY KEY (message_id, pos));"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

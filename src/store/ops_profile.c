@@ -235,26 +235,78 @@ int store_profile_update(struct store_tx *tx, const struct store_profile *profil
 	return rc;
 }
 
+/* Records of an address that no longer have any activity: the erased person's mail that no
+ * other profile keeps. Each statement finds its rows through message_participants, so the
+ * participants go last. */
+static const char *const orphan_sql[] = {
+    "DELETE FROM message_aliases WHERE org_id = ? AND key IN"
+    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
+    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
+    "DELETE FROM message_users WHERE org_id = ? AND key IN"
+    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
+    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
+    "DELETE FROM message_records WHERE org_id = ? AND key IN"
+    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
+    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
+    "DELETE FROM message_participants WHERE org_id = ? AND key IN"
+    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
+    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
+};
+
+static int erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
+                         const char *address)
+{
+	for (size_t i = 0; i < sizeof(orphan_sql) / sizeof(orphan_sql[0]); i++) {
+		struct db_stmt *s = db_prepare(tx->db, orphan_sql[i]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, org_id);
+		db_bind_text(s, 3, address);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+	}
+	return 0;
+}
+
 int store_profile_delete(struct store_tx *tx, const char *org_id, const char *profile_id)
 {
 	static const char op[] = "store_profile_delete";
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	/* The profile first: "not found" is then decided before anything is written. */
-	struct db_stmt *s = db_prepare(tx->db, "DELETE FROM profiles WHERE id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	db_bind_text(s, 2, org_id);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (db_changes(tx->db) == 0)
-		return STORE_NOT_FOUND;
-	/* The foreign key cascades already; the explicit delete keeps the erasure visible here and
-	 * independent of the backend's cascade support. The profile's activities are erased here
-	 * too once they exist (right to erasure). */
-	return delete_addresses(tx, op, org_id, profile_id);
+	/* The addresses before they go: they find the records to erase. */
+	struct store_profile *p = malloc(sizeof(*p));
+	if (p == NULL)
+		return store_invalid(op, "out of memory");
+	int rc = store_profile_get(tx, org_id, profile_id, p);
+	if (rc != 0) {
+		free(p);
+		return rc;
+	}
+	/* The explicit deletes keep the erasure visible here and independent of the backend's
+	 * cascade support (the foreign keys cascade too). */
+	static const char *const delete_sql[] = {
+	    "DELETE FROM activities WHERE profile_id = ? AND org_id = ?",
+	    "DELETE FROM profile_addresses WHERE profile_id = ? AND org_id = ?",
+	    "DELETE FROM profiles WHERE id = ? AND org_id = ?",
+	};
+	for (size_t i = 0; i < sizeof(delete_sql) / sizeof(delete_sql[0]) && rc == 0; i++) {
+		struct db_stmt *s = db_prepare(tx->db, delete_sql[i]);
+		if (s == NULL) {
+			rc = store_fail(tx, op);
+			break;
+		}
+		db_bind_text(s, 1, profile_id);
+		db_bind_text(s, 2, org_id);
+		if (db_step(s) != DB_DONE)
+			rc = store_fail(tx, op);
+		db_finish(s);
+	}
+	for (size_t i = 0; i < p->email_count && rc == 0; i++)
+		rc = erase_orphans(tx, op, org_id, p->emails[i]);
+	free(p);
+	return rc;
 }
 
 /* Without a query: a range scan of (org_id, id). With one: the union of two index range scans,

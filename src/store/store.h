@@ -32,6 +32,7 @@ struct store_tx;
 
 #define STORE_NOT_FOUND 1
 #define STORE_CONFLICT  2
+#define STORE_INVALID   3 /* an argument the store cannot use (a malformed cursor) */
 
 /* ---- life cycle ---- */
 
@@ -167,7 +168,8 @@ int store_profile_get(struct store_tx *tx, const char *org_id, const char *profi
                       struct store_profile *profile_r);
 /* Replaces kind, name and emails. */
 int store_profile_update(struct store_tx *tx, const struct store_profile *profile);
-/* Deletes the profile, its addresses (and, once they exist, its activities). */
+/* Deletes the profile, its addresses and its activities, then the message records left without
+ * any activity that have one of its addresses as a participant (right to erasure). */
 int store_profile_delete(struct store_tx *tx, const char *org_id, const char *profile_id);
 
 struct store_profile_list {
@@ -229,5 +231,265 @@ int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const
                                   const struct store_send_limit *limits, size_t count);
 /* State off, secret wiped (the other settings are kept for the form). */
 int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *user_id);
+
+/* ---- messages, activities, never-log (DESIGN.md §1) ----
+ *
+ * A message record is the compact form of one message seen by any source, kept for
+ * record_retention_days so that a profile created later gets its mail (backfill). It is found
+ * by its aliases ("mid:<Message-ID>", "mt:<X-Mailtrail-Id>", "sha:<digest>"): every alias of a
+ * message points to one canonical key, so our own message is one record whether a copy shows
+ * its Message-ID, its X-Mailtrail-Id or both. Activities are (profile, key) pairs — exactly one
+ * per profile and message — and take their content from the record. Every change to an
+ * activity (created, content replaced by a stronger source, a user added) gives it a new feed
+ * sequence number, assigned in commit order. */
+
+enum store_source {
+	STORE_SOURCE_ADDIN = 1, /* trust grows with the value: outbox > imap > bcc > addin */
+	STORE_SOURCE_BCC = 2,
+	STORE_SOURCE_IMAP = 3,
+	STORE_SOURCE_OUTBOX = 4,
+};
+const char *store_source_name(enum store_source source); /* "addin", "bcc", "imap", "outbox" */
+/* The source of a name store_source_name() gives; 0 (no source) for anything else. */
+enum store_source store_source_parse(const char *name);
+
+enum store_activity_type { STORE_EMAIL_SENT, STORE_EMAIL_RECEIVED };
+
+struct store_mailbox {
+	char address[MT_ADDRESS_MAX + 1]; /* normalised */
+	char name[MT_NAME_MAX + 1];
+};
+
+struct store_attachment {
+	char name[MT_ATTACHMENT_NAME_MAX + 1];
+	char type[MT_CONTENT_TYPE_MAX + 1];
+	int64_t size;
+};
+
+/* A message as the matcher hands it to the store. Arrays are borrowed from the caller. */
+struct store_message {
+	char aliases[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX];
+	size_t alias_count;
+	char message_id[MT_MESSAGE_ID_MAX + 1];
+	int64_t date;
+	struct store_mailbox from;
+	const struct store_mailbox *to, *cc, *bcc;
+	size_t to_count, cc_count, bcc_count;
+	char subject[MT_SUBJECT_MAX + 1];
+	char snippet[MT_SNIPPET_BYTES + 1];
+	const struct store_attachment *attachments;
+	size_t attachment_count;
+};
+
+/* Finds the canonical key of a message by any of its aliases; STORE_NOT_FOUND when none is
+ * known. *source_r is the source of the record's current content. When the aliases lead to two
+ * records (copies seen out of order: one by Message-ID, one by X-Mailtrail-Id), a write job
+ * merges them into the one with the more trusted content: one message, one activity per
+ * profile (numbered parameters ?N in its SQL). */
+int store_message_lookup(struct store_tx *tx, const char *org_id, const struct store_message *msg,
+                         char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r);
+/* Creates the record (key = its first alias) or, for an existing key, adds missing aliases and
+ * participants and — when `source` is more trusted than the stored one — replaces the content.
+ * `type` is stored with the record (the org-wide direction rule). *content_replaced_r tells
+ * whether an existing record's content changed. */
+int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
+                      enum store_source source, enum store_activity_type type,
+                      const struct store_message *msg, bool *content_replaced_r);
+/* Records that `user_id` saw this message; *added_r false when it already had. */
+int store_message_add_user(struct store_tx *tx, const char *org_id, const char *key,
+                           const char *user_id, bool *added_r);
+/* Creates the activity (profile, key) if missing; *created_r tells which. */
+int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *profile_id,
+                          const char *key, bool *created_r);
+/* store_activity_ensure for the profiles of one message at once (one feed reservation):
+ * *created_r counts the new activities; a profile that is not the org's gets none. */
+int store_activities_ensure(struct store_tx *tx, const char *org_id,
+                            const char (*profile_ids)[MT_ID_MAX], size_t count, const char *key,
+                            size_t *created_r);
+/* The matcher's step: every profile of the org having one of `addresses` gets its activity for
+ * `key` (store_profiles_by_address and store_activities_ensure in one pass). *profiles_r
+ * counts the distinct profiles found, *created_r the new activities. STORE_NOT_FOUND when the
+ * record does not exist and a profile was found. */
+int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
+                                   const char *const *addresses, size_t count, size_t *profiles_r,
+                                   size_t *created_r);
+/* Gives every activity of the message a new feed position (its content or users changed). */
+int store_activities_touch(struct store_tx *tx, const char *org_id, const char *key);
+/* True (1) when the address or alias belongs to a user of the org (active or not), else 0;
+ * -1 on error. */
+int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address);
+/* The canonical keys of records having this participant address (for backfill), newest first,
+ * up to `max`; *count_r is how many were filled. */
+int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const char *address,
+                                  char (*keys_r)[MT_MESSAGE_KEY_MAX], size_t max, size_t *count_r);
+/* The participant addresses (From, To, Cc, Bcc) of a record in address order, up to `max`;
+ * *count_r is how many were filled. An unknown key has none. */
+int store_message_participants(struct store_tx *tx, const char *org_id, const char *key,
+                               char (*addresses_r)[MT_ADDRESS_MAX + 1], size_t max,
+                               size_t *count_r);
+/* Deletes records last seen before `before` (unix seconds) that no activity uses — those kept
+ * only for backfill — in every org (a maintenance job). A record with activities is their
+ * content and stays with them. *deleted_r counts the records. */
+int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r);
+
+struct store_activity {
+	char id[MT_ID_MAX];
+	char profile_id[MT_ID_MAX];
+	enum store_activity_type type;
+	enum store_source source;
+	char key[MT_MESSAGE_KEY_MAX];
+	char message_id[MT_MESSAGE_ID_MAX + 1];
+	char subject[MT_SUBJECT_MAX + 1];
+	int64_t date;
+	char from_address[MT_ADDRESS_MAX + 1];
+	char from_name[MT_NAME_MAX + 1];
+	char *to_json;          /* [{"address","name"}], malloc'd */
+	char *cc_json;          /* same */
+	char *attachments_json; /* [{"name","type","size"}] */
+	char *users_json;       /* [{"id","email"}] */
+	char snippet[MT_SNIPPET_BYTES + 1];
+	int64_t seq; /* feed position */
+	int64_t created_at, updated_at;
+};
+
+struct store_activity_list {
+	struct store_activity *items;
+	size_t count;
+	char next_cursor[64]; /* "" when there is no next page (profile timelines) */
+};
+void store_activity_list_free(struct store_activity_list *list);
+
+/* A profile's timeline, newest first (by message date, then id); cursor from the previous
+ * page. STORE_NOT_FOUND when the profile is not the org's, STORE_INVALID when the cursor is
+ * not one this function made. */
+int store_profile_activities(struct store_tx *tx, const char *org_id, const char *profile_id,
+                             const char *cursor, size_t limit, struct store_activity_list *list_r);
+/* The org's feed: activities whose seq > since, in seq order; next_cursor is always set (the
+ * last seq returned, or `since` when the page is empty). */
+int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,
+                        struct store_activity_list *list_r);
+/* The activities of one message (the add-in's answer). */
+int store_message_activities(struct store_tx *tx, const char *org_id, const char *key,
+                             struct store_activity_list *list_r);
+
+/* Never-log lists: an entry is a normalised address or a domain (covering its subdomains). */
+enum store_never_log_scope { STORE_NEVER_LOG_ORG, STORE_NEVER_LOG_USER };
+struct store_never_log {
+	char (*entries)[MT_ADDRESS_MAX + 1];
+	size_t count;
+};
+int store_never_log_get(struct store_tx *tx, const char *org_id, enum store_never_log_scope scope,
+                        const char *user_id, struct store_never_log *list_r);
+int store_never_log_put(struct store_tx *tx, const char *org_id, enum store_never_log_scope scope,
+                        const char *user_id, const struct store_never_log *list);
+void store_never_log_free(struct store_never_log *list);
+
+/* ---- the outbox (DESIGN.md §1 Message) ----
+ *
+ * A message is stored durably with its built MIME bytes and one row per recipient before the API
+ * answers 202. The sender claims due messages under a lease: lease_owner is the node's id,
+ * lease_token a number every later state change must present (fencing: a node whose lease was
+ * taken over cannot overwrite the new owner's result). A node that restarts takes back its own
+ * leases at once (store_outbox_release_owner). */
+
+enum store_outbox_state {
+	STORE_OUTBOX_QUEUED,
+	STORE_OUTBOX_HELD,
+	STORE_OUTBOX_SENDING,
+	STORE_OUTBOX_SENT,
+	STORE_OUTBOX_PARTIAL,
+	STORE_OUTBOX_FAILED,
+	STORE_OUTBOX_CANCELLED,
+};
+const char *store_outbox_state_name(enum store_outbox_state state);
+
+enum store_rcpt_kind { STORE_RCPT_TO, STORE_RCPT_CC, STORE_RCPT_BCC };
+enum store_rcpt_state { STORE_RCPT_PENDING, STORE_RCPT_SENT, STORE_RCPT_FAILED };
+
+struct store_outbox_rcpt {
+	char address[MT_ADDRESS_MAX + 1];
+	char name[MT_NAME_MAX + 1];
+	enum store_rcpt_kind kind;
+	enum store_rcpt_state state;
+	char reply[512];
+};
+
+struct store_outbox_message {
+	char id[MT_ID_MAX];
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char campaign_id[MT_ID_MAX]; /* "" when not part of a campaign */
+	enum store_outbox_state state;
+	char route[8]; /* "custom" | "relay" */
+	char idempotency_key[128];
+	char mail_from[MT_ADDRESS_MAX + 1]; /* envelope sender */
+	struct store_mailbox from;          /* the From header's mailbox (for the activity) */
+	char subject[MT_SUBJECT_MAX + 1];
+	char message_id[MT_MESSAGE_ID_MAX + 1];
+	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
+	char snippet[MT_SNIPPET_BYTES + 1];
+	char *attachments_json; /* [{"name","type","size"}], malloc'd; NULL = [] */
+	char *body;             /* the MIME bytes, malloc'd; NULL once purged */
+	size_t body_len;
+	int attempts;
+	int64_t first_attempt_at; /* 0 before the first attempt */
+	int64_t next_attempt_at;
+	int64_t held_seconds; /* time spent held, excluded from retry_expiry */
+	char last_error[MT_ERROR_TEXT_MAX];
+	char last_class[16];
+	char lease_owner[MT_ID_MAX];
+	int64_t lease_token;
+	int64_t lease_expires;
+	int64_t created_at, updated_at, sent_at;
+	struct store_outbox_rcpt *rcpts; /* malloc'd */
+	size_t rcpt_count;
+};
+void store_outbox_message_free(struct store_outbox_message *message);
+
+/* Stores a new message (state queued, or held) with its recipients; fills id and created_at.
+ * With an idempotency key already used by this user within 24 h: STORE_CONFLICT and *id_r is the
+ * first message's id (its result is the answer). */
+int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *message,
+                         char existing_id_r[MT_ID_MAX]);
+/* The message with its recipients (body not loaded). STORE_NOT_FOUND unless it is this user's. */
+int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_id, const char *id,
+                     struct store_outbox_message *message_r);
+/* queued/held -> cancelled; STORE_CONFLICT when it is already sending or final. */
+int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *user_id,
+                        const char *id);
+/* Claims up to `max` messages due at `now` (queued, next_attempt_at <= now; or sending with an
+ * expired lease) for `owner`, with a new lease token each, lease until now + lease_s; loads them
+ * with bodies and only their pending recipients. *count_r messages are in messages_r (array of
+ * `max`, caller-provided; free each with store_outbox_message_free). */
+int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
+                       size_t max, struct store_outbox_message *messages_r, size_t *count_r);
+/* Extends every lease `owner` holds on messages still sending, until `until`. */
+int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until);
+/* A restarted node: its own leases go back to queued at once. *count_r how many. */
+int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *count_r);
+
+/* The outcome of one attempt. Recipients are matched by address among the pending ones. */
+struct store_outbox_result {
+	const char *id;
+	int64_t lease_token;
+	enum store_outbox_state state; /* sent, partial, failed, or queued for a retry */
+	int64_t next_attempt_at;       /* for queued */
+	int64_t first_attempt_at;      /* set on the first attempt */
+	const char *last_error;
+	const char *last_class;
+	const struct store_outbox_rcpt *rcpts; /* address, state, reply */
+	size_t rcpt_count;
+	int64_t sent_at;
+};
+/* Applies a result, fenced by the lease token: STORE_CONFLICT when the lease was lost (another
+ * node owns the message now; nothing is changed). */
+int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
+
+/* Messages per state (for /metrics). */
+int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);
+/* The earliest next_attempt_at of a queued message (0 when none): the sender's next wake-up. */
+int store_outbox_next_due(struct store_tx *tx, int64_t *when_r);
+/* Drops the bodies of final messages older than `before`; metadata and activities stay. */
+int store_outbox_purge_bodies(struct store_tx *tx, int64_t before, size_t *purged_r);
 
 #endif

@@ -16,13 +16,12 @@ profiles (normalisation, paging, search, erase), CSV import (line numbers, bad f
 whole), strict JSON input (400 class input, nothing stored), /metrics and SIGTERM.
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
-library only (Debian's /usr/bin/python3; the sink needs python3-aiosmtpd).
+library only (Debian's /usr/bin/python3; the sink needs python3-aiosmtpd). The Service, Resp
+and HTTP helpers are shared with the other service tests: tests/rig/service.py.
 """
 
 import argparse
 import base64
-import http.client
-import json
 import os
 import re
 import signal
@@ -34,170 +33,24 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "rig"))
 import rig  # noqa: E402
+import service  # noqa: E402
+from service import (HTTP_TIMEOUT, RFC3339, expect, expect_input, keys_anywhere,  # noqa: E402
+                     urlquote)
 
 REC = "rec@a.example"
 PASSWORD = "Sm7p-Pw!q9zX-unique-4711"
 WRONG_PASSWORD = "Wr0ng-Pw!k2vB-unique-0815"
-HTTP_TIMEOUT = 45  # seconds per request: a live check promises <= 30 s
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-# --- HTTP -----------------------------------------------------------------------------------
+# --- HTTP: Service, Resp and the helpers live in tests/rig/service.py ------------------------
 
-class Resp:
-    def __init__(self, method, path, status, headers, body):
-        self.method = method
-        self.path = path
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.text = body.decode("utf-8", "backslashreplace")
-        try:
-            self.json = json.loads(self.text) if body else None
-        except ValueError:
-            self.json = None
-
-    def show(self):
-        t = self.text if len(self.text) < 1500 else self.text[:1500] + "..."
-        return f"\n    {self.method} {self.path} -> {self.status}: {t}"
-
-    def err(self):
-        """(class, message) of an error body, or (None, None)."""
-        if isinstance(self.json, dict) and isinstance(self.json.get("error"), dict):
-            e = self.json["error"]
-            return e.get("class"), e.get("message")
-        return None, None
-
-
-class Service:
+class Service(service.Service):
     def __init__(self, bin_dir, tmp, certs):
-        self.mailtrail = os.path.join(bin_dir, "mailtrail")
-        self.tmp = tmp
-        self.certs = certs
-        self.data = os.path.join(tmp, "data")
-        self.log_path = os.path.join(tmp, "serve.log")
-        self.proc = None
-        self.port = None
+        super().__init__(bin_dir, tmp, certs)
         # Filled by the cases
-        self.orgs = {}     # "A"/"B"/"C" -> init JSON
-        self.users = {}    # name -> {"id","token",...}
         self.sink = None
         self.sink_port = None
         self.connected = None  # GET /v1/smtp body once connected
-
-    # -- processes --
-
-    def init(self, org, email):
-        argv = [self.mailtrail, "init", "--data", self.data, "--org", org, "--admin-email", email]
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=30)
-        out = proc.stdout.decode(errors="replace")
-        err = proc.stderr.decode(errors="replace")
-        assert proc.returncode == 0, f"init {org!r} exited {proc.returncode}\n  stdout {out}\n  stderr {err}"
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            raise AssertionError(f"init {org!r} did not print JSON: {out!r}")
-        for k in ("org_id", "user_id", "token"):
-            assert isinstance(doc.get(k), str) and doc[k], f"init JSON lacks {k}: {doc}"
-        return doc
-
-    def start(self):
-        self.port = rig.free_port()
-        env = dict(os.environ)
-        for k in list(env):
-            if k.startswith("MAILTRAIL_"):
-                del env[k]
-        env.update(MAILTRAIL_CA_FILE=self.certs.ca_cert,
-                   MAILTRAIL_ALLOW_PRIVATE_HOSTS="127.0.0.0/8",
-                   MAILTRAIL_LOG_LEVEL="debug")
-        argv = [self.mailtrail, "serve", "--data", self.data, "--http", f"127.0.0.1:{self.port}"]
-        with open(self.log_path, "ab") as log:
-            self.proc = rig.start_process(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                r = self.req("GET", "/healthz", timeout=2)
-                if r.status == 200:
-                    return r
-                last = r.show()
-            except OSError as e:
-                last = repr(e)
-            time.sleep(0.1)
-        raise AssertionError(f"GET /healthz did not answer 200 within 20 s ({last})\n{self.log_tail()}")
-
-    def stop(self):
-        if self.proc is not None:
-            rig.stop_process(self.proc)
-
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-
-    def log_tail(self, n=30):
-        lines = self.log_text().decode(errors="replace").splitlines()
-        return "\n".join("      " + line for line in lines[-n:])
-
-    # -- requests --
-
-    def req(self, method, path, token=None, body=None, raw=None, content_type=None,
-            headers=None, timeout=HTTP_TIMEOUT):
-        h = dict(headers or {})
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        elif raw is not None:
-            data = raw if isinstance(raw, bytes) else raw.encode()
-            h.setdefault("Content-Type", content_type or "application/json")
-        if token is not None:
-            h["Authorization"] = "Bearer " + token
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=data, headers=h)
-            r = conn.getresponse()
-            return Resp(method, path, r.status, r.getheaders(), r.read())
-        finally:
-            conn.close()
-
-    def tok(self, who):
-        return self.users[who]["token"]
-
-
-def expect(r, status, cls=None):
-    assert r.status == status, f"expected {status}" + r.show()
-    if status >= 400:
-        c, m = r.err()
-        assert c is not None, "not an error object {error:{class,message}}" + r.show()
-        assert isinstance(m, str) and m.strip(), "the error has no message" + r.show()
-        if cls is not None:
-            assert c == cls, f"expected error class {cls!r}" + r.show()
-    return r.json
-
-
-def expect_input(r, mentions=None):
-    """400 class input with a clear message (mentioning `mentions` when given)."""
-    expect(r, 400, "input")
-    if mentions:
-        m = r.err()[1]
-        assert mentions.lower() in m.lower(), f"the message does not mention {mentions!r}" + r.show()
-
-
-def keys_anywhere(doc):
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            yield k
-            yield from keys_anywhere(v)
-    elif isinstance(doc, list):
-        for v in doc:
-            yield from keys_anywhere(v)
 
 
 def list_all(svc, who, q=None, limit=1000):
@@ -216,11 +69,6 @@ def list_all(svc, who, q=None, limit=1000):
         if cursor is None:
             return out
     raise AssertionError("paging never ended")
-
-
-def urlquote(s):
-    from urllib.parse import quote
-    return quote(s, safe="")
 
 
 def count_profiles(svc, who):

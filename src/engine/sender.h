@@ -1,0 +1,57 @@
+/* The sender: carries the outbox's messages out. It claims due messages from the store under a
+ * lease, groups them per account (a user's custom SMTP, or the platform relay), and sends them
+ * many per session, pipelined, over at most `sessions_per_account` sessions per account with at
+ * most `max_inflight` messages queued on each. Every attempt's result goes back to the store
+ * fenced by the lease token; temporary failures retry only the refused recipients, with
+ * quadratic back-off until retry_expiry (held time excluded); accepted recipients get their
+ * `email_sent` activities (source outbox) in the same transaction.
+ *
+ * Crash safety: a message is marked sent only after the server acknowledged its data. After a
+ * crash, the node's own leases go back to the queue at start, so at most sessions × max_inflight
+ * messages per account may be sent twice.
+ *
+ * Ownership: the sender borrows everything in its params (they must outlive it). */
+#ifndef MT_ENGINE_SENDER_H
+#define MT_ENGINE_SENDER_H
+
+#include "config/config.h"
+#include "lib/secret.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evdns_base;
+struct store;
+struct mt_keyring;
+struct mt_tls_config;
+struct sender;
+
+struct sender_params {
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct store *store;
+	struct mt_keyring *keyring;
+	struct mt_tls_config *tls;
+	const char *node_id; /* this node's lease owner name */
+	int sessions_per_account;
+	int max_inflight;
+	int64_t retry_expiry_s;
+	int64_t lease_s;      /* 0 = 900 s: longer than any single SMTP step it covers */
+	int64_t retry_base_s; /* 0 = 60 s: the first retry's delay (quadratic after) */
+	int reply_timeout_ms; /* 0 = RFC 5321's per-command timeouts (minutes) */
+	/* The platform relay; relay_host NULL when none is configured. */
+	const char *relay_host;
+	uint16_t relay_port;
+	bool relay_implicit_tls;
+	const char *relay_user; /* "" for no AUTH */
+	const struct mt_secret *relay_password;
+};
+
+struct sender *sender_new(const struct sender_params *params, const char **error_r);
+/* New mail was queued: look now rather than at the next poll. */
+void sender_wake(struct sender *sender);
+/* Stops sending; messages not finished go back to the queue (a job is submitted). */
+void sender_free(struct sender **sender);
+
+#endif

@@ -1,0 +1,569 @@
+/* Message records: their aliases, participants (the backfill index) and users. */
+#include "store/store_internal.h"
+#include "lib/str.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const source_names[] = {NULL, "addin", "bcc", "imap", "outbox"};
+
+const char *store_source_name(enum store_source source)
+{
+	if ((unsigned)source < 1 || (unsigned)source > STORE_SOURCE_OUTBOX)
+		return "unknown";
+	return source_names[source];
+}
+
+/* 0 when the column holds no known name: the CHECK constraint makes that unreachable, and the
+ * weakest trust keeps a broken row replaceable. */
+enum store_source store_source_parse(const char *name)
+{
+	for (unsigned i = 1; i <= STORE_SOURCE_OUTBOX; i++) {
+		if (strcmp(name, source_names[i]) == 0)
+			return (enum store_source)i;
+	}
+	return (enum store_source)0;
+}
+
+static const char *type_name(enum store_activity_type type)
+{
+	return type == STORE_EMAIL_SENT ? "email_sent" : "email_received";
+}
+
+/* jansson refuses invalid UTF-8; a name the parser could not decode is dropped, not the
+ * message. */
+static json_t *json_text(const char *s)
+{
+	json_t *v = json_string(s);
+	return v != NULL ? v : json_string("");
+}
+
+static char *mailboxes_json(const struct store_mailbox *boxes, size_t count)
+{
+	json_t *a = json_array();
+	if (a == NULL)
+		return NULL;
+	for (size_t i = 0; i < count; i++) {
+		json_t *o = json_object();
+		if (o == NULL ||
+		    json_object_set_new(o, "address", json_text(boxes[i].address)) < 0 ||
+		    json_object_set_new(o, "name", json_text(boxes[i].name)) < 0 ||
+		    json_array_append_new(a, o) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	char *text = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
+static char *attachments_json(const struct store_attachment *atts, size_t count)
+{
+	json_t *a = json_array();
+	if (a == NULL)
+		return NULL;
+	for (size_t i = 0; i < count; i++) {
+		json_t *o = json_object();
+		if (o == NULL || json_object_set_new(o, "name", json_text(atts[i].name)) < 0 ||
+		    json_object_set_new(o, "type", json_text(atts[i].type)) < 0 ||
+		    json_object_set_new(o, "size", json_integer(atts[i].size)) < 0 ||
+		    json_array_append_new(a, o) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	char *text = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return text;
+}
+
+static int check_message(const char *op, const struct store_message *msg)
+{
+	if (msg->alias_count < 1 || msg->alias_count > MT_MESSAGE_ALIASES_MAX)
+		return store_invalid(op, "alias count out of range");
+	if (msg->attachment_count > MT_ATTACHMENTS_MAX)
+		return store_invalid(op, "too many attachments");
+	if ((msg->to_count > 0 && msg->to == NULL) || (msg->cc_count > 0 && msg->cc == NULL) ||
+	    (msg->bcc_count > 0 && msg->bcc == NULL) ||
+	    (msg->attachment_count > 0 && msg->attachments == NULL))
+		return store_invalid(op, "count without an array");
+	return 0;
+}
+
+/* The record one alias points to (its key, or an alias row); STORE_NOT_FOUND when none. */
+static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
+                        char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r)
+{
+	/* A record's key is its first alias and is not repeated in message_aliases. */
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT key, source FROM message_records WHERE org_id = ? AND key = ?"
+	            " UNION ALL"
+	            " SELECT r.key, r.source FROM message_aliases a"
+	            " JOIN message_records r ON r.org_id = a.org_id AND r.key = a.key"
+	            " WHERE a.org_id = ? AND a.alias = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, alias);
+	db_bind_text(s, 3, org_id);
+	db_bind_text(s, 4, alias);
+	int rc = db_step(s);
+	if (rc == DB_ROW) {
+		store_col_copy(s, 0, key_r, MT_MESSAGE_KEY_MAX);
+		*source_r = store_source_parse(db_column_text(s, 1));
+		db_finish(s);
+		return 0;
+	}
+	if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return STORE_NOT_FOUND;
+}
+
+/* Two records that a copy shows to be one message (its Message-ID was seen on one, its
+ * X-Mailtrail-Id on another) become one: `drop`'s activities move to `keep` unless the profile
+ * already has one there (then the duplicate goes), and its users, participants and aliases
+ * follow. Rare (copies seen out of order), so plain statements do. */
+static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
+                         const char *drop)
+{
+	static const char *const sql[] = {
+	    "DELETE FROM activities WHERE org_id = ?1 AND key = ?3 AND profile_id IN"
+	    " (SELECT profile_id FROM activities WHERE org_id = ?1 AND key = ?2)",
+	    "UPDATE activities SET key = ?2 WHERE org_id = ?1 AND key = ?3",
+	    "INSERT INTO message_users (org_id, key, user_id, added_at)"
+	    " SELECT org_id, ?2, user_id, added_at FROM message_users WHERE org_id = ?1 AND key = "
+	    "?3"
+	    " ON CONFLICT DO NOTHING",
+	    "DELETE FROM message_users WHERE org_id = ?1 AND key = ?3",
+	    "INSERT INTO message_participants (org_id, address, key)"
+	    " SELECT org_id, address, ?2 FROM message_participants WHERE org_id = ?1 AND key = ?3"
+	    " ON CONFLICT DO NOTHING",
+	    "DELETE FROM message_participants WHERE org_id = ?1 AND key = ?3",
+	    "UPDATE message_aliases SET key = ?2 WHERE org_id = ?1 AND key = ?3",
+	    "INSERT INTO message_aliases (org_id, alias, key) VALUES (?1, ?3, ?2)"
+	    " ON CONFLICT DO NOTHING",
+	    "DELETE FROM message_records WHERE org_id = ?1 AND key = ?3",
+	};
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+		struct db_stmt *s = db_prepare(tx->db, sql[i]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, keep);
+		db_bind_text(s, 3, drop);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+	}
+	return store_activities_touch(tx, org_id, keep);
+}
+
+int store_message_lookup(struct store_tx *tx, const char *org_id, const struct store_message *msg,
+                         char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r)
+{
+	static const char op[] = "store_message_lookup";
+	if (msg->alias_count > MT_MESSAGE_ALIASES_MAX)
+		return store_invalid(op, "too many aliases");
+	bool found = false;
+	for (size_t i = 0; i < msg->alias_count; i++) {
+		char key[MT_MESSAGE_KEY_MAX];
+		enum store_source source = STORE_SOURCE_ADDIN;
+		int rc = lookup_alias(tx, op, org_id, msg->aliases[i], key, &source);
+		if (rc == STORE_NOT_FOUND)
+			continue;
+		if (rc != 0)
+			return rc;
+		if (!found) {
+			mt_strlcpy(key_r, key, MT_MESSAGE_KEY_MAX);
+			*source_r = source;
+			found = true;
+			continue;
+		}
+		if (strcmp(key, key_r) == 0)
+			continue;
+		/* One message seen as two: only a write job may join them. */
+		if (!tx->writable)
+			continue;
+		bool keep_other = source > *source_r; /* the more trusted content stays */
+		rc = keep_other ? merge_records(tx, op, org_id, key, key_r)
+		                : merge_records(tx, op, org_id, key_r, key);
+		if (rc != 0)
+			return rc;
+		if (keep_other) {
+			mt_strlcpy(key_r, key, MT_MESSAGE_KEY_MAX);
+			*source_r = source;
+		}
+	}
+	return found ? 0 : STORE_NOT_FOUND;
+}
+
+static int put_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
+                     const char *key)
+{
+	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
+	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO message_aliases (org_id, alias, key)"
+	                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, alias);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
+                           const char *address, const char *key)
+{
+	if (address[0] == '\0')
+		return 0;
+	struct db_stmt *s =
+	    db_prepare(tx->db, "INSERT INTO message_participants (org_id, address, key)"
+	                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+static int put_participants(struct store_tx *tx, const char *op, const char *org_id,
+                            const char *key, const struct store_message *msg)
+{
+	/* The index is capped; a message beyond it (a huge Cc list) is still logged for the
+	 * profiles matched now, only a later backfill may miss its tail. */
+	size_t budget = MT_MESSAGE_PARTICIPANTS_MAX;
+	if (put_participant(tx, op, org_id, msg->from.address, key) < 0)
+		return -1;
+	budget--;
+	const struct store_mailbox *lists[] = {msg->to, msg->cc, msg->bcc};
+	const size_t counts[] = {msg->to_count, msg->cc_count, msg->bcc_count};
+	for (size_t l = 0; l < 3; l++) {
+		for (size_t i = 0; i < counts[l] && budget > 0; i++, budget--) {
+			if (put_participant(tx, op, org_id, lists[l][i].address, key) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+struct record_json {
+	char *to, *cc, *bcc, *attachments;
+};
+
+static void record_json_free(struct record_json *j)
+{
+	free(j->to);
+	free(j->cc);
+	free(j->bcc);
+	free(j->attachments);
+}
+
+static int record_json_build(const struct store_message *msg, struct record_json *j_r)
+{
+	j_r->to = mailboxes_json(msg->to, msg->to_count);
+	j_r->cc = mailboxes_json(msg->cc, msg->cc_count);
+	j_r->bcc = mailboxes_json(msg->bcc, msg->bcc_count);
+	j_r->attachments = attachments_json(msg->attachments, msg->attachment_count);
+	if (j_r->to == NULL || j_r->cc == NULL || j_r->bcc == NULL || j_r->attachments == NULL) {
+		record_json_free(j_r);
+		return -1;
+	}
+	return 0;
+}
+
+/* Binds the content columns shared by the INSERT and the UPDATE, from `first` on:
+ * source, type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
+ * attachments. Returns the next index. */
+static int bind_content(struct db_stmt *s, int first, enum store_source source,
+                        enum store_activity_type type, const struct store_message *msg,
+                        const struct record_json *j)
+{
+	int i = first;
+	db_bind_text(s, i++, store_source_name(source));
+	db_bind_text(s, i++, type_name(type));
+	db_bind_text(s, i++, msg->message_id);
+	db_bind_int64(s, i++, msg->date);
+	db_bind_text(s, i++, msg->from.address);
+	db_bind_text(s, i++, msg->from.name);
+	db_bind_text(s, i++, j->to);
+	db_bind_text(s, i++, j->cc);
+	db_bind_text(s, i++, j->bcc);
+	db_bind_text(s, i++, msg->subject);
+	db_bind_text(s, i++, msg->snippet);
+	db_bind_text(s, i++, j->attachments);
+	return i;
+}
+
+/* Inserts the record unless the key exists; *created_r tells which. */
+static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         enum store_source source, enum store_activity_type type,
+                         const struct store_message *msg, int64_t now, bool *created_r)
+{
+	struct record_json j = {0};
+	if (record_json_build(msg, &j) < 0)
+		return store_invalid(op, "out of memory");
+	struct db_stmt *s = db_prepare(
+	    tx->db, "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
+	            " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
+	            " attachments_json, first_seen, last_seen)"
+	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	            " ON CONFLICT DO NOTHING");
+	if (s == NULL) {
+		record_json_free(&j);
+		return store_fail(tx, op);
+	}
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, key);
+	int i = bind_content(s, 3, source, type, msg, &j);
+	db_bind_int64(s, i++, now);
+	db_bind_int64(s, i, now);
+	int rc = db_step(s);
+	record_json_free(&j);
+	if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*created_r = db_changes(tx->db) == 1;
+	return 0;
+}
+
+static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                           enum store_source source, enum store_activity_type type,
+                           const struct store_message *msg, int64_t now)
+{
+	struct record_json j = {0};
+	if (record_json_build(msg, &j) < 0)
+		return store_invalid(op, "out of memory");
+	struct db_stmt *s = db_prepare(
+	    tx->db, "UPDATE message_records SET source = ?, type = ?, message_id = ?, date = ?,"
+	            " from_address = ?, from_name = ?, to_json = ?, cc_json = ?, bcc_json = ?,"
+	            " subject = ?, snippet = ?, attachments_json = ?, last_seen = ?"
+	            " WHERE org_id = ? AND key = ?");
+	if (s == NULL) {
+		record_json_free(&j);
+		return store_fail(tx, op);
+	}
+	int i = bind_content(s, 1, source, type, msg, &j);
+	db_bind_int64(s, i++, now);
+	db_bind_text(s, i++, org_id);
+	db_bind_text(s, i, key);
+	int rc = db_step(s);
+	record_json_free(&j);
+	if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+
+	/* The timelines are ordered by the copied date. */
+	s = db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ?"
+	                       " WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_int64(s, 1, msg->date);
+	db_bind_int64(s, 2, now);
+	db_bind_text(s, 3, org_id);
+	db_bind_text(s, 4, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         enum store_source *source_r)
+{
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT source FROM message_records WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, key);
+	int rc = db_step(s);
+	if (rc == DB_ROW)
+		*source_r = store_source_parse(db_column_text(s, 0));
+	else if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+}
+
+static int touch_last_seen(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                           int64_t now)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db, "UPDATE message_records SET last_seen = ? WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_int64(s, 1, now);
+	db_bind_text(s, 2, org_id);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
+                      enum store_source source, enum store_activity_type type,
+                      const struct store_message *msg, bool *content_replaced_r)
+{
+	static const char op[] = "store_message_put";
+	*content_replaced_r = false;
+	if (store_need_write(tx, op) < 0 || check_message(op, msg) < 0)
+		return -1;
+	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
+		return store_invalid(op, "unknown source");
+	int64_t now = mt_wall_s();
+	/* Insert first: a new message (the common case) costs no extra read. */
+	bool created = false;
+	if (insert_record(tx, op, org_id, key, source, type, msg, now, &created) < 0)
+		return -1;
+	if (!created) {
+		enum store_source stored = STORE_SOURCE_ADDIN;
+		int rc = record_source(tx, op, org_id, key, &stored);
+		if (rc != 0)
+			return rc < 0 ? -1 : store_invalid(op, "record vanished");
+		if (source > stored) {
+			if (replace_content(tx, op, org_id, key, source, type, msg, now) < 0)
+				return -1;
+			*content_replaced_r = true;
+		} else if (touch_last_seen(tx, op, org_id, key, now) < 0) {
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < msg->alias_count; i++) {
+		if (strcmp(msg->aliases[i], key) != 0 &&
+		    put_alias(tx, op, org_id, msg->aliases[i], key) < 0)
+			return -1;
+	}
+	return put_participants(tx, op, org_id, key, msg);
+}
+
+int store_message_add_user(struct store_tx *tx, const char *org_id, const char *key,
+                           const char *user_id, bool *added_r)
+{
+	static const char op[] = "store_message_add_user";
+	*added_r = false;
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	struct db_stmt *s =
+	    db_prepare(tx->db, "INSERT INTO message_users (org_id, key, user_id, added_at)"
+	                       " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, key);
+	db_bind_text(s, 3, user_id);
+	db_bind_int64(s, 4, mt_wall_s());
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*added_r = db_changes(tx->db) == 1;
+	return 0;
+}
+
+int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address)
+{
+	static const char op[] = "store_address_is_user";
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT 1 FROM user_addresses WHERE org_id = ? AND address = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	int rc = db_step(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return rc == DB_ROW ? 1 : 0;
+}
+
+int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const char *address,
+                                  char (*keys_r)[MT_MESSAGE_KEY_MAX], size_t max, size_t *count_r)
+{
+	static const char op[] = "store_message_keys_by_address";
+	*count_r = 0;
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT p.key FROM message_participants p"
+	            " JOIN message_records r ON r.org_id = p.org_id AND r.key = p.key"
+	            " WHERE p.org_id = ? AND p.address = ? ORDER BY r.date DESC, p.key LIMIT ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	db_bind_int64(s, 3, (int64_t)(max < INT64_MAX ? max : INT64_MAX));
+	int rc = DB_DONE;
+	size_t n = 0;
+	while (n < max && (rc = db_step(s)) == DB_ROW)
+		store_col_copy(s, 0, keys_r[n++], MT_MESSAGE_KEY_MAX);
+	if (n < max && rc < 0)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*count_r = n;
+	return 0;
+}
+
+int store_message_participants(struct store_tx *tx, const char *org_id, const char *key,
+                               char (*addresses_r)[MT_ADDRESS_MAX + 1], size_t max, size_t *count_r)
+{
+	static const char op[] = "store_message_participants";
+	*count_r = 0;
+	struct db_stmt *s = db_prepare(tx->db, "SELECT address FROM message_participants"
+	                                       " WHERE org_id = ? AND key = ? ORDER BY address");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, key);
+	int rc;
+	size_t n = 0;
+	while ((rc = db_step(s)) == DB_ROW) {
+		if (n < max)
+			store_col_copy(s, 0, addresses_r[n], MT_ADDRESS_MAX + 1);
+		n++;
+	}
+	if (rc < 0)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*count_r = n < max ? n : max;
+	return 0;
+}
+
+/* Children first: each statement finds its rows through message_records. */
+/* Records kept only for backfill — no activity uses them — go after record_retention_days.
+ * A record with activities is their content: it stays as long as they do (the CRM's history). */
+#define PURGEABLE                                                                                  \
+	" (SELECT r.org_id, r.key FROM message_records r WHERE r.last_seen < ? AND NOT EXISTS"     \
+	" (SELECT 1 FROM activities a WHERE a.org_id = r.org_id AND a.key = r.key))"
+static const char *const purge_sql[] = {
+    "DELETE FROM message_aliases WHERE (org_id, key) IN" PURGEABLE,
+    "DELETE FROM message_participants WHERE (org_id, key) IN" PURGEABLE,
+    "DELETE FROM message_users WHERE (org_id, key) IN" PURGEABLE,
+    "DELETE FROM message_records WHERE (org_id, key) IN" PURGEABLE,
+};
+
+int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
+{
+	static const char op[] = "store_messages_purge";
+	*deleted_r = 0;
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
+		struct db_stmt *s = db_prepare(tx->db, purge_sql[i]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_int64(s, 1, before);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+		*deleted_r = (size_t)db_changes(tx->db);
+	}
+	return 0;
+}

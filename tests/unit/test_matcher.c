@@ -1,0 +1,614 @@
+/* The activity rules (src/engine/matcher.c) on a temp-file store: direction, exactly one
+ * activity per (profile, message) whichever side and source logs it, never-log lists, internal
+ * mail, source trust, aliases, backfill and erasure. Messages are built by hand. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "engine/matcher.h"
+#include "mime/message.h"
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define A_ADDR    "a@staffing.example"
+#define B_ADDR    "b@staffing.example"
+#define JACK_ADDR "jack@candidates.example"
+
+struct fixture {
+	char dir[64];
+	char path[96];
+	struct store *store;
+	char org[MT_ID_MAX];
+	char user_a[MT_ID_MAX], user_b[MT_ID_MAX];
+	char jack[MT_ID_MAX];
+};
+
+/* A message under construction, with room for its arrays. */
+struct tmsg {
+	struct store_message m;
+	struct store_mailbox to[4], cc[4], bcc[2];
+};
+
+/* One argument block for the jobs. */
+struct call {
+	const char *org_id, *user_id, *id, *key;
+	enum store_source source;
+	struct tmsg t;
+	struct matcher_result result;
+	struct store_org org;
+	struct store_user user;
+	struct store_profile profile;
+	struct store_never_log never;
+	enum store_never_log_scope scope;
+	struct store_activity_list list;
+	char key_r[MT_MESSAGE_KEY_MAX];
+	enum store_source source_r;
+	size_t count;
+	int64_t since;
+};
+
+static struct call *call_new(void)
+{
+	struct call *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	return c;
+}
+
+#define JOB(name, expr)                                                                            \
+	static int name(struct store_tx *tx, void *arg)                                            \
+	{                                                                                          \
+		struct call *c = arg;                                                              \
+		(void)c;                                                                           \
+		return (expr);                                                                     \
+	}
+
+JOB(j_org_create, store_org_create(tx, &c->org))
+JOB(j_user_create, store_user_create(tx, &c->user))
+JOB(j_profile_create, store_profile_create(tx, &c->profile))
+JOB(j_profile_delete, store_profile_delete(tx, c->org_id, c->id))
+JOB(j_never_put, store_never_log_put(tx, c->org_id, c->scope, c->id, &c->never))
+JOB(j_log, matcher_log_message(tx, c->org_id, c->user_id, c->source, &c->t.m, &c->result))
+JOB(j_backfill, matcher_backfill_profile(tx, c->org_id, c->id, &c->count))
+JOB(j_msg_acts, store_message_activities(tx, c->org_id, c->key, &c->list))
+JOB(j_lookup, store_message_lookup(tx, c->org_id, &c->t.m, c->key_r, &c->source_r))
+JOB(j_feed, store_activity_feed(tx, c->org_id, c->since, 1000, &c->list))
+JOB(j_timeline, store_profile_activities(tx, c->org_id, c->id, NULL, 100, &c->list))
+
+static int run(struct fixture *f, enum store_job_kind kind, store_job_fn *fn, struct call *c)
+{
+	return store_run(f->store, kind, fn, c);
+}
+
+static void make_user(struct fixture *f, const char *email, char id_r[MT_ID_MAX])
+{
+	struct call *c = call_new();
+	snprintf(c->user.org_id, sizeof(c->user.org_id), "%s", f->org);
+	snprintf(c->user.email, sizeof(c->user.email), "%s", email);
+	snprintf(c->user.name, sizeof(c->user.name), "Recruiter");
+	assert_int_equal(run(f, STORE_WRITE, j_user_create, c), 0);
+	memcpy(id_r, c->user.id, MT_ID_MAX);
+	free(c);
+}
+
+static void make_profile(struct fixture *f, const char *name, const char *email,
+                         char id_r[MT_ID_MAX])
+{
+	struct call *c = call_new();
+	snprintf(c->profile.org_id, sizeof(c->profile.org_id), "%s", f->org);
+	snprintf(c->profile.name, sizeof(c->profile.name), "%s", name);
+	snprintf(c->profile.emails[0], sizeof(c->profile.emails[0]), "%s", email);
+	c->profile.email_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_create, c), 0);
+	memcpy(id_r, c->profile.id, MT_ID_MAX);
+	free(c);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_matcher.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/mailtrail.db", f->dir);
+	const char *error = NULL;
+	f->store = store_open(f->path, NULL, &error);
+	if (f->store == NULL) {
+		fprintf(stderr, "store_open: %s\n", error);
+		return -1;
+	}
+	struct call *c = call_new();
+	snprintf(c->org.name, sizeof(c->org.name), "Staffing");
+	snprintf(c->org.domains[0], sizeof(c->org.domains[0]), "staffing.example");
+	c->org.domain_count = 1;
+	assert_int_equal(run(f, STORE_WRITE, j_org_create, c), 0);
+	memcpy(f->org, c->org.id, MT_ID_MAX);
+	free(c);
+	make_user(f, A_ADDR, f->user_a);
+	make_user(f, B_ADDR, f->user_b);
+	make_profile(f, "Jack", JACK_ADDR, f->jack);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->store);
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[128];
+		snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
+		unlink(p);
+	}
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* ---- building messages ---- */
+
+static void msg_init(struct tmsg *t, const char *mid, const char *mt, const char *from,
+                     const char *subject)
+{
+	memset(t, 0, sizeof(*t));
+	if (mid != NULL) {
+		snprintf(t->m.aliases[t->m.alias_count++], MT_MESSAGE_KEY_MAX, "mid:%s", mid);
+		snprintf(t->m.message_id, sizeof(t->m.message_id), "%s", mid);
+	}
+	if (mt != NULL)
+		snprintf(t->m.aliases[t->m.alias_count++], MT_MESSAGE_KEY_MAX, "mt:%s", mt);
+	t->m.date = 1700000000;
+	if (from != NULL)
+		snprintf(t->m.from.address, sizeof(t->m.from.address), "%s", from);
+	snprintf(t->m.subject, sizeof(t->m.subject), "%s", subject);
+	snprintf(t->m.snippet, sizeof(t->m.snippet), "text of %s", subject);
+	t->m.to = t->to;
+	t->m.cc = t->cc;
+	t->m.bcc = t->bcc;
+}
+
+static void msg_to(struct tmsg *t, const char *address)
+{
+	snprintf(t->to[t->m.to_count++].address, MT_ADDRESS_MAX + 1, "%s", address);
+}
+
+static void msg_cc(struct tmsg *t, const char *address)
+{
+	snprintf(t->cc[t->m.cc_count++].address, MT_ADDRESS_MAX + 1, "%s", address);
+}
+
+static void msg_bcc(struct tmsg *t, const char *address)
+{
+	snprintf(t->bcc[t->m.bcc_count++].address, MT_ADDRESS_MAX + 1, "%s", address);
+}
+
+/* Logs c->t as `user` through `source`; returns the outcome. */
+static enum matcher_outcome log_as(struct fixture *f, struct call *c, const char *user,
+                                   enum store_source source)
+{
+	c->org_id = f->org;
+	c->user_id = user;
+	c->source = source;
+	assert_int_equal(run(f, STORE_WRITE, j_log, c), 0);
+	return c->result.outcome;
+}
+
+/* The activities of a message, into c->list (the caller frees). */
+static size_t activities_of(struct fixture *f, struct call *c, const char *key)
+{
+	c->org_id = f->org;
+	c->key = key;
+	assert_int_equal(run(f, STORE_READ, j_msg_acts, c), 0);
+	return c->list.count;
+}
+
+static void set_never_log(struct fixture *f, enum store_never_log_scope scope, const char *user,
+                          const char *entry)
+{
+	struct call *c = call_new();
+	char entries[1][MT_ADDRESS_MAX + 1];
+	snprintf(entries[0], sizeof(entries[0]), "%s", entry != NULL ? entry : "");
+	c->org_id = f->org;
+	c->scope = scope;
+	c->id = user;
+	c->never.entries = entries;
+	c->never.count = entry != NULL ? 1 : 0;
+	assert_int_equal(run(f, STORE_WRITE, j_never_put, c), 0);
+	free(c);
+}
+
+static bool stored(struct fixture *f, struct call *c)
+{
+	c->org_id = f->org;
+	int rc = run(f, STORE_READ, j_lookup, c);
+	assert_true(rc == 0 || rc == STORE_NOT_FOUND);
+	return rc == 0;
+}
+
+/* ---- tests ---- */
+
+static void test_one_activity_from_both_sides(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	msg_init(&c->t, "m1@staffing.example", NULL, A_ADDR, "Interview");
+	msg_to(&c->t, JACK_ADDR);
+	msg_cc(&c->t, B_ADDR);
+
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.type, STORE_EMAIL_SENT);
+	assert_int_equal(c->result.profiles_matched, 1);
+	assert_int_equal(c->result.activities_created, 1);
+	assert_string_equal(c->result.key, "mid:m1@staffing.example");
+	assert_int_equal(activities_of(f, c, "mid:m1@staffing.example"), 1);
+	int64_t first_seq = c->list.items[0].seq;
+	store_activity_list_free(&c->list);
+
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 0);
+	assert_int_equal(activities_of(f, c, "mid:m1@staffing.example"), 1);
+	assert_int_equal(c->list.items[0].seq, first_seq); /* nothing changed: not moved */
+	store_activity_list_free(&c->list);
+
+	/* B's mailbox: the same answer, and B joins the users. */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(log_as(f, c, f->user_b, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+		assert_int_equal(c->result.type, STORE_EMAIL_SENT);
+		assert_int_equal(c->result.profiles_matched, 1);
+		assert_int_equal(c->result.activities_created, 0);
+	}
+	assert_int_equal(activities_of(f, c, "mid:m1@staffing.example"), 1);
+	struct store_activity *a = &c->list.items[0];
+	assert_string_equal(a->profile_id, f->jack);
+	assert_int_equal(a->type, STORE_EMAIL_SENT);
+	assert_true(a->seq > first_seq); /* the new user moved it in the feed, once */
+	assert_non_null(strstr(a->users_json, f->user_a));
+	assert_non_null(strstr(a->users_json, f->user_b));
+	assert_non_null(strstr(a->users_json, "\"email\":\"" A_ADDR "\""));
+	assert_non_null(strstr(a->users_json, "\"email\":\"" B_ADDR "\""));
+	store_activity_list_free(&c->list);
+
+	/* The feed holds it once. */
+	c->since = 0;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 1);
+	store_activity_list_free(&c->list);
+
+	/* Jack's reply is "Email Received". */
+	msg_init(&c->t, "reply1@candidates.example", NULL, JACK_ADDR, "Re: Interview");
+	msg_to(&c->t, A_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.type, STORE_EMAIL_RECEIVED);
+	assert_int_equal(c->result.activities_created, 1);
+	c->id = f->jack;
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	assert_int_equal(c->list.count, 2);
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
+static void test_never_log(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+
+	/* The org's domain entry. */
+	set_never_log(f, STORE_NEVER_LOG_ORG, NULL, "candidates.example");
+	msg_init(&c->t, "n1@staffing.example", NULL, A_ADDR, "hidden");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_NEVER_LOG);
+	assert_false(stored(f, c));
+	/* A subdomain participant, here only in Bcc. */
+	msg_init(&c->t, "n2@staffing.example", NULL, A_ADDR, "hidden too");
+	msg_to(&c->t, "someone@elsewhere.example");
+	msg_bcc(&c->t, "x@mail.candidates.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_NEVER_LOG);
+	assert_false(stored(f, c));
+	/* A label boundary: "xcandidates.example" is not under it. */
+	msg_init(&c->t, "n3@staffing.example", NULL, A_ADDR, "not hidden");
+	msg_to(&c->t, "y@xcandidates.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
+
+	/* A subdomain entry does not cover its parent. */
+	set_never_log(f, STORE_NEVER_LOG_ORG, NULL, "mail.candidates.example");
+	msg_init(&c->t, "n4@staffing.example", NULL, A_ADDR, "to jack");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	msg_init(&c->t, "n5@staffing.example", NULL, "ceo@mail.candidates.example", "from sub");
+	msg_to(&c->t, A_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_NEVER_LOG);
+	set_never_log(f, STORE_NEVER_LOG_ORG, NULL, NULL);
+
+	/* A user's own entry applies to that user's mail only. */
+	set_never_log(f, STORE_NEVER_LOG_USER, f->user_a, JACK_ADDR);
+	msg_init(&c->t, "n6@staffing.example", NULL, A_ADDR, "private to A");
+	msg_to(&c->t, JACK_ADDR);
+	msg_cc(&c->t, B_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_NEVER_LOG);
+	assert_false(stored(f, c));
+	assert_int_equal(log_as(f, c, f->user_b, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 1);
+	assert_int_equal(activities_of(f, c, "mid:n6@staffing.example"), 1);
+	assert_non_null(strstr(c->list.items[0].users_json, f->user_b));
+	assert_null(strstr(c->list.items[0].users_json, f->user_a));
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
+static void test_internal_and_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	/* Everyone in the org's domain or a subdomain of it. */
+	msg_init(&c->t, "i1@staffing.example", NULL, A_ADDR, "lunch?");
+	msg_to(&c->t, B_ADDR);
+	msg_cc(&c->t, "ops@eu.staffing.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_INTERNAL_ONLY);
+	assert_false(stored(f, c));
+	/* One outsider makes it loggable. */
+	msg_cc(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 1);
+	/* No From, no recipients. */
+	msg_init(&c->t, "e1@x.example", NULL, NULL, "nobody");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_NO_PARTICIPANTS);
+	assert_false(stored(f, c));
+	/* Recipients without From still count. */
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.type, STORE_EMAIL_RECEIVED);
+	free(c);
+}
+
+static void test_trust(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	msg_init(&c->t, "tr@staffing.example", NULL, A_ADDR, "bcc copy");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_BCC), MATCHER_LOGGED);
+	assert_int_equal(activities_of(f, c, "mid:tr@staffing.example"), 1);
+	int64_t seq = c->list.items[0].seq;
+	store_activity_list_free(&c->list);
+
+	/* Weaker: nothing changes, nothing moves. */
+	snprintf(c->t.m.subject, sizeof(c->t.m.subject), "addin copy");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_ADDIN), MATCHER_LOGGED);
+	assert_int_equal(activities_of(f, c, "mid:tr@staffing.example"), 1);
+	assert_string_equal(c->list.items[0].subject, "bcc copy");
+	assert_int_equal(c->list.items[0].source, STORE_SOURCE_BCC);
+	assert_int_equal(c->list.items[0].seq, seq);
+	store_activity_list_free(&c->list);
+
+	/* Stronger: the content is replaced and the activity moves to the feed's end. */
+	snprintf(c->t.m.subject, sizeof(c->t.m.subject), "imap copy");
+	c->t.m.date += 60;
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(activities_of(f, c, "mid:tr@staffing.example"), 1);
+	assert_string_equal(c->list.items[0].subject, "imap copy");
+	assert_int_equal(c->list.items[0].source, STORE_SOURCE_IMAP);
+	assert_int_equal(c->list.items[0].date, c->t.m.date);
+	assert_true(c->list.items[0].seq > seq);
+	seq = c->list.items[0].seq;
+	store_activity_list_free(&c->list);
+	c->since = seq - 1;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 1);
+	assert_string_equal(c->list.items[0].subject, "imap copy");
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
+static void test_aliases(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	/* Our outbox copy: our Message-ID and X-Mailtrail-Id. */
+	msg_init(&c->t, "ours@staffing.example", "MT42", A_ADDR, "Offer");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 1);
+	/* The provider rewrote the Message-ID in the Sent copy. */
+	msg_init(&c->t, "rewritten@provider.example", "MT42", A_ADDR, "Offer");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_string_equal(c->result.key, "mid:ours@staffing.example");
+	assert_int_equal(c->result.activities_created, 0);
+	/* A copy with only our header. */
+	msg_init(&c->t, NULL, "MT42", A_ADDR, "Offer");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_b, STORE_SOURCE_BCC), MATCHER_LOGGED);
+	assert_string_equal(c->result.key, "mid:ours@staffing.example");
+	assert_int_equal(c->result.activities_created, 0);
+	/* And the rewritten id alone now finds it too. */
+	msg_init(&c->t, "rewritten@provider.example", NULL, A_ADDR, "Offer");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_string_equal(c->result.key, "mid:ours@staffing.example");
+
+	assert_int_equal(activities_of(f, c, "mid:ours@staffing.example"), 1);
+	assert_int_equal(c->list.items[0].source, STORE_SOURCE_OUTBOX);
+	store_activity_list_free(&c->list);
+	c->id = f->jack;
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	assert_int_equal(c->list.count, 1);
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
+/* Copies seen out of order: first the Message-ID alone (an add-in copy), then our header alone
+ * (a BCC copy whose Message-ID was rewritten), then a copy with both: two records that turn out to
+ * be one message are merged, and Jack keeps one activity. */
+static void test_aliases_out_of_order(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	msg_init(&c->t, "late@staffing.example", NULL, A_ADDR, "Interview");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_ADDIN), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 1);
+	msg_init(&c->t, "other@provider.example", "MT77", A_ADDR, "Interview");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_b, STORE_SOURCE_BCC), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 1); /* not known yet to be the same */
+	msg_init(&c->t, "late@staffing.example", "MT77", A_ADDR, "Interview");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 0);
+	c->id = f->jack;
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	size_t interviews = 0;
+	for (size_t i = 0; i < c->list.count; i++) {
+		if (strcmp(c->list.items[i].subject, "Interview") != 0)
+			continue;
+		interviews++;
+		assert_int_equal(c->list.items[i].source, STORE_SOURCE_OUTBOX);
+		/* Both users' copies are on the one activity. */
+		assert_non_null(strstr(c->list.items[i].users_json, f->user_a));
+		assert_non_null(strstr(c->list.items[i].users_json, f->user_b));
+	}
+	assert_int_equal(interviews, 1);
+	store_activity_list_free(&c->list);
+	/* Every alias now finds the one record. */
+	msg_init(&c->t, "other@provider.example", NULL, A_ADDR, "Interview");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 0);
+	free(c);
+}
+
+static void test_backfill_and_erasure(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	/* Mail with Jill before she is a profile. */
+	msg_init(&c->t, "early1@staffing.example", NULL, A_ADDR, "before");
+	msg_to(&c->t, "jill@candidates.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.profiles_matched, 0);
+	msg_init(&c->t, "early2@candidates.example", NULL, "jill@candidates.example", "reply");
+	msg_to(&c->t, A_ADDR);
+	msg_cc(&c->t, "hr@client.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+
+	/* The org now refuses mail with the client's HR: that record is not backfilled. */
+	set_never_log(f, STORE_NEVER_LOG_ORG, NULL, "client.example");
+	char jill[MT_ID_MAX];
+	make_profile(f, "Jill", "jill@candidates.example", jill);
+	c->org_id = f->org;
+	c->id = jill;
+	assert_int_equal(run(f, STORE_WRITE, j_backfill, c), 0);
+	assert_int_equal(c->count, 1);
+	assert_int_equal(run(f, STORE_WRITE, j_backfill, c), 0);
+	assert_int_equal(c->count, 0);
+	set_never_log(f, STORE_NEVER_LOG_ORG, NULL, NULL);
+	c->id = jill;
+	assert_int_equal(run(f, STORE_WRITE, j_backfill, c), 0);
+	assert_int_equal(c->count, 1);
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	assert_int_equal(c->list.count, 2);
+	assert_int_equal(c->list.items[0].type + c->list.items[1].type,
+	                 STORE_EMAIL_SENT + STORE_EMAIL_RECEIVED);
+	store_activity_list_free(&c->list);
+	c->id = "prf_nobody";
+	assert_int_equal(run(f, STORE_WRITE, j_backfill, c), STORE_NOT_FOUND);
+
+	/* Erasure: her activities and the records no one else keeps go. */
+	msg_init(&c->t, "both@staffing.example", NULL, A_ADDR, "both");
+	msg_to(&c->t, "jill@candidates.example");
+	msg_to(&c->t, JACK_ADDR);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 2);
+	c->org_id = f->org;
+	c->id = jill;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_delete, c), 0);
+	msg_init(&c->t, "early1@staffing.example", NULL, NULL, "");
+	assert_false(stored(f, c));
+	msg_init(&c->t, "early2@candidates.example", NULL, NULL, "");
+	assert_false(stored(f, c));
+	msg_init(&c->t, "both@staffing.example", NULL, NULL, "");
+	assert_true(stored(f, c));
+	assert_int_equal(activities_of(f, c, "mid:both@staffing.example"), 1);
+	assert_string_equal(c->list.items[0].profile_id, f->jack);
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
+static void test_from_summary(void **state)
+{
+	(void)state;
+	struct mime_summary s;
+	memset(&s, 0, sizeof(s));
+	snprintf(s.message_id, sizeof(s.message_id), "abc@staffing.example");
+	snprintf(s.mailtrail_id, sizeof(s.mailtrail_id), "MT7");
+	s.date = 1700000000;
+	snprintf(s.from.address, sizeof(s.from.address), A_ADDR);
+	snprintf(s.from.name, sizeof(s.from.name), "Alice");
+	struct mime_mailbox to[2] = {0}, cc[1] = {0};
+	snprintf(to[0].address, sizeof(to[0].address), JACK_ADDR);
+	snprintf(to[0].name, sizeof(to[0].name), "Jack");
+	snprintf(to[1].address, sizeof(to[1].address), "jill@candidates.example");
+	snprintf(cc[0].address, sizeof(cc[0].address), B_ADDR);
+	s.to = to;
+	s.to_count = 2;
+	s.cc = cc;
+	s.cc_count = 1;
+	struct mime_attachment att = {.size = 42};
+	snprintf(att.name, sizeof(att.name), "cv.pdf");
+	snprintf(att.type, sizeof(att.type), "application/pdf");
+	s.attachments = &att;
+	s.attachment_count = 1;
+	snprintf(s.subject, sizeof(s.subject), "Hello");
+	snprintf(s.snippet, sizeof(s.snippet), "Hi Jack");
+
+	struct store_message *m = calloc(1, sizeof(*m));
+	assert_int_equal(matcher_message_from_summary(&s, m), 0);
+	assert_int_equal(m->alias_count, 2);
+	assert_string_equal(m->aliases[0], "mid:abc@staffing.example");
+	assert_string_equal(m->aliases[1], "mt:MT7");
+	assert_string_equal(m->message_id, "abc@staffing.example");
+	assert_int_equal(m->date, 1700000000);
+	assert_string_equal(m->from.name, "Alice");
+	assert_int_equal(m->to_count, 2);
+	assert_string_equal(m->to[1].address, "jill@candidates.example");
+	assert_string_equal(m->to[0].name, "Jack");
+	assert_int_equal(m->cc_count, 1);
+	assert_int_equal(m->bcc_count, 0);
+	assert_null(m->bcc);
+	assert_int_equal(m->attachment_count, 1);
+	assert_int_equal(m->attachments[0].size, 42);
+	assert_string_equal(m->subject, "Hello");
+	assert_string_equal(m->snippet, "Hi Jack");
+	matcher_message_free(m);
+	assert_null(m->to);
+	assert_int_equal(m->to_count, 0);
+
+	/* Neither id: one digest alias. */
+	s.message_id[0] = s.mailtrail_id[0] = '\0';
+	assert_int_equal(matcher_message_from_summary(&s, m), 0);
+	assert_int_equal(m->alias_count, 1);
+	assert_memory_equal(m->aliases[0], "sha:", 4);
+	matcher_message_free(m);
+	free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_one_activity_from_both_sides, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_never_log, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_internal_and_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trust, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_aliases_out_of_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backfill_and_erasure, setup, teardown),
+	    cmocka_unit_test(test_from_summary),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

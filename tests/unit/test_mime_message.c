@@ -1,0 +1,375 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mime/message.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef MT_TEST_DATA_DIR
+#error "MT_TEST_DATA_DIR must name tests/data"
+#endif
+
+static char *read_file(const char *path, size_t *len_r)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	size_t cap = 4096, len = 0;
+	char *data = malloc(cap);
+	size_t n;
+	while (data != NULL && (n = fread(data + len, 1, cap - len, f)) > 0) {
+		len += n;
+		if (len == cap)
+			data = realloc(data, cap *= 2);
+	}
+	fclose(f);
+	*len_r = len;
+	return data;
+}
+
+static json_t *mailbox_json(const struct mime_mailbox *mb)
+{
+	return json_pack("{s:s,s:s}", "address", mb->address, "name", mb->name);
+}
+
+static json_t *mailboxes_json(const struct mime_mailbox *list, size_t count)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < count; i++)
+		json_array_append_new(a, mailbox_json(&list[i]));
+	return a;
+}
+
+/* The summary in the shape of tests/data/NAME.expected.json. */
+static json_t *summary_json(const struct mime_summary *s)
+{
+	json_t *date = json_null();
+	if (s->date != 0) {
+		char text[32];
+		time_t t = (time_t)s->date;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		date = json_string(text);
+	}
+	json_t *refs = json_array();
+	for (size_t i = 0; i < s->reference_count; i++)
+		json_array_append_new(refs, json_string(s->references[i]));
+	json_t *atts = json_array();
+	for (size_t i = 0; i < s->attachment_count; i++)
+		json_array_append_new(atts,
+		                      json_pack("{s:s,s:s,s:I}", "name", s->attachments[i].name,
+		                                "type", s->attachments[i].type, "size",
+		                                (json_int_t)s->attachments[i].size));
+	char aliases[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX];
+	size_t n = mime_message_aliases(s, aliases);
+	json_t *al = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(al, json_string(aliases[i]));
+	return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:s,s:s,s:o,s:s,s:o,s:o}", "message_id",
+	                 s->message_id, "mailtrail_id", s->mailtrail_id, "date", date, "from",
+	                 mailbox_json(&s->from), "to", mailboxes_json(s->to, s->to_count), "cc",
+	                 mailboxes_json(s->cc, s->cc_count), "bcc",
+	                 mailboxes_json(s->bcc, s->bcc_count), "subject", s->subject, "in_reply_to",
+	                 s->in_reply_to, "references", refs, "snippet", s->snippet, "attachments",
+	                 atts, "aliases", al);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_corpus(void **state)
+{
+	(void)state;
+	DIR *dir = opendir(MT_TEST_DATA_DIR);
+	assert_non_null(dir);
+	char *names[256];
+	size_t count = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)) != NULL && count < 256) {
+		size_t len = strlen(de->d_name);
+		if (len > 4 && strcmp(de->d_name + len - 4, ".eml") == 0)
+			names[count++] = strdup(de->d_name);
+	}
+	closedir(dir);
+	assert_true(count >= 20);
+	qsort(names, count, sizeof(names[0]), compare_names);
+	size_t failures = 0;
+	for (size_t i = 0; i < count; i++) {
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, names[i]);
+		size_t len = 0;
+		char *data = read_file(path, &len);
+		assert_non_null(data);
+		struct mime_summary s;
+		const char *error = NULL;
+		if (mime_parse_message(data, len, &s, &error) != 0) {
+			print_error("%s: %s\n", names[i], error);
+			failures++;
+			free(data);
+			continue;
+		}
+		free(data);
+		json_t *got = summary_json(&s);
+		mime_summary_free(&s);
+		snprintf(path, sizeof(path), "%s/%.*s.expected.json", MT_TEST_DATA_DIR,
+		         (int)(strlen(names[i]) - 4), names[i]);
+		json_error_t jerr;
+		json_t *want = json_load_file(path, 0, &jerr);
+		if (want == NULL) {
+			print_error("%s: %s\n", path, jerr.text);
+			failures++;
+		} else if (!json_equal(got, want)) {
+			char *g = json_dumps(got, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+			char *w = json_dumps(want, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+			print_error("%s differs\n--- got\n%s\n--- expected\n%s\n", names[i], g, w);
+			free(g);
+			free(w);
+			failures++;
+		}
+		json_decref(got);
+		json_decref(want);
+		free(names[i]);
+	}
+	assert_int_equal(failures, 0);
+}
+
+static void parse_ok(const char *text, struct mime_summary *s)
+{
+	const char *error = NULL;
+	if (mime_parse_message(text, strlen(text), s, &error) != 0)
+		fail_msg("not parsed: %s", error);
+}
+
+static void test_aliases(void **state)
+{
+	(void)state;
+	char aliases[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX];
+	struct mime_summary s;
+
+	parse_ok("Message-ID: <a1@x.example>\nX-Mailtrail-Id: msg_1\n\n", &s);
+	assert_int_equal(mime_message_aliases(&s, aliases), 2);
+	assert_string_equal(aliases[0], "mid:a1@x.example");
+	assert_string_equal(aliases[1], "mt:msg_1");
+	mime_summary_free(&s);
+
+	parse_ok("Message-ID:   <a2@x.example>  \nSubject: hi\n\n", &s);
+	assert_int_equal(mime_message_aliases(&s, aliases), 1);
+	assert_string_equal(aliases[0], "mid:a2@x.example");
+	mime_summary_free(&s);
+
+	/* SHA-256 of "1767225600\0jack@candidates.example\0a@x.example\0b@x.example\0Hello\0":
+	 * To sorted, whatever the order in the header */
+	parse_ok("Date: Thu, 01 Jan 2026 00:00:00 +0000\nFrom: Jack <Jack@Candidates.example>\n"
+	         "To: b@x.example, A@X.example\nSubject: =?utf-8?Q?Hello?=\n\n",
+	         &s);
+	assert_int_equal(mime_message_aliases(&s, aliases), 1);
+	assert_string_equal(aliases[0],
+	                    "sha:1328b6b8dd23a172bbf0f3822b459e0bc22d6b86faee1ae3d7dd2c58385e4088");
+	mime_summary_free(&s);
+
+	/* nothing but an unreadable date: the digest of the empty fields */
+	parse_ok("Date: never\n\n", &s);
+	assert_int_equal(mime_message_aliases(&s, aliases), 1);
+	assert_string_equal(aliases[0],
+	                    "sha:4f8320d91e97d546dc799848e8d218e18050af7a7964e0414de9e5479006d7e3");
+	mime_summary_free(&s);
+}
+
+static void test_parse_headers(void **state)
+{
+	(void)state;
+	static const char headers[] = "From: Jack Smith <jack@candidates.example>\r\n"
+	                              "To: anna.berg@staffing.example\r\n"
+	                              "Subject: =?ISO-8859-1?Q?R=E9sum=E9?=\r\n"
+	                              "Date: Mon, 02 Mar 2026 10:00:00 +0100\r\n"
+	                              "Message-ID: <imap.1@candidates.example>\r\n"
+	                              "Content-Type: multipart/alternative; boundary=x\r\n\r\n";
+	static const char text[] = "<html><head><style>p{}</style></head><body><p>Bonjour =\r\n"
+	                           "&amp; merci,</p><p>Fran=E7ois =3D</p></body></html>\r\n";
+	struct mime_summary s;
+	const char *error = NULL;
+	assert_int_equal(mime_parse_headers(headers, strlen(headers), text, strlen(text),
+	                                    "text/html; charset=\"iso-8859-1\"", "Quoted-Printable",
+	                                    &s, &error),
+	                 0);
+	assert_string_equal(s.message_id, "imap.1@candidates.example");
+	assert_string_equal(s.subject, "Résumé");
+	assert_string_equal(s.from.address, "jack@candidates.example");
+	assert_int_equal(s.to_count, 1);
+	assert_int_equal(s.date, 1772442000);
+	assert_string_equal(s.snippet, "Bonjour & merci, François =");
+	assert_int_equal(s.attachment_count, 0);
+	mime_summary_free(&s);
+
+	/* without a text, and with a header block lacking its empty line */
+	static const char bare[] = "Subject: only\nFrom: a@b.example";
+	assert_int_equal(mime_parse_headers(bare, strlen(bare), NULL, 0, NULL, NULL, &s, &error),
+	                 0);
+	assert_string_equal(s.subject, "only");
+	assert_string_equal(s.from.address, "a@b.example");
+	assert_string_equal(s.snippet, "");
+	mime_summary_free(&s);
+
+	/* base64 plain text in a charset GMime converts */
+	static const char b64[] = "8sXawM3FIA==\r\n"; /* KOI8-R "Резюме " */
+	assert_int_equal(mime_parse_headers(headers, strlen(headers), b64, strlen(b64),
+	                                    "text/plain; charset=koi8-r", "base64", &s, &error),
+	                 0);
+	assert_string_equal(s.snippet, "Резюме");
+	mime_summary_free(&s);
+
+	assert_int_equal(mime_parse_headers("hello", 5, NULL, 0, NULL, NULL, &s, &error), -1);
+}
+
+static void expect_not_message(const char *data, size_t len)
+{
+	struct mime_summary s;
+	const char *error = NULL;
+	if (mime_parse_message(data, len, &s, &error) != -1)
+		fail_msg("parsed as a message: \"%.*s\"", (int)len, data);
+	assert_non_null(error);
+	assert_null(s.to);
+	assert_int_equal(s.to_count, 0);
+}
+
+static void test_not_a_message(void **state)
+{
+	(void)state;
+	expect_not_message("", 0);
+	expect_not_message("hello world\n", 12);
+	expect_not_message("\n\nFrom: a@b.example\n", 20);
+	static const char no_fields[] =
+	    "X-Spam: yes\nContent-Type: text/plain\n\nFrom: a@b.example\n";
+	expect_not_message(no_fields, strlen(no_fields));
+	expect_not_message("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
+	static const char json[] = "{\"from\": \"a@b.example\", \"subject\": \"x\"}";
+	expect_not_message(json, strlen(json));
+}
+
+static void test_participant_cap(void **state)
+{
+	(void)state;
+	size_t cap = 64 * 1024, len = 0;
+	char *msg = malloc(cap);
+	assert_non_null(msg);
+	len +=
+	    (size_t)snprintf(msg + len, cap - len, "From: a@staffing.example\nSubject: many\nTo: ");
+	for (int i = 0; i < 600; i++)
+		len += (size_t)snprintf(msg + len, cap - len, "%sr%d@candidates.example",
+		                        i > 0 ? ",\n " : "", i);
+	len += (size_t)snprintf(msg + len, cap - len, "\nCc: c@candidates.example\n\nbody\n");
+	struct mime_summary s;
+	const char *error = NULL;
+	assert_int_equal(mime_parse_message(msg, len, &s, &error), 0);
+	assert_string_equal(s.from.address, "a@staffing.example");
+	assert_int_equal(1 + s.to_count + s.cc_count + s.bcc_count, MT_MESSAGE_PARTICIPANTS_MAX);
+	assert_int_equal(s.to_count, MT_MESSAGE_PARTICIPANTS_MAX - 1);
+	assert_string_equal(s.to[498].address, "r498@candidates.example");
+	mime_summary_free(&s);
+	free(msg);
+}
+
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+	for (; *s != '\0'; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+static void test_snippet_utf8_boundary(void **state)
+{
+	(void)state;
+	static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x8e\x89"};
+	for (size_t k = 0; k < 3; k++) {
+		char msg[8192];
+		size_t len = (size_t)snprintf(msg, sizeof(msg),
+		                              "Subject: x\nContent-Type: text/plain; "
+		                              "charset=utf-8\n\n  x");
+		for (int i = 0; i < 700; i++)
+			len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s", chars[k]);
+		struct mime_summary s;
+		const char *error = NULL;
+		assert_int_equal(mime_parse_message(msg, len, &s, &error), 0);
+		assert_int_equal(utf8_chars(s.snippet), MT_SNIPPET_CHARS);
+		assert_int_equal(strlen(s.snippet), 1 + (MT_SNIPPET_CHARS - 1) * strlen(chars[k]));
+		assert_memory_equal(s.snippet + strlen(s.snippet) - strlen(chars[k]), chars[k],
+		                    strlen(chars[k]));
+		mime_summary_free(&s);
+	}
+
+	/* a space that would be the 501st character is not kept, nor one at the end */
+	char msg[2048];
+	size_t len = (size_t)snprintf(msg, sizeof(msg), "Subject: x\n\n");
+	for (int i = 0; i < 250; i++)
+		len += (size_t)snprintf(msg + len, sizeof(msg) - len, "a ");
+	len += (size_t)snprintf(msg + len, sizeof(msg) - len, "\n\n\tb");
+	struct mime_summary s;
+	const char *error = NULL;
+	assert_int_equal(mime_parse_message(msg, len, &s, &error), 0);
+	assert_int_equal(strlen(s.snippet), 499);
+	assert_int_equal(s.snippet[498], 'a');
+	mime_summary_free(&s);
+
+	/* invalid UTF-8 declared as UTF-8 comes out valid */
+	static const char bad[] = "Subject: x\nContent-Type: text/plain; charset=utf-8\n\n"
+	                          "ok \xff\xfe \xc3 end\n";
+	assert_int_equal(mime_parse_message(bad, strlen(bad), &s, &error), 0);
+	assert_string_equal(s.snippet, "ok \xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd end");
+	mime_summary_free(&s);
+}
+
+static void test_name_cap(void **state)
+{
+	(void)state;
+	char msg[4096];
+	size_t len = (size_t)snprintf(msg, sizeof(msg), "Subject: x\nFrom: \"");
+	for (int i = 0; i < 150; i++)
+		len += (size_t)snprintf(msg + len, sizeof(msg) - len, "\xe2\x82\xac");
+	len += (size_t)snprintf(msg + len, sizeof(msg) - len, "\" <euro@a.example>\n\n");
+	struct mime_summary s;
+	const char *error = NULL;
+	assert_int_equal(mime_parse_message(msg, len, &s, &error), 0);
+	assert_string_equal(s.from.address, "euro@a.example");
+	assert_int_equal(strlen(s.from.name), 198); /* 66 whole characters of 3 bytes */
+	mime_summary_free(&s);
+}
+
+static void test_address_quirks(void **state)
+{
+	(void)state;
+	struct mime_summary s;
+	parse_ok("From: john\nTo: john, a@x.example;b@x.example, \"x\" <bad, c@x.example\n"
+	         "Cc: A@X.example, a@x.example\nBcc: undisclosed-recipients:;\n\n",
+	         &s);
+	assert_string_equal(s.from.address, "");
+	assert_int_equal(s.to_count, 3);
+	assert_string_equal(s.to[0].address, "a@x.example");
+	assert_string_equal(s.to[1].address, "b@x.example");
+	assert_string_equal(s.to[2].address, "c@x.example");
+	assert_int_equal(s.cc_count, 1);
+	assert_int_equal(s.bcc_count, 0);
+	mime_summary_free(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_corpus),          cmocka_unit_test(test_aliases),
+	    cmocka_unit_test(test_parse_headers),   cmocka_unit_test(test_not_a_message),
+	    cmocka_unit_test(test_participant_cap), cmocka_unit_test(test_snippet_utf8_boundary),
+	    cmocka_unit_test(test_name_cap),        cmocka_unit_test(test_address_quirks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
