@@ -141,3 +141,18 @@ bench_workdir() {
 	WORK=$(mktemp -d /tmp/mailtrail-bench.XXXXXX)
 	chmod 755 "$WORK"
 }
+
+# bench_binary: a private copy of build/mailtrail in WORK (others may rebuild the tree while a
+# bench runs; a relink replaces the file). Waits up to 60 s for it to be there; sets MT_BIN.
+bench_binary() {
+	for _ in $(seq 60); do
+		if [ -x build/mailtrail ] && cp build/mailtrail "$WORK/mailtrail" 2>/dev/null &&
+			"$WORK/mailtrail" --version >/dev/null 2>&1; then
+			MT_BIN=$WORK/mailtrail
+			return 0
+		fi
+		sleep 1
+	done
+	echo "build first: make build" >&2
+	return 1
+}

@@ -85,11 +85,47 @@ static bool org_covers(const struct store_org *org, const char *address)
 
 /* ---- logging ---- */
 
-/* The org and the lists that apply to this user, loaded once per message. */
+/* Whether a From address is a user's, remembered for the rest of the call: a chunk's mail
+ * comes from few senders, and the question was one query per message. Direct-mapped; a
+ * collision only costs the query again. */
+#define FROM_MEMO_SLOTS 64
+
+struct from_memo {
+	char address[MT_ADDRESS_MAX + 1];
+	bool is_user;
+};
+
+/* The org and the lists that apply to this user, loaded once per call. */
 struct rules {
 	struct store_org org;
 	struct store_never_log org_list, user_list;
+	struct from_memo from[FROM_MEMO_SLOTS];
 };
+
+static size_t memo_slot(const char *address)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)address; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % FROM_MEMO_SLOTS;
+}
+
+/* store_address_is_user through the memo: 1, 0 or -1. */
+static int from_is_user(struct store_tx *tx, const char *org_id, struct rules *rules,
+                        const char *address)
+{
+	struct from_memo *m = &rules->from[memo_slot(address)];
+	if (m->address[0] != '\0' && strcmp(m->address, address) == 0)
+		return m->is_user;
+	int rc = store_address_is_user(tx, org_id, address);
+	if (rc < 0)
+		return -1;
+	/* An address longer than the field is never remembered (so never confused). */
+	if (mt_strlcpy(m->address, address, sizeof(m->address)) >= sizeof(m->address))
+		m->address[0] = '\0';
+	m->is_user = rc == 1;
+	return rc;
+}
 
 static void rules_free(struct rules *r)
 {
@@ -120,10 +156,11 @@ static int rules_load(struct store_tx *tx, const char *org_id, const char *user_
 /* Steps (4) to (6) once the message is to be logged. */
 static int log_record(struct store_tx *tx, const char *org_id, const char *user_id,
                       enum store_source source, const struct store_message *msg,
-                      const struct participants *parts, struct matcher_result *result_r)
+                      struct rules *rules, const struct participants *parts,
+                      struct matcher_result *result_r)
 {
 	int rc =
-	    msg->from.address[0] != '\0' ? store_address_is_user(tx, org_id, msg->from.address) : 0;
+	    msg->from.address[0] != '\0' ? from_is_user(tx, org_id, rules, msg->from.address) : 0;
 	if (rc < 0)
 		return -1;
 	result_r->type = rc == 1 ? STORE_EMAIL_SENT : STORE_EMAIL_RECEIVED;
@@ -153,9 +190,8 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 }
 
 static int log_one(struct store_tx *tx, const char *org_id, const char *user_id,
-                   enum store_source source, const struct store_message *msg,
-                   const struct rules *rules, struct participants *parts,
-                   struct matcher_result *result_r)
+                   enum store_source source, const struct store_message *msg, struct rules *rules,
+                   struct participants *parts, struct matcher_result *result_r)
 {
 	memset(result_r, 0, sizeof(*result_r));
 	if (msg->alias_count < 1 || msg->alias_count > MT_MESSAGE_ALIASES_MAX) {
@@ -177,7 +213,7 @@ static int log_one(struct store_tx *tx, const char *org_id, const char *user_id,
 		result_r->outcome = never ? MATCHER_NEVER_LOG : MATCHER_INTERNAL_ONLY;
 		return 0;
 	}
-	int rc = log_record(tx, org_id, user_id, source, msg, parts, result_r);
+	int rc = log_record(tx, org_id, user_id, source, msg, rules, parts, result_r);
 	if (rc == 0)
 		result_r->outcome = MATCHER_LOGGED;
 	return rc;

@@ -20,8 +20,8 @@
 #include <time.h>
 
 #define POLL_INTERVAL_MS   1000
-#define CLAIM_MAX          1000  /* messages per claim job */
-#define HELD_MAX           20000 /* claimed messages held in memory at once */
+#define CLAIM_MAX          250  /* messages per claim job */
+#define HELD_MAX           5000 /* claimed messages held in memory at once (~16 KB each) */
 #define DEFAULT_LEASE_S    900
 #define DEFAULT_RETRY_S    60
 #define SESSION_COOLDOWN_S 30 /* after a session failed before sending anything */

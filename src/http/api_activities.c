@@ -129,7 +129,8 @@ void api_activity_feed(struct http_request *req, void *app)
 		char *end;
 		errno = 0;
 		long long v = strtoll(since, &end, 10);
-		if (errno != 0 || end == since || *end != '\0' || v < 0) {
+		if (errno != 0 || end == since || *end != '\0' || v < 0 ||
+		    strspn(since, "0123456789") != strlen(since)) {
 			http_reply_error(req, 400, "input",
 			                 "since: must be a next_cursor from an earlier page", NULL,
 			                 NULL);

@@ -146,9 +146,18 @@ static void enqueued(void *arg, int result)
 static bool domain_is_orgs(const struct store_org *org, const char *address)
 {
 	const char *at = strrchr(address, '@');
-	for (size_t i = 0; at != NULL && i < org->domain_count; i++)
-		if (strcmp(at + 1, org->domains[i]) == 0)
+	if (at == NULL)
+		return false;
+	const char *domain = at + 1;
+	size_t len = strlen(domain);
+	for (size_t i = 0; i < org->domain_count; i++) {
+		size_t n = strlen(org->domains[i]);
+		/* The domain itself or a subdomain of it, as the matcher counts them. */
+		if (strcmp(domain, org->domains[i]) == 0 ||
+		    (len > n && domain[len - n - 1] == '.' &&
+		     strcmp(domain + len - n, org->domains[i]) == 0))
 			return true;
+	}
 	return false;
 }
 
@@ -266,7 +275,10 @@ static void send_loaded(void *arg, int result)
 	mt_strlcpy(m->org_id, job->base.org_id, sizeof(m->org_id));
 	mt_strlcpy(m->user_id, job->base.user_id, sizeof(m->user_id));
 	mt_strlcpy(m->idempotency_key, job->idempotency_key, sizeof(m->idempotency_key));
-	mt_strlcpy(m->from.address, from.address, sizeof(m->from.address));
+	/* The record's From is the user even where the relay's header says otherwise: it is the
+	 * user's mail (email_sent on the recipients' profiles). */
+	mt_strlcpy(m->from.address, strcmp(m->route, "relay") == 0 ? job->user.email : from.address,
+	           sizeof(m->from.address));
 	mt_strlcpy(m->from.name, from.name, sizeof(m->from.name));
 	mt_strlcpy(m->subject, job->subject, sizeof(m->subject));
 	m->state = STORE_OUTBOX_QUEUED;

@@ -96,11 +96,38 @@ static void fail_oom(struct http_request *req)
 	http_reply_error(req, 500, "internal", "out of memory", NULL, NULL);
 }
 
-/* Parses `limits` (an array of {limit,window}) or the `limit` + `window` shorthand. Returns the
- * count, or -1 after replying 400. */
-static int decode_limits(struct http_request *req, json_t *limits, bool have_limit, int64_t limit,
-                         const char *window, struct store_send_limit *out)
+/* The send-limit fields PUT and PATCH share: `limits` (an array of {limit,window}) or the
+ * `limit` + `window` shorthand. */
+struct limits_input {
+	json_t *limits;
+	int64_t limit;
+	bool have_limit;
+	const char *window;
+};
+
+#define LIMIT_FIELDS(in)                                                                           \
+	{.name = "limits",                                                                         \
+	 .type = JSON_FIELD_ARRAY,                                                                 \
+	 .max_items = MT_SEND_LIMITS_MAX,                                                          \
+	 .out = &(in).limits},                                                                     \
+	    {.name = "limit",                                                                      \
+	     .type = JSON_FIELD_INT,                                                               \
+	     .min = 1,                                                                             \
+	     .max = 10000000,                                                                      \
+	     .out = &(in).limit,                                                                   \
+	     .present = &(in).have_limit},                                                         \
+	{                                                                                          \
+		.name = "window", .type = JSON_FIELD_STRING, .max_len = 16, .out = &(in).window    \
+	}
+
+/* Returns the count of limits decoded into `out`, or -1 after replying 400. */
+static int decode_limits(struct http_request *req, const struct limits_input *in,
+                         struct store_send_limit *out)
 {
+	json_t *limits = in->limits;
+	bool have_limit = in->have_limit;
+	int64_t limit = in->limit;
+	const char *window = in->window;
 	size_t count = 0;
 	if (limits != NULL && have_limit) {
 		http_reply_error(req, 400, "input", "give either limits or limit + window", NULL,
@@ -217,36 +244,23 @@ void api_smtp_patch(struct http_request *req, void *app)
 	struct account_job *job = api_job_new(app, req, sizeof(*job));
 	if (job == NULL)
 		return fail_oom(req);
-	json_t *limits = NULL;
-	int64_t limit = 0;
-	bool have_limit = false;
-	const char *window = NULL;
+	struct limits_input lim = {0};
 	const struct json_field fields[] = {
-	    {.name = "limits",
-	     .type = JSON_FIELD_ARRAY,
-	     .max_items = MT_SEND_LIMITS_MAX,
-	     .out = &limits},
-	    {.name = "limit",
-	     .type = JSON_FIELD_INT,
-	     .min = 1,
-	     .max = 10000000,
-	     .out = &limit,
-	     .present = &have_limit},
-	    {.name = "window", .type = JSON_FIELD_STRING, .max_len = 16, .out = &window},
+	    LIMIT_FIELDS(lim),
 	};
 	json_t *root = api_decode(req, fields, sizeof(fields) / sizeof(fields[0]));
 	if (root == NULL) {
 		free(job);
 		return;
 	}
-	if (limits == NULL && !have_limit) {
+	if (lim.limits == NULL && !lim.have_limit) {
 		http_reply_error(req, 400, "input", "limits (or limit + window) is required", NULL,
 		                 NULL);
 		json_decref(root);
 		free(job);
 		return;
 	}
-	int count = decode_limits(req, limits, have_limit, limit, window, job->limits);
+	int count = decode_limits(req, &lim, job->limits);
 	json_decref(root);
 	if (count < 0) {
 		free(job);
@@ -698,10 +712,10 @@ void api_smtp_put(struct http_request *req, void *app)
 		return fail_oom(req);
 	const char *preset_id = NULL, *host = NULL, *security = NULL, *auth = NULL;
 	const char *username = NULL, *password = NULL, *access_token = NULL, *from = NULL;
-	const char *window = NULL, *fingerprint = NULL;
-	int64_t port = 0, limit = 0;
-	bool have_port = false, have_limit = false, disclaimer = false;
-	json_t *limits = NULL;
+	const char *fingerprint = NULL;
+	struct limits_input lim = {0};
+	int64_t port = 0;
+	bool have_port = false, disclaimer = false;
 	const struct json_field fields[] = {
 	    {.name = "preset", .type = JSON_FIELD_STRING, .max_len = 31, .out = &preset_id},
 	    {.name = "host",
@@ -738,17 +752,7 @@ void api_smtp_put(struct http_request *req, void *app)
 	     .max_len = MT_ADDRESS_MAX * 2,
 	     .single_line = true,
 	     .out = &from},
-	    {.name = "limits",
-	     .type = JSON_FIELD_ARRAY,
-	     .max_items = MT_SEND_LIMITS_MAX,
-	     .out = &limits},
-	    {.name = "limit",
-	     .type = JSON_FIELD_INT,
-	     .min = 1,
-	     .max = 10000000,
-	     .out = &limit,
-	     .present = &have_limit},
-	    {.name = "window", .type = JSON_FIELD_STRING, .max_len = 16, .out = &window},
+	    LIMIT_FIELDS(lim),
 	    {.name = "accept_disclaimer", .type = JSON_FIELD_BOOL, .out = &disclaimer},
 	    {.name = "tls_fingerprint",
 	     .type = JSON_FIELD_STRING,
@@ -889,11 +893,11 @@ void api_smtp_put(struct http_request *req, void *app)
 		job->have_pin = true;
 		mt_strlcpy(a->tls_fingerprint, fingerprint, sizeof(a->tls_fingerprint));
 	}
-	int count = decode_limits(req, limits, have_limit, limit, window, a->limits);
+	int count = decode_limits(req, &lim, a->limits);
 	if (count < 0)
 		goto fail;
 	a->limit_count = (size_t)count;
-	if (count == 0 && limits == NULL && preset != NULL) {
+	if (count == 0 && lim.limits == NULL && preset != NULL) {
 		for (size_t i = 0; i < preset->limit_count; i++) {
 			a->limits[i].limit = preset->limits[i].limit;
 			a->limits[i].window_s = window_seconds(preset->limits[i].window);

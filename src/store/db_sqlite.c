@@ -296,10 +296,27 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
 	sqlite3_busy_timeout(d->conn, MT_STORE_BUSY_TIMEOUT_MS);
 	/* secure_delete=FAST zeroes freed cell content where that costs no extra I/O, so a wiped
-	 * sealed secret does not linger in the page's free space. */
+	 * sealed secret does not linger in the page's free space.
+	 *
+	 * cache_size (a ceiling, in KiB; pages are allocated as used): a group commit is one
+	 * transaction whose dirty pages must all stay in the cache. Past the ceiling SQLite spills
+	 * them into the WAL mid-transaction and reads them back at the next change — 100 matcher
+	 * jobs of 1,000 messages dirty ~150 MB, and 64 MB made that run 2.5 times slower.
+	 *
+	 * mmap_size: clean pages are read from the mapped file instead of being copied into the
+	 * cache, so a large read-mostly index (a million profile addresses) neither competes with
+	 * the dirty pages for the cache nor costs a read() per page. */
 	static const char *const setup[] = {
-	    "PRAGMA journal_mode=WAL",   "PRAGMA foreign_keys=ON",   "PRAGMA synchronous=FULL",
-	    "PRAGMA secure_delete=FAST", "PRAGMA cache_size=-65536", "PRAGMA temp_store=MEMORY",
+	    "PRAGMA journal_mode=WAL",
+	    "PRAGMA foreign_keys=ON",
+	    "PRAGMA synchronous=FULL",
+	    "PRAGMA secure_delete=FAST",
+	    "PRAGMA cache_size=-524288",
+	    "PRAGMA temp_store=MEMORY",
+	    "PRAGMA mmap_size=1073741824",
+	    /* Checkpoints run on the store thread between jobs: fewer, larger ones cost less per
+	     * commit than the default every 1,000 pages. */
+	    "PRAGMA wal_autocheckpoint=8000",
 	};
 	for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++) {
 		if (sqlite_exec(&d->base, setup[i]) < 0) {

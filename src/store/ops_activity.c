@@ -139,15 +139,15 @@ static int insert_activities(struct store_tx *tx, const char *op, const char *or
 		char id[MT_ID_MAX];
 		new_activity_id(id);
 		struct db_stmt *s = db_prepare(
-		    tx->db, "INSERT INTO activities (id, org_id, profile_id, key, date, seq,"
+		    tx->db, "INSERT INTO activities (org_id, key, profile_id, id, date, seq,"
 		            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 		            " ON CONFLICT (org_id, key, profile_id) DO NOTHING");
 		if (s == NULL)
 			return store_fail(tx, op);
-		db_bind_text(s, 1, id);
-		db_bind_text(s, 2, org_id);
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, key);
 		db_bind_text(s, 3, ids[i]);
-		db_bind_text(s, 4, key);
+		db_bind_text(s, 4, id);
 		db_bind_int64(s, 5, date);
 		db_bind_int64(s, 6, seq);
 		db_bind_int64(s, 7, now);
@@ -282,9 +282,10 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, const char *
 	static const char op[] = "store_activities_touch";
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	/* The ids first: the counter is then taken once for all of them. */
+	/* The profiles first: the counter is then taken once for all of them. Positions follow
+	 * the activity ids. */
 	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT id FROM activities WHERE org_id = ? AND key = ? ORDER BY id");
+	    tx->db, "SELECT profile_id FROM activities WHERE org_id = ? AND key = ? ORDER BY id");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, org_id);
@@ -322,15 +323,16 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, const char *
 	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
 	for (size_t i = 0; i < n; i++, seq++) {
 		s = db_prepare(tx->db, "UPDATE activities SET seq = ?, updated_at = ?"
-		                       " WHERE id = ? AND org_id = ?");
+		                       " WHERE org_id = ? AND key = ? AND profile_id = ?");
 		if (s == NULL) {
 			free(ids);
 			return store_fail(tx, op);
 		}
 		db_bind_int64(s, 1, seq);
 		db_bind_int64(s, 2, now);
-		db_bind_text(s, 3, ids[i]);
-		db_bind_text(s, 4, org_id);
+		db_bind_text(s, 3, org_id);
+		db_bind_text(s, 4, key);
+		db_bind_text(s, 5, ids[i]);
 		if (db_step(s) != DB_DONE) {
 			free(ids);
 			return store_fail_stmt(tx, op, s);

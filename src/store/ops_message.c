@@ -41,6 +41,9 @@ static json_t *json_text(const char *s)
 
 static char *mailboxes_json(const struct store_mailbox *boxes, size_t count)
 {
+	/* Most lists are empty (Cc, Bcc): jansson's allocations cost more than the rest of it. */
+	if (count == 0)
+		return strdup("[]");
 	json_t *a = json_array();
 	if (a == NULL)
 		return NULL;
@@ -61,6 +64,8 @@ static char *mailboxes_json(const struct store_mailbox *boxes, size_t count)
 
 static char *attachments_json(const struct store_attachment *atts, size_t count)
 {
+	if (count == 0)
+		return strdup("[]");
 	json_t *a = json_array();
 	if (a == NULL)
 		return NULL;
@@ -90,6 +95,240 @@ static int check_message(const char *op, const struct store_message *msg)
 	    (msg->attachment_count > 0 && msg->attachments == NULL))
 		return store_invalid(op, "count without an array");
 	return 0;
+}
+
+/* ---- a record's participants ----
+ *
+ * message_participants is keyed by address (backfill); the addresses a record has there are
+ * also kept in the record's `participants` column, one a line, which is how erasure, purge and
+ * merge find a record's rows. */
+
+/* A normalised address has no control character; anything else cannot be one line. */
+static bool indexable(const char *address)
+{
+	return address[0] != '\0' && strchr(address, '\n') == NULL;
+}
+
+/* The addresses a message adds to the index: From, To, Cc, Bcc, each once. The index is
+ * capped; a message beyond it (a huge Cc list) is still logged for the profiles matched now,
+ * only a later backfill may miss its tail. */
+struct part_list {
+	const char *addr[MT_MESSAGE_PARTICIPANTS_MAX];
+	size_t count;
+};
+
+static void part_add(struct part_list *l, const char *address)
+{
+	if (!indexable(address))
+		return;
+	for (size_t i = 0; i < l->count; i++) {
+		if (strcmp(l->addr[i], address) == 0)
+			return;
+	}
+	l->addr[l->count++] = address;
+}
+
+static void part_collect(const struct store_message *msg, struct part_list *l)
+{
+	size_t budget = MT_MESSAGE_PARTICIPANTS_MAX;
+	l->count = 0;
+	part_add(l, msg->from.address);
+	budget--;
+	const struct store_mailbox *lists[] = {msg->to, msg->cc, msg->bcc};
+	const size_t counts[] = {msg->to_count, msg->cc_count, msg->bcc_count};
+	for (size_t k = 0; k < 3; k++) {
+		for (size_t i = 0; i < counts[k] && budget > 0; i++, budget--)
+			part_add(l, lists[k][i].address);
+	}
+}
+
+/* Appends `address` as a line of the malloc'd text *text (NULL = empty). */
+static int lines_append(char **text, size_t *len, const char *address)
+{
+	size_t n = strlen(address), sep = *len > 0 ? 1 : 0;
+	char *p = realloc(*text, *len + sep + n + 1);
+	if (p == NULL)
+		return -1;
+	if (sep)
+		p[(*len)++] = '\n';
+	memcpy(p + *len, address, n + 1);
+	*len += n;
+	*text = p;
+	return 0;
+}
+
+/* Splits malloc'd line text in place: the lines in *lines_r (malloc'd, free it and `text`). */
+static int lines_split(char *text, char ***lines_r, size_t *count_r)
+{
+	size_t n = text[0] != '\0' ? 1 : 0;
+	for (const char *p = text; *p != '\0'; p++)
+		n += *p == '\n';
+	char **lines = malloc((n > 0 ? n : 1) * sizeof(*lines));
+	if (lines == NULL)
+		return -1;
+	size_t i = 0;
+	for (char *p = text; n > 0;) {
+		lines[i++] = p;
+		char *nl = strchr(p, '\n');
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		p = nl + 1;
+	}
+	*lines_r = lines;
+	*count_r = i;
+	return 0;
+}
+
+/* The record's participants column (malloc'd); STORE_NOT_FOUND without the record. */
+static int record_participants(struct store_tx *tx, const char *op, const char *org_id,
+                               const char *key, char **text_r)
+{
+	*text_r = NULL;
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT participants FROM message_records WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, key);
+	int rc = db_step(s);
+	if (rc == DB_ROW)
+		*text_r = strdup(db_column_text(s, 0));
+	else if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	if (rc == DB_DONE)
+		return STORE_NOT_FOUND;
+	return *text_r != NULL ? 0 : store_invalid(op, "out of memory");
+}
+
+static int set_record_participants(struct store_tx *tx, const char *op, const char *org_id,
+                                   const char *key, const char *text)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db, "UPDATE message_records SET participants = ? WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, text);
+	db_bind_text(s, 2, org_id);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+/* Adds (address, key) to the index; *added_r false when it was there. */
+static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
+                           const char *address, const char *key, bool *added_r)
+{
+	struct db_stmt *s =
+	    db_prepare(tx->db, "INSERT INTO message_participants (org_id, address, key)"
+	                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	*added_r = db_changes(tx->db) == 1;
+	return 0;
+}
+
+static int delete_participant(struct store_tx *tx, const char *op, const char *org_id,
+                              const char *address, const char *key)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db,
+	    "DELETE FROM message_participants WHERE org_id = ? AND address = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	db_bind_text(s, 3, key);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+/* Adds `count` addresses to the index rows of record `key` (existing) and its column. */
+static int add_participants(struct store_tx *tx, const char *op, const char *org_id,
+                            const char *key, const char *const *addresses, size_t count)
+{
+	char *text = NULL;
+	size_t len = 0;
+	bool grew = false;
+	int rc = 0;
+	for (size_t i = 0; i < count && rc == 0; i++) {
+		bool added;
+		rc = put_participant(tx, op, org_id, addresses[i], key, &added);
+		if (rc != 0 || !added)
+			continue;
+		if (!grew) {
+			rc = record_participants(tx, op, org_id, key, &text);
+			if (rc != 0)
+				break;
+			len = strlen(text);
+			grew = true;
+		}
+		if (lines_append(&text, &len, addresses[i]) < 0)
+			rc = store_invalid(op, "out of memory");
+	}
+	if (rc == 0 && grew)
+		rc = set_record_participants(tx, op, org_id, key, text);
+	free(text);
+	return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
+}
+
+/* The index rows of a record just created with `parts` as its column. */
+static int put_new_participants(struct store_tx *tx, const char *op, const char *org_id,
+                                const char *key, const struct part_list *parts)
+{
+	for (size_t i = 0; i < parts->count; i++) {
+		bool added;
+		if (put_participant(tx, op, org_id, parts->addr[i], key, &added) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key)
+{
+	char *text;
+	int rc = record_participants(tx, op, org_id, key, &text);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	char **lines;
+	size_t n;
+	if (lines_split(text, &lines, &n) < 0) {
+		free(text);
+		return store_invalid(op, "out of memory");
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = delete_participant(tx, op, org_id, lines[i], key);
+	free(lines);
+	free(text);
+	static const char *const sql[] = {
+	    "DELETE FROM message_aliases WHERE org_id = ? AND key = ?",
+	    "DELETE FROM message_users WHERE org_id = ? AND key = ?",
+	    "DELETE FROM message_records WHERE org_id = ? AND key = ?",
+	};
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
+		struct db_stmt *s = db_prepare(tx->db, sql[i]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_text(s, 1, org_id);
+		db_bind_text(s, 2, key);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+	}
+	return rc;
 }
 
 /* The record one alias points to (its key, or an alias row); STORE_NOT_FOUND when none. */
@@ -138,14 +377,9 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	    "?3"
 	    " ON CONFLICT DO NOTHING",
 	    "DELETE FROM message_users WHERE org_id = ?1 AND key = ?3",
-	    "INSERT INTO message_participants (org_id, address, key)"
-	    " SELECT org_id, address, ?2 FROM message_participants WHERE org_id = ?1 AND key = ?3"
-	    " ON CONFLICT DO NOTHING",
-	    "DELETE FROM message_participants WHERE org_id = ?1 AND key = ?3",
 	    "UPDATE message_aliases SET key = ?2 WHERE org_id = ?1 AND key = ?3",
 	    "INSERT INTO message_aliases (org_id, alias, key) VALUES (?1, ?3, ?2)"
 	    " ON CONFLICT DO NOTHING",
-	    "DELETE FROM message_records WHERE org_id = ?1 AND key = ?3",
 	};
 	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
 		struct db_stmt *s = db_prepare(tx->db, sql[i]);
@@ -158,7 +392,23 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 			return store_fail_stmt(tx, op, s);
 		db_finish(s);
 	}
-	return store_activities_touch(tx, org_id, keep);
+	/* The participants, then the record (its aliases and users are keep's now). */
+	char *text;
+	int rc = record_participants(tx, op, org_id, drop, &text);
+	if (rc != 0)
+		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
+	char **lines;
+	size_t n;
+	if (lines_split(text, &lines, &n) < 0) {
+		free(text);
+		return store_invalid(op, "out of memory");
+	}
+	rc = add_participants(tx, op, org_id, keep, (const char *const *)lines, n);
+	free(lines);
+	free(text);
+	if (rc == 0)
+		rc = store_record_erase(tx, op, org_id, drop);
+	return rc == 0 ? store_activities_touch(tx, org_id, keep) : rc;
 }
 
 int store_message_lookup(struct store_tx *tx, const char *org_id, const struct store_message *msg,
@@ -217,45 +467,6 @@ static int put_alias(struct store_tx *tx, const char *op, const char *org_id, co
 	return 0;
 }
 
-static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
-                           const char *address, const char *key)
-{
-	if (address[0] == '\0')
-		return 0;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "INSERT INTO message_participants (org_id, address, key)"
-	                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	db_bind_text(s, 3, key);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-static int put_participants(struct store_tx *tx, const char *op, const char *org_id,
-                            const char *key, const struct store_message *msg)
-{
-	/* The index is capped; a message beyond it (a huge Cc list) is still logged for the
-	 * profiles matched now, only a later backfill may miss its tail. */
-	size_t budget = MT_MESSAGE_PARTICIPANTS_MAX;
-	if (put_participant(tx, op, org_id, msg->from.address, key) < 0)
-		return -1;
-	budget--;
-	const struct store_mailbox *lists[] = {msg->to, msg->cc, msg->bcc};
-	const size_t counts[] = {msg->to_count, msg->cc_count, msg->bcc_count};
-	for (size_t l = 0; l < 3; l++) {
-		for (size_t i = 0; i < counts[l] && budget > 0; i++, budget--) {
-			if (put_participant(tx, op, org_id, lists[l][i].address, key) < 0)
-				return -1;
-		}
-	}
-	return 0;
-}
-
 struct record_json {
 	char *to, *cc, *bcc, *attachments;
 };
@@ -307,7 +518,8 @@ static int bind_content(struct db_stmt *s, int first, enum store_source source,
 /* Inserts the record unless the key exists; *created_r tells which. */
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                          enum store_source source, enum store_activity_type type,
-                         const struct store_message *msg, int64_t now, bool *created_r)
+                         const struct store_message *msg, const char *participants, int64_t now,
+                         bool *created_r)
 {
 	struct record_json j = {0};
 	if (record_json_build(msg, &j) < 0)
@@ -315,8 +527,8 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	struct db_stmt *s = db_prepare(
 	    tx->db, "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
 	            " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
-	            " attachments_json, first_seen, last_seen)"
-	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	            " attachments_json, participants, first_seen, last_seen)"
+	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 	            " ON CONFLICT DO NOTHING");
 	if (s == NULL) {
 		record_json_free(&j);
@@ -325,6 +537,7 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	db_bind_text(s, 1, org_id);
 	db_bind_text(s, 2, key);
 	int i = bind_content(s, 3, source, type, msg, &j);
+	db_bind_text(s, i++, participants);
 	db_bind_int64(s, i++, now);
 	db_bind_int64(s, i, now);
 	int rc = db_step(s);
@@ -422,13 +635,34 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
 		return store_invalid(op, "unknown source");
 	int64_t now = mt_wall_s();
+	struct part_list *parts = malloc(sizeof(*parts));
+	if (parts == NULL)
+		return store_invalid(op, "out of memory");
+	part_collect(msg, parts);
+	char *text = NULL;
+	size_t len = 0;
+	for (size_t i = 0; i < parts->count; i++) {
+		if (lines_append(&text, &len, parts->addr[i]) < 0) {
+			free(text);
+			free(parts);
+			return store_invalid(op, "out of memory");
+		}
+	}
 	/* Insert first: a new message (the common case) costs no extra read. */
 	bool created = false;
-	if (insert_record(tx, op, org_id, key, source, type, msg, now, &created) < 0)
-		return -1;
+	int rc = insert_record(tx, op, org_id, key, source, type, msg, text != NULL ? text : "",
+	                       now, &created);
+	free(text);
+	if (rc == 0 && created)
+		rc = put_new_participants(tx, op, org_id, key, parts);
+	else if (rc == 0)
+		rc = add_participants(tx, op, org_id, key, parts->addr, parts->count);
+	free(parts);
+	if (rc != 0)
+		return rc;
 	if (!created) {
 		enum store_source stored = STORE_SOURCE_ADDIN;
-		int rc = record_source(tx, op, org_id, key, &stored);
+		rc = record_source(tx, op, org_id, key, &stored);
 		if (rc != 0)
 			return rc < 0 ? -1 : store_invalid(op, "record vanished");
 		if (source > stored) {
@@ -444,7 +678,7 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		    put_alias(tx, op, org_id, msg->aliases[i], key) < 0)
 			return -1;
 	}
-	return put_participants(tx, op, org_id, key, msg);
+	return 0;
 }
 
 int store_message_add_user(struct store_tx *tx, const char *org_id, const char *key,
@@ -511,43 +745,82 @@ int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const
 	return 0;
 }
 
+static int cmp_lines(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 int store_message_participants(struct store_tx *tx, const char *org_id, const char *key,
                                char (*addresses_r)[MT_ADDRESS_MAX + 1], size_t max, size_t *count_r)
 {
 	static const char op[] = "store_message_participants";
 	*count_r = 0;
-	struct db_stmt *s = db_prepare(tx->db, "SELECT address FROM message_participants"
-	                                       " WHERE org_id = ? AND key = ? ORDER BY address");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
-	int rc;
-	size_t n = 0;
-	while ((rc = db_step(s)) == DB_ROW) {
-		if (n < max)
-			store_col_copy(s, 0, addresses_r[n], MT_ADDRESS_MAX + 1);
-		n++;
+	char *text;
+	int rc = record_participants(tx, op, org_id, key, &text);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	char **lines;
+	size_t n;
+	if (lines_split(text, &lines, &n) < 0) {
+		free(text);
+		return store_invalid(op, "out of memory");
 	}
-	if (rc < 0)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*count_r = n < max ? n : max;
+	/* Byte order, as the index's BINARY collation gave it. */
+	qsort(lines, n, sizeof(*lines), cmp_lines);
+	size_t filled = n < max ? n : max;
+	for (size_t i = 0; i < filled; i++)
+		mt_strlcpy(addresses_r[i], lines[i], MT_ADDRESS_MAX + 1);
+	free(lines);
+	free(text);
+	*count_r = filled;
 	return 0;
 }
 
-/* Children first: each statement finds its rows through message_records. */
 /* Records kept only for backfill — no activity uses them — go after record_retention_days.
- * A record with activities is their content: it stays as long as they do (the CRM's history). */
-#define PURGEABLE                                                                                  \
-	" (SELECT r.org_id, r.key FROM message_records r WHERE r.last_seen < ? AND NOT EXISTS"     \
-	" (SELECT 1 FROM activities a WHERE a.org_id = r.org_id AND a.key = r.key))"
-static const char *const purge_sql[] = {
-    "DELETE FROM message_aliases WHERE (org_id, key) IN" PURGEABLE,
-    "DELETE FROM message_participants WHERE (org_id, key) IN" PURGEABLE,
-    "DELETE FROM message_users WHERE (org_id, key) IN" PURGEABLE,
-    "DELETE FROM message_records WHERE (org_id, key) IN" PURGEABLE,
+ * A record with activities is their content: it stays as long as they do (the CRM's history).
+ * Listed in one pass, then each erased with its own rows (found through its participants
+ * column). */
+struct key_list {
+	char **org_ids, **keys;
+	size_t count, cap;
 };
+
+static void key_list_free(struct key_list *l)
+{
+	for (size_t i = 0; i < l->count; i++) {
+		free(l->org_ids[i]);
+		free(l->keys[i]);
+	}
+	free(l->org_ids);
+	free(l->keys);
+}
+
+static int key_list_add(struct key_list *l, const char *org_id, const char *key)
+{
+	if (l->count == l->cap) {
+		size_t ncap = l->cap == 0 ? 64 : l->cap * 2;
+		char **o = realloc(l->org_ids, ncap * sizeof(*o));
+		if (o == NULL)
+			return -1;
+		l->org_ids = o;
+		char **k = realloc(l->keys, ncap * sizeof(*k));
+		if (k == NULL)
+			return -1;
+		l->keys = k;
+		l->cap = ncap;
+	}
+	char *o = strdup(org_id), *k = strdup(key);
+	if (o == NULL || k == NULL) {
+		free(o);
+		free(k);
+		return -1;
+	}
+	l->org_ids[l->count] = o;
+	l->keys[l->count++] = k;
+	return 0;
+}
 
 int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 {
@@ -555,15 +828,60 @@ int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 	*deleted_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
-		struct db_stmt *s = db_prepare(tx->db, purge_sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_int64(s, 1, before);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
-		*deleted_r = (size_t)db_changes(tx->db);
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT r.org_id, r.key FROM message_records r WHERE r.last_seen < ?"
+	                       " AND NOT EXISTS (SELECT 1 FROM activities a"
+	                       " WHERE a.org_id = r.org_id AND a.key = r.key)");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_int64(s, 1, before);
+	struct key_list l = {0};
+	int rc = 0, step;
+	while ((step = db_step(s)) == DB_ROW) {
+		if (key_list_add(&l, db_column_text(s, 0), db_column_text(s, 1)) < 0) {
+			rc = store_invalid(op, "out of memory");
+			break;
+		}
 	}
-	return 0;
+	if (rc == 0 && step < 0)
+		rc = store_fail(tx, op);
+	db_finish(s);
+	for (size_t i = 0; i < l.count && rc == 0; i++)
+		rc = store_record_erase(tx, op, l.org_ids[i], l.keys[i]);
+	if (rc == 0)
+		*deleted_r = l.count;
+	key_list_free(&l);
+	return rc;
+}
+
+int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
+                                const char *address)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
+	            " AND NOT EXISTS (SELECT 1 FROM activities a"
+	            " WHERE a.org_id = p.org_id AND a.key = p.key)");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, address);
+	struct key_list l = {0};
+	int rc = 0, step;
+	while ((step = db_step(s)) == DB_ROW) {
+		if (key_list_add(&l, org_id, db_column_text(s, 0)) < 0) {
+			rc = store_invalid(op, "out of memory");
+			break;
+		}
+	}
+	if (rc == 0 && step < 0)
+		rc = store_fail(tx, op);
+	db_finish(s);
+	for (size_t i = 0; i < l.count && rc == 0; i++) {
+		rc = store_record_erase(tx, op, org_id, l.keys[i]);
+		/* The erased address's own row, even if its record were gone already. */
+		if (rc == 0)
+			rc = delete_participant(tx, op, org_id, address, l.keys[i]);
+	}
+	key_list_free(&l);
+	return rc;
 }

@@ -235,41 +235,6 @@ int store_profile_update(struct store_tx *tx, const struct store_profile *profil
 	return rc;
 }
 
-/* Records of an address that no longer have any activity: the erased person's mail that no
- * other profile keeps. Each statement finds its rows through message_participants, so the
- * participants go last. */
-static const char *const orphan_sql[] = {
-    "DELETE FROM message_aliases WHERE org_id = ? AND key IN"
-    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
-    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
-    "DELETE FROM message_users WHERE org_id = ? AND key IN"
-    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
-    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
-    "DELETE FROM message_records WHERE org_id = ? AND key IN"
-    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
-    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
-    "DELETE FROM message_participants WHERE org_id = ? AND key IN"
-    " (SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
-    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = p.key))",
-};
-
-static int erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
-                         const char *address)
-{
-	for (size_t i = 0; i < sizeof(orphan_sql) / sizeof(orphan_sql[0]); i++) {
-		struct db_stmt *s = db_prepare(tx->db, orphan_sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, org_id);
-		db_bind_text(s, 3, address);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
-	}
-	return 0;
-}
-
 int store_profile_delete(struct store_tx *tx, const char *org_id, const char *profile_id)
 {
 	static const char op[] = "store_profile_delete";
@@ -304,7 +269,7 @@ int store_profile_delete(struct store_tx *tx, const char *org_id, const char *pr
 		db_finish(s);
 	}
 	for (size_t i = 0; i < p->email_count && rc == 0; i++)
-		rc = erase_orphans(tx, op, org_id, p->emails[i]);
+		rc = store_records_erase_orphans(tx, op, org_id, p->emails[i]);
 	free(p);
 	return rc;
 }

@@ -38,6 +38,14 @@ int store_op_end(struct store_tx *tx, const char *op, int rc);
  * structs hold: the operations refuse them first). */
 void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size);
 
+/* Deletes a message record with its aliases, participants and users (not its activities);
+ * nothing when there is no such record. */
+int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key);
+/* Erases the records having `address` as a participant that no activity uses (the erased
+ * person's mail that no other profile keeps). */
+int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
+                                const char *address);
+
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);
 /* The highest migration this binary knows. */
