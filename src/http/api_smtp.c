@@ -66,9 +66,28 @@ static json_t *nullable(const char *s)
 	return s[0] != '\0' ? json_string(s) : json_null();
 }
 
-/* The settings without the secret. Usage counts come from the outbox (a later issue) and are
- * zero until the account has sent anything. */
-static json_t *account_json(const struct store_smtp_account *a, bool exists)
+/* What the account's custom route sent in each of its rolling windows. */
+struct usage {
+	int64_t used[MT_SEND_LIMITS_MAX];
+	int64_t oldest[MT_SEND_LIMITS_MAX];
+};
+
+static int load_usage(struct store_tx *tx, const struct store_smtp_account *a, struct usage *u)
+{
+	int64_t now = (int64_t)time(NULL);
+	for (size_t i = 0; i < a->limit_count; i++) {
+		int rc = store_outbox_sent_since(tx, a->org_id, a->user_id, "custom",
+		                                 now - a->limits[i].window_s, &u->used[i],
+		                                 &u->oldest[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* The settings without the secret, with each window's usage: accepted recipients in the
+ * rolling window, and when a slot frees up once it is full (the oldest send leaving it). */
+static json_t *account_json(const struct store_smtp_account *a, bool exists, const struct usage *u)
 {
 	if (!exists)
 		return json_pack("{s:s,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:[],s:n,s:n,s:n,s:n,s:[]}",
@@ -77,10 +96,14 @@ static json_t *account_json(const struct store_smtp_account *a, bool exists)
 		                 "confirmation_message_id", "last_error", "usage");
 	json_t *usage = json_array();
 	for (size_t i = 0; i < a->limit_count; i++)
-		json_array_append_new(usage, json_pack("{s:s,s:I,s:i,s:n}", "window",
-		                                       window_name(a->limits[i].window_s), "limit",
-		                                       (json_int_t)a->limits[i].limit, "used", 0,
-		                                       "next_slot_at"));
+		json_array_append_new(usage,
+		                      json_pack("{s:s,s:I,s:I,s:o}", "window",
+		                                window_name(a->limits[i].window_s), "limit",
+		                                (json_int_t)a->limits[i].limit, "used",
+		                                (json_int_t)u->used[i], "next_slot_at",
+		                                u->used[i] >= a->limits[i].limit
+		                                    ? api_time(u->oldest[i] + a->limits[i].window_s)
+		                                    : json_null()));
 	return json_pack("{s:s,s:o,s:s,s:i,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "state",
 	                 state_names[a->state], "preset", nullable(a->preset), "host", a->host,
 	                 "port", a->port, "security", a->security, "auth", a->auth, "username",
@@ -199,6 +222,7 @@ struct account_job {
 	struct api_job base;
 	struct store_smtp_account account;
 	bool exists;
+	struct usage usage;
 	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
 	size_t limit_count;
 };
@@ -208,6 +232,8 @@ static int account_get_run(struct store_tx *tx, void *arg)
 	struct account_job *job = arg;
 	int rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
 	job->exists = rc == 0;
+	if (rc == 0)
+		return load_usage(tx, &job->account, &job->usage);
 	return rc == STORE_NOT_FOUND ? 0 : rc;
 }
 
@@ -215,7 +241,8 @@ static void account_reply_done(void *arg, int result)
 {
 	struct account_job *job = arg;
 	if (!api_reply_store_error(job->base.req, result, "SMTP account"))
-		http_reply_json(job->base.req, 200, account_json(&job->account, job->exists));
+		http_reply_json(job->base.req, 200,
+		                account_json(&job->account, job->exists, &job->usage));
 	sodium_memzero(&job->account, sizeof(job->account));
 	free(job);
 }
@@ -236,7 +263,7 @@ static int account_patch_run(struct store_tx *tx, void *arg)
 	if (rc == 0)
 		rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
 	job->exists = rc == 0;
-	return rc;
+	return rc == 0 ? load_usage(tx, &job->account, &job->usage) : rc;
 }
 
 void api_smtp_patch(struct http_request *req, void *app)

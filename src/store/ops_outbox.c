@@ -536,6 +536,36 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 	return 0;
 }
 
+/* ---- usage ---- */
+
+int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
+                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r)
+{
+	static const char op[] = "store_outbox_sent_since";
+	*count_r = 0;
+	*oldest_r = 0;
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT COUNT(*), MIN(m.sent_at) FROM outbox_messages m"
+	            " JOIN outbox_recipients r ON r.message_id = m.id"
+	            " WHERE m.org_id = ? AND m.user_id = ? AND m.route = ? AND m.sent_at >= ?"
+	            " AND r.state = 1");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	db_bind_text(s, 2, user_id);
+	db_bind_text(s, 3, route);
+	db_bind_int64(s, 4, since);
+	int rc = db_step(s);
+	if (rc == DB_ROW) {
+		*count_r = db_column_int64(s, 0);
+		*oldest_r = db_column_is_null(s, 1) ? 0 : db_column_int64(s, 1);
+	}
+	if (rc != DB_ROW && rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
 /* ---- upkeep ---- */
 
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1])

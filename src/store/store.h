@@ -485,6 +485,12 @@ struct store_outbox_result {
  * node owns the message now; nothing is changed). */
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
 
+/* Recipients accepted for this user's mail on `route` since `since` (the rolling send
+ * windows: DESIGN.md counts limits in accepted recipients), and the earliest such send
+ * (*oldest_r, 0 when none). */
+int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
+                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r);
+
 /* Messages per state (for /metrics). */
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);
 /* The earliest next_attempt_at of a queued message (0 when none): the sender's next wake-up. */

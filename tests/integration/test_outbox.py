@@ -562,6 +562,26 @@ def case_activity(svc, sink):
     assert any(u["id"] == svc.users["rec"]["id"] for u in a.get("users", [])), r.show()
 
 
+def case_usage(svc, sink, count):
+    """GET /v1/smtp's usage counts accepted recipients per rolling window from the outbox."""
+    expect(svc.req("PATCH", "/v1/smtp", svc.tok("rec"),
+                   {"limits": [{"limit": 1000000, "window": "day"},
+                               {"limit": 10, "window": "minute"}]}), 200)
+    doc = expect(svc.req("GET", "/v1/smtp", svc.tok("rec")), 200)
+    usage = {u["window"]: u for u in doc["usage"]}
+    day, minute = usage["day"], usage["minute"]
+    assert day["limit"] == 1000000 and minute["limit"] == 10, doc["usage"]
+    # The bulk case alone had `count` messages of 1-3 accepted recipients each.
+    assert day["used"] >= count, f"day used {day['used']} < {count}: {doc['usage']}"
+    assert day["next_slot_at"] is None, doc["usage"]
+    assert 0 <= minute["used"] <= day["used"], doc["usage"]
+    if minute["used"] >= 10:
+        assert isinstance(minute["next_slot_at"], str), doc["usage"]
+    # Another user's sends are not counted for rec, and the relay route is not rec's account.
+    other = expect(svc.req("GET", "/v1/smtp", svc.tok("noroute")), 200)
+    assert other["usage"] == [], other
+
+
 def case_bad_input(svc, sink):
     many = [f"r{i}@cand.example" for i in range(101)]
     expect_input(svc.req("POST", "/v1/messages", svc.tok("rec"),
@@ -627,6 +647,7 @@ def main():
             ("no_route_409", case_no_route),
             ("outbox_activity", case_activity),
             ("bad_input_400_413", case_bad_input),
+            ("usage_counts_sent_recipients", lambda s, k: case_usage(s, k, a.count)),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sink)
