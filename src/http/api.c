@@ -120,7 +120,10 @@ void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn 
 	if (store_submit(job->api->store, kind, fn, done, job) < 0) {
 		http_reply_error(job->req, 503, "internal", "the store is busy; try again", NULL,
 		                 NULL);
-		free(job);
+		if (job->destroy != NULL)
+			job->destroy(job);
+		else
+			free(job);
 	}
 }
 

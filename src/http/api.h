@@ -57,7 +57,8 @@ struct api_job {
 	char org_id[MT_ID_MAX];
 	char user_id[MT_ID_MAX];
 	bool admin;
-	int rc; /* the job function's result */
+	int rc;                     /* the job function's result */
+	void (*destroy)(void *job); /* frees a job that owns more than itself; NULL = free() */
 };
 
 /* Allocates a zeroed job of `size` bytes whose header is filled from the request. */

@@ -168,6 +168,13 @@ static int addin_run(struct store_tx *tx, void *arg)
 	return rc;
 }
 
+static void addin_destroy(void *arg)
+{
+	struct addin_job *job = arg;
+	matcher_message_free(&job->message);
+	free(job);
+}
+
 static void addin_done(void *arg, int result)
 {
 	struct addin_job *job = arg;
@@ -211,6 +218,7 @@ void api_addin_log(struct http_request *req, void *app)
 		return fail_oom(req);
 	}
 	mime_summary_free(&summary);
+	job->base.destroy = addin_destroy;
 	api_job_submit(&job->base, STORE_WRITE_DURABLE, addin_run, addin_done);
 }
 
@@ -239,6 +247,13 @@ static bool parse_scope(struct http_request *req, const char *text,
 		return false;
 	}
 	return true;
+}
+
+static void never_log_destroy(void *arg)
+{
+	struct never_log_job *job = arg;
+	store_never_log_free(&job->list);
+	free(job);
 }
 
 static int never_log_get_run(struct store_tx *tx, void *arg)
@@ -298,6 +313,7 @@ void api_never_log_put(struct http_request *req, void *app)
 	struct never_log_job *job = api_job_new(app, req, sizeof(*job));
 	if (job == NULL)
 		return fail_oom(req);
+	job->base.destroy = never_log_destroy;
 	const char *scope = NULL;
 	json_t *entries = NULL;
 	const struct json_field fields[] = {

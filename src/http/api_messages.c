@@ -70,6 +70,13 @@ struct send_job {
 	char existing_id[MT_ID_MAX];
 };
 
+static void send_job_free(struct send_job *job);
+
+static void send_job_destroy(void *job)
+{
+	send_job_free(job);
+}
+
 static void send_job_free(struct send_job *job)
 {
 	free(job->rcpts);
@@ -351,6 +358,7 @@ void api_messages_send(struct http_request *req, void *app)
 	if (job == NULL)
 		return fail_oom(req);
 	mt_buf_init(&job->attachment_bytes, MT_HTTP_MESSAGE_MAX);
+	job->base.destroy = send_job_destroy;
 	json_t *to = NULL, *cc = NULL, *bcc = NULL, *attachments = NULL;
 	const char *subject = NULL, *text = NULL, *html = NULL, *reply_to = NULL;
 	const struct json_field fields[] = {

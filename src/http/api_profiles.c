@@ -333,6 +333,13 @@ struct import_job {
 	struct store_profile scratch;
 };
 
+static void import_free(struct import_job *job);
+
+static void import_destroy(void *job)
+{
+	import_free(job);
+}
+
 static void import_free(struct import_job *job)
 {
 	free(job->rows);
@@ -556,6 +563,7 @@ void api_profiles_import(struct http_request *req, void *app)
 	if (job == NULL)
 		return fail_oom(req);
 	mt_buf_init(&job->text, MT_HTTP_IMPORT_MAX * 2);
+	job->base.destroy = import_destroy;
 	job->rejected = json_array();
 	size_t len;
 	const char *body = http_request_body(req, &len);

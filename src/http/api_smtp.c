@@ -372,6 +372,13 @@ struct put_job {
 	char message_id[128];
 };
 
+static void put_free(struct put_job *job);
+
+static void put_destroy(void *job)
+{
+	put_free(job);
+}
+
 static void put_free(struct put_job *job)
 {
 	if (job->secret_text != NULL) {
@@ -737,6 +744,7 @@ void api_smtp_put(struct http_request *req, void *app)
 	struct put_job *job = api_job_new(app, req, sizeof(*job));
 	if (job == NULL)
 		return fail_oom(req);
+	job->base.destroy = put_destroy;
 	const char *preset_id = NULL, *host = NULL, *security = NULL, *auth = NULL;
 	const char *username = NULL, *password = NULL, *access_token = NULL, *from = NULL;
 	const char *fingerprint = NULL;
