@@ -298,6 +298,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .sessions_per_account = (int)mt_config_int(config, "smtp_sessions_per_account"),
 	    .max_inflight = (int)mt_config_int(config, "smtp_max_inflight"),
 	    .retry_expiry_s = mt_config_int(config, "retry_expiry"),
+	    .allow_private = mt_config_cidrs(config, "allow_private_hosts"),
 	    .relay_host = relay_url != NULL ? relay.host : NULL,
 	    .relay_port = relay.port,
 	    .relay_implicit_tls = relay.implicit_tls,

@@ -498,6 +498,8 @@ static bool open_session(struct account *account)
 		}
 		params.host = s->host;
 		params.port = (uint16_t)s->port;
+		params.public_only = true;
+		params.allow_private = sender->p.allow_private;
 		mt_security_parse(s->security, &params.security);
 		smtp_auth_parse(s->auth, &params.auth);
 		params.username = s->username;

@@ -40,6 +40,9 @@ struct sender_params {
 	int64_t lease_s;      /* 0 = 900 s: longer than any single SMTP step it covers */
 	int64_t retry_base_s; /* 0 = 60 s: the first retry's delay (quadratic after) */
 	int reply_timeout_ms; /* 0 = RFC 5321's per-command timeouts (minutes) */
+	/* Users' custom SMTP hosts may not reach private addresses unless listed here (the
+	 * operator's allow_private_hosts); the relay is the operator's and is not checked. */
+	const struct mt_cidr_list *allow_private;
 	/* The platform relay; relay_host NULL when none is configured. */
 	const char *relay_host;
 	uint16_t relay_port;

@@ -614,6 +614,8 @@ static void put_host_checked(void *ctx, enum host_verdict verdict, const char *r
 	params.client.secret = job->secret;
 	params.client.tls = api->tls;
 	params.client.pin = job->have_pin ? &job->pin : NULL;
+	params.client.public_only = true;
+	params.client.allow_private = mt_config_cidrs(api->config, "allow_private_hosts");
 	params.client.connect_timeout_ms = 10000;
 	size_t mail_len = 0;
 	char *mail = confirmation_mail(job, &mail_len);

@@ -74,6 +74,9 @@ struct mt_conn {
 	socklen_t addr_lens[MT_DNS_ADDRS_MAX];
 	int addr_count;
 	int addr_next;
+	bool public_only;
+	const struct mt_cidr_list *allow_private;
+	int refused_private; /* addresses skipped by public_only */
 	char last_connect_error[192];
 
 	evutil_socket_t fd;
@@ -280,6 +283,11 @@ static void conn_add_address(struct mt_conn *conn, const struct sockaddr *sa, so
 	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) ||
 	    len > (socklen_t)sizeof(conn->addrs[0]))
 		return;
+	if (conn->public_only && mt_addr_is_private(sa) &&
+	    (conn->allow_private == NULL || !mt_cidr_list_contains(conn->allow_private, sa))) {
+		conn->refused_private++;
+		return;
+	}
 	memcpy(&conn->addrs[conn->addr_count], sa, len);
 	conn->addr_lens[conn->addr_count] = len;
 	conn->addr_count++;
@@ -378,7 +386,12 @@ static void conn_connect_next(struct mt_conn *conn)
 		       MT_KV("reason", conn->last_connect_error));
 	}
 	conn_close_socket(conn);
-	if (conn->addr_count == 0) {
+	if (conn->addr_count == 0 && conn->refused_private > 0) {
+		conn_fail(
+		    conn, MT_CLASS_CONN, false, NULL,
+		    "%s resolves to a private or local address this server may not connect to",
+		    conn->host);
+	} else if (conn->addr_count == 0) {
 		conn_fail(conn, MT_CLASS_CONN, false, NULL, "no address found for %s", conn->host);
 	} else if (conn->addr_count == 1) {
 		conn_fail(conn, MT_CLASS_CONN, false, NULL, "cannot connect to %s port %u: %s",
@@ -988,6 +1001,8 @@ struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
 	                                                          : CONN_DEFAULT_CONNECT_TIMEOUT_MS;
 	conn->implicit_tls = params->implicit_tls;
 	conn->tls = params->tls;
+	conn->public_only = params->public_only;
+	conn->allow_private = params->allow_private;
 	if (params->pin != NULL) {
 		conn->pin = *params->pin;
 		conn->pinned = true;

@@ -27,6 +27,7 @@
 
 #include "lib/buf.h"
 #include "lib/failure.h"
+#include "lib/cidr.h"
 #include "lib/limits.h"
 #include "net/tls.h"
 
@@ -46,6 +47,12 @@ struct mt_conn_params {
 	bool implicit_tls;            /* TLS right after connect (smtps/imaps) */
 	struct mt_tls_config *tls;    /* required when TLS may be used */
 	const struct mt_tls_pin *pin; /* NULL: verify against the CAs and the host name */
+	/* For user-supplied hosts: never connect to a loopback, private, link-local or
+	 * unique-local address (mt_addr_is_private) unless `allow_private` covers it. Checked on
+	 * the addresses actually connected to, so a name that re-resolves between a check and the
+	 * connection (DNS rebinding) cannot reach the server's own network. */
+	bool public_only;
+	const struct mt_cidr_list *allow_private; /* borrowed; may be NULL */
 };
 
 struct mt_net_error {

@@ -1172,6 +1172,8 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
 	    .implicit_tls = params->security == MT_SECURITY_TLS,
 	    .tls = params->tls,
 	    .pin = client->params.pin,
+	    .public_only = params->public_only,
+	    .allow_private = params->allow_private,
 	};
 	struct mt_conn_callbacks conn_callbacks = {
 	    .connected = on_connected,

@@ -14,6 +14,7 @@
 #ifndef MT_SMTP_CLIENT_H
 #define MT_SMTP_CLIENT_H
 
+#include "lib/cidr.h"
 #include "lib/failure.h"
 #include "lib/limits.h"
 #include "lib/secret.h"
@@ -54,6 +55,9 @@ struct smtp_client_params {
 	unsigned pipeline_window; /* commands in flight; 0 = MT_SMTP_PIPELINE_WINDOW */
 	int reply_timeout_ms;     /* 0 = RFC 5321 §4.5.3.2 per-command timeouts */
 	int connect_timeout_ms;   /* 0 = 30 s */
+	/* A user-supplied host: see mt_conn_params (never the server's own network). */
+	bool public_only;
+	const struct mt_cidr_list *allow_private;
 };
 
 enum smtp_outcome {

@@ -756,6 +756,42 @@ static void test_connect_localhost_with_source_address(void **state)
 	fixture_free(&f);
 }
 
+/* A user-supplied host must not reach the server's own network, checked on the addresses
+ * actually connected to: refused for loopback unless the operator allows it. */
+static void test_public_only(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fixture_init(&f, SERVER_ECHO, false, "public-only");
+	struct mt_conn_params params = {
+	    .host = "127.0.0.1",
+	    .port = f.server.port,
+	    .public_only = true,
+	};
+	const char *error;
+	f.client.conn = mt_conn_new(f.base, NULL, &params, &client_callbacks, &f.client, &error);
+	assert_non_null(f.client.conn);
+	fixture_run(&f);
+	assert_int_equal(f.client.connected, 0);
+	assert_int_equal(f.client.errors, 1);
+	assert_int_equal(f.client.error.cls, MT_CLASS_CONN);
+	assert_non_null(strstr(f.client.error.reason, "private or local address"));
+	fixture_free(&f);
+
+	fixture_init(&f, SERVER_ECHO, false, "public-only-allowed");
+	struct mt_cidr_list allow;
+	assert_int_equal(mt_cidr_list_parse("127.0.0.0/8", &allow, &error), 0);
+	params.port = f.server.port;
+	params.allow_private = &allow;
+	f.client.on_connect_send = "QUIT\r\n";
+	f.client.conn = mt_conn_new(f.base, NULL, &params, &client_callbacks, &f.client, &error);
+	assert_non_null(f.client.conn);
+	fixture_run(&f);
+	assert_int_equal(f.client.connected, 1);
+	fixture_free(&f);
+	mt_cidr_list_free(&allow);
+}
+
 static void test_plain_echo_then_eof(void **state)
 {
 	(void)state;
@@ -1139,6 +1175,7 @@ int main(void)
 	    cmocka_unit_test(test_invalid_params),
 	    cmocka_unit_test(test_connect_refused),
 	    cmocka_unit_test(test_connect_localhost_with_source_address),
+	    cmocka_unit_test(test_public_only),
 	    cmocka_unit_test(test_plain_echo_then_eof),
 	    cmocka_unit_test(test_read_timeout),
 	    cmocka_unit_test(test_tls_self_signed_without_pin),
