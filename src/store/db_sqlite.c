@@ -2,6 +2,7 @@
 #include "store/db.h"
 #include "lib/limits.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,11 @@ static void sqlite_close(struct db *db)
 
 static _Thread_local char open_error[MT_ERROR_TEXT_MAX];
 
+static void configure_sqlite(void)
+{
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 struct db *db_sqlite_open(const char *path, const char **error_r)
 {
 	struct sq_db *d = calloc(1, sizeof(*d));
@@ -281,6 +287,10 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 		return NULL;
 	}
 	d->base.driver = &sqlite_driver;
+	/* No global memory statistics: they take a process-wide mutex on every allocation. Has to
+	 * precede SQLite's initialisation; later calls fail harmlessly. */
+	static pthread_once_t configured = PTHREAD_ONCE_INIT;
+	pthread_once(&configured, configure_sqlite);
 	/* NOMUTEX: the connection is only ever used by one thread at a time (the store thread). */
 	int flags =
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
@@ -293,6 +303,9 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 		return NULL;
 	}
 	sqlite3_extended_result_codes(d->conn, 1);
+	/* A larger lookaside pool: statements and records allocate many small objects per row,
+	 * which otherwise go through malloc. */
+	sqlite3_db_config(d->conn, SQLITE_DBCONFIG_LOOKASIDE, NULL, 1200, 4096);
 	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
 	sqlite3_busy_timeout(d->conn, MT_STORE_BUSY_TIMEOUT_MS);
 	/* secure_delete=FAST zeroes freed cell content where that costs no extra I/O, so a wiped
