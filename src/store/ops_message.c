@@ -222,36 +222,21 @@ static int set_record_participants(struct store_tx *tx, const char *op, const ch
 static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
                            const char *address, const char *key, bool *added_r)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "INSERT INTO message_participants (org_id, address, key)"
-	                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	db_bind_text(s, 3, key);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*added_r = db_changes(tx->db) == 1;
-	return 0;
+	int64_t changes = 0;
+	int rc = store_exec_texts(tx, op,
+	                          "INSERT INTO message_participants (org_id, address, key)"
+	                          " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+	                          &changes, 3, org_id, address, key);
+	*added_r = changes == 1;
+	return rc;
 }
 
 static int delete_participant(struct store_tx *tx, const char *op, const char *org_id,
                               const char *address, const char *key)
 {
-	struct db_stmt *s = db_prepare(
-	    tx->db,
-	    "DELETE FROM message_participants WHERE org_id = ? AND address = ? AND key = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	db_bind_text(s, 3, key);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	return store_exec_texts(
+	    tx, op, "DELETE FROM message_participants WHERE org_id = ? AND address = ? AND key = ?",
+	    NULL, 3, org_id, address, key);
 }
 
 /* Adds `count` addresses to the index rows of record `key` (existing) and its column. */
@@ -318,16 +303,8 @@ int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, 
 	    "DELETE FROM message_users WHERE org_id = ? AND key = ?",
 	    "DELETE FROM message_records WHERE org_id = ? AND key = ?",
 	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
-		struct db_stmt *s = db_prepare(tx->db, sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, key);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
-	}
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++)
+		rc = store_exec_texts(tx, op, sql[i], NULL, 2, org_id, key);
 	return rc;
 }
 
@@ -381,17 +358,9 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	    "INSERT INTO message_aliases (org_id, alias, key) VALUES (?1, ?3, ?2)"
 	    " ON CONFLICT DO NOTHING",
 	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
-		struct db_stmt *s = db_prepare(tx->db, sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, keep);
-		db_bind_text(s, 3, drop);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
-	}
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
+		if (store_exec_texts(tx, op, sql[i], NULL, 3, org_id, keep, drop) != 0)
+			return -1;
 	/* The participants, then the record (its aliases and users are keep's now). */
 	char *text;
 	int rc = record_participants(tx, op, org_id, drop, &text);
@@ -454,17 +423,10 @@ static int put_alias(struct store_tx *tx, const char *op, const char *org_id, co
                      const char *key)
 {
 	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
-	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO message_aliases (org_id, alias, key)"
-	                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, alias);
-	db_bind_text(s, 3, key);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	return store_exec_texts(tx, op,
+	                        "INSERT INTO message_aliases (org_id, alias, key)"
+	                        " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+	                        NULL, 3, org_id, alias, key);
 }
 
 struct record_json {

@@ -10,6 +10,7 @@
 #include "lib/str.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -94,6 +95,25 @@ int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt)
 	store_fail(tx, op);
 	db_finish(stmt);
 	return -1;
+}
+
+int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
+                     size_t count, ...)
+{
+	struct db_stmt *s = db_prepare(tx->db, sql);
+	if (s == NULL)
+		return store_fail(tx, op);
+	va_list ap;
+	va_start(ap, count);
+	for (size_t i = 0; i < count; i++)
+		db_bind_text(s, (int)i + 1, va_arg(ap, const char *));
+	va_end(ap);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	if (changes_r != NULL)
+		*changes_r = db_changes(tx->db);
+	return 0;
 }
 
 int store_invalid(const char *op, const char *why)

@@ -17,6 +17,11 @@ int store_fail(struct store_tx *tx, const char *op);
 /* As store_fail, and finishes `stmt`. */
 int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt);
 
+/* Runs one statement without results whose parameters are all text: `count` values after it,
+ * bound in order. 0, or -1 (logged). *changes_r (may be NULL) is the number of rows changed. */
+int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
+                     size_t count, ...);
+
 /* Logs a refused argument (a count over its cap, an unknown enum value) and returns -1. */
 int store_invalid(const char *op, const char *why);
 /* -1 (logged) when a write operation is called from a STORE_READ job. */
