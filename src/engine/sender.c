@@ -20,8 +20,6 @@
 #include <time.h>
 
 #define POLL_INTERVAL_MS   1000
-#define CLAIM_MAX          250  /* messages per claim job */
-#define HELD_MAX           5000 /* claimed messages held in memory at once (~16 KB each) */
 #define DEFAULT_LEASE_S    900
 #define DEFAULT_RETRY_S    60
 #define SESSION_COOLDOWN_S 30 /* after a session failed before sending anything */
@@ -279,7 +277,7 @@ static void finish_done(void *arg, int result)
 	item_free(sender, job->item);
 	finish_job_free(job);
 	pump(account);
-	if (sender->held < CLAIM_MAX)
+	if (sender->held < MT_SENDER_CLAIM_MAX)
 		schedule_poll(sender, 0);
 	job_end(sender);
 }
@@ -720,10 +718,13 @@ static void claim_done(void *arg, int result)
 
 static void claim(struct sender *sender)
 {
-	if (sender->claiming || sender->stopping || !sender->started || sender->held >= HELD_MAX)
+	if (sender->claiming || sender->stopping || !sender->started ||
+	    sender->held >= MT_SENDER_HELD_MAX)
 		return;
 	struct claim_job *job = calloc(1, sizeof(*job));
-	size_t max = HELD_MAX - sender->held < CLAIM_MAX ? HELD_MAX - sender->held : CLAIM_MAX;
+	size_t max = MT_SENDER_HELD_MAX - sender->held < MT_SENDER_CLAIM_MAX
+	                 ? MT_SENDER_HELD_MAX - sender->held
+	                 : MT_SENDER_CLAIM_MAX;
 	if (job == NULL || (job->messages = calloc(max, sizeof(*job->messages))) == NULL) {
 		free(job);
 		return;

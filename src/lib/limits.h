@@ -47,6 +47,10 @@
 /* Transcript lines kept by smtp-check and tests. */
 #define MT_TRANSCRIPT_LINE_MAX 1024
 
+/* The sender: claimed outbox messages held in memory (~16 KB each with their body). */
+#define MT_SENDER_CLAIM_MAX 250  /* messages per claim job */
+#define MT_SENDER_HELD_MAX  5000 /* claimed and not yet finished */
+
 /* Service: identifiers and stored strings */
 #define MT_ID_MAX             32   /* "usr_" + 20 base32 characters, with room */
 #define MT_ADDRESS_MAX        254  /* RFC 5321 path minus the brackets */
@@ -92,11 +96,15 @@
 #define MT_CONFIG_VALUE_MAX 2048
 
 /* Store */
-#define MT_STORE_QUEUE_MAX       100000 /* jobs waiting for the store thread */
-#define MT_STORE_BATCH_MAX       1000   /* write jobs group-committed in one transaction */
-#define MT_STORE_ID_RANDOM       20     /* base32 characters after an id's prefix (100 bits) */
-#define MT_STORE_STMT_CACHE      256    /* prepared statements kept per connection */
-#define MT_STORE_BUSY_TIMEOUT_MS 5000   /* wait for another process's write lock */
+#define MT_SQLITE_CACHE_KIB       524288     /* page cache ceiling per connection (512 MiB) */
+#define MT_SQLITE_MMAP_BYTES      1073741824 /* mapped file window (1 GiB) */
+#define MT_SQLITE_LOOKASIDE_SLOT  1200       /* bytes per lookaside slot */
+#define MT_SQLITE_LOOKASIDE_SLOTS 4096       /* ~4.9 MB per connection */
+#define MT_STORE_QUEUE_MAX        100000     /* jobs waiting for the store thread */
+#define MT_STORE_BATCH_MAX        1000       /* write jobs group-committed in one transaction */
+#define MT_STORE_ID_RANDOM        20         /* base32 characters after an id's prefix (100 bits) */
+#define MT_STORE_STMT_CACHE       256        /* prepared statements kept per connection */
+#define MT_STORE_BUSY_TIMEOUT_MS  5000       /* wait for another process's write lock */
 
 /* CIDR lists (allow_private_hosts, no_auth_hosts) */
 #define MT_CIDR_LIST_MAX  256 /* entries in one list */

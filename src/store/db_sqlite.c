@@ -274,6 +274,10 @@ static void sqlite_close(struct db *db)
 
 static _Thread_local char open_error[MT_ERROR_TEXT_MAX];
 
+/* Caps from limits.h spelled into the PRAGMA texts. */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+
 static void configure_sqlite(void)
 {
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
@@ -305,7 +309,8 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	sqlite3_extended_result_codes(d->conn, 1);
 	/* A larger lookaside pool: statements and records allocate many small objects per row,
 	 * which otherwise go through malloc. */
-	sqlite3_db_config(d->conn, SQLITE_DBCONFIG_LOOKASIDE, NULL, 1200, 4096);
+	sqlite3_db_config(d->conn, SQLITE_DBCONFIG_LOOKASIDE, NULL, MT_SQLITE_LOOKASIDE_SLOT,
+	                  MT_SQLITE_LOOKASIDE_SLOTS);
 	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
 	sqlite3_busy_timeout(d->conn, MT_STORE_BUSY_TIMEOUT_MS);
 	/* secure_delete=FAST zeroes freed cell content where that costs no extra I/O, so a wiped
@@ -324,9 +329,9 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	    "PRAGMA foreign_keys=ON",
 	    "PRAGMA synchronous=FULL",
 	    "PRAGMA secure_delete=FAST",
-	    "PRAGMA cache_size=-524288",
+	    "PRAGMA cache_size=-" STRINGIFY(MT_SQLITE_CACHE_KIB),
 	    "PRAGMA temp_store=MEMORY",
-	    "PRAGMA mmap_size=1073741824",
+	    "PRAGMA mmap_size=" STRINGIFY(MT_SQLITE_MMAP_BYTES),
 	    /* Checkpoints run on the store thread between jobs: fewer, larger ones cost less per
 	     * commit than the default every 1,000 pages. */
 	    "PRAGMA wal_autocheckpoint=8000",

@@ -100,17 +100,8 @@ static int record_date(struct store_tx *tx, const char *op, const char *org_id, 
 static int profile_in_org(struct store_tx *tx, const char *op, const char *org_id,
                           const char *profile_id)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT 1 FROM profiles WHERE org_id = ? AND id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, profile_id);
-	int rc = db_step(s);
-	db_finish(s);
-	if (rc == DB_ROW)
-		return 0;
-	return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
+	return store_row_exists(tx, op, "SELECT 1 FROM profiles WHERE org_id = ? AND id = ?", 2,
+	                        org_id, profile_id);
 }
 
 /* Inserts the activities of `key` for `ids` (the org's profiles), taking one feed reservation
@@ -497,22 +488,6 @@ static bool parse_timeline_cursor(const char *cursor, int64_t *date_r, char id_r
 	return true;
 }
 
-static int profile_exists(struct store_tx *tx, const char *op, const char *org_id,
-                          const char *profile_id)
-{
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT 1 FROM profiles WHERE id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	db_bind_text(s, 2, org_id);
-	int rc = db_step(s);
-	db_finish(s);
-	if (rc == DB_ROW)
-		return 0;
-	return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
-}
-
 int store_profile_activities(struct store_tx *tx, const char *org_id, const char *profile_id,
                              const char *cursor, size_t limit, struct store_activity_list *list_r)
 {
@@ -525,7 +500,7 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 	if (cursor != NULL && cursor[0] != '\0' &&
 	    !parse_timeline_cursor(cursor, &after_date, after_id))
 		return STORE_INVALID;
-	int rc = profile_exists(tx, op, org_id, profile_id);
+	int rc = profile_in_org(tx, op, org_id, profile_id);
 	if (rc != 0)
 		return rc;
 	struct db_stmt *s = db_prepare(

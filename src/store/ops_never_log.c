@@ -79,18 +79,10 @@ int store_never_log_put(struct store_tx *tx, const char *org_id, enum store_neve
 		return store_invalid(op, "too many entries");
 	/* A user list names a user of this org; decided before the first write. */
 	if (scope == STORE_NEVER_LOG_USER) {
-		struct db_stmt *s =
-		    db_prepare(tx->db, "SELECT 1 FROM users WHERE id = ? AND org_id = ?");
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, uid);
-		db_bind_text(s, 2, org_id);
-		int rc = db_step(s);
-		db_finish(s);
-		if (rc == DB_DONE)
-			return STORE_NOT_FOUND;
-		if (rc != DB_ROW)
-			return store_fail(tx, op);
+		int rc = store_row_exists(tx, op, "SELECT 1 FROM users WHERE id = ? AND org_id = ?",
+		                          2, uid, org_id);
+		if (rc != 0)
+			return rc;
 	}
 	struct db_stmt *s = db_prepare(
 	    tx->db, "DELETE FROM never_log WHERE org_id = ? AND scope = ? AND user_id = ?");

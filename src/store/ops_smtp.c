@@ -11,16 +11,8 @@ static const char *const state_names[] = {"off", "connected", "disconnected"};
  * foreign user id becomes "not found". */
 static int user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id)
 {
-	struct db_stmt *s = db_prepare(tx->db, "SELECT 1 FROM users WHERE id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, user_id);
-	db_bind_text(s, 2, org_id);
-	int rc = db_step(s);
-	db_finish(s);
-	if (rc == DB_ROW)
-		return 0;
-	return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
+	return store_row_exists(tx, op, "SELECT 1 FROM users WHERE id = ? AND org_id = ?", 2,
+	                        user_id, org_id);
 }
 
 static int put_limits(struct store_tx *tx, const char *op, const char *user_id,

@@ -116,6 +116,23 @@ int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64
 	return 0;
 }
 
+int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_t count, ...)
+{
+	struct db_stmt *s = db_prepare(tx->db, sql);
+	if (s == NULL)
+		return store_fail(tx, op);
+	va_list ap;
+	va_start(ap, count);
+	for (size_t i = 0; i < count; i++)
+		db_bind_text(s, (int)i + 1, va_arg(ap, const char *));
+	va_end(ap);
+	int rc = db_step(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+}
+
 int store_invalid(const char *op, const char *why)
 {
 	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op), MT_KV("error", why));

@@ -22,6 +22,10 @@ int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt);
 int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
                      size_t count, ...);
 
+/* Whether a query with text parameters returns a row: 0 when it does, STORE_NOT_FOUND when not,
+ * -1 (logged) on a failure. For "does this id belong to this org" checks. */
+int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_t count, ...);
+
 /* Logs a refused argument (a count over its cap, an unknown enum value) and returns -1. */
 int store_invalid(const char *op, const char *why);
 /* -1 (logged) when a write operation is called from a STORE_READ job. */

@@ -10,6 +10,7 @@
 #include "engine/matcher.h"
 #include "mime/message.h"
 #include "store/store.h"
+#include "temp_store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,8 @@
 #define JACK_ADDR "jack@candidates.example"
 
 struct fixture {
-	char dir[64];
-	char path[96];
+	char dir[TEMP_STORE_DIR_MAX];
+	char path[TEMP_STORE_PATH_MAX];
 	struct store *store;
 	char org[MT_ID_MAX];
 	char user_a[MT_ID_MAX], user_b[MT_ID_MAX];
@@ -59,14 +60,6 @@ static struct call *call_new(void)
 	assert_non_null(c);
 	return c;
 }
-
-#define JOB(name, expr)                                                                            \
-	static int name(struct store_tx *tx, void *arg)                                            \
-	{                                                                                          \
-		struct call *c = arg;                                                              \
-		(void)c;                                                                           \
-		return (expr);                                                                     \
-	}
 
 JOB(j_org_create, store_org_create(tx, &c->org))
 JOB(j_user_create, store_user_create(tx, &c->user))
@@ -112,16 +105,8 @@ static void make_profile(struct fixture *f, const char *name, const char *email,
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_matcher.XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
+	if (temp_store_open("test_matcher", f->dir, f->path, &f->store) < 0)
 		return -1;
-	snprintf(f->path, sizeof(f->path), "%s/mailtrail.db", f->dir);
-	const char *error = NULL;
-	f->store = store_open(f->path, NULL, &error);
-	if (f->store == NULL) {
-		fprintf(stderr, "store_open: %s\n", error);
-		return -1;
-	}
 	struct call *c = call_new();
 	snprintf(c->org.name, sizeof(c->org.name), "Staffing");
 	snprintf(c->org.domains[0], sizeof(c->org.domains[0]), "staffing.example");
@@ -139,14 +124,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	store_close(&f->store);
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[128];
-		snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	temp_store_close(f->dir, f->path, &f->store);
 	free(f);
 	return 0;
 }

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "store/store.h"
+#include "temp_store.h"
 #include "store/store_internal.h"
 
 #include <event2/event.h>
@@ -18,24 +19,16 @@
 #include <unistd.h>
 
 struct fixture {
-	char dir[64];
-	char path[96];
+	char dir[TEMP_STORE_DIR_MAX];
+	char path[TEMP_STORE_PATH_MAX];
 	struct store *store;
 };
 
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_store.XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
+	if (temp_store_open("test_store", f->dir, f->path, &f->store) < 0)
 		return -1;
-	snprintf(f->path, sizeof(f->path), "%s/mailtrail.db", f->dir);
-	const char *error = NULL;
-	f->store = store_open(f->path, NULL, &error);
-	if (f->store == NULL) {
-		fprintf(stderr, "store_open: %s\n", error);
-		return -1;
-	}
 	*state = f;
 	return 0;
 }
@@ -43,14 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	store_close(&f->store);
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[128];
-		snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	temp_store_close(f->dir, f->path, &f->store);
 	free(f);
 	return 0;
 }
@@ -79,14 +65,6 @@ static struct call *call_new(void)
 	assert_non_null(c);
 	return c;
 }
-
-#define JOB(name, expr)                                                                            \
-	static int name(struct store_tx *tx, void *arg)                                            \
-	{                                                                                          \
-		struct call *c = arg;                                                              \
-		(void)c;                                                                           \
-		return (expr);                                                                     \
-	}
 
 JOB(j_org_create, store_org_create(tx, &c->org))
 JOB(j_org_get, store_org_get(tx, c->id, &c->org))
