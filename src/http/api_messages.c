@@ -233,9 +233,15 @@ static void send_loaded(void *arg, int result)
 		send_job_free(job);
 		return;
 	}
-	/* Identity: our Message-ID and X-Mailtrail-Id, so every copy is recognised. */
+	/* Identity: our Message-ID and X-Mailtrail-Id, so every copy is recognised. 48 bits of
+	 * wall-clock milliseconds, then 48 random bits, in hex: they sort by time, so the message
+	 * records, aliases and participants keyed by them grow at their ends (see
+	 * store_new_ordered_id). */
 	unsigned char random[12];
 	randombytes_buf(random, sizeof(random));
+	uint64_t ms = (uint64_t)mt_wall_ms();
+	for (int i = 5; i >= 0; i--, ms >>= 8)
+		random[i] = (unsigned char)(ms & 0xff);
 	sodium_bin2hex(m->mailtrail_id, sizeof(m->mailtrail_id), random, sizeof(random));
 	const char *domain = strrchr(from.address, '@');
 	snprintf(m->message_id, sizeof(m->message_id), "mt.%.32s@%.255s", m->mailtrail_id,

@@ -103,6 +103,7 @@
 #define MT_STORE_QUEUE_MAX        100000     /* jobs waiting for the store thread */
 #define MT_STORE_BATCH_MAX        1000       /* write jobs group-committed in one transaction */
 #define MT_STORE_ID_RANDOM        20         /* base32 characters after an id's prefix (100 bits) */
+#define MT_STORE_ID_TIME_CHARS    10         /* of which an ordered id's milliseconds (50 bits) */
 #define MT_STORE_STMT_CACHE       256        /* prepared statements kept per connection */
 #define MT_STORE_BUSY_TIMEOUT_MS  5000       /* wait for another process's write lock */
 

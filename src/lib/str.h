@@ -17,5 +17,7 @@ int mt_parse_port(const char *s, uint16_t *port_r);
 int64_t mt_now_ms(void);
 /* Wall clock seconds since the epoch. */
 int64_t mt_wall_s(void);
+/* Wall clock milliseconds since the epoch. */
+int64_t mt_wall_ms(void);
 
 #endif

@@ -78,16 +78,16 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 			return rc;
 	}
 	int64_t now = now_s();
-	store_new_id("msg", m->id);
+	store_new_ordered_id("msg", m->id);
 	m->created_at = m->updated_at = now;
 	if (m->next_attempt_at == 0)
 		m->next_attempt_at = now;
 	struct db_stmt *s = db_prepare(
 	    tx->db, "INSERT INTO outbox_messages (id, org_id, user_id, campaign_id, state, route,"
 	            " idempotency_key, mail_from, from_address, from_name, subject, message_id,"
-	            " mailtrail_id, snippet, attachments_json, body, body_len, next_attempt_at,"
+	            " mailtrail_id, snippet, attachments_json, body_len, next_attempt_at,"
 	            " created_at, updated_at)"
-	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, m->id);
@@ -105,15 +105,22 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	db_bind_text(s, 13, m->mailtrail_id);
 	db_bind_text(s, 14, m->snippet);
 	db_bind_text(s, 15, m->attachments_json != NULL ? m->attachments_json : "[]");
-	db_bind_blob(s, 16, m->body, m->body_len);
-	db_bind_int64(s, 17, (int64_t)m->body_len);
-	db_bind_int64(s, 18, m->next_attempt_at);
+	db_bind_int64(s, 16, (int64_t)m->body_len);
+	db_bind_int64(s, 17, m->next_attempt_at);
+	db_bind_int64(s, 18, now);
 	db_bind_int64(s, 19, now);
-	db_bind_int64(s, 20, now);
 	int rc = db_step(s);
 	if (rc != DB_DONE)
 		return rc == DB_UNIQUE ? (db_finish(s), STORE_CONFLICT)
 		                       : store_fail_stmt(tx, op, s);
+	db_finish(s);
+	s = db_prepare(tx->db, "INSERT INTO outbox_bodies (message_id, body) VALUES (?, ?)");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, m->id);
+	db_bind_blob(s, 2, m->body, m->body_len);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	for (size_t i = 0; i < m->rcpt_count; i++) {
 		const struct store_outbox_rcpt *r = &m->rcpts[i];
@@ -353,8 +360,9 @@ int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int6
 		db_finish(s);
 		if (db_changes(tx->db) != 1)
 			continue;
-		s = db_prepare(tx->db, "SELECT " MESSAGE_COLUMNS ", body FROM outbox_messages"
-		                       " WHERE id = ?");
+		s = db_prepare(tx->db, "SELECT " MESSAGE_COLUMNS ", (SELECT body FROM outbox_bodies"
+		                       " WHERE message_id = outbox_messages.id)"
+		                       " FROM outbox_messages WHERE id = ?");
 		if (s == NULL) {
 			rc = store_fail(tx, op);
 			break;
@@ -572,19 +580,28 @@ int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCE
 {
 	static const char op[] = "store_outbox_counts";
 	memset(counts_r, 0, sizeof(int64_t) * (STORE_OUTBOX_CANCELLED + 1));
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT state, COUNT(*) FROM outbox_messages GROUP BY state");
-	if (s == NULL)
-		return store_fail(tx, op);
-	int rc;
-	while ((rc = db_step(s)) == DB_ROW) {
-		int64_t state = db_column_int64(s, 0);
-		if (state >= 0 && state <= STORE_OUTBOX_CANCELLED)
-			counts_r[state] = db_column_int64(s, 1);
+	/* One query per partial index (literal states, see migration 5), none scanning the table.
+	 */
+	static const char *const queries[] = {
+	    "SELECT 0, COUNT(*) FROM outbox_messages WHERE state = 0",
+	    "SELECT 1, COUNT(*) FROM outbox_messages WHERE state = 1",
+	    "SELECT 2, COUNT(*) FROM outbox_messages WHERE state = 2",
+	    "SELECT state, COUNT(*) FROM outbox_messages WHERE state >= 3 GROUP BY state",
+	};
+	for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
+		struct db_stmt *s = db_prepare(tx->db, queries[q]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		int rc;
+		while ((rc = db_step(s)) == DB_ROW) {
+			int64_t state = db_column_int64(s, 0);
+			if (state >= 0 && state <= STORE_OUTBOX_CANCELLED)
+				counts_r[state] = db_column_int64(s, 1);
+		}
+		if (rc != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
 	}
-	if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
 	return 0;
 }
 
@@ -611,9 +628,9 @@ int store_outbox_purge_bodies(struct store_tx *tx, int64_t before, size_t *purge
 	*purged_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	struct db_stmt *s = db_prepare(tx->db, "UPDATE outbox_messages SET body = NULL"
-	                                       " WHERE state IN (3, 4, 5, 6) AND updated_at < ?"
-	                                       " AND body IS NOT NULL");
+	struct db_stmt *s = db_prepare(
+	    tx->db, "DELETE FROM outbox_bodies WHERE message_id IN (SELECT id FROM outbox_messages"
+	            " WHERE state >= 3 AND updated_at < ?)");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_int64(s, 1, before);

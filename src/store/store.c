@@ -199,6 +199,19 @@ void store_new_id(const char *prefix, char out[MT_ID_MAX])
 	out[n] = '\0';
 }
 
+void store_new_ordered_id(const char *prefix, char out[MT_ID_MAX])
+{
+	/* The base32 characters in ASCII order, so that the text sorts as the number does. */
+	static const char ordered[] = "234567abcdefghijklmnopqrstuvwxyz";
+	store_new_id(prefix, out);
+	char *p = strchr(out, '_');
+	if (p == NULL)
+		return;
+	uint64_t ms = (uint64_t)mt_wall_ms();
+	for (int i = MT_STORE_ID_TIME_CHARS - 1; i >= 0; i--, ms >>= 5)
+		p[1 + i] = ordered[ms & 31];
+}
+
 /* ---- the store thread ---- */
 
 /* Runs the write jobs of a batch as one group commit; each job's result is set. */

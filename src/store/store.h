@@ -85,6 +85,11 @@ int store_schema_version(struct store_tx *tx, int *version_r);
 
 /* A new random identifier "<prefix>_<20 base32 chars>", e.g. "usr_k3j...". */
 void store_new_id(const char *prefix, char out[MT_ID_MAX]);
+/* The same shape, but ids made later sort after (10 characters of wall-clock milliseconds,
+ * then 50 random bits): rows keyed by them are appended to their b-trees instead of landing
+ * on a random page each, which is what a busy table's commits write. For ids minted at a
+ * high rate (outbox messages); they tell their creation time, which the API shows anyway. */
+void store_new_ordered_id(const char *prefix, char out[MT_ID_MAX]);
 
 /* ---- orgs ---- */
 

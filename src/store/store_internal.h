@@ -57,6 +57,8 @@ int store_records_erase_orphans(struct store_tx *tx, const char *op, const char 
 
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);
+/* The same, stopping after migration `last` (tests build an older schema with it). */
+int store_migrate_until(struct db *db, int last, const char **error_r);
 /* The highest migration this binary knows. */
 int store_schema_latest(void);
 

@@ -132,6 +132,28 @@ static void test_new_id(void **state)
 		assert_non_null(strchr("abcdefghijklmnopqrstuvwxyz234567", *p));
 }
 
+/* Ordered ids: same shape and alphabet, unique, and later ones sort after. */
+static void test_new_ordered_id(void **state)
+{
+	(void)state;
+	char prev[MT_ID_MAX], next[MT_ID_MAX];
+	store_new_ordered_id("msg", prev);
+	assert_int_equal(strlen(prev), 4 + MT_STORE_ID_RANDOM);
+	for (int i = 0; i < 50; i++) {
+		usleep(1500); /* a later millisecond */
+		store_new_ordered_id("msg", next);
+		assert_memory_equal(next, "msg_", 4);
+		for (const char *p = next + 4; *p != '\0'; p++)
+			assert_non_null(strchr("abcdefghijklmnopqrstuvwxyz234567", *p));
+		assert_true(strcmp(prev, next) < 0);
+		memcpy(prev, next, sizeof(prev));
+	}
+	char same_ms[2][MT_ID_MAX];
+	store_new_ordered_id("msg", same_ms[0]);
+	store_new_ordered_id("msg", same_ms[1]);
+	assert_string_not_equal(same_ms[0], same_ms[1]);
+}
+
 static void test_org(void **state)
 {
 	struct fixture *f = *state;
@@ -683,6 +705,69 @@ static void test_failed_job_rolls_back(void **state)
 	free(c);
 }
 
+static int raw_count(const char *path, const char *sql)
+{
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	int n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+	return n;
+}
+
+/* Migration 5 moves outbox bodies apart and rebuilds message_records: rows written under
+ * schema 4 come through whole. */
+static void test_migration_5_keeps_rows(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->store);
+	char path[TEMP_STORE_PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s.v4", f->path);
+	const char *error = NULL;
+	struct db *db = db_sqlite_open(path, &error);
+	assert_non_null(db);
+	assert_int_equal(store_migrate_until(db, 4, &error), 0);
+	assert_int_equal(
+	    db_exec(
+	        db,
+	        "INSERT INTO message_records VALUES ('org_1', 'mid:a', 'imap', 'email_sent',"
+	        " 'a', 1, 'f@x.example', 'F', '[]', '[]', '[]', 's', 'snip', '[]',"
+	        " 'f@x.example', 1, 2);"
+	        "INSERT INTO outbox_messages (id, org_id, user_id, state, route, mail_from,"
+	        " from_address, from_name, subject, message_id, mailtrail_id, snippet, body,"
+	        " body_len, next_attempt_at, created_at, updated_at) VALUES"
+	        " ('msg_1', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
+	        " X'414243', 3, 0, 0, 0),"
+	        " ('msg_2', 'org_1', 'usr_1', 3, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
+	        " NULL, 0, 0, 0, 0)"),
+	    0);
+	db_close(&db);
+	struct store *s = store_open(path, NULL, &error);
+	assert_non_null(s);
+	store_close(&s);
+	assert_int_equal(raw_count(path, "SELECT MAX(version) FROM schema_migrations"),
+	                 store_schema_latest());
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM message_records WHERE"
+	                                 " key = 'mid:a' AND source = 'imap' AND last_seen = 2"),
+	                 1);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_bodies WHERE"
+	                                 " message_id = 'msg_1' AND body = X'414243'"),
+	                 1);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_bodies"), 1);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_messages"), 2);
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[TEMP_STORE_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	f->store = store_open(f->path, NULL, &error);
+	assert_non_null(f->store);
+}
+
 static void test_migrations_idempotent(void **state)
 {
 	struct fixture *f = *state;
@@ -920,6 +1005,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_new_id),
+	    cmocka_unit_test(test_new_ordered_id),
+	    cmocka_unit_test_setup_teardown(test_migration_5_keeps_rows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_org, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_users_and_tokens, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_smtp_account_and_deactivate, setup, teardown),
