@@ -96,16 +96,19 @@
 #define MT_CONFIG_VALUE_MAX 2048
 
 /* Store */
-#define MT_SQLITE_CACHE_KIB       524288     /* page cache ceiling per connection (512 MiB) */
-#define MT_SQLITE_MMAP_BYTES      1073741824 /* mapped file window (1 GiB) */
-#define MT_SQLITE_LOOKASIDE_SLOT  1200       /* bytes per lookaside slot */
-#define MT_SQLITE_LOOKASIDE_SLOTS 4096       /* ~4.9 MB per connection */
-#define MT_STORE_QUEUE_MAX        100000     /* jobs waiting for the store thread */
-#define MT_STORE_BATCH_MAX        1000       /* write jobs group-committed in one transaction */
-#define MT_STORE_ID_RANDOM        20         /* base32 characters after an id's prefix (100 bits) */
-#define MT_STORE_ID_TIME_CHARS    10         /* of which an ordered id's milliseconds (50 bits) */
-#define MT_STORE_STMT_CACHE       256        /* prepared statements kept per connection */
-#define MT_STORE_BUSY_TIMEOUT_MS  5000       /* wait for another process's write lock */
+#define MT_SQLITE_CHECKPOINT_PAGES   4000       /* WAL length that wakes the checkpoint thread */
+#define MT_SQLITE_CHECKPOINT_RESTART 16000      /* ...and that it rewinds, waiting for the writer */
+#define MT_SQLITE_CHECKPOINT_INLINE  131072     /* ...and past which a commit checkpoints itself */
+#define MT_SQLITE_CACHE_KIB          524288     /* page cache ceiling per connection (512 MiB) */
+#define MT_SQLITE_MMAP_BYTES         1073741824 /* mapped file window (1 GiB) */
+#define MT_SQLITE_LOOKASIDE_SLOT     1200       /* bytes per lookaside slot */
+#define MT_SQLITE_LOOKASIDE_SLOTS    4096       /* ~4.9 MB per connection */
+#define MT_STORE_QUEUE_MAX           100000     /* jobs waiting for the store thread */
+#define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */
+#define MT_STORE_ID_RANDOM           20   /* base32 characters after an id's prefix (100 bits) */
+#define MT_STORE_ID_TIME_CHARS       10   /* of which an ordered id's milliseconds (50 bits) */
+#define MT_STORE_STMT_CACHE          256  /* prepared statements kept per connection */
+#define MT_STORE_BUSY_TIMEOUT_MS     5000 /* wait for another process's write lock */
 
 /* CIDR lists (allow_private_hosts, no_auth_hosts) */
 #define MT_CIDR_LIST_MAX  256 /* entries in one list */

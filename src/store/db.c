@@ -135,3 +135,13 @@ bool db_in_transaction(struct db *db)
 {
 	return db->driver->in_transaction(db);
 }
+
+int64_t db_log_pages(struct db *db)
+{
+	return db->driver->log_pages != NULL ? db->driver->log_pages(db) : -1;
+}
+
+int db_checkpoint(struct db *db, bool restart)
+{
+	return db->driver->checkpoint != NULL ? db->driver->checkpoint(db, restart) : 0;
+}

@@ -60,6 +60,9 @@ struct db_driver {
 	int (*release)(struct db *db);
 	int (*rollback_to)(struct db *db);
 	bool (*in_transaction)(struct db *db);
+	/* NULL for a backend without a write-ahead log of its own to fold back (PostgreSQL). */
+	int64_t (*log_pages)(struct db *db);
+	int (*checkpoint)(struct db *db, bool restart);
 };
 
 /* Every backend's connection and statement start with these. */
@@ -110,5 +113,15 @@ int db_release(struct db *db);
 int db_rollback_to(struct db *db);
 /* False when the engine ended the transaction on its own (SQLite does on some I/O errors). */
 bool db_in_transaction(struct db *db);
+
+/* The write-ahead log. SQLite does not fold its log back into the database file by itself here
+ * (no automatic checkpoint): the store does it from a second connection on a thread of its own,
+ * so that a commit never pays for it. db_log_pages() is the log's length in pages after this
+ * connection's last commit or checkpoint, -1 when the backend has no such log.
+ * db_checkpoint() copies what it can without waiting for anyone (passive), or with `restart`
+ * waits for the writer's transaction to end, copies the rest and lets the log start over (a
+ * log that writers keep appending to is otherwise never rewound): 0 or -1. */
+int64_t db_log_pages(struct db *db);
+int db_checkpoint(struct db *db, bool restart);
 
 #endif

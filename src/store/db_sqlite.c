@@ -23,7 +23,8 @@ struct sq_db {
 	 * after warm-up no job pays for parsing and planning. */
 	struct sq_stmt *cache[MT_STORE_STMT_CACHE];
 	size_t cached;
-	int synchronous; /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
+	int synchronous;   /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
+	int64_t log_pages; /* frames in the WAL after this connection's last commit */
 };
 
 static const struct db_driver sqlite_driver;
@@ -272,6 +273,32 @@ static void sqlite_close(struct db *db)
 	free(d);
 }
 
+static int on_wal_commit(void *arg, sqlite3 *conn, const char *schema, int pages)
+{
+	(void)conn;
+	(void)schema;
+	((struct sq_db *)arg)->log_pages = pages;
+	return SQLITE_OK;
+}
+
+static int64_t sqlite_log_pages(struct db *db)
+{
+	return sq(db)->log_pages;
+}
+
+static int sqlite_checkpoint(struct db *db, bool restart)
+{
+	int log = 0, done = 0;
+	int rc = sqlite3_wal_checkpoint_v2(
+	    sq(db)->conn, NULL, restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE,
+	    &log, &done);
+	if (rc == SQLITE_OK)
+		sq(db)->log_pages = restart ? 0 : log;
+	/* BUSY: another checkpoint is running (another process's), or the writer held on past
+	 * the busy timeout; the next round does the work. */
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? 0 : -1;
+}
+
 static _Thread_local char open_error[MT_ERROR_TEXT_MAX];
 
 /* Caps from limits.h spelled into the PRAGMA texts. */
@@ -332,9 +359,6 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	    "PRAGMA cache_size=-" STRINGIFY(MT_SQLITE_CACHE_KIB),
 	    "PRAGMA temp_store=MEMORY",
 	    "PRAGMA mmap_size=" STRINGIFY(MT_SQLITE_MMAP_BYTES),
-	    /* Checkpoints run on the store thread between jobs: fewer, larger ones cost less per
-	     * commit than the default every 1,000 pages. */
-	    "PRAGMA wal_autocheckpoint=8000",
 	};
 	for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++) {
 		if (sqlite_exec(&d->base, setup[i]) < 0) {
@@ -347,6 +371,8 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 		}
 	}
 	d->synchronous = 2;
+	/* Our hook replaces SQLite's automatic checkpoint (see db_log_pages in db.h). */
+	sqlite3_wal_hook(d->conn, on_wal_commit, d);
 	return &d->base;
 }
 
@@ -374,4 +400,6 @@ static const struct db_driver sqlite_driver = {
     .release = sqlite_release,
     .rollback_to = sqlite_rollback_to,
     .in_transaction = sqlite_in_transaction,
+    .log_pages = sqlite_log_pages,
+    .checkpoint = sqlite_checkpoint,
 };

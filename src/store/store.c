@@ -56,6 +56,14 @@ struct store {
 	struct job_list done; /* completions for the loop */
 	int wake_fd;          /* eventfd, -1 without a loop */
 	struct event *wake_ev;
+
+	/* The checkpoint thread and its own connection (SQLite; see db_log_pages). */
+	struct db *ckpt_db;
+	pthread_t ckpt_thread;
+	bool ckpt_started;
+	pthread_mutex_t ckpt_mu; /* guards ckpt_wanted, ckpt_stop */
+	pthread_cond_t ckpt_cv;
+	bool ckpt_wanted, ckpt_stop;
 };
 
 static void list_push(struct job_list *l, struct store_job *j)
@@ -214,6 +222,8 @@ void store_new_ordered_id(const char *prefix, char out[MT_ID_MAX])
 
 /* ---- the store thread ---- */
 
+static void after_commit(struct store *store);
+
 /* Runs the write jobs of a batch as one group commit; each job's result is set. */
 static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 {
@@ -259,6 +269,8 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 		committed = db_commit(store->db) == 0;
 		if (!committed)
 			store_fail(&tx, "store.commit");
+		else
+			after_commit(store);
 	}
 	if (!committed) {
 		db_rollback(store->db);
@@ -276,6 +288,83 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 	}
 	store->stats.write_jobs += n;
 	pthread_mutex_unlock(&store->mu);
+}
+
+/* After a commit: a long write-ahead log is folded back by the checkpoint thread, so that the
+ * next commits do not wait for it; only a log the thread cannot keep up with is checkpointed
+ * here. */
+static void after_commit(struct store *store)
+{
+	int64_t pages = db_log_pages(store->db);
+	if (pages < MT_SQLITE_CHECKPOINT_PAGES)
+		return;
+	if (!store->ckpt_started || pages >= MT_SQLITE_CHECKPOINT_INLINE) {
+		if (db_checkpoint(store->db, false) < 0)
+			mt_log(MT_LOG_WARN, "store.checkpoint_failed",
+			       MT_KV("error", db_errmsg(store->db)));
+		return;
+	}
+	pthread_mutex_lock(&store->ckpt_mu);
+	store->ckpt_wanted = true;
+	pthread_cond_signal(&store->ckpt_cv);
+	pthread_mutex_unlock(&store->ckpt_mu);
+}
+
+static void *checkpoint_thread(void *arg)
+{
+	struct store *store = arg;
+	pthread_mutex_lock(&store->ckpt_mu);
+	for (;;) {
+		while (!store->ckpt_wanted && !store->ckpt_stop)
+			pthread_cond_wait(&store->ckpt_cv, &store->ckpt_mu);
+		if (store->ckpt_stop)
+			break;
+		store->ckpt_wanted = false;
+		pthread_mutex_unlock(&store->ckpt_mu);
+		int rc = db_checkpoint(store->ckpt_db, false);
+		if (rc == 0 && db_log_pages(store->ckpt_db) >= MT_SQLITE_CHECKPOINT_RESTART)
+			rc = db_checkpoint(store->ckpt_db, true);
+		if (rc < 0)
+			mt_log(MT_LOG_WARN, "store.checkpoint_failed",
+			       MT_KV("error", db_errmsg(store->ckpt_db)));
+		pthread_mutex_lock(&store->mu);
+		store->stats.checkpoints++;
+		pthread_mutex_unlock(&store->mu);
+		pthread_mutex_lock(&store->ckpt_mu);
+	}
+	pthread_mutex_unlock(&store->ckpt_mu);
+	return NULL;
+}
+
+/* Without it (another connection refused, say) commits checkpoint themselves. */
+static void checkpoint_start(struct store *store, const char *url)
+{
+	if (db_log_pages(store->db) < 0)
+		return;
+	const char *error = NULL;
+	store->ckpt_db = db_open(url, &error);
+	if (store->ckpt_db == NULL) {
+		mt_log(MT_LOG_WARN, "store.checkpoint_thread", MT_KV("error", error));
+		return;
+	}
+	if (pthread_create(&store->ckpt_thread, NULL, checkpoint_thread, store) != 0) {
+		db_close(&store->ckpt_db);
+		return;
+	}
+	store->ckpt_started = true;
+}
+
+static void checkpoint_stop(struct store *store)
+{
+	if (store->ckpt_started) {
+		pthread_mutex_lock(&store->ckpt_mu);
+		store->ckpt_stop = true;
+		pthread_cond_signal(&store->ckpt_cv);
+		pthread_mutex_unlock(&store->ckpt_mu);
+		pthread_join(store->ckpt_thread, NULL);
+		store->ckpt_started = false;
+	}
+	db_close(&store->ckpt_db);
 }
 
 static void run_reads(struct store *store, struct store_job **jobs, size_t n)
@@ -413,6 +502,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void store_destroy(struct store *store)
 {
+	checkpoint_stop(store);
 	if (store->wake_ev != NULL)
 		event_free(store->wake_ev);
 	if (store->wake_fd >= 0)
@@ -420,8 +510,10 @@ static void store_destroy(struct store *store)
 	db_close(&store->db);
 	pthread_mutex_destroy(&store->mu);
 	pthread_mutex_destroy(&store->done_mu);
+	pthread_mutex_destroy(&store->ckpt_mu);
 	pthread_cond_destroy(&store->work_cv);
 	pthread_cond_destroy(&store->run_cv);
+	pthread_cond_destroy(&store->ckpt_cv);
 	free(store);
 }
 
@@ -442,6 +534,8 @@ struct store *store_open(const char *url, struct event_base *base, const char **
 	pthread_mutex_init(&store->done_mu, NULL);
 	pthread_cond_init(&store->work_cv, NULL);
 	pthread_cond_init(&store->run_cv, NULL);
+	pthread_mutex_init(&store->ckpt_mu, NULL);
+	pthread_cond_init(&store->ckpt_cv, NULL);
 
 	store->db = db_open(url, error_r);
 	if (store->db == NULL) {
@@ -452,6 +546,7 @@ struct store *store_open(const char *url, struct event_base *base, const char **
 		store_destroy(store);
 		return NULL;
 	}
+	checkpoint_start(store, url);
 	if (base != NULL) {
 		store->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (store->wake_fd < 0) {

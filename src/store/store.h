@@ -75,6 +75,7 @@ struct store_stats {
 	uint64_t failed_commits;  /* groups whose every job got -1 */
 	uint64_t read_batches;    /* read transactions */
 	uint64_t max_batch;       /* most write jobs in one commit */
+	uint64_t checkpoints;     /* write-ahead log checkpoints run by the checkpoint thread */
 };
 void store_stats(struct store *store, struct store_stats *stats_r);
 
