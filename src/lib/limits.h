@@ -104,6 +104,7 @@
 #define MT_SQLITE_LOOKASIDE_SLOT     1200       /* bytes per lookaside slot */
 #define MT_SQLITE_LOOKASIDE_SLOTS    4096       /* ~4.9 MB per connection */
 #define MT_STORE_QUEUE_MAX           100000     /* jobs waiting for the store thread */
+#define MT_FEED_RESERVE              256        /* feed positions taken from the counter at once */
 #define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */
 #define MT_STORE_ID_RANDOM           20   /* base32 characters after an id's prefix (100 bits) */
 #define MT_STORE_ID_TIME_CHARS       10   /* of which an ordered id's milliseconds (50 bits) */

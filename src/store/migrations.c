@@ -300,7 +300,11 @@ static const struct migration migrations[] = {
      " last_seen FROM message_records;"
      "DROP TABLE message_records;"
      "ALTER TABLE message_records_v5 RENAME TO message_records;"
-     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"},
+     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
+     /* A profile id belongs to one org: the timeline index leads with the profile (every
+      * compare went through 24 equal bytes of org id before it got to it). */
+     "DROP INDEX activities_timeline;"
+     "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -282,6 +282,7 @@ static int put_new_participants(struct store_tx *tx, const char *op, const char 
 
 int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key)
 {
+	tx->memo.record_known = false; /* the remembered date may be this record's */
 	char *text;
 	int rc = record_participants(tx, op, org_id, key, &text);
 	if (rc == STORE_NOT_FOUND)
@@ -345,6 +346,7 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
                          const char *drop)
 {
+	tx->memo.record_known = false;
 	static const char *const sql[] = {
 	    "DELETE FROM activities WHERE org_id = ?1 AND key = ?3 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE org_id = ?1 AND key = ?2)",
@@ -592,6 +594,7 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 {
 	static const char op[] = "store_message_put";
 	*content_replaced_r = false;
+	tx->memo.record_known = false;
 	if (store_need_write(tx, op) < 0 || check_message(op, msg) < 0)
 		return -1;
 	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
@@ -639,6 +642,14 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		if (strcmp(msg->aliases[i], key) != 0 &&
 		    put_alias(tx, op, org_id, msg->aliases[i], key) < 0)
 			return -1;
+	}
+	/* A new or replaced record has the message's date; a kept one its own (read if asked). */
+	if (created || *content_replaced_r) {
+		struct store_tx_memo *m = &tx->memo;
+		mt_strlcpy(m->record_org, org_id, sizeof(m->record_org));
+		mt_strlcpy(m->record_key, key, sizeof(m->record_key));
+		m->record_date = msg->date;
+		m->record_known = true;
 	}
 	return 0;
 }

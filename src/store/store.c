@@ -224,6 +224,13 @@ void store_new_ordered_id(const char *prefix, char out[MT_ID_MAX])
 
 static void after_commit(struct store *store);
 
+void store_tx_forget(struct store_tx *tx)
+{
+	tx->memo.feed_org[0] = '\0';
+	tx->memo.feed_next = tx->memo.feed_last = 0;
+	tx->memo.record_known = false;
+}
+
 /* Runs the write jobs of a batch as one group commit; each job's result is set. */
 static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 {
@@ -258,6 +265,8 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 			broken = true;
 			break;
 		}
+		if (j->result != 0)
+			store_tx_forget(&tx);
 		int rc = j->result == 0 ? db_release(store->db) : db_rollback_to(store->db);
 		if (rc < 0) {
 			store_fail(&tx, "store.savepoint");

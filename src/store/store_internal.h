@@ -6,10 +6,27 @@
 #include "store/db.h"
 #include "store/store.h"
 
+/* What a write transaction remembers between statements (and between the jobs of a group
+ * commit); store_tx_forget() drops it when a job's savepoint is rolled back, since the rows it
+ * stands for are gone with it. */
+struct store_tx_memo {
+	/* Feed positions reserved in feed_counter and not handed out yet: [next, last]. */
+	char feed_org[MT_ID_MAX];
+	int64_t feed_next, feed_last;
+	/* The date of the record store_message_put just wrote, for its activities (one use). */
+	char record_org[MT_ID_MAX];
+	char record_key[MT_MESSAGE_KEY_MAX];
+	int64_t record_date;
+	bool record_known;
+};
+
 struct store_tx {
 	struct db *db;
 	bool writable;
+	struct store_tx_memo memo;
 };
+
+void store_tx_forget(struct store_tx *tx);
 
 /* Logs "store.error op=OP error=<backend message>" and returns -1. Never pass values: secrets
  * and sealed blobs must not reach a log line, and the backend message does not contain them. */

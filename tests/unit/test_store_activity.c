@@ -9,6 +9,8 @@
 #include "store/store.h"
 #include "temp_store.h"
 
+#include <event2/event.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,6 +425,145 @@ static void test_feed(void **state)
 	free(c);
 }
 
+/* ---- feed positions across the jobs of one group commit ---- */
+
+struct two_acts {
+	struct call *c;
+	const char (*profiles)[MT_ID_MAX];
+	bool fail;
+	int result;
+};
+
+/* Puts c->msg and gives both profiles their activity; fails afterwards when asked. */
+static int j_two_acts(struct store_tx *tx, void *arg)
+{
+	struct two_acts *t = arg;
+	struct call *c = t->c;
+	bool replaced;
+	size_t created = 0;
+	if (store_message_put(tx, c->org_id, c->msg.aliases[0], STORE_SOURCE_IMAP, STORE_EMAIL_SENT,
+	                      &c->msg, &replaced) != 0 ||
+	    store_activities_ensure(tx, c->org_id, t->profiles, 2, c->msg.aliases[0], &created) !=
+	        0 ||
+	    created != 2)
+		return -1;
+	return t->fail ? -1 : 0;
+}
+
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool entered, open;
+	int pending;
+	struct event_base *base;
+};
+
+static int j_gate(struct store_tx *tx, void *arg)
+{
+	(void)tx;
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = true;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return 0;
+}
+
+static struct gate *gate_of; /* the done callback's way back */
+
+static void on_two_done(void *arg, int result)
+{
+	((struct two_acts *)arg)->result = result;
+	if (--gate_of->pending == 0)
+		event_base_loopbreak(gate_of->base);
+}
+
+/* A job that took feed positions and was rolled back inside a group commit must not leave the
+ * next job of that commit numbering from a reservation that no longer exists: every later
+ * transaction would then hand out the same numbers again (a UNIQUE failure, or a reader missing
+ * rows below its cursor). */
+static void test_feed_positions_after_rollback(void **state)
+{
+	struct fixture *f = *state;
+	const char profiles[2][MT_ID_MAX];
+	memcpy((char *)profiles[0], f->jack, MT_ID_MAX);
+	memcpy((char *)profiles[1], f->jill, MT_ID_MAX);
+	struct gate *g = calloc(1, sizeof(*g));
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->base = event_base_new();
+	gate_of = g;
+	const char *error = NULL;
+	struct store *s = store_open(f->path, g->base, &error);
+	assert_non_null(s);
+
+	struct call *failed = call_new(), *kept = call_new(), *later = call_new();
+	fill_msg(failed, "rolled-back@x.example", NULL, 2000, "a@staffing.example",
+	         "jack@candidates.example", "rolled back");
+	fill_msg(kept, "kept@x.example", NULL, 2001, "a@staffing.example",
+	         "jack@candidates.example", "kept");
+	failed->org_id = kept->org_id = later->org_id = f->org;
+	struct two_acts jobs[2] = {{failed, profiles, true, 0}, {kept, profiles, false, 0}};
+
+	/* Hold the store thread so that both jobs are one batch. */
+	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, g), 0);
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	struct store_stats before, after;
+	store_stats(s, &before);
+	g->pending = 2;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(store_submit(s, STORE_WRITE, j_two_acts, on_two_done, &jobs[i]),
+		                 0);
+	pthread_mutex_lock(&g->mu);
+	g->open = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	event_base_dispatch(g->base);
+	store_stats(s, &after);
+	assert_int_equal(after.commits - before.commits, 1);
+	assert_int_not_equal(jobs[0].result, 0);
+	assert_int_equal(jobs[1].result, 0);
+	store_close(&s);
+
+	/* Two later transactions, one message each: their positions come after the kept ones. */
+	for (int i = 0; i < 2; i++) {
+		char mid[32];
+		snprintf(mid, sizeof(mid), "later%d@x.example", i);
+		fill_msg(later, mid, NULL, 2002 + i, "a@staffing.example",
+		         "jack@candidates.example", "later");
+		later->org_id = f->org;
+		struct two_acts t = {later, profiles, false, 0};
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_two_acts, &t), 0);
+	}
+	struct call *c = call_new();
+	c->org_id = f->org;
+	c->since = 0;
+	c->limit = 100;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 6);
+	for (size_t i = 0; i < c->list.count; i++) {
+		assert_true(i == 0 || c->list.items[i].seq > c->list.items[i - 1].seq);
+		assert_string_not_equal(c->list.items[i].key, "mid:rolled-back@x.example");
+	}
+	assert_string_equal(c->list.items[0].key, "mid:kept@x.example");
+	assert_string_equal(c->list.items[1].key, "mid:kept@x.example");
+	assert_string_equal(c->list.items[5].key, "mid:later1@x.example");
+	store_activity_list_free(&c->list);
+	free(c);
+	free(failed);
+	free(kept);
+	free(later);
+	event_base_free(g->base);
+	pthread_mutex_destroy(&g->mu);
+	pthread_cond_destroy(&g->cv);
+	free(g);
+}
+
 static void test_timeline(void **state)
 {
 	struct fixture *f = *state;
@@ -682,6 +823,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_record_aliases_and_trust, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_address_is_user, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_feed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_feed_positions_after_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeline, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_erasure, setup, teardown),
