@@ -23,6 +23,12 @@ struct sq_db {
 	 * after warm-up no job pays for parsing and planning. */
 	struct sq_stmt *cache[MT_STORE_STMT_CACHE];
 	size_t cached;
+	/* The operations pass string literals: the text's address finds its statement without
+	 * hashing the text (the text is still compared, since an address could be reused). */
+	struct {
+		const char *sql;
+		struct sq_stmt *stmt;
+	} by_address[MT_STORE_STMT_CACHE];
 	int synchronous;   /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
 	int64_t log_pages; /* frames in the WAL after this connection's last commit */
 };
@@ -57,9 +63,21 @@ static int sqlite_exec(struct db *db, const char *sql)
 	return sqlite3_exec(sq(db)->conn, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
+static size_t address_slot(const char *sql)
+{
+	uintptr_t a = (uintptr_t)sql;
+	return (size_t)((a >> 3) ^ (a >> 11)) % MT_STORE_STMT_CACHE;
+}
+
 static struct db_stmt *sqlite_prepare(struct db *db, const char *sql)
 {
 	struct sq_db *d = sq(db);
+	size_t by = address_slot(sql);
+	struct sq_stmt *known = d->by_address[by].sql == sql ? d->by_address[by].stmt : NULL;
+	if (known != NULL && !known->busy && strcmp(known->sql, sql) == 0) {
+		known->busy = true;
+		return &known->base;
+	}
 	uint32_t h = hash_sql(sql);
 	size_t slot = h % MT_STORE_STMT_CACHE;
 	bool cacheable = d->cached < MT_STORE_STMT_CACHE * 3 / 4;
@@ -70,6 +88,8 @@ static struct db_stmt *sqlite_prepare(struct db *db, const char *sql)
 		if (s->hash == h && strcmp(s->sql, sql) == 0) {
 			if (!s->busy) {
 				s->busy = true;
+				d->by_address[by].sql = sql;
+				d->by_address[by].stmt = s;
 				return &s->base;
 			}
 			/* The same text is already in use (a nested query): a private copy. */
@@ -94,6 +114,8 @@ static struct db_stmt *sqlite_prepare(struct db *db, const char *sql)
 		if (s->sql != NULL) {
 			d->cache[slot] = s;
 			d->cached++;
+			d->by_address[by].sql = sql;
+			d->by_address[by].stmt = s;
 		}
 	}
 	return &s->base;
