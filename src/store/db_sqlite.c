@@ -311,9 +311,14 @@ static int64_t sqlite_log_pages(struct db *db)
 static int sqlite_checkpoint(struct db *db, bool restart)
 {
 	int log = 0, done = 0;
+	/* A pending RESTART holds off new writers: it may wait only briefly for a reader. */
+	if (restart)
+		sqlite3_busy_timeout(sq(db)->conn, MT_SQLITE_CHECKPOINT_WAIT_MS);
 	int rc = sqlite3_wal_checkpoint_v2(
 	    sq(db)->conn, NULL, restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE,
 	    &log, &done);
+	if (restart)
+		sqlite3_busy_timeout(sq(db)->conn, MT_STORE_BUSY_TIMEOUT_MS);
 	if (rc == SQLITE_OK)
 		sq(db)->log_pages = restart ? 0 : log;
 	/* BUSY: another checkpoint is running (another process's), or the writer held on past
