@@ -179,7 +179,9 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 	else if (rc != 0)
 		return -1;
 	bool replaced = false, user_added = false;
-	rc = store_message_put(tx, org_id, result_r->key, source, result_r->type, msg, &replaced);
+	int64_t date = 0;
+	rc = store_message_put(tx, org_id, result_r->key, source, result_r->type, msg, &replaced,
+	                       &date);
 	if (rc == 0 && user_id != NULL && user_id[0] != '\0')
 		rc = store_message_add_user(tx, org_id, result_r->key, user_id, &user_added);
 	/* Before the new activities are made, so that each change costs one feed position. */
@@ -188,10 +190,9 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 	if (rc != 0)
 		return -1;
 
-	rc = store_activities_for_addresses(tx, org_id, result_r->key, parts->addr, parts->count,
-	                                    &result_r->profiles_matched,
+	rc = store_activities_for_addresses(tx, org_id, result_r->key, date, parts->addr,
+	                                    parts->count, &result_r->profiles_matched,
 	                                    &result_r->activities_created);
-	/* STORE_NOT_FOUND would be the record we just wrote missing: a store error either way. */
 	return rc == 0 ? 0 : -1;
 }
 

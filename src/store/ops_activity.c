@@ -100,13 +100,6 @@ static void new_activity_id(char out[MT_ID_MAX])
 static int record_date(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                        int64_t *date_r)
 {
-	struct store_tx_memo *m = &tx->memo;
-	if (m->record_known && strcmp(m->record_key, key) == 0 &&
-	    strcmp(m->record_org, org_id) == 0) {
-		m->record_known = false;
-		*date_r = m->record_date;
-		return 0;
-	}
 	struct db_stmt *s =
 	    db_prepare(tx->db, "SELECT date FROM message_records WHERE org_id = ? AND key = ?");
 	if (s == NULL)
@@ -130,9 +123,9 @@ static int profile_in_org(struct store_tx *tx, const char *op, const char *org_i
 	                        org_id, profile_id);
 }
 
-/* Inserts the activities of `key` for `ids` (the org's profiles), taking one feed reservation
- * for all: a position left unused by an activity that already existed is a gap, which a reader
- * paging by `since` never notices.
+/* Inserts the activities of `key` (dated `date`) for `ids` (the org's profiles), taking one
+ * feed reservation for all: a position left unused by an activity that already existed is a gap,
+ * which a reader paging by `since` never notices.
  *
  * Every statement here writes one row with VALUES: in SQLite 3.40, a statement that may write
  * several rows (INSERT ... SELECT, multi-row VALUES, UPDATE ... RETURNING) opens a statement
@@ -140,14 +133,10 @@ static int profile_in_org(struct store_tx *tx, const char *op, const char *org_i
  * transaction has dirtied — quadratic over a job of a thousand messages. */
 static int insert_activities(struct store_tx *tx, const char *op, const char *org_id,
                              const char (*ids)[MT_ID_MAX], size_t count, const char *key,
-                             size_t *created_r)
+                             int64_t date, size_t *created_r)
 {
 	if (count == 0)
 		return 0;
-	int64_t date = 0;
-	int rc = record_date(tx, op, org_id, key, &date);
-	if (rc != 0)
-		return rc;
 	int64_t last;
 	if (reserve_seqs(tx, op, org_id, (int64_t)count, &last) < 0)
 		return -1;
@@ -197,16 +186,19 @@ int store_activities_ensure(struct store_tx *tx, const char *org_id,
 		else if (rc == STORE_NOT_FOUND)
 			rc = 0;
 	}
+	int64_t date = 0;
+	if (rc == 0 && n > 0)
+		rc = record_date(tx, op, org_id, key, &date);
 	if (rc == 0)
-		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key,
+		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key, date,
 		                       created_r);
 	free(ids);
 	return rc;
 }
 
 int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
-                                   const char *const *addresses, size_t count, size_t *profiles_r,
-                                   size_t *created_r)
+                                   int64_t date, const char *const *addresses, size_t count,
+                                   size_t *profiles_r, size_t *created_r)
 {
 	static const char op[] = "store_activities_for_addresses";
 	*profiles_r = *created_r = 0;
@@ -250,7 +242,7 @@ int store_activities_for_addresses(struct store_tx *tx, const char *org_id, cons
 		db_finish(s);
 	}
 	if (rc == 0)
-		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key,
+		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key, date,
 		                       created_r);
 	*profiles_r = n;
 	free(ids);

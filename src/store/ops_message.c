@@ -282,7 +282,6 @@ static int put_new_participants(struct store_tx *tx, const char *op, const char 
 
 int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key)
 {
-	tx->memo.record_known = false; /* the remembered date may be this record's */
 	char *text;
 	int rc = record_participants(tx, op, org_id, key, &text);
 	if (rc == STORE_NOT_FOUND)
@@ -346,7 +345,6 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
                          const char *drop)
 {
-	tx->memo.record_known = false;
 	static const char *const sql[] = {
 	    "DELETE FROM activities WHERE org_id = ?1 AND key = ?3 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE org_id = ?1 AND key = ?2)",
@@ -555,18 +553,19 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 }
 
 static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         enum store_source *source_r)
+                         enum store_source *source_r, int64_t *date_r)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT source FROM message_records WHERE org_id = ? AND key = ?");
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT source, date FROM message_records WHERE org_id = ? AND key = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, org_id);
 	db_bind_text(s, 2, key);
 	int rc = db_step(s);
-	if (rc == DB_ROW)
+	if (rc == DB_ROW) {
 		*source_r = store_source_parse(db_column_text(s, 0));
-	else if (rc != DB_DONE)
+		*date_r = db_column_int64(s, 1);
+	} else if (rc != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
@@ -590,11 +589,11 @@ static int touch_last_seen(struct store_tx *tx, const char *op, const char *org_
 
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
                       enum store_source source, enum store_activity_type type,
-                      const struct store_message *msg, bool *content_replaced_r)
+                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r)
 {
 	static const char op[] = "store_message_put";
 	*content_replaced_r = false;
-	tx->memo.record_known = false;
+	*date_r = msg->date;
 	if (store_need_write(tx, op) < 0 || check_message(op, msg) < 0)
 		return -1;
 	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
@@ -627,7 +626,8 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		return rc;
 	if (!created) {
 		enum store_source stored = STORE_SOURCE_ADDIN;
-		rc = record_source(tx, op, org_id, key, &stored);
+		int64_t stored_date = 0;
+		rc = record_source(tx, op, org_id, key, &stored, &stored_date);
 		if (rc != 0)
 			return rc < 0 ? -1 : store_invalid(op, "record vanished");
 		if (source > stored) {
@@ -636,20 +636,14 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 			*content_replaced_r = true;
 		} else if (touch_last_seen(tx, op, org_id, key, now) < 0) {
 			return -1;
+		} else {
+			*date_r = stored_date;
 		}
 	}
 	for (size_t i = 0; i < msg->alias_count; i++) {
 		if (strcmp(msg->aliases[i], key) != 0 &&
 		    put_alias(tx, op, org_id, msg->aliases[i], key) < 0)
 			return -1;
-	}
-	/* A new or replaced record has the message's date; a kept one its own (read if asked). */
-	if (created || *content_replaced_r) {
-		struct store_tx_memo *m = &tx->memo;
-		mt_strlcpy(m->record_org, org_id, sizeof(m->record_org));
-		mt_strlcpy(m->record_key, key, sizeof(m->record_key));
-		m->record_date = msg->date;
-		m->record_known = true;
 	}
 	return 0;
 }

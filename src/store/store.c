@@ -228,7 +228,6 @@ void store_tx_forget(struct store_tx *tx)
 {
 	tx->memo.feed_org[0] = '\0';
 	tx->memo.feed_next = tx->memo.feed_last = 0;
-	tx->memo.record_known = false;
 }
 
 /* Runs the write jobs of a batch as one group commit; each job's result is set. */

@@ -13,11 +13,6 @@ struct store_tx_memo {
 	/* Feed positions reserved in feed_counter and not handed out yet: [next, last]. */
 	char feed_org[MT_ID_MAX];
 	int64_t feed_next, feed_last;
-	/* The date of the record store_message_put just wrote, for its activities (one use). */
-	char record_org[MT_ID_MAX];
-	char record_key[MT_MESSAGE_KEY_MAX];
-	int64_t record_date;
-	bool record_known;
 };
 
 struct store_tx {

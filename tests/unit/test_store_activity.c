@@ -43,6 +43,7 @@ struct call {
 	char key_r[MT_MESSAGE_KEY_MAX];
 	enum store_source source_r;
 	bool flag;
+	int64_t date_r;
 	size_t count;
 	char keys[8][MT_MESSAGE_KEY_MAX];
 	char addresses[8][MT_ADDRESS_MAX + 1];
@@ -64,7 +65,8 @@ JOB(j_user_deactivate, store_user_deactivate(tx, c->org_id, c->id))
 JOB(j_profile_create, store_profile_create(tx, &c->profile))
 JOB(j_profile_delete, store_profile_delete(tx, c->org_id, c->id))
 JOB(j_lookup, store_message_lookup(tx, c->org_id, &c->msg, c->key_r, &c->source_r))
-JOB(j_put, store_message_put(tx, c->org_id, c->key, c->source, c->type, &c->msg, &c->flag))
+JOB(j_put,
+    store_message_put(tx, c->org_id, c->key, c->source, c->type, &c->msg, &c->flag, &c->date_r))
 JOB(j_add_user, store_message_add_user(tx, c->org_id, c->key, c->id, &c->flag))
 JOB(j_ensure, store_activity_ensure(tx, c->org_id, c->id, c->key, &c->flag))
 JOB(j_touch, store_activities_touch(tx, c->org_id, c->key))
@@ -224,19 +226,21 @@ static void test_record_aliases_and_trust(void **state)
 	c->msg.attachment_count = 1;
 	assert_int_equal(run(f, STORE_WRITE, j_put, c), 0);
 	assert_false(c->flag);
+	assert_int_equal(c->date_r, 1000);
 
 	/* A copy showing only the X-Mailtrail-Id, and one with a rewritten Message-ID. */
 	fill_msg(c, NULL, "T1", 1000, "a@staffing.example", "jack@candidates.example", "x");
 	assert_int_equal(run(f, STORE_READ, j_lookup, c), 0);
 	assert_string_equal(c->key_r, "mid:m1@staffing.example");
 	assert_int_equal(c->source_r, STORE_SOURCE_IMAP);
-	fill_msg(c, "rewritten@provider.example", "T1", 1000, "a@staffing.example",
+	fill_msg(c, "rewritten@provider.example", "T1", 1500, "a@staffing.example",
 	         "jack@candidates.example", "weaker copy");
 	assert_int_equal(run(f, STORE_READ, j_lookup, c), 0);
 	c->key = "mid:m1@staffing.example";
 	c->source = STORE_SOURCE_BCC;
 	assert_int_equal(run(f, STORE_WRITE, j_put, c), 0);
 	assert_false(c->flag); /* weaker: the content stays */
+	assert_int_equal(c->date_r, 1000);
 	fill_msg(c, "rewritten@provider.example", NULL, 0, "", "", "");
 	assert_int_equal(run(f, STORE_READ, j_lookup, c), 0);
 	assert_string_equal(c->key_r, "mid:m1@staffing.example");
@@ -277,6 +281,7 @@ static void test_record_aliases_and_trust(void **state)
 	c->source = STORE_SOURCE_OUTBOX;
 	assert_int_equal(run(f, STORE_WRITE, j_put, c), 0);
 	assert_true(c->flag);
+	assert_int_equal(c->date_r, 2000);
 	assert_int_equal(run(f, STORE_WRITE, j_touch, c), 0);
 	assert_int_equal(run(f, STORE_READ, j_msg_acts, c), 0);
 	assert_int_equal(c->list.count, 1);
@@ -440,9 +445,10 @@ static int j_two_acts(struct store_tx *tx, void *arg)
 	struct two_acts *t = arg;
 	struct call *c = t->c;
 	bool replaced;
+	int64_t date;
 	size_t created = 0;
 	if (store_message_put(tx, c->org_id, c->msg.aliases[0], STORE_SOURCE_IMAP, STORE_EMAIL_SENT,
-	                      &c->msg, &replaced) != 0 ||
+	                      &c->msg, &replaced, &date) != 0 ||
 	    store_activities_ensure(tx, c->org_id, t->profiles, 2, c->msg.aliases[0], &created) !=
 	        0 ||
 	    created != 2)
