@@ -88,8 +88,6 @@ static bool org_covers(const struct store_org *org, const char *address)
 /* Whether a From address is a user's, remembered for the rest of the call: a chunk's mail
  * comes from few senders, and the question was one query per message. Direct-mapped; a
  * collision only costs the query again. */
-#define FROM_MEMO_SLOTS 64
-
 struct from_memo {
 	char address[MT_ADDRESS_MAX + 1];
 	bool is_user;
@@ -99,7 +97,7 @@ struct from_memo {
 struct rules {
 	struct store_org org;
 	struct store_never_log org_list, user_list;
-	struct from_memo from[FROM_MEMO_SLOTS];
+	struct from_memo from[MT_MATCHER_FROM_MEMO];
 };
 
 static size_t memo_slot(const char *address)
@@ -107,7 +105,7 @@ static size_t memo_slot(const char *address)
 	uint32_t h = 2166136261u;
 	for (const unsigned char *p = (const unsigned char *)address; *p != '\0'; p++)
 		h = (h ^ *p) * 16777619u;
-	return h % FROM_MEMO_SLOTS;
+	return h % MT_MATCHER_FROM_MEMO;
 }
 
 /* store_address_is_user through the memo: 1, 0 or -1. */
@@ -144,7 +142,7 @@ static int rules_load(struct store_tx *tx, const char *org_id, const char *user_
 		return -1;
 	r->org_list = (struct store_never_log){0};
 	r->user_list = (struct store_never_log){0};
-	for (size_t i = 0; i < FROM_MEMO_SLOTS; i++)
+	for (size_t i = 0; i < MT_MATCHER_FROM_MEMO; i++)
 		r->from[i].address[0] = '\0';
 	int rc = store_org_get(tx, org_id, &r->org);
 	if (rc == 0)

@@ -372,9 +372,8 @@ static int import_run(struct store_tx *tx, void *arg)
 	return 0;
 }
 
-/* Backfill after a large import runs in the background, a chunk of profiles per job, so the
- * import's reply does not wait for it and other requests interleave. */
-#define BACKFILL_CHUNK 200
+/* Backfill after a large import runs in the background, MT_BACKFILL_PROFILES_JOB profiles per
+ * job, so the import's reply does not wait for it and other requests interleave. */
 
 struct backfill_job {
 	char org_id[MT_ID_MAX];
@@ -408,8 +407,9 @@ static void backfill_done(void *arg, int result)
 static void schedule_backfill(struct api *api, const char *org_id, char (*ids)[MT_ID_MAX],
                               size_t count)
 {
-	for (size_t start = 0; start < count; start += BACKFILL_CHUNK) {
-		size_t n = count - start < BACKFILL_CHUNK ? count - start : BACKFILL_CHUNK;
+	for (size_t start = 0; start < count; start += MT_BACKFILL_PROFILES_JOB) {
+		size_t n = count - start < MT_BACKFILL_PROFILES_JOB ? count - start
+		                                                    : MT_BACKFILL_PROFILES_JOB;
 		struct backfill_job *job = calloc(1, sizeof(*job));
 		if (job == NULL || (job->ids = malloc(n * sizeof(*job->ids))) == NULL) {
 			free(job);

@@ -24,6 +24,10 @@
 /* Largest message body we will transmit (the API's max_message_bytes default is 25 MiB;
  * encoding adds a third). */
 #define MT_SMTP_MESSAGE_MAX (40u * 1024 * 1024)
+/* Body bytes dot-stuffed per step, and the output level below which more are added: large
+ * messages stream through the connection's capped output buffer instead of being copied whole. */
+#define MT_SMTP_BODY_CHUNK     (64u * 1024)
+#define MT_SMTP_BODY_LOW_WATER (256u * 1024)
 
 /* SASL */
 #define MT_SASL_SECRET_MAX   4096 /* password or OAuth access token */
@@ -31,11 +35,12 @@
 #define MT_SASL_RESPONSE_MAX 12288 /* base64 of the longest initial response */
 
 /* Network buffers */
-#define MT_NET_INPUT_MAX  (64u * 1024)       /* unread input held per connection */
-#define MT_NET_OUTPUT_MAX (8u * 1024 * 1024) /* unsent output held per connection */
-#define MT_NET_READ_CHUNK 16384
-#define MT_HOSTNAME_MAX   255
-#define MT_DNS_ADDRS_MAX  16 /* addresses tried per host */
+#define MT_NET_INPUT_MAX   (64u * 1024)       /* unread input held per connection */
+#define MT_NET_OUTPUT_MAX  (8u * 1024 * 1024) /* unsent output held per connection */
+#define MT_NET_OUTPUT_KEEP (64u * 1024)       /* a drained output buffer larger is released */
+#define MT_NET_READ_CHUNK  16384
+#define MT_HOSTNAME_MAX    255
+#define MT_DNS_ADDRS_MAX   16 /* addresses tried per host */
 
 /* TLS */
 #define MT_TLS_FINGERPRINT_MAX 128 /* "spki-sha256:" + 64 hex + NUL, with room */
@@ -146,6 +151,8 @@
  * GMime's parser recurses once per nested part and has no depth limit of its own. */
 #define MT_MIME_CONTENT_TYPES_MAX (2 * MT_MIME_PARTS_MAX)
 #define MT_BACKFILL_RECORDS_MAX   10000 /* records backfilled per address, newest first */
+#define MT_BACKFILL_PROFILES_JOB  200   /* profiles per background backfill job after an import */
+#define MT_MATCHER_FROM_MEMO      64    /* From addresses remembered per matcher call */
 #define MT_NEVER_LOG_MAX          1000  /* entries per list */
 
 #endif

@@ -23,9 +23,6 @@
 #include <unistd.h>
 
 #define CONN_DEFAULT_CONNECT_TIMEOUT_MS 30000
-/* An output buffer that grew for a large message is released once drained, so that idle
- * connections stay small. */
-#define CONN_OUTPUT_KEEP_BYTES (64u * 1024)
 
 enum conn_state {
 	CONN_RESOLVING,
@@ -763,7 +760,9 @@ static void conn_flush(struct mt_conn *conn)
 	}
 	if (conn_pending(conn) > 0)
 		return;
-	if (conn->output.cap > CONN_OUTPUT_KEEP_BYTES)
+	/* An output buffer that grew for a large message goes once drained: idle connections stay
+	 * small. */
+	if (conn->output.cap > MT_NET_OUTPUT_KEEP)
 		mt_buf_free(&conn->output);
 	else
 		mt_buf_reset(&conn->output);

@@ -22,11 +22,6 @@
 #define TIMEOUT_DATA_INIT_MS (2 * 60 * 1000)
 #define TIMEOUT_DATA_END_MS  (10 * 60 * 1000)
 
-/* Body bytes stuffed per step, and the output level below which we add more: large messages
- * stream through the connection's capped output buffer instead of being copied whole. */
-#define BODY_CHUNK     (64 * 1024)
-#define BODY_LOW_WATER (256 * 1024)
-
 enum smtp_state {
 	SMTP_STATE_CONNECTING,
 	SMTP_STATE_BANNER,
@@ -475,9 +470,10 @@ static void stream_body(struct smtp_client *client)
 {
 	struct tx *tx = client->body_tx;
 	struct smtp_message *m = tx->message;
-	while (client->body_tx != NULL && mt_conn_output_pending(client->conn) < BODY_LOW_WATER) {
+	while (client->body_tx != NULL &&
+	       mt_conn_output_pending(client->conn) < MT_SMTP_BODY_LOW_WATER) {
 		size_t left = tx->accepted > 0 ? m->data_len - client->body_offset : 0;
-		size_t n = left < BODY_CHUNK ? left : BODY_CHUNK;
+		size_t n = left < MT_SMTP_BODY_CHUNK ? left : MT_SMTP_BODY_CHUNK;
 		if (n > 0) {
 			if (smtp_dot_writer_write(&client->dot, &client->out,
 			                          m->data + client->body_offset, n) < 0) {
