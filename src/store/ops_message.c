@@ -477,21 +477,17 @@ static int bind_content(struct db_stmt *s, int first, enum store_source source,
 	return i;
 }
 
-/* Inserts the record unless the key exists; *created_r tells which. */
-static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         enum store_source source, enum store_activity_type type,
-                         const struct store_message *msg, const char *participants, int64_t now,
-                         bool *created_r)
+/* Runs `sql`, the record INSERT or the content UPDATE, numbered alike: ?1 org, ?2 key, ?3-?14
+ * the content (bind_content), ?15 last_seen; the INSERT also ?16 participants, ?17 first_seen
+ * (`participants` non-NULL). */
+static int write_record(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
+                        const char *key, enum store_source source, enum store_activity_type type,
+                        const struct store_message *msg, const char *participants, int64_t now)
 {
 	struct record_json j = {0};
 	if (record_json_build(msg, &j) < 0)
 		return store_invalid(op, "out of memory");
-	struct db_stmt *s = db_prepare(
-	    tx->db, "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
-	            " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
-	            " attachments_json, participants, first_seen, last_seen)"
-	            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-	            " ON CONFLICT DO NOTHING");
+	struct db_stmt *s = db_prepare(tx->db, sql);
 	if (s == NULL) {
 		record_json_free(&j);
 		return store_fail(tx, op);
@@ -499,14 +495,34 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	db_bind_text(s, 1, org_id);
 	db_bind_text(s, 2, key);
 	int i = bind_content(s, 3, source, type, msg, &j);
-	db_bind_text(s, i++, participants);
 	db_bind_int64(s, i++, now);
-	db_bind_int64(s, i, now);
+	if (participants != NULL) {
+		db_bind_text(s, i++, participants);
+		db_bind_int64(s, i, now);
+	}
 	int rc = db_step(s);
 	record_json_free(&j);
 	if (rc != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
+	return 0;
+}
+
+/* Inserts the record unless the key exists; *created_r tells which. */
+static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         enum store_source source, enum store_activity_type type,
+                         const struct store_message *msg, const char *participants, int64_t now,
+                         bool *created_r)
+{
+	if (write_record(
+	        tx, op,
+	        "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
+	        " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
+	        " attachments_json, last_seen, participants, first_seen)"
+	        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+	        " ?16, ?17) ON CONFLICT DO NOTHING",
+	        org_id, key, source, type, msg, participants, now) < 0)
+		return -1;
 	*created_r = db_changes(tx->db) == 1;
 	return 0;
 }
@@ -515,31 +531,18 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
                            enum store_source source, enum store_activity_type type,
                            const struct store_message *msg, int64_t now)
 {
-	struct record_json j = {0};
-	if (record_json_build(msg, &j) < 0)
-		return store_invalid(op, "out of memory");
-	struct db_stmt *s = db_prepare(
-	    tx->db, "UPDATE message_records SET source = ?, type = ?, message_id = ?, date = ?,"
-	            " from_address = ?, from_name = ?, to_json = ?, cc_json = ?, bcc_json = ?,"
-	            " subject = ?, snippet = ?, attachments_json = ?, last_seen = ?"
-	            " WHERE org_id = ? AND key = ?");
-	if (s == NULL) {
-		record_json_free(&j);
-		return store_fail(tx, op);
-	}
-	int i = bind_content(s, 1, source, type, msg, &j);
-	db_bind_int64(s, i++, now);
-	db_bind_text(s, i++, org_id);
-	db_bind_text(s, i, key);
-	int rc = db_step(s);
-	record_json_free(&j);
-	if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
+	if (write_record(
+	        tx, op,
+	        "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
+	        " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
+	        " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
+	        " last_seen = ?15 WHERE org_id = ?1 AND key = ?2",
+	        org_id, key, source, type, msg, NULL, now) < 0)
+		return -1;
 
 	/* The timelines are ordered by the copied date. */
-	s = db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ?"
-	                       " WHERE org_id = ? AND key = ?");
+	struct db_stmt *s = db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ?"
+	                                       " WHERE org_id = ? AND key = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_int64(s, 1, msg->date);
