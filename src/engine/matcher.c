@@ -93,19 +93,51 @@ struct from_memo {
 	bool is_user;
 };
 
+/* Addresses that belong to no profile, remembered for the rest of the call: the mailbox owner's
+ * own address is in nearly every message of a chunk (From in Sent, To in the Inbox). The call
+ * writes no profile address, so what it learnt stays true until it returns. Direct-mapped. */
+struct unmatched_memo {
+	char address[MT_ADDRESS_MAX + 1];
+};
+
 /* The org and the lists that apply to this user, loaded once per call. */
 struct rules {
 	struct store_org org;
 	struct store_never_log org_list, user_list;
 	struct from_memo from[MT_MATCHER_FROM_MEMO];
+	struct unmatched_memo unmatched[MT_MATCHER_UNMATCHED_MEMO];
 };
 
-static size_t memo_slot(const char *address)
+static uint32_t address_hash(const char *address)
 {
 	uint32_t h = 2166136261u;
 	for (const unsigned char *p = (const unsigned char *)address; *p != '\0'; p++)
 		h = (h ^ *p) * 16777619u;
-	return h % MT_MATCHER_FROM_MEMO;
+	return h;
+}
+
+static size_t memo_slot(const char *address)
+{
+	return address_hash(address) % MT_MATCHER_FROM_MEMO;
+}
+
+static struct unmatched_memo *unmatched_slot(struct rules *rules, const char *address)
+{
+	return &rules->unmatched[address_hash(address) % MT_MATCHER_UNMATCHED_MEMO];
+}
+
+static bool known_unmatched(struct rules *rules, const char *address)
+{
+	const struct unmatched_memo *m = unmatched_slot(rules, address);
+	return m->address[0] != '\0' && strcmp(m->address, address) == 0;
+}
+
+static void remember_unmatched(struct rules *rules, const char *address)
+{
+	struct unmatched_memo *m = unmatched_slot(rules, address);
+	/* An address longer than the field is never remembered (so never confused). */
+	if (mt_strlcpy(m->address, address, sizeof(m->address)) >= sizeof(m->address))
+		m->address[0] = '\0';
 }
 
 /* store_address_is_user through the memo: 1, 0 or -1. */
@@ -144,6 +176,8 @@ static int rules_load(struct store_tx *tx, const char *org_id, const char *user_
 	r->user_list = (struct store_never_log){0};
 	for (size_t i = 0; i < MT_MATCHER_FROM_MEMO; i++)
 		r->from[i].address[0] = '\0';
+	for (size_t i = 0; i < MT_MATCHER_UNMATCHED_MEMO; i++)
+		r->unmatched[i].address[0] = '\0';
 	int rc = store_org_get(tx, org_id, &r->org);
 	if (rc == 0)
 		rc = store_never_log_get(tx, org_id, STORE_NEVER_LOG_ORG, NULL, &r->org_list);
@@ -188,10 +222,24 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 	if (rc != 0)
 		return -1;
 
-	rc = store_activities_for_addresses(tx, org_id, result_r->key, date, parts->addr,
-	                                    parts->count, &result_r->profiles_matched,
-	                                    &result_r->activities_created);
-	return rc == 0 ? 0 : -1;
+	/* Only the addresses that may belong to a profile are looked up. */
+	const char *ask[MT_MESSAGE_PARTICIPANTS_MAX];
+	bool found[MT_MESSAGE_PARTICIPANTS_MAX];
+	size_t n = 0;
+	for (size_t i = 0; i < parts->count; i++) {
+		if (!known_unmatched(rules, parts->addr[i]))
+			ask[n++] = parts->addr[i];
+	}
+	rc = store_activities_for_addresses(tx, org_id, result_r->key, date, ask, n,
+	                                    &result_r->profiles_matched,
+	                                    &result_r->activities_created, found);
+	if (rc != 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!found[i])
+			remember_unmatched(rules, ask[i]);
+	}
+	return 0;
 }
 
 static int log_one(struct store_tx *tx, const char *org_id, const char *user_id,

@@ -375,7 +375,8 @@ static void finish(struct sender *sender, struct item *item, enum mt_failure_cla
 	                  ? "ok"
 	                  : mt_class_name(cls == MT_CLASS_NONE ? MT_CLASS_RESP : cls));
 	item->finishing = true;
-	if (submit(sender, STORE_WRITE_DURABLE, finish_run, finish_done, job) < 0) {
+	if (submit(sender, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done, job) <
+	    0) {
 		mt_log(MT_LOG_ERROR, "sender.store_full", MT_KV("message", m->id));
 		sender->held--;
 		if (item->fed)
@@ -633,6 +634,13 @@ struct claim_job {
 static int claim_run(struct store_tx *tx, void *arg)
 {
 	struct claim_job *job = arg;
+	/* What a run before this one (rolled back, see STORE_REPLAYABLE) left. */
+	for (size_t i = 0; i < job->count; i++)
+		store_outbox_message_free(&job->messages[i]);
+	job->count = 0;
+	free(job->accounts);
+	job->accounts = NULL;
+	job->account_count = 0;
 	int rc = store_outbox_claim(tx, job->sender->node_id, now_s(), job->sender->p.lease_s,
 	                            job->max, job->messages, &job->count);
 	if (rc != 0)
@@ -732,7 +740,7 @@ static void claim(struct sender *sender)
 	job->sender = sender;
 	job->max = max;
 	sender->claiming = true;
-	if (submit(sender, STORE_WRITE, claim_run, claim_done, job) < 0) {
+	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, claim_run, claim_done, job) < 0) {
 		sender->claiming = false;
 		free(job->messages);
 		free(job);
@@ -805,7 +813,7 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
 	ref->sender = sender;
 	mt_strlcpy(ref->job.node_id, sender->node_id, sizeof(ref->job.node_id));
 	ref->job.until = now_s() + sender->p.lease_s;
-	if (submit(sender, STORE_WRITE, renew_run, renew_done, ref) < 0)
+	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, renew_run, renew_done, ref) < 0)
 		free(ref);
 }
 
@@ -922,7 +930,7 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 	/* Leases this node held before a restart are ours: take them back at once. */
 	job->sender = sender;
 	mt_strlcpy(job->node_id, sender->node_id, sizeof(job->node_id));
-	if (submit(sender, STORE_WRITE, release_run, release_done, job) < 0) {
+	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, release_run, release_done, job) < 0) {
 		free(job);
 		*error_r = "the store queue is full";
 		sender_free(&sender);
@@ -974,7 +982,8 @@ void sender_free(struct sender **senderp)
 	if (job != NULL) {
 		job->sender = sender;
 		mt_strlcpy(job->node_id, sender->node_id, sizeof(job->node_id));
-		if (submit(sender, STORE_WRITE, release_run, release_done, job) < 0)
+		if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, release_run, release_done, job) <
+		    0)
 			free(job);
 	}
 	if (sender->jobs == 0)

@@ -161,6 +161,8 @@ static const char *const outcome_names[] = {
 static int addin_run(struct store_tx *tx, void *arg)
 {
 	struct addin_job *job = arg;
+	store_activity_list_free(&job->list); /* a run before this one left it */
+	job->list = (struct store_activity_list){0};
 	int rc = matcher_log_message(tx, job->base.org_id, job->base.user_id, STORE_SOURCE_ADDIN,
 	                             &job->message, &job->result);
 	if (rc == 0 && job->result.outcome == MATCHER_LOGGED)
@@ -219,7 +221,7 @@ void api_addin_log(struct http_request *req, void *app)
 	}
 	mime_summary_free(&summary);
 	job->base.destroy = addin_destroy;
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, addin_run, addin_done);
+	api_job_submit(&job->base, STORE_WRITE_DURABLE | STORE_REPLAYABLE, addin_run, addin_done);
 }
 
 /* ---- GET/PUT /v1/never-log ---- */

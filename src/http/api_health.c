@@ -31,6 +31,7 @@ static void store_gauges(struct store *store)
 	    {"read_batches", st.read_batches},
 	    {"max_batch", st.max_batch},
 	    {"checkpoints", st.checkpoints},
+	    {"replays", st.replays},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		mt_metric_set_gauge("mailtrail_store", help, "what", rows[i].what, NULL, NULL,

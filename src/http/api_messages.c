@@ -312,7 +312,7 @@ static void send_loaded(void *arg, int result)
 	}
 	m->rcpt_count = total;
 	job->stage = 1;
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, send_run, enqueued);
+	api_job_submit(&job->base, STORE_WRITE_DURABLE | STORE_REPLAYABLE, send_run, enqueued);
 }
 
 /* Parses a list of recipients into the job (after those already there), counting them in

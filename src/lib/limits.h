@@ -153,6 +153,7 @@
 #define MT_BACKFILL_RECORDS_MAX   10000 /* records backfilled per address, newest first */
 #define MT_BACKFILL_PROFILES_JOB  200   /* profiles per background backfill job after an import */
 #define MT_MATCHER_FROM_MEMO      64    /* From addresses remembered per matcher call */
+#define MT_MATCHER_UNMATCHED_MEMO 64    /* addresses of no profile remembered per matcher call */
 #define MT_NEVER_LOG_MAX          1000  /* entries per list */
 
 #endif

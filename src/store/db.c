@@ -56,6 +56,11 @@ int db_bind_text(struct db_stmt *stmt, int index, const char *value)
 	return stmt_db(stmt)->driver->bind_text(stmt, index, value);
 }
 
+int db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
+{
+	return stmt_db(stmt)->driver->bind_text_ref(stmt, index, value);
+}
+
 int db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
 {
 	return stmt_db(stmt)->driver->bind_int64(stmt, index, value);

@@ -44,6 +44,7 @@ struct db_driver {
 	struct db_stmt *(*prepare)(struct db *db, const char *sql);
 	void (*finish)(struct db_stmt *stmt);
 	int (*bind_text)(struct db_stmt *stmt, int index, const char *value);
+	int (*bind_text_ref)(struct db_stmt *stmt, int index, const char *value);
 	int (*bind_int64)(struct db_stmt *stmt, int index, int64_t value);
 	int (*bind_blob)(struct db_stmt *stmt, int index, const void *value, size_t len);
 	int (*bind_null)(struct db_stmt *stmt, int index);
@@ -90,6 +91,9 @@ struct db_stmt *db_prepare(struct db *db, const char *sql);
 void db_finish(struct db_stmt *stmt);
 /* Parameters are numbered from 1. 0 or -1. A NULL text binds SQL NULL. */
 int db_bind_text(struct db_stmt *stmt, int index, const char *value);
+/* As db_bind_text without a copy (the hot paths bind a dozen texts per row): `value` must stay
+ * as it is until the statement is finished. */
+int db_bind_text_ref(struct db_stmt *stmt, int index, const char *value);
 int db_bind_int64(struct db_stmt *stmt, int index, int64_t value);
 int db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len);
 int db_bind_null(struct db_stmt *stmt, int index);

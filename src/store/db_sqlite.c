@@ -142,6 +142,15 @@ static int sqlite_bind_text(struct db_stmt *stmt, int index, const char *value)
 	return rc == SQLITE_OK ? 0 : -1;
 }
 
+/* SQLITE_STATIC: SQLite reads the caller's text until the statement is reset (db_finish). */
+static int sqlite_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
+{
+	sqlite3_stmt *st = sqs(stmt)->st;
+	int rc = value == NULL ? sqlite3_bind_null(st, index)
+	                       : sqlite3_bind_text(st, index, value, -1, SQLITE_STATIC);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
 static int sqlite_bind_int64(struct db_stmt *stmt, int index, int64_t value)
 {
 	return sqlite3_bind_int64(sqs(stmt)->st, index, value) == SQLITE_OK ? 0 : -1;
@@ -411,6 +420,7 @@ static const struct db_driver sqlite_driver = {
     .prepare = sqlite_prepare,
     .finish = sqlite_finish,
     .bind_text = sqlite_bind_text,
+    .bind_text_ref = sqlite_bind_text_ref,
     .bind_int64 = sqlite_bind_int64,
     .bind_blob = sqlite_bind_blob,
     .bind_null = sqlite_bind_null,

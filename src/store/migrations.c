@@ -15,6 +15,31 @@ struct migration {
 
 /* Text compared by prefix (profiles.name_lower, the address columns) relies on byte order: the
  * PostgreSQL migration will need COLLATE "C" on those columns or a C-collated database. */
+/* message_records as migrations 5 and 6 rebuild it (the source check spelled as comparisons),
+ * before its primary key. */
+#define RECORD_COLUMNS_DDL                                                                         \
+	" org_id TEXT NOT NULL,"                                                                   \
+	" key TEXT NOT NULL,"                                                                      \
+	" source TEXT NOT NULL CHECK (source = 'addin' OR source = 'bcc' OR source = 'imap'"       \
+	" OR source = 'outbox'),"                                                                  \
+	" type TEXT NOT NULL CHECK (type = 'email_sent' OR type = 'email_received'),"              \
+	" message_id TEXT NOT NULL,"                                                               \
+	" date BIGINT NOT NULL,"                                                                   \
+	" from_address TEXT NOT NULL,"                                                             \
+	" from_name TEXT NOT NULL,"                                                                \
+	" to_json TEXT NOT NULL,"                                                                  \
+	" cc_json TEXT NOT NULL,"                                                                  \
+	" bcc_json TEXT NOT NULL,"                                                                 \
+	" subject TEXT NOT NULL,"                                                                  \
+	" snippet TEXT NOT NULL,"                                                                  \
+	" attachments_json TEXT NOT NULL,"                                                         \
+	" participants TEXT NOT NULL,"                                                             \
+	" first_seen BIGINT NOT NULL,"                                                             \
+	" last_seen BIGINT NOT NULL,"
+#define RECORD_COLUMNS                                                                             \
+	"org_id, key, source, type, message_id, date, from_address, from_name, to_json, cc_json,"  \
+	" bcc_json, subject, snippet, attachments_json, participants, first_seen, last_seen"
+
 static const struct migration migrations[] = {
     {1, "initial",
      "CREATE TABLE orgs ("
@@ -272,38 +297,80 @@ static const struct migration migrations[] = {
      "CREATE INDEX outbox_final ON outbox_messages (state) WHERE state >= 3;"
      /* message_records again, with its source check spelled as comparisons: SQLite builds a
       * temporary table for an IN list of four and more, on every insert. */
-     "CREATE TABLE message_records_v5 ("
-     " org_id TEXT NOT NULL,"
-     " key TEXT NOT NULL,"
-     " source TEXT NOT NULL CHECK (source = 'addin' OR source = 'bcc' OR source = 'imap'"
-     " OR source = 'outbox'),"
-     " type TEXT NOT NULL CHECK (type = 'email_sent' OR type = 'email_received'),"
-     " message_id TEXT NOT NULL,"
-     " date BIGINT NOT NULL,"
-     " from_address TEXT NOT NULL,"
-     " from_name TEXT NOT NULL,"
-     " to_json TEXT NOT NULL,"
-     " cc_json TEXT NOT NULL,"
-     " bcc_json TEXT NOT NULL,"
-     " subject TEXT NOT NULL,"
-     " snippet TEXT NOT NULL,"
-     " attachments_json TEXT NOT NULL,"
-     " participants TEXT NOT NULL,"
-     " first_seen BIGINT NOT NULL,"
-     " last_seen BIGINT NOT NULL,"
-     " PRIMARY KEY (org_id, key));"
-     "INSERT INTO message_records_v5 (org_id, key, source, type, message_id, date,"
-     " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
-     " attachments_json, participants, first_seen, last_seen)"
-     " SELECT org_id, key, source, type, message_id, date, from_address, from_name, to_json,"
-     " cc_json, bcc_json, subject, snippet, attachments_json, participants, first_seen,"
-     " last_seen FROM message_records;"
+     "CREATE TABLE message_records_v5 (" RECORD_COLUMNS_DDL " PRIMARY KEY (org_id, key));"
+     "INSERT INTO message_records_v5 (" RECORD_COLUMNS ") SELECT " RECORD_COLUMNS
+     " FROM message_records;"
      "DROP TABLE message_records;"
      "ALTER TABLE message_records_v5 RENAME TO message_records;"
      "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
      /* A profile id belongs to one org: the timeline index leads with the profile (every
       * compare went through 24 equal bytes of org id before it got to it). */
      "DROP INDEX activities_timeline;"
+     "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
+
+    /* Every lookup on these keys is an equality on the org and a value (an address, a message
+     * key, an alias): the value leads, so a comparison is decided in its first bytes instead of
+     * after 24 equal bytes of org id (memcmp was a tenth of logging a message). Tables are
+     * rebuilt (SQLite cannot change a primary key in place), their indexes recreated as they
+     * were (the timeline keeps its org column: without it, SQLite's planner took the feed index
+     * for "this profile's activities" and read the whole org). profile_addresses keeps the org
+     * first: the profile search scans an address prefix within the org. */
+    {6, "keys_lead_with_the_value",
+     "CREATE TABLE message_records_v6 (" RECORD_COLUMNS_DDL " PRIMARY KEY (key, org_id));"
+     "INSERT INTO message_records_v6 (" RECORD_COLUMNS ") SELECT " RECORD_COLUMNS
+     " FROM message_records;"
+     "DROP TABLE message_records;"
+     "ALTER TABLE message_records_v6 RENAME TO message_records;"
+     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
+
+     "CREATE TABLE message_aliases_v6 ("
+     " org_id TEXT NOT NULL,"
+     " alias TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " PRIMARY KEY (alias, org_id)) WITHOUT ROWID;"
+     "INSERT INTO message_aliases_v6 (org_id, alias, key)"
+     " SELECT org_id, alias, key FROM message_aliases;"
+     "DROP TABLE message_aliases;"
+     "ALTER TABLE message_aliases_v6 RENAME TO message_aliases;"
+     "CREATE INDEX message_aliases_key ON message_aliases (key, org_id);"
+
+     "CREATE TABLE message_participants_v6 ("
+     " org_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " PRIMARY KEY (address, org_id, key)) WITHOUT ROWID;"
+     "INSERT INTO message_participants_v6 (org_id, address, key)"
+     " SELECT org_id, address, key FROM message_participants;"
+     "DROP TABLE message_participants;"
+     "ALTER TABLE message_participants_v6 RENAME TO message_participants;"
+
+     "CREATE TABLE message_users_v6 ("
+     " org_id TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " added_at BIGINT NOT NULL,"
+     " PRIMARY KEY (key, org_id, user_id)) WITHOUT ROWID;"
+     "INSERT INTO message_users_v6 (org_id, key, user_id, added_at)"
+     " SELECT org_id, key, user_id, added_at FROM message_users;"
+     "DROP TABLE message_users;"
+     "ALTER TABLE message_users_v6 RENAME TO message_users;"
+
+     "CREATE TABLE activities_v6 ("
+     " org_id TEXT NOT NULL,"
+     " key TEXT NOT NULL,"
+     " profile_id TEXT NOT NULL,"
+     " id TEXT NOT NULL,"
+     " date BIGINT NOT NULL,"
+     " seq BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL,"
+     " PRIMARY KEY (key, org_id, profile_id)) WITHOUT ROWID;"
+     "INSERT INTO activities_v6 (org_id, key, profile_id, id, date, seq, created_at,"
+     " updated_at)"
+     " SELECT org_id, key, profile_id, id, date, seq, created_at, updated_at FROM activities;"
+     "DROP TABLE activities;"
+     "ALTER TABLE activities_v6 RENAME TO activities;"
+     "CREATE UNIQUE INDEX activities_feed ON activities (org_id, seq);"
      "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
 };
 

@@ -147,13 +147,13 @@ static int insert_activities(struct store_tx *tx, const char *op, const char *or
 		struct db_stmt *s = db_prepare(
 		    tx->db, "INSERT INTO activities (org_id, key, profile_id, id, date, seq,"
 		            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-		            " ON CONFLICT (org_id, key, profile_id) DO NOTHING");
+		            " ON CONFLICT (key, org_id, profile_id) DO NOTHING");
 		if (s == NULL)
 			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, key);
-		db_bind_text(s, 3, ids[i]);
-		db_bind_text(s, 4, id);
+		db_bind_text_ref(s, 1, org_id);
+		db_bind_text_ref(s, 2, key);
+		db_bind_text_ref(s, 3, ids[i]);
+		db_bind_text_ref(s, 4, id);
 		db_bind_int64(s, 5, date);
 		db_bind_int64(s, 6, seq);
 		db_bind_int64(s, 7, now);
@@ -198,7 +198,7 @@ int store_activities_ensure(struct store_tx *tx, const char *org_id,
 
 int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
                                    int64_t date, const char *const *addresses, size_t count,
-                                   size_t *profiles_r, size_t *created_r)
+                                   size_t *profiles_r, size_t *created_r, bool *found_r)
 {
 	static const char op[] = "store_activities_for_addresses";
 	*profiles_r = *created_r = 0;
@@ -215,11 +215,15 @@ int store_activities_for_addresses(struct store_tx *tx, const char *org_id, cons
 			rc = store_fail(tx, op);
 			break;
 		}
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, addresses[i]);
+		db_bind_text_ref(s, 1, org_id);
+		db_bind_text_ref(s, 2, addresses[i]);
 		int step;
+		if (found_r != NULL)
+			found_r[i] = false;
 		while (rc == 0 && (step = db_step(s)) == DB_ROW) {
 			const char *id = db_column_text(s, 0);
+			if (found_r != NULL)
+				found_r[i] = true;
 			bool seen = false;
 			for (size_t k = 0; k < n && !seen; k++)
 				seen = strcmp(ids[k], id) == 0;
@@ -403,8 +407,10 @@ static int users_json(struct store_tx *tx, const char *op, const char *org_id, c
                       char **json_r)
 {
 	struct db_stmt *s = db_prepare(
+	    /* Joined by the user id alone (unique, and the row is the org's): with the org in
+	     * the join SQLite walked every user of the org first. */
 	    tx->db, "SELECT mu.user_id, u.email FROM message_users mu"
-	            " JOIN users u ON u.id = mu.user_id AND u.org_id = mu.org_id"
+	            " JOIN users u ON u.id = mu.user_id"
 	            " WHERE mu.org_id = ? AND mu.key = ? ORDER BY mu.added_at, mu.user_id");
 	if (s == NULL)
 		return store_fail(tx, op);

@@ -39,7 +39,9 @@ static json_t *json_text(const char *s)
 	return v != NULL ? v : json_string("");
 }
 
-static char *mailboxes_json(const struct store_mailbox *boxes, size_t count)
+/* *lossy_r is set when an address could not be kept as it is (not UTF-8): the content then
+ * does not tell the record's participants. */
+static char *mailboxes_json(const struct store_mailbox *boxes, size_t count, bool *lossy_r)
 {
 	/* Most lists are empty (Cc, Bcc): jansson's allocations cost more than the rest of it. */
 	if (count == 0)
@@ -49,8 +51,12 @@ static char *mailboxes_json(const struct store_mailbox *boxes, size_t count)
 		return NULL;
 	for (size_t i = 0; i < count; i++) {
 		json_t *o = json_object();
-		if (o == NULL ||
-		    json_object_set_new(o, "address", json_text(boxes[i].address)) < 0 ||
+		json_t *address = json_string(boxes[i].address);
+		if (address == NULL) {
+			*lossy_r = true;
+			address = json_string("");
+		}
+		if (o == NULL || json_object_set_new(o, "address", address) < 0 ||
 		    json_object_set_new(o, "name", json_text(boxes[i].name)) < 0 ||
 		    json_array_append_new(a, o) < 0) {
 			json_decref(a);
@@ -99,9 +105,13 @@ static int check_message(const char *op, const struct store_message *msg)
 
 /* ---- a record's participants ----
  *
- * message_participants is keyed by address (backfill); the addresses a record has there are
- * also kept in the record's `participants` column, one a line, which is how erasure, purge and
- * merge find a record's rows. */
+ * message_participants is keyed by address (backfill). Erasure, purge and merge find a record's
+ * rows through the record itself: the addresses of its content (From, To, Cc, Bcc, walked as
+ * part_collect walks a message) and its `participants` column, one address a line, which holds
+ * only the rest — addresses added by later copies, those of content since replaced, or all of
+ * them when an address could not be written into the content as it is. A new record's column
+ * is empty: ~100 bytes less on every record. (Records written before this kept the full list
+ * there; the union is the same.) */
 
 /* A normalised address has no control character; anything else cannot be one line. */
 static bool indexable(const char *address)
@@ -128,18 +138,77 @@ static void part_add(struct part_list *l, const char *address)
 	l->addr[l->count++] = address;
 }
 
+/* From, then To, Cc and Bcc entries while the budget lasts (every entry counts, indexable or
+ * not): the same walk over a message and over a record's stored content gives the same list. */
+struct part_walk {
+	struct part_list *list;
+	size_t budget;
+};
+
+static void walk_start(struct part_walk *w, struct part_list *l, const char *from)
+{
+	l->count = 0;
+	w->list = l;
+	w->budget = MT_MESSAGE_PARTICIPANTS_MAX - 1;
+	part_add(l, from);
+}
+
+static bool walk_add(struct part_walk *w, const char *address)
+{
+	if (w->budget == 0)
+		return false;
+	w->budget--;
+	part_add(w->list, address);
+	return true;
+}
+
 static void part_collect(const struct store_message *msg, struct part_list *l)
 {
-	size_t budget = MT_MESSAGE_PARTICIPANTS_MAX;
-	l->count = 0;
-	part_add(l, msg->from.address);
-	budget--;
+	struct part_walk w;
+	walk_start(&w, l, msg->from.address);
 	const struct store_mailbox *lists[] = {msg->to, msg->cc, msg->bcc};
 	const size_t counts[] = {msg->to_count, msg->cc_count, msg->bcc_count};
 	for (size_t k = 0; k < 3; k++) {
-		for (size_t i = 0; i < counts[k] && budget > 0; i++, budget--)
-			part_add(l, lists[k][i].address);
+		for (size_t i = 0; i < counts[k] && walk_add(&w, lists[k][i].address); i++)
+			;
 	}
+}
+
+/* The same list from a record's columns (from_address and the to, cc, bcc JSON); the strings
+ * stay valid until content_parts_free. */
+struct content_parts {
+	char *from;
+	json_t *lists[3];
+	struct part_list parts;
+};
+
+static void content_parts_free(struct content_parts *c)
+{
+	free(c->from);
+	for (size_t k = 0; k < 3; k++)
+		json_decref(c->lists[k]);
+}
+
+/* From the current row of `s`, columns `first` (from_address) to first + 3 (bcc_json). */
+static int content_parts_read(struct db_stmt *s, int first, struct content_parts *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->from = strdup(db_column_text(s, first));
+	for (int k = 0; k < 3; k++)
+		c->lists[k] = json_loads(db_column_text(s, first + 1 + k), 0, NULL);
+	if (c->from == NULL)
+		return -1;
+	struct part_walk w;
+	walk_start(&w, &c->parts, c->from);
+	for (size_t k = 0; k < 3; k++) {
+		for (size_t i = 0; i < json_array_size(c->lists[k]); i++) {
+			const char *address = json_string_value(
+			    json_object_get(json_array_get(c->lists[k], i), "address"));
+			if (!walk_add(&w, address != NULL ? address : ""))
+				break;
+		}
+	}
+	return 0;
 }
 
 /* Appends `address` as a line of the malloc'd text *text (NULL = empty). */
@@ -180,17 +249,33 @@ static int lines_split(char *text, char ***lines_r, size_t *count_r)
 	return 0;
 }
 
-/* The record's participants column (malloc'd); STORE_NOT_FOUND without the record. */
-static int record_participants(struct store_tx *tx, const char *op, const char *org_id,
-                               const char *key, char **text_r)
+/* Whether `address` is a line of `text`. */
+static bool has_line(const char *text, const char *address)
+{
+	size_t n = strlen(address);
+	for (const char *p = text; *p != '\0';) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (len == n && memcmp(p, address, n) == 0)
+			return true;
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+	}
+	return false;
+}
+
+/* The record's participants column alone (malloc'd): the addresses beyond its content's. */
+static int record_column(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         char **text_r)
 {
 	*text_r = NULL;
 	struct db_stmt *s = db_prepare(
 	    tx->db, "SELECT participants FROM message_records WHERE org_id = ? AND key = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, key);
 	int rc = db_step(s);
 	if (rc == DB_ROW)
 		*text_r = strdup(db_column_text(s, 0));
@@ -200,6 +285,45 @@ static int record_participants(struct store_tx *tx, const char *op, const char *
 	if (rc == DB_DONE)
 		return STORE_NOT_FOUND;
 	return *text_r != NULL ? 0 : store_invalid(op, "out of memory");
+}
+
+/* Every address message_participants holds for the record, one a line (malloc'd): its
+ * content's and its column's. STORE_NOT_FOUND without the record. */
+static int record_participants(struct store_tx *tx, const char *op, const char *org_id,
+                               const char *key, char **text_r)
+{
+	*text_r = NULL;
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT participants, from_address, to_json, cc_json, bcc_json"
+	                       " FROM message_records WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, key);
+	int rc = db_step(s);
+	if (rc == DB_DONE) {
+		db_finish(s);
+		return STORE_NOT_FOUND;
+	}
+	if (rc != DB_ROW)
+		return store_fail_stmt(tx, op, s);
+	char *text = strdup(db_column_text(s, 0));
+	struct content_parts c;
+	int read = content_parts_read(s, 1, &c);
+	db_finish(s);
+	size_t len = text != NULL ? strlen(text) : 0;
+	rc = text != NULL && read == 0 ? 0 : -1;
+	for (size_t i = 0; i < c.parts.count && rc == 0; i++) {
+		if (!has_line(text, c.parts.addr[i]))
+			rc = lines_append(&text, &len, c.parts.addr[i]);
+	}
+	content_parts_free(&c);
+	if (rc != 0) {
+		free(text);
+		return store_invalid(op, "out of memory");
+	}
+	*text_r = text;
+	return 0;
 }
 
 static int set_record_participants(struct store_tx *tx, const char *op, const char *org_id,
@@ -252,8 +376,10 @@ static int add_participants(struct store_tx *tx, const char *op, const char *org
 		rc = put_participant(tx, op, org_id, addresses[i], key, &added);
 		if (rc != 0 || !added)
 			continue;
+		/* A row added now is not one of the content's (those came with the record):
+		 * the column keeps it. */
 		if (!grew) {
-			rc = record_participants(tx, op, org_id, key, &text);
+			rc = record_column(tx, op, org_id, key, &text);
 			if (rc != 0)
 				break;
 			len = strlen(text);
@@ -321,10 +447,10 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 	            " WHERE a.org_id = ? AND a.alias = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, alias);
-	db_bind_text(s, 3, org_id);
-	db_bind_text(s, 4, alias);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, alias);
+	db_bind_text_ref(s, 3, org_id);
+	db_bind_text_ref(s, 4, alias);
 	int rc = db_step(s);
 	if (rc == DB_ROW) {
 		store_col_copy(s, 0, key_r, MT_MESSAGE_KEY_MAX);
@@ -431,6 +557,7 @@ static int put_alias(struct store_tx *tx, const char *op, const char *org_id, co
 
 struct record_json {
 	char *to, *cc, *bcc, *attachments;
+	bool lossy; /* an address is not in to/cc/bcc as it is: the column must list them all */
 };
 
 static void record_json_free(struct record_json *j)
@@ -443,9 +570,10 @@ static void record_json_free(struct record_json *j)
 
 static int record_json_build(const struct store_message *msg, struct record_json *j_r)
 {
-	j_r->to = mailboxes_json(msg->to, msg->to_count);
-	j_r->cc = mailboxes_json(msg->cc, msg->cc_count);
-	j_r->bcc = mailboxes_json(msg->bcc, msg->bcc_count);
+	j_r->lossy = false;
+	j_r->to = mailboxes_json(msg->to, msg->to_count, &j_r->lossy);
+	j_r->cc = mailboxes_json(msg->cc, msg->cc_count, &j_r->lossy);
+	j_r->bcc = mailboxes_json(msg->bcc, msg->bcc_count, &j_r->lossy);
 	j_r->attachments = attachments_json(msg->attachments, msg->attachment_count);
 	if (j_r->to == NULL || j_r->cc == NULL || j_r->bcc == NULL || j_r->attachments == NULL) {
 		record_json_free(j_r);
@@ -462,18 +590,18 @@ static int bind_content(struct db_stmt *s, int first, enum store_source source,
                         const struct record_json *j)
 {
 	int i = first;
-	db_bind_text(s, i++, store_source_name(source));
-	db_bind_text(s, i++, type_name(type));
-	db_bind_text(s, i++, msg->message_id);
+	db_bind_text_ref(s, i++, store_source_name(source));
+	db_bind_text_ref(s, i++, type_name(type));
+	db_bind_text_ref(s, i++, msg->message_id);
 	db_bind_int64(s, i++, msg->date);
-	db_bind_text(s, i++, msg->from.address);
-	db_bind_text(s, i++, msg->from.name);
-	db_bind_text(s, i++, j->to);
-	db_bind_text(s, i++, j->cc);
-	db_bind_text(s, i++, j->bcc);
-	db_bind_text(s, i++, msg->subject);
-	db_bind_text(s, i++, msg->snippet);
-	db_bind_text(s, i++, j->attachments);
+	db_bind_text_ref(s, i++, msg->from.address);
+	db_bind_text_ref(s, i++, msg->from.name);
+	db_bind_text_ref(s, i++, j->to);
+	db_bind_text_ref(s, i++, j->cc);
+	db_bind_text_ref(s, i++, j->bcc);
+	db_bind_text_ref(s, i++, msg->subject);
+	db_bind_text_ref(s, i++, msg->snippet);
+	db_bind_text_ref(s, i++, j->attachments);
 	return i;
 }
 
@@ -482,27 +610,21 @@ static int bind_content(struct db_stmt *s, int first, enum store_source source,
  * (`participants` non-NULL). */
 static int write_record(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
                         const char *key, enum store_source source, enum store_activity_type type,
-                        const struct store_message *msg, const char *participants, int64_t now)
+                        const struct store_message *msg, const struct record_json *j,
+                        const char *participants, int64_t now)
 {
-	struct record_json j = {0};
-	if (record_json_build(msg, &j) < 0)
-		return store_invalid(op, "out of memory");
 	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL) {
-		record_json_free(&j);
+	if (s == NULL)
 		return store_fail(tx, op);
-	}
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
-	int i = bind_content(s, 3, source, type, msg, &j);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, key);
+	int i = bind_content(s, 3, source, type, msg, j);
 	db_bind_int64(s, i++, now);
 	if (participants != NULL) {
-		db_bind_text(s, i++, participants);
+		db_bind_text_ref(s, i++, participants);
 		db_bind_int64(s, i, now);
 	}
-	int rc = db_step(s);
-	record_json_free(&j);
-	if (rc != DB_DONE)
+	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	return 0;
@@ -511,8 +633,8 @@ static int write_record(struct store_tx *tx, const char *op, const char *sql, co
 /* Inserts the record unless the key exists; *created_r tells which. */
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                          enum store_source source, enum store_activity_type type,
-                         const struct store_message *msg, const char *participants, int64_t now,
-                         bool *created_r)
+                         const struct store_message *msg, const struct record_json *j,
+                         const char *participants, int64_t now, bool *created_r)
 {
 	if (write_record(
 	        tx, op,
@@ -521,23 +643,86 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	        " attachments_json, last_seen, participants, first_seen)"
 	        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
 	        " ?16, ?17) ON CONFLICT DO NOTHING",
-	        org_id, key, source, type, msg, participants, now) < 0)
+	        org_id, key, source, type, msg, j, participants, now) < 0)
 		return -1;
 	*created_r = db_changes(tx->db) == 1;
 	return 0;
 }
 
+/* Before new content replaces the old: the old content's participants that the new one does
+ * not have (and, when the new one cannot tell its own, all of them) go into the column, so that
+ * content and column still list every index row of the record. */
+static int keep_old_participants(struct store_tx *tx, const char *op, const char *org_id,
+                                 const char *key, const struct store_message *msg,
+                                 const struct record_json *j)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT from_address, to_json, cc_json, bcc_json FROM message_records"
+	            " WHERE org_id = ? AND key = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, key);
+	int step = db_step(s);
+	if (step != DB_ROW) {
+		if (step == DB_DONE) {
+			db_finish(s);
+			return store_invalid(op, "record vanished");
+		}
+		return store_fail_stmt(tx, op, s);
+	}
+	struct content_parts old;
+	int rc = content_parts_read(s, 0, &old);
+	db_finish(s);
+	struct part_list *now = malloc(sizeof(*now));
+	char *text = NULL;
+	if (rc == 0 && now != NULL)
+		rc = record_column(tx, op, org_id, key, &text);
+	else
+		rc = store_invalid(op, "out of memory");
+	bool grew = false;
+	if (rc == 0) {
+		part_collect(msg, now);
+		size_t len = strlen(text);
+		const struct part_list *lists[] = {&old.parts, now};
+		for (size_t k = 0; k < 2 && rc == 0; k++) {
+			for (size_t i = 0; i < lists[k]->count && rc == 0; i++) {
+				const char *address = lists[k]->addr[i];
+				bool in_new = false;
+				for (size_t n = 0; n < now->count && !in_new && k == 0; n++)
+					in_new = strcmp(now->addr[n], address) == 0;
+				if ((k == 0 && in_new) || (k == 1 && !j->lossy) ||
+				    has_line(text, address))
+					continue;
+				if (lines_append(&text, &len, address) < 0)
+					rc = store_invalid(op, "out of memory");
+				grew = true;
+			}
+		}
+	}
+	if (rc == 0 && grew)
+		rc = set_record_participants(tx, op, org_id, key, text);
+	free(text);
+	free(now);
+	content_parts_free(&old);
+	return rc;
+}
+
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                            enum store_source source, enum store_activity_type type,
-                           const struct store_message *msg, int64_t now)
+                           const struct store_message *msg, const struct record_json *j,
+                           int64_t now)
 {
+	int rc = keep_old_participants(tx, op, org_id, key, msg, j);
+	if (rc != 0)
+		return rc < 0 ? -1 : store_invalid(op, "record vanished");
 	if (write_record(
 	        tx, op,
 	        "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
 	        " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
 	        " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
 	        " last_seen = ?15 WHERE org_id = ?1 AND key = ?2",
-	        org_id, key, source, type, msg, NULL, now) < 0)
+	        org_id, key, source, type, msg, j, NULL, now) < 0)
 		return -1;
 
 	/* The timelines are ordered by the copied date. */
@@ -603,39 +788,48 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		return store_invalid(op, "unknown source");
 	int64_t now = mt_wall_s();
 	struct part_list *parts = malloc(sizeof(*parts));
-	if (parts == NULL)
+	struct record_json j = {0};
+	if (parts == NULL || record_json_build(msg, &j) < 0) {
+		free(parts);
 		return store_invalid(op, "out of memory");
+	}
 	part_collect(msg, parts);
+	/* The column lists what the content does not tell: nothing, for a new record — unless an
+	 * address could not be written into the content as it is. */
 	char *text = NULL;
 	size_t len = 0;
-	for (size_t i = 0; i < parts->count; i++) {
-		if (lines_append(&text, &len, parts->addr[i]) < 0) {
-			free(text);
-			free(parts);
-			return store_invalid(op, "out of memory");
-		}
-	}
+	int rc = 0;
+	for (size_t i = 0; i < parts->count && j.lossy && rc == 0; i++)
+		rc = lines_append(&text, &len, parts->addr[i]);
 	/* Insert first: a new message (the common case) costs no extra read. */
 	bool created = false;
-	int rc = insert_record(tx, op, org_id, key, source, type, msg, text != NULL ? text : "",
-	                       now, &created);
+	if (rc == 0)
+		rc = insert_record(tx, op, org_id, key, source, type, msg, &j,
+		                   text != NULL ? text : "", now, &created);
+	else
+		rc = store_invalid(op, "out of memory");
 	free(text);
 	if (rc == 0 && created)
 		rc = put_new_participants(tx, op, org_id, key, parts);
 	else if (rc == 0)
 		rc = add_participants(tx, op, org_id, key, parts->addr, parts->count);
 	free(parts);
-	if (rc != 0)
+	if (rc != 0) {
+		record_json_free(&j);
 		return rc;
+	}
+	if (created)
+		record_json_free(&j);
 	if (!created) {
 		enum store_source stored = STORE_SOURCE_ADDIN;
 		int64_t stored_date = 0;
 		rc = record_source(tx, op, org_id, key, &stored, &stored_date);
+		if (rc == 0 && source > stored)
+			rc = replace_content(tx, op, org_id, key, source, type, msg, &j, now);
+		record_json_free(&j);
 		if (rc != 0)
 			return rc < 0 ? -1 : store_invalid(op, "record vanished");
 		if (source > stored) {
-			if (replace_content(tx, op, org_id, key, source, type, msg, now) < 0)
-				return -1;
 			*content_replaced_r = true;
 		} else if (touch_last_seen(tx, op, org_id, key, now) < 0) {
 			return -1;
@@ -663,9 +857,9 @@ int store_message_add_user(struct store_tx *tx, const char *org_id, const char *
 	                       " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
-	db_bind_text(s, 3, user_id);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, key);
+	db_bind_text_ref(s, 3, user_id);
 	db_bind_int64(s, 4, mt_wall_s());
 	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
@@ -681,8 +875,8 @@ int store_address_is_user(struct store_tx *tx, const char *org_id, const char *a
 	    db_prepare(tx->db, "SELECT 1 FROM user_addresses WHERE org_id = ? AND address = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, address);
 	int rc = db_step(s);
 	if (rc != DB_ROW && rc != DB_DONE)
 		return store_fail_stmt(tx, op, s);

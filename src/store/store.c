@@ -1,8 +1,9 @@
 /* The store thread, its job queue and the completion path back to the event loop.
  *
  * Batching: the thread takes every queued job at once (up to MT_STORE_BATCH_MAX). The write jobs
- * run first, in one write transaction with a savepoint each, and one COMMIT (with an fsync when
- * any of them is durable) — the group commit. The read jobs of the batch then run in one read
+ * run first, in one write transaction with a savepoint each (none when all are replayable, see
+ * STORE_REPLAYABLE), and one COMMIT (with an fsync when any of them is durable) — the group
+ * commit. The read jobs of the batch then run in one read
  * transaction, so a read sees every write submitted before it. Completions are queued for the
  * loop and announced on an eventfd; store_run() callers are woken through a condition variable. */
 #include "store/store_internal.h"
@@ -114,7 +115,7 @@ int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64
 	va_list ap;
 	va_start(ap, count);
 	for (size_t i = 0; i < count; i++)
-		db_bind_text(s, (int)i + 1, va_arg(ap, const char *));
+		db_bind_text_ref(s, (int)i + 1, va_arg(ap, const char *));
 	va_end(ap);
 	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
@@ -132,7 +133,7 @@ int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_
 	va_list ap;
 	va_start(ap, count);
 	for (size_t i = 0; i < count; i++)
-		db_bind_text(s, (int)i + 1, va_arg(ap, const char *));
+		db_bind_text_ref(s, (int)i + 1, va_arg(ap, const char *));
 	va_end(ap);
 	int rc = db_step(s);
 	if (rc != DB_ROW && rc != DB_DONE)
@@ -230,27 +231,39 @@ void store_tx_forget(struct store_tx *tx)
 	tx->memo.feed_next = tx->memo.feed_last = 0;
 }
 
-/* Runs the write jobs of a batch as one group commit; each job's result is set. */
-static void run_writes(struct store *store, struct store_job **jobs, size_t n)
+static bool kind_durable(enum store_job_kind kind)
+{
+	return (kind & ~STORE_REPLAYABLE) == STORE_WRITE_DURABLE;
+}
+
+enum group_outcome {
+	GROUP_COMMITTED,
+	GROUP_FAILED, /* every job's result is -1 */
+	GROUP_REPLAY, /* rolled back for a failed job without a savepoint: run the group again */
+};
+
+/* One attempt at a group commit. `careful`: a savepoint around every job, so that a failed
+ * job's changes are undone alone. Without it (every job replayable), a failed job rolls back
+ * the whole transaction: it keeps its result and is marked in `skip`; when jobs before it had
+ * succeeded, the attempt ends and the caller runs the group again, carefully; when none had,
+ * nothing else was lost and the attempt goes on in a new transaction. `skip` may be NULL when
+ * careful. */
+static enum group_outcome run_group(struct store *store, struct store_job **jobs, size_t n,
+                                    bool *skip, bool durable, bool careful)
 {
 	struct store_tx tx = {.db = store->db, .writable = true};
-	bool durable = false;
-	for (size_t i = 0; i < n; i++)
-		durable |= jobs[i]->kind == STORE_WRITE_DURABLE;
-
-	if (db_begin(store->db, durable ? DB_TX_WRITE_DURABLE : DB_TX_WRITE) < 0) {
+	enum db_tx_mode begin = durable ? DB_TX_WRITE_DURABLE : DB_TX_WRITE;
+	if (db_begin(store->db, begin) < 0) {
 		store_fail(&tx, "store.begin");
-		for (size_t i = 0; i < n; i++)
-			jobs[i]->result = -1;
-		pthread_mutex_lock(&store->mu);
-		store->stats.failed_commits++;
-		pthread_mutex_unlock(&store->mu);
-		return;
+		return GROUP_FAILED;
 	}
 	bool broken = false;
+	size_t kept = 0; /* jobs whose changes this transaction holds */
 	for (size_t i = 0; i < n && !broken; i++) {
 		struct store_job *j = jobs[i];
-		if (db_savepoint(store->db) < 0) {
+		if (skip != NULL && skip[i])
+			continue;
+		if (careful && db_savepoint(store->db) < 0) {
 			store_fail(&tx, "store.savepoint");
 			broken = true;
 			break;
@@ -266,27 +279,66 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 		}
 		if (j->result != 0)
 			store_tx_forget(&tx);
-		int rc = j->result == 0 ? db_release(store->db) : db_rollback_to(store->db);
-		if (rc < 0) {
-			store_fail(&tx, "store.savepoint");
-			broken = true;
+		if (careful) {
+			int rc = j->result == 0 ? db_release(store->db) : db_rollback_to(store->db);
+			if (rc < 0) {
+				store_fail(&tx, "store.savepoint");
+				broken = true;
+			}
+			continue;
+		}
+		if (j->result == 0) {
+			kept++;
+			continue;
+		}
+		skip[i] = true;
+		if (db_rollback(store->db) < 0) {
+			store_fail(&tx, "store.rollback");
+			return GROUP_FAILED;
+		}
+		if (kept > 0)
+			return GROUP_REPLAY;
+		if (db_begin(store->db, begin) < 0) {
+			store_fail(&tx, "store.begin");
+			return GROUP_FAILED;
 		}
 	}
-	bool committed = false;
 	if (!broken) {
-		committed = db_commit(store->db) == 0;
-		if (!committed)
-			store_fail(&tx, "store.commit");
-		else
+		if (db_commit(store->db) == 0) {
 			after_commit(store);
+			return GROUP_COMMITTED;
+		}
+		store_fail(&tx, "store.commit");
 	}
-	if (!committed) {
-		db_rollback(store->db);
+	db_rollback(store->db);
+	return GROUP_FAILED;
+}
+
+/* Runs the write jobs of a batch as one group commit; each job's result is set. A savepoint
+ * per job costs a copy of every page the job changes (SQLite's sub-journal), so a group of
+ * replayable jobs runs without them and pays only when one of its jobs fails. */
+static void run_writes(struct store *store, struct store_job **jobs, size_t n)
+{
+	bool durable = false, careful = false;
+	for (size_t i = 0; i < n; i++) {
+		durable |= kind_durable(jobs[i]->kind);
+		careful |= (jobs[i]->kind & STORE_REPLAYABLE) == 0;
+	}
+	bool *skip = careful ? NULL : calloc(n, sizeof(*skip));
+	careful |= skip == NULL;
+	enum group_outcome outcome;
+	uint64_t replays = 0;
+	while ((outcome = run_group(store, jobs, n, skip, durable, careful)) == GROUP_REPLAY) {
+		careful = true;
+		replays++;
+	}
+	if (outcome == GROUP_FAILED) {
 		for (size_t i = 0; i < n; i++)
 			jobs[i]->result = -1;
 	}
+	free(skip);
 	pthread_mutex_lock(&store->mu);
-	if (committed) {
+	if (outcome == GROUP_COMMITTED) {
 		store->stats.commits++;
 		store->stats.durable_commits += durable;
 		if (n > store->stats.max_batch)
@@ -294,6 +346,7 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 	} else {
 		store->stats.failed_commits++;
 	}
+	store->stats.replays += replays;
 	store->stats.write_jobs += n;
 	pthread_mutex_unlock(&store->mu);
 }
@@ -603,7 +656,8 @@ static struct store_job *job_new(enum store_job_kind kind, store_job_fn *fn, sto
 	struct store_job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
 		return NULL;
-	j->kind = kind;
+	/* A read is never replayed: the flag means nothing there. */
+	j->kind = (kind & ~STORE_REPLAYABLE) == STORE_READ ? STORE_READ : kind;
 	j->fn = fn;
 	j->done = done;
 	j->arg = arg;

@@ -46,9 +46,17 @@ void store_close(struct store **store);
 /* ---- jobs ---- */
 
 enum store_job_kind {
-	STORE_READ,          /* no writes; may run without a write transaction */
-	STORE_WRITE,         /* group-committed; completion after commit */
-	STORE_WRITE_DURABLE, /* as WRITE, and the commit is fsynced before completion */
+	STORE_READ = 0,          /* no writes; may run without a write transaction */
+	STORE_WRITE = 1,         /* group-committed; completion after commit */
+	STORE_WRITE_DURABLE = 2, /* as WRITE, and the commit is fsynced before completion */
+	/* Or'd into a write kind: the job may be run again. A group of write jobs runs with a
+	 * savepoint around each (SQLite copies every page a job changes into its sub-journal); a
+	 * group whose jobs are all replayable runs without, and when one of them fails the whole
+	 * transaction is rolled back and the jobs that had succeeded are run again (with the
+	 * savepoints). A replayable job reads its inputs from `arg` and the database only, and
+	 * sets its outputs in `arg` afresh on every run (never adds to them, frees what a run
+	 * before left there); the failed job itself is not run again. */
+	STORE_REPLAYABLE = 4,
 };
 
 /* Runs on the store thread inside a transaction. Return 0 to keep the job's changes, anything
@@ -76,6 +84,7 @@ struct store_stats {
 	uint64_t read_batches;    /* read transactions */
 	uint64_t max_batch;       /* most write jobs in one commit */
 	uint64_t checkpoints;     /* write-ahead log checkpoints run by the checkpoint thread */
+	uint64_t replays;         /* groups run again after a replayable job failed */
 };
 void store_stats(struct store *store, struct store_stats *stats_r);
 
@@ -316,10 +325,11 @@ int store_activities_ensure(struct store_tx *tx, const char *org_id,
 /* The matcher's step, right after store_message_put wrote the record `key` dated `date`: every
  * profile of the org having one of `addresses` gets its activity (store_profiles_by_address and
  * store_activities_ensure in one pass). *profiles_r counts the distinct profiles found,
- * *created_r the new activities. */
+ * *created_r the new activities; found_r (NULL, or `count` entries) tells which addresses
+ * belong to a profile. */
 int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
                                    int64_t date, const char *const *addresses, size_t count,
-                                   size_t *profiles_r, size_t *created_r);
+                                   size_t *profiles_r, size_t *created_r, bool *found_r);
 /* Gives every activity of the message a new feed position (its content or users changed). */
 int store_activities_touch(struct store_tx *tx, const char *org_id, const char *key);
 /* True (1) when the address or alias belongs to a user of the org (active or not), else 0;

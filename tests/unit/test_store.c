@@ -720,6 +720,8 @@ static int raw_count(const char *path, const char *sql)
 
 /* Migration 5 moves outbox bodies apart and rebuilds message_records: rows written under
  * schema 4 come through whole. */
+/* Migrations 5 (outbox bodies apart, message_records rebuilt) and 6 (keys led by the value:
+ * six tables rebuilt) on rows written under schema 4. */
 static void test_migration_5_keeps_rows(void **state)
 {
 	struct fixture *f = *state;
@@ -742,7 +744,15 @@ static void test_migration_5_keeps_rows(void **state)
 	        " ('msg_1', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
 	        " X'414243', 3, 0, 0, 0),"
 	        " ('msg_2', 'org_1', 'usr_1', 3, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
-	        " NULL, 0, 0, 0, 0)"),
+	        " NULL, 0, 0, 0, 0);"
+	        "INSERT INTO orgs (id, name, created_at) VALUES ('org_1', 'O', 0);"
+	        "INSERT INTO profiles VALUES ('prf_1', 'org_1', 'applicant', 'P', 'p', 0, 0);"
+	        "INSERT INTO profile_addresses VALUES ('org_1', 'p@x.example', 'prf_1', 0);"
+	        "INSERT INTO message_aliases VALUES ('org_1', 'mt:a', 'mid:a');"
+	        "INSERT INTO message_participants VALUES ('org_1', 'f@x.example', 'mid:a');"
+	        "INSERT INTO message_users VALUES ('org_1', 'mid:a', 'usr_1', 5);"
+	        "INSERT INTO activities VALUES ('org_1', 'mid:a', 'prf_1', 'act_1', 1, 7, 0, 0);"
+	        "INSERT INTO feed_counter VALUES ('org_1', 7)"),
 	    0);
 	db_close(&db);
 	struct store *s = store_open(path, NULL, &error);
@@ -758,6 +768,25 @@ static void test_migration_5_keeps_rows(void **state)
 	                 1);
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_bodies"), 1);
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_messages"), 2);
+	/* Migration 6: every row kept, found through the rebuilt keys. */
+	static const char *const kept[] = {
+	    "SELECT COUNT(*) FROM profile_addresses WHERE address = 'p@x.example'"
+	    " AND org_id = 'org_1' AND profile_id = 'prf_1' AND pos = 0",
+	    "SELECT COUNT(*) FROM message_aliases WHERE alias = 'mt:a' AND org_id = 'org_1'"
+	    " AND key = 'mid:a'",
+	    "SELECT COUNT(*) FROM message_participants WHERE address = 'f@x.example'"
+	    " AND org_id = 'org_1' AND key = 'mid:a'",
+	    "SELECT COUNT(*) FROM message_users WHERE key = 'mid:a' AND org_id = 'org_1'"
+	    " AND user_id = 'usr_1' AND added_at = 5",
+	    "SELECT COUNT(*) FROM activities WHERE key = 'mid:a' AND org_id = 'org_1'"
+	    " AND profile_id = 'prf_1' AND id = 'act_1' AND seq = 7",
+	    "SELECT COUNT(*) FROM activities INDEXED BY activities_feed WHERE org_id = 'org_1'"
+	    " AND seq = 7",
+	    "SELECT COUNT(*) FROM activities INDEXED BY activities_timeline"
+	    " WHERE profile_id = 'prf_1' AND date = 1",
+	};
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+		assert_int_equal(raw_count(path, kept[i]), 1);
 	static const char *const suffixes[] = {"", "-wal", "-shm"};
 	for (size_t i = 0; i < 3; i++) {
 		char p[TEMP_STORE_PATH_MAX + 16];
@@ -823,27 +852,60 @@ static void test_migrations_idempotent(void **state)
 
 /* ---- the group commit, through an event loop ---- */
 
-struct async {
-	struct event_base *base;
-	int done, ok;
-	pthread_mutex_t gate_mu;
-	pthread_cond_t gate_cv;
-	bool gate_entered, gate_open;
-	struct store_org orgs[1000];
+/* A job that holds the store thread until the test opens it, so that every job submitted
+ * meanwhile is in the next batch: the batch is then deterministic. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool entered, open;
 };
 
 static int j_gate(struct store_tx *tx, void *arg)
 {
 	(void)tx;
-	struct async *a = arg;
-	pthread_mutex_lock(&a->gate_mu);
-	a->gate_entered = true;
-	pthread_cond_broadcast(&a->gate_cv);
-	while (!a->gate_open)
-		pthread_cond_wait(&a->gate_cv, &a->gate_mu);
-	pthread_mutex_unlock(&a->gate_mu);
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = true;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
 	return 0;
 }
+
+/* Submits the gate and returns once the store thread is inside it. */
+static void gate_close(struct store *s, struct gate *g)
+{
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->entered = g->open = false;
+	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, g), 0);
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_destroy(struct gate *g)
+{
+	pthread_mutex_destroy(&g->mu);
+	pthread_cond_destroy(&g->cv);
+}
+
+struct async {
+	struct event_base *base;
+	int done, ok;
+	struct gate gate;
+	struct store_org orgs[1000];
+};
 
 static int j_async_org(struct store_tx *tx, void *arg)
 {
@@ -868,19 +930,12 @@ static void test_group_commit(void **state)
 	struct async *a = calloc(1, sizeof(*a));
 	async_of = a;
 	a->base = event_base_new();
-	pthread_mutex_init(&a->gate_mu, NULL);
-	pthread_cond_init(&a->gate_cv, NULL);
 	const char *error = NULL;
 	struct store *s = store_open(f->path, a->base, &error);
 	assert_non_null(s);
 
-	/* Hold the store thread in a job so that all 1000 are queued when it comes back: the batch
-	 * is then deterministic. */
-	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, a), 0);
-	pthread_mutex_lock(&a->gate_mu);
-	while (!a->gate_entered)
-		pthread_cond_wait(&a->gate_cv, &a->gate_mu);
-	pthread_mutex_unlock(&a->gate_mu);
+	/* Hold the store thread so that all 1000 are queued when it comes back. */
+	gate_close(s, &a->gate);
 	struct store_stats before;
 	store_stats(s, &before);
 	for (int i = 0; i < 1000; i++) {
@@ -888,10 +943,7 @@ static void test_group_commit(void **state)
 		assert_int_equal(
 		    store_submit(s, STORE_WRITE_DURABLE, j_async_org, on_done, &a->orgs[i]), 0);
 	}
-	pthread_mutex_lock(&a->gate_mu);
-	a->gate_open = true;
-	pthread_cond_broadcast(&a->gate_cv);
-	pthread_mutex_unlock(&a->gate_mu);
+	gate_open(&a->gate);
 
 	event_base_dispatch(a->base);
 	assert_int_equal(a->done, 1000);
@@ -932,9 +984,122 @@ static void test_group_commit(void **state)
 	assert_int_equal(store_submit(f->store, STORE_WRITE, j_async_org, on_done, &a->orgs[0]),
 	                 -1);
 	event_base_free(a->base);
-	pthread_mutex_destroy(&a->gate_mu);
-	pthread_cond_destroy(&a->gate_cv);
+	gate_destroy(&a->gate);
 	free(a);
+}
+
+/* ---- replayable jobs: a group without savepoints, run again when one of its jobs fails ---- */
+
+#define REPLAY_JOBS 6
+
+struct replay_job {
+	struct store_org org;
+	bool fail; /* create the org, then fail: its row must not stay */
+	int runs;  /* the test's own count; a real job sets its outputs afresh */
+	int result;
+};
+
+struct replay {
+	struct event_base *base;
+	struct replay_job jobs[REPLAY_JOBS];
+	int done;
+	struct gate gate;
+};
+
+static struct replay *replay_of;
+
+static int j_replay(struct store_tx *tx, void *arg)
+{
+	struct replay_job *j = arg;
+	j->runs++;
+	j->org.id[0] = '\0';
+	int rc = store_org_create(tx, &j->org);
+	return rc == 0 && j->fail ? STORE_CONFLICT : rc;
+}
+
+static void on_replay_done(void *arg, int result)
+{
+	struct replay_job *j = arg;
+	j->result = result;
+	if (++replay_of->done == REPLAY_JOBS)
+		event_base_loopbreak(replay_of->base);
+}
+
+static int orgs_named(const char *path, const char *name)
+{
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(
+	    sqlite3_prepare_v2(raw, "SELECT COUNT(*) FROM orgs WHERE name = ?", -1, &st, NULL),
+	    SQLITE_OK);
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	int n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+	return n;
+}
+
+/* Runs REPLAY_JOBS jobs as one batch: `failing` (-1: none) creates its org and fails, `plain`
+ * (-1: none) is submitted without STORE_REPLAYABLE. Returns the replays counted. */
+static uint64_t run_replay_batch(struct fixture *f, const char *tag, int failing, int plain)
+{
+	struct replay *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	replay_of = r;
+	r->base = event_base_new();
+	const char *error = NULL;
+	struct store *s = store_open(f->path, r->base, &error);
+	assert_non_null(s);
+	gate_close(s, &r->gate);
+	struct store_stats before, after;
+	store_stats(s, &before);
+	for (int i = 0; i < REPLAY_JOBS; i++) {
+		struct replay_job *j = &r->jobs[i];
+		snprintf(j->org.name, sizeof(j->org.name), "%s %d", tag, i);
+		j->fail = i == failing;
+		enum store_job_kind kind =
+		    i == plain ? STORE_WRITE : STORE_WRITE | STORE_REPLAYABLE;
+		assert_int_equal(store_submit(s, kind, j_replay, on_replay_done, j), 0);
+	}
+	gate_open(&r->gate);
+	event_base_dispatch(r->base);
+	store_stats(s, &after);
+	store_close(&s);
+
+	assert_int_equal(r->done, REPLAY_JOBS);
+	assert_int_equal(after.commits - before.commits, 1);
+	assert_int_equal(after.max_batch, REPLAY_JOBS);
+	uint64_t replays = after.replays - before.replays;
+	for (int i = 0; i < REPLAY_JOBS; i++) {
+		struct replay_job *j = &r->jobs[i];
+		assert_int_equal(j->result, i == failing ? STORE_CONFLICT : 0);
+		/* Each kept job's org is there once, the failed job's not at all. */
+		assert_int_equal(orgs_named(f->path, j->org.name), i == failing ? 0 : 1);
+		/* Only the jobs that had succeeded before the failure run again; the failed one
+		 * does not. */
+		int runs = replays > 0 && failing >= 0 && i < failing ? 2 : 1;
+		assert_int_equal(j->runs, runs);
+	}
+	event_base_free(r->base);
+	gate_destroy(&r->gate);
+	free(r);
+	return replays;
+}
+
+static void test_replayable_jobs(void **state)
+{
+	struct fixture *f = *state;
+	/* All succeed: no savepoints, no replay. */
+	assert_int_equal(run_replay_batch(f, "clean", -1, -1), 0);
+	/* The fourth fails after its write: rolled back with the three before it, which run
+	 * again; the two after it run once. */
+	assert_int_equal(run_replay_batch(f, "middle", 3, -1), 1);
+	/* The first fails: nothing else was lost, the group goes on without a replay. */
+	assert_int_equal(run_replay_batch(f, "first", 0, -1), 0);
+	/* One job that is not replayable: savepoints for all, the failure undone alone. */
+	assert_int_equal(run_replay_batch(f, "mixed", 3, 5), 0);
 }
 
 /* ---- two handles on one file: `mailtrail init` beside `serve` ---- */
@@ -1015,6 +1180,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_job_rolls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replayable_jobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -766,6 +766,91 @@ static void test_erasure(void **state)
 	free(c);
 }
 
+/* The record's participants column holds only what its content does not tell; content and
+ * column together still find every index row (purge leaves none behind). */
+static const char *raw_text(sqlite3 *raw, const char *sql, char *buf, size_t size)
+{
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	snprintf(buf, size, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return buf;
+}
+
+static void test_participants_column(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	sqlite3_busy_timeout(raw, 5000);
+	char buf[512];
+	static const char column[] =
+	    "SELECT participants FROM message_records WHERE key = 'mid:p@x'";
+
+	/* New: everything is in the content, the column is empty. */
+	fill_msg(c, "p@x", NULL, 1000, "a@staffing.example", "jack@candidates.example", "p");
+	snprintf(c->cc[0].address, sizeof(c->cc[0].address), "x1@elsewhere.example");
+	c->msg.cc = c->cc;
+	c->msg.cc_count = 1;
+	c->source = STORE_SOURCE_IMAP;
+	log_msg(f, c, NULL, NULL);
+	assert_string_equal(raw_text(raw, column, buf, sizeof(buf)), "");
+	c->key = "mid:p@x";
+	assert_int_equal(run(f, STORE_READ, j_parts, c), 0);
+	assert_int_equal(c->count, 3);
+	assert_string_equal(c->addresses[2], "x1@elsewhere.example");
+
+	/* A weaker copy with a Bcc: the new address goes into the column. */
+	fill_msg(c, "p@x", NULL, 1000, "a@staffing.example", "jack@candidates.example", "p");
+	snprintf(c->cc[0].address, sizeof(c->cc[0].address), "x2@elsewhere.example");
+	c->msg.bcc = c->cc;
+	c->msg.bcc_count = 1;
+	c->source = STORE_SOURCE_BCC;
+	log_msg(f, c, NULL, NULL);
+	assert_string_equal(raw_text(raw, column, buf, sizeof(buf)), "x2@elsewhere.example");
+
+	/* A stronger copy without x1: x1 leaves the content for the column. */
+	fill_msg(c, "p@x", NULL, 1000, "a@staffing.example", "jack@candidates.example", "p");
+	c->source = STORE_SOURCE_OUTBOX;
+	log_msg(f, c, NULL, NULL);
+	assert_string_equal(raw_text(raw, column, buf, sizeof(buf)),
+	                    "x2@elsewhere.example\nx1@elsewhere.example");
+	assert_int_equal(run(f, STORE_READ, j_parts, c), 0);
+	assert_int_equal(c->count, 4);
+	assert_string_equal(c->addresses[0], "a@staffing.example");
+	assert_string_equal(c->addresses[1], "jack@candidates.example");
+	assert_string_equal(c->addresses[2], "x1@elsewhere.example");
+	assert_string_equal(c->addresses[3], "x2@elsewhere.example");
+
+	/* An address the content cannot hold as it is (not UTF-8): the column lists them all. */
+	fill_msg(c, "q@x", NULL, 1000, "a@staffing.example", "\xff\xfe@bad.example", "q");
+	c->source = STORE_SOURCE_IMAP;
+	log_msg(f, c, NULL, NULL);
+	assert_string_equal(
+	    raw_text(raw, "SELECT participants FROM message_records WHERE key = 'mid:q@x'", buf,
+	             sizeof(buf)),
+	    "a@staffing.example\n\xff\xfe@bad.example");
+
+	/* Purged, neither leaves an index row behind. */
+	assert_int_equal(sqlite3_exec(raw,
+	                              "UPDATE message_records SET last_seen = 100 WHERE key IN"
+	                              " ('mid:p@x', 'mid:q@x')",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	c->before = 1000;
+	assert_int_equal(run(f, STORE_WRITE, j_purge, c), 0);
+	assert_int_equal(c->count, 2);
+	assert_string_equal(raw_text(raw,
+	                             "SELECT COUNT(*) FROM message_participants WHERE key IN"
+	                             " ('mid:p@x', 'mid:q@x')",
+	                             buf, sizeof(buf)),
+	                    "0");
+	sqlite3_close(raw);
+	free(c);
+}
+
 static void test_never_log_lists(void **state)
 {
 	struct fixture *f = *state;
@@ -833,6 +918,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_timeline, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_erasure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_participants_column, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_never_log_lists, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
