@@ -109,6 +109,7 @@
 #define MT_SQLITE_MMAP_BYTES         1073741824 /* mapped file window (1 GiB) */
 #define MT_SQLITE_LOOKASIDE_SLOT     1200       /* bytes per lookaside slot */
 #define MT_SQLITE_LOOKASIDE_SLOTS    4096       /* ~4.9 MB per connection */
+#define MT_MALLOC_TOP_PAD            (64 << 20) /* heap growth step (glibc M_TOP_PAD) */
 #define MT_STORE_QUEUE_MAX           100000     /* jobs waiting for the store thread */
 #define MT_FEED_RESERVE              256        /* feed positions taken from the counter at once */
 #define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */

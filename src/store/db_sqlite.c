@@ -3,6 +3,7 @@
 #include "lib/limits.h"
 
 #include <pthread.h>
+#include <malloc.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,6 +345,10 @@ static _Thread_local char open_error[MT_ERROR_TEXT_MAX];
 static void configure_sqlite(void)
 {
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	/* A big commit grows the page cache by tens of thousands of 4 KB pages; glibc would extend
+	 * the store thread's heap 128 KB at a time (an mprotect each). Address space only: pages
+	 * become resident when SQLite touches them. */
+	mallopt(M_TOP_PAD, MT_MALLOC_TOP_PAD);
 }
 
 struct db *db_sqlite_open(const char *path, const char **error_r)
@@ -354,8 +359,9 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 		return NULL;
 	}
 	d->base.driver = &sqlite_driver;
-	/* No global memory statistics: they take a process-wide mutex on every allocation. Has to
-	 * precede SQLite's initialisation; later calls fail harmlessly. */
+	/* Process-wide settings: no global memory statistics (they take a process-wide mutex on
+	 * every allocation), malloc's heap step. Has to precede SQLite's initialisation; later
+	 * calls fail harmlessly. */
 	static pthread_once_t configured = PTHREAD_ONCE_INIT;
 	pthread_once(&configured, configure_sqlite);
 	/* NOMUTEX: the connection is only ever used by one thread at a time (the store thread). */
