@@ -211,14 +211,14 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 	else if (rc != 0)
 		return -1;
 	bool replaced = false, user_added = false;
-	int64_t date = 0;
+	int64_t date = 0, record = 0;
 	rc = store_message_put(tx, org_id, result_r->key, source, result_r->type, msg, &replaced,
-	                       &date);
+	                       &date, &record);
 	if (rc == 0 && user_id != NULL && user_id[0] != '\0')
-		rc = store_message_add_user(tx, org_id, result_r->key, user_id, &user_added);
+		rc = store_message_add_user(tx, record, user_id, &user_added);
 	/* Before the new activities are made, so that each change costs one feed position. */
 	if (rc == 0 && existed && (replaced || user_added))
-		rc = store_activities_touch(tx, org_id, result_r->key);
+		rc = store_activities_touch(tx, org_id, record);
 	if (rc != 0)
 		return -1;
 
@@ -230,7 +230,7 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 		if (!known_unmatched(rules, parts->addr[i]))
 			ask[n++] = parts->addr[i];
 	}
-	rc = store_activities_for_addresses(tx, org_id, result_r->key, date, ask, n,
+	rc = store_activities_for_addresses(tx, org_id, record, date, ask, n,
 	                                    &result_r->profiles_matched,
 	                                    &result_r->activities_created, found);
 	if (rc != 0)

@@ -106,6 +106,11 @@ int64_t db_changes(struct db *db)
 	return db->driver->changes(db);
 }
 
+int64_t db_last_insert_id(struct db *db)
+{
+	return db->driver->last_insert_id(db);
+}
+
 int db_begin(struct db *db, enum db_tx_mode mode)
 {
 	return db->driver->begin(db, mode);

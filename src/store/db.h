@@ -54,6 +54,7 @@ struct db_driver {
 	const void *(*column_blob)(struct db_stmt *stmt, int index, size_t *len_r);
 	bool (*column_is_null)(struct db_stmt *stmt, int index);
 	int64_t (*changes)(struct db *db);
+	int64_t (*last_insert_id)(struct db *db);
 	int (*begin)(struct db *db, enum db_tx_mode mode);
 	int (*commit)(struct db *db);
 	int (*rollback)(struct db *db);
@@ -106,6 +107,8 @@ const void *db_column_blob(struct db_stmt *stmt, int index, size_t *len_r);
 bool db_column_is_null(struct db_stmt *stmt, int index);
 /* Rows changed by the last INSERT/UPDATE/DELETE. */
 int64_t db_changes(struct db *db);
+/* The number the last INSERT gave its row (an INTEGER PRIMARY KEY / identity column). */
+int64_t db_last_insert_id(struct db *db);
 
 /* Transactions. Savepoints nest (one per job, one per multi-statement operation inside it);
  * db_rollback_to() undoes the innermost savepoint and removes it, as db_release() does. */

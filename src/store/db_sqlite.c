@@ -215,6 +215,11 @@ static int64_t sqlite_changes(struct db *db)
 	return sqlite3_changes64(sq(db)->conn);
 }
 
+static int64_t sqlite_last_insert_id(struct db *db)
+{
+	return sqlite3_last_insert_rowid(sq(db)->conn);
+}
+
 /* Runs one cached parameterless statement to completion. */
 static int run_simple(struct db *db, const char *sql)
 {
@@ -436,6 +441,7 @@ static const struct db_driver sqlite_driver = {
     .column_blob = sqlite_column_blob,
     .column_is_null = sqlite_column_is_null,
     .changes = sqlite_changes,
+    .last_insert_id = sqlite_last_insert_id,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,

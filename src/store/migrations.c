@@ -308,68 +308,78 @@ static const struct migration migrations[] = {
      "DROP INDEX activities_timeline;"
      "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
 
-    /* Every lookup on these keys is an equality on the org and a value (an address, a message
-     * key, an alias): the value leads, so a comparison is decided in its first bytes instead of
-     * after 24 equal bytes of org id (memcmp was a tenth of logging a message). Tables are
-     * rebuilt (SQLite cannot change a primary key in place), their indexes recreated as they
-     * were (the timeline keeps its org column: without it, SQLite's planner took the feed index
-     * for "this profile's activities" and read the whole org). profile_addresses keeps the org
-     * first: the profile search scans an address prefix within the org. */
-    {6, "keys_lead_with_the_value",
-     "CREATE TABLE message_records_v6 (" RECORD_COLUMNS_DDL " PRIMARY KEY (key, org_id));"
-     "INSERT INTO message_records_v6 (" RECORD_COLUMNS ") SELECT " RECORD_COLUMNS
+    /* Message records get a number (`rid`, the rowid), and their children — aliases,
+     * participants, users, activities — point to it instead of repeating (org, key): a key is
+     * a Message-ID, 30 to 80 bytes, in five b-trees per message. The record's own unique key
+     * and the children's lead with the value looked up (key, alias, address), then the org, so
+     * a comparison is decided in its first bytes instead of after 24 equal bytes of org id.
+     * profile_addresses keeps the org first (the profile search scans an address prefix in the
+     * org); the timeline keeps its org column (without it SQLite's planner took the feed index
+     * for "this profile's activities" and read the whole org). Tables are rebuilt (SQLite
+     * cannot change a primary key in place); a record keeps its rowid as its number. The
+     * PostgreSQL spelling of `rid INTEGER PRIMARY KEY` is an identity column. */
+    {6, "record_numbers",
+     "CREATE TABLE message_records_v6 (rid INTEGER PRIMARY KEY," RECORD_COLUMNS_DDL
+     " UNIQUE (key, org_id));"
+     "INSERT INTO message_records_v6 (rid, " RECORD_COLUMNS ") SELECT rowid, " RECORD_COLUMNS
      " FROM message_records;"
-     "DROP TABLE message_records;"
-     "ALTER TABLE message_records_v6 RENAME TO message_records;"
-     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
 
      "CREATE TABLE message_aliases_v6 ("
      " org_id TEXT NOT NULL,"
      " alias TEXT NOT NULL,"
-     " key TEXT NOT NULL,"
+     " rid BIGINT NOT NULL,"
      " PRIMARY KEY (alias, org_id)) WITHOUT ROWID;"
-     "INSERT INTO message_aliases_v6 (org_id, alias, key)"
-     " SELECT org_id, alias, key FROM message_aliases;"
-     "DROP TABLE message_aliases;"
-     "ALTER TABLE message_aliases_v6 RENAME TO message_aliases;"
-     "CREATE INDEX message_aliases_key ON message_aliases (key, org_id);"
+     "INSERT INTO message_aliases_v6 (org_id, alias, rid)"
+     " SELECT a.org_id, a.alias, r.rid FROM message_aliases a"
+     " JOIN message_records_v6 r ON r.key = a.key AND r.org_id = a.org_id;"
 
      "CREATE TABLE message_participants_v6 ("
      " org_id TEXT NOT NULL,"
      " address TEXT NOT NULL,"
-     " key TEXT NOT NULL,"
-     " PRIMARY KEY (address, org_id, key)) WITHOUT ROWID;"
-     "INSERT INTO message_participants_v6 (org_id, address, key)"
-     " SELECT org_id, address, key FROM message_participants;"
-     "DROP TABLE message_participants;"
-     "ALTER TABLE message_participants_v6 RENAME TO message_participants;"
+     " rid BIGINT NOT NULL,"
+     " PRIMARY KEY (address, org_id, rid)) WITHOUT ROWID;"
+     "INSERT INTO message_participants_v6 (org_id, address, rid)"
+     " SELECT p.org_id, p.address, r.rid FROM message_participants p"
+     " JOIN message_records_v6 r ON r.key = p.key AND r.org_id = p.org_id;"
 
+     /* A user id is one org's: the number alone says whose record it is. */
      "CREATE TABLE message_users_v6 ("
-     " org_id TEXT NOT NULL,"
-     " key TEXT NOT NULL,"
+     " rid BIGINT NOT NULL,"
      " user_id TEXT NOT NULL,"
      " added_at BIGINT NOT NULL,"
-     " PRIMARY KEY (key, org_id, user_id)) WITHOUT ROWID;"
-     "INSERT INTO message_users_v6 (org_id, key, user_id, added_at)"
-     " SELECT org_id, key, user_id, added_at FROM message_users;"
-     "DROP TABLE message_users;"
-     "ALTER TABLE message_users_v6 RENAME TO message_users;"
+     " PRIMARY KEY (rid, user_id)) WITHOUT ROWID;"
+     "INSERT INTO message_users_v6 (rid, user_id, added_at)"
+     " SELECT r.rid, u.user_id, u.added_at FROM message_users u"
+     " JOIN message_records_v6 r ON r.key = u.key AND r.org_id = u.org_id;"
 
+     /* As is a profile id: (record, profile) is the activity's identity. */
      "CREATE TABLE activities_v6 ("
-     " org_id TEXT NOT NULL,"
-     " key TEXT NOT NULL,"
+     " rid BIGINT NOT NULL,"
      " profile_id TEXT NOT NULL,"
+     " org_id TEXT NOT NULL,"
      " id TEXT NOT NULL,"
      " date BIGINT NOT NULL,"
      " seq BIGINT NOT NULL,"
      " created_at BIGINT NOT NULL,"
      " updated_at BIGINT NOT NULL,"
-     " PRIMARY KEY (key, org_id, profile_id)) WITHOUT ROWID;"
-     "INSERT INTO activities_v6 (org_id, key, profile_id, id, date, seq, created_at,"
+     " PRIMARY KEY (rid, profile_id)) WITHOUT ROWID;"
+     "INSERT INTO activities_v6 (rid, profile_id, org_id, id, date, seq, created_at,"
      " updated_at)"
-     " SELECT org_id, key, profile_id, id, date, seq, created_at, updated_at FROM activities;"
+     " SELECT r.rid, a.profile_id, a.org_id, a.id, a.date, a.seq, a.created_at, a.updated_at"
+     " FROM activities a JOIN message_records_v6 r ON r.key = a.key AND r.org_id = a.org_id;"
+
      "DROP TABLE activities;"
+     "DROP TABLE message_users;"
+     "DROP TABLE message_participants;"
+     "DROP TABLE message_aliases;"
+     "DROP TABLE message_records;"
+     "ALTER TABLE message_records_v6 RENAME TO message_records;"
+     "ALTER TABLE message_aliases_v6 RENAME TO message_aliases;"
+     "ALTER TABLE message_participants_v6 RENAME TO message_participants;"
+     "ALTER TABLE message_users_v6 RENAME TO message_users;"
      "ALTER TABLE activities_v6 RENAME TO activities;"
+     "CREATE INDEX message_records_last_seen ON message_records (last_seen);"
+     "CREATE INDEX message_aliases_rid ON message_aliases (rid);"
      "CREATE UNIQUE INDEX activities_feed ON activities (org_id, seq);"
      "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
 };

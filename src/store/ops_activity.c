@@ -96,19 +96,21 @@ static void new_activity_id(char out[MT_ID_MAX])
 	out[4 + sizeof(raw)] = '\0';
 }
 
-/* The record's date (copied into its activities for the timeline). */
-static int record_date(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                       int64_t *date_r)
+/* The record's number and date (copied into its activities for the timeline). */
+static int record_of(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                     int64_t *rid_r, int64_t *date_r)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT date FROM message_records WHERE org_id = ? AND key = ?");
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT rid, date FROM message_records WHERE key = ? AND org_id = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
+	db_bind_text_ref(s, 1, key);
+	db_bind_text_ref(s, 2, org_id);
 	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*date_r = db_column_int64(s, 0);
+	if (rc == DB_ROW) {
+		*rid_r = db_column_int64(s, 0);
+		*date_r = db_column_int64(s, 1);
+	}
 	db_finish(s);
 	if (rc == DB_ROW)
 		return 0;
@@ -123,7 +125,7 @@ static int profile_in_org(struct store_tx *tx, const char *op, const char *org_i
 	                        org_id, profile_id);
 }
 
-/* Inserts the activities of `key` (dated `date`) for `ids` (the org's profiles), taking one
+/* Inserts the activities of record `rid` (dated `date`) for `ids` (the org's profiles), taking one
  * feed reservation for all: a position left unused by an activity that already existed is a gap,
  * which a reader paging by `since` never notices.
  *
@@ -132,8 +134,8 @@ static int profile_in_org(struct store_tx *tx, const char *op, const char *org_i
  * journal, and closing it inside the job's savepoint costs time in proportion to the pages the
  * transaction has dirtied — quadratic over a job of a thousand messages. */
 static int insert_activities(struct store_tx *tx, const char *op, const char *org_id,
-                             const char (*ids)[MT_ID_MAX], size_t count, const char *key,
-                             int64_t date, size_t *created_r)
+                             const char (*ids)[MT_ID_MAX], size_t count, int64_t rid, int64_t date,
+                             size_t *created_r)
 {
 	if (count == 0)
 		return 0;
@@ -145,14 +147,14 @@ static int insert_activities(struct store_tx *tx, const char *op, const char *or
 		char id[MT_ID_MAX];
 		new_activity_id(id);
 		struct db_stmt *s = db_prepare(
-		    tx->db, "INSERT INTO activities (org_id, key, profile_id, id, date, seq,"
+		    tx->db, "INSERT INTO activities (rid, profile_id, org_id, id, date, seq,"
 		            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-		            " ON CONFLICT (key, org_id, profile_id) DO NOTHING");
+		            " ON CONFLICT (rid, profile_id) DO NOTHING");
 		if (s == NULL)
 			return store_fail(tx, op);
-		db_bind_text_ref(s, 1, org_id);
-		db_bind_text_ref(s, 2, key);
-		db_bind_text_ref(s, 3, ids[i]);
+		db_bind_int64(s, 1, rid);
+		db_bind_text_ref(s, 2, ids[i]);
+		db_bind_text_ref(s, 3, org_id);
 		db_bind_text_ref(s, 4, id);
 		db_bind_int64(s, 5, date);
 		db_bind_int64(s, 6, seq);
@@ -186,17 +188,17 @@ int store_activities_ensure(struct store_tx *tx, const char *org_id,
 		else if (rc == STORE_NOT_FOUND)
 			rc = 0;
 	}
-	int64_t date = 0;
+	int64_t rid = 0, date = 0;
 	if (rc == 0 && n > 0)
-		rc = record_date(tx, op, org_id, key, &date);
+		rc = record_of(tx, op, org_id, key, &rid, &date);
 	if (rc == 0)
-		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key, date,
+		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, rid, date,
 		                       created_r);
 	free(ids);
 	return rc;
 }
 
-int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
+int store_activities_for_addresses(struct store_tx *tx, const char *org_id, int64_t record,
                                    int64_t date, const char *const *addresses, size_t count,
                                    size_t *profiles_r, size_t *created_r, bool *found_r)
 {
@@ -246,8 +248,8 @@ int store_activities_for_addresses(struct store_tx *tx, const char *org_id, cons
 		db_finish(s);
 	}
 	if (rc == 0)
-		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, key, date,
-		                       created_r);
+		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, record,
+		                       date, created_r);
 	*profiles_r = n;
 	free(ids);
 	return rc;
@@ -263,10 +265,10 @@ int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *p
 	/* Decided before the first write: the profile and the record are the org's, and whether
 	 * the activity exists (then no feed position is taken). */
 	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT (SELECT 1 FROM activities a WHERE a.org_id = p.org_id AND a.key = r.key"
-	            " AND a.profile_id = p.id)"
-	            " FROM profiles p, message_records r"
-	            " WHERE p.id = ? AND p.org_id = ? AND r.org_id = p.org_id AND r.key = ?");
+	    tx->db,
+	    "SELECT (SELECT 1 FROM activities a WHERE a.rid = r.rid AND a.profile_id = p.id)"
+	    " FROM profiles p, message_records r"
+	    " WHERE p.id = ? AND p.org_id = ? AND r.org_id = p.org_id AND r.key = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, profile_id);
@@ -290,19 +292,18 @@ int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *p
 	return 0;
 }
 
-int store_activities_touch(struct store_tx *tx, const char *org_id, const char *key)
+int store_activities_touch(struct store_tx *tx, const char *org_id, int64_t record)
 {
 	static const char op[] = "store_activities_touch";
 	if (store_need_write(tx, op) < 0)
 		return -1;
 	/* The profiles first: the counter is then taken once for all of them. Positions follow
 	 * the activity ids. */
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT profile_id FROM activities WHERE org_id = ? AND key = ? ORDER BY id");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT profile_id FROM activities WHERE rid = ? ORDER BY id");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
+	db_bind_int64(s, 1, record);
 	char(*ids)[MT_ID_MAX] = NULL;
 	size_t n = 0, cap = 0;
 	int rc;
@@ -336,16 +337,15 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, const char *
 	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
 	for (size_t i = 0; i < n; i++, seq++) {
 		s = db_prepare(tx->db, "UPDATE activities SET seq = ?, updated_at = ?"
-		                       " WHERE org_id = ? AND key = ? AND profile_id = ?");
+		                       " WHERE rid = ? AND profile_id = ?");
 		if (s == NULL) {
 			free(ids);
 			return store_fail(tx, op);
 		}
 		db_bind_int64(s, 1, seq);
 		db_bind_int64(s, 2, now);
-		db_bind_text(s, 3, org_id);
-		db_bind_text(s, 4, key);
-		db_bind_text(s, 5, ids[i]);
+		db_bind_int64(s, 3, record);
+		db_bind_text(s, 4, ids[i]);
 		if (db_step(s) != DB_DONE) {
 			free(ids);
 			return store_fail_stmt(tx, op, s);
@@ -359,11 +359,10 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, const char *
 /* ---- reading ---- */
 
 #define ACTIVITY_COLUMNS                                                                           \
-	"a.id, a.profile_id, r.type, r.source, a.key, r.message_id, r.subject, r.date,"            \
+	"a.id, a.profile_id, r.type, r.source, r.key, r.message_id, r.subject, r.date,"            \
 	" r.from_address, r.from_name, r.to_json, r.cc_json, r.attachments_json, r.snippet,"       \
 	" a.seq, a.created_at, a.updated_at"
-#define ACTIVITY_FROM                                                                              \
-	" FROM activities a JOIN message_records r ON r.org_id = a.org_id AND r.key = a.key"
+#define ACTIVITY_FROM " FROM activities a JOIN message_records r ON r.rid = a.rid"
 
 void store_activity_list_free(struct store_activity_list *list)
 {
@@ -409,9 +408,9 @@ static int users_json(struct store_tx *tx, const char *op, const char *org_id, c
 	struct db_stmt *s = db_prepare(
 	    /* Joined by the user id alone (unique, and the row is the org's): with the org in
 	     * the join SQLite walked every user of the org first. */
-	    tx->db, "SELECT mu.user_id, u.email FROM message_users mu"
-	            " JOIN users u ON u.id = mu.user_id"
-	            " WHERE mu.org_id = ? AND mu.key = ? ORDER BY mu.added_at, mu.user_id");
+	    tx->db, "SELECT mu.user_id, u.email FROM message_records r"
+	            " JOIN message_users mu ON mu.rid = r.rid JOIN users u ON u.id = mu.user_id"
+	            " WHERE r.org_id = ? AND r.key = ? ORDER BY mu.added_at, mu.user_id");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, org_id);
@@ -585,7 +584,7 @@ int store_message_activities(struct store_tx *tx, const char *org_id, const char
 	static const char op[] = "store_message_activities";
 	memset(list_r, 0, sizeof(*list_r));
 	struct db_stmt *s = db_prepare(tx->db, "SELECT " ACTIVITY_COLUMNS ACTIVITY_FROM
-	                                       " WHERE a.org_id = ? AND a.key = ?"
+	                                       " WHERE r.org_id = ? AND r.key = ?"
 	                                       " ORDER BY a.profile_id");
 	if (s == NULL)
 		return store_fail(tx, op);

@@ -265,17 +265,47 @@ static bool has_line(const char *text, const char *address)
 	return false;
 }
 
-/* The record's participants column alone (malloc'd): the addresses beyond its content's. */
-static int record_column(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         char **text_r)
+/* A record's number by its key; STORE_NOT_FOUND when none. */
+static int record_number(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         int64_t *rid_r)
 {
-	*text_r = NULL;
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT participants FROM message_records WHERE org_id = ? AND key = ?");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT rid FROM message_records WHERE key = ? AND org_id = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
+	db_bind_text_ref(s, 1, key);
+	db_bind_text_ref(s, 2, org_id);
+	int rc = db_step(s);
+	if (rc == DB_ROW)
+		*rid_r = db_column_int64(s, 0);
+	else if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+}
+
+/* Runs `sql` with one integer parameter, the record number. */
+static int exec_record(struct store_tx *tx, const char *op, const char *sql, int64_t rid)
+{
+	struct db_stmt *s = db_prepare(tx->db, sql);
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_int64(s, 1, rid);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+/* The record's participants column alone (malloc'd): the addresses beyond its content's. */
+static int record_column(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
+{
+	*text_r = NULL;
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT participants FROM message_records WHERE rid = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_int64(s, 1, rid);
 	int rc = db_step(s);
 	if (rc == DB_ROW)
 		*text_r = strdup(db_column_text(s, 0));
@@ -289,17 +319,15 @@ static int record_column(struct store_tx *tx, const char *op, const char *org_id
 
 /* Every address message_participants holds for the record, one a line (malloc'd): its
  * content's and its column's. STORE_NOT_FOUND without the record. */
-static int record_participants(struct store_tx *tx, const char *op, const char *org_id,
-                               const char *key, char **text_r)
+static int record_participants(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
 {
 	*text_r = NULL;
 	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT participants, from_address, to_json, cc_json, bcc_json"
-	                       " FROM message_records WHERE org_id = ? AND key = ?");
+	    db_prepare(tx->db, "SELECT participants, from_address, to_json,"
+	                       " cc_json, bcc_json FROM message_records WHERE rid = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
+	db_bind_int64(s, 1, rid);
 	int rc = db_step(s);
 	if (rc == DB_DONE) {
 		db_finish(s);
@@ -326,60 +354,90 @@ static int record_participants(struct store_tx *tx, const char *op, const char *
 	return 0;
 }
 
-static int set_record_participants(struct store_tx *tx, const char *op, const char *org_id,
-                                   const char *key, const char *text)
+static int set_record_participants(struct store_tx *tx, const char *op, int64_t rid,
+                                   const char *text)
 {
-	struct db_stmt *s = db_prepare(
-	    tx->db, "UPDATE message_records SET participants = ? WHERE org_id = ? AND key = ?");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "UPDATE message_records SET participants = ? WHERE rid = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, text);
-	db_bind_text(s, 2, org_id);
-	db_bind_text(s, 3, key);
+	db_bind_text_ref(s, 1, text);
+	db_bind_int64(s, 2, rid);
 	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	return 0;
 }
 
-/* Adds (address, key) to the index; *added_r false when it was there. */
+/* Runs `sql` numbered ?1 org, ?2 a text (address, alias), ?3 a record number; *changes_r (may
+ * be NULL) is the number of rows changed. */
+static int exec_org_text_record(struct store_tx *tx, const char *op, const char *sql,
+                                const char *org_id, const char *text, int64_t rid,
+                                int64_t *changes_r)
+{
+	struct db_stmt *s = db_prepare(tx->db, sql);
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, text);
+	db_bind_int64(s, 3, rid);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	if (changes_r != NULL)
+		*changes_r = db_changes(tx->db);
+	return 0;
+}
+
+/* Adds (address, record) to the index; *added_r false when it was there. */
 static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
-                           const char *address, const char *key, bool *added_r)
+                           const char *address, int64_t rid, bool *added_r)
 {
 	int64_t changes = 0;
-	int rc = store_exec_texts(tx, op,
-	                          "INSERT INTO message_participants (org_id, address, key)"
-	                          " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-	                          &changes, 3, org_id, address, key);
+	int rc = exec_org_text_record(tx, op,
+	                              "INSERT INTO message_participants (org_id, address, rid)"
+	                              " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+	                              org_id, address, rid, &changes);
 	*added_r = changes == 1;
 	return rc;
 }
 
 static int delete_participant(struct store_tx *tx, const char *op, const char *org_id,
-                              const char *address, const char *key)
+                              const char *address, int64_t rid)
 {
-	return store_exec_texts(
-	    tx, op, "DELETE FROM message_participants WHERE org_id = ? AND address = ? AND key = ?",
-	    NULL, 3, org_id, address, key);
+	return exec_org_text_record(tx, op,
+	                            "DELETE FROM message_participants"
+	                            " WHERE address = ?2 AND org_id = ?1 AND rid = ?3",
+	                            org_id, address, rid, NULL);
 }
 
-/* Adds `count` addresses to the index rows of record `key` (existing) and its column. */
-static int add_participants(struct store_tx *tx, const char *op, const char *org_id,
-                            const char *key, const char *const *addresses, size_t count)
+static int put_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
+                     int64_t rid)
+{
+	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
+	return exec_org_text_record(tx, op,
+	                            "INSERT INTO message_aliases (org_id, alias, rid)"
+	                            " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+	                            org_id, alias, rid, NULL);
+}
+
+/* Adds `count` addresses to the index rows of record `rid` (existing) and its column. */
+static int add_participants(struct store_tx *tx, const char *op, const char *org_id, int64_t rid,
+                            const char *const *addresses, size_t count)
 {
 	char *text = NULL;
 	size_t len = 0;
 	bool grew = false;
 	int rc = 0;
 	for (size_t i = 0; i < count && rc == 0; i++) {
-		bool added;
-		rc = put_participant(tx, op, org_id, addresses[i], key, &added);
+		bool added = false;
+		rc = put_participant(tx, op, org_id, addresses[i], rid, &added);
 		if (rc != 0 || !added)
 			continue;
 		/* A row added now is not one of the content's (those came with the record):
 		 * the column keeps it. */
 		if (!grew) {
-			rc = record_column(tx, op, org_id, key, &text);
+			rc = record_column(tx, op, rid, &text);
 			if (rc != 0)
 				break;
 			len = strlen(text);
@@ -389,27 +447,27 @@ static int add_participants(struct store_tx *tx, const char *op, const char *org
 			rc = store_invalid(op, "out of memory");
 	}
 	if (rc == 0 && grew)
-		rc = set_record_participants(tx, op, org_id, key, text);
+		rc = set_record_participants(tx, op, rid, text);
 	free(text);
 	return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
 }
 
-/* The index rows of a record just created with `parts` as its column. */
+/* The index rows of a record just created with `parts` as its content. */
 static int put_new_participants(struct store_tx *tx, const char *op, const char *org_id,
-                                const char *key, const struct part_list *parts)
+                                int64_t rid, const struct part_list *parts)
 {
 	for (size_t i = 0; i < parts->count; i++) {
 		bool added;
-		if (put_participant(tx, op, org_id, parts->addr[i], key, &added) < 0)
+		if (put_participant(tx, op, org_id, parts->addr[i], rid, &added) < 0)
 			return -1;
 	}
 	return 0;
 }
 
-int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key)
+int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record)
 {
 	char *text;
-	int rc = record_participants(tx, op, org_id, key, &text);
+	int rc = record_participants(tx, op, record, &text);
 	if (rc == STORE_NOT_FOUND)
 		return 0;
 	if (rc != 0)
@@ -421,16 +479,16 @@ int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, 
 		return store_invalid(op, "out of memory");
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = delete_participant(tx, op, org_id, lines[i], key);
+		rc = delete_participant(tx, op, org_id, lines[i], record);
 	free(lines);
 	free(text);
 	static const char *const sql[] = {
-	    "DELETE FROM message_aliases WHERE org_id = ? AND key = ?",
-	    "DELETE FROM message_users WHERE org_id = ? AND key = ?",
-	    "DELETE FROM message_records WHERE org_id = ? AND key = ?",
+	    "DELETE FROM message_aliases WHERE rid = ?",
+	    "DELETE FROM message_users WHERE rid = ?",
+	    "DELETE FROM message_records WHERE rid = ?",
 	};
 	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++)
-		rc = store_exec_texts(tx, op, sql[i], NULL, 2, org_id, key);
+		rc = exec_record(tx, op, sql[i], record);
 	return rc;
 }
 
@@ -440,17 +498,15 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 {
 	/* A record's key is its first alias and is not repeated in message_aliases. */
 	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT key, source FROM message_records WHERE org_id = ? AND key = ?"
+	    tx->db, "SELECT key, source FROM message_records WHERE key = ?1 AND org_id = ?2"
 	            " UNION ALL"
 	            " SELECT r.key, r.source FROM message_aliases a"
-	            " JOIN message_records r ON r.org_id = a.org_id AND r.key = a.key"
-	            " WHERE a.org_id = ? AND a.alias = ?");
+	            " JOIN message_records r ON r.rid = a.rid"
+	            " WHERE a.alias = ?1 AND a.org_id = ?2");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, alias);
-	db_bind_text_ref(s, 3, org_id);
-	db_bind_text_ref(s, 4, alias);
+	db_bind_text_ref(s, 1, alias);
+	db_bind_text_ref(s, 2, org_id);
 	int rc = db_step(s);
 	if (rc == DB_ROW) {
 		store_col_copy(s, 0, key_r, MT_MESSAGE_KEY_MAX);
@@ -471,25 +527,38 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
                          const char *drop)
 {
+	int64_t keep_rid = 0, drop_rid = 0;
+	int rc = record_number(tx, op, org_id, keep, &keep_rid);
+	if (rc == 0)
+		rc = record_number(tx, op, org_id, drop, &drop_rid);
+	if (rc != 0)
+		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
 	static const char *const sql[] = {
-	    "DELETE FROM activities WHERE org_id = ?1 AND key = ?3 AND profile_id IN"
-	    " (SELECT profile_id FROM activities WHERE org_id = ?1 AND key = ?2)",
-	    "UPDATE activities SET key = ?2 WHERE org_id = ?1 AND key = ?3",
-	    "INSERT INTO message_users (org_id, key, user_id, added_at)"
-	    " SELECT org_id, ?2, user_id, added_at FROM message_users WHERE org_id = ?1 AND key = "
-	    "?3"
-	    " ON CONFLICT DO NOTHING",
-	    "DELETE FROM message_users WHERE org_id = ?1 AND key = ?3",
-	    "UPDATE message_aliases SET key = ?2 WHERE org_id = ?1 AND key = ?3",
-	    "INSERT INTO message_aliases (org_id, alias, key) VALUES (?1, ?3, ?2)"
-	    " ON CONFLICT DO NOTHING",
+	    "DELETE FROM activities WHERE rid = ?2 AND profile_id IN"
+	    " (SELECT profile_id FROM activities WHERE rid = ?1)",
+	    "UPDATE activities SET rid = ?1 WHERE rid = ?2",
+	    "INSERT INTO message_users (rid, user_id, added_at)"
+	    " SELECT ?1, user_id, added_at FROM message_users WHERE rid = ?2 ON CONFLICT DO "
+	    "NOTHING",
+	    "DELETE FROM message_users WHERE rid = ?2",
+	    "UPDATE message_aliases SET rid = ?1 WHERE rid = ?2",
 	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++)
-		if (store_exec_texts(tx, op, sql[i], NULL, 3, org_id, keep, drop) != 0)
-			return -1;
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
+		struct db_stmt *s = db_prepare(tx->db, sql[i]);
+		if (s == NULL)
+			return store_fail(tx, op);
+		db_bind_int64(s, 1, keep_rid);
+		db_bind_int64(s, 2, drop_rid);
+		if (db_step(s) != DB_DONE)
+			return store_fail_stmt(tx, op, s);
+		db_finish(s);
+	}
+	/* drop's key becomes an alias of keep. */
+	if (put_alias(tx, op, org_id, drop, keep_rid) < 0)
+		return -1;
 	/* The participants, then the record (its aliases and users are keep's now). */
 	char *text;
-	int rc = record_participants(tx, op, org_id, drop, &text);
+	rc = record_participants(tx, op, drop_rid, &text);
 	if (rc != 0)
 		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
 	char **lines;
@@ -498,12 +567,12 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 		free(text);
 		return store_invalid(op, "out of memory");
 	}
-	rc = add_participants(tx, op, org_id, keep, (const char *const *)lines, n);
+	rc = add_participants(tx, op, org_id, keep_rid, (const char *const *)lines, n);
 	free(lines);
 	free(text);
 	if (rc == 0)
-		rc = store_record_erase(tx, op, org_id, drop);
-	return rc == 0 ? store_activities_touch(tx, org_id, keep) : rc;
+		rc = store_record_erase(tx, op, org_id, drop_rid);
+	return rc == 0 ? store_activities_touch(tx, org_id, keep_rid) : rc;
 }
 
 int store_message_lookup(struct store_tx *tx, const char *org_id, const struct store_message *msg,
@@ -543,16 +612,6 @@ int store_message_lookup(struct store_tx *tx, const char *org_id, const struct s
 		}
 	}
 	return found ? 0 : STORE_NOT_FOUND;
-}
-
-static int put_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
-                     const char *key)
-{
-	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
-	return store_exec_texts(tx, op,
-	                        "INSERT INTO message_aliases (org_id, alias, key)"
-	                        " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-	                        NULL, 3, org_id, alias, key);
 }
 
 struct record_json {
@@ -652,17 +711,14 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 /* Before new content replaces the old: the old content's participants that the new one does
  * not have (and, when the new one cannot tell its own, all of them) go into the column, so that
  * content and column still list every index row of the record. */
-static int keep_old_participants(struct store_tx *tx, const char *op, const char *org_id,
-                                 const char *key, const struct store_message *msg,
-                                 const struct record_json *j)
+static int keep_old_participants(struct store_tx *tx, const char *op, int64_t rid,
+                                 const struct store_message *msg, const struct record_json *j)
 {
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT from_address, to_json, cc_json, bcc_json FROM message_records"
-	            " WHERE org_id = ? AND key = ?");
+	struct db_stmt *s = db_prepare(tx->db, "SELECT from_address, to_json, cc_json, bcc_json"
+	                                       " FROM message_records WHERE rid = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
+	db_bind_int64(s, 1, rid);
 	int step = db_step(s);
 	if (step != DB_ROW) {
 		if (step == DB_DONE) {
@@ -677,7 +733,7 @@ static int keep_old_participants(struct store_tx *tx, const char *op, const char
 	struct part_list *now = malloc(sizeof(*now));
 	char *text = NULL;
 	if (rc == 0 && now != NULL)
-		rc = record_column(tx, op, org_id, key, &text);
+		rc = record_column(tx, op, rid, &text);
 	else
 		rc = store_invalid(op, "out of memory");
 	bool grew = false;
@@ -701,7 +757,7 @@ static int keep_old_participants(struct store_tx *tx, const char *op, const char
 		}
 	}
 	if (rc == 0 && grew)
-		rc = set_record_participants(tx, op, org_id, key, text);
+		rc = set_record_participants(tx, op, rid, text);
 	free(text);
 	free(now);
 	content_parts_free(&old);
@@ -709,11 +765,11 @@ static int keep_old_participants(struct store_tx *tx, const char *op, const char
 }
 
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                           enum store_source source, enum store_activity_type type,
+                           int64_t rid, enum store_source source, enum store_activity_type type,
                            const struct store_message *msg, const struct record_json *j,
                            int64_t now)
 {
-	int rc = keep_old_participants(tx, op, org_id, key, msg, j);
+	int rc = keep_old_participants(tx, op, rid, msg, j);
 	if (rc != 0)
 		return rc < 0 ? -1 : store_invalid(op, "record vanished");
 	if (write_record(
@@ -721,67 +777,68 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 	        "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
 	        " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
 	        " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
-	        " last_seen = ?15 WHERE org_id = ?1 AND key = ?2",
+	        " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
 	        org_id, key, source, type, msg, j, NULL, now) < 0)
 		return -1;
 
 	/* The timelines are ordered by the copied date. */
-	struct db_stmt *s = db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ?"
-	                                       " WHERE org_id = ? AND key = ?");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_int64(s, 1, msg->date);
 	db_bind_int64(s, 2, now);
-	db_bind_text(s, 3, org_id);
-	db_bind_text(s, 4, key);
+	db_bind_int64(s, 3, rid);
 	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	return 0;
 }
 
-static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         enum store_source *source_r, int64_t *date_r)
+static int touch_last_seen(struct store_tx *tx, const char *op, int64_t rid, int64_t now)
 {
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT source, date FROM message_records WHERE org_id = ? AND key = ?");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "UPDATE message_records SET last_seen = ? WHERE rid = ?");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
+	db_bind_int64(s, 1, now);
+	db_bind_int64(s, 2, rid);
+	if (db_step(s) != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
+/* An existing record's number, content source and date; STORE_NOT_FOUND without it. */
+static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                         int64_t *rid_r, enum store_source *source_r, int64_t *date_r)
+{
+	struct db_stmt *s = db_prepare(
+	    tx->db, "SELECT rid, source, date FROM message_records WHERE key = ? AND org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text_ref(s, 1, key);
+	db_bind_text_ref(s, 2, org_id);
 	int rc = db_step(s);
 	if (rc == DB_ROW) {
-		*source_r = store_source_parse(db_column_text(s, 0));
-		*date_r = db_column_int64(s, 1);
+		*rid_r = db_column_int64(s, 0);
+		*source_r = store_source_parse(db_column_text(s, 1));
+		*date_r = db_column_int64(s, 2);
 	} else if (rc != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
 	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
 }
 
-static int touch_last_seen(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                           int64_t now)
-{
-	struct db_stmt *s = db_prepare(
-	    tx->db, "UPDATE message_records SET last_seen = ? WHERE org_id = ? AND key = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, now);
-	db_bind_text(s, 2, org_id);
-	db_bind_text(s, 3, key);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
                       enum store_source source, enum store_activity_type type,
-                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r)
+                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r,
+                      int64_t *record_r)
 {
 	static const char op[] = "store_message_put";
 	*content_replaced_r = false;
 	*date_r = msg->date;
+	*record_r = 0;
 	if (store_need_write(tx, op) < 0 || check_message(op, msg) < 0)
 		return -1;
 	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
@@ -809,58 +866,52 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 	else
 		rc = store_invalid(op, "out of memory");
 	free(text);
-	if (rc == 0 && created)
-		rc = put_new_participants(tx, op, org_id, key, parts);
-	else if (rc == 0)
-		rc = add_participants(tx, op, org_id, key, parts->addr, parts->count);
-	free(parts);
-	if (rc != 0) {
-		record_json_free(&j);
-		return rc;
-	}
-	if (created)
-		record_json_free(&j);
-	if (!created) {
+	int64_t rid = 0;
+	if (rc == 0 && created) {
+		rid = db_last_insert_id(tx->db);
+		rc = put_new_participants(tx, op, org_id, rid, parts);
+	} else if (rc == 0) {
 		enum store_source stored = STORE_SOURCE_ADDIN;
 		int64_t stored_date = 0;
-		rc = record_source(tx, op, org_id, key, &stored, &stored_date);
-		if (rc == 0 && source > stored)
-			rc = replace_content(tx, op, org_id, key, source, type, msg, &j, now);
-		record_json_free(&j);
-		if (rc != 0)
-			return rc < 0 ? -1 : store_invalid(op, "record vanished");
-		if (source > stored) {
-			*content_replaced_r = true;
-		} else if (touch_last_seen(tx, op, org_id, key, now) < 0) {
-			return -1;
-		} else {
+		rc = record_source(tx, op, org_id, key, &rid, &stored, &stored_date);
+		if (rc == STORE_NOT_FOUND)
+			rc = store_invalid(op, "record vanished");
+		if (rc == 0)
+			rc = add_participants(tx, op, org_id, rid, parts->addr, parts->count);
+		if (rc == 0 && source > stored) {
+			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, &j, now);
+			*content_replaced_r = rc == 0;
+		} else if (rc == 0) {
+			rc = touch_last_seen(tx, op, rid, now);
 			*date_r = stored_date;
 		}
 	}
+	free(parts);
+	record_json_free(&j);
+	if (rc != 0)
+		return rc < 0 ? -1 : rc;
 	for (size_t i = 0; i < msg->alias_count; i++) {
 		if (strcmp(msg->aliases[i], key) != 0 &&
-		    put_alias(tx, op, org_id, msg->aliases[i], key) < 0)
+		    put_alias(tx, op, org_id, msg->aliases[i], rid) < 0)
 			return -1;
 	}
+	*record_r = rid;
 	return 0;
 }
 
-int store_message_add_user(struct store_tx *tx, const char *org_id, const char *key,
-                           const char *user_id, bool *added_r)
+int store_message_add_user(struct store_tx *tx, int64_t record, const char *user_id, bool *added_r)
 {
 	static const char op[] = "store_message_add_user";
 	*added_r = false;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "INSERT INTO message_users (org_id, key, user_id, added_at)"
-	                       " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING");
+	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO message_users (rid, user_id, added_at)"
+	                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
-	db_bind_text_ref(s, 3, user_id);
-	db_bind_int64(s, 4, mt_wall_s());
+	db_bind_int64(s, 1, record);
+	db_bind_text_ref(s, 2, user_id);
+	db_bind_int64(s, 3, mt_wall_s());
 	if (db_step(s) != DB_DONE)
 		return store_fail_stmt(tx, op, s);
 	db_finish(s);
@@ -890,9 +941,9 @@ int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const
 	static const char op[] = "store_message_keys_by_address";
 	*count_r = 0;
 	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT p.key FROM message_participants p"
-	            " JOIN message_records r ON r.org_id = p.org_id AND r.key = p.key"
-	            " WHERE p.org_id = ? AND p.address = ? ORDER BY r.date DESC, p.key LIMIT ?");
+	    tx->db,
+	    "SELECT r.key FROM message_participants p JOIN message_records r ON r.rid = p.rid"
+	    " WHERE p.org_id = ? AND p.address = ? ORDER BY r.date DESC, r.key LIMIT ?");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_text(s, 1, org_id);
@@ -919,8 +970,11 @@ int store_message_participants(struct store_tx *tx, const char *org_id, const ch
 {
 	static const char op[] = "store_message_participants";
 	*count_r = 0;
-	char *text;
-	int rc = record_participants(tx, op, org_id, key, &text);
+	int64_t rid = 0;
+	int rc = record_number(tx, op, org_id, key, &rid);
+	char *text = NULL;
+	if (rc == 0)
+		rc = record_participants(tx, op, rid, &text);
 	if (rc == STORE_NOT_FOUND)
 		return 0;
 	if (rc != 0)
@@ -944,24 +998,23 @@ int store_message_participants(struct store_tx *tx, const char *org_id, const ch
 
 /* Records kept only for backfill — no activity uses them — go after record_retention_days.
  * A record with activities is their content: it stays as long as they do (the CRM's history).
- * Listed in one pass, then each erased with its own rows (found through its participants
- * column). */
-struct key_list {
-	char **org_ids, **keys;
+ * Listed in one pass, then each erased with its own rows (found through its content and
+ * participants column). */
+struct record_list {
+	char **org_ids;
+	int64_t *rids;
 	size_t count, cap;
 };
 
-static void key_list_free(struct key_list *l)
+static void record_list_free(struct record_list *l)
 {
-	for (size_t i = 0; i < l->count; i++) {
+	for (size_t i = 0; i < l->count; i++)
 		free(l->org_ids[i]);
-		free(l->keys[i]);
-	}
 	free(l->org_ids);
-	free(l->keys);
+	free(l->rids);
 }
 
-static int key_list_add(struct key_list *l, const char *org_id, const char *key)
+static int record_list_add(struct record_list *l, const char *org_id, int64_t rid)
 {
 	if (l->count == l->cap) {
 		size_t ncap = l->cap == 0 ? 64 : l->cap * 2;
@@ -969,21 +1022,35 @@ static int key_list_add(struct key_list *l, const char *org_id, const char *key)
 		if (o == NULL)
 			return -1;
 		l->org_ids = o;
-		char **k = realloc(l->keys, ncap * sizeof(*k));
-		if (k == NULL)
+		int64_t *r = realloc(l->rids, ncap * sizeof(*r));
+		if (r == NULL)
 			return -1;
-		l->keys = k;
+		l->rids = r;
 		l->cap = ncap;
 	}
-	char *o = strdup(org_id), *k = strdup(key);
-	if (o == NULL || k == NULL) {
-		free(o);
-		free(k);
+	char *o = strdup(org_id);
+	if (o == NULL)
 		return -1;
-	}
 	l->org_ids[l->count] = o;
-	l->keys[l->count++] = k;
+	l->rids[l->count++] = rid;
 	return 0;
+}
+
+/* Steps `s` (bound by the caller; columns org_id, rid) into `l`, then finishes it. */
+static int record_list_read(struct store_tx *tx, const char *op, struct db_stmt *s,
+                            struct record_list *l)
+{
+	int rc = 0, step;
+	while ((step = db_step(s)) == DB_ROW) {
+		if (record_list_add(l, db_column_text(s, 0), db_column_int64(s, 1)) < 0) {
+			rc = store_invalid(op, "out of memory");
+			break;
+		}
+	}
+	if (rc == 0 && step < 0)
+		rc = store_fail(tx, op);
+	db_finish(s);
+	return rc;
 }
 
 int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
@@ -993,59 +1060,40 @@ int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 	if (store_need_write(tx, op) < 0)
 		return -1;
 	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT r.org_id, r.key FROM message_records r WHERE r.last_seen < ?"
-	                       " AND NOT EXISTS (SELECT 1 FROM activities a"
-	                       " WHERE a.org_id = r.org_id AND a.key = r.key)");
+	    db_prepare(tx->db, "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
+	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)");
 	if (s == NULL)
 		return store_fail(tx, op);
 	db_bind_int64(s, 1, before);
-	struct key_list l = {0};
-	int rc = 0, step;
-	while ((step = db_step(s)) == DB_ROW) {
-		if (key_list_add(&l, db_column_text(s, 0), db_column_text(s, 1)) < 0) {
-			rc = store_invalid(op, "out of memory");
-			break;
-		}
-	}
-	if (rc == 0 && step < 0)
-		rc = store_fail(tx, op);
-	db_finish(s);
+	struct record_list l = {0};
+	int rc = record_list_read(tx, op, s, &l);
 	for (size_t i = 0; i < l.count && rc == 0; i++)
-		rc = store_record_erase(tx, op, l.org_ids[i], l.keys[i]);
+		rc = store_record_erase(tx, op, l.org_ids[i], l.rids[i]);
 	if (rc == 0)
 		*deleted_r = l.count;
-	key_list_free(&l);
+	record_list_free(&l);
 	return rc;
 }
 
 int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
                                 const char *address)
 {
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT p.key FROM message_participants p WHERE p.org_id = ? AND p.address = ?"
-	            " AND NOT EXISTS (SELECT 1 FROM activities a"
-	            " WHERE a.org_id = p.org_id AND a.key = p.key)");
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT p.org_id, p.rid FROM message_participants p"
+	                       " WHERE p.address = ? AND p.org_id = ?"
+	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)");
 	if (s == NULL)
 		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	struct key_list l = {0};
-	int rc = 0, step;
-	while ((step = db_step(s)) == DB_ROW) {
-		if (key_list_add(&l, org_id, db_column_text(s, 0)) < 0) {
-			rc = store_invalid(op, "out of memory");
-			break;
-		}
-	}
-	if (rc == 0 && step < 0)
-		rc = store_fail(tx, op);
-	db_finish(s);
+	db_bind_text_ref(s, 1, address);
+	db_bind_text_ref(s, 2, org_id);
+	struct record_list l = {0};
+	int rc = record_list_read(tx, op, s, &l);
 	for (size_t i = 0; i < l.count && rc == 0; i++) {
-		rc = store_record_erase(tx, op, org_id, l.keys[i]);
+		rc = store_record_erase(tx, op, org_id, l.rids[i]);
 		/* The erased address's own row, even if its record were gone already. */
 		if (rc == 0)
-			rc = delete_participant(tx, op, org_id, address, l.keys[i]);
+			rc = delete_participant(tx, op, org_id, address, l.rids[i]);
 	}
-	key_list_free(&l);
+	record_list_free(&l);
 	return rc;
 }

@@ -307,13 +307,15 @@ int store_message_lookup(struct store_tx *tx, const char *org_id, const struct s
  * participants and — when `source` is more trusted than the stored one — replaces the content.
  * `type` is stored with the record (the org-wide direction rule). *content_replaced_r tells
  * whether an existing record's content changed; *date_r is the record's date afterwards (its
- * activities copy it). */
+ * activities copy it); *record_r its number, which the calls below take (valid within the
+ * transaction; a number never leaves the store). */
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
                       enum store_source source, enum store_activity_type type,
-                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r);
-/* Records that `user_id` saw this message; *added_r false when it already had. */
-int store_message_add_user(struct store_tx *tx, const char *org_id, const char *key,
-                           const char *user_id, bool *added_r);
+                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r,
+                      int64_t *record_r);
+/* Records that `user_id` (one of the record's org) saw record `record`; *added_r false when it
+ * already had. */
+int store_message_add_user(struct store_tx *tx, int64_t record, const char *user_id, bool *added_r);
 /* Creates the activity (profile, key) if missing; *created_r tells which. */
 int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *profile_id,
                           const char *key, bool *created_r);
@@ -322,16 +324,17 @@ int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *p
 int store_activities_ensure(struct store_tx *tx, const char *org_id,
                             const char (*profile_ids)[MT_ID_MAX], size_t count, const char *key,
                             size_t *created_r);
-/* The matcher's step, right after store_message_put wrote the record `key` dated `date`: every
- * profile of the org having one of `addresses` gets its activity (store_profiles_by_address and
- * store_activities_ensure in one pass). *profiles_r counts the distinct profiles found,
- * *created_r the new activities; found_r (NULL, or `count` entries) tells which addresses
- * belong to a profile. */
-int store_activities_for_addresses(struct store_tx *tx, const char *org_id, const char *key,
+/* The matcher's step, right after store_message_put wrote record number `record` dated `date`:
+ * every profile of the org having one of `addresses` gets its activity
+ * (store_profiles_by_address and store_activities_ensure in one pass). *profiles_r counts the
+ * distinct profiles found, *created_r the new activities; found_r (NULL, or `count` entries)
+ * tells which addresses belong to a profile. */
+int store_activities_for_addresses(struct store_tx *tx, const char *org_id, int64_t record,
                                    int64_t date, const char *const *addresses, size_t count,
                                    size_t *profiles_r, size_t *created_r, bool *found_r);
-/* Gives every activity of the message a new feed position (its content or users changed). */
-int store_activities_touch(struct store_tx *tx, const char *org_id, const char *key);
+/* Gives every activity of record number `record` (the org's) a new feed position (its content
+ * or users changed). */
+int store_activities_touch(struct store_tx *tx, const char *org_id, int64_t record);
 /* True (1) when the address or alias belongs to a user of the org (active or not), else 0;
  * -1 on error. */
 int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address);

@@ -61,7 +61,7 @@ void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size);
 
 /* Deletes a message record with its aliases, participants and users (not its activities);
  * nothing when there is no such record. */
-int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, const char *key);
+int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record);
 /* Erases the records having `address` as a participant that no activity uses (the erased
  * person's mail that no other profile keeps). */
 int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,

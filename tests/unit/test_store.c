@@ -772,14 +772,15 @@ static void test_migration_5_keeps_rows(void **state)
 	static const char *const kept[] = {
 	    "SELECT COUNT(*) FROM profile_addresses WHERE address = 'p@x.example'"
 	    " AND org_id = 'org_1' AND profile_id = 'prf_1' AND pos = 0",
-	    "SELECT COUNT(*) FROM message_aliases WHERE alias = 'mt:a' AND org_id = 'org_1'"
-	    " AND key = 'mid:a'",
-	    "SELECT COUNT(*) FROM message_participants WHERE address = 'f@x.example'"
-	    " AND org_id = 'org_1' AND key = 'mid:a'",
-	    "SELECT COUNT(*) FROM message_users WHERE key = 'mid:a' AND org_id = 'org_1'"
-	    " AND user_id = 'usr_1' AND added_at = 5",
-	    "SELECT COUNT(*) FROM activities WHERE key = 'mid:a' AND org_id = 'org_1'"
-	    " AND profile_id = 'prf_1' AND id = 'act_1' AND seq = 7",
+	    "SELECT COUNT(*) FROM message_aliases a JOIN message_records r ON r.rid = a.rid"
+	    " WHERE a.alias = 'mt:a' AND a.org_id = 'org_1' AND r.key = 'mid:a'",
+	    "SELECT COUNT(*) FROM message_participants p JOIN message_records r ON r.rid = p.rid"
+	    " WHERE p.address = 'f@x.example' AND p.org_id = 'org_1' AND r.key = 'mid:a'",
+	    "SELECT COUNT(*) FROM message_users u JOIN message_records r ON r.rid = u.rid"
+	    " WHERE r.key = 'mid:a' AND u.user_id = 'usr_1' AND u.added_at = 5",
+	    "SELECT COUNT(*) FROM activities a JOIN message_records r ON r.rid = a.rid"
+	    " WHERE r.key = 'mid:a' AND a.org_id = 'org_1' AND a.profile_id = 'prf_1'"
+	    " AND a.id = 'act_1' AND a.seq = 7",
 	    "SELECT COUNT(*) FROM activities INDEXED BY activities_feed WHERE org_id = 'org_1'"
 	    " AND seq = 7",
 	    "SELECT COUNT(*) FROM activities INDEXED BY activities_timeline"
