@@ -355,6 +355,10 @@ static void finish(struct sender *sender, struct item *item, enum mt_failure_cla
 		if (mt_backoff_next(&policy, res->first_attempt_at, now, (unsigned)m->attempts + 1,
 		                    &next) == 0) {
 			res->state = STORE_OUTBOX_QUEUED;
+			/* `now` is whole seconds rounded down and the claim asks "due <= now":
+			 * without the second, a retry could come up to a second before its delay is
+			 * over (at once, with a 1 s test delay). */
+			next += 1;
 			/* Not before the account may open a session again. */
 			if (item->account->cooldown_until > next)
 				next = item->account->cooldown_until;

@@ -9,7 +9,10 @@ Each case is one recruiter whose custom SMTP (security none, auth none; MAILTRAI
 127.0.0.1) is a scripted peer (tests/peer/peer.py) of its own: the script's first connection
 block answers the live check of PUT /v1/smtp, the next blocks are the send attempts. The cases
 run at the same time (one account each, so one account's 30 s cool-down after a failed session
-does not add up), with MAILTRAIL_TEST_RETRY_BASE_S=1 (retries after 1, 4, 9... s) and
+does not add up), with MAILTRAIL_TEST_RETRY_BASE_S=1 (retries 1, 4, 9... s after an attempt, plus
+the second the sender adds so that a retry is never early: with whole seconds and no such margin,
+a 1 s retry came at once when the attempt ended late in its second, and the watcher missed the
+queued state between) and
 MAILTRAIL_RETRY_EXPIRY=1m (the minimum). A watcher polls GET /v1/messages/{id} every 50 ms and
 records every state it sees.
 
