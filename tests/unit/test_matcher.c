@@ -12,6 +12,7 @@
 #include "store/store.h"
 #include "temp_store.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,6 +459,33 @@ static void test_aliases_out_of_order(void **state)
 	msg_to(&c->t, JACK_ADDR);
 	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
 	assert_int_equal(c->result.activities_created, 0);
+
+	/* One record is left, and no alias, participant, user or activity row points to the one
+	 * that was merged away. */
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	static const char *const counts[] = {
+	    "SELECT COUNT(*) FROM message_records WHERE subject = 'Interview'",
+	    "SELECT COUNT(*) - 1 FROM message_aliases a JOIN message_records r ON r.rid = a.rid"
+	    " WHERE r.subject = 'Interview' AND a.alias IN ('mid:late@staffing.example',"
+	    " 'mt:MT77', 'mid:other@provider.example')",
+	    "SELECT COUNT(*) + 1 FROM message_aliases x"
+	    " WHERE NOT EXISTS (SELECT 1 FROM message_records r WHERE r.rid = x.rid)",
+	    "SELECT COUNT(*) + 1 FROM message_participants x"
+	    " WHERE NOT EXISTS (SELECT 1 FROM message_records r WHERE r.rid = x.rid)",
+	    "SELECT COUNT(*) + 1 FROM message_users x"
+	    " WHERE NOT EXISTS (SELECT 1 FROM message_records r WHERE r.rid = x.rid)",
+	    "SELECT COUNT(*) + 1 FROM activities x"
+	    " WHERE NOT EXISTS (SELECT 1 FROM message_records r WHERE r.rid = x.rid)",
+	};
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		sqlite3_stmt *st;
+		assert_int_equal(sqlite3_prepare_v2(raw, counts[i], -1, &st, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		assert_int_equal(sqlite3_column_int(st, 0), 1);
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(raw);
 	free(c);
 }
 
