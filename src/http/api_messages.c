@@ -234,9 +234,9 @@ static void send_loaded(void *arg, int result)
 		return;
 	}
 	/* Identity: our Message-ID and X-Mailtrail-Id, so every copy is recognised. 48 bits of
-	 * wall-clock milliseconds, then 48 random bits, in hex: they sort by time, so the message
-	 * records, aliases and participants keyed by them grow at their ends (see
-	 * store_new_ordered_id). */
+	 * wall-clock milliseconds, then 48 random bits, in hex: they sort by time, so the index of
+	 * record keys and the aliases keyed by them grow at their ends (see store_new_ordered_id).
+	 */
 	unsigned char random[12];
 	randombytes_buf(random, sizeof(random));
 	uint64_t ms = (uint64_t)mt_wall_ms();

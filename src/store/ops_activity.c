@@ -405,9 +405,9 @@ static int read_activity(struct db_stmt *s, struct store_activity *a)
 static int users_json(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                       char **json_r)
 {
+	/* Users joined by their id alone (unique, and the row is the org's): with the org in the
+	 * join SQLite walked every user of the org first. */
 	struct db_stmt *s = db_prepare(
-	    /* Joined by the user id alone (unique, and the row is the org's): with the org in
-	     * the join SQLite walked every user of the org first. */
 	    tx->db, "SELECT mu.user_id, u.email FROM message_records r"
 	            " JOIN message_users mu ON mu.rid = r.rid JOIN users u ON u.id = mu.user_id"
 	            " WHERE r.org_id = ? AND r.key = ? ORDER BY mu.added_at, mu.user_id");

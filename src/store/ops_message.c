@@ -127,15 +127,19 @@ struct part_list {
 	size_t count;
 };
 
-static void part_add(struct part_list *l, const char *address)
+static bool part_listed(const struct part_list *l, const char *address)
 {
-	if (!indexable(address))
-		return;
 	for (size_t i = 0; i < l->count; i++) {
 		if (strcmp(l->addr[i], address) == 0)
-			return;
+			return true;
 	}
-	l->addr[l->count++] = address;
+	return false;
+}
+
+static void part_add(struct part_list *l, const char *address)
+{
+	if (indexable(address) && !part_listed(l, address))
+		l->addr[l->count++] = address;
 }
 
 /* From, then To, Cc and Bcc entries while the budget lasts (every entry counts, indexable or
@@ -317,11 +321,12 @@ static int record_column(struct store_tx *tx, const char *op, int64_t rid, char 
 	return *text_r != NULL ? 0 : store_invalid(op, "out of memory");
 }
 
-/* Every address message_participants holds for the record, one a line (malloc'd): its
- * content's and its column's. STORE_NOT_FOUND without the record. */
-static int record_participants(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
+/* The record's participants column (malloc'd) and its content's participants (free them with
+ * content_parts_free). STORE_NOT_FOUND without the record. */
+static int record_parts(struct store_tx *tx, const char *op, int64_t rid, char **column_r,
+                        struct content_parts *content_r)
 {
-	*text_r = NULL;
+	*column_r = NULL;
 	struct db_stmt *s =
 	    db_prepare(tx->db, "SELECT participants, from_address, to_json,"
 	                       " cc_json, bcc_json FROM message_records WHERE rid = ?");
@@ -335,22 +340,37 @@ static int record_participants(struct store_tx *tx, const char *op, int64_t rid,
 	}
 	if (rc != DB_ROW)
 		return store_fail_stmt(tx, op, s);
-	char *text = strdup(db_column_text(s, 0));
-	struct content_parts c;
-	int read = content_parts_read(s, 1, &c);
+	char *column = strdup(db_column_text(s, 0));
+	int read = content_parts_read(s, 1, content_r);
 	db_finish(s);
-	size_t len = text != NULL ? strlen(text) : 0;
-	rc = text != NULL && read == 0 ? 0 : -1;
+	if (column == NULL || read < 0) {
+		free(column);
+		content_parts_free(content_r);
+		return store_invalid(op, "out of memory");
+	}
+	*column_r = column;
+	return 0;
+}
+
+/* Every address message_participants holds for the record, one a line (malloc'd): its
+ * content's and its column's. STORE_NOT_FOUND without the record. */
+static int record_participants(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
+{
+	struct content_parts c;
+	int rc = record_parts(tx, op, rid, text_r, &c);
+	if (rc != 0)
+		return rc;
+	size_t len = strlen(*text_r);
 	for (size_t i = 0; i < c.parts.count && rc == 0; i++) {
-		if (!has_line(text, c.parts.addr[i]))
-			rc = lines_append(&text, &len, c.parts.addr[i]);
+		if (!has_line(*text_r, c.parts.addr[i]))
+			rc = lines_append(text_r, &len, c.parts.addr[i]);
 	}
 	content_parts_free(&c);
 	if (rc != 0) {
-		free(text);
+		free(*text_r);
+		*text_r = NULL;
 		return store_invalid(op, "out of memory");
 	}
-	*text_r = text;
 	return 0;
 }
 
@@ -708,68 +728,45 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	return 0;
 }
 
-/* Before new content replaces the old: the old content's participants that the new one does
- * not have (and, when the new one cannot tell its own, all of them) go into the column, so that
- * content and column still list every index row of the record. */
+/* Before new content replaces the old: the old content's participants that the new content
+ * (`now`, the message's) does not list go into the column — and the new content's own when it
+ * cannot hold them (`lossy`) — so that content and column still list every index row. */
 static int keep_old_participants(struct store_tx *tx, const char *op, int64_t rid,
-                                 const struct store_message *msg, const struct record_json *j)
+                                 const struct part_list *now, bool lossy)
 {
-	struct db_stmt *s = db_prepare(tx->db, "SELECT from_address, to_json, cc_json, bcc_json"
-	                                       " FROM message_records WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	int step = db_step(s);
-	if (step != DB_ROW) {
-		if (step == DB_DONE) {
-			db_finish(s);
-			return store_invalid(op, "record vanished");
-		}
-		return store_fail_stmt(tx, op, s);
-	}
+	char *text;
 	struct content_parts old;
-	int rc = content_parts_read(s, 0, &old);
-	db_finish(s);
-	struct part_list *now = malloc(sizeof(*now));
-	char *text = NULL;
-	if (rc == 0 && now != NULL)
-		rc = record_column(tx, op, rid, &text);
-	else
-		rc = store_invalid(op, "out of memory");
+	int rc = record_parts(tx, op, rid, &text, &old);
+	if (rc != 0)
+		return rc;
+	size_t len = strlen(text);
 	bool grew = false;
-	if (rc == 0) {
-		part_collect(msg, now);
-		size_t len = strlen(text);
-		const struct part_list *lists[] = {&old.parts, now};
-		for (size_t k = 0; k < 2 && rc == 0; k++) {
-			for (size_t i = 0; i < lists[k]->count && rc == 0; i++) {
-				const char *address = lists[k]->addr[i];
-				bool in_new = false;
-				for (size_t n = 0; n < now->count && !in_new && k == 0; n++)
-					in_new = strcmp(now->addr[n], address) == 0;
-				if ((k == 0 && in_new) || (k == 1 && !j->lossy) ||
-				    has_line(text, address))
-					continue;
-				if (lines_append(&text, &len, address) < 0)
-					rc = store_invalid(op, "out of memory");
-				grew = true;
-			}
+	const struct part_list *lists[] = {&old.parts, now};
+	for (size_t k = 0; k < 2 && rc == 0; k++) {
+		for (size_t i = 0; i < lists[k]->count && rc == 0; i++) {
+			const char *address = lists[k]->addr[i];
+			bool keep = k == 0 ? !part_listed(now, address) : lossy;
+			if (!keep || has_line(text, address))
+				continue;
+			rc = lines_append(&text, &len, address) < 0
+			         ? store_invalid(op, "out of memory")
+			         : 0;
+			grew = true;
 		}
 	}
 	if (rc == 0 && grew)
 		rc = set_record_participants(tx, op, rid, text);
 	free(text);
-	free(now);
 	content_parts_free(&old);
 	return rc;
 }
 
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                            int64_t rid, enum store_source source, enum store_activity_type type,
-                           const struct store_message *msg, const struct record_json *j,
-                           int64_t now)
+                           const struct store_message *msg, const struct part_list *parts,
+                           const struct record_json *j, int64_t now)
 {
-	int rc = keep_old_participants(tx, op, rid, msg, j);
+	int rc = keep_old_participants(tx, op, rid, parts, j->lossy);
 	if (rc != 0)
 		return rc < 0 ? -1 : store_invalid(op, "record vanished");
 	if (write_record(
@@ -879,7 +876,8 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		if (rc == 0)
 			rc = add_participants(tx, op, org_id, rid, parts->addr, parts->count);
 		if (rc == 0 && source > stored) {
-			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, &j, now);
+			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, parts, &j,
+			                     now);
 			*content_replaced_r = rc == 0;
 		} else if (rc == 0) {
 			rc = touch_last_seen(tx, op, rid, now);

@@ -5,6 +5,8 @@
 #include "mime/address.h"
 #include "mime/message.h"
 
+#include "fuzz_checks.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,25 +20,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	mime_init();
 	return 0;
-}
-
-static void check_utf8(const char *s, size_t cap)
-{
-	size_t len = strnlen(s, cap + 1);
-	if (len > cap)
-		abort();
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < len;) {
-		unsigned char c = p[i];
-		size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
-		if (c >= 0x80 && ((c & 0xc0) == 0x80 || c >= 0xf8 || i + n > len))
-			abort();
-		for (size_t k = 1; k < n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				abort();
-		}
-		i += n;
-	}
 }
 
 static void check_address(const char *a)
@@ -88,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ret = mime_mailbox_parse(input, &mailbox, &error);
 	if (ret == 0) {
 		check_address(mailbox.address);
-		check_utf8(mailbox.name, MT_NAME_MAX);
+		fuzz_check_utf8(mailbox.name, MT_NAME_MAX);
 	} else if (ret != -1 || error == NULL) {
 		abort();
 	}

@@ -5,6 +5,8 @@
 #include "mime/address.h"
 #include "mime/message.h"
 
+#include "fuzz_checks.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,25 +20,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	mime_init();
 	return 0;
-}
-
-static void check_utf8(const char *s, size_t cap)
-{
-	size_t len = strnlen(s, cap + 1);
-	if (len > cap)
-		abort();
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < len;) {
-		unsigned char c = p[i];
-		size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
-		if (c >= 0x80 && ((c & 0xc0) == 0x80 || c >= 0xf8 || i + n > len))
-			abort();
-		for (size_t k = 1; k < n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				abort();
-		}
-		i += n;
-	}
 }
 
 static void check_address(const char *a)
@@ -53,7 +36,7 @@ static void check_mailboxes(const struct mime_mailbox *list, size_t count)
 {
 	for (size_t i = 0; i < count; i++) {
 		check_address(list[i].address);
-		check_utf8(list[i].name, MT_NAME_MAX);
+		fuzz_check_utf8(list[i].name, MT_NAME_MAX);
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(list[i].address, list[j].address) == 0)
 				abort();
@@ -63,17 +46,17 @@ static void check_mailboxes(const struct mime_mailbox *list, size_t count)
 
 static void check(const struct mime_summary *s)
 {
-	check_utf8(s->message_id, MT_MESSAGE_ID_MAX);
-	check_utf8(s->mailtrail_id, MT_MESSAGE_ID_MAX);
-	check_utf8(s->subject, MT_SUBJECT_MAX);
-	check_utf8(s->in_reply_to, MT_MESSAGE_ID_MAX);
-	check_utf8(s->snippet, MT_SNIPPET_BYTES);
+	fuzz_check_utf8(s->message_id, MT_MESSAGE_ID_MAX);
+	fuzz_check_utf8(s->mailtrail_id, MT_MESSAGE_ID_MAX);
+	fuzz_check_utf8(s->subject, MT_SUBJECT_MAX);
+	fuzz_check_utf8(s->in_reply_to, MT_MESSAGE_ID_MAX);
+	fuzz_check_utf8(s->snippet, MT_SNIPPET_BYTES);
 	if (s->reference_count > MT_REFERENCES_MAX)
 		abort();
 	for (size_t i = 0; i < s->reference_count; i++)
-		check_utf8(s->references[i], MT_MESSAGE_ID_MAX);
+		fuzz_check_utf8(s->references[i], MT_MESSAGE_ID_MAX);
 	check_address(s->from.address);
-	check_utf8(s->from.name, MT_NAME_MAX);
+	fuzz_check_utf8(s->from.name, MT_NAME_MAX);
 	check_mailboxes(s->to, s->to_count);
 	check_mailboxes(s->cc, s->cc_count);
 	check_mailboxes(s->bcc, s->bcc_count);
@@ -83,8 +66,8 @@ static void check(const struct mime_summary *s)
 	if (s->attachment_count > MT_ATTACHMENTS_MAX)
 		abort();
 	for (size_t i = 0; i < s->attachment_count; i++) {
-		check_utf8(s->attachments[i].name, MT_ATTACHMENT_NAME_MAX);
-		check_utf8(s->attachments[i].type, MT_CONTENT_TYPE_MAX);
+		fuzz_check_utf8(s->attachments[i].name, MT_ATTACHMENT_NAME_MAX);
+		fuzz_check_utf8(s->attachments[i].type, MT_CONTENT_TYPE_MAX);
 		if (s->attachments[i].size < 0)
 			abort();
 	}

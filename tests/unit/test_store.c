@@ -8,6 +8,7 @@
 
 #include "store/store.h"
 #include "temp_store.h"
+#include "store_gate.h"
 #include "store/store_internal.h"
 
 #include <event2/event.h>
@@ -852,54 +853,6 @@ static void test_migrations_idempotent(void **state)
 }
 
 /* ---- the group commit, through an event loop ---- */
-
-/* A job that holds the store thread until the test opens it, so that every job submitted
- * meanwhile is in the next batch: the batch is then deterministic. */
-struct gate {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool entered, open;
-};
-
-static int j_gate(struct store_tx *tx, void *arg)
-{
-	(void)tx;
-	struct gate *g = arg;
-	pthread_mutex_lock(&g->mu);
-	g->entered = true;
-	pthread_cond_broadcast(&g->cv);
-	while (!g->open)
-		pthread_cond_wait(&g->cv, &g->mu);
-	pthread_mutex_unlock(&g->mu);
-	return 0;
-}
-
-/* Submits the gate and returns once the store thread is inside it. */
-static void gate_close(struct store *s, struct gate *g)
-{
-	pthread_mutex_init(&g->mu, NULL);
-	pthread_cond_init(&g->cv, NULL);
-	g->entered = g->open = false;
-	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, g), 0);
-	pthread_mutex_lock(&g->mu);
-	while (!g->entered)
-		pthread_cond_wait(&g->cv, &g->mu);
-	pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_open(struct gate *g)
-{
-	pthread_mutex_lock(&g->mu);
-	g->open = true;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_destroy(struct gate *g)
-{
-	pthread_mutex_destroy(&g->mu);
-	pthread_cond_destroy(&g->cv);
-}
 
 struct async {
 	struct event_base *base;

@@ -8,6 +8,7 @@
 
 #include "store/store.h"
 #include "temp_store.h"
+#include "store_gate.h"
 
 #include <event2/event.h>
 #include <pthread.h>
@@ -458,51 +459,34 @@ static int j_two_acts(struct store_tx *tx, void *arg)
 	return t->fail ? -1 : 0;
 }
 
-struct gate {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool entered, open;
+/* The batch of two jobs and the loop waiting for both. */
+struct two_batch {
+	struct gate gate;
 	int pending;
 	struct event_base *base;
 };
 
-static int j_gate(struct store_tx *tx, void *arg)
-{
-	(void)tx;
-	struct gate *g = arg;
-	pthread_mutex_lock(&g->mu);
-	g->entered = true;
-	pthread_cond_broadcast(&g->cv);
-	while (!g->open)
-		pthread_cond_wait(&g->cv, &g->mu);
-	pthread_mutex_unlock(&g->mu);
-	return 0;
-}
-
-static struct gate *gate_of; /* the done callback's way back */
+static struct two_batch *batch_of; /* the done callback's way back */
 
 static void on_two_done(void *arg, int result)
 {
 	((struct two_acts *)arg)->result = result;
-	if (--gate_of->pending == 0)
-		event_base_loopbreak(gate_of->base);
+	if (--batch_of->pending == 0)
+		event_base_loopbreak(batch_of->base);
 }
 
 /* A job that took feed positions and was rolled back inside a group commit must not leave the
  * next job of that commit numbering from a reservation that no longer exists: every later
  * transaction would then hand out the same numbers again (a UNIQUE failure, or a reader missing
  * rows below its cursor). */
-static void test_feed_positions_after_rollback(void **state)
+static void feed_positions_after_rollback(struct fixture *f, enum store_job_kind kind)
 {
-	struct fixture *f = *state;
 	const char profiles[2][MT_ID_MAX];
 	memcpy((char *)profiles[0], f->jack, MT_ID_MAX);
 	memcpy((char *)profiles[1], f->jill, MT_ID_MAX);
-	struct gate *g = calloc(1, sizeof(*g));
-	pthread_mutex_init(&g->mu, NULL);
-	pthread_cond_init(&g->cv, NULL);
+	struct two_batch *g = calloc(1, sizeof(*g));
 	g->base = event_base_new();
-	gate_of = g;
+	batch_of = g;
 	const char *error = NULL;
 	struct store *s = store_open(f->path, g->base, &error);
 	assert_non_null(s);
@@ -516,21 +500,13 @@ static void test_feed_positions_after_rollback(void **state)
 	struct two_acts jobs[2] = {{failed, profiles, true, 0}, {kept, profiles, false, 0}};
 
 	/* Hold the store thread so that both jobs are one batch. */
-	assert_int_equal(store_submit(s, STORE_READ, j_gate, NULL, g), 0);
-	pthread_mutex_lock(&g->mu);
-	while (!g->entered)
-		pthread_cond_wait(&g->cv, &g->mu);
-	pthread_mutex_unlock(&g->mu);
+	gate_close(s, &g->gate);
 	struct store_stats before, after;
 	store_stats(s, &before);
 	g->pending = 2;
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(store_submit(s, STORE_WRITE, j_two_acts, on_two_done, &jobs[i]),
-		                 0);
-	pthread_mutex_lock(&g->mu);
-	g->open = true;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
+		assert_int_equal(store_submit(s, kind, j_two_acts, on_two_done, &jobs[i]), 0);
+	gate_open(&g->gate);
 	event_base_dispatch(g->base);
 	store_stats(s, &after);
 	assert_int_equal(after.commits - before.commits, 1);
@@ -567,9 +543,20 @@ static void test_feed_positions_after_rollback(void **state)
 	free(kept);
 	free(later);
 	event_base_free(g->base);
-	pthread_mutex_destroy(&g->mu);
-	pthread_cond_destroy(&g->cv);
+	gate_destroy(&g->gate);
 	free(g);
+}
+
+static void test_feed_positions_after_rollback(void **state)
+{
+	feed_positions_after_rollback(*state, STORE_WRITE);
+}
+
+/* The same without savepoints: the failed job rolls the transaction back (no replay: it was
+ * the first), and the kept job's positions still follow. */
+static void test_feed_positions_after_rollback_replayable(void **state)
+{
+	feed_positions_after_rollback(*state, STORE_WRITE | STORE_REPLAYABLE);
 }
 
 static void test_timeline(void **state)
@@ -913,6 +900,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_address_is_user, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_feed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_feed_positions_after_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_feed_positions_after_rollback_replayable, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_timeline, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_erasure, setup, teardown),
