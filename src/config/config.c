@@ -988,6 +988,12 @@ void mt_config_mark_built(const char *key, bool built)
 		keys[index].built = built;
 }
 
+bool mt_config_key_built(const char *key)
+{
+	int index = key_index(key, strlen(key));
+	return index >= 0 && keys[index].built;
+}
+
 bool mt_config_key_known(const char *key)
 {
 	return key_index(key, strlen(key)) >= 0;

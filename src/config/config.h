@@ -46,6 +46,8 @@ void mt_config_each_unbuilt(const struct mt_config *config,
 /* Lets later issues flip keys on without editing the table; unknown keys are ignored. */
 void mt_config_mark_built(const char *key, bool built);
 
+/* True if `key` is in the table and its feature is built (docs/configuration.md says which). */
+bool mt_config_key_built(const char *key);
 /* True if `key` is in the table. */
 bool mt_config_key_known(const char *key);
 /* The table, in order: for --help, flag parsing and tests. NULL past the end. */

@@ -25,25 +25,25 @@ struct host_check {
 	char reason[MT_HOSTNAME_MAX + 160];
 };
 
-int host_name_valid(const char *host)
+bool host_name_valid(const char *host)
 {
 	unsigned char buf[sizeof(struct in6_addr)];
 	if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
-		return 1;
+		return true;
 	size_t len = strlen(host);
 	if (len == 0 || len > MT_HOST_FIELD_MAX)
-		return 0;
+		return false;
 	size_t label = 0;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)host[i];
 		if (c == '.') {
 			if (label == 0 || host[i - 1] == '-')
-				return 0;
+				return false;
 			label = 0;
 			continue;
 		}
 		if (!(isalnum(c) || c == '-') || (c == '-' && label == 0) || ++label > 63)
-			return 0;
+			return false;
 	}
 	return label > 0 || host[len - 1] == '.';
 }

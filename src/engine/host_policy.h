@@ -11,6 +11,8 @@
 
 #include "lib/cidr.h"
 
+#include <stdbool.h>
+
 struct evdns_base;
 struct event_base;
 
@@ -29,6 +31,6 @@ void host_policy_check(struct event_base *base, struct evdns_base *dns, const ch
                        void *ctx);
 
 /* Syntax only: an LDH host name (labels 1..63, total <= 253) or an IPv4/IPv6 literal. */
-int host_name_valid(const char *host);
+bool host_name_valid(const char *host);
 
 #endif

@@ -211,3 +211,30 @@ json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count)
 		json_array_append_new(array, json_string(items[i]));
 	return array;
 }
+
+json_t *api_text(const char *text)
+{
+	json_t *j = json_string(text);
+	if (j != NULL || text == NULL)
+		return j;
+	size_t len = strlen(text);
+	char *clean = malloc(len * 3 + 1);
+	if (clean == NULL)
+		return NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < len;) {
+		size_t seq = mt_utf8_sequence(text + i, len - i);
+		if (seq == 0) {
+			memcpy(clean + n, "\xef\xbf\xbd", 3); /* U+FFFD */
+			n += 3;
+			i++;
+		} else {
+			memcpy(clean + n, text + i, seq);
+			n += seq;
+			i += seq;
+		}
+	}
+	j = json_stringn(clean, n);
+	free(clean);
+	return j;
+}

@@ -78,6 +78,9 @@ bool api_list_params(struct http_request *req, size_t *limit_r, const char **cur
 json_t *api_time(int64_t unix_seconds);
 /* An activity as the API shows it (DESIGN.md §1 Activity). */
 json_t *api_activity_json(const struct store_activity *activity);
+/* A JSON string of stored text; bytes that are not UTF-8 (stored before it was checked on the
+ * way in) become U+FFFD instead of failing the whole reply. Never NULL but out of memory. */
+json_t *api_text(const char *text);
 /* A new JSON array of strings. */
 json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count);
 

@@ -210,7 +210,7 @@ void api_addin_log(struct http_request *req, void *app)
 	struct mime_summary summary;
 	const char *error;
 	if (mime_parse_message(body, len, &summary, &error) < 0) {
-		http_reply_errorf(req, 400, "input", "not a message: %s", error);
+		http_reply_error(req, 400, "input", error, NULL, NULL);
 		return;
 	}
 	struct addin_job *job = api_job_new(app, req, sizeof(*job));

@@ -1,6 +1,7 @@
 /* The outbox API: POST /v1/messages stores a message durably (group-committed) before its 202;
  * GET shows its state per recipient; DELETE cancels it while it has not gone out. The route is
- * chosen at enqueue: the user's connected custom SMTP, else the platform relay, else 409. */
+ * chosen at enqueue: the user's connected custom SMTP while the org's custom_smtp switch is on,
+ * else the platform relay, else 409. */
 #include "http/api.h"
 
 #include "config/config.h"
@@ -200,7 +201,8 @@ static void send_loaded(void *arg, int result)
 	mt_strlcpy(user_box.address, job->user.email, sizeof(user_box.address));
 	mt_strlcpy(user_box.name, job->user.name, sizeof(user_box.name));
 	bool sender_header = false;
-	if (job->have_account && job->account.state == STORE_ACCOUNT_CONNECTED) {
+	bool custom_ready = job->have_account && job->account.state == STORE_ACCOUNT_CONNECTED;
+	if (custom_ready && job->org.custom_smtp) {
 		mt_strlcpy(m->route, "custom", sizeof(m->route));
 		mt_strlcpy(from.address, job->account.from_address, sizeof(from.address));
 		mt_strlcpy(m->mail_from, job->account.from_address, sizeof(m->mail_from));
@@ -227,8 +229,12 @@ static void send_loaded(void *arg, int result)
 		}
 	} else {
 		http_reply_error(req, 409, "input",
-		                 "no route for this message: connect your own SMTP account (PUT "
-		                 "/v1/smtp); the platform relay is not configured",
+		                 custom_ready
+		                     ? "no route for this message: Custom SMTP is switched off for "
+		                       "this org (custom_smtp) and the platform relay is not "
+		                       "configured"
+		                     : "no route for this message: connect your own SMTP account "
+		                       "(PUT /v1/smtp); the platform relay is not configured",
 		                 NULL, NULL);
 		send_job_free(job);
 		return;

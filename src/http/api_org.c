@@ -106,6 +106,16 @@ static bool decode_features(struct http_request *req, json_t *features, struct o
 		http_reply_error(req, 400, "input", message, NULL, NULL);
 		return false;
 	}
+	/* A switch for a feature this build lacks would promise sync that never happens. */
+	const char *missing = job->set_imap_sync && job->imap_sync ? "imap_sync"
+	                      : job->set_bcc_sync && job->bcc_sync ? "bcc_sync"
+	                                                           : NULL;
+	if (missing != NULL) {
+		http_reply_errorf(req, 400, "input",
+		                  "features: %s is not available yet in this version of mailtrail",
+		                  missing);
+		return false;
+	}
 	return true;
 }
 

@@ -37,8 +37,8 @@ static int parse_kind(const char *text, enum store_profile_kind *kind_r)
 
 static json_t *profile_json(const struct store_profile *profile)
 {
-	return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o}", "id", profile->id, "kind",
-	                 kind_names[profile->kind], "name", profile->name, "emails",
+	return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "id", profile->id, "kind",
+	                 kind_names[profile->kind], "name", api_text(profile->name), "emails",
 	                 api_string_array(profile->emails, profile->email_count), "created_at",
 	                 api_time(profile->created_at), "updated_at",
 	                 api_time(profile->updated_at));
@@ -494,6 +494,16 @@ static bool import_row(struct import_job *job, const struct csv_record *record,
 	s = record->fields[1];
 	len = record->lengths[1];
 	trim(&s, &len);
+	/* Stored text must come back out as JSON: a NUL would cut the name short, bytes that are
+	 * not UTF-8 could not be shown at all. */
+	if (memchr(s, '\0', len) != NULL) {
+		*error_r = "name contains a NUL byte";
+		return false;
+	}
+	if (!mt_utf8_valid(s, len)) {
+		*error_r = "name is not valid UTF-8";
+		return false;
+	}
 	if (len == 0 || len > MT_NAME_MAX || memchr(s, '\n', len) || memchr(s, '\r', len)) {
 		*error_r = len == 0 ? "name is empty" : "name is too long or has a line break";
 		return false;
@@ -507,6 +517,14 @@ static bool import_row(struct import_job *job, const struct csv_record *record,
 	p->email_count = 0;
 	const char *list = record->fields[2];
 	size_t list_len = record->lengths[2];
+	if (memchr(list, '\0', list_len) != NULL) {
+		*error_r = "emails contain a NUL byte";
+		goto rollback;
+	}
+	if (!mt_utf8_valid(list, list_len)) {
+		*error_r = "emails are not valid UTF-8";
+		goto rollback;
+	}
 	while (list_len > 0) {
 		const char *semi = memchr(list, ';', list_len);
 		size_t piece_len = semi != NULL ? (size_t)(semi - list) : list_len;

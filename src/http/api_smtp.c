@@ -221,6 +221,7 @@ fail:
 struct account_job {
 	struct api_job base;
 	struct store_smtp_account account;
+	struct store_org org;
 	bool exists;
 	struct usage usage;
 	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
@@ -230,19 +231,35 @@ struct account_job {
 static int account_get_run(struct store_tx *tx, void *arg)
 {
 	struct account_job *job = arg;
-	int rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
+	int rc = store_org_get(tx, job->base.org_id, &job->org);
+	if (rc != 0)
+		return rc;
+	rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
 	job->exists = rc == 0;
 	if (rc == 0)
 		return load_usage(tx, &job->account, &job->usage);
 	return rc == STORE_NOT_FOUND ? 0 : rc;
 }
 
+/* The admin's switch and where a single message would go now (DESIGN.md §1 Relay). */
+static void add_route(struct account_job *job, json_t *doc)
+{
+	bool custom =
+	    job->org.custom_smtp && job->exists && job->account.state == STORE_ACCOUNT_CONNECTED;
+	const char *route = custom ? "custom" : job->base.api->relay_configured ? "relay" : "none";
+	json_object_set_new(doc, "feature_enabled", json_boolean(job->org.custom_smtp));
+	json_object_set_new(doc, "route", json_string(route));
+}
+
 static void account_reply_done(void *arg, int result)
 {
 	struct account_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "SMTP account"))
-		http_reply_json(job->base.req, 200,
-		                account_json(&job->account, job->exists, &job->usage));
+	if (!api_reply_store_error(job->base.req, result, "SMTP account")) {
+		json_t *doc = account_json(&job->account, job->exists, &job->usage);
+		if (doc != NULL)
+			add_route(job, doc);
+		http_reply_json(job->base.req, 200, doc);
+	}
 	sodium_memzero(&job->account, sizeof(job->account));
 	free(job);
 }
@@ -260,6 +277,8 @@ static int account_patch_run(struct store_tx *tx, void *arg)
 	struct account_job *job = arg;
 	int rc = store_smtp_account_set_limits(tx, job->base.org_id, job->base.user_id, job->limits,
 	                                       job->limit_count);
+	if (rc == 0)
+		rc = store_org_get(tx, job->base.org_id, &job->org);
 	if (rc == 0)
 		rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
 	job->exists = rc == 0;
@@ -369,6 +388,7 @@ struct put_job {
 	struct mt_tls_pin pin;
 	bool have_pin;
 	bool holds_slot;
+	bool limits_given; /* else the stored limits stay (PATCH may have set them) */
 	char message_id[128];
 };
 
@@ -650,6 +670,29 @@ static bool address_is_users(const struct store_user *user, const char *address)
 	return false;
 }
 
+/* Two pins are the same when both are absent or both name the same digest, whatever the
+ * spelling (case, colons). */
+static bool same_pin(const char *a, const char *b)
+{
+	if (a[0] == '\0' || b[0] == '\0')
+		return a[0] == b[0];
+	struct mt_tls_pin pa, pb;
+	const char *error;
+	return mt_tls_pin_parse(a, &pa, &error) == 0 && mt_tls_pin_parse(b, &pb, &error) == 0 &&
+	       pa.kind == pb.kind && memcmp(pa.digest, pb.digest, sizeof(pa.digest)) == 0;
+}
+
+/* Whether the stored secret may be sent where the new settings point. */
+static bool same_destination(const struct store_smtp_account *stored,
+                             const struct store_smtp_account *wanted)
+{
+	return strcmp(stored->host, wanted->host) == 0 && stored->port == wanted->port &&
+	       strcmp(stored->username, wanted->username) == 0 &&
+	       strcmp(stored->auth, wanted->auth) == 0 &&
+	       strcmp(stored->security, wanted->security) == 0 &&
+	       same_pin(stored->tls_fingerprint, wanted->tls_fingerprint);
+}
+
 /* After loading the org, the user and the stored account: the policy checks that need them. */
 static void put_loaded(void *arg, int result)
 {
@@ -675,18 +718,21 @@ static void put_loaded(void *arg, int result)
 		                 NULL);
 		goto fail;
 	}
+	if (!job->limits_given && job->stored_exists &&
+	    strcmp(job->stored.preset, a->preset) == 0) {
+		memcpy(a->limits, job->stored.limits, sizeof(a->limits));
+		a->limit_count = job->stored.limit_count;
+	}
 	char context[MT_ID_MAX + 8];
 	snprintf(context, sizeof(context), "smtp:%s", job->base.user_id);
 	if (strcmp(a->auth, "none") != 0) {
 		if (job->secret_text != NULL) {
 			job->secret = mt_secret_new(job->secret_text, job->secret_len);
 		} else if (job->stored_exists && job->stored.sealed_secret_len > 0 &&
-		           strcmp(job->stored.host, a->host) == 0 && job->stored.port == a->port &&
-		           strcmp(job->stored.username, a->username) == 0 &&
-		           strcmp(job->stored.auth, a->auth) == 0) {
-			/* An omitted password keeps the stored one — for the same server and login
-			 * only, or a stolen token could send the password to a host of its choice.
-			 */
+		           same_destination(&job->stored, a)) {
+			/* An omitted password keeps the stored one — for the same server, login and
+			 * transport only, or a stolen token could send the password to a host of
+			 * its choice, in the clear, or to a certificate of its choice. */
 			const char *error;
 			job->secret = mt_unseal(api->keyring, context, job->stored.sealed_secret,
 			                        job->stored.sealed_secret_len, &error);
@@ -700,13 +746,18 @@ static void put_loaded(void *arg, int result)
 				goto fail;
 			}
 		} else {
+			bool xoauth2 = strcmp(a->auth, "xoauth2") == 0;
+			bool had_secret = job->stored_exists && job->stored.sealed_secret_len > 0;
 			http_reply_error(
 			    req, 400, "input",
-			    strcmp(a->auth, "xoauth2") == 0
-			        ? "access_token is required (the stored one is only "
-			          "reused for the same host, port and username)"
-			        : "password is required (the stored one is only reused "
-			          "for the same host, port and username)",
+			    !had_secret
+			        ? (xoauth2 ? "access_token is required" : "password is required")
+			    : xoauth2 ? "access_token is required: the stored one is only reused "
+			                "for the same host, port, username, security and "
+			                "tls_fingerprint"
+			              : "password is required: the stored one is only reused for "
+			                "the same host, port, username, security and "
+			                "tls_fingerprint",
 			    NULL, NULL);
 			goto fail;
 		}
@@ -934,6 +985,7 @@ void api_smtp_put(struct http_request *req, void *app)
 	if (count < 0)
 		goto fail;
 	a->limit_count = (size_t)count;
+	job->limits_given = count > 0 || lim.limits != NULL;
 	if (count == 0 && lim.limits == NULL && preset != NULL) {
 		for (size_t i = 0; i < preset->limit_count; i++) {
 			a->limits[i].limit = preset->limits[i].limit;

@@ -15,7 +15,9 @@ struct user_job {
 	struct store_user user;
 	struct store_token token;
 	char token_text[MT_TOKEN_TEXT_MAX];
-	bool set_name, set_role, set_aliases;
+	bool set_name, set_role, set_aliases, set_active;
+	bool active;
+	bool reactivated; /* a new token was made: it is in token_text */
 	char name[MT_NAME_MAX + 1];
 	enum store_role role;
 	char aliases[MT_ALIASES_MAX][MT_ADDRESS_MAX + 1];
@@ -172,7 +174,22 @@ fail:
 static int users_update_run(struct store_tx *tx, void *arg)
 {
 	struct user_job *job = arg;
+	job->reactivated = false;
 	int rc = store_user_get(tx, job->base.org_id, job->target_id, &job->user);
+	if (rc == 0 && job->set_active && !job->active && job->user.active)
+		rc = store_user_deactivate(tx, job->base.org_id, job->target_id);
+	if (rc == 0 && job->set_active && job->active && !job->user.active) {
+		/* Its old tokens stay revoked: whoever held them when it was switched off must not
+		 * get back in. The admin passes the new one on. */
+		bool was_inactive;
+		rc = store_user_reactivate(tx, job->base.org_id, job->target_id, &was_inactive);
+		if (rc == 0 && was_inactive) {
+			rc = create_token_for(tx, job);
+			job->reactivated = rc == 0;
+		}
+	}
+	if (rc == 0 && job->set_active)
+		job->user.active = job->active;
 	if (rc != 0)
 		return rc;
 	if (job->set_name)
@@ -193,8 +210,13 @@ static int users_update_run(struct store_tx *tx, void *arg)
 static void user_reply_done(void *arg, int result)
 {
 	struct user_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "user"))
-		http_reply_json(job->base.req, 200, user_json(&job->user));
+	if (!api_reply_store_error(job->base.req, result, "user")) {
+		json_t *body = user_json(&job->user);
+		if (job->reactivated)
+			json_object_set_new(body, "token", json_string(job->token_text));
+		http_reply_json(job->base.req, 200, body);
+	}
+	memset(job->token_text, 0, sizeof(job->token_text));
 	free(job);
 }
 
@@ -225,11 +247,19 @@ void api_users_update(struct http_request *req, void *app)
 	     .single_line = true,
 	     .out = &aliases,
 	     .present = &job->set_aliases},
+	    {.name = "active",
+	     .type = JSON_FIELD_BOOL,
+	     .out = &job->active,
+	     .present = &job->set_active},
 	};
 	json_t *root = api_decode(req, fields, sizeof(fields) / sizeof(fields[0]));
 	if (root == NULL) {
 		free(job);
 		return;
+	}
+	if (job->set_active && !job->active && strcmp(job->target_id, job->base.user_id) == 0) {
+		http_reply_error(req, 409, "input", "you cannot deactivate yourself", NULL, NULL);
+		goto fail;
 	}
 	if (job->set_name && (name == NULL || name[0] == '\0')) {
 		http_reply_error(req, 400, "input", "name: must not be empty", NULL, NULL);
@@ -269,7 +299,7 @@ static int users_delete_run(struct store_tx *tx, void *arg)
 static void empty_reply_done(void *arg, int result)
 {
 	struct user_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "that"))
+	if (!api_reply_store_error(job->base.req, result, "user"))
 		http_reply_empty(job->base.req, 204);
 	free(job);
 }

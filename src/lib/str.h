@@ -13,6 +13,10 @@ bool mt_str_has_crlf(const char *s);
 bool mt_str_istarts(const char *s, size_t len, const char *prefix);
 /* Parses a decimal port 1..65535. */
 int mt_parse_port(const char *s, uint16_t *port_r);
+/* Bytes of the well-formed UTF-8 sequence at `s` (RFC 3629: no overlong forms, surrogates or
+ * code points past U+10FFFF), 0 when there is none. NUL is a valid one-byte sequence. */
+size_t mt_utf8_sequence(const char *s, size_t len);
+bool mt_utf8_valid(const char *s, size_t len);
 /* Monotonic milliseconds, for timeouts and benchmarks. */
 int64_t mt_now_ms(void);
 /* Wall clock seconds since the epoch. */

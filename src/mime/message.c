@@ -770,11 +770,11 @@ static GMimeMessage *parse_bytes(const char *data, size_t len, bool headers_only
 static int parse_common(GMimeMessage *message, struct parse_ctx *ctx, const char **error_r)
 {
 	if (message == NULL) {
-		*error_r = "not a message";
+		*error_r = "not an email message (RFC 5322): no header fields could be read";
 		return -1;
 	}
 	if (!read_headers(ctx, GMIME_OBJECT(message))) {
-		*error_r = "not a message: no From, To, Cc, Date, Message-ID or Subject";
+		*error_r = "not an email message: no From, To, Cc, Date, Message-ID or Subject";
 		return -1;
 	}
 	return 0;
@@ -787,7 +787,7 @@ int mime_parse_message(const char *data, size_t len, struct mime_summary *summar
 	mime_init();
 	struct parse_ctx ctx = {.s = summary_r};
 	if (data == NULL || len == 0) {
-		*error_r = "not a message";
+		*error_r = "not an email message: it is empty";
 		return -1;
 	}
 	GMimeMessage *message = parse_bytes(data, len, false);
@@ -811,7 +811,7 @@ int mime_parse_headers(const char *headers, size_t headers_len, const char *text
 	mime_init();
 	struct parse_ctx ctx = {.s = summary_r};
 	if (headers == NULL || headers_len == 0) {
-		*error_r = "not a message";
+		*error_r = "not an email message: it is empty";
 		return -1;
 	}
 	GMimeMessage *message = parse_bytes(headers, headers_len, true);

@@ -122,7 +122,7 @@ static int parse_digest_hex(const char *hex, unsigned char digest[32], const cha
 		digest[i] = (unsigned char)(hi << 4 | lo);
 		pos += 2;
 	}
-	return 1;
+	return 0;
 }
 
 int mt_tls_pin_parse(const char *text, struct mt_tls_pin *pin_r, const char **error_r)
@@ -151,7 +151,7 @@ int mt_tls_pin_parse(const char *text, struct mt_tls_pin *pin_r, const char **er
 	if (parse_digest_hex(hex, pin.digest, error_r) < 0)
 		return -1;
 	*pin_r = pin;
-	return 1;
+	return 0;
 }
 
 static void format_digest(const char *prefix, const unsigned char digest[32], char *out,

@@ -28,7 +28,7 @@ struct mt_tls_config *mt_tls_config_new(const char *ca_file, const char **error_
 void mt_tls_config_free(struct mt_tls_config **config);
 SSL_CTX *mt_tls_config_ctx(struct mt_tls_config *config);
 
-/* Parses a pin; 1 on success, -1 with *error_r. */
+/* Parses a pin; 0 on success, -1 with *error_r. */
 int mt_tls_pin_parse(const char *text, struct mt_tls_pin *pin_r, const char **error_r);
 /* "sha256:AB12..." (lower-case hex, no colons) of a certificate's DER. */
 void mt_tls_cert_fingerprint(X509 *cert, char *out, size_t out_size);

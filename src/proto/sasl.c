@@ -2,6 +2,7 @@
 #include "lib/base64.h"
 #include "lib/limits.h"
 
+#include <stdbool.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -39,17 +40,17 @@ const char *sasl_mech_name(enum sasl_mech mech)
 /* A user name ends up inside a framed message (NUL in PLAIN, ^A in XOAUTH2) or, if a caller got
  * it wrong, on a command line: control characters are refused everywhere, which covers the CR,
  * LF and NUL that would let it inject. */
-static int user_valid(const char *user)
+static bool user_valid(const char *user)
 {
 	size_t len = strlen(user);
 	if (len == 0 || len > MT_SASL_USER_MAX)
-		return 0;
+		return false;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)user[i];
 		if (c < 0x20 || c == 0x7f)
-			return 0;
+			return false;
 	}
-	return 1;
+	return true;
 }
 
 /* Undoes a partial append so that a failed encoder leaves `out` as it was, secret bytes
@@ -212,7 +213,7 @@ int sasl_xoauth2_parse_error(const char *challenge, size_t len, struct sasl_xoau
 		                    json_string_value(status)))
 			*error_r = "XOAUTH2 error status is empty or too long";
 		else
-			ret = 1;
+			ret = 0;
 	} else if (json_is_integer(status)) {
 		char num[32];
 		int n =
@@ -221,12 +222,12 @@ int sasl_xoauth2_parse_error(const char *challenge, size_t len, struct sasl_xoau
 			*error_r = "XOAUTH2 error status too long";
 		else {
 			memcpy(err_r->status, num, (size_t)n + 1);
-			ret = 1;
+			ret = 0;
 		}
 	} else {
 		*error_r = "XOAUTH2 error has no status";
 	}
-	if (ret == 1 && scope != NULL) {
+	if (ret == 0 && scope != NULL) {
 		if (!json_is_string(scope)) {
 			*error_r = "XOAUTH2 error scope is not a string";
 			ret = -1;

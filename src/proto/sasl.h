@@ -39,7 +39,7 @@ struct sasl_xoauth2_error {
 	char status[16];
 	char scope[256];
 };
-/* Decodes the challenge text (after "334 "). 1 on success, -1 with *error_r if not base64
+/* Decodes the challenge text (after "334 "). 0 on success, -1 with *error_r if not base64
  * JSON of that shape. */
 int sasl_xoauth2_parse_error(const char *challenge, size_t len, struct sasl_xoauth2_error *err_r,
                              const char **error_r);

@@ -91,5 +91,5 @@ int smtp_caps_parse(const struct smtp_reply *ehlo_reply, struct smtp_caps *caps_
 			caps_r->size_max = n > 0 ? parse_size(word, n) : 0;
 		}
 	}
-	return 1;
+	return 0;
 }

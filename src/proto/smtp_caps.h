@@ -25,7 +25,7 @@ struct smtp_caps {
 };
 
 /* Fills *caps_r from an EHLO reply (the first line is the greeting, the rest keywords; unknown
- * keywords are ignored). Returns 1, or -1 with *error_r when the reply is not a 250. */
+ * keywords are ignored). Returns 0, or -1 with *error_r when the reply is not a 250. */
 int smtp_caps_parse(const struct smtp_reply *ehlo_reply, struct smtp_caps *caps_r,
                     const char **error_r);
 

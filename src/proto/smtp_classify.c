@@ -1,5 +1,6 @@
 #include "proto/smtp_classify.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -85,7 +86,7 @@ static const struct rule rules[] = {
 };
 
 /* ASCII case-insensitive substring search. */
-static int contains_ci(const char *hay, const char *needle)
+static bool contains_ci(const char *hay, const char *needle)
 {
 	size_t n = strlen(needle);
 	for (; *hay != '\0'; hay++) {
@@ -101,18 +102,18 @@ static int contains_ci(const char *hay, const char *needle)
 			i++;
 		}
 		if (i == n)
-			return 1;
+			return true;
 	}
-	return 0;
+	return false;
 }
 
-static int reply_contains(const struct smtp_reply *reply, const char *needle)
+static bool reply_contains(const struct smtp_reply *reply, const char *needle)
 {
 	for (unsigned i = 0; i < reply->line_count; i++) {
 		if (contains_ci(reply->lines[i], needle))
-			return 1;
+			return true;
 	}
-	return 0;
+	return false;
 }
 
 /* Compares "4.7.500" with "4.7.*" component by component. */

@@ -1,5 +1,6 @@
 #include "proto/smtp_data.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 void smtp_dot_writer_init(struct smtp_dot_writer *writer)
@@ -91,11 +92,11 @@ int smtp_dot_writer_finish(struct smtp_dot_writer *writer, struct mt_buf *out)
 	return 0;
 }
 
-int smtp_data_has_8bit(const char *data, size_t len)
+bool smtp_data_has_8bit(const char *data, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
 		if ((unsigned char)data[i] & 0x80)
-			return 1;
+			return true;
 	}
-	return 0;
+	return false;
 }

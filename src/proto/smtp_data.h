@@ -7,6 +7,7 @@
 
 #include "lib/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct smtp_dot_writer {
@@ -22,6 +23,6 @@ int smtp_dot_writer_write(struct smtp_dot_writer *writer, struct mt_buf *out, co
 int smtp_dot_writer_finish(struct smtp_dot_writer *writer, struct mt_buf *out);
 
 /* True if the bytes contain an octet above 0x7f (needs BODY=8BITMIME). */
-int smtp_data_has_8bit(const char *data, size_t len);
+bool smtp_data_has_8bit(const char *data, size_t len);
 
 #endif

@@ -915,7 +915,7 @@ static bool handle_reply(struct smtp_client *client, const struct smtp_reply *re
 			struct sasl_xoauth2_error err;
 			const char *error;
 			const char *text = reply->line_count > 0 ? reply->lines[0] : "";
-			if (sasl_xoauth2_parse_error(text, strlen(text), &err, &error) > 0)
+			if (sasl_xoauth2_parse_error(text, strlen(text), &err, &error) == 0)
 				mt_log(MT_LOG_INFO, "smtp.xoauth2_error",
 				       MT_KV("host", client->host), MT_KV("status", err.status),
 				       MT_KV("scope", err.scope));

@@ -556,6 +556,23 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 	return 0;
 }
 
+/* The highest feed position the org's counter has handed out (0 before the first). */
+static int feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r)
+{
+	*last_r = 0;
+	struct db_stmt *s = db_prepare(tx->db, "SELECT value FROM feed_counter WHERE org_id = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text(s, 1, org_id);
+	int rc = db_step(s);
+	if (rc == DB_ROW)
+		*last_r = db_column_int64(s, 0);
+	else if (rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return 0;
+}
+
 int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,
                         struct store_activity_list *list_r)
 {
@@ -573,6 +590,16 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 	int rc = read_list(tx, op, org_id, s, limit, list_r);
 	if (rc != 0)
 		return rc;
+	if (list_r->count == 0 && since > 0) {
+		/* A cursor past every position handed out was never ours: a client holding it would
+		 * wait forever, missing what comes before it. */
+		int64_t last = 0;
+		rc = feed_last(tx, op, org_id, &last);
+		if (rc != 0)
+			return rc;
+		if (since > last)
+			return STORE_INVALID;
+	}
 	int64_t next = list_r->count > 0 ? list_r->items[list_r->count - 1].seq : since;
 	snprintf(list_r->next_cursor, sizeof(list_r->next_cursor), "%" PRId64, next);
 	return 0;

@@ -227,6 +227,23 @@ int store_user_deactivate(struct store_tx *tx, const char *org_id, const char *u
 	return rc;
 }
 
+int store_user_reactivate(struct store_tx *tx, const char *org_id, const char *user_id,
+                          bool *was_inactive_r)
+{
+	static const char op[] = "store_user_reactivate";
+	*was_inactive_r = false;
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	int64_t n = run_update(tx, op,
+	                       "UPDATE users SET active = 1, updated_at = ?"
+	                       " WHERE id = ? AND org_id = ? AND active = 0",
+	                       mt_wall_s(), user_id, org_id);
+	if (n < 0)
+		return -1;
+	*was_inactive_r = n > 0;
+	return 0;
+}
+
 int store_user_by_address(struct store_tx *tx, const char *org_id, const char *address,
                           struct store_user *user_r)
 {

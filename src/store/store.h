@@ -142,6 +142,10 @@ int store_user_get(struct store_tx *tx, const char *org_id, const char *user_id,
 int store_user_update(struct store_tx *tx, const struct store_user *user);
 /* Marks the user inactive, revokes its tokens, turns its SMTP account off (secret wiped). */
 int store_user_deactivate(struct store_tx *tx, const char *org_id, const char *user_id);
+/* Marks the user active again; *was_inactive_r tells whether it was inactive. Its old tokens
+ * stay revoked and its SMTP account off: the caller gives it a new token. */
+int store_user_reactivate(struct store_tx *tx, const char *org_id, const char *user_id,
+                          bool *was_inactive_r);
 /* The active user (of any org) whose address or alias this is within `org_id`;
  * STORE_NOT_FOUND otherwise. */
 int store_user_by_address(struct store_tx *tx, const char *org_id, const char *address,

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sasl_xoauth2_error err;
 	const char *error = NULL;
 	int ret = sasl_xoauth2_parse_error((const char *)data, size, &err, &error);
-	if (ret == 1) {
+	if (ret == 0) {
 		if (memchr(err.status, '\0', sizeof(err.status)) == NULL ||
 		    memchr(err.scope, '\0', sizeof(err.scope)) == NULL || err.status[0] == '\0')
 			abort();

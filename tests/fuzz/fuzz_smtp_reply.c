@@ -22,7 +22,7 @@ static void check_reply(const struct smtp_reply *reply, int phase)
 	struct smtp_caps caps;
 	const char *error = NULL;
 	int ret = smtp_caps_parse(reply, &caps, &error);
-	if ((ret == 1) != (reply->code == 250) || (ret < 0 && error == NULL))
+	if ((ret == 0) != (reply->code == 250) || (ret < 0 && error == NULL))
 		abort();
 	/* one phase per reply, rotating: every phase gets its turn without paying for ten text
 	 * scans of each reply */

@@ -853,9 +853,9 @@ def case_org_domains(svc):
     assert got["domains"] == ["a.example", "xn--bcher-kva.example"], f"a refused PUT changed domains: {got}"
     assert got["features"]["custom_smtp"] is True, got
     # PUT with features only keeps the domains.
-    doc = expect(svc.req("PUT", "/v1/org", ta, {"features": {"imap_sync": True}}), 200)
-    assert doc["domains"] == got["domains"] and doc["features"]["imap_sync"] is True, doc
-    doc = expect(svc.req("PUT", "/v1/org/features", ta, {"imap_sync": False}), 200)
+    doc = expect(svc.req("PUT", "/v1/org", ta, {"features": {"custom_smtp": False}}), 200)
+    assert doc["domains"] == got["domains"] and doc["features"]["custom_smtp"] is False, doc
+    doc = expect(svc.req("PUT", "/v1/org/features", ta, {"custom_smtp": True}), 200)
     assert doc == {"custom_smtp": True, "imap_sync": False, "bcc_sync": False}, doc
 
 

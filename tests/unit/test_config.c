@@ -367,6 +367,62 @@ static void test_load_file(void **state)
 	mt_config_free(&config);
 }
 
+/* docs/configuration.md lists every key with a "built" column: it must say what the table says,
+ * so that an operator is never told a key works when it is ignored (or the other way round). */
+static void test_docs_match_table(void **state)
+{
+	(void)state;
+	FILE *f = fopen(MT_TEST_DATA_DIR "/../../docs/configuration.md", "r");
+	assert_non_null(f);
+	bool documented[256] = {false};
+	assert_true(mt_config_key_count() <= 256);
+	char line[2048];
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (line[0] != '|' || line[1] != ' ' || line[2] != '`')
+			continue;
+		/* the built column is the last one */
+		char *end = strrchr(line, '|');
+		assert_non_null(end);
+		*end = '\0';
+		char *last = strrchr(line, '|');
+		assert_non_null(last);
+		bool says_built = strstr(last, "yes") != NULL;
+		bool says_unbuilt = strstr(last, "no") != NULL;
+		assert_true(says_built != says_unbuilt);
+		char *first_end = strchr(line + 1, '|');
+		assert_non_null(first_end);
+		*first_end = '\0';
+		/* every `name` in the first column, `prefix_*` for a family */
+		for (char *p = strchr(line, '`'); p != NULL; p = strchr(p, '`')) {
+			char *q = strchr(p + 1, '`');
+			assert_non_null(q);
+			*q = '\0';
+			const char *name = p + 1;
+			size_t len = strlen(name);
+			bool family = len > 0 && name[len - 1] == '*';
+			size_t matched = 0;
+			for (size_t i = 0; i < mt_config_key_count(); i++) {
+				const char *key = mt_config_key_name(i);
+				if (family ? strncmp(key, name, len - 1) == 0
+				           : strcmp(key, name) == 0) {
+					matched++;
+					documented[i] = true;
+					if (mt_config_key_built(key) != says_built)
+						fail_msg("docs/configuration.md says %s is %sbuilt",
+						         key, says_built ? "" : "not ");
+				}
+			}
+			if (matched == 0 && strncmp(name, "MAILTRAIL_", 10) != 0)
+				fail_msg("docs/configuration.md names an unknown key %s", name);
+			p = q + 1;
+		}
+	}
+	fclose(f);
+	for (size_t i = 0; i < mt_config_key_count(); i++)
+		if (!documented[i])
+			fail_msg("%s is missing from docs/configuration.md", mt_config_key_name(i));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,7 +430,7 @@ int main(void)
 	    cmocka_unit_test(test_file_errors), cmocka_unit_test(test_all_or_nothing),
 	    cmocka_unit_test(test_types),       cmocka_unit_test(test_precedence),
 	    cmocka_unit_test(test_unbuilt),     cmocka_unit_test(test_hosts),
-	    cmocka_unit_test(test_load_file),
+	    cmocka_unit_test(test_load_file),   cmocka_unit_test(test_docs_match_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

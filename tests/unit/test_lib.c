@@ -7,6 +7,7 @@
 #include "lib/backoff.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
+#include "lib/str.h"
 #include "lib/failure.h"
 #include "lib/log.h"
 #include "lib/secret.h"
@@ -82,14 +83,30 @@ static void test_secret_and_classes(void **state)
 	assert_int_equal(mt_class_exit_code(MT_CLASS_INTERNAL), 17);
 }
 
+static void test_utf8(void **state)
+{
+	(void)state;
+	assert_true(mt_utf8_valid("", 0));
+	assert_true(mt_utf8_valid("plain", 5));
+	assert_true(mt_utf8_valid("\xc3\xa9\xe6\x97\xa5\xf0\x9f\x8e\x89", 9)); /* é 日 🎉 */
+	assert_true(mt_utf8_valid("a\0b", 3)); /* NUL is UTF-8; callers that mind check it */
+	assert_false(mt_utf8_valid("\xff", 1));
+	assert_false(mt_utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+	assert_false(mt_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+	assert_false(mt_utf8_valid("\xed\xa0\x80", 3));     /* surrogate U+D800 */
+	assert_false(mt_utf8_valid("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
+	assert_false(mt_utf8_valid("\xc3", 1));             /* cut short */
+	assert_false(mt_utf8_valid("\xc3\x28", 2));         /* bad continuation */
+	assert_int_equal(mt_utf8_sequence("\xf0\x9f\x8e\x89x", 5), 4);
+	assert_int_equal(mt_utf8_sequence("\x80", 1), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_buf_cap),
-	    cmocka_unit_test(test_log_escapes),
-	    cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_secret_and_classes),
+	    cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_log_escapes),
+	    cmocka_unit_test(test_backoff), cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_base64),  cmocka_unit_test(test_secret_and_classes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

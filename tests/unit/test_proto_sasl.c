@@ -112,7 +112,7 @@ static void test_xoauth2_error(void **state)
 	    parse_error("eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHR"
 	                "wczovL21haWwuZ29vZ2xlLmNvbS8ifQ==",
 	                &err),
-	    1);
+	    0);
 	assert_string_equal(err.status, "401");
 	assert_string_equal(err.scope, "https://mail.google.com/");
 	/* a numeric status */
@@ -120,14 +120,14 @@ static void test_xoauth2_error(void **state)
 	    parse_error("eyJzdGF0dXMiOjQwMSwic2NoZW1lcyI6ImJlYXJlciIsInNjb3BlIjoiaHR0cH"
 	                "M6Ly9vdXRsb29rLm9mZmljZS5jb20vU01UUC5TZW5kIn0=",
 	                &err),
-	    1);
+	    0);
 	assert_string_equal(err.status, "401");
 	assert_string_equal(err.scope, "https://outlook.office.com/SMTP.Send");
 	/* no scope; and padding left out by the server */
-	assert_int_equal(parse_error("eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIn0", &err), 1);
+	assert_int_equal(parse_error("eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIn0", &err), 0);
 	assert_string_equal(err.status, "400");
 	assert_string_equal(err.scope, "");
-	assert_int_equal(parse_error(" eyJzdGF0dXMiOiI0MDEifQ==\r\n", &err), 1);
+	assert_int_equal(parse_error(" eyJzdGF0dXMiOiI0MDEifQ==\r\n", &err), 0);
 	assert_string_equal(err.status, "401");
 
 	assert_int_equal(parse_error("", &err), -1);
