@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 #include "crypto/seal.h"
+#include "engine/outbox.h"
 #include "engine/sender.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -12,6 +13,7 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "store/store.h"
+#include "work/work.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -221,6 +223,8 @@ int mt_cli_serve(int argc, char **argv)
 	struct mt_tls_config *tls = NULL;
 	struct http_server *server = NULL;
 	struct sender *sender = NULL;
+	struct work_pool *work = NULL;
+	struct outbox *outbox = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -316,6 +320,24 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.sender = sender;
+	if ((work = work_pool_new(base, MT_WORK_THREADS, MT_WORK_QUEUE_MAX, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
+		goto out;
+	}
+	api.work = work;
+	struct outbox_params outbox_params = {
+	    .store = store,
+	    .work = work,
+	    .sender = sender,
+	    .max_message_bytes = mt_config_int(config, "max_message_bytes"),
+	    .relay_configured = api.relay_configured,
+	    .relay_from = api.relay_from,
+	};
+	if ((outbox = outbox_new(&outbox_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.outbox = outbox;
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -347,6 +369,9 @@ int mt_cli_serve(int argc, char **argv)
 	mt_log(MT_LOG_INFO, "serve.stopped");
 out:
 	http_server_free(&server);
+	/* What the workers hold is answered (to requests now gone) before the store closes. */
+	work_pool_free(&work);
+	outbox_free(&outbox);
 	sender_free(&sender);
 	if (sigterm != NULL)
 		event_free(sigterm);

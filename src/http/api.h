@@ -21,6 +21,8 @@ struct mt_config;
 struct mt_keyring;
 struct mt_tls_config;
 struct sender;
+struct outbox;
+struct work_pool;
 
 struct api_org_checks {
 	char org_id[MT_ID_MAX];
@@ -39,6 +41,8 @@ struct api {
 	size_t check_slots;
 	unsigned long long started_at;
 	struct sender *sender;
+	struct outbox *outbox;
+	struct work_pool *work; /* CPU-heavy request steps, off the loop */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
 	char relay_from[MT_ADDRESS_MAX + 1];

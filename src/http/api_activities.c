@@ -4,6 +4,7 @@
 #include "http/api.h"
 
 #include "config/config.h"
+#include "engine/intake.h"
 #include "engine/matcher.h"
 #include "lib/str.h"
 #include "mime/address.h"
@@ -144,13 +145,6 @@ void api_activity_feed(struct http_request *req, void *app)
 
 /* ---- POST /v1/addin/log ---- */
 
-struct addin_job {
-	struct api_job base;
-	struct store_message message;
-	struct matcher_result result;
-	struct store_activity_list list;
-};
-
 static const char *const outcome_names[] = {
     [MATCHER_LOGGED] = "logged",
     [MATCHER_NEVER_LOG] = "never_log",
@@ -158,37 +152,31 @@ static const char *const outcome_names[] = {
     [MATCHER_NO_PARTICIPANTS] = "no_participants",
 };
 
-static int addin_run(struct store_tx *tx, void *arg)
+static void addin_done(void *ctx, const struct intake_result *result)
 {
-	struct addin_job *job = arg;
-	store_activity_list_free(&job->list); /* a run before this one left it */
-	job->list = (struct store_activity_list){0};
-	int rc = matcher_log_message(tx, job->base.org_id, job->base.user_id, STORE_SOURCE_ADDIN,
-	                             &job->message, &job->result);
-	if (rc == 0 && job->result.outcome == MATCHER_LOGGED)
-		rc = store_message_activities(tx, job->base.org_id, job->result.key, &job->list);
-	return rc;
-}
-
-static void addin_destroy(void *arg)
-{
-	struct addin_job *job = arg;
-	matcher_message_free(&job->message);
-	free(job);
-}
-
-static void addin_done(void *arg, int result)
-{
-	struct addin_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "message"))
-		http_reply_json(job->base.req, 200,
+	struct http_request *req = ctx;
+	switch (result->verdict) {
+	case INTAKE_DONE:
+		http_reply_json(req, 200,
 		                json_pack("{s:s,s:o,s:I}", "outcome",
-		                          outcome_names[job->result.outcome], "activities",
-		                          activities_json(&job->list), "created",
-		                          (json_int_t)job->result.activities_created));
-	store_activity_list_free(&job->list);
-	matcher_message_free(&job->message);
-	free(job);
+		                          outcome_names[result->match.outcome], "activities",
+		                          activities_json(&result->activities), "created",
+		                          (json_int_t)result->match.activities_created));
+		break;
+	case INTAKE_NOT_MAIL:
+		http_reply_error(req, 400, "input", result->reason, NULL, NULL);
+		break;
+	case INTAKE_GONE:
+		http_reply_error(req, 404, "input", "org not found", NULL, NULL);
+		break;
+	case INTAKE_BUSY:
+		http_reply_error(req, 503, "internal", result->reason, NULL, NULL);
+		break;
+	case INTAKE_FAILED:
+		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",
+		                 NULL, NULL);
+		break;
+	}
 }
 
 void api_addin_log(struct http_request *req, void *app)
@@ -207,21 +195,11 @@ void api_addin_log(struct http_request *req, void *app)
 		                  (long long)max);
 		return;
 	}
-	struct mime_summary summary;
-	const char *error;
-	if (mime_parse_message(body, len, &summary, &error) < 0) {
-		http_reply_error(req, 400, "input", error, NULL, NULL);
-		return;
-	}
-	struct addin_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL || matcher_message_from_summary(&summary, &job->message) < 0) {
-		mime_summary_free(&summary);
-		free(job);
-		return fail_oom(req);
-	}
-	mime_summary_free(&summary);
-	job->base.destroy = addin_destroy;
-	api_job_submit(&job->base, STORE_WRITE_DURABLE | STORE_REPLAYABLE, addin_run, addin_done);
+	const struct http_auth *auth = http_request_auth(req);
+	struct intake_request request = {.source = STORE_SOURCE_ADDIN, .data = body, .len = len};
+	mt_strlcpy(request.org_id, auth->org_id, sizeof(request.org_id));
+	mt_strlcpy(request.user_id, auth->user_id, sizeof(request.user_id));
+	intake_log(api->store, api->work, &request, addin_done, req);
 }
 
 /* ---- GET/PUT /v1/never-log ---- */

@@ -1,19 +1,16 @@
-/* The outbox API: POST /v1/messages stores a message durably (group-committed) before its 202;
- * GET shows its state per recipient; DELETE cancels it while it has not gone out. The route is
- * chosen at enqueue: the user's connected custom SMTP while the org's custom_smtp switch is on,
- * else the platform relay, else 409. */
+/* The outbox API: POST /v1/messages decodes the request (on a worker thread when the body is
+ * large) and hands it to the engine (engine/outbox.h), which stores it durably before the 202;
+ * GET shows its state per recipient; DELETE cancels it while it has not gone out. */
 #include "http/api.h"
 
-#include "config/config.h"
-#include "engine/sender.h"
+#include "engine/outbox.h"
 #include "lib/base64.h"
 #include "lib/str.h"
 #include "mime/address.h"
-#include "mime/build.h"
-#include "mime/message.h"
+#include "work/work.h"
 
 #include <ctype.h>
-#include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,307 +46,60 @@ static json_t *message_json(const struct store_outbox_message *m)
 
 /* ---- POST /v1/messages ---- */
 
+/* Bodies above this are decoded on a worker thread: jansson takes ~1 ms per 100 KB. */
+#define INLINE_DECODE_MAX (64 * 1024)
+
 struct send_job {
 	struct api_job base;
-	int stage; /* 0: load the user and the route, 1: enqueue */
-	struct store_user user;
-	struct store_org org;
-	struct store_smtp_account account;
-	bool have_account;
-	/* The request, decoded */
-	struct mime_mailbox *rcpts; /* to, then cc, then bcc */
-	size_t to_count, cc_count, bcc_count;
-	struct mime_mailbox reply_to;
-	bool have_reply_to;
-	char *subject, *text, *html;
-	struct mime_build_attachment *attachments;
-	size_t attachment_count;
-	struct mt_buf attachment_bytes;
-	char idempotency_key[128];
-	/* The stored message */
-	struct store_outbox_message message;
-	char existing_id[MT_ID_MAX];
+	const char *body; /* the request's, valid until the reply */
+	size_t body_len;
+	struct outbox_draft *draft;
+	int status; /* decoding: 0, or the HTTP status of the error in `error` */
+	char error[MT_ERROR_TEXT_MAX];
 };
-
-static void send_job_free(struct send_job *job);
-
-static void send_job_destroy(void *job)
-{
-	send_job_free(job);
-}
 
 static void send_job_free(struct send_job *job)
 {
-	free(job->rcpts);
-	free(job->subject);
-	free(job->text);
-	free(job->html);
-	free(job->attachments);
-	mt_buf_free(&job->attachment_bytes);
-	store_outbox_message_free(&job->message);
-	sodium_memzero(&job->account, sizeof(job->account));
+	outbox_draft_free(&job->draft);
 	free(job);
 }
 
-static int send_run(struct store_tx *tx, void *arg)
+static int decode_fail(struct send_job *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int decode_fail(struct send_job *job, const char *fmt, ...)
 {
-	struct send_job *job = arg;
-	if (job->stage == 1)
-		return store_outbox_enqueue(tx, &job->message, job->existing_id);
-	int rc = store_user_get(tx, job->base.org_id, job->base.user_id, &job->user);
-	if (rc == 0)
-		rc = store_org_get(tx, job->base.org_id, &job->org);
-	if (rc != 0)
-		return rc;
-	rc = store_smtp_account_get(tx, job->base.org_id, job->base.user_id, &job->account);
-	job->have_account = rc == 0;
-	return rc == STORE_NOT_FOUND ? 0 : rc;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(job->error, sizeof(job->error), fmt, ap);
+	va_end(ap);
+	job->status = 400;
+	return -1;
 }
 
-struct existing_job {
-	struct api_job base;
-	char id[MT_ID_MAX];
-	struct store_outbox_message message;
-};
-
-static int existing_run(struct store_tx *tx, void *arg)
+/* Parses a list of recipients into the draft (after those already there), counting them in
+ * *count_r. */
+static int add_rcpts(struct send_job *job, const char *field, json_t *list, size_t *count_r)
 {
-	struct existing_job *job = arg;
-	return store_outbox_get(tx, job->base.org_id, job->base.user_id, job->id, &job->message);
-}
-
-static void existing_done(void *arg, int result)
-{
-	struct existing_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "message"))
-		http_reply_json(job->base.req, 202,
-		                json_pack("{s:s,s:s}", "id", job->message.id, "state",
-		                          store_outbox_state_name(job->message.state)));
-	store_outbox_message_free(&job->message);
-	free(job);
-}
-
-static void enqueued(void *arg, int result)
-{
-	struct send_job *job = arg;
-	struct api *api = job->base.api;
-	if (result == STORE_CONFLICT && job->existing_id[0] != '\0') {
-		/* The same Idempotency-Key within 24 h: the first message is the answer. */
-		struct existing_job *existing = api_job_new(api, job->base.req, sizeof(*existing));
-		if (existing == NULL) {
-			fail_oom(job->base.req);
-		} else {
-			mt_strlcpy(existing->id, job->existing_id, sizeof(existing->id));
-			api_job_submit(&existing->base, STORE_READ, existing_run, existing_done);
-		}
-	} else if (!api_reply_store_error(job->base.req, result, "message")) {
-		http_reply_json(job->base.req, 202,
-		                json_pack("{s:s,s:s}", "id", job->message.id, "state",
-		                          store_outbox_state_name(job->message.state)));
-		sender_wake(api->sender);
-	}
-	send_job_free(job);
-}
-
-static bool domain_is_orgs(const struct store_org *org, const char *address)
-{
-	const char *at = strrchr(address, '@');
-	if (at == NULL)
-		return false;
-	const char *domain = at + 1;
-	size_t len = strlen(domain);
-	for (size_t i = 0; i < org->domain_count; i++) {
-		size_t n = strlen(org->domains[i]);
-		/* The domain itself or a subdomain of it, as the matcher counts them. */
-		if (strcmp(domain, org->domains[i]) == 0 ||
-		    (len > n && domain[len - n - 1] == '.' &&
-		     strcmp(domain + len - n, org->domains[i]) == 0))
-			return true;
-	}
-	return false;
-}
-
-static json_t *attachments_json(const struct mime_summary *summary)
-{
-	json_t *list = json_array();
-	for (size_t i = 0; i < summary->attachment_count; i++) {
-		const struct mime_attachment *a = &summary->attachments[i];
-		json_array_append_new(list, json_pack("{s:s,s:s,s:I}", "name", a->name, "type",
-		                                      a->type, "size", (json_int_t)a->size));
-	}
-	return list;
-}
-
-/* With the user, the org and the account loaded: pick the route, build the MIME, enqueue. */
-static void send_loaded(void *arg, int result)
-{
-	struct send_job *job = arg;
-	struct api *api = job->base.api;
-	struct http_request *req = job->base.req;
-	if (api_reply_store_error(req, result, "user")) {
-		send_job_free(job);
-		return;
-	}
-	struct store_outbox_message *m = &job->message;
-	struct mime_mailbox from, sender_box;
-	memset(&from, 0, sizeof(from));
-	memset(&sender_box, 0, sizeof(sender_box));
-	mt_strlcpy(from.name, job->user.name, sizeof(from.name));
-	const struct mime_mailbox *reply_to = job->have_reply_to ? &job->reply_to : NULL;
-	struct mime_mailbox user_box;
-	memset(&user_box, 0, sizeof(user_box));
-	mt_strlcpy(user_box.address, job->user.email, sizeof(user_box.address));
-	mt_strlcpy(user_box.name, job->user.name, sizeof(user_box.name));
-	bool sender_header = false;
-	bool custom_ready = job->have_account && job->account.state == STORE_ACCOUNT_CONNECTED;
-	if (custom_ready && job->org.custom_smtp) {
-		mt_strlcpy(m->route, "custom", sizeof(m->route));
-		mt_strlcpy(from.address, job->account.from_address, sizeof(from.address));
-		mt_strlcpy(m->mail_from, job->account.from_address, sizeof(m->mail_from));
-	} else if (api->relay_configured) {
-		/* The relay may only claim domains that authorise it (DMARC): the org's own domains
-		 * stay in From with the relay as Sender; any other domain (a recruiter on a
-		 * free-mail address) is sent From the relay's address, with the user's name and
-		 * Reply-To, so receivers enforcing DMARC do not reject it. Replies still reach the
-		 * user. */
-		mt_strlcpy(m->route, "relay", sizeof(m->route));
-		const char *relay_from = api->relay_from[0] ? api->relay_from : job->user.email;
-		mt_strlcpy(m->mail_from, relay_from, sizeof(m->mail_from));
-		if (domain_is_orgs(&job->org, job->user.email) || api->relay_from[0] == '\0') {
-			mt_strlcpy(from.address, job->user.email, sizeof(from.address));
-			if (api->relay_from[0] != '\0') {
-				mt_strlcpy(sender_box.address, api->relay_from,
-				           sizeof(sender_box.address));
-				sender_header = true;
-			}
-		} else {
-			mt_strlcpy(from.address, api->relay_from, sizeof(from.address));
-			if (reply_to == NULL)
-				reply_to = &user_box;
-		}
-	} else {
-		http_reply_error(req, 409, "input",
-		                 custom_ready
-		                     ? "no route for this message: Custom SMTP is switched off for "
-		                       "this org (custom_smtp) and the platform relay is not "
-		                       "configured"
-		                     : "no route for this message: connect your own SMTP account "
-		                       "(PUT /v1/smtp); the platform relay is not configured",
-		                 NULL, NULL);
-		send_job_free(job);
-		return;
-	}
-	/* Identity: our Message-ID and X-Mailtrail-Id, so every copy is recognised. 48 bits of
-	 * wall-clock milliseconds, then 48 random bits, in hex: they sort by time, so the index of
-	 * record keys and the aliases keyed by them grow at their ends (see store_new_ordered_id).
-	 */
-	unsigned char random[12];
-	randombytes_buf(random, sizeof(random));
-	uint64_t ms = (uint64_t)mt_wall_ms();
-	for (int i = 5; i >= 0; i--, ms >>= 8)
-		random[i] = (unsigned char)(ms & 0xff);
-	sodium_bin2hex(m->mailtrail_id, sizeof(m->mailtrail_id), random, sizeof(random));
-	const char *domain = strrchr(from.address, '@');
-	snprintf(m->message_id, sizeof(m->message_id), "mt.%.32s@%.255s", m->mailtrail_id,
-	         domain != NULL ? domain + 1 : "mailtrail.invalid");
-	struct mime_build_input in = {
-	    .from = &from,
-	    .sender = sender_header ? &sender_box : NULL,
-	    .reply_to = reply_to,
-	    .to = job->rcpts,
-	    .to_count = job->to_count,
-	    .cc = job->rcpts + job->to_count,
-	    .cc_count = job->cc_count,
-	    .subject = job->subject,
-	    .text = job->text,
-	    .html = job->html,
-	    .attachments = job->attachments,
-	    .attachment_count = job->attachment_count,
-	    .message_id = m->message_id,
-	    .mailtrail_id = m->mailtrail_id,
-	    .date = (int64_t)time(NULL),
-	};
-	const char *error;
-	if (mime_build_message(&in, &m->body, &m->body_len, &error) < 0) {
-		http_reply_errorf(req, 400, "input", "cannot build the message: %s", error);
-		send_job_free(job);
-		return;
-	}
-	int64_t max = mt_config_int(api->config, "max_message_bytes");
-	if (max > 0 && (int64_t)m->body_len > max) {
-		http_reply_errorf(req, 413, "input", "the message is %zu bytes; at most %lld",
-		                  m->body_len, (long long)max);
-		send_job_free(job);
-		return;
-	}
-	/* The snippet and attachment list come from the built message, as any reader sees it. */
-	struct mime_summary summary;
-	if (mime_parse_message(m->body, m->body_len, &summary, &error) == 0) {
-		mt_strlcpy(m->snippet, summary.snippet, sizeof(m->snippet));
-		json_t *list = attachments_json(&summary);
-		m->attachments_json = json_dumps(list, JSON_COMPACT);
-		json_decref(list);
-		mime_summary_free(&summary);
-	}
-	mt_strlcpy(m->org_id, job->base.org_id, sizeof(m->org_id));
-	mt_strlcpy(m->user_id, job->base.user_id, sizeof(m->user_id));
-	mt_strlcpy(m->idempotency_key, job->idempotency_key, sizeof(m->idempotency_key));
-	/* The record's From is the user even where the relay's header says otherwise: it is the
-	 * user's mail (email_sent on the recipients' profiles). */
-	mt_strlcpy(m->from.address, strcmp(m->route, "relay") == 0 ? job->user.email : from.address,
-	           sizeof(m->from.address));
-	mt_strlcpy(m->from.name, from.name, sizeof(m->from.name));
-	mt_strlcpy(m->subject, job->subject, sizeof(m->subject));
-	m->state = STORE_OUTBOX_QUEUED;
-	size_t total = job->to_count + job->cc_count + job->bcc_count;
-	m->rcpts = calloc(total, sizeof(*m->rcpts));
-	if (m->rcpts == NULL) {
-		fail_oom(req);
-		send_job_free(job);
-		return;
-	}
-	for (size_t i = 0; i < total; i++) {
-		struct store_outbox_rcpt *r = &m->rcpts[i];
-		mt_strlcpy(r->address, job->rcpts[i].address, sizeof(r->address));
-		mt_strlcpy(r->name, job->rcpts[i].name, sizeof(r->name));
-		r->kind = i < job->to_count                   ? STORE_RCPT_TO
-		          : i < job->to_count + job->cc_count ? STORE_RCPT_CC
-		                                              : STORE_RCPT_BCC;
-	}
-	m->rcpt_count = total;
-	job->stage = 1;
-	api_job_submit(&job->base, STORE_WRITE_DURABLE | STORE_REPLAYABLE, send_run, enqueued);
-}
-
-/* Parses a list of recipients into the job (after those already there), counting them in
- * *count_r; false after replying 400. */
-static bool add_rcpts(struct http_request *req, const char *field, json_t *list,
-                      struct send_job *job, size_t *count_r)
-{
+	struct outbox_draft *d = job->draft;
 	for (size_t i = 0; list != NULL && i < json_array_size(list); i++) {
-		size_t n = job->to_count + job->cc_count + job->bcc_count;
-		if (n >= MT_SMTP_RCPTS_MAX) {
-			http_reply_errorf(
-			    req, 400, "input",
-			    "too many recipients: at most %d per message (use a campaign "
-			    "for mass mail)",
-			    MT_SMTP_RCPTS_MAX);
-			return false;
-		}
+		size_t n = d->to_count + d->cc_count + d->bcc_count;
+		if (n >= MT_SMTP_RCPTS_MAX)
+			return decode_fail(job,
+			                   "too many recipients: at most %d per message (use a "
+			                   "campaign for mass mail)",
+			                   MT_SMTP_RCPTS_MAX);
 		const char *error;
-		struct mime_mailbox *mb = &job->rcpts[n];
-		if (mime_mailbox_parse(json_string_value(json_array_get(list, i)), mb, &error) <
-		    0) {
-			http_reply_errorf(req, 400, "input", "%s[%zu]: %s", field, i, error);
-			return false;
-		}
+		struct mime_mailbox *mb = &d->rcpts[n];
+		if (mime_mailbox_parse(json_string_value(json_array_get(list, i)), mb, &error) < 0)
+			return decode_fail(job, "%s[%zu]: %s", field, i, error);
 		bool duplicate = false;
 		for (size_t j = 0; j < n; j++)
-			duplicate = duplicate || strcmp(job->rcpts[j].address, mb->address) == 0;
+			duplicate = duplicate || strcmp(d->rcpts[j].address, mb->address) == 0;
 		if (!duplicate) /* one copy per address, whichever field named it first */
 			(*count_r)++;
 	}
-	return true;
+	return 0;
 }
 
 static bool content_type_ok(const char *type)
@@ -364,13 +114,83 @@ static bool content_type_ok(const char *type)
 	return true;
 }
 
-void api_messages_send(struct http_request *req, void *app)
+static int decode_attachments(struct send_job *job, json_t *attachments)
 {
-	struct send_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_buf_init(&job->attachment_bytes, MT_HTTP_MESSAGE_MAX);
-	job->base.destroy = send_job_destroy;
+	struct outbox_draft *d = job->draft;
+	size_t n = json_array_size(attachments);
+	d->attachments = calloc(n ? n : 1, sizeof(*d->attachments));
+	size_t *offsets = calloc(n ? n : 1, sizeof(*offsets));
+	if (d->attachments == NULL || offsets == NULL) {
+		free(offsets);
+		return decode_fail(job, "out of memory");
+	}
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *filename = NULL, *type = NULL, *content = NULL;
+		const struct json_field fields[] = {
+		    {.name = "filename",
+		     .type = JSON_FIELD_STRING,
+		     .required = true,
+		     .max_len = MT_ATTACHMENT_NAME_MAX,
+		     .single_line = true,
+		     .out = &filename},
+		    {.name = "content_type",
+		     .type = JSON_FIELD_STRING,
+		     .max_len = MT_CONTENT_TYPE_MAX,
+		     .single_line = true,
+		     .out = &type},
+		    {.name = "content_base64",
+		     .type = JSON_FIELD_STRING,
+		     .required = true,
+		     .max_len = MT_HTTP_MESSAGE_MAX,
+		     .out = &content},
+		};
+		char message[256];
+		json_t *item = json_array_get(attachments, i);
+		if (!json_is_object(item) ||
+		    json_decode_fields(item, fields, 3, message, sizeof(message)) < 0) {
+			rc = decode_fail(job, "attachments[%zu]: %s", i,
+			                 json_is_object(item) ? message : "expected an object");
+			break;
+		}
+		if (filename[0] == '\0' || (type != NULL && !content_type_ok(type))) {
+			rc = decode_fail(
+			    job, "attachments[%zu]: a file name and a type/subtype are needed", i);
+			break;
+		}
+		offsets[i] = d->bytes.len;
+		if (mt_base64_decode(&d->bytes, content, strlen(content)) < 0) {
+			rc = decode_fail(job,
+			                 "attachments[%zu]: content_base64 is not valid base64", i);
+			break;
+		}
+		/* The names point into the JSON tree, which goes before the draft does. */
+		size_t name_len = strlen(filename) + 1;
+		size_t type_len = type != NULL ? strlen(type) + 1 : 0;
+		char *copy = malloc(name_len + type_len);
+		if (copy == NULL) {
+			rc = decode_fail(job, "out of memory");
+			break;
+		}
+		memcpy(copy, filename, name_len);
+		d->attachments[i].filename = copy;
+		if (type_len > 0) {
+			memcpy(copy + name_len, type, type_len);
+			d->attachments[i].content_type = copy + name_len;
+		}
+		d->attachments[i].len = d->bytes.len - offsets[i];
+		d->attachment_count = i + 1;
+	}
+	/* The data moved into one buffer that may have moved while growing: point into it now. */
+	for (size_t i = 0; rc == 0 && i < d->attachment_count; i++)
+		d->attachments[i].data = (const unsigned char *)d->bytes.data + offsets[i];
+	free(offsets);
+	return rc;
+}
+
+/* The request body into job->draft: pure, so that a large body can be decoded on a worker. */
+static int decode_draft(struct send_job *job)
+{
 	json_t *to = NULL, *cc = NULL, *bcc = NULL, *attachments = NULL;
 	const char *subject = NULL, *text = NULL, *html = NULL, *reply_to = NULL;
 	const struct json_field fields[] = {
@@ -417,146 +237,156 @@ void api_messages_send(struct http_request *req, void *app)
 	     .max_items = MT_ATTACHMENTS_MAX,
 	     .out = &attachments},
 	};
-	json_t *root = api_decode(req, fields, sizeof(fields) / sizeof(fields[0]));
+	json_t *root = json_decode_body(job->body, job->body_len, job->error, sizeof(job->error));
 	if (root == NULL) {
+		job->status = 400;
+		return -1;
+	}
+	int rc = -1;
+	struct outbox_draft *d = job->draft;
+	const char *error;
+	if (json_decode_fields(root, fields, sizeof(fields) / sizeof(fields[0]), job->error,
+	                       sizeof(job->error)) < 0) {
+		job->status = 400;
+		goto out;
+	}
+	if (text == NULL && html == NULL) {
+		decode_fail(job, "text or html is required");
+		goto out;
+	}
+	d->rcpts = calloc(MT_SMTP_RCPTS_MAX, sizeof(*d->rcpts));
+	if (d->rcpts == NULL) {
+		decode_fail(job, "out of memory");
+		goto out;
+	}
+	if (add_rcpts(job, "to", to, &d->to_count) < 0 ||
+	    add_rcpts(job, "cc", cc, &d->cc_count) < 0 ||
+	    add_rcpts(job, "bcc", bcc, &d->bcc_count) < 0)
+		goto out;
+	if (d->to_count == 0) {
+		decode_fail(job, "to: at least one recipient is needed");
+		goto out;
+	}
+	if (reply_to != NULL) {
+		if (mime_mailbox_parse(reply_to, &d->reply_to, &error) < 0) {
+			decode_fail(job, "reply_to: %s", error);
+			goto out;
+		}
+		d->have_reply_to = true;
+	}
+	if (decode_attachments(job, attachments) < 0)
+		goto out;
+	d->subject = strdup(subject);
+	d->text = text != NULL ? strdup(text) : NULL;
+	d->html = html != NULL ? strdup(html) : NULL;
+	if (d->subject == NULL || (text != NULL && d->text == NULL) ||
+	    (html != NULL && d->html == NULL)) {
+		decode_fail(job, "out of memory");
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+static void submitted(void *ctx, const struct outbox_result *result)
+{
+	struct send_job *job = ctx;
+	struct http_request *req = job->base.req;
+	switch (result->verdict) {
+	case OUTBOX_QUEUED:
+	case OUTBOX_EXISTING:
+		http_reply_json(req, 202,
+		                json_pack("{s:s,s:s}", "id", result->id, "state",
+		                          store_outbox_state_name(result->state)));
+		break;
+	case OUTBOX_INVALID:
+		http_reply_error(req, 400, "input", result->reason, NULL, NULL);
+		break;
+	case OUTBOX_TOO_LARGE:
+		http_reply_error(req, 413, "input", result->reason, NULL, NULL);
+		break;
+	case OUTBOX_NO_ROUTE:
+		http_reply_error(req, 409, "input", result->reason, NULL, NULL);
+		break;
+	case OUTBOX_GONE:
+		http_reply_error(req, 404, "input", "user not found", NULL, NULL);
+		break;
+	case OUTBOX_BUSY:
+		http_reply_error(req, 503, "internal", result->reason, NULL, NULL);
+		break;
+	case OUTBOX_FAILED:
+		http_reply_error(req, 500, "internal", result->reason, NULL, NULL);
+		break;
+	}
+	free(job);
+}
+
+/* The decoded draft goes to the engine; the job waits for its verdict. */
+static void decoded(struct send_job *job)
+{
+	if (job->status != 0) {
+		http_reply_error(job->base.req, job->status, "input", job->error, NULL, NULL);
 		send_job_free(job);
 		return;
 	}
-	const char *error;
+	struct outbox_draft *draft = job->draft;
+	job->draft = NULL;
+	outbox_submit(job->base.api->outbox, draft, submitted, job);
+}
+
+static void decode_run(void *arg)
+{
+	struct send_job *job = arg;
+	decode_draft(job);
+}
+
+static void decode_done(void *arg)
+{
+	decoded(arg);
+}
+
+void api_messages_send(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	struct send_job *job = api_job_new(app, req, sizeof(*job));
+	if (job == NULL || (job->draft = calloc(1, sizeof(*job->draft))) == NULL) {
+		free(job);
+		return fail_oom(req);
+	}
+	struct outbox_draft *d = job->draft;
+	mt_buf_init(&d->bytes, MT_HTTP_MESSAGE_MAX);
+	mt_strlcpy(d->org_id, job->base.org_id, sizeof(d->org_id));
+	mt_strlcpy(d->user_id, job->base.user_id, sizeof(d->user_id));
 	const char *key = http_request_header(req, "Idempotency-Key");
 	if (key != NULL) {
 		size_t len = strlen(key);
-		bool printable = len > 0 && len < sizeof(job->idempotency_key);
+		bool printable = len > 0 && len < sizeof(d->idempotency_key);
 		for (size_t i = 0; printable && i < len; i++)
 			printable = key[i] > 0x20 && key[i] < 0x7f;
 		if (!printable) {
 			http_reply_error(req, 400, "input",
 			                 "Idempotency-Key: 1 to 127 printable ASCII characters",
 			                 NULL, NULL);
-			goto fail;
+			send_job_free(job);
+			return;
 		}
-		mt_strlcpy(job->idempotency_key, key, sizeof(job->idempotency_key));
+		mt_strlcpy(d->idempotency_key, key, sizeof(d->idempotency_key));
 	}
-	if (text == NULL && html == NULL) {
-		http_reply_error(req, 400, "input", "text or html is required", NULL, NULL);
-		goto fail;
-	}
-	job->rcpts = calloc(MT_SMTP_RCPTS_MAX, sizeof(*job->rcpts));
-	if (job->rcpts == NULL) {
-		fail_oom(req);
-		goto fail;
-	}
-	if (!add_rcpts(req, "to", to, job, &job->to_count) ||
-	    !add_rcpts(req, "cc", cc, job, &job->cc_count) ||
-	    !add_rcpts(req, "bcc", bcc, job, &job->bcc_count))
-		goto fail;
-	if (job->to_count == 0) {
-		http_reply_error(req, 400, "input", "to: at least one recipient is needed", NULL,
-		                 NULL);
-		goto fail;
-	}
-	if (reply_to != NULL) {
-		if (mime_mailbox_parse(reply_to, &job->reply_to, &error) < 0) {
-			http_reply_errorf(req, 400, "input", "reply_to: %s", error);
-			goto fail;
-		}
-		job->have_reply_to = true;
-	}
-	size_t n = json_array_size(attachments);
-	job->attachments = calloc(n ? n : 1, sizeof(*job->attachments));
-	size_t *offsets = calloc(n ? n : 1, sizeof(*offsets));
-	if (job->attachments == NULL || offsets == NULL) {
-		free(offsets);
-		fail_oom(req);
-		goto fail;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const char *filename = NULL, *type = NULL, *content = NULL;
-		const struct json_field att_fields[] = {
-		    {.name = "filename",
-		     .type = JSON_FIELD_STRING,
-		     .required = true,
-		     .max_len = MT_ATTACHMENT_NAME_MAX,
-		     .single_line = true,
-		     .out = &filename},
-		    {.name = "content_type",
-		     .type = JSON_FIELD_STRING,
-		     .max_len = MT_CONTENT_TYPE_MAX,
-		     .single_line = true,
-		     .out = &type},
-		    {.name = "content_base64",
-		     .type = JSON_FIELD_STRING,
-		     .required = true,
-		     .max_len = MT_HTTP_MESSAGE_MAX,
-		     .out = &content},
-		};
-		char message[256];
-		json_t *item = json_array_get(attachments, i);
-		if (!json_is_object(item) ||
-		    json_decode_fields(item, att_fields, 3, message, sizeof(message)) < 0) {
-			http_reply_errorf(req, 400, "input", "attachments[%zu]: %s", i,
-			                  json_is_object(item) ? message : "expected an object");
-			free(offsets);
-			goto fail;
-		}
-		if (filename[0] == '\0' || (type != NULL && !content_type_ok(type))) {
-			http_reply_errorf(
-			    req, 400, "input",
-			    "attachments[%zu]: a file name and a type/subtype are needed", i);
-			free(offsets);
-			goto fail;
-		}
-		offsets[i] = job->attachment_bytes.len;
-		if (mt_base64_decode(&job->attachment_bytes, content, strlen(content)) < 0) {
-			http_reply_errorf(req, 400, "input",
-			                  "attachments[%zu]: content_base64 is not valid base64",
-			                  i);
-			free(offsets);
-			goto fail;
-		}
-		job->attachments[i].filename = filename;
-		job->attachments[i].content_type = type;
-		job->attachments[i].len = job->attachment_bytes.len - offsets[i];
-	}
-	job->attachment_count = n;
-	/* The attachment data moved into one buffer; the names still point into `root`: copy
-	 * them out before it goes. */
-	for (size_t i = 0; i < n; i++) {
-		job->attachments[i].data =
-		    (const unsigned char *)job->attachment_bytes.data + offsets[i];
-		size_t name_len = strlen(job->attachments[i].filename) + 1;
-		size_t type_len = job->attachments[i].content_type
-		                      ? strlen(job->attachments[i].content_type) + 1
-		                      : 0;
-		char *copy = malloc(name_len + type_len);
-		if (copy == NULL) {
-			free(offsets);
-			fail_oom(req);
-			goto fail;
-		}
-		memcpy(copy, job->attachments[i].filename, name_len);
-		job->attachments[i].filename = copy;
-		if (type_len > 0) {
-			memcpy(copy + name_len, job->attachments[i].content_type, type_len);
-			job->attachments[i].content_type = copy + name_len;
-		}
-	}
-	free(offsets);
-	job->subject = strdup(subject);
-	job->text = text != NULL ? strdup(text) : NULL;
-	job->html = html != NULL ? strdup(html) : NULL;
-	json_decref(root);
-	if (job->subject == NULL || (text != NULL && job->text == NULL) ||
-	    (html != NULL && job->html == NULL)) {
-		fail_oom(req);
-		send_job_free(job);
+	job->body = http_request_body(req, &job->body_len);
+	if (job->body == NULL)
+		job->body = "", job->body_len = 0;
+	if (job->body_len <= INLINE_DECODE_MAX) {
+		decode_draft(job);
+		decoded(job);
 		return;
 	}
-	api_job_submit(&job->base, STORE_READ, send_run, send_loaded);
-	return;
-fail:
-	json_decref(root);
-	send_job_free(job);
+	if (work_submit(api->work, decode_run, decode_done, job) < 0) {
+		http_reply_error(req, 503, "internal",
+		                 "too many messages are being prepared; try again", NULL, NULL);
+		send_job_free(job);
+	}
 }
 
 /* ---- GET / DELETE /v1/messages/{id} ---- */

@@ -3,6 +3,10 @@
 #ifndef MT_LIB_LIMITS_H
 #define MT_LIB_LIMITS_H
 
+/* For messages that name a cap: MT_STRINGIFY(MT_JSON_DEPTH_MAX) is "16". */
+#define MT_STRINGIFY_(x) #x
+#define MT_STRINGIFY(x)  MT_STRINGIFY_(x)
+
 /* SMTP (RFC 5321 §4.5.3.1): a reply line is at most 512 octets including CRLF. Servers exceed
  * it in practice (long EHLO AUTH lists, provider URLs), so we allow twice that. */
 #define MT_SMTP_REPLY_LINE_MAX 1024
@@ -71,11 +75,15 @@
 #define MT_SEALED_MAX         (MT_SASL_SECRET_MAX + 64) /* sealed secret: header + tag */
 
 /* HTTP API */
-#define MT_HTTP_BODY_MAX       (1024 * 1024)      /* JSON bodies */
-#define MT_HTTP_MESSAGE_MAX    (31 * 1024 * 1024) /* a message (add-in), above max_message_bytes */
-#define MT_HTTP_IMPORT_MAX     (16 * 1024 * 1024) /* CSV imports */
-#define MT_HTTP_HEADERS_MAX    (16 * 1024)
-#define MT_JSON_DEPTH_MAX      16
+#define MT_HTTP_BODY_MAX    (1024 * 1024)      /* JSON bodies */
+#define MT_HTTP_MESSAGE_MAX (31 * 1024 * 1024) /* a message (add-in), above max_message_bytes */
+#define MT_HTTP_IMPORT_MAX  (16 * 1024 * 1024) /* CSV imports */
+#define MT_HTTP_HEADERS_MAX (16 * 1024)
+#define MT_JSON_DEPTH_MAX   16
+/* Values in one JSON body, counted at each '[', '{' and ',' (jansson spends ~250 bytes on each
+ * value): a message with 300 recipients and 100 attachments counts ~800; a never-log list of
+ * 1,000 entries ~1,000. */
+#define MT_JSON_VALUES_MAX     20000
 #define MT_JSON_STRING_MAX     4096 /* any single string field unless the field says less */
 #define MT_LIST_LIMIT_DEFAULT  50
 #define MT_CURSOR_MAX          64 /* a list's opaque cursor */
@@ -83,7 +91,14 @@
 #define MT_CSV_FIELD_MAX       4096
 #define MT_CSV_FIELDS_MAX      16
 #define MT_CSV_ROWS_MAX        1000000
-#define MT_LIVE_CHECKS_PER_ORG 4 /* concurrent SMTP/IMAP live checks */
+#define MT_IMPORT_ROWS_PER_JOB 1000 /* profiles stored per transaction (~5.4 MB of rows) */
+#define MT_IMPORT_REJECTS_MAX  1000 /* rejected rows listed in an import's answer */
+#define MT_LIVE_CHECKS_PER_ORG 4    /* concurrent SMTP/IMAP live checks */
+
+/* Worker threads for CPU-heavy request steps (src/work): MIME building and parsing, large JSON
+ * and CSV bodies. Items waiting or running; more is 503. */
+#define MT_WORK_THREADS   2
+#define MT_WORK_QUEUE_MAX 4096
 
 /* HTTP requests and JSON bodies (src/http/server.c, src/proto/json_decode.c) */
 #define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */

@@ -52,4 +52,10 @@ struct mime_build_input {
 int mime_build_message(const struct mime_build_input *input, char **out_r, size_t *len_r,
                        const char **error_r);
 
+/* What mime_parse_message() would find in the message built from `input` — its snippet and its
+ * attachments (name, type, size) — computed from the input, without building and parsing it.
+ * *attachments_r is malloc'd (free() it, also on error); -1 when out of memory. */
+int mime_build_summary(const struct mime_build_input *input, char snippet[MT_SNIPPET_BYTES + 1],
+                       struct mime_attachment **attachments_r, size_t *count_r);
+
 #endif

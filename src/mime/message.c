@@ -1,5 +1,7 @@
 #include "mime/message.h"
 
+#include "mime/build.h"
+
 #include "mime/address.h"
 #include "mime/html_text.h"
 
@@ -905,4 +907,51 @@ size_t mime_message_aliases(const struct mime_summary *summary,
 	sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
 	snprintf(aliases[0], MT_MESSAGE_KEY_MAX, "sha:%s", hex);
 	return 1;
+}
+
+/* ---- the summary of a message we build ----------------------------------------------------- */
+
+/* The snippet of UTF-8 text as part_snippet() finds it in a part: capped like decode_text(). */
+static void snippet_of(char out[MT_SNIPPET_BYTES + 1], const char *text, bool html)
+{
+	size_t len = strlen(text);
+	if (len > MT_SNIPPET_SOURCE_MAX) {
+		len = MT_SNIPPET_SOURCE_MAX;
+		while (len > 0 && ((unsigned char)text[len] & 0xc0) == 0x80)
+			len--; /* not inside a character */
+	}
+	gchar *copy = g_utf8_make_valid(text, (gssize)len);
+	if (html)
+		mime_html_to_text(copy, strlen(copy), copy);
+	make_snippet(out, copy);
+	g_free(copy);
+}
+
+int mime_build_summary(const struct mime_build_input *input, char snippet[MT_SNIPPET_BYTES + 1],
+                       struct mime_attachment **attachments_r, size_t *count_r)
+{
+	snippet[0] = '\0';
+	/* text/plain first, then text/html, as choose_snippet() does */
+	if (input->text != NULL)
+		snippet_of(snippet, input->text, false);
+	if (snippet[0] == '\0' && input->html != NULL)
+		snippet_of(snippet, input->html, true);
+	size_t n = input->attachment_count < MT_ATTACHMENTS_MAX ? input->attachment_count
+	                                                        : MT_ATTACHMENTS_MAX;
+	*attachments_r = calloc(n ? n : 1, sizeof(**attachments_r));
+	*count_r = 0;
+	if (*attachments_r == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		const struct mime_build_attachment *in = &input->attachments[i];
+		struct mime_attachment *a = &(*attachments_r)[i];
+		set_name(a, in->filename);
+		gchar *type = g_ascii_strdown(
+		    in->content_type != NULL ? in->content_type : "application/octet-stream", -1);
+		clean_text(a->type, MT_CONTENT_TYPE_MAX, type);
+		g_free(type);
+		a->size = (int64_t)in->len;
+	}
+	*count_r = n;
+	return 0;
 }

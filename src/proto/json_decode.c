@@ -32,12 +32,16 @@ static void set_error(char *error, size_t error_size, const char *fmt, ...)
 	sanitize(error);
 }
 
-/* jansson's own nesting limit is 2048 and it recurses for each level; counting brackets outside
- * strings first refuses deep input before any allocation. Malformed input is left for jansson to
- * describe. */
-static bool too_deep(const char *body, size_t len)
+/* jansson's own nesting limit is 2048 and it recurses for each level, and it spends ~250 bytes
+ * on every value (31 MiB of "[{},{},...]" grew to 2.5 GB): counting brackets and separators
+ * outside strings first refuses deep or amplifying input before any allocation. A value is
+ * counted at each '[', '{' and ',' (at least one per value but the first, at most two: an object
+ * in an array counts twice). Malformed input is left for jansson to describe. Returns the
+ * reason, or NULL. */
+static const char *over_caps(const char *body, size_t len)
 {
 	int depth = 0;
+	size_t values = 1;
 	bool in_string = false, escaped = false;
 	for (size_t i = 0; i < len; i++) {
 		char c = body[i];
@@ -54,21 +58,27 @@ static bool too_deep(const char *body, size_t len)
 			in_string = true;
 		} else if (c == '{' || c == '[') {
 			if (++depth > MT_JSON_DEPTH_MAX)
-				return true;
+				return "nested deeper than " MT_STRINGIFY(
+				    MT_JSON_DEPTH_MAX) " levels";
+			values++;
 		} else if (c == '}' || c == ']') {
 			depth--;
+		} else if (c == ',') {
+			values++;
 		}
+		if (values > MT_JSON_VALUES_MAX)
+			return "more than " MT_STRINGIFY(MT_JSON_VALUES_MAX) " values";
 	}
-	return false;
+	return NULL;
 }
 
 json_t *json_decode_body(const char *body, size_t len, char *error, size_t error_size)
 {
 	if (body == NULL)
 		len = 0;
-	if (len > 0 && too_deep(body, len)) {
-		set_error(error, error_size, "invalid JSON: nested deeper than %d levels",
-		          MT_JSON_DEPTH_MAX);
+	const char *why = len > 0 ? over_caps(body, len) : NULL;
+	if (why != NULL) {
+		set_error(error, error_size, "invalid JSON: %s", why);
 		return NULL;
 	}
 	json_error_t jerr;

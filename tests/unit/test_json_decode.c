@@ -76,6 +76,37 @@ static void body_embedded_nul(void **state)
 	assert_null(json_decode_body(NULL, 0, err, sizeof(err)));
 }
 
+/* Values are counted before jansson builds a tree, at each '[', '{' and ',' (so an object in
+ * an array counts twice): {"a":[{},{},...]} with half the cap in items decodes, with the cap in
+ * items it is refused before an allocation per value. */
+static void body_values(void **state)
+{
+	(void)state;
+	const size_t counts[] = {MT_JSON_VALUES_MAX / 2 - 10, MT_JSON_VALUES_MAX};
+	for (size_t k = 0; k < 2; k++) {
+		size_t items = counts[k];
+		char *text = malloc(16 + items * 3);
+		assert_non_null(text);
+		size_t n = (size_t)sprintf(text, "{\"a\":[");
+		for (size_t i = 0; i < items; i++)
+			n += (size_t)sprintf(text + n, i ? ",{}" : "{}");
+		n += (size_t)sprintf(text + n, "]}");
+		json_t *j = json_decode_body(text, n, err, sizeof(err));
+		if (k == 0) {
+			assert_non_null(j);
+			json_decref(j);
+		} else {
+			assert_null(j);
+			assert_non_null(strstr(err, "values"));
+		}
+		free(text);
+	}
+	/* Commas inside strings do not count. */
+	json_t *j = decode("{\"a\":\",,,,,,,,,,\"}");
+	assert_non_null(j);
+	json_decref(j);
+}
+
 static void body_depth(void **state)
 {
 	(void)state;
@@ -288,6 +319,7 @@ int main(void)
 	    cmocka_unit_test(body_rejects),
 	    cmocka_unit_test(body_embedded_nul),
 	    cmocka_unit_test(body_depth),
+	    cmocka_unit_test(body_values),
 	    cmocka_unit_test(fields_ok),
 	    cmocka_unit_test(fields_errors),
 	    cmocka_unit_test(fields_long_string),

@@ -519,6 +519,64 @@ static void test_attachment_defaults(void **state)
 	free(out);
 }
 
+/* The summary kept at enqueue comes from the input, not from parsing what was built: it must be
+ * what any reader of the built message finds (snippet, attachment names, types and sizes). */
+static void test_summary_matches_parse(void **state)
+{
+	(void)state;
+	static const unsigned char pdf[] = "%PDF-1.4 small";
+	const struct mime_build_attachment atts[] = {
+	    {"Lebenslauf Jürgen.pdf", "Application/PDF", pdf, sizeof(pdf) - 1},
+	    {"notes.txt", NULL, (const unsigned char *)"a\nb\n", 4},
+	    {"=?utf-8?q?odd?= name.bin", "application/octet-stream", pdf, 3},
+	};
+	char *long_text = malloc(300 * 1024);
+	assert_non_null(long_text);
+	for (size_t i = 0; i < 300 * 1024 - 1; i++)
+		long_text[i] = "word  \t\nmore é "[i % 17];
+	long_text[300 * 1024 - 1] = '\0';
+	struct {
+		const char *text, *html;
+		size_t attachments;
+	} cases[] = {
+	    {"Hi John,\n\nshort ASCII lines only.\n", NULL, 0},
+	    {"  Grüße aus München —  \r\n\tmit  Leerzeichen\u00a0und NBSP ", NULL, 3},
+	    {NULL,
+	     "<html><head><style>p{x:y}</style></head><body><p>Hello&nbsp;<b>there</b>"
+	     "</p><td>a</td><td>b</td></body></html>",
+	     1},
+	    {"plain wins", "<p>html loses</p>", 2},
+	    {"", "<p>html when the text is empty</p>", 0},
+	    {long_text, NULL, 0},
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct mime_build_input in = base_input();
+		in.text = cases[c].text;
+		in.html = cases[c].html;
+		in.attachments = atts;
+		in.attachment_count = cases[c].attachments;
+		size_t len;
+		char *out = build_ok(&in, &len);
+		struct mime_summary parsed;
+		parse_ok(out, len, &parsed);
+		char snippet[MT_SNIPPET_BYTES + 1];
+		struct mime_attachment *list;
+		size_t count;
+		assert_int_equal(mime_build_summary(&in, snippet, &list, &count), 0);
+		assert_string_equal(snippet, parsed.snippet);
+		assert_int_equal(count, parsed.attachment_count);
+		for (size_t i = 0; i < count; i++) {
+			assert_string_equal(list[i].name, parsed.attachments[i].name);
+			assert_string_equal(list[i].type, parsed.attachments[i].type);
+			assert_int_equal(list[i].size, parsed.attachments[i].size);
+		}
+		free(list);
+		mime_summary_free(&parsed);
+		free(out);
+	}
+	free(long_text);
+}
+
 int main(void)
 {
 	mime_init();
@@ -533,6 +591,7 @@ int main(void)
 	    cmocka_unit_test(test_many_recipients_fold),
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_attachment_defaults),
+	    cmocka_unit_test(test_summary_matches_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
