@@ -201,7 +201,8 @@ int mt_cli_smtp_check(int argc, char **argv)
 	params.tls = tls;
 	params.pin = fingerprint != NULL ? &pin : NULL;
 	params.bind_address = bind_address;
-	params.connect_timeout_ms = 10000;
+	params.connect_timeout_ms = MT_LIVE_CHECK_STEP_MS;
+	params.greeting_timeout_ms = MT_LIVE_CHECK_STEP_MS;
 
 	struct smtp_probe_params probe_params = {.client = params,
 	                                         .deadline_ms = CHECK_DEADLINE_S * 1000};

@@ -94,8 +94,8 @@ static bool header_ok(const struct csv_record *record)
 }
 
 /* One data row into `p`; false with *error_r (or `detail`) for a row to reject. */
-static bool read_row(const struct csv_record *record, struct store_profile *p,
-                     const char **error_r, char *detail, size_t detail_size)
+static bool read_row(const struct csv_record *record, struct store_profile *p, const char **error_r,
+                     char *detail, size_t detail_size)
 {
 	memset(p, 0, sizeof(*p));
 	if (record->field_count != 3) {
@@ -210,7 +210,8 @@ static void check_run(void *arg)
 			header_seen = true;
 		} else if (++rows > MT_CSV_ROWS_MAX) {
 			r->verdict = IMPORT_TOO_LARGE;
-			snprintf(r->reason, sizeof(r->reason), "more than %d rows", MT_CSV_ROWS_MAX);
+			snprintf(r->reason, sizeof(r->reason), "more than %d rows",
+			         MT_CSV_ROWS_MAX);
 			break;
 		}
 	}
@@ -250,8 +251,8 @@ static void read_run(void *arg)
 		size_t consumed = 0;
 		const char *error;
 		bool eof = job->offset == job->len;
-		int n = csv_parse(&job->parser, job->data + job->offset, job->len - job->offset, eof,
-		                  &consumed, &record, &error);
+		int n = csv_parse(&job->parser, job->data + job->offset, job->len - job->offset,
+		                  eof, &consumed, &record, &error);
 		job->offset += consumed;
 		if (n < 0) { /* the check pass saw the same bytes; stop rather than guess */
 			job->at_end = true;
@@ -330,7 +331,8 @@ static void schedule_backfill(struct import_job *job)
 		struct backfill_job *b = calloc(1, sizeof(*b));
 		if (b == NULL || (b->ids = malloc(n * sizeof(*b->ids))) == NULL) {
 			free(b);
-			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped", MT_KV("org", job->org_id));
+			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped",
+			       MT_KV("org", job->org_id));
 			return;
 		}
 		mt_strlcpy(b->org_id, job->org_id, sizeof(b->org_id));
@@ -339,7 +341,8 @@ static void schedule_backfill(struct import_job *job)
 		if (store_submit(job->store, STORE_WRITE, backfill_run, backfill_done, b) < 0) {
 			free(b->ids);
 			free(b);
-			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped", MT_KV("org", job->org_id));
+			mt_log(MT_LOG_ERROR, "profiles.backfill_skipped",
+			       MT_KV("org", job->org_id));
 			return;
 		}
 	}

@@ -20,8 +20,8 @@ struct store;
 struct work_pool;
 
 enum import_verdict {
-	IMPORT_DONE,      /* imported / rejects below; a failed chunk's rows are among the rejects */
-	IMPORT_BAD_FILE,  /* not CSV, or the wrong header: nothing stored (reason) */
+	IMPORT_DONE,     /* imported / rejects below; a failed chunk's rows are among the rejects */
+	IMPORT_BAD_FILE, /* not CSV, or the wrong header: nothing stored (reason) */
 	IMPORT_TOO_LARGE, /* more than MT_CSV_ROWS_MAX rows: nothing stored (reason) */
 	IMPORT_BUSY,      /* a queue is full before anything was stored (reason) */
 };

@@ -37,7 +37,8 @@ static int log_run(struct store_tx *tx, void *arg)
 	int rc = matcher_log_message(tx, job->request.org_id, user, job->request.source,
 	                             &job->message, &r->match);
 	if (rc == 0 && r->match.outcome == MATCHER_LOGGED)
-		rc = store_message_activities(tx, job->request.org_id, r->match.key, &r->activities);
+		rc =
+		    store_message_activities(tx, job->request.org_id, r->match.key, &r->activities);
 	return rc;
 }
 

@@ -18,11 +18,11 @@ struct store;
 struct work_pool;
 
 enum intake_verdict {
-	INTAKE_DONE,      /* matched: see result and activities */
-	INTAKE_NOT_MAIL,  /* the bytes are not a message (reason) */
-	INTAKE_GONE,      /* the org no longer exists */
-	INTAKE_BUSY,      /* a queue is full: try again */
-	INTAKE_FAILED,    /* the store failed; nothing was stored */
+	INTAKE_DONE,     /* matched: see result and activities */
+	INTAKE_NOT_MAIL, /* the bytes are not a message (reason) */
+	INTAKE_GONE,     /* the org no longer exists */
+	INTAKE_BUSY,     /* a queue is full: try again */
+	INTAKE_FAILED,   /* the store failed; nothing was stored */
 };
 
 struct intake_result {

@@ -179,9 +179,9 @@ static json_t *attachments_json(const struct mime_attachment *list, size_t count
 {
 	json_t *array = json_array();
 	for (size_t i = 0; i < count; i++)
-		json_array_append_new(array, json_pack("{s:s,s:s,s:I}", "name", list[i].name,
-		                                       "type", list[i].type,
-		                                       "size", (json_int_t)list[i].size));
+		json_array_append_new(array,
+		                      json_pack("{s:s,s:s,s:I}", "name", list[i].name, "type",
+		                                list[i].type, "size", (json_int_t)list[i].size));
 	return array;
 }
 
@@ -285,8 +285,7 @@ static void loaded(void *arg, int result)
 	sub->reply_to = d->have_reply_to ? &d->reply_to : NULL;
 	mt_strlcpy(sub->user_box.address, sub->user.email, sizeof(sub->user_box.address));
 	mt_strlcpy(sub->user_box.name, sub->user.name, sizeof(sub->user_box.name));
-	bool custom_ready =
-	    sub->have_account && sub->account.state == STORE_ACCOUNT_CONNECTED;
+	bool custom_ready = sub->have_account && sub->account.state == STORE_ACCOUNT_CONNECTED;
 	if (custom_ready && sub->org.custom_smtp) {
 		mt_strlcpy(m->route, "custom", sizeof(m->route));
 		mt_strlcpy(sub->from.address, sub->account.from_address, sizeof(sub->from.address));
@@ -315,11 +314,12 @@ static void loaded(void *arg, int result)
 		}
 	} else {
 		finish(sub, OUTBOX_NO_ROUTE,
-		       custom_ready ? "no route for this message: Custom SMTP is switched off for "
-		                      "this org (custom_smtp) and the platform relay is not "
-		                      "configured"
-		                    : "no route for this message: connect your own SMTP account (PUT "
-		                      "/v1/smtp); the platform relay is not configured");
+		       custom_ready
+		           ? "no route for this message: Custom SMTP is switched off for "
+		             "this org (custom_smtp) and the platform relay is not "
+		             "configured"
+		           : "no route for this message: connect your own SMTP account (PUT "
+		             "/v1/smtp); the platform relay is not configured");
 		return;
 	}
 	const char *at = strrchr(sub->from.address, '@');

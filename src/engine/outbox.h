@@ -51,7 +51,7 @@ struct outbox_draft {
 	size_t to_count, cc_count, bcc_count;
 	struct mime_mailbox reply_to;
 	bool have_reply_to;
-	char *subject, *text, *html; /* text or html may be NULL, not both */
+	char *subject, *text, *html;               /* text or html may be NULL, not both */
 	struct mime_build_attachment *attachments; /* names malloc'd one by one; data in `bytes` */
 	size_t attachment_count;
 	struct mt_buf bytes;
@@ -60,7 +60,8 @@ void outbox_draft_free(struct outbox_draft **draft);
 
 enum outbox_verdict {
 	OUTBOX_QUEUED,    /* stored: id and state */
-	OUTBOX_EXISTING,  /* the Idempotency-Key was used within 24 h: the first message's id/state */
+	OUTBOX_EXISTING,  /* the Idempotency-Key was used within 24 h: the first message's id/state
+	                   */
 	OUTBOX_INVALID,   /* the message cannot be built (reason) */
 	OUTBOX_TOO_LARGE, /* over max_message_bytes once built (reason) */
 	OUTBOX_NO_ROUTE,  /* no custom SMTP in use and no relay (reason) */

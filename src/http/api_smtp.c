@@ -636,7 +636,9 @@ static void put_host_checked(void *ctx, enum host_verdict verdict, const char *r
 	params.client.pin = job->have_pin ? &job->pin : NULL;
 	params.client.public_only = true;
 	params.client.allow_private = mt_config_cidrs(api->config, "allow_private_hosts");
-	params.client.connect_timeout_ms = 10000;
+	/* A port that accepts and never greets must not hold the user for the whole deadline. */
+	params.client.connect_timeout_ms = MT_LIVE_CHECK_STEP_MS;
+	params.client.greeting_timeout_ms = MT_LIVE_CHECK_STEP_MS;
 	size_t mail_len = 0;
 	char *mail = confirmation_mail(job, &mail_len);
 	if (mail == NULL) {

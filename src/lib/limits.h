@@ -91,9 +91,10 @@
 #define MT_CSV_FIELD_MAX       4096
 #define MT_CSV_FIELDS_MAX      16
 #define MT_CSV_ROWS_MAX        1000000
-#define MT_IMPORT_ROWS_PER_JOB 1000 /* profiles stored per transaction (~5.4 MB of rows) */
-#define MT_IMPORT_REJECTS_MAX  1000 /* rejected rows listed in an import's answer */
-#define MT_LIVE_CHECKS_PER_ORG 4    /* concurrent SMTP/IMAP live checks */
+#define MT_IMPORT_ROWS_PER_JOB 1000  /* profiles stored per transaction (~5.4 MB of rows) */
+#define MT_IMPORT_REJECTS_MAX  1000  /* rejected rows listed in an import's answer */
+#define MT_LIVE_CHECKS_PER_ORG 4     /* concurrent SMTP/IMAP live checks */
+#define MT_LIVE_CHECK_STEP_MS  10000 /* a live check's connect and greeting, each */
 
 /* Worker threads for CPU-heavy request steps (src/work): MIME building and parsing, large JSON
  * and CSV bodies. Items waiting or running; more is 503. */

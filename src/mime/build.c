@@ -369,9 +369,42 @@ static GMimeObject *body_part(const struct mime_build_input *in, const char **er
 	return GMIME_OBJECT(alt);
 }
 
+static int check_ids(const char *message_id, const char *mailtrail_id, const char **error_r)
+{
+	if (check_message_id(message_id, error_r) < 0)
+		return -1;
+	if (mailtrail_id == NULL || mailtrail_id[0] == '\0') {
+		*error_r = "no X-Mailtrail-Id";
+		return -1;
+	}
+	return check_ascii_value(mailtrail_id, error_r);
+}
+
+/* From, Sender, Reply-To, Message-ID and X-Mailtrail-Id of `message`, from either input. */
+static int set_head(GMimeMessage *message, const struct mime_mailbox *from,
+                    const struct mime_mailbox *sender, const struct mime_mailbox *reply_to,
+                    const char *message_id, const char *mailtrail_id, const char **error_r)
+{
+	if (add_mailbox(message, GMIME_ADDRESS_TYPE_FROM, from, error_r) < 0)
+		return -1;
+	if (sender != NULL && add_mailbox(message, GMIME_ADDRESS_TYPE_SENDER, sender, error_r) < 0)
+		return -1;
+	if (reply_to != NULL &&
+	    add_mailbox(message, GMIME_ADDRESS_TYPE_REPLY_TO, reply_to, error_r) < 0)
+		return -1;
+	g_mime_message_set_message_id(message, message_id);
+	return set_raw_header(GMIME_OBJECT(message), "X-Mailtrail-Id", mailtrail_id, error_r);
+}
+
 static int check_input(const struct mime_build_input *in, const char **error_r)
 {
-	if (in->from == NULL) {
+	if (in->without_head) {
+		if (in->from != NULL || in->sender != NULL || in->reply_to != NULL ||
+		    in->message_id != NULL || in->mailtrail_id != NULL) {
+			*error_r = "the head's fields are given apart";
+			return -1;
+		}
+	} else if (in->from == NULL) {
 		*error_r = "no From";
 		return -1;
 	}
@@ -413,13 +446,7 @@ static int check_input(const struct mime_build_input *in, const char **error_r)
 	if (in->subject != NULL &&
 	    check_utf8_line(in->subject, MT_SUBJECT_MAX, "subject too long", error_r) < 0)
 		return -1;
-	if (check_message_id(in->message_id, error_r) < 0)
-		return -1;
-	if (in->mailtrail_id == NULL || in->mailtrail_id[0] == '\0') {
-		*error_r = "no X-Mailtrail-Id";
-		return -1;
-	}
-	if (check_ascii_value(in->mailtrail_id, error_r) < 0)
+	if (!in->without_head && check_ids(in->message_id, in->mailtrail_id, error_r) < 0)
 		return -1;
 	size_t header_bytes = 0;
 	for (size_t i = 0; i < in->header_count; i++) {
@@ -491,13 +518,8 @@ int mime_build_message(const struct mime_build_input *input, char **out_r, size_
 	GMimeFormatOptions *options = NULL;
 	GMimeStream *stream = NULL;
 
-	if (add_mailbox(message, GMIME_ADDRESS_TYPE_FROM, input->from, error_r) < 0)
-		goto done;
-	if (input->sender != NULL &&
-	    add_mailbox(message, GMIME_ADDRESS_TYPE_SENDER, input->sender, error_r) < 0)
-		goto done;
-	if (input->reply_to != NULL &&
-	    add_mailbox(message, GMIME_ADDRESS_TYPE_REPLY_TO, input->reply_to, error_r) < 0)
+	if (!input->without_head && set_head(message, input->from, input->sender, input->reply_to,
+	                                     input->message_id, input->mailtrail_id, error_r) < 0)
 		goto done;
 	for (size_t i = 0; i < input->to_count; i++) {
 		if (add_mailbox(message, GMIME_ADDRESS_TYPE_TO, &input->to[i], error_r) < 0)
@@ -516,10 +538,6 @@ int mime_build_message(const struct mime_build_input *input, char **out_r, size_
 	}
 	g_mime_message_set_date(message, date);
 	g_date_time_unref(date);
-	g_mime_message_set_message_id(message, input->message_id);
-	if (set_raw_header(GMIME_OBJECT(message), "X-Mailtrail-Id", input->mailtrail_id, error_r) <
-	    0)
-		goto done;
 	for (size_t i = 0; i < input->header_count; i++) {
 		if (set_raw_header(GMIME_OBJECT(message), input->headers[i].name,
 		                   input->headers[i].value, error_r) < 0)
@@ -580,6 +598,48 @@ done:
 		g_object_unref(top);
 	if (body != NULL)
 		g_object_unref(body);
+	g_object_unref(message);
+	return ret;
+}
+
+int mime_build_head_fields(const struct mime_build_head *head, char **out_r, size_t *len_r,
+                           const char **error_r)
+{
+	if (head->from == NULL) {
+		*error_r = "no From";
+		return -1;
+	}
+	if (check_ids(head->message_id, head->mailtrail_id, error_r) < 0)
+		return -1;
+	mime_init();
+	int ret = -1;
+	/* Not "pretty": only the fields set here, in the order set. */
+	GMimeMessage *message = g_mime_message_new(FALSE);
+	GMimeFormatOptions *options = g_mime_format_options_new();
+	char *text = NULL;
+	if (set_head(message, head->from, head->sender, head->reply_to, head->message_id,
+	             head->mailtrail_id, error_r) < 0)
+		goto done;
+	g_mime_format_options_set_newline_format(options, GMIME_NEWLINE_FORMAT_DOS);
+	text = g_mime_header_list_to_string(g_mime_object_get_header_list(GMIME_OBJECT(message)),
+	                                    options);
+	size_t len = text != NULL ? strlen(text) : 0;
+	if (len == 0 || check_output((const unsigned char *)text, len, error_r) < 0) {
+		*error_r = "the head's fields cannot be written";
+		goto done;
+	}
+	char *out = malloc(len + 1);
+	if (out == NULL) {
+		*error_r = "out of memory";
+		goto done;
+	}
+	memcpy(out, text, len + 1);
+	*out_r = out;
+	*len_r = len;
+	ret = 0;
+done:
+	g_free(text);
+	g_mime_format_options_free(options);
 	g_object_unref(message);
 	return ret;
 }

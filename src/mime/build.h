@@ -14,6 +14,7 @@
 
 #include "mime/message.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,10 @@ struct mime_build_header {
 };
 
 struct mime_build_input {
+	/* Builds the message without From, Sender, Reply-To, Message-ID and X-Mailtrail-Id (all
+	 * NULL then): the outbox stores this rest and puts mime_build_head()'s fields before it at
+	 * delivery, when the route that decides them is known. */
+	bool without_head;
 	const struct mime_mailbox *from;
 	const struct mime_mailbox *sender;   /* optional Sender: (relay route) */
 	const struct mime_mailbox *reply_to; /* optional */
@@ -51,6 +56,20 @@ struct mime_build_input {
  * bad header name, no text and no HTML). */
 int mime_build_message(const struct mime_build_input *input, char **out_r, size_t *len_r,
                        const char **error_r);
+
+/* The header fields a message built `without_head` lacks, as they would be in the whole
+ * message: From, Sender (optional), Reply-To (optional), Message-ID, X-Mailtrail-Id. */
+struct mime_build_head {
+	const struct mime_mailbox *from;
+	const struct mime_mailbox *sender;
+	const struct mime_mailbox *reply_to;
+	const char *message_id; /* without <> */
+	const char *mailtrail_id;
+};
+/* CRLF-terminated field lines, 7-bit (RFC 2047 for non-ASCII names), malloc'd into *out_r. 0, or
+ * -1 with *error_r (an invalid mailbox or id). */
+int mime_build_head_fields(const struct mime_build_head *head, char **out_r, size_t *len_r,
+                           const char **error_r);
 
 /* What mime_parse_message() would find in the message built from `input` — its snippet and its
  * attachments (name, type, size) — computed from the input, without building and parsing it.

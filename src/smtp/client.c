@@ -84,6 +84,8 @@ struct tx {
 	bool done;    /* the final reply is in: hand it back when it reaches the head */
 	bool mail_ok;
 	bool needs_smtputf8;
+	bool eight_bit; /* the head or the data has a byte over 0x7f */
+	size_t size;    /* head_len + data_len */
 	char abort_reason[256];
 };
 
@@ -406,12 +408,10 @@ static void issue_commands(struct smtp_client *client)
 			if (tx->needs_smtputf8 && !client->caps.smtputf8) {
 				unsendable = "an address needs SMTPUTF8, which the server does not "
 				             "offer";
-			} else if (!client->caps.eightbitmime &&
-			           smtp_data_has_8bit(m->data, m->data_len)) {
+			} else if (!client->caps.eightbitmime && tx->eight_bit) {
 				unsendable = "the message has 8-bit data and the server does not "
 				             "offer 8BITMIME";
-			} else if (client->caps.size_max > 0 &&
-			           m->data_len > client->caps.size_max) {
+			} else if (client->caps.size_max > 0 && tx->size > client->caps.size_max) {
 				unsendable = "the message is larger than the server's SIZE limit";
 				cls = MT_CLASS_RESP;
 			}
@@ -430,8 +430,8 @@ static void issue_commands(struct smtp_client *client)
 			int n = snprintf(command, sizeof(command), "MAIL FROM:<%s>", m->mail_from);
 			if (client->caps.size)
 				n += snprintf(command + n, sizeof(command) - (size_t)n, " SIZE=%zu",
-				              m->data_len);
-			if (client->caps.eightbitmime && smtp_data_has_8bit(m->data, m->data_len))
+				              tx->size);
+			if (client->caps.eightbitmime && tx->eight_bit)
 				n += snprintf(command + n, sizeof(command) - (size_t)n,
 				              " BODY=8BITMIME");
 			if (tx->needs_smtputf8)
@@ -472,11 +472,19 @@ static void stream_body(struct smtp_client *client)
 	struct smtp_message *m = tx->message;
 	while (client->body_tx != NULL &&
 	       mt_conn_output_pending(client->conn) < MT_SMTP_BODY_LOW_WATER) {
-		size_t left = tx->accepted > 0 ? m->data_len - client->body_offset : 0;
+		/* head then data, as one stream: body_offset counts over both */
+		size_t left = tx->accepted > 0 ? tx->size - client->body_offset : 0;
 		size_t n = left < MT_SMTP_BODY_CHUNK ? left : MT_SMTP_BODY_CHUNK;
+		const char *from;
+		if (client->body_offset < m->head_len) {
+			from = m->head + client->body_offset;
+			if (n > m->head_len - client->body_offset)
+				n = m->head_len - client->body_offset;
+		} else {
+			from = m->data + (client->body_offset - m->head_len);
+		}
 		if (n > 0) {
-			if (smtp_dot_writer_write(&client->dot, &client->out,
-			                          m->data + client->body_offset, n) < 0) {
+			if (smtp_dot_writer_write(&client->dot, &client->out, from, n) < 0) {
 				session_fail(client, MT_CLASS_INTERNAL, false, "body buffer full",
 				             NULL, NULL);
 				return;
@@ -486,7 +494,7 @@ static void stream_body(struct smtp_client *client)
 		if (n == left) {
 			char summary[96];
 			snprintf(summary, sizeof(summary), "<%zu bytes of message data>",
-			         tx->accepted > 0 ? m->data_len : 0);
+			         tx->accepted > 0 ? tx->size : 0);
 			transcript_str(client, 'C', summary);
 			if (smtp_dot_writer_finish(&client->dot, &client->out) < 0) {
 				session_fail(client, MT_CLASS_INTERNAL, false, "body buffer full",
@@ -1039,7 +1047,9 @@ static void on_connected(void *ctx)
 	if (client->params.security == MT_SECURITY_TLS)
 		client->tls_active = true;
 	set_state(client, SMTP_STATE_BANNER);
-	mt_conn_set_read_timeout(client->conn, timeout_for(client, TIMEOUT_BANNER_MS));
+	mt_conn_set_read_timeout(client->conn, client->params.greeting_timeout_ms > 0
+	                                           ? client->params.greeting_timeout_ms
+	                                           : timeout_for(client, TIMEOUT_BANNER_MS));
 }
 
 static void on_tls_ready(void *ctx)
@@ -1203,7 +1213,9 @@ int smtp_client_send(struct smtp_client *client, struct smtp_message *message, c
 		*error_r = "a message needs 1 to 100 recipients and a result array";
 		return -1;
 	}
-	if (message->data_len > MT_SMTP_MESSAGE_MAX) {
+	if (message->data_len > MT_SMTP_MESSAGE_MAX ||
+	    message->head_len > MT_SMTP_MESSAGE_MAX - message->data_len ||
+	    (message->head_len > 0 && message->head == NULL)) {
 		*error_r = "the message is too large";
 		return -1;
 	}
@@ -1232,6 +1244,9 @@ int smtp_client_send(struct smtp_client *client, struct smtp_message *message, c
 	memset(tx, 0, sizeof(*tx));
 	tx->message = message;
 	tx->needs_smtputf8 = utf8;
+	tx->size = message->head_len + message->data_len;
+	tx->eight_bit = smtp_data_has_8bit(message->head, message->head_len) ||
+	                smtp_data_has_8bit(message->data, message->data_len);
 	client->tx_count++;
 
 	if (client->state == SMTP_STATE_READY) {

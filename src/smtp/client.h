@@ -55,6 +55,7 @@ struct smtp_client_params {
 	unsigned pipeline_window; /* commands in flight; 0 = MT_SMTP_PIPELINE_WINDOW */
 	int reply_timeout_ms;     /* 0 = RFC 5321 §4.5.3.2 per-command timeouts */
 	int connect_timeout_ms;   /* 0 = 30 s */
+	int greeting_timeout_ms;  /* the 220 banner; 0 = reply_timeout_ms or RFC 5321's 5 min */
 	/* A user-supplied host: see mt_conn_params (never the server's own network). */
 	bool public_only;
 	const struct mt_cidr_list *allow_private;
@@ -80,7 +81,12 @@ struct smtp_message {
 	const char *mail_from; /* envelope sender, without <> ("" for the null sender) */
 	const char *const *rcpts;
 	size_t rcpt_count; /* 1..MT_SMTP_RCPTS_MAX */
-	const char *data;  /* the RFC 5322 message; LF or CRLF line ends; dot-stuffed here */
+	/* The RFC 5322 message is head then data (LF or CRLF line ends; dot-stuffed here): a
+	 * caller may keep the header fields that depend on the route apart from the stored rest.
+	 * head may be NULL. */
+	const char *head;
+	size_t head_len;
+	const char *data;
 	size_t data_len;
 	void *user;
 	/* Output, valid in message_done */

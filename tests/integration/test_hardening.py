@@ -22,6 +22,8 @@ Cases, in order, sharing the setup:
   features_not_built_refused       imap_sync / bcc_sync cannot be switched on before they exist
   small_ones                       "user not found", the add-in's error, a feed cursor beyond the
                                    end, reactivation, PUT after DELETE, limits kept on re-save
+  live_check_silent_server_within_10s
+                                   a port that accepts and never greets fails the check in 10 s
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed.
 """
@@ -246,6 +248,46 @@ def case_small_ones(svc, sinks):
     assert "reused" not in r.err()[1], r.show()
 
 
+def case_silent_server(svc, sinks):
+    """A port that accepts and never says a word: the live check gives up within 10 s (its
+    greeting step), not after the whole 30 s deadline."""
+    import socket
+    import threading
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+                held.append(conn)  # keep it open, say nothing
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        r = svc.req("PUT", "/v1/smtp", svc.tok("rec"), smtp_body(port, REC))
+        took = time.monotonic() - t0
+        expect(r, 422)
+        assert took < 11.5, f"the live check against a silent port took {took:.1f} s" + r.show()
+        assert held, "the check never connected"
+    finally:
+        stop.set()
+        t.join(2)
+        lsock.close()
+        for c in held:
+            c.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -281,6 +323,7 @@ def main():
             ("custom_smtp_off_stops_custom", case_custom_smtp_off),
             ("features_not_built_refused", case_features_not_built),
             ("small_ones", case_small_ones),
+            ("live_check_silent_server_within_10s", case_silent_server),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sinks)

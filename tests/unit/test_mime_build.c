@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DATE 1700000000 /* Tue, 14 Nov 2023 22:13:20 +0000 */
 
@@ -577,6 +578,110 @@ static void test_summary_matches_parse(void **state)
 	free(long_text);
 }
 
+/* Unfolded "Name: value" of the first field `name` in a header block, or NULL. */
+static char *field_of(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = text; p != NULL && *p != '\0'; p = strstr(p, "\r\n")) {
+		if (p != text)
+			p += 2;
+		if (*p == '\r')
+			return NULL; /* end of the header block */
+		if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			char *out = malloc(strlen(p) + 1);
+			size_t k = 0;
+			for (const char *q = p; *q != '\0'; q++) {
+				if (q[0] == '\r' && q[1] == '\n') {
+					if (q[2] != ' ' && q[2] != '\t')
+						break;
+					q++;
+					continue;
+				}
+				out[k++] = *q;
+			}
+			out[k] = '\0';
+			return out;
+		}
+	}
+	return NULL;
+}
+
+/* The outbox stores a message without its route's fields and puts them before it at delivery:
+ * head + rest must be the same message as the whole built at once. */
+static void test_head_apart(void **state)
+{
+	(void)state;
+	const struct mime_mailbox sender = {"relay@relay.example", ""};
+	const struct mime_mailbox reply = {"juergen@example.de", "Jürgen Müller, Recruiter"};
+	static const unsigned char pdf[] = "%PDF-1.4 small";
+	const struct mime_build_attachment att = {"Lebenslauf.pdf", "application/pdf", pdf, 14};
+	struct mime_build_input whole = base_input();
+	whole.from = &from_utf8;
+	whole.sender = &sender;
+	whole.reply_to = &reply;
+	whole.cc = cc_one;
+	whole.cc_count = 1;
+	whole.html = "<p>Hallo</p>";
+	whole.attachments = &att;
+	whole.attachment_count = 1;
+	size_t whole_len;
+	char *full = build_ok(&whole, &whole_len);
+
+	struct mime_build_input rest_in = whole;
+	rest_in.without_head = true;
+	rest_in.from = rest_in.sender = rest_in.reply_to = NULL;
+	rest_in.message_id = rest_in.mailtrail_id = NULL;
+	char *rest;
+	size_t rest_len;
+	const char *error;
+	assert_int_equal(mime_build_message(&rest_in, &rest, &rest_len, &error), 0);
+	const struct mime_build_head head = {&from_utf8, &sender, &reply, whole.message_id,
+	                                     whole.mailtrail_id};
+	char *fields;
+	size_t fields_len;
+	assert_int_equal(mime_build_head_fields(&head, &fields, &fields_len, &error), 0);
+	char *joined = malloc(fields_len + rest_len + 1);
+	memcpy(joined, fields, fields_len);
+	memcpy(joined + fields_len, rest, rest_len + 1);
+	assert_wire_clean(joined, fields_len + rest_len);
+	/* the rest has none of the head's fields, the head only those */
+	static const char *const names[] = {"From", "Sender", "Reply-To", "Message-Id",
+	                                    "X-Mailtrail-Id"};
+	for (size_t i = 0; i < 5; i++) {
+		char *a = field_of(full, names[i]);
+		char *b = field_of(joined, names[i]);
+		char *c = field_of(rest, names[i]);
+		assert_non_null(a);
+		assert_non_null(b);
+		assert_string_equal(a, b);
+		assert_null(c);
+		free(a);
+		free(b);
+	}
+	struct mime_summary x, y;
+	parse_ok(full, whole_len, &x);
+	parse_ok(joined, fields_len + rest_len, &y);
+	assert_string_equal(x.message_id, y.message_id);
+	assert_string_equal(x.mailtrail_id, y.mailtrail_id);
+	assert_string_equal(x.from.address, y.from.address);
+	assert_string_equal(x.from.name, y.from.name);
+	assert_string_equal(x.subject, y.subject);
+	assert_int_equal(x.to_count, y.to_count);
+	assert_int_equal(x.cc_count, y.cc_count);
+	assert_int_equal(x.date, y.date);
+	assert_string_equal(x.snippet, y.snippet);
+	assert_int_equal(x.attachment_count, y.attachment_count);
+	mime_summary_free(&x);
+	mime_summary_free(&y);
+	/* mixing the two ways is refused */
+	rest_in.from = &from_ascii;
+	assert_int_equal(mime_build_message(&rest_in, &rest, &rest_len, &error), -1);
+	free(joined);
+	free(fields);
+	free(rest);
+	free(full);
+}
+
 int main(void)
 {
 	mime_init();
@@ -592,6 +697,7 @@ int main(void)
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_attachment_defaults),
 	    cmocka_unit_test(test_summary_matches_parse),
+	    cmocka_unit_test(test_head_apart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,9 +84,8 @@ static void test_queue_cap(void **state)
 	int done_count = 0;
 	struct item items[4];
 	for (int i = 0; i < 4; i++)
-		items[i] = (struct item){.loop_thread = pthread_self(),
-		                         .done_count = &done_count,
-		                         .sleep_us = 20000};
+		items[i] = (struct item){
+		    .loop_thread = pthread_self(), .done_count = &done_count, .sleep_us = 20000};
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(work_submit(pool, run, done, &items[i]), 0);
 	assert_int_equal(work_submit(pool, run, done, &items[3]), -1);
