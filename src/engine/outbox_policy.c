@@ -1,0 +1,97 @@
+#include "engine/outbox_policy.h"
+
+#include "lib/str.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum tri { NO, YES, ANY };
+
+/* The table of outbox_policy.h, row for row. */
+static const struct transition {
+	const char *name;
+	enum tri pending, expired, sent, failed;
+	enum store_outbox_state state;
+} transitions[] = {
+    {"retry", YES, NO, ANY, ANY, STORE_OUTBOX_QUEUED},
+    {"all sent", NO, ANY, YES, NO, STORE_OUTBOX_SENT},
+    {"some sent, some failed", NO, ANY, YES, YES, STORE_OUTBOX_PARTIAL},
+    {"none sent", NO, ANY, NO, YES, STORE_OUTBOX_FAILED},
+};
+
+const char *outbox_transition_name(size_t index)
+{
+	return index < sizeof(transitions) / sizeof(transitions[0]) ? transitions[index].name
+	                                                            : NULL;
+}
+
+static bool fits(enum tri want, bool have)
+{
+	return want == ANY || (want == YES) == have;
+}
+
+void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *backoff,
+                    struct outbox_verdict *v)
+{
+	bool pending = false, sent = a->sent_before > 0, failed = a->failed_before > 0;
+	v->any_sent = false;
+	v->expired = false;
+	v->cls = MT_CLASS_NONE;
+	v->last_error[0] = '\0';
+	v->next_attempt_at = 0;
+	v->first_attempt_at = a->first_attempt_at != 0 ? a->first_attempt_at : a->now;
+	const char *why = a->reason != NULL ? a->reason : "";
+	for (size_t i = 0; i < a->rcpt_count; i++) {
+		const struct outbox_rcpt_outcome *o = &a->outcomes[i];
+		if (o->accepted) {
+			v->rcpt_states[i] = STORE_RCPT_SENT;
+			v->any_sent = sent = true;
+			continue;
+		}
+		v->rcpt_states[i] = o->permanent ? STORE_RCPT_FAILED : STORE_RCPT_PENDING;
+		if (o->permanent)
+			failed = true;
+		else
+			pending = true;
+		/* The first refusal is the news (a partial delivery's last reply is the 250). */
+		if (v->cls == MT_CLASS_NONE) {
+			v->cls = o->cls != MT_CLASS_NONE ? o->cls
+			         : a->cls != MT_CLASS_NONE ? a->cls
+			                                   : MT_CLASS_RESP;
+			why = o->reply != NULL && o->reply[0] != '\0' ? o->reply : why;
+		}
+	}
+	mt_strlcpy(v->last_error, v->cls != MT_CLASS_NONE ? why : "", sizeof(v->last_error));
+	if (pending) {
+		struct mt_backoff policy = *backoff;
+		policy.expiry_s += a->held_seconds;
+		int64_t next;
+		if (mt_backoff_next(&policy, v->first_attempt_at, a->now, a->attempts_before + 1,
+		                    &next) == 0) {
+			/* `now` is whole seconds rounded down and a claim asks "due <= now": without
+			 * the second, a retry could come up to a second before its delay is over. */
+			next += 1;
+			v->next_attempt_at = next > a->not_before ? next : a->not_before;
+		} else {
+			v->expired = true;
+			for (size_t i = 0; i < a->rcpt_count; i++)
+				if (v->rcpt_states[i] == STORE_RCPT_PENDING)
+					v->rcpt_states[i] = STORE_RCPT_FAILED;
+			pending = false;
+			failed = true;
+			char reason[MT_ERROR_TEXT_MAX];
+			snprintf(reason, sizeof(reason), "retry time ran out: %.400s", v->last_error);
+			mt_strlcpy(v->last_error, reason, sizeof(v->last_error));
+		}
+	}
+	for (size_t i = 0; i < sizeof(transitions) / sizeof(transitions[0]); i++) {
+		const struct transition *t = &transitions[i];
+		if (fits(t->pending, pending) && fits(t->expired, v->expired) &&
+		    fits(t->sent, sent) && fits(t->failed, failed)) {
+			v->state = t->state;
+			return;
+		}
+	}
+	/* No recipient at all: nothing was sent, nothing is left to try. */
+	v->state = STORE_OUTBOX_FAILED;
+}

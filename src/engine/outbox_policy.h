@@ -1,0 +1,68 @@
+/* What one delivery attempt means for a message (DESIGN.md §1 Message): pure, no I/O, so that
+ * the outbox's whole state decision lives here and is table-tested like the SMTP classifier.
+ *
+ * Each recipient of the attempt ends accepted (sent), permanently refused (failed) or
+ * temporarily refused (pending: retried alone). The message then follows one transition table,
+ * keyed by whether recipients are still pending, whether the retry time (retry_expiry from the
+ * first attempt, time spent held excluded) has run out, and whether any recipient, in this
+ * attempt or an earlier one, was sent or failed:
+ *
+ *   pending  expired  sent  failed  ->  state
+ *   yes      no       any   any         queued (retry at the back-off's next time, not before
+ *                                       the account may open a session again)
+ *   yes      yes      -     -           the pending ones fail ("retry time ran out"), then:
+ *   no       -        yes   no          sent
+ *   no       -        yes   yes         partial
+ *   no       -        no    yes         failed
+ *
+ * Ownership: the caller's arrays, filled in place. */
+#ifndef MT_ENGINE_OUTBOX_POLICY_H
+#define MT_ENGINE_OUTBOX_POLICY_H
+
+#include "lib/backoff.h"
+#include "lib/failure.h"
+#include "lib/limits.h"
+#include "store/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One recipient's outcome in the attempt. */
+struct outbox_rcpt_outcome {
+	bool accepted;
+	bool permanent;
+	enum mt_failure_class cls;
+	const char *reply; /* the server's reply, or the session's reason */
+};
+
+struct outbox_attempt {
+	size_t rcpt_count; /* the recipients tried: those still pending before it */
+	const struct outbox_rcpt_outcome *outcomes;
+	size_t sent_before, failed_before; /* recipients finished by earlier attempts */
+	unsigned attempts_before;
+	int64_t first_attempt_at; /* 0 when this is the first */
+	int64_t held_seconds;     /* not counted against the retry time */
+	int64_t now;
+	int64_t not_before; /* the account's cool-down: no retry earlier (0: none) */
+	enum mt_failure_class cls; /* the attempt's own class when it failed as a whole */
+	const char *reason;        /* ... and its reason ("" when it did not) */
+};
+
+struct outbox_verdict {
+	enum store_outbox_state state; /* queued, sent, partial or failed */
+	enum store_rcpt_state *rcpt_states; /* caller's array of rcpt_count */
+	int64_t first_attempt_at;
+	int64_t next_attempt_at; /* when queued */
+	bool any_sent;           /* in this attempt: the message's activity is due */
+	bool expired;
+	enum mt_failure_class cls; /* MT_CLASS_NONE when everything went */
+	char last_error[MT_ERROR_TEXT_MAX];
+};
+
+const char *outbox_transition_name(size_t index);
+/* Fills `verdict` (whose rcpt_states the caller provides). */
+void outbox_verdict(const struct outbox_attempt *attempt, const struct mt_backoff *backoff,
+                    struct outbox_verdict *verdict);
+
+#endif
