@@ -1,5 +1,6 @@
 /* Activities: one per (profile, message record), their feed sequence, timelines and the feed. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <inttypes.h>

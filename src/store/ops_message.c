@@ -1,5 +1,6 @@
 /* Message records: their aliases, participants (the backfill index) and users. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <jansson.h>

@@ -1,5 +1,6 @@
 /* Never-log lists: the org's (user_id '') and each user's. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <stdlib.h>

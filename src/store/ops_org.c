@@ -1,5 +1,6 @@
 /* Orgs and their domains. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <string.h>

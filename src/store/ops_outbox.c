@@ -1,6 +1,7 @@
 /* The outbox: messages stored before the API's 202, claimed by senders under fenced leases. The
  * body is the built MIME; it and the metadata are never logged. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 
 #include "lib/str.h"
 

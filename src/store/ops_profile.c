@@ -1,5 +1,6 @@
 /* Profiles and the address index. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <stdlib.h>

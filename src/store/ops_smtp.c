@@ -1,6 +1,7 @@
 /* SMTP accounts, one per user. The sealed secret is bytes from src/crypto; it is stored and read
  * back, never logged and never looked at here. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <string.h>

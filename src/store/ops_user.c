@@ -1,5 +1,6 @@
 /* Users, their addresses and their API tokens. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <string.h>
