@@ -21,6 +21,7 @@ struct mt_config;
 struct mt_keyring;
 struct mt_tls_config;
 struct sender;
+struct store_activity;
 
 struct api_org_checks {
 	char org_id[MT_ID_MAX];

@@ -11,6 +11,11 @@
 #include "mime/address.h"
 #include "mime/build.h"
 #include "mime/message.h"
+#include "store/store.h"
+#include "store/store_org.h"
+#include "store/store_outbox.h"
+#include "store/store_smtp.h"
+#include "store/store_user.h"
 
 #include <ctype.h>
 #include <sodium.h>

@@ -11,6 +11,8 @@
 #include "lib/str.h"
 #include "mime/address.h"
 #include "proto/csv.h"
+#include "store/store.h"
+#include "store/store_profile.h"
 
 #include <ctype.h>
 #include <stdio.h>

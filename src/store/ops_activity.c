@@ -1,6 +1,9 @@
 /* Activities: one per (profile, message record), their feed sequence, timelines and the feed. */
-#include "store/store_internal.h"
+#include "store/store_activity.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
+#include "store/store_message.h"
 #include "lib/str.h"
 
 #include <inttypes.h>

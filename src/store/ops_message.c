@@ -1,6 +1,9 @@
 /* Message records: their aliases, participants (the backfill index) and users. */
-#include "store/store_internal.h"
+#include "store/store_message.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <jansson.h>
@@ -916,22 +919,6 @@ int store_message_add_user(struct store_tx *tx, int64_t record, const char *user
 	db_finish(s);
 	*added_r = db_changes(tx->db) == 1;
 	return 0;
-}
-
-int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address)
-{
-	static const char op[] = "store_address_is_user";
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT 1 FROM user_addresses WHERE org_id = ? AND address = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, address);
-	int rc = db_step(s);
-	if (rc != DB_ROW && rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 1 : 0;
 }
 
 int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const char *address,

@@ -1,6 +1,8 @@
 /* Never-log lists: the org's (user_id '') and each user's. */
-#include "store/store_internal.h"
+#include "store/store_never_log.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <stdlib.h>

@@ -1,6 +1,8 @@
 /* Orgs and their domains. */
-#include "store/store_internal.h"
+#include "store/store_org.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <string.h>

@@ -1,8 +1,9 @@
 /* The outbox: messages stored before the API's 202, claimed by senders under fenced leases. The
  * body is the built MIME; it and the metadata are never logged. */
-#include "store/store_internal.h"
+#include "store/store_outbox.h"
 #include "store/sql.h"
-
+#include "store/store.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <stdlib.h>

@@ -1,6 +1,8 @@
 /* Profiles and the address index. */
-#include "store/store_internal.h"
+#include "store/store_profile.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <stdlib.h>

@@ -1,7 +1,9 @@
 /* SMTP accounts, one per user. The sealed secret is bytes from src/crypto; it is stored and read
  * back, never logged and never looked at here. */
-#include "store/store_internal.h"
+#include "store/store_smtp.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <string.h>

@@ -1,6 +1,9 @@
 /* Users, their addresses and their API tokens. */
-#include "store/store_internal.h"
+#include "store/store_user.h"
 #include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
+#include "store/store_smtp.h"
 #include "lib/str.h"
 
 #include <string.h>
@@ -266,6 +269,22 @@ int store_user_by_address(struct store_tx *tx, const char *org_id, const char *a
 	read_user(s, 0, user_r);
 	db_finish(s);
 	return load_aliases(tx, op, user_r);
+}
+
+int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address)
+{
+	static const char op[] = "store_address_is_user";
+	struct db_stmt *s =
+	    db_prepare(tx->db, "SELECT 1 FROM user_addresses WHERE org_id = ? AND address = ?");
+	if (s == NULL)
+		return store_fail(tx, op);
+	db_bind_text_ref(s, 1, org_id);
+	db_bind_text_ref(s, 2, address);
+	int rc = db_step(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return store_fail_stmt(tx, op, s);
+	db_finish(s);
+	return rc == DB_ROW ? 1 : 0;
 }
 
 /* ---- tokens ---- */
