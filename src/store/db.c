@@ -47,43 +47,59 @@ static struct db *stmt_db(struct db_stmt *stmt)
 
 void db_finish(struct db_stmt *stmt)
 {
-	if (stmt != NULL)
-		stmt_db(stmt)->driver->finish(stmt);
+	if (stmt == NULL)
+		return;
+	stmt->bind_failed = 0;
+	stmt_db(stmt)->driver->finish(stmt);
 }
 
-int db_bind_text(struct db_stmt *stmt, int index, const char *value)
+/* Keeps the first failure for db_step(). */
+static void bound(struct db_stmt *stmt, int index, int rc)
 {
-	return stmt_db(stmt)->driver->bind_text(stmt, index, value);
+	if (rc < 0 && stmt->bind_failed == 0)
+		stmt->bind_failed = index;
 }
 
-int db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
+void db_bind_text(struct db_stmt *stmt, int index, const char *value)
 {
-	return stmt_db(stmt)->driver->bind_text_ref(stmt, index, value);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_text(stmt, index, value));
 }
 
-int db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
+void db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
 {
-	return stmt_db(stmt)->driver->bind_int64(stmt, index, value);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_text_ref(stmt, index, value));
 }
 
-int db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
+void db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
 {
-	return stmt_db(stmt)->driver->bind_blob(stmt, index, value, len);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_int64(stmt, index, value));
 }
 
-int db_bind_null(struct db_stmt *stmt, int index)
+void db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
 {
-	return stmt_db(stmt)->driver->bind_null(stmt, index);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_blob(stmt, index, value, len));
+}
+
+void db_bind_null(struct db_stmt *stmt, int index)
+{
+	bound(stmt, index, stmt_db(stmt)->driver->bind_null(stmt, index));
 }
 
 int db_step(struct db_stmt *stmt)
 {
+	if (stmt->bind_failed != 0)
+		return DB_ERROR;
 	return stmt_db(stmt)->driver->step(stmt);
 }
 
 const char *db_column_text(struct db_stmt *stmt, int index)
 {
-	return stmt_db(stmt)->driver->column_text(stmt, index);
+	return stmt_db(stmt)->driver->column_text(stmt, index, NULL);
+}
+
+const char *db_column_text_len(struct db_stmt *stmt, int index, size_t *len_r)
+{
+	return stmt_db(stmt)->driver->column_text(stmt, index, len_r);
 }
 
 int64_t db_column_int64(struct db_stmt *stmt, int index)
