@@ -197,6 +197,12 @@ int store_address_is_user(struct store_tx *tx, const char *org_id, const char *a
 	return rc == 0 ? 1 : rc == STORE_NOT_FOUND ? 0 : -1;
 }
 
+int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id)
+{
+	return sql_get(tx, op, "SELECT 1 FROM users WHERE id = ? AND org_id = ?",
+	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id)), NULL, NULL);
+}
+
 /* ---- tokens ---- */
 
 int store_token_create(struct store_tx *tx, struct store_token *token)

@@ -1,6 +1,6 @@
-/* Shared by the store's own files: the transaction handle the operations receive, the record
- * erasure the profile and message operations share, and the migrations. Not for callers outside
- * src/store (the SQL helpers are in sql.h). */
+/* Shared by the store's own files: the transaction handle the operations receive, what one
+ * aggregate's operations use of another's (a user check, record erasure), and the migrations. Not
+ * for callers outside src/store (the SQL helpers are in sql.h). */
 #ifndef MT_STORE_STORE_INTERNAL_H
 #define MT_STORE_STORE_INTERNAL_H
 
@@ -23,6 +23,10 @@ struct store_tx {
 };
 
 void store_tx_forget(struct store_tx *tx);
+
+/* 0 when the user is the org's, STORE_NOT_FOUND otherwise, -1 (logged): where a foreign user
+ * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
+int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
 
 /* Deletes a message record with its aliases, participants and users (not its activities);
  * nothing when there is no such record. */
