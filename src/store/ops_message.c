@@ -1,5 +1,6 @@
 /* Message records: their aliases, participants (the backfill index) and users. */
 #include "store/store_message.h"
+#include "store/message_internal.h"
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_activity.h"
@@ -10,13 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const source_names[] = {NULL, "addin", "bcc", "imap", "outbox"};
+const char *const store_source_names[STORE_SOURCE_OUTBOX + 1] = {
+    [STORE_SOURCE_ADDIN] = "addin",
+    [STORE_SOURCE_BCC] = "bcc",
+    [STORE_SOURCE_IMAP] = "imap",
+    [STORE_SOURCE_OUTBOX] = "outbox",
+};
+const char *const store_type_names[STORE_EMAIL_RECEIVED + 1] = {
+    [STORE_EMAIL_SENT] = "email_sent",
+    [STORE_EMAIL_RECEIVED] = "email_received",
+};
 
 const char *store_source_name(enum store_source source)
 {
 	if ((unsigned)source < 1 || (unsigned)source > STORE_SOURCE_OUTBOX)
 		return "unknown";
-	return source_names[source];
+	return store_source_names[source];
 }
 
 /* 0 when the column holds no known name: the CHECK constraint makes that unreachable, and the
@@ -24,15 +34,16 @@ const char *store_source_name(enum store_source source)
 enum store_source store_source_parse(const char *name)
 {
 	for (unsigned i = 1; i <= STORE_SOURCE_OUTBOX; i++) {
-		if (strcmp(name, source_names[i]) == 0)
+		if (strcmp(name, store_source_names[i]) == 0)
 			return (enum store_source)i;
 	}
 	return (enum store_source)0;
 }
 
+/* Anything but sent is received, as a row whose name is not in the table reads. */
 static const char *type_name(enum store_activity_type type)
 {
-	return type == STORE_EMAIL_SENT ? "email_sent" : "email_received";
+	return sql_name(store_type_names, STORE_EMAIL_RECEIVED + 1, type, STORE_EMAIL_RECEIVED);
 }
 
 /* jansson refuses invalid UTF-8; a name the parser could not decode is dropped, not the
@@ -197,15 +208,34 @@ static void content_parts_free(struct content_parts *c)
 		json_decref(c->lists[k]);
 }
 
-/* From the current row of `s`, columns `first` (from_address) to first + 3 (bcc_json). */
-static int content_parts_read(struct db_stmt *s, int first, struct content_parts *c)
+/* A record's participants column and the content columns that tell the rest. */
+struct parts_row {
+	char *participants, *from, *lists[3];
+};
+#define PARTS_ROW(F, G, T)                                                                         \
+	F(T, TEXT_DUP, "participants", participants)                                               \
+	G(T, TEXT_DUP, "from_address", from)                                                       \
+	G(T, TEXT_DUP, "to_json", lists[0])                                                        \
+	G(T, TEXT_DUP, "cc_json", lists[1])                                                        \
+	G(T, TEXT_DUP, "bcc_json", lists[2])
+SQL_TABLE(parts_table, PARTS_ROW, struct parts_row);
+
+static void parts_row_free(struct parts_row *row)
+{
+	free(row->participants);
+	free(row->from);
+	for (size_t k = 0; k < 3; k++)
+		free(row->lists[k]);
+}
+
+/* The content's participants from a row's from_address and to, cc, bcc JSON; takes `from`. */
+static void content_parts_read(struct parts_row *row, struct content_parts *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->from = strdup(db_column_text(s, first));
+	c->from = row->from;
+	row->from = NULL;
 	for (int k = 0; k < 3; k++)
-		c->lists[k] = json_loads(db_column_text(s, first + 1 + k), 0, NULL);
-	if (c->from == NULL)
-		return -1;
+		c->lists[k] = json_loads(row->lists[k], 0, NULL);
 	struct part_walk w;
 	walk_start(&w, &c->parts, c->from);
 	for (size_t k = 0; k < 3; k++) {
@@ -216,7 +246,6 @@ static int content_parts_read(struct db_stmt *s, int first, struct content_parts
 				break;
 		}
 	}
-	return 0;
 }
 
 /* Appends `address` as a line of the malloc'd text *text (NULL = empty). */
@@ -273,56 +302,39 @@ static bool has_line(const char *text, const char *address)
 	return false;
 }
 
-/* A record's number by its key; STORE_NOT_FOUND when none. */
-static int record_number(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         int64_t *rid_r)
+#define RECORD_REF_ROW(F, G, T)                                                                    \
+	F(T, INT64, "rid", rid)                                                                    \
+	G(T, NAME, "source", source, store_source_names, 0)                                        \
+	G(T, INT64, "date", date)
+SQL_TABLE(record_ref_table, RECORD_REF_ROW, struct store_record_ref);
+
+int store_record_find(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                      struct store_record_ref *ref_r)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT rid FROM message_records WHERE key = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, key);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*rid_r = db_column_int64(s, 0);
-	else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+	return sql_get(tx, op,
+	               "SELECT " SQL_COLUMNS(RECORD_REF_ROW) " FROM message_records"
+	                                                     " WHERE key = ? AND org_id = ?",
+	               SQL_ARGS(SQL_TEXT(key), SQL_TEXT(org_id)), &record_ref_table, ref_r);
 }
 
-/* Runs `sql` with one integer parameter, the record number. */
-static int exec_record(struct store_tx *tx, const char *op, const char *sql, int64_t rid)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
+/* A record's participants column alone, malloc'd. */
+struct column_row {
+	char *text;
+};
+#define COLUMN_ROW(F, G, T) F(T, TEXT_DUP, "participants", text)
+SQL_TABLE(column_table, COLUMN_ROW, struct column_row);
 
 /* The record's participants column alone (malloc'd): the addresses beyond its content's. */
 static int record_column(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
 {
-	*text_r = NULL;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT participants FROM message_records WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*text_r = strdup(db_column_text(s, 0));
-	else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (rc == DB_DONE)
-		return STORE_NOT_FOUND;
-	return *text_r != NULL ? 0 : store_invalid(op, "out of memory");
+	struct column_row row = {NULL};
+	int rc =
+	    sql_get(tx, op, "SELECT " SQL_COLUMNS(COLUMN_ROW) " FROM message_records WHERE rid = ?",
+	            SQL_ARGS(SQL_INT(rid)), &column_table, &row);
+	if (rc != 0)
+		free(row.text);
+	*text_r = rc == 0 ? row.text : NULL;
+	return rc;
 }
 
 /* The record's participants column (malloc'd) and its content's participants (free them with
@@ -331,29 +343,18 @@ static int record_parts(struct store_tx *tx, const char *op, int64_t rid, char *
                         struct content_parts *content_r)
 {
 	*column_r = NULL;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT participants, from_address, to_json,"
-	                       " cc_json, bcc_json FROM message_records WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	int rc = db_step(s);
-	if (rc == DB_DONE) {
-		db_finish(s);
-		return STORE_NOT_FOUND;
+	struct parts_row row;
+	memset(&row, 0, sizeof(row));
+	int rc =
+	    sql_get(tx, op, "SELECT " SQL_COLUMNS(PARTS_ROW) " FROM message_records WHERE rid = ?",
+	            SQL_ARGS(SQL_INT(rid)), &parts_table, &row);
+	if (rc == 0) {
+		content_parts_read(&row, content_r);
+		*column_r = row.participants;
+		row.participants = NULL;
 	}
-	if (rc != DB_ROW)
-		return store_fail_stmt(tx, op, s);
-	char *column = strdup(db_column_text(s, 0));
-	int read = content_parts_read(s, 1, content_r);
-	db_finish(s);
-	if (column == NULL || read < 0) {
-		free(column);
-		content_parts_free(content_r);
-		return store_invalid(op, "out of memory");
-	}
-	*column_r = column;
-	return 0;
+	parts_row_free(&row);
+	return rc;
 }
 
 /* Every address message_participants holds for the record, one a line (malloc'd): its
@@ -381,68 +382,45 @@ static int record_participants(struct store_tx *tx, const char *op, int64_t rid,
 static int set_record_participants(struct store_tx *tx, const char *op, int64_t rid,
                                    const char *text)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE message_records SET participants = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, text);
-	db_bind_int64(s, 2, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-/* Runs `sql` numbered ?1 org, ?2 a text (address, alias), ?3 a record number; *changes_r (may
- * be NULL) is the number of rows changed. */
-static int exec_org_text_record(struct store_tx *tx, const char *op, const char *sql,
-                                const char *org_id, const char *text, int64_t rid,
-                                int64_t *changes_r)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, text);
-	db_bind_int64(s, 3, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (changes_r != NULL)
-		*changes_r = db_changes(tx->db);
-	return 0;
+	return sql_exec(tx, op, "UPDATE message_records SET participants = ? WHERE rid = ?",
+	                SQL_ARGS(SQL_TEXT(text), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 /* Adds (address, record) to the index; *added_r false when it was there. */
 static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
                            const char *address, int64_t rid, bool *added_r)
 {
-	int64_t changes = 0;
-	int rc = exec_org_text_record(tx, op,
-	                              "INSERT INTO message_participants (org_id, address, rid)"
-	                              " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-	                              org_id, address, rid, &changes);
-	*added_r = changes == 1;
-	return rc;
+	int64_t n = sql_exec(tx, op,
+	                     "INSERT INTO message_participants (org_id, address, rid)"
+	                     " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+	                     SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(address), SQL_INT(rid)));
+	*added_r = n == 1;
+	return n < 0 ? -1 : 0;
 }
 
 static int delete_participant(struct store_tx *tx, const char *op, const char *org_id,
                               const char *address, int64_t rid)
 {
-	return exec_org_text_record(tx, op,
-	                            "DELETE FROM message_participants"
-	                            " WHERE address = ?2 AND org_id = ?1 AND rid = ?3",
-	                            org_id, address, rid, NULL);
+	return sql_exec(
+	           tx, op,
+	           "DELETE FROM message_participants WHERE address = ? AND org_id = ? AND rid = ?",
+	           SQL_ARGS(SQL_TEXT(address), SQL_TEXT(org_id), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 static int put_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
                      int64_t rid)
 {
 	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
-	return exec_org_text_record(tx, op,
-	                            "INSERT INTO message_aliases (org_id, alias, rid)"
-	                            " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-	                            org_id, alias, rid, NULL);
+	return sql_exec(tx, op,
+	                "INSERT INTO message_aliases (org_id, alias, rid) VALUES (?, ?, ?)"
+	                " ON CONFLICT DO NOTHING",
+	                SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(alias), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 /* Adds `count` addresses to the index rows of record `rid` (existing) and its column. */
@@ -512,36 +490,40 @@ int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, 
 	    "DELETE FROM message_records WHERE rid = ?",
 	};
 	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++)
-		rc = exec_record(tx, op, sql[i], record);
+		rc = sql_exec(tx, op, sql[i], SQL_ARGS(SQL_INT(record))) < 0 ? -1 : 0;
 	return rc;
 }
+
+/* A record found by an alias: its key and its content's source. */
+struct alias_hit {
+	char key[MT_MESSAGE_KEY_MAX];
+	enum store_source source;
+};
+#define ALIAS_HIT_ROW(F, G, T)                                                                     \
+	F(T, TEXT, "key", key)                                                                     \
+	G(T, NAME, "source", source, store_source_names, 0)
+SQL_TABLE(alias_hit_table, ALIAS_HIT_ROW, struct alias_hit);
 
 /* The record one alias points to (its key, or an alias row); STORE_NOT_FOUND when none. */
 static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
                         char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r)
 {
 	/* A record's key is its first alias and is not repeated in message_aliases. */
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT key, source FROM message_records WHERE key = ?1 AND org_id = ?2"
-	            " UNION ALL"
-	            " SELECT r.key, r.source FROM message_aliases a"
-	            " JOIN message_records r ON r.rid = a.rid"
-	            " WHERE a.alias = ?1 AND a.org_id = ?2");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, alias);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW) {
-		store_col_copy(s, 0, key_r, MT_MESSAGE_KEY_MAX);
-		*source_r = store_source_parse(db_column_text(s, 1));
-		db_finish(s);
-		return 0;
+	struct alias_hit hit;
+	int rc = sql_get(
+	    tx, op,
+	    "SELECT " SQL_COLUMNS(ALIAS_HIT_ROW) " FROM message_records"
+	                                         " WHERE key = ?1 AND org_id = ?2"
+	                                         " UNION ALL"
+	                                         " SELECT r.key, r.source FROM message_aliases a"
+	                                         " JOIN message_records r ON r.rid = a.rid"
+	                                         " WHERE a.alias = ?1 AND a.org_id = ?2",
+	    SQL_ARGS(SQL_TEXT(alias), SQL_TEXT(org_id)), &alias_hit_table, &hit);
+	if (rc == 0) {
+		memcpy(key_r, hit.key, strlen(hit.key) + 1);
+		*source_r = hit.source;
 	}
-	if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return STORE_NOT_FOUND;
+	return rc;
 }
 
 /* Two records that a copy shows to be one message (its Message-ID was seen on one, its
@@ -551,12 +533,13 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
                          const char *drop)
 {
-	int64_t keep_rid = 0, drop_rid = 0;
-	int rc = record_number(tx, op, org_id, keep, &keep_rid);
+	struct store_record_ref k, d;
+	int rc = store_record_find(tx, op, org_id, keep, &k);
 	if (rc == 0)
-		rc = record_number(tx, op, org_id, drop, &drop_rid);
+		rc = store_record_find(tx, op, org_id, drop, &d);
 	if (rc != 0)
 		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
+	int64_t keep_rid = k.rid, drop_rid = d.rid;
 	static const char *const sql[] = {
 	    "DELETE FROM activities WHERE rid = ?2 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE rid = ?1)",
@@ -567,15 +550,9 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	    "DELETE FROM message_users WHERE rid = ?2",
 	    "UPDATE message_aliases SET rid = ?1 WHERE rid = ?2",
 	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
-		struct db_stmt *s = db_prepare(tx->db, sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_int64(s, 1, keep_rid);
-		db_bind_int64(s, 2, drop_rid);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+		if (sql_exec(tx, op, sql[i], SQL_ARGS(SQL_INT(keep_rid), SQL_INT(drop_rid))) < 0)
+			return -1;
 	}
 	/* drop's key becomes an alias of keep. */
 	if (put_alias(tx, op, org_id, drop, keep_rid) < 0)
@@ -665,53 +642,14 @@ static int record_json_build(const struct store_message *msg, struct record_json
 	return 0;
 }
 
-/* Binds the content columns shared by the INSERT and the UPDATE, from `first` on:
- * source, type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
- * attachments. Returns the next index. */
-static int bind_content(struct db_stmt *s, int first, enum store_source source,
-                        enum store_activity_type type, const struct store_message *msg,
-                        const struct record_json *j)
-{
-	int i = first;
-	db_bind_text_ref(s, i++, store_source_name(source));
-	db_bind_text_ref(s, i++, type_name(type));
-	db_bind_text_ref(s, i++, msg->message_id);
-	db_bind_int64(s, i++, msg->date);
-	db_bind_text_ref(s, i++, msg->from.address);
-	db_bind_text_ref(s, i++, msg->from.name);
-	db_bind_text_ref(s, i++, j->to);
-	db_bind_text_ref(s, i++, j->cc);
-	db_bind_text_ref(s, i++, j->bcc);
-	db_bind_text_ref(s, i++, msg->subject);
-	db_bind_text_ref(s, i++, msg->snippet);
-	db_bind_text_ref(s, i++, j->attachments);
-	return i;
-}
-
-/* Runs `sql`, the record INSERT or the content UPDATE, numbered alike: ?1 org, ?2 key, ?3-?14
- * the content (bind_content), ?15 last_seen; the INSERT also ?16 participants, ?17 first_seen
- * (`participants` non-NULL). */
-static int write_record(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
-                        const char *key, enum store_source source, enum store_activity_type type,
-                        const struct store_message *msg, const struct record_json *j,
-                        const char *participants, int64_t now)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
-	int i = bind_content(s, 3, source, type, msg, j);
-	db_bind_int64(s, i++, now);
-	if (participants != NULL) {
-		db_bind_text_ref(s, i++, participants);
-		db_bind_int64(s, i, now);
-	}
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
+/* The content columns the INSERT and the UPDATE share, as their parameters ?3 to ?14: source,
+ * type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
+ * attachments. */
+#define CONTENT_ARGS(source, type, msg, j)                                                         \
+	SQL_TEXT(store_source_name(source)), SQL_TEXT(type_name(type)),                            \
+	    SQL_TEXT((msg)->message_id), SQL_INT((msg)->date), SQL_TEXT((msg)->from.address),      \
+	    SQL_TEXT((msg)->from.name), SQL_TEXT((j)->to), SQL_TEXT((j)->cc), SQL_TEXT((j)->bcc),  \
+	    SQL_TEXT((msg)->subject), SQL_TEXT((msg)->snippet), SQL_TEXT((j)->attachments)
 
 /* Inserts the record unless the key exists; *created_r tells which. */
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
@@ -719,17 +657,17 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
                          const struct store_message *msg, const struct record_json *j,
                          const char *participants, int64_t now, bool *created_r)
 {
-	if (write_record(
-	        tx, op,
-	        "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
-	        " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
-	        " attachments_json, last_seen, participants, first_seen)"
-	        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-	        " ?16, ?17) ON CONFLICT DO NOTHING",
-	        org_id, key, source, type, msg, j, participants, now) < 0)
-		return -1;
-	*created_r = db_changes(tx->db) == 1;
-	return 0;
+	int64_t n =
+	    sql_exec(tx, op,
+	             "INSERT INTO message_records (org_id, key, source, type, message_id,"
+	             " date, from_address, from_name, to_json, cc_json, bcc_json, subject,"
+	             " snippet, attachments_json, last_seen, participants, first_seen)"
+	             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+	             " ?15, ?16, ?17) ON CONFLICT DO NOTHING",
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
+	                      SQL_INT(now), SQL_TEXT(participants), SQL_INT(now)));
+	*created_r = n == 1;
+	return n < 0 ? -1 : 0;
 }
 
 /* Before new content replaces the old: the old content's participants that the new content
@@ -773,62 +711,27 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 	int rc = keep_old_participants(tx, op, rid, parts, j->lossy);
 	if (rc != 0)
 		return rc < 0 ? -1 : store_invalid(op, "record vanished");
-	if (write_record(
-	        tx, op,
-	        "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
-	        " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
-	        " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
-	        " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
-	        org_id, key, source, type, msg, j, NULL, now) < 0)
+	if (sql_exec(tx, op,
+	             "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
+	             " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
+	             " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
+	             " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
+	                      SQL_INT(now))) < 0)
 		return -1;
-
 	/* The timelines are ordered by the copied date. */
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, msg->date);
-	db_bind_int64(s, 2, now);
-	db_bind_int64(s, 3, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	return sql_exec(tx, op, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?",
+	                SQL_ARGS(SQL_INT(msg->date), SQL_INT(now), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 static int touch_last_seen(struct store_tx *tx, const char *op, int64_t rid, int64_t now)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE message_records SET last_seen = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, now);
-	db_bind_int64(s, 2, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-/* An existing record's number, content source and date; STORE_NOT_FOUND without it. */
-static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         int64_t *rid_r, enum store_source *source_r, int64_t *date_r)
-{
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT rid, source, date FROM message_records WHERE key = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, key);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW) {
-		*rid_r = db_column_int64(s, 0);
-		*source_r = store_source_parse(db_column_text(s, 1));
-		*date_r = db_column_int64(s, 2);
-	} else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+	return sql_exec(tx, op, "UPDATE message_records SET last_seen = ? WHERE rid = ?",
+	                SQL_ARGS(SQL_INT(now), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
@@ -872,20 +775,20 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		rid = db_last_insert_id(tx->db);
 		rc = put_new_participants(tx, op, org_id, rid, parts);
 	} else if (rc == 0) {
-		enum store_source stored = STORE_SOURCE_ADDIN;
-		int64_t stored_date = 0;
-		rc = record_source(tx, op, org_id, key, &rid, &stored, &stored_date);
+		struct store_record_ref stored = {0, STORE_SOURCE_ADDIN, 0};
+		rc = store_record_find(tx, op, org_id, key, &stored);
 		if (rc == STORE_NOT_FOUND)
 			rc = store_invalid(op, "record vanished");
+		rid = stored.rid;
 		if (rc == 0)
 			rc = add_participants(tx, op, org_id, rid, parts->addr, parts->count);
-		if (rc == 0 && source > stored) {
+		if (rc == 0 && source > stored.source) {
 			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, parts, &j,
 			                     now);
 			*content_replaced_r = rc == 0;
 		} else if (rc == 0) {
 			rc = touch_last_seen(tx, op, rid, now);
-			*date_r = stored_date;
+			*date_r = stored.date;
 		}
 	}
 	free(parts);
@@ -907,43 +810,28 @@ int store_message_add_user(struct store_tx *tx, int64_t record, const char *user
 	*added_r = false;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO message_users (rid, user_id, added_at)"
-	                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, record);
-	db_bind_text_ref(s, 2, user_id);
-	db_bind_int64(s, 3, mt_wall_s());
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*added_r = db_changes(tx->db) == 1;
-	return 0;
+	int64_t n = sql_exec(tx, op,
+	                     "INSERT INTO message_users (rid, user_id, added_at) VALUES (?, ?, ?)"
+	                     " ON CONFLICT DO NOTHING",
+	                     SQL_ARGS(SQL_INT(record), SQL_TEXT(user_id), SQL_INT(mt_wall_s())));
+	*added_r = n == 1;
+	return n < 0 ? -1 : 0;
 }
+
+SQL_TEXT_TABLE(key_table, "r.key", MT_MESSAGE_KEY_MAX);
 
 int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const char *address,
                                   char (*keys_r)[MT_MESSAGE_KEY_MAX], size_t max, size_t *count_r)
 {
-	static const char op[] = "store_message_keys_by_address";
-	*count_r = 0;
-	struct db_stmt *s = db_prepare(
-	    tx->db,
-	    "SELECT r.key FROM message_participants p JOIN message_records r ON r.rid = p.rid"
-	    " WHERE p.org_id = ? AND p.address = ? ORDER BY r.date DESC, r.key LIMIT ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	db_bind_int64(s, 3, (int64_t)(max < INT64_MAX ? max : INT64_MAX));
-	int rc = DB_DONE;
-	size_t n = 0;
-	while (n < max && (rc = db_step(s)) == DB_ROW)
-		store_col_copy(s, 0, keys_r[n++], MT_MESSAGE_KEY_MAX);
-	if (n < max && rc < 0)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*count_r = n;
-	return 0;
+	return sql_list(tx, "store_message_keys_by_address",
+	                "SELECT r.key FROM message_participants p JOIN message_records r"
+	                " ON r.rid = p.rid WHERE p.org_id = ? AND p.address = ?"
+	                " ORDER BY r.date DESC, r.key LIMIT ?",
+	                SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(address),
+	                         SQL_INT(max < INT64_MAX ? max : INT64_MAX)),
+	                &key_table, keys_r, max, count_r) < 0
+	           ? -1
+	           : 0;
 }
 
 static int cmp_lines(const void *a, const void *b)
@@ -956,11 +844,11 @@ int store_message_participants(struct store_tx *tx, const char *org_id, const ch
 {
 	static const char op[] = "store_message_participants";
 	*count_r = 0;
-	int64_t rid = 0;
-	int rc = record_number(tx, op, org_id, key, &rid);
+	struct store_record_ref ref;
+	int rc = store_record_find(tx, op, org_id, key, &ref);
 	char *text = NULL;
 	if (rc == 0)
-		rc = record_participants(tx, op, rid, &text);
+		rc = record_participants(tx, op, ref.rid, &text);
 	if (rc == STORE_NOT_FOUND)
 		return 0;
 	if (rc != 0)
@@ -986,58 +874,14 @@ int store_message_participants(struct store_tx *tx, const char *org_id, const ch
  * A record with activities is their content: it stays as long as they do (the CRM's history).
  * Listed in one pass, then each erased with its own rows (found through its content and
  * participants column). */
-struct record_list {
-	char **org_ids;
-	int64_t *rids;
-	size_t count, cap;
+struct record_at {
+	char org_id[MT_ID_MAX];
+	int64_t rid;
 };
-
-static void record_list_free(struct record_list *l)
-{
-	for (size_t i = 0; i < l->count; i++)
-		free(l->org_ids[i]);
-	free(l->org_ids);
-	free(l->rids);
-}
-
-static int record_list_add(struct record_list *l, const char *org_id, int64_t rid)
-{
-	if (l->count == l->cap) {
-		size_t ncap = l->cap == 0 ? 64 : l->cap * 2;
-		char **o = realloc(l->org_ids, ncap * sizeof(*o));
-		if (o == NULL)
-			return -1;
-		l->org_ids = o;
-		int64_t *r = realloc(l->rids, ncap * sizeof(*r));
-		if (r == NULL)
-			return -1;
-		l->rids = r;
-		l->cap = ncap;
-	}
-	char *o = strdup(org_id);
-	if (o == NULL)
-		return -1;
-	l->org_ids[l->count] = o;
-	l->rids[l->count++] = rid;
-	return 0;
-}
-
-/* Steps `s` (bound by the caller; columns org_id, rid) into `l`, then finishes it. */
-static int record_list_read(struct store_tx *tx, const char *op, struct db_stmt *s,
-                            struct record_list *l)
-{
-	int rc = 0, step;
-	while ((step = db_step(s)) == DB_ROW) {
-		if (record_list_add(l, db_column_text(s, 0), db_column_int64(s, 1)) < 0) {
-			rc = store_invalid(op, "out of memory");
-			break;
-		}
-	}
-	if (rc == 0 && step < 0)
-		rc = store_fail(tx, op);
-	db_finish(s);
-	return rc;
-}
+#define RECORD_AT_ROW(F, G, T)                                                                     \
+	F(T, TEXT, "org_id", org_id)                                                               \
+	G(T, INT64, "rid", rid)
+SQL_TABLE(record_at_table, RECORD_AT_ROW, struct record_at);
 
 int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 {
@@ -1045,41 +889,40 @@ int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 	*deleted_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
-	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, before);
-	struct record_list l = {0};
-	int rc = record_list_read(tx, op, s, &l);
-	for (size_t i = 0; i < l.count && rc == 0; i++)
-		rc = store_record_erase(tx, op, l.org_ids[i], l.rids[i]);
+	void *rows = NULL;
+	size_t n = 0;
+	int rc =
+	    sql_list_alloc(tx, op,
+	                   "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
+	                   " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)",
+	                   SQL_ARGS(SQL_INT(before)), &record_at_table, 64, SIZE_MAX, &rows, &n);
+	const struct record_at *l = rows;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = store_record_erase(tx, op, l[i].org_id, l[i].rid);
 	if (rc == 0)
-		*deleted_r = l.count;
-	record_list_free(&l);
+		*deleted_r = n;
+	free(rows);
 	return rc;
 }
 
 int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
                                 const char *address)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT p.org_id, p.rid FROM message_participants p"
-	                       " WHERE p.address = ? AND p.org_id = ?"
-	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, address);
-	db_bind_text_ref(s, 2, org_id);
-	struct record_list l = {0};
-	int rc = record_list_read(tx, op, s, &l);
-	for (size_t i = 0; i < l.count && rc == 0; i++) {
-		rc = store_record_erase(tx, op, org_id, l.rids[i]);
+	void *rows = NULL;
+	size_t n = 0;
+	int rc = sql_list_alloc(tx, op,
+	                        "SELECT p.org_id, p.rid FROM message_participants p"
+	                        " WHERE p.address = ? AND p.org_id = ?"
+	                        " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)",
+	                        SQL_ARGS(SQL_TEXT(address), SQL_TEXT(org_id)), &record_at_table, 64,
+	                        SIZE_MAX, &rows, &n);
+	const struct record_at *l = rows;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		rc = store_record_erase(tx, op, org_id, l[i].rid);
 		/* The erased address's own row, even if its record were gone already. */
 		if (rc == 0)
-			rc = delete_participant(tx, op, org_id, address, l.rids[i]);
+			rc = delete_participant(tx, op, org_id, address, l[i].rid);
 	}
-	record_list_free(&l);
+	free(rows);
 	return rc;
 }

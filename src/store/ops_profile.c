@@ -1,5 +1,6 @@
 /* Profiles and the address index. */
 #include "store/store_profile.h"
+#include "store/message_internal.h"
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_internal.h"

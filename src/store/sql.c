@@ -2,9 +2,7 @@
  * read through field tables, savepoints around multi-statement operations. */
 #include "store/sql.h"
 #include "lib/log.h"
-#include "lib/str.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +94,7 @@ static void read_name(const struct sql_field *f, struct db_stmt *s, int col, voi
 	const char *text = db_column_text(s, col);
 	int value = f->fallback;
 	for (size_t i = 0; i < f->aux; i++) {
-		if (strcmp(text, f->names[i]) == 0) {
+		if (f->names[i] != NULL && strcmp(text, f->names[i]) == 0) {
 			value = (int)i;
 			break;
 		}
@@ -359,52 +357,4 @@ int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const s
 	int rc = list_rows(tx, op, s, table, &rows, &cap, max, first > 0 ? first : 1, count_r);
 	*rows_r = rows;
 	return rc;
-}
-
-/* ---- until every operation uses the helpers above ---- */
-
-int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt)
-{
-	return fail_stmt(tx, op, stmt);
-}
-
-int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
-                     size_t count, ...)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	va_list ap;
-	va_start(ap, count);
-	for (size_t i = 0; i < count; i++)
-		db_bind_text_ref(s, (int)i + 1, va_arg(ap, const char *));
-	va_end(ap);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (changes_r != NULL)
-		*changes_r = db_changes(tx->db);
-	return 0;
-}
-
-int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_t count, ...)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	va_list ap;
-	va_start(ap, count);
-	for (size_t i = 0; i < count; i++)
-		db_bind_text_ref(s, (int)i + 1, va_arg(ap, const char *));
-	va_end(ap);
-	int rc = db_step(s);
-	if (rc != DB_ROW && rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
-}
-
-void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size)
-{
-	mt_strlcpy(dst, db_column_text(stmt, index), size);
 }

@@ -212,11 +212,4 @@ int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const s
                    const struct sql_table *table, size_t first, size_t max, void **rows_r,
                    size_t *count_r);
 
-/* ---- until every operation uses the helpers above ---- */
-int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt);
-int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
-                     size_t count, ...);
-int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_t count, ...);
-void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size);
-
 #endif

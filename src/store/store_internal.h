@@ -1,5 +1,5 @@
-/* Shared by the store's own files: the transaction handle the operations receive, what one
- * aggregate's operations use of another's (a user check, record erasure), and the migrations. Not
+/* Shared by the store's own files: the transaction handle the operations receive, the user
+ * check other aggregates use, and the migrations (the records' are in message_internal.h). Not
  * for callers outside src/store (the SQL helpers are in sql.h). */
 #ifndef MT_STORE_STORE_INTERNAL_H
 #define MT_STORE_STORE_INTERNAL_H
@@ -27,14 +27,6 @@ void store_tx_forget(struct store_tx *tx);
 /* 0 when the user is the org's, STORE_NOT_FOUND otherwise, -1 (logged): where a foreign user
  * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
 int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
-
-/* Deletes a message record with its aliases, participants and users (not its activities);
- * nothing when there is no such record. */
-int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record);
-/* Erases the records having `address` as a participant that no activity uses (the erased
- * person's mail that no other profile keeps). */
-int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
-                                const char *address);
 
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);
