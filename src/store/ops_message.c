@@ -54,55 +54,60 @@ static json_t *json_text(const char *s)
 	return v != NULL ? v : json_string("");
 }
 
-/* *lossy_r is set when an address could not be kept as it is (not UTF-8): the content then
- * does not tell the record's participants. */
-static char *mailboxes_json(const struct store_mailbox *boxes, size_t count, bool *lossy_r)
+/* The JSON object of items[i]; NULL when out of memory. */
+typedef json_t *item_json_fn(const void *items, size_t i, bool *lossy_r);
+
+/* The compact JSON array of `count` items (malloc'd), NULL when out of memory. */
+static char *array_json(const void *items, size_t count, item_json_fn *item_json, bool *lossy_r)
 {
 	/* Most lists are empty (Cc, Bcc): jansson's allocations cost more than the rest of it. */
 	if (count == 0)
 		return strdup("[]");
 	json_t *a = json_array();
-	if (a == NULL)
-		return NULL;
-	for (size_t i = 0; i < count; i++) {
-		json_t *o = json_object();
-		json_t *address = json_string(boxes[i].address);
-		if (address == NULL) {
-			*lossy_r = true;
-			address = json_string("");
-		}
-		if (o == NULL || json_object_set_new(o, "address", address) < 0 ||
-		    json_object_set_new(o, "name", json_text(boxes[i].name)) < 0 ||
-		    json_array_append_new(a, o) < 0) {
+	for (size_t i = 0; a != NULL && i < count; i++) {
+		json_t *o = item_json(items, i, lossy_r);
+		if (o == NULL || json_array_append_new(a, o) < 0) {
 			json_decref(a);
-			return NULL;
+			a = NULL;
 		}
 	}
-	char *text = json_dumps(a, JSON_COMPACT);
+	char *text = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
 	json_decref(a);
 	return text;
 }
 
-static char *attachments_json(const struct store_attachment *atts, size_t count)
+/* {"address","name"}. *lossy_r is set when the address could not be kept as it is (not
+ * UTF-8): the content then does not tell the record's participants. */
+static json_t *mailbox_json(const void *items, size_t i, bool *lossy_r)
 {
-	if (count == 0)
-		return strdup("[]");
-	json_t *a = json_array();
-	if (a == NULL)
-		return NULL;
-	for (size_t i = 0; i < count; i++) {
-		json_t *o = json_object();
-		if (o == NULL || json_object_set_new(o, "name", json_text(atts[i].name)) < 0 ||
-		    json_object_set_new(o, "type", json_text(atts[i].type)) < 0 ||
-		    json_object_set_new(o, "size", json_integer(atts[i].size)) < 0 ||
-		    json_array_append_new(a, o) < 0) {
-			json_decref(a);
-			return NULL;
-		}
+	const struct store_mailbox *box = (const struct store_mailbox *)items + i;
+	json_t *o = json_object();
+	json_t *address = json_string(box->address);
+	if (address == NULL) {
+		*lossy_r = true;
+		address = json_string("");
 	}
-	char *text = json_dumps(a, JSON_COMPACT);
-	json_decref(a);
-	return text;
+	if (o == NULL || json_object_set_new(o, "address", address) < 0 ||
+	    json_object_set_new(o, "name", json_text(box->name)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* {"name","type","size"}. */
+static json_t *attachment_json(const void *items, size_t i, bool *lossy_r)
+{
+	(void)lossy_r;
+	const struct store_attachment *att = (const struct store_attachment *)items + i;
+	json_t *o = json_object();
+	if (o == NULL || json_object_set_new(o, "name", json_text(att->name)) < 0 ||
+	    json_object_set_new(o, "type", json_text(att->type)) < 0 ||
+	    json_object_set_new(o, "size", json_integer(att->size)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 static int check_message(const char *op, const struct store_message *msg)
@@ -357,23 +362,38 @@ static int record_parts(struct store_tx *tx, const char *op, int64_t rid, char *
 	return rc;
 }
 
-/* Every address message_participants holds for the record, one a line (malloc'd): its
- * content's and its column's. STORE_NOT_FOUND without the record. */
-static int record_participants(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
+/* Every address message_participants holds for a record — its content's and its column's —
+ * as lines of one malloc'd text. */
+struct part_lines {
+	char *text;
+	char **lines; /* into text */
+	size_t count;
+};
+
+static void part_lines_free(struct part_lines *l)
 {
+	free(l->lines);
+	free(l->text);
+}
+
+/* STORE_NOT_FOUND without the record. */
+static int record_lines(struct store_tx *tx, const char *op, int64_t rid, struct part_lines *l_r)
+{
+	memset(l_r, 0, sizeof(*l_r));
 	struct content_parts c;
-	int rc = record_parts(tx, op, rid, text_r, &c);
+	int rc = record_parts(tx, op, rid, &l_r->text, &c);
 	if (rc != 0)
 		return rc;
-	size_t len = strlen(*text_r);
+	size_t len = strlen(l_r->text);
 	for (size_t i = 0; i < c.parts.count && rc == 0; i++) {
-		if (!has_line(*text_r, c.parts.addr[i]))
-			rc = lines_append(text_r, &len, c.parts.addr[i]);
+		if (!has_line(l_r->text, c.parts.addr[i]))
+			rc = lines_append(&l_r->text, &len, c.parts.addr[i]);
 	}
 	content_parts_free(&c);
+	if (rc == 0)
+		rc = lines_split(l_r->text, &l_r->lines, &l_r->count);
 	if (rc != 0) {
-		free(*text_r);
-		*text_r = NULL;
+		part_lines_free(l_r);
 		return store_invalid(op, "out of memory");
 	}
 	return 0;
@@ -468,22 +488,13 @@ static int put_new_participants(struct store_tx *tx, const char *op, const char 
 
 int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record)
 {
-	char *text;
-	int rc = record_participants(tx, op, record, &text);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
+	struct part_lines l;
+	int rc = record_lines(tx, op, record, &l);
 	if (rc != 0)
-		return rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = delete_participant(tx, op, org_id, lines[i], record);
-	free(lines);
-	free(text);
+		return rc == STORE_NOT_FOUND ? 0 : rc;
+	for (size_t i = 0; i < l.count && rc == 0; i++)
+		rc = delete_participant(tx, op, org_id, l.lines[i], record);
+	part_lines_free(&l);
 	static const char *const sql[] = {
 	    "DELETE FROM message_aliases WHERE rid = ?",
 	    "DELETE FROM message_users WHERE rid = ?",
@@ -558,19 +569,12 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	if (put_alias(tx, op, org_id, drop, keep_rid) < 0)
 		return -1;
 	/* The participants, then the record (its aliases and users are keep's now). */
-	char *text;
-	rc = record_participants(tx, op, drop_rid, &text);
+	struct part_lines l;
+	rc = record_lines(tx, op, drop_rid, &l);
 	if (rc != 0)
 		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
-	rc = add_participants(tx, op, org_id, keep_rid, (const char *const *)lines, n);
-	free(lines);
-	free(text);
+	rc = add_participants(tx, op, org_id, keep_rid, (const char *const *)l.lines, l.count);
+	part_lines_free(&l);
 	if (rc == 0)
 		rc = store_record_erase(tx, op, org_id, drop_rid);
 	return rc == 0 ? store_activities_touch(tx, org_id, keep_rid) : rc;
@@ -631,10 +635,11 @@ static void record_json_free(struct record_json *j)
 static int record_json_build(const struct store_message *msg, struct record_json *j_r)
 {
 	j_r->lossy = false;
-	j_r->to = mailboxes_json(msg->to, msg->to_count, &j_r->lossy);
-	j_r->cc = mailboxes_json(msg->cc, msg->cc_count, &j_r->lossy);
-	j_r->bcc = mailboxes_json(msg->bcc, msg->bcc_count, &j_r->lossy);
-	j_r->attachments = attachments_json(msg->attachments, msg->attachment_count);
+	j_r->to = array_json(msg->to, msg->to_count, mailbox_json, &j_r->lossy);
+	j_r->cc = array_json(msg->cc, msg->cc_count, mailbox_json, &j_r->lossy);
+	j_r->bcc = array_json(msg->bcc, msg->bcc_count, mailbox_json, &j_r->lossy);
+	j_r->attachments =
+	    array_json(msg->attachments, msg->attachment_count, attachment_json, &j_r->lossy);
 	if (j_r->to == NULL || j_r->cc == NULL || j_r->bcc == NULL || j_r->attachments == NULL) {
 		record_json_free(j_r);
 		return -1;
@@ -808,8 +813,6 @@ int store_message_add_user(struct store_tx *tx, int64_t record, const char *user
 {
 	static const char op[] = "store_message_add_user";
 	*added_r = false;
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t n = sql_exec(tx, op,
 	                     "INSERT INTO message_users (rid, user_id, added_at) VALUES (?, ?, ?)"
 	                     " ON CONFLICT DO NOTHING",
@@ -845,27 +848,18 @@ int store_message_participants(struct store_tx *tx, const char *org_id, const ch
 	static const char op[] = "store_message_participants";
 	*count_r = 0;
 	struct store_record_ref ref;
+	struct part_lines l;
 	int rc = store_record_find(tx, op, org_id, key, &ref);
-	char *text = NULL;
 	if (rc == 0)
-		rc = record_participants(tx, op, ref.rid, &text);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
+		rc = record_lines(tx, op, ref.rid, &l);
 	if (rc != 0)
-		return rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
+		return rc == STORE_NOT_FOUND ? 0 : rc;
 	/* Byte order, as the index's BINARY collation gave it. */
-	qsort(lines, n, sizeof(*lines), cmp_lines);
-	size_t filled = n < max ? n : max;
+	qsort(l.lines, l.count, sizeof(*l.lines), cmp_lines);
+	size_t filled = l.count < max ? l.count : max;
 	for (size_t i = 0; i < filled; i++)
-		mt_strlcpy(addresses_r[i], lines[i], MT_ADDRESS_MAX + 1);
-	free(lines);
-	free(text);
+		mt_strlcpy(addresses_r[i], l.lines[i], MT_ADDRESS_MAX + 1);
+	part_lines_free(&l);
 	*count_r = filled;
 	return 0;
 }
@@ -883,46 +877,46 @@ struct record_at {
 	G(T, INT64, "rid", rid)
 SQL_TABLE(record_at_table, RECORD_AT_ROW, struct record_at);
 
+/* Erases the records `sql` lists (columns org_id, rid) — and, with an `address`, that
+ * address's own index row for each, even if its record were gone already. *count_r counts
+ * them. */
+static int erase_listed(struct store_tx *tx, const char *op, const char *sql,
+                        const struct sql_arg *args, const char *address, size_t *count_r)
+{
+	void *rows = NULL;
+	size_t n = 0;
+	int rc = sql_list_alloc(tx, op, sql, args, &record_at_table, 64, SIZE_MAX, &rows, &n);
+	const struct record_at *l = rows;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		rc = store_record_erase(tx, op, l[i].org_id, l[i].rid);
+		if (rc == 0 && address != NULL)
+			rc = delete_participant(tx, op, l[i].org_id, address, l[i].rid);
+	}
+	free(rows);
+	if (rc == 0)
+		*count_r = n;
+	return rc;
+}
+
 int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
 {
 	static const char op[] = "store_messages_purge";
 	*deleted_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	void *rows = NULL;
-	size_t n = 0;
-	int rc =
-	    sql_list_alloc(tx, op,
-	                   "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
-	                   " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)",
-	                   SQL_ARGS(SQL_INT(before)), &record_at_table, 64, SIZE_MAX, &rows, &n);
-	const struct record_at *l = rows;
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = store_record_erase(tx, op, l[i].org_id, l[i].rid);
-	if (rc == 0)
-		*deleted_r = n;
-	free(rows);
-	return rc;
+	return erase_listed(tx, op,
+	                    "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
+	                    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)",
+	                    SQL_ARGS(SQL_INT(before)), NULL, deleted_r);
 }
 
 int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
                                 const char *address)
 {
-	void *rows = NULL;
 	size_t n = 0;
-	int rc = sql_list_alloc(tx, op,
-	                        "SELECT p.org_id, p.rid FROM message_participants p"
-	                        " WHERE p.address = ? AND p.org_id = ?"
-	                        " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)",
-	                        SQL_ARGS(SQL_TEXT(address), SQL_TEXT(org_id)), &record_at_table, 64,
-	                        SIZE_MAX, &rows, &n);
-	const struct record_at *l = rows;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		rc = store_record_erase(tx, op, org_id, l[i].rid);
-		/* The erased address's own row, even if its record were gone already. */
-		if (rc == 0)
-			rc = delete_participant(tx, op, org_id, address, l[i].rid);
-	}
-	free(rows);
-	return rc;
+	return erase_listed(tx, op,
+	                    "SELECT p.org_id, p.rid FROM message_participants p"
+	                    " WHERE p.address = ? AND p.org_id = ?"
+	                    " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)",
+	                    SQL_ARGS(SQL_TEXT(address), SQL_TEXT(org_id)), address, &n);
 }

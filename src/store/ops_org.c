@@ -22,11 +22,7 @@ static int put_domains(struct store_tx *tx, const char *op, const struct store_o
 	if (org->domain_count > MT_ORG_DOMAINS_MAX)
 		return store_invalid(op, "too many domains");
 	for (size_t i = 0; i < org->domain_count; i++) {
-		/* A repeated domain is the caller's slip, not a conflict: keep the first. */
-		bool seen = false;
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = strcmp(org->domains[k], org->domains[i]) == 0;
-		if (!seen &&
+		if (!store_repeated(org->domains, sizeof(org->domains[0]), i) &&
 		    sql_exec(
 		        tx, op, "INSERT INTO org_domains (org_id, domain, pos) VALUES (?, ?, ?)",
 		        SQL_ARGS(SQL_TEXT(org->id), SQL_TEXT(org->domains[i]), SQL_INT(i))) < 0)
@@ -38,10 +34,8 @@ static int put_domains(struct store_tx *tx, const char *op, const struct store_o
 int store_org_create(struct store_tx *tx, struct store_org *org)
 {
 	static const char op[] = "store_org_create";
-	if (store_need_write(tx, op) < 0)
+	if (store_new_row(tx, op, "org", org->id, &org->created_at) < 0)
 		return -1;
-	store_new_id("org", org->id);
-	org->created_at = mt_wall_s();
 	if (sql_exec(tx, op,
 	             "INSERT INTO orgs (id, name, custom_smtp, imap_sync, bcc_sync, created_at)"
 	             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -68,8 +62,6 @@ int store_org_get(struct store_tx *tx, const char *org_id, struct store_org *org
 int store_org_update(struct store_tx *tx, const struct store_org *org)
 {
 	static const char op[] = "store_org_update";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int rc = sql_change(tx, op,
 	                    "UPDATE orgs SET custom_smtp = ?, imap_sync = ?, bcc_sync = ?"
 	                    " WHERE id = ?",

@@ -221,8 +221,6 @@ int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *use
                         const char *id)
 {
 	static const char op[] = "store_outbox_cancel";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t n = sql_exec(tx, op,
 	                     "UPDATE outbox_messages SET state = ?, updated_at = ?"
 	                     " WHERE id = ? AND org_id = ? AND user_id = ? AND state IN (?, ?)",
@@ -315,8 +313,6 @@ int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int6
 int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until)
 {
 	static const char op[] = "store_outbox_renew";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	return sql_exec(tx, op,
 	                "UPDATE outbox_messages SET lease_expires = ?"
 	                " WHERE lease_owner = ? AND state = " SENDING_SQL,
@@ -329,8 +325,6 @@ int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *c
 {
 	static const char op[] = "store_outbox_release_owner";
 	*count_r = 0;
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t n =
 	    sql_exec(tx, op,
 	             "UPDATE outbox_messages SET state = ?, lease_owner = '',"
@@ -519,8 +513,6 @@ int store_outbox_purge_bodies(struct store_tx *tx, int64_t before, size_t *purge
 {
 	static const char op[] = "store_outbox_purge_bodies";
 	*purged_r = 0;
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t n = sql_exec(tx, op,
 	                     "DELETE FROM outbox_bodies WHERE message_id IN (SELECT id FROM"
 	                     " outbox_messages WHERE state >= " FINAL_SQL " AND updated_at < ?)",

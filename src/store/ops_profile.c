@@ -101,10 +101,7 @@ static int put_addresses(struct store_tx *tx, const char *op, const struct store
 	if (p->email_count > MT_PROFILE_EMAILS_MAX)
 		return store_invalid(op, "too many addresses");
 	for (size_t i = 0; i < p->email_count; i++) {
-		bool seen = false;
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = strcmp(p->emails[k], p->emails[i]) == 0;
-		if (!seen &&
+		if (!store_repeated(p->emails, sizeof(p->emails[0]), i) &&
 		    sql_exec(tx, op,
 		             "INSERT INTO profile_addresses (org_id, address, profile_id, pos)"
 		             " VALUES (?, ?, ?, ?)",
@@ -120,10 +117,9 @@ int store_profile_create(struct store_tx *tx, struct store_profile *profile)
 	static const char op[] = "store_profile_create";
 	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
 		return store_invalid(op, "unknown profile kind");
-	if (store_need_write(tx, op) < 0)
+	if (store_new_row(tx, op, "prf", profile->id, &profile->created_at) < 0)
 		return -1;
-	store_new_id("prf", profile->id);
-	profile->created_at = profile->updated_at = mt_wall_s();
+	profile->updated_at = profile->created_at;
 	char name_lower[MT_NAME_MAX + 1];
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
 	/* A missing org is a foreign key violation: not found. */
@@ -158,8 +154,6 @@ int store_profile_update(struct store_tx *tx, const struct store_profile *profil
 	static const char op[] = "store_profile_update";
 	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
 		return store_invalid(op, "unknown profile kind");
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	char name_lower[MT_NAME_MAX + 1];
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
 	int rc = sql_change(tx, op,

@@ -124,8 +124,6 @@ int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const
 	static const char op[] = "store_smtp_account_set_limits";
 	if (count > MT_SEND_LIMITS_MAX)
 		return store_invalid(op, "too many send limits");
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int rc = sql_change(
 	    tx, op, "UPDATE smtp_accounts SET updated_at = ? WHERE user_id = ? AND org_id = ?",
 	    SQL_ARGS(SQL_INT(mt_wall_s()), SQL_TEXT(user_id), SQL_TEXT(org_id)));
@@ -135,8 +133,6 @@ int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const
 int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *user_id)
 {
 	static const char op[] = "store_smtp_account_off";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	/* NULL rather than a zeroblob: nothing of the secret's length survives, and secure_delete
 	 * (db_sqlite.c) zeroes the freed bytes. */
 	return sql_change(tx, op,

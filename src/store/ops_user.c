@@ -66,11 +66,9 @@ static int put_aliases(struct store_tx *tx, const char *op, const struct store_u
 	if (user->alias_count > MT_ALIASES_MAX)
 		return store_invalid(op, "too many aliases");
 	for (size_t i = 0; i < user->alias_count; i++) {
-		/* The user's own address or a repeated alias is a slip, not a conflict. */
-		bool seen = strcmp(user->aliases[i], user->email) == 0;
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = strcmp(user->aliases[k], user->aliases[i]) == 0;
-		if (seen)
+		/* The user's own address is a slip too. */
+		if (strcmp(user->aliases[i], user->email) == 0 ||
+		    store_repeated(user->aliases, sizeof(user->aliases[0]), i))
 			continue;
 		int rc = put_address(tx, op, user, user->aliases[i], false, i + 1);
 		if (rc != 0)
@@ -142,8 +140,6 @@ int store_user_update(struct store_tx *tx, const struct store_user *user)
 int store_user_deactivate(struct store_tx *tx, const char *org_id, const char *user_id)
 {
 	static const char op[] = "store_user_deactivate";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t now = mt_wall_s();
 	int rc = sql_change(
 	    tx, op, "UPDATE users SET active = 0, updated_at = ? WHERE id = ? AND org_id = ?",
@@ -166,8 +162,6 @@ int store_user_reactivate(struct store_tx *tx, const char *org_id, const char *u
 {
 	static const char op[] = "store_user_reactivate";
 	*was_inactive_r = false;
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	int64_t n = sql_exec(tx, op,
 	                     "UPDATE users SET active = 1, updated_at = ?"
 	                     " WHERE id = ? AND org_id = ? AND active = 0",
@@ -208,10 +202,8 @@ int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, c
 int store_token_create(struct store_tx *tx, struct store_token *token)
 {
 	static const char op[] = "store_token_create";
-	if (store_need_write(tx, op) < 0)
+	if (store_new_row(tx, op, "tok", token->id, &token->created_at) < 0)
 		return -1;
-	store_new_id("tok", token->id);
-	token->created_at = mt_wall_s();
 	/* Through the users table, so a token is only ever made for an active user of its org:
 	 * none is not found. */
 	return sql_insert(tx, op,
@@ -254,8 +246,6 @@ int store_token_authenticate(struct store_tx *tx, const unsigned char hash[32],
 int store_token_revoke(struct store_tx *tx, const char *user_id, const char *token_id)
 {
 	static const char op[] = "store_token_revoke";
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	/* An already revoked token keeps its first revocation time; revoking it again is fine. */
 	return sql_change(tx, op,
 	                  "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?)"

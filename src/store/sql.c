@@ -2,6 +2,7 @@
  * read through field tables, savepoints around multi-statement operations. */
 #include "store/sql.h"
 #include "lib/log.h"
+#include "lib/str.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,16 @@ int store_need_write(struct store_tx *tx, const char *op)
 		return 0;
 	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op), MT_KV("error", "write in a read job"));
 	return -1;
+}
+
+int store_new_row(struct store_tx *tx, const char *op, const char *prefix, char id_r[MT_ID_MAX],
+                  int64_t *created_r)
+{
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	store_new_id(prefix, id_r);
+	*created_r = mt_wall_s();
+	return 0;
 }
 
 int store_op_begin(struct store_tx *tx, const char *op)
@@ -227,12 +238,14 @@ int sql_step(struct store_tx *tx, const char *op, struct db_stmt *s)
 	return fail_stmt(tx, op, s);
 }
 
-/* Runs a statement without result rows to its end: its enum db_rc. Constraint violations are
- * returned unlogged when `constraints` says the caller decides on them; every other failure
- * is logged (DB_ERROR). */
+/* Runs a statement without result rows — a write, refused in a read job — to its end: its
+ * enum db_rc. Constraint violations are returned unlogged when `constraints` says the caller
+ * decides on them; every other failure is logged (DB_ERROR). */
 static int run(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
                bool constraints)
 {
+	if (store_need_write(tx, op) < 0)
+		return DB_ERROR;
 	struct db_stmt *s = sql_prepare(tx, op, sql, args);
 	if (s == NULL)
 		return DB_ERROR;

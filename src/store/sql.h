@@ -23,8 +23,13 @@
 int store_fail(struct store_tx *tx, const char *op);
 /* Logs a refused argument (a count over its cap, an unknown enum value) and returns -1. */
 int store_invalid(const char *op, const char *why);
-/* -1 (logged) when a write operation is called from a STORE_READ job. */
+/* -1 (logged) when a write operation is called from a STORE_READ job. The write statements
+ * below check it themselves; an operation calls it first when it reads before it writes. */
 int store_need_write(struct store_tx *tx, const char *op);
+/* The start of an operation that creates a row: store_need_write, then a new id with `prefix`
+ * in id_r and the time (unix seconds) in *created_r. 0 or -1. */
+int store_new_row(struct store_tx *tx, const char *op, const char *prefix, char id_r[MT_ID_MAX],
+                  int64_t *created_r);
 
 /* A savepoint around a multi-statement operation, so that a conflict half-way leaves nothing
  * behind even when the job goes on and returns 0. op_end() releases on 0 and rolls back
@@ -184,7 +189,8 @@ int sql_step(struct store_tx *tx, const char *op, struct db_stmt *s);
 int sql_read(const char *op, struct db_stmt *s, int first, const struct sql_table *table,
              void *row);
 
-/* Runs a statement without result rows: the number of rows it changed, or -1 (logged). */
+/* Runs a statement without result rows: the number of rows it changed, or -1 (logged). These
+ * three are for writes: in a STORE_READ job they fail (-1, logged) before preparing. */
 int64_t sql_exec(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args);
 /* sql_exec for a statement that is to change a row: 0, STORE_NOT_FOUND when it changed none,
  * or -1. */

@@ -7,6 +7,10 @@
 #include "store/db.h"
 #include "store/store.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
 /* What a write transaction remembers between statements (and between the jobs of a group
  * commit); store_tx_forget() drops it when a job's savepoint is rolled back, since the rows it
  * stands for are gone with it. */
@@ -23,6 +27,18 @@ struct store_tx {
 };
 
 void store_tx_forget(struct store_tx *tx);
+
+/* Whether the string items[i] (of `stride` bytes each) repeats an earlier one: a caller's slip
+ * that the operations storing lists (domains, aliases, addresses) skip, not a conflict. */
+static inline bool store_repeated(const void *items, size_t stride, size_t i)
+{
+	const char *item = (const char *)items + i * stride;
+	for (size_t k = 0; k < i; k++) {
+		if (strcmp((const char *)items + k * stride, item) == 0)
+			return true;
+	}
+	return false;
+}
 
 /* 0 when the user is the org's, STORE_NOT_FOUND otherwise, -1 (logged): where a foreign user
  * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
