@@ -117,50 +117,25 @@ bool db_column_is_null(struct db_stmt *stmt, int index)
 	return stmt_db(stmt)->driver->column_is_null(stmt, index);
 }
 
-int64_t db_changes(struct db *db)
-{
-	return db->driver->changes(db);
-}
-
-int64_t db_last_insert_id(struct db *db)
-{
-	return db->driver->last_insert_id(db);
-}
-
 int db_begin(struct db *db, enum db_tx_mode mode)
 {
 	return db->driver->begin(db, mode);
 }
 
-int db_commit(struct db *db)
-{
-	return db->driver->commit(db);
-}
-
-int db_rollback(struct db *db)
-{
-	return db->driver->rollback(db);
-}
-
-int db_savepoint(struct db *db)
-{
-	return db->driver->savepoint(db);
-}
-
-int db_release(struct db *db)
-{
-	return db->driver->release(db);
-}
-
-int db_rollback_to(struct db *db)
-{
-	return db->driver->rollback_to(db);
-}
-
-bool db_in_transaction(struct db *db)
-{
-	return db->driver->in_transaction(db);
-}
+/* The calls that pass the connection alone to the driver and return what it does. */
+#define DB_FORWARD(type, name)                                                                     \
+	type db_##name(struct db *db)                                                              \
+	{                                                                                          \
+		return db->driver->name(db);                                                       \
+	}
+DB_FORWARD(int64_t, changes)
+DB_FORWARD(int64_t, last_insert_id)
+DB_FORWARD(int, commit)
+DB_FORWARD(int, rollback)
+DB_FORWARD(int, savepoint)
+DB_FORWARD(int, release)
+DB_FORWARD(int, rollback_to)
+DB_FORWARD(bool, in_transaction)
 
 int64_t db_log_pages(struct db *db)
 {
