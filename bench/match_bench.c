@@ -13,6 +13,10 @@
 #include "engine/matcher.h"
 #include "lib/str.h"
 #include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_message.h"
+#include "store/store_org.h"
+#include "store/store_user.h"
 
 #include <event2/event.h>
 #include <sqlite3.h>

@@ -9,8 +9,10 @@
  *
  * Usage: store-bench [--dir DIR] [--profiles N] [--lookups N] [--round-trips N] [--writes N]
  *                    [--rounds N] */
-#include "store/store.h"
 #include "lib/str.h"
+#include "store/store.h"
+#include "store/store_org.h"
+#include "store/store_profile.h"
 
 #include <event2/event.h>
 #include <stdio.h>

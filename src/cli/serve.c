@@ -13,6 +13,8 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "store/store.h"
+#include "store/store_message.h"
+#include "store/store_outbox.h"
 #include "work/work.h"
 
 #include <event2/dns.h>

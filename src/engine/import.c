@@ -6,6 +6,7 @@
 #include "lib/str.h"
 #include "proto/csv.h"
 #include "store/store.h"
+#include "store/store_profile.h"
 #include "work/work.h"
 
 #include <ctype.h>

@@ -10,7 +10,8 @@
 
 #include "engine/matcher.h"
 #include "lib/limits.h"
-#include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_message.h"
 
 #include <stddef.h>
 

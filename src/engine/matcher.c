@@ -3,6 +3,13 @@
 #include "lib/log.h"
 #include "lib/str.h"
 #include "mime/message.h"
+#include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_message.h"
+#include "store/store_never_log.h"
+#include "store/store_org.h"
+#include "store/store_profile.h"
+#include "store/store_user.h"
 
 #include <stdlib.h>
 #include <string.h>

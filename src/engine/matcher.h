@@ -13,6 +13,7 @@
 
 #include "lib/limits.h"
 #include "store/store.h"
+#include "store/store_message.h"
 
 #include <stddef.h>
 

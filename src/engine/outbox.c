@@ -3,6 +3,9 @@
 #include "engine/sender.h"
 #include "lib/log.h"
 #include "lib/str.h"
+#include "store/store_org.h"
+#include "store/store_smtp.h"
+#include "store/store_user.h"
 #include "work/work.h"
 
 #include <jansson.h>

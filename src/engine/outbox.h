@@ -17,7 +17,7 @@
 #include "lib/limits.h"
 #include "mime/build.h"
 #include "mime/message.h"
-#include "store/store.h"
+#include "store/store_outbox.h"
 
 #include <stdbool.h>
 #include <stddef.h>

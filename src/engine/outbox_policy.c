@@ -55,7 +55,7 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 			pending = true;
 		/* The first refusal is the news (a partial delivery's last reply is the 250). */
 		if (v->cls == MT_CLASS_NONE) {
-			v->cls = o->cls != MT_CLASS_NONE ? o->cls
+			v->cls = o->cls != MT_CLASS_NONE   ? o->cls
 			         : a->cls != MT_CLASS_NONE ? a->cls
 			                                   : MT_CLASS_RESP;
 			why = o->reply != NULL && o->reply[0] != '\0' ? o->reply : why;
@@ -68,8 +68,9 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 		int64_t next;
 		if (mt_backoff_next(&policy, v->first_attempt_at, a->now, a->attempts_before + 1,
 		                    &next) == 0) {
-			/* `now` is whole seconds rounded down and a claim asks "due <= now": without
-			 * the second, a retry could come up to a second before its delay is over. */
+			/* `now` is whole seconds rounded down and a claim asks "due <= now":
+			 * without the second, a retry could come up to a second before its delay is
+			 * over. */
 			next += 1;
 			v->next_attempt_at = next > a->not_before ? next : a->not_before;
 		} else {
@@ -80,7 +81,8 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 			pending = false;
 			failed = true;
 			char reason[MT_ERROR_TEXT_MAX];
-			snprintf(reason, sizeof(reason), "retry time ran out: %.400s", v->last_error);
+			snprintf(reason, sizeof(reason), "retry time ran out: %.400s",
+			         v->last_error);
 			mt_strlcpy(v->last_error, reason, sizeof(v->last_error));
 		}
 	}

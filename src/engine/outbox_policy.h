@@ -22,7 +22,7 @@
 #include "lib/backoff.h"
 #include "lib/failure.h"
 #include "lib/limits.h"
-#include "store/store.h"
+#include "store/store_outbox.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,13 +44,13 @@ struct outbox_attempt {
 	int64_t first_attempt_at; /* 0 when this is the first */
 	int64_t held_seconds;     /* not counted against the retry time */
 	int64_t now;
-	int64_t not_before; /* the account's cool-down: no retry earlier (0: none) */
+	int64_t not_before;        /* the account's cool-down: no retry earlier (0: none) */
 	enum mt_failure_class cls; /* the attempt's own class when it failed as a whole */
 	const char *reason;        /* ... and its reason ("" when it did not) */
 };
 
 struct outbox_verdict {
-	enum store_outbox_state state; /* queued, sent, partial or failed */
+	enum store_outbox_state state;      /* queued, sent, partial or failed */
 	enum store_rcpt_state *rcpt_states; /* caller's array of rcpt_count */
 	int64_t first_attempt_at;
 	int64_t next_attempt_at; /* when queued */

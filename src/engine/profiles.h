@@ -4,7 +4,7 @@
 #ifndef MT_ENGINE_PROFILES_H
 #define MT_ENGINE_PROFILES_H
 
-#include "store/store.h"
+#include "store/store_profile.h"
 
 const char *profile_kind_name(enum store_profile_kind kind);
 /* 0, or -1 for a word that is not applicant, contact or employee. */

@@ -10,6 +10,9 @@
 #include "net/tls.h"
 #include "smtp/client.h"
 #include "store/store.h"
+#include "store/store_message.h"
+#include "store/store_outbox.h"
+#include "store/store_smtp.h"
 
 #include <event2/event.h>
 #include <jansson.h>

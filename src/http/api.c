@@ -3,6 +3,8 @@
 #include "crypto/seal.h"
 #include "lib/log.h"
 #include "lib/str.h"
+#include "store/store.h"
+#include "store/store_user.h"
 
 #include <stdlib.h>
 #include <string.h>

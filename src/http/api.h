@@ -22,6 +22,7 @@ struct mt_keyring;
 struct mt_tls_config;
 struct sender;
 struct outbox;
+struct store_activity;
 struct work_pool;
 
 struct api_org_checks {

@@ -9,6 +9,10 @@
 #include "lib/str.h"
 #include "mime/address.h"
 #include "mime/message.h"
+#include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_message.h"
+#include "store/store_never_log.h"
 
 #include <errno.h>
 #include <stdio.h>

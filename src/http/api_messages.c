@@ -7,6 +7,7 @@
 #include "lib/base64.h"
 #include "lib/str.h"
 #include "mime/address.h"
+#include "store/store_outbox.h"
 #include "work/work.h"
 
 #include <ctype.h>

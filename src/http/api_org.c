@@ -4,6 +4,8 @@
 #include "http/api.h"
 
 #include "mime/address.h"
+#include "store/store.h"
+#include "store/store_org.h"
 
 #include <stdio.h>
 #include <stdlib.h>

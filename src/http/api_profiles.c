@@ -8,6 +8,7 @@
 #include "engine/matcher.h"
 #include "engine/profiles.h"
 #include "lib/str.h"
+#include "store/store_profile.h"
 
 #include <stdio.h>
 #include <stdlib.h>

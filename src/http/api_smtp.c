@@ -16,6 +16,11 @@
 #include "mime/address.h"
 #include "net/security.h"
 #include "net/tls.h"
+#include "store/store.h"
+#include "store/store_org.h"
+#include "store/store_outbox.h"
+#include "store/store_smtp.h"
+#include "store/store_user.h"
 
 #include <arpa/inet.h>
 #include <sodium.h>

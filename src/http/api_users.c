@@ -5,6 +5,9 @@
 #include "crypto/seal.h"
 #include "lib/str.h"
 #include "mime/address.h"
+#include "store/store.h"
+#include "store/store_org.h"
+#include "store/store_user.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -47,43 +47,59 @@ static struct db *stmt_db(struct db_stmt *stmt)
 
 void db_finish(struct db_stmt *stmt)
 {
-	if (stmt != NULL)
-		stmt_db(stmt)->driver->finish(stmt);
+	if (stmt == NULL)
+		return;
+	stmt->bind_failed = 0;
+	stmt_db(stmt)->driver->finish(stmt);
 }
 
-int db_bind_text(struct db_stmt *stmt, int index, const char *value)
+/* Keeps the first failure for db_step(). */
+static void bound(struct db_stmt *stmt, int index, int rc)
 {
-	return stmt_db(stmt)->driver->bind_text(stmt, index, value);
+	if (rc < 0 && stmt->bind_failed == 0)
+		stmt->bind_failed = index;
 }
 
-int db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
+void db_bind_text(struct db_stmt *stmt, int index, const char *value)
 {
-	return stmt_db(stmt)->driver->bind_text_ref(stmt, index, value);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_text(stmt, index, value));
 }
 
-int db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
+void db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
 {
-	return stmt_db(stmt)->driver->bind_int64(stmt, index, value);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_text_ref(stmt, index, value));
 }
 
-int db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
+void db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
 {
-	return stmt_db(stmt)->driver->bind_blob(stmt, index, value, len);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_int64(stmt, index, value));
 }
 
-int db_bind_null(struct db_stmt *stmt, int index)
+void db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
 {
-	return stmt_db(stmt)->driver->bind_null(stmt, index);
+	bound(stmt, index, stmt_db(stmt)->driver->bind_blob(stmt, index, value, len));
+}
+
+void db_bind_null(struct db_stmt *stmt, int index)
+{
+	bound(stmt, index, stmt_db(stmt)->driver->bind_null(stmt, index));
 }
 
 int db_step(struct db_stmt *stmt)
 {
+	if (stmt->bind_failed != 0)
+		return DB_ERROR;
 	return stmt_db(stmt)->driver->step(stmt);
 }
 
 const char *db_column_text(struct db_stmt *stmt, int index)
 {
-	return stmt_db(stmt)->driver->column_text(stmt, index);
+	return stmt_db(stmt)->driver->column_text(stmt, index, NULL);
+}
+
+const char *db_column_text_len(struct db_stmt *stmt, int index, size_t *len_r)
+{
+	return stmt_db(stmt)->driver->column_text(stmt, index, len_r);
 }
 
 int64_t db_column_int64(struct db_stmt *stmt, int index)
@@ -101,50 +117,25 @@ bool db_column_is_null(struct db_stmt *stmt, int index)
 	return stmt_db(stmt)->driver->column_is_null(stmt, index);
 }
 
-int64_t db_changes(struct db *db)
-{
-	return db->driver->changes(db);
-}
-
-int64_t db_last_insert_id(struct db *db)
-{
-	return db->driver->last_insert_id(db);
-}
-
 int db_begin(struct db *db, enum db_tx_mode mode)
 {
 	return db->driver->begin(db, mode);
 }
 
-int db_commit(struct db *db)
-{
-	return db->driver->commit(db);
-}
-
-int db_rollback(struct db *db)
-{
-	return db->driver->rollback(db);
-}
-
-int db_savepoint(struct db *db)
-{
-	return db->driver->savepoint(db);
-}
-
-int db_release(struct db *db)
-{
-	return db->driver->release(db);
-}
-
-int db_rollback_to(struct db *db)
-{
-	return db->driver->rollback_to(db);
-}
-
-bool db_in_transaction(struct db *db)
-{
-	return db->driver->in_transaction(db);
-}
+/* The calls that pass the connection alone to the driver and return what it does. */
+#define DB_FORWARD(type, name)                                                                     \
+	type db_##name(struct db *db)                                                              \
+	{                                                                                          \
+		return db->driver->name(db);                                                       \
+	}
+DB_FORWARD(int64_t, changes)
+DB_FORWARD(int64_t, last_insert_id)
+DB_FORWARD(int, commit)
+DB_FORWARD(int, rollback)
+DB_FORWARD(int, savepoint)
+DB_FORWARD(int, release)
+DB_FORWARD(int, rollback_to)
+DB_FORWARD(bool, in_transaction)
 
 int64_t db_log_pages(struct db *db)
 {

@@ -49,7 +49,7 @@ struct db_driver {
 	int (*bind_blob)(struct db_stmt *stmt, int index, const void *value, size_t len);
 	int (*bind_null)(struct db_stmt *stmt, int index);
 	int (*step)(struct db_stmt *stmt);
-	const char *(*column_text)(struct db_stmt *stmt, int index);
+	const char *(*column_text)(struct db_stmt *stmt, int index, size_t *len_r);
 	int64_t (*column_int64)(struct db_stmt *stmt, int index);
 	const void *(*column_blob)(struct db_stmt *stmt, int index, size_t *len_r);
 	bool (*column_is_null)(struct db_stmt *stmt, int index);
@@ -73,6 +73,10 @@ struct db {
 };
 struct db_stmt {
 	struct db *db;
+	/* The first parameter whose binding failed (0: none). Binding does not return a result:
+	 * the failure sticks to the statement and db_step() reports it, so a statement's binds
+	 * need no check each. Cleared by db_finish(). */
+	int bind_failed;
 };
 
 /* Opens a SQLite file path (or "file:" URI); "postgresql://" is refused until its driver exists.
@@ -90,18 +94,21 @@ int db_exec(struct db *db, const char *sql);
 struct db_stmt *db_prepare(struct db *db, const char *sql);
 /* Resets the statement and gives it back to the driver; NULL is allowed. */
 void db_finish(struct db_stmt *stmt);
-/* Parameters are numbered from 1. 0 or -1. A NULL text binds SQL NULL. */
-int db_bind_text(struct db_stmt *stmt, int index, const char *value);
+/* Parameters are numbered from 1. A failure is kept in the statement (bind_failed) and
+ * reported by db_step(). A NULL text binds SQL NULL. */
+void db_bind_text(struct db_stmt *stmt, int index, const char *value);
 /* As db_bind_text without a copy (the hot paths bind a dozen texts per row): `value` must stay
  * as it is until the statement is finished. */
-int db_bind_text_ref(struct db_stmt *stmt, int index, const char *value);
-int db_bind_int64(struct db_stmt *stmt, int index, int64_t value);
-int db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len);
-int db_bind_null(struct db_stmt *stmt, int index);
-/* enum db_rc. */
+void db_bind_text_ref(struct db_stmt *stmt, int index, const char *value);
+void db_bind_int64(struct db_stmt *stmt, int index, int64_t value);
+void db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len);
+void db_bind_null(struct db_stmt *stmt, int index);
+/* enum db_rc; DB_ERROR without running the statement when a bind failed. */
 int db_step(struct db_stmt *stmt);
 /* Columns are numbered from 0. Text is "" for NULL; valid until the next step or finish. */
 const char *db_column_text(struct db_stmt *stmt, int index);
+/* The same with its length in bytes (no strlen). */
+const char *db_column_text_len(struct db_stmt *stmt, int index, size_t *len_r);
 int64_t db_column_int64(struct db_stmt *stmt, int index);
 const void *db_column_blob(struct db_stmt *stmt, int index, size_t *len_r);
 bool db_column_is_null(struct db_stmt *stmt, int index);

@@ -187,9 +187,12 @@ static int sqlite_step(struct db_stmt *stmt)
 	}
 }
 
-static const char *sqlite_column_text(struct db_stmt *stmt, int index)
+static const char *sqlite_column_text(struct db_stmt *stmt, int index, size_t *len_r)
 {
 	const unsigned char *t = sqlite3_column_text(sqs(stmt)->st, index);
+	/* After the text: the length of the text form. */
+	if (len_r != NULL)
+		*len_r = t == NULL ? 0 : (size_t)sqlite3_column_bytes(sqs(stmt)->st, index);
 	return t == NULL ? "" : (const char *)t;
 }
 

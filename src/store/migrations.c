@@ -3,6 +3,7 @@
  * same time apply each migration once (the second waits for the write lock, then finds it done).
  * Never edit an applied migration: add the next one. */
 #include "store/store_internal.h"
+#include "store/sql.h"
 #include "lib/str.h"
 
 #include <stdio.h>

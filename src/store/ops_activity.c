@@ -1,5 +1,10 @@
 /* Activities: one per (profile, message record), their feed sequence, timelines and the feed. */
+#include "store/store_activity.h"
+#include "store/message_internal.h"
+#include "store/sql.h"
+#include "store/store.h"
 #include "store/store_internal.h"
+#include "store/store_message.h"
 #include "lib/str.h"
 
 #include <inttypes.h>
@@ -22,38 +27,23 @@
 static int reserve_from_counter(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
                                 int64_t *last_r)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE feed_counter SET value = value + ? WHERE org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, n);
-	db_bind_text(s, 2, org_id);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (db_changes(tx->db) == 0) {
+	int64_t changed =
+	    sql_exec(tx, op, "UPDATE feed_counter SET value = value + ? WHERE org_id = ?",
+	             SQL_ARGS(SQL_INT(n), SQL_TEXT(org_id)));
+	if (changed < 0)
+		return -1;
+	if (changed == 0) {
 		/* The org's first activity. Two PostgreSQL transactions racing here meet on
 		 * the primary key: the loser's job fails, as on any conflict. */
-		s = db_prepare(tx->db, "INSERT INTO feed_counter (org_id, value) VALUES (?, ?)");
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_int64(s, 2, n);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
+		if (sql_exec(tx, op, "INSERT INTO feed_counter (org_id, value) VALUES (?, ?)",
+		             SQL_ARGS(SQL_TEXT(org_id), SQL_INT(n))) < 0)
+			return -1;
 		*last_r = n;
 		return 0;
 	}
-	s = db_prepare(tx->db, "SELECT value FROM feed_counter WHERE org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	if (db_step(s) != DB_ROW)
-		return store_fail_stmt(tx, op, s);
-	*last_r = db_column_int64(s, 0);
-	db_finish(s);
-	return 0;
+	int rc = sql_get(tx, op, "SELECT value FROM feed_counter WHERE org_id = ?",
+	                 SQL_ARGS(SQL_TEXT(org_id)), &sql_int64_table, last_r);
+	return rc == 0 ? 0 : rc < 0 ? -1 : store_invalid(op, "feed counter vanished");
 }
 
 static int reserve_seqs(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
@@ -96,33 +86,14 @@ static void new_activity_id(char out[MT_ID_MAX])
 	out[4 + sizeof(raw)] = '\0';
 }
 
-/* The record's number and date (copied into its activities for the timeline). */
-static int record_of(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                     int64_t *rid_r, int64_t *date_r)
-{
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT rid, date FROM message_records WHERE key = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, key);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW) {
-		*rid_r = db_column_int64(s, 0);
-		*date_r = db_column_int64(s, 1);
-	}
-	db_finish(s);
-	if (rc == DB_ROW)
-		return 0;
-	return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
-}
+SQL_TEXT_TABLE(id_table, "profile_id", MT_ID_MAX);
 
 /* 0 when the profile is the org's, STORE_NOT_FOUND otherwise. */
 static int profile_in_org(struct store_tx *tx, const char *op, const char *org_id,
                           const char *profile_id)
 {
-	return store_row_exists(tx, op, "SELECT 1 FROM profiles WHERE org_id = ? AND id = ?", 2,
-	                        org_id, profile_id);
+	return sql_get(tx, op, "SELECT 1 FROM profiles WHERE org_id = ? AND id = ?",
+	               SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(profile_id)), NULL, NULL);
 }
 
 /* Inserts the activities of record `rid` (dated `date`) for `ids` (the org's profiles), taking one
@@ -146,24 +117,16 @@ static int insert_activities(struct store_tx *tx, const char *op, const char *or
 	for (size_t i = 0; i < count; i++, seq++) {
 		char id[MT_ID_MAX];
 		new_activity_id(id);
-		struct db_stmt *s = db_prepare(
-		    tx->db, "INSERT INTO activities (rid, profile_id, org_id, id, date, seq,"
-		            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-		            " ON CONFLICT (rid, profile_id) DO NOTHING");
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_int64(s, 1, rid);
-		db_bind_text_ref(s, 2, ids[i]);
-		db_bind_text_ref(s, 3, org_id);
-		db_bind_text_ref(s, 4, id);
-		db_bind_int64(s, 5, date);
-		db_bind_int64(s, 6, seq);
-		db_bind_int64(s, 7, now);
-		db_bind_int64(s, 8, now);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
-		*created_r += (size_t)db_changes(tx->db);
+		int64_t n = sql_exec(
+		    tx, op,
+		    "INSERT INTO activities (rid, profile_id, org_id, id, date, seq,"
+		    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+		    " ON CONFLICT (rid, profile_id) DO NOTHING",
+		    SQL_ARGS(SQL_INT(rid), SQL_TEXT(ids[i]), SQL_TEXT(org_id), SQL_TEXT(id),
+		             SQL_INT(date), SQL_INT(seq), SQL_INT(now), SQL_INT(now)));
+		if (n < 0)
+			return -1;
+		*created_r += (size_t)n;
 	}
 	return 0;
 }
@@ -188,12 +151,12 @@ int store_activities_ensure(struct store_tx *tx, const char *org_id,
 		else if (rc == STORE_NOT_FOUND)
 			rc = 0;
 	}
-	int64_t rid = 0, date = 0;
+	struct store_record_ref record = {0, 0, 0};
 	if (rc == 0 && n > 0)
-		rc = record_of(tx, op, org_id, key, &rid, &date);
+		rc = store_record_find(tx, op, org_id, key, &record);
 	if (rc == 0)
-		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, rid, date,
-		                       created_r);
+		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, record.rid,
+		                       record.date, created_r);
 	free(ids);
 	return rc;
 }
@@ -211,26 +174,20 @@ int store_activities_for_addresses(struct store_tx *tx, const char *org_id, int6
 	int rc = 0;
 	for (size_t i = 0; i < count && rc == 0; i++) {
 		/* The org's address index: what it returns is the org's, no further check. */
-		struct db_stmt *s = db_prepare(tx->db, "SELECT profile_id FROM profile_addresses"
-		                                       " WHERE org_id = ? AND address = ?");
+		struct db_stmt *s = sql_prepare(tx, op,
+		                                "SELECT profile_id FROM profile_addresses"
+		                                " WHERE org_id = ? AND address = ?",
+		                                SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(addresses[i])));
 		if (s == NULL) {
-			rc = store_fail(tx, op);
+			rc = -1;
 			break;
 		}
-		db_bind_text_ref(s, 1, org_id);
-		db_bind_text_ref(s, 2, addresses[i]);
-		int step;
 		if (found_r != NULL)
 			found_r[i] = false;
-		while (rc == 0 && (step = db_step(s)) == DB_ROW) {
-			const char *id = db_column_text(s, 0);
+		int step;
+		while ((step = sql_step(tx, op, s)) > 0) {
 			if (found_r != NULL)
 				found_r[i] = true;
-			bool seen = false;
-			for (size_t k = 0; k < n && !seen; k++)
-				seen = strcmp(ids[k], id) == 0;
-			if (seen)
-				continue;
 			if (n == cap) {
 				size_t ncap = cap == 0 ? 8 : cap * 2;
 				void *p = realloc(ids, ncap * sizeof(*ids));
@@ -241,11 +198,20 @@ int store_activities_for_addresses(struct store_tx *tx, const char *org_id, int6
 				ids = p;
 				cap = ncap;
 			}
-			mt_strlcpy(ids[n++], id, MT_ID_MAX);
+			/* Read into the next slot, kept unless the profile is there already. */
+			if (sql_read(op, s, 0, &id_table, ids[n]) < 0) {
+				rc = -1;
+				break;
+			}
+			bool seen = false;
+			for (size_t k = 0; k < n && !seen; k++)
+				seen = strcmp(ids[k], ids[n]) == 0;
+			n += !seen;
 		}
-		if (rc == 0 && step < 0)
-			rc = store_fail(tx, op);
-		db_finish(s);
+		if (step > 0)
+			db_finish(s);
+		else if (step < 0)
+			rc = -1;
 	}
 	if (rc == 0)
 		rc = insert_activities(tx, op, org_id, (const char(*)[MT_ID_MAX])ids, n, record,
@@ -264,25 +230,15 @@ int store_activity_ensure(struct store_tx *tx, const char *org_id, const char *p
 		return -1;
 	/* Decided before the first write: the profile and the record are the org's, and whether
 	 * the activity exists (then no feed position is taken). */
-	struct db_stmt *s = db_prepare(
-	    tx->db,
-	    "SELECT (SELECT 1 FROM activities a WHERE a.rid = r.rid AND a.profile_id = p.id)"
-	    " FROM profiles p, message_records r"
-	    " WHERE p.id = ? AND p.org_id = ? AND r.org_id = p.org_id AND r.key = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	db_bind_text(s, 2, org_id);
-	db_bind_text(s, 3, key);
-	int rc = db_step(s);
-	if (rc != DB_ROW) {
-		db_finish(s);
-		return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
-	}
-	bool exists = !db_column_is_null(s, 0);
-	db_finish(s);
-	if (exists)
-		return 0;
+	int64_t exists = 0; /* NULL, read as 0, when there is none */
+	int rc = sql_get(tx, op,
+	                 "SELECT (SELECT 1 FROM activities a WHERE a.rid = r.rid AND"
+	                 " a.profile_id = p.id) FROM profiles p, message_records r"
+	                 " WHERE p.id = ? AND p.org_id = ? AND r.org_id = p.org_id AND r.key = ?",
+	                 SQL_ARGS(SQL_TEXT(profile_id), SQL_TEXT(org_id), SQL_TEXT(key)),
+	                 &sql_int64_table, &exists);
+	if (rc != 0 || exists)
+		return rc;
 	char id[MT_ID_MAX];
 	mt_strlcpy(id, profile_id, sizeof(id));
 	size_t created;
@@ -299,70 +255,62 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, int64_t reco
 		return -1;
 	/* The profiles first: the counter is then taken once for all of them. Positions follow
 	 * the activity ids. */
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT profile_id FROM activities WHERE rid = ? ORDER BY id");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, record);
-	char(*ids)[MT_ID_MAX] = NULL;
-	size_t n = 0, cap = 0;
-	int rc;
-	while ((rc = db_step(s)) == DB_ROW) {
-		if (n == cap) {
-			size_t ncap = cap == 0 ? 8 : cap * 2;
-			void *p = realloc(ids, ncap * sizeof(*ids));
-			if (p == NULL) {
-				free(ids);
-				db_finish(s);
-				return store_invalid(op, "out of memory");
-			}
-			ids = p;
-			cap = ncap;
-		}
-		store_col_copy(s, 0, ids[n++], MT_ID_MAX);
-	}
-	if (rc < 0) {
-		free(ids);
-		return store_fail_stmt(tx, op, s);
-	}
-	db_finish(s);
-	if (n == 0)
-		return 0;
-
-	int64_t last;
-	if (reserve_seqs(tx, op, org_id, (int64_t)n, &last) < 0) {
-		free(ids);
-		return -1;
-	}
+	void *rows = NULL;
+	size_t n = 0;
+	int rc =
+	    sql_list_alloc(tx, op, "SELECT profile_id FROM activities WHERE rid = ? ORDER BY id",
+	                   SQL_ARGS(SQL_INT(record)), &id_table, 8, SIZE_MAX, &rows, &n);
+	const char(*ids)[MT_ID_MAX] = rows;
+	int64_t last = 0;
+	if (rc == 0 && n > 0)
+		rc = reserve_seqs(tx, op, org_id, (int64_t)n, &last);
 	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
-	for (size_t i = 0; i < n; i++, seq++) {
-		s = db_prepare(tx->db, "UPDATE activities SET seq = ?, updated_at = ?"
-		                       " WHERE rid = ? AND profile_id = ?");
-		if (s == NULL) {
-			free(ids);
-			return store_fail(tx, op);
-		}
-		db_bind_int64(s, 1, seq);
-		db_bind_int64(s, 2, now);
-		db_bind_int64(s, 3, record);
-		db_bind_text(s, 4, ids[i]);
-		if (db_step(s) != DB_DONE) {
-			free(ids);
-			return store_fail_stmt(tx, op, s);
-		}
-		db_finish(s);
+	for (size_t i = 0; i < n && rc == 0; i++, seq++) {
+		if (sql_exec(tx, op,
+		             "UPDATE activities SET seq = ?, updated_at = ?"
+		             " WHERE rid = ? AND profile_id = ?",
+		             SQL_ARGS(SQL_INT(seq), SQL_INT(now), SQL_INT(record),
+		                      SQL_TEXT(ids[i]))) < 0)
+			rc = -1;
 	}
-	free(ids);
-	return 0;
+	free(rows);
+	return rc;
 }
 
 /* ---- reading ---- */
 
-#define ACTIVITY_COLUMNS                                                                           \
-	"a.id, a.profile_id, r.type, r.source, r.key, r.message_id, r.subject, r.date,"            \
-	" r.from_address, r.from_name, r.to_json, r.cc_json, r.attachments_json, r.snippet,"       \
-	" a.seq, a.created_at, a.updated_at"
-#define ACTIVITY_FROM " FROM activities a JOIN message_records r ON r.rid = a.rid"
+#define ACTIVITY_ROW(F, G, T)                                                                      \
+	F(T, TEXT, "a.id", id)                                                                     \
+	G(T, TEXT, "a.profile_id", profile_id)                                                     \
+	G(T, NAME, "r.type", type, store_type_names, STORE_EMAIL_RECEIVED)                         \
+	G(T, NAME, "r.source", source, store_source_names, 0)                                      \
+	G(T, TEXT, "r.key", key)                                                                   \
+	G(T, TEXT, "r.message_id", message_id)                                                     \
+	G(T, TEXT, "r.subject", subject)                                                           \
+	G(T, INT64, "r.date", date)                                                                \
+	G(T, TEXT, "r.from_address", from_address)                                                 \
+	G(T, TEXT, "r.from_name", from_name)                                                       \
+	G(T, TEXT_DUP, "r.to_json", to_json)                                                       \
+	G(T, TEXT_DUP, "r.cc_json", cc_json)                                                       \
+	G(T, TEXT_DUP, "r.attachments_json", attachments_json)                                     \
+	G(T, TEXT, "r.snippet", snippet)                                                           \
+	G(T, INT64, "a.seq", seq)                                                                  \
+	G(T, INT64, "a.created_at", created_at)                                                    \
+	G(T, INT64, "a.updated_at", updated_at)
+SQL_TABLE(activity_table, ACTIVITY_ROW, struct store_activity);
+#define ACTIVITY_SELECT                                                                            \
+	"SELECT " SQL_COLUMNS(                                                                     \
+	    ACTIVITY_ROW) " FROM activities a JOIN message_records r ON r.rid = a.rid"
+
+/* A user of a message, as users_json lists them. */
+struct message_user {
+	char id[MT_ID_MAX];
+	char email[MT_ADDRESS_MAX + 1];
+};
+#define MESSAGE_USER_ROW(F, G, T)                                                                  \
+	F(T, TEXT, "mu.user_id", id)                                                               \
+	G(T, TEXT, "u.email", email)
+SQL_TABLE(message_user_table, MESSAGE_USER_ROW, struct message_user);
 
 void store_activity_list_free(struct store_activity_list *list)
 {
@@ -377,117 +325,62 @@ void store_activity_list_free(struct store_activity_list *list)
 	list->count = 0;
 }
 
-static int read_activity(struct db_stmt *s, struct store_activity *a)
-{
-	memset(a, 0, sizeof(*a));
-	store_col_copy(s, 0, a->id, sizeof(a->id));
-	store_col_copy(s, 1, a->profile_id, sizeof(a->profile_id));
-	a->type = strcmp(db_column_text(s, 2), "email_sent") == 0 ? STORE_EMAIL_SENT
-	                                                          : STORE_EMAIL_RECEIVED;
-	a->source = store_source_parse(db_column_text(s, 3));
-	store_col_copy(s, 4, a->key, sizeof(a->key));
-	store_col_copy(s, 5, a->message_id, sizeof(a->message_id));
-	store_col_copy(s, 6, a->subject, sizeof(a->subject));
-	a->date = db_column_int64(s, 7);
-	store_col_copy(s, 8, a->from_address, sizeof(a->from_address));
-	store_col_copy(s, 9, a->from_name, sizeof(a->from_name));
-	a->to_json = strdup(db_column_text(s, 10));
-	a->cc_json = strdup(db_column_text(s, 11));
-	a->attachments_json = strdup(db_column_text(s, 12));
-	store_col_copy(s, 13, a->snippet, sizeof(a->snippet));
-	a->seq = db_column_int64(s, 14);
-	a->created_at = db_column_int64(s, 15);
-	a->updated_at = db_column_int64(s, 16);
-	return a->to_json != NULL && a->cc_json != NULL && a->attachments_json != NULL ? 0 : -1;
-}
-
 /* [{"id","email"}] of the users whose mail the message was, in the order they saw it. */
 static int users_json(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                       char **json_r)
 {
 	/* Users joined by their id alone (unique, and the row is the org's): with the org in the
 	 * join SQLite walked every user of the org first. */
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT mu.user_id, u.email FROM message_records r"
-	            " JOIN message_users mu ON mu.rid = r.rid JOIN users u ON u.id = mu.user_id"
-	            " WHERE r.org_id = ? AND r.key = ? ORDER BY mu.added_at, mu.user_id");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
-	json_t *arr = json_array();
-	int rc = arr == NULL ? DB_ERROR : DB_DONE;
-	while (arr != NULL && (rc = db_step(s)) == DB_ROW) {
-		json_t *o = json_pack("{s:s, s:s}", "id", db_column_text(s, 0), "email",
-		                      db_column_text(s, 1));
+	void *rows = NULL;
+	size_t n = 0;
+	int rc = sql_list_alloc(
+	    tx, op,
+	    "SELECT " SQL_COLUMNS(MESSAGE_USER_ROW) " FROM message_records r"
+	                                            " JOIN message_users mu ON mu.rid = r.rid"
+	                                            " JOIN users u ON u.id = mu.user_id"
+	                                            " WHERE r.org_id = ? AND r.key = ? ORDER BY "
+	                                            "mu.added_at, mu.user_id",
+	    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key)), &message_user_table, 4, SIZE_MAX, &rows, &n);
+	const struct message_user *users = rows;
+	json_t *arr = rc == 0 ? json_array() : NULL;
+	for (size_t i = 0; arr != NULL && i < n; i++) {
+		json_t *o = json_pack("{s:s, s:s}", "id", users[i].id, "email", users[i].email);
 		if (o == NULL || json_array_append_new(arr, o) < 0) {
 			json_decref(arr);
-			db_finish(s);
-			return store_invalid(op, "out of memory");
+			arr = NULL;
 		}
 	}
-	if (rc < 0) {
-		json_decref(arr);
-		return store_fail_stmt(tx, op, s);
-	}
-	db_finish(s);
-	*json_r = json_dumps(arr, JSON_COMPACT);
+	free(rows);
+	if (rc != 0)
+		return -1;
+	*json_r = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);
 	return *json_r != NULL ? 0 : store_invalid(op, "out of memory");
 }
 
-/* Steps `s` (bound by the caller) into list_r, at most `max` rows, then fills users_json.
- * Consumes `s`. */
-static int read_list(struct store_tx *tx, const char *op, const char *org_id, struct db_stmt *s,
-                     size_t max, struct store_activity_list *list_r)
+/* The activities of `sql` into list_r, at most `max`, each with its users_json. */
+static int read_list(struct store_tx *tx, const char *op, const char *org_id, const char *sql,
+                     const struct sql_arg *args, size_t max, struct store_activity_list *list_r)
 {
-	size_t cap = 0;
-	int rc = DB_DONE;
-	while (list_r->count < max && (rc = db_step(s)) == DB_ROW) {
-		if (list_r->count == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			if (ncap > max)
-				ncap = max;
-			void *p = realloc(list_r->items, ncap * sizeof(*list_r->items));
-			if (p == NULL) {
-				db_finish(s);
-				store_activity_list_free(list_r);
-				return store_invalid(op, "out of memory");
-			}
-			list_r->items = p;
-			cap = ncap;
-		}
-		struct store_activity *a = &list_r->items[list_r->count++];
-		if (read_activity(s, a) < 0) {
-			db_finish(s);
-			store_activity_list_free(list_r);
-			return store_invalid(op, "out of memory");
-		}
-	}
-	if (rc < 0) {
-		store_fail_stmt(tx, op, s);
-		store_activity_list_free(list_r);
-		return -1;
-	}
-	db_finish(s);
-	for (size_t i = 0; i < list_r->count; i++) {
+	void *items = NULL;
+	int rc =
+	    sql_list_alloc(tx, op, sql, args, &activity_table, 16, max, &items, &list_r->count);
+	list_r->items = items;
+	for (size_t i = 0; i < list_r->count && rc == 0; i++) {
 		struct store_activity *a = &list_r->items[i];
 		/* Consecutive activities of one message (the add-in's answer, a touched message in
 		 * the feed) share the users. */
 		if (i > 0 && strcmp(list_r->items[i - 1].key, a->key) == 0) {
 			a->users_json = strdup(list_r->items[i - 1].users_json);
-			if (a->users_json == NULL) {
-				store_activity_list_free(list_r);
-				return store_invalid(op, "out of memory");
-			}
+			if (a->users_json == NULL)
+				rc = store_invalid(op, "out of memory");
 			continue;
 		}
-		if (users_json(tx, op, org_id, a->key, &a->users_json) < 0) {
-			store_activity_list_free(list_r);
-			return -1;
-		}
+		rc = users_json(tx, op, org_id, a->key, &a->users_json);
 	}
-	return 0;
+	if (rc != 0)
+		store_activity_list_free(list_r);
+	return rc;
 }
 
 static size_t clamp_limit(size_t limit)
@@ -526,20 +419,14 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 	int rc = profile_in_org(tx, op, org_id, profile_id);
 	if (rc != 0)
 		return rc;
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT " ACTIVITY_COLUMNS ACTIVITY_FROM
-	            " WHERE a.org_id = ? AND a.profile_id = ? AND (a.date < ? OR (a.date = ? AND"
-	            " a.id < ?)) ORDER BY a.date DESC, a.id DESC LIMIT ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, profile_id);
-	db_bind_int64(s, 3, after_date);
-	db_bind_int64(s, 4, after_date);
-	db_bind_text(s, 5, after_id);
 	/* One more than asked tells whether another page follows. */
-	db_bind_int64(s, 6, (int64_t)limit + 1);
-	rc = read_list(tx, op, org_id, s, limit + 1, list_r);
+	rc = read_list(tx, op, org_id,
+	               ACTIVITY_SELECT " WHERE a.org_id = ? AND a.profile_id = ? AND (a.date < ? OR"
+	                               " (a.date = ? AND a.id < ?)) ORDER BY a.date DESC, a.id DESC"
+	                               " LIMIT ?",
+	               SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(profile_id), SQL_INT(after_date),
+	                        SQL_INT(after_date), SQL_TEXT(after_id), SQL_INT(limit + 1)),
+	               limit + 1, list_r);
 	if (rc != 0)
 		return rc;
 	if (list_r->count > limit) {
@@ -560,17 +447,9 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 static int feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r)
 {
 	*last_r = 0;
-	struct db_stmt *s = db_prepare(tx->db, "SELECT value FROM feed_counter WHERE org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*last_r = db_column_int64(s, 0);
-	else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	int rc = sql_get(tx, op, "SELECT value FROM feed_counter WHERE org_id = ?",
+	                 SQL_ARGS(SQL_TEXT(org_id)), &sql_int64_table, last_r);
+	return rc < 0 ? -1 : 0;
 }
 
 int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,
@@ -579,15 +458,10 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 	static const char op[] = "store_activity_feed";
 	memset(list_r, 0, sizeof(*list_r));
 	limit = clamp_limit(limit);
-	struct db_stmt *s = db_prepare(tx->db, "SELECT " ACTIVITY_COLUMNS ACTIVITY_FROM
-	                                       " WHERE a.org_id = ? AND a.seq > ?"
-	                                       " ORDER BY a.seq LIMIT ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_int64(s, 2, since);
-	db_bind_int64(s, 3, (int64_t)limit);
-	int rc = read_list(tx, op, org_id, s, limit, list_r);
+	int rc =
+	    read_list(tx, op, org_id,
+	              ACTIVITY_SELECT " WHERE a.org_id = ? AND a.seq > ? ORDER BY a.seq LIMIT ?",
+	              SQL_ARGS(SQL_TEXT(org_id), SQL_INT(since), SQL_INT(limit)), limit, list_r);
 	if (rc != 0)
 		return rc;
 	if (list_r->count == 0 && since > 0) {
@@ -608,16 +482,10 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 int store_message_activities(struct store_tx *tx, const char *org_id, const char *key,
                              struct store_activity_list *list_r)
 {
-	static const char op[] = "store_message_activities";
 	memset(list_r, 0, sizeof(*list_r));
-	struct db_stmt *s = db_prepare(tx->db, "SELECT " ACTIVITY_COLUMNS ACTIVITY_FROM
-	                                       " WHERE r.org_id = ? AND r.key = ?"
-	                                       " ORDER BY a.profile_id");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, key);
 	/* A message has at most one activity per participant profile; the participants are
 	 * capped, and each address's profiles are few. */
-	return read_list(tx, op, org_id, s, SIZE_MAX, list_r);
+	return read_list(tx, "store_message_activities", org_id,
+	                 ACTIVITY_SELECT " WHERE r.org_id = ? AND r.key = ? ORDER BY a.profile_id",
+	                 SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key)), SIZE_MAX, list_r);
 }

@@ -1,4 +1,10 @@
-/* Message records: their aliases, participants (the backfill index) and users. */
+/* Message records: their content, their aliases and users, found by any alias, merged when two
+ * turn out to be one message. Their participant index is ops_message_participants.c. */
+#include "store/store_message.h"
+#include "store/message_internal.h"
+#include "store/sql.h"
+#include "store/store.h"
+#include "store/store_activity.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
 
@@ -6,13 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const source_names[] = {NULL, "addin", "bcc", "imap", "outbox"};
+const char *const store_source_names[STORE_SOURCE_OUTBOX + 1] = {
+    [STORE_SOURCE_ADDIN] = "addin",
+    [STORE_SOURCE_BCC] = "bcc",
+    [STORE_SOURCE_IMAP] = "imap",
+    [STORE_SOURCE_OUTBOX] = "outbox",
+};
+const char *const store_type_names[STORE_EMAIL_RECEIVED + 1] = {
+    [STORE_EMAIL_SENT] = "email_sent",
+    [STORE_EMAIL_RECEIVED] = "email_received",
+};
 
 const char *store_source_name(enum store_source source)
 {
 	if ((unsigned)source < 1 || (unsigned)source > STORE_SOURCE_OUTBOX)
 		return "unknown";
-	return source_names[source];
+	return store_source_names[source];
 }
 
 /* 0 when the column holds no known name: the CHECK constraint makes that unreachable, and the
@@ -20,15 +35,16 @@ const char *store_source_name(enum store_source source)
 enum store_source store_source_parse(const char *name)
 {
 	for (unsigned i = 1; i <= STORE_SOURCE_OUTBOX; i++) {
-		if (strcmp(name, source_names[i]) == 0)
+		if (strcmp(name, store_source_names[i]) == 0)
 			return (enum store_source)i;
 	}
 	return (enum store_source)0;
 }
 
+/* Anything but sent is received, as a row whose name is not in the table reads. */
 static const char *type_name(enum store_activity_type type)
 {
-	return type == STORE_EMAIL_SENT ? "email_sent" : "email_received";
+	return sql_name(store_type_names, STORE_EMAIL_RECEIVED + 1, type, STORE_EMAIL_RECEIVED);
 }
 
 /* jansson refuses invalid UTF-8; a name the parser could not decode is dropped, not the
@@ -39,55 +55,60 @@ static json_t *json_text(const char *s)
 	return v != NULL ? v : json_string("");
 }
 
-/* *lossy_r is set when an address could not be kept as it is (not UTF-8): the content then
- * does not tell the record's participants. */
-static char *mailboxes_json(const struct store_mailbox *boxes, size_t count, bool *lossy_r)
+/* The JSON object of items[i]; NULL when out of memory. */
+typedef json_t *item_json_fn(const void *items, size_t i, bool *lossy_r);
+
+/* The compact JSON array of `count` items (malloc'd), NULL when out of memory. */
+static char *array_json(const void *items, size_t count, item_json_fn *item_json, bool *lossy_r)
 {
 	/* Most lists are empty (Cc, Bcc): jansson's allocations cost more than the rest of it. */
 	if (count == 0)
 		return strdup("[]");
 	json_t *a = json_array();
-	if (a == NULL)
-		return NULL;
-	for (size_t i = 0; i < count; i++) {
-		json_t *o = json_object();
-		json_t *address = json_string(boxes[i].address);
-		if (address == NULL) {
-			*lossy_r = true;
-			address = json_string("");
-		}
-		if (o == NULL || json_object_set_new(o, "address", address) < 0 ||
-		    json_object_set_new(o, "name", json_text(boxes[i].name)) < 0 ||
-		    json_array_append_new(a, o) < 0) {
+	for (size_t i = 0; a != NULL && i < count; i++) {
+		json_t *o = item_json(items, i, lossy_r);
+		if (o == NULL || json_array_append_new(a, o) < 0) {
 			json_decref(a);
-			return NULL;
+			a = NULL;
 		}
 	}
-	char *text = json_dumps(a, JSON_COMPACT);
+	char *text = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
 	json_decref(a);
 	return text;
 }
 
-static char *attachments_json(const struct store_attachment *atts, size_t count)
+/* {"address","name"}. *lossy_r is set when the address could not be kept as it is (not
+ * UTF-8): the content then does not tell the record's participants. */
+static json_t *mailbox_json(const void *items, size_t i, bool *lossy_r)
 {
-	if (count == 0)
-		return strdup("[]");
-	json_t *a = json_array();
-	if (a == NULL)
-		return NULL;
-	for (size_t i = 0; i < count; i++) {
-		json_t *o = json_object();
-		if (o == NULL || json_object_set_new(o, "name", json_text(atts[i].name)) < 0 ||
-		    json_object_set_new(o, "type", json_text(atts[i].type)) < 0 ||
-		    json_object_set_new(o, "size", json_integer(atts[i].size)) < 0 ||
-		    json_array_append_new(a, o) < 0) {
-			json_decref(a);
-			return NULL;
-		}
+	const struct store_mailbox *box = (const struct store_mailbox *)items + i;
+	json_t *o = json_object();
+	json_t *address = json_string(box->address);
+	if (address == NULL) {
+		*lossy_r = true;
+		address = json_string("");
 	}
-	char *text = json_dumps(a, JSON_COMPACT);
-	json_decref(a);
-	return text;
+	if (o == NULL || json_object_set_new(o, "address", address) < 0 ||
+	    json_object_set_new(o, "name", json_text(box->name)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* {"name","type","size"}. */
+static json_t *attachment_json(const void *items, size_t i, bool *lossy_r)
+{
+	(void)lossy_r;
+	const struct store_attachment *att = (const struct store_attachment *)items + i;
+	json_t *o = json_object();
+	if (o == NULL || json_object_set_new(o, "name", json_text(att->name)) < 0 ||
+	    json_object_set_new(o, "type", json_text(att->type)) < 0 ||
+	    json_object_set_new(o, "size", json_integer(att->size)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 static int check_message(const char *op, const struct store_message *msg)
@@ -103,441 +124,63 @@ static int check_message(const char *op, const struct store_message *msg)
 	return 0;
 }
 
-/* ---- a record's participants ----
- *
- * message_participants is keyed by address (backfill). Erasure, purge and merge find a record's
- * rows through the record itself: the addresses of its content (From, To, Cc, Bcc, walked as
- * part_collect walks a message) and its `participants` column, one address a line, which holds
- * only the rest — addresses added by later copies, those of content since replaced, or all of
- * them when an address could not be written into the content as it is. A new record's column
- * is empty: ~100 bytes less on every record. (Records written before this kept the full list
- * there; the union is the same.) */
+#define RECORD_REF_ROW(F, G, T)                                                                    \
+	F(T, INT64, "rid", rid)                                                                    \
+	G(T, NAME, "source", source, store_source_names, 0)                                        \
+	G(T, INT64, "date", date)
+SQL_TABLE(record_ref_table, RECORD_REF_ROW, struct store_record_ref);
 
-/* A normalised address has no control character; anything else cannot be one line. */
-static bool indexable(const char *address)
+int store_record_find(struct store_tx *tx, const char *op, const char *org_id, const char *key,
+                      struct store_record_ref *ref_r)
 {
-	return address[0] != '\0' && strchr(address, '\n') == NULL;
-}
-
-/* The addresses a message adds to the index: From, To, Cc, Bcc, each once. The index is
- * capped; a message beyond it (a huge Cc list) is still logged for the profiles matched now,
- * only a later backfill may miss its tail. */
-struct part_list {
-	const char *addr[MT_MESSAGE_PARTICIPANTS_MAX];
-	size_t count;
-};
-
-static bool part_listed(const struct part_list *l, const char *address)
-{
-	for (size_t i = 0; i < l->count; i++) {
-		if (strcmp(l->addr[i], address) == 0)
-			return true;
-	}
-	return false;
-}
-
-static void part_add(struct part_list *l, const char *address)
-{
-	if (indexable(address) && !part_listed(l, address))
-		l->addr[l->count++] = address;
-}
-
-/* From, then To, Cc and Bcc entries while the budget lasts (every entry counts, indexable or
- * not): the same walk over a message and over a record's stored content gives the same list. */
-struct part_walk {
-	struct part_list *list;
-	size_t budget;
-};
-
-static void walk_start(struct part_walk *w, struct part_list *l, const char *from)
-{
-	l->count = 0;
-	w->list = l;
-	w->budget = MT_MESSAGE_PARTICIPANTS_MAX - 1;
-	part_add(l, from);
-}
-
-static bool walk_add(struct part_walk *w, const char *address)
-{
-	if (w->budget == 0)
-		return false;
-	w->budget--;
-	part_add(w->list, address);
-	return true;
-}
-
-static void part_collect(const struct store_message *msg, struct part_list *l)
-{
-	struct part_walk w;
-	walk_start(&w, l, msg->from.address);
-	const struct store_mailbox *lists[] = {msg->to, msg->cc, msg->bcc};
-	const size_t counts[] = {msg->to_count, msg->cc_count, msg->bcc_count};
-	for (size_t k = 0; k < 3; k++) {
-		for (size_t i = 0; i < counts[k] && walk_add(&w, lists[k][i].address); i++)
-			;
-	}
-}
-
-/* The same list from a record's columns (from_address and the to, cc, bcc JSON); the strings
- * stay valid until content_parts_free. */
-struct content_parts {
-	char *from;
-	json_t *lists[3];
-	struct part_list parts;
-};
-
-static void content_parts_free(struct content_parts *c)
-{
-	free(c->from);
-	for (size_t k = 0; k < 3; k++)
-		json_decref(c->lists[k]);
-}
-
-/* From the current row of `s`, columns `first` (from_address) to first + 3 (bcc_json). */
-static int content_parts_read(struct db_stmt *s, int first, struct content_parts *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->from = strdup(db_column_text(s, first));
-	for (int k = 0; k < 3; k++)
-		c->lists[k] = json_loads(db_column_text(s, first + 1 + k), 0, NULL);
-	if (c->from == NULL)
-		return -1;
-	struct part_walk w;
-	walk_start(&w, &c->parts, c->from);
-	for (size_t k = 0; k < 3; k++) {
-		for (size_t i = 0; i < json_array_size(c->lists[k]); i++) {
-			const char *address = json_string_value(
-			    json_object_get(json_array_get(c->lists[k], i), "address"));
-			if (!walk_add(&w, address != NULL ? address : ""))
-				break;
-		}
-	}
-	return 0;
-}
-
-/* Appends `address` as a line of the malloc'd text *text (NULL = empty). */
-static int lines_append(char **text, size_t *len, const char *address)
-{
-	size_t n = strlen(address), sep = *len > 0 ? 1 : 0;
-	char *p = realloc(*text, *len + sep + n + 1);
-	if (p == NULL)
-		return -1;
-	if (sep)
-		p[(*len)++] = '\n';
-	memcpy(p + *len, address, n + 1);
-	*len += n;
-	*text = p;
-	return 0;
-}
-
-/* Splits malloc'd line text in place: the lines in *lines_r (malloc'd, free it and `text`). */
-static int lines_split(char *text, char ***lines_r, size_t *count_r)
-{
-	size_t n = text[0] != '\0' ? 1 : 0;
-	for (const char *p = text; *p != '\0'; p++)
-		n += *p == '\n';
-	char **lines = malloc((n > 0 ? n : 1) * sizeof(*lines));
-	if (lines == NULL)
-		return -1;
-	size_t i = 0;
-	for (char *p = text; n > 0;) {
-		lines[i++] = p;
-		char *nl = strchr(p, '\n');
-		if (nl == NULL)
-			break;
-		*nl = '\0';
-		p = nl + 1;
-	}
-	*lines_r = lines;
-	*count_r = i;
-	return 0;
-}
-
-/* Whether `address` is a line of `text`. */
-static bool has_line(const char *text, const char *address)
-{
-	size_t n = strlen(address);
-	for (const char *p = text; *p != '\0';) {
-		const char *nl = strchr(p, '\n');
-		size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
-		if (len == n && memcmp(p, address, n) == 0)
-			return true;
-		if (nl == NULL)
-			break;
-		p = nl + 1;
-	}
-	return false;
-}
-
-/* A record's number by its key; STORE_NOT_FOUND when none. */
-static int record_number(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         int64_t *rid_r)
-{
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT rid FROM message_records WHERE key = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, key);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*rid_r = db_column_int64(s, 0);
-	else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
-}
-
-/* Runs `sql` with one integer parameter, the record number. */
-static int exec_record(struct store_tx *tx, const char *op, const char *sql, int64_t rid)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-/* The record's participants column alone (malloc'd): the addresses beyond its content's. */
-static int record_column(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
-{
-	*text_r = NULL;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT participants FROM message_records WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	int rc = db_step(s);
-	if (rc == DB_ROW)
-		*text_r = strdup(db_column_text(s, 0));
-	else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (rc == DB_DONE)
-		return STORE_NOT_FOUND;
-	return *text_r != NULL ? 0 : store_invalid(op, "out of memory");
-}
-
-/* The record's participants column (malloc'd) and its content's participants (free them with
- * content_parts_free). STORE_NOT_FOUND without the record. */
-static int record_parts(struct store_tx *tx, const char *op, int64_t rid, char **column_r,
-                        struct content_parts *content_r)
-{
-	*column_r = NULL;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT participants, from_address, to_json,"
-	                       " cc_json, bcc_json FROM message_records WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, rid);
-	int rc = db_step(s);
-	if (rc == DB_DONE) {
-		db_finish(s);
-		return STORE_NOT_FOUND;
-	}
-	if (rc != DB_ROW)
-		return store_fail_stmt(tx, op, s);
-	char *column = strdup(db_column_text(s, 0));
-	int read = content_parts_read(s, 1, content_r);
-	db_finish(s);
-	if (column == NULL || read < 0) {
-		free(column);
-		content_parts_free(content_r);
-		return store_invalid(op, "out of memory");
-	}
-	*column_r = column;
-	return 0;
-}
-
-/* Every address message_participants holds for the record, one a line (malloc'd): its
- * content's and its column's. STORE_NOT_FOUND without the record. */
-static int record_participants(struct store_tx *tx, const char *op, int64_t rid, char **text_r)
-{
-	struct content_parts c;
-	int rc = record_parts(tx, op, rid, text_r, &c);
-	if (rc != 0)
-		return rc;
-	size_t len = strlen(*text_r);
-	for (size_t i = 0; i < c.parts.count && rc == 0; i++) {
-		if (!has_line(*text_r, c.parts.addr[i]))
-			rc = lines_append(text_r, &len, c.parts.addr[i]);
-	}
-	content_parts_free(&c);
-	if (rc != 0) {
-		free(*text_r);
-		*text_r = NULL;
-		return store_invalid(op, "out of memory");
-	}
-	return 0;
-}
-
-static int set_record_participants(struct store_tx *tx, const char *op, int64_t rid,
-                                   const char *text)
-{
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE message_records SET participants = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, text);
-	db_bind_int64(s, 2, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-/* Runs `sql` numbered ?1 org, ?2 a text (address, alias), ?3 a record number; *changes_r (may
- * be NULL) is the number of rows changed. */
-static int exec_org_text_record(struct store_tx *tx, const char *op, const char *sql,
-                                const char *org_id, const char *text, int64_t rid,
-                                int64_t *changes_r)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, text);
-	db_bind_int64(s, 3, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	if (changes_r != NULL)
-		*changes_r = db_changes(tx->db);
-	return 0;
-}
-
-/* Adds (address, record) to the index; *added_r false when it was there. */
-static int put_participant(struct store_tx *tx, const char *op, const char *org_id,
-                           const char *address, int64_t rid, bool *added_r)
-{
-	int64_t changes = 0;
-	int rc = exec_org_text_record(tx, op,
-	                              "INSERT INTO message_participants (org_id, address, rid)"
-	                              " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-	                              org_id, address, rid, &changes);
-	*added_r = changes == 1;
-	return rc;
-}
-
-static int delete_participant(struct store_tx *tx, const char *op, const char *org_id,
-                              const char *address, int64_t rid)
-{
-	return exec_org_text_record(tx, op,
-	                            "DELETE FROM message_participants"
-	                            " WHERE address = ?2 AND org_id = ?1 AND rid = ?3",
-	                            org_id, address, rid, NULL);
+	return sql_get(tx, op,
+	               "SELECT " SQL_COLUMNS(RECORD_REF_ROW) " FROM message_records"
+	                                                     " WHERE key = ? AND org_id = ?",
+	               SQL_ARGS(SQL_TEXT(key), SQL_TEXT(org_id)), &record_ref_table, ref_r);
 }
 
 static int put_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
                      int64_t rid)
 {
 	/* An alias already pointing elsewhere keeps its record (see store_message_lookup). */
-	return exec_org_text_record(tx, op,
-	                            "INSERT INTO message_aliases (org_id, alias, rid)"
-	                            " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-	                            org_id, alias, rid, NULL);
+	return sql_exec(tx, op,
+	                "INSERT INTO message_aliases (org_id, alias, rid) VALUES (?, ?, ?)"
+	                " ON CONFLICT DO NOTHING",
+	                SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(alias), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
-/* Adds `count` addresses to the index rows of record `rid` (existing) and its column. */
-static int add_participants(struct store_tx *tx, const char *op, const char *org_id, int64_t rid,
-                            const char *const *addresses, size_t count)
-{
-	char *text = NULL;
-	size_t len = 0;
-	bool grew = false;
-	int rc = 0;
-	for (size_t i = 0; i < count && rc == 0; i++) {
-		bool added = false;
-		rc = put_participant(tx, op, org_id, addresses[i], rid, &added);
-		if (rc != 0 || !added)
-			continue;
-		/* A row added now is not one of the content's (those came with the record):
-		 * the column keeps it. */
-		if (!grew) {
-			rc = record_column(tx, op, rid, &text);
-			if (rc != 0)
-				break;
-			len = strlen(text);
-			grew = true;
-		}
-		if (lines_append(&text, &len, addresses[i]) < 0)
-			rc = store_invalid(op, "out of memory");
-	}
-	if (rc == 0 && grew)
-		rc = set_record_participants(tx, op, rid, text);
-	free(text);
-	return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
-}
-
-/* The index rows of a record just created with `parts` as its content. */
-static int put_new_participants(struct store_tx *tx, const char *op, const char *org_id,
-                                int64_t rid, const struct part_list *parts)
-{
-	for (size_t i = 0; i < parts->count; i++) {
-		bool added;
-		if (put_participant(tx, op, org_id, parts->addr[i], rid, &added) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record)
-{
-	char *text;
-	int rc = record_participants(tx, op, record, &text);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
-	if (rc != 0)
-		return rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = delete_participant(tx, op, org_id, lines[i], record);
-	free(lines);
-	free(text);
-	static const char *const sql[] = {
-	    "DELETE FROM message_aliases WHERE rid = ?",
-	    "DELETE FROM message_users WHERE rid = ?",
-	    "DELETE FROM message_records WHERE rid = ?",
-	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++)
-		rc = exec_record(tx, op, sql[i], record);
-	return rc;
-}
+/* A record found by an alias: its key and its content's source. */
+struct alias_hit {
+	char key[MT_MESSAGE_KEY_MAX];
+	enum store_source source;
+};
+#define ALIAS_HIT_ROW(F, G, T)                                                                     \
+	F(T, TEXT, "key", key)                                                                     \
+	G(T, NAME, "source", source, store_source_names, 0)
+SQL_TABLE(alias_hit_table, ALIAS_HIT_ROW, struct alias_hit);
 
 /* The record one alias points to (its key, or an alias row); STORE_NOT_FOUND when none. */
 static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id, const char *alias,
                         char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r)
 {
 	/* A record's key is its first alias and is not repeated in message_aliases. */
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT key, source FROM message_records WHERE key = ?1 AND org_id = ?2"
-	            " UNION ALL"
-	            " SELECT r.key, r.source FROM message_aliases a"
-	            " JOIN message_records r ON r.rid = a.rid"
-	            " WHERE a.alias = ?1 AND a.org_id = ?2");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, alias);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW) {
-		store_col_copy(s, 0, key_r, MT_MESSAGE_KEY_MAX);
-		*source_r = store_source_parse(db_column_text(s, 1));
-		db_finish(s);
-		return 0;
+	struct alias_hit hit;
+	int rc = sql_get(
+	    tx, op,
+	    "SELECT " SQL_COLUMNS(ALIAS_HIT_ROW) " FROM message_records"
+	                                         " WHERE key = ?1 AND org_id = ?2"
+	                                         " UNION ALL"
+	                                         " SELECT r.key, r.source FROM message_aliases a"
+	                                         " JOIN message_records r ON r.rid = a.rid"
+	                                         " WHERE a.alias = ?1 AND a.org_id = ?2",
+	    SQL_ARGS(SQL_TEXT(alias), SQL_TEXT(org_id)), &alias_hit_table, &hit);
+	if (rc == 0) {
+		memcpy(key_r, hit.key, strlen(hit.key) + 1);
+		*source_r = hit.source;
 	}
-	if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return STORE_NOT_FOUND;
+	return rc;
 }
 
 /* Two records that a copy shows to be one message (its Message-ID was seen on one, its
@@ -547,12 +190,13 @@ static int lookup_alias(struct store_tx *tx, const char *op, const char *org_id,
 static int merge_records(struct store_tx *tx, const char *op, const char *org_id, const char *keep,
                          const char *drop)
 {
-	int64_t keep_rid = 0, drop_rid = 0;
-	int rc = record_number(tx, op, org_id, keep, &keep_rid);
+	struct store_record_ref k, d;
+	int rc = store_record_find(tx, op, org_id, keep, &k);
 	if (rc == 0)
-		rc = record_number(tx, op, org_id, drop, &drop_rid);
+		rc = store_record_find(tx, op, org_id, drop, &d);
 	if (rc != 0)
 		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
+	int64_t keep_rid = k.rid, drop_rid = d.rid;
 	static const char *const sql[] = {
 	    "DELETE FROM activities WHERE rid = ?2 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE rid = ?1)",
@@ -563,33 +207,17 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	    "DELETE FROM message_users WHERE rid = ?2",
 	    "UPDATE message_aliases SET rid = ?1 WHERE rid = ?2",
 	};
-	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++) {
-		struct db_stmt *s = db_prepare(tx->db, sql[i]);
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_int64(s, 1, keep_rid);
-		db_bind_int64(s, 2, drop_rid);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+		if (sql_exec(tx, op, sql[i], SQL_ARGS(SQL_INT(keep_rid), SQL_INT(drop_rid))) < 0)
+			return -1;
 	}
 	/* drop's key becomes an alias of keep. */
 	if (put_alias(tx, op, org_id, drop, keep_rid) < 0)
 		return -1;
 	/* The participants, then the record (its aliases and users are keep's now). */
-	char *text;
-	rc = record_participants(tx, op, drop_rid, &text);
-	if (rc != 0)
-		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
-	rc = add_participants(tx, op, org_id, keep_rid, (const char *const *)lines, n);
-	free(lines);
-	free(text);
+	rc = store_parts_move(tx, op, org_id, drop_rid, keep_rid);
+	if (rc == STORE_NOT_FOUND)
+		return store_invalid(op, "record vanished");
 	if (rc == 0)
 		rc = store_record_erase(tx, op, org_id, drop_rid);
 	return rc == 0 ? store_activities_touch(tx, org_id, keep_rid) : rc;
@@ -650,10 +278,11 @@ static void record_json_free(struct record_json *j)
 static int record_json_build(const struct store_message *msg, struct record_json *j_r)
 {
 	j_r->lossy = false;
-	j_r->to = mailboxes_json(msg->to, msg->to_count, &j_r->lossy);
-	j_r->cc = mailboxes_json(msg->cc, msg->cc_count, &j_r->lossy);
-	j_r->bcc = mailboxes_json(msg->bcc, msg->bcc_count, &j_r->lossy);
-	j_r->attachments = attachments_json(msg->attachments, msg->attachment_count);
+	j_r->to = array_json(msg->to, msg->to_count, mailbox_json, &j_r->lossy);
+	j_r->cc = array_json(msg->cc, msg->cc_count, mailbox_json, &j_r->lossy);
+	j_r->bcc = array_json(msg->bcc, msg->bcc_count, mailbox_json, &j_r->lossy);
+	j_r->attachments =
+	    array_json(msg->attachments, msg->attachment_count, attachment_json, &j_r->lossy);
 	if (j_r->to == NULL || j_r->cc == NULL || j_r->bcc == NULL || j_r->attachments == NULL) {
 		record_json_free(j_r);
 		return -1;
@@ -661,53 +290,14 @@ static int record_json_build(const struct store_message *msg, struct record_json
 	return 0;
 }
 
-/* Binds the content columns shared by the INSERT and the UPDATE, from `first` on:
- * source, type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
- * attachments. Returns the next index. */
-static int bind_content(struct db_stmt *s, int first, enum store_source source,
-                        enum store_activity_type type, const struct store_message *msg,
-                        const struct record_json *j)
-{
-	int i = first;
-	db_bind_text_ref(s, i++, store_source_name(source));
-	db_bind_text_ref(s, i++, type_name(type));
-	db_bind_text_ref(s, i++, msg->message_id);
-	db_bind_int64(s, i++, msg->date);
-	db_bind_text_ref(s, i++, msg->from.address);
-	db_bind_text_ref(s, i++, msg->from.name);
-	db_bind_text_ref(s, i++, j->to);
-	db_bind_text_ref(s, i++, j->cc);
-	db_bind_text_ref(s, i++, j->bcc);
-	db_bind_text_ref(s, i++, msg->subject);
-	db_bind_text_ref(s, i++, msg->snippet);
-	db_bind_text_ref(s, i++, j->attachments);
-	return i;
-}
-
-/* Runs `sql`, the record INSERT or the content UPDATE, numbered alike: ?1 org, ?2 key, ?3-?14
- * the content (bind_content), ?15 last_seen; the INSERT also ?16 participants, ?17 first_seen
- * (`participants` non-NULL). */
-static int write_record(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
-                        const char *key, enum store_source source, enum store_activity_type type,
-                        const struct store_message *msg, const struct record_json *j,
-                        const char *participants, int64_t now)
-{
-	struct db_stmt *s = db_prepare(tx->db, sql);
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, key);
-	int i = bind_content(s, 3, source, type, msg, j);
-	db_bind_int64(s, i++, now);
-	if (participants != NULL) {
-		db_bind_text_ref(s, i++, participants);
-		db_bind_int64(s, i, now);
-	}
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
+/* The content columns the INSERT and the UPDATE share, as their parameters ?3 to ?14: source,
+ * type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
+ * attachments. */
+#define CONTENT_ARGS(source, type, msg, j)                                                         \
+	SQL_TEXT(store_source_name(source)), SQL_TEXT(type_name(type)),                            \
+	    SQL_TEXT((msg)->message_id), SQL_INT((msg)->date), SQL_TEXT((msg)->from.address),      \
+	    SQL_TEXT((msg)->from.name), SQL_TEXT((j)->to), SQL_TEXT((j)->cc), SQL_TEXT((j)->bcc),  \
+	    SQL_TEXT((msg)->subject), SQL_TEXT((msg)->snippet), SQL_TEXT((j)->attachments)
 
 /* Inserts the record unless the key exists; *created_r tells which. */
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
@@ -715,116 +305,48 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
                          const struct store_message *msg, const struct record_json *j,
                          const char *participants, int64_t now, bool *created_r)
 {
-	if (write_record(
-	        tx, op,
-	        "INSERT INTO message_records (org_id, key, source, type, message_id, date,"
-	        " from_address, from_name, to_json, cc_json, bcc_json, subject, snippet,"
-	        " attachments_json, last_seen, participants, first_seen)"
-	        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-	        " ?16, ?17) ON CONFLICT DO NOTHING",
-	        org_id, key, source, type, msg, j, participants, now) < 0)
-		return -1;
-	*created_r = db_changes(tx->db) == 1;
-	return 0;
-}
-
-/* Before new content replaces the old: the old content's participants that the new content
- * (`now`, the message's) does not list go into the column — and the new content's own when it
- * cannot hold them (`lossy`) — so that content and column still list every index row. */
-static int keep_old_participants(struct store_tx *tx, const char *op, int64_t rid,
-                                 const struct part_list *now, bool lossy)
-{
-	char *text;
-	struct content_parts old;
-	int rc = record_parts(tx, op, rid, &text, &old);
-	if (rc != 0)
-		return rc;
-	size_t len = strlen(text);
-	bool grew = false;
-	const struct part_list *lists[] = {&old.parts, now};
-	for (size_t k = 0; k < 2 && rc == 0; k++) {
-		for (size_t i = 0; i < lists[k]->count && rc == 0; i++) {
-			const char *address = lists[k]->addr[i];
-			bool keep = k == 0 ? !part_listed(now, address) : lossy;
-			if (!keep || has_line(text, address))
-				continue;
-			rc = lines_append(&text, &len, address) < 0
-			         ? store_invalid(op, "out of memory")
-			         : 0;
-			grew = true;
-		}
-	}
-	if (rc == 0 && grew)
-		rc = set_record_participants(tx, op, rid, text);
-	free(text);
-	content_parts_free(&old);
-	return rc;
+	int64_t n =
+	    sql_exec(tx, op,
+	             "INSERT INTO message_records (org_id, key, source, type, message_id,"
+	             " date, from_address, from_name, to_json, cc_json, bcc_json, subject,"
+	             " snippet, attachments_json, last_seen, participants, first_seen)"
+	             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+	             " ?15, ?16, ?17) ON CONFLICT DO NOTHING",
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
+	                      SQL_INT(now), SQL_TEXT(participants), SQL_INT(now)));
+	*created_r = n == 1;
+	return n < 0 ? -1 : 0;
 }
 
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                            int64_t rid, enum store_source source, enum store_activity_type type,
-                           const struct store_message *msg, const struct part_list *parts,
+                           const struct store_message *msg, const struct store_part_list *parts,
                            const struct record_json *j, int64_t now)
 {
-	int rc = keep_old_participants(tx, op, rid, parts, j->lossy);
+	int rc = store_parts_keep_old(tx, op, rid, parts, j->lossy);
 	if (rc != 0)
 		return rc < 0 ? -1 : store_invalid(op, "record vanished");
-	if (write_record(
-	        tx, op,
-	        "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
-	        " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
-	        " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
-	        " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
-	        org_id, key, source, type, msg, j, NULL, now) < 0)
+	if (sql_exec(tx, op,
+	             "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
+	             " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
+	             " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
+	             " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
+	                      SQL_INT(now))) < 0)
 		return -1;
-
 	/* The timelines are ordered by the copied date. */
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, msg->date);
-	db_bind_int64(s, 2, now);
-	db_bind_int64(s, 3, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	return sql_exec(tx, op, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?",
+	                SQL_ARGS(SQL_INT(msg->date), SQL_INT(now), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 static int touch_last_seen(struct store_tx *tx, const char *op, int64_t rid, int64_t now)
 {
-	struct db_stmt *s =
-	    db_prepare(tx->db, "UPDATE message_records SET last_seen = ? WHERE rid = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, now);
-	db_bind_int64(s, 2, rid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
-}
-
-/* An existing record's number, content source and date; STORE_NOT_FOUND without it. */
-static int record_source(struct store_tx *tx, const char *op, const char *org_id, const char *key,
-                         int64_t *rid_r, enum store_source *source_r, int64_t *date_r)
-{
-	struct db_stmt *s = db_prepare(
-	    tx->db, "SELECT rid, source, date FROM message_records WHERE key = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, key);
-	db_bind_text_ref(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc == DB_ROW) {
-		*rid_r = db_column_int64(s, 0);
-		*source_r = store_source_parse(db_column_text(s, 1));
-		*date_r = db_column_int64(s, 2);
-	} else if (rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 0 : STORE_NOT_FOUND;
+	return sql_exec(tx, op, "UPDATE message_records SET last_seen = ? WHERE rid = ?",
+	                SQL_ARGS(SQL_INT(now), SQL_INT(rid))) < 0
+	           ? -1
+	           : 0;
 }
 
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
@@ -841,20 +363,17 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 	if ((unsigned)source < STORE_SOURCE_ADDIN || (unsigned)source > STORE_SOURCE_OUTBOX)
 		return store_invalid(op, "unknown source");
 	int64_t now = mt_wall_s();
-	struct part_list *parts = malloc(sizeof(*parts));
+	struct store_part_list *parts = malloc(sizeof(*parts));
 	struct record_json j = {0};
 	if (parts == NULL || record_json_build(msg, &j) < 0) {
 		free(parts);
 		return store_invalid(op, "out of memory");
 	}
-	part_collect(msg, parts);
+	store_parts_collect(msg, parts);
 	/* The column lists what the content does not tell: nothing, for a new record — unless an
 	 * address could not be written into the content as it is. */
 	char *text = NULL;
-	size_t len = 0;
-	int rc = 0;
-	for (size_t i = 0; i < parts->count && j.lossy && rc == 0; i++)
-		rc = lines_append(&text, &len, parts->addr[i]);
+	int rc = j.lossy ? store_parts_text(parts, &text) : 0;
 	/* Insert first: a new message (the common case) costs no extra read. */
 	bool created = false;
 	if (rc == 0)
@@ -866,22 +385,22 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 	int64_t rid = 0;
 	if (rc == 0 && created) {
 		rid = db_last_insert_id(tx->db);
-		rc = put_new_participants(tx, op, org_id, rid, parts);
+		rc = store_parts_put_new(tx, op, org_id, rid, parts);
 	} else if (rc == 0) {
-		enum store_source stored = STORE_SOURCE_ADDIN;
-		int64_t stored_date = 0;
-		rc = record_source(tx, op, org_id, key, &rid, &stored, &stored_date);
+		struct store_record_ref stored = {0, STORE_SOURCE_ADDIN, 0};
+		rc = store_record_find(tx, op, org_id, key, &stored);
 		if (rc == STORE_NOT_FOUND)
 			rc = store_invalid(op, "record vanished");
+		rid = stored.rid;
 		if (rc == 0)
-			rc = add_participants(tx, op, org_id, rid, parts->addr, parts->count);
-		if (rc == 0 && source > stored) {
+			rc = store_parts_add(tx, op, org_id, rid, parts->addr, parts->count);
+		if (rc == 0 && source > stored.source) {
 			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, parts, &j,
 			                     now);
 			*content_replaced_r = rc == 0;
 		} else if (rc == 0) {
 			rc = touch_last_seen(tx, op, rid, now);
-			*date_r = stored_date;
+			*date_r = stored.date;
 		}
 	}
 	free(parts);
@@ -901,197 +420,10 @@ int store_message_add_user(struct store_tx *tx, int64_t record, const char *user
 {
 	static const char op[] = "store_message_add_user";
 	*added_r = false;
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO message_users (rid, user_id, added_at)"
-	                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, record);
-	db_bind_text_ref(s, 2, user_id);
-	db_bind_int64(s, 3, mt_wall_s());
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*added_r = db_changes(tx->db) == 1;
-	return 0;
-}
-
-int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address)
-{
-	static const char op[] = "store_address_is_user";
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT 1 FROM user_addresses WHERE org_id = ? AND address = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, org_id);
-	db_bind_text_ref(s, 2, address);
-	int rc = db_step(s);
-	if (rc != DB_ROW && rc != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return rc == DB_ROW ? 1 : 0;
-}
-
-int store_message_keys_by_address(struct store_tx *tx, const char *org_id, const char *address,
-                                  char (*keys_r)[MT_MESSAGE_KEY_MAX], size_t max, size_t *count_r)
-{
-	static const char op[] = "store_message_keys_by_address";
-	*count_r = 0;
-	struct db_stmt *s = db_prepare(
-	    tx->db,
-	    "SELECT r.key FROM message_participants p JOIN message_records r ON r.rid = p.rid"
-	    " WHERE p.org_id = ? AND p.address = ? ORDER BY r.date DESC, r.key LIMIT ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
-	db_bind_int64(s, 3, (int64_t)(max < INT64_MAX ? max : INT64_MAX));
-	int rc = DB_DONE;
-	size_t n = 0;
-	while (n < max && (rc = db_step(s)) == DB_ROW)
-		store_col_copy(s, 0, keys_r[n++], MT_MESSAGE_KEY_MAX);
-	if (n < max && rc < 0)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*count_r = n;
-	return 0;
-}
-
-static int cmp_lines(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-int store_message_participants(struct store_tx *tx, const char *org_id, const char *key,
-                               char (*addresses_r)[MT_ADDRESS_MAX + 1], size_t max, size_t *count_r)
-{
-	static const char op[] = "store_message_participants";
-	*count_r = 0;
-	int64_t rid = 0;
-	int rc = record_number(tx, op, org_id, key, &rid);
-	char *text = NULL;
-	if (rc == 0)
-		rc = record_participants(tx, op, rid, &text);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
-	if (rc != 0)
-		return rc;
-	char **lines;
-	size_t n;
-	if (lines_split(text, &lines, &n) < 0) {
-		free(text);
-		return store_invalid(op, "out of memory");
-	}
-	/* Byte order, as the index's BINARY collation gave it. */
-	qsort(lines, n, sizeof(*lines), cmp_lines);
-	size_t filled = n < max ? n : max;
-	for (size_t i = 0; i < filled; i++)
-		mt_strlcpy(addresses_r[i], lines[i], MT_ADDRESS_MAX + 1);
-	free(lines);
-	free(text);
-	*count_r = filled;
-	return 0;
-}
-
-/* Records kept only for backfill — no activity uses them — go after record_retention_days.
- * A record with activities is their content: it stays as long as they do (the CRM's history).
- * Listed in one pass, then each erased with its own rows (found through its content and
- * participants column). */
-struct record_list {
-	char **org_ids;
-	int64_t *rids;
-	size_t count, cap;
-};
-
-static void record_list_free(struct record_list *l)
-{
-	for (size_t i = 0; i < l->count; i++)
-		free(l->org_ids[i]);
-	free(l->org_ids);
-	free(l->rids);
-}
-
-static int record_list_add(struct record_list *l, const char *org_id, int64_t rid)
-{
-	if (l->count == l->cap) {
-		size_t ncap = l->cap == 0 ? 64 : l->cap * 2;
-		char **o = realloc(l->org_ids, ncap * sizeof(*o));
-		if (o == NULL)
-			return -1;
-		l->org_ids = o;
-		int64_t *r = realloc(l->rids, ncap * sizeof(*r));
-		if (r == NULL)
-			return -1;
-		l->rids = r;
-		l->cap = ncap;
-	}
-	char *o = strdup(org_id);
-	if (o == NULL)
-		return -1;
-	l->org_ids[l->count] = o;
-	l->rids[l->count++] = rid;
-	return 0;
-}
-
-/* Steps `s` (bound by the caller; columns org_id, rid) into `l`, then finishes it. */
-static int record_list_read(struct store_tx *tx, const char *op, struct db_stmt *s,
-                            struct record_list *l)
-{
-	int rc = 0, step;
-	while ((step = db_step(s)) == DB_ROW) {
-		if (record_list_add(l, db_column_text(s, 0), db_column_int64(s, 1)) < 0) {
-			rc = store_invalid(op, "out of memory");
-			break;
-		}
-	}
-	if (rc == 0 && step < 0)
-		rc = store_fail(tx, op);
-	db_finish(s);
-	return rc;
-}
-
-int store_messages_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
-{
-	static const char op[] = "store_messages_purge";
-	*deleted_r = 0;
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT r.org_id, r.rid FROM message_records r WHERE r.last_seen < ?"
-	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = r.rid)");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_int64(s, 1, before);
-	struct record_list l = {0};
-	int rc = record_list_read(tx, op, s, &l);
-	for (size_t i = 0; i < l.count && rc == 0; i++)
-		rc = store_record_erase(tx, op, l.org_ids[i], l.rids[i]);
-	if (rc == 0)
-		*deleted_r = l.count;
-	record_list_free(&l);
-	return rc;
-}
-
-int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
-                                const char *address)
-{
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT p.org_id, p.rid FROM message_participants p"
-	                       " WHERE p.address = ? AND p.org_id = ?"
-	                       " AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.rid = p.rid)");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text_ref(s, 1, address);
-	db_bind_text_ref(s, 2, org_id);
-	struct record_list l = {0};
-	int rc = record_list_read(tx, op, s, &l);
-	for (size_t i = 0; i < l.count && rc == 0; i++) {
-		rc = store_record_erase(tx, op, org_id, l.rids[i]);
-		/* The erased address's own row, even if its record were gone already. */
-		if (rc == 0)
-			rc = delete_participant(tx, op, org_id, address, l.rids[i]);
-	}
-	record_list_free(&l);
-	return rc;
+	int64_t n = sql_exec(tx, op,
+	                     "INSERT INTO message_users (rid, user_id, added_at) VALUES (?, ?, ?)"
+	                     " ON CONFLICT DO NOTHING",
+	                     SQL_ARGS(SQL_INT(record), SQL_TEXT(user_id), SQL_INT(mt_wall_s())));
+	*added_r = n == 1;
+	return n < 0 ? -1 : 0;
 }

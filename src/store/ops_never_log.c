@@ -1,13 +1,20 @@
 /* Never-log lists: the org's (user_id '') and each user's. */
+#include "store/store_never_log.h"
+#include "store/sql.h"
+#include "store/store.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+static const char *const scope_names[] = {
+    [STORE_NEVER_LOG_ORG] = "org", [STORE_NEVER_LOG_USER] = "user"};
+
+/* Called once the scope is known to be one of the two. */
 static const char *scope_name(enum store_never_log_scope scope)
 {
-	return scope == STORE_NEVER_LOG_ORG ? "org" : "user";
+	return scope_names[scope];
 }
 
 /* The org list is stored under user '' so that one primary key serves both scopes. */
@@ -26,6 +33,8 @@ static int scope_user(const char *op, enum store_never_log_scope scope, const ch
 	return 0;
 }
 
+SQL_TEXT_TABLE(entry_table, "entry", MT_ADDRESS_MAX + 1);
+
 int store_never_log_get(struct store_tx *tx, const char *org_id, enum store_never_log_scope scope,
                         const char *user_id, struct store_never_log *list_r)
 {
@@ -34,36 +43,17 @@ int store_never_log_get(struct store_tx *tx, const char *org_id, enum store_neve
 	const char *uid = "";
 	if (scope_user(op, scope, user_id, &uid) < 0)
 		return -1;
-	struct db_stmt *s = db_prepare(tx->db, "SELECT entry FROM never_log"
-	                                       " WHERE org_id = ? AND scope = ? AND user_id = ?"
-	                                       " ORDER BY pos");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, scope_name(scope));
-	db_bind_text(s, 3, uid);
-	size_t cap = 0;
-	int rc;
-	while ((rc = db_step(s)) == DB_ROW && list_r->count < MT_NEVER_LOG_MAX) {
-		if (list_r->count == cap) {
-			size_t ncap = cap == 0 ? 16 : cap * 2;
-			void *p = realloc(list_r->entries, ncap * sizeof(*list_r->entries));
-			if (p == NULL) {
-				db_finish(s);
-				store_never_log_free(list_r);
-				return store_invalid(op, "out of memory");
-			}
-			list_r->entries = p;
-			cap = ncap;
-		}
-		store_col_copy(s, 0, list_r->entries[list_r->count++], sizeof(list_r->entries[0]));
-	}
-	if (rc < 0) {
+	void *entries = NULL;
+	int rc =
+	    sql_list_alloc(tx, op,
+	                   "SELECT entry FROM never_log"
+	                   " WHERE org_id = ? AND scope = ? AND user_id = ? ORDER BY pos",
+	                   SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(scope_name(scope)), SQL_TEXT(uid)),
+	                   &entry_table, 16, MT_NEVER_LOG_MAX, &entries, &list_r->count);
+	list_r->entries = entries;
+	if (rc < 0)
 		store_never_log_free(list_r);
-		return store_fail_stmt(tx, op, s);
-	}
-	db_finish(s);
-	return 0;
+	return rc;
 }
 
 int store_never_log_put(struct store_tx *tx, const char *org_id, enum store_never_log_scope scope,
@@ -79,37 +69,22 @@ int store_never_log_put(struct store_tx *tx, const char *org_id, enum store_neve
 		return store_invalid(op, "too many entries");
 	/* A user list names a user of this org; decided before the first write. */
 	if (scope == STORE_NEVER_LOG_USER) {
-		int rc = store_row_exists(tx, op, "SELECT 1 FROM users WHERE id = ? AND org_id = ?",
-		                          2, uid, org_id);
+		int rc = store_user_in_org(tx, op, org_id, uid);
 		if (rc != 0)
 			return rc;
 	}
-	struct db_stmt *s = db_prepare(
-	    tx->db, "DELETE FROM never_log WHERE org_id = ? AND scope = ? AND user_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, scope_name(scope));
-	db_bind_text(s, 3, uid);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
+	if (sql_exec(tx, op, "DELETE FROM never_log WHERE org_id = ? AND scope = ? AND user_id = ?",
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(scope_name(scope)), SQL_TEXT(uid))) < 0)
+		return -1;
 	for (size_t i = 0; i < list->count; i++) {
-		if (list->entries[i][0] == '\0')
-			continue;
 		/* A repeated entry is a slip, not a conflict: the first one keeps its place. */
-		s = db_prepare(tx->db, "INSERT INTO never_log (org_id, scope, user_id, entry, pos)"
-		                       " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, scope_name(scope));
-		db_bind_text(s, 3, uid);
-		db_bind_text(s, 4, list->entries[i]);
-		db_bind_int64(s, 5, (int64_t)i);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
+		if (list->entries[i][0] != '\0' &&
+		    sql_exec(tx, op,
+		             "INSERT INTO never_log (org_id, scope, user_id, entry, pos)"
+		             " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+		             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(scope_name(scope)), SQL_TEXT(uid),
+		                      SQL_TEXT(list->entries[i]), SQL_INT(i))) < 0)
+			return -1;
 	}
 	return 0;
 }

@@ -1,4 +1,8 @@
 /* Profiles and the address index. */
+#include "store/store_profile.h"
+#include "store/message_internal.h"
+#include "store/sql.h"
+#include "store/store.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
 
@@ -81,44 +85,30 @@ static bool prefix_end(const char *prefix, char *out, size_t size)
 	return false;
 }
 
+#define PROFILE_ROW(F, G, T)                                                                       \
+	F(T, TEXT, "id", id)                                                                       \
+	G(T, TEXT, "org_id", org_id)                                                               \
+	G(T, NAME, "kind", kind, kind_names, STORE_PROFILE_APPLICANT)                              \
+	G(T, TEXT, "name", name)                                                                   \
+	G(T, INT64, "created_at", created_at)                                                      \
+	G(T, INT64, "updated_at", updated_at)
+SQL_TABLE(profile_table, PROFILE_ROW, struct store_profile);
+SQL_TEXT_TABLE(address_table, "address", MT_ADDRESS_MAX + 1);
+SQL_TEXT_TABLE(id_table, "id", MT_ID_MAX);
+
 static int put_addresses(struct store_tx *tx, const char *op, const struct store_profile *p)
 {
 	if (p->email_count > MT_PROFILE_EMAILS_MAX)
 		return store_invalid(op, "too many addresses");
 	for (size_t i = 0; i < p->email_count; i++) {
-		bool seen = false;
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = strcmp(p->emails[k], p->emails[i]) == 0;
-		if (seen)
-			continue;
-		struct db_stmt *s =
-		    db_prepare(tx->db, "INSERT INTO profile_addresses (org_id, address,"
-		                       " profile_id, pos) VALUES (?, ?, ?, ?)");
-		if (s == NULL)
-			return store_fail(tx, op);
-		db_bind_text(s, 1, p->org_id);
-		db_bind_text(s, 2, p->emails[i]);
-		db_bind_text(s, 3, p->id);
-		db_bind_int64(s, 4, (int64_t)i);
-		if (db_step(s) != DB_DONE)
-			return store_fail_stmt(tx, op, s);
-		db_finish(s);
+		if (!store_repeated(p->emails, sizeof(p->emails[0]), i) &&
+		    sql_exec(tx, op,
+		             "INSERT INTO profile_addresses (org_id, address, profile_id, pos)"
+		             " VALUES (?, ?, ?, ?)",
+		             SQL_ARGS(SQL_TEXT(p->org_id), SQL_TEXT(p->emails[i]), SQL_TEXT(p->id),
+		                      SQL_INT(i))) < 0)
+			return -1;
 	}
-	return 0;
-}
-
-static int delete_addresses(struct store_tx *tx, const char *op, const char *org_id,
-                            const char *profile_id)
-{
-	struct db_stmt *s =
-	    db_prepare(tx->db, "DELETE FROM profile_addresses WHERE profile_id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	db_bind_text(s, 2, org_id);
-	if (db_step(s) != DB_DONE)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
 	return 0;
 }
 
@@ -127,34 +117,20 @@ int store_profile_create(struct store_tx *tx, struct store_profile *profile)
 	static const char op[] = "store_profile_create";
 	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
 		return store_invalid(op, "unknown profile kind");
-	if (store_need_write(tx, op) < 0)
+	if (store_new_row(tx, op, "prf", profile->id, &profile->created_at) < 0)
 		return -1;
-	store_new_id("prf", profile->id);
-	profile->created_at = profile->updated_at = mt_wall_s();
+	profile->updated_at = profile->created_at;
 	char name_lower[MT_NAME_MAX + 1];
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
-	int rc = 0;
-	struct db_stmt *s = db_prepare(tx->db, "INSERT INTO profiles (id, org_id, kind, name,"
-	                                       " name_lower, created_at, updated_at)"
-	                                       " VALUES (?, ?, ?, ?, ?, ?, ?)");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile->id);
-	db_bind_text(s, 2, profile->org_id);
-	db_bind_text(s, 3, kind_names[profile->kind]);
-	db_bind_text(s, 4, profile->name);
-	db_bind_text(s, 5, name_lower);
-	db_bind_int64(s, 6, profile->created_at);
-	db_bind_int64(s, 7, profile->updated_at);
-	int step = db_step(s);
-	if (step == DB_FOREIGN)
-		rc = STORE_NOT_FOUND; /* no such org */
-	else if (step != DB_DONE)
-		rc = store_fail(tx, op);
-	db_finish(s);
-	if (rc == 0)
-		rc = put_addresses(tx, op, profile);
-	return rc;
+	/* A missing org is a foreign key violation: not found. */
+	int rc = sql_insert(tx, op,
+	                    "INSERT INTO profiles (id, org_id, kind, name, name_lower, created_at,"
+	                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	                    SQL_ARGS(SQL_TEXT(profile->id), SQL_TEXT(profile->org_id),
+	                             SQL_TEXT(kind_names[profile->kind]), SQL_TEXT(profile->name),
+	                             SQL_TEXT(name_lower), SQL_INT(profile->created_at),
+	                             SQL_INT(profile->updated_at)));
+	return rc == 0 ? put_addresses(tx, op, profile) : rc;
 }
 
 int store_profile_get(struct store_tx *tx, const char *org_id, const char *profile_id,
@@ -162,44 +138,15 @@ int store_profile_get(struct store_tx *tx, const char *org_id, const char *profi
 {
 	static const char op[] = "store_profile_get";
 	memset(profile_r, 0, sizeof(*profile_r));
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT id, org_id, kind, name, created_at,"
-	                       " updated_at FROM profiles WHERE id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	db_bind_text(s, 2, org_id);
-	int rc = db_step(s);
-	if (rc != DB_ROW) {
-		db_finish(s);
-		return rc == DB_DONE ? STORE_NOT_FOUND : store_fail(tx, op);
-	}
-	store_col_copy(s, 0, profile_r->id, sizeof(profile_r->id));
-	store_col_copy(s, 1, profile_r->org_id, sizeof(profile_r->org_id));
-	const char *kind = db_column_text(s, 2);
-	for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
-		if (strcmp(kind, kind_names[i]) == 0)
-			profile_r->kind = (enum store_profile_kind)i;
-	}
-	store_col_copy(s, 3, profile_r->name, sizeof(profile_r->name));
-	profile_r->created_at = db_column_int64(s, 4);
-	profile_r->updated_at = db_column_int64(s, 5);
-	db_finish(s);
-
-	s = db_prepare(tx->db, "SELECT address FROM profile_addresses WHERE profile_id = ?"
-	                       " ORDER BY pos");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, profile_id);
-	while ((rc = db_step(s)) == DB_ROW && profile_r->email_count < MT_PROFILE_EMAILS_MAX) {
-		store_col_copy(s, 0, profile_r->emails[profile_r->email_count],
-		               sizeof(profile_r->emails[0]));
-		profile_r->email_count++;
-	}
-	if (rc < 0)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	return 0;
+	int rc = sql_get(
+	    tx, op, "SELECT " SQL_COLUMNS(PROFILE_ROW) " FROM profiles WHERE id = ? AND org_id = ?",
+	    SQL_ARGS(SQL_TEXT(profile_id), SQL_TEXT(org_id)), &profile_table, profile_r);
+	if (rc != 0)
+		return rc;
+	return sql_list(tx, op,
+	                "SELECT address FROM profile_addresses WHERE profile_id = ? ORDER BY pos",
+	                SQL_ARGS(SQL_TEXT(profile_id)), &address_table, profile_r->emails,
+	                MT_PROFILE_EMAILS_MAX, &profile_r->email_count);
 }
 
 int store_profile_update(struct store_tx *tx, const struct store_profile *profile)
@@ -207,32 +154,19 @@ int store_profile_update(struct store_tx *tx, const struct store_profile *profil
 	static const char op[] = "store_profile_update";
 	if ((unsigned)profile->kind > STORE_PROFILE_EMPLOYEE)
 		return store_invalid(op, "unknown profile kind");
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	char name_lower[MT_NAME_MAX + 1];
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
-	int rc = 0;
-	struct db_stmt *s = db_prepare(tx->db, "UPDATE profiles SET kind = ?, name = ?,"
-	                                       " name_lower = ?, updated_at = ?"
-	                                       " WHERE id = ? AND org_id = ?");
-	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, kind_names[profile->kind]);
-	db_bind_text(s, 2, profile->name);
-	db_bind_text(s, 3, name_lower);
-	db_bind_int64(s, 4, mt_wall_s());
-	db_bind_text(s, 5, profile->id);
-	db_bind_text(s, 6, profile->org_id);
-	if (db_step(s) != DB_DONE)
-		rc = store_fail(tx, op);
-	else if (db_changes(tx->db) == 0)
-		rc = STORE_NOT_FOUND;
-	db_finish(s);
-	if (rc == 0)
-		rc = delete_addresses(tx, op, profile->org_id, profile->id);
-	if (rc == 0)
-		rc = put_addresses(tx, op, profile);
-	return rc;
+	int rc = sql_change(tx, op,
+	                    "UPDATE profiles SET kind = ?, name = ?, name_lower = ?, updated_at = ?"
+	                    " WHERE id = ? AND org_id = ?",
+	                    SQL_ARGS(SQL_TEXT(kind_names[profile->kind]), SQL_TEXT(profile->name),
+	                             SQL_TEXT(name_lower), SQL_INT(mt_wall_s()),
+	                             SQL_TEXT(profile->id), SQL_TEXT(profile->org_id)));
+	if (rc == 0 &&
+	    sql_exec(tx, op, "DELETE FROM profile_addresses WHERE profile_id = ? AND org_id = ?",
+	             SQL_ARGS(SQL_TEXT(profile->id), SQL_TEXT(profile->org_id))) < 0)
+		rc = -1;
+	return rc == 0 ? put_addresses(tx, op, profile) : rc;
 }
 
 int store_profile_delete(struct store_tx *tx, const char *org_id, const char *profile_id)
@@ -257,16 +191,9 @@ int store_profile_delete(struct store_tx *tx, const char *org_id, const char *pr
 	    "DELETE FROM profiles WHERE id = ? AND org_id = ?",
 	};
 	for (size_t i = 0; i < sizeof(delete_sql) / sizeof(delete_sql[0]) && rc == 0; i++) {
-		struct db_stmt *s = db_prepare(tx->db, delete_sql[i]);
-		if (s == NULL) {
-			rc = store_fail(tx, op);
-			break;
-		}
-		db_bind_text(s, 1, profile_id);
-		db_bind_text(s, 2, org_id);
-		if (db_step(s) != DB_DONE)
-			rc = store_fail(tx, op);
-		db_finish(s);
+		if (sql_exec(tx, op, delete_sql[i],
+		             SQL_ARGS(SQL_TEXT(profile_id), SQL_TEXT(org_id))) < 0)
+			rc = -1;
 	}
 	for (size_t i = 0; i < p->email_count && rc == 0; i++)
 		rc = store_records_erase_orphans(tx, op, org_id, p->emails[i]);
@@ -313,39 +240,22 @@ int store_profile_list(struct store_tx *tx, const char *org_id, const char *quer
 		list_r->items = NULL;
 		return store_invalid(op, "out of memory");
 	}
-	struct db_stmt *s = db_prepare(tx->db, with_query ? list_query_sql : list_all_sql);
-	if (s == NULL) {
-		free(ids);
-		store_profile_list_free(list_r);
-		return store_fail(tx, op);
-	}
 	/* One more than asked tells whether another page follows. */
-	if (with_query) {
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, q);
-		db_bind_text(s, 3, q_end);
-		db_bind_text(s, 4, cursor);
-		db_bind_text(s, 5, org_id);
-		db_bind_text(s, 6, q);
-		db_bind_text(s, 7, q_end);
-		db_bind_text(s, 8, cursor);
-		db_bind_int64(s, 9, (int64_t)limit + 1);
-	} else {
-		db_bind_text(s, 1, org_id);
-		db_bind_text(s, 2, cursor);
-		db_bind_int64(s, 3, (int64_t)limit + 1);
-	}
 	size_t n = 0;
-	int rc;
-	while ((rc = db_step(s)) == DB_ROW && n < limit + 1)
-		store_col_copy(s, 0, ids[n++], MT_ID_MAX);
+	int rc = with_query
+	             ? sql_list(tx, op, list_query_sql,
+	                        SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(q), SQL_TEXT(q_end),
+	                                 SQL_TEXT(cursor), SQL_TEXT(org_id), SQL_TEXT(q),
+	                                 SQL_TEXT(q_end), SQL_TEXT(cursor), SQL_INT(limit + 1)),
+	                        &id_table, ids, limit + 1, &n)
+	             : sql_list(tx, op, list_all_sql,
+	                        SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(cursor), SQL_INT(limit + 1)),
+	                        &id_table, ids, limit + 1, &n);
 	if (rc < 0) {
-		store_fail_stmt(tx, op, s);
 		free(ids);
 		store_profile_list_free(list_r);
 		return -1;
 	}
-	db_finish(s);
 
 	bool more = n > limit;
 	if (more)
@@ -379,23 +289,23 @@ int store_profiles_by_address(struct store_tx *tx, const char *org_id, const cha
 {
 	static const char op[] = "store_profiles_by_address";
 	*count_r = 0;
-	struct db_stmt *s =
-	    db_prepare(tx->db, "SELECT profile_id FROM profile_addresses"
-	                       " WHERE org_id = ? AND address = ? ORDER BY profile_id");
+	struct db_stmt *s = sql_prepare(tx, op,
+	                                "SELECT profile_id FROM profile_addresses"
+	                                " WHERE org_id = ? AND address = ? ORDER BY profile_id",
+	                                SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(address)));
 	if (s == NULL)
-		return store_fail(tx, op);
-	db_bind_text(s, 1, org_id);
-	db_bind_text(s, 2, address);
+		return -1;
+	/* Every row is counted; the first `max` are kept. */
 	int rc;
 	size_t n = 0;
-	while ((rc = db_step(s)) == DB_ROW) {
-		if (n < max)
-			store_col_copy(s, 0, ids_r[n], MT_ID_MAX);
+	while ((rc = sql_step(tx, op, s)) > 0) {
+		if (n < max && sql_read(op, s, 0, &id_table, ids_r[n]) < 0) {
+			db_finish(s);
+			return -1;
+		}
 		n++;
 	}
-	if (rc < 0)
-		return store_fail_stmt(tx, op, s);
-	db_finish(s);
-	*count_r = n;
-	return 0;
+	if (rc == 0)
+		*count_r = n;
+	return rc;
 }

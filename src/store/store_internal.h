@@ -1,10 +1,15 @@
-/* Shared by the store's own files: the transaction handle the operations receive, and helpers
- * that keep every operation's error handling to one line. Not for callers outside src/store. */
+/* Shared by the store's own files: the transaction handle the operations receive, the user
+ * check other aggregates use, and the migrations (the records' are in message_internal.h). Not
+ * for callers outside src/store (the SQL helpers are in sql.h). */
 #ifndef MT_STORE_STORE_INTERNAL_H
 #define MT_STORE_STORE_INTERNAL_H
 
 #include "store/db.h"
 #include "store/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
 
 /* What a write transaction remembers between statements (and between the jobs of a group
  * commit); store_tx_forget() drops it when a job's savepoint is rolled back, since the rows it
@@ -23,49 +28,21 @@ struct store_tx {
 
 void store_tx_forget(struct store_tx *tx);
 
-/* Logs "store.error op=OP error=<backend message>" and returns -1. Never pass values: secrets
- * and sealed blobs must not reach a log line, and the backend message does not contain them. */
-int store_fail(struct store_tx *tx, const char *op);
-/* As store_fail, and finishes `stmt`. */
-int store_fail_stmt(struct store_tx *tx, const char *op, struct db_stmt *stmt);
+/* Whether the string items[i] (of `stride` bytes each) repeats an earlier one: a caller's slip
+ * that the operations storing lists (domains, aliases, addresses) skip, not a conflict. */
+static inline bool store_repeated(const void *items, size_t stride, size_t i)
+{
+	const char *item = (const char *)items + i * stride;
+	for (size_t k = 0; k < i; k++) {
+		if (strcmp((const char *)items + k * stride, item) == 0)
+			return true;
+	}
+	return false;
+}
 
-/* Runs one statement without results whose parameters are all text: `count` values after it,
- * bound in order. 0, or -1 (logged). *changes_r (may be NULL) is the number of rows changed. */
-int store_exec_texts(struct store_tx *tx, const char *op, const char *sql, int64_t *changes_r,
-                     size_t count, ...);
-
-/* Whether a query with text parameters returns a row: 0 when it does, STORE_NOT_FOUND when not,
- * -1 (logged) on a failure. For "does this id belong to this org" checks. */
-int store_row_exists(struct store_tx *tx, const char *op, const char *sql, size_t count, ...);
-
-/* Logs a refused argument (a count over its cap, an unknown enum value) and returns -1. */
-int store_invalid(const char *op, const char *why);
-/* -1 (logged) when a write operation is called from a STORE_READ job. */
-int store_need_write(struct store_tx *tx, const char *op);
-
-/* A savepoint around a multi-statement operation, so that a conflict half-way leaves nothing
- * behind even when the job goes on and returns 0. op_end() releases on 0 and rolls back
- * otherwise, then returns `rc` (or -1 if that failed).
- *
- * Most operations do without: they decide every outcome other than -1 (not found, conflict)
- * before their first write, and after -1 the job must fail anyway. Only those that can meet a
- * conflict after writing (user create/update: an alias) pay for one. That matters: a savepoint
- * nested in a long job makes SQLite copy every page it touches into the statement journal,
- * which made a 50,000-profile import job quadratic. */
-int store_op_begin(struct store_tx *tx, const char *op);
-int store_op_end(struct store_tx *tx, const char *op, int rc);
-
-/* Copies a column into a fixed field, truncating (the schema never stores longer values than the
- * structs hold: the operations refuse them first). */
-void store_col_copy(struct db_stmt *stmt, int index, char *dst, size_t size);
-
-/* Deletes a message record with its aliases, participants and users (not its activities);
- * nothing when there is no such record. */
-int store_record_erase(struct store_tx *tx, const char *op, const char *org_id, int64_t record);
-/* Erases the records having `address` as a participant that no activity uses (the erased
- * person's mail that no other profile keeps). */
-int store_records_erase_orphans(struct store_tx *tx, const char *op, const char *org_id,
-                                const char *address);
+/* 0 when the user is the org's, STORE_NOT_FOUND otherwise, -1 (logged): where a foreign user
+ * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
+int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
 
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);

@@ -10,6 +10,12 @@
 #include "engine/matcher.h"
 #include "mime/message.h"
 #include "store/store.h"
+#include "store/store_activity.h"
+#include "store/store_message.h"
+#include "store/store_never_log.h"
+#include "store/store_org.h"
+#include "store/store_profile.h"
+#include "store/store_user.h"
 #include "temp_store.h"
 
 #include <sqlite3.h>

@@ -10,6 +10,10 @@
 #include "temp_store.h"
 #include "store_gate.h"
 #include "store/store_internal.h"
+#include "store/store_org.h"
+#include "store/store_profile.h"
+#include "store/store_smtp.h"
+#include "store/store_user.h"
 
 #include <event2/event.h>
 #include <pthread.h>

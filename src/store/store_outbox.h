@@ -1,0 +1,128 @@
+/* The outbox (DESIGN.md §1 Message). A message is stored durably with its built MIME bytes and
+ * one row per recipient before the API answers 202. The sender claims due messages under a lease:
+ * lease_owner is the node's id, lease_token a number every later state change must present
+ * (fencing: a node whose lease was taken over cannot overwrite the new owner's result). A node
+ * that restarts takes back its own leases at once (store_outbox_release_owner). Operations run
+ * inside a store job (store.h).
+ *
+ * Ownership: the caller owns the structs it passes in and out; a store_outbox_message read or
+ * claimed here holds malloc'd attachments_json, body and rcpts, freed with
+ * store_outbox_message_free(). A store_outbox_result's pointers are borrowed. */
+#ifndef MT_STORE_STORE_OUTBOX_H
+#define MT_STORE_STORE_OUTBOX_H
+
+#include "lib/limits.h"
+#include "store/store.h"
+#include "store/store_message.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_outbox_state {
+	STORE_OUTBOX_QUEUED,
+	STORE_OUTBOX_HELD,
+	STORE_OUTBOX_SENDING,
+	STORE_OUTBOX_SENT,
+	STORE_OUTBOX_PARTIAL,
+	STORE_OUTBOX_FAILED,
+	STORE_OUTBOX_CANCELLED,
+};
+const char *store_outbox_state_name(enum store_outbox_state state);
+
+enum store_rcpt_kind { STORE_RCPT_TO, STORE_RCPT_CC, STORE_RCPT_BCC };
+enum store_rcpt_state { STORE_RCPT_PENDING, STORE_RCPT_SENT, STORE_RCPT_FAILED };
+
+struct store_outbox_rcpt {
+	char address[MT_ADDRESS_MAX + 1];
+	char name[MT_NAME_MAX + 1];
+	enum store_rcpt_kind kind;
+	enum store_rcpt_state state;
+	char reply[512];
+};
+
+struct store_outbox_message {
+	char id[MT_ID_MAX];
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char campaign_id[MT_ID_MAX]; /* "" when not part of a campaign */
+	enum store_outbox_state state;
+	char route[8]; /* "custom" | "relay" */
+	char idempotency_key[128];
+	char mail_from[MT_ADDRESS_MAX + 1]; /* envelope sender */
+	struct store_mailbox from;          /* the From header's mailbox (for the activity) */
+	char subject[MT_SUBJECT_MAX + 1];
+	char message_id[MT_MESSAGE_ID_MAX + 1];
+	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
+	char snippet[MT_SNIPPET_BYTES + 1];
+	char *attachments_json; /* [{"name","type","size"}], malloc'd; NULL = [] */
+	char *body;             /* the MIME bytes, malloc'd; NULL once purged */
+	size_t body_len;
+	int attempts;
+	int64_t first_attempt_at; /* 0 before the first attempt */
+	int64_t next_attempt_at;
+	int64_t held_seconds; /* time spent held, excluded from retry_expiry */
+	char last_error[MT_ERROR_TEXT_MAX];
+	char last_class[16];
+	char lease_owner[MT_ID_MAX];
+	int64_t lease_token;
+	int64_t lease_expires;
+	int64_t created_at, updated_at, sent_at;
+	struct store_outbox_rcpt *rcpts; /* malloc'd */
+	size_t rcpt_count;
+};
+void store_outbox_message_free(struct store_outbox_message *message);
+
+/* Stores a new message (state queued, or held) with its recipients; fills id and created_at.
+ * With an idempotency key already used by this user within 24 h: STORE_CONFLICT and *id_r is the
+ * first message's id (its result is the answer). */
+int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *message,
+                         char existing_id_r[MT_ID_MAX]);
+/* The message with its recipients (body not loaded). STORE_NOT_FOUND unless it is this user's. */
+int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_id, const char *id,
+                     struct store_outbox_message *message_r);
+/* queued/held -> cancelled; STORE_CONFLICT when it is already sending or final. */
+int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *user_id,
+                        const char *id);
+/* Claims up to `max` messages due at `now` (queued, next_attempt_at <= now; or sending with an
+ * expired lease) for `owner`, with a new lease token each, lease until now + lease_s; loads them
+ * with bodies and only their pending recipients. *count_r messages are in messages_r (array of
+ * `max`, caller-provided; free each with store_outbox_message_free). */
+int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
+                       size_t max, struct store_outbox_message *messages_r, size_t *count_r);
+/* Extends every lease `owner` holds on messages still sending, until `until`. */
+int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until);
+/* A restarted node: its own leases go back to queued at once. *count_r how many. */
+int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *count_r);
+
+/* The outcome of one attempt. Recipients are matched by address among the pending ones. */
+struct store_outbox_result {
+	const char *id;
+	int64_t lease_token;
+	enum store_outbox_state state; /* sent, partial, failed, or queued for a retry */
+	int64_t next_attempt_at;       /* for queued */
+	int64_t first_attempt_at;      /* set on the first attempt */
+	const char *last_error;
+	const char *last_class;
+	const struct store_outbox_rcpt *rcpts; /* address, state, reply */
+	size_t rcpt_count;
+	int64_t sent_at;
+};
+/* Applies a result, fenced by the lease token: STORE_CONFLICT when the lease was lost (another
+ * node owns the message now; nothing is changed). */
+int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
+
+/* Recipients accepted for this user's mail on `route` since `since` (the rolling send
+ * windows: DESIGN.md counts limits in accepted recipients), and the earliest such send
+ * (*oldest_r, 0 when none). */
+int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
+                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r);
+
+/* Messages per state (for /metrics). */
+int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);
+/* The earliest next_attempt_at of a queued message (0 when none): the sender's next wake-up. */
+int store_outbox_next_due(struct store_tx *tx, int64_t *when_r);
+/* Drops the bodies of final messages older than `before`; metadata and activities stay. */
+int store_outbox_purge_bodies(struct store_tx *tx, int64_t before, size_t *purged_r);
+
+#endif
