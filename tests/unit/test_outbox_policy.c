@@ -30,6 +30,7 @@ struct row {
 	const char *error_prefix;
 };
 
+/* clang-format off: one row per line of the table */
 static const struct row rows[] = {
     {"one accepted",
      {OK},
@@ -208,6 +209,7 @@ static const struct row rows[] = {
      MT_CLASS_NONE,
      ""},
 };
+/* clang-format on */
 
 static void test_table(void **state)
 {
