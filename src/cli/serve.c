@@ -309,6 +309,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .relay_port = relay.port,
 	    .relay_implicit_tls = relay.implicit_tls,
 	    .relay_user = relay.user,
+	    .relay_from = api.relay_from,
 	    .relay_password = relay_password,
 	};
 	const char *retry_base = getenv("MAILTRAIL_TEST_RETRY_BASE_S");
@@ -332,8 +333,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .work = work,
 	    .sender = sender,
 	    .max_message_bytes = mt_config_int(config, "max_message_bytes"),
-	    .relay_configured = api.relay_configured,
-	    .relay_from = api.relay_from,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
 	};
 	if ((outbox = outbox_new(&outbox_params)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");

@@ -19,24 +19,12 @@ struct outbox {
 	struct outbox_params p;
 };
 
-enum stage { STAGE_LOAD, STAGE_ENQUEUE };
-
-/* One outbox_submit() on its way: load -> (loop) route -> (worker) build -> store -> done. */
+/* One outbox_submit() on its way: (worker) build -> (store) route check, identity, enqueue. */
 struct submission {
 	struct outbox *outbox;
 	struct outbox_draft *draft;
 	outbox_done_fn *done;
 	void *ctx;
-	enum stage stage;
-	struct store_user user;
-	struct store_org org;
-	struct store_smtp_account account;
-	bool have_account;
-	/* The headers the route decided on, for the worker. */
-	struct mime_mailbox from, sender_box, user_box;
-	bool sender_header;
-	const struct mime_mailbox *reply_to;
-	int64_t date;
 	struct store_outbox_message message;
 	char existing_id[MT_ID_MAX];
 	struct outbox_result result;
@@ -86,20 +74,6 @@ void outbox_identity_new(const char *domain, char mailtrail_id[MT_MESSAGE_ID_MAX
 	         domain != NULL && domain[0] != '\0' ? domain : "mailtrail.invalid");
 }
 
-static void finish(struct submission *sub, enum outbox_verdict verdict, const char *reason)
-{
-	sub->result.verdict = verdict;
-	if (reason != NULL)
-		mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
-	if (verdict == OUTBOX_QUEUED && sub->outbox->p.sender != NULL)
-		sender_wake(sub->outbox->p.sender);
-	sub->done(sub->ctx, &sub->result);
-	outbox_draft_free(&sub->draft);
-	store_outbox_message_free(&sub->message);
-	sodium_memzero(&sub->account, sizeof(sub->account));
-	free(sub);
-}
-
 static bool domain_is_orgs(const struct store_org *org, const char *address)
 {
 	const char *at = strrchr(address, '@');
@@ -118,55 +92,139 @@ static bool domain_is_orgs(const struct store_org *org, const char *address)
 	return false;
 }
 
-/* ---- store jobs ---------------------------------------------------------------------------- */
-
-static int submission_run(struct store_tx *tx, void *arg)
+static void set_box(struct store_mailbox *box, const char *address, const char *name)
 {
-	struct submission *sub = arg;
-	if (sub->stage == STAGE_ENQUEUE) {
-		/* What a rolled-back run left (STORE_REPLAYABLE). */
-		sub->result.verdict = OUTBOX_QUEUED;
-		int rc = store_outbox_enqueue(tx, &sub->message, sub->existing_id);
-		if (rc != STORE_CONFLICT || sub->existing_id[0] == '\0')
-			return rc;
-		/* The same Idempotency-Key within 24 h: the first message is the answer. */
-		struct store_outbox_message *first = malloc(sizeof(*first));
-		if (first == NULL)
-			return -1;
-		rc = store_outbox_get(tx, sub->draft->org_id, sub->draft->user_id, sub->existing_id,
-		                      first);
-		if (rc == 0) {
-			sub->result.verdict = OUTBOX_EXISTING;
-			mt_strlcpy(sub->result.id, first->id, sizeof(sub->result.id));
-			sub->result.state = first->state;
-		}
-		store_outbox_message_free(first);
-		free(first);
-		return rc;
-	}
-	int rc = store_user_get(tx, sub->draft->org_id, sub->draft->user_id, &sub->user);
-	if (rc == 0)
-		rc = store_org_get(tx, sub->draft->org_id, &sub->org);
-	if (rc != 0)
-		return rc;
-	rc = store_smtp_account_get(tx, sub->draft->org_id, sub->draft->user_id, &sub->account);
-	sub->have_account = rc == 0;
-	return rc == STORE_NOT_FOUND ? 0 : rc;
+	mt_strlcpy(box->address, address, sizeof(box->address));
+	mt_strlcpy(box->name, name, sizeof(box->name));
 }
 
-static void store_failed(struct submission *sub, int result)
+int outbox_route(const struct store_org *org, const struct store_user *user,
+                 const struct store_smtp_account *account, const struct outbox_relay *relay,
+                 const struct store_mailbox *reply_to, struct outbox_route *r,
+                 const char **reason_r)
 {
-	if (result == STORE_NOT_FOUND)
-		finish(sub, OUTBOX_GONE, "the user is no longer active");
-	else
-		finish(sub, OUTBOX_FAILED, "the store failed; nothing was stored");
+	memset(r, 0, sizeof(*r));
+	if (reply_to != NULL)
+		r->reply_to = *reply_to;
+	bool custom_ready = account != NULL && account->state == STORE_ACCOUNT_CONNECTED;
+	if (custom_ready && org->custom_smtp) {
+		mt_strlcpy(r->mail_from, account->from_address, sizeof(r->mail_from));
+		set_box(&r->from, account->from_address, user->name);
+		r->record_from = r->from;
+		return 0;
+	}
+	if (!relay->configured) {
+		*reason_r = custom_ready
+		                ? "no route for this message: Custom SMTP is switched off "
+		                  "for this org (custom_smtp) and the platform relay is not "
+		                  "configured"
+		                : "no route for this message: connect your own SMTP account "
+		                  "(PUT /v1/smtp); the platform relay is not configured";
+		return -1;
+	}
+	r->relay = true;
+	const char *relay_from = relay->from != NULL ? relay->from : "";
+	mt_strlcpy(r->mail_from, relay_from[0] ? relay_from : user->email, sizeof(r->mail_from));
+	set_box(&r->record_from, user->email, user->name);
+	if (domain_is_orgs(org, user->email) || relay_from[0] == '\0') {
+		r->from = r->record_from;
+		if (relay_from[0] != '\0')
+			set_box(&r->sender, relay_from, "");
+	} else {
+		set_box(&r->from, relay_from, user->name);
+		if (r->reply_to.address[0] == '\0')
+			r->reply_to = r->record_from;
+	}
+	return 0;
+}
+
+static void finish(struct submission *sub, enum outbox_submit_verdict verdict, const char *reason)
+{
+	sub->result.verdict = verdict;
+	if (reason != NULL)
+		mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
+	if (verdict == OUTBOX_QUEUED && sub->outbox->p.sender != NULL)
+		sender_wake(sub->outbox->p.sender);
+	sub->done(sub->ctx, &sub->result);
+	outbox_draft_free(&sub->draft);
+	store_outbox_message_free(&sub->message);
+	free(sub);
+}
+
+/* ---- the store job: a route exists, identity, enqueue --------------------------------------- */
+
+/* What the check needs of the user's world, read in the job (too large for the submission). */
+struct world {
+	struct store_user user;
+	struct store_org org;
+	struct store_smtp_account account;
+};
+
+static int enqueue_run(struct store_tx *tx, void *arg)
+{
+	struct submission *sub = arg;
+	struct store_outbox_message *m = &sub->message;
+	/* Everything is set afresh: a run may follow a rolled-back one (STORE_REPLAYABLE). */
+	sub->result.verdict = OUTBOX_QUEUED;
+	sub->result.reason[0] = '\0';
+	struct world *w = malloc(sizeof(*w));
+	if (w == NULL)
+		return -1;
+	int rc = store_user_get(tx, sub->draft->org_id, sub->draft->user_id, &w->user);
+	if (rc == 0 && !w->user.active)
+		rc = STORE_NOT_FOUND;
+	if (rc == 0)
+		rc = store_org_get(tx, sub->draft->org_id, &w->org);
+	int got = rc == 0 ? store_smtp_account_get(tx, sub->draft->org_id, sub->draft->user_id,
+	                                           &w->account)
+	                  : 0;
+	if (got != 0 && got != STORE_NOT_FOUND)
+		rc = got;
+	struct outbox_route route;
+	const char *reason = NULL;
+	if (rc == 0 && outbox_route(&w->org, &w->user, got == 0 ? &w->account : NULL,
+	                            &sub->outbox->p.relay, &m->reply_to, &route, &reason) < 0) {
+		sub->result.verdict = OUTBOX_NO_ROUTE;
+		mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
+	} else if (rc == 0) {
+		/* The route planned now; each attempt chooses again (GET shows the last one). */
+		mt_strlcpy(m->route, route.relay ? "relay" : "custom", sizeof(m->route));
+		mt_strlcpy(m->mail_from, route.mail_from, sizeof(m->mail_from));
+		m->from = route.record_from;
+		const char *at = strrchr(w->user.email, '@');
+		outbox_identity_new(at != NULL ? at + 1 : "", m->mailtrail_id, m->message_id);
+	}
+	sodium_memzero(&w->account, sizeof(w->account));
+	free(w);
+	if (rc != 0 || sub->result.verdict != OUTBOX_QUEUED)
+		return rc;
+	rc = store_outbox_enqueue(tx, m, sub->existing_id);
+	if (rc != STORE_CONFLICT || sub->existing_id[0] == '\0')
+		return rc;
+	/* The same Idempotency-Key within 24 h: the first message is the answer. */
+	struct store_outbox_message *first = malloc(sizeof(*first));
+	if (first == NULL)
+		return -1;
+	rc = store_outbox_get(tx, sub->draft->org_id, sub->draft->user_id, sub->existing_id, first);
+	if (rc == 0) {
+		sub->result.verdict = OUTBOX_EXISTING;
+		mt_strlcpy(sub->result.id, first->id, sizeof(sub->result.id));
+		sub->result.state = first->state;
+	}
+	store_outbox_message_free(first);
+	free(first);
+	return rc;
 }
 
 static void enqueued(void *arg, int result)
 {
 	struct submission *sub = arg;
+	if (result == STORE_NOT_FOUND) {
+		finish(sub, OUTBOX_GONE, "the user is no longer active");
+		return;
+	}
 	if (result != 0) {
-		store_failed(sub, result);
+		finish(sub, OUTBOX_FAILED, "the store failed; nothing was stored");
 		return;
 	}
 	if (sub->result.verdict == OUTBOX_QUEUED) {
@@ -188,6 +246,13 @@ static json_t *attachments_json(const struct mime_attachment *list, size_t count
 	return array;
 }
 
+static void build_failed(struct submission *sub, enum outbox_submit_verdict verdict,
+                         const char *reason)
+{
+	sub->result.verdict = verdict;
+	mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
+}
+
 /* Runs on a worker thread: touches only the submission. */
 static void build_run(void *arg)
 {
@@ -195,9 +260,7 @@ static void build_run(void *arg)
 	const struct outbox_draft *d = sub->draft;
 	struct store_outbox_message *m = &sub->message;
 	struct mime_build_input in = {
-	    .from = &sub->from,
-	    .sender = sub->sender_header ? &sub->sender_box : NULL,
-	    .reply_to = sub->reply_to,
+	    .without_head = true,
 	    .to = d->rcpts,
 	    .to_count = d->to_count,
 	    .cc = d->rcpts + d->to_count,
@@ -207,30 +270,28 @@ static void build_run(void *arg)
 	    .html = d->html,
 	    .attachments = d->attachments,
 	    .attachment_count = d->attachment_count,
-	    .message_id = m->message_id,
-	    .mailtrail_id = m->mailtrail_id,
-	    .date = sub->date,
+	    .date = (int64_t)time(NULL),
 	};
 	const char *error;
+	char reason[MT_ERROR_TEXT_MAX];
 	if (mime_build_message(&in, &m->body, &m->body_len, &error) < 0) {
-		sub->result.verdict = OUTBOX_INVALID;
-		snprintf(sub->result.reason, sizeof(sub->result.reason),
-		         "cannot build the message: %s", error);
+		snprintf(reason, sizeof(reason), "cannot build the message: %s", error);
+		build_failed(sub, OUTBOX_INVALID, reason);
 		return;
 	}
+	/* The fields put before it at delivery are a few hundred bytes at most. */
 	int64_t max = sub->outbox->p.max_message_bytes;
-	if (max > 0 && (int64_t)m->body_len > max) {
-		sub->result.verdict = OUTBOX_TOO_LARGE;
-		snprintf(sub->result.reason, sizeof(sub->result.reason),
-		         "the message is %zu bytes; at most %lld", m->body_len, (long long)max);
+	if (max > 0 && (int64_t)m->body_len + MT_MESSAGE_HEAD_ROOM > max) {
+		snprintf(reason, sizeof(reason), "the message is %zu bytes; at most %lld",
+		         m->body_len + MT_MESSAGE_HEAD_ROOM, (long long)max);
+		build_failed(sub, OUTBOX_TOO_LARGE, reason);
 		return;
 	}
 	struct mime_attachment *list = NULL;
 	size_t count = 0;
 	if (mime_build_summary(&in, m->snippet, &list, &count) < 0) {
 		free(list);
-		sub->result.verdict = OUTBOX_FAILED;
-		mt_strlcpy(sub->result.reason, "out of memory", sizeof(sub->result.reason));
+		build_failed(sub, OUTBOX_FAILED, "out of memory");
 		return;
 	}
 	if (count > 0) {
@@ -242,8 +303,7 @@ static void build_run(void *arg)
 	size_t total = d->to_count + d->cc_count + d->bcc_count;
 	m->rcpts = calloc(total, sizeof(*m->rcpts));
 	if (m->rcpts == NULL) {
-		sub->result.verdict = OUTBOX_FAILED;
-		mt_strlcpy(sub->result.reason, "out of memory", sizeof(sub->result.reason));
+		build_failed(sub, OUTBOX_FAILED, "out of memory");
 		return;
 	}
 	for (size_t i = 0; i < total; i++) {
@@ -255,6 +315,14 @@ static void build_run(void *arg)
 		                                          : STORE_RCPT_BCC;
 	}
 	m->rcpt_count = total;
+	mt_strlcpy(m->org_id, d->org_id, sizeof(m->org_id));
+	mt_strlcpy(m->user_id, d->user_id, sizeof(m->user_id));
+	mt_strlcpy(m->idempotency_key, d->idempotency_key, sizeof(m->idempotency_key));
+	mt_strlcpy(m->subject, d->subject, sizeof(m->subject));
+	if (d->have_reply_to)
+		set_box(&m->reply_to, d->reply_to.address, d->reply_to.name);
+	m->head_apart = true;
+	m->state = STORE_OUTBOX_QUEUED;
 	sub->result.verdict = OUTBOX_QUEUED;
 }
 
@@ -265,82 +333,9 @@ static void build_done(void *arg)
 		finish(sub, sub->result.verdict, NULL);
 		return;
 	}
-	sub->stage = STAGE_ENQUEUE;
-	if (store_submit(sub->outbox->p.store, STORE_WRITE_DURABLE | STORE_REPLAYABLE,
-	                 submission_run, enqueued, sub) < 0)
+	if (store_submit(sub->outbox->p.store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, enqueue_run,
+	                 enqueued, sub) < 0)
 		finish(sub, OUTBOX_BUSY, "the store is busy; try again");
-}
-
-/* ---- route and identity (loop) ------------------------------------------------------------- */
-
-/* With the user, the org and the account loaded: the route, the headers it implies, identity. */
-static void loaded(void *arg, int result)
-{
-	struct submission *sub = arg;
-	struct outbox *outbox = sub->outbox;
-	if (result != 0) {
-		store_failed(sub, result);
-		return;
-	}
-	struct store_outbox_message *m = &sub->message;
-	const struct outbox_draft *d = sub->draft;
-	mt_strlcpy(sub->from.name, sub->user.name, sizeof(sub->from.name));
-	sub->reply_to = d->have_reply_to ? &d->reply_to : NULL;
-	mt_strlcpy(sub->user_box.address, sub->user.email, sizeof(sub->user_box.address));
-	mt_strlcpy(sub->user_box.name, sub->user.name, sizeof(sub->user_box.name));
-	bool custom_ready = sub->have_account && sub->account.state == STORE_ACCOUNT_CONNECTED;
-	if (custom_ready && sub->org.custom_smtp) {
-		mt_strlcpy(m->route, "custom", sizeof(m->route));
-		mt_strlcpy(sub->from.address, sub->account.from_address, sizeof(sub->from.address));
-		mt_strlcpy(m->mail_from, sub->account.from_address, sizeof(m->mail_from));
-	} else if (outbox->p.relay_configured) {
-		/* The relay may only claim domains that authorise it (DMARC): the org's own domains
-		 * stay in From with the relay as Sender; any other domain (a recruiter on a
-		 * free-mail address) is sent From the relay's address, with the user's name and
-		 * Reply-To, so receivers enforcing DMARC do not reject it. Replies still reach the
-		 * user. */
-		const char *relay_from = outbox->p.relay_from;
-		mt_strlcpy(m->route, "relay", sizeof(m->route));
-		mt_strlcpy(m->mail_from, relay_from[0] ? relay_from : sub->user.email,
-		           sizeof(m->mail_from));
-		if (domain_is_orgs(&sub->org, sub->user.email) || relay_from[0] == '\0') {
-			mt_strlcpy(sub->from.address, sub->user.email, sizeof(sub->from.address));
-			if (relay_from[0] != '\0') {
-				mt_strlcpy(sub->sender_box.address, relay_from,
-				           sizeof(sub->sender_box.address));
-				sub->sender_header = true;
-			}
-		} else {
-			mt_strlcpy(sub->from.address, relay_from, sizeof(sub->from.address));
-			if (sub->reply_to == NULL)
-				sub->reply_to = &sub->user_box;
-		}
-	} else {
-		finish(sub, OUTBOX_NO_ROUTE,
-		       custom_ready
-		           ? "no route for this message: Custom SMTP is switched off for "
-		             "this org (custom_smtp) and the platform relay is not "
-		             "configured"
-		           : "no route for this message: connect your own SMTP account (PUT "
-		             "/v1/smtp); the platform relay is not configured");
-		return;
-	}
-	const char *at = strrchr(sub->from.address, '@');
-	outbox_identity_new(at != NULL ? at + 1 : "", m->mailtrail_id, m->message_id);
-	sub->date = (int64_t)time(NULL);
-	mt_strlcpy(m->org_id, d->org_id, sizeof(m->org_id));
-	mt_strlcpy(m->user_id, d->user_id, sizeof(m->user_id));
-	mt_strlcpy(m->idempotency_key, d->idempotency_key, sizeof(m->idempotency_key));
-	/* The record's From is the user even where the relay's header says otherwise: it is the
-	 * user's mail (email_sent on the recipients' profiles). */
-	mt_strlcpy(m->from.address,
-	           strcmp(m->route, "relay") == 0 ? sub->user.email : sub->from.address,
-	           sizeof(m->from.address));
-	mt_strlcpy(m->from.name, sub->from.name, sizeof(m->from.name));
-	mt_strlcpy(m->subject, d->subject, sizeof(m->subject));
-	m->state = STORE_OUTBOX_QUEUED;
-	if (work_submit(outbox->p.work, build_run, build_done, sub) < 0)
-		finish(sub, OUTBOX_BUSY, "too many messages are being prepared; try again");
 }
 
 void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_done_fn *done,
@@ -358,7 +353,6 @@ void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_don
 	sub->draft = draft;
 	sub->done = done;
 	sub->ctx = ctx;
-	sub->stage = STAGE_LOAD;
-	if (store_submit(outbox->p.store, STORE_READ, submission_run, loaded, sub) < 0)
-		finish(sub, OUTBOX_BUSY, "the store is busy; try again");
+	if (work_submit(outbox->p.work, build_run, build_done, sub) < 0)
+		finish(sub, OUTBOX_BUSY, "too many messages are being prepared; try again");
 }

@@ -1,9 +1,13 @@
 /* The outbox's front door (DESIGN.md §1 Message): a message a user asked to send becomes a
- * durable outbox row. outbox_submit() loads the user, the org and the custom SMTP account,
- * decides whether any route can carry it (the user's connected custom SMTP while the org's
- * custom_smtp switch is on, else the platform relay), mints its identity, builds the MIME on a
- * worker thread with its summary taken from the input (no build-then-parse round trip), stores
- * it (group-committed, durable before the answer) and wakes the sender.
+ * durable outbox row. outbox_submit() builds the MIME on a worker thread — without the fields
+ * that depend on the route (From, Sender, Reply-To) and the identity, which are put before it at
+ * delivery — with its summary taken from the input (no build-then-parse round trip); then one
+ * store job checks that some route could carry it, mints its identity, stores it (durable before
+ * the answer), and the sender is woken.
+ *
+ * The route is chosen at delivery, not frozen here (as in OpenSMTPD, the session never routes;
+ * the MTA does): outbox_route() is the one rule, used by this check and by the sender for each
+ * attempt, so a disconnected account's mail can fall back to the relay.
  *
  * Identity: every Message-ID and X-Mailtrail-Id mailtrail writes comes from
  * outbox_identity_new(), so copies of any of our messages are recognised the same way.
@@ -17,7 +21,10 @@
 #include "lib/limits.h"
 #include "mime/build.h"
 #include "mime/message.h"
+#include "store/store_org.h"
 #include "store/store_outbox.h"
+#include "store/store_smtp.h"
+#include "store/store_user.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,14 +36,40 @@ struct work_pool;
 struct sender;
 struct outbox;
 
+/* The platform relay, as far as routing is concerned. */
+struct outbox_relay {
+	bool configured;
+	const char *from; /* its envelope sender; "" when not set */
+};
+
+/* Where one attempt goes, and the fields that follow from it. */
+struct outbox_route {
+	bool relay;                         /* else the user's custom SMTP */
+	char mail_from[MT_ADDRESS_MAX + 1]; /* the envelope sender */
+	struct store_mailbox from;          /* the From field */
+	struct store_mailbox sender;        /* the Sender field; address "" when none */
+	struct store_mailbox reply_to;      /* the Reply-To field; address "" when none */
+	struct store_mailbox record_from;   /* the activity's From: always the user's own mail */
+};
+
 struct outbox_params {
 	struct store *store;
 	struct work_pool *work;
 	struct sender *sender; /* woken after an enqueue; may be NULL */
 	int64_t max_message_bytes;
-	bool relay_configured;
-	const char *relay_from; /* the relay's envelope sender; "" when not set */
+	struct outbox_relay relay;
 };
+
+/* The route for a message of `user` (`account` NULL when it has none), whose own Reply-To is
+ * `reply_to` (address "" when none): the custom SMTP account while it is connected and the
+ * org's custom_smtp switch is on, else the relay — which may only claim domains that authorise
+ * it (DMARC), so the org's own domains stay in From with the relay as Sender, and any other
+ * domain (a recruiter on a free-mail address) goes From the relay's address with the user's
+ * name and a Reply-To to the user. 0, or -1 with the reason when no route can carry it. */
+int outbox_route(const struct store_org *org, const struct store_user *user,
+                 const struct store_smtp_account *account, const struct outbox_relay *relay,
+                 const struct store_mailbox *reply_to, struct outbox_route *route_r,
+                 const char **reason_r);
 
 struct outbox *outbox_new(const struct outbox_params *params);
 void outbox_free(struct outbox **outbox);
@@ -58,7 +91,7 @@ struct outbox_draft {
 };
 void outbox_draft_free(struct outbox_draft **draft);
 
-enum outbox_verdict {
+enum outbox_submit_verdict {
 	OUTBOX_QUEUED,    /* stored: id and state */
 	OUTBOX_EXISTING,  /* the Idempotency-Key was used within 24 h: the first message's id/state
 	                   */
@@ -71,7 +104,7 @@ enum outbox_verdict {
 };
 
 struct outbox_result {
-	enum outbox_verdict verdict;
+	enum outbox_submit_verdict verdict;
 	char id[MT_ID_MAX];
 	enum store_outbox_state state;
 	char reason[MT_ERROR_TEXT_MAX];

@@ -1,8 +1,8 @@
 #include "engine/sender.h"
 
 #include "crypto/seal.h"
-#include "engine/matcher.h"
-#include "lib/backoff.h"
+#include "engine/outbox_lease.h"
+#include "engine/outbox_policy.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/str.h"
@@ -10,12 +10,10 @@
 #include "net/tls.h"
 #include "smtp/client.h"
 #include "store/store.h"
-#include "store/store_message.h"
 #include "store/store_outbox.h"
 #include "store/store_smtp.h"
 
 #include <event2/event.h>
-#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,21 +24,27 @@
 #define DEFAULT_LEASE_S    900
 #define DEFAULT_RETRY_S    60
 #define SESSION_COOLDOWN_S 30 /* after a session failed before sending anything */
+#define STATS_INTERVAL_S   10
 
 struct session;
 struct account;
 
-/* One claimed message on its way. */
+/* One claimed message on its way. Its body is loaded only when a ready session has room for
+ * it and the byte budgets allow (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX). */
 struct item {
-	struct store_outbox_message msg; /* pending recipients only */
+	struct sender *sender;
+	struct outbox_item *o;
 	const char **rcpt_ptrs;
 	struct smtp_rcpt_result *results;
 	struct smtp_message smtp;
 	struct account *account;
 	struct item *next;                /* on the account's queue */
-	struct item *all_prev, *all_next; /* every held item, for renewal and shutdown */
-	bool fed;                         /* handed to a session, not yet recorded */
-	bool finishing;                   /* its result job is in the store's queue */
+	struct item *all_prev, *all_next; /* every held item, for shutdown */
+	size_t reserved;                  /* body bytes counted against the budgets */
+	bool loading;                     /* its body load job is in the store's queue */
+	bool loaded;
+	bool fed;       /* handed to a session, not yet recorded */
+	bool finishing; /* its result job is in the store's queue */
 };
 
 struct session {
@@ -62,12 +66,16 @@ struct account {
 	bool settings_loaded;
 	struct item *head, *tail;
 	size_t queued;
+	size_t body_bytes; /* loaded or loading bodies of its items */
 	/* Handed to a session and not yet durably recorded: what a crash may send twice. Kept at
 	 * most sessions_per_account x max_inflight. */
 	size_t unrecorded;
 	struct session *sessions;
 	unsigned session_count;
 	int64_t cooldown_until;
+	/* Why its last session failed, for the items whose body was loading meanwhile. */
+	enum mt_failure_class failed_cls;
+	char failed_reason[MT_ERROR_TEXT_MAX];
 	struct account *next;
 };
 
@@ -80,14 +88,21 @@ struct sender {
 	bool started; /* own leases released */
 	bool claiming;
 	bool stopping;
-	size_t held;   /* claimed, not yet finished */
-	unsigned jobs; /* store jobs in flight: the sender outlives them */
+	size_t held;       /* claimed, not yet finished */
+	size_t body_bytes; /* loaded or loading, node-wide */
+	unsigned jobs;     /* store jobs in flight: the sender outlives them */
 	struct item *all;
 	struct account *accounts;
 	struct mt_backoff backoff;
 };
 
 static void pump(struct account *account);
+static void schedule_poll(struct sender *sender, int ms);
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
 
 /* Every store job of the sender ends here; a stopped sender goes when its last job is done. */
 static bool job_end(struct sender *sender)
@@ -97,25 +112,8 @@ static bool job_end(struct sender *sender)
 		free(sender);
 		return true;
 	}
-	return false;
+	return sender->stopping;
 }
-
-static int submit(struct sender *sender, enum store_job_kind kind, store_job_fn *fn,
-                  store_done_fn *done, void *job)
-{
-	if (store_submit(sender->p.store, kind, fn, done, job) < 0)
-		return -1;
-	sender->jobs++;
-	return 0;
-}
-static void schedule_poll(struct sender *sender, int ms);
-
-static int64_t now_s(void)
-{
-	return (int64_t)time(NULL);
-}
-
-/* ---- items ---- */
 
 static void item_free(struct sender *sender, struct item *item)
 {
@@ -125,36 +123,60 @@ static void item_free(struct sender *sender, struct item *item)
 		sender->all = item->all_next;
 	if (item->all_next != NULL)
 		item->all_next->all_prev = item->all_prev;
+	if (item->reserved > 0) {
+		sender->body_bytes -= item->reserved;
+		if (item->account != NULL)
+			item->account->body_bytes -= item->reserved;
+	}
 	free(item->rcpt_ptrs);
 	free(item->results);
-	store_outbox_message_free(&item->msg);
+	outbox_item_free(&item->o);
 	free(item);
 }
 
-static struct item *item_new(struct store_outbox_message *msg)
+/* An item leaves: the budgets it held free up for every account waiting on them. */
+static void item_done(struct sender *sender, struct item *item)
+{
+	struct account *account = item->account;
+	bool had_body = item->reserved > 0;
+	sender->held--;
+	if (item->fed)
+		account->unrecorded--;
+	item_free(sender, item);
+	if (sender->stopping)
+		return;
+	if (had_body) {
+		for (struct account *a = sender->accounts; a != NULL; a = a->next)
+			if (a != account && a->head != NULL)
+				pump(a);
+	}
+	pump(account);
+	if (sender->held < MT_SENDER_CLAIM_MAX)
+		schedule_poll(sender, 0);
+}
+
+static struct item *item_new(struct outbox_item *o)
 {
 	struct item *item = calloc(1, sizeof(*item));
 	if (item == NULL)
 		return NULL;
-	item->msg = *msg; /* takes its allocations */
-	memset(msg, 0, sizeof(*msg));
-	size_t n = item->msg.rcpt_count;
+	size_t n = o->msg.rcpt_count;
 	item->rcpt_ptrs = calloc(n ? n : 1, sizeof(*item->rcpt_ptrs));
 	item->results = calloc(n ? n : 1, sizeof(*item->results));
 	if (item->rcpt_ptrs == NULL || item->results == NULL) {
 		free(item->rcpt_ptrs);
 		free(item->results);
-		store_outbox_message_free(&item->msg);
 		free(item);
 		return NULL;
 	}
+	item->o = o;
 	for (size_t i = 0; i < n; i++)
-		item->rcpt_ptrs[i] = item->msg.rcpts[i].address;
-	item->smtp.mail_from = item->msg.mail_from;
+		item->rcpt_ptrs[i] = o->msg.rcpts[i].address;
+	item->smtp.mail_from = o->route.mail_from;
 	item->smtp.rcpts = item->rcpt_ptrs;
 	item->smtp.rcpt_count = n;
-	item->smtp.data = item->msg.body;
-	item->smtp.data_len = item->msg.body_len;
+	item->smtp.head = o->head;
+	item->smtp.head_len = o->head_len;
 	item->smtp.results = item->results;
 	item->smtp.user = item;
 	return item;
@@ -162,235 +184,95 @@ static struct item *item_new(struct store_outbox_message *msg)
 
 /* ---- results ---- */
 
-struct finish_job {
-	struct sender *sender;
-	struct item *item;
-	struct store_outbox_rcpt *rcpts; /* the attempt's verdicts */
-	struct store_outbox_result result;
-	char last_error[MT_ERROR_TEXT_MAX];
-	char last_class[16];
-	bool log_activity;
-	struct store_message activity;
-	struct store_mailbox *participants;
-	struct store_attachment *attachments;
-};
-
-static void finish_job_free(struct finish_job *job)
-{
-	free(job->rcpts);
-	free(job->participants);
-	free(job->attachments);
-	free(job);
-}
-
-/* The outbox's own copy of the message, restricted to the recipients that have it now. */
-static int prepare_activity(struct finish_job *job)
-{
-	const struct store_outbox_message *m = &job->item->msg;
-	struct store_message *a = &job->activity;
-	size_t n = job->result.rcpt_count;
-	job->participants = calloc(n ? n : 1, sizeof(*job->participants));
-	if (job->participants == NULL)
-		return -1;
-	size_t to = 0, cc = 0, bcc = 0;
-	/* Grouped by kind: to first, then cc, then bcc, as the store wants three arrays. */
-	for (int kind = STORE_RCPT_TO; kind <= STORE_RCPT_BCC; kind++) {
-		for (size_t i = 0; i < n; i++) {
-			const struct store_outbox_rcpt *r = &job->rcpts[i];
-			if ((int)r->kind != kind || r->state != STORE_RCPT_SENT)
-				continue;
-			struct store_mailbox *mb = &job->participants[to + cc + bcc];
-			mt_strlcpy(mb->address, r->address, sizeof(mb->address));
-			mt_strlcpy(mb->name, r->name, sizeof(mb->name));
-			if (kind == STORE_RCPT_TO)
-				to++;
-			else if (kind == STORE_RCPT_CC)
-				cc++;
-			else
-				bcc++;
-		}
-	}
-	a->alias_count = 0;
-	if (m->message_id[0] != '\0')
-		snprintf(a->aliases[a->alias_count++], MT_MESSAGE_KEY_MAX, "mid:%s", m->message_id);
-	if (m->mailtrail_id[0] != '\0')
-		snprintf(a->aliases[a->alias_count++], MT_MESSAGE_KEY_MAX, "mt:%s",
-		         m->mailtrail_id);
-	mt_strlcpy(a->message_id, m->message_id, sizeof(a->message_id));
-	a->date = m->created_at;
-	a->from = m->from;
-	a->to = job->participants;
-	a->to_count = to;
-	a->cc = job->participants + to;
-	a->cc_count = cc;
-	a->bcc = job->participants + to + cc;
-	a->bcc_count = bcc;
-	mt_strlcpy(a->subject, m->subject, sizeof(a->subject));
-	mt_strlcpy(a->snippet, m->snippet, sizeof(a->snippet));
-	json_t *list = m->attachments_json ? json_loads(m->attachments_json, 0, NULL) : NULL;
-	size_t count = json_is_array(list) ? json_array_size(list) : 0;
-	job->attachments = calloc(count ? count : 1, sizeof(*job->attachments));
-	if (job->attachments == NULL) {
-		json_decref(list);
-		return -1;
-	}
-	for (size_t i = 0; i < count; i++) {
-		json_t *att = json_array_get(list, i);
-		const char *name = json_string_value(json_object_get(att, "name"));
-		const char *type = json_string_value(json_object_get(att, "type"));
-		mt_strlcpy(job->attachments[i].name, name ? name : "", MT_ATTACHMENT_NAME_MAX + 1);
-		mt_strlcpy(job->attachments[i].type, type ? type : "", MT_CONTENT_TYPE_MAX + 1);
-		job->attachments[i].size = json_integer_value(json_object_get(att, "size"));
-	}
-	a->attachments = job->attachments;
-	a->attachment_count = count;
-	json_decref(list);
-	return 0;
-}
-
-static int finish_run(struct store_tx *tx, void *arg)
-{
-	struct finish_job *job = arg;
-	int rc = store_outbox_finish(tx, &job->result);
-	if (rc != 0 || !job->log_activity)
-		return rc;
-	struct matcher_result match;
-	return matcher_log_message(tx, job->item->msg.org_id, job->item->msg.user_id,
-	                           STORE_SOURCE_OUTBOX, &job->activity, &match);
-}
-
 static void finish_done(void *arg, int result)
 {
-	struct finish_job *job = arg;
-	struct sender *sender = job->sender;
+	struct item *item = arg;
+	struct sender *sender = item->sender;
+	if (result == STORE_CONFLICT)
+		mt_log(MT_LOG_WARN, "sender.lease_lost", MT_KV("message", item->o->msg.id));
+	else if (result != 0)
+		mt_log(MT_LOG_ERROR, "sender.finish_failed", MT_KV("message", item->o->msg.id));
 	if (sender->stopping) {
-		item_free(sender, job->item);
-		finish_job_free(job);
+		item_free(sender, item);
 		job_end(sender);
 		return;
 	}
-	if (result == STORE_CONFLICT)
-		mt_log(MT_LOG_WARN, "sender.lease_lost", MT_KV("message", job->item->msg.id));
-	else if (result != 0)
-		mt_log(MT_LOG_ERROR, "sender.finish_failed", MT_KV("message", job->item->msg.id));
-	sender->held--;
-	struct account *account = job->item->account;
-	if (job->item->fed)
-		account->unrecorded--;
-	item_free(sender, job->item);
-	finish_job_free(job);
-	pump(account);
-	if (sender->held < MT_SENDER_CLAIM_MAX)
-		schedule_poll(sender, 0);
+	item_done(sender, item);
 	job_end(sender);
 }
 
-/* Turns one attempt into the store's result: accepted recipients are sent, permanently refused
- * ones failed, temporarily refused ones stay pending for a retry — until retry_expiry. */
+/* The attempt's outcome into the outbox policy's verdict, recorded fenced by the lease.
+ * `item->results` hold each recipient's outcome; `cls` and `reason` the attempt's own when it
+ * failed as a whole. */
 static void finish(struct sender *sender, struct item *item, enum mt_failure_class cls,
                    const char *reason)
 {
-	struct store_outbox_message *m = &item->msg;
-	struct finish_job *job = calloc(1, sizeof(*job));
-	if (job != NULL)
-		job->rcpts = calloc(m->rcpt_count ? m->rcpt_count : 1, sizeof(*job->rcpts));
-	if (job == NULL || job->rcpts == NULL) {
-		mt_log(MT_LOG_ERROR, "sender.out_of_memory", MT_KV("message", m->id));
-		if (job != NULL)
-			finish_job_free(job);
-		sender->held--;
-		if (item->fed)
-			item->account->unrecorded--;
-		item_free(sender, item); /* the lease expires and the message is claimed again */
-		return;
-	}
-	job->sender = sender;
-	job->item = item;
-	int64_t now = now_s();
-	bool pending = false, any_sent = false;
+	struct store_outbox_message *m = &item->o->msg;
+	/* Each recipient keeps the reply that decided it (GET /v1/messages shows it). */
 	for (size_t i = 0; i < m->rcpt_count; i++) {
-		const struct smtp_rcpt_result *r = &item->results[i];
-		struct store_outbox_rcpt *out = &job->rcpts[i];
-		*out = m->rcpts[i];
-		mt_strlcpy(out->reply, r->reply[0] ? r->reply : (reason ? reason : ""),
-		           sizeof(out->reply));
-		if (r->accepted) {
-			out->state = STORE_RCPT_SENT;
-			any_sent = true;
-		} else if (r->permanent) {
-			out->state = STORE_RCPT_FAILED;
-		} else {
-			out->state = STORE_RCPT_PENDING;
-			pending = true;
-		}
+		const char *reply = item->results[i].reply[0] ? item->results[i].reply
+		                    : item->smtp.reply[0]     ? item->smtp.reply
+		                                              : (reason != NULL ? reason : "");
+		mt_strlcpy(m->rcpts[i].reply, reply, sizeof(m->rcpts[i].reply));
 	}
-	bool any_refused = false;
-	for (size_t i = 0; i < m->rcpt_count; i++)
-		any_refused = any_refused || job->rcpts[i].state != STORE_RCPT_SENT;
-	const char *error = item->smtp.reply[0] ? item->smtp.reply : (reason ? reason : "");
-	if (any_refused) {
-		/* A partial delivery's message reply is the dot's 250: the refusal is the news. */
-		for (size_t i = 0; i < m->rcpt_count && cls == MT_CLASS_NONE; i++) {
-			if (job->rcpts[i].state != STORE_RCPT_SENT) {
-				error = job->rcpts[i].reply;
-				cls = item->results[i].cls;
-			}
+	size_t n = m->rcpt_count;
+	struct outbox_rcpt_outcome *outcomes = calloc(n ? n : 1, sizeof(*outcomes));
+	enum store_rcpt_state *states = calloc(n ? n : 1, sizeof(*states));
+	struct outbox_verdict verdict = {.rcpt_states = states};
+	if (outcomes != NULL && states != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			const struct smtp_rcpt_result *r = &item->results[i];
+			outcomes[i] = (struct outbox_rcpt_outcome){
+			    .accepted = r->accepted,
+			    .permanent = r->permanent,
+			    .cls = r->cls,
+			    .reply = r->reply[0] ? r->reply : item->smtp.reply};
 		}
-		mt_strlcpy(job->last_error, error, sizeof(job->last_error));
-		mt_strlcpy(job->last_class,
-		           mt_class_name(cls == MT_CLASS_NONE ? MT_CLASS_RESP : cls),
-		           sizeof(job->last_class));
+		struct outbox_attempt attempt = {
+		    .rcpt_count = n,
+		    .outcomes = outcomes,
+		    .sent_before = m->sent_before,
+		    .failed_before = m->failed_before,
+		    .attempts_before = (unsigned)m->attempts,
+		    .first_attempt_at = m->first_attempt_at,
+		    .held_seconds = m->held_seconds,
+		    .now = now_s(),
+		    .not_before = item->account->cooldown_until,
+		    .cls = cls,
+		    .reason = item->smtp.reply[0] ? item->smtp.reply : reason,
+		};
+		outbox_verdict(&attempt, &sender->backoff, &verdict);
+		mt_metric_inc("mailtrail_sends_total", "Send attempts by route and outcome class",
+		              "route", item->account->relay ? "relay" : "custom", "class",
+		              verdict.state == STORE_OUTBOX_SENT ? "ok"
+		                                                 : mt_class_name(verdict.cls));
 	}
-	struct store_outbox_result *res = &job->result;
-	res->id = m->id;
-	res->lease_token = m->lease_token;
-	res->first_attempt_at = m->first_attempt_at ? m->first_attempt_at : now;
-	res->last_error = job->last_error;
-	res->last_class = job->last_class;
-	res->rcpts = job->rcpts;
-	res->rcpt_count = m->rcpt_count;
-	res->sent_at = any_sent ? now : 0;
-	res->state = STORE_OUTBOX_SENT; /* final: the store derives sent/partial/failed */
-	if (pending) {
-		struct mt_backoff policy = sender->backoff;
-		policy.expiry_s += m->held_seconds;
-		int64_t next;
-		if (mt_backoff_next(&policy, res->first_attempt_at, now, (unsigned)m->attempts + 1,
-		                    &next) == 0) {
-			res->state = STORE_OUTBOX_QUEUED;
-			/* `now` is whole seconds rounded down and the claim asks "due <= now":
-			 * without the second, a retry could come up to a second before its delay is
-			 * over (at once, with a 1 s test delay). */
-			next += 1;
-			/* Not before the account may open a session again. */
-			if (item->account->cooldown_until > next)
-				next = item->account->cooldown_until;
-			res->next_attempt_at = next;
-		} else {
-			/* Out of time: what is still pending fails with its last reason. */
-			for (size_t i = 0; i < m->rcpt_count; i++)
-				if (job->rcpts[i].state == STORE_RCPT_PENDING)
-					job->rcpts[i].state = STORE_RCPT_FAILED;
-			snprintf(job->last_error, sizeof(job->last_error),
-			         "retry time ran out: %.400s", error);
-		}
-	}
-	job->log_activity = any_sent && prepare_activity(job) == 0;
-	mt_metric_inc("mailtrail_sends_total", "Send attempts by route and outcome class", "route",
-	              m->route, "class",
-	              any_sent && !pending
-	                  ? "ok"
-	                  : mt_class_name(cls == MT_CLASS_NONE ? MT_CLASS_RESP : cls));
 	item->finishing = true;
-	if (submit(sender, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done, job) <
-	    0) {
-		mt_log(MT_LOG_ERROR, "sender.store_full", MT_KV("message", m->id));
-		sender->held--;
-		if (item->fed)
-			item->account->unrecorded--;
-		item_free(sender, item);
-		finish_job_free(job);
+	sender->jobs++;
+	if (outcomes == NULL || states == NULL ||
+	    outbox_lease_finish(sender->p.store, item->o, &verdict, finish_done, item) < 0) {
+		/* The lease expires and the message is claimed again. */
+		mt_log(MT_LOG_ERROR, "sender.finish_not_submitted", MT_KV("message", m->id));
+		sender->jobs--;
+		item_done(sender, item);
 	}
+	free(outcomes);
+	free(states);
+}
+
+/* Finishes an item with one class and reason for every recipient (a session that failed
+ * before sending it, a message without a route now, a body that is gone). */
+static void finish_all(struct sender *sender, struct item *item, enum mt_failure_class cls,
+                       bool permanent, const char *reason)
+{
+	for (size_t i = 0; i < item->o->msg.rcpt_count; i++) {
+		item->results[i].accepted = false;
+		item->results[i].permanent = permanent;
+		item->results[i].cls = cls;
+		mt_strlcpy(item->results[i].reply, reason, sizeof(item->results[i].reply));
+	}
+	mt_strlcpy(item->smtp.reply, reason, sizeof(item->smtp.reply));
+	finish(sender, item, cls, reason);
 }
 
 /* ---- sessions ---- */
@@ -432,23 +314,26 @@ static void on_message_done(void *ctx, struct smtp_message *message)
 }
 
 /* Every message still queued for this account fails this attempt with the session's reason:
- * they are retried with back-off instead of hammering a server that just refused us. */
+ * they are retried with back-off instead of hammering a server that just refused us. One whose
+ * body is loading goes when the load is done. */
 static void fail_queue(struct account *account, enum mt_failure_class cls, const char *reason)
 {
-	while (account->head != NULL) {
-		struct item *item = account->head;
-		account->head = item->next;
-		account->queued--;
-		for (size_t i = 0; i < item->msg.rcpt_count; i++) {
-			item->results[i].accepted = false;
-			item->results[i].permanent = false;
-			item->results[i].cls = cls;
-			mt_strlcpy(item->results[i].reply, reason, sizeof(item->results[i].reply));
+	account->failed_cls = cls;
+	mt_strlcpy(account->failed_reason, reason, sizeof(account->failed_reason));
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		if (item->loading) {
+			last = item;
+			p = &item->next;
+			continue;
 		}
-		mt_strlcpy(item->smtp.reply, reason, sizeof(item->smtp.reply));
-		finish(account->sender, item, cls, reason);
+		*p = item->next;
+		account->queued--;
+		finish_all(account->sender, item, cls, false, reason);
 	}
-	account->tail = NULL;
+	account->tail = last;
 }
 
 static void on_session_failed(void *ctx, const struct smtp_failure *failure)
@@ -559,18 +444,137 @@ static bool open_session(struct account *account)
 	return true;
 }
 
+/* ---- bodies, when a session is ready for them ---- */
+
+struct load {
+	struct sender *sender;
+	struct account *account; /* gone once the sender stops */
+	struct item *items[MT_SENDER_LOAD_BATCH];
+	size_t count;
+};
+
+static void bodies_loaded(void *arg, int result)
+{
+	struct load *load = arg;
+	struct sender *sender = load->sender;
+	struct account *account = load->account;
+	for (size_t i = 0; i < load->count; i++) {
+		struct item *item = load->items[i];
+		item->loading = false;
+		if (sender->stopping) {
+			item_free(sender, item);
+			continue;
+		}
+		if (result != 0) {
+			/* Loaded again the next time a session has room. */
+			free(item->o->msg.body);
+			item->o->msg.body = NULL;
+			sender->body_bytes -= item->reserved;
+			account->body_bytes -= item->reserved;
+			item->reserved = 0;
+			continue;
+		}
+		item->loaded = true;
+		item->smtp.data = item->o->msg.body;
+		item->smtp.data_len = item->o->msg.body_len;
+	}
+	free(load);
+	if (job_end(sender))
+		return;
+	if (result != 0)
+		mt_log(MT_LOG_ERROR, "sender.bodies_failed", MT_KV("account", account->key));
+	/* What can no longer go: a body that is gone, or an account that failed meanwhile. */
+	bool failed = account->sessions == NULL && now_s() < account->cooldown_until;
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		bool gone = item->loaded && item->o->msg.body == NULL;
+		if (!gone && !(failed && item->loaded)) {
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		if (gone)
+			finish_all(sender, item, MT_CLASS_INTERNAL, true,
+			           "the message's body is gone");
+		else
+			finish_all(sender, item, account->failed_cls, false,
+			           account->failed_reason);
+	}
+	account->tail = last;
+	pump(account);
+}
+
+/* Starts loading the bodies of the next queued items for which ready sessions have room,
+ * within the node's and the account's byte budgets (one item alone may exceed them: a large
+ * message must still go). */
+static void load_bodies(struct account *account)
+{
+	struct sender *sender = account->sender;
+	size_t room = 0;
+	for (struct session *s = account->sessions; s != NULL; s = s->next)
+		if (s->ready && !s->quitting)
+			room += (size_t)sender->p.max_inflight - s->inflight;
+	struct load *load = NULL;
+	for (struct item *item = account->head; item != NULL && room > 0; item = item->next) {
+		if (item->loaded || item->loading) {
+			room--;
+			continue;
+		}
+		size_t len = item->o->msg.body_len;
+		if ((sender->body_bytes > 0 &&
+		     sender->body_bytes + len > MT_SENDER_BODY_BYTES_MAX) ||
+		    (account->body_bytes > 0 &&
+		     account->body_bytes + len > MT_SENDER_ACCOUNT_BODY_BYTES_MAX))
+			break; /* in order: what follows waits for bodies to be sent */
+		if (load == NULL && (load = calloc(1, sizeof(*load))) == NULL)
+			break;
+		load->sender = sender;
+		load->account = account;
+		load->items[load->count++] = item;
+		item->loading = true;
+		item->reserved = len;
+		sender->body_bytes += len;
+		account->body_bytes += len;
+		room--;
+		if (load->count == MT_SENDER_LOAD_BATCH)
+			break;
+	}
+	if (load == NULL)
+		return;
+	sender->jobs++;
+	struct outbox_item *items[MT_SENDER_LOAD_BATCH];
+	for (size_t i = 0; i < load->count; i++)
+		items[i] = load->items[i]->o;
+	if (outbox_lease_bodies(sender->p.store, items, load->count, bodies_loaded, load) < 0) {
+		sender->jobs--;
+		for (size_t i = 0; i < load->count; i++) {
+			struct item *item = load->items[i];
+			item->loading = false;
+			sender->body_bytes -= item->reserved;
+			account->body_bytes -= item->reserved;
+			item->reserved = 0;
+		}
+		free(load);
+	}
+}
+
 static void pump(struct account *account)
 {
 	struct sender *sender = account->sender;
 	if (sender->stopping)
 		return;
-	/* Feed the sessions that are up. */
+	/* Feed the sessions that are up, in queue order: an item whose body is not here yet
+	 * holds the ones behind it. */
+	size_t bound = (size_t)sender->p.sessions_per_account * (size_t)sender->p.max_inflight;
 	for (struct session *s = account->sessions; s != NULL; s = s->next) {
 		if (!s->ready || s->quitting)
 			continue;
-		size_t bound =
-		    (size_t)sender->p.sessions_per_account * (size_t)sender->p.max_inflight;
-		while (account->head != NULL && s->inflight < (unsigned)sender->p.max_inflight &&
+		while (account->head != NULL && account->head->loaded &&
+		       s->inflight < (unsigned)sender->p.max_inflight &&
 		       account->unrecorded < bound) {
 			struct item *item = account->head;
 			const char *error;
@@ -586,6 +590,7 @@ static void pump(struct account *account)
 			s->inflight++;
 		}
 	}
+	load_bodies(account);
 	/* Open another session when every open one is full (or there is none). */
 	bool all_full = true;
 	for (struct session *s = account->sessions; s != NULL; s = s->next)
@@ -604,14 +609,15 @@ static void pump(struct account *account)
 	}
 }
 
-static struct account *account_for(struct sender *sender, const struct store_outbox_message *m)
+/* ---- claiming ---- */
+
+static struct account *account_for(struct sender *sender, const struct outbox_item *o)
 {
 	char key[MT_ID_MAX + 8];
-	bool relay = strcmp(m->route, "relay") == 0;
-	if (relay)
+	if (o->route.relay)
 		snprintf(key, sizeof(key), "relay");
 	else
-		snprintf(key, sizeof(key), "custom:%s", m->user_id);
+		snprintf(key, sizeof(key), "custom:%s", o->msg.user_id);
 	for (struct account *a = sender->accounts; a != NULL; a = a->next)
 		if (strcmp(a->key, key) == 0)
 			return a;
@@ -620,94 +626,49 @@ static struct account *account_for(struct sender *sender, const struct store_out
 		return NULL;
 	a->sender = sender;
 	mt_strlcpy(a->key, key, sizeof(a->key));
-	a->relay = relay;
+	a->relay = o->route.relay;
 	a->next = sender->accounts;
 	sender->accounts = a;
 	return a;
 }
 
-/* ---- claiming ---- */
-
-struct claim_job {
-	struct sender *sender;
-	struct store_outbox_message *messages;
-	size_t count;
-	size_t max;
-	/* The custom accounts of the claimed messages' users. */
-	struct store_smtp_account *accounts;
-	size_t account_count;
-};
-
-static int claim_run(struct store_tx *tx, void *arg)
+static void claimed(void *ctx, int result, struct outbox_claim *claim)
 {
-	struct claim_job *job = arg;
-	/* What a run before this one (rolled back, see STORE_REPLAYABLE) left. */
-	for (size_t i = 0; i < job->count; i++)
-		store_outbox_message_free(&job->messages[i]);
-	job->count = 0;
-	free(job->accounts);
-	job->accounts = NULL;
-	job->account_count = 0;
-	int rc = store_outbox_claim(tx, job->sender->node_id, now_s(), job->sender->p.lease_s,
-	                            job->max, job->messages, &job->count);
-	if (rc != 0)
-		return rc;
-	job->accounts = calloc(job->count ? job->count : 1, sizeof(*job->accounts));
-	if (job->accounts == NULL)
-		return -1;
-	for (size_t i = 0; i < job->count; i++) {
-		const struct store_outbox_message *m = &job->messages[i];
-		if (strcmp(m->route, "custom") != 0)
-			continue;
-		bool have = false;
-		for (size_t j = 0; j < job->account_count && !have; j++)
-			have = strcmp(job->accounts[j].user_id, m->user_id) == 0;
-		if (have)
-			continue;
-		struct store_smtp_account *a = &job->accounts[job->account_count];
-		int got = store_smtp_account_get(tx, m->org_id, m->user_id, a);
-		if (got == 0)
-			job->account_count++;
-		else if (got != STORE_NOT_FOUND)
-			return got;
-	}
-	return 0;
-}
-
-static void claim_done(void *arg, int result)
-{
-	struct claim_job *job = arg;
-	struct sender *sender = job->sender;
+	struct sender *sender = ctx;
 	sender->claiming = false;
 	if (sender->stopping) {
-		for (size_t i = 0; i < job->count; i++)
-			store_outbox_message_free(&job->messages[i]);
-		result = -1;
-		job->count = 0;
-	} else if (result != 0)
+		job_end(sender);
+		return; /* the claim frees its items; the release job puts them back */
+	}
+	if (result != 0)
 		mt_log(MT_LOG_ERROR, "sender.claim_failed");
-	for (size_t i = 0; result == 0 && i < job->count; i++) {
-		struct store_outbox_message *m = &job->messages[i];
-		struct account *account = account_for(sender, m);
-		if (account != NULL && !account->relay) {
-			for (size_t j = 0; j < job->account_count; j++) {
-				if (strcmp(job->accounts[j].user_id, m->user_id) == 0) {
-					account->settings = job->accounts[j];
-					account->settings_loaded = true;
-				}
-			}
-		}
-		struct item *item = account != NULL ? item_new(m) : NULL;
-		if (item == NULL) {
-			store_outbox_message_free(m); /* the lease expires; claimed again later */
-			continue;
-		}
+	for (size_t i = 0; result == 0 && i < claim->count; i++) {
+		struct outbox_item *o = claim->items[i];
+		/* A message without a route now waits for one under the mail back-off. */
+		struct account *account = account_for(sender, o);
+		struct item *item = account != NULL ? item_new(o) : NULL;
+		if (item == NULL)
+			continue; /* the lease expires; claimed again later */
+		claim->items[i] = NULL;
+		item->sender = sender;
 		item->account = account;
 		item->all_next = sender->all;
 		if (sender->all != NULL)
 			sender->all->all_prev = item;
 		sender->all = item;
 		sender->held++;
+		if (!o->routable) {
+			finish_all(sender, item, MT_CLASS_INTERNAL, false, o->reason);
+			continue;
+		}
+		if (!account->relay) {
+			for (size_t j = 0; j < claim->account_count; j++) {
+				if (strcmp(claim->accounts[j].user_id, o->msg.user_id) == 0) {
+					account->settings = claim->accounts[j];
+					account->settings_loaded = true;
+				}
+			}
+		}
 		if (account->tail != NULL)
 			account->tail->next = item;
 		else
@@ -718,13 +679,7 @@ static void claim_done(void *arg, int result)
 	for (struct account *a = sender->accounts; a != NULL; a = a->next)
 		if (a->head != NULL)
 			pump(a);
-	bool full = job->count == job->max;
-	if (job->accounts != NULL) {
-		sodium_memzero(job->accounts, job->account_count * sizeof(*job->accounts));
-		free(job->accounts);
-	}
-	free(job->messages);
-	free(job);
+	bool full = result == 0 && claim->full;
 	if (job_end(sender))
 		return;
 	/* A full page means more is due now. */
@@ -736,21 +691,17 @@ static void claim(struct sender *sender)
 	if (sender->claiming || sender->stopping || !sender->started ||
 	    sender->held >= MT_SENDER_HELD_MAX)
 		return;
-	struct claim_job *job = calloc(1, sizeof(*job));
 	size_t max = MT_SENDER_HELD_MAX - sender->held < MT_SENDER_CLAIM_MAX
 	                 ? MT_SENDER_HELD_MAX - sender->held
 	                 : MT_SENDER_CLAIM_MAX;
-	if (job == NULL || (job->messages = calloc(max, sizeof(*job->messages))) == NULL) {
-		free(job);
-		return;
-	}
-	job->sender = sender;
-	job->max = max;
 	sender->claiming = true;
-	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, claim_run, claim_done, job) < 0) {
+	sender->jobs++;
+	const struct outbox_relay relay = {.configured = sender->p.relay_host != NULL,
+	                                   .from = sender->p.relay_from};
+	if (outbox_lease_claim(sender->p.store, sender->node_id, now_s(), sender->p.lease_s, max,
+	                       &relay, claimed, sender) < 0) {
 		sender->claiming = false;
-		free(job->messages);
-		free(job);
+		sender->jobs--;
 	}
 }
 
@@ -776,31 +727,14 @@ static void schedule_poll(struct sender *sender, int ms)
 	evtimer_add(sender->poll, &tv);
 }
 
-/* ---- leases ---- */
+/* ---- leases and metrics ---- */
 
-struct renew_job {
-	char node_id[MT_ID_MAX];
-	int64_t until;
-};
-
-static int renew_run(struct store_tx *tx, void *arg)
+static void renewed(void *ctx, int result, size_t count)
 {
-	struct renew_job *job = arg;
-	return store_outbox_renew(tx, job->node_id, job->until);
-}
-
-struct renew_job_ref {
-	struct renew_job job;
-	struct sender *sender;
-};
-
-static void renew_done(void *arg, int result)
-{
-	struct renew_job_ref *ref = arg;
-	struct sender *sender = ref->sender;
+	(void)count;
+	struct sender *sender = ctx;
 	if (result != 0)
 		mt_log(MT_LOG_ERROR, "sender.renew_failed");
-	free(ref);
 	job_end(sender);
 }
 
@@ -814,41 +748,23 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(sender->renew, &tv);
 	if (sender->held == 0)
 		return;
-	struct renew_job_ref *ref = calloc(1, sizeof(*ref));
-	if (ref == NULL)
-		return;
-	ref->sender = sender;
-	mt_strlcpy(ref->job.node_id, sender->node_id, sizeof(ref->job.node_id));
-	ref->job.until = now_s() + sender->p.lease_s;
-	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, renew_run, renew_done, ref) < 0)
-		free(ref);
+	sender->jobs++;
+	if (outbox_lease_renew(sender->p.store, sender->node_id, now_s() + sender->p.lease_s,
+	                       renewed, sender) < 0)
+		sender->jobs--;
 }
 
-/* ---- queue depth for /metrics ---- */
-
-#define STATS_INTERVAL_S 10
-
-struct stats_job {
-	struct sender *sender;
-	int64_t counts[STORE_OUTBOX_CANCELLED + 1];
-};
-
-static int stats_run(struct store_tx *tx, void *arg)
+static void counted(void *ctx, int result, const int64_t *counts)
 {
-	struct stats_job *job = arg;
-	return store_outbox_counts(tx, job->counts);
-}
-
-static void stats_done(void *arg, int result)
-{
-	struct stats_job *job = arg;
-	struct sender *sender = job->sender;
+	struct sender *sender = ctx;
 	for (int state = 0; result == 0 && state <= STORE_OUTBOX_CANCELLED; state++)
 		mt_metric_set_gauge("mailtrail_outbox_messages", "Outbox messages by state",
 		                    "state",
 		                    store_outbox_state_name((enum store_outbox_state)state), NULL,
-		                    NULL, (double)job->counts[state]);
-	free(job);
+		                    NULL, (double)counts[state]);
+	mt_metric_set_gauge("mailtrail_sender_body_bytes",
+	                    "Message bodies the sender holds in memory, node-wide", NULL, NULL,
+	                    NULL, NULL, (double)sender->body_bytes);
 	job_end(sender);
 }
 
@@ -859,43 +775,26 @@ static void on_stats(evutil_socket_t fd, short what, void *arg)
 	struct sender *sender = arg;
 	struct timeval tv = {STATS_INTERVAL_S, 0};
 	evtimer_add(sender->stats, &tv);
-	struct stats_job *job = calloc(1, sizeof(*job));
-	if (job == NULL)
-		return;
-	job->sender = sender;
-	if (submit(sender, STORE_READ, stats_run, stats_done, job) < 0)
-		free(job);
+	sender->jobs++;
+	if (outbox_lease_counts(sender->p.store, counted, sender) < 0)
+		sender->jobs--;
 }
 
-/* ---- life cycle ---- */
-
-struct release_job {
-	struct sender *sender;
-	char node_id[MT_ID_MAX];
-	size_t count;
-};
-
-static int release_run(struct store_tx *tx, void *arg)
+static void released(void *ctx, int result, size_t count)
 {
-	struct release_job *job = arg;
-	return store_outbox_release_owner(tx, job->node_id, &job->count);
-}
-
-static void release_done(void *arg, int result)
-{
-	struct release_job *job = arg;
-	struct sender *sender = job->sender;
+	struct sender *sender = ctx;
 	if (!sender->stopping) {
-		char count[32];
-		snprintf(count, sizeof(count), "%zu", job->count);
+		char text[32];
+		snprintf(text, sizeof(text), "%zu", count);
 		mt_log(result == 0 ? MT_LOG_INFO : MT_LOG_ERROR, "sender.leases_released",
-		       MT_KV("node", job->node_id), MT_KV("messages", count));
+		       MT_KV("node", sender->node_id), MT_KV("messages", text));
 		sender->started = true;
 		schedule_poll(sender, 0);
 	}
-	free(job);
 	job_end(sender);
 }
+
+/* ---- life cycle ---- */
 
 struct sender *sender_new(const struct sender_params *params, const char **error_r)
 {
@@ -915,6 +814,8 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 		sender->p.max_inflight = MT_SMTP_SESSION_QUEUE_MAX;
 	if (sender->p.relay_user == NULL)
 		sender->p.relay_user = "";
+	if (sender->p.relay_from == NULL)
+		sender->p.relay_from = "";
 	sender->backoff.base_delay_s =
 	    params->retry_base_s > 0 ? params->retry_base_s : DEFAULT_RETRY_S;
 	sender->backoff.max_delay_s = 3600;
@@ -923,9 +824,7 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 	sender->poll = evtimer_new(params->base, on_poll, sender);
 	sender->renew = evtimer_new(params->base, on_renew, sender);
 	sender->stats = evtimer_new(params->base, on_stats, sender);
-	struct release_job *job = calloc(1, sizeof(*job));
-	if (sender->poll == NULL || sender->renew == NULL || sender->stats == NULL || job == NULL) {
-		free(job);
+	if (sender->poll == NULL || sender->renew == NULL || sender->stats == NULL) {
 		*error_r = "out of memory";
 		sender_free(&sender);
 		return NULL;
@@ -935,10 +834,9 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 	struct timeval soon = {1, 0};
 	evtimer_add(sender->stats, &soon);
 	/* Leases this node held before a restart are ours: take them back at once. */
-	job->sender = sender;
-	mt_strlcpy(job->node_id, sender->node_id, sizeof(job->node_id));
-	if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, release_run, release_done, job) < 0) {
-		free(job);
+	sender->jobs++;
+	if (outbox_lease_release(sender->p.store, sender->node_id, released, sender) < 0) {
+		sender->jobs--;
 		*error_r = "the store queue is full";
 		sender_free(&sender);
 		return NULL;
@@ -959,6 +857,12 @@ void sender_free(struct sender **senderp)
 		return;
 	*senderp = NULL;
 	sender->stopping = true;
+	/* Items whose result or body job is queued are freed by that job's completion. */
+	for (struct item *item = sender->all, *next; item != NULL; item = next) {
+		next = item->all_next;
+		if (!item->finishing && !item->loading)
+			item_free(sender, item);
+	}
 	while (sender->accounts != NULL) {
 		struct account *a = sender->accounts;
 		sender->accounts = a->next;
@@ -971,12 +875,8 @@ void sender_free(struct sender **senderp)
 		sodium_memzero(&a->settings, sizeof(a->settings));
 		free(a);
 	}
-	/* Items whose result job is queued are freed by that job's completion. */
-	for (struct item *item = sender->all, *next; item != NULL; item = next) {
-		next = item->all_next;
-		if (!item->finishing)
-			item_free(sender, item);
-	}
+	for (struct item *item = sender->all; item != NULL; item = item->all_next)
+		item->account = NULL;
 	if (sender->poll != NULL)
 		event_free(sender->poll);
 	if (sender->renew != NULL)
@@ -985,14 +885,9 @@ void sender_free(struct sender **senderp)
 		event_free(sender->stats);
 	sender->poll = sender->renew = sender->stats = NULL;
 	/* What was claimed and not finished goes back to the queue now, not at lease expiry. */
-	struct release_job *job = calloc(1, sizeof(*job));
-	if (job != NULL) {
-		job->sender = sender;
-		mt_strlcpy(job->node_id, sender->node_id, sizeof(job->node_id));
-		if (submit(sender, STORE_WRITE | STORE_REPLAYABLE, release_run, release_done, job) <
-		    0)
-			free(job);
-	}
+	sender->jobs++;
+	if (outbox_lease_release(sender->p.store, sender->node_id, released, sender) < 0)
+		sender->jobs--;
 	if (sender->jobs == 0)
 		free(sender);
 }

@@ -1,10 +1,13 @@
 /* The sender: carries the outbox's messages out. It claims due messages from the store under a
- * lease, groups them per account (a user's custom SMTP, or the platform relay), and sends them
- * many per session, pipelined, over at most `sessions_per_account` sessions per account with at
- * most `max_inflight` messages queued on each. Every attempt's result goes back to the store
- * fenced by the lease token; temporary failures retry only the refused recipients, with
- * quadratic back-off until retry_expiry (held time excluded); accepted recipients get their
- * `email_sent` activities (source outbox) in the same transaction.
+ * lease (engine/outbox_lease.h), each with the route this attempt takes (chosen now, not at
+ * enqueue: engine/outbox.h), groups them per account (a user's custom SMTP, or the platform
+ * relay), and sends them many per session, pipelined, over at most `sessions_per_account`
+ * sessions per account with at most `max_inflight` messages queued on each. A message's body is
+ * loaded only when a ready session has room for it, within a byte budget per node and per
+ * account (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX), so a stalled server
+ * holds little memory. Every attempt's outcome goes through the outbox policy
+ * (engine/outbox_policy.h) and back to the store fenced by the lease token; accepted recipients
+ * get their `email_sent` activities (source outbox) in the same transaction.
  *
  * Crash safety: a message is marked sent only after the server acknowledged its data. After a
  * crash, the node's own leases go back to the queue at start, so at most sessions × max_inflight
@@ -48,6 +51,7 @@ struct sender_params {
 	uint16_t relay_port;
 	bool relay_implicit_tls;
 	const char *relay_user; /* "" for no AUTH */
+	const char *relay_from; /* its envelope sender (DMARC rules: engine/outbox.h); "" or NULL */
 	const struct mt_secret *relay_password;
 };
 

@@ -56,9 +56,14 @@
 /* Transcript lines kept by smtp-check and tests. */
 #define MT_TRANSCRIPT_LINE_MAX 1024
 
-/* The sender: claimed outbox messages held in memory (~16 KB each with their body). */
+/* The sender: claimed outbox messages held in memory (~8 KB each without their body). */
 #define MT_SENDER_CLAIM_MAX 250  /* messages per claim job */
 #define MT_SENDER_HELD_MAX  5000 /* claimed and not yet finished */
+/* Message bodies the sender holds (loaded for a ready session, not yet finished): node-wide and
+ * per account. One message alone may exceed them; more wait for the ones in flight. */
+#define MT_SENDER_BODY_BYTES_MAX         (256u * 1024 * 1024)
+#define MT_SENDER_ACCOUNT_BODY_BYTES_MAX (64u * 1024 * 1024)
+#define MT_SENDER_LOAD_BATCH             100 /* bodies loaded per store job */
 
 /* Service: identifiers and stored strings */
 #define MT_ID_MAX             32   /* "usr_" + 20 base32 characters, with room */
@@ -144,11 +149,14 @@
 #define MT_SEAL_CONTEXT_MAX 256  /* "smtp:usr_..." associated data */
 
 /* Messages seen by the activity sources (src/mime parsing, message records) */
-#define MT_MESSAGE_ID_MAX           998  /* RFC 5322 line length */
-#define MT_MESSAGE_KEY_MAX          1024 /* "mid:" / "mt:" / "sha:" + the id */
-#define MT_MESSAGE_ALIASES_MAX      2    /* Message-ID and X-Mailtrail-Id */
-#define MT_SUBJECT_MAX              998
-#define MT_SNIPPET_CHARS            500 /* characters of text kept as the snippet */
+#define MT_MESSAGE_ID_MAX      998  /* RFC 5322 line length */
+#define MT_MESSAGE_KEY_MAX     1024 /* "mid:" / "mt:" / "sha:" + the id */
+#define MT_MESSAGE_ALIASES_MAX 2    /* Message-ID and X-Mailtrail-Id */
+#define MT_SUBJECT_MAX         998
+#define MT_SNIPPET_CHARS       500 /* characters of text kept as the snippet */
+/* Room counted for the fields the outbox puts before a stored message at delivery (From,
+ * Sender, Reply-To with RFC 2047 names, Message-ID, X-Mailtrail-Id). */
+#define MT_MESSAGE_HEAD_ROOM        2048
 #define MT_SNIPPET_BYTES            (MT_SNIPPET_CHARS * 4)
 #define MT_MESSAGE_PARTICIPANTS_MAX 500 /* From + To + Cc + Bcc addresses kept per message */
 #define MT_ATTACHMENTS_MAX          100

@@ -383,6 +383,15 @@ static const struct migration migrations[] = {
      "CREATE INDEX message_aliases_rid ON message_aliases (rid);"
      "CREATE UNIQUE INDEX activities_feed ON activities (org_id, seq);"
      "CREATE INDEX activities_timeline ON activities (profile_id, org_id, date, id);"},
+
+    /* The route is chosen when a message is sent, not when it is stored: the fields it decides
+     * (From, Sender, Reply-To) and the identity go before the stored rest at delivery
+     * (head_apart = 1); the user's own Reply-To is kept for that. Messages stored before keep
+     * their whole MIME (head_apart = 0) and go as they are. */
+    {7, "route_at_delivery",
+     "ALTER TABLE outbox_messages ADD COLUMN reply_to_address TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE outbox_messages ADD COLUMN reply_to_name TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE outbox_messages ADD COLUMN head_apart INTEGER NOT NULL DEFAULT 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

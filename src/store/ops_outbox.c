@@ -34,6 +34,10 @@ const char *store_outbox_state_name(enum store_outbox_state state)
 #define HELD_SQL    "1"
 #define SENDING_SQL "2"
 #define FINAL_SQL   "3" /* sent, partial, failed, cancelled: state >= 3 */
+/* Recipient states in the claim's counts, tied to the enum like the above. */
+#define RCPT_SENT_SQL   "1"
+#define RCPT_FAILED_SQL "2"
+_Static_assert(STORE_RCPT_SENT == 1 && STORE_RCPT_FAILED == 2, "the recipient states' literals");
 _Static_assert(STORE_OUTBOX_QUEUED == 0 && STORE_OUTBOX_HELD == 1 && STORE_OUTBOX_SENDING == 2 &&
                    STORE_OUTBOX_SENT == 3 && STORE_OUTBOX_CANCELLED == 6,
                "the partial indexes' literal states");
@@ -93,17 +97,19 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	int rc = sql_insert(
 	    tx, op,
 	    "INSERT INTO outbox_messages (id, org_id, user_id, campaign_id, state, route,"
-	    " idempotency_key, mail_from, from_address, from_name, subject, message_id,"
-	    " mailtrail_id, snippet, attachments_json, body_len, next_attempt_at, created_at,"
-	    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	    SQL_ARGS(SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
-	             SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
-	             SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from),
-	             SQL_TEXT(m->from.address), SQL_TEXT(m->from.name), SQL_TEXT(m->subject),
-	             SQL_TEXT(m->message_id), SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet),
-	             SQL_TEXT(m->attachments_json != NULL ? m->attachments_json : "[]"),
-	             SQL_INT(m->body_len), SQL_INT(m->next_attempt_at), SQL_INT(now),
-	             SQL_INT(now)));
+	    " idempotency_key, mail_from, from_address, from_name, reply_to_address,"
+	    " reply_to_name, head_apart, subject, message_id, mailtrail_id, snippet,"
+	    " attachments_json, body_len, next_attempt_at, created_at, updated_at)"
+	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(
+	        SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
+	        SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
+	        SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from), SQL_TEXT(m->from.address),
+	        SQL_TEXT(m->from.name), SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
+	        SQL_INT(m->head_apart), SQL_TEXT(m->subject), SQL_TEXT(m->message_id),
+	        SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet),
+	        SQL_TEXT(m->attachments_json != NULL ? m->attachments_json : "[]"),
+	        SQL_INT(m->body_len), SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
 	/* A unique id is a conflict; the table has no foreign key, so nothing else is expected. */
 	if (rc != 0)
 		return rc == STORE_CONFLICT ? rc : -1;
@@ -136,6 +142,9 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, TEXT, "mail_from", mail_from)                                                         \
 	G(T, TEXT, "from_address", from.address)                                                   \
 	G(T, TEXT, "from_name", from.name)                                                         \
+	G(T, TEXT, "reply_to_address", reply_to.address)                                           \
+	G(T, TEXT, "reply_to_name", reply_to.name)                                                 \
+	G(T, BOOL, "head_apart", head_apart)                                                       \
 	G(T, TEXT, "subject", subject)                                                             \
 	G(T, TEXT, "message_id", message_id)                                                       \
 	G(T, TEXT, "mailtrail_id", mailtrail_id)                                                   \
@@ -155,12 +164,40 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, INT64, "updated_at", updated_at)                                                      \
 	G(T, INT64, "sent_at", sent_at)
 SQL_TABLE(message_table, MESSAGE_ROW, struct store_outbox_message);
-/* A claimed message comes with its body (the body's own length replaces body_len). */
+/* A claimed message comes with the counts of the recipients earlier attempts finished. */
 #define CLAIMED_ROW(F, G, T)                                                                       \
 	MESSAGE_ROW(F, G, T)                                                                       \
-	G(T, BLOB_DUP, "(SELECT body FROM outbox_bodies WHERE message_id = outbox_messages.id)",   \
-	  body, body_len)
+	G(T, INT,                                                                                  \
+	  "(SELECT COUNT(*) FROM outbox_recipients r WHERE r.message_id ="                         \
+	  " outbox_messages.id AND r.state = " RCPT_SENT_SQL ")",                                  \
+	  sent_before)                                                                             \
+	G(T, INT,                                                                                  \
+	  "(SELECT COUNT(*) FROM outbox_recipients r WHERE r.message_id ="                         \
+	  " outbox_messages.id AND r.state = " RCPT_FAILED_SQL ")",                                \
+	  failed_before)
 SQL_TABLE(claimed_table, CLAIMED_ROW, struct store_outbox_message);
+
+struct body_row {
+	char *body;
+	size_t len;
+};
+#define BODY_ROW(F, G, T) F(T, BLOB_DUP, "body", body, len)
+SQL_TABLE(body_table, BODY_ROW, struct body_row);
+
+int store_outbox_body(struct store_tx *tx, const char *id, char **body_r, size_t *len_r)
+{
+	struct body_row row = {0};
+	int rc = sql_get(tx, "store_outbox_body",
+	                 "SELECT " SQL_COLUMNS(BODY_ROW) " FROM outbox_bodies WHERE message_id = ?",
+	                 SQL_ARGS(SQL_TEXT(id)), &body_table, &row);
+	if (rc == 0 && row.body == NULL)
+		rc = STORE_NOT_FOUND; /* purged */
+	*body_r = rc == 0 ? row.body : NULL;
+	*len_r = rc == 0 ? row.len : 0;
+	if (rc != 0)
+		free(row.body);
+	return rc;
+}
 
 #define RCPT_ROW(F, G, T)                                                                          \
 	F(T, TEXT, "address", address)                                                             \
@@ -364,26 +401,6 @@ static int count_states(struct store_tx *tx, const char *op, const char *sql,
 	return 0;
 }
 
-/* The final state from every recipient's: all sent, some sent, none. */
-static int derive_state(struct store_tx *tx, const char *op, const char *id,
-                        enum store_outbox_state *state_r)
-{
-	int64_t counts[STORE_RCPT_FAILED + 1] = {0};
-	if (count_states(
-	        tx, op,
-	        "SELECT " SQL_COLUMNS(STATE_COUNT_ROW) " FROM outbox_recipients"
-	                                               " WHERE message_id = ? GROUP BY state",
-	        SQL_ARGS(SQL_TEXT(id)), counts, sizeof(counts) / sizeof(counts[0])) < 0)
-		return -1;
-	if (counts[STORE_RCPT_PENDING] > 0)
-		*state_r = STORE_OUTBOX_QUEUED;
-	else if (counts[STORE_RCPT_FAILED] == 0)
-		*state_r = STORE_OUTBOX_SENT;
-	else
-		*state_r = counts[STORE_RCPT_SENT] > 0 ? STORE_OUTBOX_PARTIAL : STORE_OUTBOX_FAILED;
-	return 0;
-}
-
 struct lease {
 	int64_t token;
 	enum store_outbox_state state;
@@ -424,18 +441,19 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 				return -1;
 		}
 	}
+	/* The state is the outbox policy's (engine/outbox_policy.h): the store only records it. */
 	enum store_outbox_state state = r->state;
-	if (state != STORE_OUTBOX_QUEUED && derive_state(tx, op, r->id, &state) < 0)
-		return -1;
 	int64_t now = now_s();
 	return sql_exec(tx, op,
-	                "UPDATE outbox_messages SET state = ?, attempts = attempts + 1,"
+	                "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
+	                " attempts = attempts + 1,"
 	                " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
 	                " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
 	                " last_class = ?, lease_owner = '', lease_expires = 0,"
 	                " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
 	                " updated_at = ? WHERE id = ?",
-	                SQL_ARGS(SQL_INT(state),
+	                SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
+	                         SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
 	                         SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
 	                         SQL_INT(state == STORE_OUTBOX_QUEUED ? r->next_attempt_at : 0),
 	                         SQL_TEXT(r->last_error != NULL ? r->last_error : ""),

@@ -47,10 +47,14 @@ struct store_outbox_message {
 	char user_id[MT_ID_MAX];
 	char campaign_id[MT_ID_MAX]; /* "" when not part of a campaign */
 	enum store_outbox_state state;
-	char route[8]; /* "custom" | "relay" */
+	char route[8]; /* "custom" | "relay": planned at enqueue, then the last attempt's */
 	char idempotency_key[128];
 	char mail_from[MT_ADDRESS_MAX + 1]; /* envelope sender */
 	struct store_mailbox from;          /* the From header's mailbox (for the activity) */
+	struct store_mailbox reply_to;      /* the user's own Reply-To; address "" when none */
+	/* The body lacks From, Sender, Reply-To, Message-ID and X-Mailtrail-Id: the sender puts
+	 * them before it for the route of the attempt (mime_build_head_fields). */
+	bool head_apart;
 	char subject[MT_SUBJECT_MAX + 1];
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
@@ -70,6 +74,7 @@ struct store_outbox_message {
 	int64_t created_at, updated_at, sent_at;
 	struct store_outbox_rcpt *rcpts; /* malloc'd */
 	size_t rcpt_count;
+	size_t sent_before, failed_before; /* claimed: recipients earlier attempts finished */
 };
 void store_outbox_message_free(struct store_outbox_message *message);
 
@@ -86,10 +91,13 @@ int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *use
                         const char *id);
 /* Claims up to `max` messages due at `now` (queued, next_attempt_at <= now; or sending with an
  * expired lease) for `owner`, with a new lease token each, lease until now + lease_s; loads them
- * with bodies and only their pending recipients. *count_r messages are in messages_r (array of
- * `max`, caller-provided; free each with store_outbox_message_free). */
+ * with only their pending recipients and the counts of the others, without their bodies (the
+ * sender loads a body when a session is ready for it: store_outbox_body). *count_r messages are
+ * in messages_r (array of `max`, caller-provided; free each with store_outbox_message_free). */
 int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
                        size_t max, struct store_outbox_message *messages_r, size_t *count_r);
+/* The body of a message (malloc'd into *body_r); STORE_NOT_FOUND once purged. */
+int store_outbox_body(struct store_tx *tx, const char *id, char **body_r, size_t *len_r);
 /* Extends every lease `owner` holds on messages still sending, until `until`. */
 int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until);
 /* A restarted node: its own leases go back to queued at once. *count_r how many. */
@@ -100,6 +108,8 @@ struct store_outbox_result {
 	const char *id;
 	int64_t lease_token;
 	enum store_outbox_state state; /* sent, partial, failed, or queued for a retry */
+	const char *route;             /* the attempt's: "custom" | "relay" */
+	const char *mail_from;         /* ... and its envelope sender */
 	int64_t next_attempt_at;       /* for queued */
 	int64_t first_attempt_at;      /* set on the first attempt */
 	const char *last_error;

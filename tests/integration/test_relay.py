@@ -31,6 +31,9 @@ Every sunk message is parsed with Python's email package (policy.default). Cases
                             sends through the relay the same way
   metrics                   /metrics has mailtrail_sends_total{route="relay",class="ok"} and
                             mailtrail_outbox_messages{state="sent"} (gauge refreshed every 10 s)
+  route_chosen_at_delivery  a message stored while the custom route was planned (its server
+                            silent) goes through the relay once custom_smtp is switched off
+                            (restarts the server: last)
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -291,6 +294,46 @@ def case_custom_then_relay(svc, relay, custom):
     assert len(custom.messages()) == custom_before, f"{where}: the custom SMTP got it too"
 
 
+def case_route_at_delivery(svc, relay, custom):
+    """The route is chosen for each attempt, not when the message was stored: a message queued
+    for the custom route while its server was silent goes through the relay once the org's
+    custom_smtp switch is off, with the relay's fields (From the user, Sender the relay)."""
+    import signal
+    r = svc.req("PUT", "/v1/smtp", svc.tok("cus"),
+                {"host": "127.0.0.1", "port": custom.port_starttls, "security": "starttls",
+                 "username": CUS, "password": CUS_PASSWORD, "from": CUS, "accept_disclaimer": True})
+    assert expect(r, 200)["state"] == "connected", r.show()
+    custom_before = len(custom.messages())
+    os.kill(custom.proc.pid, signal.SIGSTOP)  # connections wait for a greeting that never comes
+    try:
+        doc = send(svc, "cus", {"to": ["cand8@cand.example"], "subject": "Chosen at delivery",
+                                "text": "planned for the custom route"})
+        mid = doc["id"]
+        got = expect(svc.req("GET", f"/v1/messages/{mid}", svc.tok("cus")), 200)
+        assert got["route"] == "custom" and got["state"] in ("queued", "sending"), got
+        expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"custom_smtp": False}), 200)
+        svc.stop()  # the sender gives its lease back: the message is queued again
+        svc.start()
+    finally:
+        os.kill(custom.proc.pid, signal.SIGCONT)
+    try:
+        doc = wait_final(svc, svc.tok("cus"), mid)
+        where = f"message {mid} after custom_smtp was switched off"
+        assert doc["state"] == "sent" and doc["route"] == "relay", f"{where}: {doc}"
+        copies = copies_of(relay, doc["message_id"])
+        assert len(copies) == 1, f"{where}: {len(copies)} copies at the relay"
+        check_relay_envelope(where, copies[0], ["cand8@cand.example"])
+        msg = parse(copies[0]["data"])
+        common_headers(where, doc, msg, "Chosen at delivery")
+        assert single_addr(msg, "From") == (CUS_NAME, CUS), f"{where}: From {str(msg['From'])!r}"
+        assert msg["Sender"] is not None and msg["Sender"].address.addr_spec == RELAY_FROM, \
+            f"{where}: Sender {msg['Sender']!r}"
+        time.sleep(0.3)
+        assert len(custom.messages()) == custom_before, f"{where}: the custom SMTP got it too"
+    finally:
+        expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"custom_smtp": True}), 200)
+
+
 def case_relay_auth_refused(bad, relay):
     before = len(relay.messages())
     doc = send(bad, "admin", {"to": ["cand7@cand.example"], "subject": "Relay auth refused",
@@ -450,6 +493,8 @@ def main():
                   lambda: (setup_other(tls_svc, "Relay Org TLS"), case_relay_smtps(tls_svc, relay)))
             tls_svc.stop()
         r.run("metrics", case_metrics, svc, relay, custom)
+        # Last: it restarts the server (the metrics above count since the start).
+        r.run("route_chosen_at_delivery", case_route_at_delivery, svc, relay, custom)
         if r.failed:
             print("--- server log (tail)\n" + svc.log_tail(40), flush=True)
             for other in (bad, tls_svc):

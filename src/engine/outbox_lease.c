@@ -1,0 +1,483 @@
+#include "engine/outbox_lease.h"
+
+#include "engine/matcher.h"
+#include "lib/log.h"
+#include "lib/str.h"
+#include "mime/build.h"
+#include "store/store.h"
+#include "store/store_message.h"
+#include "store/store_org.h"
+#include "store/store_user.h"
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void outbox_item_free(struct outbox_item **item_p)
+{
+	struct outbox_item *item = *item_p;
+	if (item == NULL)
+		return;
+	*item_p = NULL;
+	store_outbox_message_free(&item->msg);
+	free(item->head);
+	free(item);
+}
+
+void outbox_claim_free(struct outbox_claim *claim)
+{
+	for (size_t i = 0; i < claim->count; i++)
+		outbox_item_free(&claim->items[i]);
+	free(claim->items);
+	if (claim->accounts != NULL) {
+		sodium_memzero(claim->accounts, claim->account_count * sizeof(*claim->accounts));
+		free(claim->accounts);
+	}
+	memset(claim, 0, sizeof(*claim));
+}
+
+/* ---- claim ---------------------------------------------------------------------------------- */
+
+struct claim_job {
+	char owner[MT_ID_MAX];
+	int64_t now, lease_s;
+	size_t max;
+	struct outbox_relay relay;
+	outbox_claim_done_fn *done;
+	void *ctx;
+	struct store_outbox_message *messages; /* the store's claim, `max` slots */
+	struct outbox_claim claim;
+};
+
+/* The user's world while its messages are routed (too large for the stack of a job). */
+struct world {
+	struct store_user user;
+	struct store_org org;
+	struct store_smtp_account account;
+	bool have_account;
+};
+
+static int by_user(const void *a, const void *b)
+{
+	const struct outbox_item *x = *(const struct outbox_item *const *)a;
+	const struct outbox_item *y = *(const struct outbox_item *const *)b;
+	int c = strcmp(x->msg.org_id, y->msg.org_id);
+	return c != 0 ? c : strcmp(x->msg.user_id, y->msg.user_id);
+}
+
+static void route_item(struct outbox_item *item, const struct world *w,
+                       const struct outbox_relay *relay)
+{
+	const char *reason;
+	struct store_mailbox none = {{0}, {0}};
+	const struct store_mailbox *reply_to =
+	    item->msg.reply_to.address[0] != '\0' ? &item->msg.reply_to : &none;
+	if (outbox_route(&w->org, &w->user, w->have_account ? &w->account : NULL, relay, reply_to,
+	                 &item->route, &reason) < 0) {
+		mt_strlcpy(item->reason, reason, sizeof(item->reason));
+		return;
+	}
+	item->routable = true;
+	if (!item->msg.head_apart)
+		return; /* stored whole before migration 7: it goes as it is */
+	struct mime_mailbox from, sender, reply;
+	mt_strlcpy(from.address, item->route.from.address, sizeof(from.address));
+	mt_strlcpy(from.name, item->route.from.name, sizeof(from.name));
+	mt_strlcpy(sender.address, item->route.sender.address, sizeof(sender.address));
+	mt_strlcpy(sender.name, item->route.sender.name, sizeof(sender.name));
+	mt_strlcpy(reply.address, item->route.reply_to.address, sizeof(reply.address));
+	mt_strlcpy(reply.name, item->route.reply_to.name, sizeof(reply.name));
+	const struct mime_build_head head = {
+	    .from = &from,
+	    .sender = sender.address[0] != '\0' ? &sender : NULL,
+	    .reply_to = reply.address[0] != '\0' ? &reply : NULL,
+	    .message_id = item->msg.message_id,
+	    .mailtrail_id = item->msg.mailtrail_id,
+	};
+	const char *error;
+	if (mime_build_head_fields(&head, &item->head, &item->head_len, &error) < 0) {
+		item->routable = false;
+		snprintf(item->reason, sizeof(item->reason), "cannot write the From field: %s",
+		         error);
+	}
+}
+
+static int claim_run(struct store_tx *tx, void *arg)
+{
+	struct claim_job *job = arg;
+	/* What a run before this one (rolled back, see STORE_REPLAYABLE) left. */
+	outbox_claim_free(&job->claim);
+	size_t count = 0;
+	int rc = store_outbox_claim(tx, job->owner, job->now, job->lease_s, job->max, job->messages,
+	                            &count);
+	if (rc != 0)
+		return rc;
+	struct outbox_claim *c = &job->claim;
+	c->full = count == job->max;
+	c->items = calloc(count ? count : 1, sizeof(*c->items));
+	c->accounts = calloc(count ? count : 1, sizeof(*c->accounts));
+	struct world *w = malloc(sizeof(*w));
+	rc = c->items == NULL || c->accounts == NULL || w == NULL ? -1 : 0;
+	for (size_t i = 0; i < count; i++) {
+		struct outbox_item *item = rc == 0 ? calloc(1, sizeof(*item)) : NULL;
+		if (item == NULL) {
+			store_outbox_message_free(&job->messages[i]);
+			rc = -1;
+			continue;
+		}
+		item->msg = job->messages[i]; /* takes its allocations */
+		memset(&job->messages[i], 0, sizeof(job->messages[i]));
+		c->items[c->count++] = item;
+	}
+	/* One user's world at a time: the messages grouped by user. */
+	if (rc == 0)
+		qsort(c->items, c->count, sizeof(*c->items), by_user);
+	for (size_t i = 0; rc == 0 && i < c->count;) {
+		const struct store_outbox_message *first = &c->items[i]->msg;
+		int got = store_user_get(tx, first->org_id, first->user_id, &w->user);
+		if (got == 0)
+			got = store_org_get(tx, first->org_id, &w->org);
+		if (got == 0) {
+			int a = store_smtp_account_get(tx, first->org_id, first->user_id, &w->account);
+			w->have_account = a == 0;
+			if (a != 0 && a != STORE_NOT_FOUND)
+				got = a;
+		}
+		if (got != 0 && got != STORE_NOT_FOUND) {
+			rc = got;
+			break;
+		}
+		bool custom_used = false;
+		size_t j = i;
+		for (; j < c->count && by_user(&c->items[i], &c->items[j]) == 0; j++) {
+			struct outbox_item *item = c->items[j];
+			if (got == STORE_NOT_FOUND) {
+				mt_strlcpy(item->reason, "the user or its org no longer exists",
+				           sizeof(item->reason));
+				continue;
+			}
+			route_item(item, w, &job->relay);
+			custom_used = custom_used || (item->routable && !item->route.relay);
+		}
+		if (custom_used)
+			c->accounts[c->account_count++] = w->account;
+		i = j;
+	}
+	if (w != NULL)
+		sodium_memzero(&w->account, sizeof(w->account));
+	free(w);
+	return rc;
+}
+
+static void claim_done(void *arg, int result)
+{
+	struct claim_job *job = arg;
+	job->done(job->ctx, result, &job->claim);
+	outbox_claim_free(&job->claim);
+	free(job->messages);
+	free(job);
+}
+
+int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
+                       size_t max, const struct outbox_relay *relay, outbox_claim_done_fn *done,
+                       void *ctx)
+{
+	struct claim_job *job = calloc(1, sizeof(*job));
+	if (job == NULL || (job->messages = calloc(max, sizeof(*job->messages))) == NULL) {
+		free(job);
+		return -1;
+	}
+	mt_strlcpy(job->owner, owner, sizeof(job->owner));
+	job->now = now;
+	job->lease_s = lease_s;
+	job->max = max;
+	job->relay = *relay;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_WRITE | STORE_REPLAYABLE, claim_run, claim_done, job) < 0) {
+		free(job->messages);
+		free(job);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- bodies --------------------------------------------------------------------------------- */
+
+struct bodies_job {
+	struct outbox_item **items;
+	size_t count;
+	outbox_bodies_done_fn *done;
+	void *ctx;
+};
+
+static int bodies_run(struct store_tx *tx, void *arg)
+{
+	struct bodies_job *job = arg;
+	for (size_t i = 0; i < job->count; i++) {
+		struct store_outbox_message *m = &job->items[i]->msg;
+		free(m->body); /* a run before this one */
+		m->body = NULL;
+		int rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
+		if (rc != 0 && rc != STORE_NOT_FOUND)
+			return rc;
+	}
+	return 0;
+}
+
+static void bodies_done(void *arg, int result)
+{
+	struct bodies_job *job = arg;
+	job->done(job->ctx, result);
+	free(job->items);
+	free(job);
+}
+
+int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, size_t count,
+                        outbox_bodies_done_fn *done, void *ctx)
+{
+	struct bodies_job *job = calloc(1, sizeof(*job));
+	if (job == NULL || (job->items = calloc(count, sizeof(*job->items))) == NULL) {
+		free(job);
+		return -1;
+	}
+	memcpy(job->items, items, count * sizeof(*items));
+	job->count = count;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_READ, bodies_run, bodies_done, job) < 0) {
+		free(job->items);
+		free(job);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- finish --------------------------------------------------------------------------------- */
+
+struct finish_job {
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char route[8];
+	char mail_from[MT_ADDRESS_MAX + 1];
+	struct store_outbox_result result;
+	struct store_outbox_rcpt *rcpts;
+	char last_error[MT_ERROR_TEXT_MAX];
+	bool log_activity;
+	struct store_message activity;
+	struct store_mailbox *participants;
+	struct store_attachment *attachments;
+	outbox_finish_done_fn *done;
+	void *ctx;
+};
+
+static void finish_job_free(struct finish_job *job)
+{
+	free(job->rcpts);
+	free(job->participants);
+	free(job->attachments);
+	free(job);
+}
+
+/* The outbox's own copy of the message, restricted to the recipients that have it now. */
+static int prepare_activity(struct finish_job *job, const struct outbox_item *item)
+{
+	const struct store_outbox_message *m = &item->msg;
+	struct store_message *a = &job->activity;
+	size_t n = job->result.rcpt_count;
+	job->participants = calloc(n ? n : 1, sizeof(*job->participants));
+	if (job->participants == NULL)
+		return -1;
+	size_t counts[3] = {0, 0, 0};
+	/* Grouped by kind: to first, then cc, then bcc, as the store wants three arrays. */
+	for (int kind = STORE_RCPT_TO; kind <= STORE_RCPT_BCC; kind++) {
+		for (size_t i = 0; i < n; i++) {
+			const struct store_outbox_rcpt *r = &job->rcpts[i];
+			if ((int)r->kind != kind || r->state != STORE_RCPT_SENT)
+				continue;
+			struct store_mailbox *mb = &job->participants[counts[0] + counts[1] + counts[2]];
+			mt_strlcpy(mb->address, r->address, sizeof(mb->address));
+			mt_strlcpy(mb->name, r->name, sizeof(mb->name));
+			counts[kind]++;
+		}
+	}
+	a->alias_count = 0;
+	if (m->message_id[0] != '\0')
+		snprintf(a->aliases[a->alias_count++], MT_MESSAGE_KEY_MAX, "mid:%s", m->message_id);
+	if (m->mailtrail_id[0] != '\0')
+		snprintf(a->aliases[a->alias_count++], MT_MESSAGE_KEY_MAX, "mt:%s",
+		         m->mailtrail_id);
+	mt_strlcpy(a->message_id, m->message_id, sizeof(a->message_id));
+	a->date = m->created_at;
+	a->from = item->routable ? item->route.record_from : m->from;
+	a->to = job->participants;
+	a->to_count = counts[0];
+	a->cc = job->participants + counts[0];
+	a->cc_count = counts[1];
+	a->bcc = job->participants + counts[0] + counts[1];
+	a->bcc_count = counts[2];
+	mt_strlcpy(a->subject, m->subject, sizeof(a->subject));
+	mt_strlcpy(a->snippet, m->snippet, sizeof(a->snippet));
+	json_t *list = m->attachments_json ? json_loads(m->attachments_json, 0, NULL) : NULL;
+	size_t count = json_is_array(list) ? json_array_size(list) : 0;
+	job->attachments = calloc(count ? count : 1, sizeof(*job->attachments));
+	if (job->attachments == NULL) {
+		json_decref(list);
+		return -1;
+	}
+	for (size_t i = 0; i < count; i++) {
+		json_t *att = json_array_get(list, i);
+		const char *name = json_string_value(json_object_get(att, "name"));
+		const char *type = json_string_value(json_object_get(att, "type"));
+		mt_strlcpy(job->attachments[i].name, name ? name : "", MT_ATTACHMENT_NAME_MAX + 1);
+		mt_strlcpy(job->attachments[i].type, type ? type : "", MT_CONTENT_TYPE_MAX + 1);
+		job->attachments[i].size = json_integer_value(json_object_get(att, "size"));
+	}
+	a->attachments = job->attachments;
+	a->attachment_count = count;
+	json_decref(list);
+	return 0;
+}
+
+static int finish_run(struct store_tx *tx, void *arg)
+{
+	struct finish_job *job = arg;
+	int rc = store_outbox_finish(tx, &job->result);
+	if (rc != 0 || !job->log_activity)
+		return rc;
+	struct matcher_result match;
+	return matcher_log_message(tx, job->org_id, job->user_id, STORE_SOURCE_OUTBOX,
+	                           &job->activity, &match);
+}
+
+static void finish_done(void *arg, int result)
+{
+	struct finish_job *job = arg;
+	job->done(job->ctx, result);
+	finish_job_free(job);
+}
+
+int outbox_lease_finish(struct store *store, const struct outbox_item *item,
+                        const struct outbox_verdict *v, outbox_finish_done_fn *done, void *ctx)
+{
+	const struct store_outbox_message *m = &item->msg;
+	struct finish_job *job = calloc(1, sizeof(*job));
+	if (job == NULL ||
+	    (job->rcpts = calloc(m->rcpt_count ? m->rcpt_count : 1, sizeof(*job->rcpts))) == NULL) {
+		free(job);
+		return -1;
+	}
+	mt_strlcpy(job->org_id, m->org_id, sizeof(job->org_id));
+	mt_strlcpy(job->user_id, m->user_id, sizeof(job->user_id));
+	mt_strlcpy(job->route, item->routable ? (item->route.relay ? "relay" : "custom") : m->route,
+	           sizeof(job->route));
+	mt_strlcpy(job->mail_from, item->routable ? item->route.mail_from : m->mail_from,
+	           sizeof(job->mail_from));
+	mt_strlcpy(job->last_error, v->last_error, sizeof(job->last_error));
+	for (size_t i = 0; i < m->rcpt_count; i++) {
+		job->rcpts[i] = m->rcpts[i];
+		job->rcpts[i].state = v->rcpt_states[i];
+	}
+	struct store_outbox_result *r = &job->result;
+	r->id = m->id;
+	r->lease_token = m->lease_token;
+	r->state = v->state;
+	r->route = job->route;
+	r->mail_from = job->mail_from;
+	r->next_attempt_at = v->next_attempt_at;
+	r->first_attempt_at = v->first_attempt_at;
+	r->last_error = job->last_error;
+	r->last_class = v->cls == MT_CLASS_NONE ? "" : mt_class_name(v->cls);
+	r->rcpts = job->rcpts;
+	r->rcpt_count = m->rcpt_count;
+	r->sent_at = v->any_sent ? (int64_t)time(NULL) : 0;
+	job->log_activity = v->any_sent && prepare_activity(job, item) == 0;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done,
+	                 job) < 0) {
+		finish_job_free(job);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- renew, release, counts ----------------------------------------------------------------- */
+
+struct lease_job {
+	char owner[MT_ID_MAX];
+	int64_t until;
+	bool release;
+	size_t count;
+	int64_t counts[STORE_OUTBOX_CANCELLED + 1];
+	outbox_lease_done_fn *done;
+	outbox_counts_done_fn *counts_done;
+	void *ctx;
+};
+
+static int lease_run(struct store_tx *tx, void *arg)
+{
+	struct lease_job *job = arg;
+	if (job->counts_done != NULL)
+		return store_outbox_counts(tx, job->counts);
+	if (job->release)
+		return store_outbox_release_owner(tx, job->owner, &job->count);
+	return store_outbox_renew(tx, job->owner, job->until);
+}
+
+static void lease_done(void *arg, int result)
+{
+	struct lease_job *job = arg;
+	if (job->counts_done != NULL)
+		job->counts_done(job->ctx, result, job->counts);
+	else
+		job->done(job->ctx, result, job->count);
+	free(job);
+}
+
+static int lease_submit(struct store *store, struct lease_job *job, enum store_job_kind kind)
+{
+	if (store_submit(store, kind, lease_run, lease_done, job) < 0) {
+		free(job);
+		return -1;
+	}
+	return 0;
+}
+
+int outbox_lease_renew(struct store *store, const char *owner, int64_t until,
+                       outbox_lease_done_fn *done, void *ctx)
+{
+	struct lease_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	mt_strlcpy(job->owner, owner, sizeof(job->owner));
+	job->until = until;
+	job->done = done;
+	job->ctx = ctx;
+	return lease_submit(store, job, STORE_WRITE | STORE_REPLAYABLE);
+}
+
+int outbox_lease_release(struct store *store, const char *owner, outbox_lease_done_fn *done,
+                         void *ctx)
+{
+	struct lease_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	mt_strlcpy(job->owner, owner, sizeof(job->owner));
+	job->release = true;
+	job->done = done;
+	job->ctx = ctx;
+	return lease_submit(store, job, STORE_WRITE | STORE_REPLAYABLE);
+}
+
+int outbox_lease_counts(struct store *store, outbox_counts_done_fn *done, void *ctx)
+{
+	struct lease_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	job->counts_done = done;
+	job->ctx = ctx;
+	return lease_submit(store, job, STORE_READ);
+}

@@ -1,0 +1,80 @@
+/* The sender's store work (DESIGN.md §3: claim due rows under a lease, commit, then talk to the
+ * network): claiming due messages with the route each attempt takes, loading a body when a
+ * session is ready for it, recording an attempt fenced by its lease token (with the message's
+ * outbox activity when recipients got it), renewing and releasing a node's leases. Each call
+ * submits one store job and reports on the loop thread.
+ *
+ * Ownership: a claim's items belong to the caller from the `done` callback on (free each with
+ * outbox_item_free()); a finish takes nothing and borrows the item until its `done`. */
+#ifndef MT_ENGINE_OUTBOX_LEASE_H
+#define MT_ENGINE_OUTBOX_LEASE_H
+
+#include "engine/outbox.h"
+#include "engine/outbox_policy.h"
+#include "store/store_outbox.h"
+#include "store/store_smtp.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* One claimed message and where this attempt goes. */
+struct outbox_item {
+	struct store_outbox_message msg; /* pending recipients only; body loaded later */
+	bool routable;                   /* else: no route now (reason), tried again later */
+	char reason[MT_ERROR_TEXT_MAX];
+	struct outbox_route route;
+	char *head; /* the route's fields before a head_apart body (malloc'd); NULL otherwise */
+	size_t head_len;
+};
+/* Frees the item and what it holds; sets the pointer to NULL. */
+void outbox_item_free(struct outbox_item **item);
+
+/* A claim: its items (each malloc'd: take them, setting the slot to NULL) and the custom SMTP
+ * accounts of its users with a custom route, as stored at the claim. */
+struct outbox_claim {
+	struct outbox_item **items;
+	size_t count;
+	struct store_smtp_account *accounts;
+	size_t account_count;
+	bool full; /* `max` were claimed: more may be due */
+};
+/* Frees what is left of a claim (items not taken, the accounts wiped). */
+void outbox_claim_free(struct outbox_claim *claim);
+
+typedef void outbox_claim_done_fn(void *ctx, int result, struct outbox_claim *claim);
+
+/* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route) with
+ * its head fields. 0 once submitted, -1 when the store's queue is full. */
+int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
+                       size_t max, const struct outbox_relay *relay, outbox_claim_done_fn *done,
+                       void *ctx);
+
+/* Loads the bodies of `count` items (their msg.body and body_len); an item whose body is gone
+ * keeps body NULL. `done` gets 0 or a store error. */
+typedef void outbox_bodies_done_fn(void *ctx, int result);
+int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, size_t count,
+                        outbox_bodies_done_fn *done, void *ctx);
+
+/* Records the attempt's verdict for `item` (its recipients in item->msg.rcpts order, states in
+ * verdict->rcpt_states), fenced by the lease token, and the outbox activity of the recipients
+ * it reached. `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
+typedef void outbox_finish_done_fn(void *ctx, int result);
+int outbox_lease_finish(struct store *store, const struct outbox_item *item,
+                        const struct outbox_verdict *verdict, outbox_finish_done_fn *done,
+                        void *ctx);
+
+typedef void outbox_lease_done_fn(void *ctx, int result, size_t count);
+/* Extends every lease `owner` holds until `until`. */
+int outbox_lease_renew(struct store *store, const char *owner, int64_t until,
+                       outbox_lease_done_fn *done, void *ctx);
+/* Every message `owner` holds goes back to the queue (*count messages). */
+int outbox_lease_release(struct store *store, const char *owner, outbox_lease_done_fn *done,
+                         void *ctx);
+/* Messages per state, for /metrics. */
+typedef void outbox_counts_done_fn(void *ctx, int result, const int64_t *counts);
+int outbox_lease_counts(struct store *store, outbox_counts_done_fn *done, void *ctx);
+
+#endif
