@@ -85,6 +85,14 @@
 #define MT_CSV_ROWS_MAX        1000000
 #define MT_LIVE_CHECKS_PER_ORG 4 /* concurrent SMTP/IMAP live checks */
 
+/* HTTP/1.1 requests as they arrive (src/proto/http_request.c). MT_HTTP_HEADERS_MAX above caps
+ * the header section (and, counted with it, the trailer section of a chunked body). */
+#define MT_HTTP_REQUEST_LINE_MAX  8192 /* CRLF included; RFC 9112 §3 asks for at least 8000 */
+#define MT_HTTP_METHOD_MAX        16   /* longer is 501: no method of ours comes near */
+#define MT_HTTP_HEADER_FIELDS_MAX 100  /* field lines in the head (trailers counted with them) */
+#define MT_HTTP_CHUNK_LINE_MAX    1024 /* a chunk-size line with its (ignored) extensions */
+#define MT_HTTP_CHUNK_SIZE_DIGITS 16   /* hex digits of a chunk-size: 2^64 - 1 at most */
+
 /* HTTP requests and JSON bodies (src/http/server.c, src/proto/json_decode.c) */
 #define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */
 #define MT_HTTP_QUERY_PARAMS_MAX 32   /* query parameters of one request; more is 400 */
