@@ -233,7 +233,7 @@ static int start(void **state)
 	base = event_base_new();
 	const char *error = NULL;
 	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
-	                         authenticate, &port, &error);
+	                         authenticate, &port, NULL, &error);
 	if (server == NULL)
 		fail_msg("http_server_new: %s", error);
 	port = http_server_port(server);
@@ -671,7 +671,7 @@ static void free_with_pending(void **state)
 	base = event_base_new();
 	const char *error = NULL;
 	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
-	                         authenticate, &port, &error);
+	                         authenticate, &port, NULL, &error);
 	assert_non_null(server);
 	port = http_server_port(server);
 	int replied = atomic_load(&slow_replied);
@@ -703,11 +703,11 @@ static void listen_addresses(void **state)
 	struct event_base *b = event_base_new();
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *error = NULL;
-		assert_null(http_server_new(b, bad[i], routes, 1, NULL, NULL, &error));
+		assert_null(http_server_new(b, bad[i], routes, 1, NULL, NULL, NULL, &error));
 		assert_non_null(error);
 	}
 	const char *error = NULL;
-	struct http_server *s = http_server_new(b, "[::1]:0", routes, 1, NULL, NULL, &error);
+	struct http_server *s = http_server_new(b, "[::1]:0", routes, 1, NULL, NULL, NULL, &error);
 	if (s == NULL) {
 		print_message("no IPv6 loopback here: %s\n", error);
 	} else {
@@ -715,7 +715,7 @@ static void listen_addresses(void **state)
 		/* The port is taken now. */
 		char again[32];
 		snprintf(again, sizeof(again), "[::1]:%u", http_server_port(s));
-		assert_null(http_server_new(b, again, routes, 1, NULL, NULL, &error));
+		assert_null(http_server_new(b, again, routes, 1, NULL, NULL, NULL, &error));
 		assert_non_null(strstr(error, "cannot listen"));
 		http_server_free(&s);
 	}
