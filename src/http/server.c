@@ -81,6 +81,7 @@ struct http_conn {
 	/* AUTH and HANDLER stop reading, so a client that left would only be noticed when the
 	 * reply fails; this watches the socket meanwhile. */
 	struct event *watch;
+	struct event *kick; /* conn_kick() */
 	int64_t accepted_ms;
 	int64_t head_deadline_ms, request_deadline_ms;
 	int64_t waiting_since_ms; /* CONN_AUTH: not the client's time */
@@ -610,12 +611,13 @@ bool http_request_gone(const struct http_request *req)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-/* Runs the bytes already read through the connection's state again, later from the loop:
- * bufferevent only calls back for bytes that arrive after reading is enabled. */
+/* Runs the bytes already read through the connection's state again, soon, from the loop (so
+ * never inside a handler or the hook): bufferevent only calls back for bytes that arrive after
+ * reading is enabled. */
 static void conn_kick(struct http_conn *conn)
 {
 	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
-		bufferevent_trigger(conn->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+		event_active(conn->kick, EV_TIMEOUT, 0);
 }
 
 static void run_handler(struct http_request *req)
@@ -1047,6 +1049,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 	conn_process(arg);
 }
 
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	conn_process(arg);
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct http_conn *conn = arg;
@@ -1089,8 +1097,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	case CONN_HEAD:
 	case CONN_BODY: {
 		bool head = conn->state == CONN_HEAD;
-		count_deadline(head && mt_now_ms() >= conn->head_deadline_ms ? "header"
-		                                                             : "request");
+		/* the timer was set for the earlier of the two */
+		count_deadline(head && conn->head_deadline_ms <= conn->request_deadline_ms
+		                   ? "header"
+		                   : "request");
 		mt_log(MT_LOG_INFO, "http.request_timeout",
 		       MT_KV("state", conn_state_names[conn->state]));
 		http_reply_error(conn->req, 408, "input",
@@ -1154,8 +1164,8 @@ static void conn_close(struct http_conn *conn)
 		else if (req->busy == 0)
 			request_free(req);
 	}
-	if (conn->watch != NULL)
-		event_free(conn->watch);
+	event_free(conn->watch);
+	event_free(conn->kick);
 	event_free(conn->timer);
 	/* libevent 2.1 frees a bufferevent (and would close its socket) only later, from the
 	 * loop: the client must see the close now, even when the loop is about to stop. */
@@ -1189,9 +1199,9 @@ static void refuse(evutil_socket_t fd)
 	                           "\"too many connections from this address; try again\"}}";
 	char reply[512];
 	int n = snprintf(reply, sizeof(reply), "%s%zu\r\n\r\n%s", head, sizeof(body) - 1, body);
+	mt_metric_inc(REFUSED_METRIC, REFUSED_HELP, "cap", "per_ip", NULL, NULL);
 	if (send(fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) == n)
 		shutdown(fd, SHUT_WR);
-	mt_metric_inc(REFUSED_METRIC, REFUSED_HELP, "cap", "per_ip", NULL, NULL);
 	evutil_closesocket(fd);
 }
 
@@ -1212,9 +1222,10 @@ static void conn_new(struct http_server *server, evutil_socket_t fd,
 		conn->timer = evtimer_new(server->base, on_timer, conn);
 		conn->watch =
 		    event_new(server->base, fd, EV_READ | EV_PERSIST, on_peer_event, conn);
+		conn->kick = event_new(server->base, -1, 0, on_kick, conn);
 	}
 	if (conn == NULL || ip == NULL || conn->bev == NULL || conn->timer == NULL ||
-	    conn->watch == NULL) {
+	    conn->watch == NULL || conn->kick == NULL) {
 		if (conn != NULL) {
 			if (conn->bev != NULL)
 				bufferevent_free(conn->bev);
@@ -1222,6 +1233,8 @@ static void conn_new(struct http_server *server, evutil_socket_t fd,
 				event_free(conn->timer);
 			if (conn->watch != NULL)
 				event_free(conn->watch);
+			if (conn->kick != NULL)
+				event_free(conn->kick);
 			free(conn);
 		}
 		evutil_closesocket(fd);
