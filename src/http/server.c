@@ -99,6 +99,7 @@ struct http_server {
 	bool backing_off; /* accept() failed: paused until backoff_timer */
 	bool in_episode;  /* ...and has not succeeded since: warned once */
 	bool full;        /* at max_connections */
+	int64_t full_warned_ms;
 	unsigned backoff_ms;
 	struct http_server_params params;
 	const struct http_route *routes;
@@ -1270,10 +1271,15 @@ static void listener_update(struct http_server *server)
 {
 	bool full = server->conn_count >= server->params.max_connections;
 	if (full && !server->full) {
-		char max[16];
-		snprintf(max, sizeof(max), "%u", server->params.max_connections);
-		mt_log(MT_LOG_WARN, "http.connections_full", MT_KV("max", max));
 		mt_metric_inc(FULL_METRIC, FULL_HELP, NULL, NULL, NULL, NULL);
+		/* at the cap a flood gets here on every close: a warning a minute is enough */
+		int64_t now = mt_now_ms();
+		if (server->full_warned_ms == 0 || now - server->full_warned_ms >= 60000) {
+			server->full_warned_ms = now;
+			char max[16];
+			snprintf(max, sizeof(max), "%u", server->params.max_connections);
+			mt_log(MT_LOG_WARN, "http.connections_full", MT_KV("max", max));
+		}
 	}
 	server->full = full;
 	bool want = !server->backing_off && !full && server->listen_fd >= 0;
