@@ -349,7 +349,16 @@ int mt_cli_serve(int argc, char **argv)
 	size_t route_count;
 	const struct http_route *routes = api_routes(&route_count);
 	const char *listen = mt_config_str(config, "http");
-	server = http_server_new(base, listen, routes, route_count, api_authenticate, &api, &msg);
+	struct http_server_params http_params = {
+	    .max_connections = (unsigned)mt_config_int(config, "http_max_connections"),
+	    .max_connections_per_ip =
+	        (unsigned)mt_config_int(config, "http_max_connections_per_ip"),
+	    .header_timeout_ms = (unsigned)mt_config_int(config, "http_header_timeout") * 1000,
+	    .request_timeout_ms = (unsigned)mt_config_int(config, "http_request_timeout") * 1000,
+	    .idle_timeout_ms = (unsigned)mt_config_int(config, "http_idle_timeout") * 1000,
+	};
+	server = http_server_new(base, listen, routes, route_count, api_authenticate, &api,
+	                         &http_params, &msg);
 	if (server == NULL) {
 		fprintf(stderr, "mailtrail serve: --http %s: %s\n", listen, msg);
 		goto out;

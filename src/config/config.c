@@ -47,6 +47,12 @@ static struct key_def keys[] = {
     {"data", T_PATH, NULL, 0, 0, true},
     {"db", T_STRING, NULL, 0, 0, true},
     {"http", T_HOSTPORT, "127.0.0.1:8025", 0, 0, true},
+    /* Caps on the API's connections (src/http/server.c; defaults in lib/limits.h). */
+    {"http_max_connections", T_INT, "1024", 1, MT_HTTP_CONNECTIONS_MAX, true},
+    {"http_max_connections_per_ip", T_INT, "64", 1, MT_HTTP_CONNECTIONS_MAX, true},
+    {"http_header_timeout", T_DURATION, "10s", 1, 3600, true},
+    {"http_request_timeout", T_DURATION, "60s", 1, 3600, true},
+    {"http_idle_timeout", T_DURATION, "30s", 1, 3600, true},
     {"dropbox", T_HOSTPORT, NULL, 0, 0, false},
     {"relay", T_RELAY_URL, NULL, 0, 0, true},
     {"relay_password_file", T_PATH, NULL, 0, 0, true},

@@ -94,7 +94,7 @@ void api_authenticate(struct http_request *req, const char *token, void *app)
 	mt_token_hash(token, job->hash);
 	if (store_submit(api->store, STORE_READ, auth_run, auth_done, job) < 0) {
 		free(job);
-		http_reply_error(req, 503, "internal", "the store is busy; try again", NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
 	}
 }
 
@@ -120,8 +120,8 @@ void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn 
                     store_done_fn *done)
 {
 	if (store_submit(job->api->store, kind, fn, done, job) < 0) {
-		http_reply_error(job->req, 503, "internal", "the store is busy; try again", NULL,
-		                 NULL);
+		http_reply_error_retry(job->req, 503, "internal", "the store is busy; try again",
+		                       1);
 		if (job->destroy != NULL)
 			job->destroy(job);
 		else

@@ -174,7 +174,7 @@ static void addin_done(void *ctx, const struct intake_result *result)
 		http_reply_error(req, 404, "input", "org not found", NULL, NULL);
 		break;
 	case INTAKE_BUSY:
-		http_reply_error(req, 503, "internal", result->reason, NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", result->reason, 1);
 		break;
 	case INTAKE_FAILED:
 		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",

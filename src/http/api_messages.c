@@ -315,7 +315,7 @@ static void submitted(void *ctx, const struct outbox_result *result)
 		http_reply_error(req, 404, "input", "user not found", NULL, NULL);
 		break;
 	case OUTBOX_BUSY:
-		http_reply_error(req, 503, "internal", result->reason, NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", result->reason, 1);
 		break;
 	case OUTBOX_FAILED:
 		http_reply_error(req, 500, "internal", result->reason, NULL, NULL);
@@ -384,8 +384,8 @@ void api_messages_send(struct http_request *req, void *app)
 		return;
 	}
 	if (work_submit(api->work, decode_run, decode_done, job) < 0) {
-		http_reply_error(req, 503, "internal",
-		                 "too many messages are being prepared; try again", NULL, NULL);
+		http_reply_error_retry(req, 503, "internal",
+		                       "too many messages are being prepared; try again", 1);
 		send_job_free(job);
 	}
 }

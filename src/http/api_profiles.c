@@ -299,7 +299,7 @@ static void imported(void *ctx, const struct import_result *result)
 		http_reply_error(req, 413, "input", result->reason, NULL, NULL);
 		break;
 	case IMPORT_BUSY:
-		http_reply_error(req, 503, "internal", result->reason, NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", result->reason, 1);
 		break;
 	}
 }

@@ -621,9 +621,10 @@ static void put_host_checked(void *ctx, enum host_verdict verdict, const char *r
 		return;
 	}
 	if (!take_slot(api, job->base.org_id)) {
-		http_reply_error(job->base.req, 429, "throttle",
-		                 "too many live checks are running for this org; try again shortly",
-		                 NULL, NULL);
+		http_reply_error_retry(job->base.req, 429, "throttle",
+		                       "too many live checks are running for this org; try again "
+		                       "shortly",
+		                       MT_LIVE_CHECK_STEP_MS / 1000);
 		put_free(job);
 		return;
 	}

@@ -1,16 +1,18 @@
 #include "http/server.h"
 
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/str.h"
+#include "proto/http_request.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/util.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,97 +20,141 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-
-/* How long a connection may take to send a request or to take our reply. Waiting for a handler
- * is not limited here: evhttp stops reading while a request is being handled. */
-#define HTTP_IO_TIMEOUT_S 60
+#include <time.h>
+#include <unistd.h>
 
 #define REQUESTS_METRIC "mailtrail_http_requests_total"
 #define REQUESTS_HELP   "HTTP requests answered, by route and status."
 #define DROPPED_METRIC  "mailtrail_http_replies_dropped_total"
 #define DROPPED_HELP    "Replies not sent because the client had gone away, by route."
+#define OPEN_METRIC     "mailtrail_http_connections"
+#define OPEN_HELP       "HTTP connections open."
+#define REFUSED_METRIC  "mailtrail_http_connections_refused_total"
+#define REFUSED_HELP    "HTTP connections closed at accept because a cap was reached, by cap."
+#define FULL_METRIC     "mailtrail_http_connections_full_total"
+#define FULL_HELP       "Times http_max_connections was reached and accepting paused."
+#define BACKOFF_METRIC  "mailtrail_http_accept_backoff_total"
+#define BACKOFF_HELP                                                                               \
+	"Episodes of accept() failing (out of descriptors or memory), by error; accepting pauses."
+#define DEADLINE_METRIC "mailtrail_http_deadlines_total"
+#define DEADLINE_HELP   "HTTP connections cut at a deadline, by what was late."
+
+#define IP_BUCKETS 256
 
 struct http_pair {
 	char *name;
 	char *value;
 };
 
+/* One client address and its open connections; it exists while it has any. */
+struct ip_entry {
+	unsigned char addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+	unsigned count;
+	struct ip_entry *next;
+};
+
+/* A connection's states; each has one deadline policy (set_state()). */
+enum conn_state {
+	CONN_IDLE,    /* waiting for a request's first byte */
+	CONN_HEAD,    /* reading a head */
+	CONN_AUTH,    /* the authenticate hook has the request; its body waits unread */
+	CONN_BODY,    /* reading a body */
+	CONN_HANDLER, /* the handler has the request */
+	CONN_WRITING, /* a reply is going out */
+	CONN_LINGER,  /* after the last reply: discarding what the client still sends, then close */
+};
+
+static const char *const conn_state_names[] = {
+    [CONN_IDLE] = "idle",     [CONN_HEAD] = "head",       [CONN_AUTH] = "auth",
+    [CONN_BODY] = "body",     [CONN_HANDLER] = "handler", [CONN_WRITING] = "writing",
+    [CONN_LINGER] = "linger",
+};
+
+struct http_conn {
+	struct http_server *server;
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	struct ip_entry *ip;
+	enum conn_state state;
+	struct http_request *req; /* being read, in the hook or handler; NULL between requests */
+	struct event *timer;      /* the state's deadline */
+	/* AUTH and HANDLER stop reading, so a client that left would only be noticed when the
+	 * reply fails; this watches the socket meanwhile. */
+	struct event *watch;
+	struct event *kick; /* conn_kick() */
+	int64_t accepted_ms;
+	int64_t head_deadline_ms, request_deadline_ms;
+	int64_t waiting_since_ms; /* CONN_AUTH: not the client's time */
+	unsigned requests;        /* begun on this connection */
+	bool close_after;         /* the reply going out is the last */
+	struct http_conn *prev, *next;
+};
+
 struct http_server {
 	struct event_base *base;
-	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	evutil_socket_t listen_fd;
+	struct event *listener;
+	struct event *backoff_timer;
+	bool listening;   /* the listener event is added */
+	bool backing_off; /* accept() failed: paused until backoff_timer */
+	bool in_episode;  /* ...and has not succeeded since: warned once */
+	bool full;        /* at max_connections */
+	int64_t full_warned_ms;
+	unsigned backoff_ms;
+	struct http_server_params params;
 	const struct http_route *routes;
 	size_t route_count;
 	http_authenticate_fn *authenticate;
 	void *app;
 	uint16_t port;
-	struct http_request *pending; /* requests waiting for their reply */
+	struct http_conn *conns;
+	unsigned conn_count;
+	struct ip_entry *ips[IP_BUCKETS];
+	struct http_request *pending; /* requests the hook or a handler has */
 };
 
+enum body_state { BODY_NONE, BODY_UNREAD, BODY_READING, BODY_DONE };
+
 struct http_request {
-	struct http_server *server; /* NULL once the server is freed */
-	/* NULL once evhttp has freed it or we have handed it back with a reply. When the client
-	 * goes away, evhttp either frees it with the connection (we are told by the close
-	 * callback) or detaches it (evcon NULL) and leaves the freeing to us. */
-	struct evhttp_request *ev;
-	struct evhttp_connection *conn;
-	/* evhttp stops reading while a request is handled, so it would only notice a client that
-	 * left when the reply fails; this watches the socket meanwhile. */
-	struct event *watch;
+	struct http_server *server;        /* NULL once the server is freed */
+	struct http_conn *conn;            /* NULL once answered or once the connection is gone */
+	struct http_request_parser parser; /* owns the head's strings */
+	const struct http_request_head *head;
+	struct mt_buf body;
+	enum body_state body_state;
 	const struct http_route *route;
 	const char *route_name;
 	const char *method;
 	int64_t start_ms;
+	bool head_only; /* HEAD: the reply without its content */
+	bool in_app;    /* the hook or a handler has it: only a reply frees it */
 	bool gone;
 	bool replied;
 	int busy; /* our callbacks on the stack: the free waits until they return */
 	bool has_auth;
 	struct http_auth auth;
 	char *token;
-	char *body;
-	size_t body_len;
 	struct http_pair params[MT_HTTP_PATH_PARAMS_MAX];
 	size_t param_count;
 	struct http_pair query[MT_HTTP_QUERY_PARAMS_MAX];
 	size_t query_count;
-	struct http_pair *headers;
-	size_t header_count;
 	void *data;
 	struct http_request *prev, *next;
 };
 
 static _Thread_local char error_text[MT_ERROR_TEXT_MAX];
 
-/* ---- small helpers ---------------------------------------------------------------------- */
+static void conn_close(struct http_conn *conn);
+static void set_state(struct http_conn *conn, enum conn_state state);
+static void listener_update(struct http_server *server);
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-	switch (cmd) {
-	case EVHTTP_REQ_GET:
-		return "GET";
-	case EVHTTP_REQ_POST:
-		return "POST";
-	case EVHTTP_REQ_HEAD:
-		return "HEAD";
-	case EVHTTP_REQ_PUT:
-		return "PUT";
-	case EVHTTP_REQ_DELETE:
-		return "DELETE";
-	case EVHTTP_REQ_OPTIONS:
-		return "OPTIONS";
-	case EVHTTP_REQ_TRACE:
-		return "TRACE";
-	case EVHTTP_REQ_CONNECT:
-		return "CONNECT";
-	case EVHTTP_REQ_PATCH:
-		return "PATCH";
-	}
-	return "OTHER";
-}
+/* ---- small helpers ---------------------------------------------------------------------- */
 
 static const char *reason_phrase(int status)
 {
 	switch (status) {
+	case 100:
+		return "Continue";
 	case 200:
 		return "OK";
 	case 201:
@@ -135,18 +181,24 @@ static const char *reason_phrase(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
 	case 409:
 		return "Conflict";
 	case 410:
 		return "Gone";
 	case 413:
 		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
 	case 415:
 		return "Unsupported Media Type";
 	case 422:
 		return "Unprocessable Content";
 	case 429:
 		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
 	case 501:
@@ -157,6 +209,8 @@ static const char *reason_phrase(int status)
 		return "Service Unavailable";
 	case 504:
 		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
 	}
 	return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
 }
@@ -212,6 +266,26 @@ static void pairs_free(struct http_pair *pairs, size_t count)
 	}
 }
 
+/* RFC 9110 §5.6.7 IMF-fixdate, without the locale strftime() would use. */
+static void http_date(char out[64])
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
+	         months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void count_deadline(const char *what)
+{
+	mt_metric_inc(DEADLINE_METRIC, DEADLINE_HELP, "phase", what, NULL, NULL);
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
 static void unlink_pending(struct http_request *req)
 {
 	if (req->server == NULL)
@@ -225,67 +299,56 @@ static void unlink_pending(struct http_request *req)
 	req->prev = req->next = NULL;
 }
 
-static void watch_stop(struct http_request *req)
+/* The hook or a handler gets the request: from now on only a reply frees it. */
+static void hand_to_app(struct http_request *req)
 {
-	if (req->watch != NULL) {
-		event_free(req->watch);
-		req->watch = NULL;
-	}
-}
-
-/* The socket became readable while the request waits: either the client pipelined its next
- * request (left for evhttp) or it closed or reset the connection. A client that only shut down
- * its sending side is taken as gone too, as most servers do. */
-static void on_peer_event(evutil_socket_t fd, short what, void *arg)
-{
-	(void)what;
-	struct http_request *req = arg;
-	char c;
-	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-		return;
-	watch_stop(req);
-	if (n > 0)
-		return;
-	mt_log(MT_LOG_DEBUG, "http.client_gone", MT_KV("route", req->route_name));
-	/* evhttp frees its request with the connection. */
-	evhttp_connection_set_closecb(req->conn, NULL, NULL);
-	if (req->ev != NULL && evhttp_request_get_connection(req->ev) != NULL)
-		req->ev = NULL;
-	req->gone = true;
-	evhttp_connection_free(req->conn);
-}
-
-static void watch_start(struct http_request *req)
-{
-	if (req->watch != NULL || req->gone || req->ev == NULL || req->server == NULL)
-		return;
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(req->conn);
-	evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-	if (fd < 0)
-		return;
-	req->watch = event_new(req->server->base, fd, EV_READ | EV_PERSIST, on_peer_event, req);
-	if (req->watch != NULL && event_add(req->watch, NULL) < 0)
-		watch_stop(req);
+	struct http_server *server = req->server;
+	req->in_app = true;
+	req->next = server->pending;
+	if (server->pending != NULL)
+		server->pending->prev = req;
+	server->pending = req;
 }
 
 static void request_free(struct http_request *req)
 {
-	watch_stop(req);
+	if (req->conn != NULL && req->conn->req == req)
+		req->conn->req = NULL;
 	unlink_pending(req);
-	/* A request evhttp detached from a dead connection is ours to free. */
-	if (req->ev != NULL)
-		evhttp_request_free(req->ev);
+	http_request_parser_deinit(&req->parser);
+	mt_buf_free(&req->body);
 	pairs_free(req->params, req->param_count);
 	pairs_free(req->query, req->query_count);
-	pairs_free(req->headers, req->header_count);
-	free(req->headers);
 	if (req->token != NULL) {
 		explicit_bzero(req->token, strlen(req->token));
 		free(req->token);
 	}
-	free(req->body);
 	free(req);
+}
+
+static void watch_stop(struct http_conn *conn)
+{
+	if (conn != NULL && conn->watch != NULL)
+		event_del(conn->watch);
+}
+
+/* The socket became readable while the request waits: either the client sent more (its body,
+ * or its next request: left for later) or it closed or reset the connection. A client that only
+ * shut down its sending side is taken as gone too, as most servers do. */
+static void on_peer_event(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct http_conn *conn = arg;
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	watch_stop(conn);
+	if (n > 0)
+		return;
+	mt_log(MT_LOG_DEBUG, "http.client_gone",
+	       MT_KV("route", conn->req != NULL ? conn->req->route_name : "-"));
+	conn_close(conn);
 }
 
 /* Frees the request once it is answered and none of our frames still use it; a request left
@@ -294,10 +357,14 @@ static void release(struct http_request *req)
 {
 	if (--req->busy > 0)
 		return;
-	if (req->replied)
+	if (req->replied) {
 		request_free(req);
-	else
-		watch_start(req);
+		return;
+	}
+	struct http_conn *conn = req->conn;
+	if (conn != NULL && conn->req == req && !req->gone &&
+	    (conn->state == CONN_AUTH || conn->state == CONN_HANDLER) && conn->watch != NULL)
+		event_add(conn->watch, NULL);
 }
 
 /* ---- replies ------------------------------------------------------------------------------ */
@@ -318,6 +385,40 @@ static void log_and_count(struct http_request *req, int status, bool dropped)
 		              code);
 }
 
+/* Writes the reply on the connection; it is the last one when the client asked so or when the
+ * request's body was not read (what is left of it makes the connection unusable). */
+static void conn_reply(struct http_conn *conn, struct http_request *req, int status,
+                       const char *content_type, const char *data, size_t len,
+                       const char *const *extra)
+{
+	bool last = req->head == NULL || !req->head->keep_alive || req->body_state == BODY_UNREAD ||
+	            req->body_state == BODY_READING || conn->server == NULL;
+	bool no_content = status == 204 || status == 304;
+	struct evbuffer *out = bufferevent_get_output(conn->bev);
+	char date[64];
+	http_date(date);
+	evbuffer_add_printf(out,
+	                    "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
+	                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+	                    status, reason_phrase(status), date,
+	                    content_type != NULL ? content_type
+	                                         : "application/json; charset=utf-8");
+	if (!no_content)
+		evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
+	for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
+		evbuffer_add_printf(out, "%s: %s\r\n", extra[i], extra[i + 1]);
+	if (last)
+		evbuffer_add(out, "Connection: close\r\n", 19);
+	else if (req->head->minor == 0)
+		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+	evbuffer_add(out, "\r\n", 2);
+	if (!no_content && !req->head_only && len > 0)
+		evbuffer_add(out, data, len);
+	conn->close_after = last;
+	conn->requests++;
+	set_state(conn, CONN_WRITING);
+}
+
 /* The one place a request is answered. `extra` is a NULL-terminated name/value list. */
 static void finish(struct http_request *req, int status, const char *content_type, const char *data,
                    size_t len, const char *const *extra)
@@ -327,33 +428,17 @@ static void finish(struct http_request *req, int status, const char *content_typ
 		return;
 	}
 	req->replied = true;
-	watch_stop(req);
 	if (status < 100 || status > 599)
 		status = 500;
-	bool dropped = req->gone || req->ev == NULL;
+	struct http_conn *conn = req->conn;
+	bool dropped = req->gone || conn == NULL;
 	log_and_count(req, status, dropped);
 	if (!dropped) {
-		struct evhttp_request *ev = req->ev;
-		req->ev = NULL; /* evhttp frees it once the reply is written */
-		evhttp_connection_set_closecb(req->conn, NULL, NULL);
-		struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-		evhttp_add_header(out, "Content-Type",
-		                  content_type != NULL ? content_type
-		                                       : "application/json; charset=utf-8");
-		evhttp_add_header(out, "Cache-Control", "no-store");
-		evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
-		for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
-			evhttp_add_header(out, extra[i], extra[i + 1]);
-		struct evbuffer *buf = NULL;
-		if (len > 0 && status != 204 && status != 304) {
-			buf = evbuffer_new();
-			if (buf != NULL)
-				evbuffer_add(buf, data, len);
-		}
-		evhttp_send_reply(ev, status, reason_phrase(status), buf);
-		if (buf != NULL)
-			evbuffer_free(buf);
+		watch_stop(conn);
+		conn_reply(conn, req, status, content_type, data, len, extra);
+		conn->req = NULL;
 	}
+	req->conn = NULL;
 	unlink_pending(req);
 	if (req->busy == 0)
 		request_free(req);
@@ -441,9 +526,18 @@ void http_reply_errorf(struct http_request *req, int status, const char *cls, co
 	reply_error_extra(req, status, cls, message, NULL, NULL, NULL);
 }
 
+void http_reply_error_retry(struct http_request *req, int status, const char *cls,
+                            const char *message, unsigned retry_after_s)
+{
+	char seconds[16];
+	snprintf(seconds, sizeof(seconds), "%u", retry_after_s);
+	const char *const extra[] = {"Retry-After", seconds, NULL};
+	reply_error_extra(req, status, cls, message, NULL, NULL, extra);
+}
+
 void http_request_abandon(struct http_request *req)
 {
-	if (req->gone || req->ev == NULL)
+	if (req->gone || req->conn == NULL)
 		finish(req, 500, NULL, NULL, 0, NULL);
 	else
 		http_reply_error(req, 500, "internal", "the request was abandoned", NULL, NULL);
@@ -451,11 +545,10 @@ void http_request_abandon(struct http_request *req)
 
 /* ---- request accessors -------------------------------------------------------------------- */
 
-static const char *pair_get(const struct http_pair *pairs, size_t count, const char *name,
-                            bool nocase)
+static const char *pair_get(const struct http_pair *pairs, size_t count, const char *name)
 {
 	for (size_t i = 0; i < count && name != NULL; i++) {
-		if ((nocase ? strcasecmp(pairs[i].name, name) : strcmp(pairs[i].name, name)) == 0)
+		if (strcmp(pairs[i].name, name) == 0)
 			return pairs[i].value;
 	}
 	return NULL;
@@ -463,24 +556,28 @@ static const char *pair_get(const struct http_pair *pairs, size_t count, const c
 
 const char *http_request_param(const struct http_request *req, const char *name)
 {
-	return pair_get(req->params, req->param_count, name, false);
+	return pair_get(req->params, req->param_count, name);
 }
 
 const char *http_request_query(const struct http_request *req, const char *name)
 {
-	return pair_get(req->query, req->query_count, name, false);
+	return pair_get(req->query, req->query_count, name);
 }
 
 const char *http_request_header(const struct http_request *req, const char *name)
 {
-	return pair_get(req->headers, req->header_count, name, true);
+	for (size_t i = 0; req->head != NULL && name != NULL && i < req->head->field_count; i++) {
+		if (strcasecmp(req->head->fields[i].name, name) == 0)
+			return req->head->fields[i].value;
+	}
+	return NULL;
 }
 
 const char *http_request_body(const struct http_request *req, size_t *len_r)
 {
 	if (len_r != NULL)
-		*len_r = req->body_len;
-	return req->body;
+		*len_r = req->body.len;
+	return req->body.data != NULL ? req->body.data : "";
 }
 
 const char *http_request_method(const struct http_request *req)
@@ -515,12 +612,52 @@ bool http_request_gone(const struct http_request *req)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
+/* Runs the bytes already read through the connection's state again, soon, from the loop (so
+ * never inside a handler or the hook): bufferevent only calls back for bytes that arrive after
+ * reading is enabled. */
+static void conn_kick(struct http_conn *conn)
+{
+	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
+		event_active(conn->kick, EV_TIMEOUT, 0);
+}
+
 static void run_handler(struct http_request *req)
 {
+	set_state(req->conn, CONN_HANDLER);
+	hand_to_app(req);
 	void *app = req->server != NULL ? req->server->app : NULL;
 	req->busy++;
 	req->route->handler(req, app);
 	release(req);
+}
+
+static size_t body_cap(const struct http_request *req)
+{
+	return req->route->body_max > 0 ? req->route->body_max : MT_HTTP_BODY_MAX;
+}
+
+/* The request may go on: its declared size against the route's cap, then its body. */
+static void accept_request(struct http_request *req)
+{
+	size_t max = body_cap(req);
+	const struct http_request_head *head = req->head;
+	if (head->body == HTTP_BODY_LENGTH && head->content_length > max) {
+		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes", max);
+		return;
+	}
+	if (head->body == HTTP_BODY_NONE) {
+		run_handler(req);
+		return;
+	}
+	mt_buf_init(&req->body, max);
+	req->body_state = BODY_READING;
+	struct http_conn *conn = req->conn;
+	/* RFC 9110 §10.1.1: only now that the body is wanted; never to an HTTP/1.0 client */
+	if (head->expect_continue && head->minor == 1)
+		evbuffer_add(bufferevent_get_output(conn->bev), "HTTP/1.1 100 Continue\r\n\r\n",
+		             25);
+	set_state(conn, CONN_BODY);
+	conn_kick(conn);
 }
 
 void http_request_authenticated(struct http_request *req, const struct http_auth *auth_or_null)
@@ -535,7 +672,7 @@ void http_request_authenticated(struct http_request *req, const struct http_auth
 		free(req->token);
 		req->token = NULL;
 	}
-	if (req->gone || req->server == NULL) {
+	if (req->gone || req->server == NULL || req->conn == NULL) {
 		finish(req, 401, NULL, NULL, 0, NULL); /* dropped */
 		return;
 	}
@@ -550,40 +687,13 @@ void http_request_authenticated(struct http_request *req, const struct http_auth
 	}
 	req->auth = *auth_or_null;
 	req->has_auth = true;
-	run_handler(req);
-}
-
-/* The connection closed while the request waited for its reply. */
-static void on_close(struct evhttp_connection *conn, void *arg)
-{
-	(void)conn;
-	struct http_request *req = arg;
-	req->gone = true;
-	/* Still attached: evhttp frees it with the connection right after this callback. */
-	if (req->ev != NULL && evhttp_request_get_connection(req->ev) != NULL)
-		req->ev = NULL;
-}
-
-static int copy_headers(struct http_request *req, struct evhttp_request *ev)
-{
-	struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
-	size_t n = 0;
-	for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next)
-		n++;
-	if (n == 0)
-		return 0;
-	req->headers = calloc(n, sizeof(*req->headers));
-	if (req->headers == NULL)
-		return -1;
-	for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
-		struct http_pair *p = &req->headers[req->header_count];
-		p->name = strdup(h->key);
-		p->value = strdup(h->value);
-		req->header_count++;
-		if (p->name == NULL || p->value == NULL)
-			return -1;
-	}
-	return 0;
+	/* Ours again until the handler has it: a connection closed meanwhile frees it. */
+	unlink_pending(req);
+	req->in_app = false;
+	struct http_conn *conn = req->conn;
+	watch_stop(conn);
+	conn->request_deadline_ms += mt_now_ms() - conn->waiting_since_ms;
+	accept_request(req);
 }
 
 enum match_result { MATCH_NO, MATCH_YES, MATCH_BAD };
@@ -698,37 +808,20 @@ static const char *bearer_token(const char *value)
 	return t;
 }
 
-static void on_request(struct evhttp_request *ev, void *arg)
+/* Finds the route; false when the request was answered (400, 404, 405). */
+static bool route_request(struct http_request *req)
 {
-	struct http_server *server = arg;
-	struct http_request *req = calloc(1, sizeof(*req));
-	if (req == NULL) {
-		evhttp_send_error(ev, 503, NULL);
-		return;
-	}
-	req->server = server;
-	req->ev = ev;
-	req->conn = evhttp_request_get_connection(ev);
-	req->method = method_name(evhttp_request_get_command(ev));
-	req->route_name = "unmatched";
-	req->start_ms = mt_now_ms();
-	req->next = server->pending;
-	if (server->pending != NULL)
-		server->pending->prev = req;
-	server->pending = req;
-	evhttp_connection_set_closecb(req->conn, on_close, req);
-	req->busy = 1;
-
-	if (copy_headers(req, ev) < 0) {
+	struct http_server *server = req->server;
+	const char *target = req->head->target;
+	size_t plen = strcspn(target, "?");
+	char *path = strndup(target, plen);
+	if (path == NULL) {
 		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
-		goto out;
+		return false;
 	}
-
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	bool path_known = false, bad_path = false;
 	char allow[64] = "";
-	for (size_t i = 0; path != NULL && i < server->route_count && req->route == NULL; i++) {
+	for (size_t i = 0; i < server->route_count && req->route == NULL; i++) {
 		const struct http_route *r = &server->routes[i];
 		enum match_result m = match_route(req, r->pattern, path);
 		if (m == MATCH_BAD) {
@@ -752,9 +845,10 @@ static void on_request(struct evhttp_request *ev, void *arg)
 			}
 		}
 	}
+	free(path);
 	if (bad_path) {
 		http_reply_error(req, 400, "input", "malformed path", NULL, NULL);
-		goto out;
+		return false;
 	}
 	if (req->route == NULL) {
 		if (path_known) {
@@ -764,54 +858,523 @@ static void on_request(struct evhttp_request *ev, void *arg)
 		} else {
 			http_reply_error(req, 404, "input", "no such endpoint", NULL, NULL);
 		}
-		goto out;
+		return false;
 	}
-
-	/* evhttp only caps the body globally (at the largest route cap). */
-	struct evbuffer *input = evhttp_request_get_input_buffer(ev);
-	size_t len = evbuffer_get_length(input);
-	size_t max = req->route->body_max > 0 ? req->route->body_max : MT_HTTP_BODY_MAX;
-	if (len > max) {
-		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes", max);
-		goto out;
-	}
-	req->body = malloc(len + 1);
-	if (req->body == NULL) {
-		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
-		goto out;
-	}
-	req->body_len = len;
-	evbuffer_copyout(input, req->body, len);
-	req->body[len] = '\0';
-
 	const char *why = NULL;
-	if (parse_query(req, evhttp_uri_get_query(uri), &why) < 0) {
+	if (target[plen] == '?' && parse_query(req, target + plen + 1, &why) < 0) {
 		http_reply_error(req, 400, "input", why, NULL, NULL);
-		goto out;
+		return false;
 	}
+	return true;
+}
 
+/* The head is in: everything is decided from it before any of the body is read. */
+static void on_head(struct http_conn *conn, struct http_request *req)
+{
+	struct http_server *server = conn->server;
+	req->method = req->head->method;
+	req->head_only = strcmp(req->method, "HEAD") == 0;
+	if (req->head->body != HTTP_BODY_NONE)
+		req->body_state = BODY_UNREAD;
+	if (!route_request(req))
+		return;
 	if (req->route->auth == HTTP_PUBLIC) {
-		run_handler(req);
-		goto out;
+		accept_request(req);
+		return;
 	}
 	const char *token = bearer_token(http_request_header(req, "Authorization"));
 	if (token == NULL || server->authenticate == NULL) {
 		static const char *const bearer[] = {"WWW-Authenticate", "Bearer", NULL};
 		reply_error_extra(req, 401, "auth", "missing or malformed bearer token", NULL, NULL,
 		                  bearer);
-		goto out;
+		return;
 	}
-	size_t tlen = strcspn(token, " ");
-	req->token = strndup(token, tlen);
+	req->token = strndup(token, strcspn(token, " "));
 	if (req->token == NULL) {
 		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
-		goto out;
+		return;
 	}
+	conn->waiting_since_ms = mt_now_ms();
+	set_state(conn, CONN_AUTH);
+	hand_to_app(req);
 	req->busy++;
 	server->authenticate(req, req->token, server->app);
 	release(req);
-out:
-	release(req);
+}
+
+/* ---- connections -------------------------------------------------------------------------- */
+
+static void conn_arm(struct http_conn *conn, int64_t deadline_ms)
+{
+	int64_t ms = deadline_ms - mt_now_ms();
+	if (ms < 0)
+		ms = 0;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(conn->timer, &tv);
+}
+
+static void set_state(struct http_conn *conn, enum conn_state state)
+{
+	const struct http_server_params *p = &conn->server->params;
+	int64_t now = mt_now_ms();
+	conn->state = state;
+	switch (state) {
+	case CONN_IDLE:
+		conn_arm(conn, conn->requests == 0 ? conn->accepted_ms + p->header_timeout_ms
+		                                   : now + p->idle_timeout_ms);
+		bufferevent_enable(conn->bev, EV_READ);
+		break;
+	case CONN_HEAD:
+		conn_arm(conn, conn->head_deadline_ms < conn->request_deadline_ms
+		                   ? conn->head_deadline_ms
+		                   : conn->request_deadline_ms);
+		bufferevent_enable(conn->bev, EV_READ);
+		break;
+	case CONN_BODY:
+		conn_arm(conn, conn->request_deadline_ms);
+		bufferevent_enable(conn->bev, EV_READ);
+		break;
+	case CONN_AUTH:
+	case CONN_HANDLER:
+		/* ours to wait for, not the client's: no deadline, and nothing more is read */
+		evtimer_del(conn->timer);
+		bufferevent_disable(conn->bev, EV_READ);
+		break;
+	case CONN_WRITING:
+		conn_arm(conn, now + p->reply_timeout_ms);
+		bufferevent_disable(conn->bev, EV_READ);
+		break;
+	case CONN_LINGER:
+		conn_arm(conn, now + MT_HTTP_LINGER_MS);
+		bufferevent_enable(conn->bev, EV_READ);
+		break;
+	}
+}
+
+/* A request's first byte arrived. */
+static void request_begin(struct http_conn *conn)
+{
+	struct http_request *req = calloc(1, sizeof(*req));
+	if (req == NULL) {
+		conn_close(conn);
+		return;
+	}
+	req->server = conn->server;
+	req->conn = conn;
+	req->method = "-";
+	req->route_name = "unmatched";
+	req->start_ms = mt_now_ms();
+	http_request_parser_init(&req->parser);
+	mt_buf_init(&req->body, 0);
+	conn->req = req;
+	/* The first request's clock started at accept: a client that connects and waits is
+	 * held no longer than one that trickles. */
+	int64_t from = conn->requests == 0 ? conn->accepted_ms : req->start_ms;
+	conn->head_deadline_ms = from + conn->server->params.header_timeout_ms;
+	conn->request_deadline_ms = from + conn->server->params.request_timeout_ms;
+	set_state(conn, CONN_HEAD);
+}
+
+static void parse_failed(struct http_request *req, const char *why)
+{
+	int status = http_request_parser_status(&req->parser);
+	if (status == 413)
+		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes",
+		                  body_cap(req));
+	else
+		http_reply_error(req, status, status == 503 ? "internal" : "input", why, NULL,
+		                 NULL);
+}
+
+/* Feeds what has been read to the state that wants it. Called only from the loop, never from
+ * inside a handler or the hook, so a state change below cannot free what a caller holds. */
+static void conn_process(struct http_conn *conn)
+{
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec vec;
+		size_t consumed = 0;
+		const char *why = NULL;
+		int ret;
+		switch (conn->state) {
+		case CONN_IDLE:
+			request_begin(conn);
+			if (conn->req == NULL)
+				return;
+			continue;
+		case CONN_HEAD: {
+			struct http_request *req = conn->req;
+			evbuffer_peek(in, -1, NULL, &vec, 1);
+			ret = http_request_parse_head(&req->parser, vec.iov_base, vec.iov_len,
+			                              &consumed, &req->head, &why);
+			if (ret < 0) {
+				req->head = NULL;
+				parse_failed(req, why);
+				return;
+			}
+			evbuffer_drain(in, consumed);
+			if (ret == 1)
+				on_head(conn, req);
+			break;
+		}
+		case CONN_BODY: {
+			struct http_request *req = conn->req;
+			evbuffer_peek(in, -1, NULL, &vec, 1);
+			ret = http_request_parse_body(&req->parser, vec.iov_base, vec.iov_len,
+			                              &consumed, &req->body, &why);
+			if (ret < 0) {
+				parse_failed(req, why);
+				return;
+			}
+			evbuffer_drain(in, consumed);
+			if (ret == 1) {
+				req->body_state = BODY_DONE;
+				run_handler(req);
+			}
+			break;
+		}
+		case CONN_LINGER:
+			evbuffer_drain(in, evbuffer_get_length(in));
+			break;
+		case CONN_AUTH:
+		case CONN_HANDLER:
+		case CONN_WRITING:
+			return; /* the next request waits its turn */
+		}
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_process(arg);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	conn_process(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct http_conn *conn = arg;
+	if (conn->state != CONN_WRITING || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return; /* a 100 Continue went out, or more is still queued */
+	if (conn->close_after) {
+		/* Closing with unread input would reset the connection, and a client still
+		 * sending its body could lose the reply with it: send our FIN, then read and
+		 * drop what still comes, for a while. */
+		shutdown(conn->fd, SHUT_WR);
+		set_state(conn, CONN_LINGER);
+		conn_kick(conn);
+		return;
+	}
+	set_state(conn, CONN_IDLE);
+	conn_kick(conn);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	struct http_conn *conn = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (conn->state != CONN_LINGER && conn->state != CONN_IDLE)
+			mt_log(MT_LOG_DEBUG, "http.connection_lost",
+			       MT_KV("state", conn_state_names[conn->state]));
+		conn_close(conn);
+	}
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct http_conn *conn = arg;
+	switch (conn->state) {
+	case CONN_IDLE:
+		count_deadline(conn->requests == 0 ? "header" : "idle");
+		conn_close(conn);
+		return;
+	case CONN_HEAD:
+	case CONN_BODY: {
+		bool head = conn->state == CONN_HEAD;
+		/* the timer was set for the earlier of the two */
+		count_deadline(head && conn->head_deadline_ms <= conn->request_deadline_ms
+		                   ? "header"
+		                   : "request");
+		mt_log(MT_LOG_INFO, "http.request_timeout",
+		       MT_KV("state", conn_state_names[conn->state]));
+		http_reply_error(conn->req, 408, "input",
+		                 head ? "the request head did not arrive in time"
+		                      : "the request did not arrive in time",
+		                 NULL, NULL);
+		return;
+	}
+	case CONN_WRITING:
+		count_deadline("reply");
+		conn_close(conn);
+		return;
+	case CONN_LINGER:
+		conn_close(conn);
+		return;
+	case CONN_AUTH:
+	case CONN_HANDLER:
+		return;
+	}
+}
+
+static struct ip_entry **ip_slot(struct http_server *server, const unsigned char addr[16])
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ addr[i]) * 16777619u;
+	struct ip_entry **slot = &server->ips[h % IP_BUCKETS];
+	while (*slot != NULL && memcmp((*slot)->addr, addr, 16) != 0)
+		slot = &(*slot)->next;
+	return slot;
+}
+
+static void ip_key(const struct sockaddr_storage *ss, unsigned char addr[16])
+{
+	memset(addr, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		addr[10] = addr[11] = 0xff;
+		memcpy(addr + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		memcpy(addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	}
+}
+
+static void gauge_connections(const struct http_server *server)
+{
+	mt_metric_set_gauge(OPEN_METRIC, OPEN_HELP, NULL, NULL, NULL, NULL,
+	                    (double)server->conn_count);
+}
+
+/* Frees the connection. A request the hook or a handler still has becomes gone: its reply is
+ * dropped and frees it; any other request goes with the connection. */
+static void conn_close(struct http_conn *conn)
+{
+	struct http_server *server = conn->server;
+	struct http_request *req = conn->req;
+	if (req != NULL) {
+		conn->req = NULL;
+		req->conn = NULL;
+		if (req->in_app)
+			req->gone = true;
+		else if (req->busy == 0)
+			request_free(req);
+	}
+	event_free(conn->watch);
+	event_free(conn->kick);
+	event_free(conn->timer);
+	/* libevent 2.1 frees a bufferevent (and would close its socket) only later, from the
+	 * loop: the client must see the close now, even when the loop is about to stop. */
+	bufferevent_free(conn->bev);
+	evutil_closesocket(conn->fd);
+	if (conn->ip != NULL && --conn->ip->count == 0) {
+		struct ip_entry **slot = ip_slot(server, conn->ip->addr);
+		*slot = conn->ip->next;
+		free(conn->ip);
+	}
+	if (conn->prev != NULL)
+		conn->prev->next = conn->next;
+	else
+		server->conns = conn->next;
+	if (conn->next != NULL)
+		conn->next->prev = conn->prev;
+	server->conn_count--;
+	free(conn);
+	gauge_connections(server);
+	listener_update(server);
+}
+
+/* A client over its address's cap: told so in one write the socket surely takes, then closed. */
+static void refuse(evutil_socket_t fd)
+{
+	static const char head[] =
+	    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+	    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nRetry-After: 1\r\n"
+	    "Connection: close\r\nContent-Length: ";
+	static const char body[] = "{\"error\":{\"class\":\"internal\",\"message\":"
+	                           "\"too many connections from this address; try again\"}}";
+	char reply[512];
+	int n = snprintf(reply, sizeof(reply), "%s%zu\r\n\r\n%s", head, sizeof(body) - 1, body);
+	mt_metric_inc(REFUSED_METRIC, REFUSED_HELP, "cap", "per_ip", NULL, NULL);
+	if (send(fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) == n)
+		shutdown(fd, SHUT_WR);
+	evutil_closesocket(fd);
+}
+
+static void conn_new(struct http_server *server, evutil_socket_t fd,
+                     const struct sockaddr_storage *ss)
+{
+	unsigned char addr[16];
+	ip_key(ss, addr);
+	struct ip_entry **slot = ip_slot(server, addr);
+	if (*slot != NULL && (*slot)->count >= server->params.max_connections_per_ip) {
+		refuse(fd);
+		return;
+	}
+	struct http_conn *conn = calloc(1, sizeof(*conn));
+	struct ip_entry *ip = *slot != NULL ? *slot : calloc(1, sizeof(*ip));
+	if (conn != NULL) {
+		conn->bev = bufferevent_socket_new(server->base, fd, 0);
+		conn->timer = evtimer_new(server->base, on_timer, conn);
+		conn->watch =
+		    event_new(server->base, fd, EV_READ | EV_PERSIST, on_peer_event, conn);
+		conn->kick = event_new(server->base, -1, 0, on_kick, conn);
+	}
+	if (conn == NULL || ip == NULL || conn->bev == NULL || conn->timer == NULL ||
+	    conn->watch == NULL || conn->kick == NULL) {
+		if (conn != NULL) {
+			if (conn->bev != NULL)
+				bufferevent_free(conn->bev);
+			if (conn->timer != NULL)
+				event_free(conn->timer);
+			if (conn->watch != NULL)
+				event_free(conn->watch);
+			if (conn->kick != NULL)
+				event_free(conn->kick);
+			free(conn);
+		}
+		evutil_closesocket(fd);
+		if (ip != NULL && *slot == NULL)
+			free(ip);
+		return;
+	}
+	if (*slot == NULL) {
+		memcpy(ip->addr, addr, 16);
+		*slot = ip;
+	}
+	ip->count++;
+	conn->ip = ip;
+	conn->server = server;
+	conn->fd = fd;
+	conn->accepted_ms = mt_now_ms();
+	conn->next = server->conns;
+	if (server->conns != NULL)
+		server->conns->prev = conn;
+	server->conns = conn;
+	server->conn_count++;
+	gauge_connections(server);
+	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, MT_HTTP_INPUT_MAX);
+	set_state(conn, CONN_IDLE);
+	listener_update(server);
+}
+
+/* ---- listening ---------------------------------------------------------------------------- */
+
+/* The listener runs unless accept() is backing off or the connections are at their cap. */
+static void listener_update(struct http_server *server)
+{
+	bool full = server->conn_count >= server->params.max_connections;
+	if (full && !server->full) {
+		mt_metric_inc(FULL_METRIC, FULL_HELP, NULL, NULL, NULL, NULL);
+		/* at the cap a flood gets here on every close: a warning a minute is enough */
+		int64_t now = mt_now_ms();
+		if (server->full_warned_ms == 0 || now - server->full_warned_ms >= 60000) {
+			server->full_warned_ms = now;
+			char max[16];
+			snprintf(max, sizeof(max), "%u", server->params.max_connections);
+			mt_log(MT_LOG_WARN, "http.connections_full", MT_KV("max", max));
+		}
+	}
+	server->full = full;
+	bool want = !server->backing_off && !full && server->listen_fd >= 0;
+	if (want == server->listening)
+		return;
+	if (want)
+		event_add(server->listener, NULL);
+	else
+		event_del(server->listener);
+	server->listening = want;
+}
+
+static const char *accept_error_name(int err)
+{
+	switch (err) {
+	case EMFILE:
+		return "EMFILE";
+	case ENFILE:
+		return "ENFILE";
+	case ENOBUFS:
+		return "ENOBUFS";
+	case ENOMEM:
+		return "ENOMEM";
+	}
+	return "other";
+}
+
+/* accept() cannot go on (no descriptor or memory for one more): the listening socket stays
+ * readable, so retrying at once would spin. The listener pauses, doubling the pause while the
+ * failures last; one warning per episode. */
+static void backoff(struct http_server *server, int err)
+{
+	server->backoff_ms =
+	    server->backoff_ms == 0 ? MT_HTTP_ACCEPT_BACKOFF_MIN_MS : server->backoff_ms * 2;
+	if (server->backoff_ms > MT_HTTP_ACCEPT_BACKOFF_MAX_MS)
+		server->backoff_ms = MT_HTTP_ACCEPT_BACKOFF_MAX_MS;
+	if (!server->in_episode) {
+		server->in_episode = true;
+		char open[16];
+		snprintf(open, sizeof(open), "%u", server->conn_count);
+		mt_log(MT_LOG_WARN, "http.accept_paused", MT_KV("error", strerror(err)),
+		       MT_KV("connections", open));
+		mt_metric_inc(BACKOFF_METRIC, BACKOFF_HELP, "error", accept_error_name(err), NULL,
+		              NULL);
+	}
+	server->backing_off = true;
+	listener_update(server);
+	struct timeval tv = {0, (suseconds_t)server->backoff_ms * 1000};
+	if (server->backoff_ms >= 1000)
+		tv = (struct timeval){(time_t)(server->backoff_ms / 1000),
+		                      (suseconds_t)(server->backoff_ms % 1000) * 1000};
+	evtimer_add(server->backoff_timer, &tv);
+}
+
+static void episode_over(struct http_server *server)
+{
+	if (!server->in_episode)
+		return;
+	server->in_episode = false;
+	server->backoff_ms = 0;
+	mt_log(MT_LOG_INFO, "http.accept_resumed");
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct http_server *server = arg;
+	for (int i = 0; i < MT_HTTP_ACCEPTS_PER_WAKE && server->listening; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		evutil_socket_t cfd =
+		    accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			int err = errno;
+			if (err == EAGAIN || err == EWOULDBLOCK) {
+				episode_over(server);
+				return;
+			}
+			/* the connection died in the backlog, or a signal: the next one may do */
+			if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM)
+				continue;
+			backoff(server, err);
+			return;
+		}
+		episode_over(server);
+		conn_new(server, cfd, &ss);
+	}
+}
+
+static void on_backoff_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct http_server *server = arg;
+	server->backing_off = false;
+	listener_update(server);
 }
 
 /* ---- server ------------------------------------------------------------------------------- */
@@ -867,10 +1430,57 @@ static int parse_listen(const char *listen, char *host, size_t host_size, uint16
 	return 0;
 }
 
+/* A non-blocking listening socket on the first address `host` resolves to; -1 with errno. */
+static evutil_socket_t listen_socket(const char *host, uint16_t port, uint16_t *bound_r)
+{
+	char service[8];
+	snprintf(service, sizeof(service), "%u", port);
+	struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+	                         .ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai = NULL;
+	int rc = getaddrinfo(host, service, &hints, &ai);
+	if (rc != 0) {
+		errno = rc == EAI_SYSTEM ? errno : EADDRNOTAVAIL;
+		return -1;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int err = errno;
+	if (fd >= 0) {
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+			err = errno;
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		errno = err;
+		return -1;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	*bound_r = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0) {
+		if (ss.ss_family == AF_INET)
+			*bound_r = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		else if (ss.ss_family == AF_INET6)
+			*bound_r = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	}
+	return fd;
+}
+
+static unsigned or_default(unsigned v, unsigned def)
+{
+	return v != 0 ? v : def;
+}
+
 struct http_server *http_server_new(struct event_base *base, const char *listen,
                                     const struct http_route *routes, size_t route_count,
                                     http_authenticate_fn *authenticate, void *app,
-                                    const char **error_r)
+                                    const struct http_server_params *params, const char **error_r)
 {
 	char host[MT_HOSTNAME_MAX + 1];
 	uint16_t port = 0;
@@ -879,7 +1489,6 @@ struct http_server *http_server_new(struct event_base *base, const char *listen,
 		                listen != NULL ? listen : "");
 		return NULL;
 	}
-	size_t body_max = MT_HTTP_BODY_MAX;
 	for (size_t i = 0; i < route_count; i++) {
 		size_t n = 0;
 		for (const char *p = strchr(routes[i].pattern, '{'); p != NULL;
@@ -890,51 +1499,51 @@ struct http_server *http_server_new(struct event_base *base, const char *listen,
 			*error_r = fail("bad route '%s'", routes[i].pattern);
 			return NULL;
 		}
-		if (routes[i].body_max > body_max)
-			body_max = routes[i].body_max;
 	}
 	struct http_server *server = calloc(1, sizeof(*server));
 	if (server == NULL) {
 		*error_r = fail("out of memory");
 		return NULL;
 	}
+	const struct http_server_params none = {0};
+	const struct http_server_params *p = params != NULL ? params : &none;
+	server->params = (struct http_server_params){
+	    .max_connections = or_default(p->max_connections, MT_HTTP_CONNECTIONS_DEFAULT),
+	    .max_connections_per_ip = or_default(p->max_connections_per_ip, MT_HTTP_PER_IP_DEFAULT),
+	    .header_timeout_ms = or_default(p->header_timeout_ms, MT_HTTP_HEADER_TIMEOUT_S * 1000),
+	    .request_timeout_ms =
+	        or_default(p->request_timeout_ms, MT_HTTP_REQUEST_TIMEOUT_S * 1000),
+	    .idle_timeout_ms = or_default(p->idle_timeout_ms, MT_HTTP_IDLE_TIMEOUT_S * 1000),
+	    .reply_timeout_ms = or_default(p->reply_timeout_ms, MT_HTTP_REPLY_TIMEOUT_S * 1000),
+	};
 	server->base = base;
 	server->routes = routes;
 	server->route_count = route_count;
 	server->authenticate = authenticate;
 	server->app = app;
-	server->http = evhttp_new(base);
-	if (server->http == NULL) {
-		free(server);
-		*error_r = fail("evhttp_new failed");
-		return NULL;
-	}
-	evhttp_set_allowed_methods(server->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-	                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
-	                                             EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
-	evhttp_set_max_body_size(server->http, (ev_ssize_t)body_max);
-	evhttp_set_max_headers_size(server->http, MT_HTTP_HEADERS_MAX);
-	evhttp_set_timeout(server->http, HTTP_IO_TIMEOUT_S);
-	evhttp_set_gencb(server->http, on_request, server);
-	errno = 0;
-	server->bound = evhttp_bind_socket_with_handle(server->http, host, port);
-	if (server->bound == NULL) {
+	server->listen_fd = listen_socket(host, port, &server->port);
+	if (server->listen_fd < 0) {
 		int err = errno;
-		evhttp_free(server->http);
 		free(server);
 		*error_r = fail("cannot listen on %s: %s", listen,
 		                err != 0 ? strerror(err) : "address not usable");
 		return NULL;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
-	evutil_socket_t fd = evhttp_bound_socket_get_fd(server->bound);
-	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0) {
-		if (ss.ss_family == AF_INET)
-			server->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		else if (ss.ss_family == AF_INET6)
-			server->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	server->listener =
+	    event_new(base, server->listen_fd, EV_READ | EV_PERSIST, on_accept, server);
+	server->backoff_timer = evtimer_new(base, on_backoff_timer, server);
+	if (server->listener == NULL || server->backoff_timer == NULL) {
+		if (server->listener != NULL)
+			event_free(server->listener);
+		if (server->backoff_timer != NULL)
+			event_free(server->backoff_timer);
+		close(server->listen_fd);
+		free(server);
+		*error_r = fail("out of memory");
+		return NULL;
 	}
+	listener_update(server);
+	gauge_connections(server);
 	mt_log(MT_LOG_INFO, "http.listen", MT_KV("address", listen));
 	return server;
 }
@@ -945,21 +1554,22 @@ void http_server_free(struct http_server **server_p)
 	if (server == NULL)
 		return;
 	*server_p = NULL;
-	/* evhttp_free() frees every connection and the requests attached to them; ours stay
-	 * until their handlers reply, so cut them loose first. */
+	/* Requests the hook or a handler still has outlive the server: cut them loose. */
 	for (struct http_request *req = server->pending, *next; req != NULL; req = next) {
 		next = req->next;
-		watch_stop(req);
-		if (req->ev != NULL && evhttp_request_get_connection(req->ev) != NULL) {
-			evhttp_connection_set_closecb(req->conn, NULL, NULL);
-			req->ev = NULL;
-		}
 		req->gone = true;
 		req->server = NULL;
 		req->prev = req->next = NULL;
 	}
 	server->pending = NULL;
-	evhttp_free(server->http);
+	evutil_socket_t fd = server->listen_fd;
+	server->listen_fd = -1; /* nothing reopens the listener from here */
+	while (server->conns != NULL)
+		conn_close(server->conns);
+	event_free(server->listener);
+	event_free(server->backoff_timer);
+	close(fd);
+	gauge_connections(server);
 	free(server);
 }
 

@@ -1,6 +1,15 @@
-/* The HTTP server of the API (DESIGN.md §2) over libevent's evhttp: route matching with path
- * parameters, bearer-token authentication through an asynchronous hook, size caps, and replies
- * in the API's JSON error shape. Everything runs on the loop thread.
+/* The HTTP/1.1 server of the API (DESIGN.md §2) on the libevent loop: route matching with path
+ * parameters, bearer-token authentication through an asynchronous hook, and replies in the
+ * API's JSON error shape. Everything runs on the loop thread.
+ *
+ * A request is judged from its head before any of its body is read: route (404, 405), framing
+ * (400), authentication (401, 403: the hook runs while the body waits unread on the socket),
+ * then the route's body cap against the declared length (413); only then is the body read
+ * (after "100 Continue" when the client asked), a chunked one cut at the cap. A request refused
+ * before its body was read is answered and its connection closed. Connections are capped in
+ * number (in all and per client address) and in time by absolute deadlines (struct
+ * http_server_params); accept() failing for lack of descriptors pauses the listener with
+ * back-off instead of spinning. Requests on a connection are handled one at a time, in order.
  *
  * Ownership: the server borrows `routes` (and the strings in them) and `app`; both must outlive
  * it. A `struct http_request` belongs to the server from its arrival until exactly one reply
@@ -47,13 +56,32 @@ struct http_route {
 	size_t body_max;  /* 0 = MT_HTTP_BODY_MAX; over it -> 413 class input */
 };
 
-/* `listen` is "127.0.0.1:8025" or "[::1]:8025"; port 0 picks a free one. NULL with a message in
- * *error_r (static storage, valid until the next call) when the address is malformed or cannot
- * be bound. */
+/* Connection caps and deadlines. A field left 0 takes its default from lib/limits.h (the same
+ * as the config keys' defaults, docs/configuration.md). */
+struct http_server_params {
+	/* Open connections; at the cap no more are accepted (they wait in the kernel's backlog)
+	 * until one closes. */
+	unsigned max_connections;
+	/* Open connections from one client address; one more is answered 503 and closed. */
+	unsigned max_connections_per_ip;
+	/* A request's head must arrive within this of its first byte (of the connection's accept
+	 * for its first request); the whole request, head and body, within request_timeout_ms.
+	 * Time spent waiting for the authenticate hook does not count. Past either: 408, closed. */
+	unsigned header_timeout_ms;
+	unsigned request_timeout_ms;
+	/* A kept-alive connection waiting for its next request. */
+	unsigned idle_timeout_ms;
+	/* For the client to take a reply. */
+	unsigned reply_timeout_ms;
+};
+
+/* `listen` is "127.0.0.1:8025" or "[::1]:8025"; port 0 picks a free one. `params` may be NULL
+ * (all defaults). NULL with a message in *error_r (static storage, valid until the next call)
+ * when the address is malformed or cannot be bound. */
 struct http_server *http_server_new(struct event_base *base, const char *listen,
                                     const struct http_route *routes, size_t route_count,
                                     http_authenticate_fn *authenticate, void *app,
-                                    const char **error_r);
+                                    const struct http_server_params *params, const char **error_r);
 /* Closes the listener and every connection. Requests still waiting for their reply become gone:
  * their handlers must still reply (the reply is dropped) or abandon them. */
 void http_server_free(struct http_server **server);
@@ -92,6 +120,9 @@ void http_reply_error(struct http_request *req, int status, const char *cls, con
                       const char *smtp_reply, const char *fingerprint);
 void http_reply_errorf(struct http_request *req, int status, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same error shape with "Retry-After: retry_after_s", for 429 and 503. */
+void http_reply_error_retry(struct http_request *req, int status, const char *cls,
+                            const char *message, unsigned retry_after_s);
 
 /* True once the client went away (or the server was freed): replies are then dropped, but the
  * handler's continuation must still make one (or call http_request_abandon()) so the request is

@@ -106,6 +106,29 @@
 #define MT_WORK_THREADS   2
 #define MT_WORK_QUEUE_MAX 4096
 
+/* HTTP/1.1 requests as they arrive (src/proto/http_request.c). MT_HTTP_HEADERS_MAX above caps
+ * the header section (and, counted with it, the trailer section of a chunked body). */
+#define MT_HTTP_REQUEST_LINE_MAX  8192 /* CRLF included; RFC 9112 §3 asks for at least 8000 */
+#define MT_HTTP_METHOD_MAX        16   /* longer is 501: no method of ours comes near */
+#define MT_HTTP_HEADER_FIELDS_MAX 100  /* field lines in the head (trailers counted with them) */
+#define MT_HTTP_CHUNK_LINE_MAX    1024 /* a chunk-size line with its (ignored) extensions */
+#define MT_HTTP_CHUNK_SIZE_DIGITS 16   /* hex digits of a chunk-size: 2^64 - 1 at most */
+
+/* HTTP connections (src/http/server.c). Counts and timeouts that an operator may tune are config
+ * keys (docs/configuration.md); these are their defaults and the fixed ones. */
+#define MT_HTTP_INPUT_MAX             (64 * 1024) /* unparsed input read ahead per connection */
+#define MT_HTTP_CONNECTIONS_DEFAULT   1024        /* http_max_connections */
+#define MT_HTTP_CONNECTIONS_MAX       65536       /* ... its largest value */
+#define MT_HTTP_PER_IP_DEFAULT        64          /* http_max_connections_per_ip */
+#define MT_HTTP_HEADER_TIMEOUT_S      10          /* http_header_timeout */
+#define MT_HTTP_REQUEST_TIMEOUT_S     60          /* http_request_timeout */
+#define MT_HTTP_IDLE_TIMEOUT_S        30          /* http_idle_timeout */
+#define MT_HTTP_REPLY_TIMEOUT_S       60          /* a reply must be taken within this */
+#define MT_HTTP_LINGER_MS             2000        /* unread input discarded after a last reply */
+#define MT_HTTP_ACCEPT_BACKOFF_MIN_MS 50          /* accept() out of descriptors: first pause */
+#define MT_HTTP_ACCEPT_BACKOFF_MAX_MS 1000        /* ... doubling up to this */
+#define MT_HTTP_ACCEPTS_PER_WAKE      64          /* accept() calls per listener wake-up */
+
 /* HTTP requests and JSON bodies (src/http/server.c, src/proto/json_decode.c) */
 #define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */
 #define MT_HTTP_QUERY_PARAMS_MAX 32   /* query parameters of one request; more is 400 */

@@ -46,6 +46,13 @@ static void test_defaults(void **state)
 	assert_int_equal(mt_config_int(config, "outbox_retention_days"), 30);
 	assert_int_equal(mt_config_int(config, "smtp_sessions_per_account"), 2);
 	assert_int_equal(mt_config_int(config, "smtp_max_inflight"), 100);
+	assert_int_equal(mt_config_int(config, "http_max_connections"),
+	                 MT_HTTP_CONNECTIONS_DEFAULT);
+	assert_int_equal(mt_config_int(config, "http_max_connections_per_ip"),
+	                 MT_HTTP_PER_IP_DEFAULT);
+	assert_int_equal(mt_config_int(config, "http_header_timeout"), MT_HTTP_HEADER_TIMEOUT_S);
+	assert_int_equal(mt_config_int(config, "http_request_timeout"), MT_HTTP_REQUEST_TIMEOUT_S);
+	assert_int_equal(mt_config_int(config, "http_idle_timeout"), MT_HTTP_IDLE_TIMEOUT_S);
 	assert_false(mt_config_bool(config, "allow_plaintext_auth"));
 	assert_string_equal(mt_config_str(config, "log_level"), "info");
 	assert_non_null(mt_config_cidrs(config, "allow_private_hosts"));

@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -20,8 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The server runs its loop in a thread of its own; the tests talk to it over blocking sockets
@@ -152,6 +156,12 @@ static void h_big(struct http_request *req, void *app)
 	http_reply_json(req, 200, json_pack("{s:I}", "len", (json_int_t)len));
 }
 
+static void h_busy(struct http_request *req, void *app)
+{
+	(void)app;
+	http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
+}
+
 static void h_stop(struct http_request *req, void *app)
 {
 	(void)app;
@@ -175,6 +185,10 @@ static const struct http_route routes[] = {
     {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX},
     {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0},
     {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0},
+    /* Routes that need auth: one at the default cap, one with a larger cap of its own. */
+    {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0},
+    {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX},
+    {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0},
 };
 
 /* Accepts "good" and "admin", one loop iteration later, like a store job would. */
@@ -190,7 +204,8 @@ static void auth_done(evutil_socket_t fd, short what, void *arg)
 	struct http_auth auth = {.org_id = "org_1", .user_id = "usr_1", .token_id = "tok_1"};
 	if (strcmp(job->token, "admin") == 0)
 		auth.admin = true;
-	bool ok = strcmp(job->token, "good") == 0 || strcmp(job->token, "admin") == 0;
+	bool ok = strcmp(job->token, "good") == 0 || strcmp(job->token, "admin") == 0 ||
+	          strcmp(job->token, "slowgood") == 0;
 	http_request_authenticated(job->req, ok ? &auth : NULL);
 	free(job);
 }
@@ -213,8 +228,9 @@ static void authenticate(struct http_request *req, const char *token, void *app)
 	struct auth_job *job = calloc(1, sizeof(*job));
 	job->req = req;
 	snprintf(job->token, sizeof(job->token), "%s", token);
-	struct timeval zero = {0, 0};
-	event_base_once(base, -1, EV_TIMEOUT, auth_done, job, &zero);
+	/* "slow..." tokens take as long as a store under load might */
+	struct timeval when = {0, strncmp(token, "slow", 4) == 0 ? 300000 : 0};
+	event_base_once(base, -1, EV_TIMEOUT, auth_done, job, &when);
 }
 
 /* ---- client ------------------------------------------------------------------------------ */
@@ -233,7 +249,7 @@ static int start(void **state)
 	base = event_base_new();
 	const char *error = NULL;
 	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
-	                         authenticate, &port, &error);
+	                         authenticate, &port, NULL, &error);
 	if (server == NULL)
 		fail_msg("http_server_new: %s", error);
 	port = http_server_port(server);
@@ -513,7 +529,7 @@ static void bodies(void **state)
 	expect_error("POST", "/v1/items", "Bearer good", big, 413, "input");
 	assert_true(requests_counted("items.create", "413") >= 1);
 
-	/* The server-wide cap is the largest route's, so this route takes more than 1 MiB. */
+	/* A route's own cap, here larger than the default, lets it take more than 1 MiB. */
 	size_t n = MT_HTTP_BODY_MAX + 1000;
 	char *huge = malloc(n + 1);
 	memset(huge, 'a', n);
@@ -526,7 +542,7 @@ static void bodies(void **state)
 	response_free(&r);
 	free(huge);
 
-	/* Beyond the server-wide cap evhttp answers 413 itself (its own body, not ours). */
+	/* Beyond the route's cap: 413 from the declared length, before any of the body. */
 	int fd = connect_server();
 	char head[256];
 	int hl = snprintf(head, sizeof(head),
@@ -671,7 +687,7 @@ static void free_with_pending(void **state)
 	base = event_base_new();
 	const char *error = NULL;
 	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
-	                         authenticate, &port, &error);
+	                         authenticate, &port, NULL, &error);
 	assert_non_null(server);
 	port = http_server_port(server);
 	int replied = atomic_load(&slow_replied);
@@ -703,11 +719,11 @@ static void listen_addresses(void **state)
 	struct event_base *b = event_base_new();
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *error = NULL;
-		assert_null(http_server_new(b, bad[i], routes, 1, NULL, NULL, &error));
+		assert_null(http_server_new(b, bad[i], routes, 1, NULL, NULL, NULL, &error));
 		assert_non_null(error);
 	}
 	const char *error = NULL;
-	struct http_server *s = http_server_new(b, "[::1]:0", routes, 1, NULL, NULL, &error);
+	struct http_server *s = http_server_new(b, "[::1]:0", routes, 1, NULL, NULL, NULL, &error);
 	if (s == NULL) {
 		print_message("no IPv6 loopback here: %s\n", error);
 	} else {
@@ -715,11 +731,631 @@ static void listen_addresses(void **state)
 		/* The port is taken now. */
 		char again[32];
 		snprintf(again, sizeof(again), "[::1]:%u", http_server_port(s));
-		assert_null(http_server_new(b, again, routes, 1, NULL, NULL, &error));
+		assert_null(http_server_new(b, again, routes, 1, NULL, NULL, NULL, &error));
 		assert_non_null(strstr(error, "cannot listen"));
 		http_server_free(&s);
 	}
 	event_base_free(b);
+}
+
+/* ---- hostile clients --------------------------------------------------------------------- */
+
+static int connect_from(const char *source)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in src = {.sin_family = AF_INET};
+	inet_pton(AF_INET, source, &src.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	struct timeval tv = {5, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return fd;
+}
+
+static void send_str(int fd, const char *s)
+{
+	send_all(fd, s, strlen(s));
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* True when bytes are waiting within `ms` (or the peer closed). */
+static bool readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, ms) == 1;
+}
+
+/* Reads one head (to the empty line) byte by byte, so that nothing after it is taken. */
+static void read_head(int fd, char *head, size_t size)
+{
+	size_t n = 0;
+	while (n + 1 < size) {
+		ssize_t r = read(fd, head + n, 1);
+		assert_true(r == 1);
+		n++;
+		head[n] = '\0';
+		if (n >= 4 && memcmp(head + n - 4, "\r\n\r\n", 4) == 0)
+			return;
+	}
+	fail_msg("head too long: %s", head);
+}
+
+/* True when the server closes the connection within `ms` (whatever it sent first). */
+static bool closed_within(int fd, int ms)
+{
+	int64_t end = now_ms() + ms;
+	char buf[4096];
+	while (now_ms() < end) {
+		if (!readable(fd, (int)(end - now_ms())))
+			return false;
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0)
+			return false;
+	}
+	return false;
+}
+
+/* The head and response of a request made with `head` sent raw. */
+static void raw_request(struct response *r, const char *head)
+{
+	int fd = connect_server();
+	send_str(fd, head);
+	read_response(fd, r);
+	close(fd);
+}
+
+static int status_of_raw(const char *head, bool *closed_r)
+{
+	int fd = connect_server();
+	send_str(fd, head);
+	struct response r;
+	read_response(fd, &r);
+	int status = r.status;
+	const char *connection = response_header(&r, "Connection");
+	*closed_r =
+	    connection != NULL && strcmp(connection, "close") == 0 && closed_within(fd, 2000);
+	response_free(&r);
+	close(fd);
+	return status;
+}
+
+/* A declared 100 MB body to a route that needs auth: 401 without the client sending any of it,
+ * whether the token is missing or fails the hook (auth is decided before the size). */
+static void unauthenticated_body_unread(void **state)
+{
+	(void)state;
+	static const char *const auths[] = {"", "Authorization: Bearer bad\r\n"};
+	for (size_t i = 0; i < 2; i++) {
+		char head[512];
+		snprintf(
+		    head, sizeof(head),
+		    "POST /v1/upload HTTP/1.1\r\nHost: x\r\n%sContent-Length: 100000000\r\n\r\n",
+		    auths[i]);
+		bool closed;
+		assert_int_equal(status_of_raw(head, &closed), 401);
+		assert_true(closed);
+	}
+	/* A client that sends its body at once anyway: nothing of it is read while the token is
+	 * checked (300 ms here), so the socket buffers fill and the client is held back. */
+	int fd = connect_server();
+	int small = 64 * 1024;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	int calls = atomic_load(&auth_calls);
+	send_str(fd, "POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer slowbad\r\n"
+	             "Content-Length: 3145728\r\n\r\n");
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	static char chunk[16384];
+	memset(chunk, 'b', sizeof(chunk));
+	size_t pushed = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+	while (pushed < 3145728 && poll(&p, 1, 1000) == 1 && !(p.revents & POLLIN)) {
+		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (n > 0)
+			pushed += (size_t)n;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	struct response r;
+	read_response(fd, &r);
+	assert_int_equal(r.status, 401);
+	response_free(&r);
+	close(fd);
+	assert_int_equal(atomic_load(&auth_calls), calls + 1);
+	print_message("pushed %zu bytes before the 401\n", pushed);
+	assert_true(pushed < 1024 * 1024);
+}
+
+/* A valid token on a route with the default cap and a declared length over it: 413 before the
+ * body, with or without 100-continue (and then no 100). */
+static void over_cap_after_auth(void **state)
+{
+	(void)state;
+	for (int expect = 0; expect < 2; expect++) {
+		char head[512];
+		snprintf(head, sizeof(head),
+		         "POST /v1/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n"
+		         "%sContent-Length: %d\r\n\r\n",
+		         expect ? "Expect: 100-continue\r\n" : "", MT_HTTP_BODY_MAX + 1);
+		int fd = connect_server();
+		send_str(fd, head);
+		char first[4096];
+		read_head(fd, first, sizeof(first));
+		assert_int_equal(strncmp(first, "HTTP/1.1 413 ", 13), 0);
+		assert_non_null(strstr(first, "Connection: close\r\n"));
+		close(fd);
+	}
+	/* at the cap exactly it is taken */
+	size_t n = MT_HTTP_BODY_MAX;
+	char *body = malloc(n + 1);
+	memset(body, 'n', n);
+	body[n] = '\0';
+	struct response r;
+	request(&r, "POST", "/v1/notes", "Bearer good", body, NULL);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	free(body);
+}
+
+/* A route with a larger cap takes a body over 1 MiB, after auth: "100 Continue" comes only
+ * once the token has been checked, and never for a request refused. */
+static void large_body_after_auth(void **state)
+{
+	(void)state;
+	size_t n = MT_HTTP_BODY_MAX + 1000;
+	char *body = malloc(n);
+	memset(body, 'u', n);
+	char head[512];
+	snprintf(head, sizeof(head),
+	         "POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer slowgood\r\n"
+	         "Expect: 100-continue\r\nContent-Length: %zu\r\n\r\n",
+	         n);
+	int calls = atomic_load(&auth_calls);
+	int64_t t0 = now_ms();
+	int fd = connect_server();
+	send_str(fd, head);
+	char first[4096];
+	read_head(fd, first, sizeof(first));
+	assert_string_equal(first, "HTTP/1.1 100 Continue\r\n\r\n");
+	assert_int_equal(atomic_load(&auth_calls), calls + 1);
+	assert_true(now_ms() - t0 >= 250); /* the slow token's check came first */
+	send_all(fd, body, n);
+	struct response r;
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	char want[64];
+	snprintf(want, sizeof(want), "{\"len\":%zu}", n);
+	assert_string_equal(r.body, want);
+	response_free(&r);
+	close(fd);
+
+	/* refused: the final status, no 100 */
+	snprintf(head, sizeof(head),
+	         "POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bad\r\n"
+	         "Expect: 100-continue\r\nContent-Length: %zu\r\n\r\n",
+	         n);
+	fd = connect_server();
+	send_str(fd, head);
+	read_head(fd, first, sizeof(first));
+	assert_int_equal(strncmp(first, "HTTP/1.1 401 ", 13), 0);
+	close(fd);
+
+	/* without Expect the body may follow at once */
+	request(&r, "POST", "/v1/upload", "Bearer good", NULL, NULL);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	free(body);
+}
+
+static void framing_refused(void **state)
+{
+	(void)state;
+	bool closed;
+	assert_int_equal(status_of_raw("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+	                               "Content-Length: 2\r\n\r\nhi",
+	                               &closed),
+	                 400);
+	assert_true(closed);
+	assert_int_equal(
+	    status_of_raw("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\nhi",
+	                  &closed),
+	    400);
+	assert_int_equal(
+	    status_of_raw("POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+	                  "Content-Length: 2\r\n\r\n0\r\n\r\n",
+	                  &closed),
+	    400);
+	assert_true(closed);
+	assert_int_equal(status_of_raw("POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, "
+	                               "chunked\r\n\r\n",
+	                               &closed),
+	                 501);
+	assert_int_equal(
+	    status_of_raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", &closed), 400);
+	assert_int_equal(status_of_raw("GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", &closed), 400);
+	assert_int_equal(status_of_raw("GET /healthz HTTP/1.1\r\n\r\n", &closed), 400);
+	assert_int_equal(status_of_raw("GET /healthz HTTP/2.0\r\n\r\n", &closed), 505);
+	struct response r;
+	raw_request(&r, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+	                "Content-Length: 1\r\n\r\nx");
+	json_decref(error_of(&r, "input"));
+	response_free(&r);
+}
+
+static void chunked_bodies(void **state)
+{
+	(void)state;
+	struct response r;
+	raw_request(&r,
+	            "POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	            "5;note=1\r\nhello\r\n0b\r\n, chunked!!\r\n0\r\nX-Trailer: dropped\r\n\r\n");
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"len\":16}");
+	response_free(&r);
+	raw_request(
+	    &r, "POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n"
+	        "Transfer-Encoding: chunked\r\n\r\n4\r\n{\"na\r\n8\r\nme\":\"c\"}\r\n0\r\n\r\n");
+	assert_int_equal(r.status, 201);
+	assert_string_equal(r.body, "{\"name\":\"c\",\"ctype\":null}");
+	response_free(&r);
+	/* over the route's cap (64): 413 at the chunk that passes it */
+	raw_request(&r, "POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n"
+	                "Transfer-Encoding: chunked\r\n\r\n41\r\n");
+	assert_int_equal(r.status, 413);
+	json_decref(error_of(&r, "input"));
+	response_free(&r);
+
+	/* A stream with no end: counted as it comes and cut at the cap (2 MiB), long before the
+	 * client would stop. */
+	int fd = connect_server();
+	send_str(fd, "POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	size_t piece = 65536 + 9;
+	char *chunk = malloc(piece);
+	memcpy(chunk, "10000\r\n", 7);
+	memset(chunk + 7, 'c', 65536);
+	memcpy(chunk + 7 + 65536, "\r\n", 2);
+	size_t pushed = 0, limit = 32u * 1024 * 1024;
+	struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+	while (pushed < limit && poll(&p, 1, 2000) == 1 && !(p.revents & POLLIN)) {
+		ssize_t n = send(fd, chunk + pushed % piece, piece - pushed % piece, MSG_NOSIGNAL);
+		if (n > 0)
+			pushed += (size_t)n;
+	}
+	free(chunk);
+	assert_true(pushed < limit);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	read_response(fd, &r);
+	assert_int_equal(r.status, 413);
+	response_free(&r);
+	close(fd);
+}
+
+static void connection_handling(void **state)
+{
+	(void)state;
+	/* two requests in one write: two replies, in order, the connection kept between them */
+	int fd = connect_server();
+	send_str(fd, "GET /errorf HTTP/1.1\r\nHost: x\r\n\r\n"
+	             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	char both[4096];
+	size_t got = 0;
+	for (ssize_t n;
+	     got < sizeof(both) - 1 && (n = read(fd, both + got, sizeof(both) - 1 - got)) > 0;)
+		got += (size_t)n;
+	both[got] = '\0';
+	close(fd);
+	assert_int_equal(strncmp(both, "HTTP/1.1 409 ", 13), 0);
+	const char *second = strstr(both, "}HTTP/1.1 ");
+	assert_non_null(second);
+	assert_int_equal(strncmp(second + 1, "HTTP/1.1 200 ", 13), 0);
+	const char *close_header = strstr(both, "Connection: close\r\n");
+	assert_true(close_header > second);
+	struct response r;
+	/* HTTP/1.0 closes unless asked not to */
+	fd = connect_server();
+	send_str(fd, "GET /healthz HTTP/1.0\r\n\r\n");
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(response_header(&r, "Connection"), "close");
+	assert_string_equal(response_header(&r, "X-Content-Type-Options"), "nosniff");
+	assert_true(closed_within(fd, 2000));
+	response_free(&r);
+	close(fd);
+	fd = connect_server();
+	send_str(fd, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	read_response(fd, &r);
+	assert_string_equal(response_header(&r, "Connection"), "keep-alive");
+	response_free(&r);
+	send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(response_header(&r, "Connection"), "close");
+	assert_true(closed_within(fd, 2000));
+	response_free(&r);
+	close(fd);
+	/* HEAD: the head of the reply, no content */
+	raw_request(&r, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	assert_int_equal(r.status, 405);
+	assert_int_equal(r.body_len, 0);
+	response_free(&r);
+	/* Retry-After through the helper */
+	request(&r, "GET", "/busy", NULL, NULL, NULL);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(response_header(&r, "Retry-After"), "1");
+	json_decref(error_of(&r, "internal"));
+	response_free(&r);
+}
+
+/* A server of its own, with the given caps and deadlines, run like the main one. */
+static void serve(const struct http_server_params *params)
+{
+	base = event_base_new();
+	const char *error = NULL;
+	server = http_server_new(base, "127.0.0.1:0", routes, sizeof(routes) / sizeof(routes[0]),
+	                         authenticate, &port, params, &error);
+	if (server == NULL)
+		fail_msg("http_server_new: %s", error);
+	port = http_server_port(server);
+	pthread_create(&loop_thread, NULL, run_loop, NULL);
+}
+
+static void unserve(void)
+{
+	int fd = connect_from("127.0.0.254");
+	send_str(fd, "POST /test/stop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	struct response r;
+	read_response(fd, &r);
+	assert_int_equal(r.status, 204);
+	response_free(&r);
+	close(fd);
+	pthread_join(loop_thread, NULL);
+	http_server_free(&server);
+	event_base_free(base);
+}
+
+static double deadlines(const char *phase)
+{
+	const struct mt_metric_label l[] = {{"phase", phase}};
+	return mt_metric_get("mailtrail_http_deadlines_total", l, 1);
+}
+
+/* Absolute deadlines: a client trickling bytes is cut when its head is due, not kept alive by
+ * each byte as an idle timeout would. */
+static void slow_clients_cut(void **state)
+{
+	(void)state;
+	const struct http_server_params params = {
+	    .header_timeout_ms = 400, .request_timeout_ms = 1200, .idle_timeout_ms = 600};
+	serve(&params);
+	double header = deadlines("header"), request_ = deadlines("request"),
+	       idle = deadlines("idle");
+
+	/* slowloris: one byte of its head every 100 ms */
+	int64_t t0 = now_ms();
+	int fd = connect_server();
+	send_str(fd, "GET /healthz HTTP/1.1\r\nX-Slow: ");
+	while (!readable(fd, 100) && now_ms() - t0 < 5000)
+		send_str(fd, "a");
+	struct response r;
+	read_response(fd, &r);
+	int64_t took = now_ms() - t0;
+	assert_int_equal(r.status, 408);
+	assert_string_equal(response_header(&r, "Connection"), "close");
+	response_free(&r);
+	assert_true(closed_within(fd, 2500));
+	close(fd);
+	print_message("head cut after %lld ms\n", (long long)took);
+	assert_true(took >= 350 && took < 1000);
+	assert_true(deadlines("header") == header + 1);
+
+	/* the body trickles: cut at the request deadline */
+	t0 = now_ms();
+	fd = connect_server();
+	send_str(fd, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+	while (!readable(fd, 100) && now_ms() - t0 < 5000)
+		send_str(fd, "b");
+	read_response(fd, &r);
+	took = now_ms() - t0;
+	assert_int_equal(r.status, 408);
+	response_free(&r);
+	close(fd);
+	assert_true(took >= 1100 && took < 2000);
+	assert_true(deadlines("request") == request_ + 1);
+
+	/* idle between requests: closed without a word */
+	fd = connect_server();
+	send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	t0 = now_ms();
+	char c;
+	assert_int_equal(read(fd, &c, 1), 0);
+	took = now_ms() - t0;
+	assert_true(took >= 500 && took < 1500);
+	close(fd);
+	assert_true(deadlines("idle") == idle + 1);
+
+	/* connected, silent: closed when its first head is due */
+	t0 = now_ms();
+	fd = connect_server();
+	assert_int_equal(read(fd, &c, 1), 0);
+	took = now_ms() - t0;
+	assert_true(took >= 350 && took < 1000);
+	close(fd);
+	unserve();
+}
+
+static double open_connections(void)
+{
+	return mt_metric_get("mailtrail_http_connections", NULL, 0);
+}
+
+static void wait_open(double n)
+{
+	for (int i = 0; i < 300 && open_connections() != n; i++)
+		usleep(10000);
+	assert_true(open_connections() == n);
+}
+
+static void connection_caps(void **state)
+{
+	(void)state;
+	const struct http_server_params params = {.max_connections = 6,
+	                                          .max_connections_per_ip = 3};
+	serve(&params);
+	const struct mt_metric_label per_ip[] = {{"cap", "per_ip"}};
+	double refused = mt_metric_get("mailtrail_http_connections_refused_total", per_ip, 1);
+	int a[3], b[3];
+	for (int i = 0; i < 3; i++)
+		a[i] = connect_from("127.0.0.2");
+	wait_open(3);
+	/* one more from the same address: 503 with Retry-After (or a bare close), at once */
+	int extra = connect_from("127.0.0.2");
+	char buf[1024] = "";
+	ssize_t n = read(extra, buf, sizeof(buf) - 1);
+	assert_true(n >= 0 || errno == ECONNRESET);
+	if (n > 0) {
+		buf[n] = '\0';
+		assert_int_equal(strncmp(buf, "HTTP/1.1 503 ", 13), 0);
+		assert_non_null(strstr(buf, "Retry-After: 1\r\n"));
+	}
+	close(extra);
+	assert_true(mt_metric_get("mailtrail_http_connections_refused_total", per_ip, 1) ==
+	            refused + 1);
+
+	/* the global cap: past it the listener waits until a connection closes */
+	for (int i = 0; i < 3; i++)
+		b[i] = connect_from("127.0.0.3");
+	wait_open(6);
+	int waiting = connect_from("127.0.0.4"); /* completes in the kernel's backlog */
+	send_str(waiting, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(readable(waiting, 300));
+	assert_true(open_connections() == 6);
+	close(b[0]);
+	assert_true(readable(waiting, 2000));
+	struct response r;
+	read_response(waiting, &r);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	close(waiting);
+
+	/* a freed slot of an address takes a new connection from it */
+	close(a[0]);
+	wait_open(4); /* a[1], a[2], b[1], b[2] */
+	a[0] = connect_from("127.0.0.2");
+	send_str(a[0], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	read_response(a[0], &r);
+	assert_int_equal(r.status, 200);
+	response_free(&r);
+	for (int i = 0; i < 3; i++)
+		close(a[i]);
+	for (int i = 1; i < 3; i++)
+		close(b[i]);
+	wait_open(0);
+	unserve();
+}
+
+/* The client side of accept_backoff, in a process of its own so that its sockets do not take
+ * the server's descriptors: waits for the go, connects `count` clients that each send a request,
+ * and returns how many were answered 200 within 10 s. Only async-signal-safe calls (fork). */
+static int backoff_clients(int go, int count)
+{
+	char c;
+	if (read(go, &c, 1) != 1)
+		return -1;
+	int fds[16];
+	static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	for (int i = 0; i < count; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (fds[i] < 0 || connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+		    write(fds[i], req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
+			return -1;
+	}
+	int ok = 0;
+	for (int i = 0; i < count; i++) {
+		char buf[16];
+		struct pollfd p = {.fd = fds[i], .events = POLLIN};
+		if (poll(&p, 1, 10000) == 1 && read(fds[i], buf, 13) == 13 &&
+		    memcmp(buf, "HTTP/1.1 200 ", 13) == 0)
+			ok++;
+		close(fds[i]);
+	}
+	return ok;
+}
+
+/* Out of descriptors: accept() fails with EMFILE while connections wait in the backlog. The
+ * loop must not spin on the readable listening socket, and accepting must resume once
+ * descriptors are free. */
+static void accept_backoff(void **state)
+{
+	(void)state;
+	serve(NULL);
+	const struct mt_metric_label emfile[] = {{"error", "EMFILE"}};
+	double episodes = mt_metric_get("mailtrail_http_accept_backoff_total", emfile, 1);
+	int go[2], result[2];
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(result), 0);
+	const int count = 8;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int ok = backoff_clients(go[0], count);
+		_exit(write(result[1], &ok, sizeof(ok)) == sizeof(ok) ? 0 : 1);
+	}
+	close(go[0]);
+	close(result[1]);
+
+	/* every descriptor of this process taken */
+	struct rlimit old;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int probe = dup(0);
+	close(probe);
+	struct rlimit low = {(rlim_t)probe + 16, old.rlim_max};
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	int fillers[64], nfillers = 0;
+	for (int fd; nfillers < 64 && (fd = dup(0)) >= 0;)
+		fillers[nfillers++] = fd;
+	assert_true(nfillers < 64);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	usleep(200000); /* the clients connect; accept() fails */
+
+	struct rusage before, after;
+	getrusage(RUSAGE_SELF, &before);
+	usleep(1000000);
+	getrusage(RUSAGE_SELF, &after);
+	double cpu = (double)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) +
+	             (double)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
+	             (double)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) / 1e6 +
+	             (double)(after.ru_stime.tv_usec - before.ru_stime.tv_usec) / 1e6;
+	double now = mt_metric_get("mailtrail_http_accept_backoff_total", emfile, 1);
+	/* descriptors back: the next retry accepts, and every waiting request is answered */
+	for (int i = 0; i < nfillers; i++)
+		close(fillers[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	print_message("cpu %.3f s over 1 s out of descriptors\n", cpu);
+	assert_true(cpu < 0.25);
+	assert_true(now == episodes + 1); /* one episode, however many failures */
+	int ok = -1;
+	assert_int_equal(read(result[0], &ok, sizeof(ok)), sizeof(ok));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(go[1]);
+	close(result[0]);
+	assert_int_equal(ok, count);
+	wait_open(0);
+	unserve();
 }
 
 int main(void)
@@ -734,10 +1370,20 @@ int main(void)
 	    cmocka_unit_test(keep_alive),
 	    cmocka_unit_test(client_gone),
 	    cmocka_unit_test(metrics_rendered),
+	    cmocka_unit_test(unauthenticated_body_unread),
+	    cmocka_unit_test(over_cap_after_auth),
+	    cmocka_unit_test(large_body_after_auth),
+	    cmocka_unit_test(framing_refused),
+	    cmocka_unit_test(chunked_bodies),
+	    cmocka_unit_test(connection_handling),
 	};
 	const struct CMUnitTest alone[] = {
 	    cmocka_unit_test(free_with_pending),
 	    cmocka_unit_test(listen_addresses),
+	    /* each with a server of its own caps and deadlines */
+	    cmocka_unit_test(slow_clients_cut),
+	    cmocka_unit_test(connection_caps),
+	    cmocka_unit_test(accept_backoff),
 	};
 	int failed = cmocka_run_group_tests(served, start, stop);
 	failed += cmocka_run_group_tests(alone, NULL, NULL);

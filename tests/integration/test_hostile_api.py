@@ -1,0 +1,293 @@
+#!/usr/bin/python3
+"""Hostile clients of the API, after authentication (issue "Hardening round 1", items 6, 8, 9):
+one tenant's worst requests must not stall or exhaust the service that serves every tenant.
+
+  /usr/bin/python3 tests/integration/test_hostile_api.py --bin-dir BUILD [--only NAME]... [--keep]
+
+Every case runs a bounded attack (counted requests, a few seconds, loopback only) while a probe
+thread asks GET /healthz every 20 ms and another tenant reads its org (a store read); the case
+then checks that /healthz always answered within HEALTHZ_MAX_MS, the other tenant within
+OTHER_MAX_MS, and that the service's resident memory (VmRSS) stayed under RSS_MAX_MB.
+
+  amplifying_json_message     30 MiB of {"to":[{},{},...]} to POST /v1/messages: refused (400,
+                              too many values) before jansson builds a tree
+  deep_json_message           30 MiB of [[[[...: refused before any recursion
+  large_valid_message_off_loop 8 messages of ~20 MiB (text and attachments) at once: built on
+                              the workers while /healthz keeps answering
+  large_import_chunked        a 100,000-row CSV import (plus 1,500 bad rows): other tenants'
+                              store reads are answered while it runs (1,000 rows per
+                              transaction), and the reject report is capped at 1,000 with the total
+  addin_large_message_off_loop 8 add-in posts of a ~20 MiB message at once: parsed on the workers
+
+Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed.
+"""
+
+import argparse
+import base64
+import contextlib
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+import rig  # noqa: E402
+from service import Service, expect  # noqa: E402
+
+HEALTHZ_MAX_MS = 100
+OTHER_MAX_MS = 1000
+RSS_MAX_MB = 600
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Watch:
+    """Probes /healthz (and, with `other`, another tenant's GET /v1/org) and samples RSS while
+    the attack runs."""
+
+    def __init__(self, svc, other_token=None):
+        self.svc = svc
+        self.other = other_token
+        self.stop = threading.Event()
+        self.healthz = []
+        self.other_ms = []
+        self.rss = []
+        self.errors = []
+        self.threads = [threading.Thread(target=self.probe, daemon=True),
+                        threading.Thread(target=self.sample, daemon=True)]
+        if other_token:
+            self.threads.append(threading.Thread(target=self.read_other, daemon=True))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+    def timed(self, path, token, out):
+        conn = http.client.HTTPConnection("127.0.0.1", self.svc.port, timeout=30)
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        try:
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    conn.request("GET", path, headers=headers)
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        self.errors.append(f"{path}: {r.status}")
+                except (OSError, http.client.HTTPException) as e:
+                    self.errors.append(f"{path}: {e!r}")
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.svc.port, timeout=30)
+                out.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.02)
+        finally:
+            conn.close()
+
+    def probe(self):
+        self.timed("/healthz", None, self.healthz)
+
+    def read_other(self):
+        self.timed("/v1/org", self.other, self.other_ms)
+
+    def sample(self):
+        while not self.stop.is_set():
+            self.rss.append(rss_mb(self.svc.proc.pid))
+            time.sleep(0.05)
+
+    def check(self):
+        assert self.healthz, "no /healthz sample"
+        worst = max(self.healthz)
+        assert not self.errors, f"probe errors: {self.errors[:3]}"
+        assert worst < HEALTHZ_MAX_MS, \
+            f"/healthz took {worst:.0f} ms (bound {HEALTHZ_MAX_MS}; {len(self.healthz)} samples)"
+        if self.other:
+            assert self.other_ms, "no other-tenant sample"
+            assert max(self.other_ms) < OTHER_MAX_MS, \
+                f"another tenant's read took {max(self.other_ms):.0f} ms (bound {OTHER_MAX_MS})"
+        peak = max(self.rss) if self.rss else 0
+        assert peak < RSS_MAX_MB, f"RSS reached {peak:.0f} MB (bound {RSS_MAX_MB})"
+        return worst, peak
+
+
+def post_raw(svc, path, token, body, content_type, timeout=120):
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={
+            "Authorization": "Bearer " + token, "Content-Type": content_type})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def parallel(n, fn):
+    out = [None] * n
+    errs = []
+
+    def run(i):
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errs.append(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    if errs:
+        raise errs[0]
+    return out
+
+
+def case_setup(svc, ctx):
+    a = svc.init("Hostile Org", "admin@hostile.example")
+    b = svc.init("Other Org", "admin@other.example")
+    svc.users["admin"] = {"id": a["user_id"], "token": a["token"]}
+    svc.users["other"] = {"id": b["user_id"], "token": b["token"]}
+    svc.start()
+    expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"custom_smtp": True}), 200)
+    r = svc.req("PUT", "/v1/smtp", svc.tok("admin"),
+                {"host": "127.0.0.1", "port": ctx["sink_port"], "security": "none",
+                 "auth": "none", "from": "admin@hostile.example", "accept_disclaimer": True})
+    expect(r, 200)
+
+
+def case_amplifying_json(svc, ctx):
+    items = (30 << 20) // 3
+    body = b'{"to":[' + b",".join([b"{}"] * items) + b'],"subject":"x","text":"x"}'
+    with Watch(svc, svc.tok("other")) as w:
+        t0 = time.monotonic()
+        status, data = post_raw(svc, "/v1/messages", svc.tok("admin"), body, "application/json")
+        took = time.monotonic() - t0
+    assert status == 400 and b"values" in data, f"{status} {data[:200]!r}"
+    worst, peak = w.check()
+    print(f"     30 MiB of [{{}},...]: 400 in {took:.2f} s, /healthz worst {worst:.0f} ms, "
+          f"RSS peak {peak:.0f} MB")
+
+
+def case_deep_json(svc, ctx):
+    body = b'{"to":' + b"[" * (30 << 20) + b"]"
+    with Watch(svc) as w:
+        status, data = post_raw(svc, "/v1/messages", svc.tok("admin"), body, "application/json")
+    assert status == 400 and b"deeper" in data, f"{status} {data[:200]!r}"
+    w.check()
+
+
+def big_message(i):
+    text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40 + "\n") * 2000
+    blob = base64.b64encode(os.urandom(12 << 20)).decode()
+    return json.dumps({"to": [f"big{i}@cand.example"], "subject": f"big {i}", "text": text,
+                       "attachments": [{"filename": "cv.bin", "content_type":
+                                        "application/octet-stream", "content_base64": blob}]
+                       }).encode()
+
+
+def case_large_messages(svc, ctx):
+    bodies = [big_message(i) for i in range(8)]
+    with Watch(svc, svc.tok("other")) as w:
+        results = parallel(8, lambda i: post_raw(svc, "/v1/messages", svc.tok("admin"),
+                                                 bodies[i], "application/json"))
+    for status, data in results:
+        assert status == 202, f"{status} {data[:300]!r}"
+    worst, peak = w.check()
+    print(f"     8 x {len(bodies[0]) >> 20} MiB messages: 202 each, /healthz worst {worst:.0f} ms, "
+          f"RSS peak {peak:.0f} MB")
+
+
+def case_large_import(svc, ctx):
+    rows = 100000
+    lines = ["kind,name,emails"]
+    lines += [f"applicant,Person {i},p{i}@imp{i % 97}.example" for i in range(rows)]
+    lines += [f"nobody,Bad {i},bad{i}@x.example" for i in range(1500)]
+    body = ("\n".join(lines) + "\n").encode()
+    with Watch(svc, svc.tok("other")) as w:
+        t0 = time.monotonic()
+        status, data = post_raw(svc, "/v1/profiles/import", svc.tok("admin"), body, "text/csv",
+                                timeout=300)
+        took = time.monotonic() - t0
+    assert status == 200, f"{status} {data[:300]!r}"
+    doc = json.loads(data)
+    assert doc["imported"] == rows, {k: doc[k] for k in ("imported", "rejected_total")}
+    assert len(doc["rejected"]) == 1000 and doc["rejected_total"] == 1500, \
+        (len(doc["rejected"]), doc["rejected_total"])
+    assert doc["rejected"][0]["line"] == rows + 2, doc["rejected"][0]
+    worst, peak = w.check()
+    print(f"     {rows} rows in {took:.1f} s; other tenant's reads worst "
+          f"{max(w.other_ms):.0f} ms; /healthz worst {worst:.0f} ms; RSS peak {peak:.0f} MB")
+
+
+def case_addin_large(svc, ctx):
+    text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n" * 300000)
+    msg = ("From: Jack <jack@cand.example>\r\nTo: admin@hostile.example\r\n"
+           "Subject: big add-in\r\nMessage-ID: <big-addin@cand.example>\r\n"
+           "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\n" + text).encode()
+    with Watch(svc, svc.tok("other")) as w:
+        results = parallel(8, lambda i: post_raw(svc, "/v1/addin/log", svc.tok("admin"),
+                                                 msg, "message/rfc822"))
+    for status, data in results:
+        assert status == 200, f"{status} {data[:300]!r}"
+    worst, peak = w.check()
+    print(f"     8 x {len(msg) >> 20} MiB add-in messages: /healthz worst {worst:.0f} ms, "
+          f"RSS peak {peak:.0f} MB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--only", action="append", help="run the cases whose name contains this")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (printed)")
+    a = ap.parse_args()
+    rig.install_signal_cleanup()
+    r = rig.Runner(a.only)
+    if not os.access(os.path.join(a.bin_dir, "mailtrail"), os.X_OK):
+        print(f"FAIL setup: {a.bin_dir}/mailtrail is not built\n0 passed, 1 failed")
+        return 1
+    with rig.tempdir("mailtrail-hostile-api-") as tmp, contextlib.ExitStack() as stack:
+        sink = stack.enter_context(rig.smtp_sink())
+        ctx = {"sink_port": sink.port}
+        svc = Service(a.bin_dir, tmp, env={"MAILTRAIL_LOG_LEVEL": "warn",
+                                          "MAILTRAIL_NO_AUTH_HOSTS": "127.0.0.1"})
+        stack.callback(svc.stop)
+        only, r.only = r.only, None
+        r.run("setup", case_setup, svc, ctx)
+        r.only = only
+        if r.failed:
+            print("setup failed; the other cases need it\n" + svc.log_tail())
+            return r.exit_code()
+        cases = [
+            ("amplifying_json_message", case_amplifying_json),
+            ("deep_json_message", case_deep_json),
+            ("large_valid_message_off_loop", case_large_messages),
+            ("large_import_chunked", case_large_import),
+            ("addin_large_message_off_loop", case_addin_large),
+        ]
+        for name, fn in cases:
+            r.run(name, fn, svc, ctx)
+        if r.failed:
+            print("--- server log (tail)\n" + svc.log_tail(40), flush=True)
+        if a.keep:
+            import shutil
+            shutil.copytree(tmp, tmp + ".kept", symlinks=True)
+            print("kept in " + tmp + ".kept")
+    return r.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
