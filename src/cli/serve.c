@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <sodium.h>
 #include <unistd.h>
 #include <signal.h>
@@ -140,6 +141,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 int mt_cli_serve(int argc, char **argv)
 {
+	/* Large buffers (request bodies, built and parsed messages, up to tens of MB) go straight
+	 * to mmap and back to the system when freed: glibc's default threshold climbs to 32 MB
+	 * after such frees, and the worker threads' arenas would then keep hundreds of MB resident
+	 * after a burst of large messages. */
+	mallopt(M_MMAP_THRESHOLD, MT_MALLOC_MMAP_THRESHOLD);
 	static const struct option options[] = {
 	    {"data", required_argument, NULL, 'd'},
 	    {"config", required_argument, NULL, 'c'},

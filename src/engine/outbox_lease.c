@@ -140,7 +140,8 @@ static int claim_run(struct store_tx *tx, void *arg)
 		if (got == 0)
 			got = store_org_get(tx, first->org_id, &w->org);
 		if (got == 0) {
-			int a = store_smtp_account_get(tx, first->org_id, first->user_id, &w->account);
+			int a =
+			    store_smtp_account_get(tx, first->org_id, first->user_id, &w->account);
 			w->have_account = a == 0;
 			if (a != 0 && a != STORE_NOT_FOUND)
 				got = a;
@@ -297,7 +298,8 @@ static int prepare_activity(struct finish_job *job, const struct outbox_item *it
 			const struct store_outbox_rcpt *r = &job->rcpts[i];
 			if ((int)r->kind != kind || r->state != STORE_RCPT_SENT)
 				continue;
-			struct store_mailbox *mb = &job->participants[counts[0] + counts[1] + counts[2]];
+			struct store_mailbox *mb =
+			    &job->participants[counts[0] + counts[1] + counts[2]];
 			mt_strlcpy(mb->address, r->address, sizeof(mb->address));
 			mt_strlcpy(mb->name, r->name, sizeof(mb->name));
 			counts[kind]++;

@@ -99,6 +99,14 @@ struct sender {
 static void pump(struct account *account);
 static void schedule_poll(struct sender *sender, int ms);
 
+/* What the bodies budget holds now, for /metrics (and the hostile-client tests). */
+static void publish_body_bytes(const struct sender *sender)
+{
+	mt_metric_set_gauge("mailtrail_sender_body_bytes",
+	                    "Message bodies the sender holds in memory, node-wide", NULL, NULL,
+	                    NULL, NULL, (double)sender->body_bytes);
+}
+
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
@@ -127,6 +135,7 @@ static void item_free(struct sender *sender, struct item *item)
 		sender->body_bytes -= item->reserved;
 		if (item->account != NULL)
 			item->account->body_bytes -= item->reserved;
+		publish_body_bytes(sender);
 	}
 	free(item->rcpt_ptrs);
 	free(item->results);
@@ -545,6 +554,7 @@ static void load_bodies(struct account *account)
 	}
 	if (load == NULL)
 		return;
+	publish_body_bytes(sender);
 	sender->jobs++;
 	struct outbox_item *items[MT_SENDER_LOAD_BATCH];
 	for (size_t i = 0; i < load->count; i++)

@@ -111,11 +111,16 @@ struct http_server {
 	unsigned conn_count;
 	struct ip_entry *ips[IP_BUCKETS];
 	struct http_request *pending; /* requests the hook or a handler has */
+	/* Bodies over MT_HTTP_BODY_MAX being read or handled, in bytes: what they and the work done
+	 * on them (a JSON tree, a built message) hold is bounded node-wide, whichever tenant sends
+	 * them (MT_HTTP_LARGE_BODIES_MAX). */
+	size_t large_bytes;
 };
 
 enum body_state { BODY_NONE, BODY_UNREAD, BODY_READING, BODY_DONE };
 
 struct http_request {
+	size_t large_reserved;             /* its share of server->large_bytes */
 	struct http_server *server;        /* NULL once the server is freed */
 	struct http_conn *conn;            /* NULL once answered or once the connection is gone */
 	struct http_request_parser parser; /* owns the head's strings */
@@ -315,6 +320,8 @@ static void request_free(struct http_request *req)
 	if (req->conn != NULL && req->conn->req == req)
 		req->conn->req = NULL;
 	unlink_pending(req);
+	if (req->server != NULL)
+		req->server->large_bytes -= req->large_reserved;
 	http_request_parser_deinit(&req->parser);
 	mt_buf_free(&req->body);
 	pairs_free(req->params, req->param_count);
@@ -648,6 +655,24 @@ static void accept_request(struct http_request *req)
 	if (head->body == HTTP_BODY_NONE) {
 		run_handler(req);
 		return;
+	}
+	/* A large body is wanted only while the node's budget for them has room (a chunked one
+	 * counts at the route's cap); else it stays unread and the client may try again soon. */
+	size_t want = head->body == HTTP_BODY_LENGTH ? head->content_length : max;
+	struct http_server *server = req->server;
+	if (want > MT_HTTP_BODY_MAX && server != NULL) {
+		if (server->large_bytes > 0 &&
+		    server->large_bytes + want > MT_HTTP_LARGE_BODIES_MAX) {
+			mt_metric_inc(
+			    "mailtrail_http_large_bodies_refused_total",
+			    "Large request bodies refused while the node's budget was full", NULL,
+			    NULL, NULL, NULL);
+			http_reply_error_retry(req, 503, "internal",
+			                       "too many large requests at once; try again", 1);
+			return;
+		}
+		server->large_bytes += want;
+		req->large_reserved = want;
 	}
 	mt_buf_init(&req->body, max);
 	req->body_state = BODY_READING;

@@ -84,7 +84,10 @@
 #define MT_HTTP_MESSAGE_MAX (31 * 1024 * 1024) /* a message (add-in), above max_message_bytes */
 #define MT_HTTP_IMPORT_MAX  (16 * 1024 * 1024) /* CSV imports */
 #define MT_HTTP_HEADERS_MAX (16 * 1024)
-#define MT_JSON_DEPTH_MAX   16
+/* Bodies over MT_HTTP_BODY_MAX read or handled at once, node-wide, in declared bytes (a JSON
+ * tree and a built message take about three times the body): one more is 503 before it is read. */
+#define MT_HTTP_LARGE_BODIES_MAX (96u * 1024 * 1024)
+#define MT_JSON_DEPTH_MAX        16
 /* Values in one JSON body, counted at each '[', '{' and ',' (jansson spends ~250 bytes on each
  * value): a message with 300 recipients and 100 attachments counts ~800; a never-log list of
  * 1,000 entries ~1,000. */
@@ -154,6 +157,7 @@
 #define MT_SQLITE_LOOKASIDE_SLOT     1200       /* bytes per lookaside slot */
 #define MT_SQLITE_LOOKASIDE_SLOTS    4096       /* ~4.9 MB per connection */
 #define MT_MALLOC_TOP_PAD            (64 << 20) /* heap growth step (glibc M_TOP_PAD) */
+#define MT_MALLOC_MMAP_THRESHOLD     (1 << 20)  /* larger blocks: mmap'd (glibc M_MMAP_THRESHOLD) */
 #define MT_STORE_QUEUE_MAX           100000     /* jobs waiting for the store thread */
 #define MT_FEED_RESERVE              256        /* feed positions taken from the counter at once */
 #define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */
