@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 #include "crypto/seal.h"
+#include "engine/account.h"
 #include "engine/outbox.h"
 #include "engine/sender.h"
 #include "http/api.h"
@@ -233,6 +234,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct sender *sender = NULL;
 	struct work_pool *work = NULL;
 	struct outbox *outbox = NULL;
+	struct accounts *accounts = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -346,6 +348,20 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.outbox = outbox;
+	struct accounts_params accounts_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .tls = tls,
+	    .config = config,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	};
+	if ((accounts = accounts_new(&accounts_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.accounts = accounts;
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -389,6 +405,7 @@ out:
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);
+	accounts_free(&accounts);
 	sender_free(&sender);
 	if (sigterm != NULL)
 		event_free(sigterm);
@@ -402,7 +419,6 @@ out:
 	mt_tls_config_free(&tls);
 	mt_keyring_free(&keyring);
 	mt_secret_free(&relay_password);
-	free(api.checks);
 	if (base != NULL)
 		event_base_free(base);
 	mt_config_free(&config);

@@ -10,6 +10,7 @@
 #include "net/conn.h"
 #include "net/security.h"
 #include "net/tls.h"
+#include "engine/account.h"
 #include "engine/smtp_probe.h"
 #include "smtp/client.h"
 
@@ -146,30 +147,48 @@ int mt_cli_smtp_check(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	struct smtp_client_params params = {0};
-	struct mt_tls_pin pin;
+	/* The account as the flags describe it; its client parameters come from the engine, as
+	 * every connection to a stored account's server does. */
+	struct store_smtp_account account;
+	memset(&account, 0, sizeof(account));
+	uint16_t port = 0;
 	const char *error = NULL;
 	if (optind != argc)
 		error = "unexpected argument";
 	else if (host == NULL || port_text == NULL || security_text == NULL)
 		error = "--host, --port and --security are required";
-	else if (mt_parse_port(port_text, &params.port) < 0)
+	else if (strlen(host) >= sizeof(account.host))
+		error = "--host is too long";
+	else if (mt_parse_port(port_text, &port) < 0)
 		error = "--port must be 1..65535";
-	else if (mt_security_parse(security_text, &params.security) < 0)
+	else if (store_security_parse(security_text, &account.security) < 0)
 		error = "--security must be starttls, tls or none";
-	else if (auth_text != NULL &&
-	         (smtp_auth_parse(auth_text, &params.auth) < 0 || params.auth == SMTP_AUTH_PLAIN ||
-	          params.auth == SMTP_AUTH_LOGIN))
+	else if (auth_text != NULL && store_auth_parse(auth_text, &account.auth) < 0)
 		error = "--auth must be password, none or xoauth2";
 	else if (auth_text == NULL)
-		params.auth = user != NULL ? SMTP_AUTH_PASSWORD : SMTP_AUTH_NONE;
-	if (error == NULL && params.auth != SMTP_AUTH_NONE &&
+		account.auth = user != NULL ? STORE_AUTH_PASSWORD : STORE_AUTH_NONE;
+	if (error == NULL && account.auth != STORE_AUTH_NONE &&
 	    (user == NULL || password_file == NULL))
 		error = "--user and --password-file are required with authentication";
+	if (error == NULL && user != NULL && strlen(user) >= sizeof(account.username))
+		error = "--user is too long";
 	if (error == NULL && (from == NULL) != (to == NULL))
 		error = "--from and --to go together";
-	if (error == NULL && fingerprint != NULL)
-		mt_tls_pin_parse(fingerprint, &pin, &error); /* sets error on failure */
+	if (error == NULL && fingerprint != NULL &&
+	    strlen(fingerprint) >= sizeof(account.tls_fingerprint))
+		error = "--fingerprint is too long";
+	struct smtp_client_params params;
+	struct mt_tls_pin pin;
+	struct mt_secret *unused = NULL;
+	if (error == NULL) {
+		mt_strlcpy(account.host, host, sizeof(account.host));
+		account.port = port;
+		mt_strlcpy(account.username, user != NULL ? user : "", sizeof(account.username));
+		mt_strlcpy(account.tls_fingerprint, fingerprint != NULL ? fingerprint : "",
+		           sizeof(account.tls_fingerprint));
+		/* the pin's syntax is checked here, before any connection (sets error) */
+		account_smtp_client(&account, NULL, NULL, NULL, &params, &pin, &unused, &error);
+	}
 	if (error != NULL) {
 		fprintf(stderr, "mailtrail smtp-check: %s\n", error);
 		usage(stderr);
@@ -195,11 +214,10 @@ int mt_cli_smtp_check(int argc, char **argv)
 	check.base = event_base_new();
 	struct evdns_base *dns = mt_conn_dns_new(check.base);
 
-	params.host = host;
-	params.username = user;
-	params.secret = secret;
 	params.tls = tls;
-	params.pin = fingerprint != NULL ? &pin : NULL;
+	params.secret = secret;
+	/* the operator's own check: any address, loopback and private ones too */
+	params.public_only = false;
 	params.bind_address = bind_address;
 	params.connect_timeout_ms = MT_LIVE_CHECK_STEP_MS;
 	params.greeting_timeout_ms = MT_LIVE_CHECK_STEP_MS;
@@ -216,9 +234,7 @@ int mt_cli_smtp_check(int argc, char **argv)
 		probe_params.data_len = mail_len;
 	}
 	printf("* checking %s:%s (%s, auth %s)\n", host, port_text, security_text,
-	       params.auth == SMTP_AUTH_NONE ? "none"
-	       : auth_text                   ? auth_text
-	                                     : "password");
+	       store_auth_name(account.auth));
 	struct smtp_probe *probe = smtp_probe_start(check.base, dns, &probe_params, on_done,
 	                                            on_transcript, &check, &error);
 	mt_secret_free(&secret);

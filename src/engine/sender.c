@@ -1,6 +1,6 @@
 #include "engine/sender.h"
 
-#include "crypto/seal.h"
+#include "engine/account.h"
 #include "engine/outbox_lease.h"
 #include "engine/outbox_policy.h"
 #include "lib/log.h"
@@ -396,33 +396,18 @@ static bool open_session(struct account *account)
 			           "the custom SMTP account is not connected");
 			return false;
 		}
-		params.host = s->host;
-		params.port = (uint16_t)s->port;
-		params.public_only = true;
-		params.allow_private = sender->p.allow_private;
-		mt_security_parse(s->security, &params.security);
-		smtp_auth_parse(s->auth, &params.auth);
-		params.username = s->username;
-		if (s->tls_fingerprint[0] != '\0') {
-			const char *error;
-			if (mt_tls_pin_parse(s->tls_fingerprint, &pin, &error) == 0)
-				params.pin = &pin;
+		const char *error;
+		if (account_smtp_client(s, sender->p.keyring, sender->p.tls,
+		                        sender->p.allow_private, &params, &pin, &secret,
+		                        &error) < 0) {
+			mt_log(MT_LOG_ERROR, "sender.account_unusable",
+			       MT_KV("account", account->key), MT_KV("error", error));
+			fail_queue(account, MT_CLASS_INTERNAL,
+			           "the stored settings cannot be used");
+			return false;
 		}
-		if (s->sealed_secret_len > 0) {
-			char context[MT_ID_MAX + 8];
-			const char *error;
-			snprintf(context, sizeof(context), "smtp:%s", s->user_id);
-			secret = mt_unseal(sender->p.keyring, context, s->sealed_secret,
-			                   s->sealed_secret_len, &error);
-			if (secret == NULL) {
-				mt_log(MT_LOG_ERROR, "sender.unseal_failed",
-				       MT_KV("account", account->key), MT_KV("error", error));
-				fail_queue(account, MT_CLASS_INTERNAL,
-				           "the stored secret cannot be opened");
-				return false;
-			}
-			params.secret = secret;
-		}
+		params.connect_timeout_ms = 30000;
+		params.reply_timeout_ms = sender->p.reply_timeout_ms;
 	}
 	struct session *session = calloc(1, sizeof(*session));
 	if (session == NULL) {

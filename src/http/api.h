@@ -21,14 +21,10 @@ struct mt_config;
 struct mt_keyring;
 struct mt_tls_config;
 struct sender;
+struct accounts;
 struct outbox;
 struct store_activity;
 struct work_pool;
-
-struct api_org_checks {
-	char org_id[MT_ID_MAX];
-	unsigned running;
-};
 
 struct api {
 	struct event_base *base;
@@ -37,9 +33,7 @@ struct api {
 	struct mt_keyring *keyring;
 	const struct mt_config *config;
 	struct mt_tls_config *tls;
-	/* Live checks running per org, to keep a few at a time (MT_LIVE_CHECKS_PER_ORG). */
-	struct api_org_checks *checks;
-	size_t check_slots;
+	struct accounts *accounts; /* users' mail accounts (engine/account.h) */
 	unsigned long long started_at;
 	struct sender *sender;
 	struct outbox *outbox;

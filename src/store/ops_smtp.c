@@ -13,6 +13,61 @@ static const char *const state_names[] = {
     [STORE_ACCOUNT_CONNECTED] = "connected",
     [STORE_ACCOUNT_DISCONNECTED] = "disconnected",
 };
+static const char *const security_names[] = {
+    [STORE_SECURITY_STARTTLS] = "starttls",
+    [STORE_SECURITY_TLS] = "tls",
+    [STORE_SECURITY_NONE] = "none",
+};
+static const char *const auth_names[] = {
+    [STORE_AUTH_PASSWORD] = "password",
+    [STORE_AUTH_XOAUTH2] = "xoauth2",
+    [STORE_AUTH_NONE] = "none",
+};
+#define NAMES(table) (table), sizeof(table) / sizeof((table)[0])
+
+const char *store_account_state_name(enum store_account_state state)
+{
+	return sql_name(NAMES(state_names), state, STORE_ACCOUNT_OFF);
+}
+
+const char *store_security_name(enum store_security security)
+{
+	return sql_name(NAMES(security_names), security, STORE_SECURITY_STARTTLS);
+}
+
+const char *store_auth_name(enum store_auth auth)
+{
+	return sql_name(NAMES(auth_names), auth, STORE_AUTH_PASSWORD);
+}
+
+static int parse_name(const char *const *names, size_t count, const char *name, unsigned *out)
+{
+	for (size_t i = 0; name != NULL && i < count; i++) {
+		if (strcmp(names[i], name) == 0) {
+			*out = (unsigned)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int store_security_parse(const char *name, enum store_security *security_r)
+{
+	unsigned v;
+	if (parse_name(NAMES(security_names), name, &v) < 0)
+		return -1;
+	*security_r = (enum store_security)v;
+	return 0;
+}
+
+int store_auth_parse(const char *name, enum store_auth *auth_r)
+{
+	unsigned v;
+	if (parse_name(NAMES(auth_names), name, &v) < 0)
+		return -1;
+	*auth_r = (enum store_auth)v;
+	return 0;
+}
 
 #define ACCOUNT_ROW(F, G, T)                                                                       \
 	F(T, TEXT, "user_id", user_id)                                                             \
@@ -21,8 +76,8 @@ static const char *const state_names[] = {
 	G(T, TEXT, "preset", preset)                                                               \
 	G(T, TEXT, "host", host)                                                                   \
 	G(T, INT, "port", port)                                                                    \
-	G(T, TEXT, "security", security)                                                           \
-	G(T, TEXT, "auth", auth)                                                                   \
+	G(T, NAME, "security", security, security_names, STORE_SECURITY_STARTTLS)                  \
+	G(T, NAME, "auth", auth, auth_names, STORE_AUTH_PASSWORD)                                  \
 	G(T, TEXT, "username", username)                                                           \
 	G(T, TEXT, "from_address", from_address)                                                   \
 	G(T, TEXT, "tls_fingerprint", tls_fingerprint)                                             \
@@ -109,8 +164,8 @@ int store_smtp_account_put(struct store_tx *tx, const struct store_smtp_account 
 	    " WHERE smtp_accounts.org_id = excluded.org_id",
 	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id), SQL_TEXT(state_names[a->state]),
 	             SQL_TEXT(a->preset), SQL_TEXT(a->host), SQL_INT(a->port),
-	             SQL_TEXT(a->security), SQL_TEXT(a->auth), SQL_TEXT(a->username),
-	             SQL_TEXT(a->from_address), SQL_TEXT(a->tls_fingerprint),
+	             SQL_TEXT(store_security_name(a->security)), SQL_TEXT(store_auth_name(a->auth)),
+	             SQL_TEXT(a->username), SQL_TEXT(a->from_address), SQL_TEXT(a->tls_fingerprint),
 	             a->sealed_secret_len > 0 ? SQL_BLOB(a->sealed_secret, a->sealed_secret_len)
 	                                      : SQL_NULL,
 	             SQL_INT(a->verified_at), SQL_TEXT(a->confirmation_message_id),

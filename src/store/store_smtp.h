@@ -13,6 +13,16 @@
 #include <stdint.h>
 
 enum store_account_state { STORE_ACCOUNT_OFF, STORE_ACCOUNT_CONNECTED, STORE_ACCOUNT_DISCONNECTED };
+/* How the connection is secured and how the account logs in (DESIGN.md §1 SMTP account); stored
+ * as their names. */
+enum store_security { STORE_SECURITY_STARTTLS, STORE_SECURITY_TLS, STORE_SECURITY_NONE };
+enum store_auth { STORE_AUTH_PASSWORD, STORE_AUTH_XOAUTH2, STORE_AUTH_NONE };
+const char *store_account_state_name(enum store_account_state state);
+const char *store_security_name(enum store_security security);
+const char *store_auth_name(enum store_auth auth);
+/* 0, or -1 for a name that is not one of them. */
+int store_security_parse(const char *name, enum store_security *security_r);
+int store_auth_parse(const char *name, enum store_auth *auth_r);
 
 struct store_send_limit {
 	int64_t limit;
@@ -26,8 +36,8 @@ struct store_smtp_account {
 	char preset[32];
 	char host[MT_HOST_FIELD_MAX + 1];
 	int port;
-	char security[16]; /* "starttls" | "tls" | "none" */
-	char auth[16];     /* "password" | "xoauth2" | "none" */
+	enum store_security security;
+	enum store_auth auth;
 	char username[MT_ADDRESS_MAX + 1];
 	char from_address[MT_ADDRESS_MAX + 1];
 	struct store_send_limit limits[MT_SEND_LIMITS_MAX];

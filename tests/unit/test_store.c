@@ -342,8 +342,8 @@ static void fill_account(struct call *c, const char *org, const char *uid)
 	snprintf(a->preset, sizeof(a->preset), "gmail");
 	snprintf(a->host, sizeof(a->host), "smtp.example");
 	a->port = 587;
-	snprintf(a->security, sizeof(a->security), "starttls");
-	snprintf(a->auth, sizeof(a->auth), "password");
+	a->security = STORE_SECURITY_TLS;
+	a->auth = STORE_AUTH_XOAUTH2;
 	snprintf(a->username, sizeof(a->username), "ann@a.example");
 	snprintf(a->from_address, sizeof(a->from_address), "ann@a.example");
 	a->limits[0] = (struct store_send_limit){100, 3600};
@@ -382,8 +382,10 @@ static void test_smtp_account_and_deactivate(void **state)
 	assert_string_equal(a->preset, "gmail");
 	assert_string_equal(a->host, "smtp.example");
 	assert_int_equal(a->port, 587);
-	assert_string_equal(a->security, "starttls");
-	assert_string_equal(a->auth, "password");
+	assert_int_equal(a->security, STORE_SECURITY_TLS);
+	assert_int_equal(a->auth, STORE_AUTH_XOAUTH2);
+	assert_string_equal(store_security_name(a->security), "tls");
+	assert_string_equal(store_auth_name(a->auth), "xoauth2");
 	assert_string_equal(a->from_address, "ann@a.example");
 	assert_int_equal(a->limit_count, 2);
 	assert_int_equal(a->limits[1].limit, 500);
