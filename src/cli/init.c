@@ -4,7 +4,7 @@
 #include "cli/cli.h"
 
 #include "crypto/seal.h"
-#include "http/api.h"
+#include "engine/provision.h"
 #include "lib/str.h"
 #include "mime/address.h"
 #include "store/store.h"
@@ -36,6 +36,11 @@ int mt_cli_key_path(const char *data_dir, const char *configured, char *out, siz
 	int n = path != NULL ? snprintf(out, size, "%s", path)
 	                     : snprintf(out, size, "%s/secret.key", data_dir);
 	return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+static int provision_org_job(struct store_tx *tx, void *arg)
+{
+	return provision_org(tx, arg);
 }
 
 int mt_cli_init(int argc, char **argv)
@@ -78,7 +83,7 @@ int mt_cli_init(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	struct api_init_job job;
+	struct provision_org job;
 	memset(&job, 0, sizeof(job));
 	const char *error;
 	mime_init();
@@ -121,7 +126,7 @@ int mt_cli_init(int argc, char **argv)
 		fprintf(stderr, "mailtrail init: %s: %s\n", db, error);
 		return 1;
 	}
-	int rc = store_run(store, STORE_WRITE_DURABLE, api_init_org, &job);
+	int rc = store_run(store, STORE_WRITE_DURABLE, provision_org_job, &job);
 	store_close(&store);
 	if (rc != 0) {
 		fprintf(stderr, "mailtrail init: cannot create the org (store error %d)\n", rc);

@@ -6,6 +6,7 @@
 #include "crypto/seal.h"
 #include "engine/account.h"
 #include "engine/outbox.h"
+#include "engine/retention.h"
 #include "engine/sender.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -14,8 +15,6 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "store/store.h"
-#include "store/store_message.h"
-#include "store/store_outbox.h"
 #include "work/work.h"
 
 #include <event2/dns.h>
@@ -49,57 +48,6 @@ static void warn_unbuilt(const char *key, const char *origin, void *ctx)
 {
 	(void)ctx;
 	fprintf(stderr, "mailtrail serve: %s (from %s) is not built yet; ignored\n", key, origin);
-}
-
-/* Message records older than record_retention_days are purged hourly (and once soon after
- * start), in the background. */
-#define MAINTENANCE_INTERVAL_S 3600
-
-struct maintenance {
-	struct api *api;
-	struct event *timer;
-	int64_t before;
-	size_t deleted;
-	bool running;
-};
-
-static int purge_run(struct store_tx *tx, void *arg)
-{
-	struct maintenance *m = arg;
-	int rc = store_messages_purge(tx, m->before, &m->deleted);
-	if (rc != 0)
-		return rc;
-	/* Bodies and attachments of final messages go after outbox_retention_days; their
-	 * metadata and activities stay. */
-	size_t purged;
-	int64_t days = mt_config_int(m->api->config, "outbox_retention_days");
-	return store_outbox_purge_bodies(tx, (int64_t)time(NULL) - days * 86400, &purged);
-}
-
-static void purge_done(void *arg, int result)
-{
-	struct maintenance *m = arg;
-	m->running = false;
-	char deleted[32];
-	snprintf(deleted, sizeof(deleted), "%zu", m->deleted);
-	mt_log(result == 0 ? MT_LOG_INFO : MT_LOG_ERROR, "maintenance.purged",
-	       MT_KV("records", deleted), MT_KV("result", result == 0 ? "ok" : "failed"));
-}
-
-static void on_maintenance(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct maintenance *m = arg;
-	if (!m->running) {
-		int64_t days = mt_config_int(m->api->config, "record_retention_days");
-		m->before = (int64_t)time(NULL) - days * 86400;
-		m->deleted = 0;
-		m->running =
-		    store_submit(m->api->store, STORE_WRITE, purge_run, purge_done, m) == 0;
-	}
-	struct timeval tv = {MAINTENANCE_INTERVAL_S, 0};
-	evtimer_add(m->timer, &tv);
 }
 
 /* This node's name as a lease owner: kept in DATA/node.id so that after a restart the node
@@ -235,12 +183,11 @@ int mt_cli_serve(int argc, char **argv)
 	struct work_pool *work = NULL;
 	struct outbox *outbox = NULL;
 	struct accounts *accounts = NULL;
+	struct retention *retention = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
 	struct event *sigterm = NULL, *sigint = NULL;
-	struct maintenance maintenance;
-	memset(&maintenance, 0, sizeof(maintenance));
 	struct api api;
 	memset(&api, 0, sizeof(api));
 
@@ -389,10 +336,12 @@ int mt_cli_serve(int argc, char **argv)
 	sigint = evsignal_new(base, SIGINT, on_signal, base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	maintenance.api = &api;
-	maintenance.timer = evtimer_new(base, on_maintenance, &maintenance);
-	struct timeval first = {60, 0};
-	evtimer_add(maintenance.timer, &first);
+	if ((retention =
+	         retention_start(base, store, mt_config_int(config, "record_retention_days"),
+	                         mt_config_int(config, "outbox_retention_days"))) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
 	char port[8];
 	snprintf(port, sizeof(port), "%u", http_server_port(server));
 	mt_log(MT_LOG_INFO, "serve.started", MT_KV("http", listen), MT_KV("port", port),
@@ -411,8 +360,7 @@ out:
 		event_free(sigterm);
 	if (sigint != NULL)
 		event_free(sigint);
-	if (maintenance.timer != NULL)
-		event_free(maintenance.timer);
+	retention_free(&retention);
 	store_close(&store);
 	if (dns != NULL)
 		evdns_base_free(dns, 0);

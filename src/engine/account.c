@@ -1,4 +1,5 @@
 #include "engine/account.h"
+#include "engine/account_internal.h"
 
 #include "config/config.h"
 #include "crypto/seal.h"
@@ -22,19 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Live checks running per org, to keep a few at a time (MT_LIVE_CHECKS_PER_ORG): each holds a
- * connection to a provider for up to 30 s. */
-struct org_checks {
-	char org_id[MT_ID_MAX];
-	unsigned running;
-};
-
-struct accounts {
-	struct accounts_params p;
-	struct org_checks *checks;
-	size_t check_slots;
-};
 
 struct accounts *accounts_new(const struct accounts_params *params)
 {
@@ -125,7 +113,8 @@ int account_smtp_client(const struct store_smtp_account *a, const struct mt_keyr
 	if (keyring != NULL && a->sealed_secret_len > 0) {
 		char context[MT_SEAL_CONTEXT_MAX];
 		account_seal_context("smtp", a->user_id, context);
-		*secret_r = mt_unseal(keyring, context, a->sealed_secret, a->sealed_secret_len, error_r);
+		*secret_r =
+		    mt_unseal(keyring, context, a->sealed_secret, a->sealed_secret_len, error_r);
 		if (*secret_r == NULL)
 			return -1;
 		p->secret = *secret_r;
@@ -154,7 +143,8 @@ static bool take_slot(struct accounts *accounts, const char *org_id)
 		struct org_checks *grown = realloc(accounts->checks, n * sizeof(*grown));
 		if (grown == NULL)
 			return false;
-		memset(grown + accounts->check_slots, 0, (n - accounts->check_slots) * sizeof(*grown));
+		memset(grown + accounts->check_slots, 0,
+		       (n - accounts->check_slots) * sizeof(*grown));
 		free_slot = grown + accounts->check_slots;
 		accounts->checks = grown;
 		accounts->check_slots = n;
@@ -167,14 +157,15 @@ static bool take_slot(struct accounts *accounts, const char *org_id)
 static void release_slot(struct accounts *accounts, const char *org_id)
 {
 	for (size_t i = 0; i < accounts->check_slots; i++)
-		if (strcmp(accounts->checks[i].org_id, org_id) == 0 && accounts->checks[i].running > 0)
+		if (strcmp(accounts->checks[i].org_id, org_id) == 0 &&
+		    accounts->checks[i].running > 0)
 			accounts->checks[i].running--;
 }
 
 static void count_check(const char *cls)
 {
-	mt_metric_inc("mailtrail_live_checks_total", "Live checks of mail accounts by outcome", "kind",
-	              "smtp", "class", cls);
+	mt_metric_inc("mailtrail_live_checks_total", "Live checks of mail accounts by outcome",
+	              "kind", "smtp", "class", cls);
 }
 
 /* ---- saving --------------------------------------------------------------------------------- */
@@ -215,8 +206,8 @@ static void save_finish(struct save *save, enum account_verdict verdict, const c
 	save->done(save->ctx, &save->result);
 	if (verdict == ACCOUNT_OK && save->accounts->p.on_state != NULL)
 		save->accounts->p.on_state(save->accounts->p.on_state_ctx, save->org_id,
-		                           save->user_id, save->state_before, STORE_ACCOUNT_CONNECTED,
-		                           "verified");
+		                           save->user_id, save->state_before,
+		                           STORE_ACCOUNT_CONNECTED, "verified");
 	mt_secret_free(&save->given);
 	mt_secret_free(&save->secret);
 	sodium_memzero(&save->stored, sizeof(save->stored));
@@ -367,7 +358,8 @@ static void save_checked(void *ctx, const struct smtp_probe_result *r)
 		       MT_KV("reason", r->reason));
 		save->result.cls = r->cls;
 		mt_strlcpy(save->result.smtp_reply, r->reply, sizeof(save->result.smtp_reply));
-		mt_strlcpy(save->result.fingerprint, r->fingerprint, sizeof(save->result.fingerprint));
+		mt_strlcpy(save->result.fingerprint, r->fingerprint,
+		           sizeof(save->result.fingerprint));
 		save_failf(save, ACCOUNT_CHECK_FAILED, "the live check failed: %s", r->reason);
 		return;
 	}
@@ -522,26 +514,28 @@ static void save_loaded(void *arg, int result)
 			char context[MT_SEAL_CONTEXT_MAX];
 			const char *error;
 			account_seal_context("smtp", save->user_id, context);
-			save->secret = mt_unseal(accounts->p.keyring, context, save->stored.sealed_secret,
-			                         save->stored.sealed_secret_len, &error);
+			save->secret =
+			    mt_unseal(accounts->p.keyring, context, save->stored.sealed_secret,
+			              save->stored.sealed_secret_len, &error);
 			if (save->secret == NULL) {
-				mt_log(MT_LOG_ERROR, "smtp.unseal_failed", MT_KV("user", save->user_id),
-				       MT_KV("error", error));
+				mt_log(MT_LOG_ERROR, "smtp.unseal_failed",
+				       MT_KV("user", save->user_id), MT_KV("error", error));
 				save_finish(save, ACCOUNT_INVALID,
 				            "the stored password cannot be used; send it again");
 				return;
 			}
 		} else {
 			bool had_secret = save->stored_exists && save->stored.sealed_secret_len > 0;
-			save_finish(save, ACCOUNT_INVALID,
-			            !had_secret ? (xoauth2 ? "access_token is required"
-			                                   : "password is required")
-			            : xoauth2   ? "access_token is required: the stored one is only "
-			                          "reused for the same host, port, username, security "
-			                          "and tls_fingerprint"
-			                        : "password is required: the stored one is only reused "
-			                          "for the same host, port, username, security and "
-			                          "tls_fingerprint");
+			save_finish(
+			    save, ACCOUNT_INVALID,
+			    !had_secret
+			        ? (xoauth2 ? "access_token is required" : "password is required")
+			    : xoauth2 ? "access_token is required: the stored one is only "
+			                "reused for the same host, port, username, security "
+			                "and tls_fingerprint"
+			              : "password is required: the stored one is only reused "
+			                "for the same host, port, username, security and "
+			                "tls_fingerprint");
 			return;
 		}
 	}
@@ -617,7 +611,8 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 		if (req->password != NULL || req->access_token != NULL || req->username != NULL)
 			return "auth none takes no username, password or access_token";
 		if (!no_auth_allowed(save->accounts, a->host))
-			return "auth none is only allowed for hosts the operator lists in no_auth_hosts";
+			return "auth none is only allowed for hosts the operator lists in "
+			       "no_auth_hosts";
 	} else {
 		if (req->username == NULL || req->username[0] == '\0')
 			return "username is required";
@@ -630,7 +625,8 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 			               : "auth password takes password, not access_token";
 		if (a->security == STORE_SECURITY_NONE &&
 		    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
-			return "a password over security none would cross the network in plaintext; use "
+			return "a password over security none would cross the network in "
+			       "plaintext; use "
 			       "starttls or tls";
 		if (given != NULL) {
 			size_t len = strlen(given);
@@ -690,171 +686,4 @@ void account_smtp_save(struct accounts *accounts, const char *org_id, const char
 	save->stage = SAVE_LOAD;
 	if (store_submit(accounts->p.store, STORE_READ, save_run, save_loaded, save) < 0)
 		save_finish(save, ACCOUNT_BUSY, "the store is busy; try again");
-}
-
-/* ---- view, limits, off ---------------------------------------------------------------------- */
-
-enum view_op { VIEW_READ, VIEW_SET_LIMITS, VIEW_OFF };
-
-struct view_job {
-	struct accounts *accounts;
-	char org_id[MT_ID_MAX];
-	char user_id[MT_ID_MAX];
-	enum view_op op;
-	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
-	size_t limit_count;
-	account_view_fn *view_done;
-	account_done_fn *done;
-	void *ctx;
-	struct store_org org;
-	struct account_smtp_view view;
-	enum store_account_state state_before;
-	bool changed;
-};
-
-static int load_usage(struct store_tx *tx, struct account_smtp_view *v)
-{
-	int64_t now = (int64_t)time(NULL);
-	const struct store_smtp_account *a = &v->account;
-	for (size_t i = 0; i < a->limit_count; i++) {
-		int rc = store_outbox_sent_since(tx, a->org_id, a->user_id, "custom",
-		                                 now - a->limits[i].window_s, &v->usage[i].used,
-		                                 &v->usage[i].oldest);
-		if (rc != 0)
-			return rc;
-	}
-	return 0;
-}
-
-static int view_run(struct store_tx *tx, void *arg)
-{
-	struct view_job *job = arg;
-	struct account_smtp_view *v = &job->view;
-	int rc = 0;
-	if (job->op == VIEW_SET_LIMITS)
-		rc = store_smtp_account_set_limits(tx, job->org_id, job->user_id, job->limits,
-		                                   job->limit_count);
-	if (job->op == VIEW_OFF) {
-		int got = store_smtp_account_get(tx, job->org_id, job->user_id, &v->account);
-		job->state_before = got == 0 ? v->account.state : STORE_ACCOUNT_OFF;
-		rc = store_smtp_account_off(tx, job->org_id, job->user_id);
-		job->changed = rc == 0 && job->state_before != STORE_ACCOUNT_OFF;
-		sodium_memzero(&v->account, sizeof(v->account));
-		return rc == STORE_NOT_FOUND ? 0 : rc;
-	}
-	if (rc == 0)
-		rc = store_org_get(tx, job->org_id, &job->org);
-	if (rc != 0)
-		return rc;
-	rc = store_smtp_account_get(tx, job->org_id, job->user_id, &v->account);
-	v->exists = rc == 0;
-	if (rc == 0)
-		rc = load_usage(tx, v);
-	return rc == STORE_NOT_FOUND ? 0 : rc;
-}
-
-static void view_done(void *arg, int result)
-{
-	struct view_job *job = arg;
-	struct account_result r = {.verdict = ACCOUNT_OK};
-	if (result != 0) {
-		r.verdict = result == STORE_NOT_FOUND ? ACCOUNT_NOT_FOUND : ACCOUNT_FAILED;
-		mt_strlcpy(r.reason,
-		           result == STORE_NOT_FOUND ? "SMTP account not found"
-		                                     : "the store failed; nothing was changed",
-		           sizeof(r.reason));
-	}
-	struct account_smtp_view *v = &job->view;
-	/* Never out of the engine: the secret. */
-	sodium_memzero(v->account.sealed_secret, sizeof(v->account.sealed_secret));
-	v->account.sealed_secret_len = 0;
-	if (job->op == VIEW_OFF) {
-		job->done(job->ctx, &r);
-		if (r.verdict == ACCOUNT_OK && job->changed && job->accounts->p.on_state != NULL)
-			job->accounts->p.on_state(job->accounts->p.on_state_ctx, job->org_id,
-			                          job->user_id, job->state_before, STORE_ACCOUNT_OFF,
-			                          "turned off by the user");
-	} else {
-		v->feature_enabled = job->org.custom_smtp;
-		bool custom = v->feature_enabled && v->exists &&
-		              v->account.state == STORE_ACCOUNT_CONNECTED;
-		v->route = custom                               ? "custom"
-		           : job->accounts->p.relay.configured ? "relay"
-		                                               : "none";
-		job->view_done(job->ctx, &r, r.verdict == ACCOUNT_OK ? v : NULL);
-	}
-	free(job);
-}
-
-static void view_submit(struct accounts *accounts, struct view_job *job, enum store_job_kind kind)
-{
-	if (store_submit(accounts->p.store, kind, view_run, view_done, job) == 0)
-		return;
-	struct account_result r = {.verdict = ACCOUNT_BUSY};
-	mt_strlcpy(r.reason, "the store is busy; try again", sizeof(r.reason));
-	if (job->op == VIEW_OFF)
-		job->done(job->ctx, &r);
-	else
-		job->view_done(job->ctx, &r, NULL);
-	free(job);
-}
-
-static struct view_job *view_job_new(struct accounts *accounts, const char *org_id,
-                                     const char *user_id, enum view_op op)
-{
-	struct view_job *job = calloc(1, sizeof(*job));
-	if (job == NULL)
-		return NULL;
-	job->accounts = accounts;
-	job->op = op;
-	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
-	mt_strlcpy(job->user_id, user_id, sizeof(job->user_id));
-	return job;
-}
-
-static void view_oom(account_view_fn *done, void *ctx)
-{
-	struct account_result r = {.verdict = ACCOUNT_FAILED};
-	mt_strlcpy(r.reason, "out of memory", sizeof(r.reason));
-	done(ctx, &r, NULL);
-}
-
-void account_smtp_view(struct accounts *accounts, const char *org_id, const char *user_id,
-                       account_view_fn *done, void *ctx)
-{
-	struct view_job *job = view_job_new(accounts, org_id, user_id, VIEW_READ);
-	if (job == NULL)
-		return view_oom(done, ctx);
-	job->view_done = done;
-	job->ctx = ctx;
-	view_submit(accounts, job, STORE_READ);
-}
-
-void account_smtp_set_limits(struct accounts *accounts, const char *org_id, const char *user_id,
-                             const struct store_send_limit *limits, size_t count,
-                             account_view_fn *done, void *ctx)
-{
-	struct view_job *job = view_job_new(accounts, org_id, user_id, VIEW_SET_LIMITS);
-	if (job == NULL)
-		return view_oom(done, ctx);
-	job->limit_count = count < MT_SEND_LIMITS_MAX ? count : MT_SEND_LIMITS_MAX;
-	memcpy(job->limits, limits, job->limit_count * sizeof(*limits));
-	job->view_done = done;
-	job->ctx = ctx;
-	view_submit(accounts, job, STORE_WRITE_DURABLE);
-}
-
-void account_smtp_off(struct accounts *accounts, const char *org_id, const char *user_id,
-                      account_done_fn *done, void *ctx)
-{
-	struct view_job *job = view_job_new(accounts, org_id, user_id, VIEW_OFF);
-	if (job == NULL) {
-		struct account_result r = {.verdict = ACCOUNT_FAILED};
-		mt_strlcpy(r.reason, "out of memory", sizeof(r.reason));
-		done(ctx, &r);
-		return;
-	}
-	job->done = done;
-	job->ctx = ctx;
-	view_submit(accounts, job, STORE_WRITE_DURABLE);
 }

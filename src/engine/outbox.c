@@ -356,3 +356,70 @@ void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_don
 	if (work_submit(outbox->p.work, build_run, build_done, sub) < 0)
 		finish(sub, OUTBOX_BUSY, "too many messages are being prepared; try again");
 }
+
+/* ---- one message: its state, or a cancel ---------------------------------------------------- */
+
+struct status_job {
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char id[MT_ID_MAX];
+	bool cancel;
+	outbox_status_fn *done;
+	void *ctx;
+	struct outbox_status status;
+};
+
+static int status_run(struct store_tx *tx, void *arg)
+{
+	struct status_job *job = arg;
+	struct outbox_status *st = &job->status;
+	store_outbox_message_free(&st->message); /* a run before this one */
+	st->verdict = OUTBOX_STATUS_OK;
+	int rc = 0;
+	if (job->cancel) {
+		rc = store_outbox_cancel(tx, job->org_id, job->user_id, job->id);
+		if (rc == STORE_CONFLICT) {
+			st->verdict = OUTBOX_STATUS_TOO_LATE; /* an answer, not a failure */
+			rc = 0;
+		}
+	}
+	if (rc == 0)
+		rc = store_outbox_get(tx, job->org_id, job->user_id, job->id, &st->message);
+	if (rc == STORE_NOT_FOUND) {
+		st->verdict = OUTBOX_STATUS_NOT_FOUND;
+		rc = 0;
+	}
+	return rc;
+}
+
+static void status_done(void *arg, int result)
+{
+	struct status_job *job = arg;
+	if (result != 0)
+		job->status.verdict = OUTBOX_STATUS_FAILED;
+	job->done(job->ctx, &job->status);
+	store_outbox_message_free(&job->status.message);
+	free(job);
+}
+
+void outbox_message(struct outbox *outbox, const char *org_id, const char *user_id, const char *id,
+                    bool cancel, outbox_status_fn *done, void *ctx)
+{
+	struct status_job *job = calloc(1, sizeof(*job));
+	if (job == NULL) {
+		struct outbox_status st = {.verdict = OUTBOX_STATUS_FAILED};
+		done(ctx, &st);
+		return;
+	}
+	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
+	mt_strlcpy(job->user_id, user_id, sizeof(job->user_id));
+	mt_strlcpy(job->id, id, sizeof(job->id));
+	job->cancel = cancel;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(outbox->p.store, cancel ? STORE_WRITE_DURABLE : STORE_READ, status_run,
+	                 status_done, job) < 0) {
+		job->status.verdict = OUTBOX_STATUS_BUSY;
+		status_done(job, 0);
+	}
+}

@@ -117,6 +117,22 @@ typedef void outbox_done_fn(void *ctx, const struct outbox_result *result);
 void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_done_fn *done,
                    void *ctx);
 
+/* A message as GET /v1/messages/{id} shows it, or cancelled first (DELETE): queued or held
+ * messages can be; sending or final ones cannot (too_late). */
+struct outbox_status {
+	enum outbox_status_verdict {
+		OUTBOX_STATUS_OK,
+		OUTBOX_STATUS_NOT_FOUND, /* not this user's */
+		OUTBOX_STATUS_TOO_LATE,  /* a cancel of a message already sending or final */
+		OUTBOX_STATUS_BUSY,
+		OUTBOX_STATUS_FAILED,
+	} verdict;
+	struct store_outbox_message message; /* recipients loaded, no body */
+};
+typedef void outbox_status_fn(void *ctx, const struct outbox_status *status);
+void outbox_message(struct outbox *outbox, const char *org_id, const char *user_id, const char *id,
+                    bool cancel, outbox_status_fn *done, void *ctx);
+
 /* Our identity for a new message whose From is at `domain` ("" for mailtrail.invalid): the
  * X-Mailtrail-Id (48 bits of wall-clock milliseconds then 48 random bits, in hex, so ids sort
  * by time and the indexes keyed by them grow at their ends) and a Message-ID built on it. */

@@ -114,15 +114,4 @@ void api_messages_cancel(struct http_request *req, void *app);
 void api_healthz(struct http_request *req, void *app);
 void api_metrics(struct http_request *req, void *app);
 
-/* Creates an org with its first admin and a token (used by `mailtrail init`; runs on the store
- * thread). Fills the ids and the token text. */
-struct api_init_job {
-	char org_name[MT_NAME_MAX + 1];
-	char admin_email[MT_ADDRESS_MAX + 1];
-	char org_id[MT_ID_MAX];
-	char user_id[MT_ID_MAX];
-	char token[64];
-};
-int api_init_org(struct store_tx *tx, void *arg);
-
 #endif

@@ -392,49 +392,37 @@ void api_messages_send(struct http_request *req, void *app)
 
 /* ---- GET / DELETE /v1/messages/{id} ---- */
 
-struct message_job {
-	struct api_job base;
-	char id[MT_ID_MAX];
-	bool cancel;
-	struct store_outbox_message message;
-};
-
-static int message_run(struct store_tx *tx, void *arg)
+static void status_done(void *ctx, const struct outbox_status *st)
 {
-	struct message_job *job = arg;
-	if (job->cancel) {
-		int rc = store_outbox_cancel(tx, job->base.org_id, job->base.user_id, job->id);
-		if (rc != 0 && rc != STORE_CONFLICT)
-			return rc;
-		int got = store_outbox_get(tx, job->base.org_id, job->base.user_id, job->id,
-		                           &job->message);
-		return got != 0 ? got : rc;
-	}
-	return store_outbox_get(tx, job->base.org_id, job->base.user_id, job->id, &job->message);
-}
-
-static void message_done(void *arg, int result)
-{
-	struct message_job *job = arg;
-	if (result == STORE_CONFLICT)
-		http_reply_errorf(job->base.req, 409, "input",
+	struct http_request *req = ctx;
+	switch (st->verdict) {
+	case OUTBOX_STATUS_OK:
+		http_reply_json(req, 200, message_json(&st->message));
+		break;
+	case OUTBOX_STATUS_TOO_LATE:
+		http_reply_errorf(req, 409, "input",
 		                  "the message is %s and can no longer be cancelled",
-		                  store_outbox_state_name(job->message.state));
-	else if (!api_reply_store_error(job->base.req, result, "message"))
-		http_reply_json(job->base.req, 200, message_json(&job->message));
-	store_outbox_message_free(&job->message);
-	free(job);
+		                  store_outbox_state_name(st->message.state));
+		break;
+	case OUTBOX_STATUS_NOT_FOUND:
+		http_reply_error(req, 404, "input", "message not found", NULL, NULL);
+		break;
+	case OUTBOX_STATUS_BUSY:
+		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
+		break;
+	case OUTBOX_STATUS_FAILED:
+		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",
+		                 NULL, NULL);
+		break;
+	}
 }
 
 static void message_request(struct http_request *req, void *app, bool cancel)
 {
-	struct message_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_strlcpy(job->id, http_request_param(req, "id"), sizeof(job->id));
-	job->cancel = cancel;
-	api_job_submit(&job->base, cancel ? STORE_WRITE_DURABLE : STORE_READ, message_run,
-	               message_done);
+	struct api *api = app;
+	const struct http_auth *auth = http_request_auth(req);
+	outbox_message(api->outbox, auth->org_id, auth->user_id, http_request_param(req, "id"),
+	               cancel, status_done, req);
 }
 
 void api_messages_get(struct http_request *req, void *app)

@@ -3,6 +3,7 @@
 #include "http/api.h"
 
 #include "crypto/seal.h"
+#include "engine/provision.h"
 #include "lib/str.h"
 #include "mime/address.h"
 #include "store/store.h"
@@ -82,12 +83,7 @@ static void fail_oom(struct http_request *req)
 
 static int create_token_for(struct store_tx *tx, struct user_job *job)
 {
-	mt_token_new(job->token_text);
-	memset(&job->token, 0, sizeof(job->token));
-	mt_strlcpy(job->token.user_id, job->user.id, sizeof(job->token.user_id));
-	mt_strlcpy(job->token.org_id, job->user.org_id, sizeof(job->token.org_id));
-	mt_token_hash(job->token_text, job->token.hash);
-	return store_token_create(tx, &job->token);
+	return provision_token(tx, &job->user, job->token_text, &job->token);
 }
 
 static int users_create_run(struct store_tx *tx, void *arg)
@@ -376,34 +372,3 @@ void api_tokens_delete(struct http_request *req, void *app)
 }
 
 /* ---- mailtrail init ---- */
-
-int api_init_org(struct store_tx *tx, void *arg)
-{
-	struct api_init_job *init = arg;
-	struct store_org org;
-	memset(&org, 0, sizeof(org));
-	mt_strlcpy(org.name, init->org_name, sizeof(org.name));
-	int rc = store_org_create(tx, &org);
-	if (rc != 0)
-		return rc;
-	struct user_job *job = calloc(1, sizeof(*job));
-	if (job == NULL)
-		return -1;
-	struct store_user *user = &job->user;
-	mt_strlcpy(user->org_id, org.id, sizeof(user->org_id));
-	mt_strlcpy(user->email, init->admin_email, sizeof(user->email));
-	mt_strlcpy(user->name, init->admin_email, sizeof(user->name));
-	user->role = STORE_ROLE_ADMIN;
-	user->active = true;
-	rc = store_user_create(tx, user);
-	if (rc == 0)
-		rc = create_token_for(tx, job);
-	if (rc == 0) {
-		mt_strlcpy(init->org_id, org.id, sizeof(init->org_id));
-		mt_strlcpy(init->user_id, user->id, sizeof(init->user_id));
-		mt_strlcpy(init->token, job->token_text, sizeof(init->token));
-	}
-	memset(job->token_text, 0, sizeof(job->token_text));
-	free(job);
-	return rc;
-}
