@@ -93,15 +93,13 @@ static void view_done(void *arg, int result)
 		job->done(job->ctx, &r);
 		if (r.verdict == ACCOUNT_OK && job->changed && job->accounts->p.on_state != NULL)
 			job->accounts->p.on_state(job->accounts->p.on_state_ctx, job->org_id,
-			                          job->user_id, job->state_before, STORE_ACCOUNT_OFF,
-			                          "turned off by the user");
+			                          job->user_id, job->state_before,
+			                          STORE_ACCOUNT_OFF, "turned off by the user");
 	} else {
 		v->feature_enabled = job->org.custom_smtp;
-		bool custom = v->feature_enabled && v->exists &&
-		              v->account.state == STORE_ACCOUNT_CONNECTED;
-		v->route = custom                               ? "custom"
-		           : job->accounts->p.relay.configured ? "relay"
-		                                               : "none";
+		bool custom =
+		    v->feature_enabled && v->exists && v->account.state == STORE_ACCOUNT_CONNECTED;
+		v->route = custom ? "custom" : job->accounts->p.relay.configured ? "relay" : "none";
 		job->view_done(job->ctx, &r, r.verdict == ACCOUNT_OK ? v : NULL);
 	}
 	free(job);

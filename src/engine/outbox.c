@@ -23,6 +23,8 @@ struct outbox {
 struct submission {
 	struct outbox *outbox;
 	struct outbox_draft *draft;
+	outbox_decode_fn *decode;
+	void *decode_ctx;
 	outbox_done_fn *done;
 	void *ctx;
 	struct store_outbox_message message;
@@ -259,6 +261,11 @@ static void build_run(void *arg)
 	struct submission *sub = arg;
 	const struct outbox_draft *d = sub->draft;
 	struct store_outbox_message *m = &sub->message;
+	if (sub->decode != NULL && sub->decode(sub->decode_ctx, sub->draft, sub->result.reason,
+	                                       sizeof(sub->result.reason)) < 0) {
+		sub->result.verdict = OUTBOX_INVALID;
+		return;
+	}
 	struct mime_build_input in = {
 	    .without_head = true,
 	    .to = d->rcpts,
@@ -338,8 +345,8 @@ static void build_done(void *arg)
 		finish(sub, OUTBOX_BUSY, "the store is busy; try again");
 }
 
-void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_done_fn *done,
-                   void *ctx)
+void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_decode_fn *decode,
+                   void *decode_ctx, outbox_done_fn *done, void *ctx)
 {
 	struct submission *sub = calloc(1, sizeof(*sub));
 	if (sub == NULL) {
@@ -351,6 +358,8 @@ void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_don
 	}
 	sub->outbox = outbox;
 	sub->draft = draft;
+	sub->decode = decode;
+	sub->decode_ctx = decode_ctx;
 	sub->done = done;
 	sub->ctx = ctx;
 	if (work_submit(outbox->p.work, build_run, build_done, sub) < 0)

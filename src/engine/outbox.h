@@ -112,10 +112,14 @@ struct outbox_result {
 
 typedef void outbox_done_fn(void *ctx, const struct outbox_result *result);
 
-/* Calls `done` exactly once on the loop thread: later, or before returning when a queue is
- * full (OUTBOX_BUSY). */
-void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_done_fn *done,
-                   void *ctx);
+/* Fills the draft from a request on a worker thread (the caller's decoder: the engine only
+ * decides where it runs, in the same step as the build). 0, or -1 with `error` for a 400. */
+typedef int outbox_decode_fn(void *ctx, struct outbox_draft *draft, char *error, size_t error_size);
+
+/* `decode` (may be NULL: the draft is complete) runs first on the worker. Calls `done` exactly
+ * once on the loop thread: later, or before returning when a queue is full (OUTBOX_BUSY). */
+void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_decode_fn *decode,
+                   void *decode_ctx, outbox_done_fn *done, void *ctx);
 
 /* A message as GET /v1/messages/{id} shows it, or cancelled first (DELETE): queued or held
  * messages can be; sending or final ones cannot (too_late). */

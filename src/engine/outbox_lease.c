@@ -186,7 +186,9 @@ int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int6
                        void *ctx)
 {
 	struct claim_job *job = calloc(1, sizeof(*job));
-	if (job == NULL || (job->messages = calloc(max, sizeof(*job->messages))) == NULL) {
+	/* Not zeroed: the store fills each message it claims, and a claim runs for every wake-up
+	 * (250 x 6.6 KB zeroed each time showed on the loop's profile). */
+	if (job == NULL || (job->messages = malloc(max * sizeof(*job->messages))) == NULL) {
 		free(job);
 		return -1;
 	}

@@ -15,8 +15,8 @@
 struct provision_org {
 	char org_name[MT_NAME_MAX + 1];
 	char admin_email[MT_ADDRESS_MAX + 1];
-	char org_id[MT_ID_MAX];  /* out */
-	char user_id[MT_ID_MAX]; /* out */
+	char org_id[MT_ID_MAX];        /* out */
+	char user_id[MT_ID_MAX];       /* out */
 	char token[MT_TOKEN_TEXT_MAX]; /* out: shown once */
 };
 int provision_org(struct store_tx *tx, struct provision_org *org);

@@ -63,8 +63,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(r->timer, &tv);
 }
 
-struct retention *retention_start(struct event_base *base, struct store *store,
-                                  int64_t record_days, int64_t outbox_days)
+struct retention *retention_start(struct event_base *base, struct store *store, int64_t record_days,
+                                  int64_t outbox_days)
 {
 	struct retention *r = calloc(1, sizeof(*r));
 	if (r == NULL)

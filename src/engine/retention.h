@@ -14,8 +14,8 @@ struct event_base;
 struct store;
 struct retention;
 
-struct retention *retention_start(struct event_base *base, struct store *store,
-                                  int64_t record_days, int64_t outbox_days);
+struct retention *retention_start(struct event_base *base, struct store *store, int64_t record_days,
+                                  int64_t outbox_days);
 void retention_free(struct retention **retention);
 
 #endif

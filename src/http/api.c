@@ -6,6 +6,7 @@
 #include "store/store.h"
 #include "store/store_user.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,9 +53,41 @@ const struct http_route *api_routes(size_t *count_r)
 
 /* ---- authentication ---- */
 
+/* Tokens seen lately, by hash, so that most requests need no store read to authenticate: an
+ * entry lives MT_AUTH_CACHE_MS and only while no user or token of this process changed since it
+ * was read (auth_generation, bumped when such a change is submitted and again when it is
+ * committed, so a read that raced one is never kept). Another node's revocation reaches this
+ * one within MT_AUTH_CACHE_MS. */
+struct auth_cache_entry {
+	unsigned char hash[32];
+	struct http_auth auth;
+	int64_t expires_ms;
+	uint64_t generation;
+	bool used;
+};
+
+static struct auth_cache_entry *auth_slot(struct api *api, const unsigned char hash[32])
+{
+	if (api->auth_cache == NULL) {
+		api->auth_cache = calloc(MT_AUTH_CACHE_ENTRIES, sizeof(*api->auth_cache));
+		if (api->auth_cache == NULL)
+			return NULL;
+	}
+	uint32_t index;
+	memcpy(&index, hash, sizeof(index)); /* a hash: any bytes are as good as a modulo */
+	return &api->auth_cache[index % MT_AUTH_CACHE_ENTRIES];
+}
+
+void api_auth_changed(struct api *api)
+{
+	api->auth_generation++;
+}
+
 struct auth_job {
+	struct api *api;
 	struct http_request *req;
 	unsigned char hash[32];
+	uint64_t generation; /* when the read was asked for */
 	struct store_token token;
 	struct store_user user;
 };
@@ -77,21 +110,42 @@ static void auth_done(void *arg, int result)
 		mt_strlcpy(auth.user_id, job->user.id, sizeof(auth.user_id));
 		mt_strlcpy(auth.token_id, job->token.id, sizeof(auth.token_id));
 		auth.admin = job->user.role == STORE_ROLE_ADMIN;
+		struct auth_cache_entry *e = auth_slot(job->api, job->hash);
+		if (e != NULL && job->generation == job->api->auth_generation) {
+			memcpy(e->hash, job->hash, sizeof(e->hash));
+			e->auth = auth;
+			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
+			e->generation = job->generation;
+			e->used = true;
+		}
 		http_request_authenticated(job->req, &auth);
 	}
+	sodium_memzero(job->hash, sizeof(job->hash));
 	free(job);
 }
 
 void api_authenticate(struct http_request *req, const char *token, void *app)
 {
 	struct api *api = app;
+	unsigned char hash[32];
+	mt_token_hash(token, hash);
+	struct auth_cache_entry *e = auth_slot(api, hash);
+	if (e != NULL && e->used && e->generation == api->auth_generation &&
+	    e->expires_ms > mt_now_ms() && sodium_memcmp(e->hash, hash, sizeof(hash)) == 0) {
+		sodium_memzero(hash, sizeof(hash));
+		http_request_authenticated(req, &e->auth);
+		return;
+	}
 	struct auth_job *job = calloc(1, sizeof(*job));
 	if (job == NULL) {
 		http_request_authenticated(req, NULL);
 		return;
 	}
+	job->api = api;
 	job->req = req;
-	mt_token_hash(token, job->hash);
+	job->generation = api->auth_generation;
+	memcpy(job->hash, hash, sizeof(hash));
+	sodium_memzero(hash, sizeof(hash));
 	if (store_submit(api->store, STORE_READ, auth_run, auth_done, job) < 0) {
 		free(job);
 		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);

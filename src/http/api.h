@@ -22,6 +22,7 @@ struct mt_keyring;
 struct mt_tls_config;
 struct sender;
 struct accounts;
+struct auth_cache_entry;
 struct outbox;
 struct store_activity;
 struct work_pool;
@@ -34,6 +35,10 @@ struct api {
 	const struct mt_config *config;
 	struct mt_tls_config *tls;
 	struct accounts *accounts; /* users' mail accounts (engine/account.h) */
+	/* Tokens authenticated lately (api.c); auth_generation moves whenever a user or token
+	 * changes, which invalidates them. */
+	struct auth_cache_entry *auth_cache;
+	uint64_t auth_generation;
 	unsigned long long started_at;
 	struct sender *sender;
 	struct outbox *outbox;
@@ -46,6 +51,9 @@ struct api {
 /* The route table and the authentication hook for http_server_new(). */
 const struct http_route *api_routes(size_t *count_r);
 void api_authenticate(struct http_request *req, const char *token, void *app);
+/* A user or token changed (submitted, and again when committed): tokens authenticated before
+ * are read again. */
+void api_auth_changed(struct api *api);
 
 /* ---- shared by the handlers (api.c) ---- */
 

@@ -8,7 +8,6 @@
 #include "lib/str.h"
 #include "mime/address.h"
 #include "store/store_outbox.h"
-#include "work/work.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -46,9 +45,6 @@ static json_t *message_json(const struct store_outbox_message *m)
 }
 
 /* ---- POST /v1/messages ---- */
-
-/* Bodies above this are decoded on a worker thread: jansson takes ~1 ms per 100 KB. */
-#define INLINE_DECODE_MAX (64 * 1024)
 
 struct send_job {
 	struct api_job base;
@@ -324,28 +320,16 @@ static void submitted(void *ctx, const struct outbox_result *result)
 	free(job);
 }
 
-/* The decoded draft goes to the engine; the job waits for its verdict. */
-static void decoded(struct send_job *job)
+/* Runs on the engine's worker, before the build: the request's bytes into the draft. */
+static int decode_on_worker(void *ctx, struct outbox_draft *draft, char *error, size_t error_size)
 {
-	if (job->status != 0) {
-		http_reply_error(job->base.req, job->status, "input", job->error, NULL, NULL);
-		send_job_free(job);
-		return;
-	}
-	struct outbox_draft *draft = job->draft;
-	job->draft = NULL;
-	outbox_submit(job->base.api->outbox, draft, submitted, job);
-}
-
-static void decode_run(void *arg)
-{
-	struct send_job *job = arg;
-	decode_draft(job);
-}
-
-static void decode_done(void *arg)
-{
-	decoded(arg);
+	struct send_job *job = ctx;
+	job->draft = draft;
+	int rc = decode_draft(job);
+	job->draft = NULL; /* the engine's */
+	if (rc < 0)
+		mt_strlcpy(error, job->error, error_size);
+	return rc;
 }
 
 void api_messages_send(struct http_request *req, void *app)
@@ -378,16 +362,11 @@ void api_messages_send(struct http_request *req, void *app)
 	job->body = http_request_body(req, &job->body_len);
 	if (job->body == NULL)
 		job->body = "", job->body_len = 0;
-	if (job->body_len <= INLINE_DECODE_MAX) {
-		decode_draft(job);
-		decoded(job);
-		return;
-	}
-	if (work_submit(api->work, decode_run, decode_done, job) < 0) {
-		http_reply_error_retry(req, 503, "internal",
-		                       "too many messages are being prepared; try again", 1);
-		send_job_free(job);
-	}
+	/* Decoding (jansson, address parsing) happens on the worker that builds the message:
+	 * the loop serves every tenant. */
+	struct outbox_draft *draft = job->draft;
+	job->draft = NULL;
+	outbox_submit(api->outbox, draft, decode_on_worker, job, submitted, job);
 }
 
 /* ---- GET / DELETE /v1/messages/{id} ---- */

@@ -209,6 +209,7 @@ static int users_update_run(struct store_tx *tx, void *arg)
 static void user_reply_done(void *arg, int result)
 {
 	struct user_job *job = arg;
+	api_auth_changed(job->base.api); /* committed (or not): read tokens again */
 	if (!api_reply_store_error(job->base.req, result, "user")) {
 		json_t *body = user_json(&job->user);
 		if (job->reactivated)
@@ -280,6 +281,7 @@ void api_users_update(struct http_request *req, void *app)
 	if (!decode_aliases(req, aliases, NULL, job))
 		goto fail;
 	json_decref(root);
+	api_auth_changed(job->base.api);
 	api_job_submit(&job->base, STORE_WRITE_DURABLE, users_update_run, user_reply_done);
 	return;
 fail:
@@ -298,6 +300,7 @@ static int users_delete_run(struct store_tx *tx, void *arg)
 static void empty_reply_done(void *arg, int result)
 {
 	struct user_job *job = arg;
+	api_auth_changed(job->base.api); /* committed (or not): read tokens again */
 	if (!api_reply_store_error(job->base.req, result, "user"))
 		http_reply_empty(job->base.req, 204);
 	free(job);
@@ -314,6 +317,7 @@ void api_users_delete(struct http_request *req, void *app)
 		free(job);
 		return;
 	}
+	api_auth_changed(job->base.api);
 	api_job_submit(&job->base, STORE_WRITE_DURABLE, users_delete_run, empty_reply_done);
 }
 
@@ -368,6 +372,7 @@ void api_tokens_delete(struct http_request *req, void *app)
 	if (job == NULL)
 		return fail_oom(req);
 	mt_strlcpy(job->target_id, http_request_param(req, "id"), sizeof(job->target_id));
+	api_auth_changed(job->base.api);
 	api_job_submit(&job->base, STORE_WRITE_DURABLE, tokens_delete_run, empty_reply_done);
 }
 

@@ -103,6 +103,8 @@
 #define MT_IMPORT_REJECTS_MAX  1000  /* rejected rows listed in an import's answer */
 #define MT_LIVE_CHECKS_PER_ORG 4     /* concurrent SMTP/IMAP live checks */
 #define MT_LIVE_CHECK_STEP_MS  10000 /* a live check's connect and greeting, each */
+#define MT_AUTH_CACHE_ENTRIES  4096  /* tokens remembered between requests (~100 bytes each) */
+#define MT_AUTH_CACHE_MS       5000  /* ...at most this long: another node's revocation */
 
 /* Worker threads for CPU-heavy request steps (src/work): MIME building and parsing, large JSON
  * and CSV bodies. Items waiting or running; more is 503. */
