@@ -249,10 +249,15 @@ int mt_cli_serve(int argc, char **argv)
 		fprintf(stderr, "mailtrail serve: %s/node.id: %s\n", data, strerror(errno));
 		goto out;
 	}
+	if ((work = work_pool_new(base, MT_WORK_THREADS, MT_WORK_QUEUE_MAX, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
+		goto out;
+	}
 	struct sender_params sender_params = {
 	    .base = base,
 	    .dns = dns,
 	    .store = store,
+	    .work = work,
 	    .keyring = keyring,
 	    .tls = tls,
 	    .node_id = node,
@@ -278,10 +283,6 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.sender = sender;
-	if ((work = work_pool_new(base, MT_WORK_THREADS, MT_WORK_QUEUE_MAX, &msg)) == NULL) {
-		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
-		goto out;
-	}
 	api.work = work;
 	struct outbox_params outbox_params = {
 	    .store = store,

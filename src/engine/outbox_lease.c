@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -80,8 +81,12 @@ static void route_item(struct outbox_item *item, const struct world *w,
 		return;
 	}
 	item->routable = true;
-	if (!item->msg.head_apart)
-		return; /* stored whole before migration 7: it goes as it is */
+}
+
+int outbox_item_head(struct outbox_item *item)
+{
+	if (!item->routable || !item->msg.head_apart || item->head != NULL)
+		return 0; /* stored whole before migration 7: it goes as it is */
 	struct mime_mailbox from, sender, reply;
 	mt_strlcpy(from.address, item->route.from.address, sizeof(from.address));
 	mt_strlcpy(from.name, item->route.from.name, sizeof(from.name));
@@ -101,7 +106,9 @@ static void route_item(struct outbox_item *item, const struct world *w,
 		item->routable = false;
 		snprintf(item->reason, sizeof(item->reason), "cannot write the From field: %s",
 		         error);
+		return -1;
 	}
+	return 0;
 }
 
 static int claim_run(struct store_tx *tx, void *arg)

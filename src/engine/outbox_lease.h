@@ -26,11 +26,14 @@ struct outbox_item {
 	bool routable;                   /* else: no route now (reason), tried again later */
 	char reason[MT_ERROR_TEXT_MAX];
 	struct outbox_route route;
-	char *head; /* the route's fields before a head_apart body (malloc'd); NULL otherwise */
+	char *head; /* the route's fields before a head_apart body (malloc'd, outbox_item_head) */
 	size_t head_len;
 };
 /* Frees the item and what it holds; sets the pointer to NULL. */
 void outbox_item_free(struct outbox_item **item);
+/* Writes the route's head fields of a routable head_apart item (GMime: run it on a worker);
+ * -1 when they cannot be written (the item is no longer routable, with the reason). */
+int outbox_item_head(struct outbox_item *item);
 
 /* A claim: its items (each malloc'd: take them, setting the slot to NULL) and the custom SMTP
  * accounts of its users with a custom route, as stored at the claim. */
@@ -46,8 +49,8 @@ void outbox_claim_free(struct outbox_claim *claim);
 
 typedef void outbox_claim_done_fn(void *ctx, int result, struct outbox_claim *claim);
 
-/* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route) with
- * its head fields. 0 once submitted, -1 when the store's queue is full. */
+/* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route); the
+ * head fields are left to outbox_item_head(). 0 once submitted, -1 when the queue is full. */
 int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
                        size_t max, const struct outbox_relay *relay, outbox_claim_done_fn *done,
                        void *ctx);

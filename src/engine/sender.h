@@ -26,6 +26,7 @@
 struct event_base;
 struct evdns_base;
 struct store;
+struct work_pool;
 struct mt_keyring;
 struct mt_tls_config;
 struct sender;
@@ -34,6 +35,7 @@ struct sender_params {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct store *store;
+	struct work_pool *work; /* writes the route's head fields (GMime) off the loop */
 	struct mt_keyring *keyring;
 	struct mt_tls_config *tls;
 	const char *node_id; /* this node's lease owner name */

@@ -1,0 +1,431 @@
+/* The sender's sessions (engine/sender.h): feeding them in queue order, loading bodies for
+ * their room within the byte budgets, and turning each attempt into the outbox policy's verdict,
+ * recorded fenced by the lease. */
+#include "engine/sender_internal.h"
+
+#include "engine/account.h"
+#include "engine/outbox_policy.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/str.h"
+#include "net/security.h"
+#include "net/tls.h"
+#include "store/store.h"
+#include "store/store_outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- results ---- */
+
+static void finish_done(void *arg, int result)
+{
+	struct item *item = arg;
+	struct sender *sender = item->sender;
+	if (result == STORE_CONFLICT)
+		mt_log(MT_LOG_WARN, "sender.lease_lost", MT_KV("message", item->o->msg.id));
+	else if (result != 0)
+		mt_log(MT_LOG_ERROR, "sender.finish_failed", MT_KV("message", item->o->msg.id));
+	if (sender->stopping) {
+		sender_item_free(sender, item);
+		sender_job_end(sender);
+		return;
+	}
+	sender_item_done(sender, item);
+	sender_job_end(sender);
+}
+
+/* The attempt's outcome into the outbox policy's verdict, recorded fenced by the lease.
+ * `item->results` hold each recipient's outcome; `cls` and `reason` the attempt's own when it
+ * failed as a whole. */
+static void sender_finish(struct sender *sender, struct item *item, enum mt_failure_class cls,
+                   const char *reason)
+{
+	struct store_outbox_message *m = &item->o->msg;
+	/* Each recipient keeps the reply that decided it (GET /v1/messages shows it). */
+	for (size_t i = 0; i < m->rcpt_count; i++) {
+		const char *reply = item->results[i].reply[0] ? item->results[i].reply
+		                    : item->smtp.reply[0]     ? item->smtp.reply
+		                                              : (reason != NULL ? reason : "");
+		mt_strlcpy(m->rcpts[i].reply, reply, sizeof(m->rcpts[i].reply));
+	}
+	size_t n = m->rcpt_count;
+	struct outbox_rcpt_outcome *outcomes = calloc(n ? n : 1, sizeof(*outcomes));
+	enum store_rcpt_state *states = calloc(n ? n : 1, sizeof(*states));
+	struct outbox_verdict verdict = {.rcpt_states = states};
+	if (outcomes != NULL && states != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			const struct smtp_rcpt_result *r = &item->results[i];
+			outcomes[i] = (struct outbox_rcpt_outcome){
+			    .accepted = r->accepted,
+			    .permanent = r->permanent,
+			    .cls = r->cls,
+			    .reply = r->reply[0] ? r->reply : item->smtp.reply};
+		}
+		struct outbox_attempt attempt = {
+		    .rcpt_count = n,
+		    .outcomes = outcomes,
+		    .sent_before = m->sent_before,
+		    .failed_before = m->failed_before,
+		    .attempts_before = (unsigned)m->attempts,
+		    .first_attempt_at = m->first_attempt_at,
+		    .held_seconds = m->held_seconds,
+		    .now = sender_now(),
+		    .not_before = item->account->cooldown_until,
+		    .cls = cls,
+		    .reason = item->smtp.reply[0] ? item->smtp.reply : reason,
+		};
+		outbox_verdict(&attempt, &sender->backoff, &verdict);
+		mt_metric_inc("mailtrail_sends_total", "Send attempts by route and outcome class",
+		              "route", item->account->relay ? "relay" : "custom", "class",
+		              verdict.state == STORE_OUTBOX_SENT ? "ok"
+		                                                 : mt_class_name(verdict.cls));
+	}
+	item->finishing = true;
+	sender->jobs++;
+	if (outcomes == NULL || states == NULL ||
+	    outbox_lease_finish(sender->p.store, item->o, &verdict, finish_done, item) < 0) {
+		/* The lease expires and the message is claimed again. */
+		mt_log(MT_LOG_ERROR, "sender.finish_not_submitted", MT_KV("message", m->id));
+		sender->jobs--;
+		sender_item_done(sender, item);
+	}
+	free(outcomes);
+	free(states);
+}
+
+/* Finishes an item with one class and reason for every recipient (a session that failed
+ * before sending it, a message without a route now, a body that is gone). */
+void sender_finish_all(struct sender *sender, struct item *item, enum mt_failure_class cls,
+                       bool permanent, const char *reason)
+{
+	for (size_t i = 0; i < item->o->msg.rcpt_count; i++) {
+		item->results[i].accepted = false;
+		item->results[i].permanent = permanent;
+		item->results[i].cls = cls;
+		mt_strlcpy(item->results[i].reply, reason, sizeof(item->results[i].reply));
+	}
+	mt_strlcpy(item->smtp.reply, reason, sizeof(item->smtp.reply));
+	sender_finish(sender, item, cls, reason);
+}
+
+/* ---- sessions ---- */
+
+static void session_remove(struct session *session)
+{
+	struct account *account = session->account;
+	for (struct session **p = &account->sessions; *p != NULL; p = &(*p)->next) {
+		if (*p == session) {
+			*p = session->next;
+			account->session_count--;
+			break;
+		}
+	}
+	smtp_client_free(&session->client);
+	free(session);
+}
+
+static void on_ready(void *ctx)
+{
+	struct session *session = ctx;
+	session->ready = true;
+	sender_pump(session->account);
+}
+
+static void on_message_done(void *ctx, struct smtp_message *message)
+{
+	struct session *session = ctx;
+	struct item *item = message->user;
+	session->inflight--;
+	if (message->outcome != SMTP_OUTCOME_FAILED) {
+		session->messages++;
+		if (session->messages > 1)
+			mt_metric_inc("mailtrail_smtp_session_reuse_total",
+			              "Messages sent over an already used session", "route",
+			              session->account->relay ? "relay" : "custom", NULL, NULL);
+	}
+	sender_finish(session->account->sender, item, message->cls, message->reply);
+}
+
+/* Every message still queued for this account fails this attempt with the session's reason:
+ * they are retried with back-off instead of hammering a server that just refused us. One whose
+ * body is loading goes when the load is done. */
+static void fail_queue(struct account *account, enum mt_failure_class cls, const char *reason)
+{
+	account->failed_cls = cls;
+	mt_strlcpy(account->failed_reason, reason, sizeof(account->failed_reason));
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		if (item->loading) {
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		sender_finish_all(account->sender, item, cls, false, reason);
+	}
+	account->tail = last;
+}
+
+static void on_session_failed(void *ctx, const struct smtp_failure *failure)
+{
+	struct session *session = ctx;
+	struct account *account = session->account;
+	bool sent_nothing = session->messages == 0;
+	mt_log(MT_LOG_INFO, "sender.session_failed", MT_KV("account", account->key),
+	       MT_KV("class", mt_class_name(failure->cls)), MT_KV("reason", failure->reason));
+	session_remove(session);
+	if (sent_nothing) {
+		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
+		snprintf(reason, sizeof(reason), "%s%s%s", failure->reason,
+		         failure->reply[0] ? ": " : "", failure->reply);
+		account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
+		fail_queue(account, failure->cls, reason);
+	}
+	sender_pump(account);
+}
+
+static void on_closed(void *ctx)
+{
+	struct session *session = ctx;
+	struct account *account = session->account;
+	session_remove(session);
+	sender_pump(account);
+}
+
+static bool open_session(struct account *account)
+{
+	struct sender *sender = account->sender;
+	struct smtp_client_params params;
+	memset(&params, 0, sizeof(params));
+	struct mt_secret *secret = NULL;
+	struct mt_tls_pin pin;
+	params.tls = sender->p.tls;
+	params.connect_timeout_ms = 30000;
+	params.reply_timeout_ms = sender->p.reply_timeout_ms;
+	if (account->relay) {
+		params.host = sender->p.relay_host;
+		params.port = sender->p.relay_port;
+		params.security =
+		    sender->p.relay_implicit_tls ? MT_SECURITY_TLS : MT_SECURITY_STARTTLS;
+		params.auth = sender->p.relay_user[0] ? SMTP_AUTH_PASSWORD : SMTP_AUTH_NONE;
+		params.username = sender->p.relay_user;
+		params.secret = sender->p.relay_password;
+	} else {
+		const struct store_smtp_account *s = &account->settings;
+		if (!account->settings_loaded || s->state != STORE_ACCOUNT_CONNECTED) {
+			fail_queue(account, MT_CLASS_AUTH,
+			           "the custom SMTP account is not connected");
+			return false;
+		}
+		const char *error;
+		if (account_smtp_client(s, sender->p.keyring, sender->p.tls,
+		                        sender->p.allow_private, &params, &pin, &secret,
+		                        &error) < 0) {
+			mt_log(MT_LOG_ERROR, "sender.account_unusable",
+			       MT_KV("account", account->key), MT_KV("error", error));
+			fail_queue(account, MT_CLASS_INTERNAL,
+			           "the stored settings cannot be used");
+			return false;
+		}
+		params.connect_timeout_ms = 30000;
+		params.reply_timeout_ms = sender->p.reply_timeout_ms;
+	}
+	struct session *session = calloc(1, sizeof(*session));
+	if (session == NULL) {
+		mt_secret_free(&secret);
+		return false;
+	}
+	session->account = account;
+	struct smtp_client_callbacks callbacks = {
+	    .ready = on_ready,
+	    .message_done = on_message_done,
+	    .session_failed = on_session_failed,
+	    .closed = on_closed,
+	};
+	const char *error;
+	session->client =
+	    smtp_client_new(sender->p.base, sender->p.dns, &params, &callbacks, session, &error);
+	mt_secret_free(&secret); /* the client keeps its own copy */
+	if (session->client == NULL) {
+		free(session);
+		fail_queue(account, MT_CLASS_INTERNAL, error);
+		return false;
+	}
+	session->next = account->sessions;
+	account->sessions = session;
+	account->session_count++;
+	mt_metric_inc("mailtrail_smtp_sessions_total", "SMTP sessions opened by the sender",
+	              "route", account->relay ? "relay" : "custom", NULL, NULL);
+	return true;
+}
+
+/* ---- bodies, when a session is ready for them ---- */
+
+struct load {
+	struct sender *sender;
+	struct account *account; /* gone once the sender stops */
+	struct item *items[MT_SENDER_LOAD_BATCH];
+	size_t count;
+};
+
+static void bodies_loaded(void *arg, int result)
+{
+	struct load *load = arg;
+	struct sender *sender = load->sender;
+	struct account *account = load->account;
+	for (size_t i = 0; i < load->count; i++) {
+		struct item *item = load->items[i];
+		item->loading = false;
+		if (sender->stopping) {
+			sender_item_free(sender, item);
+			continue;
+		}
+		if (result != 0) {
+			/* Loaded again the next time a session has room. */
+			free(item->o->msg.body);
+			item->o->msg.body = NULL;
+			sender->body_bytes -= item->reserved;
+			account->body_bytes -= item->reserved;
+			item->reserved = 0;
+			continue;
+		}
+		item->loaded = true;
+		item->smtp.data = item->o->msg.body;
+		item->smtp.data_len = item->o->msg.body_len;
+	}
+	free(load);
+	if (sender_job_end(sender))
+		return;
+	if (result != 0)
+		mt_log(MT_LOG_ERROR, "sender.bodies_failed", MT_KV("account", account->key));
+	/* What can no longer go: a body that is gone, or an account that failed meanwhile. */
+	bool failed = account->sessions == NULL && sender_now() < account->cooldown_until;
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		bool gone = item->loaded && item->o->msg.body == NULL;
+		if (!gone && !(failed && item->loaded)) {
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		if (gone)
+			sender_finish_all(sender, item, MT_CLASS_INTERNAL, true,
+			           "the message's body is gone");
+		else
+			sender_finish_all(sender, item, account->failed_cls, false,
+			           account->failed_reason);
+	}
+	account->tail = last;
+	sender_pump(account);
+}
+
+/* Starts loading the bodies of the next queued items for which ready sessions have room,
+ * within the node's and the account's byte budgets (one item alone may exceed them: a large
+ * message must still go). */
+static void load_bodies(struct account *account)
+{
+	struct sender *sender = account->sender;
+	size_t room = 0;
+	for (struct session *s = account->sessions; s != NULL; s = s->next)
+		if (s->ready && !s->quitting)
+			room += (size_t)sender->p.max_inflight - s->inflight;
+	struct load *load = NULL;
+	for (struct item *item = account->head; item != NULL && room > 0; item = item->next) {
+		if (item->loaded || item->loading) {
+			room--;
+			continue;
+		}
+		size_t len = item->o->msg.body_len;
+		if ((sender->body_bytes > 0 &&
+		     sender->body_bytes + len > MT_SENDER_BODY_BYTES_MAX) ||
+		    (account->body_bytes > 0 &&
+		     account->body_bytes + len > MT_SENDER_ACCOUNT_BODY_BYTES_MAX))
+			break; /* in order: what follows waits for bodies to be sent */
+		if (load == NULL && (load = calloc(1, sizeof(*load))) == NULL)
+			break;
+		load->sender = sender;
+		load->account = account;
+		load->items[load->count++] = item;
+		item->loading = true;
+		item->reserved = len;
+		sender->body_bytes += len;
+		account->body_bytes += len;
+		room--;
+		if (load->count == MT_SENDER_LOAD_BATCH)
+			break;
+	}
+	if (load == NULL)
+		return;
+	sender_publish_body_bytes(sender);
+	sender->jobs++;
+	struct outbox_item *items[MT_SENDER_LOAD_BATCH];
+	for (size_t i = 0; i < load->count; i++)
+		items[i] = load->items[i]->o;
+	if (outbox_lease_bodies(sender->p.store, items, load->count, bodies_loaded, load) < 0) {
+		sender->jobs--;
+		for (size_t i = 0; i < load->count; i++) {
+			struct item *item = load->items[i];
+			item->loading = false;
+			sender->body_bytes -= item->reserved;
+			account->body_bytes -= item->reserved;
+			item->reserved = 0;
+		}
+		free(load);
+	}
+}
+
+void sender_pump(struct account *account)
+{
+	struct sender *sender = account->sender;
+	if (sender->stopping)
+		return;
+	/* Feed the sessions that are up, in queue order: an item whose body is not here yet
+	 * holds the ones behind it. */
+	size_t bound = (size_t)sender->p.sessions_per_account * (size_t)sender->p.max_inflight;
+	for (struct session *s = account->sessions; s != NULL; s = s->next) {
+		if (!s->ready || s->quitting)
+			continue;
+		while (account->head != NULL && account->head->loaded &&
+		       s->inflight < (unsigned)sender->p.max_inflight &&
+		       account->unrecorded < bound) {
+			struct item *item = account->head;
+			const char *error;
+			if (smtp_client_send(s->client, &item->smtp, &error) < 0)
+				break;
+			account->head = item->next;
+			if (account->head == NULL)
+				account->tail = NULL;
+			account->queued--;
+			item->next = NULL;
+			item->fed = true;
+			account->unrecorded++;
+			s->inflight++;
+		}
+	}
+	load_bodies(account);
+	/* Open another session when every open one is full (or there is none). */
+	bool all_full = true;
+	for (struct session *s = account->sessions; s != NULL; s = s->next)
+		if (!s->ready || s->inflight < (unsigned)sender->p.max_inflight)
+			all_full = false;
+	if (account->head != NULL && all_full &&
+	    account->session_count < (unsigned)sender->p.sessions_per_account &&
+	    sender_now() >= account->cooldown_until)
+		open_session(account);
+	/* Idle sessions leave. */
+	for (struct session *s = account->sessions; s != NULL; s = s->next) {
+		if (s->ready && !s->quitting && s->inflight == 0 && account->head == NULL) {
+			s->quitting = true;
+			smtp_client_quit(s->client);
+		}
+	}
+}
