@@ -79,7 +79,8 @@ int store_op_end(struct store_tx *tx, const char *op, int rc)
 /* ---- rows ---- */
 
 const struct sql_table sql_int64_table = {
-    (const struct sql_field[]){{.type = SQL_FIELD_INT64, .column = "value", .size = 8}},
+    (const struct sql_field[]){
+        {.type = SQL_FIELD_INT64, .column = "value", .size = sizeof(int64_t)}},
     1,
     sizeof(int64_t),
 };
@@ -98,6 +99,15 @@ static void put_int(void *dst, size_t size, int64_t v)
 	} else {
 		memcpy(dst, &v, sizeof(v));
 	}
+}
+
+/* A stored value longer than its field: a row the operations would not have written. */
+static int too_long(const char *op, const struct sql_field *f)
+{
+	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
+	       MT_KV("error", "a stored value is longer than its field"),
+	       MT_KV("column", f->column));
+	return -1;
 }
 
 static void read_name(const struct sql_field *f, struct db_stmt *s, int col, void *dst)
@@ -132,10 +142,7 @@ static int read_blob(const char *op, const struct sql_field *f, struct db_stmt *
 		memcpy(dst, &copy, sizeof(copy));
 		dst = copy;
 	} else if (len > f->size) {
-		mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
-		       MT_KV("error", "a stored value is longer than its field"),
-		       MT_KV("column", f->column));
-		return -1;
+		return too_long(op, f);
 	}
 	if (len > 0)
 		memcpy(dst, p, len);
@@ -154,12 +161,8 @@ static int read_field(const char *op, const struct sql_field *f, struct db_stmt 
 	case SQL_FIELD_TEXT:
 		text = db_column_text(s, col);
 		len = strlen(text);
-		if (len >= f->size) {
-			mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
-			       MT_KV("error", "a stored value is longer than its field"),
-			       MT_KV("column", f->column));
-			return -1;
-		}
+		if (len >= f->size)
+			return too_long(op, f);
 		memcpy(dst, text, len + 1);
 		return col + 1;
 	case SQL_FIELD_TEXT_DUP: {

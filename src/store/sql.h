@@ -79,7 +79,7 @@ enum sql_field_type {
 	SQL_FIELD_INT64,
 	SQL_FIELD_INT,      /* an int, size_t or enum stored as its number */
 	SQL_FIELD_BOOL,     /* stored as 0/1 */
-	SQL_FIELD_NAME,     /* an enum stored as its name: the index of the text in `names` */
+	SQL_FIELD_NAME,     /* an enum stored as its name: its index in `names` (NULL: none) */
 	SQL_FIELD_BLOB,     /* bytes into an array, their count in the size_t at `aux` (NULL: 0) */
 	SQL_FIELD_BLOB_DUP, /* bytes into a malloc'd, NUL-terminated char *, their count at `aux`;
 	                     * NULL leaves both as they are */
