@@ -53,36 +53,15 @@ void db_finish(struct db_stmt *stmt)
 	stmt_db(stmt)->driver->finish(stmt);
 }
 
-/* Keeps the first failure for db_step(). */
-static void bound(struct db_stmt *stmt, int index, int rc)
+void db_bind_failed(struct db_stmt *stmt, int index)
 {
-	if (rc < 0 && stmt->bind_failed == 0)
+	if (stmt->bind_failed == 0)
 		stmt->bind_failed = index;
 }
 
-void db_bind_text(struct db_stmt *stmt, int index, const char *value)
+void db_bind_args(struct db_stmt *stmt, const struct db_arg *args)
 {
-	bound(stmt, index, stmt_db(stmt)->driver->bind_text(stmt, index, value));
-}
-
-void db_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
-{
-	bound(stmt, index, stmt_db(stmt)->driver->bind_text_ref(stmt, index, value));
-}
-
-void db_bind_int64(struct db_stmt *stmt, int index, int64_t value)
-{
-	bound(stmt, index, stmt_db(stmt)->driver->bind_int64(stmt, index, value));
-}
-
-void db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
-{
-	bound(stmt, index, stmt_db(stmt)->driver->bind_blob(stmt, index, value, len));
-}
-
-void db_bind_null(struct db_stmt *stmt, int index)
-{
-	bound(stmt, index, stmt_db(stmt)->driver->bind_null(stmt, index));
+	stmt_db(stmt)->driver->bind_args(stmt, args);
 }
 
 int db_step(struct db_stmt *stmt)
@@ -94,12 +73,7 @@ int db_step(struct db_stmt *stmt)
 
 const char *db_column_text(struct db_stmt *stmt, int index)
 {
-	return stmt_db(stmt)->driver->column_text(stmt, index, NULL);
-}
-
-const char *db_column_text_len(struct db_stmt *stmt, int index, size_t *len_r)
-{
-	return stmt_db(stmt)->driver->column_text(stmt, index, len_r);
+	return stmt_db(stmt)->driver->column_text(stmt, index);
 }
 
 int64_t db_column_int64(struct db_stmt *stmt, int index)

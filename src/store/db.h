@@ -35,6 +35,17 @@ enum db_tx_mode {
 	DB_TX_WRITE_DURABLE, /* as WRITE, and COMMIT returns only once the commit is on disk */
 };
 
+/* A statement's parameters as one list, ending with a DB_ARG_END entry (sql.h builds them). */
+enum db_arg_type { DB_ARG_END, DB_ARG_TEXT, DB_ARG_INT, DB_ARG_BLOB, DB_ARG_NULL };
+struct db_arg {
+	enum db_arg_type type;
+	union {
+		const char *text; /* DB_ARG_TEXT; NULL binds SQL NULL */
+		const void *blob; /* DB_ARG_BLOB */
+	};
+	int64_t value; /* DB_ARG_INT, or the blob's length */
+};
+
 /* Implemented by each backend. */
 struct db_driver {
 	const char *name;
@@ -43,13 +54,10 @@ struct db_driver {
 	int (*exec)(struct db *db, const char *sql);
 	struct db_stmt *(*prepare)(struct db *db, const char *sql);
 	void (*finish)(struct db_stmt *stmt);
-	int (*bind_text)(struct db_stmt *stmt, int index, const char *value);
-	int (*bind_text_ref)(struct db_stmt *stmt, int index, const char *value);
-	int (*bind_int64)(struct db_stmt *stmt, int index, int64_t value);
-	int (*bind_blob)(struct db_stmt *stmt, int index, const void *value, size_t len);
-	int (*bind_null)(struct db_stmt *stmt, int index);
+	/* A failed bind is recorded with db_bind_failed(). */
+	void (*bind_args)(struct db_stmt *stmt, const struct db_arg *args);
 	int (*step)(struct db_stmt *stmt);
-	const char *(*column_text)(struct db_stmt *stmt, int index, size_t *len_r);
+	const char *(*column_text)(struct db_stmt *stmt, int index);
 	int64_t (*column_int64)(struct db_stmt *stmt, int index);
 	const void *(*column_blob)(struct db_stmt *stmt, int index, size_t *len_r);
 	bool (*column_is_null)(struct db_stmt *stmt, int index);
@@ -94,21 +102,17 @@ int db_exec(struct db *db, const char *sql);
 struct db_stmt *db_prepare(struct db *db, const char *sql);
 /* Resets the statement and gives it back to the driver; NULL is allowed. */
 void db_finish(struct db_stmt *stmt);
-/* Parameters are numbered from 1. A failure is kept in the statement (bind_failed) and
- * reported by db_step(). A NULL text binds SQL NULL. */
-void db_bind_text(struct db_stmt *stmt, int index, const char *value);
-/* As db_bind_text without a copy (the hot paths bind a dozen texts per row): `value` must stay
- * as it is until the statement is finished. */
-void db_bind_text_ref(struct db_stmt *stmt, int index, const char *value);
-void db_bind_int64(struct db_stmt *stmt, int index, int64_t value);
-void db_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len);
-void db_bind_null(struct db_stmt *stmt, int index);
+/* Binds args[0], args[1], ... to parameters 1, 2, ... (numbered from 1). Texts are bound
+ * without a copy — they must stay as they are until the statement is finished — and blobs with
+ * one. A failure is kept in the statement (bind_failed) and reported by db_step(). One call for
+ * the list: the hot statements bind a dozen values each. */
+void db_bind_args(struct db_stmt *stmt, const struct db_arg *args);
+/* For drivers: parameter `index` could not be bound (the first such is kept). */
+void db_bind_failed(struct db_stmt *stmt, int index);
 /* enum db_rc; DB_ERROR without running the statement when a bind failed. */
 int db_step(struct db_stmt *stmt);
 /* Columns are numbered from 0. Text is "" for NULL; valid until the next step or finish. */
 const char *db_column_text(struct db_stmt *stmt, int index);
-/* The same with its length in bytes (no strlen). */
-const char *db_column_text_len(struct db_stmt *stmt, int index, size_t *len_r);
 int64_t db_column_int64(struct db_stmt *stmt, int index);
 const void *db_column_blob(struct db_stmt *stmt, int index, size_t *len_r);
 bool db_column_is_null(struct db_stmt *stmt, int index);

@@ -135,38 +135,32 @@ static void sqlite_finish(struct db_stmt *stmt)
 	s->busy = false;
 }
 
-static int sqlite_bind_text(struct db_stmt *stmt, int index, const char *value)
+/* The result of an sqlite3_bind_*() for parameter `index`. */
+static void bound(struct db_stmt *stmt, int index, int rc)
+{
+	if (rc != SQLITE_OK)
+		db_bind_failed(stmt, index);
+}
+
+/* SQLITE_STATIC texts: SQLite reads the caller's text until the statement is reset
+ * (db_finish). */
+static void sqlite_bind_args(struct db_stmt *stmt, const struct db_arg *args)
 {
 	sqlite3_stmt *st = sqs(stmt)->st;
-	int rc = value == NULL ? sqlite3_bind_null(st, index)
-	                       : sqlite3_bind_text(st, index, value, -1, SQLITE_TRANSIENT);
-	return rc == SQLITE_OK ? 0 : -1;
-}
-
-/* SQLITE_STATIC: SQLite reads the caller's text until the statement is reset (db_finish). */
-static int sqlite_bind_text_ref(struct db_stmt *stmt, int index, const char *value)
-{
-	sqlite3_stmt *st = sqs(stmt)->st;
-	int rc = value == NULL ? sqlite3_bind_null(st, index)
-	                       : sqlite3_bind_text(st, index, value, -1, SQLITE_STATIC);
-	return rc == SQLITE_OK ? 0 : -1;
-}
-
-static int sqlite_bind_int64(struct db_stmt *stmt, int index, int64_t value)
-{
-	return sqlite3_bind_int64(sqs(stmt)->st, index, value) == SQLITE_OK ? 0 : -1;
-}
-
-static int sqlite_bind_blob(struct db_stmt *stmt, int index, const void *value, size_t len)
-{
-	return sqlite3_bind_blob64(sqs(stmt)->st, index, value, len, SQLITE_TRANSIENT) == SQLITE_OK
-	           ? 0
-	           : -1;
-}
-
-static int sqlite_bind_null(struct db_stmt *stmt, int index)
-{
-	return sqlite3_bind_null(sqs(stmt)->st, index) == SQLITE_OK ? 0 : -1;
+	for (int i = 0; args[i].type != DB_ARG_END; i++) {
+		const struct db_arg *a = &args[i];
+		int rc;
+		if (a->type == DB_ARG_TEXT && a->text != NULL)
+			rc = sqlite3_bind_text(st, i + 1, a->text, -1, SQLITE_STATIC);
+		else if (a->type == DB_ARG_INT)
+			rc = sqlite3_bind_int64(st, i + 1, a->value);
+		else if (a->type == DB_ARG_BLOB)
+			rc = sqlite3_bind_blob64(st, i + 1, a->blob, (sqlite3_uint64)a->value,
+			                         SQLITE_TRANSIENT);
+		else
+			rc = sqlite3_bind_null(st, i + 1);
+		bound(stmt, i + 1, rc);
+	}
 }
 
 static int sqlite_step(struct db_stmt *stmt)
@@ -187,12 +181,9 @@ static int sqlite_step(struct db_stmt *stmt)
 	}
 }
 
-static const char *sqlite_column_text(struct db_stmt *stmt, int index, size_t *len_r)
+static const char *sqlite_column_text(struct db_stmt *stmt, int index)
 {
 	const unsigned char *t = sqlite3_column_text(sqs(stmt)->st, index);
-	/* After the text: the length of the text form. */
-	if (len_r != NULL)
-		*len_r = t == NULL ? 0 : (size_t)sqlite3_column_bytes(sqs(stmt)->st, index);
 	return t == NULL ? "" : (const char *)t;
 }
 
@@ -433,11 +424,7 @@ static const struct db_driver sqlite_driver = {
     .exec = sqlite_exec,
     .prepare = sqlite_prepare,
     .finish = sqlite_finish,
-    .bind_text = sqlite_bind_text,
-    .bind_text_ref = sqlite_bind_text_ref,
-    .bind_int64 = sqlite_bind_int64,
-    .bind_blob = sqlite_bind_blob,
-    .bind_null = sqlite_bind_null,
+    .bind_args = sqlite_bind_args,
     .step = sqlite_step,
     .column_text = sqlite_column_text,
     .column_int64 = sqlite_column_int64,

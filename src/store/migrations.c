@@ -461,9 +461,8 @@ int store_migrate_until(struct db *db, int last, const char **error_r)
 		    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)");
 		if (s == NULL)
 			return fail(db, m->name, error_r);
-		db_bind_int64(s, 1, m->version);
-		db_bind_text(s, 2, m->name);
-		db_bind_int64(s, 3, mt_wall_s());
+		db_bind_args(
+		    s, SQL_ARGS(SQL_INT(m->version), SQL_TEXT(m->name), SQL_INT(mt_wall_s())));
 		int rc = db_step(s);
 		db_finish(s);
 		if (rc != DB_DONE)

@@ -331,36 +331,42 @@ static int users_json(struct store_tx *tx, const char *op, const char *org_id, c
 {
 	/* Users joined by their id alone (unique, and the row is the org's): with the org in the
 	 * join SQLite walked every user of the org first. */
-	void *rows = NULL;
-	size_t n = 0;
-	int rc = sql_list_alloc(
+	struct db_stmt *s = sql_prepare(
 	    tx, op,
 	    "SELECT " SQL_COLUMNS(MESSAGE_USER_ROW) " FROM message_records r"
-	                                            " JOIN message_users mu ON mu.rid = r.rid"
-	                                            " JOIN users u ON u.id = mu.user_id"
+	                                            " JOIN message_users mu ON mu.rid = r.rid JOIN "
+	                                            "users u ON u.id = mu.user_id"
 	                                            " WHERE r.org_id = ? AND r.key = ? ORDER BY "
 	                                            "mu.added_at, mu.user_id",
-	    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key)), &message_user_table, 4, SIZE_MAX, &rows, &n);
-	const struct message_user *users = rows;
-	json_t *arr = rc == 0 ? json_array() : NULL;
-	for (size_t i = 0; arr != NULL && i < n; i++) {
-		json_t *o = json_pack("{s:s, s:s}", "id", users[i].id, "email", users[i].email);
+	    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key)));
+	if (s == NULL)
+		return -1;
+	json_t *arr = json_array();
+	struct message_user u;
+	int rc;
+	while ((rc = sql_step(tx, op, s)) > 0) {
+		if (sql_read(op, s, 0, &message_user_table, &u) < 0)
+			break;
+		json_t *o = json_pack("{s:s, s:s}", "id", u.id, "email", u.email);
 		if (o == NULL || json_array_append_new(arr, o) < 0) {
-			json_decref(arr);
-			arr = NULL;
+			store_invalid(op, "out of memory");
+			break;
 		}
 	}
-	free(rows);
-	if (rc != 0)
-		return -1;
-	*json_r = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+	if (rc > 0) { /* stopped at a row */
+		db_finish(s);
+		rc = -1;
+	}
+	*json_r = rc == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);
-	return *json_r != NULL ? 0 : store_invalid(op, "out of memory");
+	if (rc == 0 && *json_r == NULL)
+		return store_invalid(op, "out of memory");
+	return rc;
 }
 
 /* The activities of `sql` into list_r, at most `max`, each with its users_json. */
 static int read_list(struct store_tx *tx, const char *op, const char *org_id, const char *sql,
-                     const struct sql_arg *args, size_t max, struct store_activity_list *list_r)
+                     const struct db_arg *args, size_t max, struct store_activity_list *list_r)
 {
 	void *items = NULL;
 	int rc =

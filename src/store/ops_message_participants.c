@@ -479,7 +479,7 @@ SQL_TABLE(record_at_table, RECORD_AT_ROW, struct record_at);
  * address's own index row for each, even if its record were gone already. *count_r counts
  * them. */
 static int erase_listed(struct store_tx *tx, const char *op, const char *sql,
-                        const struct sql_arg *args, const char *address, size_t *count_r)
+                        const struct db_arg *args, const char *address, size_t *count_r)
 {
 	void *rows = NULL;
 	size_t n = 0;

@@ -3,7 +3,6 @@
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_internal.h"
-#include "lib/str.h"
 
 #include <stdlib.h>
 #include <string.h>

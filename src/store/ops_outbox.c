@@ -4,7 +4,6 @@
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_internal.h"
-#include "lib/str.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -232,7 +231,7 @@ static int read_rcpts(struct store_tx *tx, const char *op, struct store_outbox_m
 /* A message by `sql` (its columns from `table`) with its recipients; on a failure nothing is
  * left to free. */
 static int get_message(struct store_tx *tx, const char *op, const char *sql,
-                       const struct sql_arg *args, const struct sql_table *table, bool pending_only,
+                       const struct db_arg *args, const struct sql_table *table, bool pending_only,
                        struct store_outbox_message *m)
 {
 	memset(m, 0, sizeof(*m));
@@ -387,7 +386,7 @@ SQL_TABLE(state_count_table, STATE_COUNT_ROW, struct state_count);
 
 /* Adds the rows of a per-state count query to counts[0..n). */
 static int count_states(struct store_tx *tx, const char *op, const char *sql,
-                        const struct sql_arg *args, int64_t *counts, size_t n)
+                        const struct db_arg *args, int64_t *counts, size_t n)
 {
 	struct state_count rows[STORE_OUTBOX_CANCELLED + 1];
 	size_t got = 0;

@@ -43,8 +43,8 @@ static int load_aliases(struct store_tx *tx, const char *op, struct store_user *
 }
 
 /* The user of a query on USER_ROW's columns with its aliases; STORE_NOT_FOUND without one. */
-static int get_user(struct store_tx *tx, const char *op, const char *sql,
-                    const struct sql_arg *args, struct store_user *user_r)
+static int get_user(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
+                    struct store_user *user_r)
 {
 	memset(user_r, 0, sizeof(*user_r));
 	int rc = sql_get(tx, op, sql, args, &user_table, user_r);

@@ -79,7 +79,8 @@ int store_op_end(struct store_tx *tx, const char *op, int rc)
 /* ---- rows ---- */
 
 const struct sql_table sql_int64_table = {
-    (const struct sql_field[]){{.type = SQL_FIELD_INT64, .column = "value", .size = 8}},
+    (const struct sql_field[]){
+        {.type = SQL_FIELD_INT64, .column = "value", .size = sizeof(int64_t)}},
     1,
     sizeof(int64_t),
 };
@@ -98,6 +99,15 @@ static void put_int(void *dst, size_t size, int64_t v)
 	} else {
 		memcpy(dst, &v, sizeof(v));
 	}
+}
+
+/* A stored value longer than its field: a row the operations would not have written. */
+static int too_long(const char *op, const struct sql_field *f)
+{
+	mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
+	       MT_KV("error", "a stored value is longer than its field"),
+	       MT_KV("column", f->column));
+	return -1;
 }
 
 static void read_name(const struct sql_field *f, struct db_stmt *s, int col, void *dst)
@@ -132,10 +142,7 @@ static int read_blob(const char *op, const struct sql_field *f, struct db_stmt *
 		memcpy(dst, &copy, sizeof(copy));
 		dst = copy;
 	} else if (len > f->size) {
-		mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
-		       MT_KV("error", "a stored value is longer than its field"),
-		       MT_KV("column", f->column));
-		return -1;
+		return too_long(op, f);
 	}
 	if (len > 0)
 		memcpy(dst, p, len);
@@ -152,17 +159,15 @@ static int read_field(const char *op, const struct sql_field *f, struct db_stmt 
 	const char *text;
 	switch (f->type) {
 	case SQL_FIELD_TEXT:
-		text = db_column_text_len(s, col, &len);
-		if (len >= f->size) {
-			mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", op),
-			       MT_KV("error", "a stored value is longer than its field"),
-			       MT_KV("column", f->column));
-			return -1;
-		}
+		text = db_column_text(s, col);
+		len = strlen(text);
+		if (len >= f->size)
+			return too_long(op, f);
 		memcpy(dst, text, len + 1);
 		return col + 1;
 	case SQL_FIELD_TEXT_DUP: {
-		text = db_column_text_len(s, col, &len);
+		text = db_column_text(s, col);
+		len = strlen(text);
 		char *copy = malloc(len + 1);
 		if (copy == NULL)
 			return store_invalid(op, "out of memory");
@@ -198,31 +203,15 @@ int sql_read(const char *op, struct db_stmt *s, int first, const struct sql_tabl
 /* ---- statements ---- */
 
 struct db_stmt *sql_prepare(struct store_tx *tx, const char *op, const char *sql,
-                            const struct sql_arg *args)
+                            const struct db_arg *args)
 {
 	struct db_stmt *s = db_prepare(tx->db, sql);
 	if (s == NULL) {
 		store_fail(tx, op);
 		return NULL;
 	}
-	for (int i = 0; args != NULL && args[i].type != SQL_ARG_END; i++) {
-		const struct sql_arg *a = &args[i];
-		switch (a->type) {
-		case SQL_ARG_TEXT:
-			db_bind_text_ref(s, i + 1, a->text);
-			break;
-		case SQL_ARG_INT:
-			db_bind_int64(s, i + 1, a->value);
-			break;
-		case SQL_ARG_BLOB:
-			db_bind_blob(s, i + 1, a->blob, (size_t)a->value);
-			break;
-		case SQL_ARG_NULL:
-		case SQL_ARG_END:
-			db_bind_null(s, i + 1);
-			break;
-		}
-	}
+	if (args != NULL)
+		db_bind_args(s, args);
 	return s;
 }
 
@@ -241,10 +230,10 @@ int sql_step(struct store_tx *tx, const char *op, struct db_stmt *s)
 /* Runs a statement without result rows — a write, refused in a read job — to its end: its
  * enum db_rc. Constraint violations are returned unlogged when `constraints` says the caller
  * decides on them; every other failure is logged (DB_ERROR). */
-static int run(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+static int run(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
                bool constraints)
 {
-	if (store_need_write(tx, op) < 0)
+	if (!tx->writable && store_need_write(tx, op) < 0)
 		return DB_ERROR;
 	struct db_stmt *s = sql_prepare(tx, op, sql, args);
 	if (s == NULL)
@@ -258,14 +247,14 @@ static int run(struct store_tx *tx, const char *op, const char *sql, const struc
 	return DB_ERROR;
 }
 
-int64_t sql_exec(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args)
+int64_t sql_exec(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args)
 {
 	if (run(tx, op, sql, args, false) != DB_DONE)
 		return -1;
 	return db_changes(tx->db);
 }
 
-int sql_change(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args)
+int sql_change(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args)
 {
 	int64_t n = sql_exec(tx, op, sql, args);
 	if (n < 0)
@@ -273,7 +262,7 @@ int sql_change(struct store_tx *tx, const char *op, const char *sql, const struc
 	return n == 0 ? STORE_NOT_FOUND : 0;
 }
 
-int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args)
+int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args)
 {
 	switch (run(tx, op, sql, args, true)) {
 	case DB_DONE:
@@ -288,7 +277,7 @@ int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struc
 }
 
 struct db_stmt *sql_first(struct store_tx *tx, const char *op, const char *sql,
-                          const struct sql_arg *args, int *rc_r)
+                          const struct db_arg *args, int *rc_r)
 {
 	*rc_r = -1;
 	struct db_stmt *s = sql_prepare(tx, op, sql, args);
@@ -299,7 +288,7 @@ struct db_stmt *sql_first(struct store_tx *tx, const char *op, const char *sql,
 	return NULL;
 }
 
-int sql_get(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+int sql_get(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
             const struct sql_table *table, void *row)
 {
 	int rc;
@@ -330,11 +319,14 @@ static int list_rows(struct store_tx *tx, const char *op, struct db_stmt *s,
 				db_finish(s);
 				return store_invalid(op, "out of memory");
 			}
-			memset(p + *cap * size, 0, (ncap - *cap) * size);
 			*rows = p;
 			*cap = ncap;
 		}
-		if (sql_read(op, s, 0, table, *rows + (*count_r)++ * size) < 0) {
+		/* Zeroed as it is read, while its memory is at hand. */
+		char *row = *rows + (*count_r)++ * size;
+		if (grow > 0)
+			memset(row, 0, size);
+		if (sql_read(op, s, 0, table, row) < 0) {
 			db_finish(s);
 			return -1;
 		}
@@ -344,7 +336,7 @@ static int list_rows(struct store_tx *tx, const char *op, struct db_stmt *s,
 	return rc < 0 ? -1 : 0;
 }
 
-int sql_list(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+int sql_list(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
              const struct sql_table *table, void *rows, size_t max, size_t *count_r)
 {
 	*count_r = 0;
@@ -356,7 +348,7 @@ int sql_list(struct store_tx *tx, const char *op, const char *sql, const struct 
 	return list_rows(tx, op, s, table, &p, &cap, max, 0, count_r);
 }
 
-int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
                    const struct sql_table *table, size_t first, size_t max, void **rows_r,
                    size_t *count_r)
 {

@@ -45,24 +45,15 @@ int store_op_end(struct store_tx *tx, const char *op, int rc);
 
 /* ---- arguments ----
  *
- * A statement's parameters, bound in order (?1, ?2, ... or ? ? ...) from a list that ends with
- * SQL_ARG_END: SQL_ARGS(SQL_TEXT(org_id), SQL_INT(now)). NULL is a statement without any. A
- * failed bind is not checked where it happens: the statement keeps it and its step fails. */
+ * A statement's parameters, bound in order (?1, ?2, ... or ? ? ...) from a list (db.h's
+ * struct db_arg): SQL_ARGS(SQL_TEXT(org_id), SQL_INT(now)). NULL is a statement without any.
+ * A failed bind is not checked where it happens: the statement keeps it and its step fails. */
 
-enum sql_arg_type { SQL_ARG_END, SQL_ARG_TEXT, SQL_ARG_INT, SQL_ARG_BLOB, SQL_ARG_NULL };
-
-struct sql_arg {
-	enum sql_arg_type type;
-	const char *text; /* SQL_ARG_TEXT; NULL binds SQL NULL */
-	const void *blob; /* SQL_ARG_BLOB (copied when bound) */
-	int64_t value;    /* SQL_ARG_INT, or the blob's length */
-};
-
-#define SQL_TEXT(v)    ((struct sql_arg){.type = SQL_ARG_TEXT, .text = (v)})
-#define SQL_INT(v)     ((struct sql_arg){.type = SQL_ARG_INT, .value = (v)})
-#define SQL_BLOB(p, n) ((struct sql_arg){.type = SQL_ARG_BLOB, .blob = (p), .value = (n)})
-#define SQL_NULL       ((struct sql_arg){.type = SQL_ARG_NULL})
-#define SQL_ARGS(...)  ((const struct sql_arg[]){__VA_ARGS__, {.type = SQL_ARG_END}})
+#define SQL_TEXT(v)    ((struct db_arg){.type = DB_ARG_TEXT, .text = (v)})
+#define SQL_INT(v)     ((struct db_arg){.type = DB_ARG_INT, .value = (v)})
+#define SQL_BLOB(p, n) ((struct db_arg){.type = DB_ARG_BLOB, .blob = (p), .value = (n)})
+#define SQL_NULL       ((struct db_arg){.type = DB_ARG_NULL})
+#define SQL_ARGS(...)  ((const struct db_arg[]){__VA_ARGS__, {.type = DB_ARG_END}})
 
 /* ---- rows ----
  *
@@ -88,7 +79,7 @@ enum sql_field_type {
 	SQL_FIELD_INT64,
 	SQL_FIELD_INT,      /* an int, size_t or enum stored as its number */
 	SQL_FIELD_BOOL,     /* stored as 0/1 */
-	SQL_FIELD_NAME,     /* an enum stored as its name: the index of the text in `names` */
+	SQL_FIELD_NAME,     /* an enum stored as its name: its index in `names` (NULL: none) */
 	SQL_FIELD_BLOB,     /* bytes into an array, their count in the size_t at `aux` (NULL: 0) */
 	SQL_FIELD_BLOB_DUP, /* bytes into a malloc'd, NUL-terminated char *, their count at `aux`;
 	                     * NULL leaves both as they are */
@@ -179,7 +170,7 @@ const char *sql_name(const char *const *names, size_t count, unsigned value, uns
 
 /* Prepares `sql` and binds `args`; NULL (logged) on a failure. */
 struct db_stmt *sql_prepare(struct store_tx *tx, const char *op, const char *sql,
-                            const struct sql_arg *args);
+                            const struct db_arg *args);
 /* Steps `s`: 1 on a row; 0 at the end and -1 (logged) on a failure, both with `s` finished. A
  * caller that stops at a row finishes `s` itself. */
 int sql_step(struct store_tx *tx, const char *op, struct db_stmt *s);
@@ -191,30 +182,31 @@ int sql_read(const char *op, struct db_stmt *s, int first, const struct sql_tabl
 
 /* Runs a statement without result rows: the number of rows it changed, or -1 (logged). These
  * three are for writes: in a STORE_READ job they fail (-1, logged) before preparing. */
-int64_t sql_exec(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args);
+int64_t sql_exec(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args);
 /* sql_exec for a statement that is to change a row: 0, STORE_NOT_FOUND when it changed none,
  * or -1. */
-int sql_change(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args);
+int sql_change(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args);
 /* An INSERT whose constraints are the caller's outcomes: 0 when it wrote a row;
  * STORE_CONFLICT on a UNIQUE violation; STORE_NOT_FOUND on a FOREIGN KEY violation or when it
  * wrote nothing (an INSERT ... SELECT that found no row); -1 (logged) on any other failure. */
-int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args);
+int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args);
 
 /* Runs a query to its first row: the statement, to read and finish, or NULL with *rc_r
  * STORE_NOT_FOUND (no row) or -1 (logged). */
 struct db_stmt *sql_first(struct store_tx *tx, const char *op, const char *sql,
-                          const struct sql_arg *args, int *rc_r);
+                          const struct db_arg *args, int *rc_r);
 /* The first row of a query into `row` (NULL `table`: only whether there is one): 0,
  * STORE_NOT_FOUND without a row, or -1. */
-int sql_get(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+int sql_get(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
             const struct sql_table *table, void *row);
 /* The rows of a query into `rows`, an array of `max` rows of table->row_size bytes; rows past
  * `max` are not read. *count_r is how many were filled (on -1, with the one that failed). */
-int sql_list(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+int sql_list(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
              const struct sql_table *table, void *rows, size_t max, size_t *count_r);
-/* The same into a zeroed array grown as rows come (`first` rows, then doubling), at most
- * `max` rows: *rows_r (malloc'd, NULL without rows) and *count_r are set even on -1. */
-int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const struct sql_arg *args,
+/* The same into an array grown as rows come (`first` rows, then doubling), at most `max` rows,
+ * each zeroed before it is read: *rows_r (malloc'd, NULL without rows) and *count_r are set
+ * even on -1. */
+int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args,
                    const struct sql_table *table, size_t first, size_t max, void **rows_r,
                    size_t *count_r);
 
