@@ -23,7 +23,8 @@ Cases, in order, sharing the setup:
   small_ones                       "user not found", the add-in's error, a feed cursor beyond the
                                    end, reactivation, PUT after DELETE, limits kept on re-save
   live_check_silent_server_within_10s
-                                   a port that accepts and never greets fails the check in 10 s
+                                   a port that accepts and never greets fails the check in 10 s;
+                                   a fifth check while four run is 429 with Retry-After
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed.
 """
@@ -274,12 +275,29 @@ def case_silent_server(svc, sinks):
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     try:
+        # Four checks hold the org's live-check slots for their 10 s; a fifth is 429 at once,
+        # with Retry-After.
+        results = []
+        workers = [threading.Thread(target=lambda: results.append(
+            svc.req("PUT", "/v1/smtp", svc.tok("rec"), smtp_body(port, REC)))) for _ in range(4)]
         t0 = time.monotonic()
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 5
+        while len(held) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(held) >= 4, f"only {len(held)} checks connected"
         r = svc.req("PUT", "/v1/smtp", svc.tok("rec"), smtp_body(port, REC))
+        expect(r, 429, "throttle")
+        retry = dict((k.lower(), v) for k, v in r.headers).get("retry-after")
+        assert retry is not None and int(retry) > 0, "a 429 without Retry-After" + r.show()
+        for w in workers:
+            w.join(30)
         took = time.monotonic() - t0
-        expect(r, 422)
-        assert took < 11.5, f"the live check against a silent port took {took:.1f} s" + r.show()
-        assert held, "the check never connected"
+        assert len(results) == 4, results
+        for r in results:
+            expect(r, 422)
+        assert took < 11.5, f"the live checks against a silent port took {took:.1f} s"
     finally:
         stop.set()
         t.join(2)
