@@ -143,11 +143,13 @@ bench_workdir() {
 	chmod 755 "$WORK"
 }
 
-# bench_binary: a private copy of build/mailtrail in WORK (others may rebuild the tree while a
-# bench runs; a relink replaces the file). Waits up to 60 s for it to be there; sets MT_BIN.
+# bench_binary: a private copy of $BUILD_DIR/mailtrail (default build/) in WORK (others may
+# rebuild the tree while a bench runs; a relink replaces the file). Waits up to 60 s for it to
+# be there; sets MT_BIN.
 bench_binary() {
 	for _ in $(seq 60); do
-		if [ -x build/mailtrail ] && cp build/mailtrail "$WORK/mailtrail" 2>/dev/null &&
+		if [ -x "${BUILD_DIR:-build}/mailtrail" ] &&
+			cp "${BUILD_DIR:-build}/mailtrail" "$WORK/mailtrail" 2>/dev/null &&
 			"$WORK/mailtrail" --version >/dev/null 2>&1; then
 			MT_BIN=$WORK/mailtrail
 			return 0

@@ -40,7 +40,7 @@ static void finish_done(void *arg, int result)
  * `item->results` hold each recipient's outcome; `cls` and `reason` the attempt's own when it
  * failed as a whole. */
 static void sender_finish(struct sender *sender, struct item *item, enum mt_failure_class cls,
-                   const char *reason)
+                          const char *reason)
 {
 	struct store_outbox_message *m = &item->o->msg;
 	/* Each recipient keeps the reply that decided it (GET /v1/messages shows it). */
@@ -319,10 +319,10 @@ static void bodies_loaded(void *arg, int result)
 		account->queued--;
 		if (gone)
 			sender_finish_all(sender, item, MT_CLASS_INTERNAL, true,
-			           "the message's body is gone");
+			                  "the message's body is gone");
 		else
 			sender_finish_all(sender, item, account->failed_cls, false,
-			           account->failed_reason);
+			                  account->failed_reason);
 	}
 	account->tail = last;
 	sender_pump(account);

@@ -251,7 +251,10 @@ static int decode_draft(struct send_job *job)
 		decode_fail(job, "text or html is required");
 		goto out;
 	}
-	d->rcpts = calloc(MT_SMTP_RCPTS_MAX, sizeof(*d->rcpts));
+	/* As many slots as the lists name (the 101st is refused before it is written). */
+	size_t named = json_array_size(to) + json_array_size(cc) + json_array_size(bcc);
+	d->rcpts =
+	    calloc(named < MT_SMTP_RCPTS_MAX ? named + 1 : MT_SMTP_RCPTS_MAX, sizeof(*d->rcpts));
 	if (d->rcpts == NULL) {
 		decode_fail(job, "out of memory");
 		goto out;

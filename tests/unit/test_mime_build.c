@@ -682,6 +682,64 @@ static void test_head_apart(void **state)
 	free(full);
 }
 
+/* The head's fast path writes what GMime would, byte for byte, and leaves to GMime what it
+ * cannot write the same way. */
+static void test_head_fast_path_is_gmime(void **state)
+{
+	(void)state;
+	static const char *const names[] = {
+	    "",
+	    "Rita Rec",
+	    "Smith, John",
+	    "Rita \"Rec\" O'Neil",
+	    "Zoë",
+	    "a.b",
+	    "x@y",
+	    "Jane Frée, Recruiting",
+	    "Ann O'Neil",
+	    "Dr. Who",
+	    "tab\there",
+	    " lead",
+	    "trail ",
+	    "two  spaces",
+	    "back\\slash",
+	    "a!#$%&'*+-/=?^_`{|}~z",
+	    "(comment)",
+	    "semi;colon",
+	    "A very long display name that will not fit on one line with the address at all",
+	};
+	static const char *const addresses[] = {
+	    "rec@staffing.example", "r@x.io", "very.long.local.part.for.folding@staffing.example"};
+	const struct mime_mailbox sender = {"bounces@platform.example", ""};
+	for (size_t a = 0; a < sizeof(addresses) / sizeof(addresses[0]); a++) {
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			struct mime_mailbox from;
+			memset(&from, 0, sizeof(from));
+			snprintf(from.address, sizeof(from.address), "%s", addresses[a]);
+			snprintf(from.name, sizeof(from.name), "%s", names[i]);
+			for (int with = 0; with < 2; with++) {
+				const struct mime_build_head head = {
+				    &from, with ? &sender : NULL, with ? &from : NULL,
+				    "mt.0123456789abcdef01234567@staffing.example",
+				    "0123456789abcdef01234567"};
+				char *fast, *slow;
+				size_t fast_len, slow_len;
+				const char *error;
+				assert_int_equal(
+				    mime_build_head_fields(&head, &fast, &fast_len, &error), 0);
+				assert_int_equal(
+				    mime_build_head_fields_gmime(&head, &slow, &slow_len, &error),
+				    0);
+				print_message("name '%s' address '%s'\n", names[i], addresses[a]);
+				assert_int_equal(fast_len, slow_len);
+				assert_memory_equal(fast, slow, slow_len);
+				free(fast);
+				free(slow);
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	mime_init();
@@ -698,6 +756,7 @@ int main(void)
 	    cmocka_unit_test(test_attachment_defaults),
 	    cmocka_unit_test(test_summary_matches_parse),
 	    cmocka_unit_test(test_head_apart),
+	    cmocka_unit_test(test_head_fast_path_is_gmime),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
