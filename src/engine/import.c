@@ -174,7 +174,7 @@ static bool read_row(const struct csv_record *record, struct store_profile *p, c
 
 /* ---- the whole file first: is it CSV with our header? (worker) ----------------------------- */
 
-static void check_run(void *arg)
+static bool check_run(void *arg)
 {
 	struct import_job *job = arg;
 	struct csv_parser parser;
@@ -222,11 +222,12 @@ static void check_run(void *arg)
 		mt_strlcpy(r->reason, "empty file: the header kind,name,emails is missing",
 		           sizeof(r->reason));
 	}
+	return true;
 }
 
 /* ---- then a chunk at a time: read (worker), store (store thread) --------------------------- */
 
-static void read_run(void *arg);
+static bool read_run(void *arg);
 static void read_done(void *arg);
 
 static void read_next(struct import_job *job)
@@ -243,7 +244,7 @@ static void read_next(struct import_job *job)
 	}
 }
 
-static void read_run(void *arg)
+static bool read_run(void *arg)
 {
 	struct import_job *job = arg;
 	job->chunk_count = 0;
@@ -280,6 +281,7 @@ static void read_run(void *arg)
 		mt_strlcpy(p->org_id, job->org_id, sizeof(p->org_id));
 		job->lines[job->chunk_count++] = record.line;
 	}
+	return true;
 }
 
 static int insert_run(struct store_tx *tx, void *arg)

@@ -54,7 +54,7 @@ static void log_done(void *arg, int result)
 }
 
 /* On a worker thread: GMime over up to max_message_bytes. */
-static void parse_run(void *arg)
+static bool parse_run(void *arg)
 {
 	struct intake_job *job = arg;
 	struct mime_summary summary;
@@ -62,7 +62,7 @@ static void parse_run(void *arg)
 	if (mime_parse_message(job->request.data, job->request.len, &summary, &error) < 0) {
 		job->result.verdict = INTAKE_NOT_MAIL;
 		mt_strlcpy(job->result.reason, error, sizeof(job->result.reason));
-		return;
+		return true;
 	}
 	if (matcher_message_from_summary(&summary, &job->message) < 0) {
 		job->result.verdict = INTAKE_FAILED;
@@ -72,6 +72,7 @@ static void parse_run(void *arg)
 		job->result.verdict = INTAKE_DONE;
 	}
 	mime_summary_free(&summary);
+	return true;
 }
 
 static void parse_done(void *arg)

@@ -255,8 +255,8 @@ static void build_failed(struct submission *sub, enum outbox_submit_verdict verd
 	mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
 }
 
-/* Runs on a worker thread: touches only the submission. */
-static void build_run(void *arg)
+/* Runs on a worker thread: touches only the submission, until it hands it to the store. */
+static bool build_run(void *arg)
 {
 	struct submission *sub = arg;
 	const struct outbox_draft *d = sub->draft;
@@ -264,7 +264,7 @@ static void build_run(void *arg)
 	if (sub->decode != NULL && sub->decode(sub->decode_ctx, sub->draft, sub->result.reason,
 	                                       sizeof(sub->result.reason)) < 0) {
 		sub->result.verdict = OUTBOX_INVALID;
-		return;
+		return true;
 	}
 	struct mime_build_input in = {
 	    .without_head = true,
@@ -284,7 +284,7 @@ static void build_run(void *arg)
 	if (mime_build_message(&in, &m->body, &m->body_len, &error) < 0) {
 		snprintf(reason, sizeof(reason), "cannot build the message: %s", error);
 		build_failed(sub, OUTBOX_INVALID, reason);
-		return;
+		return true;
 	}
 	/* The fields put before it at delivery are a few hundred bytes at most. */
 	int64_t max = sub->outbox->p.max_message_bytes;
@@ -292,14 +292,14 @@ static void build_run(void *arg)
 		snprintf(reason, sizeof(reason), "the message is %zu bytes; at most %lld",
 		         m->body_len + MT_MESSAGE_HEAD_ROOM, (long long)max);
 		build_failed(sub, OUTBOX_TOO_LARGE, reason);
-		return;
+		return true;
 	}
 	struct mime_attachment *list = NULL;
 	size_t count = 0;
 	if (mime_build_summary(&in, m->snippet, &list, &count) < 0) {
 		free(list);
 		build_failed(sub, OUTBOX_FAILED, "out of memory");
-		return;
+		return true;
 	}
 	if (count > 0) {
 		json_t *array = attachments_json(list, count);
@@ -311,7 +311,7 @@ static void build_run(void *arg)
 	m->rcpts = calloc(total, sizeof(*m->rcpts));
 	if (m->rcpts == NULL) {
 		build_failed(sub, OUTBOX_FAILED, "out of memory");
-		return;
+		return true;
 	}
 	for (size_t i = 0; i < total; i++) {
 		struct store_outbox_rcpt *r = &m->rcpts[i];
@@ -331,18 +331,20 @@ static void build_run(void *arg)
 	m->head_apart = true;
 	m->state = STORE_OUTBOX_QUEUED;
 	sub->result.verdict = OUTBOX_QUEUED;
+	/* Straight to the store from here: the loop hears of it once, when it is stored. The
+	 * submission is the store job's from now on. */
+	if (store_submit(sub->outbox->p.store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, enqueue_run,
+	                 enqueued, sub) == 0)
+		return false;
+	build_failed(sub, OUTBOX_BUSY, "the store is busy; try again");
+	return true;
 }
 
+/* On the loop, for a submission that did not reach the store. */
 static void build_done(void *arg)
 {
 	struct submission *sub = arg;
-	if (sub->result.verdict != OUTBOX_QUEUED) {
-		finish(sub, sub->result.verdict, NULL);
-		return;
-	}
-	if (store_submit(sub->outbox->p.store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, enqueue_run,
-	                 enqueued, sub) < 0)
-		finish(sub, OUTBOX_BUSY, "the store is busy; try again");
+	finish(sub, sub->result.verdict, NULL);
 }
 
 void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_decode_fn *decode,

@@ -153,11 +153,12 @@ struct heads {
 	size_t count;
 };
 
-static void heads_run(void *arg)
+static bool heads_run(void *arg)
 {
 	struct heads *h = arg;
 	for (size_t i = 0; i < h->count; i++)
 		outbox_item_head(h->items[i]->o);
+	return true;
 }
 
 static void heads_done(void *arg)

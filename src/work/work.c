@@ -48,8 +48,13 @@ static void *worker_main(void *arg)
 		if (pool->queue_head == NULL)
 			pool->queue_tail = NULL;
 		pthread_mutex_unlock(&pool->lock);
-		item->run(item->arg);
+		bool wants_done = item->run(item->arg);
 		pthread_mutex_lock(&pool->lock);
+		if (!wants_done) {
+			pool->pending--;
+			free(item);
+			continue;
+		}
 		bool was_empty = pool->finished == NULL;
 		item->next = pool->finished;
 		pool->finished = item;
@@ -192,7 +197,11 @@ void work_pool_free(struct work_pool **pool_p)
 	while (pool->queue_head != NULL) {
 		struct work_item *item = pool->queue_head;
 		pool->queue_head = item->next;
-		item->run(item->arg);
+		if (!item->run(item->arg)) {
+			pool->pending--;
+			free(item);
+			continue;
+		}
 		item->next = pool->finished;
 		pool->finished = item;
 	}

@@ -13,12 +13,15 @@
 #ifndef MT_WORK_WORK_H
 #define MT_WORK_WORK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_base;
 struct work_pool;
 
-typedef void work_run_fn(void *arg);
+/* Returns whether `done` is still to run on the loop; false when the run handed `arg` on
+ * (to a store job whose completion carries it on, say): the loop is then not woken for it. */
+typedef bool work_run_fn(void *arg);
 typedef void work_done_fn(void *arg);
 
 /* `threads` workers; at most `queue_max` items waiting or running (work_submit refuses more).

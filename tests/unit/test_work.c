@@ -24,12 +24,13 @@ struct item {
 	useconds_t sleep_us;
 };
 
-static void run(void *arg)
+static bool run(void *arg)
 {
 	struct item *it = arg;
 	if (it->sleep_us > 0)
 		usleep(it->sleep_us);
 	atomic_store(&it->ran_off_loop, !pthread_equal(pthread_self(), it->loop_thread));
+	return true;
 }
 
 static void done(void *arg)
