@@ -334,16 +334,28 @@ static void bodies_loaded(void *arg, int result)
 static void load_bodies(struct account *account)
 {
 	struct sender *sender = account->sender;
-	size_t room = 0;
-	for (struct session *s = account->sessions; s != NULL; s = s->next)
-		if (s->ready && !s->quitting)
+	size_t room = 0, capacity = 0;
+	for (struct session *s = account->sessions; s != NULL; s = s->next) {
+		if (s->ready && !s->quitting) {
+			capacity += (size_t)sender->p.max_inflight;
 			room += (size_t)sender->p.max_inflight - s->inflight;
-	struct load *load = NULL;
-	for (struct item *item = account->head; item != NULL && room > 0; item = item->next) {
-		if (item->loaded || item->loading) {
-			room--;
-			continue;
 		}
+	}
+	/* Bodies load in queue order and sessions take from the head: the loaded (or loading) items
+	 * are the queue's first ones, so counting them costs no more than the sessions hold. */
+	size_t waiting = 0;
+	struct item *item = account->head;
+	for (; item != NULL && (item->loaded || item->loading); item = item->next)
+		waiting++;
+	/* Refill once the sessions have used half of what they can hold: a body per finished
+	 * message would cost a store round trip each. */
+	if (room <= waiting || (capacity - room) + waiting > capacity / 2)
+		return;
+	size_t want = room - waiting;
+	struct load *load = NULL;
+	for (; item != NULL && want > 0; item = item->next) {
+		if (item->loaded || item->loading)
+			continue;
 		size_t len = item->o->msg.body_len;
 		if ((sender->body_bytes > 0 &&
 		     sender->body_bytes + len > MT_SENDER_BODY_BYTES_MAX) ||
@@ -359,7 +371,7 @@ static void load_bodies(struct account *account)
 		item->reserved = len;
 		sender->body_bytes += len;
 		account->body_bytes += len;
-		room--;
+		want--;
 		if (load->count == MT_SENDER_LOAD_BATCH)
 			break;
 	}
@@ -373,11 +385,11 @@ static void load_bodies(struct account *account)
 	if (outbox_lease_bodies(sender->p.store, items, load->count, bodies_loaded, load) < 0) {
 		sender->jobs--;
 		for (size_t i = 0; i < load->count; i++) {
-			struct item *item = load->items[i];
-			item->loading = false;
-			sender->body_bytes -= item->reserved;
-			account->body_bytes -= item->reserved;
-			item->reserved = 0;
+			struct item *undo = load->items[i];
+			undo->loading = false;
+			sender->body_bytes -= undo->reserved;
+			account->body_bytes -= undo->reserved;
+			undo->reserved = 0;
 		}
 		free(load);
 	}

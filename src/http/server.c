@@ -220,17 +220,6 @@ static const char *reason_phrase(int status)
 	return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes [s, s+len) into a new string. NULL on a malformed escape or a decoded NUL,
  * which would silently cut the value short for every C consumer. */
 static char *percent_decode(const char *s, size_t len, bool plus_is_space)
@@ -242,8 +231,8 @@ static char *percent_decode(const char *s, size_t len, bool plus_is_space)
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
 		if (c == '%') {
-			int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
-			int lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
+			int hi = i + 2 < len ? mt_hex_value(s[i + 1]) : -1;
+			int lo = hi >= 0 ? mt_hex_value(s[i + 2]) : -1;
 			if (lo < 0 || (hi == 0 && lo == 0)) {
 				free(out);
 				return NULL;

@@ -13,6 +13,8 @@ bool mt_str_has_crlf(const char *s);
 bool mt_str_istarts(const char *s, size_t len, const char *prefix);
 /* Parses a decimal port 1..65535. */
 int mt_parse_port(const char *s, uint16_t *port_r);
+/* The value of a hex digit (either case), -1 for another character. */
+int mt_hex_value(char c);
 /* Bytes of the well-formed UTF-8 sequence at `s` (RFC 3629: no overlong forms, surrogates or
  * code points past U+10FFFF), 0 when there is none. NUL is a valid one-byte sequence. */
 size_t mt_utf8_sequence(const char *s, size_t len);

@@ -82,17 +82,6 @@ SSL_CTX *mt_tls_config_ctx(struct mt_tls_config *config)
 	return config->ctx;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* 64 hex digits, or 32 pairs separated by single colons ("AB:CD:..."). */
 static int parse_digest_hex(const char *hex, unsigned char digest[32], const char **error_r)
 {
@@ -113,8 +102,8 @@ static int parse_digest_hex(const char *hex, unsigned char digest[32], const cha
 			}
 			pos++;
 		}
-		int hi = hex_value(hex[pos]);
-		int lo = hex_value(hex[pos + 1]);
+		int hi = mt_hex_value(hex[pos]);
+		int lo = mt_hex_value(hex[pos + 1]);
 		if (hi < 0 || lo < 0) {
 			*error_r = "pin digest contains a character that is not a hex digit";
 			return -1;

@@ -1,5 +1,7 @@
 #include "proto/http_request.h"
 
+#include "lib/str.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -70,17 +72,6 @@ static bool is_tchar(unsigned char c)
 	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* origin-form = absolute-path [ "?" query ], RFC 3986:
  *   absolute-path = 1*( "/" segment );  segment = *pchar;  query = *( pchar / "/" / "?" )
  *   pchar = unreserved / pct-encoded / sub-delims / ":" / "@"
@@ -92,8 +83,8 @@ static bool origin_form(const char *s, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c == '%') {
-			if (i + 2 >= len || hex_value((unsigned char)s[i + 1]) < 0 ||
-			    hex_value((unsigned char)s[i + 2]) < 0)
+			if (i + 2 >= len || mt_hex_value((unsigned char)s[i + 1]) < 0 ||
+			    mt_hex_value((unsigned char)s[i + 2]) < 0)
 				return false;
 			i += 2;
 			continue;
@@ -463,7 +454,7 @@ int http_request_parse_body(struct http_request_parser *parser, const char *data
 		}
 		/* chunk-size [ chunk-ext ] CRLF */
 		case S_CHUNK_SIZE: {
-			int v = hex_value(c);
+			int v = mt_hex_value(c);
 			pos++;
 			if (v >= 0) {
 				if (++parser->size_digits > MT_HTTP_CHUNK_SIZE_DIGITS)

@@ -33,10 +33,6 @@ const char *store_outbox_state_name(enum store_outbox_state state)
 #define HELD_SQL    "1"
 #define SENDING_SQL "2"
 #define FINAL_SQL   "3" /* sent, partial, failed, cancelled: state >= 3 */
-/* Recipient states in the claim's counts, tied to the enum like the above. */
-#define RCPT_SENT_SQL   "1"
-#define RCPT_FAILED_SQL "2"
-_Static_assert(STORE_RCPT_SENT == 1 && STORE_RCPT_FAILED == 2, "the recipient states' literals");
 _Static_assert(STORE_OUTBOX_QUEUED == 0 && STORE_OUTBOX_HELD == 1 && STORE_OUTBOX_SENDING == 2 &&
                    STORE_OUTBOX_SENT == 3 && STORE_OUTBOX_CANCELLED == 6,
                "the partial indexes' literal states");
@@ -163,18 +159,6 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, INT64, "updated_at", updated_at)                                                      \
 	G(T, INT64, "sent_at", sent_at)
 SQL_TABLE(message_table, MESSAGE_ROW, struct store_outbox_message);
-/* A claimed message comes with the counts of the recipients earlier attempts finished. */
-#define CLAIMED_ROW(F, G, T)                                                                       \
-	MESSAGE_ROW(F, G, T)                                                                       \
-	G(T, INT,                                                                                  \
-	  "(SELECT COUNT(*) FROM outbox_recipients r WHERE r.message_id ="                         \
-	  " outbox_messages.id AND r.state = " RCPT_SENT_SQL ")",                                  \
-	  sent_before)                                                                             \
-	G(T, INT,                                                                                  \
-	  "(SELECT COUNT(*) FROM outbox_recipients r WHERE r.message_id ="                         \
-	  " outbox_messages.id AND r.state = " RCPT_FAILED_SQL ")",                                \
-	  failed_before)
-SQL_TABLE(claimed_table, CLAIMED_ROW, struct store_outbox_message);
 
 struct body_row {
 	char *body;
@@ -207,25 +191,31 @@ int store_outbox_body(struct store_tx *tx, const char *id, char **body_r, size_t
 SQL_TABLE(rcpt_table, RCPT_ROW, struct store_outbox_rcpt);
 
 /* The recipients of a message, all of them or only those still pending. */
+/* The recipients of a message, all of them or only those still pending (then the others are
+ * counted in sent_before / failed_before: one query either way). */
 static int read_rcpts(struct store_tx *tx, const char *op, struct store_outbox_message *m,
                       bool pending_only)
 {
 	void *rcpts = NULL;
-	int rc =
-	    pending_only
-	        ? sql_list_alloc(tx, op,
-	                         "SELECT " SQL_COLUMNS(
-	                             RCPT_ROW) " FROM outbox_recipients"
-	                                       " WHERE message_id = ? AND state = ? ORDER BY pos",
-	                         SQL_ARGS(SQL_TEXT(m->id), SQL_INT(STORE_RCPT_PENDING)),
-	                         &rcpt_table, 8, SIZE_MAX, &rcpts, &m->rcpt_count)
-	        : sql_list_alloc(
-	              tx, op,
-	              "SELECT " SQL_COLUMNS(RCPT_ROW) " FROM outbox_recipients"
-	                                              " WHERE message_id = ? ORDER BY pos",
-	              SQL_ARGS(SQL_TEXT(m->id)), &rcpt_table, 8, SIZE_MAX, &rcpts, &m->rcpt_count);
+	int rc = sql_list_alloc(
+	    tx, op,
+	    "SELECT " SQL_COLUMNS(RCPT_ROW) " FROM outbox_recipients"
+	                                    " WHERE message_id = ? ORDER BY pos",
+	    SQL_ARGS(SQL_TEXT(m->id)), &rcpt_table, 8, SIZE_MAX, &rcpts, &m->rcpt_count);
 	m->rcpts = rcpts;
-	return rc;
+	if (rc != 0 || !pending_only)
+		return rc;
+	size_t kept = 0;
+	for (size_t i = 0; i < m->rcpt_count; i++) {
+		if (m->rcpts[i].state == STORE_RCPT_PENDING)
+			m->rcpts[kept++] = m->rcpts[i];
+		else if (m->rcpts[i].state == STORE_RCPT_SENT)
+			m->sent_before++;
+		else
+			m->failed_before++;
+	}
+	m->rcpt_count = kept;
+	return 0;
 }
 
 /* A message by `sql` (its columns from `table`) with its recipients; on a failure nothing is
@@ -327,8 +317,8 @@ int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int6
 			continue;
 		struct store_outbox_message *m = &messages_r[*count_r];
 		rc = get_message(
-		    tx, op, "SELECT " SQL_COLUMNS(CLAIMED_ROW) " FROM outbox_messages WHERE id = ?",
-		    SQL_ARGS(SQL_TEXT(ids[i])), &claimed_table, true, m);
+		    tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
+		    SQL_ARGS(SQL_TEXT(ids[i])), &message_table, true, m);
 		if (rc != 0) {
 			/* The row was just updated: not finding it is a failure. */
 			rc = rc == STORE_NOT_FOUND ? store_invalid(op, "claimed message vanished")
