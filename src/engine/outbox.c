@@ -8,7 +8,6 @@
 #include "store/store_user.h"
 #include "work/work.h"
 
-#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,16 +237,6 @@ static void enqueued(void *arg, int result)
 
 /* ---- the worker: MIME and summary ---------------------------------------------------------- */
 
-static json_t *attachments_json(const struct mime_attachment *list, size_t count)
-{
-	json_t *array = json_array();
-	for (size_t i = 0; i < count; i++)
-		json_array_append_new(array,
-		                      json_pack("{s:s,s:s,s:I}", "name", list[i].name, "type",
-		                                list[i].type, "size", (json_int_t)list[i].size));
-	return array;
-}
-
 static void build_failed(struct submission *sub, enum outbox_submit_verdict verdict,
                          const char *reason)
 {
@@ -301,12 +290,21 @@ static bool build_run(void *arg)
 		build_failed(sub, OUTBOX_FAILED, "out of memory");
 		return true;
 	}
-	if (count > 0) {
-		json_t *array = attachments_json(list, count);
-		m->attachments_json = json_dumps(array, JSON_COMPACT);
-		json_decref(array);
+	if (count > 0 && (m->attachments = calloc(count, sizeof(*m->attachments))) != NULL) {
+		for (size_t i = 0; i < count; i++) {
+			mt_strlcpy(m->attachments[i].name, list[i].name,
+			           sizeof(m->attachments[i].name));
+			mt_strlcpy(m->attachments[i].type, list[i].type,
+			           sizeof(m->attachments[i].type));
+			m->attachments[i].size = list[i].size;
+		}
+		m->attachment_count = count;
 	}
 	free(list);
+	if (count > 0 && m->attachments == NULL) {
+		build_failed(sub, OUTBOX_FAILED, "out of memory");
+		return true;
+	}
 	size_t total = d->to_count + d->cc_count + d->bcc_count;
 	m->rcpts = calloc(total, sizeof(*m->rcpts));
 	if (m->rcpts == NULL) {

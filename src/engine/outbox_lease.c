@@ -9,7 +9,6 @@
 #include "store/store_org.h"
 #include "store/store_user.h"
 
-#include <jansson.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -45,6 +44,7 @@ struct claim_job {
 	char owner[MT_ID_MAX];
 	int64_t now, lease_s;
 	size_t max;
+	size_t preload, preload_bytes;
 	struct outbox_relay relay;
 	outbox_claim_done_fn *done;
 	void *ctx;
@@ -121,6 +121,22 @@ static int claim_run(struct store_tx *tx, void *arg)
 	                            &count);
 	if (rc != 0)
 		return rc;
+	/* Bodies for what ready sessions can take now, in claim order (the order of due times). */
+	size_t bytes = 0;
+	for (size_t i = 0; i < count && i < job->preload; i++) {
+		struct store_outbox_message *m = &job->messages[i];
+		if (i > 0 && bytes + m->body_len > job->preload_bytes)
+			break;
+		rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
+		if (rc == STORE_NOT_FOUND)
+			continue; /* gone: the sender finishes it */
+		if (rc != 0) {
+			for (size_t k = 0; k < count; k++)
+				store_outbox_message_free(&job->messages[k]);
+			return rc;
+		}
+		bytes += m->body_len;
+	}
 	struct outbox_claim *c = &job->claim;
 	c->full = count == job->max;
 	c->items = calloc(count ? count : 1, sizeof(*c->items));
@@ -189,8 +205,8 @@ static void claim_done(void *arg, int result)
 }
 
 int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
-                       size_t max, const struct outbox_relay *relay, outbox_claim_done_fn *done,
-                       void *ctx)
+                       size_t max, size_t preload, size_t preload_bytes,
+                       const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx)
 {
 	struct claim_job *job = calloc(1, sizeof(*job));
 	/* Not zeroed: the store fills each message it claims, and a claim runs for every wake-up
@@ -203,6 +219,8 @@ int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int6
 	job->now = now;
 	job->lease_s = lease_s;
 	job->max = max;
+	job->preload = preload;
+	job->preload_bytes = preload_bytes;
 	job->relay = *relay;
 	job->done = done;
 	job->ctx = ctx;
@@ -331,24 +349,7 @@ static int prepare_activity(struct finish_job *job, const struct outbox_item *it
 	a->bcc_count = counts[2];
 	mt_strlcpy(a->subject, m->subject, sizeof(a->subject));
 	mt_strlcpy(a->snippet, m->snippet, sizeof(a->snippet));
-	json_t *list = m->attachments_json ? json_loads(m->attachments_json, 0, NULL) : NULL;
-	size_t count = json_is_array(list) ? json_array_size(list) : 0;
-	job->attachments = calloc(count ? count : 1, sizeof(*job->attachments));
-	if (job->attachments == NULL) {
-		json_decref(list);
-		return -1;
-	}
-	for (size_t i = 0; i < count; i++) {
-		json_t *att = json_array_get(list, i);
-		const char *name = json_string_value(json_object_get(att, "name"));
-		const char *type = json_string_value(json_object_get(att, "type"));
-		mt_strlcpy(job->attachments[i].name, name ? name : "", MT_ATTACHMENT_NAME_MAX + 1);
-		mt_strlcpy(job->attachments[i].type, type ? type : "", MT_CONTENT_TYPE_MAX + 1);
-		job->attachments[i].size = json_integer_value(json_object_get(att, "size"));
-	}
-	a->attachments = job->attachments;
-	a->attachment_count = count;
-	json_decref(list);
+	/* The attachments come from the store in the job itself (finish_run). */
 	return 0;
 }
 
@@ -358,6 +359,14 @@ static int finish_run(struct store_tx *tx, void *arg)
 	int rc = store_outbox_finish(tx, &job->result);
 	if (rc != 0 || !job->log_activity)
 		return rc;
+	free(job->attachments); /* a run before this one */
+	job->attachments = NULL;
+	size_t count = 0;
+	rc = store_outbox_attachments(tx, job->result.id, &job->attachments, &count);
+	if (rc != 0)
+		return rc;
+	job->activity.attachments = job->attachments;
+	job->activity.attachment_count = count;
 	struct matcher_result match;
 	return matcher_log_message(tx, job->org_id, job->user_id, STORE_SOURCE_OUTBOX,
 	                           &job->activity, &match);

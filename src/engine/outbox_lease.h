@@ -50,10 +50,13 @@ void outbox_claim_free(struct outbox_claim *claim);
 typedef void outbox_claim_done_fn(void *ctx, int result, struct outbox_claim *claim);
 
 /* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route); the
- * head fields are left to outbox_item_head(). 0 once submitted, -1 when the queue is full. */
+ * head fields are left to outbox_item_head(). The first `preload` claimed messages come with
+ * their bodies, within `preload_bytes` (what ready sessions have room for now: the others are
+ * loaded when a session is ready for them, outbox_lease_bodies). 0 once submitted, -1 when the
+ * queue is full. */
 int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
-                       size_t max, const struct outbox_relay *relay, outbox_claim_done_fn *done,
-                       void *ctx);
+                       size_t max, size_t preload, size_t preload_bytes,
+                       const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx);
 
 /* Loads the bodies of `count` items (their msg.body and body_len); an item whose body is gone
  * keeps body NULL. `done` gets 0 or a store error. */

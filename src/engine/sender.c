@@ -192,6 +192,8 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 {
 	struct sender *sender = ctx;
 	sender->claiming = false;
+	sender->body_bytes -= sender->claim_reserved;
+	sender->claim_reserved = 0;
 	if (sender->stopping) {
 		sender_job_end(sender);
 		return; /* the claim frees its items; the release job puts them back */
@@ -209,6 +211,14 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 		claim->items[i] = NULL;
 		item->sender = sender;
 		item->account = account;
+		if (o->msg.body != NULL) { /* came with the claim */
+			item->loaded = true;
+			item->reserved = o->msg.body_len;
+			sender->body_bytes += item->reserved;
+			account->body_bytes += item->reserved;
+			item->smtp.data = o->msg.body;
+			item->smtp.data_len = o->msg.body_len;
+		}
 		item->all_next = sender->all;
 		if (sender->all != NULL)
 			sender->all->all_prev = item;
@@ -271,14 +281,43 @@ static void claim(struct sender *sender)
 	size_t max = MT_SENDER_HELD_MAX - sender->held < MT_SENDER_CLAIM_MAX
 	                 ? MT_SENDER_HELD_MAX - sender->held
 	                 : MT_SENDER_CLAIM_MAX;
+	/* What ready sessions have room for now comes with the claim (one store job, not two);
+	 * the budget it may take is held until the claim is back. */
+	size_t preload = 0;
+	size_t account_max = 0;
+	for (struct account *a = sender->accounts; a != NULL; a = a->next) {
+		for (struct session *s = a->sessions; s != NULL; s = s->next)
+			if (s->ready && !s->quitting)
+				preload += (size_t)sender->p.max_inflight - s->inflight;
+		if (a->body_bytes > account_max)
+			account_max = a->body_bytes;
+	}
+	for (struct account *a = sender->accounts; a != NULL && preload > 0; a = a->next)
+		for (struct item *item = a->head; item != NULL && (item->loaded || item->loading);
+		     item = item->next)
+			preload -= preload > 0 ? 1 : 0;
+	size_t bytes = MT_SENDER_BODY_BYTES_MAX > sender->body_bytes
+	                   ? MT_SENDER_BODY_BYTES_MAX - sender->body_bytes
+	                   : 0;
+	size_t account_room = MT_SENDER_ACCOUNT_BODY_BYTES_MAX > account_max
+	                          ? MT_SENDER_ACCOUNT_BODY_BYTES_MAX - account_max
+	                          : 0;
+	if (bytes > account_room)
+		bytes = account_room;
+	if (bytes == 0)
+		preload = 0;
+	sender->claim_reserved = preload > 0 ? bytes : 0;
+	sender->body_bytes += sender->claim_reserved;
 	sender->claiming = true;
 	sender->jobs++;
 	const struct outbox_relay relay = {.configured = sender->p.relay_host != NULL,
 	                                   .from = sender->p.relay_from};
 	if (outbox_lease_claim(sender->p.store, sender->node_id, sender_now(), sender->p.lease_s,
-	                       max, &relay, claimed, sender) < 0) {
+	                       max, preload, sender->claim_reserved, &relay, claimed, sender) < 0) {
 		sender->claiming = false;
 		sender->jobs--;
+		sender->body_bytes -= sender->claim_reserved;
+		sender->claim_reserved = 0;
 	}
 }
 

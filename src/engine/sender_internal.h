@@ -78,9 +78,10 @@ struct sender {
 	bool started; /* own leases released */
 	bool claiming;
 	bool stopping;
-	size_t held;       /* claimed, not yet finished */
-	size_t body_bytes; /* loaded or loading, node-wide */
-	unsigned jobs;     /* store jobs in flight: the sender outlives them */
+	size_t held;           /* claimed, not yet finished */
+	size_t body_bytes;     /* loaded or loading, node-wide */
+	size_t claim_reserved; /* of which held for the bodies a claim in flight may bring */
+	unsigned jobs;         /* store jobs in flight: the sender outlives them */
 	struct item *all;
 	struct account *accounts;
 	struct mt_backoff backoff;

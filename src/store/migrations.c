@@ -391,7 +391,21 @@ static const struct migration migrations[] = {
     {7, "route_at_delivery",
      "ALTER TABLE outbox_messages ADD COLUMN reply_to_address TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE outbox_messages ADD COLUMN reply_to_name TEXT NOT NULL DEFAULT '';"
-     "ALTER TABLE outbox_messages ADD COLUMN head_apart INTEGER NOT NULL DEFAULT 0;"},
+     "ALTER TABLE outbox_messages ADD COLUMN head_apart INTEGER NOT NULL DEFAULT 0;"
+     /* A message's attachments (name, type, size: its activity's) as rows, not as a JSON
+      * string written at enqueue and parsed again when it is delivered. */
+     "CREATE TABLE outbox_attachments ("
+     " message_id TEXT NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " name TEXT NOT NULL,"
+     " type TEXT NOT NULL,"
+     " size BIGINT NOT NULL,"
+     " PRIMARY KEY (message_id, pos)) WITHOUT ROWID;"
+     "INSERT INTO outbox_attachments (message_id, pos, name, type, size)"
+     " SELECT m.id, j.key, COALESCE(json_extract(j.value, '$.name'), ''),"
+     " COALESCE(json_extract(j.value, '$.type'), ''), COALESCE(json_extract(j.value, '$.size'), 0)"
+     " FROM outbox_messages m, json_each(m.attachments_json) j"
+     " WHERE json_valid(m.attachments_json) AND m.attachments_json <> '[]';"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

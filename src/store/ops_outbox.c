@@ -44,10 +44,11 @@ static int64_t now_s(void)
 
 void store_outbox_message_free(struct store_outbox_message *message)
 {
-	free(message->attachments_json);
+	free(message->attachments);
 	free(message->body);
 	free(message->rcpts);
-	message->attachments_json = NULL;
+	message->attachments = NULL;
+	message->attachment_count = 0;
 	message->body = NULL;
 	message->rcpts = NULL;
 	message->rcpt_count = 0;
@@ -93,24 +94,32 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	    tx, op,
 	    "INSERT INTO outbox_messages (id, org_id, user_id, campaign_id, state, route,"
 	    " idempotency_key, mail_from, from_address, from_name, reply_to_address,"
-	    " reply_to_name, head_apart, subject, message_id, mailtrail_id, snippet,"
-	    " attachments_json, body_len, next_attempt_at, created_at, updated_at)"
-	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	    SQL_ARGS(
-	        SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
-	        SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
-	        SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from), SQL_TEXT(m->from.address),
-	        SQL_TEXT(m->from.name), SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
-	        SQL_INT(m->head_apart), SQL_TEXT(m->subject), SQL_TEXT(m->message_id),
-	        SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet),
-	        SQL_TEXT(m->attachments_json != NULL ? m->attachments_json : "[]"),
-	        SQL_INT(m->body_len), SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
+	    " reply_to_name, head_apart, subject, message_id, mailtrail_id, snippet, body_len,"
+	    " next_attempt_at, created_at, updated_at)"
+	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
+	             SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
+	             SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from),
+	             SQL_TEXT(m->from.address), SQL_TEXT(m->from.name),
+	             SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
+	             SQL_INT(m->head_apart), SQL_TEXT(m->subject), SQL_TEXT(m->message_id),
+	             SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet), SQL_INT(m->body_len),
+	             SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
 	/* A unique id is a conflict; the table has no foreign key, so nothing else is expected. */
 	if (rc != 0)
 		return rc == STORE_CONFLICT ? rc : -1;
 	if (sql_exec(tx, op, "INSERT INTO outbox_bodies (message_id, body) VALUES (?, ?)",
 	             SQL_ARGS(SQL_TEXT(m->id), SQL_BLOB(m->body, m->body_len))) < 0)
 		return -1;
+	for (size_t i = 0; i < m->attachment_count; i++) {
+		const struct store_attachment *a = &m->attachments[i];
+		if (sql_exec(tx, op,
+		             "INSERT INTO outbox_attachments (message_id, pos, name, type, size)"
+		             " VALUES (?, ?, ?, ?, ?)",
+		             SQL_ARGS(SQL_TEXT(m->id), SQL_INT(i), SQL_TEXT(a->name),
+		                      SQL_TEXT(a->type), SQL_INT(a->size))) < 0)
+			return -1;
+	}
 	for (size_t i = 0; i < m->rcpt_count; i++) {
 		const struct store_outbox_rcpt *r = &m->rcpts[i];
 		if (sql_exec(tx, op,
@@ -144,7 +153,6 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, TEXT, "message_id", message_id)                                                       \
 	G(T, TEXT, "mailtrail_id", mailtrail_id)                                                   \
 	G(T, TEXT, "snippet", snippet)                                                             \
-	G(T, TEXT_DUP, "attachments_json", attachments_json)                                       \
 	G(T, INT, "body_len", body_len)                                                            \
 	G(T, INT, "attempts", attempts)                                                            \
 	G(T, INT64, "first_attempt_at", first_attempt_at)                                          \
@@ -159,6 +167,26 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, INT64, "updated_at", updated_at)                                                      \
 	G(T, INT64, "sent_at", sent_at)
 SQL_TABLE(message_table, MESSAGE_ROW, struct store_outbox_message);
+
+#define ATTACHMENT_ROW(F, G, T)                                                                    \
+	F(T, TEXT, "name", name)                                                                   \
+	G(T, TEXT, "type", type)                                                                   \
+	G(T, INT64, "size", size)
+SQL_TABLE(attachment_table, ATTACHMENT_ROW, struct store_attachment);
+
+int store_outbox_attachments(struct store_tx *tx, const char *id, struct store_attachment **list_r,
+                             size_t *count_r)
+{
+	void *list = NULL;
+	int rc = sql_list_alloc(tx, "store_outbox_attachments",
+	                        "SELECT " SQL_COLUMNS(ATTACHMENT_ROW) " FROM outbox_attachments"
+	                                                              " WHERE message_id = ?"
+	                                                              " ORDER BY pos",
+	                        SQL_ARGS(SQL_TEXT(id)), &attachment_table, 4, MT_ATTACHMENTS_MAX,
+	                        &list, count_r);
+	*list_r = list;
+	return rc;
+}
 
 struct body_row {
 	char *body;

@@ -6,7 +6,7 @@
  * inside a store job (store.h).
  *
  * Ownership: the caller owns the structs it passes in and out; a store_outbox_message read or
- * claimed here holds malloc'd attachments_json, body and rcpts, freed with
+ * claimed here holds malloc'd attachments, body and rcpts, freed with
  * store_outbox_message_free(). A store_outbox_result's pointers are borrowed. */
 #ifndef MT_STORE_STORE_OUTBOX_H
 #define MT_STORE_STORE_OUTBOX_H
@@ -59,8 +59,9 @@ struct store_outbox_message {
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
 	char snippet[MT_SNIPPET_BYTES + 1];
-	char *attachments_json; /* [{"name","type","size"}], malloc'd; NULL = [] */
-	char *body;             /* the MIME bytes, malloc'd; NULL once purged */
+	struct store_attachment *attachments; /* malloc'd; written at enqueue, not read back */
+	size_t attachment_count;
+	char *body; /* the MIME bytes, malloc'd; NULL once purged */
 	size_t body_len;
 	int attempts;
 	int64_t first_attempt_at; /* 0 before the first attempt */
@@ -96,6 +97,9 @@ int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *use
  * in messages_r (array of `max`, caller-provided; free each with store_outbox_message_free). */
 int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
                        size_t max, struct store_outbox_message *messages_r, size_t *count_r);
+/* A message's attachments (name, type, size), malloc'd into *list_r (NULL when none). */
+int store_outbox_attachments(struct store_tx *tx, const char *id, struct store_attachment **list_r,
+                             size_t *count_r);
 /* The body of a message (malloc'd into *body_r); STORE_NOT_FOUND once purged. */
 int store_outbox_body(struct store_tx *tx, const char *id, char **body_r, size_t *len_r);
 /* Extends every lease `owner` holds on messages still sending, until `until`. */

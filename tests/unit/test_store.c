@@ -805,6 +805,55 @@ static void test_migration_5_keeps_rows(void **state)
 	assert_non_null(f->store);
 }
 
+/* Migration 7 (the route at delivery): a message stored before keeps its whole MIME
+ * (head_apart 0) and its attachments' JSON becomes rows. */
+static void test_migration_7_outbox(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->store);
+	char path[TEMP_STORE_PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s.v6", f->path);
+	const char *error = NULL;
+	struct db *db = db_sqlite_open(path, &error);
+	assert_non_null(db);
+	assert_int_equal(store_migrate_until(db, 6, &error), 0);
+	assert_int_equal(
+	    db_exec(
+	        db,
+	        "INSERT INTO outbox_messages (id, org_id, user_id, state, route, mail_from,"
+	        " from_address, from_name, subject, message_id, mailtrail_id, snippet,"
+	        " attachments_json, body_len, next_attempt_at, created_at, updated_at) VALUES"
+	        " ('msg_1', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
+	        " '[{\"name\":\"cv.pdf\",\"type\":\"application/pdf\",\"size\":10},"
+	        "{\"name\":\"b.txt\",\"type\":\"text/plain\",\"size\":3}]', 3, 0, 0, 0),"
+	        " ('msg_2', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't', 'sn',"
+	        " '[]', 3, 0, 0, 0)"),
+	    0);
+	db_close(&db);
+	struct store *s = store_open(path, NULL, &error);
+	assert_non_null(s);
+	store_close(&s);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_attachments"), 2);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_attachments WHERE"
+	                                 " message_id = 'msg_1' AND pos = 0 AND name = 'cv.pdf'"
+	                                 " AND type = 'application/pdf' AND size = 10"),
+	                 1);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_attachments WHERE"
+	                                 " message_id = 'msg_1' AND pos = 1 AND name = 'b.txt'"),
+	                 1);
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_messages WHERE"
+	                                 " head_apart = 0 AND reply_to_address = ''"),
+	                 2);
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[TEMP_STORE_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	f->store = store_open(f->path, NULL, &error);
+	assert_non_null(f->store);
+}
+
 static void test_migrations_idempotent(void **state)
 {
 	struct fixture *f = *state;
@@ -1132,6 +1181,7 @@ int main(void)
 	    cmocka_unit_test(test_new_id),
 	    cmocka_unit_test(test_new_ordered_id),
 	    cmocka_unit_test_setup_teardown(test_migration_5_keeps_rows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migration_7_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_org, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_users_and_tokens, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_smtp_account_and_deactivate, setup, teardown),
