@@ -1,68 +1,39 @@
-#include "http/server.h"
+/* The connection's side of the HTTP server (see http/server.h): each connection's state
+ * machine, its reads, writes and deadlines, the per-address table and the close; the listener
+ * with its cap and accept() back-off; the server's making and freeing. What a request does
+ * once its head is in is server_request.c's; what the two share is in server_internal.h. */
+#include "http/server_internal.h"
 
-#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/str.h"
-#include "proto/http_request.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/util.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define REQUESTS_METRIC "mailtrail_http_requests_total"
-#define REQUESTS_HELP   "HTTP requests answered, by route and status."
-#define DROPPED_METRIC  "mailtrail_http_replies_dropped_total"
-#define DROPPED_HELP    "Replies not sent because the client had gone away, by route."
-#define OPEN_METRIC     "mailtrail_http_connections"
-#define OPEN_HELP       "HTTP connections open."
-#define REFUSED_METRIC  "mailtrail_http_connections_refused_total"
-#define REFUSED_HELP    "HTTP connections closed at accept because a cap was reached, by cap."
-#define FULL_METRIC     "mailtrail_http_connections_full_total"
-#define FULL_HELP       "Times http_max_connections was reached and accepting paused."
-#define BACKOFF_METRIC  "mailtrail_http_accept_backoff_total"
+#define OPEN_METRIC    "mailtrail_http_connections"
+#define OPEN_HELP      "HTTP connections open."
+#define REFUSED_METRIC "mailtrail_http_connections_refused_total"
+#define REFUSED_HELP   "HTTP connections closed at accept because a cap was reached, by cap."
+#define FULL_METRIC    "mailtrail_http_connections_full_total"
+#define FULL_HELP      "Times http_max_connections was reached and accepting paused."
+#define BACKOFF_METRIC "mailtrail_http_accept_backoff_total"
 #define BACKOFF_HELP                                                                               \
 	"Episodes of accept() failing (out of descriptors or memory), by error; accepting pauses."
 #define DEADLINE_METRIC "mailtrail_http_deadlines_total"
 #define DEADLINE_HELP   "HTTP connections cut at a deadline, by what was late."
-
-#define IP_BUCKETS 256
-
-struct http_pair {
-	char *name;
-	char *value;
-};
-
-/* One client address and its open connections; it exists while it has any. */
-struct ip_entry {
-	unsigned char addr[16]; /* IPv4 as ::ffff:a.b.c.d */
-	unsigned count;
-	struct ip_entry *next;
-};
-
-/* A connection's states; each has one deadline policy (set_state()). */
-enum conn_state {
-	CONN_IDLE,    /* waiting for a request's first byte */
-	CONN_HEAD,    /* reading a head */
-	CONN_AUTH,    /* the authenticate hook has the request; its body waits unread */
-	CONN_BODY,    /* reading a body */
-	CONN_HANDLER, /* the handler has the request */
-	CONN_WRITING, /* a reply is going out */
-	CONN_LINGER,  /* after the last reply: discarding what the client still sends, then close */
-};
 
 static const char *const conn_state_names[] = {
     [CONN_IDLE] = "idle",     [CONN_HEAD] = "head",       [CONN_AUTH] = "auth",
@@ -70,259 +41,21 @@ static const char *const conn_state_names[] = {
     [CONN_LINGER] = "linger",
 };
 
-struct http_conn {
-	struct http_server *server;
-	struct bufferevent *bev;
-	evutil_socket_t fd;
-	struct ip_entry *ip;
-	enum conn_state state;
-	struct http_request *req; /* being read, in the hook or handler; NULL between requests */
-	struct event *timer;      /* the state's deadline */
-	/* AUTH and HANDLER stop reading, so a client that left would only be noticed when the
-	 * reply fails; this watches the socket meanwhile. */
-	struct event *watch;
-	struct event *kick; /* conn_kick() */
-	int64_t accepted_ms;
-	int64_t head_deadline_ms, request_deadline_ms;
-	int64_t waiting_since_ms; /* CONN_AUTH: not the client's time */
-	unsigned requests;        /* begun on this connection */
-	bool close_after;         /* the reply going out is the last */
-	struct http_conn *prev, *next;
-};
-
-struct http_server {
-	struct event_base *base;
-	evutil_socket_t listen_fd;
-	struct event *listener;
-	struct event *backoff_timer;
-	bool listening;   /* the listener event is added */
-	bool backing_off; /* accept() failed: paused until backoff_timer */
-	bool in_episode;  /* ...and has not succeeded since: warned once */
-	bool full;        /* at max_connections */
-	int64_t full_warned_ms;
-	unsigned backoff_ms;
-	struct http_server_params params;
-	const struct http_route *routes;
-	size_t route_count;
-	http_authenticate_fn *authenticate;
-	void *app;
-	uint16_t port;
-	struct http_conn *conns;
-	unsigned conn_count;
-	struct ip_entry *ips[IP_BUCKETS];
-	struct http_request *pending; /* requests the hook or a handler has */
-	/* Bodies over MT_HTTP_BODY_MAX being read or handled, in bytes: what they and the work done
-	 * on them (a JSON tree, a built message) hold is bounded node-wide, whichever tenant sends
-	 * them (MT_HTTP_LARGE_BODIES_MAX). */
-	size_t large_bytes;
-};
-
-enum body_state { BODY_NONE, BODY_UNREAD, BODY_READING, BODY_DONE };
-
-struct http_request {
-	size_t large_reserved;             /* its share of server->large_bytes */
-	struct http_server *server;        /* NULL once the server is freed */
-	struct http_conn *conn;            /* NULL once answered or once the connection is gone */
-	struct http_request_parser parser; /* owns the head's strings */
-	const struct http_request_head *head;
-	struct mt_buf body;
-	enum body_state body_state;
-	const struct http_route *route;
-	const char *route_name;
-	const char *method;
-	int64_t start_ms;
-	bool head_only; /* HEAD: the reply without its content */
-	bool in_app;    /* the hook or a handler has it: only a reply frees it */
-	bool gone;
-	bool replied;
-	int busy; /* our callbacks on the stack: the free waits until they return */
-	bool has_auth;
-	struct http_auth auth;
-	char *token;
-	struct http_pair params[MT_HTTP_PATH_PARAMS_MAX];
-	size_t param_count;
-	struct http_pair query[MT_HTTP_QUERY_PARAMS_MAX];
-	size_t query_count;
-	void *data;
-	struct http_request *prev, *next;
-};
-
 static _Thread_local char error_text[MT_ERROR_TEXT_MAX];
 
 static void conn_close(struct http_conn *conn);
-static void set_state(struct http_conn *conn, enum conn_state state);
 static void listener_update(struct http_server *server);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 100:
-		return "Continue";
-	case 200:
-		return "OK";
-	case 201:
-		return "Created";
-	case 202:
-		return "Accepted";
-	case 204:
-		return "No Content";
-	case 301:
-		return "Moved Permanently";
-	case 302:
-		return "Found";
-	case 303:
-		return "See Other";
-	case 304:
-		return "Not Modified";
-	case 400:
-		return "Bad Request";
-	case 401:
-		return "Unauthorized";
-	case 403:
-		return "Forbidden";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 408:
-		return "Request Timeout";
-	case 409:
-		return "Conflict";
-	case 410:
-		return "Gone";
-	case 413:
-		return "Content Too Large";
-	case 414:
-		return "URI Too Long";
-	case 415:
-		return "Unsupported Media Type";
-	case 422:
-		return "Unprocessable Content";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 500:
-		return "Internal Server Error";
-	case 501:
-		return "Not Implemented";
-	case 502:
-		return "Bad Gateway";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	case 505:
-		return "HTTP Version Not Supported";
-	}
-	return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
-}
-
-/* Percent-decodes [s, s+len) into a new string. NULL on a malformed escape or a decoded NUL,
- * which would silently cut the value short for every C consumer. */
-static char *percent_decode(const char *s, size_t len, bool plus_is_space)
-{
-	char *out = malloc(len + 1);
-	if (out == NULL)
-		return NULL;
-	size_t n = 0;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (c == '%') {
-			int hi = i + 2 < len ? mt_hex_value(s[i + 1]) : -1;
-			int lo = hi >= 0 ? mt_hex_value(s[i + 2]) : -1;
-			if (lo < 0 || (hi == 0 && lo == 0)) {
-				free(out);
-				return NULL;
-			}
-			out[n++] = (char)(hi * 16 + lo);
-			i += 2;
-		} else if (c == '+' && plus_is_space) {
-			out[n++] = ' ';
-		} else if (c == '\0') {
-			free(out);
-			return NULL;
-		} else {
-			out[n++] = c;
-		}
-	}
-	out[n] = '\0';
-	return out;
-}
-
-static void pairs_free(struct http_pair *pairs, size_t count)
-{
-	for (size_t i = 0; i < count; i++) {
-		free(pairs[i].name);
-		free(pairs[i].value);
-	}
-}
-
-/* RFC 9110 §5.6.7 IMF-fixdate, without the locale strftime() would use. */
-static void http_date(char out[64])
-{
-	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
-	         months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
 
 static void count_deadline(const char *what)
 {
 	mt_metric_inc(DEADLINE_METRIC, DEADLINE_HELP, "phase", what, NULL, NULL);
 }
 
-/* ---- requests ----------------------------------------------------------------------------- */
+/* ---- connections -------------------------------------------------------------------------- */
 
-static void unlink_pending(struct http_request *req)
-{
-	if (req->server == NULL)
-		return;
-	if (req->prev != NULL)
-		req->prev->next = req->next;
-	else if (req->server->pending == req)
-		req->server->pending = req->next;
-	if (req->next != NULL)
-		req->next->prev = req->prev;
-	req->prev = req->next = NULL;
-}
-
-/* The hook or a handler gets the request: from now on only a reply frees it. */
-static void hand_to_app(struct http_request *req)
-{
-	struct http_server *server = req->server;
-	req->in_app = true;
-	req->next = server->pending;
-	if (server->pending != NULL)
-		server->pending->prev = req;
-	server->pending = req;
-}
-
-static void request_free(struct http_request *req)
-{
-	if (req->conn != NULL && req->conn->req == req)
-		req->conn->req = NULL;
-	unlink_pending(req);
-	if (req->server != NULL)
-		req->server->large_bytes -= req->large_reserved;
-	http_request_parser_deinit(&req->parser);
-	mt_buf_free(&req->body);
-	pairs_free(req->params, req->param_count);
-	pairs_free(req->query, req->query_count);
-	if (req->token != NULL) {
-		explicit_bzero(req->token, strlen(req->token));
-		free(req->token);
-	}
-	free(req);
-}
-
-static void watch_stop(struct http_conn *conn)
+void http_conn_watch_stop(struct http_conn *conn)
 {
 	if (conn != NULL && conn->watch != NULL)
 		event_del(conn->watch);
@@ -339,7 +72,7 @@ static void on_peer_event(evutil_socket_t fd, short what, void *arg)
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
-	watch_stop(conn);
+	http_conn_watch_stop(conn);
 	if (n > 0)
 		return;
 	mt_log(MT_LOG_DEBUG, "http.client_gone",
@@ -347,576 +80,14 @@ static void on_peer_event(evutil_socket_t fd, short what, void *arg)
 	conn_close(conn);
 }
 
-/* Frees the request once it is answered and none of our frames still use it; a request left
- * waiting for an asynchronous reply gets its socket watched. */
-static void release(struct http_request *req)
-{
-	if (--req->busy > 0)
-		return;
-	if (req->replied) {
-		request_free(req);
-		return;
-	}
-	struct http_conn *conn = req->conn;
-	if (conn != NULL && conn->req == req && !req->gone &&
-	    (conn->state == CONN_AUTH || conn->state == CONN_HANDLER) && conn->watch != NULL)
-		event_add(conn->watch, NULL);
-}
-
-/* ---- replies ------------------------------------------------------------------------------ */
-
-static void log_and_count(struct http_request *req, int status, bool dropped)
-{
-	char code[16], ms[24];
-	snprintf(code, sizeof(code), "%d", status);
-	snprintf(ms, sizeof(ms), "%lld", (long long)(mt_now_ms() - req->start_ms));
-	/* Never the path (it can carry an unsubscribe token), the query or any header. */
-	mt_log(MT_LOG_INFO, "http.request", MT_KV("method", req->method),
-	       MT_KV("route", req->route_name), MT_KV("status", code), MT_KV("ms", ms),
-	       MT_KV(dropped ? "client" : NULL, "gone"));
-	if (dropped)
-		mt_metric_inc(DROPPED_METRIC, DROPPED_HELP, "route", req->route_name, NULL, NULL);
-	else
-		mt_metric_inc(REQUESTS_METRIC, REQUESTS_HELP, "route", req->route_name, "status",
-		              code);
-}
-
-/* Writes the reply on the connection; it is the last one when the client asked so or when the
- * request's body was not read (what is left of it makes the connection unusable). */
-static void conn_reply(struct http_conn *conn, struct http_request *req, int status,
-                       const char *content_type, const char *data, size_t len,
-                       const char *const *extra)
-{
-	bool last = req->head == NULL || !req->head->keep_alive || req->body_state == BODY_UNREAD ||
-	            req->body_state == BODY_READING || conn->server == NULL;
-	bool no_content = status == 204 || status == 304;
-	struct evbuffer *out = bufferevent_get_output(conn->bev);
-	char date[64];
-	http_date(date);
-	evbuffer_add_printf(out,
-	                    "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
-	                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-	                    status, reason_phrase(status), date,
-	                    content_type != NULL ? content_type
-	                                         : "application/json; charset=utf-8");
-	if (!no_content)
-		evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
-	for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
-		evbuffer_add_printf(out, "%s: %s\r\n", extra[i], extra[i + 1]);
-	if (last)
-		evbuffer_add(out, "Connection: close\r\n", 19);
-	else if (req->head->minor == 0)
-		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-	evbuffer_add(out, "\r\n", 2);
-	if (!no_content && !req->head_only && len > 0)
-		evbuffer_add(out, data, len);
-	conn->close_after = last;
-	conn->requests++;
-	set_state(conn, CONN_WRITING);
-}
-
-/* The one place a request is answered. `extra` is a NULL-terminated name/value list. */
-static void finish(struct http_request *req, int status, const char *content_type, const char *data,
-                   size_t len, const char *const *extra)
-{
-	if (req->replied) {
-		mt_log(MT_LOG_WARN, "http.reply_twice", MT_KV("route", req->route_name));
-		return;
-	}
-	req->replied = true;
-	if (status < 100 || status > 599)
-		status = 500;
-	struct http_conn *conn = req->conn;
-	bool dropped = req->gone || conn == NULL;
-	log_and_count(req, status, dropped);
-	if (!dropped) {
-		watch_stop(conn);
-		conn_reply(conn, req, status, content_type, data, len, extra);
-		conn->req = NULL;
-	}
-	req->conn = NULL;
-	unlink_pending(req);
-	if (req->busy == 0)
-		request_free(req);
-}
-
-void http_reply_text(struct http_request *req, int status, const char *content_type,
-                     const char *text, size_t len)
-{
-	finish(req, status, content_type, text, len, NULL);
-}
-
-void http_reply_empty(struct http_request *req, int status)
-{
-	finish(req, status, NULL, NULL, 0, NULL);
-}
-
-static void reply_json_extra(struct http_request *req, int status, json_t *body,
-                             const char *const *extra)
-{
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
-	if (text == NULL) {
-		static const char internal[] = "{\"error\":{\"class\":\"internal\",\"message\":"
-		                               "\"reply could not be encoded\"}}";
-		finish(req, 500, NULL, internal, sizeof(internal) - 1, NULL);
-		return;
-	}
-	finish(req, status, NULL, text, strlen(text), extra);
-	free(text);
-}
-
-void http_reply_json(struct http_request *req, int status, json_t *body)
-{
-	reply_json_extra(req, status, body, NULL);
-}
-
-/* jansson refuses invalid UTF-8; rather than lose an SMTP server's reply, its odd bytes
- * become '?'. */
-static json_t *utf8_string(const char *s)
-{
-	json_t *j = json_string(s);
-	if (j != NULL)
-		return j;
-	char *copy = strdup(s);
-	if (copy == NULL)
-		return NULL;
-	for (char *p = copy; *p != '\0'; p++) {
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	}
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
-static void reply_error_extra(struct http_request *req, int status, const char *cls,
-                              const char *message, const char *smtp_reply, const char *fingerprint,
-                              const char *const *extra)
-{
-	json_t *error = json_object();
-	json_object_set_new(error, "class", utf8_string(cls != NULL ? cls : "internal"));
-	json_object_set_new(error, "message", utf8_string(message != NULL ? message : ""));
-	if (smtp_reply != NULL)
-		json_object_set_new(error, "smtp_reply", utf8_string(smtp_reply));
-	if (fingerprint != NULL)
-		json_object_set_new(error, "fingerprint", utf8_string(fingerprint));
-	json_t *body = json_object();
-	json_object_set_new(body, "error", error);
-	reply_json_extra(req, status, body, extra);
-}
-
-void http_reply_error(struct http_request *req, int status, const char *cls, const char *message,
-                      const char *smtp_reply, const char *fingerprint)
-{
-	reply_error_extra(req, status, cls, message, smtp_reply, fingerprint, NULL);
-}
-
-void http_reply_errorf(struct http_request *req, int status, const char *cls, const char *fmt, ...)
-{
-	char message[MT_ERROR_TEXT_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(message, sizeof(message), fmt, ap);
-	va_end(ap);
-	reply_error_extra(req, status, cls, message, NULL, NULL, NULL);
-}
-
-void http_reply_error_retry(struct http_request *req, int status, const char *cls,
-                            const char *message, unsigned retry_after_s)
-{
-	char seconds[16];
-	snprintf(seconds, sizeof(seconds), "%u", retry_after_s);
-	const char *const extra[] = {"Retry-After", seconds, NULL};
-	reply_error_extra(req, status, cls, message, NULL, NULL, extra);
-}
-
-void http_request_abandon(struct http_request *req)
-{
-	if (req->gone || req->conn == NULL)
-		finish(req, 500, NULL, NULL, 0, NULL);
-	else
-		http_reply_error(req, 500, "internal", "the request was abandoned", NULL, NULL);
-}
-
-/* ---- request accessors -------------------------------------------------------------------- */
-
-static const char *pair_get(const struct http_pair *pairs, size_t count, const char *name)
-{
-	for (size_t i = 0; i < count && name != NULL; i++) {
-		if (strcmp(pairs[i].name, name) == 0)
-			return pairs[i].value;
-	}
-	return NULL;
-}
-
-const char *http_request_param(const struct http_request *req, const char *name)
-{
-	return pair_get(req->params, req->param_count, name);
-}
-
-const char *http_request_query(const struct http_request *req, const char *name)
-{
-	return pair_get(req->query, req->query_count, name);
-}
-
-const char *http_request_header(const struct http_request *req, const char *name)
-{
-	for (size_t i = 0; req->head != NULL && name != NULL && i < req->head->field_count; i++) {
-		if (strcasecmp(req->head->fields[i].name, name) == 0)
-			return req->head->fields[i].value;
-	}
-	return NULL;
-}
-
-const char *http_request_body(const struct http_request *req, size_t *len_r)
-{
-	if (len_r != NULL)
-		*len_r = req->body.len;
-	return req->body.data != NULL ? req->body.data : "";
-}
-
-const char *http_request_method(const struct http_request *req)
-{
-	return req->method;
-}
-
-const char *http_request_route_name(const struct http_request *req)
-{
-	return req->route_name;
-}
-
-const struct http_auth *http_request_auth(const struct http_request *req)
-{
-	return req->has_auth ? &req->auth : NULL;
-}
-
-void *http_request_get_data(const struct http_request *req)
-{
-	return req->data;
-}
-
-void http_request_set_data(struct http_request *req, void *data)
-{
-	req->data = data;
-}
-
-bool http_request_gone(const struct http_request *req)
-{
-	return req->gone;
-}
-
-/* ---- dispatch ----------------------------------------------------------------------------- */
-
 /* Runs the bytes already read through the connection's state again, soon, from the loop (so
  * never inside a handler or the hook): bufferevent only calls back for bytes that arrive after
  * reading is enabled. */
-static void conn_kick(struct http_conn *conn)
+void http_conn_kick(struct http_conn *conn)
 {
 	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
 		event_active(conn->kick, EV_TIMEOUT, 0);
 }
-
-static void run_handler(struct http_request *req)
-{
-	set_state(req->conn, CONN_HANDLER);
-	hand_to_app(req);
-	void *app = req->server != NULL ? req->server->app : NULL;
-	req->busy++;
-	req->route->handler(req, app);
-	release(req);
-}
-
-static size_t body_cap(const struct http_request *req)
-{
-	return req->route->body_max > 0 ? req->route->body_max : MT_HTTP_BODY_MAX;
-}
-
-/* The request may go on: its declared size against the route's cap, then its body. */
-static void accept_request(struct http_request *req)
-{
-	size_t max = body_cap(req);
-	const struct http_request_head *head = req->head;
-	if (head->body == HTTP_BODY_LENGTH && head->content_length > max) {
-		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes", max);
-		return;
-	}
-	if (head->body == HTTP_BODY_NONE) {
-		run_handler(req);
-		return;
-	}
-	/* A large body is wanted only while the node's budget for them has room (a chunked one
-	 * counts at the route's cap); else it stays unread and the client may try again soon. */
-	size_t want = head->body == HTTP_BODY_LENGTH ? head->content_length : max;
-	struct http_server *server = req->server;
-	if (want > MT_HTTP_BODY_MAX && server != NULL) {
-		if (server->large_bytes > 0 &&
-		    server->large_bytes + want > MT_HTTP_LARGE_BODIES_MAX) {
-			mt_metric_inc(
-			    "mailtrail_http_large_bodies_refused_total",
-			    "Large request bodies refused while the node's budget was full", NULL,
-			    NULL, NULL, NULL);
-			http_reply_error_retry(req, 503, "internal",
-			                       "too many large requests at once; try again", 1);
-			return;
-		}
-		server->large_bytes += want;
-		req->large_reserved = want;
-	}
-	mt_buf_init(&req->body, max);
-	req->body_state = BODY_READING;
-	struct http_conn *conn = req->conn;
-	/* RFC 9110 §10.1.1: only now that the body is wanted; never to an HTTP/1.0 client */
-	if (head->expect_continue && head->minor == 1)
-		evbuffer_add(bufferevent_get_output(conn->bev), "HTTP/1.1 100 Continue\r\n\r\n",
-		             25);
-	set_state(conn, CONN_BODY);
-	conn_kick(conn);
-}
-
-void http_request_authenticated(struct http_request *req, const struct http_auth *auth_or_null)
-{
-	if (req->replied) {
-		mt_log(MT_LOG_WARN, "http.authenticated_after_reply",
-		       MT_KV("route", req->route_name));
-		return;
-	}
-	if (req->token != NULL) {
-		explicit_bzero(req->token, strlen(req->token));
-		free(req->token);
-		req->token = NULL;
-	}
-	if (req->gone || req->server == NULL || req->conn == NULL) {
-		finish(req, 401, NULL, NULL, 0, NULL); /* dropped */
-		return;
-	}
-	static const char *const bearer[] = {"WWW-Authenticate", "Bearer", NULL};
-	if (auth_or_null == NULL) {
-		reply_error_extra(req, 401, "auth", "invalid or revoked token", NULL, NULL, bearer);
-		return;
-	}
-	if (req->route->auth == HTTP_ADMIN && !auth_or_null->admin) {
-		http_reply_error(req, 403, "auth", "this needs an org admin", NULL, NULL);
-		return;
-	}
-	req->auth = *auth_or_null;
-	req->has_auth = true;
-	/* Ours again until the handler has it: a connection closed meanwhile frees it. */
-	unlink_pending(req);
-	req->in_app = false;
-	struct http_conn *conn = req->conn;
-	watch_stop(conn);
-	conn->request_deadline_ms += mt_now_ms() - conn->waiting_since_ms;
-	accept_request(req);
-}
-
-enum match_result { MATCH_NO, MATCH_YES, MATCH_BAD };
-
-/* Matches `path` (raw, percent-encoded) against `pattern` segment by segment; literal segments
- * compare against the decoded segment, {name} takes one non-empty segment. On MATCH_YES the
- * decoded parameters are in req->params. */
-static enum match_result match_route(struct http_request *req, const char *pattern,
-                                     const char *path)
-{
-	struct http_pair params[MT_HTTP_PATH_PARAMS_MAX];
-	size_t count = 0;
-	enum match_result result = MATCH_NO;
-	const char *p = pattern, *s = path;
-	if (*p != '/' || *s != '/')
-		return MATCH_NO;
-	for (;;) {
-		p++, s++;
-		size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
-		char *seg = percent_decode(s, slen, false);
-		if (seg == NULL) {
-			result = MATCH_BAD;
-			goto out;
-		}
-		if (plen >= 2 && p[0] == '{' && p[plen - 1] == '}') {
-			if (slen == 0 || count == MT_HTTP_PATH_PARAMS_MAX) {
-				free(seg);
-				goto out;
-			}
-			params[count].name = strndup(p + 1, plen - 2);
-			params[count].value = seg;
-			count++;
-			if (params[count - 1].name == NULL)
-				goto out;
-		} else {
-			bool same = strlen(seg) == plen && memcmp(seg, p, plen) == 0;
-			free(seg);
-			if (!same)
-				goto out;
-		}
-		p += plen, s += slen;
-		if (*p == '\0' || *s == '\0') {
-			if (*p == '\0' && *s == '\0')
-				result = MATCH_YES;
-			goto out;
-		}
-	}
-out:
-	if (result == MATCH_YES) {
-		memcpy(req->params, params, count * sizeof(params[0]));
-		req->param_count = count;
-	} else {
-		pairs_free(params, count);
-	}
-	return result;
-}
-
-/* application/x-www-form-urlencoded pairs; a repeated name is refused rather than guessed. */
-static int parse_query(struct http_request *req, const char *query, const char **why_r)
-{
-	for (const char *s = query; s != NULL && *s != '\0';) {
-		size_t len = strcspn(s, "&");
-		if (len > 0) {
-			const char *eq = memchr(s, '=', len);
-			size_t nlen = eq != NULL ? (size_t)(eq - s) : len;
-			if (req->query_count == MT_HTTP_QUERY_PARAMS_MAX) {
-				*why_r = "too many query parameters";
-				return -1;
-			}
-			char *name = percent_decode(s, nlen, true);
-			char *value =
-			    eq != NULL ? percent_decode(eq + 1, len - nlen - 1, true) : strdup("");
-			if (name == NULL || value == NULL) {
-				free(name);
-				free(value);
-				*why_r = "malformed query string";
-				return -1;
-			}
-			if (http_request_query(req, name) != NULL) {
-				free(name);
-				free(value);
-				*why_r = "repeated query parameter";
-				return -1;
-			}
-			req->query[req->query_count++] = (struct http_pair){name, value};
-		}
-		s += len;
-		if (*s == '&')
-			s++;
-	}
-	return 0;
-}
-
-/* "Bearer <token>" (RFC 6750 §2.1: the scheme is case-insensitive, the token has no spaces). */
-static const char *bearer_token(const char *value)
-{
-	if (value == NULL || strncasecmp(value, "Bearer ", 7) != 0)
-		return NULL;
-	const char *t = value + 7;
-	while (*t == ' ')
-		t++;
-	size_t len = strlen(t);
-	while (len > 0 && t[len - 1] == ' ')
-		len--;
-	if (len == 0 || len > MT_HTTP_HEADERS_MAX)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)t[i];
-		if (c <= ' ' || c >= 0x7f)
-			return NULL;
-	}
-	return t;
-}
-
-/* Finds the route; false when the request was answered (400, 404, 405). */
-static bool route_request(struct http_request *req)
-{
-	struct http_server *server = req->server;
-	const char *target = req->head->target;
-	size_t plen = strcspn(target, "?");
-	char *path = strndup(target, plen);
-	if (path == NULL) {
-		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
-		return false;
-	}
-	bool path_known = false, bad_path = false;
-	char allow[64] = "";
-	for (size_t i = 0; i < server->route_count && req->route == NULL; i++) {
-		const struct http_route *r = &server->routes[i];
-		enum match_result m = match_route(req, r->pattern, path);
-		if (m == MATCH_BAD) {
-			bad_path = true;
-			break;
-		}
-		if (m != MATCH_YES)
-			continue;
-		if (strcmp(r->method, req->method) == 0) {
-			req->route = r;
-			req->route_name = r->name;
-		} else {
-			pairs_free(req->params, req->param_count);
-			req->param_count = 0;
-			path_known = true;
-			if (strstr(allow, r->method) == NULL &&
-			    strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
-				if (allow[0] != '\0')
-					strcat(allow, ", ");
-				strcat(allow, r->method);
-			}
-		}
-	}
-	free(path);
-	if (bad_path) {
-		http_reply_error(req, 400, "input", "malformed path", NULL, NULL);
-		return false;
-	}
-	if (req->route == NULL) {
-		if (path_known) {
-			const char *const extra[] = {"Allow", allow, NULL};
-			reply_error_extra(req, 405, "input", "method not allowed", NULL, NULL,
-			                  extra);
-		} else {
-			http_reply_error(req, 404, "input", "no such endpoint", NULL, NULL);
-		}
-		return false;
-	}
-	const char *why = NULL;
-	if (target[plen] == '?' && parse_query(req, target + plen + 1, &why) < 0) {
-		http_reply_error(req, 400, "input", why, NULL, NULL);
-		return false;
-	}
-	return true;
-}
-
-/* The head is in: everything is decided from it before any of the body is read. */
-static void on_head(struct http_conn *conn, struct http_request *req)
-{
-	struct http_server *server = conn->server;
-	req->method = req->head->method;
-	req->head_only = strcmp(req->method, "HEAD") == 0;
-	if (req->head->body != HTTP_BODY_NONE)
-		req->body_state = BODY_UNREAD;
-	if (!route_request(req))
-		return;
-	if (req->route->auth == HTTP_PUBLIC) {
-		accept_request(req);
-		return;
-	}
-	const char *token = bearer_token(http_request_header(req, "Authorization"));
-	if (token == NULL || server->authenticate == NULL) {
-		static const char *const bearer[] = {"WWW-Authenticate", "Bearer", NULL};
-		reply_error_extra(req, 401, "auth", "missing or malformed bearer token", NULL, NULL,
-		                  bearer);
-		return;
-	}
-	req->token = strndup(token, strcspn(token, " "));
-	if (req->token == NULL) {
-		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
-		return;
-	}
-	conn->waiting_since_ms = mt_now_ms();
-	set_state(conn, CONN_AUTH);
-	hand_to_app(req);
-	req->busy++;
-	server->authenticate(req, req->token, server->app);
-	release(req);
-}
-
-/* ---- connections -------------------------------------------------------------------------- */
 
 static void conn_arm(struct http_conn *conn, int64_t deadline_ms)
 {
@@ -927,7 +98,7 @@ static void conn_arm(struct http_conn *conn, int64_t deadline_ms)
 	evtimer_add(conn->timer, &tv);
 }
 
-static void set_state(struct http_conn *conn, enum conn_state state)
+void http_conn_set_state(struct http_conn *conn, enum conn_state state)
 {
 	const struct http_server_params *p = &conn->server->params;
 	int64_t now = mt_now_ms();
@@ -968,36 +139,18 @@ static void set_state(struct http_conn *conn, enum conn_state state)
 /* A request's first byte arrived. */
 static void request_begin(struct http_conn *conn)
 {
-	struct http_request *req = calloc(1, sizeof(*req));
+	struct http_request *req = http_req_new(conn);
 	if (req == NULL) {
 		conn_close(conn);
 		return;
 	}
-	req->server = conn->server;
-	req->conn = conn;
-	req->method = "-";
-	req->route_name = "unmatched";
-	req->start_ms = mt_now_ms();
-	http_request_parser_init(&req->parser);
-	mt_buf_init(&req->body, 0);
 	conn->req = req;
 	/* The first request's clock started at accept: a client that connects and waits is
 	 * held no longer than one that trickles. */
 	int64_t from = conn->requests == 0 ? conn->accepted_ms : req->start_ms;
 	conn->head_deadline_ms = from + conn->server->params.header_timeout_ms;
 	conn->request_deadline_ms = from + conn->server->params.request_timeout_ms;
-	set_state(conn, CONN_HEAD);
-}
-
-static void parse_failed(struct http_request *req, const char *why)
-{
-	int status = http_request_parser_status(&req->parser);
-	if (status == 413)
-		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes",
-		                  body_cap(req));
-	else
-		http_reply_error(req, status, status == 503 ? "internal" : "input", why, NULL,
-		                 NULL);
+	http_conn_set_state(conn, CONN_HEAD);
 }
 
 /* Feeds what has been read to the state that wants it. Called only from the loop, never from
@@ -1023,12 +176,12 @@ static void conn_process(struct http_conn *conn)
 			                              &consumed, &req->head, &why);
 			if (ret < 0) {
 				req->head = NULL;
-				parse_failed(req, why);
+				http_req_parse_failed(req, why);
 				return;
 			}
 			evbuffer_drain(in, consumed);
 			if (ret == 1)
-				on_head(conn, req);
+				http_req_on_head(conn, req);
 			break;
 		}
 		case CONN_BODY: {
@@ -1037,13 +190,13 @@ static void conn_process(struct http_conn *conn)
 			ret = http_request_parse_body(&req->parser, vec.iov_base, vec.iov_len,
 			                              &consumed, &req->body, &why);
 			if (ret < 0) {
-				parse_failed(req, why);
+				http_req_parse_failed(req, why);
 				return;
 			}
 			evbuffer_drain(in, consumed);
 			if (ret == 1) {
 				req->body_state = BODY_DONE;
-				run_handler(req);
+				http_req_run_handler(req);
 			}
 			break;
 		}
@@ -1080,12 +233,12 @@ static void on_write(struct bufferevent *bev, void *arg)
 		 * sending its body could lose the reply with it: send our FIN, then read and
 		 * drop what still comes, for a while. */
 		shutdown(conn->fd, SHUT_WR);
-		set_state(conn, CONN_LINGER);
-		conn_kick(conn);
+		http_conn_set_state(conn, CONN_LINGER);
+		http_conn_kick(conn);
 		return;
 	}
-	set_state(conn, CONN_IDLE);
-	conn_kick(conn);
+	http_conn_set_state(conn, CONN_IDLE);
+	http_conn_kick(conn);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -1177,7 +330,7 @@ static void conn_close(struct http_conn *conn)
 		if (req->in_app)
 			req->gone = true;
 		else if (req->busy == 0)
-			request_free(req);
+			http_req_free(req);
 	}
 	event_free(conn->watch);
 	event_free(conn->kick);
@@ -1274,7 +427,7 @@ static void conn_new(struct http_server *server, evutil_socket_t fd,
 	gauge_connections(server);
 	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
 	bufferevent_setwatermark(conn->bev, EV_READ, 0, MT_HTTP_INPUT_MAX);
-	set_state(conn, CONN_IDLE);
+	http_conn_set_state(conn, CONN_IDLE);
 	listener_update(server);
 }
 

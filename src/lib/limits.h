@@ -134,7 +134,7 @@
 #define MT_HTTP_ACCEPT_BACKOFF_MAX_MS 1000        /* ... doubling up to this */
 #define MT_HTTP_ACCEPTS_PER_WAKE      64          /* accept() calls per listener wake-up */
 
-/* HTTP requests and JSON bodies (src/http/server.c, src/proto/json_decode.c) */
+/* HTTP requests and JSON bodies (src/http/server*.c, src/proto/json_decode.c) */
 #define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */
 #define MT_HTTP_QUERY_PARAMS_MAX 32   /* query parameters of one request; more is 400 */
 #define MT_JSON_ARRAY_ITEMS_MAX  1000 /* items of one array field unless the field says less */
