@@ -8,6 +8,7 @@
 #include "engine/outbox.h"
 #include "engine/retention.h"
 #include "engine/sender.h"
+#include "engine/users.h"
 #include "http/api.h"
 #include "lib/log.h"
 #include "lib/str.h"
@@ -86,6 +87,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	struct event_base *base = arg;
 	mt_log(MT_LOG_INFO, "serve.stopping", MT_KV("signal", sig == SIGTERM ? "TERM" : "INT"));
 	event_base_loopbreak(base);
+}
+
+/* The API caches authentications; a change to someone's access must reach that cache. */
+static void access_changed(void *api)
+{
+	api_auth_changed(api);
 }
 
 int mt_cli_serve(int argc, char **argv)
@@ -183,6 +190,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct work_pool *work = NULL;
 	struct outbox *outbox = NULL;
 	struct accounts *accounts = NULL;
+	struct users *users = NULL;
 	struct retention *retention = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
@@ -310,6 +318,16 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.accounts = accounts;
+	struct users_params users_params = {
+	    .store = store,
+	    .on_access_change = access_changed,
+	    .on_access_change_ctx = &api,
+	};
+	if ((users = users_new(&users_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.users = users;
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -363,6 +381,7 @@ out:
 		event_free(sigint);
 	retention_free(&retention);
 	store_close(&store);
+	users_free(&users); /* after the store: its jobs' completions announce through it */
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

@@ -3,8 +3,7 @@
 #include "crypto/seal.h"
 #include "lib/log.h"
 #include "lib/str.h"
-#include "store/store.h"
-#include "store/store_user.h"
+#include "engine/users.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -83,45 +82,43 @@ void api_auth_changed(struct api *api)
 	api->auth_generation++;
 }
 
-struct auth_job {
+/* A token being read from the store: what is needed to keep the answer in the cache. */
+struct auth_wait {
 	struct api *api;
 	struct http_request *req;
 	unsigned char hash[32];
 	uint64_t generation; /* when the read was asked for */
-	struct store_token token;
-	struct store_user user;
 };
 
-static int auth_run(struct store_tx *tx, void *arg)
+static void authenticated(void *ctx, const struct crud_outcome *outcome,
+                          const struct users_identity *identity)
 {
-	struct auth_job *job = arg;
-	return store_token_authenticate(tx, job->hash, &job->token, &job->user);
-}
-
-static void auth_done(void *arg, int result)
-{
-	struct auth_job *job = arg;
-	if (result != 0) {
-		http_request_authenticated(job->req, NULL);
+	struct auth_wait *wait = ctx;
+	if (outcome->verdict == CRUD_BUSY) {
+		http_reply_error_retry(wait->req, 503, "internal", "the store is busy; try again",
+		                       1);
+	} else if (identity == NULL) {
+		/* Unknown, revoked, or the store failed: nobody gets in on a failure. */
+		http_request_authenticated(wait->req, NULL);
 	} else {
 		struct http_auth auth;
 		memset(&auth, 0, sizeof(auth));
-		mt_strlcpy(auth.org_id, job->user.org_id, sizeof(auth.org_id));
-		mt_strlcpy(auth.user_id, job->user.id, sizeof(auth.user_id));
-		mt_strlcpy(auth.token_id, job->token.id, sizeof(auth.token_id));
-		auth.admin = job->user.role == STORE_ROLE_ADMIN;
-		struct auth_cache_entry *e = auth_slot(job->api, job->hash);
-		if (e != NULL && job->generation == job->api->auth_generation) {
-			memcpy(e->hash, job->hash, sizeof(e->hash));
+		mt_strlcpy(auth.org_id, identity->org_id, sizeof(auth.org_id));
+		mt_strlcpy(auth.user_id, identity->user_id, sizeof(auth.user_id));
+		mt_strlcpy(auth.token_id, identity->token_id, sizeof(auth.token_id));
+		auth.admin = identity->admin;
+		struct auth_cache_entry *e = auth_slot(wait->api, wait->hash);
+		if (e != NULL && wait->generation == wait->api->auth_generation) {
+			memcpy(e->hash, wait->hash, sizeof(e->hash));
 			e->auth = auth;
 			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
-			e->generation = job->generation;
+			e->generation = wait->generation;
 			e->used = true;
 		}
-		http_request_authenticated(job->req, &auth);
+		http_request_authenticated(wait->req, &auth);
 	}
-	sodium_memzero(job->hash, sizeof(job->hash));
-	free(job);
+	sodium_memzero(wait->hash, sizeof(wait->hash));
+	free(wait);
 }
 
 void api_authenticate(struct http_request *req, const char *token, void *app)
@@ -136,20 +133,18 @@ void api_authenticate(struct http_request *req, const char *token, void *app)
 		http_request_authenticated(req, &e->auth);
 		return;
 	}
-	struct auth_job *job = calloc(1, sizeof(*job));
-	if (job == NULL) {
+	struct auth_wait *wait = calloc(1, sizeof(*wait));
+	if (wait == NULL) {
+		sodium_memzero(hash, sizeof(hash));
 		http_request_authenticated(req, NULL);
 		return;
 	}
-	job->api = api;
-	job->req = req;
-	job->generation = api->auth_generation;
-	memcpy(job->hash, hash, sizeof(hash));
+	wait->api = api;
+	wait->req = req;
+	wait->generation = api->auth_generation;
+	memcpy(wait->hash, hash, sizeof(hash));
 	sodium_memzero(hash, sizeof(hash));
-	if (store_submit(api->store, STORE_READ, auth_run, auth_done, job) < 0) {
-		free(job);
-		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
-	}
+	users_authenticate(api->users, wait->hash, authenticated, wait);
 }
 
 /* ---- jobs ---- */
@@ -170,38 +165,37 @@ void *api_job_new(struct api *api, struct http_request *req, size_t size)
 	return job;
 }
 
-void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn *fn,
-                    store_done_fn *done)
+bool api_reply_outcome(struct http_request *req, const struct crud_outcome *outcome,
+                       const char *what)
 {
-	if (store_submit(job->api->store, kind, fn, done, job) < 0) {
-		http_reply_error_retry(job->req, 503, "internal", "the store is busy; try again",
-		                       1);
-		if (job->destroy != NULL)
-			job->destroy(job);
-		else
-			free(job);
-	}
-}
-
-bool api_reply_store_error(struct http_request *req, int rc, const char *what)
-{
-	switch (rc) {
-	case 0:
+	switch (outcome->verdict) {
+	case CRUD_OK:
 		return false;
-	case STORE_NOT_FOUND:
+	case CRUD_INVALID:
+		http_reply_error(req, 400, "input", outcome->reason, NULL, NULL);
+		break;
+	case CRUD_FORBIDDEN:
+		http_reply_error(req, 403, "auth", outcome->reason, NULL, NULL);
+		break;
+	case CRUD_REFUSED:
+		http_reply_error(req, 409, "input", outcome->reason, NULL, NULL);
+		break;
+	case CRUD_NOT_FOUND:
 		http_reply_errorf(req, 404, "input", "%s not found", what);
 		break;
-	case STORE_CONFLICT:
+	case CRUD_CONFLICT:
 		http_reply_errorf(req, 409, "input", "%s conflicts with an existing one", what);
 		break;
-	case STORE_INVALID:
+	case CRUD_BAD_CURSOR:
 		http_reply_error(req, 400, "input",
 		                 "invalid cursor: use a next_cursor from an earlier page", NULL,
 		                 NULL);
 		break;
-	default:
-		http_reply_error(req, 500, "internal", "the store failed; nothing was changed",
-		                 NULL, NULL);
+	case CRUD_BUSY:
+		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
+		break;
+	case CRUD_FAILED:
+		http_reply_error(req, 500, "internal", outcome->reason, NULL, NULL);
 		break;
 	}
 	return true;

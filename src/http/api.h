@@ -1,16 +1,16 @@
 /* The HTTP API of DESIGN.md §2: routes, their handlers, and what they share.
  *
- * Handlers run on the event loop. They decode and validate the request, then do their work in
- * store jobs (src/store) and reply from the job's completion; a live check runs the SMTP engine
- * (src/engine) and stores its result afterwards. Ownership: `struct api` is owned by `serve` and
- * outlives the HTTP server; each handler's job struct is owned by the handler until its reply. */
+ * Handlers run on the event loop. They decode the request, call one engine function (src/engine)
+ * and encode its result or verdict from the engine's `done` callback: the rules and the store
+ * jobs are the engine's. Ownership: `struct api` is owned by `serve` and outlives the HTTP
+ * server; a handler's own state (the request, or a small struct it allocates) is owned by the
+ * handler until its reply. */
 #ifndef MT_HTTP_API_H
 #define MT_HTTP_API_H
 
 #include "http/server.h"
 #include "lib/limits.h"
 #include "proto/json_decode.h"
-#include "store/store.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -21,10 +21,13 @@ struct mt_config;
 struct mt_keyring;
 struct mt_tls_config;
 struct sender;
+struct store;
 struct accounts;
 struct auth_cache_entry;
+struct crud_outcome;
 struct outbox;
 struct store_activity;
+struct users;
 struct work_pool;
 
 struct api {
@@ -35,6 +38,7 @@ struct api {
 	const struct mt_config *config;
 	struct mt_tls_config *tls;
 	struct accounts *accounts; /* users' mail accounts (engine/account.h) */
+	struct users *users;       /* users, tokens, authentication (engine/users.h) */
 	/* Tokens authenticated lately (api.c); auth_generation moves whenever a user or token
 	 * changes, which invalidates them. */
 	struct auth_cache_entry *auth_cache;
@@ -51,30 +55,28 @@ struct api {
 /* The route table and the authentication hook for http_server_new(). */
 const struct http_route *api_routes(size_t *count_r);
 void api_authenticate(struct http_request *req, const char *token, void *app);
-/* A user or token changed (submitted, and again when committed): tokens authenticated before
- * are read again. */
+/* A change to someone's access was submitted, or has finished (engine/users.h
+ * on_access_change): tokens authenticated before are read again. */
 void api_auth_changed(struct api *api);
 
 /* ---- shared by the handlers (api.c) ---- */
 
-/* Every job starts with this header so the shared completion helpers can reply. */
+/* The header of a handler's state that outlives the handler call: the request and its caller. */
 struct api_job {
 	struct api *api;
 	struct http_request *req;
 	char org_id[MT_ID_MAX];
 	char user_id[MT_ID_MAX];
 	bool admin;
-	int rc;                     /* the job function's result */
-	void (*destroy)(void *job); /* frees a job that owns more than itself; NULL = free() */
 };
 
 /* Allocates a zeroed job of `size` bytes whose header is filled from the request. */
 void *api_job_new(struct api *api, struct http_request *req, size_t size);
-/* Submits; on a full queue replies 503 and frees the job. */
-void api_job_submit(struct api_job *job, enum store_job_kind kind, store_job_fn *fn,
-                    store_done_fn *done);
-/* Replies for a store result that is not 0 (404 / 409 / 500) and returns true; false for 0. */
-bool api_reply_store_error(struct http_request *req, int rc, const char *what);
+/* Replies for an engine outcome that is not CRUD_OK (engine/crud.h: 400, 403, 404, 409, 500,
+ * 503) and returns true; false for CRUD_OK. `what` names the object in a 404 or 409 ("user",
+ * "a user with that address"). */
+bool api_reply_outcome(struct http_request *req, const struct crud_outcome *outcome,
+                       const char *what);
 
 /* Parses and checks a JSON body against `fields`; on error replies 400 and returns NULL. The
  * returned object owns the strings the fields point to: json_decref() it when done. */

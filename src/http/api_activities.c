@@ -1,28 +1,21 @@
 /* Activities: a profile's timeline, the org's feed for a CRM to ingest, the add-in endpoint that
- * logs one message, and the never-log lists. The rules live in src/engine/matcher; this file
- * turns requests into matcher and store jobs. */
+ * logs one message, and the never-log lists. The engine reads the pages (engine/activities.h),
+ * logs the message (engine/intake.h) and keeps the lists (engine/never_log.h); this file decodes
+ * and encodes. */
 #include "http/api.h"
 
 #include "config/config.h"
+#include "engine/activities.h"
 #include "engine/intake.h"
 #include "engine/matcher.h"
+#include "engine/never_log.h"
 #include "lib/str.h"
-#include "mime/address.h"
-#include "mime/message.h"
-#include "store/store.h"
 #include "store/store_activity.h"
 #include "store/store_message.h"
-#include "store/store_never_log.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void fail_oom(struct http_request *req)
-{
-	http_reply_error(req, 500, "internal", "out of memory", NULL, NULL);
-}
 
 /* A JSON text column from the store, embedded as a value (an empty array if absent). */
 static json_t *embed(const char *text)
@@ -54,97 +47,50 @@ static json_t *activities_json(const struct store_activity_list *list)
 
 /* ---- GET /v1/profiles/{id}/activities ---- */
 
-struct timeline_job {
-	struct api_job base;
-	char profile_id[MT_ID_MAX];
-	char cursor[MT_CURSOR_MAX];
-	size_t limit;
-	int64_t since;
-	struct store_activity_list list;
-};
-
-static int timeline_run(struct store_tx *tx, void *arg)
+static void timeline_done(void *ctx, const struct activities_result *r)
 {
-	struct timeline_job *job = arg;
-	return store_profile_activities(tx, job->base.org_id, job->profile_id, job->cursor,
-	                                job->limit, &job->list);
-}
-
-static void timeline_done(void *arg, int result)
-{
-	struct timeline_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "profile"))
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "profile"))
 		http_reply_json(
-		    job->base.req, 200,
-		    json_pack("{s:o,s:o}", "activities", activities_json(&job->list), "next_cursor",
-		              job->list.next_cursor[0] ? json_string(job->list.next_cursor)
-		                                       : json_null()));
-	store_activity_list_free(&job->list);
-	free(job);
+		    req, 200,
+		    json_pack("{s:o,s:o}", "activities", activities_json(r->list), "next_cursor",
+		              r->list->next_cursor[0] ? json_string(r->list->next_cursor)
+		                                      : json_null()));
 }
 
 void api_profile_activities(struct http_request *req, void *app)
 {
-	struct timeline_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
+	struct api *api = app;
+	size_t limit;
 	const char *cursor;
-	if (!api_list_params(req, &job->limit, &cursor)) {
-		free(job);
+	if (!api_list_params(req, &limit, &cursor))
 		return;
-	}
-	mt_strlcpy(job->profile_id, http_request_param(req, "id"), sizeof(job->profile_id));
-	mt_strlcpy(job->cursor, cursor != NULL ? cursor : "", sizeof(job->cursor));
-	api_job_submit(&job->base, STORE_READ, timeline_run, timeline_done);
+	activities_timeline(api->store, http_request_auth(req)->org_id,
+	                    http_request_param(req, "id"), cursor, limit, timeline_done, req);
 }
 
 /* ---- GET /v1/activities?since= ---- */
 
-static int feed_run(struct store_tx *tx, void *arg)
+static void feed_done(void *ctx, const struct activities_result *r)
 {
-	struct timeline_job *job = arg;
-	return store_activity_feed(tx, job->base.org_id, job->since, job->limit, &job->list);
-}
-
-static void feed_done(void *arg, int result)
-{
-	struct timeline_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "feed"))
-		http_reply_json(job->base.req, 200,
-		                json_pack("{s:o,s:s}", "activities", activities_json(&job->list),
-		                          "next_cursor", job->list.next_cursor));
-	store_activity_list_free(&job->list);
-	free(job);
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "feed"))
+		http_reply_json(req, 200,
+		                json_pack("{s:o,s:s}", "activities", activities_json(r->list),
+		                          "next_cursor", r->list->next_cursor));
 }
 
 void api_activity_feed(struct http_request *req, void *app)
 {
-	struct timeline_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
+	struct api *api = app;
+	size_t limit;
 	const char *cursor;
-	if (!api_list_params(req, &job->limit, &cursor)) {
-		free(job);
+	if (!api_list_params(req, &limit, &cursor))
 		return;
-	}
 	const char *since = http_request_query(req, "since");
 	if (since == NULL)
 		since = cursor; /* `cursor` is accepted as a synonym, like the other lists */
-	if (since != NULL && since[0] != '\0') {
-		char *end;
-		errno = 0;
-		long long v = strtoll(since, &end, 10);
-		if (errno != 0 || end == since || *end != '\0' || v < 0 ||
-		    strspn(since, "0123456789") != strlen(since)) {
-			http_reply_error(req, 400, "input",
-			                 "since: must be a next_cursor from an earlier page", NULL,
-			                 NULL);
-			free(job);
-			return;
-		}
-		job->since = v;
-	}
-	api_job_submit(&job->base, STORE_READ, feed_run, feed_done);
+	activities_feed(api->store, http_request_auth(req)->org_id, since, limit, feed_done, req);
 }
 
 /* ---- POST /v1/addin/log ---- */
@@ -208,96 +154,36 @@ void api_addin_log(struct http_request *req, void *app)
 
 /* ---- GET/PUT /v1/never-log ---- */
 
-struct never_log_job {
-	struct api_job base;
-	enum store_never_log_scope scope;
-	struct store_never_log list;
-};
-
-static bool parse_scope(struct http_request *req, const char *text,
-                        enum store_never_log_scope *scope_r)
+static void never_log_done(void *ctx, const struct never_log_result *r)
 {
-	if (text == NULL || strcmp(text, "user") == 0) {
-		*scope_r = STORE_NEVER_LOG_USER;
-	} else if (strcmp(text, "org") == 0) {
-		*scope_r = STORE_NEVER_LOG_ORG;
-	} else {
-		http_reply_error(req, 400, "input", "scope: must be org or user", NULL, NULL);
-		return false;
-	}
-	if (*scope_r == STORE_NEVER_LOG_ORG && !http_request_auth(req)->admin) {
-		http_reply_error(req, 403, "auth", "the org's never-log list is for admins", NULL,
-		                 NULL);
-		return false;
-	}
-	return true;
+	struct http_request *req = ctx;
+	if (api_reply_outcome(req, &r->outcome, "never-log list"))
+		return;
+	json_t *entries = json_array();
+	for (size_t i = 0; i < r->list->count; i++)
+		json_array_append_new(entries, json_string(r->list->entries[i]));
+	http_reply_json(
+	    req, 200,
+	    json_pack("{s:s,s:o}", "scope", never_log_scope_name(r->scope), "entries", entries));
 }
 
-static void never_log_destroy(void *arg)
+static struct never_log_caller caller_of(struct http_request *req, const char *scope)
 {
-	struct never_log_job *job = arg;
-	store_never_log_free(&job->list);
-	free(job);
-}
-
-static int never_log_get_run(struct store_tx *tx, void *arg)
-{
-	struct never_log_job *job = arg;
-	return store_never_log_get(tx, job->base.org_id, job->scope, job->base.user_id, &job->list);
-}
-
-static int never_log_put_run(struct store_tx *tx, void *arg)
-{
-	struct never_log_job *job = arg;
-	return store_never_log_put(tx, job->base.org_id, job->scope, job->base.user_id, &job->list);
-}
-
-static void never_log_done(void *arg, int result)
-{
-	struct never_log_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "never-log list")) {
-		json_t *entries = json_array();
-		for (size_t i = 0; i < job->list.count; i++)
-			json_array_append_new(entries, json_string(job->list.entries[i]));
-		http_reply_json(job->base.req, 200,
-		                json_pack("{s:s,s:o}", "scope",
-		                          job->scope == STORE_NEVER_LOG_ORG ? "org" : "user",
-		                          "entries", entries));
-	}
-	store_never_log_free(&job->list);
-	free(job);
+	const struct http_auth *auth = http_request_auth(req);
+	return (struct never_log_caller){
+	    .org_id = auth->org_id, .user_id = auth->user_id, .admin = auth->admin, .scope = scope};
 }
 
 void api_never_log_get(struct http_request *req, void *app)
 {
-	struct never_log_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	if (!parse_scope(req, http_request_query(req, "scope"), &job->scope)) {
-		free(job);
-		return;
-	}
-	api_job_submit(&job->base, STORE_READ, never_log_get_run, never_log_done);
-}
-
-/* An entry with '@' is an address, else a domain (which covers its subdomains). */
-static int normalise_entry(const char *text, char out[MT_ADDRESS_MAX + 1], const char **error_r)
-{
-	if (strchr(text, '@') != NULL)
-		return mime_address_normalize(text, out, error_r);
-	char domain[MT_HOST_FIELD_MAX + 1];
-	if (mime_domain_normalize(text[0] == '.' ? text + 1 : text, domain, error_r) < 0)
-		return -1;
-	mt_strlcpy(out, domain, MT_ADDRESS_MAX + 1);
-	return 0;
+	struct api *api = app;
+	struct never_log_caller caller = caller_of(req, http_request_query(req, "scope"));
+	never_log_get(api->store, &caller, never_log_done, req);
 }
 
 void api_never_log_put(struct http_request *req, void *app)
 {
-	struct never_log_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	job->base.destroy = never_log_destroy;
+	struct api *api = app;
 	const char *scope = NULL;
 	json_t *entries = NULL;
 	const struct json_field fields[] = {
@@ -315,37 +201,13 @@ void api_never_log_put(struct http_request *req, void *app)
 	     .out = &entries},
 	};
 	json_t *root = api_decode(req, fields, sizeof(fields) / sizeof(fields[0]));
-	if (root == NULL) {
-		free(job);
+	if (root == NULL)
 		return;
-	}
-	if (!parse_scope(req, scope, &job->scope))
-		goto fail;
-	size_t n = json_array_size(entries);
-	job->list.entries = calloc(n ? n : 1, sizeof(*job->list.entries));
-	if (job->list.entries == NULL) {
-		fail_oom(req);
-		goto fail;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char entry[MT_ADDRESS_MAX + 1];
-		const char *error;
-		if (normalise_entry(json_string_value(json_array_get(entries, i)), entry, &error) <
-		    0) {
-			http_reply_errorf(req, 400, "input", "entries[%zu]: %s", i, error);
-			goto fail;
-		}
-		bool seen = false;
-		for (size_t j = 0; j < job->list.count; j++)
-			seen = seen || strcmp(job->list.entries[j], entry) == 0;
-		if (!seen)
-			memcpy(job->list.entries[job->list.count++], entry, sizeof(entry));
-	}
+	const char *texts[MT_NEVER_LOG_MAX];
+	size_t count = 0;
+	for (; count < json_array_size(entries) && count < MT_NEVER_LOG_MAX; count++)
+		texts[count] = json_string_value(json_array_get(entries, count));
+	struct never_log_caller caller = caller_of(req, scope);
+	never_log_put(api->store, &caller, texts, count, never_log_done, req);
 	json_decref(root);
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, never_log_put_run, never_log_done);
-	return;
-fail:
-	json_decref(root);
-	store_never_log_free(&job->list);
-	free(job);
 }

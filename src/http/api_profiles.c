@@ -1,14 +1,14 @@
 /* Profiles: the CRM's people (applicants, contacts, employees) and their addresses, which the
- * activity matcher looks up. Addresses are validated and normalised (engine/profiles.h) before the
- * store sees them. The CSV import is the engine's (engine/import.h): a bad file is refused whole
- * (400, nothing stored); bad rows are reported by line, the good ones stored a chunk at a time. */
+ * activity matcher looks up. Creating, changing (with backfill), erasing and listing them is the
+ * engine's (engine/profile_ops.h), and so is the CSV import (engine/import.h): a bad file is
+ * refused whole (400, nothing stored); bad rows are reported by line, the good ones stored a
+ * chunk at a time. */
 #include "http/api.h"
 
 #include "engine/import.h"
-#include "engine/matcher.h"
+#include "engine/profile_ops.h"
 #include "engine/profiles.h"
 #include "lib/str.h"
-#include "store/store_profile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,67 +23,25 @@ static json_t *profile_json(const struct store_profile *profile)
 	                 api_time(profile->updated_at));
 }
 
-static void fail_oom(struct http_request *req)
+/* Decodes {kind,name,emails} into `input`; `partial` allows omissions (PATCH). Returns the
+ * decoded document, which owns the strings `input` points to, or NULL after replying 400. */
+static json_t *decode_profile(struct http_request *req, struct profile_input *input, bool partial)
 {
-	http_reply_error(req, 500, "internal", "out of memory", NULL, NULL);
-}
-
-struct profile_job {
-	struct api_job base;
-	struct store_profile profile;
-	char target_id[MT_ID_MAX];
-	bool set_kind, set_name, set_emails;
-};
-
-/* ---- create / get / update / delete ---- */
-
-/* A new address gets the mail already on record for it (backfill), in the same transaction:
- * the profile never shows up without its history. */
-static int profiles_create_run(struct store_tx *tx, void *arg)
-{
-	struct profile_job *job = arg;
-	size_t created;
-	int rc = store_profile_create(tx, &job->profile);
-	return rc != 0 ? rc
-	               : matcher_backfill_profile(tx, job->base.org_id, job->profile.id, &created);
-}
-
-static void profile_reply(struct profile_job *job, int result, int status)
-{
-	if (!api_reply_store_error(job->base.req, result, "profile"))
-		http_reply_json(job->base.req, status, profile_json(&job->profile));
-	free(job);
-}
-
-static void profiles_create_done(void *arg, int result)
-{
-	profile_reply(arg, result, 201);
-}
-
-static void profile_ok_done(void *arg, int result)
-{
-	profile_reply(arg, result, 200);
-}
-
-/* Decodes {kind,name,emails} into job->profile; `partial` allows omissions (PATCH). */
-static bool decode_profile(struct http_request *req, struct profile_job *job, bool partial)
-{
-	const char *kind = NULL, *name = NULL;
 	json_t *emails = NULL;
 	const struct json_field fields[] = {
 	    {.name = "kind",
 	     .type = JSON_FIELD_STRING,
 	     .required = !partial,
 	     .max_len = 16,
-	     .out = &kind,
-	     .present = &job->set_kind},
+	     .out = &input->kind,
+	     .present = &input->set_kind},
 	    {.name = "name",
 	     .type = JSON_FIELD_STRING,
 	     .required = !partial,
 	     .max_len = MT_NAME_MAX,
 	     .single_line = true,
-	     .out = &name,
-	     .present = &job->set_name},
+	     .out = &input->name,
+	     .present = &input->set_name},
 	    {.name = "emails",
 	     .type = JSON_FIELD_STRING_ARRAY,
 	     .required = !partial,
@@ -91,187 +49,106 @@ static bool decode_profile(struct http_request *req, struct profile_job *job, bo
 	     .max_items = MT_PROFILE_EMAILS_MAX,
 	     .single_line = true,
 	     .out = &emails,
-	     .present = &job->set_emails},
+	     .present = &input->set_emails},
 	};
 	json_t *root = api_decode(req, fields, sizeof(fields) / sizeof(fields[0]));
-	if (root == NULL)
-		return false;
-	struct store_profile *p = &job->profile;
-	bool ok = false;
-	if (job->set_kind && (kind == NULL || profile_kind_parse(kind, &p->kind) < 0)) {
-		http_reply_error(req, 400, "input", "kind: must be applicant, contact or employee",
-		                 NULL, NULL);
-		goto out;
-	}
-	if (job->set_name) {
-		if (name == NULL || name[0] == '\0') {
-			http_reply_error(req, 400, "input", "name: must not be empty", NULL, NULL);
-			goto out;
-		}
-		mt_strlcpy(p->name, name, sizeof(p->name));
-	}
-	if (job->set_emails) {
-		if (emails == NULL || json_array_size(emails) == 0) {
-			http_reply_error(req, 400, "input",
-			                 "emails: at least one address is needed", NULL, NULL);
-			goto out;
-		}
-		for (size_t i = 0; i < json_array_size(emails); i++) {
-			const char *error;
-			if (profile_add_email(p, json_string_value(json_array_get(emails, i)),
-			                      &error) < 0) {
-				http_reply_errorf(req, 400, "input", "emails[%zu]: %s", i, error);
-				goto out;
-			}
-		}
-	}
-	ok = true;
-out:
-	json_decref(root);
-	return ok;
+	for (size_t i = 0; root != NULL && emails != NULL && i < json_array_size(emails) &&
+	                   i < MT_PROFILE_EMAILS_MAX;
+	     i++)
+		input->emails[input->email_count++] = json_string_value(json_array_get(emails, i));
+	return root;
+}
+
+/* ---- create / get / update / delete ---- */
+
+static void profile_created(void *ctx, const struct profile_result *r)
+{
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "profile"))
+		http_reply_json(req, 201, profile_json(r->profile));
+}
+
+static void profile_done(void *ctx, const struct profile_result *r)
+{
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "profile"))
+		http_reply_json(req, 200, profile_json(r->profile));
 }
 
 void api_profiles_create(struct http_request *req, void *app)
 {
-	struct profile_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_strlcpy(job->profile.org_id, job->base.org_id, sizeof(job->profile.org_id));
-	if (!decode_profile(req, job, false)) {
-		free(job);
+	struct api *api = app;
+	struct profile_input input = {0};
+	json_t *root = decode_profile(req, &input, false);
+	if (root == NULL)
 		return;
-	}
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, profiles_create_run, profiles_create_done);
-}
-
-static int profiles_get_run(struct store_tx *tx, void *arg)
-{
-	struct profile_job *job = arg;
-	return store_profile_get(tx, job->base.org_id, job->target_id, &job->profile);
+	profile_create(api->store, http_request_auth(req)->org_id, &input, profile_created, req);
+	json_decref(root);
 }
 
 void api_profiles_get(struct http_request *req, void *app)
 {
-	struct profile_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_strlcpy(job->target_id, http_request_param(req, "id"), sizeof(job->target_id));
-	api_job_submit(&job->base, STORE_READ, profiles_get_run, profile_ok_done);
-}
-
-static int profiles_update_run(struct store_tx *tx, void *arg)
-{
-	struct profile_job *job = arg;
-	struct store_profile current;
-	int rc = store_profile_get(tx, job->base.org_id, job->target_id, &current);
-	if (rc != 0)
-		return rc;
-	if (job->set_kind)
-		current.kind = job->profile.kind;
-	if (job->set_name)
-		memcpy(current.name, job->profile.name, sizeof(current.name));
-	if (job->set_emails) {
-		memcpy(current.emails, job->profile.emails, sizeof(current.emails));
-		current.email_count = job->profile.email_count;
-	}
-	rc = store_profile_update(tx, &current);
-	size_t created;
-	if (rc == 0 && job->set_emails)
-		rc = matcher_backfill_profile(tx, job->base.org_id, job->target_id, &created);
-	if (rc == 0)
-		rc = store_profile_get(tx, job->base.org_id, job->target_id, &job->profile);
-	return rc;
+	struct api *api = app;
+	profile_get(api->store, http_request_auth(req)->org_id, http_request_param(req, "id"),
+	            profile_done, req);
 }
 
 void api_profiles_update(struct http_request *req, void *app)
 {
-	struct profile_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_strlcpy(job->target_id, http_request_param(req, "id"), sizeof(job->target_id));
-	if (!decode_profile(req, job, true)) {
-		free(job);
+	struct api *api = app;
+	struct profile_input input = {0};
+	json_t *root = decode_profile(req, &input, true);
+	if (root == NULL)
 		return;
-	}
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, profiles_update_run, profile_ok_done);
+	profile_update(api->store, http_request_auth(req)->org_id, http_request_param(req, "id"),
+	               &input, profile_done, req);
+	json_decref(root);
 }
 
-static int profiles_delete_run(struct store_tx *tx, void *arg)
+static void profile_erased(void *ctx, const struct profile_result *r)
 {
-	struct profile_job *job = arg;
-	return store_profile_delete(tx, job->base.org_id, job->target_id);
-}
-
-static void profiles_delete_done(void *arg, int result)
-{
-	struct profile_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "profile"))
-		http_reply_empty(job->base.req, 204);
-	free(job);
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "profile"))
+		http_reply_empty(req, 204);
 }
 
 void api_profiles_delete(struct http_request *req, void *app)
 {
-	struct profile_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
-	mt_strlcpy(job->target_id, http_request_param(req, "id"), sizeof(job->target_id));
-	api_job_submit(&job->base, STORE_WRITE_DURABLE, profiles_delete_run, profiles_delete_done);
+	struct api *api = app;
+	profile_erase(api->store, http_request_auth(req)->org_id, http_request_param(req, "id"),
+	              profile_erased, req);
 }
 
 /* ---- list and search ---- */
 
-struct list_job {
-	struct api_job base;
-	char query[MT_NAME_MAX + 1];
-	char cursor[MT_CURSOR_MAX];
-	size_t limit;
-	struct store_profile_list list;
-};
-
-static int profiles_list_run(struct store_tx *tx, void *arg)
+static void profiles_listed(void *ctx, const struct profile_result *r)
 {
-	struct list_job *job = arg;
-	return store_profile_list(tx, job->base.org_id, job->query, job->cursor, job->limit,
-	                          &job->list);
-}
-
-static void profiles_list_done(void *arg, int result)
-{
-	struct list_job *job = arg;
-	if (!api_reply_store_error(job->base.req, result, "profiles")) {
-		json_t *items = json_array();
-		for (size_t i = 0; i < job->list.count; i++)
-			json_array_append_new(items, profile_json(&job->list.items[i]));
-		http_reply_json(job->base.req, 200,
-		                json_pack("{s:o,s:o}", "profiles", items, "next_cursor",
-		                          job->list.next_cursor[0]
-		                              ? json_string(job->list.next_cursor)
-		                              : json_null()));
-	}
-	store_profile_list_free(&job->list);
-	free(job);
+	struct http_request *req = ctx;
+	if (api_reply_outcome(req, &r->outcome, "profiles"))
+		return;
+	json_t *items = json_array();
+	for (size_t i = 0; i < r->list->count; i++)
+		json_array_append_new(items, profile_json(&r->list->items[i]));
+	http_reply_json(
+	    req, 200,
+	    json_pack("{s:o,s:o}", "profiles", items, "next_cursor",
+	              r->list->next_cursor[0] ? json_string(r->list->next_cursor) : json_null()));
 }
 
 void api_profiles_list(struct http_request *req, void *app)
 {
-	struct list_job *job = api_job_new(app, req, sizeof(*job));
-	if (job == NULL)
-		return fail_oom(req);
+	struct api *api = app;
+	size_t limit;
 	const char *cursor, *query = http_request_query(req, "q");
-	if (!api_list_params(req, &job->limit, &cursor)) {
-		free(job);
+	if (!api_list_params(req, &limit, &cursor))
 		return;
-	}
 	if (query != NULL && (strlen(query) > MT_NAME_MAX || mt_str_has_crlf(query))) {
 		http_reply_error(req, 400, "input", "q: too long or contains a line break", NULL,
 		                 NULL);
-		free(job);
 		return;
 	}
-	mt_strlcpy(job->query, query != NULL ? query : "", sizeof(job->query));
-	mt_strlcpy(job->cursor, cursor != NULL ? cursor : "", sizeof(job->cursor));
-	api_job_submit(&job->base, STORE_READ, profiles_list_run, profiles_list_done);
+	profile_list(api->store, http_request_auth(req)->org_id, query != NULL ? query : "",
+	             cursor != NULL ? cursor : "", limit, profiles_listed, req);
 }
 
 /* ---- CSV import ---- */
