@@ -5,6 +5,7 @@
 #include "config/config.h"
 #include "crypto/seal.h"
 #include "engine/account.h"
+#include "engine/campaign.h"
 #include "engine/outbox.h"
 #include "engine/retention.h"
 #include "engine/sender.h"
@@ -189,6 +190,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct sender *sender = NULL;
 	struct work_pool *work = NULL;
 	struct outbox *outbox = NULL;
+	struct campaigns *campaigns = NULL;
 	struct accounts *accounts = NULL;
 	struct users *users = NULL;
 	struct retention *retention = NULL;
@@ -304,6 +306,20 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.outbox = outbox;
+	struct campaigns_params campaigns_params = {
+	    .store = store,
+	    .work = work,
+	    .sender = sender,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	    .relay_campaign_max = mt_config_int(config, "relay_campaign_max"),
+	    .max_message_bytes = mt_config_int(config, "max_message_bytes"),
+	    .public_url = mt_config_str(config, "public_url"),
+	};
+	if ((campaigns = campaigns_new(&campaigns_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.campaigns = campaigns;
 	struct accounts_params accounts_params = {
 	    .base = base,
 	    .dns = dns,
@@ -373,6 +389,7 @@ out:
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);
+	campaigns_free(&campaigns);
 	accounts_free(&accounts);
 	sender_free(&sender);
 	if (sigterm != NULL)

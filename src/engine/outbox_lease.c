@@ -501,3 +501,44 @@ int outbox_lease_counts(struct store *store, outbox_counts_done_fn *done, void *
 	job->ctx = ctx;
 	return lease_submit(store, job, STORE_READ);
 }
+
+struct give_back_job {
+	char id[MT_ID_MAX];
+	int64_t lease_token;
+	int answer; /* 0 or STORE_CONFLICT */
+	outbox_finish_done_fn *done;
+	void *ctx;
+};
+
+static int give_back_run(struct store_tx *tx, void *arg)
+{
+	struct give_back_job *job = arg;
+	job->answer = store_outbox_give_back(tx, job->id, job->lease_token);
+	/* A lost lease is an answer, not a reason to roll back. */
+	return job->answer == STORE_CONFLICT ? 0 : job->answer;
+}
+
+static void give_back_done(void *arg, int result)
+{
+	struct give_back_job *job = arg;
+	job->done(job->ctx, result != 0 ? result : job->answer);
+	free(job);
+}
+
+int outbox_lease_give_back(struct store *store, const struct outbox_item *item,
+                           outbox_finish_done_fn *done, void *ctx)
+{
+	struct give_back_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	mt_strlcpy(job->id, item->msg.id, sizeof(job->id));
+	job->lease_token = item->msg.lease_token;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, give_back_run,
+	                 give_back_done, job) < 0) {
+		free(job);
+		return -1;
+	}
+	return 0;
+}

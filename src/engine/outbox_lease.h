@@ -72,6 +72,12 @@ int outbox_lease_finish(struct store *store, const struct outbox_item *item,
                         const struct outbox_verdict *verdict, outbox_finish_done_fn *done,
                         void *ctx);
 
+/* Gives a claimed item back without an attempt (store_outbox_give_back: held, cancelled or
+ * queued as its campaign's state says). `done` gets 0, STORE_CONFLICT (the lease was lost) or a
+ * store error. */
+int outbox_lease_give_back(struct store *store, const struct outbox_item *item,
+                           outbox_finish_done_fn *done, void *ctx);
+
 typedef void outbox_lease_done_fn(void *ctx, int result, size_t count);
 /* Extends every lease `owner` holds until `until`. */
 int outbox_lease_renew(struct store *store, const char *owner, int64_t until,

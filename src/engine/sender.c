@@ -113,6 +113,70 @@ static struct item *item_new(struct outbox_item *o)
 	return item;
 }
 
+/* ---- recalls: a campaign paused or cancelled ---- */
+
+static void given_back(void *arg, int result)
+{
+	struct item *item = arg;
+	struct sender *sender = item->sender;
+	if (result == STORE_CONFLICT)
+		mt_log(MT_LOG_WARN, "sender.lease_lost", MT_KV("message", item->o->msg.id));
+	else if (result != 0) /* the lease runs out and the next claim decides again */
+		mt_log(MT_LOG_ERROR, "sender.give_back_failed", MT_KV("message", item->o->msg.id));
+	if (sender->stopping) {
+		sender_item_free(sender, item);
+		sender_job_end(sender);
+		return;
+	}
+	sender_item_done(sender, item);
+	sender_job_end(sender);
+}
+
+void sender_recall_queued(struct account *account)
+{
+	struct sender *sender = account->sender;
+	struct item *prev = NULL, *next;
+	for (struct item *item = account->head; item != NULL; item = next) {
+		next = item->next;
+		if (!item->recall || item->loading) {
+			prev = item;
+			continue;
+		}
+		/* A full store queue: the item stays marked, the next pump tries again. */
+		if (outbox_lease_give_back(sender->p.store, item->o, given_back, item) < 0)
+			return;
+		sender->jobs++;
+		item->finishing = true;
+		if (prev != NULL)
+			prev->next = next;
+		else
+			account->head = next;
+		if (account->tail == item)
+			account->tail = prev;
+		item->next = NULL;
+		account->queued--;
+		account->recalls--;
+	}
+}
+
+void sender_campaign_changed(struct sender *sender, const char *campaign_id)
+{
+	if (sender == NULL || sender->stopping || campaign_id == NULL || campaign_id[0] == '\0')
+		return;
+	for (struct account *a = sender->accounts; a != NULL; a = a->next) {
+		size_t marked = 0;
+		for (struct item *item = a->head; item != NULL; item = item->next) {
+			if (!item->recall && strcmp(item->o->msg.campaign_id, campaign_id) == 0) {
+				item->recall = true;
+				a->recalls++;
+				marked++;
+			}
+		}
+		if (marked > 0)
+			sender_recall_queued(a);
+	}
+}
+
 /* ---- claiming ---- */
 
 static struct account *account_for(struct sender *sender, const struct outbox_item *o)

@@ -60,6 +60,10 @@ struct sender_params {
 struct sender *sender_new(const struct sender_params *params, const char **error_r);
 /* New mail was queued: look now rather than at the next poll. */
 void sender_wake(struct sender *sender);
+/* A campaign was paused or cancelled (committed): the messages of it this node has claimed but
+ * not handed to a server go back (held or cancelled, as the campaign now is). Another node
+ * delivers what it had claimed before the change. */
+void sender_campaign_changed(struct sender *sender, const char *campaign_id);
 /* Stops sending; messages not finished go back to the queue (a job is submitted). */
 void sender_free(struct sender **sender);
 

@@ -35,6 +35,7 @@ struct item {
 	bool loaded;
 	bool fed;       /* handed to a session, not yet recorded */
 	bool finishing; /* its result job is in the store's queue */
+	bool recall;    /* its campaign was paused or cancelled: give it back, do not send it */
 };
 
 struct session {
@@ -57,6 +58,7 @@ struct account {
 	struct item *head, *tail;
 	size_t queued;
 	size_t body_bytes; /* loaded or loading bodies of its items */
+	size_t recalls;    /* queued items marked `recall` */
 	/* Handed to a session and not yet durably recorded: what a crash may send twice. Kept at
 	 * most sessions_per_account x max_inflight. */
 	size_t unrecorded;
@@ -96,6 +98,8 @@ void sender_publish_body_bytes(const struct sender *sender);
 void sender_item_free(struct sender *sender, struct item *item);
 /* An item leaves (its result recorded or given up): its budgets free up, the account goes on. */
 void sender_item_done(struct sender *sender, struct item *item);
+/* Gives back the account's queued items marked `recall` whose body is not loading. */
+void sender_recall_queued(struct account *account);
 /* Feeds ready sessions, loads bodies for their room, opens or closes sessions. */
 void sender_pump(struct account *account);
 /* Finishes an item with one class and reason for every recipient. */

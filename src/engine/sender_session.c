@@ -402,6 +402,8 @@ void sender_pump(struct account *account)
 		return;
 	/* Feed the sessions that are up, in queue order: an item whose body is not here yet
 	 * holds the ones behind it. */
+	if (account->recalls > 0)
+		sender_recall_queued(account);
 	size_t bound = (size_t)sender->p.sessions_per_account * (size_t)sender->p.max_inflight;
 	for (struct session *s = account->sessions; s != NULL; s = s->next) {
 		if (!s->ready || s->quitting)

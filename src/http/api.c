@@ -42,6 +42,15 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
     {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0},
     {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0},
+    {"POST", "/v1/campaigns", HTTP_USER, api_campaigns_create, "campaigns.create",
+     MT_HTTP_CAMPAIGN_MAX},
+    {"GET", "/v1/campaigns/{id}", HTTP_USER, api_campaigns_get, "campaigns.get", 0},
+    {"POST", "/v1/campaigns/{id}/pause", HTTP_USER, api_campaigns_pause, "campaigns.pause", 0},
+    {"POST", "/v1/campaigns/{id}/resume", HTTP_USER, api_campaigns_resume, "campaigns.resume", 0},
+    {"POST", "/v1/campaigns/{id}/cancel", HTTP_USER, api_campaigns_cancel, "campaigns.cancel", 0},
+    /* The unsubscribe links in campaign mail: their token is the only credential. */
+    {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0},
+    {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0},
 };
 
 const struct http_route *api_routes(size_t *count_r)
@@ -287,4 +296,23 @@ json_t *api_text(const char *text)
 	j = json_stringn(clean, n);
 	free(clean);
 	return j;
+}
+
+bool api_idempotency_key(struct http_request *req, char *out, size_t size)
+{
+	out[0] = '\0';
+	const char *key = http_request_header(req, "Idempotency-Key");
+	if (key == NULL)
+		return true;
+	size_t len = strlen(key);
+	bool printable = len > 0 && len < size;
+	for (size_t i = 0; printable && i < len; i++)
+		printable = key[i] > 0x20 && key[i] < 0x7f;
+	if (!printable) {
+		http_reply_errorf(req, 400, "input",
+		                  "Idempotency-Key: 1 to %zu printable ASCII characters", size - 1);
+		return false;
+	}
+	mt_strlcpy(out, key, size);
+	return true;
 }

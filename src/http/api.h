@@ -26,6 +26,7 @@ struct accounts;
 struct auth_cache_entry;
 struct crud_outcome;
 struct outbox;
+struct campaigns;
 struct store_activity;
 struct users;
 struct work_pool;
@@ -46,6 +47,7 @@ struct api {
 	unsigned long long started_at;
 	struct sender *sender;
 	struct outbox *outbox;
+	struct campaigns *campaigns; /* engine/campaign.h */
 	struct work_pool *work; /* CPU-heavy request steps, off the loop */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
@@ -81,6 +83,9 @@ bool api_reply_outcome(struct http_request *req, const struct crud_outcome *outc
 /* Parses and checks a JSON body against `fields`; on error replies 400 and returns NULL. The
  * returned object owns the strings the fields point to: json_decref() it when done. */
 json_t *api_decode(struct http_request *req, const struct json_field *fields, size_t count);
+/* The Idempotency-Key header into `out` ("" when absent); replies 400 and returns false when it
+ * is not 1 to size-1 printable ASCII characters. */
+bool api_idempotency_key(struct http_request *req, char *out, size_t size);
 /* The `limit` and `cursor` query parameters; replies 400 and returns false when bad. */
 bool api_list_params(struct http_request *req, size_t *limit_r, const char **cursor_r);
 /* RFC 3339 UTC ("2026-11-26T10:00:00Z"), or JSON null for 0. */
@@ -121,6 +126,13 @@ void api_never_log_put(struct http_request *req, void *app);
 void api_messages_send(struct http_request *req, void *app);
 void api_messages_get(struct http_request *req, void *app);
 void api_messages_cancel(struct http_request *req, void *app);
+void api_campaigns_create(struct http_request *req, void *app);
+void api_campaigns_get(struct http_request *req, void *app);
+void api_campaigns_pause(struct http_request *req, void *app);
+void api_campaigns_resume(struct http_request *req, void *app);
+void api_campaigns_cancel(struct http_request *req, void *app);
+void api_unsubscribe_get(struct http_request *req, void *app);
+void api_unsubscribe_post(struct http_request *req, void *app);
 void api_healthz(struct http_request *req, void *app);
 void api_metrics(struct http_request *req, void *app);
 

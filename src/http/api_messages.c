@@ -347,20 +347,9 @@ void api_messages_send(struct http_request *req, void *app)
 	mt_buf_init(&d->bytes, MT_HTTP_MESSAGE_MAX);
 	mt_strlcpy(d->org_id, job->base.org_id, sizeof(d->org_id));
 	mt_strlcpy(d->user_id, job->base.user_id, sizeof(d->user_id));
-	const char *key = http_request_header(req, "Idempotency-Key");
-	if (key != NULL) {
-		size_t len = strlen(key);
-		bool printable = len > 0 && len < sizeof(d->idempotency_key);
-		for (size_t i = 0; printable && i < len; i++)
-			printable = key[i] > 0x20 && key[i] < 0x7f;
-		if (!printable) {
-			http_reply_error(req, 400, "input",
-			                 "Idempotency-Key: 1 to 127 printable ASCII characters",
-			                 NULL, NULL);
-			send_job_free(job);
-			return;
-		}
-		mt_strlcpy(d->idempotency_key, key, sizeof(d->idempotency_key));
+	if (!api_idempotency_key(req, d->idempotency_key, sizeof(d->idempotency_key))) {
+		send_job_free(job);
+		return;
 	}
 	job->body = http_request_body(req, &job->body_len);
 	if (job->body == NULL)

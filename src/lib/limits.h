@@ -210,4 +210,16 @@
 #define MT_MATCHER_UNMATCHED_MEMO 64    /* addresses of no profile remembered per matcher call */
 #define MT_NEVER_LOG_MAX          1000  /* entries per list */
 
+/* Campaigns (src/engine/campaign.c) */
+#define MT_CAMPAIGN_RECIPIENTS_MAX 10000 /* recipients of one campaign: one message each */
+/* Every message of a campaign is built and stored before the 202: the built bytes of one
+ * campaign (recipients x message size) are capped, not only each message. */
+#define MT_CAMPAIGN_BYTES_MAX (256 * 1024 * 1024)
+#define MT_UNSUBSCRIBE_TOKEN_LEN 32 /* hex characters: 128 random bits */
+#define MT_PUBLIC_URL_MAX        512
+/* POST /v1/campaigns: its body (decoded on a worker) and the values in it — a recipient
+ * {"email","name"} counts three. */
+#define MT_HTTP_CAMPAIGN_MAX        (4 * 1024 * 1024)
+#define MT_CAMPAIGN_JSON_VALUES_MAX (3 * MT_CAMPAIGN_RECIPIENTS_MAX + 100)
+
 #endif

@@ -38,7 +38,8 @@ static void set_error(char *error, size_t error_size, const char *fmt, ...)
  * counted at each '[', '{' and ',' (at least one per value but the first, at most two: an object
  * in an array counts twice). Malformed input is left for jansson to describe. Returns the
  * reason, or NULL. */
-static const char *over_caps(const char *body, size_t len)
+static const char *over_caps(const char *body, size_t len, size_t values_max, char *why,
+                             size_t why_size)
 {
 	int depth = 0;
 	size_t values = 1;
@@ -66,17 +67,26 @@ static const char *over_caps(const char *body, size_t len)
 		} else if (c == ',') {
 			values++;
 		}
-		if (values > MT_JSON_VALUES_MAX)
-			return "more than " MT_STRINGIFY(MT_JSON_VALUES_MAX) " values";
+		if (values > values_max) {
+			snprintf(why, why_size, "more than %zu values", values_max);
+			return why;
+		}
 	}
 	return NULL;
 }
 
 json_t *json_decode_body(const char *body, size_t len, char *error, size_t error_size)
 {
+	return json_decode_body_max(body, len, MT_JSON_VALUES_MAX, error, error_size);
+}
+
+json_t *json_decode_body_max(const char *body, size_t len, size_t values_max, char *error,
+                             size_t error_size)
+{
 	if (body == NULL)
 		len = 0;
-	const char *why = len > 0 ? over_caps(body, len) : NULL;
+	char reason[64];
+	const char *why = len > 0 ? over_caps(body, len, values_max, reason, sizeof(reason)) : NULL;
 	if (why != NULL) {
 		set_error(error, error_size, "invalid JSON: %s", why);
 		return NULL;

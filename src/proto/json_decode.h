@@ -17,6 +17,10 @@
  * not an object, trailing garbage, invalid UTF-8 and NUL in strings. NULL with a message in
  * `error` (e.g. "invalid JSON at line 1 column 7: ..."). */
 json_t *json_decode_body(const char *body, size_t len, char *error, size_t error_size);
+/* The same with another cap on the values than MT_JSON_VALUES_MAX: for a route whose body is
+ * decoded off the loop and may list more (a campaign's recipients). */
+json_t *json_decode_body_max(const char *body, size_t len, size_t values_max, char *error,
+                             size_t error_size);
 
 enum json_field_type {
 	JSON_FIELD_STRING,

@@ -406,6 +406,38 @@ static const struct migration migrations[] = {
      " COALESCE(json_extract(j.value, '$.type'), ''), COALESCE(json_extract(j.value, '$.size'), 0)"
      " FROM outbox_messages m, json_each(m.attachments_json) j"
      " WHERE json_valid(m.attachments_json) AND m.attachments_json <> '[]';"},
+    /* Campaigns (DESIGN.md §1 Campaign): one outbox message per recipient carries the
+     * campaign's id (outbox_messages.campaign_id, there since version 3). state: 0 running,
+     * 1 paused, 2 cancelled (enum store_campaign_state). A suppression is an address of the org
+     * that unsubscribed; the token of each campaign message's List-Unsubscribe link leads to its
+     * recipient (a random 128-bit value: it only unsubscribes, and only that address). */
+    {10, "campaigns",
+     "CREATE TABLE campaigns ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " idempotency_key TEXT NOT NULL DEFAULT '',"
+     " state INTEGER NOT NULL,"
+     " subject TEXT NOT NULL,"
+     " total BIGINT NOT NULL,"
+     " suppressed BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX campaigns_idempotency ON campaigns (org_id, user_id, idempotency_key);"
+     "CREATE INDEX outbox_campaign ON outbox_messages (campaign_id, state)"
+     " WHERE campaign_id <> '';"
+     "CREATE TABLE suppressions ("
+     " org_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " campaign_id TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, address));"
+     "CREATE TABLE unsubscribe_tokens ("
+     " token TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " campaign_id TEXT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

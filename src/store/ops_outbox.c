@@ -391,6 +391,25 @@ int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *c
 	return 0;
 }
 
+int store_outbox_give_back(struct store_tx *tx, const char *id, int64_t lease_token)
+{
+	static const char op[] = "store_outbox_give_back";
+	int64_t now = now_s();
+	/* The campaign's state now decides, in the same statement: a resume that committed after
+	 * the pause that recalled the message must not leave it held. */
+	int64_t n = sql_exec(
+	    tx, op,
+	    "UPDATE outbox_messages SET state = CASE (SELECT c.state FROM campaigns c"
+	    " WHERE c.id = outbox_messages.campaign_id) WHEN ? THEN ? WHEN ? THEN ? ELSE ? END,"
+	    " next_attempt_at = ?, lease_owner = '', lease_expires = 0, updated_at = ?"
+	    " WHERE id = ? AND lease_token = ? AND state = " SENDING_SQL,
+	    SQL_ARGS(SQL_INT(STORE_CAMPAIGN_PAUSED_VALUE), SQL_INT(STORE_OUTBOX_HELD),
+	             SQL_INT(STORE_CAMPAIGN_CANCELLED_VALUE), SQL_INT(STORE_OUTBOX_CANCELLED),
+	             SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now), SQL_TEXT(id),
+	             SQL_INT(lease_token)));
+	return n < 0 ? -1 : n == 0 ? STORE_CONFLICT : 0;
+}
+
 /* ---- results ---- */
 
 /* A state and a count of rows in it (GROUP BY state). */

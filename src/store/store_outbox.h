@@ -107,6 +107,15 @@ int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until);
 /* A restarted node: its own leases go back to queued at once. *count_r how many. */
 int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *count_r);
 
+/* A claimed message given back without an attempt, fenced by its lease token (STORE_CONFLICT
+ * when the lease was lost): the sender recalls what it has not handed to a server yet when its
+ * campaign is paused or cancelled. It becomes what its campaign's state says now: held while
+ * paused, cancelled once cancelled, else queued and due at once. */
+int store_outbox_give_back(struct store_tx *tx, const char *id, int64_t lease_token);
+/* The values of enum store_campaign_state (store_campaign.h) the give-back reads. */
+#define STORE_CAMPAIGN_PAUSED_VALUE    1
+#define STORE_CAMPAIGN_CANCELLED_VALUE 2
+
 /* The outcome of one attempt. Recipients are matched by address among the pending ones. */
 struct store_outbox_result {
 	const char *id;
