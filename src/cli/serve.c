@@ -280,6 +280,15 @@ int mt_cli_serve(int argc, char **argv)
 	    .relay_from = api.relay_from,
 	    .relay_password = relay_password,
 	};
+	/* The relay's per-user limits, enforced by the governor at enqueue and delivery. */
+	struct mt_config_limit relay_limits[MT_SEND_LIMITS_MAX];
+	size_t relay_limit_count = mt_config_limits(config, "relay_user_limits", relay_limits);
+	for (size_t i = 0; i < relay_limit_count; i++) {
+		sender_params.relay_limits[i].limit = relay_limits[i].limit;
+		sender_params.relay_limits[i].window_s = (int)relay_limits[i].window_s;
+	}
+	sender_params.relay_limit_count = relay_limit_count;
+	sender_params.throttle_pause_s = mt_config_int(config, "throttle_pause");
 	const char *retry_base = getenv("MAILTRAIL_TEST_RETRY_BASE_S");
 	if (retry_base != NULL) /* tests: seconds instead of minutes between retries */
 		sender_params.retry_base_s = atoi(retry_base);
@@ -299,6 +308,9 @@ int mt_cli_serve(int argc, char **argv)
 	    .max_message_bytes = mt_config_int(config, "max_message_bytes"),
 	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
 	};
+	memcpy(outbox_params.relay.limits, sender_params.relay_limits,
+	       sizeof(outbox_params.relay.limits));
+	outbox_params.relay.limit_count = sender_params.relay_limit_count;
 	if ((outbox = outbox_new(&outbox_params)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");
 		goto out;

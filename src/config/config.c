@@ -58,7 +58,9 @@ static struct key_def keys[] = {
     {"relay_password_file", T_PATH, NULL, 0, 0, true},
     {"relay_from", T_ADDRESS, NULL, 0, 0, true},
     {"relay_campaign_max", T_INT, "50", 0, 1000000, false},
-    {"relay_user_limits", T_LIMITS, NULL, 0, 0, false},
+    {"relay_user_limits", T_LIMITS, NULL, 0, 0, true},
+    /* The first pause of an account after a throttle or quota reply (engine/governor.h). */
+    {"throttle_pause", T_DURATION, "60s", 1, MT_GOVERNOR_PAUSE_MAX_S, true},
     {"ca_file", T_PATH, NULL, 0, 0, true},
     {"allow_private_hosts", T_CIDRS, "", 0, 0, true},
     {"no_auth_hosts", T_HOSTS_OR_CIDRS, "", 0, 0, true},

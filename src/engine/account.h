@@ -125,8 +125,8 @@ void account_smtp_save(struct accounts *accounts, const char *org_id, const char
 /* ---- the view (GET), limits (PATCH), off (DELETE) ---- */
 
 struct account_usage {
-	int64_t used;   /* recipients accepted in the rolling window */
-	int64_t oldest; /* the oldest of them (when the window frees a slot) */
+	int64_t used;         /* recipients accepted (or reserved) in the rolling window */
+	int64_t next_slot_at; /* once the window is full, when its next slot frees; else 0 */
 };
 
 struct account_smtp_view {

@@ -1,5 +1,6 @@
 #include "engine/outbox.h"
 
+#include "engine/governor.h"
 #include "engine/sender.h"
 #include "lib/log.h"
 #include "lib/str.h"
@@ -161,6 +162,27 @@ struct world {
 	struct store_smtp_account account;
 };
 
+/* More recipients than a window of the route allows could never go (engine/governor.h): the
+ * request is refused now rather than held forever. */
+static bool over_limit(struct submission *sub, const struct outbox_route *route,
+                       const struct store_smtp_account *account)
+{
+	const struct store_send_limit *limits =
+	    route->relay ? sub->outbox->p.relay.limits : account->limits;
+	size_t count = route->relay ? sub->outbox->p.relay.limit_count : account->limit_count;
+	size_t which;
+	size_t want = sub->message.rcpt_count;
+	if (governor_fits_ever(limits, count, (int64_t)want, &which) == 0)
+		return false;
+	snprintf(sub->result.reason, sizeof(sub->result.reason),
+	         "the message has %zu recipients; the send limit of %s allows %lld per %s: send "
+	         "it to fewer at a time",
+	         want, route->relay ? "the platform relay" : "your SMTP account",
+	         (long long)limits[which].limit,
+	         governor_window_name((int64_t)limits[which].window_s * 1000));
+	return true;
+}
+
 static int enqueue_run(struct store_tx *tx, void *arg)
 {
 	struct submission *sub = arg;
@@ -187,6 +209,8 @@ static int enqueue_run(struct store_tx *tx, void *arg)
 	                            &sub->outbox->p.relay, &m->reply_to, &route, &reason) < 0) {
 		sub->result.verdict = OUTBOX_NO_ROUTE;
 		mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
+	} else if (rc == 0 && over_limit(sub, &route, got == 0 ? &w->account : NULL)) {
+		sub->result.verdict = OUTBOX_OVER_LIMIT;
 	} else if (rc == 0) {
 		/* The route planned now; each attempt chooses again (GET shows the last one). */
 		mt_strlcpy(m->route, route.relay ? "relay" : "custom", sizeof(m->route));

@@ -40,6 +40,9 @@ struct outbox;
 struct outbox_relay {
 	bool configured;
 	const char *from; /* its envelope sender; "" when not set */
+	/* Its per-user send limits (relay_user_limits; engine/governor.h) */
+	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
+	size_t limit_count;
 };
 
 /* Where one attempt goes, and the fields that follow from it. */
@@ -92,15 +95,16 @@ struct outbox_draft {
 void outbox_draft_free(struct outbox_draft **draft);
 
 enum outbox_submit_verdict {
-	OUTBOX_QUEUED,    /* stored: id and state */
-	OUTBOX_EXISTING,  /* the Idempotency-Key was used within 24 h: the first message's id/state
-	                   */
-	OUTBOX_INVALID,   /* the message cannot be built (reason) */
-	OUTBOX_TOO_LARGE, /* over max_message_bytes once built (reason) */
-	OUTBOX_NO_ROUTE,  /* no custom SMTP in use and no relay (reason) */
-	OUTBOX_GONE,      /* the user or org no longer exists */
-	OUTBOX_BUSY,      /* a queue is full: try again */
-	OUTBOX_FAILED,    /* the store failed; nothing was stored */
+	OUTBOX_QUEUED,     /* stored: id and state */
+	OUTBOX_EXISTING,   /* the Idempotency-Key was used within 24 h: the first message's id/state
+	                    */
+	OUTBOX_INVALID,    /* the message cannot be built (reason) */
+	OUTBOX_TOO_LARGE,  /* over max_message_bytes once built (reason) */
+	OUTBOX_NO_ROUTE,   /* no custom SMTP in use and no relay (reason) */
+	OUTBOX_OVER_LIMIT, /* more recipients than a send window of its route allows (reason) */
+	OUTBOX_GONE,       /* the user or org no longer exists */
+	OUTBOX_BUSY,       /* a queue is full: try again */
+	OUTBOX_FAILED,     /* the store failed; nothing was stored */
 };
 
 struct outbox_result {

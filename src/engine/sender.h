@@ -7,7 +7,10 @@
  * account (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX), so a stalled server
  * holds little memory. Every attempt's outcome goes through the outbox policy
  * (engine/outbox_policy.h) and back to the store fenced by the lease token; accepted recipients
- * get their `email_sent` activities (source outbox) in the same transaction.
+ * get their `email_sent` activities (source outbox) in the same transaction. Each account's send
+ * limits are the governor's (engine/governor.h): a claimed message has its recipients' slots
+ * reserved or is held, and a throttle or quota reply pauses the account (what it has queued is
+ * held, not failed).
  *
  * Crash safety: a message is marked sent only after the server acknowledged its data. After a
  * crash, the node's own leases go back to the queue at start, so at most sessions × max_inflight
@@ -18,7 +21,9 @@
 #define MT_ENGINE_SENDER_H
 
 #include "config/config.h"
+#include "lib/limits.h"
 #include "lib/secret.h"
+#include "store/store_smtp.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +60,11 @@ struct sender_params {
 	const char *relay_user; /* "" for no AUTH */
 	const char *relay_from; /* its envelope sender (DMARC rules: engine/outbox.h); "" or NULL */
 	const struct mt_secret *relay_password;
+	/* The send governor (engine/governor.h): the relay's per-user limits, and the first pause
+	 * of an account after a throttle or quota reply (0 = 60 s). */
+	struct store_send_limit relay_limits[MT_SEND_LIMITS_MAX];
+	size_t relay_limit_count;
+	int64_t throttle_pause_s;
 };
 
 struct sender *sender_new(const struct sender_params *params, const char **error_r);

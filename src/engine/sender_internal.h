@@ -63,6 +63,9 @@ struct account {
 	struct session *sessions;
 	unsigned session_count;
 	int64_t cooldown_until;
+	/* A throttle or quota reply: nothing is fed until then, what is queued is held (the
+	 * store's pause, which may be longer, keeps later claims from bringing more). */
+	int64_t paused_until;
 	/* Why its last session failed, for the items whose body was loading meanwhile. */
 	enum mt_failure_class failed_cls;
 	char failed_reason[MT_ERROR_TEXT_MAX];
@@ -98,6 +101,8 @@ void sender_item_free(struct sender *sender, struct item *item);
 void sender_item_done(struct sender *sender, struct item *item);
 /* Feeds ready sessions, loads bodies for their room, opens or closes sessions. */
 void sender_pump(struct account *account);
+/* A throttle or quota reply from the account's server: it pauses, and its queue is held. */
+void sender_pause(struct account *account, const char *reason);
 /* Finishes an item with one class and reason for every recipient. */
 void sender_finish_all(struct sender *sender, struct item *item, enum mt_failure_class cls,
                        bool permanent, const char *reason);

@@ -43,6 +43,7 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
                           const char *reason)
 {
 	struct store_outbox_message *m = &item->o->msg;
+	struct account *account = item->account; /* the item may be gone below */
 	/* Each recipient keeps the reply that decided it (GET /v1/messages shows it). */
 	for (size_t i = 0; i < m->rcpt_count; i++) {
 		const char *reply = item->results[i].reply[0] ? item->results[i].reply
@@ -81,11 +82,18 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
 		              "route", item->account->relay ? "relay" : "custom", "class",
 		              verdict.state == STORE_OUTBOX_SENT ? "ok"
 		                                                 : mt_class_name(verdict.cls));
+		if (verdict.paused)
+			mt_metric_inc(
+			    "mailtrail_governor_holds_total",
+			    "Messages held by the send governor, by the window that was full",
+			    "window", "pause", NULL, NULL);
 	}
 	item->finishing = true;
 	sender->jobs++;
+	bool pause = outcomes != NULL && states != NULL && verdict.paused;
 	if (outcomes == NULL || states == NULL ||
-	    outbox_lease_finish(sender->p.store, item->o, &verdict, finish_done, item) < 0) {
+	    outbox_lease_finish(sender->p.store, item->o, &verdict, sender->p.throttle_pause_s,
+	                        finish_done, item) < 0) {
 		/* The lease expires and the message is claimed again. */
 		mt_log(MT_LOG_ERROR, "sender.finish_not_submitted", MT_KV("message", m->id));
 		sender->jobs--;
@@ -93,6 +101,9 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
 	}
 	free(outcomes);
 	free(states);
+	/* After this item's finish is submitted, so that the holds it brings follow it. */
+	if (pause && !sender->stopping && account->paused_until <= sender_now())
+		sender_pause(account, verdict.last_error);
 }
 
 /* Finishes an item with one class and reason for every recipient (a session that failed
@@ -171,6 +182,38 @@ static void fail_queue(struct account *account, enum mt_failure_class cls, const
 	account->tail = last;
 }
 
+/* Every message still queued for the paused account is held (the verdict of a throttle
+ * class: outbox_policy.h) instead of being tried now. One whose body is loading is held when it
+ * is back (sender_pump). */
+static void hold_queue(struct account *account, const char *reason)
+{
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		if (item->loading) {
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		sender_finish_all(account->sender, item, MT_CLASS_THROTTLE, false, reason);
+	}
+	account->tail = last;
+}
+
+void sender_pause(struct account *account, const char *reason)
+{
+	struct sender *sender = account->sender;
+	account->paused_until = sender_now() + sender->p.throttle_pause_s;
+	mt_log(MT_LOG_INFO, "sender.account_paused", MT_KV("account", account->key),
+	       MT_KV("reason", reason));
+	char why[MT_ERROR_TEXT_MAX];
+	snprintf(why, sizeof(why), "held: the account is paused after: %.400s", reason);
+	hold_queue(account, why);
+}
+
 static void on_session_failed(void *ctx, const struct smtp_failure *failure)
 {
 	struct session *session = ctx;
@@ -179,6 +222,16 @@ static void on_session_failed(void *ctx, const struct smtp_failure *failure)
 	mt_log(MT_LOG_INFO, "sender.session_failed", MT_KV("account", account->key),
 	       MT_KV("class", mt_class_name(failure->cls)), MT_KV("reason", failure->reason));
 	session_remove(session);
+	if (failure->cls == MT_CLASS_THROTTLE || failure->cls == MT_CLASS_QUOTA) {
+		/* Not a broken account: a pause, and nothing fails. */
+		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
+		snprintf(reason, sizeof(reason), "%s%s%s", failure->reason,
+		         failure->reply[0] ? ": " : "", failure->reply);
+		if (account->paused_until <= sender_now())
+			sender_pause(account, reason);
+		sender_pump(account);
+		return;
+	}
 	if (sent_nothing) {
 		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
 		snprintf(reason, sizeof(reason), "%s%s%s", failure->reason,
@@ -400,6 +453,9 @@ void sender_pump(struct account *account)
 	struct sender *sender = account->sender;
 	if (sender->stopping)
 		return;
+	bool paused = sender_now() < account->paused_until;
+	if (paused && account->head != NULL)
+		hold_queue(account, "held: the account is paused after a throttle or quota reply");
 	/* Feed the sessions that are up, in queue order: an item whose body is not here yet
 	 * holds the ones behind it. */
 	size_t bound = (size_t)sender->p.sessions_per_account * (size_t)sender->p.max_inflight;
@@ -429,7 +485,7 @@ void sender_pump(struct account *account)
 	for (struct session *s = account->sessions; s != NULL; s = s->next)
 		if (!s->ready || s->inflight < (unsigned)sender->p.max_inflight)
 			all_full = false;
-	if (account->head != NULL && all_full &&
+	if (account->head != NULL && all_full && !paused &&
 	    account->session_count < (unsigned)sender->p.sessions_per_account &&
 	    sender_now() >= account->cooldown_until)
 		open_session(account);

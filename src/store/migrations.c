@@ -406,6 +406,33 @@ static const struct migration migrations[] = {
      " COALESCE(json_extract(j.value, '$.type'), ''), COALESCE(json_extract(j.value, '$.size'), 0)"
      " FROM outbox_messages m, json_each(m.attachments_json) j"
      " WHERE json_valid(m.attachments_json) AND m.attachments_json <> '[]';"},
+
+    /* The send governor (engine/governor.h, store_governor.h): one slot per recipient sent or
+     * reserved through an account, read per account and time (no primary key: a slot is found
+     * by its account and time first); one row per account for its held mail's wake-up (a
+     * partial index: only accounts with held mail are in it) and its pause after throttle or
+     * quota replies. A message held by the governor names the account it waits for and since
+     * when (its held time does not count against retry_expiry). */
+    {8, "send_governor",
+     "CREATE TABLE send_slots ("
+     " account TEXT NOT NULL,"
+     " at_ms BIGINT NOT NULL,"
+     " message_id TEXT NOT NULL,"
+     " lease_token BIGINT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " pending INTEGER NOT NULL);"
+     "CREATE INDEX send_slots_account ON send_slots (account, at_ms);"
+     "CREATE TABLE send_governors ("
+     " account TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " relay INTEGER NOT NULL,"
+     " wake_at_ms BIGINT NOT NULL DEFAULT 0,"
+     " paused_until_ms BIGINT NOT NULL DEFAULT 0,"
+     " pauses INTEGER NOT NULL DEFAULT 0);"
+     "CREATE INDEX send_governors_wake ON send_governors (wake_at_ms) WHERE wake_at_ms > 0;"
+     "ALTER TABLE outbox_messages ADD COLUMN hold_key TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE outbox_messages ADD COLUMN held_since BIGINT NOT NULL DEFAULT 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -111,10 +111,11 @@ int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *c
 struct store_outbox_result {
 	const char *id;
 	int64_t lease_token;
-	enum store_outbox_state state; /* sent, partial, failed, or queued for a retry */
+	enum store_outbox_state state; /* sent, partial, failed, queued for a retry, or held */
 	const char *route;             /* the attempt's: "custom" | "relay" */
 	const char *mail_from;         /* ... and its envelope sender */
-	int64_t next_attempt_at;       /* for queued */
+	int64_t next_attempt_at;       /* for queued; for held, when its account may go again */
+	const char *hold_key;          /* for held: the governor account it waits for */
 	int64_t first_attempt_at;      /* set on the first attempt */
 	const char *last_error;
 	const char *last_class;
@@ -126,11 +127,21 @@ struct store_outbox_result {
  * node owns the message now; nothing is changed). */
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
 
-/* Recipients accepted for this user's mail on `route` since `since` (the rolling send
- * windows: DESIGN.md counts limits in accepted recipients), and the earliest such send
- * (*oldest_r, 0 when none). */
-int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
-                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r);
+/* The send governor's holds (engine/governor.h). A claimed message that its account cannot
+ * send now goes held, fenced by its lease token (STORE_CONFLICT when the lease was lost), waiting
+ * for `hold_key` until about `until` (shown as its next_attempt_at). */
+int store_outbox_hold(struct store_tx *tx, const char *id, int64_t lease_token,
+                      const char *hold_key, int64_t until, int64_t now);
+/* A held message and the recipients it still has to send. */
+struct store_outbox_held {
+	char id[MT_ID_MAX];
+	int64_t pending;
+};
+/* Up to `max` messages of `user_id` held for `hold_key`, the longest waiting first. */
+int store_outbox_held_list(struct store_tx *tx, const char *user_id, const char *hold_key,
+                           size_t max, struct store_outbox_held *rows_r, size_t *count_r);
+/* A held message goes back to queued, due `now`; its time held is added to held_seconds. */
+int store_outbox_unhold(struct store_tx *tx, const char *id, int64_t now);
 
 /* Messages per state (for /metrics). */
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);

@@ -24,9 +24,14 @@ then waits for the client's (empty) line and answers 535 5.7.8 Username and Pass
 --refuse ADDR (repeatable, case-insensitive): RCPT TO that address gets 550 5.1.1.
 --exclude-mech MECH (repeatable): do not offer that AUTH mechanism (e.g. PLAIN, to make a
 client use LOGIN).
+--fail-file PATH: while PATH exists, its first line "PHASE REPLY" ("rcpt 550 5.4.5 Daily
+sending quota exceeded", "mail 421 4.7.0 slow down") answers every RCPT TO (rcpt) or MAIL FROM
+(mail) with REPLY instead of accepting it; a test creates and removes the file to switch the
+refusal on and off while the sink runs.
 
 Each accepted message is stored as DIR/<n>.eml plus DIR/<n>.json
-  {"mail_from": ..., "rcpt_tos": [...], "auth_user": ...|null, "tls": bool, "port": "starttls"|...}
+  {"mail_from": ..., "rcpt_tos": [...], "auth_user": ...|null, "tls": bool, "port": "starttls"|...,
+   "received_at": UNIX-TIME (the end of DATA), "rcpt_times": [UNIX-TIME per accepted RCPT]}
 (n counts from 1 over all listeners; the .json is written last, atomically, so a reader that sees
 it also sees the whole .eml).
 
@@ -44,6 +49,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword  # noqa: F401
@@ -113,10 +119,36 @@ class Handler:
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message=XOAUTH2_FAIL_REPLY)
 
+    def forced_reply(self, phase):
+        """The reply --fail-file asks for in this phase now, or None."""
+        if not self.args.fail_file:
+            return None
+        try:
+            with open(self.args.fail_file) as f:
+                line = f.readline().strip()
+        except OSError:
+            return None
+        want, _, reply = line.partition(" ")
+        return reply if want.lower() == phase and reply else None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.forced_reply("mail")
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.lower() in self.refuse:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        reply = self.forced_reply("rcpt")
+        if reply:
+            return reply
         envelope.rcpt_tos.append(address)
+        if not hasattr(envelope, "rcpt_times"):
+            envelope.rcpt_times = []
+        envelope.rcpt_times.append(time.time())
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
@@ -134,6 +166,8 @@ class Handler:
             "auth_user": session.auth_data if session.authenticated else None,
             "tls": bool(getattr(server, "is_tls", False)),
             "port": getattr(server, "port_kind", None),
+            "received_at": time.time(),
+            "rcpt_times": list(getattr(envelope, "rcpt_times", [])),
         }
         tmp = os.path.join(store, f".{n}.json.tmp")
         with open(tmp, "w") as f:
@@ -157,6 +191,7 @@ def parse_args(argv):
     p.add_argument("--require-auth", action="store_true")
     p.add_argument("--refuse", action="append", default=[])
     p.add_argument("--exclude-mech", action="append", default=[])
+    p.add_argument("--fail-file")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)

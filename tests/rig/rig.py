@@ -327,10 +327,11 @@ class AuthSink:
 def auth_sink(certs, store, user="user@example.test", password="s3cret-pw",
               token="ya29.good-token", starttls=True, tls=True, plain=True,
               require_auth=False, refuse=(), cert=None, key=None, exclude_mechs=(),
-              timeout=READY_TIMEOUT):
+              fail_file=None, timeout=READY_TIMEOUT):
     """Starts auth_sink.py on free ports (it binds port 0 itself and reports the ports, so no
     race) and yields an AuthSink. cert/key default to the CA-signed server certificate;
-    exclude_mechs=("PLAIN",) makes it offer LOGIN (and XOAUTH2) only."""
+    exclude_mechs=("PLAIN",) makes it offer LOGIN (and XOAUTH2) only; fail_file: see
+    auth_sink.py --fail-file (a file the test creates to make RCPT or MAIL fail on demand)."""
     os.makedirs(store, exist_ok=True)
     cert = cert or certs.server_cert
     key = key or certs.server_key
@@ -349,6 +350,8 @@ def auth_sink(certs, store, user="user@example.test", password="s3cret-pw",
         argv += ["--refuse", r]
     for m in exclude_mechs:
         argv += ["--exclude-mech", m]
+    if fail_file:
+        argv += ["--fail-file", fail_file]
     log_path = os.path.normpath(store) + ".log"  # the sink's stderr, next to the store
     with open(log_path, "ab") as log:
         proc = start_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
