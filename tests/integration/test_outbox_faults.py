@@ -127,8 +127,9 @@ def final(case):
 
 def assert_retried_then_sent(case, cls=None):
     # A failed attempt shows as queued (or, when the retry is due within the same second and
-    # the 50 ms poll missed that, as sending again) with attempts >= 1 and its error.
-    q = first(case, lambda s: s[1] in ("queued", "sending") and s[2] >= 1)
+    # the 50 ms poll missed that, as sending again) with attempts >= 1 and its error; after a
+    # throttle reply, as held for the account's pause.
+    q = first(case, lambda s: s[1] in ("queued", "sending", "held") and s[2] >= 1)
     assert q is not None, f"never seen an attempt that failed: {compact(case)}"
     if cls is not None:
         assert q[3] == cls, f"last_class {q[3]!r} after the first attempt, want {cls!r}: {compact(case)}"
