@@ -298,7 +298,13 @@ static int save_store(struct store_tx *tx, struct save *save)
 	free(now);
 	if (rc != 0 || save->result.verdict != ACCOUNT_OK)
 		return rc;
-	return store_smtp_account_put(tx, &save->account);
+	rc = store_smtp_account_put(tx, &save->account);
+	if (rc != 0)
+		return rc;
+	/* Connected again: what waited for the reconnect (a campaign's mail) goes on now. */
+	size_t released;
+	return store_outbox_release_held(tx, save->org_id, save->user_id, STORE_HOLD_RECONNECT,
+	                                 (int64_t)time(NULL), &released);
 }
 
 static int save_run(struct store_tx *tx, void *arg)

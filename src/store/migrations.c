@@ -406,6 +406,23 @@ static const struct migration migrations[] = {
      " COALESCE(json_extract(j.value, '$.type'), ''), COALESCE(json_extract(j.value, '$.size'), 0)"
      " FROM outbox_messages m, json_each(m.attachments_json) j"
      " WHERE json_valid(m.attachments_json) AND m.attachments_json <> '[]';"},
+    /* 8 is another branch's. Notifications to users (engine/notify.h), read newest first by
+     * their time-ordered id; and what the disconnect story needs of the outbox: why a held
+     * message waits (released by what: `reconnect` by a successful PUT /v1/smtp), since when
+     * (held time is not counted against retry_expiry), and mail that must go through the
+     * relay whatever the user's account (a notice about that account). */
+    {9, "notifications",
+     "CREATE TABLE notifications ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " kind TEXT NOT NULL,"
+     " text TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX notifications_user ON notifications (user_id, id);"
+     "ALTER TABLE outbox_messages ADD COLUMN hold_reason TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE outbox_messages ADD COLUMN held_at BIGINT NOT NULL DEFAULT 0;"
+     "ALTER TABLE outbox_messages ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

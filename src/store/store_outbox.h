@@ -55,6 +55,8 @@ struct store_outbox_message {
 	/* The body lacks From, Sender, Reply-To, Message-ID and X-Mailtrail-Id: the sender puts
 	 * them before it for the route of the attempt (mime_build_head_fields). */
 	bool head_apart;
+	/* Only the platform relay may carry it: a notice about the user's own account. */
+	bool relay_only;
 	char subject[MT_SUBJECT_MAX + 1];
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
@@ -131,6 +133,22 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
  * (*oldest_r, 0 when none). */
 int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
                             const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r);
+
+/* Why a held message waits, and what releases it: a successful PUT /v1/smtp of a disconnected
+ * account releases the messages held for the reconnect. */
+#define STORE_HOLD_RECONNECT "reconnect"
+/* A claimed message waits `held` for `reason` instead of being sent, fenced by its lease token
+ * (STORE_CONFLICT when the lease was lost); the time held is not counted against its retry
+ * time. */
+int store_outbox_hold(struct store_tx *tx, const char *id, int64_t lease_token, const char *reason,
+                      int64_t now);
+/* The user's messages held for `reason` are queued again, due now (*count_r of them). */
+int store_outbox_release_held(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *reason, int64_t now, size_t *count_r);
+/* A claimed message goes back to the queue, due now, without counting an attempt: it was never
+ * handed to a server (its account turned out unusable; the next claim routes it again). Fenced
+ * by its lease token: STORE_CONFLICT when the lease was lost. */
+int store_outbox_requeue(struct store_tx *tx, const char *id, int64_t lease_token, int64_t now);
 
 /* Messages per state (for /metrics). */
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);
