@@ -261,6 +261,20 @@ int mt_cli_serve(int argc, char **argv)
 		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
 		goto out;
 	}
+	struct accounts_params accounts_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .tls = tls,
+	    .config = config,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	};
+	if ((accounts = accounts_new(&accounts_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.accounts = accounts;
 	struct sender_params sender_params = {
 	    .base = base,
 	    .dns = dns,
@@ -279,6 +293,8 @@ int mt_cli_serve(int argc, char **argv)
 	    .relay_user = relay.user,
 	    .relay_from = api.relay_from,
 	    .relay_password = relay_password,
+	    .accounts = accounts,
+	    .confirm_delay_s = mt_config_int(config, "smtp_confirm_delay"),
 	};
 	/* The relay's per-user limits, enforced by the governor at enqueue and delivery. */
 	struct mt_config_limit relay_limits[MT_SEND_LIMITS_MAX];
@@ -316,20 +332,6 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.outbox = outbox;
-	struct accounts_params accounts_params = {
-	    .base = base,
-	    .dns = dns,
-	    .store = store,
-	    .keyring = keyring,
-	    .tls = tls,
-	    .config = config,
-	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
-	};
-	if ((accounts = accounts_new(&accounts_params)) == NULL) {
-		fprintf(stderr, "mailtrail serve: out of memory\n");
-		goto out;
-	}
-	api.accounts = accounts;
 	struct users_params users_params = {
 	    .store = store,
 	    .on_access_change = access_changed,
@@ -385,7 +387,6 @@ out:
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);
-	accounts_free(&accounts);
 	sender_free(&sender);
 	if (sigterm != NULL)
 		event_free(sigterm);
@@ -393,7 +394,8 @@ out:
 		event_free(sigint);
 	retention_free(&retention);
 	store_close(&store);
-	users_free(&users); /* after the store: its jobs' completions announce through it */
+	users_free(&users);       /* after the store: its jobs' completions announce through it */
+	accounts_free(&accounts); /* the same: a disconnect's completion reads it */
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

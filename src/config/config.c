@@ -78,6 +78,9 @@ static struct key_def keys[] = {
     {"max_message_bytes", T_SIZE, "25MiB", 1024, MT_SMTP_MESSAGE_MAX / 4 * 3, true},
     {"smtp_sessions_per_account", T_INT, "2", 1, 64, true},
     {"smtp_max_inflight", T_INT, "100", 1, MT_SMTP_SESSION_QUEUE_MAX, true},
+    /* The pause before the attempt that confirms an auth or certificate failure of a custom
+     * SMTP account (docs/sending.md, the disconnect story). */
+    {"smtp_confirm_delay", T_DURATION, "10s", 1, 3600, true},
     {"oauth_google_client_id", T_STRING, NULL, 0, 0, false},
     {"oauth_google_client_secret_file", T_PATH, NULL, 0, 0, false},
     {"oauth_microsoft_client_id", T_STRING, NULL, 0, 0, false},

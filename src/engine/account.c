@@ -306,8 +306,14 @@ static int save_store(struct store_tx *tx, struct save *save)
 	/* The confirmation mail the server accepted counts in the account's windows too. */
 	char key[MT_GOVERNOR_KEY_MAX];
 	governor_key(false, save->user_id, key);
-	return governor_record(tx, key, save->message_id, save->account.from_address,
-	                       save->confirmed_at_ms);
+	rc = governor_record(tx, key, save->message_id, save->account.from_address,
+	                     save->confirmed_at_ms);
+	if (rc != 0)
+		return rc;
+	/* Connected again: what waited for the reconnect (a campaign's mail) goes on now. */
+	size_t released;
+	return store_outbox_release_held(tx, save->org_id, save->user_id, STORE_HOLD_RECONNECT,
+	                                 (int64_t)time(NULL), &released);
 }
 
 static int save_run(struct store_tx *tx, void *arg)

@@ -137,8 +137,8 @@ static void route_item(struct outbox_item *item, const struct world *w,
 	struct store_mailbox none = {{0}, {0}};
 	const struct store_mailbox *reply_to =
 	    item->msg.reply_to.address[0] != '\0' ? &item->msg.reply_to : &none;
-	if (outbox_route(&w->org, &w->user, w->have_account ? &w->account : NULL, relay, reply_to,
-	                 &item->route, &reason) < 0) {
+	if (outbox_route(&w->org, &w->user, w->have_account ? &w->account : NULL, relay,
+	                 outbox_mail_kind_of(&item->msg), reply_to, &item->route, &reason) < 0) {
 		mt_strlcpy(item->reason, reason, sizeof(item->reason));
 		return;
 	}
@@ -250,11 +250,24 @@ static int claim_run(struct store_tx *tx, void *arg)
 				continue;
 			}
 			route_item(item, w, &job->relay);
+			if (item->routable && item->route.held) {
+				/* Waits for the reconnect in this same transaction: not the
+				 * sender's. */
+				if (store_outbox_hold(tx, item->msg.id, item->msg.lease_token,
+				                      STORE_HOLD_RECONNECT, 0, job->now) != 0) {
+					rc = -1; /* claimed in this transaction: never lost */
+					break;
+				}
+				item->routable = false;
+				item->held = true;
+				continue;
+			}
 			bool held = false;
 			if (item->routable && (rc = govern_item(tx, job, item, w, &held)) != 0)
 				break;
 			if (held) {
-				item->msg.state = STORE_OUTBOX_HELD; /* leaves the claim below */
+				item->held =
+				    true; /* the governor holds it: leaves the claim below */
 				continue;
 			}
 			custom_used = custom_used || (item->routable && !item->route.relay);
@@ -268,15 +281,16 @@ static int claim_run(struct store_tx *tx, void *arg)
 	if (w != NULL)
 		sodium_memzero(&w->account, sizeof(w->account));
 	free(w);
-	/* The held ones leave the claim. */
+	/* Held messages (by the governor, or for a reconnect) are no longer this node's. */
 	size_t kept = 0;
-	for (size_t i = 0; i < c->count; i++) {
-		if (c->items[i] != NULL && c->items[i]->msg.state == STORE_OUTBOX_HELD)
+	for (size_t i = 0; rc == 0 && i < c->count; i++) {
+		if (c->items[i] != NULL && c->items[i]->held)
 			outbox_item_free(&c->items[i]);
 		else
 			c->items[kept++] = c->items[i];
 	}
-	c->count = kept;
+	if (rc == 0)
+		c->count = kept;
 	if (rc == 0)
 		rc = store_governor_next_wake(tx, &c->next_wake_ms);
 	return rc;
@@ -544,6 +558,46 @@ int outbox_lease_finish(struct store *store, const struct outbox_item *item,
 	if (store_submit(store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done,
 	                 job) < 0) {
 		finish_job_free(job);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- requeue -------------------------------------------------------------------------------- */
+
+struct requeue_job {
+	char id[MT_ID_MAX];
+	int64_t lease_token;
+	outbox_finish_done_fn *done;
+	void *ctx;
+};
+
+static int requeue_run(struct store_tx *tx, void *arg)
+{
+	struct requeue_job *job = arg;
+	return store_outbox_requeue(tx, job->id, job->lease_token, (int64_t)time(NULL));
+}
+
+static void requeue_done(void *arg, int result)
+{
+	struct requeue_job *job = arg;
+	job->done(job->ctx, result);
+	free(job);
+}
+
+int outbox_lease_requeue(struct store *store, const struct outbox_item *item,
+                         outbox_finish_done_fn *done, void *ctx)
+{
+	struct requeue_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	mt_strlcpy(job->id, item->msg.id, sizeof(job->id));
+	job->lease_token = item->msg.lease_token;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_WRITE | STORE_REPLAYABLE, requeue_run, requeue_done, job) <
+	    0) {
+		free(job);
 		return -1;
 	}
 	return 0;

@@ -24,6 +24,7 @@ struct store;
 struct outbox_item {
 	struct store_outbox_message msg; /* pending recipients only; body loaded later */
 	bool routable;                   /* else: no route now (reason), tried again later */
+	bool held;                       /* held for its account's reconnect by the claim */
 	char reason[MT_ERROR_TEXT_MAX];
 	struct outbox_route route;
 	/* The send governor (engine/governor.h): the account whose limits this attempt goes
@@ -90,6 +91,12 @@ typedef void outbox_finish_done_fn(void *ctx, int result);
 int outbox_lease_finish(struct store *store, const struct outbox_item *item,
                         const struct outbox_verdict *verdict, int64_t pause_s,
                         outbox_finish_done_fn *done, void *ctx);
+
+/* The item goes back to the queue, due now, no attempt counted (its account turned out
+ * unusable before anything was handed to a server: its next claim routes it again), fenced by
+ * its lease token. `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
+int outbox_lease_requeue(struct store *store, const struct outbox_item *item,
+                         outbox_finish_done_fn *done, void *ctx);
 
 typedef void outbox_lease_done_fn(void *ctx, int result, size_t count);
 /* Extends every lease `owner` holds until `until`. */

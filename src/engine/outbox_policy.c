@@ -109,3 +109,26 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 	/* No recipient at all: nothing was sent, nothing is left to try. */
 	v->state = STORE_OUTBOX_FAILED;
 }
+
+/* The table of outbox_session_failed() in outbox_policy.h. */
+enum outbox_session_verdict outbox_session_failed(const struct outbox_session_failure *f)
+{
+	bool broken =
+	    !f->relay && (f->cls == MT_CLASS_AUTH || (f->cls == MT_CLASS_TLS && f->certificate));
+	if (!broken)
+		return OUTBOX_SESSION_RETRY;
+	if (f->confirming)
+		return OUTBOX_SESSION_DISCONNECT;
+	return f->awaiting_confirm ? OUTBOX_SESSION_AWAIT : OUTBOX_SESSION_CONFIRM;
+}
+
+const char *outbox_session_verdict_name(enum outbox_session_verdict verdict)
+{
+	static const char *const names[] = {
+	    [OUTBOX_SESSION_RETRY] = "retry",
+	    [OUTBOX_SESSION_CONFIRM] = "confirm",
+	    [OUTBOX_SESSION_AWAIT] = "await",
+	    [OUTBOX_SESSION_DISCONNECT] = "disconnect",
+	};
+	return (unsigned)verdict < sizeof(names) / sizeof(names[0]) ? names[verdict] : "?";
+}

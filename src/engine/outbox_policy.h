@@ -65,6 +65,36 @@ struct outbox_verdict {
 	char last_error[MT_ERROR_TEXT_MAX];
 };
 
+/* A session to a user's custom SMTP that failed before sending anything (DESIGN.md §1 SMTP
+ * account states). An auth failure, or a certificate that no longer verifies or matches its
+ * pin, may be passing (a server restarting, a password changed and changed back): it is
+ * confirmed by one more attempt on a fresh connection after a pause, and only then does the
+ * account go disconnected. Anything else is an ordinary failure, retried under the back-off:
+ *
+ *   broken account  confirming attempt  ->  verdict
+ *   yes             no                      confirm (pause, then one fresh session)
+ *   yes             yes                     disconnect
+ *   no              any                     retry (the messages' back-off, the cool-down)
+ *
+ * A failure of another session of the account while the pause runs is neither: it only waits
+ * for the confirming attempt (awaiting). The relay's failures are always `retry`: it is the
+ * operator's, not the user's. */
+enum outbox_session_verdict {
+	OUTBOX_SESSION_RETRY,
+	OUTBOX_SESSION_CONFIRM,
+	OUTBOX_SESSION_AWAIT,
+	OUTBOX_SESSION_DISCONNECT,
+};
+struct outbox_session_failure {
+	bool relay;
+	enum mt_failure_class cls;
+	bool certificate;      /* a tls failure about the presented certificate (verify, pin) */
+	bool confirming;       /* the session was the confirming attempt */
+	bool awaiting_confirm; /* the account's pause before its confirming attempt runs */
+};
+enum outbox_session_verdict outbox_session_failed(const struct outbox_session_failure *failure);
+const char *outbox_session_verdict_name(enum outbox_session_verdict verdict);
+
 const char *outbox_transition_name(size_t index);
 /* Fills `verdict` (whose rcpt_states the caller provides). */
 void outbox_verdict(const struct outbox_attempt *attempt, const struct mt_backoff *backoff,

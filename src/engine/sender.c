@@ -463,6 +463,8 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 		sender->p.max_inflight = 100;
 	if (sender->p.max_inflight > MT_SMTP_SESSION_QUEUE_MAX)
 		sender->p.max_inflight = MT_SMTP_SESSION_QUEUE_MAX;
+	if (sender->p.confirm_delay_s <= 0)
+		sender->p.confirm_delay_s = 10;
 	if (sender->p.relay_user == NULL)
 		sender->p.relay_user = "";
 	if (sender->p.relay_from == NULL)
@@ -527,6 +529,8 @@ void sender_free(struct sender **senderp)
 			smtp_client_free(&s->client);
 			free(s);
 		}
+		if (a->confirm_timer != NULL)
+			event_free(a->confirm_timer);
 		sodium_memzero(&a->settings, sizeof(a->settings));
 		free(a);
 	}

@@ -34,6 +34,7 @@ struct store;
 struct work_pool;
 struct mt_keyring;
 struct mt_tls_config;
+struct accounts;
 struct sender;
 
 struct sender_params {
@@ -50,6 +51,10 @@ struct sender_params {
 	int64_t lease_s;      /* 0 = 900 s: longer than any single SMTP step it covers */
 	int64_t retry_base_s; /* 0 = 60 s: the first retry's delay (quadratic after) */
 	int reply_timeout_ms; /* 0 = RFC 5321's per-command timeouts (minutes) */
+	/* The users' accounts: a confirmed auth or certificate failure disconnects one
+	 * (account_smtp_disconnect); NULL: never (tools). */
+	struct accounts *accounts;
+	int64_t confirm_delay_s; /* 0 = 10 s: the pause before the confirming attempt */
 	/* Users' custom SMTP hosts may not reach private addresses unless listed here (the
 	 * operator's allow_private_hosts); the relay is the operator's and is not checked. */
 	const struct mt_cidr_list *allow_private;

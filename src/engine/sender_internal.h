@@ -11,6 +11,7 @@
 #include "smtp/client.h"
 #include "store/store_smtp.h"
 
+#include <event2/util.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,7 @@ struct session {
 	unsigned inflight;
 	bool ready;
 	bool quitting;
+	bool confirming; /* the fresh attempt that confirms a broken account, or clears it */
 	size_t messages;
 	struct session *next;
 };
@@ -69,6 +71,15 @@ struct account {
 	/* Why its last session failed, for the items whose body was loading meanwhile. */
 	enum mt_failure_class failed_cls;
 	char failed_reason[MT_ERROR_TEXT_MAX];
+	/* The disconnect story (engine/outbox_policy.h outbox_session_failed): the pause before
+	 * the confirming attempt runs (its timer), the confirming session is open, or the account
+	 * is being disconnected (its store jobs run) — then its items go back to the queue
+	 * (`rerouting`), routed again by their next claim. */
+	bool awaiting_confirm;
+	bool confirm_open;
+	bool disconnecting;
+	bool rerouting;
+	struct event *confirm_timer;
 	struct account *next;
 };
 
@@ -103,6 +114,8 @@ void sender_item_done(struct sender *sender, struct item *item);
 void sender_pump(struct account *account);
 /* A throttle or quota reply from the account's server: it pauses, and its queue is held. */
 void sender_pause(struct account *account, const char *reason);
+/* An account's pause before its confirming attempt is over. */
+void sender_confirm_due(evutil_socket_t fd, short what, void *arg);
 /* Finishes an item with one class and reason for every recipient. */
 void sender_finish_all(struct sender *sender, struct item *item, enum mt_failure_class cls,
                        bool permanent, const char *reason);

@@ -42,6 +42,7 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
     {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0},
     {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0},
+    {"GET", "/v1/notifications", HTTP_USER, api_notifications_list, "notifications.list", 0},
 };
 
 const struct http_route *api_routes(size_t *count_r)

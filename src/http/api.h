@@ -121,6 +121,7 @@ void api_never_log_put(struct http_request *req, void *app);
 void api_messages_send(struct http_request *req, void *app);
 void api_messages_get(struct http_request *req, void *app);
 void api_messages_cancel(struct http_request *req, void *app);
+void api_notifications_list(struct http_request *req, void *app);
 void api_healthz(struct http_request *req, void *app);
 void api_metrics(struct http_request *req, void *app);
 

@@ -216,5 +216,7 @@
 #define MT_MATCHER_FROM_MEMO      64    /* From addresses remembered per matcher call */
 #define MT_MATCHER_UNMATCHED_MEMO 64    /* addresses of no profile remembered per matcher call */
 #define MT_NEVER_LOG_MAX          1000  /* entries per list */
+/* A notification's text (engine/notify.h): one paragraph naming the account and the reason. */
+#define MT_NOTIFICATION_TEXT_MAX 1024
 
 #endif

@@ -433,6 +433,20 @@ static const struct migration migrations[] = {
      "CREATE INDEX send_governors_wake ON send_governors (wake_at_ms) WHERE wake_at_ms > 0;"
      "ALTER TABLE outbox_messages ADD COLUMN hold_key TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE outbox_messages ADD COLUMN held_since BIGINT NOT NULL DEFAULT 0;"},
+    /* Notifications to users (engine/notify.h), read newest first by their time-ordered id;
+     * and mail that must go through the relay whatever the user's account (a notice about
+     * that account). A message held for its account's reconnect uses the governor's hold
+     * columns (hold_key 'reconnect', held_since). */
+    {9, "notifications",
+     "CREATE TABLE notifications ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " kind TEXT NOT NULL,"
+     " text TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX notifications_user ON notifications (user_id, id);"
+     "ALTER TABLE outbox_messages ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -94,17 +94,17 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	    tx, op,
 	    "INSERT INTO outbox_messages (id, org_id, user_id, campaign_id, state, route,"
 	    " idempotency_key, mail_from, from_address, from_name, reply_to_address,"
-	    " reply_to_name, head_apart, subject, message_id, mailtrail_id, snippet, body_len,"
-	    " next_attempt_at, created_at, updated_at)"
-	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	    SQL_ARGS(SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
-	             SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
-	             SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from),
-	             SQL_TEXT(m->from.address), SQL_TEXT(m->from.name),
-	             SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
-	             SQL_INT(m->head_apart), SQL_TEXT(m->subject), SQL_TEXT(m->message_id),
-	             SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet), SQL_INT(m->body_len),
-	             SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
+	    " reply_to_name, head_apart, relay_only, subject, message_id, mailtrail_id, snippet,"
+	    " body_len, next_attempt_at, created_at, updated_at)"
+	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(
+	        SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
+	        SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
+	        SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from), SQL_TEXT(m->from.address),
+	        SQL_TEXT(m->from.name), SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
+	        SQL_INT(m->head_apart), SQL_INT(m->relay_only), SQL_TEXT(m->subject),
+	        SQL_TEXT(m->message_id), SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet),
+	        SQL_INT(m->body_len), SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
 	/* A unique id is a conflict; the table has no foreign key, so nothing else is expected. */
 	if (rc != 0)
 		return rc == STORE_CONFLICT ? rc : -1;
@@ -149,6 +149,7 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, TEXT, "reply_to_address", reply_to.address)                                           \
 	G(T, TEXT, "reply_to_name", reply_to.name)                                                 \
 	G(T, BOOL, "head_apart", head_apart)                                                       \
+	G(T, BOOL, "relay_only", relay_only)                                                       \
 	G(T, TEXT, "subject", subject)                                                             \
 	G(T, TEXT, "message_id", message_id)                                                       \
 	G(T, TEXT, "mailtrail_id", mailtrail_id)                                                   \
@@ -389,6 +390,44 @@ int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *c
 		return -1;
 	*count_r = (size_t)n;
 	return 0;
+}
+
+/* ---- held for a reconnect, requeued ---- */
+
+/* Held for a reconnect is a governor-style hold whose key is STORE_HOLD_RECONNECT: one set of
+ * columns (hold_key, held_since) for every reason a message waits. */
+int store_outbox_release_held(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *hold_key, int64_t now, size_t *count_r)
+{
+	static const char op[] = "store_outbox_release_held";
+	*count_r = 0;
+	/* Through the held index (user_id, WHERE state = 1): the literal state, see HELD_SQL. */
+	int64_t n = sql_exec(
+	    tx, op,
+	    "UPDATE outbox_messages SET state = ?,"
+	    " held_seconds = held_seconds + CASE WHEN held_since > 0 AND ? > held_since"
+	    " THEN ? - held_since ELSE 0 END, held_since = 0, hold_key = '', next_attempt_at = ?,"
+	    " updated_at = ? WHERE user_id = ? AND state = " HELD_SQL " AND org_id = ?"
+	    " AND hold_key = ?",
+	    SQL_ARGS(SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now), SQL_INT(now),
+	             SQL_INT(now), SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(hold_key)));
+	if (n < 0)
+		return -1;
+	*count_r = (size_t)n;
+	return 0;
+}
+
+int store_outbox_requeue(struct store_tx *tx, const char *id, int64_t lease_token, int64_t now)
+{
+	static const char op[] = "store_outbox_requeue";
+	int64_t n =
+	    sql_exec(tx, op,
+	             "UPDATE outbox_messages SET state = ?, next_attempt_at = ?,"
+	             " lease_owner = '', lease_expires = 0, updated_at = ?"
+	             " WHERE id = ? AND lease_token = ? AND state = ?",
+	             SQL_ARGS(SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now),
+	                      SQL_TEXT(id), SQL_INT(lease_token), SQL_INT(STORE_OUTBOX_SENDING)));
+	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
 }
 
 /* ---- results ---- */

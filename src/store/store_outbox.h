@@ -55,6 +55,8 @@ struct store_outbox_message {
 	/* The body lacks From, Sender, Reply-To, Message-ID and X-Mailtrail-Id: the sender puts
 	 * them before it for the route of the attempt (mime_build_head_fields). */
 	bool head_apart;
+	/* Only the platform relay may carry it: a notice about the user's own account. */
+	bool relay_only;
 	char subject[MT_SUBJECT_MAX + 1];
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
@@ -142,6 +144,18 @@ int store_outbox_held_list(struct store_tx *tx, const char *user_id, const char 
                            size_t max, struct store_outbox_held *rows_r, size_t *count_r);
 /* A held message goes back to queued, due `now`; its time held is added to held_seconds. */
 int store_outbox_unhold(struct store_tx *tx, const char *id, int64_t now);
+
+/* The hold key of a message waiting for its account's reconnect (store_outbox_hold): a
+ * successful PUT /v1/smtp of a disconnected account releases them. */
+#define STORE_HOLD_RECONNECT "reconnect"
+/* The user's messages held for `hold_key` are queued again, due now (*count_r of them); their
+ * time held is added to held_seconds. */
+int store_outbox_release_held(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *hold_key, int64_t now, size_t *count_r);
+/* A claimed message goes back to the queue, due now, without counting an attempt: it was never
+ * handed to a server (its account turned out unusable; the next claim routes it again). Fenced
+ * by its lease token: STORE_CONFLICT when the lease was lost. */
+int store_outbox_requeue(struct store_tx *tx, const char *id, int64_t lease_token, int64_t now);
 
 /* Messages per state (for /metrics). */
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);

@@ -4,7 +4,7 @@
 Usage:
   auth_sink.py [--port-starttls P1] [--port-tls P2] [--port-plain P3]
                --cert CERT.pem --key KEY.pem
-               --user U --password PW [--token TOK]
+               --user U (--password PW | --password-file F) [--token TOK]
                --store DIR [--require-auth] [--refuse RCPT-ADDRESS]... [--host 127.0.0.1]
                [--exclude-mech MECH]... [--exit-on-stdin-eof] [--verbose]
 
@@ -16,7 +16,8 @@ Listeners (each optional; port 0 = pick a free one, reported in the READY line):
   plain     plain TCP, no STARTTLS; AUTH advertised and accepted without TLS (for
             security=none tests)
 
-AUTH PLAIN and LOGIN are checked against --user/--password. XOAUTH2 (a custom mechanism) is
+AUTH PLAIN and LOGIN are checked against --user/--password, or with --password-file against the
+file's first line, read again on every AUTH (a test changes the password while the sink runs). XOAUTH2 (a custom mechanism) is
 checked against --user/--token: on a bad user or token it answers like Gmail does,
   334 base64({"status":"401","schemes":"bearer","scope":"https://mail.google.com/"})
 then waits for the client's (empty) line and answers 535 5.7.8 Username and Password not accepted.
@@ -83,12 +84,21 @@ class Handler:
             if name.endswith(".json") and name[:-5].isdigit():
                 self.count = max(self.count, int(name[:-5]))
 
+    def password(self):
+        if self.args.password_file is None:
+            return self.args.password
+        try:
+            with open(self.args.password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError:
+            return None  # no file: nothing is accepted
+
     # PLAIN and LOGIN go through the authenticator.
     def authenticator(self, server, session, envelope, mechanism, auth_data):
         if isinstance(auth_data, LoginPassword):
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
-            if login == self.args.user and password == self.args.password:
+            if login == self.args.user and password == self.password():
                 return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
@@ -186,6 +196,7 @@ def parse_args(argv):
     p.add_argument("--key")
     p.add_argument("--user", default="user@example.test")
     p.add_argument("--password", default="s3cret-pw")
+    p.add_argument("--password-file")
     p.add_argument("--token", default="ya29.good-token")
     p.add_argument("--store", required=True)
     p.add_argument("--require-auth", action="store_true")
