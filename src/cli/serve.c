@@ -263,6 +263,20 @@ int mt_cli_serve(int argc, char **argv)
 		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
 		goto out;
 	}
+	struct accounts_params accounts_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .tls = tls,
+	    .config = config,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	};
+	if ((accounts = accounts_new(&accounts_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.accounts = accounts;
 	struct sender_params sender_params = {
 	    .base = base,
 	    .dns = dns,
@@ -281,7 +295,18 @@ int mt_cli_serve(int argc, char **argv)
 	    .relay_user = relay.user,
 	    .relay_from = api.relay_from,
 	    .relay_password = relay_password,
+	    .accounts = accounts,
+	    .confirm_delay_s = mt_config_int(config, "smtp_confirm_delay"),
 	};
+	/* The relay's per-user limits, enforced by the governor at enqueue and delivery. */
+	struct mt_config_limit relay_limits[MT_SEND_LIMITS_MAX];
+	size_t relay_limit_count = mt_config_limits(config, "relay_user_limits", relay_limits);
+	for (size_t i = 0; i < relay_limit_count; i++) {
+		sender_params.relay_limits[i].limit = relay_limits[i].limit;
+		sender_params.relay_limits[i].window_s = (int)relay_limits[i].window_s;
+	}
+	sender_params.relay_limit_count = relay_limit_count;
+	sender_params.throttle_pause_s = mt_config_int(config, "throttle_pause");
 	const char *retry_base = getenv("MAILTRAIL_TEST_RETRY_BASE_S");
 	if (retry_base != NULL) /* tests: seconds instead of minutes between retries */
 		sender_params.retry_base_s = atoi(retry_base);
@@ -301,6 +326,9 @@ int mt_cli_serve(int argc, char **argv)
 	    .max_message_bytes = mt_config_int(config, "max_message_bytes"),
 	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
 	};
+	memcpy(outbox_params.relay.limits, sender_params.relay_limits,
+	       sizeof(outbox_params.relay.limits));
+	outbox_params.relay.limit_count = sender_params.relay_limit_count;
 	if ((outbox = outbox_new(&outbox_params)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");
 		goto out;
@@ -320,20 +348,6 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.campaigns = campaigns;
-	struct accounts_params accounts_params = {
-	    .base = base,
-	    .dns = dns,
-	    .store = store,
-	    .keyring = keyring,
-	    .tls = tls,
-	    .config = config,
-	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
-	};
-	if ((accounts = accounts_new(&accounts_params)) == NULL) {
-		fprintf(stderr, "mailtrail serve: out of memory\n");
-		goto out;
-	}
-	api.accounts = accounts;
 	struct users_params users_params = {
 	    .store = store,
 	    .on_access_change = access_changed,
@@ -390,7 +404,6 @@ out:
 	work_pool_free(&work);
 	outbox_free(&outbox);
 	campaigns_free(&campaigns);
-	accounts_free(&accounts);
 	sender_free(&sender);
 	if (sigterm != NULL)
 		event_free(sigterm);
@@ -398,7 +411,8 @@ out:
 		event_free(sigint);
 	retention_free(&retention);
 	store_close(&store);
-	users_free(&users); /* after the store: its jobs' completions announce through it */
+	users_free(&users);       /* after the store: its jobs' completions announce through it */
+	accounts_free(&accounts); /* the same: a disconnect's completion reads it */
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

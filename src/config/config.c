@@ -58,7 +58,9 @@ static struct key_def keys[] = {
     {"relay_password_file", T_PATH, NULL, 0, 0, true},
     {"relay_from", T_ADDRESS, NULL, 0, 0, true},
     {"relay_campaign_max", T_INT, "50", 0, 1000000, false},
-    {"relay_user_limits", T_LIMITS, NULL, 0, 0, false},
+    {"relay_user_limits", T_LIMITS, NULL, 0, 0, true},
+    /* The first pause of an account after a throttle or quota reply (engine/governor.h). */
+    {"throttle_pause", T_DURATION, "60s", 1, MT_GOVERNOR_PAUSE_MAX_S, true},
     {"ca_file", T_PATH, NULL, 0, 0, true},
     {"allow_private_hosts", T_CIDRS, "", 0, 0, true},
     {"no_auth_hosts", T_HOSTS_OR_CIDRS, "", 0, 0, true},
@@ -76,6 +78,9 @@ static struct key_def keys[] = {
     {"max_message_bytes", T_SIZE, "25MiB", 1024, MT_SMTP_MESSAGE_MAX / 4 * 3, true},
     {"smtp_sessions_per_account", T_INT, "2", 1, 64, true},
     {"smtp_max_inflight", T_INT, "100", 1, MT_SMTP_SESSION_QUEUE_MAX, true},
+    /* The pause before the attempt that confirms an auth or certificate failure of a custom
+     * SMTP account (docs/sending.md, the disconnect story). */
+    {"smtp_confirm_delay", T_DURATION, "10s", 1, 3600, true},
     {"oauth_google_client_id", T_STRING, NULL, 0, 0, false},
     {"oauth_google_client_secret_file", T_PATH, NULL, 0, 0, false},
     {"oauth_microsoft_client_id", T_STRING, NULL, 0, 0, false},

@@ -3,6 +3,7 @@
 
 #include "config/config.h"
 #include "crypto/seal.h"
+#include "engine/governor.h"
 #include "engine/host_policy.h"
 #include "engine/smtp_presets.h"
 #include "engine/smtp_probe.h"
@@ -193,6 +194,7 @@ struct save {
 	/* The confirmation mail */
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
+	int64_t confirmed_at_ms; /* when the check knew the server had accepted it */
 	struct account_result result;
 };
 
@@ -298,7 +300,20 @@ static int save_store(struct store_tx *tx, struct save *save)
 	free(now);
 	if (rc != 0 || save->result.verdict != ACCOUNT_OK)
 		return rc;
-	return store_smtp_account_put(tx, &save->account);
+	rc = store_smtp_account_put(tx, &save->account);
+	if (rc != 0)
+		return rc;
+	/* The confirmation mail the server accepted counts in the account's windows too. */
+	char key[MT_GOVERNOR_KEY_MAX];
+	governor_key(false, save->user_id, key);
+	rc = governor_record(tx, key, save->message_id, save->account.from_address,
+	                     save->confirmed_at_ms);
+	if (rc != 0)
+		return rc;
+	/* Connected again: what waited for the reconnect (a campaign's mail) goes on now. */
+	size_t released;
+	return store_outbox_release_held(tx, save->org_id, save->user_id, STORE_HOLD_RECONNECT,
+	                                 (int64_t)time(NULL), &released);
 }
 
 static int save_run(struct store_tx *tx, void *arg)
@@ -378,6 +393,7 @@ static void save_checked(void *ctx, const struct smtp_probe_result *r)
 	save->state_before = save->stored_exists ? save->stored.state : STORE_ACCOUNT_OFF;
 	a->state = STORE_ACCOUNT_CONNECTED;
 	a->verified_at = (int64_t)time(NULL);
+	save->confirmed_at_ms = mt_wall_ms();
 	mt_strlcpy(a->confirmation_message_id, save->message_id,
 	           sizeof(a->confirmation_message_id));
 	a->last_error[0] = '\0';

@@ -32,8 +32,9 @@ struct mt_config;
 struct mt_cidr_list;
 struct accounts;
 
-/* Called after an account changed state and the change was committed (the notification issue
- * hangs its mail and in-app notice here). */
+/* Called after an account changed state and the change was committed. A disconnect's notice is
+ * not hung here but recorded in the transaction that changed the state (engine/notify.h): only
+ * there is "once per incident" decided for every node at once. */
 typedef void account_state_fn(void *ctx, const char *org_id, const char *user_id,
                               enum store_account_state from, enum store_account_state to,
                               const char *reason);
@@ -125,8 +126,8 @@ void account_smtp_save(struct accounts *accounts, const char *org_id, const char
 /* ---- the view (GET), limits (PATCH), off (DELETE) ---- */
 
 struct account_usage {
-	int64_t used;   /* recipients accepted in the rolling window */
-	int64_t oldest; /* the oldest of them (when the window frees a slot) */
+	int64_t used;         /* recipients accepted (or reserved) in the rolling window */
+	int64_t next_slot_at; /* once the window is full, when its next slot frees; else 0 */
 };
 
 struct account_smtp_view {
@@ -149,6 +150,20 @@ void account_smtp_set_limits(struct accounts *accounts, const char *org_id, cons
 /* State off, the secret wiped, the other settings kept for the form. */
 void account_smtp_off(struct accounts *accounts, const char *org_id, const char *user_id,
                       account_done_fn *done, void *ctx);
+
+/* ---- the disconnect story (docs/sending.md) ---- */
+
+typedef void account_disconnect_fn(void *ctx, bool disconnected);
+/* An auth or certificate failure of a custom SMTP account was confirmed by a second attempt on a
+ * fresh connection (engine/outbox_policy.h): the account `seen` (as the caller loaded it) goes
+ * disconnected, its settings kept, with one smtp_disconnected notice — recorded, and mailed to
+ * the user through the relay — in the same transaction, fenced: only while it is still that
+ * account and connected, so that an incident seen by several nodes, or by one several times, is
+ * noticed once, and a failure seen with settings since replaced changes nothing. `done` exactly
+ * once on the loop thread, with whether this call disconnected it. */
+void account_smtp_disconnect(struct accounts *accounts, const struct store_smtp_account *seen,
+                             enum mt_failure_class cls, const char *reason,
+                             account_disconnect_fn *done, void *ctx);
 
 /* "minute" -> 60 ...; 0 for another word. And back ("?" for another number). */
 int account_window_seconds(const char *name);

@@ -2,6 +2,7 @@
  * changes that need no live check: limits (PATCH) and off (DELETE). See engine/account.h. */
 #include "engine/account.h"
 #include "engine/account_internal.h"
+#include "engine/governor.h"
 
 #include "lib/str.h"
 #include "store/store.h"
@@ -33,16 +34,22 @@ struct view_job {
 	bool changed;
 };
 
+/* The governor's count (engine/governor.h): the account's slots, the confirmation mail's
+ * included. */
 static int load_usage(struct store_tx *tx, struct account_smtp_view *v)
 {
-	int64_t now = (int64_t)time(NULL);
 	const struct store_smtp_account *a = &v->account;
-	for (size_t i = 0; i < a->limit_count; i++) {
-		int rc = store_outbox_sent_since(tx, a->org_id, a->user_id, "custom",
-		                                 now - a->limits[i].window_s, &v->usage[i].used,
-		                                 &v->usage[i].oldest);
-		if (rc != 0)
-			return rc;
+	char key[MT_GOVERNOR_KEY_MAX];
+	governor_key(false, a->user_id, key);
+	struct governor_usage usage[MT_SEND_LIMITS_MAX];
+	size_t count = a->limit_count < MT_SEND_LIMITS_MAX ? a->limit_count : MT_SEND_LIMITS_MAX;
+	if (governor_usage(tx, key, a->limits, count, mt_wall_ms(), usage) < 0)
+		return -1;
+	for (size_t i = 0; i < count; i++) {
+		v->usage[i].used = usage[i].used;
+		/* Whole seconds, rounded up: never shown before the slot is free. */
+		v->usage[i].next_slot_at =
+		    usage[i].next_slot_at_ms > 0 ? (usage[i].next_slot_at_ms + 999) / 1000 : 0;
 	}
 	return 0;
 }

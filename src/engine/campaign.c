@@ -158,14 +158,13 @@ static int check_route(struct submission *sub, const struct world *w, bool have_
 	const struct campaigns_params *p = &sub->campaigns->p;
 	const char *reason = NULL;
 	const struct store_mailbox none = {{0}, {0}};
-	if (outbox_route(&w->org, &w->user, have_account ? &w->account : NULL, &p->relay, &none,
-	                 route, &reason) < 0) {
+	if (outbox_route(&w->org, &w->user, have_account ? &w->account : NULL, &p->relay,
+	                 OUTBOX_MAIL_CAMPAIGN, &none, route, &reason) < 0) {
 		set_reason(&sub->result, CAMPAIGN_NO_ROUTE, "%s", reason);
 		return -1;
 	}
-	bool waits_for_account =
-	    have_account && w->org.custom_smtp && w->account.state == STORE_ACCOUNT_DISCONNECTED;
-	if (route->relay && !waits_for_account && (int64_t)recipients > p->relay_campaign_max) {
+	/* route->held: the account is disconnected, the campaign waits for it (not the relay). */
+	if (route->relay && !route->held && (int64_t)recipients > p->relay_campaign_max) {
 		set_reason(
 		    &sub->result, CAMPAIGN_RELAY_CAP,
 		    "recipients: %zu; a campaign through the platform relay may have at most "

@@ -1,5 +1,6 @@
 #include "engine/outbox.h"
 
+#include "engine/governor.h"
 #include "engine/sender.h"
 #include "lib/log.h"
 #include "lib/str.h"
@@ -99,15 +100,31 @@ static void set_box(struct store_mailbox *box, const char *address, const char *
 	mt_strlcpy(box->name, name, sizeof(box->name));
 }
 
+enum outbox_mail_kind outbox_mail_kind_of(const struct store_outbox_message *message)
+{
+	return message->relay_only               ? OUTBOX_MAIL_NOTICE
+	       : message->campaign_id[0] != '\0' ? OUTBOX_MAIL_CAMPAIGN
+	                                         : OUTBOX_MAIL_SINGLE;
+}
+
 int outbox_route(const struct store_org *org, const struct store_user *user,
                  const struct store_smtp_account *account, const struct outbox_relay *relay,
-                 const struct store_mailbox *reply_to, struct outbox_route *r,
-                 const char **reason_r)
+                 enum outbox_mail_kind kind, const struct store_mailbox *reply_to,
+                 struct outbox_route *r, const char **reason_r)
 {
 	memset(r, 0, sizeof(*r));
 	if (reply_to != NULL)
 		r->reply_to = *reply_to;
-	bool custom_ready = account != NULL && account->state == STORE_ACCOUNT_CONNECTED;
+	bool custom_ready = account != NULL && account->state == STORE_ACCOUNT_CONNECTED &&
+	                    kind != OUTBOX_MAIL_NOTICE;
+	/* Bulk mail does not fall back to the relay's small cap while the user's own server is
+	 * broken: it waits for the user to fix it. */
+	if (kind == OUTBOX_MAIL_CAMPAIGN && org->custom_smtp && account != NULL &&
+	    account->state == STORE_ACCOUNT_DISCONNECTED) {
+		r->held = true;
+		set_box(&r->record_from, user->email, user->name);
+		return 0;
+	}
 	if (custom_ready && org->custom_smtp) {
 		mt_strlcpy(r->mail_from, account->from_address, sizeof(r->mail_from));
 		set_box(&r->from, account->from_address, user->name);
@@ -161,6 +178,27 @@ struct world {
 	struct store_smtp_account account;
 };
 
+/* More recipients than a window of the route allows could never go (engine/governor.h): the
+ * request is refused now rather than held forever. */
+static bool over_limit(struct submission *sub, const struct outbox_route *route,
+                       const struct store_smtp_account *account)
+{
+	const struct store_send_limit *limits =
+	    route->relay ? sub->outbox->p.relay.limits : account->limits;
+	size_t count = route->relay ? sub->outbox->p.relay.limit_count : account->limit_count;
+	size_t which;
+	size_t want = sub->message.rcpt_count;
+	if (governor_fits_ever(limits, count, (int64_t)want, &which) == 0)
+		return false;
+	snprintf(sub->result.reason, sizeof(sub->result.reason),
+	         "the message has %zu recipients; the send limit of %s allows %lld per %s: send "
+	         "it to fewer at a time",
+	         want, route->relay ? "the platform relay" : "your SMTP account",
+	         (long long)limits[which].limit,
+	         governor_window_name((int64_t)limits[which].window_s * 1000));
+	return true;
+}
+
 static int enqueue_run(struct store_tx *tx, void *arg)
 {
 	struct submission *sub = arg;
@@ -183,12 +221,16 @@ static int enqueue_run(struct store_tx *tx, void *arg)
 		rc = got;
 	struct outbox_route route;
 	const char *reason = NULL;
-	if (rc == 0 && outbox_route(&w->org, &w->user, got == 0 ? &w->account : NULL,
-	                            &sub->outbox->p.relay, &m->reply_to, &route, &reason) < 0) {
+	if (rc == 0 &&
+	    outbox_route(&w->org, &w->user, got == 0 ? &w->account : NULL, &sub->outbox->p.relay,
+	                 outbox_mail_kind_of(m), &m->reply_to, &route, &reason) < 0) {
 		sub->result.verdict = OUTBOX_NO_ROUTE;
 		mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
+	} else if (rc == 0 && over_limit(sub, &route, got == 0 ? &w->account : NULL)) {
+		sub->result.verdict = OUTBOX_OVER_LIMIT;
 	} else if (rc == 0) {
-		/* The route planned now; each attempt chooses again (GET shows the last one). */
+		/* The route planned now; each attempt chooses again (GET shows the last one). A
+		 * message that would be held is stored queued: its first claim holds it. */
 		mt_strlcpy(m->route, route.relay ? "relay" : "custom", sizeof(m->route));
 		mt_strlcpy(m->mail_from, route.mail_from, sizeof(m->mail_from));
 		m->from = route.record_from;

@@ -40,10 +40,21 @@ struct outbox;
 struct outbox_relay {
 	bool configured;
 	const char *from; /* its envelope sender; "" when not set */
+	/* Its per-user send limits (relay_user_limits; engine/governor.h) */
+	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
+	size_t limit_count;
+};
+
+/* What kind of mail is routed: the rules differ while the user's account is disconnected. */
+enum outbox_mail_kind {
+	OUTBOX_MAIL_SINGLE,   /* a message the user sent: the relay stands in */
+	OUTBOX_MAIL_CAMPAIGN, /* bulk mail: waits held for the reconnect instead */
+	OUTBOX_MAIL_NOTICE,   /* our notice about the user's account: the relay only */
 };
 
 /* Where one attempt goes, and the fields that follow from it. */
 struct outbox_route {
+	bool held;                          /* not now: wait held for the account's reconnect */
 	bool relay;                         /* else the user's custom SMTP */
 	char mail_from[MT_ADDRESS_MAX + 1]; /* the envelope sender */
 	struct store_mailbox from;          /* the From field */
@@ -60,16 +71,21 @@ struct outbox_params {
 	struct outbox_relay relay;
 };
 
-/* The route for a message of `user` (`account` NULL when it has none), whose own Reply-To is
- * `reply_to` (address "" when none): the custom SMTP account while it is connected and the
- * org's custom_smtp switch is on, else the relay — which may only claim domains that authorise
- * it (DMARC), so the org's own domains stay in From with the relay as Sender, and any other
- * domain (a recruiter on a free-mail address) goes From the relay's address with the user's
- * name and a Reply-To to the user. 0, or -1 with the reason when no route can carry it. */
+/* The route for a message of `kind` of `user` (`account` NULL when it has none), whose own
+ * Reply-To is `reply_to` (address "" when none): the custom SMTP account while it is connected
+ * and the org's custom_smtp switch is on, else the relay — which may only claim domains that
+ * authorise it (DMARC), so the org's own domains stay in From with the relay as Sender, and any
+ * other domain (a recruiter on a free-mail address) goes From the relay's address with the
+ * user's name and a Reply-To to the user. While the account is disconnected (and the switch on)
+ * a campaign's message is not sent at all: route_r->held, it waits for the reconnect. A notice
+ * goes through the relay whatever the account. 0, or -1 with the reason when no route can carry
+ * it. */
 int outbox_route(const struct store_org *org, const struct store_user *user,
                  const struct store_smtp_account *account, const struct outbox_relay *relay,
-                 const struct store_mailbox *reply_to, struct outbox_route *route_r,
-                 const char **reason_r);
+                 enum outbox_mail_kind kind, const struct store_mailbox *reply_to,
+                 struct outbox_route *route_r, const char **reason_r);
+/* The kind of a stored message (its campaign, its relay_only flag). */
+enum outbox_mail_kind outbox_mail_kind_of(const struct store_outbox_message *message);
 
 struct outbox *outbox_new(const struct outbox_params *params);
 void outbox_free(struct outbox **outbox);
@@ -92,15 +108,16 @@ struct outbox_draft {
 void outbox_draft_free(struct outbox_draft **draft);
 
 enum outbox_submit_verdict {
-	OUTBOX_QUEUED,    /* stored: id and state */
-	OUTBOX_EXISTING,  /* the Idempotency-Key was used within 24 h: the first message's id/state
-	                   */
-	OUTBOX_INVALID,   /* the message cannot be built (reason) */
-	OUTBOX_TOO_LARGE, /* over max_message_bytes once built (reason) */
-	OUTBOX_NO_ROUTE,  /* no custom SMTP in use and no relay (reason) */
-	OUTBOX_GONE,      /* the user or org no longer exists */
-	OUTBOX_BUSY,      /* a queue is full: try again */
-	OUTBOX_FAILED,    /* the store failed; nothing was stored */
+	OUTBOX_QUEUED,     /* stored: id and state */
+	OUTBOX_EXISTING,   /* the Idempotency-Key was used within 24 h: the first message's id/state
+	                    */
+	OUTBOX_INVALID,    /* the message cannot be built (reason) */
+	OUTBOX_TOO_LARGE,  /* over max_message_bytes once built (reason) */
+	OUTBOX_NO_ROUTE,   /* no custom SMTP in use and no relay (reason) */
+	OUTBOX_OVER_LIMIT, /* more recipients than a send window of its route allows (reason) */
+	OUTBOX_GONE,       /* the user or org no longer exists */
+	OUTBOX_BUSY,       /* a queue is full: try again */
+	OUTBOX_FAILED,     /* the store failed; nothing was stored */
 };
 
 struct outbox_result {

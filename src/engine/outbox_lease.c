@@ -1,10 +1,12 @@
 #include "engine/outbox_lease.h"
 
+#include "engine/governor.h"
 #include "engine/matcher.h"
 #include "lib/log.h"
 #include "lib/str.h"
 #include "mime/build.h"
 #include "store/store.h"
+#include "store/store_governor.h"
 #include "store/store_message.h"
 #include "store/store_org.h"
 #include "store/store_user.h"
@@ -40,9 +42,15 @@ void outbox_claim_free(struct outbox_claim *claim)
 
 /* ---- claim ---------------------------------------------------------------------------------- */
 
+const char *outbox_hold_name(size_t index)
+{
+	static const char *const names[] = {"minute", "hour", "day", "pause"};
+	return index < sizeof(names) / sizeof(names[0]) ? names[index] : "?";
+}
+
 struct claim_job {
 	char owner[MT_ID_MAX];
-	int64_t now, lease_s;
+	int64_t now, now_ms, lease_s;
 	size_t max;
 	size_t preload, preload_bytes;
 	struct outbox_relay relay;
@@ -68,6 +76,60 @@ static int by_user(const void *a, const void *b)
 	return c != 0 ? c : strcmp(x->msg.user_id, y->msg.user_id);
 }
 
+static size_t hold_index(const struct governor_grant *g)
+{
+	if (g->paused)
+		return GOVERNOR_HOLD_PAUSE;
+	return strcmp(g->window, "minute") == 0 ? GOVERNOR_HOLD_MINUTE
+	       : strcmp(g->window, "hour") == 0 ? GOVERNOR_HOLD_HOUR
+	                                        : GOVERNOR_HOLD_DAY;
+}
+
+/* A routed item under its account's limits: its recipients' slots reserved, or the message
+ * held (*held_r: it leaves the claim). */
+static int govern_item(struct store_tx *tx, struct claim_job *job, struct outbox_item *item,
+                       const struct world *w, bool *held_r)
+{
+	*held_r = false;
+	struct store_outbox_message *m = &item->msg;
+	struct governor_account ga;
+	if (item->route.relay)
+		governor_account_init(&ga, m->org_id, m->user_id, true, job->relay.limits,
+		                      job->relay.limit_count);
+	else
+		governor_account_init(&ga, m->org_id, m->user_id, false, w->account.limits,
+		                      w->account.limit_count);
+	mt_strlcpy(item->governor, ga.key, sizeof(item->governor));
+	struct governor_grant g;
+	int rc = governor_reserve(tx, &ga, m->id, m->lease_token, m->rcpts, m->rcpt_count,
+	                          job->now_ms, job->lease_s * 1000, &g);
+	if (rc != 0)
+		return rc;
+	switch (g.verdict) {
+	case GOVERNOR_GO:
+		item->reserved_at_ms = g.reserved_at_ms;
+		return 0;
+	case GOVERNOR_NEVER:
+		item->never = true;
+		snprintf(item->reason, sizeof(item->reason),
+		         "the message has %zu recipients to go; the send limit allows %lld per %s",
+		         m->rcpt_count, (long long)g.limit, g.window);
+		return 0;
+	case GOVERNOR_WAIT:
+		break;
+	}
+	/* Whole seconds, rounded up: it is shown as a time, and never earlier than the slot. */
+	rc = store_outbox_hold(tx, m->id, m->lease_token, ga.key, (g.until_ms + 999) / 1000,
+	                       job->now);
+	if (rc != 0)
+		return rc;
+	size_t index = hold_index(&g);
+	job->claim.holds[index]++;
+	job->claim.hold_wait_ms[index] += g.until_ms > job->now_ms ? g.until_ms - job->now_ms : 0;
+	*held_r = true;
+	return 0;
+}
+
 static void route_item(struct outbox_item *item, const struct world *w,
                        const struct outbox_relay *relay)
 {
@@ -75,8 +137,8 @@ static void route_item(struct outbox_item *item, const struct world *w,
 	struct store_mailbox none = {{0}, {0}};
 	const struct store_mailbox *reply_to =
 	    item->msg.reply_to.address[0] != '\0' ? &item->msg.reply_to : &none;
-	if (outbox_route(&w->org, &w->user, w->have_account ? &w->account : NULL, relay, reply_to,
-	                 &item->route, &reason) < 0) {
+	if (outbox_route(&w->org, &w->user, w->have_account ? &w->account : NULL, relay,
+	                 outbox_mail_kind_of(&item->msg), reply_to, &item->route, &reason) < 0) {
 		mt_strlcpy(item->reason, reason, sizeof(item->reason));
 		return;
 	}
@@ -116,9 +178,14 @@ static int claim_run(struct store_tx *tx, void *arg)
 	struct claim_job *job = arg;
 	/* What a run before this one (rolled back, see STORE_REPLAYABLE) left. */
 	outbox_claim_free(&job->claim);
+	/* Held mail whose account has room again is due now, and claimed below. */
+	int rc = governor_wake(tx, job->now_ms, job->relay.limits, job->relay.limit_count,
+	                       &job->claim.woken);
+	if (rc != 0)
+		return rc;
 	size_t count = 0;
-	int rc = store_outbox_claim(tx, job->owner, job->now, job->lease_s, job->max, job->messages,
-	                            &count);
+	rc = store_outbox_claim(tx, job->owner, job->now, job->lease_s, job->max, job->messages,
+	                        &count);
 	if (rc != 0)
 		return rc;
 	/* Bodies for what ready sessions can take now, in claim order (the order of due times). */
@@ -183,8 +250,30 @@ static int claim_run(struct store_tx *tx, void *arg)
 				continue;
 			}
 			route_item(item, w, &job->relay);
+			if (item->routable && item->route.held) {
+				/* Waits for the reconnect in this same transaction: not the
+				 * sender's. */
+				if (store_outbox_hold(tx, item->msg.id, item->msg.lease_token,
+				                      STORE_HOLD_RECONNECT, 0, job->now) != 0) {
+					rc = -1; /* claimed in this transaction: never lost */
+					break;
+				}
+				item->routable = false;
+				item->held = true;
+				continue;
+			}
+			bool held = false;
+			if (item->routable && (rc = govern_item(tx, job, item, w, &held)) != 0)
+				break;
+			if (held) {
+				item->held =
+				    true; /* the governor holds it: leaves the claim below */
+				continue;
+			}
 			custom_used = custom_used || (item->routable && !item->route.relay);
 		}
+		if (rc != 0)
+			break;
 		if (custom_used)
 			c->accounts[c->account_count++] = w->account;
 		i = j;
@@ -192,6 +281,18 @@ static int claim_run(struct store_tx *tx, void *arg)
 	if (w != NULL)
 		sodium_memzero(&w->account, sizeof(w->account));
 	free(w);
+	/* Held messages (by the governor, or for a reconnect) are no longer this node's. */
+	size_t kept = 0;
+	for (size_t i = 0; rc == 0 && i < c->count; i++) {
+		if (c->items[i] != NULL && c->items[i]->held)
+			outbox_item_free(&c->items[i]);
+		else
+			c->items[kept++] = c->items[i];
+	}
+	if (rc == 0)
+		c->count = kept;
+	if (rc == 0)
+		rc = store_governor_next_wake(tx, &c->next_wake_ms);
 	return rc;
 }
 
@@ -204,10 +305,11 @@ static void claim_done(void *arg, int result)
 	free(job);
 }
 
-int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
+int outbox_lease_claim(struct store *store, const char *owner, int64_t now_ms, int64_t lease_s,
                        size_t max, size_t preload, size_t preload_bytes,
                        const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx)
 {
+	int64_t now = now_ms / 1000;
 	struct claim_job *job = calloc(1, sizeof(*job));
 	/* Not zeroed: the store fills each message it claims, and a claim runs for every wake-up
 	 * (250 x 6.6 KB zeroed each time showed on the loop's profile). */
@@ -217,6 +319,7 @@ int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int6
 	}
 	mt_strlcpy(job->owner, owner, sizeof(job->owner));
 	job->now = now;
+	job->now_ms = now_ms;
 	job->lease_s = lease_s;
 	job->max = max;
 	job->preload = preload;
@@ -294,6 +397,14 @@ struct finish_job {
 	struct store_outbox_rcpt *rcpts;
 	char last_error[MT_ERROR_TEXT_MAX];
 	bool log_activity;
+	/* The governor: the attempt's account, its reservations, a pause to start */
+	bool governed;
+	struct governor_account governor;
+	int64_t reserved_at_ms;
+	int64_t lease_token;
+	bool pause;
+	int64_t pause_s;
+	int64_t now_ms;
 	struct store_message activity;
 	struct store_mailbox *participants;
 	struct store_attachment *attachments;
@@ -356,6 +467,17 @@ static int prepare_activity(struct finish_job *job, const struct outbox_item *it
 static int finish_run(struct store_tx *tx, void *arg)
 {
 	struct finish_job *job = arg;
+	if (job->governed) {
+		int64_t paused_until_ms = 0;
+		int rc = governor_settle(tx, &job->governor, job->result.id, job->lease_token,
+		                         job->reserved_at_ms, job->rcpts, job->result.rcpt_count,
+		                         job->now_ms, job->pause, job->pause_s, &paused_until_ms);
+		if (rc != 0)
+			return rc;
+		/* Set afresh on every run (STORE_REPLAYABLE). */
+		if (job->pause)
+			job->result.next_attempt_at = (paused_until_ms + 999) / 1000;
+	}
 	int rc = store_outbox_finish(tx, &job->result);
 	if (rc != 0 || !job->log_activity)
 		return rc;
@@ -380,7 +502,8 @@ static void finish_done(void *arg, int result)
 }
 
 int outbox_lease_finish(struct store *store, const struct outbox_item *item,
-                        const struct outbox_verdict *v, outbox_finish_done_fn *done, void *ctx)
+                        const struct outbox_verdict *v, int64_t pause_s,
+                        outbox_finish_done_fn *done, void *ctx)
 {
 	const struct store_outbox_message *m = &item->msg;
 	struct finish_job *job = calloc(1, sizeof(*job));
@@ -414,11 +537,67 @@ int outbox_lease_finish(struct store *store, const struct outbox_item *item,
 	r->rcpt_count = m->rcpt_count;
 	r->sent_at = v->any_sent ? (int64_t)time(NULL) : 0;
 	job->log_activity = v->any_sent && prepare_activity(job, item) == 0;
+	job->governed = item->routable && item->governor[0] != '\0';
+	if (job->governed)
+		governor_account_init(&job->governor, m->org_id, m->user_id, item->route.relay,
+		                      NULL, 0);
+	job->reserved_at_ms = item->reserved_at_ms;
+	job->lease_token = m->lease_token;
+	job->pause = v->state == STORE_OUTBOX_HELD;
+	job->pause_s = pause_s;
+	job->now_ms = mt_wall_ms();
+	r->hold_key = job->governed ? job->governor.key : "";
+	if (job->pause && !job->governed) {
+		/* No account to wait for: an ordinary retry after the pause. */
+		r->state = STORE_OUTBOX_QUEUED;
+		r->next_attempt_at = job->now_ms / 1000 + pause_s;
+		job->pause = false;
+	}
 	job->done = done;
 	job->ctx = ctx;
 	if (store_submit(store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done,
 	                 job) < 0) {
 		finish_job_free(job);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- requeue -------------------------------------------------------------------------------- */
+
+struct requeue_job {
+	char id[MT_ID_MAX];
+	int64_t lease_token;
+	outbox_finish_done_fn *done;
+	void *ctx;
+};
+
+static int requeue_run(struct store_tx *tx, void *arg)
+{
+	struct requeue_job *job = arg;
+	return store_outbox_requeue(tx, job->id, job->lease_token, (int64_t)time(NULL));
+}
+
+static void requeue_done(void *arg, int result)
+{
+	struct requeue_job *job = arg;
+	job->done(job->ctx, result);
+	free(job);
+}
+
+int outbox_lease_requeue(struct store *store, const struct outbox_item *item,
+                         outbox_finish_done_fn *done, void *ctx)
+{
+	struct requeue_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	mt_strlcpy(job->id, item->msg.id, sizeof(job->id));
+	job->lease_token = item->msg.lease_token;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(store, STORE_WRITE | STORE_REPLAYABLE, requeue_run, requeue_done, job) <
+	    0) {
+		free(job);
 		return -1;
 	}
 	return 0;

@@ -24,8 +24,15 @@ struct store;
 struct outbox_item {
 	struct store_outbox_message msg; /* pending recipients only; body loaded later */
 	bool routable;                   /* else: no route now (reason), tried again later */
+	bool held;                       /* held for its account's reconnect by the claim */
 	char reason[MT_ERROR_TEXT_MAX];
 	struct outbox_route route;
+	/* The send governor (engine/governor.h): the account whose limits this attempt goes
+	 * under and when its recipients' reservations were made (0: none, the account has no
+	 * limits); `never` when it has more recipients than one of its windows allows (reason). */
+	char governor[MT_GOVERNOR_KEY_MAX];
+	int64_t reserved_at_ms;
+	bool never;
 	char *head; /* the route's fields before a head_apart body (malloc'd, outbox_item_head) */
 	size_t head_len;
 };
@@ -43,18 +50,29 @@ struct outbox_claim {
 	struct store_smtp_account *accounts;
 	size_t account_count;
 	bool full; /* `max` were claimed: more may be due */
+	/* Held by the governor in this claim, per window (GOVERNOR_HOLD_*), and the time they
+	 * were told to wait; the earliest wake-up of any held mail (0: none). */
+	size_t holds[4];
+	int64_t hold_wait_ms[4];
+	int64_t next_wake_ms;
+	size_t woken; /* held messages the claim put back in the queue */
 };
+/* The windows of outbox_claim.holds: a full window, or a paused account. */
+enum { GOVERNOR_HOLD_MINUTE, GOVERNOR_HOLD_HOUR, GOVERNOR_HOLD_DAY, GOVERNOR_HOLD_PAUSE };
+const char *outbox_hold_name(size_t index);
 /* Frees what is left of a claim (items not taken, the accounts wiped). */
 void outbox_claim_free(struct outbox_claim *claim);
 
 typedef void outbox_claim_done_fn(void *ctx, int result, struct outbox_claim *claim);
 
 /* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route); the
- * head fields are left to outbox_item_head(). The first `preload` claimed messages come with
- * their bodies, within `preload_bytes` (what ready sessions have room for now: the others are
- * loaded when a session is ready for them, outbox_lease_bodies). 0 once submitted, -1 when the
- * queue is full. */
-int outbox_lease_claim(struct store *store, const char *owner, int64_t now, int64_t lease_s,
+ * head fields are left to outbox_item_head(). First, held mail whose wake-up is due goes back to
+ * the queue as far as its account has room; then each claimed message reserves its recipients'
+ * slots (engine/governor.h) or is held, and is not in the claim. The first `preload` claimed
+ * messages come with their bodies, within `preload_bytes` (what ready sessions have room for now:
+ * the others are loaded when a session is ready for them, outbox_lease_bodies). 0 once submitted,
+ * -1 when the queue is full. */
+int outbox_lease_claim(struct store *store, const char *owner, int64_t now_ms, int64_t lease_s,
                        size_t max, size_t preload, size_t preload_bytes,
                        const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx);
 
@@ -66,11 +84,19 @@ int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, s
 
 /* Records the attempt's verdict for `item` (its recipients in item->msg.rcpts order, states in
  * verdict->rcpt_states), fenced by the lease token, and the outbox activity of the recipients
- * it reached. `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
+ * it reached; the governor's reservations become sends or are freed, and a paused verdict
+ * pauses the account (the first pause `pause_s`, doubling) and holds the message until then.
+ * `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
 typedef void outbox_finish_done_fn(void *ctx, int result);
 int outbox_lease_finish(struct store *store, const struct outbox_item *item,
-                        const struct outbox_verdict *verdict, outbox_finish_done_fn *done,
-                        void *ctx);
+                        const struct outbox_verdict *verdict, int64_t pause_s,
+                        outbox_finish_done_fn *done, void *ctx);
+
+/* The item goes back to the queue, due now, no attempt counted (its account turned out
+ * unusable before anything was handed to a server: its next claim routes it again), fenced by
+ * its lease token. `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
+int outbox_lease_requeue(struct store *store, const struct outbox_item *item,
+                         outbox_finish_done_fn *done, void *ctx);
 
 /* Gives a claimed item back without an attempt (store_outbox_give_back: held, cancelled or
  * queued as its campaign's state says). `done` gets 0, STORE_CONFLICT (the lease was lost) or a

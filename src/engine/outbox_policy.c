@@ -10,14 +10,20 @@ enum tri { NO, YES, ANY };
 /* The table of outbox_policy.h, row for row. */
 static const struct transition {
 	const char *name;
-	enum tri pending, expired, sent, failed;
+	enum tri pending, paused, expired, sent, failed;
 	enum store_outbox_state state;
 } transitions[] = {
-    {"retry", YES, NO, ANY, ANY, STORE_OUTBOX_QUEUED},
-    {"all sent", NO, ANY, YES, NO, STORE_OUTBOX_SENT},
-    {"some sent, some failed", NO, ANY, YES, YES, STORE_OUTBOX_PARTIAL},
-    {"none sent", NO, ANY, NO, YES, STORE_OUTBOX_FAILED},
+    {"paused", YES, YES, ANY, ANY, ANY, STORE_OUTBOX_HELD},
+    {"retry", YES, NO, NO, ANY, ANY, STORE_OUTBOX_QUEUED},
+    {"all sent", NO, ANY, ANY, YES, NO, STORE_OUTBOX_SENT},
+    {"some sent, some failed", NO, ANY, ANY, YES, YES, STORE_OUTBOX_PARTIAL},
+    {"none sent", NO, ANY, ANY, NO, YES, STORE_OUTBOX_FAILED},
 };
+
+static bool pausing(enum mt_failure_class cls)
+{
+	return cls == MT_CLASS_THROTTLE || cls == MT_CLASS_QUOTA;
+}
 
 const char *outbox_transition_name(size_t index)
 {
@@ -36,6 +42,7 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 	bool pending = false, sent = a->sent_before > 0, failed = a->failed_before > 0;
 	v->any_sent = false;
 	v->expired = false;
+	v->paused = false;
 	v->cls = MT_CLASS_NONE;
 	v->last_error[0] = '\0';
 	v->next_attempt_at = 0;
@@ -48,8 +55,11 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 			v->any_sent = sent = true;
 			continue;
 		}
-		v->rcpt_states[i] = o->permanent ? STORE_RCPT_FAILED : STORE_RCPT_PENDING;
-		if (o->permanent)
+		enum mt_failure_class cls = o->cls != MT_CLASS_NONE ? o->cls : a->cls;
+		bool permanent = o->permanent && !pausing(cls);
+		v->paused = v->paused || pausing(cls);
+		v->rcpt_states[i] = permanent ? STORE_RCPT_FAILED : STORE_RCPT_PENDING;
+		if (permanent)
 			failed = true;
 		else
 			pending = true;
@@ -62,7 +72,8 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 		}
 	}
 	mt_strlcpy(v->last_error, v->cls != MT_CLASS_NONE ? why : "", sizeof(v->last_error));
-	if (pending) {
+	v->paused = v->paused && pending;
+	if (pending && !v->paused) {
 		struct mt_backoff policy = *backoff;
 		policy.expiry_s += a->held_seconds;
 		int64_t next;
@@ -88,12 +99,36 @@ void outbox_verdict(const struct outbox_attempt *a, const struct mt_backoff *bac
 	}
 	for (size_t i = 0; i < sizeof(transitions) / sizeof(transitions[0]); i++) {
 		const struct transition *t = &transitions[i];
-		if (fits(t->pending, pending) && fits(t->expired, v->expired) &&
-		    fits(t->sent, sent) && fits(t->failed, failed)) {
+		if (fits(t->pending, pending) && fits(t->paused, v->paused) &&
+		    fits(t->expired, v->expired) && fits(t->sent, sent) &&
+		    fits(t->failed, failed)) {
 			v->state = t->state;
 			return;
 		}
 	}
 	/* No recipient at all: nothing was sent, nothing is left to try. */
 	v->state = STORE_OUTBOX_FAILED;
+}
+
+/* The table of outbox_session_failed() in outbox_policy.h. */
+enum outbox_session_verdict outbox_session_failed(const struct outbox_session_failure *f)
+{
+	bool broken =
+	    !f->relay && (f->cls == MT_CLASS_AUTH || (f->cls == MT_CLASS_TLS && f->certificate));
+	if (!broken)
+		return OUTBOX_SESSION_RETRY;
+	if (f->confirming)
+		return OUTBOX_SESSION_DISCONNECT;
+	return f->awaiting_confirm ? OUTBOX_SESSION_AWAIT : OUTBOX_SESSION_CONFIRM;
+}
+
+const char *outbox_session_verdict_name(enum outbox_session_verdict verdict)
+{
+	static const char *const names[] = {
+	    [OUTBOX_SESSION_RETRY] = "retry",
+	    [OUTBOX_SESSION_CONFIRM] = "confirm",
+	    [OUTBOX_SESSION_AWAIT] = "await",
+	    [OUTBOX_SESSION_DISCONNECT] = "disconnect",
+	};
+	return (unsigned)verdict < sizeof(names) / sizeof(names[0]) ? names[verdict] : "?";
 }

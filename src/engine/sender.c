@@ -16,10 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_INTERVAL_MS 1000
-#define DEFAULT_LEASE_S  900
-#define DEFAULT_RETRY_S  60
-#define STATS_INTERVAL_S 10
+#define POLL_INTERVAL_MS         1000
+#define DEFAULT_LEASE_S          900
+#define DEFAULT_RETRY_S          60
+#define DEFAULT_THROTTLE_PAUSE_S 60
+#define STATS_INTERVAL_S         10
 
 /* What the bodies budget holds now, for /metrics (and the hostile-client tests). */
 void sender_publish_body_bytes(const struct sender *sender)
@@ -252,6 +253,26 @@ static void heads_done(void *arg)
 			sender_pump(a);
 }
 
+/* Governor holds and waits per window (no per-account labels: the series stay few). */
+static void count_holds(const struct outbox_claim *claim)
+{
+	for (size_t i = 0; i < sizeof(claim->holds) / sizeof(claim->holds[0]); i++) {
+		if (claim->holds[i] == 0)
+			continue;
+		mt_metric_add("mailtrail_governor_holds_total",
+		              "Messages held by the send governor, by the window that was full",
+		              "window", outbox_hold_name(i), NULL, NULL, (double)claim->holds[i]);
+		mt_metric_add("mailtrail_governor_wait_seconds_total",
+		              "Time held messages were told to wait for a slot, by window",
+		              "window", outbox_hold_name(i), NULL, NULL,
+		              (double)claim->hold_wait_ms[i] / 1000.0);
+	}
+	if (claim->woken > 0)
+		mt_metric_add("mailtrail_governor_released_total",
+		              "Held messages put back in the queue when a slot freed", NULL, NULL,
+		              NULL, NULL, (double)claim->woken);
+}
+
 static void claimed(void *ctx, int result, struct outbox_claim *claim)
 {
 	struct sender *sender = ctx;
@@ -290,6 +311,10 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 		sender->held++;
 		if (!o->routable) {
 			sender_finish_all(sender, item, MT_CLASS_INTERNAL, false, o->reason);
+			continue;
+		}
+		if (o->never) { /* more recipients than a window allows: it would wait forever */
+			sender_finish_all(sender, item, MT_CLASS_INTERNAL, true, o->reason);
 			continue;
 		}
 		if (!account->relay) {
@@ -331,10 +356,18 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 		if (a->head != NULL)
 			sender_pump(a);
 	bool full = result == 0 && claim->full;
+	int delay = POLL_INTERVAL_MS;
+	if (result == 0) {
+		count_holds(claim);
+		/* Held mail goes as soon as its account's next slot frees. */
+		int64_t wait = claim->next_wake_ms - mt_wall_ms();
+		if (claim->next_wake_ms > 0 && wait < delay)
+			delay = wait > 0 ? (int)wait : 0;
+	}
 	if (sender_job_end(sender))
 		return;
 	/* A full page means more is due now. */
-	sender_schedule_poll(sender, full ? 0 : POLL_INTERVAL_MS);
+	sender_schedule_poll(sender, full ? 0 : delay);
 }
 
 static void claim(struct sender *sender)
@@ -374,9 +407,11 @@ static void claim(struct sender *sender)
 	sender->body_bytes += sender->claim_reserved;
 	sender->claiming = true;
 	sender->jobs++;
-	const struct outbox_relay relay = {.configured = sender->p.relay_host != NULL,
-	                                   .from = sender->p.relay_from};
-	if (outbox_lease_claim(sender->p.store, sender->node_id, sender_now(), sender->p.lease_s,
+	struct outbox_relay relay = {.configured = sender->p.relay_host != NULL,
+	                             .from = sender->p.relay_from,
+	                             .limit_count = sender->p.relay_limit_count};
+	memcpy(relay.limits, sender->p.relay_limits, sizeof(relay.limits));
+	if (outbox_lease_claim(sender->p.store, sender->node_id, mt_wall_ms(), sender->p.lease_s,
 	                       max, preload, sender->claim_reserved, &relay, claimed, sender) < 0) {
 		sender->claiming = false;
 		sender->jobs--;
@@ -492,10 +527,16 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 		sender->p.max_inflight = 100;
 	if (sender->p.max_inflight > MT_SMTP_SESSION_QUEUE_MAX)
 		sender->p.max_inflight = MT_SMTP_SESSION_QUEUE_MAX;
+	if (sender->p.confirm_delay_s <= 0)
+		sender->p.confirm_delay_s = 10;
 	if (sender->p.relay_user == NULL)
 		sender->p.relay_user = "";
 	if (sender->p.relay_from == NULL)
 		sender->p.relay_from = "";
+	if (sender->p.throttle_pause_s <= 0)
+		sender->p.throttle_pause_s = DEFAULT_THROTTLE_PAUSE_S;
+	if (sender->p.relay_limit_count > MT_SEND_LIMITS_MAX)
+		sender->p.relay_limit_count = MT_SEND_LIMITS_MAX;
 	sender->backoff.base_delay_s =
 	    params->retry_base_s > 0 ? params->retry_base_s : DEFAULT_RETRY_S;
 	sender->backoff.max_delay_s = 3600;
@@ -552,6 +593,8 @@ void sender_free(struct sender **senderp)
 			smtp_client_free(&s->client);
 			free(s);
 		}
+		if (a->confirm_timer != NULL)
+			event_free(a->confirm_timer);
 		sodium_memzero(&a->settings, sizeof(a->settings));
 		free(a);
 	}

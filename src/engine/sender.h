@@ -7,7 +7,10 @@
  * account (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX), so a stalled server
  * holds little memory. Every attempt's outcome goes through the outbox policy
  * (engine/outbox_policy.h) and back to the store fenced by the lease token; accepted recipients
- * get their `email_sent` activities (source outbox) in the same transaction.
+ * get their `email_sent` activities (source outbox) in the same transaction. Each account's send
+ * limits are the governor's (engine/governor.h): a claimed message has its recipients' slots
+ * reserved or is held, and a throttle or quota reply pauses the account (what it has queued is
+ * held, not failed).
  *
  * Crash safety: a message is marked sent only after the server acknowledged its data. After a
  * crash, the node's own leases go back to the queue at start, so at most sessions × max_inflight
@@ -18,7 +21,9 @@
 #define MT_ENGINE_SENDER_H
 
 #include "config/config.h"
+#include "lib/limits.h"
 #include "lib/secret.h"
+#include "store/store_smtp.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +34,7 @@ struct store;
 struct work_pool;
 struct mt_keyring;
 struct mt_tls_config;
+struct accounts;
 struct sender;
 
 struct sender_params {
@@ -45,6 +51,10 @@ struct sender_params {
 	int64_t lease_s;      /* 0 = 900 s: longer than any single SMTP step it covers */
 	int64_t retry_base_s; /* 0 = 60 s: the first retry's delay (quadratic after) */
 	int reply_timeout_ms; /* 0 = RFC 5321's per-command timeouts (minutes) */
+	/* The users' accounts: a confirmed auth or certificate failure disconnects one
+	 * (account_smtp_disconnect); NULL: never (tools). */
+	struct accounts *accounts;
+	int64_t confirm_delay_s; /* 0 = 10 s: the pause before the confirming attempt */
 	/* Users' custom SMTP hosts may not reach private addresses unless listed here (the
 	 * operator's allow_private_hosts); the relay is the operator's and is not checked. */
 	const struct mt_cidr_list *allow_private;
@@ -55,6 +65,11 @@ struct sender_params {
 	const char *relay_user; /* "" for no AUTH */
 	const char *relay_from; /* its envelope sender (DMARC rules: engine/outbox.h); "" or NULL */
 	const struct mt_secret *relay_password;
+	/* The send governor (engine/governor.h): the relay's per-user limits, and the first pause
+	 * of an account after a throttle or quota reply (0 = 60 s). */
+	struct store_send_limit relay_limits[MT_SEND_LIMITS_MAX];
+	size_t relay_limit_count;
+	int64_t throttle_pause_s;
 };
 
 struct sender *sender_new(const struct sender_params *params, const char **error_r);

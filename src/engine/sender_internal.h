@@ -11,6 +11,7 @@
 #include "smtp/client.h"
 #include "store/store_smtp.h"
 
+#include <event2/util.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,7 @@ struct session {
 	unsigned inflight;
 	bool ready;
 	bool quitting;
+	bool confirming; /* the fresh attempt that confirms a broken account, or clears it */
 	size_t messages;
 	struct session *next;
 };
@@ -65,9 +67,21 @@ struct account {
 	struct session *sessions;
 	unsigned session_count;
 	int64_t cooldown_until;
+	/* A throttle or quota reply: nothing is fed until then, what is queued is held (the
+	 * store's pause, which may be longer, keeps later claims from bringing more). */
+	int64_t paused_until;
 	/* Why its last session failed, for the items whose body was loading meanwhile. */
 	enum mt_failure_class failed_cls;
 	char failed_reason[MT_ERROR_TEXT_MAX];
+	/* The disconnect story (engine/outbox_policy.h outbox_session_failed): the pause before
+	 * the confirming attempt runs (its timer), the confirming session is open, or the account
+	 * is being disconnected (its store jobs run) — then its items go back to the queue
+	 * (`rerouting`), routed again by their next claim. */
+	bool awaiting_confirm;
+	bool confirm_open;
+	bool disconnecting;
+	bool rerouting;
+	struct event *confirm_timer;
 	struct account *next;
 };
 
@@ -102,6 +116,10 @@ void sender_item_done(struct sender *sender, struct item *item);
 void sender_recall_queued(struct account *account);
 /* Feeds ready sessions, loads bodies for their room, opens or closes sessions. */
 void sender_pump(struct account *account);
+/* A throttle or quota reply from the account's server: it pauses, and its queue is held. */
+void sender_pause(struct account *account, const char *reason);
+/* An account's pause before its confirming attempt is over. */
+void sender_confirm_due(evutil_socket_t fd, short what, void *arg);
 /* Finishes an item with one class and reason for every recipient. */
 void sender_finish_all(struct sender *sender, struct item *item, enum mt_failure_class cls,
                        bool permanent, const char *reason);

@@ -13,6 +13,7 @@
 #include "store/store.h"
 #include "store/store_outbox.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
                           const char *reason)
 {
 	struct store_outbox_message *m = &item->o->msg;
+	struct account *account = item->account; /* the item may be gone below */
 	/* Each recipient keeps the reply that decided it (GET /v1/messages shows it). */
 	for (size_t i = 0; i < m->rcpt_count; i++) {
 		const char *reply = item->results[i].reply[0] ? item->results[i].reply
@@ -81,11 +83,18 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
 		              "route", item->account->relay ? "relay" : "custom", "class",
 		              verdict.state == STORE_OUTBOX_SENT ? "ok"
 		                                                 : mt_class_name(verdict.cls));
+		if (verdict.paused)
+			mt_metric_inc(
+			    "mailtrail_governor_holds_total",
+			    "Messages held by the send governor, by the window that was full",
+			    "window", "pause", NULL, NULL);
 	}
 	item->finishing = true;
 	sender->jobs++;
+	bool pause = outcomes != NULL && states != NULL && verdict.paused;
 	if (outcomes == NULL || states == NULL ||
-	    outbox_lease_finish(sender->p.store, item->o, &verdict, finish_done, item) < 0) {
+	    outbox_lease_finish(sender->p.store, item->o, &verdict, sender->p.throttle_pause_s,
+	                        finish_done, item) < 0) {
 		/* The lease expires and the message is claimed again. */
 		mt_log(MT_LOG_ERROR, "sender.finish_not_submitted", MT_KV("message", m->id));
 		sender->jobs--;
@@ -93,6 +102,9 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
 	}
 	free(outcomes);
 	free(states);
+	/* After this item's finish is submitted, so that the holds it brings follow it. */
+	if (pause && !sender->stopping && account->paused_until <= sender_now())
+		sender_pause(account, verdict.last_error);
 }
 
 /* Finishes an item with one class and reason for every recipient (a session that failed
@@ -108,6 +120,125 @@ void sender_finish_all(struct sender *sender, struct item *item, enum mt_failure
 	}
 	mt_strlcpy(item->smtp.reply, reason, sizeof(item->smtp.reply));
 	sender_finish(sender, item, cls, reason);
+}
+
+/* ---- the disconnect story: confirm, disconnect, reroute ---- */
+
+static void fail_queue(struct account *account, enum mt_failure_class cls, const char *reason);
+
+static void requeued(void *arg, int result)
+{
+	struct item *item = arg;
+	struct sender *sender = item->sender;
+	if (result != 0 && result != STORE_CONFLICT)
+		mt_log(MT_LOG_ERROR, "sender.requeue_failed", MT_KV("message", item->o->msg.id));
+	if (sender->stopping) {
+		sender_item_free(sender, item);
+		sender_job_end(sender);
+		return;
+	}
+	sender_item_done(sender, item);
+	sender_job_end(sender);
+}
+
+/* Its next claim routes it again (the relay, or held): no attempt is counted, nothing was
+ * handed to a server. A lost submission leaves it to its lease's expiry. */
+static void requeue_item(struct sender *sender, struct item *item)
+{
+	item->finishing = true;
+	sender->jobs++;
+	if (outbox_lease_requeue(sender->p.store, item->o, requeued, item) < 0) {
+		sender->jobs--;
+		sender_item_done(sender, item);
+	}
+}
+
+/* Every queued item of a disconnected account goes back to the queue; one whose body is loading
+ * goes when the load is done. */
+static void reroute_queue(struct account *account)
+{
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	bool loading = false;
+	while (*p != NULL) {
+		struct item *item = *p;
+		if (item->loading) {
+			loading = true;
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		item->next = NULL;
+		requeue_item(account->sender, item);
+	}
+	account->tail = last;
+	account->rerouting = loading;
+}
+
+struct disconnect_ctx {
+	struct sender *sender;
+	char key[MT_ID_MAX + 8];
+};
+
+static void disconnected(void *arg, bool changed)
+{
+	struct disconnect_ctx *d = arg;
+	struct sender *sender = d->sender;
+	char key[sizeof(d->key)];
+	mt_strlcpy(key, d->key, sizeof(key));
+	free(d);
+	if (sender_job_end(sender))
+		return;
+	struct account *account = sender->accounts;
+	while (account != NULL && strcmp(account->key, key) != 0)
+		account = account->next;
+	if (account == NULL)
+		return;
+	mt_log(MT_LOG_INFO, "sender.account_rerouted", MT_KV("account", key),
+	       MT_KV("disconnected", changed ? "by this node" : "already, or settings changed"));
+	account->disconnecting = false;
+	account->awaiting_confirm = false;
+	/* Not with these settings again: a later claim brings the stored ones. */
+	account->settings.state = STORE_ACCOUNT_DISCONNECTED;
+	account->cooldown_until = 0;
+	account->rerouting = true;
+	sender_pump(account);
+}
+
+static void disconnect_account(struct account *account, enum mt_failure_class cls,
+                               const char *reason)
+{
+	struct sender *sender = account->sender;
+	struct disconnect_ctx *d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		fail_queue(account, cls, reason);
+		return;
+	}
+	d->sender = sender;
+	mt_strlcpy(d->key, account->key, sizeof(d->key));
+	account->disconnecting = true;
+	sender->jobs++;
+	account_smtp_disconnect(sender->p.accounts, &account->settings, cls, reason, disconnected,
+	                        d);
+}
+
+void sender_confirm_due(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct account *account = arg;
+	if (account->sender->stopping)
+		return;
+	/* A session that got through meanwhile settled it: the failure was passing. With nothing
+	 * left to send there is nothing to confirm it with either. */
+	for (struct session *s = account->sessions; s != NULL; s = s->next)
+		if (s->ready)
+			account->awaiting_confirm = false;
+	if (account->head == NULL)
+		account->awaiting_confirm = false;
+	sender_pump(account);
 }
 
 /* ---- sessions ---- */
@@ -129,8 +260,16 @@ static void session_remove(struct session *session)
 static void on_ready(void *ctx)
 {
 	struct session *session = ctx;
+	struct account *account = session->account;
 	session->ready = true;
-	sender_pump(session->account);
+	if (session->confirming || account->awaiting_confirm)
+		mt_log(MT_LOG_INFO, "sender.confirm_cleared", MT_KV("account", account->key));
+	/* Logged in and secured: whatever failed before was passing. */
+	if (session->confirming)
+		account->confirm_open = false;
+	session->confirming = false;
+	account->awaiting_confirm = false;
+	sender_pump(account);
 }
 
 static void on_message_done(void *ctx, struct smtp_message *message)
@@ -171,20 +310,105 @@ static void fail_queue(struct account *account, enum mt_failure_class cls, const
 	account->tail = last;
 }
 
+/* Every message still queued for the paused account is held (the verdict of a throttle
+ * class: outbox_policy.h) instead of being tried now. One whose body is loading is held when it
+ * is back (sender_pump). */
+static void hold_queue(struct account *account, const char *reason)
+{
+	struct item **p = &account->head;
+	struct item *last = NULL;
+	while (*p != NULL) {
+		struct item *item = *p;
+		if (item->loading) {
+			last = item;
+			p = &item->next;
+			continue;
+		}
+		*p = item->next;
+		account->queued--;
+		sender_finish_all(account->sender, item, MT_CLASS_THROTTLE, false, reason);
+	}
+	account->tail = last;
+}
+
+void sender_pause(struct account *account, const char *reason)
+{
+	struct sender *sender = account->sender;
+	account->paused_until = sender_now() + sender->p.throttle_pause_s;
+	mt_log(MT_LOG_INFO, "sender.account_paused", MT_KV("account", account->key),
+	       MT_KV("reason", reason));
+	char why[MT_ERROR_TEXT_MAX];
+	snprintf(why, sizeof(why), "held: the account is paused after: %.400s", reason);
+	hold_queue(account, why);
+}
+
 static void on_session_failed(void *ctx, const struct smtp_failure *failure)
 {
 	struct session *session = ctx;
 	struct account *account = session->account;
+	struct sender *sender = account->sender;
 	bool sent_nothing = session->messages == 0;
+	bool confirming = session->confirming;
 	mt_log(MT_LOG_INFO, "sender.session_failed", MT_KV("account", account->key),
 	       MT_KV("class", mt_class_name(failure->cls)), MT_KV("reason", failure->reason));
 	session_remove(session);
+	if (confirming)
+		account->confirm_open = false;
+	if (failure->cls == MT_CLASS_THROTTLE || failure->cls == MT_CLASS_QUOTA) {
+		/* Not a broken account: a pause, and nothing fails. */
+		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
+		snprintf(reason, sizeof(reason), "%s%s%s", failure->reason,
+		         failure->reply[0] ? ": " : "", failure->reply);
+		if (account->paused_until <= sender_now())
+			sender_pause(account, reason);
+		sender_pump(account);
+		return;
+	}
 	if (sent_nothing) {
 		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
 		snprintf(reason, sizeof(reason), "%s%s%s", failure->reason,
 		         failure->reply[0] ? ": " : "", failure->reply);
-		account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
-		fail_queue(account, failure->cls, reason);
+		const struct outbox_session_failure f = {
+		    .relay = account->relay || sender->p.accounts == NULL,
+		    .cls = failure->cls,
+		    .certificate = failure->cls == MT_CLASS_TLS && failure->fingerprint[0] != '\0',
+		    .confirming = confirming,
+		    .awaiting_confirm = account->awaiting_confirm || account->confirm_open ||
+		                        account->disconnecting || account->rerouting,
+		};
+		enum outbox_session_verdict verdict = outbox_session_failed(&f);
+		if (verdict != OUTBOX_SESSION_RETRY)
+			mt_log(MT_LOG_INFO, "sender.account_broken", MT_KV("account", account->key),
+			       MT_KV("verdict", outbox_session_verdict_name(verdict)));
+		switch (verdict) {
+		case OUTBOX_SESSION_RETRY:
+			account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
+			fail_queue(account, failure->cls, reason);
+			break;
+		case OUTBOX_SESSION_AWAIT:
+			break; /* the confirming attempt decides */
+		case OUTBOX_SESSION_CONFIRM: {
+			/* The items wait in the queue: one fresh session after the pause. */
+			account->awaiting_confirm = true;
+			account->failed_cls = failure->cls;
+			mt_strlcpy(account->failed_reason, reason, sizeof(account->failed_reason));
+			account->cooldown_until = sender_now() + sender->p.confirm_delay_s;
+			if (account->confirm_timer == NULL)
+				account->confirm_timer =
+				    evtimer_new(sender->p.base, sender_confirm_due, account);
+			struct timeval tv = {(time_t)sender->p.confirm_delay_s, 0};
+			if (account->confirm_timer == NULL ||
+			    evtimer_add(account->confirm_timer, &tv) < 0) {
+				account->awaiting_confirm = false;
+				account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
+				fail_queue(account, failure->cls, reason);
+			}
+			break;
+		}
+		case OUTBOX_SESSION_DISCONNECT:
+			disconnect_account(account, failure->cls, reason);
+			return; /* its items wait for the store's answer */
+		}
 	}
 	sender_pump(account);
 }
@@ -218,6 +442,12 @@ static bool open_session(struct account *account)
 	} else {
 		const struct store_smtp_account *s = &account->settings;
 		if (!account->settings_loaded || s->state != STORE_ACCOUNT_CONNECTED) {
+			if (account->settings_loaded && s->state == STORE_ACCOUNT_DISCONNECTED) {
+				/* Disconnected since the claim: the next one routes them. */
+				account->rerouting = true;
+				reroute_queue(account);
+				return false;
+			}
 			fail_queue(account, MT_CLASS_AUTH,
 			           "the custom SMTP account is not connected");
 			return false;
@@ -241,6 +471,12 @@ static bool open_session(struct account *account)
 		return false;
 	}
 	session->account = account;
+	/* The first session after the pause is the one that confirms the failure, or clears it. */
+	if (account->awaiting_confirm) {
+		session->confirming = true;
+		account->awaiting_confirm = false;
+		account->confirm_open = true;
+	}
 	struct smtp_client_callbacks callbacks = {
 	    .ready = on_ready,
 	    .message_done = on_message_done,
@@ -303,8 +539,11 @@ static void bodies_loaded(void *arg, int result)
 		return;
 	if (result != 0)
 		mt_log(MT_LOG_ERROR, "sender.bodies_failed", MT_KV("account", account->key));
-	/* What can no longer go: a body that is gone, or an account that failed meanwhile. */
-	bool failed = account->sessions == NULL && sender_now() < account->cooldown_until;
+	/* What can no longer go: a body that is gone, or an account that failed meanwhile (not
+	 * one whose failure is being confirmed: its items wait for the answer). */
+	bool failed = account->sessions == NULL && sender_now() < account->cooldown_until &&
+	              !account->awaiting_confirm && !account->confirm_open &&
+	              !account->disconnecting;
 	struct item **p = &account->head;
 	struct item *last = NULL;
 	while (*p != NULL) {
@@ -398,8 +637,15 @@ static void load_bodies(struct account *account)
 void sender_pump(struct account *account)
 {
 	struct sender *sender = account->sender;
-	if (sender->stopping)
+	if (sender->stopping || account->disconnecting)
 		return;
+	if (account->rerouting) {
+		reroute_queue(account);
+		return;
+	}
+	bool paused = sender_now() < account->paused_until;
+	if (paused && account->head != NULL)
+		hold_queue(account, "held: the account is paused after a throttle or quota reply");
 	/* Feed the sessions that are up, in queue order: an item whose body is not here yet
 	 * holds the ones behind it. */
 	if (account->recalls > 0)
@@ -431,7 +677,7 @@ void sender_pump(struct account *account)
 	for (struct session *s = account->sessions; s != NULL; s = s->next)
 		if (!s->ready || s->inflight < (unsigned)sender->p.max_inflight)
 			all_full = false;
-	if (account->head != NULL && all_full &&
+	if (account->head != NULL && all_full && !paused &&
 	    account->session_count < (unsigned)sender->p.sessions_per_account &&
 	    sender_now() >= account->cooldown_until)
 		open_session(account);

@@ -42,6 +42,7 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
     {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0},
     {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0},
+    {"GET", "/v1/notifications", HTTP_USER, api_notifications_list, "notifications.list", 0},
     {"POST", "/v1/campaigns", HTTP_USER, api_campaigns_create, "campaigns.create",
      MT_HTTP_CAMPAIGN_MAX},
     {"GET", "/v1/campaigns/{id}", HTTP_USER, api_campaigns_get, "campaigns.get", 0},

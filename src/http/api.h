@@ -48,7 +48,7 @@ struct api {
 	struct sender *sender;
 	struct outbox *outbox;
 	struct campaigns *campaigns; /* engine/campaign.h */
-	struct work_pool *work; /* CPU-heavy request steps, off the loop */
+	struct work_pool *work;      /* CPU-heavy request steps, off the loop */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
 	char relay_from[MT_ADDRESS_MAX + 1];
@@ -126,6 +126,7 @@ void api_never_log_put(struct http_request *req, void *app);
 void api_messages_send(struct http_request *req, void *app);
 void api_messages_get(struct http_request *req, void *app);
 void api_messages_cancel(struct http_request *req, void *app);
+void api_notifications_list(struct http_request *req, void *app);
 void api_campaigns_create(struct http_request *req, void *app);
 void api_campaigns_get(struct http_request *req, void *app);
 void api_campaigns_pause(struct http_request *req, void *app);

@@ -33,15 +33,18 @@ static json_t *message_json(const struct store_outbox_message *m)
 		                     kinds[r->kind], "state", rcpt_states[r->state], "reply",
 		                     r->reply[0] ? json_string(r->reply) : json_null()));
 	}
-	return json_pack(
-	    "{s:s,s:s,s:s,s:i,s:o,s:o,s:s,s:o,s:o,s:o,s:o}", "id", m->id, "state",
-	    store_outbox_state_name(m->state), "route", m->route, "attempts", m->attempts,
-	    "last_error", m->last_error[0] ? json_string(m->last_error) : json_null(), "last_class",
-	    m->last_class[0] ? json_string(m->last_class) : json_null(), "message_id",
-	    m->message_id, "sent_at", api_time(m->sent_at), "created_at", api_time(m->created_at),
-	    "next_attempt_at",
-	    m->state == STORE_OUTBOX_QUEUED ? api_time(m->next_attempt_at) : json_null(),
-	    "recipients", rcpts);
+	return json_pack("{s:s,s:s,s:s,s:i,s:o,s:o,s:s,s:o,s:o,s:o,s:o}", "id", m->id, "state",
+	                 store_outbox_state_name(m->state), "route", m->route, "attempts",
+	                 m->attempts, "last_error",
+	                 m->last_error[0] ? json_string(m->last_error) : json_null(), "last_class",
+	                 m->last_class[0] ? json_string(m->last_class) : json_null(), "message_id",
+	                 m->message_id, "sent_at", api_time(m->sent_at), "created_at",
+	                 api_time(m->created_at), "next_attempt_at",
+	                 m->state == STORE_OUTBOX_QUEUED ||
+	                         (m->state == STORE_OUTBOX_HELD && m->next_attempt_at > 0)
+	                     ? api_time(m->next_attempt_at)
+	                     : json_null(),
+	                 "recipients", rcpts);
 }
 
 /* ---- POST /v1/messages ---- */
@@ -309,6 +312,9 @@ static void submitted(void *ctx, const struct outbox_result *result)
 		break;
 	case OUTBOX_NO_ROUTE:
 		http_reply_error(req, 409, "input", result->reason, NULL, NULL);
+		break;
+	case OUTBOX_OVER_LIMIT:
+		http_reply_error(req, 422, "input", result->reason, NULL, NULL);
 		break;
 	case OUTBOX_GONE:
 		http_reply_error(req, 404, "input", "user not found", NULL, NULL);

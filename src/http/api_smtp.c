@@ -44,14 +44,13 @@ static json_t *view_json(const struct account_smtp_view *v)
 		json_t *usage = json_array();
 		for (size_t i = 0; i < a->limit_count; i++)
 			json_array_append_new(
-			    usage,
-			    json_pack("{s:s,s:I,s:I,s:o}", "window",
-			              account_window_name(a->limits[i].window_s), "limit",
-			              (json_int_t)a->limits[i].limit, "used",
-			              (json_int_t)v->usage[i].used, "next_slot_at",
-			              v->usage[i].used >= a->limits[i].limit
-			                  ? api_time(v->usage[i].oldest + a->limits[i].window_s)
-			                  : json_null()));
+			    usage, json_pack("{s:s,s:I,s:I,s:o}", "window",
+			                     account_window_name(a->limits[i].window_s), "limit",
+			                     (json_int_t)a->limits[i].limit, "used",
+			                     (json_int_t)v->usage[i].used, "next_slot_at",
+			                     v->usage[i].next_slot_at > 0
+			                         ? api_time(v->usage[i].next_slot_at)
+			                         : json_null()));
 		doc = json_pack(
 		    "{s:s,s:o,s:s,s:i,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "state",
 		    store_account_state_name(a->state), "preset", nullable(a->preset), "host",

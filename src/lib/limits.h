@@ -65,6 +65,13 @@
 #define MT_SENDER_ACCOUNT_BODY_BYTES_MAX (64u * 1024 * 1024)
 #define MT_SENDER_LOAD_BATCH             100 /* bodies loaded per store job */
 
+/* The send governor (engine/governor.h). */
+#define MT_GOVERNOR_KEY_MAX (MT_ID_MAX + 8) /* "custom:" or "relay:" + a user id */
+/* Accounts whose held mail one claim puts back; more wait for the next claim (a second). */
+#define MT_GOVERNOR_WAKE_MAX 64
+/* The longest pause after throttle or quota replies (it doubles from throttle_pause). */
+#define MT_GOVERNOR_PAUSE_MAX_S 3600
+
 /* Service: identifiers and stored strings */
 #define MT_ID_MAX             32   /* "usr_" + 20 base32 characters, with room */
 #define MT_ADDRESS_MAX        254  /* RFC 5321 path minus the brackets */
@@ -209,6 +216,8 @@
 #define MT_MATCHER_FROM_MEMO      64    /* From addresses remembered per matcher call */
 #define MT_MATCHER_UNMATCHED_MEMO 64    /* addresses of no profile remembered per matcher call */
 #define MT_NEVER_LOG_MAX          1000  /* entries per list */
+/* A notification's text (engine/notify.h): one paragraph naming the account and the reason. */
+#define MT_NOTIFICATION_TEXT_MAX 1024
 
 /* Campaigns (src/engine/campaign.c) */
 #define MT_CAMPAIGN_RECIPIENTS_MAX 10000 /* recipients of one campaign: one message each */

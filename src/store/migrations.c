@@ -406,6 +406,47 @@ static const struct migration migrations[] = {
      " COALESCE(json_extract(j.value, '$.type'), ''), COALESCE(json_extract(j.value, '$.size'), 0)"
      " FROM outbox_messages m, json_each(m.attachments_json) j"
      " WHERE json_valid(m.attachments_json) AND m.attachments_json <> '[]';"},
+
+    /* The send governor (engine/governor.h, store_governor.h): one slot per recipient sent or
+     * reserved through an account, read per account and time (no primary key: a slot is found
+     * by its account and time first); one row per account for its held mail's wake-up (a
+     * partial index: only accounts with held mail are in it) and its pause after throttle or
+     * quota replies. A message held by the governor names the account it waits for and since
+     * when (its held time does not count against retry_expiry). */
+    {8, "send_governor",
+     "CREATE TABLE send_slots ("
+     " account TEXT NOT NULL,"
+     " at_ms BIGINT NOT NULL,"
+     " message_id TEXT NOT NULL,"
+     " lease_token BIGINT NOT NULL,"
+     " address TEXT NOT NULL,"
+     " pending INTEGER NOT NULL);"
+     "CREATE INDEX send_slots_account ON send_slots (account, at_ms);"
+     "CREATE TABLE send_governors ("
+     " account TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " relay INTEGER NOT NULL,"
+     " wake_at_ms BIGINT NOT NULL DEFAULT 0,"
+     " paused_until_ms BIGINT NOT NULL DEFAULT 0,"
+     " pauses INTEGER NOT NULL DEFAULT 0);"
+     "CREATE INDEX send_governors_wake ON send_governors (wake_at_ms) WHERE wake_at_ms > 0;"
+     "ALTER TABLE outbox_messages ADD COLUMN hold_key TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE outbox_messages ADD COLUMN held_since BIGINT NOT NULL DEFAULT 0;"},
+    /* Notifications to users (engine/notify.h), read newest first by their time-ordered id;
+     * and mail that must go through the relay whatever the user's account (a notice about
+     * that account). A message held for its account's reconnect uses the governor's hold
+     * columns (hold_key 'reconnect', held_since). */
+    {9, "notifications",
+     "CREATE TABLE notifications ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL,"
+     " kind TEXT NOT NULL,"
+     " text TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX notifications_user ON notifications (user_id, id);"
+     "ALTER TABLE outbox_messages ADD COLUMN relay_only INTEGER NOT NULL DEFAULT 0;"},
     /* Campaigns (DESIGN.md §1 Campaign): one outbox message per recipient carries the
      * campaign's id (outbox_messages.campaign_id, there since version 3). state: 0 running,
      * 1 paused, 2 cancelled (enum store_campaign_state). A suppression is an address of the org

@@ -94,17 +94,17 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	    tx, op,
 	    "INSERT INTO outbox_messages (id, org_id, user_id, campaign_id, state, route,"
 	    " idempotency_key, mail_from, from_address, from_name, reply_to_address,"
-	    " reply_to_name, head_apart, subject, message_id, mailtrail_id, snippet, body_len,"
-	    " next_attempt_at, created_at, updated_at)"
-	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	    SQL_ARGS(SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
-	             SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
-	             SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from),
-	             SQL_TEXT(m->from.address), SQL_TEXT(m->from.name),
-	             SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
-	             SQL_INT(m->head_apart), SQL_TEXT(m->subject), SQL_TEXT(m->message_id),
-	             SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet), SQL_INT(m->body_len),
-	             SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
+	    " reply_to_name, head_apart, relay_only, subject, message_id, mailtrail_id, snippet,"
+	    " body_len, next_attempt_at, created_at, updated_at)"
+	    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(
+	        SQL_TEXT(m->id), SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
+	        SQL_TEXT(m->campaign_id), SQL_INT(m->state), SQL_TEXT(m->route),
+	        SQL_TEXT(m->idempotency_key), SQL_TEXT(m->mail_from), SQL_TEXT(m->from.address),
+	        SQL_TEXT(m->from.name), SQL_TEXT(m->reply_to.address), SQL_TEXT(m->reply_to.name),
+	        SQL_INT(m->head_apart), SQL_INT(m->relay_only), SQL_TEXT(m->subject),
+	        SQL_TEXT(m->message_id), SQL_TEXT(m->mailtrail_id), SQL_TEXT(m->snippet),
+	        SQL_INT(m->body_len), SQL_INT(m->next_attempt_at), SQL_INT(now), SQL_INT(now)));
 	/* A unique id is a conflict; the table has no foreign key, so nothing else is expected. */
 	if (rc != 0)
 		return rc == STORE_CONFLICT ? rc : -1;
@@ -149,6 +149,7 @@ int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *m,
 	G(T, TEXT, "reply_to_address", reply_to.address)                                           \
 	G(T, TEXT, "reply_to_name", reply_to.name)                                                 \
 	G(T, BOOL, "head_apart", head_apart)                                                       \
+	G(T, BOOL, "relay_only", relay_only)                                                       \
 	G(T, TEXT, "subject", subject)                                                             \
 	G(T, TEXT, "message_id", message_id)                                                       \
 	G(T, TEXT, "mailtrail_id", mailtrail_id)                                                   \
@@ -391,6 +392,44 @@ int store_outbox_release_owner(struct store_tx *tx, const char *owner, size_t *c
 	return 0;
 }
 
+/* ---- held for a reconnect, requeued ---- */
+
+/* Held for a reconnect is a governor-style hold whose key is STORE_HOLD_RECONNECT: one set of
+ * columns (hold_key, held_since) for every reason a message waits. */
+int store_outbox_release_held(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *hold_key, int64_t now, size_t *count_r)
+{
+	static const char op[] = "store_outbox_release_held";
+	*count_r = 0;
+	/* Through the held index (user_id, WHERE state = 1): the literal state, see HELD_SQL. */
+	int64_t n = sql_exec(
+	    tx, op,
+	    "UPDATE outbox_messages SET state = ?,"
+	    " held_seconds = held_seconds + CASE WHEN held_since > 0 AND ? > held_since"
+	    " THEN ? - held_since ELSE 0 END, held_since = 0, hold_key = '', next_attempt_at = ?,"
+	    " updated_at = ? WHERE user_id = ? AND state = " HELD_SQL " AND org_id = ?"
+	    " AND hold_key = ?",
+	    SQL_ARGS(SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now), SQL_INT(now),
+	             SQL_INT(now), SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(hold_key)));
+	if (n < 0)
+		return -1;
+	*count_r = (size_t)n;
+	return 0;
+}
+
+int store_outbox_requeue(struct store_tx *tx, const char *id, int64_t lease_token, int64_t now)
+{
+	static const char op[] = "store_outbox_requeue";
+	int64_t n =
+	    sql_exec(tx, op,
+	             "UPDATE outbox_messages SET state = ?, next_attempt_at = ?,"
+	             " lease_owner = '', lease_expires = 0, updated_at = ?"
+	             " WHERE id = ? AND lease_token = ? AND state = ?",
+	             SQL_ARGS(SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now),
+	                      SQL_TEXT(id), SQL_INT(lease_token), SQL_INT(STORE_OUTBOX_SENDING)));
+	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
+}
+
 int store_outbox_give_back(struct store_tx *tx, const char *id, int64_t lease_token)
 {
 	static const char op[] = "store_outbox_give_back";
@@ -479,55 +518,77 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 	}
 	/* The state is the outbox policy's (engine/outbox_policy.h): the store only records it. */
 	enum store_outbox_state state = r->state;
+	bool held = state == STORE_OUTBOX_HELD;
 	int64_t now = now_s();
-	return sql_exec(tx, op,
-	                "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
-	                " attempts = attempts + 1,"
-	                " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
-	                " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
-	                " last_class = ?, lease_owner = '', lease_expires = 0,"
-	                " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
-	                " updated_at = ? WHERE id = ?",
-	                SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
-	                         SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
-	                         SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
-	                         SQL_INT(state == STORE_OUTBOX_QUEUED ? r->next_attempt_at : 0),
-	                         SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
-	                         SQL_TEXT(r->last_class != NULL ? r->last_class : ""),
-	                         SQL_INT(r->sent_at), SQL_INT(r->sent_at), SQL_INT(now),
-	                         SQL_TEXT(r->id))) < 0
+	return sql_exec(
+	           tx, op,
+	           "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
+	           " attempts = attempts + 1,"
+	           " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
+	           " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
+	           " last_class = ?, lease_owner = '', lease_expires = 0,"
+	           " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
+	           " hold_key = ?, held_since = ?, updated_at = ? WHERE id = ?",
+	           SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
+	                    SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
+	                    SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
+	                    SQL_INT(state == STORE_OUTBOX_QUEUED || held ? r->next_attempt_at : 0),
+	                    SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
+	                    SQL_TEXT(r->last_class != NULL ? r->last_class : ""),
+	                    SQL_INT(r->sent_at), SQL_INT(r->sent_at),
+	                    SQL_TEXT(held && r->hold_key != NULL ? r->hold_key : ""),
+	                    SQL_INT(held ? now : 0), SQL_INT(now), SQL_TEXT(r->id))) < 0
 	           ? -1
 	           : 0;
 }
 
-/* ---- usage ---- */
+/* ---- the governor's holds ---- */
 
-struct sent_since {
-	int64_t count, oldest; /* MIN() is NULL without rows: 0 */
-};
-#define SENT_SINCE_ROW(F, G, T)                                                                    \
-	F(T, INT64, "COUNT(*)", count)                                                             \
-	G(T, INT64, "MIN(m.sent_at)", oldest)
-SQL_TABLE(sent_since_table, SENT_SINCE_ROW, struct sent_since);
-
-int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
-                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r)
+int store_outbox_hold(struct store_tx *tx, const char *id, int64_t lease_token,
+                      const char *hold_key, int64_t until, int64_t now)
 {
-	static const char op[] = "store_outbox_sent_since";
-	struct sent_since row = {0, 0};
-	int rc = sql_get(
-	    tx, op,
-	    "SELECT " SQL_COLUMNS(SENT_SINCE_ROW) " FROM outbox_messages m"
-	                                          " JOIN outbox_recipients r ON r.message_id = m.id"
-	                                          " WHERE m.org_id = ? AND m.user_id = ? AND "
-	                                          "m.route = ? AND m.sent_at >= ?"
-	                                          " AND r.state = ?",
-	    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(user_id), SQL_TEXT(route), SQL_INT(since),
-	             SQL_INT(STORE_RCPT_SENT)),
-	    &sent_since_table, &row);
-	*count_r = row.count;
-	*oldest_r = row.oldest;
-	return rc < 0 ? -1 : 0;
+	static const char op[] = "store_outbox_hold";
+	int rc = sql_change(tx, op,
+	                    "UPDATE outbox_messages SET state = ?, hold_key = ?, held_since = ?,"
+	                    " next_attempt_at = ?, lease_owner = '', lease_expires = 0,"
+	                    " updated_at = ? WHERE id = ? AND lease_token = ? AND state = ?",
+	                    SQL_ARGS(SQL_INT(STORE_OUTBOX_HELD), SQL_TEXT(hold_key), SQL_INT(now),
+	                             SQL_INT(until), SQL_INT(now), SQL_TEXT(id),
+	                             SQL_INT(lease_token), SQL_INT(STORE_OUTBOX_SENDING)));
+	return rc == STORE_NOT_FOUND ? STORE_CONFLICT : rc;
+}
+
+#define HELD_ROW(F, G, T)                                                                          \
+	F(T, TEXT, "m.id", id)                                                                     \
+	G(T, INT64,                                                                                \
+	  "(SELECT COUNT(*) FROM outbox_recipients r WHERE r.message_id = m.id AND r.state = 0)",  \
+	  pending)
+SQL_TABLE(held_table, HELD_ROW, struct store_outbox_held);
+_Static_assert(STORE_RCPT_PENDING == 0, "HELD_ROW's literal recipient state");
+
+int store_outbox_held_list(struct store_tx *tx, const char *user_id, const char *hold_key,
+                           size_t max, struct store_outbox_held *rows_r, size_t *count_r)
+{
+	/* Through the held index (user_id, next_attempt_at) WHERE state = 1: spelled. */
+	return sql_list(tx, "store_outbox_held_list",
+	                "SELECT " SQL_COLUMNS(HELD_ROW) " FROM outbox_messages m"
+	                                                " WHERE m.state = " HELD_SQL
+	                                                " AND m.user_id = ? AND m.hold_key = ?"
+	                                                " ORDER BY m.next_attempt_at, m.id LIMIT ?",
+	                SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(hold_key), SQL_INT(max)), &held_table,
+	                rows_r, max, count_r);
+}
+
+int store_outbox_unhold(struct store_tx *tx, const char *id, int64_t now)
+{
+	return sql_change(
+	    tx, "store_outbox_unhold",
+	    "UPDATE outbox_messages SET state = ?, next_attempt_at = ?,"
+	    " held_seconds = held_seconds + CASE WHEN held_since > 0 AND ? > held_since"
+	    " THEN ? - held_since ELSE 0 END, hold_key = '', held_since = 0,"
+	    " updated_at = ? WHERE id = ? AND state = ?",
+	    SQL_ARGS(SQL_INT(STORE_OUTBOX_QUEUED), SQL_INT(now), SQL_INT(now), SQL_INT(now),
+	             SQL_INT(now), SQL_TEXT(id), SQL_INT(STORE_OUTBOX_HELD)));
 }
 
 /* ---- upkeep ---- */

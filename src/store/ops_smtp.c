@@ -185,6 +185,37 @@ int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const
 	return rc == 0 ? put_limits(tx, op, user_id, limits, count) : rc;
 }
 
+int store_smtp_account_disconnect(struct store_tx *tx, const struct store_smtp_account *seen,
+                                  const char *reason)
+{
+	static const char op[] = "store_smtp_account_disconnect";
+	if (seen->sealed_secret_len > sizeof(seen->sealed_secret))
+		return store_invalid(op, "sealed secret too long");
+	/* Every save seals afresh (a new nonce): the same sealed bytes are the same save. */
+	int64_t n =
+	    seen->sealed_secret_len > 0
+	        ? sql_exec(tx, op,
+	                   "UPDATE smtp_accounts SET state = ?, last_error = ?, updated_at = ?"
+	                   " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?"
+	                   " AND sealed_secret = ?",
+	                   SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]),
+	                            SQL_TEXT(reason), SQL_INT(mt_wall_s()), SQL_TEXT(seen->user_id),
+	                            SQL_TEXT(seen->org_id),
+	                            SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]),
+	                            SQL_INT(seen->updated_at),
+	                            SQL_BLOB(seen->sealed_secret, seen->sealed_secret_len)))
+	        : sql_exec(tx, op,
+	                   "UPDATE smtp_accounts SET state = ?, last_error = ?, updated_at = ?"
+	                   " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?"
+	                   " AND sealed_secret IS NULL",
+	                   SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]),
+	                            SQL_TEXT(reason), SQL_INT(mt_wall_s()), SQL_TEXT(seen->user_id),
+	                            SQL_TEXT(seen->org_id),
+	                            SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]),
+	                            SQL_INT(seen->updated_at)));
+	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
+}
+
 int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *user_id)
 {
 	static const char op[] = "store_smtp_account_off";

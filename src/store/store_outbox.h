@@ -55,6 +55,8 @@ struct store_outbox_message {
 	/* The body lacks From, Sender, Reply-To, Message-ID and X-Mailtrail-Id: the sender puts
 	 * them before it for the route of the attempt (mime_build_head_fields). */
 	bool head_apart;
+	/* Only the platform relay may carry it: a notice about the user's own account. */
+	bool relay_only;
 	char subject[MT_SUBJECT_MAX + 1];
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
@@ -120,10 +122,11 @@ int store_outbox_give_back(struct store_tx *tx, const char *id, int64_t lease_to
 struct store_outbox_result {
 	const char *id;
 	int64_t lease_token;
-	enum store_outbox_state state; /* sent, partial, failed, or queued for a retry */
+	enum store_outbox_state state; /* sent, partial, failed, queued for a retry, or held */
 	const char *route;             /* the attempt's: "custom" | "relay" */
 	const char *mail_from;         /* ... and its envelope sender */
-	int64_t next_attempt_at;       /* for queued */
+	int64_t next_attempt_at;       /* for queued; for held, when its account may go again */
+	const char *hold_key;          /* for held: the governor account it waits for */
 	int64_t first_attempt_at;      /* set on the first attempt */
 	const char *last_error;
 	const char *last_class;
@@ -135,11 +138,33 @@ struct store_outbox_result {
  * node owns the message now; nothing is changed). */
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
 
-/* Recipients accepted for this user's mail on `route` since `since` (the rolling send
- * windows: DESIGN.md counts limits in accepted recipients), and the earliest such send
- * (*oldest_r, 0 when none). */
-int store_outbox_sent_since(struct store_tx *tx, const char *org_id, const char *user_id,
-                            const char *route, int64_t since, int64_t *count_r, int64_t *oldest_r);
+/* The send governor's holds (engine/governor.h). A claimed message that its account cannot
+ * send now goes held, fenced by its lease token (STORE_CONFLICT when the lease was lost), waiting
+ * for `hold_key` until about `until` (shown as its next_attempt_at). */
+int store_outbox_hold(struct store_tx *tx, const char *id, int64_t lease_token,
+                      const char *hold_key, int64_t until, int64_t now);
+/* A held message and the recipients it still has to send. */
+struct store_outbox_held {
+	char id[MT_ID_MAX];
+	int64_t pending;
+};
+/* Up to `max` messages of `user_id` held for `hold_key`, the longest waiting first. */
+int store_outbox_held_list(struct store_tx *tx, const char *user_id, const char *hold_key,
+                           size_t max, struct store_outbox_held *rows_r, size_t *count_r);
+/* A held message goes back to queued, due `now`; its time held is added to held_seconds. */
+int store_outbox_unhold(struct store_tx *tx, const char *id, int64_t now);
+
+/* The hold key of a message waiting for its account's reconnect (store_outbox_hold): a
+ * successful PUT /v1/smtp of a disconnected account releases them. */
+#define STORE_HOLD_RECONNECT "reconnect"
+/* The user's messages held for `hold_key` are queued again, due now (*count_r of them); their
+ * time held is added to held_seconds. */
+int store_outbox_release_held(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *hold_key, int64_t now, size_t *count_r);
+/* A claimed message goes back to the queue, due now, without counting an attempt: it was never
+ * handed to a server (its account turned out unusable; the next claim routes it again). Fenced
+ * by its lease token: STORE_CONFLICT when the lease was lost. */
+int store_outbox_requeue(struct store_tx *tx, const char *id, int64_t lease_token, int64_t now);
 
 /* Messages per state (for /metrics). */
 int store_outbox_counts(struct store_tx *tx, int64_t counts_r[STORE_OUTBOX_CANCELLED + 1]);

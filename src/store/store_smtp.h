@@ -59,6 +59,12 @@ int store_smtp_account_put(struct store_tx *tx, const struct store_smtp_account 
 /* Changes the limits only. */
 int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const char *user_id,
                                   const struct store_send_limit *limits, size_t count);
+/* connected -> disconnected with `reason` as last_error, the settings kept — only if the account
+ * is still the one `seen` (connected, the same updated_at and sealed secret): a node that saw a
+ * failure with settings since replaced, or an account another node already disconnected, changes
+ * nothing. 0 when this call changed it, STORE_CONFLICT when the fence held it back. */
+int store_smtp_account_disconnect(struct store_tx *tx, const struct store_smtp_account *seen,
+                                  const char *reason);
 /* State off, secret wiped (the other settings are kept for the form). */
 int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *user_id);
 

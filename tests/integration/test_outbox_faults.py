@@ -16,11 +16,13 @@ queued state between) and
 MAILTRAIL_RETRY_EXPIRY=1m (the minimum). A watcher polls GET /v1/messages/{id} every 50 ms and
 records every state it sees.
 
-  banner_421        421 at the banner -> queued, attempts >= 1, last_class throttle; the next
-                    session (after the account's cool-down) delivers -> sent
+  banner_421        421 at the banner -> held (a throttle pauses the account, throttle_pause
+                    = 1s here), attempts >= 1, last_class throttle; after the pause the next
+                    session delivers -> sent
   rcpt_452_one      452 for one of two recipients -> the other is sent; the next attempt
                     carries only the refused one (the script allows no other RCPT) -> sent
-  data_451          451 after the dot -> queued, then sent
+  data_451          451 "try again later" after the dot (a throttle: held for the pause) ->
+                    queued, then sent
   drop_after_dot    the connection dropped after the dot -> queued (never "sent" from that
                     attempt), then sent
   rcpt_554          554 at RCPT -> failed at once, class resp, the reply kept
@@ -125,8 +127,9 @@ def final(case):
 
 def assert_retried_then_sent(case, cls=None):
     # A failed attempt shows as queued (or, when the retry is due within the same second and
-    # the 50 ms poll missed that, as sending again) with attempts >= 1 and its error.
-    q = first(case, lambda s: s[1] in ("queued", "sending") and s[2] >= 1)
+    # the 50 ms poll missed that, as sending again) with attempts >= 1 and its error; after a
+    # throttle reply, as held for the account's pause.
+    q = first(case, lambda s: s[1] in ("queued", "sending", "held") and s[2] >= 1)
     assert q is not None, f"never seen an attempt that failed: {compact(case)}"
     if cls is not None:
         assert q[3] == cls, f"last_class {q[3]!r} after the first attempt, want {cls!r}: {compact(case)}"
@@ -225,7 +228,9 @@ def make_cases():
             session(k.addr, [ok("q1@cand.example")], data_reply="554 5.6.0 Message rejected")],
             check_permanent("554")),
         Case("retry_expiry", ["e1@cand.example"], lambda k: [live_check(k.addr)] + [
-            session(k.addr, [("e1@cand.example", "451 4.7.1 Greylisted, try later")])] * 7,
+            # Not a throttle class (4.7.x would pause the account and hold the message, which
+            # never expires): a plain temporary refusal.
+            session(k.addr, [("e1@cand.example", "451 4.3.0 Local error in processing")])] * 7,
             check_expiry, expiry=True),
     ]
 
@@ -327,6 +332,9 @@ def main():
             "MAILTRAIL_TEST_RETRY_BASE_S": "1",
             "MAILTRAIL_TEST_REPLY_TIMEOUT_MS": "2000",
             "MAILTRAIL_RETRY_EXPIRY": "1m",
+            # A throttle reply (the 421 and "try again later" cases) pauses the account
+            # (docs/sending.md, "Send limits"): a second here, not a minute.
+            "MAILTRAIL_THROTTLE_PAUSE": "1s",
             "MAILTRAIL_LOG_LEVEL": "info",
         })
         stack.callback(svc.stop)

@@ -4,7 +4,7 @@
 Usage:
   auth_sink.py [--port-starttls P1] [--port-tls P2] [--port-plain P3]
                --cert CERT.pem --key KEY.pem
-               --user U --password PW [--token TOK]
+               --user U (--password PW | --password-file F) [--token TOK]
                --store DIR [--require-auth] [--refuse RCPT-ADDRESS]... [--host 127.0.0.1]
                [--exclude-mech MECH]... [--exit-on-stdin-eof] [--verbose]
 
@@ -16,7 +16,8 @@ Listeners (each optional; port 0 = pick a free one, reported in the READY line):
   plain     plain TCP, no STARTTLS; AUTH advertised and accepted without TLS (for
             security=none tests)
 
-AUTH PLAIN and LOGIN are checked against --user/--password. XOAUTH2 (a custom mechanism) is
+AUTH PLAIN and LOGIN are checked against --user/--password, or with --password-file against the
+file's first line, read again on every AUTH (a test changes the password while the sink runs). XOAUTH2 (a custom mechanism) is
 checked against --user/--token: on a bad user or token it answers like Gmail does,
   334 base64({"status":"401","schemes":"bearer","scope":"https://mail.google.com/"})
 then waits for the client's (empty) line and answers 535 5.7.8 Username and Password not accepted.
@@ -24,9 +25,14 @@ then waits for the client's (empty) line and answers 535 5.7.8 Username and Pass
 --refuse ADDR (repeatable, case-insensitive): RCPT TO that address gets 550 5.1.1.
 --exclude-mech MECH (repeatable): do not offer that AUTH mechanism (e.g. PLAIN, to make a
 client use LOGIN).
+--fail-file PATH: while PATH exists, its first line "PHASE REPLY" ("rcpt 550 5.4.5 Daily
+sending quota exceeded", "mail 421 4.7.0 slow down") answers every RCPT TO (rcpt) or MAIL FROM
+(mail) with REPLY instead of accepting it; a test creates and removes the file to switch the
+refusal on and off while the sink runs.
 
 Each accepted message is stored as DIR/<n>.eml plus DIR/<n>.json
-  {"mail_from": ..., "rcpt_tos": [...], "auth_user": ...|null, "tls": bool, "port": "starttls"|...}
+  {"mail_from": ..., "rcpt_tos": [...], "auth_user": ...|null, "tls": bool, "port": "starttls"|...,
+   "received_at": UNIX-TIME (the end of DATA), "rcpt_times": [UNIX-TIME per accepted RCPT]}
 (n counts from 1 over all listeners; the .json is written last, atomically, so a reader that sees
 it also sees the whole .eml).
 
@@ -44,6 +50,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword  # noqa: F401
@@ -77,12 +84,21 @@ class Handler:
             if name.endswith(".json") and name[:-5].isdigit():
                 self.count = max(self.count, int(name[:-5]))
 
+    def password(self):
+        if self.args.password_file is None:
+            return self.args.password
+        try:
+            with open(self.args.password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError:
+            return None  # no file: nothing is accepted
+
     # PLAIN and LOGIN go through the authenticator.
     def authenticator(self, server, session, envelope, mechanism, auth_data):
         if isinstance(auth_data, LoginPassword):
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
-            if login == self.args.user and password == self.args.password:
+            if login == self.args.user and password == self.password():
                 return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
@@ -113,10 +129,36 @@ class Handler:
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message=XOAUTH2_FAIL_REPLY)
 
+    def forced_reply(self, phase):
+        """The reply --fail-file asks for in this phase now, or None."""
+        if not self.args.fail_file:
+            return None
+        try:
+            with open(self.args.fail_file) as f:
+                line = f.readline().strip()
+        except OSError:
+            return None
+        want, _, reply = line.partition(" ")
+        return reply if want.lower() == phase and reply else None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.forced_reply("mail")
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.lower() in self.refuse:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        reply = self.forced_reply("rcpt")
+        if reply:
+            return reply
         envelope.rcpt_tos.append(address)
+        if not hasattr(envelope, "rcpt_times"):
+            envelope.rcpt_times = []
+        envelope.rcpt_times.append(time.time())
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
@@ -134,6 +176,8 @@ class Handler:
             "auth_user": session.auth_data if session.authenticated else None,
             "tls": bool(getattr(server, "is_tls", False)),
             "port": getattr(server, "port_kind", None),
+            "received_at": time.time(),
+            "rcpt_times": list(getattr(envelope, "rcpt_times", [])),
         }
         tmp = os.path.join(store, f".{n}.json.tmp")
         with open(tmp, "w") as f:
@@ -152,11 +196,13 @@ def parse_args(argv):
     p.add_argument("--key")
     p.add_argument("--user", default="user@example.test")
     p.add_argument("--password", default="s3cret-pw")
+    p.add_argument("--password-file")
     p.add_argument("--token", default="ya29.good-token")
     p.add_argument("--store", required=True)
     p.add_argument("--require-auth", action="store_true")
     p.add_argument("--refuse", action="append", default=[])
     p.add_argument("--exclude-mech", action="append", default=[])
+    p.add_argument("--fail-file")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)

@@ -327,28 +327,37 @@ class AuthSink:
 def auth_sink(certs, store, user="user@example.test", password="s3cret-pw",
               token="ya29.good-token", starttls=True, tls=True, plain=True,
               require_auth=False, refuse=(), cert=None, key=None, exclude_mechs=(),
-              timeout=READY_TIMEOUT):
+              fail_file=None, timeout=READY_TIMEOUT, password_file=None, ports=None):
     """Starts auth_sink.py on free ports (it binds port 0 itself and reports the ports, so no
     race) and yields an AuthSink. cert/key default to the CA-signed server certificate;
-    exclude_mechs=("PLAIN",) makes it offer LOGIN (and XOAUTH2) only."""
+    exclude_mechs=("PLAIN",) makes it offer LOGIN (and XOAUTH2) only; fail_file: see
+    auth_sink.py --fail-file (a file the test creates to make RCPT or MAIL fail on demand).
+    password_file: the password is that file's first line, read again on every AUTH (instead
+    of `password`). ports: {"starttls": P, ...} to listen on given ports (a restart on the same
+    ports) instead of free ones."""
     os.makedirs(store, exist_ok=True)
     cert = cert or certs.server_cert
     key = key or certs.server_key
     argv = [PYTHON, os.path.join(RIG_DIR, "auth_sink.py"), "--cert", cert, "--key", key,
             "--user", user, "--password", password, "--token", token, "--store", store,
             "--exit-on-stdin-eof"]
+    if password_file is not None:
+        argv += ["--password-file", password_file]
+    want = ports or {}
     if starttls:
-        argv += ["--port-starttls", "0"]
+        argv += ["--port-starttls", str(want.get("starttls", 0))]
     if tls:
-        argv += ["--port-tls", "0"]
+        argv += ["--port-tls", str(want.get("tls", 0))]
     if plain:
-        argv += ["--port-plain", "0"]
+        argv += ["--port-plain", str(want.get("plain", 0))]
     if require_auth:
         argv.append("--require-auth")
     for r in refuse:
         argv += ["--refuse", r]
     for m in exclude_mechs:
         argv += ["--exclude-mech", m]
+    if fail_file:
+        argv += ["--fail-file", fail_file]
     log_path = os.path.normpath(store) + ".log"  # the sink's stderr, next to the store
     with open(log_path, "ab") as log:
         proc = start_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)

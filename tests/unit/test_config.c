@@ -207,6 +207,10 @@ static void test_types(void **state)
 	    {"relay_user_limits", "10/week", 0, 0},
 	    {"relay_user_limits", "0/hour", 0, 0},
 	    {"relay_user_limits", "", 0, 0},
+	    {"throttle_pause", "2s", 1, 2},
+	    {"throttle_pause", "1h", 1, 3600},
+	    {"throttle_pause", "2h", 0, 0}, /* over the longest pause (MT_GOVERNOR_PAUSE_MAX_S) */
+	    {"throttle_pause", "0", 0, 0},
 	    {"relay", "smtp://relay.example.com:25", 1, 0},
 	    {"relay", "smtp://u@relay.example.com", 0, 0},
 	    {"relay", "http://u@relay.example.com:25", 0, 0},

@@ -12,7 +12,8 @@
 static const struct mt_backoff backoff = {60, 3600, 24 * 3600};
 #define NOW 1000000
 
-enum { OK, TEMP, PERM };
+/* QUOTA: a 5xx quota reply (permanent by its code), which pauses the account instead. */
+enum { OK, TEMP, PERM, QUOTA };
 
 struct row {
 	const char *what;
@@ -94,7 +95,7 @@ static const struct row rows[] = {
      NOW + 61,
      false,
      true,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "452"},
     {"third attempt waits 9 minutes",
      {TEMP},
@@ -110,7 +111,7 @@ static const struct row rows[] = {
      NOW + 541,
      false,
      false,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "452"},
     {"not before the account's cool-down",
      {TEMP},
@@ -126,7 +127,7 @@ static const struct row rows[] = {
      NOW + 600,
      false,
      false,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "452"},
     {"retry time ran out: the pending one fails",
      {TEMP},
@@ -142,7 +143,7 @@ static const struct row rows[] = {
      0,
      true,
      false,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "retry time ran out: 452"},
     {"time held does not count",
      {TEMP},
@@ -158,7 +159,7 @@ static const struct row rows[] = {
      NOW + 3601,
      false,
      false,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "452"},
     {"ran out after an earlier attempt sent some: partial",
      {TEMP},
@@ -174,7 +175,7 @@ static const struct row rows[] = {
      0,
      true,
      false,
-     MT_CLASS_THROTTLE,
+     MT_CLASS_RESP,
      "retry time ran out"},
     {"last pending one sent after earlier failures: partial",
      {OK},
@@ -208,6 +209,54 @@ static const struct row rows[] = {
      true,
      MT_CLASS_NONE,
      ""},
+    {"a quota reply holds the message, whatever its code",
+     {QUOTA},
+     1,
+     0,
+     0,
+     0,
+     0,
+     0,
+     0,
+     STORE_OUTBOX_HELD,
+     {STORE_RCPT_PENDING},
+     0,
+     false,
+     false,
+     MT_CLASS_QUOTA,
+     "550 5.4.5"},
+    {"one accepted, one over quota: held, the other stays sent",
+     {OK, QUOTA, PERM},
+     3,
+     0,
+     0,
+     0,
+     0,
+     0,
+     0,
+     STORE_OUTBOX_HELD,
+     {STORE_RCPT_SENT, STORE_RCPT_PENDING, STORE_RCPT_FAILED},
+     0,
+     false,
+     true,
+     MT_CLASS_QUOTA,
+     "550 5.4.5"},
+    {"paused past the retry time: held, never expired",
+     {QUOTA},
+     1,
+     0,
+     0,
+     40,
+     NOW - 30 * 86400,
+     0,
+     0,
+     STORE_OUTBOX_HELD,
+     {STORE_RCPT_PENDING},
+     0,
+     false,
+     false,
+     MT_CLASS_QUOTA,
+     "550 5.4.5"},
 };
 /* clang-format on */
 
@@ -221,13 +270,14 @@ static void test_table(void **state)
 			int o = row->outcomes[i];
 			outcomes[i] = (struct outbox_rcpt_outcome){
 			    .accepted = o == OK,
-			    .permanent = o == PERM,
-			    .cls = o == OK     ? MT_CLASS_NONE
-			           : o == TEMP ? MT_CLASS_THROTTLE
-			                       : MT_CLASS_RESP,
-			    .reply = o == OK     ? "250 2.1.5 ok"
-			             : o == TEMP ? "452 4.2.2 mailbox full"
-			                         : "550 5.1.1 no such user"};
+			    .permanent = o == PERM || o == QUOTA,
+			    .cls = o == OK      ? MT_CLASS_NONE
+			           : o == QUOTA ? MT_CLASS_QUOTA
+			                        : MT_CLASS_RESP,
+			    .reply = o == OK      ? "250 2.1.5 ok"
+			             : o == TEMP  ? "452 4.2.2 mailbox full"
+			             : o == QUOTA ? "550 5.4.5 Daily sending quota exceeded"
+			                          : "550 5.1.1 no such user"};
 		}
 		struct outbox_attempt a = {
 		    .rcpt_count = row->count,
@@ -250,6 +300,7 @@ static void test_table(void **state)
 			assert_int_equal(states[i], row->rcpts[i]);
 		assert_int_equal(v.next_attempt_at, row->next_attempt_at);
 		assert_int_equal(v.expired, row->expired);
+		assert_int_equal(v.paused, row->state == STORE_OUTBOX_HELD);
 		assert_int_equal(v.any_sent, row->any_sent);
 		assert_int_equal(v.cls, row->cls);
 		assert_int_equal(

@@ -878,7 +878,8 @@ static void test_migrations_idempotent(void **state)
 	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
 	sqlite3_stmt *st;
 	assert_int_equal(
-	    sqlite3_prepare_v2(raw, "SELECT COUNT(*) FROM schema_migrations", -1, &st, NULL),
+	    /* MAX, not COUNT: versions may have gaps (one per branch that adds a migration). */
+	    sqlite3_prepare_v2(raw, "SELECT MAX(version) FROM schema_migrations", -1, &st, NULL),
 	    SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(st, 0), store_schema_latest());

@@ -1,0 +1,116 @@
+/* Notifications to users: added by the engine inside the transaction that decided them, listed
+ * newest first by their time-ordered ids. */
+#include "store/store_notification.h"
+#include "store/sql.h"
+#include "store/store.h"
+#include "store/store_internal.h"
+#include "lib/str.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[] = {
+    [STORE_NOTIFY_SMTP_DISCONNECTED] = "smtp_disconnected",
+    [STORE_NOTIFY_IMAP_DISCONNECTED] = "imap_disconnected",
+    [STORE_NOTIFY_OAUTH_REVOKED] = "oauth_revoked",
+};
+#define KIND_COUNT (sizeof(kind_names) / sizeof(kind_names[0]))
+
+const char *store_notification_kind_name(enum store_notification_kind kind)
+{
+	return sql_name(kind_names, KIND_COUNT, kind, STORE_NOTIFY_SMTP_DISCONNECTED);
+}
+
+#define NOTIFICATION_ROW(F, G, T)                                                                  \
+	F(T, TEXT, "id", id)                                                                       \
+	G(T, TEXT, "org_id", org_id)                                                               \
+	G(T, TEXT, "user_id", user_id)                                                             \
+	G(T, NAME, "kind", kind, kind_names, STORE_NOTIFY_SMTP_DISCONNECTED)                       \
+	G(T, TEXT, "text", text)                                                                   \
+	G(T, INT64, "created_at", created_at)
+SQL_TABLE(notification_table, NOTIFICATION_ROW, struct store_notification);
+
+int store_notification_add(struct store_tx *tx, struct store_notification *n)
+{
+	static const char op[] = "store_notification_add";
+	if ((unsigned)n->kind >= KIND_COUNT)
+		return store_invalid(op, "unknown notification kind");
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	int rc = store_user_in_org(tx, op, n->org_id, n->user_id);
+	if (rc != 0)
+		return rc;
+	/* Ordered ids: the list pages by id, newest first, without a second sort key. */
+	store_new_ordered_id("ntf", n->id);
+	n->created_at = mt_wall_s();
+	return sql_insert(tx, op,
+	                  "INSERT INTO notifications (id, org_id, user_id, kind, text, created_at)"
+	                  " VALUES (?, ?, ?, ?, ?, ?)",
+	                  SQL_ARGS(SQL_TEXT(n->id), SQL_TEXT(n->org_id), SQL_TEXT(n->user_id),
+	                           SQL_TEXT(kind_names[n->kind]), SQL_TEXT(n->text),
+	                           SQL_INT(n->created_at)));
+}
+
+void store_notification_list_free(struct store_notification_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+	list->next_cursor[0] = '\0';
+}
+
+/* A cursor is an id this table handed out: "ntf_" and the id's own characters. */
+static bool cursor_valid(const char *cursor)
+{
+	size_t len = strlen(cursor);
+	return len > 4 && len < MT_ID_MAX && strncmp(cursor, "ntf_", 4) == 0 &&
+	       strspn(cursor + 4, "0123456789abcdefghijklmnopqrstuvwxyz") == len - 4;
+}
+
+int store_notification_list(struct store_tx *tx, const char *org_id, const char *user_id,
+                            const char *cursor, size_t limit,
+                            struct store_notification_list *list_r)
+{
+	static const char op[] = "store_notification_list";
+	memset(list_r, 0, sizeof(*list_r));
+	if (cursor == NULL)
+		cursor = "";
+	if (cursor[0] != '\0' && !cursor_valid(cursor))
+		return STORE_INVALID;
+	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
+		return store_invalid(op, "limit out of range");
+	void *items = NULL;
+	size_t count = 0;
+	/* One more than the page: whether there is a next one. */
+	int rc =
+	    cursor[0] != '\0'
+	        ? sql_list_alloc(
+	              tx, op,
+	              "SELECT " SQL_COLUMNS(
+	                  NOTIFICATION_ROW) " FROM notifications"
+	                                    " WHERE user_id = ? AND org_id = ? AND id < ?"
+	                                    " ORDER BY id DESC LIMIT ?",
+	              SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(cursor),
+	                       SQL_INT(limit + 1)),
+	              &notification_table, 8, limit + 1, &items, &count)
+	        : sql_list_alloc(
+	              tx, op,
+	              "SELECT " SQL_COLUMNS(NOTIFICATION_ROW) " FROM notifications"
+	                                                      " WHERE user_id = ? AND org_id = ?"
+	                                                      " ORDER BY id DESC LIMIT ?",
+	              SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_INT(limit + 1)),
+	              &notification_table, 8, limit + 1, &items, &count);
+	list_r->items = items;
+	list_r->count = count;
+	if (rc != 0) {
+		store_notification_list_free(list_r);
+		return rc;
+	}
+	if (count > limit) {
+		list_r->count = limit;
+		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
+		           sizeof(list_r->next_cursor));
+	}
+	return 0;
+}
