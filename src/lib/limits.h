@@ -223,7 +223,7 @@
 #define MT_CAMPAIGN_RECIPIENTS_MAX 10000 /* recipients of one campaign: one message each */
 /* Every message of a campaign is built and stored before the 202: the built bytes of one
  * campaign (recipients x message size) are capped, not only each message. */
-#define MT_CAMPAIGN_BYTES_MAX (256 * 1024 * 1024)
+#define MT_CAMPAIGN_BYTES_MAX    (256 * 1024 * 1024)
 #define MT_UNSUBSCRIBE_TOKEN_LEN 32 /* hex characters: 128 random bits */
 #define MT_PUBLIC_URL_MAX        512
 /* POST /v1/campaigns: its body (decoded on a worker) and the values in it — a recipient
