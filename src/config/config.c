@@ -57,7 +57,7 @@ static struct key_def keys[] = {
     {"relay", T_RELAY_URL, NULL, 0, 0, true},
     {"relay_password_file", T_PATH, NULL, 0, 0, true},
     {"relay_from", T_ADDRESS, NULL, 0, 0, true},
-    {"relay_campaign_max", T_INT, "50", 0, 1000000, false},
+    {"relay_campaign_max", T_INT, "50", 0, 1000000, true},
     {"relay_user_limits", T_LIMITS, NULL, 0, 0, true},
     /* The first pause of an account after a throttle or quota reply (engine/governor.h). */
     {"throttle_pause", T_DURATION, "60s", 1, MT_GOVERNOR_PAUSE_MAX_S, true},
@@ -68,7 +68,7 @@ static struct key_def keys[] = {
     {"dropbox_domain", T_STRING, NULL, 0, 0, false},
     {"dropbox_cert", T_PATH, NULL, 0, 0, false},
     {"dropbox_key", T_PATH, NULL, 0, 0, false},
-    {"public_url", T_HTTP_URL, NULL, 0, 0, false},
+    {"public_url", T_HTTP_URL, NULL, 0, 0, true},
     {"retry_expiry", T_DURATION, "24h", 60, 365 * DAY_S, true},
     {"imap_max_connections", T_INT, "2", 1, 16, false},
     {"record_retention_days", T_INT, "365", 1, YEARS, true},

@@ -16,11 +16,13 @@ Org with domains ["staffing.example"] and custom_smtp on; the admin (ADMIN) and 
   password_changed the password changed at the sink: after the confirming attempt the account is
                    disconnected (last_error class auth), exactly one notification (kind
                    smtp_disconnected, naming the address and host), exactly one notice mail to
-                   ADMIN at the relay sink, the pending message delivered via the relay; nine
+                   ADMIN at the relay sink, the pending message delivered via the relay, a
+                   campaign of 3 created meanwhile waits held (nothing at either sink); nine
                    more messages go via the relay and make no further notification (API and
                    relay sink); metrics count one auth disconnect and one notification
   reconnect        the working settings saved again (PUT /v1/smtp) -> connected; the next
-                   message goes through custom SMTP again
+                   message goes through custom SMTP again, and the held campaign goes there too
+                   (3 sent, none at the relay)
   pin_mismatch     PIN's account pins the sink's certificate; the sink restarts on the same port
                    with another certificate -> disconnected with a tls reason, one notification
                    (PIN's; ADMIN's list unchanged), one notice mail to PIN
@@ -54,6 +56,8 @@ SINK_USER = "login@" + ORG_DOMAIN
 GOOD_PW = "custom-s3cret-pw"
 NOTICE_SUBJECT = "Your Custom SMTP account was disconnected"
 FINAL = ("sent", "partial", "failed", "cancelled")
+
+CAMPAIGN_SUBJECT = "Campaign while disconnected"
 
 
 def parse(raw):
@@ -186,9 +190,18 @@ def case_password_changed(svc, ctx):
     assert smtp["last_error"].startswith("auth"), smtp
     assert smtp["host"] == "127.0.0.1", smtp
     assert smtp["route"] == "relay", smtp
+    # A campaign while disconnected waits held: it never spills onto the relay (nor is it
+    # capped as a relay campaign).
+    camp = expect(svc.req("POST", "/v1/campaigns", svc.tok("admin"),
+                          {"recipients": [{"email": f"c{i}@cand.example"} for i in range(3)],
+                           "subject": CAMPAIGN_SUBJECT, "text": "bulk"}), 202)
+    ctx["campaign"] = camp["id"]
     doc = wait_final(svc, svc.tok("admin"), mid)
     assert doc["state"] == "sent" and doc["route"] == "relay", doc
     assert len(copies(relay, doc["message_id"])) == 1, "the pending message is not at the relay"
+    c = wait_until("the campaign held", lambda: (lambda d: d if d["counts"]["held"] == 3 else None)(
+        expect(svc.req("GET", f"/v1/campaigns/{camp['id']}", svc.tok("admin")), 200)), 20)
+    assert c["counts"]["sent"] == 0, c
     assert copies(custom, doc["message_id"]) == [], "the custom sink got it"
     ns = notifications(svc, "admin")
     assert len(ns) == 1, ns
@@ -230,6 +243,13 @@ def case_reconnect(svc, ctx):
     assert len(copies(custom, doc["message_id"])) == 1
     assert copies(relay, doc["message_id"]) == []
     assert len(notifications(svc, "admin")) == 1
+    # The campaign held for the reconnect goes on, through the custom SMTP.
+    cid = ctx["campaign"]
+    wait_until("the campaign sent", lambda: (lambda d: d if d["counts"]["sent"] == 3 else None)(
+        expect(svc.req("GET", f"/v1/campaigns/{cid}", svc.tok("admin")), 200)), 30)
+    at_custom = [m for m in custom.messages() if CAMPAIGN_SUBJECT.encode() in m["data"]]
+    at_relay = [m for m in relay.messages() if CAMPAIGN_SUBJECT.encode() in m["data"]]
+    assert len(at_custom) == 3 and at_relay == [], (len(at_custom), len(at_relay))
 
 
 def case_pin_mismatch(svc, ctx):
@@ -298,6 +318,7 @@ def main():
             "MAILTRAIL_RELAY_PASSWORD_FILE": relay_pw,
             "MAILTRAIL_RELAY_FROM": RELAY_FROM,
             "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
+            "MAILTRAIL_PUBLIC_URL": "https://crm.example/",
             "MAILTRAIL_LOG_LEVEL": "info",
         })
         stack.callback(svc.stop)

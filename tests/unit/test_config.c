@@ -313,18 +313,18 @@ static void test_unbuilt(void **state)
 	assert_int_equal(load(config, "data = /d\ndropbox = 127.0.0.1:2525\n"
 	                              "imap_max_connections = 3\n"),
 	                 0);
-	assert_int_equal(mt_config_set(config, "public_url", "https://crm.example.com",
-	                               "--public_url", error, sizeof(error)),
+	assert_int_equal(mt_config_set(config, "dropbox_domain", "in.example.com",
+	                               "--dropbox_domain", error, sizeof(error)),
 	                 0);
 	struct warned w = {""};
 	mt_config_each_unbuilt(config, collect, &w);
 	assert_string_equal(
-	    w.text, "dropbox@t.conf:2;public_url@--public_url;imap_max_connections@t.conf:3;");
+	    w.text, "dropbox@t.conf:2;dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
 	mt_config_mark_built("dropbox", true);
 	mt_config_mark_built("no_such_key", true);
 	w.text[0] = '\0';
 	mt_config_each_unbuilt(config, collect, &w);
-	assert_string_equal(w.text, "public_url@--public_url;imap_max_connections@t.conf:3;");
+	assert_string_equal(w.text, "dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
 	mt_config_mark_built("dropbox", false);
 	mt_config_free(&config);
 }
