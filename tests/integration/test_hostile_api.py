@@ -6,7 +6,7 @@ one tenant's worst requests must not stall or exhaust the service that serves ev
 
 Every case runs a bounded attack (counted requests, a few seconds, loopback only) while a probe
 thread asks GET /healthz every 20 ms and another tenant reads its org (a store read); the case
-then checks that /healthz always answered within HEALTHZ_MAX_MS (100 ms), the other tenant
+then checks that /healthz always answered within HEALTHZ_MAX_MS (250 ms), the other tenant
 within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed under RSS_MAX_MB
 (700 MB, SQLite's page cache included). Each case runs on a server of its own.
 
@@ -44,7 +44,10 @@ sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
 import rig  # noqa: E402
 from service import Service, expect  # noqa: E402
 
-HEALTHZ_MAX_MS = 100
+# Work done on the loop instead of a worker stalls it for seconds (a 20 MiB message built there,
+# a 30 MiB JSON tree); 250 ms leaves room for a 2-core machine shared with compilers (105 ms
+# was seen from scheduling alone) and still fails on any of those stalls.
+HEALTHZ_MAX_MS = 250
 OTHER_MAX_MS = 1000
 # Resident memory of the whole service, SQLite's page cache included: the bodies a case writes
 # pass through it (it is capped at 512 MiB per connection, see limits.h). The in-flight large
