@@ -231,4 +231,25 @@
 #define MT_HTTP_CAMPAIGN_MAX        (4 * 1024 * 1024)
 #define MT_CAMPAIGN_JSON_VALUES_MAX (3 * MT_CAMPAIGN_RECIPIENTS_MAX + 100)
 
+/* IMAP responses (src/proto/imap_parse.c). A response is one line, or several joined by
+ * literals; everything but a streamed FETCH body is held until the response is complete. */
+#define MT_IMAP_LINE_MAX    (64 * 1024) /* one line outside literals, CRLF included */
+#define MT_IMAP_TOKENS_MAX  65536       /* values (atoms, strings, lists...) of one response */
+#define MT_IMAP_DEPTH_MAX   40          /* nested parentheses: BODYSTRUCTURE of MT_MIME_DEPTH_MAX */
+#define MT_IMAP_TAG_MAX     64          /* a command tag echoed by the server */
+#define MT_IMAP_LITERAL_MAX (64 * 1024) /* a literal kept in the tree: ENVELOPE subject, names */
+/* A FETCH body literal (BODY[...], BINARY[...], RFC822.*) kept in the tree when no chunk
+ * callback is set: headers (MT_HEADER_BLOCK_MAX) or a snippet's source, with room. */
+#define MT_IMAP_BODY_LITERAL_MAX (1024 * 1024)
+/* A FETCH body literal handed to the chunk callback: never held, only counted. */
+#define MT_IMAP_STREAM_LITERAL_MAX (64u * 1024 * 1024)
+/* Bytes held for one response: its lines, token texts and kept literals together. */
+#define MT_IMAP_RESPONSE_MAX (4 * 1024 * 1024)
+/* Ranges of one parsed sequence set (SEARCH, ESEARCH ALL, VANISHED, COPYUID). */
+#define MT_IMAP_SEQSET_RANGES_MAX 10000
+/* BODY[...] items of one FETCH response decoded into struct imap_fetch. */
+#define MT_IMAP_FETCH_SECTIONS_MAX 8
+/* A mailbox name decoded from modified UTF-7 to UTF-8, NUL included. */
+#define MT_IMAP_MAILBOX_MAX 1024
+
 #endif

@@ -319,12 +319,14 @@ static void test_unbuilt(void **state)
 	struct warned w = {""};
 	mt_config_each_unbuilt(config, collect, &w);
 	assert_string_equal(
-	    w.text, "dropbox@t.conf:2;dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
+	    w.text,
+	    "dropbox@t.conf:2;dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
 	mt_config_mark_built("dropbox", true);
 	mt_config_mark_built("no_such_key", true);
 	w.text[0] = '\0';
 	mt_config_each_unbuilt(config, collect, &w);
-	assert_string_equal(w.text, "dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
+	assert_string_equal(w.text,
+	                    "dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
 	mt_config_mark_built("dropbox", false);
 	mt_config_free(&config);
 }
