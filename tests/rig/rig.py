@@ -18,6 +18,10 @@ What it offers:
   auth_sink(...)                        context manager: tests/rig/auth_sink.py (aiosmtpd) on
                                         free ports, waits for READY, stops it at the end
   smtp_sink(...)                        context manager: Postfix's /usr/sbin/smtp-sink
+  dovecot.dovecot(certs, dir, ...)      (tests/rig/dovecot.py, `import dovecot`) context manager:
+                                        a private Dovecot IMAP server (STARTTLS + implicit TLS,
+                                        users, special-use mailboxes, APPEND / Maildir fill
+                                        helpers); see that module's docstring
   install_signal_cleanup()              SIGTERM/SIGHUP/SIGINT -> SystemExit so that every
                                         `finally` (and so every server stop) runs
   tempdir(prefix)                       context manager: a temp dir removed at the end
@@ -199,11 +203,13 @@ def _openssl(*args, cwd=None):
 
 
 def make_certs(directory, days=7):
-    """Writes a test CA, a server certificate for "localhost" (SAN DNS:localhost, IP:127.0.0.1)
-    signed by it, and a separate self-signed server certificate with the same SAN. RSA 2048."""
+    """Writes a test CA, a server certificate for "localhost" (SAN DNS:localhost, IP:127.0.0.1,
+    IP:127.0.0.2: the second loopback address is where dovecot.py's STARTTLS-required listener
+    is) signed by it, and a separate self-signed server certificate with the same SAN.
+    RSA 2048."""
     os.makedirs(directory, exist_ok=True)
     c = Certs(directory)
-    san = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    san = "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2"
     # CA
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", c.ca_key,
              "-out", c.ca_cert, "-days", str(days), "-subj", "/CN=mailtrail test CA",
