@@ -294,6 +294,28 @@ def case_validation(svc, relay, custom):
         assert mention in err["error"]["message"], f"{mention!r} not in {err}"
 
 
+def case_bytes_cap(svc, relay, custom):
+    # Every message is built before the 202: 80 recipients of a ~3.4 MiB text come to more
+    # than the 256 MiB one campaign may build (MT_CAMPAIGN_BYTES_MAX), though each message and
+    # the request body are within their own caps.
+    line = ("Dear candidate, here is the long description of the role you asked about. " * 1)[:70]
+    text = "\n".join([line] * (3_400_000 // 71))
+    subject = "Too many bytes together"
+    r = svc.req("POST", "/v1/campaigns", svc.tok("cus"),
+                {"recipients": rcpts("bytes", 80), "subject": subject, "text": text})
+    err = expect(r, 413, "input")
+    msg = err["error"]["message"]
+    assert "256 MiB" in msg and "80 recipients" in msg, f"reason {msg!r}"
+    # the same text to fewer recipients is within the cap
+    fewer = "The same text to three"
+    doc = expect(svc.req("POST", "/v1/campaigns", svc.tok("cus"),
+                         {"recipients": rcpts("bytes", 3), "subject": fewer, "text": text}), 202)
+    assert doc["messages"] == 3, doc
+    got = wait_count(custom, fewer, 3)
+    assert len(got) == 3, f"{len(got)} at the custom sink, want 3"
+    assert not with_subject(custom, subject), "the refused campaign reached the sink"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -332,7 +354,7 @@ def main():
         for name, fn in (("relay_cap", case_relay_cap), ("custom_lifts_cap", case_custom_lifts_cap),
                          ("idempotency", case_idempotency), ("unsubscribe", case_unsubscribe),
                          ("pause_resume", case_pause_resume), ("cancel", case_cancel),
-                         ("validation", case_validation)):
+                         ("validation", case_validation), ("bytes_cap", case_bytes_cap)):
             r.run(name, fn, svc, relay, custom)
         if r.failed:
             print(svc.log_tail(40))
