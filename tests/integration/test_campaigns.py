@@ -26,6 +26,8 @@ its path to the service). Cases, in order:
                      arrives; resume -> all 6 arrive
   cancel             the same with cancel: counts cancelled 6, nothing arrives; resume -> 409
   validation         no recipients, a bad address, no text/html, 10,001 recipients -> 400
+  bytes_cap          80 recipients of a 3.4 MiB text: over the 256 MiB one campaign may build
+                     -> 413, nothing sent; the same text to 3 recipients goes
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed.
 """
