@@ -3,7 +3,10 @@
 cases (`@protocol: imap`, or any case under tests/peer/cases_imap/).
 
   /usr/bin/python3 tests/peer/run_case.py --bin-dir BUILD_DIR tests/peer/cases/NAME.peer
-        [--drive PATH] [--keep]
+        [--drive PATH] [--keep] [--split]
+
+--split sends every `S:` line one byte per write, as `S/1:` does (S+ stays one write): the
+IMAP cases run once as written and once split, so every response is read split at every byte.
 
 A case file is a header of directives, then the peer script (format: see peer.py's docstring).
 Directives (lines starting with '@'; may be repeated where it makes sense):
@@ -277,11 +280,18 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--drive", help="use this client binary instead of BIN_DIR/tests/smtp-drive (or imap-drive)")
     ap.add_argument("--keep", action="store_true", help="copy the temp dir to /tmp/peer-case-NAME")
+    ap.add_argument("--split", action="store_true", help="send every S: line byte by byte")
     ap.add_argument("case")
     a = ap.parse_args()
     rig.install_signal_cleanup()
     try:
         case = Case(a.case)
+        if a.split:
+            for block in case.blocks:
+                for step in block:
+                    if step.kind == "S":
+                        step.kind = "S/1"
+            case.name += "-split"
     except (peerlib.ScriptError, OSError, ValueError, SyntaxError) as e:
         print(f"== peer case {a.case}: FAIL (bad case file: {e})")
         return 1
