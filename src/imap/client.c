@@ -105,6 +105,7 @@ struct imap_client {
 	struct op *ops, *ops_tail;
 	size_t op_count;
 	bool idle_wanted, logout_requested, ready_reported;
+	bool idle_refused; /* IDLE offered but refused: poll with NOOP instead */
 	struct event *idle_timer, *poll_timer;
 
 	/* the selected mailbox */
@@ -702,7 +703,7 @@ static void pump(struct imap_client *client)
 			return;
 		}
 		if (client->idle_wanted) {
-			if (imap_client_has_cap(client, "IDLE")) {
+			if (imap_client_has_cap(client, "IDLE") && !client->idle_refused) {
 				struct op *idle = calloc(1, sizeof(*idle));
 				if (idle == NULL) {
 					session_fail(client, MT_CLASS_INTERNAL, "out of memory",
@@ -947,8 +948,12 @@ static void handle_tagged_ready(struct imap_client *client, const struct imap_re
 			op->res.append_uid = (uint32_t)strtoul(code.uids, NULL, 10);
 		}
 	}
-	if (op->kind == OP_IDLE)
+	if (op->kind == OP_IDLE) {
 		evtimer_del(client->idle_timer);
+		/* Issuing it again would loop: fall back to NOOP polling for this session. */
+		if (resp->status != IMAP_STATUS_OK)
+			client->idle_refused = true;
+	}
 }
 
 static void handle_continuation_ready(struct imap_client *client, const struct imap_response *resp)
@@ -1286,7 +1291,8 @@ static void handle_setup(struct imap_client *client, const struct imap_response 
 		if (ok) {
 			after_auth(client, resp);
 		} else {
-			const char *reason = client->state == IMAP_STATE_XOAUTH2_ERROR
+			const char *reason = client->state == IMAP_STATE_XOAUTH2_ERROR &&
+			                             client->params.auth == IMAP_AUTH_XOAUTH2
 			                         ? "the OAuth access token was refused"
 			                         : "authentication failed";
 			session_fail(client,
