@@ -15,7 +15,7 @@ static void usage(FILE *out)
 	      "  smtp-check   live check of an SMTP account (connect, TLS, AUTH, test mail)\n"
 	      "  init         create the store, the master key and an org with its admin\n"
 	      "  serve        run the service (HTTP API)\n"
-	      "  imap-check   live check of an IMAP account (not built yet)\n"
+	      "  imap-check   live check of an IMAP account (connect, TLS, login, folders)\n"
 	      "\n"
 	      "  mailtrail COMMAND --help   options of one command\n"
 	      "  mailtrail --version\n",
@@ -51,10 +51,8 @@ int main(int argc, char **argv)
 		return mt_cli_init(argc - 1, argv + 1);
 	if (strcmp(command, "serve") == 0)
 		return mt_cli_serve(argc - 1, argv + 1);
-	if (strcmp(command, "imap-check") == 0) {
-		fprintf(stderr, "mailtrail: '%s' is not built yet\n", command);
-		return 2;
-	}
+	if (strcmp(command, "imap-check") == 0)
+		return mt_cli_imap_check(argc - 1, argv + 1);
 	fprintf(stderr, "mailtrail: unknown command '%s'\n", command);
 	usage(stderr);
 	return 2;

@@ -4,6 +4,7 @@
 #define MT_CLI_CLI_H
 
 int mt_cli_smtp_check(int argc, char **argv);
+int mt_cli_imap_check(int argc, char **argv);
 int mt_cli_init(int argc, char **argv);
 int mt_cli_serve(int argc, char **argv);
 

@@ -252,4 +252,21 @@
 /* A mailbox name decoded from modified UTF-7 to UTF-8, NUL included. */
 #define MT_IMAP_MAILBOX_MAX 1024
 
+/* The IMAP client (src/imap/client.c). */
+#define MT_IMAP_COMMAND_TIMEOUT_MS (2 * 60 * 1000) /* an answer to one command */
+/* IDLE is ended and re-issued after this: RFC 2177 asks for less than 29 minutes, as servers
+ * may drop an idle client after 30. */
+#define MT_IMAP_IDLE_RESTART_MS  (28 * 60 * 1000)
+#define MT_IMAP_POLL_INTERVAL_MS (60 * 1000)         /* NOOP polling where IDLE is absent */
+#define MT_IMAP_FETCH_CHUNK      500                 /* UIDs per UID FETCH command */
+#define MT_IMAP_FETCH_WINDOW     4                   /* UID FETCH chunk commands in flight */
+#define MT_IMAP_OPS_MAX          1024                /* operations queued on one session */
+#define MT_IMAP_LIST_MAX         10000               /* mailboxes kept from one LIST */
+#define MT_IMAP_SEARCH_UIDS_MAX  (4u * 1024 * 1024)  /* UIDs kept from one UID SEARCH */
+#define MT_IMAP_APPEND_MAX       MT_SMTP_MESSAGE_MAX /* one APPENDed message */
+#define MT_IMAP_CAPS_MAX         4096                /* the capability list, as one string */
+/* The session transcript: bytes shown per server response, and in all. */
+#define MT_IMAP_TRANSCRIPT_RESPONSE_MAX 2048
+#define MT_IMAP_TRANSCRIPT_MAX          (256 * 1024)
+
 #endif

@@ -75,7 +75,8 @@ static int append_b64_line(struct mt_buf *out, const char *prefix, const void *b
 }
 
 /* RFC 4616: message = [authzid] UTF8NUL authcid UTF8NUL passwd; passwd = 1*SAFE (no NUL). */
-int sasl_plain_command(struct mt_buf *out, const char *user, const struct mt_secret *secret)
+static int plain_encode(struct mt_buf *out, const char *prefix, const char *user,
+                        const struct mt_secret *secret)
 {
 	size_t user_len = strlen(user);
 	size_t secret_len = mt_secret_len(secret);
@@ -92,9 +93,19 @@ int sasl_plain_command(struct mt_buf *out, const char *user, const struct mt_sec
 	msg[len++] = '\0';
 	memcpy(msg + len, secret_bytes, secret_len);
 	len += secret_len;
-	int ret = append_b64_line(out, "AUTH PLAIN ", msg, len);
+	int ret = append_b64_line(out, prefix, msg, len);
 	sodium_memzero(msg, sizeof(msg));
 	return ret;
+}
+
+int sasl_plain_command(struct mt_buf *out, const char *user, const struct mt_secret *secret)
+{
+	return plain_encode(out, "AUTH PLAIN ", user, secret);
+}
+
+int sasl_plain_response(struct mt_buf *out, const char *user, const struct mt_secret *secret)
+{
+	return plain_encode(out, "", user, secret);
 }
 
 int sasl_login_command(struct mt_buf *out)
@@ -117,7 +128,8 @@ int sasl_login_secret(struct mt_buf *out, const struct mt_secret *secret)
 /* Google's XOAUTH2: "user=" {User} "^Aauth=Bearer " {Access Token} "^A^A". The token is an
  * RFC 6750 b64token, so anything but visible ASCII would be a broken token or an attempt to
  * break the framing. */
-int sasl_xoauth2_command(struct mt_buf *out, const char *user, const struct mt_secret *token)
+static int xoauth2_encode(struct mt_buf *out, const char *prefix, const char *user,
+                          const struct mt_secret *token)
 {
 	static const char user_prefix[] = "user=";
 	static const char auth_prefix[] = "\001auth=Bearer ";
@@ -143,9 +155,19 @@ int sasl_xoauth2_command(struct mt_buf *out, const char *user, const struct mt_s
 	len += token_len;
 	msg[len++] = '\001';
 	msg[len++] = '\001';
-	int ret = append_b64_line(out, "AUTH XOAUTH2 ", msg, len);
+	int ret = append_b64_line(out, prefix, msg, len);
 	sodium_memzero(msg, sizeof(msg));
 	return ret;
+}
+
+int sasl_xoauth2_command(struct mt_buf *out, const char *user, const struct mt_secret *token)
+{
+	return xoauth2_encode(out, "AUTH XOAUTH2 ", user, token);
+}
+
+int sasl_xoauth2_response(struct mt_buf *out, const char *user, const struct mt_secret *token)
+{
+	return xoauth2_encode(out, "", user, token);
 }
 
 /* Copies a JSON string, control characters and non-ASCII replaced by '?': the values go to logs

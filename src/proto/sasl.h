@@ -23,6 +23,9 @@ const char *sasl_mech_name(enum sasl_mech mech);
 
 /* "AUTH PLAIN " base64("\0" user "\0" secret) "\r\n". -1 on cap or a NUL in user. */
 int sasl_plain_command(struct mt_buf *out, const char *user, const struct mt_secret *secret);
+/* base64("\0" user "\0" secret) "\r\n" alone: IMAP's AUTHENTICATE PLAIN initial response
+ * (RFC 4959 SASL-IR) or its answer to "+". */
+int sasl_plain_response(struct mt_buf *out, const char *user, const struct mt_secret *secret);
 /* "AUTH LOGIN\r\n" */
 int sasl_login_command(struct mt_buf *out);
 /* base64(user) "\r\n" — the answer to the first 334. */
@@ -31,6 +34,9 @@ int sasl_login_user(struct mt_buf *out, const char *user);
 int sasl_login_secret(struct mt_buf *out, const struct mt_secret *secret);
 /* "AUTH XOAUTH2 " base64("user=" user "\x01auth=Bearer " token "\x01\x01") "\r\n" */
 int sasl_xoauth2_command(struct mt_buf *out, const char *user, const struct mt_secret *token);
+
+/* The XOAUTH2 message alone, base64 "\r\n" (IMAP's AUTHENTICATE XOAUTH2). */
+int sasl_xoauth2_response(struct mt_buf *out, const char *user, const struct mt_secret *token);
 
 /* The error a server sends as a base64 JSON 334 challenge after a failed XOAUTH2
  * ({"status":"401","schemes":"bearer","scope":"..."}). The client answers with an empty line

@@ -8,7 +8,8 @@ with `@directive:` header lines that this module ignores, see run_case.py)
   S: text          send text + CRLF
   S+: text         send text with escapes decoded (\r \n \t \\ \xNN), exactly as written and
                    nothing added, as ONE write (one TCP segment): for injection tests, e.g.
-                   `S+: 220 go ahead\r\n250 injected\r\n`
+                   `S+: 220 go ahead\r\n250 injected\r\n`; `\*N:c` is the character c
+                   repeated N times (an over-cap line without a huge case file)
   S/1: text        send text + CRLF one byte per write (TCP_NODELAY, ~2 ms between bytes), to
                    exercise replies split across reads
   C: pattern       read one client line (must end in CRLF; a bare LF is a failure) and check
@@ -83,7 +84,7 @@ class Step:
         return f"line {self.lineno}: {self.raw}"
 
 
-_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
+_ESCAPE = re.compile(r"\\(\*[0-9]+:.|x[0-9A-Fa-f]{2}|.)")
 
 
 def decode_escapes(text, lineno=0):
@@ -97,6 +98,9 @@ def decode_escapes(text, lineno=0):
         simple = {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\"}
         if e in simple:
             out += simple[e]
+        elif e[0] == "*" and len(e) > 3:
+            count, _, ch = e[1:].partition(":")
+            out += ch.encode("utf-8") * int(count)
         elif e[0] == "x" and len(e) == 3:
             out.append(int(e[1:], 16))
         else:

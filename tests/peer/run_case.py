@@ -1,13 +1,19 @@
 #!/usr/bin/python3
-"""Runs one scripted-peer case against the client driver smtp-drive.
+"""Runs one scripted-peer case against a client driver: smtp-drive, or imap-drive for IMAP
+cases (`@protocol: imap`, or any case under tests/peer/cases_imap/).
 
   /usr/bin/python3 tests/peer/run_case.py --bin-dir BUILD_DIR tests/peer/cases/NAME.peer
-        [--drive PATH] [--keep]
+        [--drive PATH] [--keep] [--split]
+
+--split sends every `S:` line one byte per write, as `S/1:` does (S+ stays one write): the
+IMAP cases run once as written and once split, so every response is read split at every byte.
 
 A case file is a header of directives, then the peer script (format: see peer.py's docstring).
 Directives (lines starting with '@'; may be repeated where it makes sense):
 
-  @args: ...                       extra smtp-drive arguments, shell-split (repeatable: joined)
+  @protocol: smtp|imap             which client driver runs (default smtp; imap for
+                                   cases_imap/): smtp-drive or imap-drive (tests/tools)
+  @args: ...                       extra driver arguments, shell-split (repeatable: joined)
   @password: TEXT                  written to a temp file, passed as --password-file FILE
   @expect-exit: N                  smtp-drive's exit status
   @expect-json: EXPR               a Python expression that must be true; variables:
@@ -47,7 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "rig"))
 import peer as peerlib  # noqa: E402
 import rig  # noqa: E402
 
-DRIVE_NAMES = ("smtp-drive", "smtp_drive")
+DRIVE_NAMES = {"smtp": ("smtp-drive", "smtp_drive"), "imap": ("imap-drive", "imap_drive")}
 SHOW_MAX = 6000
 
 
@@ -58,6 +64,8 @@ class Case:
         with open(path, encoding="utf-8") as f:
             self.text = f.read()
         self.args = []
+        self.protocol = "imap" if os.path.basename(os.path.dirname(os.path.abspath(path))) \
+            == "cases_imap" else "smtp"
         self.password = None
         self.expect_exit = None
         self.expect_json = []
@@ -74,7 +82,11 @@ class Case:
                 raise peerlib.ScriptError(f"line {lineno}: directive without ':': {line!r}")
             key = key.strip()
             value = value[1:] if value.startswith(" ") else value
-            if key == "args":
+            if key == "protocol":
+                if value.strip() not in DRIVE_NAMES:
+                    raise peerlib.ScriptError(f"line {lineno}: unknown protocol {value!r}")
+                self.protocol = value.strip()
+            elif key == "args":
                 self.args += shlex.split(value)
             elif key == "password":
                 self.password = value
@@ -98,10 +110,10 @@ class Case:
         self.blocks = peerlib.parse_script(self.text)
 
 
-def find_drive(bin_dir, override):
+def find_drive(bin_dir, override, protocol="smtp"):
     if override:
         return override
-    for name in DRIVE_NAMES:
+    for name in DRIVE_NAMES[protocol]:
         p = os.path.join(bin_dir, "tests", name)
         if os.access(p, os.X_OK):
             return p
@@ -124,7 +136,8 @@ def run(case, bin_dir, drive_override, keep):
     def check(ok, text):
         checks.append((bool(ok), text))
 
-    drive = find_drive(bin_dir, drive_override)
+    drive = find_drive(bin_dir, drive_override, case.protocol)
+    dname = DRIVE_NAMES[case.protocol][0]
     report = {"stdout": "", "stderr": "", "transcript": "", "peer": "", "cmd": "", "exit": None,
               "elapsed": 0.0}
     with rig.tempdir(f"mailtrail-peer-{case.name}-") as tmp:
@@ -136,8 +149,9 @@ def run(case, bin_dir, drive_override, keep):
         port = peer.start()
         try:
             if drive is None:
-                check(False, "smtp-drive is built (looked for "
-                      + " and ".join(os.path.join(bin_dir, "tests", n) for n in DRIVE_NAMES) + ")")
+                check(False, f"{dname} is built (looked for "
+                      + " and ".join(os.path.join(bin_dir, "tests", n)
+                                     for n in DRIVE_NAMES[case.protocol]) + ")")
             else:
                 cmd = [drive, "--host", "127.0.0.1", "--port", str(port),
                        "--transcript", transcript, "--ca-file", certs.ca_cert]
@@ -170,9 +184,9 @@ def run(case, bin_dir, drive_override, keep):
                 report["exit"] = proc.returncode
                 report["stdout"] = out.decode("utf-8", "backslashreplace")
                 report["stderr"] = err.decode("utf-8", "backslashreplace")
-                check(not timed_out, f"smtp-drive finished within {case.timeout:g} s")
+                check(not timed_out, f"{dname} finished within {case.timeout:g} s")
                 if proc.returncode is not None and proc.returncode < 0:
-                    check(False, f"smtp-drive was not killed by a signal (got signal "
+                    check(False, f"{dname} was not killed by a signal (got signal "
                           f"{-proc.returncode})")
             # The client is done; give the peer a moment to reach the end of its script.
             peer.wait(5.0 if drive else 0.0)
@@ -264,13 +278,20 @@ def run(case, bin_dir, drive_override, keep):
 def main():
     ap = argparse.ArgumentParser(description="run one scripted-peer case")
     ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--drive", help="use this client binary instead of BIN_DIR/tests/smtp-drive")
+    ap.add_argument("--drive", help="use this client binary instead of BIN_DIR/tests/smtp-drive (or imap-drive)")
     ap.add_argument("--keep", action="store_true", help="copy the temp dir to /tmp/peer-case-NAME")
+    ap.add_argument("--split", action="store_true", help="send every S: line byte by byte")
     ap.add_argument("case")
     a = ap.parse_args()
     rig.install_signal_cleanup()
     try:
         case = Case(a.case)
+        if a.split:
+            for block in case.blocks:
+                for step in block:
+                    if step.kind == "S":
+                        step.kind = "S/1"
+            case.name += "-split"
     except (peerlib.ScriptError, OSError, ValueError, SyntaxError) as e:
         print(f"== peer case {a.case}: FAIL (bad case file: {e})")
         return 1

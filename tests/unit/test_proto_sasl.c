@@ -103,6 +103,30 @@ static int parse_error(const char *challenge, struct sasl_xoauth2_error *err)
 	return ret;
 }
 
+/* IMAP's AUTHENTICATE takes the same messages without SMTP's "AUTH MECH " prefix. */
+static void test_bare_responses(void **state)
+{
+	(void)state;
+	struct mt_buf out;
+	mt_buf_init(&out, MT_SASL_RESPONSE_MAX);
+	struct mt_secret *secret = mt_secret_new("p\xc3\xa4ss word", 10);
+	assert_int_equal(sasl_plain_response(&out, "user@example.com", secret), 0);
+	assert_string_equal(out.data, "AHVzZXJAZXhhbXBsZS5jb20AcMOkc3Mgd29yZA==\r\n");
+	size_t before = out.len;
+	assert_int_equal(sasl_plain_response(&out, "user\r\nx", secret), -1);
+	assert_int_equal(out.len, before);
+	mt_buf_reset(&out);
+	struct mt_secret *token =
+	    mt_secret_new("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg", 45);
+	assert_int_equal(sasl_xoauth2_response(&out, "someuser@example.com", token), 0);
+	assert_string_equal(out.data,
+	                    "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbV"
+	                    "RjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ==\r\n");
+	mt_secret_free(&secret);
+	mt_secret_free(&token);
+	mt_buf_free_wipe(&out);
+}
+
 static void test_xoauth2_error(void **state)
 {
 	(void)state;
@@ -147,7 +171,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mech_names),    cmocka_unit_test(test_plain),
 	    cmocka_unit_test(test_login),         cmocka_unit_test(test_xoauth2),
-	    cmocka_unit_test(test_xoauth2_error),
+	    cmocka_unit_test(test_xoauth2_error), cmocka_unit_test(test_bare_responses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
