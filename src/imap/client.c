@@ -1417,31 +1417,43 @@ static void on_readable(void *ctx)
 {
 	struct imap_client *client = ctx;
 	enter(client);
+	/* Input parsed but not yet consumed: the buffer is compacted once per read event rather
+	 * than once per response (a memmove of up to MT_NET_INPUT_MAX for each ~500-byte FETCH
+	 * answer was a sixth of a bulk fetch's time). Outside the ready state it is consumed
+	 * before each response is handled: the STARTTLS check looks at what is left. */
+	size_t off = 0;
 	while (client->conn != NULL && !client->free_requested) {
 		struct mt_buf *input = mt_conn_input(client->conn);
-		if (input->len == 0)
+		if (input->len <= off)
 			break;
 		size_t consumed = 0;
 		const struct imap_response *resp;
 		const char *error;
-		int r = imap_parser_feed(&client->parser, input->data, input->len, &consumed, &resp,
-		                         &error);
+		int r = imap_parser_feed(&client->parser, input->data + off, input->len - off,
+		                         &consumed, &resp, &error);
 		if (r < 0) {
-			capture_raw(client, input->data, input->len);
+			capture_raw(client, input->data + off, input->len - off);
 			transcript_response(client);
 			session_fail(client, MT_CLASS_PROTO, error, NULL, NULL);
 			break;
 		}
-		size_t used = r == 0 ? input->len : consumed;
-		capture_raw(client, input->data, used);
-		mt_buf_consume(input, used);
+		size_t used = r == 0 ? input->len - off : consumed;
+		capture_raw(client, input->data + off, used);
+		off += used;
 		if (r == 0)
 			break;
+		if (client->state != IMAP_STATE_READY) {
+			mt_buf_consume(input, off);
+			off = 0;
+		}
 		transcript_response(client);
 		if (client->state == IMAP_STATE_FAILED || client->state == IMAP_STATE_CLOSED)
 			break;
 		handle_response(client, resp);
 	}
+	/* the connection may be gone (failure, LOGOUT): its input with it */
+	if (client->conn != NULL && off > 0)
+		mt_buf_consume(mt_conn_input(client->conn), off);
 	if (!client->free_requested && client->conn != NULL)
 		flush(client);
 	leave(client);
