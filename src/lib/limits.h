@@ -231,6 +231,16 @@
 #define MT_HTTP_CAMPAIGN_MAX        (4 * 1024 * 1024)
 #define MT_CAMPAIGN_JSON_VALUES_MAX (3 * MT_CAMPAIGN_RECIPIENTS_MAX + 100)
 
+/* OAuth 2.0 token endpoint (src/proto/oauth_token.c, src/oauth/refresh.c). */
+#define MT_OAUTH_RESPONSE_MAX (64 * 1024) /* a token endpoint's reply body */
+/* One access or refresh token: what a secret holds and the store seals (Microsoft's access
+ * tokens run ~1.5-2.5 KiB, Google's a few hundred bytes). */
+#define MT_OAUTH_TOKEN_MAX     MT_SASL_SECRET_MAX
+#define MT_OAUTH_TIMEOUT_MS    (30 * 1000) /* one refresh, connect to last byte */
+#define MT_OAUTH_URL_MAX       2048        /* a token endpoint's URL */
+#define MT_OAUTH_CLIENT_ID_MAX 512
+#define MT_OAUTH_REQUESTS_MAX  256 /* refreshes in flight on one client */
+
 /* IMAP responses (src/proto/imap_parse.c). A response is one line, or several joined by
  * literals; everything but a streamed FETCH body is held until the response is complete. */
 #define MT_IMAP_LINE_MAX    (64 * 1024) /* one line outside literals, CRLF included */

@@ -1,0 +1,372 @@
+#include "oauth/refresh.h"
+#include "lib/buf.h"
+#include "lib/limits.h"
+#include "lib/str.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CA_FILE_PATH_MAX 4096
+
+struct request {
+	struct oauth_refresher *refresher;
+	struct request *prev, *next;
+	CURL *easy;
+	struct curl_slist *headers;
+	struct mt_buf form;  /* the POST body: holds the refresh token and the client secret */
+	struct mt_buf reply; /* capped at MT_OAUTH_RESPONSE_MAX */
+	bool reply_over_cap;
+	char ca_file[CA_FILE_PATH_MAX];
+	char curl_error[CURL_ERROR_SIZE];
+	oauth_refresh_done_fn *done;
+	void *ctx;
+};
+
+struct oauth_refresher {
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;
+	struct request *requests;
+	size_t inflight;
+};
+
+/* One libevent event per socket libcurl asks us to watch. */
+struct watch {
+	struct oauth_refresher *refresher;
+	struct event *ev;
+	curl_socket_t fd;
+};
+
+static void drain_done(struct oauth_refresher *r);
+
+static void request_free(struct request *q)
+{
+	struct oauth_refresher *r = q->refresher;
+	if (q->prev != NULL)
+		q->prev->next = q->next;
+	else
+		r->requests = q->next;
+	if (q->next != NULL)
+		q->next->prev = q->prev;
+	r->inflight--;
+	if (q->easy != NULL) {
+		curl_multi_remove_handle(r->multi, q->easy);
+		curl_easy_cleanup(q->easy);
+	}
+	curl_slist_free_all(q->headers);
+	mt_buf_free_wipe(&q->form);
+	mt_buf_free_wipe(&q->reply);
+	free(q);
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+	struct oauth_refresher *r = w->refresher;
+	int flags =
+	    ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running = 0;
+	curl_multi_socket_action(r->multi, fd, flags, &running);
+	drain_done(r);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct oauth_refresher *r = arg;
+	int running = 0;
+	curl_multi_socket_action(r->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	drain_done(r);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. */
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	(void)easy;
+	struct oauth_refresher *r = userp;
+	struct watch *w = socketp;
+	if (what == CURL_POLL_REMOVE) {
+		if (w != NULL) {
+			event_free(w->ev);
+			free(w);
+			curl_multi_assign(r->multi, fd, NULL);
+		}
+		return 0;
+	}
+	short events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+	               ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (w == NULL) {
+		if ((w = calloc(1, sizeof(*w))) == NULL)
+			return -1;
+		w->refresher = r;
+		w->fd = fd;
+		curl_multi_assign(r->multi, fd, w);
+	} else {
+		event_free(w->ev);
+	}
+	w->ev = event_new(r->base, fd, events, on_socket, w);
+	if (w->ev == NULL || event_add(w->ev, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	(void)multi;
+	struct oauth_refresher *r = userp;
+	if (timeout_ms < 0)
+		return evtimer_del(r->timer);
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	return evtimer_add(r->timer, &tv);
+}
+
+static size_t on_body(char *data, size_t size, size_t count, void *arg)
+{
+	struct request *q = arg;
+	size_t len = size * count;
+	if (q->reply.len + len > MT_OAUTH_RESPONSE_MAX) {
+		q->reply_over_cap = true;
+		return 0; /* libcurl ends the transfer: CURLE_WRITE_ERROR */
+	}
+	return mt_buf_append(&q->reply, data, len) == 0 ? len : 0;
+}
+
+/* The operator's CA file beside the system CAs (CURLOPT_CAINFO would replace them). */
+static CURLcode add_ca_file(CURL *easy, void *ssl_ctx, void *arg)
+{
+	(void)easy;
+	struct request *q = arg;
+	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
+	return X509_STORE_load_file(store, q->ca_file) == 1 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+}
+
+static void finish(struct request *q, CURLcode code)
+{
+	struct oauth_token_reply reply;
+	memset(&reply, 0, sizeof(reply));
+	long status = 0;
+	curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
+	const char *error = NULL;
+	if (code != CURLE_OK) {
+		reply.outcome = OAUTH_TEMPORARY;
+		if (q->reply_over_cap)
+			snprintf(reply.reason, sizeof(reply.reason),
+			         "the token endpoint's reply is over %d bytes",
+			         MT_OAUTH_RESPONSE_MAX);
+		else
+			snprintf(reply.reason, sizeof(reply.reason), "token endpoint: %.200s",
+			         q->curl_error[0] != '\0' ? q->curl_error
+			                                  : curl_easy_strerror(code));
+	} else if (oauth_token_reply_parse(status, q->reply.data, q->reply.len, &reply, &error) <
+	           0) {
+		reply.outcome = OAUTH_TEMPORARY;
+		snprintf(reply.reason, sizeof(reply.reason),
+		         "the token endpoint's reply (HTTP %ld) cannot be read: %s", status, error);
+	}
+	oauth_refresh_done_fn *done = q->done;
+	void *ctx = q->ctx;
+	request_free(q);
+	done(ctx, &reply);
+	oauth_token_reply_clear(&reply);
+}
+
+static void drain_done(struct oauth_refresher *r)
+{
+	CURLMsg *msg;
+	int left = 0;
+	while ((msg = curl_multi_info_read(r->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		struct request *q = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		if (q != NULL)
+			finish(q, msg->data.result);
+	}
+}
+
+struct oauth_refresher *oauth_refresher_new(struct event_base *base, const char **error_r)
+{
+	static bool global_done;
+	if (!global_done) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			*error_r = "libcurl cannot start";
+			return NULL;
+		}
+		global_done = true;
+	}
+	struct oauth_refresher *r = calloc(1, sizeof(*r));
+	if (r == NULL || (r->multi = curl_multi_init()) == NULL ||
+	    (r->timer = evtimer_new(base, on_timer, r)) == NULL) {
+		if (r != NULL && r->multi != NULL)
+			curl_multi_cleanup(r->multi);
+		free(r);
+		*error_r = "out of memory";
+		return NULL;
+	}
+	r->base = base;
+	curl_multi_setopt(r->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(r->multi, CURLMOPT_SOCKETDATA, r);
+	curl_multi_setopt(r->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(r->multi, CURLMOPT_TIMERDATA, r);
+	return r;
+}
+
+void oauth_refresher_free(struct oauth_refresher **refresher)
+{
+	struct oauth_refresher *r = *refresher;
+	if (r == NULL)
+		return;
+	while (r->requests != NULL)
+		request_free(r->requests);
+	curl_multi_cleanup(r->multi);
+	event_free(r->timer);
+	free(r);
+	*refresher = NULL;
+}
+
+/* application/x-www-form-urlencoded (RFC 6749 Appendix B): unreserved bytes as they are, the
+ * rest %XX. Written into our buffer rather than curl_easy_escape's, so that it can be wiped. */
+static int form_add(struct mt_buf *form, const char *name, const unsigned char *value, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	if ((form->len > 0 && mt_buf_append(form, "&", 1) < 0) ||
+	    mt_buf_append(form, name, strlen(name)) < 0 || mt_buf_append(form, "=", 1) < 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = value[i];
+		char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
+		bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		             (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+		if (mt_buf_append(form, plain ? (const char *)&value[i] : enc, plain ? 1 : 3) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int form_add_str(struct mt_buf *form, const char *name, const char *value)
+{
+	return form_add(form, name, (const unsigned char *)value, strlen(value));
+}
+
+static int build_form(struct mt_buf *form, const struct oauth_refresh_params *p)
+{
+	if (form_add_str(form, "grant_type", "refresh_token") < 0 ||
+	    form_add(form, "refresh_token", mt_secret_bytes(p->refresh_token),
+	             mt_secret_len(p->refresh_token)) < 0 ||
+	    form_add_str(form, "client_id", p->client_id) < 0)
+		return -1;
+	if (p->client_secret != NULL &&
+	    form_add(form, "client_secret", mt_secret_bytes(p->client_secret),
+	             mt_secret_len(p->client_secret)) < 0)
+		return -1;
+	if (p->scope != NULL && form_add_str(form, "scope", p->scope) < 0)
+		return -1;
+	return 0;
+}
+
+/* Every byte the form can take, reserved at once: a buffer that grew would leave copies of the
+ * secrets in freed memory. */
+static size_t form_size(const struct oauth_refresh_params *p)
+{
+	size_t values = mt_secret_len(p->refresh_token) + strlen(p->client_id) +
+	                (p->client_secret != NULL ? mt_secret_len(p->client_secret) : 0) +
+	                (p->scope != NULL ? strlen(p->scope) : 0);
+	return 3 * values + 128;
+}
+
+static int check_params(const struct oauth_refresh_params *p, const char **error_r)
+{
+	if (p->token_url == NULL || strncmp(p->token_url, "https://", 8) != 0 ||
+	    strlen(p->token_url) > MT_OAUTH_URL_MAX) {
+		*error_r = "the token endpoint must be an https:// URL";
+		return -1;
+	}
+	if (p->client_id == NULL || p->client_id[0] == '\0' ||
+	    strlen(p->client_id) > MT_OAUTH_CLIENT_ID_MAX) {
+		*error_r = "a client id is required";
+		return -1;
+	}
+	if (p->refresh_token == NULL || mt_secret_len(p->refresh_token) == 0 ||
+	    mt_secret_len(p->refresh_token) > MT_OAUTH_TOKEN_MAX) {
+		*error_r = "a refresh token is required";
+		return -1;
+	}
+	if (p->ca_file != NULL && strlen(p->ca_file) >= CA_FILE_PATH_MAX) {
+		*error_r = "the CA file's path is too long";
+		return -1;
+	}
+	return 0;
+}
+
+int oauth_refresh(struct oauth_refresher *r, const struct oauth_refresh_params *p,
+                  oauth_refresh_done_fn *done, void *ctx, const char **error_r)
+{
+	if (check_params(p, error_r) < 0)
+		return -1;
+	if (r->inflight >= MT_OAUTH_REQUESTS_MAX) {
+		*error_r = "too many token refreshes in flight";
+		return -1;
+	}
+	struct request *q = calloc(1, sizeof(*q));
+	if (q == NULL) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	q->refresher = r;
+	q->next = r->requests;
+	if (r->requests != NULL)
+		r->requests->prev = q;
+	r->requests = q;
+	r->inflight++;
+	q->done = done;
+	q->ctx = ctx;
+	size_t form_max = form_size(p);
+	mt_buf_init(&q->form, form_max);
+	mt_buf_init(&q->reply, MT_OAUTH_RESPONSE_MAX);
+	if (p->ca_file != NULL)
+		mt_strlcpy(q->ca_file, p->ca_file, sizeof(q->ca_file));
+	long timeout = p->timeout_ms > 0 ? p->timeout_ms : MT_OAUTH_TIMEOUT_MS;
+	CURL *e = q->easy = curl_easy_init();
+	/* The reply holds the new token: reserved whole for the same reason as the form. */
+	bool ok = e != NULL && mt_buf_reserve(&q->form, form_max) != NULL &&
+	          mt_buf_reserve(&q->reply, MT_OAUTH_RESPONSE_MAX) != NULL &&
+	          build_form(&q->form, p) == 0 &&
+	          (q->headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
+	ok = ok && curl_easy_setopt(e, CURLOPT_URL, p->token_url) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->form.data) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)q->form.len) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_WRITEDATA, q) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_error) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PRIVATE, q) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_USERAGENT, "mailtrail") == CURLE_OK;
+	if (ok && q->ca_file[0] != '\0') {
+		/* libcurl caches one CA store per multi handle: ours must not leak into it. */
+		ok = curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 0L) == CURLE_OK &&
+		     curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_ca_file) == CURLE_OK &&
+		     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, q) == CURLE_OK;
+	}
+	if (!ok || curl_multi_add_handle(r->multi, e) != CURLM_OK) {
+		request_free(q);
+		*error_r = "the token request cannot be set up";
+		return -1;
+	}
+	return 0;
+}
