@@ -257,7 +257,7 @@ static int form_add_str(struct mt_buf *form, const char *name, const char *value
 	return form_add(form, name, (const unsigned char *)value, strlen(value));
 }
 
-static int build_form(struct mt_buf *form, const struct oauth_refresh_params *p)
+static int refresh_form(struct mt_buf *form, const struct oauth_refresh_params *p)
 {
 	if (form_add_str(form, "grant_type", "refresh_token") < 0 ||
 	    form_add(form, "refresh_token", mt_secret_bytes(p->refresh_token),
@@ -273,53 +273,76 @@ static int build_form(struct mt_buf *form, const struct oauth_refresh_params *p)
 	return 0;
 }
 
-/* Every byte the form can take, reserved at once: a buffer that grew would leave copies of the
- * secrets in freed memory. */
-static size_t form_size(const struct oauth_refresh_params *p)
+static int exchange_form(struct mt_buf *form, const struct oauth_exchange_params *p)
 {
-	size_t values = mt_secret_len(p->refresh_token) + strlen(p->client_id) +
-	                (p->client_secret != NULL ? mt_secret_len(p->client_secret) : 0) +
-	                (p->scope != NULL ? strlen(p->scope) : 0);
-	return 3 * values + 128;
+	if (form_add_str(form, "grant_type", "authorization_code") < 0 ||
+	    form_add(form, "code", mt_secret_bytes(p->code), mt_secret_len(p->code)) < 0 ||
+	    form_add_str(form, "redirect_uri", p->redirect_uri) < 0 ||
+	    form_add(form, "code_verifier", mt_secret_bytes(p->code_verifier),
+	             mt_secret_len(p->code_verifier)) < 0 ||
+	    form_add_str(form, "client_id", p->client_id) < 0)
+		return -1;
+	if (p->client_secret != NULL &&
+	    form_add(form, "client_secret", mt_secret_bytes(p->client_secret),
+	             mt_secret_len(p->client_secret)) < 0)
+		return -1;
+	return 0;
 }
 
-static int check_params(const struct oauth_refresh_params *p, const char **error_r)
+static size_t secret_len(const struct mt_secret *s)
 {
-	if (p->token_url == NULL || strncmp(p->token_url, "https://", 8) != 0 ||
-	    strlen(p->token_url) > MT_OAUTH_URL_MAX) {
+	return s != NULL ? mt_secret_len(s) : 0;
+}
+
+static size_t str_len(const char *s)
+{
+	return s != NULL ? strlen(s) : 0;
+}
+
+/* Every byte a form can take (3 per value byte), reserved at once: a buffer that grew would
+ * leave copies of the secrets in freed memory. */
+static size_t form_size(size_t values)
+{
+	return 3 * values + 256;
+}
+
+static int check_endpoint(const char *token_url, const char *client_id, const char *ca_file,
+                          const char **error_r)
+{
+	if (token_url == NULL || strncmp(token_url, "https://", 8) != 0 ||
+	    strlen(token_url) > MT_OAUTH_URL_MAX) {
 		*error_r = "the token endpoint must be an https:// URL";
 		return -1;
 	}
-	if (p->client_id == NULL || p->client_id[0] == '\0' ||
-	    strlen(p->client_id) > MT_OAUTH_CLIENT_ID_MAX) {
+	if (client_id == NULL || client_id[0] == '\0' ||
+	    strlen(client_id) > MT_OAUTH_CLIENT_ID_MAX) {
 		*error_r = "a client id is required";
 		return -1;
 	}
-	if (p->refresh_token == NULL || mt_secret_len(p->refresh_token) == 0 ||
-	    mt_secret_len(p->refresh_token) > MT_OAUTH_TOKEN_MAX) {
-		*error_r = "a refresh token is required";
-		return -1;
-	}
-	if (p->ca_file != NULL && strlen(p->ca_file) >= CA_FILE_PATH_MAX) {
+	if (ca_file != NULL && strlen(ca_file) >= CA_FILE_PATH_MAX) {
 		*error_r = "the CA file's path is too long";
 		return -1;
 	}
 	return 0;
 }
 
-int oauth_refresh(struct oauth_refresher *r, const struct oauth_refresh_params *p,
-                  oauth_refresh_done_fn *done, void *ctx, const char **error_r)
+static bool secret_ok(const struct mt_secret *s)
 {
-	if (check_params(p, error_r) < 0)
-		return -1;
+	return s != NULL && mt_secret_len(s) > 0 && mt_secret_len(s) <= MT_OAUTH_TOKEN_MAX;
+}
+
+/* A request with its form reserved (form_max bytes), linked into the refresher. */
+static struct request *request_new(struct oauth_refresher *r, size_t form_max,
+                                   oauth_refresh_done_fn *done, void *ctx, const char **error_r)
+{
 	if (r->inflight >= MT_OAUTH_REQUESTS_MAX) {
-		*error_r = "too many token refreshes in flight";
-		return -1;
+		*error_r = "too many token requests in flight";
+		return NULL;
 	}
 	struct request *q = calloc(1, sizeof(*q));
 	if (q == NULL) {
 		*error_r = "out of memory";
-		return -1;
+		return NULL;
 	}
 	q->refresher = r;
 	q->next = r->requests;
@@ -329,19 +352,30 @@ int oauth_refresh(struct oauth_refresher *r, const struct oauth_refresh_params *
 	r->inflight++;
 	q->done = done;
 	q->ctx = ctx;
-	size_t form_max = form_size(p);
 	mt_buf_init(&q->form, form_max);
 	mt_buf_init(&q->reply, MT_OAUTH_RESPONSE_MAX);
-	if (p->ca_file != NULL)
-		mt_strlcpy(q->ca_file, p->ca_file, sizeof(q->ca_file));
-	long timeout = p->timeout_ms > 0 ? p->timeout_ms : MT_OAUTH_TIMEOUT_MS;
-	CURL *e = q->easy = curl_easy_init();
 	/* The reply holds the new token: reserved whole for the same reason as the form. */
-	bool ok = e != NULL && mt_buf_reserve(&q->form, form_max) != NULL &&
-	          mt_buf_reserve(&q->reply, MT_OAUTH_RESPONSE_MAX) != NULL &&
-	          build_form(&q->form, p) == 0 &&
-	          (q->headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
-	ok = ok && curl_easy_setopt(e, CURLOPT_URL, p->token_url) == CURLE_OK &&
+	if (mt_buf_reserve(&q->form, form_max) == NULL ||
+	    mt_buf_reserve(&q->reply, MT_OAUTH_RESPONSE_MAX) == NULL) {
+		request_free(q);
+		*error_r = "out of memory";
+		return NULL;
+	}
+	return q;
+}
+
+/* Sends the request's form to token_url; on failure the request is freed. */
+static int request_start(struct request *q, const char *token_url, const char *ca_file,
+                         long timeout_ms, const char **error_r)
+{
+	struct oauth_refresher *r = q->refresher;
+	if (ca_file != NULL)
+		mt_strlcpy(q->ca_file, ca_file, sizeof(q->ca_file));
+	long timeout = timeout_ms > 0 ? timeout_ms : MT_OAUTH_TIMEOUT_MS;
+	CURL *e = q->easy = curl_easy_init();
+	bool ok =
+	    e != NULL && (q->headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
+	ok = ok && curl_easy_setopt(e, CURLOPT_URL, token_url) == CURLE_OK &&
 	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK &&
 	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
 	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
@@ -369,4 +403,50 @@ int oauth_refresh(struct oauth_refresher *r, const struct oauth_refresh_params *
 		return -1;
 	}
 	return 0;
+}
+
+int oauth_refresh(struct oauth_refresher *r, const struct oauth_refresh_params *p,
+                  oauth_refresh_done_fn *done, void *ctx, const char **error_r)
+{
+	if (check_endpoint(p->token_url, p->client_id, p->ca_file, error_r) < 0)
+		return -1;
+	if (!secret_ok(p->refresh_token)) {
+		*error_r = "a refresh token is required";
+		return -1;
+	}
+	size_t values = secret_len(p->refresh_token) + str_len(p->client_id) +
+	                secret_len(p->client_secret) + str_len(p->scope);
+	struct request *q = request_new(r, form_size(values), done, ctx, error_r);
+	if (q == NULL)
+		return -1;
+	if (refresh_form(&q->form, p) < 0) {
+		request_free(q);
+		*error_r = "the token request is too large";
+		return -1;
+	}
+	return request_start(q, p->token_url, p->ca_file, p->timeout_ms, error_r);
+}
+
+int oauth_exchange(struct oauth_refresher *r, const struct oauth_exchange_params *p,
+                   oauth_refresh_done_fn *done, void *ctx, const char **error_r)
+{
+	if (check_endpoint(p->token_url, p->client_id, p->ca_file, error_r) < 0)
+		return -1;
+	if (!secret_ok(p->code) || !secret_ok(p->code_verifier) || p->redirect_uri == NULL ||
+	    strlen(p->redirect_uri) > MT_OAUTH_URL_MAX) {
+		*error_r = "a code, its verifier and the redirect URI are required";
+		return -1;
+	}
+	size_t values = secret_len(p->code) + str_len(p->redirect_uri) +
+	                secret_len(p->code_verifier) + str_len(p->client_id) +
+	                secret_len(p->client_secret);
+	struct request *q = request_new(r, form_size(values), done, ctx, error_r);
+	if (q == NULL)
+		return -1;
+	if (exchange_form(&q->form, p) < 0) {
+		request_free(q);
+		*error_r = "the token request is too large";
+		return -1;
+	}
+	return request_start(q, p->token_url, p->ca_file, p->timeout_ms, error_r);
 }

@@ -30,6 +30,20 @@ struct oauth_refresh_params {
 	long timeout_ms;     /* 0: MT_OAUTH_TIMEOUT_MS */
 };
 
+/* RFC 6749 §4.1.3 with RFC 7636 (PKCE): the authorisation code the provider sent to the
+ * redirect URI, exchanged for the first access and refresh tokens. */
+struct oauth_exchange_params {
+	const char *token_url; /* https:// */
+	const char *client_id;
+	const struct mt_secret *client_secret; /* NULL for a public client */
+	const struct mt_secret *code;
+	const char *redirect_uri; /* exactly as in the authorisation request */
+	const struct mt_secret
+	    *code_verifier; /* the PKCE verifier behind the request's challenge */
+	const char *ca_file;
+	long timeout_ms;
+};
+
 /* `reply` is never NULL; for a failure before any answer its outcome is OAUTH_TEMPORARY and
  * its reason says what failed (connection, TLS, timeout, a reply that could not be read). */
 typedef void oauth_refresh_done_fn(void *ctx, struct oauth_token_reply *reply);
@@ -42,5 +56,10 @@ void oauth_refresher_free(struct oauth_refresher **refresher);
  * call. 0, or -1 with *error_r (bad parameters, too many in flight, out of memory). */
 int oauth_refresh(struct oauth_refresher *refresher, const struct oauth_refresh_params *params,
                   oauth_refresh_done_fn *done, void *ctx, const char **error_r);
+
+/* The same for an authorisation code: `done` gets the first tokens (an OAUTH_OK reply without a
+ * refresh token means the provider gave none: the grant cannot be kept). */
+int oauth_exchange(struct oauth_refresher *refresher, const struct oauth_exchange_params *params,
+                   oauth_refresh_done_fn *done, void *ctx, const char **error_r);
 
 #endif

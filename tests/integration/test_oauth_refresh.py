@@ -16,12 +16,15 @@ token endpoint (tests/rig/token_endpoint.py, the rig's CA-signed certificate), d
   loop_not_blocked   a 1.5 s slow endpoint: the loop's 10 ms timer keeps ticking meanwhile
   tls_verified       without the rig's CA the certificate does not verify -> temporary (tls);
                      an http:// token URL is refused before anything is sent
+  exchange           an authorisation code with its PKCE verifier gives the first tokens; the
+                     code works once; a wrong verifier or redirect URI is invalid_grant
   no_secret_printed  the tool's output and stderr hold no token or secret
 
 Prints PASS/FAIL per case and "N passed, N failed"; exits 1 if any failed.
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -163,9 +166,49 @@ def case_tls_verified(c):
     assert "https" in err, err
 
 
+def case_exchange(c):
+    verifier = "v" * 20 + "-._~" + "W" * 30
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    redirect = "https://crm.example.com/oauth/callback"
+    code_file = os.path.join(c.tmp, "code")
+    verifier_file = os.path.join(c.tmp, "verifier")
+
+    def exchange(code, verifier_text, redirect_uri):
+        with open(code_file, "w") as f:
+            f.write(code + "\n")
+        with open(verifier_file, "w") as f:
+            f.write(verifier_text + "\n")
+        p = subprocess.run([c.tool, "--token-url", c.ep.url, "--client-id", CLIENT_ID,
+                            "--client-secret-file", c.secret_file, "--ca-file", c.certs.ca_cert,
+                            "--code-file", code_file, "--verifier-file", verifier_file,
+                            "--redirect-uri", redirect_uri], capture_output=True, text=True,
+                           timeout=60)
+        c.outputs.append(p.stdout + p.stderr)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout)
+
+    first = Grant(access_token="at-first", refresh_token="rt-first", expires_in=3599)
+    c.ep.codes["code-1"] = (challenge.decode(), redirect, first)
+    before = len(c.ep.requests)
+    out = exchange("code-1", verifier, redirect)
+    assert out["outcome"] == "ok", out
+    assert out["access_token_sha256"] == sha("at-first"), out
+    assert out["refresh_token_sha256"] == sha("rt-first"), out
+    form = c.ep.requests[before]
+    assert form["grant_type"] == "authorization_code" and form["code"] == "code-1", form
+    assert form["redirect_uri"] == redirect and form["code_verifier"] == verifier, form
+    assert form["client_id"] == CLIENT_ID and form["client_secret"] == CLIENT_SECRET, form
+    assert exchange("code-1", verifier, redirect)["outcome"] == "revoked"  # used once
+    c.ep.codes["code-2"] = (challenge.decode(), redirect, first)
+    assert exchange("code-2", "x" * 43, redirect)["outcome"] == "revoked"
+    c.ep.codes["code-3"] = (challenge.decode(), redirect, first)
+    assert exchange("code-3", verifier, redirect + "/other")["outcome"] == "revoked"
+
+
 def case_no_secret_printed(c):
     text = "\n".join(c.outputs)
-    for secret in ("at-fresh-1", "rt-next", "rt-good", CLIENT_SECRET, "s3cr"):
+    for secret in ("at-fresh-1", "rt-next", "rt-good", "at-first", "rt-first", "code-1",
+                   CLIENT_SECRET, "s3cr"):
         assert secret not in text, f"{secret!r} printed"
 
 
@@ -185,6 +228,7 @@ def main():
                              ("temporary", case_temporary), ("timeout", case_timeout),
                              ("loop_not_blocked", case_loop_not_blocked),
                              ("tls_verified", case_tls_verified),
+                             ("exchange", case_exchange),
                              ("no_secret_printed", case_no_secret_printed)):
                 r.run(name, fn, c)
     return r.exit_code()

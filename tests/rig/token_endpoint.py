@@ -9,13 +9,17 @@ the test process. Standard library only.
         ...
         ep.requests                 every request's form, as dicts (secrets included: test only)
 
-What a refresh token does is its Grant: a token (and a rotated refresh token), an RFC 6749 error
+An authorisation code (`ep.codes[code] = (challenge, redirect_uri, Grant)`) is exchanged once, and
+only with the redirect URI it was issued for and a code_verifier whose S256 is its challenge
+(RFC 7636); anything else is invalid_grant. What a refresh token does is its Grant: a token (and a rotated refresh token), an RFC 6749 error
 (`error="invalid_grant"`), a raw status and body, or a delay before the answer. An unknown refresh
 token is invalid_grant, as a real endpoint answers. The client id and secret are checked when
 `client_id` / `client_secret` are set on the endpoint (401 invalid_client otherwise).
 """
 
+import base64
 import contextlib
+import hashlib
 import http.server
 import json
 import ssl
@@ -41,6 +45,7 @@ class Grant:
 class Endpoint:
     def __init__(self):
         self.grants = {}
+        self.codes = {}  # code -> (PKCE S256 challenge, redirect_uri, Grant); used once
         self.requests = []
         self.client_id = None
         self.client_secret = None
@@ -53,9 +58,19 @@ class Endpoint:
         if self.client_id is not None and (form.get("client_id") != self.client_id or
                                            form.get("client_secret") != self.client_secret):
             return 401, "application/json", json.dumps({"error": "invalid_client"}), 0.0
-        if form.get("grant_type") != "refresh_token":
+        if form.get("grant_type") == "authorization_code":
+            with self.lock:
+                entry = self.codes.pop(form.get("code"), None)
+            verifier = form.get("code_verifier", "").encode()
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
+            if entry is None or entry[1] != form.get("redirect_uri") or \
+                    entry[0].encode() != challenge:
+                return 400, "application/json", json.dumps({"error": "invalid_grant"}), 0.0
+            g = entry[2]
+        elif form.get("grant_type") != "refresh_token":
             return 400, "application/json", json.dumps({"error": "unsupported_grant_type"}), 0.0
-        g = self.grants.get(form.get("refresh_token"))
+        else:
+            g = self.grants.get(form.get("refresh_token"))
         if g is None:
             g = Grant(error="invalid_grant", description="Token has been expired or revoked.")
         if g.body is not None or g.status is not None:

@@ -3,6 +3,8 @@
  *
  *   oauth-refresh --token-url URL --client-id ID --refresh-token-file F
  *                 [--client-secret-file F] [--scope S] [--ca-file F] [--timeout-ms N]
+ *   oauth-refresh --token-url URL --client-id ID --code-file F --verifier-file F
+ *                 --redirect-uri URI [--client-secret-file F] [--ca-file F]   (code exchange)
  *
  * While the refresh runs, a 10 ms timer ticks on the same loop: the widest gap between two ticks
  * shows whether anything blocked the loop. Prints one JSON object: outcome, reason, error,
@@ -16,6 +18,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,10 +92,14 @@ int main(int argc, char **argv)
 	    {"scope", required_argument, NULL, 'o'},
 	    {"ca-file", required_argument, NULL, 'c'},
 	    {"timeout-ms", required_argument, NULL, 't'},
+	    {"code-file", required_argument, NULL, 'k'},
+	    {"verifier-file", required_argument, NULL, 'v'},
+	    {"redirect-uri", required_argument, NULL, 'd'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct oauth_refresh_params p = {0};
-	const char *secret_file = NULL, *refresh_file = NULL;
+	const char *secret_file = NULL, *refresh_file = NULL, *code_file = NULL;
+	const char *verifier_file = NULL, *redirect_uri = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (c) {
@@ -117,33 +124,59 @@ int main(int argc, char **argv)
 		case 't':
 			p.timeout_ms = strtol(optarg, NULL, 10);
 			break;
+		case 'k':
+			code_file = optarg;
+			break;
+		case 'v':
+			verifier_file = optarg;
+			break;
+		case 'd':
+			redirect_uri = optarg;
+			break;
 		default:
 			return 2;
 		}
 	}
-	if (sodium_init() < 0 || refresh_file == NULL) {
-		fprintf(stderr, "oauth-refresh: --refresh-token-file is required\n");
+	bool exchange = code_file != NULL;
+	if (sodium_init() < 0 || (exchange ? verifier_file == NULL : refresh_file == NULL)) {
+		fprintf(stderr, "oauth-refresh: --refresh-token-file, or --code-file with "
+		                "--verifier-file, is required\n");
 		return 2;
 	}
-	struct mt_secret *refresh = read_secret(refresh_file);
+	struct mt_secret *refresh = read_secret(exchange ? code_file : refresh_file);
+	struct mt_secret *verifier = exchange ? read_secret(verifier_file) : NULL;
 	struct mt_secret *client_secret = secret_file != NULL ? read_secret(secret_file) : NULL;
-	if (refresh == NULL || (secret_file != NULL && client_secret == NULL))
+	if (refresh == NULL || (exchange && verifier == NULL) ||
+	    (secret_file != NULL && client_secret == NULL))
 		return 2;
 	p.refresh_token = refresh;
 	p.client_secret = client_secret;
+	const struct oauth_exchange_params x = {
+	    .token_url = p.token_url,
+	    .client_id = p.client_id,
+	    .client_secret = client_secret,
+	    .code = refresh,
+	    .redirect_uri = redirect_uri,
+	    .code_verifier = verifier,
+	    .ca_file = p.ca_file,
+	    .timeout_ms = p.timeout_ms,
+	};
 	struct run run = {.base = event_base_new()};
 	const char *error = NULL;
 	struct oauth_refresher *r = oauth_refresher_new(run.base, &error);
-	if (r == NULL || oauth_refresh(r, &p, on_done, &run, &error) < 0) {
+	if (r == NULL || (exchange ? oauth_exchange(r, &x, on_done, &run, &error)
+	                           : oauth_refresh(r, &p, on_done, &run, &error)) < 0) {
 		fprintf(stderr, "oauth-refresh: %s\n", error);
 		oauth_refresher_free(&r);
 		mt_secret_free(&refresh);
+		mt_secret_free(&verifier);
 		mt_secret_free(&client_secret);
 		event_base_free(run.base);
 		return 2;
 	}
 	/* The request copied what it needs: the caller's secrets may go now. */
 	mt_secret_free(&refresh);
+	mt_secret_free(&verifier);
 	mt_secret_free(&client_secret);
 	run.tick = event_new(run.base, -1, EV_PERSIST, on_tick, &run);
 	struct timeval ten_ms = {0, 10000};
