@@ -423,6 +423,7 @@ int mt_cli_serve(int argc, char **argv)
 	mt_log(MT_LOG_INFO, "serve.stopped");
 out:
 	http_server_free(&server);
+	free(api.auth_cache); /* the authentication cache (http/api.c), filled on demand */
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);

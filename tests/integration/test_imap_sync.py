@@ -382,6 +382,13 @@ def main():
                          ("password_changed", case_password_changed),
                          ("delete", case_delete)):
             r.run(name, fn, svc, ctx)
+        svc.stop()
+
+        def sanitizer_clean():
+            text = svc.log_text().decode(errors="replace")
+            assert "Sanitizer" not in text and "runtime error" not in text, \
+                "a sanitizer report in the server log:\n" + text[max(0, text.find("Sanitizer") - 300):][:4000]
+        r.run("sanitizer_clean", sanitizer_clean)
         if r.failed:
             print("--- server log (imap)\n" + "\n".join(l for l in svc.log_text().decode(errors="replace").splitlines() if "imap" in l and "http.request" not in l)[-6000:], flush=True)
     return r.exit_code()
