@@ -46,7 +46,8 @@ struct session {
 	struct event *poll;
 	unsigned failures;
 	bool auth_failed_once;
-	bool again; /* a pass was asked for during this one */
+	bool logging_in; /* holds one of the syncer's login slots */
+	bool again;      /* a pass was asked for during this one */
 	/* the pass */
 	size_t folder;
 	uint32_t uidvalidity, uidnext;
@@ -65,6 +66,8 @@ struct session {
 struct imap_syncer {
 	struct imap_syncer_params p;
 	struct session *sessions;
+	unsigned logins; /* sessions between connect and ready */
+	unsigned per_state[sizeof(state_names) / sizeof(state_names[0])]; /* the gauge */
 	bool closing;
 };
 
@@ -72,12 +75,30 @@ static void session_start(struct session *s);
 static void pass_begin(struct session *s);
 static void folder_next(struct session *s);
 
+static void count_state(struct imap_syncer *syncer, enum session_state state, int delta)
+{
+	syncer->per_state[state] = (unsigned)((int)syncer->per_state[state] + delta);
+	mt_metric_set_gauge("mailtrail_imap_sync_sessions", "IMAP sync sessions by state", "state",
+	                    state_names[state], NULL, NULL, (double)syncer->per_state[state]);
+}
+
 static void set_state(struct session *s, enum session_state state)
 {
-	if (s->state != state)
-		mt_log(MT_LOG_DEBUG, "imap.sync_state", MT_KV("user", s->user_id),
-		       MT_KV("from", state_names[s->state]), MT_KV("to", state_names[state]));
+	if (s->state == state)
+		return;
+	mt_log(MT_LOG_DEBUG, "imap.sync_state", MT_KV("user", s->user_id),
+	       MT_KV("from", state_names[s->state]), MT_KV("to", state_names[state]));
+	count_state(s->syncer, s->state, -1);
+	count_state(s->syncer, state, 1);
 	s->state = state;
+}
+
+static void login_done(struct session *s)
+{
+	if (s->logging_in) {
+		s->logging_in = false;
+		s->syncer->logins--;
+	}
 }
 
 static void free_chunk(struct session *s)
@@ -91,6 +112,7 @@ static void free_chunk(struct session *s)
 static void session_halt(struct session *s)
 {
 	s->gen++;
+	login_done(s);
 	imap_client_free(&s->client);
 	evtimer_del(s->timer);
 	evtimer_del(s->poll);
@@ -152,6 +174,7 @@ static struct session *session_get(struct imap_syncer *syncer, const char *org_i
 	}
 	s->next = syncer->sessions;
 	syncer->sessions = s;
+	count_state(syncer, S_STOPPED, 1);
 	return s;
 }
 
@@ -352,6 +375,7 @@ static void disconnect_loaded(struct sync_job *job)
 static void on_ready(void *ctx)
 {
 	struct session *s = ctx;
+	login_done(s);
 	s->failures = 0;
 	s->auth_failed_once = false;
 	mt_log(MT_LOG_DEBUG, "imap.sync_connected", MT_KV("user", s->user_id));
@@ -691,6 +715,12 @@ static void session_loaded(struct sync_job *job)
 		return;
 	}
 	s->account = job->account;
+	if (s->syncer->logins >= MT_IMAP_LOGINS_MAX) {
+		/* Many accounts starting at once (serve starting, a server back): a few logins at
+		 * a time, the others a moment later. */
+		wait_ms(s, 100 + (int64_t)randombytes_uniform(900));
+		return;
+	}
 	struct imap_client_params params;
 	struct mt_tls_pin pin;
 	struct mt_secret *secret = NULL;
@@ -716,6 +746,8 @@ static void session_loaded(struct sync_job *job)
 		session_retry(s, error);
 		return;
 	}
+	s->logging_in = true;
+	s->syncer->logins++;
 	pass_begin(s);
 }
 

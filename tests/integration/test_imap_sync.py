@@ -14,6 +14,7 @@
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
   delete              DELETE: 204, state off, no secret; sync refused (409)
+  log_clean           no sanitizer report and no IMAP password in the log or the data dir
 
 Run: /usr/bin/python3 tests/integration/test_imap_sync.py --bin-dir build
 """
@@ -259,6 +260,10 @@ def case_first_sync(svc, ctx):
     total = len(imap_sources(feed(svc, "rita")))
     assert total == 7, f"expected 7 IMAP activities in the feed, got {total}"
     ctx["total"] = total
+    metrics = svc.req("GET", "/metrics").text
+    for name in ("mailtrail_imap_messages_total", "mailtrail_imap_activities_total",
+                 "mailtrail_imap_sync_sessions"):
+        assert name in metrics, f"{name} missing from /metrics"
     flags = ctx["dc"].message_flags(MAILBOX_USER, "INBOX")
     assert flags and all("\\Seen" not in f for f in flags.values()), flags
     flags = ctx["dc"].message_flags(MAILBOX_USER, "Sent")
@@ -384,11 +389,16 @@ def main():
             r.run(name, fn, svc, ctx)
         svc.stop()
 
-        def sanitizer_clean():
+        def log_clean():
             text = svc.log_text().decode(errors="replace")
+            for pw in (MAILBOX_PW, NEW_PW):
+                assert pw not in text, "an IMAP password in the server log"
+                for path in glob.glob(os.path.join(svc.data, "*")):
+                    with open(path, "rb") as f:
+                        assert pw.encode() not in f.read(), f"an IMAP password in {path}"
             assert "Sanitizer" not in text and "runtime error" not in text, \
                 "a sanitizer report in the server log:\n" + text[max(0, text.find("Sanitizer") - 300):][:4000]
-        r.run("sanitizer_clean", sanitizer_clean)
+        r.run("log_clean", log_clean)
         if r.failed:
             print("--- server log (imap)\n" + "\n".join(l for l in svc.log_text().decode(errors="replace").splitlines() if "imap" in l and "http.request" not in l)[-6000:], flush=True)
     return r.exit_code()
