@@ -10,6 +10,8 @@
                       attachments -> exactly the expected activities; mail stays unread
   resync_idempotent   a second and third sync add nothing
   push                an APPEND to INBOX shows up on the timeline without a manual sync
+  outage              3,000 new messages, the session kicked mid-sync: it reconnects and
+                      catches up from the cursor, nothing missed or doubled
   uidvalidity         INBOX rebuilt (new UIDVALIDITY) with the same mail + 2 new: exactly 2 new
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
@@ -286,6 +288,42 @@ def case_push(svc, ctx):
     ctx["total"] += 1
 
 
+def inbox_synced(svc):
+    return [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]["messages_synced"]
+
+
+def case_outage(svc, ctx):
+    """3,000 messages arrive; the session is kicked mid-sync: it reconnects and catches up from
+    the cursor, nothing missed or doubled."""
+    n = 3000
+    pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                         {"kind": "contact", "name": "Bulk", "emails": ["bulk@cand.example"]}), 201)["id"]
+    start = inbox_synced(svc)
+    ctx["dc"].fill_maildir(MAILBOX_USER, "INBOX",
+                           (make_msg("bulk@cand.example", [RITA], subject=f"Bulk {i}")
+                            for i in range(n)))
+    kicked = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = inbox_synced(svc) - start
+        if 0 < done < n:
+            subprocess.run(["doveadm", "-c", ctx["dc"].conf, "kick", MAILBOX_USER],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+            kicked = True
+            break
+        if done >= n:
+            break
+        time.sleep(0.02)
+    wait_until("every bulk message synced", lambda: inbox_synced(svc) - start >= n, timeout=60)
+    acts = [a for a in feed(svc, "rita") if a["profile_id"] == pid]
+    assert len(acts) == n, f"{len(acts)} activities for {n} messages (kicked mid-sync: {kicked})"
+    assert len({a["subject"] for a in acts}) == n
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + n, (total, ctx["total"])
+    ctx["total"] = total
+    print(f"     (kicked mid-sync: {kicked})", flush=True)
+
+
 def case_uidvalidity(svc, ctx):
     dc = ctx["dc"]
     before = imap_get(svc)
@@ -383,6 +421,7 @@ def main():
                          ("first_sync", case_first_sync),
                          ("resync_idempotent", case_resync_idempotent),
                          ("push", case_push),
+                         ("outage", case_outage),
                          ("uidvalidity", case_uidvalidity),
                          ("password_changed", case_password_changed),
                          ("delete", case_delete)):
