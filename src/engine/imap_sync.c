@@ -411,6 +411,9 @@ static void on_closed(void *ctx)
 static void on_transcript(void *ctx, char direction, const char *line, size_t len)
 {
 	struct session *s = ctx;
+	/* Debug only: the lines hold addresses and subjects (never a secret: masked by state). */
+	if (mt_log_get_level() > MT_LOG_DEBUG)
+		return;
 	char text[256];
 	snprintf(text, sizeof(text), "%c %.*s", direction, (int)(len < 240 ? len : 240), line);
 	mt_log(MT_LOG_DEBUG, "imap.sync_transcript", MT_KV("user", s->user_id),
@@ -422,10 +425,11 @@ static void on_event(void *ctx, const struct imap_event *ev)
 	struct session *s = ctx;
 	if (ev->kind != IMAP_EVENT_EXISTS)
 		return;
+	/* Only while watching: an EXISTS during a pass is the answer to its own EXAMINE, and mail
+	 * that reaches INBOX after its turn is caught by the check before IDLE
+	 * (on_watch_selected). */
 	if (s->state == S_WATCHING)
 		pass_begin(s);
-	else if (s->state == S_SYNCING && s->folder > 0)
-		s->again = true;
 }
 
 /* ---- the pass ------------------------------------------------------------------------------- */

@@ -435,6 +435,8 @@ def main():
                 for path in glob.glob(os.path.join(svc.data, "*")):
                     with open(path, "rb") as f:
                         assert pw.encode() not in f.read(), f"an IMAP password in {path}"
+            passes = text.count("event=imap.sync_state") and text.count("to=syncing")
+            assert passes < 100, f"{passes} sync passes: a session keeps re-running its pass"
             assert "Sanitizer" not in text and "runtime error" not in text, \
                 "a sanitizer report in the server log:\n" + text[max(0, text.find("Sanitizer") - 300):][:4000]
         r.run("log_clean", log_clean)
