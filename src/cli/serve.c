@@ -9,6 +9,8 @@
 #include "engine/outbox.h"
 #include "engine/retention.h"
 #include "engine/sender.h"
+#include "engine/imap_account.h"
+#include "engine/imap_sync.h"
 #include "engine/users.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -194,6 +196,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct accounts *accounts = NULL;
 	struct users *users = NULL;
 	struct retention *retention = NULL;
+	struct imap_syncer *syncer = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -358,6 +361,23 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.users = users;
+	struct imap_syncer_params syncer_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .tls = tls,
+	    .config = config,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	    .max_connections = (int)mt_config_int(config, "imap_max_connections"),
+	    .confirm_delay_s = (int)mt_config_int(config, "smtp_confirm_delay"),
+	};
+	if ((syncer = imap_syncer_new(&syncer_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.imap_syncer = syncer;
+	accounts_set_imap_hook(accounts, imap_syncer_changed, syncer);
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -395,11 +415,15 @@ int mt_cli_serve(int argc, char **argv)
 	snprintf(port, sizeof(port), "%u", http_server_port(server));
 	mt_log(MT_LOG_INFO, "serve.started", MT_KV("http", listen), MT_KV("port", port),
 	       MT_KV("db", db), MT_KV("version", MT_VERSION));
+	/* In the background: the accounts log in while the API already answers. */
+	if (imap_syncer_start(syncer) < 0)
+		mt_log(MT_LOG_ERROR, "imap.sync_start_failed");
 	event_base_dispatch(base);
 	status = 0;
 	mt_log(MT_LOG_INFO, "serve.stopped");
 out:
 	http_server_free(&server);
+	free(api.auth_cache); /* the authentication cache (http/api.c), filled on demand */
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);
@@ -411,8 +435,9 @@ out:
 		event_free(sigint);
 	retention_free(&retention);
 	store_close(&store);
-	users_free(&users);       /* after the store: its jobs' completions announce through it */
-	accounts_free(&accounts); /* the same: a disconnect's completion reads it */
+	imap_syncer_free(&syncer); /* after the store: its jobs' completions read it */
+	users_free(&users);        /* after the store: its jobs' completions announce through it */
+	accounts_free(&accounts);  /* the same: a disconnect's completion reads it */
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

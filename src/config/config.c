@@ -70,7 +70,7 @@ static struct key_def keys[] = {
     {"dropbox_key", T_PATH, NULL, 0, 0, false},
     {"public_url", T_HTTP_URL, NULL, 0, 0, true},
     {"retry_expiry", T_DURATION, "24h", 60, 365 * DAY_S, true},
-    {"imap_max_connections", T_INT, "2", 1, 16, false},
+    {"imap_max_connections", T_INT, "2", 1, 16, true},
     {"record_retention_days", T_INT, "365", 1, YEARS, true},
     {"outbox_retention_days", T_INT, "30", 0, YEARS, true},
     /* The SMTP client caps a message at MT_SMTP_MESSAGE_MAX after encoding, and base64 grows

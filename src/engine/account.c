@@ -77,7 +77,7 @@ const char *account_window_name(int seconds)
 
 /* ---- client parameters ---------------------------------------------------------------------- */
 
-static enum mt_security net_security(enum store_security security)
+enum mt_security account_net_security(enum store_security security)
 {
 	return security == STORE_SECURITY_TLS    ? MT_SECURITY_TLS
 	       : security == STORE_SECURITY_NONE ? MT_SECURITY_NONE
@@ -100,7 +100,7 @@ int account_smtp_client(const struct store_smtp_account *a, const struct mt_keyr
 	*secret_r = NULL;
 	p->host = a->host;
 	p->port = (uint16_t)a->port;
-	p->security = net_security(a->security);
+	p->security = account_net_security(a->security);
 	p->auth = smtp_auth_of(a->auth);
 	p->username = a->username;
 	p->tls = tls;
@@ -125,7 +125,7 @@ int account_smtp_client(const struct store_smtp_account *a, const struct mt_keyr
 
 /* ---- live-check slots ----------------------------------------------------------------------- */
 
-static bool take_slot(struct accounts *accounts, const char *org_id)
+bool account_take_slot(struct accounts *accounts, const char *org_id)
 {
 	struct org_checks *free_slot = NULL;
 	for (size_t i = 0; i < accounts->check_slots; i++) {
@@ -155,7 +155,7 @@ static bool take_slot(struct accounts *accounts, const char *org_id)
 	return true;
 }
 
-static void release_slot(struct accounts *accounts, const char *org_id)
+void account_release_slot(struct accounts *accounts, const char *org_id)
 {
 	for (size_t i = 0; i < accounts->check_slots; i++)
 		if (strcmp(accounts->checks[i].org_id, org_id) == 0 &&
@@ -204,7 +204,7 @@ static void save_finish(struct save *save, enum account_verdict verdict, const c
 	if (reason != NULL)
 		mt_strlcpy(save->result.reason, reason, sizeof(save->result.reason));
 	if (save->holds_slot)
-		release_slot(save->accounts, save->org_id);
+		account_release_slot(save->accounts, save->org_id);
 	save->done(save->ctx, &save->result);
 	if (verdict == ACCOUNT_OK && save->accounts->p.on_state != NULL)
 		save->accounts->p.on_state(save->accounts->p.on_state_ctx, save->org_id,
@@ -238,7 +238,7 @@ static void store_failed(struct save *save, int rc)
 
 /* Two pins are the same when both are absent or both name the same digest, whatever the
  * spelling (case, colons). */
-static bool same_pin(const char *a, const char *b)
+bool account_same_pin(const char *a, const char *b)
 {
 	if (a[0] == '\0' || b[0] == '\0')
 		return a[0] == b[0];
@@ -257,7 +257,7 @@ static bool same_destination(const struct store_smtp_account *stored,
 	return strcmp(stored->host, wanted->host) == 0 && stored->port == wanted->port &&
 	       strcmp(stored->username, wanted->username) == 0 && stored->auth == wanted->auth &&
 	       stored->security == wanted->security &&
-	       same_pin(stored->tls_fingerprint, wanted->tls_fingerprint);
+	       account_same_pin(stored->tls_fingerprint, wanted->tls_fingerprint);
 }
 
 /* The check took seconds: whatever it was decided on must still hold when its result is
@@ -364,7 +364,7 @@ static void save_checked(void *ctx, const struct smtp_probe_result *r)
 {
 	struct save *save = ctx;
 	struct accounts *accounts = save->accounts;
-	release_slot(accounts, save->org_id);
+	account_release_slot(accounts, save->org_id);
 	save->holds_slot = false;
 	count_check(mt_class_name(r->cls));
 	if (r->cls != MT_CLASS_NONE) {
@@ -447,7 +447,7 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 		save_finish(save, ACCOUNT_CHECK_FAILED, reason);
 		return;
 	}
-	if (!take_slot(accounts, save->org_id)) {
+	if (!account_take_slot(accounts, save->org_id)) {
 		save_finish(save, ACCOUNT_THROTTLED,
 		            "too many live checks are running for this org; try again shortly");
 		return;

@@ -1,5 +1,5 @@
-/* What engine/account.c and engine/account_view.c share of `struct accounts`; nothing outside
- * the two includes this. */
+/* What the account files (engine/account*.c, engine/imap_account.c) share of `struct
+ * accounts`; nothing else includes this. */
 #ifndef MT_ENGINE_ACCOUNT_INTERNAL_H
 #define MT_ENGINE_ACCOUNT_INTERNAL_H
 
@@ -16,6 +16,17 @@ struct accounts {
 	struct accounts_params p;
 	struct org_checks *checks;
 	size_t check_slots;
+	/* engine/imap_account.h: the syncer's hook */
+	void (*imap_changed)(void *ctx, const char *org_id, const char *user_id);
+	void *imap_changed_ctx;
 };
+
+/* A live-check slot of the org (MT_LIVE_CHECKS_PER_ORG at a time): false when all are taken. */
+bool account_take_slot(struct accounts *accounts, const char *org_id);
+void account_release_slot(struct accounts *accounts, const char *org_id);
+/* Two pins are the same when both are absent or both name the same digest, whatever the
+ * spelling (case, colons). */
+bool account_same_pin(const char *a, const char *b);
+enum mt_security account_net_security(enum store_security security);
 
 #endif

@@ -103,9 +103,7 @@ static bool take_change(struct org_job *job, const struct org_settings_change *c
 	job->imap_sync = change->imap_sync;
 	job->bcc_sync = change->bcc_sync;
 	/* A switch for a feature this build lacks would promise sync that never happens. */
-	const char *missing = job->set_imap_sync && job->imap_sync ? "imap_sync"
-	                      : job->set_bcc_sync && job->bcc_sync ? "bcc_sync"
-	                                                           : NULL;
+	const char *missing = job->set_bcc_sync && job->bcc_sync ? "bcc_sync" : NULL;
 	if (missing != NULL) {
 		crud_set(outcome, CRUD_INVALID,
 		         "features: %s is not available yet in this version of mailtrail", missing);

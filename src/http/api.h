@@ -27,6 +27,7 @@ struct auth_cache_entry;
 struct crud_outcome;
 struct outbox;
 struct campaigns;
+struct imap_syncer;
 struct store_activity;
 struct users;
 struct work_pool;
@@ -47,8 +48,9 @@ struct api {
 	unsigned long long started_at;
 	struct sender *sender;
 	struct outbox *outbox;
-	struct campaigns *campaigns; /* engine/campaign.h */
-	struct work_pool *work;      /* CPU-heavy request steps, off the loop */
+	struct campaigns *campaigns;     /* engine/campaign.h */
+	struct imap_syncer *imap_syncer; /* engine/imap_sync.h */
+	struct work_pool *work;          /* CPU-heavy request steps, off the loop */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
 	char relay_from[MT_ADDRESS_MAX + 1];
@@ -118,6 +120,10 @@ void api_smtp_get(struct http_request *req, void *app);
 void api_smtp_put(struct http_request *req, void *app);
 void api_smtp_patch(struct http_request *req, void *app);
 void api_smtp_delete(struct http_request *req, void *app);
+void api_imap_get(struct http_request *req, void *app);
+void api_imap_put(struct http_request *req, void *app);
+void api_imap_delete(struct http_request *req, void *app);
+void api_imap_sync(struct http_request *req, void *app);
 void api_profile_activities(struct http_request *req, void *app);
 void api_activity_feed(struct http_request *req, void *app);
 void api_addin_log(struct http_request *req, void *app);

@@ -279,4 +279,18 @@
 #define MT_IMAP_TRANSCRIPT_RESPONSE_MAX 2048
 #define MT_IMAP_TRANSCRIPT_MAX          (256 * 1024)
 
+/* IMAP auto sync (src/engine/imap_*.c). */
+#define MT_IMAP_FOLDERS_MAX 4   /* watched folders of one account */
+#define MT_IMAP_ROLE_MAX    16  /* "inbox", "sent", ... NUL included */
+#define MT_IMAP_SYNC_CHUNK  200 /* messages per fetch and per store transaction */
+#define MT_IMAP_TEXT_FETCH_BYTES                                                                   \
+	16384                        /* BODY.PEEK[TEXT]<0.N>: what the snippet needs (a plain      \
+	                              * number: it is spelled into the command) */
+#define MT_IMAP_SYNC_PARTS_MAX    64 /* BODYSTRUCTURE parts read per message */
+#define MT_IMAP_SYNC_POLL_MS      (60 * 1000)     /* folders other than INBOX: polled this often */
+#define MT_IMAP_RECONNECT_MIN_MS  1000            /* back-off after a broken session: first delay */
+#define MT_IMAP_RECONNECT_MAX_MS  (5 * 60 * 1000) /* ... capped here (jittered) */
+#define MT_IMAP_LOGINS_MAX        32              /* logins in progress across every account */
+#define MT_IMAP_SYNC_ACCOUNTS_MAX 100000          /* accounts loaded at start */
+
 #endif

@@ -847,6 +847,49 @@ int mime_parse_headers(const char *headers, size_t headers_len, const char *text
 	return 0;
 }
 
+void mime_decode_value(const char *value, char *out, size_t size)
+{
+	if (size == 0)
+		return;
+	out[0] = '\0';
+	if (value == NULL)
+		return;
+	mime_init();
+	char *decoded = NULL;
+	const char *first = strchr(value, '\'');
+	const char *quote = first != NULL ? strchr(first + 1, '\'') : NULL;
+	if (quote != NULL && strchr(value, ' ') == NULL && strstr(value, "=?") == NULL) {
+		quote--; /* the value starts after the second quote */
+		/* RFC 2231: charset'language'percent-encoded */
+		char charset[64];
+		size_t clen = strcspn(value, "'");
+		g_strlcpy(charset, value, clen + 1 < sizeof(charset) ? clen + 1 : sizeof(charset));
+		GString *raw = g_string_new(NULL);
+		for (const char *p = quote + 2; *p != '\0'; p++) {
+			if (p[0] == '%' && g_ascii_isxdigit(p[1]) && g_ascii_isxdigit(p[2])) {
+				g_string_append_c(raw, (char)(g_ascii_xdigit_value(p[1]) * 16 +
+				                              g_ascii_xdigit_value(p[2])));
+				p += 2;
+			} else {
+				g_string_append_c(raw, *p);
+			}
+		}
+		decoded =
+		    charset[0] != '\0' && g_ascii_strcasecmp(charset, "utf-8") != 0
+		        ? g_convert(raw->str, (gssize)raw->len, "UTF-8", charset, NULL, NULL, NULL)
+		        : NULL;
+		if (decoded == NULL)
+			decoded = g_strdup(raw->str);
+		g_string_free(raw, TRUE);
+	} else if (strstr(value, "=?") != NULL) {
+		decoded = g_mime_utils_header_decode_text(NULL, value);
+	} else {
+		decoded = g_strdup(value);
+	}
+	clean_text(out, size - 1, decoded);
+	g_free(decoded);
+}
+
 void mime_summary_free(struct mime_summary *summary)
 {
 	if (summary == NULL)

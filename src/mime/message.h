@@ -60,6 +60,11 @@ int mime_parse_headers(const char *headers, size_t headers_len, const char *text
                        struct mime_summary *summary_r, const char **error_r);
 void mime_summary_free(struct mime_summary *summary);
 
+/* A header or parameter value as a server reported it (an IMAP BODYSTRUCTURE filename):
+ * RFC 2047 encoded-words and an RFC 2231 extended value (charset'lang'%XX) decoded to UTF-8,
+ * control characters dropped, at most size-1 bytes into `out`. */
+void mime_decode_value(const char *value, char *out, size_t size);
+
 /* The identity aliases of a message (DESIGN.md §1): "mid:<Message-ID>" when present,
  * "mt:<X-Mailtrail-Id>" when present; with neither, one "sha:<hex>" — SHA-256 over the Date in
  * UTC seconds, the From address, the sorted To addresses and the decoded Subject, each followed

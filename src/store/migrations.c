@@ -479,6 +479,38 @@ static const struct migration migrations[] = {
      " campaign_id TEXT NOT NULL,"
      " address TEXT NOT NULL,"
      " created_at BIGINT NOT NULL);"},
+    /* IMAP auto sync (DESIGN.md §1 IMAP account): one account per user, and per watched folder
+     * its cursor (UIDs up to last_uid under uidvalidity are done). updated_at (milliseconds)
+     * fences what the sync writes against a save or DELETE made meanwhile. Portable SQL: the
+     * PostgreSQL driver runs the same text. */
+    {11, "imap_accounts",
+     "CREATE TABLE imap_accounts ("
+     " user_id TEXT PRIMARY KEY REFERENCES users(id),"
+     " org_id TEXT NOT NULL,"
+     " state TEXT NOT NULL CHECK (state IN ('off', 'connected', 'disconnected')),"
+     " host TEXT NOT NULL,"
+     " port INTEGER NOT NULL,"
+     " security TEXT NOT NULL,"
+     " auth TEXT NOT NULL,"
+     " username TEXT NOT NULL,"
+     " tls_fingerprint TEXT NOT NULL,"
+     " sealed_secret BYTEA,"
+     " since BIGINT NOT NULL,"
+     " verified_at BIGINT NOT NULL,"
+     " last_sync_at BIGINT NOT NULL,"
+     " last_error TEXT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX imap_accounts_state ON imap_accounts (state, org_id);"
+     "CREATE TABLE imap_folders ("
+     " user_id TEXT NOT NULL REFERENCES imap_accounts(user_id) ON DELETE CASCADE,"
+     " name TEXT NOT NULL,"
+     " pos INTEGER NOT NULL,"
+     " role TEXT NOT NULL,"
+     " uidvalidity BIGINT NOT NULL,"
+     " last_uid BIGINT NOT NULL,"
+     " highestmodseq BIGINT NOT NULL,"
+     " messages_synced BIGINT NOT NULL,"
+     " PRIMARY KEY (user_id, name));"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -3,6 +3,7 @@
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_internal.h"
+#include "store/store_imap.h"
 #include "store/store_smtp.h"
 #include "lib/str.h"
 
@@ -151,6 +152,12 @@ int store_user_deactivate(struct store_tx *tx, const char *org_id, const char *u
 		rc = -1;
 	if (rc == 0) {
 		int off = store_smtp_account_off(tx, org_id, user_id);
+		if (off != 0 && off != STORE_NOT_FOUND)
+			rc = -1;
+	}
+	if (rc == 0) {
+		/* Its IMAP sync too: a running session's next write is fenced off. */
+		int off = store_imap_account_off(tx, org_id, user_id);
 		if (off != 0 && off != STORE_NOT_FOUND)
 			rc = -1;
 	}

@@ -19,7 +19,7 @@ Cases, in order, sharing the setup:
                                    are rejected with a reason; the rest import; lists and GET work
   custom_smtp_off_stops_custom     the admin switches custom_smtp off: GET /v1/smtp says so and
                                    POST /v1/messages is 409 (no relay); back on, mail goes custom
-  features_not_built_refused       imap_sync / bcc_sync cannot be switched on before they exist
+  features_not_built_refused       bcc_sync cannot be switched on before it exists
   small_ones                       "user not found", the add-in's error, a feed cursor beyond the
                                    end, reactivation, PUT after DELETE, limits kept on re-save
   live_check_silent_server_within_10s
@@ -196,7 +196,7 @@ def case_custom_smtp_off(svc, sinks):
 
 
 def case_features_not_built(svc, sinks):
-    for feature in ("imap_sync", "bcc_sync"):
+    for feature in ("bcc_sync",):
         r = svc.req("PUT", "/v1/org/features", svc.tok("admin"), {feature: True})
         expect_input(r, "not available")
         r = svc.req("PUT", "/v1/org", svc.tok("admin"),

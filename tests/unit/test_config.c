@@ -311,7 +311,7 @@ static void test_unbuilt(void **state)
 	(void)state;
 	struct mt_config *config = mt_config_new();
 	assert_int_equal(load(config, "data = /d\ndropbox = 127.0.0.1:2525\n"
-	                              "imap_max_connections = 3\n"),
+	                              "dropbox_cert = /c.pem\n"),
 	                 0);
 	assert_int_equal(mt_config_set(config, "dropbox_domain", "in.example.com",
 	                               "--dropbox_domain", error, sizeof(error)),
@@ -319,14 +319,12 @@ static void test_unbuilt(void **state)
 	struct warned w = {""};
 	mt_config_each_unbuilt(config, collect, &w);
 	assert_string_equal(
-	    w.text,
-	    "dropbox@t.conf:2;dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
+	    w.text, "dropbox@t.conf:2;dropbox_domain@--dropbox_domain;dropbox_cert@t.conf:3;");
 	mt_config_mark_built("dropbox", true);
 	mt_config_mark_built("no_such_key", true);
 	w.text[0] = '\0';
 	mt_config_each_unbuilt(config, collect, &w);
-	assert_string_equal(w.text,
-	                    "dropbox_domain@--dropbox_domain;imap_max_connections@t.conf:3;");
+	assert_string_equal(w.text, "dropbox_domain@--dropbox_domain;dropbox_cert@t.conf:3;");
 	mt_config_mark_built("dropbox", false);
 	mt_config_free(&config);
 }

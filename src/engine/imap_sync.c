@@ -1,0 +1,974 @@
+/* IMAP auto sync: one session per account on the loop. See engine/imap_sync.h.
+ *
+ * A session's states: LOADING (the account read from the store), SYNCING (a pass over the
+ * folders), WATCHING (INBOX under IDLE), WAITING (a timer: back-off, or the pause before the
+ * confirming login), STOPPED. Every store job carries the session's generation: a job that
+ * completes after the session was restarted or stopped changes nothing. */
+#include "engine/imap_sync.h"
+
+#include "config/config.h"
+#include "engine/imap_account.h"
+#include "engine/imap_cursor.h"
+#include "engine/imap_message.h"
+#include "engine/matcher.h"
+#include "engine/notify.h"
+#include "imap/client.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/str.h"
+#include "store/store.h"
+#include "store/store_imap.h"
+#include "store/store_notification.h"
+#include "store/store_org.h"
+#include "store/store_user.h"
+
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOTICE_SUBJECT "Your IMAP mailbox was disconnected"
+
+enum session_state { S_LOADING, S_SYNCING, S_WATCHING, S_WAITING, S_STOPPED };
+static const char *const state_names[] = {"loading", "syncing", "watching", "waiting", "stopped"};
+
+struct session {
+	struct imap_syncer *syncer;
+	struct session *next;
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	enum session_state state;
+	uint64_t gen;
+	struct store_imap_account account; /* as loaded, sealed secret included */
+	struct imap_client *client;
+	struct event *timer;
+	struct event *poll;
+	unsigned failures;
+	bool auth_failed_once;
+	bool logging_in; /* holds one of the syncer's login slots */
+	bool again;      /* a pass was asked for during this one */
+	/* the pass */
+	size_t folder;
+	uint32_t uidvalidity, uidnext;
+	uint64_t modseq;
+	struct imap_cursor_decision decision;
+	uint32_t *uids;
+	size_t uid_count, uid_pos;
+	bool reset_pending;
+	/* the chunk being fetched */
+	struct store_message *msgs;
+	uint32_t *msg_uids;
+	size_t msg_count;
+	size_t chunk_end;
+};
+
+struct imap_syncer {
+	struct imap_syncer_params p;
+	struct session *sessions;
+	unsigned logins; /* sessions between connect and ready */
+	unsigned per_state[sizeof(state_names) / sizeof(state_names[0])]; /* the gauge */
+	bool closing;
+};
+
+static void session_start(struct session *s);
+static void pass_begin(struct session *s);
+static void folder_next(struct session *s);
+
+static void count_state(struct imap_syncer *syncer, enum session_state state, int delta)
+{
+	syncer->per_state[state] = (unsigned)((int)syncer->per_state[state] + delta);
+	mt_metric_set_gauge("mailtrail_imap_sync_sessions", "IMAP sync sessions by state", "state",
+	                    state_names[state], NULL, NULL, (double)syncer->per_state[state]);
+}
+
+static void set_state(struct session *s, enum session_state state)
+{
+	if (s->state == state)
+		return;
+	mt_log(MT_LOG_DEBUG, "imap.sync_state", MT_KV("user", s->user_id),
+	       MT_KV("from", state_names[s->state]), MT_KV("to", state_names[state]));
+	count_state(s->syncer, s->state, -1);
+	count_state(s->syncer, state, 1);
+	s->state = state;
+}
+
+static void login_done(struct session *s)
+{
+	if (s->logging_in) {
+		s->logging_in = false;
+		s->syncer->logins--;
+	}
+}
+
+static void free_chunk(struct session *s)
+{
+	for (size_t i = 0; i < s->msg_count; i++)
+		matcher_message_free(&s->msgs[i]);
+	s->msg_count = 0;
+}
+
+/* Ends whatever the session was doing: its connection, timers and jobs' claim on it. */
+static void session_halt(struct session *s)
+{
+	s->gen++;
+	login_done(s);
+	imap_client_free(&s->client);
+	evtimer_del(s->timer);
+	evtimer_del(s->poll);
+	free(s->uids);
+	s->uids = NULL;
+	s->uid_count = s->uid_pos = 0;
+	free_chunk(s);
+	sodium_memzero(s->account.sealed_secret, sizeof(s->account.sealed_secret));
+	s->account.sealed_secret_len = 0;
+	s->again = false;
+}
+
+static void session_stop(struct session *s, const char *why)
+{
+	session_halt(s);
+	if (s->state != S_STOPPED)
+		mt_log(MT_LOG_INFO, "imap.sync_stopped", MT_KV("user", s->user_id),
+		       MT_KV("why", why));
+	set_state(s, S_STOPPED);
+}
+
+static struct session *session_find(struct imap_syncer *syncer, const char *user_id)
+{
+	for (struct session *s = syncer->sessions; s != NULL; s = s->next)
+		if (strcmp(s->user_id, user_id) == 0)
+			return s;
+	return NULL;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_poll(evutil_socket_t fd, short what, void *arg);
+
+static struct session *session_get(struct imap_syncer *syncer, const char *org_id,
+                                   const char *user_id)
+{
+	struct session *s = session_find(syncer, user_id);
+	if (s != NULL)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->syncer = syncer;
+	s->state = S_STOPPED;
+	mt_strlcpy(s->org_id, org_id, sizeof(s->org_id));
+	mt_strlcpy(s->user_id, user_id, sizeof(s->user_id));
+	s->timer = evtimer_new(syncer->p.base, on_timer, s);
+	s->poll = evtimer_new(syncer->p.base, on_poll, s);
+	s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs));
+	s->msg_uids = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msg_uids));
+	if (s->timer == NULL || s->poll == NULL || s->msgs == NULL || s->msg_uids == NULL) {
+		if (s->timer != NULL)
+			event_free(s->timer);
+		if (s->poll != NULL)
+			event_free(s->poll);
+		free(s->msgs);
+		free(s->msg_uids);
+		free(s);
+		return NULL;
+	}
+	s->next = syncer->sessions;
+	syncer->sessions = s;
+	count_state(syncer, S_STOPPED, 1);
+	return s;
+}
+
+static void wait_ms(struct session *s, int64_t ms)
+{
+	set_state(s, S_WAITING);
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(s->timer, &tv);
+}
+
+/* Jittered exponential back-off: 1 s, 2 s, 4 s ... capped, each times 0.5 .. 1.5. */
+static int64_t backoff_ms(unsigned failures)
+{
+	int64_t ms = MT_IMAP_RECONNECT_MIN_MS;
+	for (unsigned i = 1; i < failures && ms < MT_IMAP_RECONNECT_MAX_MS; i++)
+		ms *= 2;
+	if (ms > MT_IMAP_RECONNECT_MAX_MS)
+		ms = MT_IMAP_RECONNECT_MAX_MS;
+	return ms / 2 + (int64_t)randombytes_uniform((uint32_t)ms + 1);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct session *s = arg;
+	if (s->state == S_WAITING)
+		session_start(s);
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct session *s = arg;
+	if (s->state == S_WATCHING)
+		pass_begin(s);
+}
+
+/* ---- the store jobs ------------------------------------------------------------------------- */
+
+enum job_kind { JOB_LOAD, JOB_CHUNK, JOB_REPORT, JOB_DISCONNECT_LOAD, JOB_DISCONNECT };
+
+struct sync_job {
+	struct session *s;
+	uint64_t gen;
+	enum job_kind kind;
+	struct store_org org;
+	struct store_user user;
+	struct store_imap_account account;
+	/* CHUNK */
+	const struct store_message **msgs;
+	size_t count;
+	struct matcher_result *results;
+	char folder[MT_IMAP_MAILBOX_MAX];
+	int64_t uidvalidity, last_uid, modseq;
+	bool reset;
+	bool fenced; /* the account changed meanwhile: nothing written */
+	/* REPORT */
+	int64_t last_sync_at;
+	char last_error[MT_ERROR_TEXT_MAX];
+	/* DISCONNECT */
+	char text[MT_NOTIFICATION_TEXT_MAX + 1];
+	char *body;
+	size_t body_len;
+	bool changed, mailed;
+	int found; /* LOAD: 0, or STORE_NOT_FOUND */
+};
+
+static void job_free(struct sync_job *job)
+{
+	sodium_memzero(&job->account, sizeof(job->account));
+	free(job->msgs);
+	free(job->results);
+	free(job->body);
+	free(job);
+}
+
+static int job_run(struct store_tx *tx, void *arg)
+{
+	struct sync_job *job = arg;
+	struct session *s = job->s;
+	int rc;
+	switch (job->kind) {
+	case JOB_LOAD:
+	case JOB_REPORT:
+		if (job->kind == JOB_REPORT) {
+			rc = store_imap_account_report(tx, s->user_id, job->last_sync_at,
+			                               job->last_error);
+			if (rc != 0)
+				return rc;
+		}
+		rc = store_org_get(tx, s->org_id, &job->org);
+		if (rc == 0)
+			rc = store_imap_account_get(tx, s->org_id, s->user_id, &job->account);
+		job->found = rc;
+		return rc == STORE_NOT_FOUND ? 0 : rc;
+	case JOB_CHUNK:
+		job->fenced = false;
+		rc = store_imap_folder_set(tx, s->user_id, job->account.updated_at, job->folder,
+		                           job->uidvalidity, job->last_uid, job->modseq,
+		                           (int64_t)job->count, job->reset);
+		if (rc == STORE_CONFLICT) {
+			job->fenced = true;
+			return 0;
+		}
+		if (rc != 0 || job->count == 0)
+			return rc;
+		rc = matcher_log_messages(tx, s->org_id, s->user_id, STORE_SOURCE_IMAP, job->msgs,
+		                          job->count, job->results);
+		return rc;
+	case JOB_DISCONNECT_LOAD:
+		rc = store_org_get(tx, s->org_id, &job->org);
+		return rc == 0 ? store_user_get(tx, s->org_id, s->user_id, &job->user) : rc;
+	case JOB_DISCONNECT:
+		job->changed = job->mailed = false;
+		rc = store_imap_account_disconnect(tx, &job->account, job->last_error);
+		if (rc == STORE_CONFLICT)
+			return 0;
+		if (rc != 0)
+			return rc;
+		job->changed = true;
+		return notify_record(tx, &job->org, &job->user, &s->syncer->p.relay,
+		                     STORE_NOTIFY_IMAP_DISCONNECTED, NOTICE_SUBJECT, job->text,
+		                     job->body, job->body_len, &job->mailed);
+	}
+	return -1;
+}
+
+static void job_done(void *arg, int result);
+
+static struct sync_job *job_new(struct session *s, enum job_kind kind)
+{
+	struct sync_job *job = calloc(1, sizeof(*job));
+	if (job != NULL) {
+		job->s = s;
+		job->gen = s->gen;
+		job->kind = kind;
+	}
+	return job;
+}
+
+static int job_submit(struct sync_job *job, enum store_job_kind kind)
+{
+	if (store_submit(job->s->syncer->p.store, kind, job_run, job_done, job) == 0)
+		return 0;
+	job_free(job);
+	return -1;
+}
+
+/* A broken session or a step that cannot go on: reconnect later, from the cursor. */
+static void session_retry(struct session *s, const char *why)
+{
+	session_halt(s);
+	s->failures++;
+	int64_t ms = backoff_ms(s->failures);
+	mt_metric_inc("mailtrail_imap_reconnects_total", "IMAP sync sessions restarted", NULL, NULL,
+	              NULL, NULL);
+	mt_log(MT_LOG_INFO, "imap.sync_retry", MT_KV("user", s->user_id), MT_KV("why", why));
+	wait_ms(s, ms);
+}
+
+/* ---- the disconnect ------------------------------------------------------------------------- */
+
+static void disconnect_begin(struct session *s, const char *reason)
+{
+	struct store_imap_account seen = s->account;
+	session_halt(s);
+	set_state(s, S_STOPPED);
+	struct sync_job *job = job_new(s, JOB_DISCONNECT_LOAD);
+	if (job == NULL)
+		return;
+	job->account = seen;
+	snprintf(job->last_error, sizeof(job->last_error), "auth: %.480s", reason);
+	if (job_submit(job, STORE_READ) < 0)
+		mt_log(MT_LOG_ERROR, "imap.disconnect_failed", MT_KV("user", s->user_id));
+}
+
+static void disconnect_loaded(struct sync_job *job)
+{
+	struct session *s = job->s;
+	snprintf(job->text, sizeof(job->text),
+	         "IMAP sync of %.200s on %.200s:%d stopped: the server refused the login (%.300s). "
+	         "Activities from this mailbox are not logged until you save working settings "
+	         "again; mail that arrives meanwhile is logged then.",
+	         job->account.username, job->account.host, job->account.port, job->last_error);
+	if (s->syncer->p.relay.configured &&
+	    notify_mail_build(&job->user, NOTICE_SUBJECT, job->text, &job->body, &job->body_len) <
+	        0)
+		job->body = NULL;
+	job->kind = JOB_DISCONNECT;
+	if (store_submit(s->syncer->p.store, STORE_WRITE_DURABLE, job_run, job_done, job) < 0)
+		job_free(job);
+}
+
+/* ---- client callbacks ----------------------------------------------------------------------- */
+
+static void on_ready(void *ctx)
+{
+	struct session *s = ctx;
+	login_done(s);
+	s->failures = 0;
+	s->auth_failed_once = false;
+	mt_log(MT_LOG_DEBUG, "imap.sync_connected", MT_KV("user", s->user_id));
+}
+
+static void on_failed(void *ctx, const struct imap_failure *f)
+{
+	struct session *s = ctx;
+	imap_client_free(&s->client);
+	if (f->cls == MT_CLASS_AUTH) {
+		if (!s->auth_failed_once) {
+			/* Confirmed by a second login on a fresh connection after a pause. */
+			s->auth_failed_once = true;
+			session_halt(s);
+			mt_log(MT_LOG_INFO, "imap.sync_auth_failed", MT_KV("user", s->user_id),
+			       MT_KV("reason", f->reason));
+			wait_ms(s, (int64_t)s->syncer->p.confirm_delay_s * 1000);
+			return;
+		}
+		disconnect_begin(s, f->reason);
+		return;
+	}
+	char why[300];
+	snprintf(why, sizeof(why), "%s: %.250s", mt_class_name(f->cls), f->reason);
+	session_retry(s, why);
+}
+
+static void on_closed(void *ctx)
+{
+	(void)ctx;
+}
+
+static void on_transcript(void *ctx, char direction, const char *line, size_t len)
+{
+	struct session *s = ctx;
+	/* Debug only: the lines hold addresses and subjects (never a secret: masked by state). */
+	if (mt_log_get_level() > MT_LOG_DEBUG)
+		return;
+	char text[256];
+	snprintf(text, sizeof(text), "%c %.*s", direction, (int)(len < 240 ? len : 240), line);
+	mt_log(MT_LOG_DEBUG, "imap.sync_transcript", MT_KV("user", s->user_id),
+	       MT_KV("line", text));
+}
+
+static void on_event(void *ctx, const struct imap_event *ev)
+{
+	struct session *s = ctx;
+	if (ev->kind != IMAP_EVENT_EXISTS)
+		return;
+	/* Only while watching: an EXISTS during a pass is the answer to its own EXAMINE, and mail
+	 * that reaches INBOX after its turn is caught by the check before IDLE
+	 * (on_watch_selected). */
+	if (s->state == S_WATCHING)
+		pass_begin(s);
+}
+
+/* ---- the pass ------------------------------------------------------------------------------- */
+
+/* A step's answer: false (and the session handled) when the session broke or the step failed. */
+static bool step_ok(struct session *s, const struct imap_result *r, const char *what)
+{
+	if (r->cls == MT_CLASS_NONE)
+		return true;
+	if (r->cls != MT_CLASS_RESP)
+		return false; /* the session broke: `failed` follows */
+	char why[300];
+	snprintf(why, sizeof(why), "%s refused: %.250s", what, r->response);
+	session_retry(s, why);
+	return false;
+}
+
+static void chunk_fetch(struct session *s);
+
+static void chunk_store(struct session *s, bool complete)
+{
+	struct store_imap_folder *f = &s->account.folders[s->folder];
+	struct sync_job *job = job_new(s, JOB_CHUNK);
+	if (job == NULL ||
+	    (s->msg_count > 0 &&
+	     ((job->msgs = calloc(s->msg_count, sizeof(*job->msgs))) == NULL ||
+	      (job->results = calloc(s->msg_count, sizeof(*job->results))) == NULL))) {
+		if (job != NULL)
+			job_free(job);
+		session_retry(s, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < s->msg_count; i++)
+		job->msgs[i] = &s->msgs[i];
+	job->count = s->msg_count;
+	job->account.updated_at = s->account.updated_at;
+	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
+	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
+	if (!s->reset_pending && (int64_t)done_uid < f->last_uid)
+		done_uid = (uint32_t)f->last_uid;
+	job->uidvalidity = s->uidvalidity;
+	job->last_uid = imap_cursor_after(done_uid, complete, s->uidnext);
+	job->modseq = (int64_t)s->modseq;
+	job->reset = s->reset_pending;
+	if (job_submit(job, STORE_WRITE | STORE_REPLAYABLE) < 0)
+		session_retry(s, "the store is busy");
+}
+
+static void chunk_stored(struct sync_job *job)
+{
+	struct session *s = job->s;
+	struct store_imap_folder *f = &s->account.folders[s->folder];
+	free_chunk(s);
+	if (job->fenced) {
+		/* Settings saved or turned off meanwhile: the hook restarts the session. */
+		session_stop(s, "the account changed");
+		return;
+	}
+	if (job->reset)
+		f->messages_synced = 0;
+	f->uidvalidity = job->uidvalidity;
+	f->last_uid = job->last_uid;
+	f->highestmodseq = job->modseq;
+	f->messages_synced += (int64_t)job->count;
+	s->reset_pending = false;
+	size_t created = 0;
+	for (size_t i = 0; i < job->count; i++)
+		created += job->results[i].activities_created;
+	if (job->count > 0) {
+		mt_metric_add("mailtrail_imap_messages_total", "Messages read by IMAP sync", NULL,
+		              NULL, NULL, NULL, (double)job->count);
+		mt_metric_add("mailtrail_imap_activities_total", "Activities logged by IMAP sync",
+		              NULL, NULL, NULL, NULL, (double)created);
+	}
+	if (s->uid_pos < s->uid_count)
+		chunk_fetch(s);
+	else {
+		s->folder++;
+		folder_next(s);
+	}
+}
+
+static int uid_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void on_fetch(void *ctx, const struct imap_fetch *fetch)
+{
+	struct session *s = ctx;
+	if (!(fetch->has & IMAP_FETCH_UID) || s->msg_count >= MT_IMAP_SYNC_CHUNK)
+		return;
+	/* Only UIDs asked for: a range may cover mail older than `since`. */
+	const uint32_t *first = s->uids + (s->uid_pos);
+	size_t n = s->chunk_end - s->uid_pos;
+	if (bsearch(&fetch->uid, first, n, sizeof(*first), uid_cmp) == NULL)
+		return;
+	const char *error;
+	if (imap_message_convert(fetch, &s->msgs[s->msg_count], &error) < 0) {
+		char uid[16];
+		snprintf(uid, sizeof(uid), "%u", (unsigned)fetch->uid);
+		mt_log(MT_LOG_INFO, "imap.message_skipped", MT_KV("user", s->user_id),
+		       MT_KV("uid", uid), MT_KV("reason", error));
+		return;
+	}
+	s->msg_uids[s->msg_count++] = fetch->uid;
+}
+
+static void on_fetched(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	if (!step_ok(s, r, "UID FETCH"))
+		return;
+	s->uid_pos = s->chunk_end;
+	chunk_store(s, s->uid_pos >= s->uid_count);
+}
+
+static void chunk_fetch(struct session *s)
+{
+	size_t end = s->uid_pos + MT_IMAP_SYNC_CHUNK;
+	if (end > s->uid_count)
+		end = s->uid_count;
+	s->chunk_end = end;
+	free_chunk(s);
+	const char *error;
+	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
+	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0)
+		session_retry(s, error);
+}
+
+static void on_searched(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	if (!step_ok(s, r, "UID SEARCH"))
+		return;
+	free(s->uids);
+	s->uids = NULL;
+	s->uid_count = s->uid_pos = 0;
+	if (r->uid_count > 0) {
+		s->uids = malloc(r->uid_count * sizeof(*s->uids));
+		if (s->uids == NULL) {
+			session_retry(s, "out of memory");
+			return;
+		}
+		memcpy(s->uids, r->uids, r->uid_count * sizeof(*s->uids));
+		s->uid_count = imap_cursor_filter(s->uids, r->uid_count, s->decision.from_uid);
+	}
+	if (s->uid_count == 0) {
+		/* Nothing wanted: the cursor still moves (a reset, or past mail before `since`). */
+		chunk_store(s, true);
+		return;
+	}
+	chunk_fetch(s);
+}
+
+static void on_selected(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	struct store_imap_folder *f = &s->account.folders[s->folder];
+	if (r->cls == MT_CLASS_RESP) {
+		/* A folder gone or renamed: the others go on; the error is shown. */
+		mt_log(MT_LOG_INFO, "imap.folder_unavailable", MT_KV("user", s->user_id),
+		       MT_KV("reason", r->response));
+		s->folder++;
+		folder_next(s);
+		return;
+	}
+	if (!step_ok(s, r, "SELECT"))
+		return;
+	s->uidvalidity = r->uidvalidity;
+	s->uidnext = r->uidnext;
+	s->modseq = r->highestmodseq;
+	s->decision = imap_cursor_decide(f->uidvalidity, f->last_uid, r->uidvalidity, r->uidnext);
+	s->reset_pending = s->decision.reset;
+	if (s->decision.reset && f->uidvalidity != 0) {
+		char was[24], now[24];
+		snprintf(was, sizeof(was), "%lld", (long long)f->uidvalidity);
+		snprintf(now, sizeof(now), "%u", (unsigned)r->uidvalidity);
+		mt_log(MT_LOG_INFO, "imap.uidvalidity_changed", MT_KV("user", s->user_id),
+		       MT_KV("was", was), MT_KV("now", now));
+	}
+	if (s->decision.action == IMAP_CURSOR_NOTHING) {
+		s->folder++;
+		folder_next(s);
+		return;
+	}
+	char criteria[64];
+	imap_cursor_criteria(&s->decision, s->account.since, criteria, sizeof(criteria));
+	const char *error;
+	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
+		session_retry(s, error);
+}
+
+static void on_watch_selected(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	if (!step_ok(s, r, "SELECT"))
+		return;
+	/* Mail that came after the INBOX pass: one more pass before watching. */
+	const struct store_imap_folder *inbox = &s->account.folders[0];
+	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity && r->uidnext != 0 &&
+	                 (int64_t)r->uidnext > inbox->last_uid + 1)) {
+		pass_begin(s);
+		return;
+	}
+	set_state(s, S_WATCHING);
+	const char *error;
+	if (imap_client_idle(s->client, true, &error) < 0) {
+		session_retry(s, error);
+		return;
+	}
+	if (s->account.folder_count > 1) {
+		struct timeval tv = {MT_IMAP_SYNC_POLL_MS / 1000, 0};
+		evtimer_add(s->poll, &tv);
+	}
+}
+
+static void report_done(struct sync_job *job)
+{
+	struct session *s = job->s;
+	const struct store_imap_account *now = &job->account;
+	if (job->found != 0 || !job->org.imap_sync || now->state != STORE_ACCOUNT_CONNECTED) {
+		session_stop(s, "the account or the org's imap_sync is off");
+		return;
+	}
+	if (now->updated_at != s->account.updated_at) {
+		session_halt(s);
+		session_start(s);
+		return;
+	}
+	s->account.last_sync_at = job->last_sync_at;
+	/* Watch INBOX (the first folder when it is watched at all). */
+	if (s->account.folder_count == 0 || strcmp(s->account.folders[0].role, "inbox") != 0) {
+		set_state(s, S_WATCHING);
+		struct timeval tv = {MT_IMAP_SYNC_POLL_MS / 1000, 0};
+		evtimer_add(s->poll, &tv);
+		return;
+	}
+	const char *error;
+	if (imap_client_select(s->client, s->account.folders[0].name, true, on_watch_selected, s,
+	                       &error) < 0)
+		session_retry(s, error);
+}
+
+static void folder_next(struct session *s)
+{
+	if (s->folder >= s->account.folder_count) {
+		struct sync_job *job = job_new(s, JOB_REPORT);
+		if (job == NULL) {
+			session_retry(s, "out of memory");
+			return;
+		}
+		job->last_sync_at = mt_wall_s();
+		if (job_submit(job, STORE_WRITE) < 0)
+			session_retry(s, "the store is busy");
+		return;
+	}
+	const char *error;
+	if (imap_client_select(s->client, s->account.folders[s->folder].name, true, on_selected, s,
+	                       &error) < 0)
+		session_retry(s, error);
+}
+
+static void pass_begin(struct session *s)
+{
+	const char *error;
+	evtimer_del(s->poll);
+	set_state(s, S_SYNCING);
+	s->again = false;
+	s->folder = 0;
+	if (imap_client_idle(s->client, false, &error) < 0) {
+		session_retry(s, error);
+		return;
+	}
+	folder_next(s);
+}
+
+/* ---- loading and connecting ----------------------------------------------------------------- */
+
+static void session_loaded(struct sync_job *job)
+{
+	struct session *s = job->s;
+	if (job->found != 0 || !job->org.imap_sync ||
+	    job->account.state != STORE_ACCOUNT_CONNECTED) {
+		session_stop(s, "not connected");
+		return;
+	}
+	s->account = job->account;
+	if (s->syncer->logins >= MT_IMAP_LOGINS_MAX) {
+		/* Many accounts starting at once (serve starting, a server back): a few logins at
+		 * a time, the others a moment later. */
+		wait_ms(s, 100 + (int64_t)randombytes_uniform(900));
+		return;
+	}
+	struct imap_client_params params;
+	struct mt_tls_pin pin;
+	struct mt_secret *secret = NULL;
+	const char *error;
+	const struct imap_syncer_params *p = &s->syncer->p;
+	if (account_imap_client(&s->account, p->keyring, p->tls,
+	                        mt_config_cidrs(p->config, "allow_private_hosts"), &params, &pin,
+	                        &secret, &error) < 0) {
+		session_retry(s, error);
+		return;
+	}
+	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
+	static const struct imap_client_callbacks callbacks = {
+	    .ready = on_ready,
+	    .failed = on_failed,
+	    .closed = on_closed,
+	    .event = on_event,
+	    .transcript = on_transcript,
+	};
+	s->client = imap_client_new(p->base, p->dns, &params, &callbacks, s, &error);
+	mt_secret_free(&secret);
+	if (s->client == NULL) {
+		session_retry(s, error);
+		return;
+	}
+	s->logging_in = true;
+	s->syncer->logins++;
+	pass_begin(s);
+}
+
+static void job_done(void *arg, int result)
+{
+	struct sync_job *job = arg;
+	struct session *s = job->s;
+	bool current = job->gen == s->gen && !s->syncer->closing;
+	if (job->kind == JOB_DISCONNECT_LOAD) {
+		if (result == 0 && !s->syncer->closing) {
+			disconnect_loaded(job);
+			return;
+		}
+		job_free(job);
+		return;
+	}
+	if (job->kind == JOB_DISCONNECT) {
+		if (result == 0 && job->changed) {
+			notify_count(STORE_NOTIFY_IMAP_DISCONNECTED);
+			mt_metric_inc("mailtrail_imap_disconnects_total",
+			              "IMAP accounts disconnected after a confirmed failure", NULL,
+			              NULL, NULL, NULL);
+			mt_log(MT_LOG_WARN, "imap.disconnected", MT_KV("user", s->user_id),
+			       MT_KV("host", job->account.host),
+			       MT_KV("mailed", job->mailed ? "yes" : "no"));
+		}
+		job_free(job);
+		return;
+	}
+	if (!current) {
+		job_free(job);
+		return;
+	}
+	if (result != 0) {
+		job_free(job);
+		session_retry(s, "the store failed");
+		return;
+	}
+	switch (job->kind) {
+	case JOB_LOAD:
+		session_loaded(job);
+		break;
+	case JOB_CHUNK:
+		chunk_stored(job);
+		break;
+	case JOB_REPORT:
+		report_done(job);
+		break;
+	default:
+		break;
+	}
+	job_free(job);
+}
+
+static void session_start(struct session *s)
+{
+	session_halt(s);
+	set_state(s, S_LOADING);
+	struct sync_job *job = job_new(s, JOB_LOAD);
+	if (job == NULL || job_submit(job, STORE_READ) < 0) {
+		s->failures++;
+		wait_ms(s, backoff_ms(s->failures));
+	}
+}
+
+/* ---- the syncer ----------------------------------------------------------------------------- */
+
+struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params)
+{
+	struct imap_syncer *syncer = calloc(1, sizeof(*syncer));
+	if (syncer != NULL)
+		syncer->p = *params;
+	return syncer;
+}
+
+void imap_syncer_free(struct imap_syncer **syncer_p)
+{
+	struct imap_syncer *syncer = *syncer_p;
+	if (syncer == NULL)
+		return;
+	*syncer_p = NULL;
+	syncer->closing = true;
+	for (struct session *s = syncer->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		session_halt(s);
+		event_free(s->timer);
+		event_free(s->poll);
+		free(s->msgs);
+		free(s->msg_uids);
+		free(s);
+	}
+	free(syncer);
+}
+
+void imap_syncer_changed(void *arg, const char *org_id, const char *user_id)
+{
+	struct imap_syncer *syncer = arg;
+	struct session *s = session_get(syncer, org_id, user_id);
+	if (s == NULL) {
+		mt_log(MT_LOG_ERROR, "imap.sync_oom", MT_KV("user", user_id));
+		return;
+	}
+	s->failures = 0;
+	s->auth_failed_once = false;
+	session_start(s);
+}
+
+struct start_job {
+	struct imap_syncer *syncer;
+	struct store_imap_ref *refs;
+	size_t count;
+};
+
+static int start_run(struct store_tx *tx, void *arg)
+{
+	struct start_job *job = arg;
+	return store_imap_accounts_to_sync(tx, job->refs, MT_IMAP_SYNC_ACCOUNTS_MAX, &job->count);
+}
+
+static void start_done(void *arg, int result)
+{
+	struct start_job *job = arg;
+	if (result == 0 && !job->syncer->closing) {
+		char n[24];
+		snprintf(n, sizeof(n), "%zu", job->count);
+		mt_log(MT_LOG_INFO, "imap.sync_started", MT_KV("accounts", n));
+		for (size_t i = 0; i < job->count; i++)
+			imap_syncer_changed(job->syncer, job->refs[i].org_id, job->refs[i].user_id);
+	}
+	free(job->refs);
+	free(job);
+}
+
+int imap_syncer_start(struct imap_syncer *syncer)
+{
+	struct start_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return -1;
+	job->syncer = syncer;
+	job->refs = calloc(MT_IMAP_SYNC_ACCOUNTS_MAX, sizeof(*job->refs));
+	if (job->refs == NULL ||
+	    store_submit(syncer->p.store, STORE_READ, start_run, start_done, job) < 0) {
+		free(job->refs);
+		free(job);
+		return -1;
+	}
+	return 0;
+}
+
+struct now_job {
+	struct imap_syncer *syncer;
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	imap_sync_now_fn *done;
+	void *ctx;
+	struct store_org org;
+	struct store_imap_account account;
+	int found;
+};
+
+static int now_run(struct store_tx *tx, void *arg)
+{
+	struct now_job *job = arg;
+	int rc = store_org_get(tx, job->org_id, &job->org);
+	if (rc == 0)
+		rc = store_imap_account_get(tx, job->org_id, job->user_id, &job->account);
+	job->found = rc;
+	return rc == STORE_NOT_FOUND ? 0 : rc;
+}
+
+static void now_done(void *arg, int result)
+{
+	struct now_job *job = arg;
+	sodium_memzero(&job->account.sealed_secret, sizeof(job->account.sealed_secret));
+	if (result != 0) {
+		job->done(job->ctx, IMAP_SYNC_FAILED, "the store failed");
+	} else if (job->found != 0 || job->account.state != STORE_ACCOUNT_CONNECTED) {
+		job->done(job->ctx, IMAP_SYNC_NOT_CONNECTED,
+		          "no connected IMAP account: save working settings with PUT /v1/imap");
+	} else if (!job->org.imap_sync) {
+		job->done(job->ctx, IMAP_SYNC_NOT_CONNECTED,
+		          "IMAP sync is not enabled for this org; an admin can turn on the "
+		          "imap_sync feature");
+	} else {
+		struct session *s = session_get(job->syncer, job->org_id, job->user_id);
+		if (s == NULL) {
+			job->done(job->ctx, IMAP_SYNC_FAILED, "out of memory");
+		} else {
+			if (s->state == S_WATCHING)
+				pass_begin(s);
+			else if (s->state == S_SYNCING || s->state == S_LOADING)
+				s->again = true;
+			else {
+				s->failures = 0;
+				session_start(s);
+			}
+			job->done(job->ctx, IMAP_SYNC_QUEUED, NULL);
+		}
+	}
+	free(job);
+}
+
+void imap_sync_now(struct imap_syncer *syncer, const char *org_id, const char *user_id,
+                   imap_sync_now_fn *done, void *ctx)
+{
+	struct now_job *job = calloc(1, sizeof(*job));
+	if (job == NULL) {
+		done(ctx, IMAP_SYNC_FAILED, "out of memory");
+		return;
+	}
+	job->syncer = syncer;
+	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
+	mt_strlcpy(job->user_id, user_id, sizeof(job->user_id));
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(syncer->p.store, STORE_READ, now_run, now_done, job) < 0) {
+		free(job);
+		done(ctx, IMAP_SYNC_BUSY, "the store is busy; try again");
+	}
+}

@@ -1,0 +1,449 @@
+#!/usr/bin/python3
+"""IMAP auto sync against the rig's Dovecot (issue 14).
+
+  setup               org with imap_sync on, a recruiter, profiles, an org never-log entry
+  wrong_password      PUT /v1/imap with a wrong password: 422, nothing stored (own Dovecot)
+  feature_off         PUT with the org's imap_sync off: 403
+  put_ok              PUT: 200 connected, INBOX and Sent with their roles; GET shows cursors
+  first_sync          INBOX and Sent mail from/to profiles, strangers, several profiles, a
+                      never-log address, internal-only mail, no Message-ID, encoded-word names,
+                      attachments -> exactly the expected activities; mail stays unread
+  resync_idempotent   a second and third sync add nothing
+  push                an APPEND to INBOX shows up on the timeline without a manual sync
+  outage              3,000 new messages, the session kicked mid-sync: it reconnects and
+                      catches up from the cursor, nothing missed or doubled
+  uidvalidity         INBOX rebuilt (new UIDVALIDITY) with the same mail + 2 new: exactly 2 new
+  password_changed    password changed at Dovecot and the session kicked: one notification,
+                      state disconnected; saved again: the mail that arrived meanwhile is logged
+  delete              DELETE: 204, state off, no secret; sync refused (409)
+  log_clean           no sanitizer report and no IMAP password in the log or the data dir
+
+Run: /usr/bin/python3 tests/integration/test_imap_sync.py --bin-dir build
+"""
+import argparse
+import contextlib
+import email.utils
+import glob
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+import dovecot  # noqa: E402
+import rig  # noqa: E402
+from service import Service, expect, urlquote  # noqa: E402
+
+ORG_DOMAIN = "staffing.example"
+ADMIN = "admin@" + ORG_DOMAIN
+RITA = "rita@" + ORG_DOMAIN          # the recruiter whose mailbox is synced
+MAILBOX_USER = "rita"
+MAILBOX_PW = "rita-imap-pw"
+NEW_PW = "rita-new-pw"
+NOW = int(time.time())
+
+
+def new_mid(tag="m"):
+    return f"{tag}.{uuid.uuid4().hex}@test.mailtrail.example"
+
+
+def make_msg(frm, to=(), cc=(), subject="Hello", mid="auto", text="Hi there,\nthis is a test.\n",
+             date=None, attachment=None):
+    if mid == "auto":
+        mid = new_mid()
+    h = [f"From: {frm}"]
+    if to:
+        h.append("To: " + ", ".join(to))
+    if cc:
+        h.append("Cc: " + ", ".join(cc))
+    h.append(f"Subject: {subject}")
+    h.append("Date: " + email.utils.formatdate(date or NOW - 3600, usegmt=True))
+    if mid is not None:
+        h.append(f"Message-ID: <{mid}>")
+    h.append("MIME-Version: 1.0")
+    body = text.replace("\n", "\r\n")
+    if attachment is None:
+        h += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+        return ("\r\n".join(h) + "\r\n\r\n" + body).encode()
+    name, ctype = attachment
+    h.append('Content-Type: multipart/mixed; boundary="BOUNDARY"')
+    parts = ("--BOUNDARY\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n"
+             f"--BOUNDARY\r\nContent-Type: {ctype}\r\nContent-Transfer-Encoding: base64\r\n"
+             f"Content-Disposition: attachment; filename=\"{name}\"\r\n\r\n"
+             "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r\n"
+             "--BOUNDARY--\r\n")
+    return ("\r\n".join(h) + "\r\n\r\n" + parts).encode()
+
+
+def timeline(svc, who, pid):
+    r = svc.req("GET", f"/v1/profiles/{pid}/activities?limit=1000", svc.tok(who))
+    return expect(r, 200)["activities"]
+
+
+def feed(svc, who):
+    out, since = [], None
+    for _ in range(100):
+        path = "/v1/activities?limit=1000" + (("&since=" + urlquote(since)) if since else "")
+        doc = expect(svc.req("GET", path, svc.tok(who)), 200)
+        out.extend(doc["activities"])
+        since = doc["next_cursor"]
+        if not doc["activities"]:
+            return out
+    return out
+
+
+def imap_sources(acts):
+    return [a for a in acts if a["source"] == "imap"]
+
+
+def wait_until(what, fn, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def imap_get(svc):
+    return expect(svc.req("GET", "/v1/imap", svc.tok("rita")), 200)
+
+
+def put_imap(svc, dc, password=MAILBOX_PW, status=200, **extra):
+    body = {"host": dc.host, "port": dc.imap_port, "security": "starttls",
+            "username": MAILBOX_USER, "since": time.strftime("%Y-%m-%d",
+                                                             time.gmtime(NOW - 7 * 86400))}
+    if password is not None:
+        body["password"] = password
+    body.update(extra)
+    return expect(svc.req("PUT", "/v1/imap", svc.tok("rita"), body), status)
+
+
+def wait_synced(svc, since_ts):
+    """Waits until GET /v1/imap shows a completed pass after since_ts."""
+    def done():
+        doc = imap_get(svc)
+        t = doc.get("last_sync_at")
+        if t and time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone >= since_ts:
+            return doc
+        return None
+    return wait_until("a completed sync", done)
+
+
+def sync_now(svc):
+    time.sleep(1.05)  # last_sync_at counts whole seconds: the pass must be a new one
+    t = int(time.time())
+    expect(svc.req("POST", "/v1/imap/sync", svc.tok("rita")), 202)
+    return wait_synced(svc, t)
+
+
+def case_setup(svc, ctx):
+    a = svc.init("Sync Org", ADMIN)
+    svc.users["admin"] = {"id": a["user_id"], "token": a["token"], "email": ADMIN}
+    svc.start()
+    expect(svc.req("PUT", "/v1/org", svc.tok("admin"),
+                   {"domains": [ORG_DOMAIN], "features": {"imap_sync": True}}), 200)
+    doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
+                         {"email": RITA, "name": "Rita Recruiter", "role": "user"}), 201)
+    svc.users["rita"] = {"id": doc["id"], "token": doc["token"], "email": RITA}
+    p = {}
+    for key, emails in (("jack", ["jack@cand.example"]), ("jill", ["jill@cand.example"]),
+                        ("shared1", ["team@client.example"]), ("shared2", ["team@client.example"]),
+                        ("hidden", ["hidden@secret.example"]), ("zoe", ["zoe@cand.example"]),
+                        ("nomid", ["nomid@cand.example"]), ("push", ["push@cand.example"]),
+                        ("late", ["late@cand.example"])):
+        r = svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                    {"kind": "applicant", "name": key.title(), "emails": emails})
+        p[key] = expect(r, 201)["id"]
+    ctx["p"] = p
+    expect(svc.req("PUT", "/v1/never-log", svc.tok("admin"),
+                   {"scope": "org", "entries": ["secret.example"]}), 200)
+
+
+def case_wrong_password(svc, ctx):
+    with dovecot.dovecot(ctx["certs"], os.path.join(ctx["tmp"], "dovecot-wrong"),
+                         users={MAILBOX_USER: MAILBOX_PW}) as other:
+        r = svc.req("PUT", "/v1/imap", svc.tok("rita"),
+                    {"host": other.host, "port": other.imap_port, "security": "starttls",
+                     "username": MAILBOX_USER, "password": "not-the-password"})
+        expect(r, 422, "auth")
+        assert "not-the-password" not in r.body.decode(errors="replace"), r.show()
+    doc = imap_get(svc)
+    assert doc["state"] == "off" and doc["host"] is None and doc["folders"] == [], doc
+
+
+def case_feature_off(svc, ctx):
+    expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"imap_sync": False}), 200)
+    r = svc.req("PUT", "/v1/imap", svc.tok("rita"),
+                {"host": ctx["dc"].host, "port": ctx["dc"].imap_port, "security": "starttls",
+                 "username": MAILBOX_USER, "password": MAILBOX_PW})
+    expect(r, 403)
+    expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"imap_sync": True}), 200)
+    assert imap_get(svc)["state"] == "off"
+
+
+def seed_mail(dc):
+    """The first sync's corpus; returns {profile key: expected (type, subject) set}."""
+    ins = [
+        # from a profile to the recruiter
+        (make_msg("Jack <jack@cand.example>", [RITA], subject="Jack writes"), "INBOX"),
+        # a stranger: no profile, no activity
+        (make_msg("nobody@stranger.example", [RITA], subject="Stranger"), "INBOX"),
+        # several matching profiles (two share an address) and Cc
+        (make_msg("team@client.example", [RITA], cc=["jill@cand.example"],
+                  subject="Team update"), "INBOX"),
+        # never-log: a participant on the org's list hides the whole message
+        (make_msg("hidden@secret.example", [RITA], cc=["jack@cand.example"],
+                  subject="Secret"), "INBOX"),
+        # internal only
+        (make_msg(ADMIN, [RITA], subject="Internal"), "INBOX"),
+        # no Message-ID
+        (make_msg("nomid@cand.example", [RITA], subject="No id", mid=None), "INBOX"),
+        # encoded-word name and subject, and an attachment
+        (make_msg("=?UTF-8?B?Wm/DqyBaw7xyY2hlcg==?= <zoe@cand.example>", [RITA],
+                  subject="=?UTF-8?Q?R=C3=A9sum=C3=A9_attached?=",
+                  attachment=("cv.pdf", "application/pdf")), "INBOX"),
+        # Sent: the recruiter to a profile
+        (make_msg(f"Rita <{RITA}>", ["jack@cand.example"], subject="Offer for Jack"), "Sent"),
+        # Sent: to a stranger
+        (make_msg(RITA, ["x@stranger.example"], subject="Cold mail"), "Sent"),
+        # old mail before `since`: not logged
+        (make_msg("jill@cand.example", [RITA], subject="Too old", date=NOW - 60 * 86400),
+         "INBOX"),
+    ]
+    for raw, box in ins:
+        date = NOW - 60 * 86400 if b"Too old" in raw else None
+        dc.append(MAILBOX_USER, box, raw, date=date)
+
+
+def case_put_ok(svc, ctx):
+    dc = ctx["dc"]
+    seed_mail(dc)
+    doc = put_imap(svc, dc)
+    assert doc["state"] == "connected", doc
+    roles = {f["name"]: f["role"] for f in doc["folders"]}
+    assert roles == {"INBOX": "inbox", "Sent": "sent"}, doc
+    g = imap_get(svc)
+    assert g["state"] == "connected" and g["username"] == MAILBOX_USER, g
+    assert "password" not in g and MAILBOX_PW not in str(g), g
+
+
+def case_first_sync(svc, ctx):
+    p = ctx["p"]
+    doc = wait_synced(svc, NOW - 5)
+    folders = {f["name"]: f for f in doc["folders"]}
+    assert folders["INBOX"]["uidvalidity"] > 0 and folders["INBOX"]["last_uid"] == 8, doc
+    assert folders["Sent"]["last_uid"] == 2, doc
+    assert doc["last_error"] is None and doc["lag_seconds"] is not None, doc
+
+    def kinds(key):
+        return sorted((a["type"], a["subject"]) for a in imap_sources(timeline(svc, "rita", p[key])))
+    assert kinds("jack") == [("email_received", "Jack writes"), ("email_sent", "Offer for Jack")], kinds("jack")
+    assert kinds("jill") == [("email_received", "Team update")], kinds("jill")
+    assert kinds("shared1") == [("email_received", "Team update")], kinds("shared1")
+    assert kinds("shared2") == [("email_received", "Team update")], kinds("shared2")
+    assert kinds("hidden") == [], kinds("hidden")
+    assert kinds("nomid") == [("email_received", "No id")], kinds("nomid")
+    z = imap_sources(timeline(svc, "rita", p["zoe"]))
+    assert len(z) == 1, z
+    z = z[0]
+    assert z["subject"] == "Résumé attached", z
+    assert z["from"]["address"] == "zoe@cand.example" and z["from"]["name"] == "Zoë Zürcher", z
+    assert [(x["name"], x["type"]) for x in z["attachments"]] == [("cv.pdf", "application/pdf")], z
+    assert z["snippet"].startswith("Hi there"), z
+    assert [u["id"] for u in z["users"]] == [svc.users["rita"]["id"]], z
+    offer = [a for a in timeline(svc, "rita", p["jack"]) if a["subject"] == "Offer for Jack"][0]
+    assert offer["to"][0]["address"] == "jack@cand.example" and offer["message_id"], offer
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == 7, f"expected 7 IMAP activities in the feed, got {total}"
+    ctx["total"] = total
+    metrics = svc.req("GET", "/metrics").text
+    for name in ("mailtrail_imap_messages_total", "mailtrail_imap_activities_total",
+                 "mailtrail_imap_sync_sessions"):
+        assert name in metrics, f"{name} missing from /metrics"
+    flags = ctx["dc"].message_flags(MAILBOX_USER, "INBOX")
+    assert flags and all("\\Seen" not in f for f in flags.values()), flags
+    flags = ctx["dc"].message_flags(MAILBOX_USER, "Sent")
+    assert all("\\Seen" not in f for f in flags.values()), flags
+
+
+def case_resync_idempotent(svc, ctx):
+    for _ in range(2):
+        sync_now(svc)
+        assert len(imap_sources(feed(svc, "rita"))) == ctx["total"]
+
+
+def case_push(svc, ctx):
+    p = ctx["p"]
+    ctx["dc"].append(MAILBOX_USER, "INBOX",
+                     make_msg("push@cand.example", [RITA], subject="Pushed"))
+    got = wait_until("the pushed mail on the timeline",
+                     lambda: imap_sources(timeline(svc, "rita", p["push"])), timeout=10)
+    assert [a["subject"] for a in got] == ["Pushed"], got
+    ctx["total"] += 1
+
+
+def inbox_synced(svc):
+    return [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]["messages_synced"]
+
+
+def case_outage(svc, ctx):
+    """3,000 messages arrive; the session is kicked mid-sync: it reconnects and catches up from
+    the cursor, nothing missed or doubled."""
+    n = 3000
+    pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                         {"kind": "contact", "name": "Bulk", "emails": ["bulk@cand.example"]}), 201)["id"]
+    start = inbox_synced(svc)
+    ctx["dc"].fill_maildir(MAILBOX_USER, "INBOX",
+                           (make_msg("bulk@cand.example", [RITA], subject=f"Bulk {i}")
+                            for i in range(n)))
+    kicked = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = inbox_synced(svc) - start
+        if 0 < done < n:
+            subprocess.run(["doveadm", "-c", ctx["dc"].conf, "kick", MAILBOX_USER],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+            kicked = True
+            break
+        if done >= n:
+            break
+        time.sleep(0.02)
+    wait_until("every bulk message synced", lambda: inbox_synced(svc) - start >= n, timeout=60)
+    acts = [a for a in feed(svc, "rita") if a["profile_id"] == pid]
+    assert len(acts) == n, f"{len(acts)} activities for {n} messages (kicked mid-sync: {kicked})"
+    assert len({a["subject"] for a in acts}) == n
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + n, (total, ctx["total"])
+    ctx["total"] = total
+    print(f"     (kicked mid-sync: {kicked})", flush=True)
+
+
+def case_uidvalidity(svc, ctx):
+    dc = ctx["dc"]
+    before = imap_get(svc)
+    old = [f for f in before["folders"] if f["name"] == "INBOX"][0]["uidvalidity"]
+    expect(svc.req("DELETE", "/v1/imap", svc.tok("rita")), 204)
+    box = dc.maildir(MAILBOX_USER, "INBOX")
+    for pattern in ("dovecot-uidlist", "dovecot-uidvalidity*", "dovecot.index*"):
+        for f in glob.glob(os.path.join(box, pattern)):
+            os.unlink(f)
+    time.sleep(1.1)  # a new UIDVALIDITY is the time in seconds
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jill@cand.example", [RITA], subject="New one"))
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jack@cand.example", [RITA], subject="New two"))
+    t = int(time.time())
+    put_imap(svc, dc)
+    doc = wait_synced(svc, t)
+    now = [f for f in doc["folders"] if f["name"] == "INBOX"][0]["uidvalidity"]
+    assert now != old, f"UIDVALIDITY did not change ({old})"
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + 2, f"expected exactly 2 new activities, got {total - ctx['total']}"
+    ctx["total"] = total
+
+
+def notifications(svc):
+    return expect(svc.req("GET", "/v1/notifications", svc.tok("rita")), 200)["notifications"]
+
+
+def case_password_changed(svc, ctx):
+    dc = ctx["dc"]
+    with open(os.path.join(ctx["dc_dir"], "users"), "w") as f:
+        f.write(f"{MAILBOX_USER}:{{PLAIN}}{NEW_PW}::::::\n")
+    dc.users[MAILBOX_USER] = NEW_PW
+    subprocess.run(["doveadm", "-c", dc.conf, "kick", MAILBOX_USER], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=10)
+    doc = wait_until("state disconnected",
+                     lambda: (lambda d: d if d["state"] == "disconnected" else None)(imap_get(svc)),
+                     timeout=40)
+    assert doc["last_error"] and "auth" in doc["last_error"], doc
+    notes = [n for n in notifications(svc) if n["kind"] == "imap_disconnected"]
+    assert len(notes) == 1, notes
+    # Mail that arrives while disconnected
+    dc.append(MAILBOX_USER, "INBOX", make_msg("late@cand.example", [RITA], subject="Meanwhile"))
+    time.sleep(3)
+    assert imap_sources(timeline(svc, "rita", ctx["p"]["late"])) == []
+    assert len([n for n in notifications(svc) if n["kind"] == "imap_disconnected"]) == 1
+    r = svc.req("POST", "/v1/imap/sync", svc.tok("rita"))
+    expect(r, 409)
+    put_imap(svc, dc, password=NEW_PW)
+    got = wait_until("the mail that arrived meanwhile",
+                     lambda: imap_sources(timeline(svc, "rita", ctx["p"]["late"])), timeout=20)
+    assert [a["subject"] for a in got] == ["Meanwhile"], got
+
+
+def case_delete(svc, ctx):
+    expect(svc.req("DELETE", "/v1/imap", svc.tok("rita")), 204)
+    doc = imap_get(svc)
+    assert doc["state"] == "off", doc
+    expect(svc.req("POST", "/v1/imap/sync", svc.tok("rita")), 409)
+    # the password is gone: a save without one is refused
+    r = svc.req("PUT", "/v1/imap", svc.tok("rita"),
+                {"host": ctx["dc"].host, "port": ctx["dc"].imap_port, "security": "starttls",
+                 "username": MAILBOX_USER})
+    expect(r, 400)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--only", action="append")
+    a = ap.parse_args()
+    rig.install_signal_cleanup()
+    r = rig.Runner(a.only)
+    if not os.access(os.path.join(a.bin_dir, "mailtrail"), os.X_OK):
+        print(f"FAIL setup: {a.bin_dir}/mailtrail is not built\n0 passed, 1 failed")
+        return 1
+    with rig.tempdir("mailtrail-imap-sync-") as tmp, contextlib.ExitStack() as stack:
+        certs = rig.make_certs(os.path.join(tmp, "certs"))
+        dc_dir = os.path.join(tmp, "dovecot")
+        dc = stack.enter_context(dovecot.dovecot(certs, dc_dir,
+                                                 users={MAILBOX_USER: MAILBOX_PW}))
+        svc = Service(a.bin_dir, tmp, certs=certs, env={
+            "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
+            "MAILTRAIL_LOG_LEVEL": "debug",
+        })
+        stack.callback(svc.stop)
+        ctx = {"certs": certs, "tmp": tmp, "dc": dc, "dc_dir": dc_dir}
+        only, r.only = r.only, None
+        r.run("setup", case_setup, svc, ctx)
+        r.only = only
+        if r.failed:
+            print("setup failed\n" + svc.log_tail(40))
+            return r.exit_code()
+        for name, fn in (("wrong_password", case_wrong_password),
+                         ("feature_off", case_feature_off),
+                         ("put_ok", case_put_ok),
+                         ("first_sync", case_first_sync),
+                         ("resync_idempotent", case_resync_idempotent),
+                         ("push", case_push),
+                         ("outage", case_outage),
+                         ("uidvalidity", case_uidvalidity),
+                         ("password_changed", case_password_changed),
+                         ("delete", case_delete)):
+            r.run(name, fn, svc, ctx)
+        svc.stop()
+
+        def log_clean():
+            text = svc.log_text().decode(errors="replace")
+            for pw in (MAILBOX_PW, NEW_PW):
+                assert pw not in text, "an IMAP password in the server log"
+                for path in glob.glob(os.path.join(svc.data, "*")):
+                    with open(path, "rb") as f:
+                        assert pw.encode() not in f.read(), f"an IMAP password in {path}"
+            passes = text.count("event=imap.sync_state") and text.count("to=syncing")
+            assert passes < 100, f"{passes} sync passes: a session keeps re-running its pass"
+            assert "Sanitizer" not in text and "runtime error" not in text, \
+                "a sanitizer report in the server log:\n" + text[max(0, text.find("Sanitizer") - 300):][:4000]
+        r.run("log_clean", log_clean)
+        if r.failed:
+            print("--- server log (imap)\n" + "\n".join(l for l in svc.log_text().decode(errors="replace").splitlines() if "imap" in l and "http.request" not in l)[-6000:], flush=True)
+    return r.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+/* The pure pieces of IMAP sync: cursor decisions (engine/imap_cursor.h), the since date
+ * (engine/imap_account.h), the message key without a Message-ID (mime_message_aliases) and
+ * the decoding of BODYSTRUCTURE names (mime_decode_value). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "engine/imap_account.h"
+#include "engine/imap_cursor.h"
+#include "mime/message.h"
+
+#include <string.h>
+
+static void test_first_sync(void **state)
+{
+	(void)state;
+	struct imap_cursor_decision d = imap_cursor_decide(0, 0, 1234, 10);
+	assert_int_equal(d.action, IMAP_CURSOR_FULL);
+	assert_true(d.reset);
+	assert_int_equal(d.from_uid, 1);
+}
+
+static void test_uidvalidity_changed(void **state)
+{
+	(void)state;
+	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 5678, 3);
+	assert_int_equal(d.action, IMAP_CURSOR_FULL);
+	assert_true(d.reset);
+	assert_int_equal(d.from_uid, 1);
+}
+
+static void test_incremental(void **state)
+{
+	(void)state;
+	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 1234, 60);
+	assert_int_equal(d.action, IMAP_CURSOR_INCREMENTAL);
+	assert_false(d.reset);
+	assert_int_equal(d.from_uid, 51);
+	/* No UIDNEXT from the server: ask anyway. */
+	d = imap_cursor_decide(1234, 50, 1234, 0);
+	assert_int_equal(d.action, IMAP_CURSOR_INCREMENTAL);
+}
+
+static void test_nothing_new(void **state)
+{
+	(void)state;
+	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 1234, 51);
+	assert_int_equal(d.action, IMAP_CURSOR_NOTHING);
+	d = imap_cursor_decide(1234, 50, 1234, 40); /* expunged mail: still nothing */
+	assert_int_equal(d.action, IMAP_CURSOR_NOTHING);
+}
+
+static void test_criteria(void **state)
+{
+	(void)state;
+	char out[64];
+	struct imap_cursor_decision d = imap_cursor_decide(1, 41, 1, 100);
+	imap_cursor_criteria(&d, 0, out, sizeof(out));
+	assert_string_equal(out, "UID 42:*");
+	d = imap_cursor_decide(0, 0, 1, 100);
+	imap_cursor_criteria(&d, 0, out, sizeof(out));
+	assert_string_equal(out, "ALL");
+	int64_t since;
+	assert_int_equal(account_imap_parse_date("2026-01-05", &since), 0);
+	imap_cursor_criteria(&d, since, out, sizeof(out));
+	assert_string_equal(out, "SINCE 5-Jan-2026");
+}
+
+static void test_filter(void **state)
+{
+	(void)state;
+	/* "UID 51:*" with nothing new answers the highest UID (50): dropped. */
+	uint32_t uids[] = {50};
+	assert_int_equal(imap_cursor_filter(uids, 1, 51), 0);
+	uint32_t more[] = {3, 7, 7, 9, 12};
+	assert_int_equal(imap_cursor_filter(more, 5, 7), 3);
+	assert_int_equal(more[0], 7);
+	assert_int_equal(more[1], 9);
+	assert_int_equal(more[2], 12);
+}
+
+static void test_after(void **state)
+{
+	(void)state;
+	/* A finished folder's cursor passes everything below UIDNEXT (mail before `since`). */
+	assert_int_equal(imap_cursor_after(7, true, 20), 19);
+	assert_int_equal(imap_cursor_after(7, false, 20), 7);
+	assert_int_equal(imap_cursor_after(25, true, 20), 25);
+	assert_int_equal(imap_cursor_after(0, true, 0), 0);
+}
+
+static void test_parse_date(void **state)
+{
+	(void)state;
+	int64_t t;
+	assert_int_equal(account_imap_parse_date("1970-01-02", &t), 0);
+	assert_int_equal(t, 86400);
+	assert_int_equal(account_imap_parse_date("2024-02-29", &t), 0);
+	assert_int_equal(account_imap_parse_date("2023-02-29", &t), -1);
+	assert_int_equal(account_imap_parse_date("2026-13-01", &t), -1);
+	assert_int_equal(account_imap_parse_date("2026-1-01", &t), -1);
+	assert_int_equal(account_imap_parse_date("2026-01-01x", &t), -1);
+	assert_int_equal(account_imap_parse_date("", &t), -1);
+	assert_int_equal(account_imap_parse_date(NULL, &t), -1);
+}
+
+/* Without a Message-ID a message's key is derived from Date, From, sorted To and Subject: the
+ * same mail seen twice (a UIDVALIDITY re-scan) gets the same key; another subject does not. */
+static void test_derived_key(void **state)
+{
+	(void)state;
+	static const char a[] =
+	    "From: Nomid <nomid@cand.example>\r\nTo: b@x.example, a@x.example\r\n"
+	    "Subject: No id\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n";
+	static const char b[] =
+	    "From: nomid@cand.example\r\nTo: a@x.example, b@x.example\r\n"
+	    "Subject: No id\r\nDate: Mon, 2 Nov 2026 11:00:00 +0100\r\n\r\nho\r\n";
+	static const char c[] =
+	    "From: nomid@cand.example\r\nTo: a@x.example, b@x.example\r\n"
+	    "Subject: Other\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n";
+	char ka[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX],
+	    kb[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX],
+	    kc[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX];
+	struct mime_summary s;
+	const char *error;
+	assert_int_equal(mime_parse_message(a, strlen(a), &s, &error), 0);
+	assert_int_equal(mime_message_aliases(&s, ka), 1);
+	mime_summary_free(&s);
+	assert_int_equal(mime_parse_message(b, strlen(b), &s, &error), 0);
+	assert_int_equal(mime_message_aliases(&s, kb), 1);
+	mime_summary_free(&s);
+	assert_int_equal(mime_parse_message(c, strlen(c), &s, &error), 0);
+	assert_int_equal(mime_message_aliases(&s, kc), 1);
+	mime_summary_free(&s);
+	assert_true(strncmp(ka[0], "sha:", 4) == 0);
+	assert_string_equal(ka[0], kb[0]);
+	assert_string_not_equal(ka[0], kc[0]);
+}
+
+static void test_decode_value(void **state)
+{
+	(void)state;
+	char out[64];
+	mime_decode_value("cv.pdf", out, sizeof(out));
+	assert_string_equal(out, "cv.pdf");
+	mime_decode_value("=?UTF-8?Q?R=C3=A9sum=C3=A9.pdf?=", out, sizeof(out));
+	assert_string_equal(out, "Résumé.pdf");
+	mime_decode_value("utf-8''R%C3%A9sum%C3%A9.pdf", out, sizeof(out));
+	assert_string_equal(out, "Résumé.pdf");
+	mime_decode_value("iso-8859-1'en'caf%E9.txt", out, sizeof(out));
+	assert_string_equal(out, "café.txt");
+	mime_decode_value("a\r\nb", out, 4);
+	assert_true(strlen(out) <= 3);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_first_sync),  cmocka_unit_test(test_uidvalidity_changed),
+	    cmocka_unit_test(test_incremental), cmocka_unit_test(test_nothing_new),
+	    cmocka_unit_test(test_criteria),    cmocka_unit_test(test_filter),
+	    cmocka_unit_test(test_after),       cmocka_unit_test(test_parse_date),
+	    cmocka_unit_test(test_derived_key), cmocka_unit_test(test_decode_value),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
