@@ -4,6 +4,8 @@
  * the masked transcript and the outcome with its class, as smtp-check does. Exit codes:
  * DESIGN.md §2. */
 #include "cli/cli.h"
+#include "engine/imap_account.h"
+#include "store/store_imap.h"
 
 #include "imap/client.h"
 #include "lib/failure.h"
@@ -247,34 +249,62 @@ int mt_cli_imap_check(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/* The account as the flags describe it; its client parameters come from the engine, as
+	 * every connection to a stored account's server does (the sync and the live check). */
+	struct store_imap_account *account = calloc(1, sizeof(*account));
 	struct imap_client_params params;
 	memset(&params, 0, sizeof(params));
+	enum imap_auth mech = IMAP_AUTH_PASSWORD;
 	struct mt_tls_pin pin;
+	uint16_t port = 0;
 	const char *error = NULL;
-	if (optind != argc)
+	if (account == NULL)
+		error = "out of memory";
+	else if (optind != argc)
 		error = "unexpected argument";
 	else if (host == NULL || port_text == NULL || security_text == NULL)
 		error = "--host, --port and --security are required";
 	else if (user == NULL || password_file == NULL)
 		error = "--user and --password-file are required";
-	else if (mt_parse_port(port_text, &params.port) < 0)
+	else if (strlen(host) >= sizeof(account->host))
+		error = "--host is too long";
+	else if (mt_parse_port(port_text, &port) < 0)
 		error = "--port must be 1..65535";
-	else if (mt_security_parse(security_text, &params.security) < 0)
+	else if (store_security_parse(security_text, &account->security) < 0)
 		error = "--security must be starttls, tls or none";
-	else if (auth_text != NULL && imap_auth_parse(auth_text, &params.auth) < 0)
+	else if (auth_text != NULL && imap_auth_parse(auth_text, &mech) < 0)
 		error = "--auth must be password, plain, login or xoauth2";
-	else if (mt_str_has_crlf(user) || strlen(user) > MT_SASL_USER_MAX)
+	else if (mt_str_has_crlf(user) || strlen(user) > MT_SASL_USER_MAX ||
+	         strlen(user) >= sizeof(account->username))
 		error = "invalid --user";
-	if (error == NULL && fingerprint != NULL && mt_tls_pin_parse(fingerprint, &pin, &error) < 0)
-		error = error != NULL ? error : "invalid --fingerprint";
+	else if (fingerprint != NULL && strlen(fingerprint) >= sizeof(account->tls_fingerprint))
+		error = "--fingerprint is too long";
+	if (error == NULL) {
+		mt_strlcpy(account->host, host, sizeof(account->host));
+		account->port = port;
+		account->auth =
+		    mech == IMAP_AUTH_XOAUTH2 ? STORE_AUTH_XOAUTH2 : STORE_AUTH_PASSWORD;
+		mt_strlcpy(account->username, user, sizeof(account->username));
+		mt_strlcpy(account->tls_fingerprint, fingerprint != NULL ? fingerprint : "",
+		           sizeof(account->tls_fingerprint));
+		/* the pin's syntax is checked here, before any connection (sets error) */
+		struct mt_secret *unused = NULL;
+		if (account_imap_client(account, NULL, NULL, NULL, &params, &pin, &unused, &error) <
+		    0)
+			error = error != NULL ? error : "invalid --fingerprint";
+	}
 	if (error != NULL) {
 		fprintf(stderr, "mailtrail imap-check: %s\n", error);
 		usage(stderr);
+		free(account);
 		return EXIT_USAGE;
 	}
+	/* The mechanism as asked: the store only knows password or xoauth2. */
+	params.auth = mech;
 	struct mt_secret *secret = mt_secret_from_file(password_file, &error);
 	if (secret == NULL) {
 		fprintf(stderr, "mailtrail imap-check: %s: %s\n", password_file, error);
+		free(account);
 		return EXIT_USAGE;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -282,17 +312,15 @@ int mt_cli_imap_check(int argc, char **argv)
 	if (tls == NULL) {
 		fprintf(stderr, "mailtrail imap-check: %s: %s\n", ca_file ? ca_file : "TLS", error);
 		mt_secret_free(&secret);
+		free(account);
 		return EXIT_USAGE;
 	}
 	struct check check;
 	memset(&check, 0, sizeof(check));
 	check.base = event_base_new();
 	struct evdns_base *dns = mt_conn_dns_new(check.base);
-	params.host = host;
-	params.username = user;
 	params.secret = secret;
 	params.tls = tls;
-	params.pin = fingerprint != NULL ? &pin : NULL;
 	params.bind_address = bind_address;
 	params.allow_plaintext_auth = allow_plaintext;
 	/* the operator's own check: any address, loopback and private ones too */
@@ -351,5 +379,6 @@ int mt_cli_imap_check(int argc, char **argv)
 	evdns_base_free(dns, 0);
 	event_base_free(check.base);
 	mt_tls_config_free(&tls);
+	free(account);
 	return mt_class_exit_code(check.cls);
 }
