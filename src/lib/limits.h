@@ -239,6 +239,7 @@
 #define MT_OAUTH_TIMEOUT_MS    (30 * 1000) /* one refresh, connect to last byte */
 #define MT_OAUTH_URL_MAX       2048        /* a token endpoint's URL */
 #define MT_OAUTH_CLIENT_ID_MAX 512
+#define MT_OAUTH_PROVIDER_MAX  32  /* a provider's id, NUL included */
 #define MT_OAUTH_REQUESTS_MAX  256 /* refreshes in flight on one client */
 
 /* IMAP responses (src/proto/imap_parse.c). A response is one line, or several joined by

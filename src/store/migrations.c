@@ -511,6 +511,26 @@ static const struct migration migrations[] = {
      " highestmodseq BIGINT NOT NULL,"
      " messages_synced BIGINT NOT NULL,"
      " PRIMARY KEY (user_id, name));"},
+    /* OAuth grants (issue 15): one per user, used by the user's xoauth2 accounts. Tokens and
+     * the client secret sealed; updated_at (milliseconds) fences a refresh's write against a
+     * new consent. */
+    {12, "oauth_grants",
+     "CREATE TABLE oauth_grants ("
+     " id TEXT NOT NULL UNIQUE,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT PRIMARY KEY REFERENCES users(id),"
+     " provider TEXT NOT NULL,"
+     " token_url TEXT NOT NULL,"
+     " client_id TEXT NOT NULL,"
+     " sealed_client_secret BYTEA,"
+     " sealed_refresh_token BYTEA NOT NULL,"
+     " sealed_access_token BYTEA,"
+     " expires_at BIGINT NOT NULL,"
+     " state TEXT NOT NULL CHECK (state IN ('active', 'revoked')),"
+     " revoked_reason TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL);"
+     "CREATE INDEX oauth_grants_expiring ON oauth_grants (expires_at) WHERE state = 'active';"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

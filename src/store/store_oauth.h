@@ -1,0 +1,68 @@
+/* OAuth grants (issue 15): what a user's consent at Google or Microsoft gave us — a refresh
+ * token and the access token it last bought, for the token endpoint and client it came from.
+ * One grant per user; the user's accounts (SMTP and IMAP) with auth `xoauth2` use it, so a grant
+ * the provider revokes takes them all down at once. Tokens and the client secret are sealed
+ * bytes from src/crypto, stored and read back, never plaintext. Operations run inside a store
+ * job.
+ *
+ * Ownership: the caller owns the structs it passes in and out; nothing is allocated here. */
+#ifndef MT_STORE_STORE_OAUTH_H
+#define MT_STORE_STORE_OAUTH_H
+
+#include "lib/limits.h"
+#include "store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_grant_state {
+	STORE_GRANT_ACTIVE,
+	STORE_GRANT_REVOKED, /* the provider said invalid_grant: only a new consent helps */
+};
+
+/* A sealed token: header + tag + a token of up to MT_OAUTH_TOKEN_MAX bytes. */
+struct store_sealed_token {
+	unsigned char bytes[MT_SEALED_MAX];
+	size_t len;
+};
+
+struct store_oauth_grant {
+	char id[MT_ID_MAX]; /* "grt..." (set by put) */
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char provider[MT_OAUTH_PROVIDER_MAX]; /* "google", "microsoft", or another preset's id */
+	char token_url[MT_OAUTH_URL_MAX + 1];
+	char client_id[MT_OAUTH_CLIENT_ID_MAX + 1];
+	struct store_sealed_token client_secret; /* len 0: a public client */
+	struct store_sealed_token refresh_token;
+	struct store_sealed_token access_token; /* len 0: none yet */
+	int64_t expires_at;                     /* the access token's, unix seconds; 0: unknown */
+	enum store_grant_state state;
+	char revoked_reason[MT_ERROR_TEXT_MAX];
+	int64_t created_at;
+	int64_t updated_at; /* milliseconds: fences token writes against a new consent */
+};
+
+/* Inserts the user's grant, or replaces it (a new consent: active again, new id). */
+int store_oauth_grant_put(struct store_tx *tx, struct store_oauth_grant *grant);
+/* STORE_NOT_FOUND when the user has none. */
+int store_oauth_grant_get(struct store_tx *tx, const char *org_id, const char *user_id,
+                          struct store_oauth_grant *grant_r);
+/* A refresh's result: the new access token and its expiry, and a rotated refresh token when
+ * `refresh_token` is not NULL; only while the grant is still the active one `seen` (same id and
+ * updated_at), else STORE_CONFLICT (a new consent came in meanwhile: its tokens win).
+ * *updated_at_r is the grant's new fence. */
+int store_oauth_grant_tokens(struct store_tx *tx, const struct store_oauth_grant *seen,
+                             const struct store_sealed_token *access_token,
+                             const struct store_sealed_token *refresh_token, int64_t expires_at,
+                             int64_t *updated_at_r);
+/* active -> revoked with `reason`, for the grant `grant_id` only: 0 when this call changed it
+ * (the caller makes the one notification), STORE_CONFLICT when it was already revoked or
+ * replaced. */
+int store_oauth_grant_revoke(struct store_tx *tx, const char *grant_id, const char *reason);
+/* Active grants whose access token expires before `before` (unix seconds): their user ids, at
+ * most `max`, soonest first — what a background refresh looks at. */
+int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user_ids)[MT_ID_MAX],
+                                size_t max, size_t *count_r);
+
+#endif
