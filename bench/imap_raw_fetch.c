@@ -7,8 +7,13 @@
  *
  *   fetched=N ms=T          (T: from sending the first FETCH to the last tagged OK)
  *
- *   imap-raw-fetch --host H --port P --user U --password-file F [--tls --ca-file F]
- *                  [--mailbox INBOX] [--items "(UID FLAGS ENVELOPE)"] [--chunk N] [--window N]
+ *   imap-raw-fetch --host H --port P --user U --password-file F [--tls | --starttls]
+ *                  [--ca-file F] [--mailbox INBOX] [--items "(UID FLAGS ENVELOPE)" | --sync-items]
+ *                  [--examine] [--chunk N] [--window N]
+ *
+ * --starttls: plaintext port, STARTTLS after the greeting (what IMAP sync's `security:
+ * starttls` does). --sync-items: the item list IMAP sync fetches (src/engine/imap_message.c,
+ * imap_message_fetch_items). --examine: EXAMINE instead of SELECT, as the sync does.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +33,13 @@
 
 #define BUF_SIZE (1024 * 1024)
 
+/* Keep in step with imap_message_fetch_items (src/engine/imap_message.c) and
+ * MT_IMAP_TEXT_FETCH_BYTES (src/lib/limits.h). */
+#define SYNC_ITEMS                                                                                 \
+	"(UID BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM TO CC BCC DATE MESSAGE-ID SUBJECT"       \
+	" IN-REPLY-TO REFERENCES X-MAILTRAIL-ID MIME-VERSION CONTENT-TYPE"                         \
+	" CONTENT-TRANSFER-ENCODING)] BODY.PEEK[TEXT]<0.16384>)"
+
 struct raw {
 	int fd;
 	SSL *ssl;
@@ -35,6 +47,7 @@ struct raw {
 	size_t start, end; /* unprocessed bytes: buf[start, end) */
 	uint64_t skip;     /* literal bytes still to skip */
 	size_t untagged;
+	bool cont; /* the next line continues a response after a literal */
 };
 
 static double now_ms(void)
@@ -109,11 +122,18 @@ static void next_line(struct raw *r, char **line_r, size_t *len_r)
 		r->start += len + 1;
 		if (len > 0 && p[len - 1] == '\r')
 			len--;
+		/* untagged responses are counted at their first line (a FETCH answer with
+		 * literals spans several) */
+		bool first = !r->cont;
+		if (first && len > 0 && p[0] == '*')
+			r->untagged++;
+		r->cont = false;
 		/* a literal ends the line: "{123}" or "{123+}"; its bytes follow */
 		if (len > 2 && p[len - 1] == '}') {
 			char *open = memrchr(p, '{', len);
 			if (open != NULL) {
 				r->skip = strtoull(open + 1, NULL, 10);
+				r->cont = true;
 				continue; /* the rest of the response follows the literal */
 			}
 		}
@@ -134,7 +154,6 @@ static void wait_tagged(struct raw *r, const char *tag, uint32_t *uidnext)
 		size_t len;
 		next_line(r, &line, &len);
 		if (line[0] == '*') {
-			r->untagged++;
 			if (uidnext != NULL) {
 				char *u = strstr(line, "[UIDNEXT ");
 				if (u != NULL)
@@ -160,6 +179,9 @@ int main(int argc, char **argv)
 	    {"user", required_argument, NULL, 'u'},
 	    {"password-file", required_argument, NULL, 'P'},
 	    {"tls", no_argument, NULL, 't'},
+	    {"starttls", no_argument, NULL, 's'},
+	    {"sync-items", no_argument, NULL, 'I'},
+	    {"examine", no_argument, NULL, 'E'},
 	    {"ca-file", required_argument, NULL, 'c'},
 	    {"mailbox", required_argument, NULL, 'm'},
 	    {"items", required_argument, NULL, 'i'},
@@ -170,7 +192,7 @@ int main(int argc, char **argv)
 	const char *host = NULL, *user = NULL, *password_file = NULL, *ca_file = NULL;
 	const char *mailbox = "INBOX", *items = "(UID FLAGS ENVELOPE)";
 	int port = 0;
-	bool tls = false;
+	bool tls = false, starttls = false, examine = false;
 	unsigned long chunk = 0, window = 4;
 	int opt;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -189,6 +211,15 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			tls = true;
+			break;
+		case 's':
+			starttls = true;
+			break;
+		case 'I':
+			items = SYNC_ITEMS;
+			break;
+		case 'E':
+			examine = true;
 			break;
 		case 'c':
 			ca_file = optarg;
@@ -210,8 +241,9 @@ int main(int argc, char **argv)
 		}
 	}
 	if (host == NULL || port <= 0 || user == NULL || password_file == NULL || window == 0)
-		die("usage: --host H --port P --user U --password-file F [--tls --ca-file F] "
-		    "[--chunk N] [--window N]");
+		die("usage: --host H --port P --user U --password-file F [--tls | --starttls] "
+		    "[--ca-file F] [--items I | --sync-items] [--examine] [--chunk N] [--window "
+		    "N]");
 	char password[256];
 	FILE *pf = fopen(password_file, "r");
 	if (pf == NULL || fgets(password, sizeof(password), pf) == NULL)
@@ -236,7 +268,18 @@ int main(int argc, char **argv)
 	int one = 1;
 	setsockopt(r.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	SSL_CTX *ctx = NULL;
-	if (tls) {
+	char *line;
+	size_t len;
+	if (starttls) {
+		next_line(&r, &line, &len); /* greeting */
+		if (strncmp(line, "* OK", 4) != 0)
+			die("no OK greeting");
+		send_all(&r, "T STARTTLS\r\n", 12);
+		wait_tagged(&r, "T", NULL);
+		if (r.start != r.end)
+			die("bytes after the STARTTLS answer");
+	}
+	if (tls || starttls) {
 		ctx = SSL_CTX_new(TLS_client_method());
 		if (ctx == NULL || SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)
 			die("TLS: cannot load the CA file");
@@ -247,18 +290,18 @@ int main(int argc, char **argv)
 		if (SSL_connect(r.ssl) != 1)
 			die("TLS handshake failed");
 	}
-	char *line;
-	size_t len;
-	next_line(&r, &line, &len); /* greeting */
-	if (strncmp(line, "* OK", 4) != 0)
-		die("no OK greeting");
+	if (!starttls) {
+		next_line(&r, &line, &len); /* greeting */
+		if (strncmp(line, "* OK", 4) != 0)
+			die("no OK greeting");
+	}
 
 	char cmd[1024];
 	int n = snprintf(cmd, sizeof(cmd), "L LOGIN \"%s\" \"%s\"\r\n", user, password);
 	send_all(&r, cmd, (size_t)n);
 	wait_tagged(&r, "L", NULL);
 	uint32_t uidnext = 0;
-	n = snprintf(cmd, sizeof(cmd), "S SELECT \"%s\"\r\n", mailbox);
+	n = snprintf(cmd, sizeof(cmd), "S %s \"%s\"\r\n", examine ? "EXAMINE" : "SELECT", mailbox);
 	send_all(&r, cmd, (size_t)n);
 	wait_tagged(&r, "S", &uidnext);
 	if (uidnext <= 1)

@@ -108,6 +108,17 @@ static void free_chunk(struct session *s)
 	s->msg_count = 0;
 }
 
+/* The chunk's messages (MT_IMAP_SYNC_CHUNK x ~6.6 KB) are held only while a pass fetches: an
+ * idle account keeps none (bench/sync-idle). */
+static void release_chunk(struct session *s)
+{
+	free_chunk(s);
+	free(s->msgs);
+	free(s->msg_uids);
+	s->msgs = NULL;
+	s->msg_uids = NULL;
+}
+
 /* Ends whatever the session was doing: its connection, timers and jobs' claim on it. */
 static void session_halt(struct session *s)
 {
@@ -160,15 +171,11 @@ static struct session *session_get(struct imap_syncer *syncer, const char *org_i
 	mt_strlcpy(s->user_id, user_id, sizeof(s->user_id));
 	s->timer = evtimer_new(syncer->p.base, on_timer, s);
 	s->poll = evtimer_new(syncer->p.base, on_poll, s);
-	s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs));
-	s->msg_uids = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msg_uids));
-	if (s->timer == NULL || s->poll == NULL || s->msgs == NULL || s->msg_uids == NULL) {
+	if (s->timer == NULL || s->poll == NULL) {
 		if (s->timer != NULL)
 			event_free(s->timer);
 		if (s->poll != NULL)
 			event_free(s->poll);
-		free(s->msgs);
-		free(s->msg_uids);
 		free(s);
 		return NULL;
 	}
@@ -555,6 +562,15 @@ static void chunk_fetch(struct session *s)
 		end = s->uid_count;
 	s->chunk_end = end;
 	free_chunk(s);
+	if (s->msgs == NULL) {
+		s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs));
+		s->msg_uids = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msg_uids));
+		if (s->msgs == NULL || s->msg_uids == NULL) {
+			release_chunk(s);
+			session_retry(s, "out of memory");
+			return;
+		}
+	}
 	const char *error;
 	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
 	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0)
@@ -678,6 +694,7 @@ static void report_done(struct sync_job *job)
 static void folder_next(struct session *s)
 {
 	if (s->folder >= s->account.folder_count) {
+		release_chunk(s);
 		struct sync_job *job = job_new(s, JOB_REPORT);
 		if (job == NULL) {
 			session_retry(s, "out of memory");
