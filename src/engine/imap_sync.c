@@ -61,6 +61,7 @@ struct session {
 	bool login_pending; /* WAITING for a login slot or a token, the account loaded */
 	bool disconnecting; /* stopped by a confirmed auth failure: a re-scan leaves it alone */
 	bool again;         /* a pass was asked for during this one */
+	int64_t exists_ms;  /* the EXISTS that started this pass (monotonic), 0: none */
 	bool seen;          /* a re-scan found the account */
 	uint64_t epoch;     /* the syncer's re-scan epoch when the session last started */
 	/* the second connection: IDLE on the second folder (Sent) instead of polling it */
@@ -160,6 +161,21 @@ static void set_state(struct session *s, enum session_state state)
 	s->state = state;
 }
 
+/* The sync lag: seconds from the EXISTS that started a pass (IDLE on INBOX or Sent) to the
+ * commit of each of its chunks holding messages: how long new mail waits to be logged. */
+static const double lag_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+
+static void observe_lag(struct session *s)
+{
+	if (s->exists_ms == 0)
+		return;
+	mt_metric_observe("mailtrail_imap_sync_lag_seconds",
+	                  "Seconds from an IMAP EXISTS (new mail under IDLE) to the commit of its "
+	                  "activities",
+	                  lag_bounds, sizeof(lag_bounds) / sizeof(lag_bounds[0]), NULL, 0,
+	                  (double)(mono_ms() - s->exists_ms) / 1000.0);
+}
+
 static void login_done(struct session *s)
 {
 	if (s->logging_in) {
@@ -184,6 +200,7 @@ static void session_halt(struct session *s)
 	s->gen++;
 	login_done(s);
 	s->login_pending = false;
+	s->exists_ms = 0;
 	imap_client_free(&s->client);
 	imap_client_free(&s->watch);
 	s->watch_idle = false;
@@ -512,8 +529,10 @@ static void on_event(void *ctx, const struct imap_event *ev)
 	/* Only while watching: an EXISTS during a pass is the answer to its own EXAMINE, and mail
 	 * that reaches INBOX after its turn is caught by the check before IDLE
 	 * (on_watch_selected). */
-	if (s->state == S_WATCHING)
+	if (s->state == S_WATCHING) {
+		s->exists_ms = mono_ms();
 		pass_begin(s);
+	}
 }
 
 /* ---- the pass ------------------------------------------------------------------------------- */
@@ -583,6 +602,7 @@ static void chunk_stored(struct sync_job *job)
 	for (size_t i = 0; i < job->count; i++)
 		created += job->results[i].activities_created;
 	if (job->count > 0) {
+		observe_lag(s);
 		mt_metric_add("mailtrail_imap_messages_total", "Messages read by IMAP sync", NULL,
 		              NULL, NULL, NULL, (double)job->count);
 		mt_metric_add("mailtrail_imap_activities_total", "Activities logged by IMAP sync",
@@ -741,6 +761,8 @@ static void poll_later(struct session *s)
 /* New mail in the watched second folder: a pass now, or one more after the running one. */
 static void watch_new_mail(struct session *s)
 {
+	if (s->exists_ms == 0)
+		s->exists_ms = mono_ms();
 	if (s->state == S_WATCHING)
 		pass_begin(s);
 	else if (s->state == S_SYNCING)
@@ -856,6 +878,8 @@ static void report_done(struct sync_job *job)
 		return;
 	}
 	s->account.last_sync_at = job->last_sync_at;
+	if (!s->again)
+		s->exists_ms = 0;
 	watch_start(s);
 	/* Watch INBOX (the first folder when it is watched at all). */
 	if (s->account.folder_count == 0 || strcmp(s->account.folders[0].role, "inbox") != 0) {

@@ -151,6 +151,7 @@
 #define MT_METRIC_SERIES_MAX      4096
 #define MT_METRIC_NAME_MAX        128
 #define MT_METRIC_LABEL_VALUE_MAX 256
+#define MT_METRIC_BUCKETS_MAX     20 /* a histogram's bucket bounds (+Inf not counted) */
 
 /* Config */
 #define MT_CONFIG_LINE_MAX  4096

@@ -296,6 +296,12 @@ def case_push(svc, ctx):
                      lambda: imap_sources(timeline(svc, "rita", p["push"])), timeout=10)
     assert [a["subject"] for a in got] == ["Pushed"], got
     ctx["total"] += 1
+    text = svc.req("GET", "/metrics").text
+    count = [float(l.split()[-1]) for l in text.splitlines()
+             if l.startswith("mailtrail_imap_sync_lag_seconds_count")]
+    assert count and count[0] >= 1, "no sync lag observed for the pushed mail"
+    assert "# TYPE mailtrail_imap_sync_lag_seconds histogram" in text
+    assert 'mailtrail_imap_sync_lag_seconds_bucket{le="+Inf"}' in text
 
 
 def case_sent_push(svc, ctx):
