@@ -19,7 +19,11 @@
                       session reconnects into it): Rita's push still arrives
   outage              3,000 new messages, the session kicked mid-sync: it reconnects and
                       catches up from the cursor, nothing missed or doubled
+  dovecot_restart     3,000 new messages; the whole Dovecot stopped mid-sync and started again
+                      (same ports, same mail): nothing missed or doubled
   uidvalidity         INBOX rebuilt (new UIDVALIDITY) with the same mail + 2 new: exactly 2 new
+  uidvalidity_live    the same while sync runs (no DELETE / PUT): Dovecot stopped, INBOX's uid
+                      list and indexes removed, started again, 2 new: exactly 2 new activities
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
   delete              DELETE: 204, state off, no secret; sync refused (409)
@@ -463,6 +467,72 @@ def case_outage(svc, ctx):
     print(f"     (kicked mid-sync: {kicked})", flush=True)
 
 
+def case_dovecot_restart(svc, ctx):
+    """3,000 messages arrive; Dovecot itself goes down mid-sync and comes back on the same
+    ports with the same mail: the session reconnects (back-off) and catches up from the cursor,
+    nothing missed or doubled."""
+    dc, n = ctx["dc"], 3000
+    pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                         {"kind": "contact", "name": "Bulk2", "emails": ["bulk2@cand.example"]}),
+                 201)["id"]
+    start = inbox_synced(svc)
+    dc.fill_maildir(MAILBOX_USER, "INBOX",
+                    (make_msg("bulk2@cand.example", [RITA], subject=f"Restart {i}")
+                     for i in range(n)))
+    stopped_at = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = inbox_synced(svc) - start
+        if 0 < done < n:
+            dc.stop()
+            stopped_at = done
+            break
+        if done >= n:
+            break
+        time.sleep(0.02)
+    if stopped_at is not None:
+        time.sleep(1.5)  # the session notices, backs off and fails against a closed port
+        assert inbox_synced(svc) - start < n
+        dc.start()
+    wait_until("every message synced after the restart",
+               lambda: inbox_synced(svc) - start >= n, timeout=90)
+    acts = [a for a in feed(svc, "rita") if a["profile_id"] == pid]
+    assert len(acts) == n, f"{len(acts)} activities for {n} messages (stopped at {stopped_at})"
+    assert len({a["subject"] for a in acts}) == n
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + n, (total, ctx["total"])
+    ctx["total"] = total
+    assert stopped_at is not None, "the sync finished before Dovecot could be stopped"
+    print(f"     (stopped after {stopped_at} of {n})", flush=True)
+
+
+def case_uidvalidity_live(svc, ctx):
+    """UIDVALIDITY changes under a running sync (no DELETE and PUT around it)."""
+    dc = ctx["dc"]
+    wait_until("Rita watching", lambda: sessions_in(svc, "watching") >= 1)
+    old = [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]["uidvalidity"]
+    dc.stop()
+    box = dc.maildir(MAILBOX_USER, "INBOX")
+    for pattern in ("dovecot-uidlist", "dovecot-uidvalidity*", "dovecot.index*"):
+        for f in glob.glob(os.path.join(box, pattern)):
+            os.unlink(f)
+    time.sleep(1.1)  # a new UIDVALIDITY is the time in seconds
+    dc.start()
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jill@cand.example", [RITA], subject="Live one"))
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jack@cand.example", [RITA], subject="Live two"))
+
+    def rescanned():
+        f = [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]
+        return f["uidvalidity"] != old and f["last_uid"] >= len(dc.uids(MAILBOX_USER)) and f
+    wait_until("the INBOX re-scanned under its new UIDVALIDITY", rescanned, timeout=60)
+    time.sleep(1)
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + 2, f"expected exactly 2 new activities, got {total - ctx['total']}"
+    subjects = {a["subject"] for a in imap_sources(feed(svc, "rita"))}
+    assert {"Live one", "Live two"} <= subjects
+    ctx["total"] = total
+
+
 def case_uidvalidity(svc, ctx):
     dc = ctx["dc"]
     before = imap_get(svc)
@@ -565,7 +635,9 @@ def main():
                          ("feature_switch", case_feature_switch),
                          ("stalled_server", case_stalled_server),
                          ("outage", case_outage),
+                         ("dovecot_restart", case_dovecot_restart),
                          ("uidvalidity", case_uidvalidity),
+                         ("uidvalidity_live", case_uidvalidity_live),
                          ("password_changed", case_password_changed),
                          ("delete", case_delete)):
             r.run(name, fn, svc, ctx)
