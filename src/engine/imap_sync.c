@@ -325,7 +325,10 @@ struct sync_job {
 	struct store_org org;
 	struct store_user user;
 	struct store_imap_account account;
-	/* CHUNK */
+	/* CHUNK: `own` is the session's chunk array, taken whole while the store thread reads it
+	 * (a session halted meanwhile must not free it under the job) */
+	struct store_message *own;
+	size_t own_count;
 	const struct store_message **msgs;
 	size_t count;
 	struct matcher_result *results;
@@ -346,6 +349,17 @@ struct sync_job {
 
 static void job_free(struct sync_job *job)
 {
+	if (job->own != NULL) {
+		for (size_t i = 0; i < job->own_count; i++)
+			matcher_message_free(&job->own[i]);
+		/* Back to the session for its next chunk, unless it has one again already. */
+		if (job->s->msgs == NULL && !job->s->syncer->closing) {
+			memset(job->own, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->own));
+			job->s->msgs = job->own;
+		} else {
+			free(job->own);
+		}
+	}
 	sodium_memzero(&job->account, sizeof(job->account));
 	free(job->msgs);
 	free(job->results);
@@ -568,6 +582,10 @@ static void chunk_store(struct session *s, bool complete)
 	for (size_t i = 0; i < s->msg_count; i++)
 		job->msgs[i] = &s->msgs[i];
 	job->count = s->msg_count;
+	job->own = s->msgs;
+	job->own_count = s->msg_count;
+	s->msgs = NULL;
+	s->msg_count = 0;
 	job->account.updated_at = s->account.updated_at;
 	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
 	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
@@ -659,6 +677,10 @@ static void chunk_fetch(struct session *s)
 		end = s->uid_count;
 	s->chunk_end = end;
 	free_chunk(s);
+	if (s->msgs == NULL && (s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs))) == NULL) {
+		session_retry(s, "out of memory");
+		return;
+	}
 	const char *error;
 	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
 	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0)
