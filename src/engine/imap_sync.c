@@ -10,6 +10,7 @@
 #include "engine/imap_account.h"
 #include "engine/imap_cursor.h"
 #include "engine/imap_message.h"
+#include "engine/imap_sync_sched.h"
 #include "engine/matcher.h"
 #include "engine/notify.h"
 #include "imap/client.h"
@@ -27,11 +28,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NOTICE_SUBJECT "Your IMAP mailbox was disconnected"
 
 enum session_state { S_LOADING, S_SYNCING, S_WATCHING, S_WAITING, S_STOPPED };
 static const char *const state_names[] = {"loading", "syncing", "watching", "waiting", "stopped"};
+
+/* A server host: its bucket of new logins and its logins in progress. */
+struct sync_host {
+	struct sync_host *next;
+	char name[MT_HOST_FIELD_MAX + 1];
+	struct imap_bucket bucket;
+	unsigned logins;
+};
 
 struct session {
 	struct imap_syncer *syncer;
@@ -46,8 +56,19 @@ struct session {
 	struct event *poll;
 	unsigned failures;
 	bool auth_failed_once;
-	bool logging_in; /* holds one of the syncer's login slots */
-	bool again;      /* a pass was asked for during this one */
+	bool logging_in; /* holds one of the syncer's login slots (and one of its host's) */
+	struct sync_host *login_host;
+	bool login_pending; /* WAITING for a login slot or a token, the account loaded */
+	bool disconnecting; /* stopped by a confirmed auth failure: a re-scan leaves it alone */
+	bool again;         /* a pass was asked for during this one */
+	int64_t exists_ms;  /* the EXISTS that started this pass (monotonic), 0: none */
+	bool seen;          /* a re-scan found the account */
+	uint64_t epoch;     /* the syncer's re-scan epoch when the session last started */
+	/* the second connection: IDLE on the second folder (Sent) instead of polling it */
+	struct imap_client *watch;
+	bool watch_idle; /* its EXAMINE answered: EXISTS from now on is new mail */
+	unsigned watch_failures;
+	int64_t watch_retry_ms;
 	/* the pass */
 	size_t folder;
 	uint32_t uidvalidity, uidnext;
@@ -69,10 +90,57 @@ struct imap_syncer {
 	unsigned logins; /* sessions between connect and ready */
 	unsigned per_state[sizeof(state_names) / sizeof(state_names[0])]; /* the gauge */
 	bool closing;
+	struct sync_host *hosts;
+	size_t host_count;
+	struct event *rescan;
+	uint64_t epoch;      /* re-scans submitted */
+	bool rescan_running; /* one at a time */
+	bool rescan_again;   /* asked for while one ran */
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The host's entry; forgets idle hosts when the table is full. NULL when it stays full (the
+ * login then goes unlimited by host: the global cap still holds). */
+static struct sync_host *host_get(struct imap_syncer *syncer, const char *name, int64_t now)
+{
+	for (struct sync_host *h = syncer->hosts; h != NULL; h = h->next)
+		if (strcmp(h->name, name) == 0)
+			return h;
+	if (syncer->host_count >= MT_IMAP_SYNC_HOSTS_MAX) {
+		for (struct sync_host **pp = &syncer->hosts; *pp != NULL;) {
+			struct sync_host *h = *pp;
+			if (h->logins == 0 &&
+			    imap_bucket_idle(&h->bucket, now, MT_IMAP_HOST_LOGINS_PER_S,
+			                     MT_IMAP_HOST_LOGINS_BURST)) {
+				*pp = h->next;
+				free(h);
+				syncer->host_count--;
+			} else {
+				pp = &h->next;
+			}
+		}
+		if (syncer->host_count >= MT_IMAP_SYNC_HOSTS_MAX)
+			return NULL;
+	}
+	struct sync_host *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return NULL;
+	mt_strlcpy(h->name, name, sizeof(h->name));
+	h->next = syncer->hosts;
+	syncer->hosts = h;
+	syncer->host_count++;
+	return h;
+}
 
 static void session_start(struct session *s);
 static void pass_begin(struct session *s);
+static void poll_later(struct session *s);
 static void folder_next(struct session *s);
 
 static void count_state(struct imap_syncer *syncer, enum session_state state, int delta)
@@ -93,11 +161,29 @@ static void set_state(struct session *s, enum session_state state)
 	s->state = state;
 }
 
+/* The sync lag: seconds from the EXISTS that started a pass (IDLE on INBOX or Sent) to the
+ * commit of each of its chunks holding messages: how long new mail waits to be logged. */
+static const double lag_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+
+static void observe_lag(struct session *s)
+{
+	if (s->exists_ms == 0)
+		return;
+	mt_metric_observe("mailtrail_imap_sync_lag_seconds",
+	                  "Seconds from an IMAP EXISTS (new mail under IDLE) to the commit of its "
+	                  "activities",
+	                  lag_bounds, sizeof(lag_bounds) / sizeof(lag_bounds[0]), NULL, 0,
+	                  (double)(mono_ms() - s->exists_ms) / 1000.0);
+}
+
 static void login_done(struct session *s)
 {
 	if (s->logging_in) {
 		s->logging_in = false;
 		s->syncer->logins--;
+		if (s->login_host != NULL)
+			s->login_host->logins--;
+		s->login_host = NULL;
 	}
 }
 
@@ -124,7 +210,11 @@ static void session_halt(struct session *s)
 {
 	s->gen++;
 	login_done(s);
+	s->login_pending = false;
+	s->exists_ms = 0;
 	imap_client_free(&s->client);
+	imap_client_free(&s->watch);
+	s->watch_idle = false;
 	evtimer_del(s->timer);
 	evtimer_del(s->poll);
 	free(s->uids);
@@ -156,13 +246,11 @@ static struct session *session_find(struct imap_syncer *syncer, const char *user
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void on_poll(evutil_socket_t fd, short what, void *arg);
 
-static struct session *session_get(struct imap_syncer *syncer, const char *org_id,
-                                   const char *user_id)
+/* A new session (the caller knows there is none for the user). */
+static struct session *session_create(struct imap_syncer *syncer, const char *org_id,
+                                      const char *user_id)
 {
-	struct session *s = session_find(syncer, user_id);
-	if (s != NULL)
-		return s;
-	s = calloc(1, sizeof(*s));
+	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
 	s->syncer = syncer;
@@ -185,6 +273,13 @@ static struct session *session_get(struct imap_syncer *syncer, const char *org_i
 	return s;
 }
 
+static struct session *session_get(struct imap_syncer *syncer, const char *org_id,
+                                   const char *user_id)
+{
+	struct session *s = session_find(syncer, user_id);
+	return s != NULL ? s : session_create(syncer, org_id, user_id);
+}
+
 static void wait_ms(struct session *s, int64_t ms)
 {
 	set_state(s, S_WAITING);
@@ -195,21 +290,26 @@ static void wait_ms(struct session *s, int64_t ms)
 /* Jittered exponential back-off: 1 s, 2 s, 4 s ... capped, each times 0.5 .. 1.5. */
 static int64_t backoff_ms(unsigned failures)
 {
-	int64_t ms = MT_IMAP_RECONNECT_MIN_MS;
-	for (unsigned i = 1; i < failures && ms < MT_IMAP_RECONNECT_MAX_MS; i++)
-		ms *= 2;
-	if (ms > MT_IMAP_RECONNECT_MAX_MS)
-		ms = MT_IMAP_RECONNECT_MAX_MS;
-	return ms / 2 + (int64_t)randombytes_uniform((uint32_t)ms + 1);
+	return imap_sync_backoff(failures, MT_IMAP_RECONNECT_MIN_MS, MT_IMAP_RECONNECT_MAX_MS,
+	                         randombytes_random());
 }
+
+static void session_login(struct session *s);
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	struct session *s = arg;
-	if (s->state == S_WAITING)
-		session_start(s);
+	if (s->state != S_WAITING)
+		return;
+	if (s->login_pending) {
+		s->login_pending = false;
+		set_state(s, S_LOADING);
+		session_login(s);
+		return;
+	}
+	session_start(s);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -232,7 +332,10 @@ struct sync_job {
 	struct store_org org;
 	struct store_user user;
 	struct store_imap_account account;
-	/* CHUNK */
+	/* CHUNK: `own` is the session's chunk array, taken whole while the store thread reads it
+	 * (a session halted meanwhile must not free it under the job) */
+	struct store_message *own;
+	size_t own_count;
 	const struct store_message **msgs;
 	size_t count;
 	struct matcher_result *results;
@@ -251,8 +354,27 @@ struct sync_job {
 	int found; /* LOAD: 0, or STORE_NOT_FOUND */
 };
 
+/* The chunk's messages go back to the session for its next chunk, unless it has one again
+ * already (or is closing). Before the pass goes on: a pass that ends releases them (an idle
+ * account holds none). */
+static void chunk_return(struct sync_job *job)
+{
+	if (job->own == NULL)
+		return;
+	for (size_t i = 0; i < job->own_count; i++)
+		matcher_message_free(&job->own[i]);
+	if (job->s->msgs == NULL && !job->s->syncer->closing) {
+		memset(job->own, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->own));
+		job->s->msgs = job->own;
+	} else {
+		free(job->own);
+	}
+	job->own = NULL;
+}
+
 static void job_free(struct sync_job *job)
 {
+	chunk_return(job);
 	sodium_memzero(&job->account, sizeof(job->account));
 	free(job->msgs);
 	free(job->results);
@@ -351,6 +473,7 @@ static void disconnect_begin(struct session *s, const char *reason)
 	struct store_imap_account seen = s->account;
 	session_halt(s);
 	set_state(s, S_STOPPED);
+	s->disconnecting = true;
 	struct sync_job *job = job_new(s, JOB_DISCONNECT_LOAD);
 	if (job == NULL)
 		return;
@@ -435,8 +558,10 @@ static void on_event(void *ctx, const struct imap_event *ev)
 	/* Only while watching: an EXISTS during a pass is the answer to its own EXAMINE, and mail
 	 * that reaches INBOX after its turn is caught by the check before IDLE
 	 * (on_watch_selected). */
-	if (s->state == S_WATCHING)
+	if (s->state == S_WATCHING) {
+		s->exists_ms = mono_ms();
 		pass_begin(s);
+	}
 }
 
 /* ---- the pass ------------------------------------------------------------------------------- */
@@ -472,6 +597,10 @@ static void chunk_store(struct session *s, bool complete)
 	for (size_t i = 0; i < s->msg_count; i++)
 		job->msgs[i] = &s->msgs[i];
 	job->count = s->msg_count;
+	job->own = s->msgs;
+	job->own_count = s->msg_count;
+	s->msgs = NULL;
+	s->msg_count = 0;
 	job->account.updated_at = s->account.updated_at;
 	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
 	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
@@ -506,6 +635,7 @@ static void chunk_stored(struct sync_job *job)
 	for (size_t i = 0; i < job->count; i++)
 		created += job->results[i].activities_created;
 	if (job->count > 0) {
+		observe_lag(s);
 		mt_metric_add("mailtrail_imap_messages_total", "Messages read by IMAP sync", NULL,
 		              NULL, NULL, NULL, (double)job->count);
 		mt_metric_add("mailtrail_imap_activities_total", "Activities logged by IMAP sync",
@@ -562,14 +692,14 @@ static void chunk_fetch(struct session *s)
 		end = s->uid_count;
 	s->chunk_end = end;
 	free_chunk(s);
-	if (s->msgs == NULL) {
+	if (s->msgs == NULL)
 		s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs));
+	if (s->msg_uids == NULL)
 		s->msg_uids = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msg_uids));
-		if (s->msgs == NULL || s->msg_uids == NULL) {
-			release_chunk(s);
-			session_retry(s, "out of memory");
-			return;
-		}
+	if (s->msgs == NULL || s->msg_uids == NULL) {
+		release_chunk(s);
+		session_retry(s, "out of memory");
+		return;
 	}
 	const char *error;
 	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
@@ -658,10 +788,122 @@ static void on_watch_selected(void *ctx, const struct imap_result *r)
 		session_retry(s, error);
 		return;
 	}
-	if (s->account.folder_count > 1) {
-		struct timeval tv = {MT_IMAP_SYNC_POLL_MS / 1000, 0};
-		evtimer_add(s->poll, &tv);
+	if (s->account.folder_count > 1 && s->watch == NULL)
+		poll_later(s);
+}
+
+/* ---- the second connection: Sent under IDLE ------------------------------------------------ */
+
+static void poll_later(struct session *s)
+{
+	struct timeval tv = {MT_IMAP_SYNC_POLL_MS / 1000, 0};
+	evtimer_add(s->poll, &tv);
+}
+
+/* New mail in the watched second folder: a pass now, or one more after the running one. */
+static void watch_new_mail(struct session *s)
+{
+	if (s->exists_ms == 0)
+		s->exists_ms = mono_ms();
+	if (s->state == S_WATCHING)
+		pass_begin(s);
+	else if (s->state == S_SYNCING)
+		s->again = true;
+}
+
+static void on_watch_failed(void *ctx, const struct imap_failure *f)
+{
+	struct session *s = ctx;
+	imap_client_free(&s->watch);
+	s->watch_idle = false;
+	s->watch_failures++;
+	s->watch_retry_ms = mono_ms() + backoff_ms(s->watch_failures);
+	mt_log(MT_LOG_INFO, "imap.sync_watch_failed", MT_KV("user", s->user_id),
+	       MT_KV("class", mt_class_name(f->cls)), MT_KV("reason", f->reason));
+	/* Polled again, as with a cap of one connection, until the next pass retries it. */
+	if (s->state == S_WATCHING && !evtimer_pending(s->poll, NULL))
+		poll_later(s);
+}
+
+static void on_watch_examined(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	if (r->cls == MT_CLASS_RESP) {
+		/* The folder is gone: the pass says so; the connection is of no use. */
+		imap_client_free(&s->watch);
+		if (s->state == S_WATCHING && !evtimer_pending(s->poll, NULL))
+			poll_later(s);
+		return;
 	}
+	if (r->cls != MT_CLASS_NONE)
+		return; /* on_watch_failed follows */
+	s->watch_failures = 0;
+	const char *error;
+	if (imap_client_idle(s->watch, true, &error) < 0) {
+		imap_client_free(&s->watch);
+		return;
+	}
+	s->watch_idle = true;
+	evtimer_del(s->poll);
+	/* Mail that came between the pass over this folder and now. */
+	const struct store_imap_folder *f = &s->account.folders[1];
+	if (r->uidvalidity != (uint32_t)f->uidvalidity ||
+	    (r->uidnext != 0 && (int64_t)r->uidnext > f->last_uid + 1))
+		watch_new_mail(s);
+}
+
+static void on_watch_ready(void *ctx)
+{
+	struct session *s = ctx;
+	const char *error;
+	if (imap_client_select(s->watch, s->account.folders[1].name, true, on_watch_examined, s,
+	                       &error) < 0)
+		imap_client_free(&s->watch);
+}
+
+static void on_watch_event(void *ctx, const struct imap_event *ev)
+{
+	struct session *s = ctx;
+	/* Not before the EXAMINE's answer: its own EXISTS is not new mail. */
+	if (ev->kind == IMAP_EVENT_EXISTS && s->watch_idle)
+		watch_new_mail(s);
+}
+
+/* Opens the second connection when the cap allows it and none is open (nor failing lately).
+ * It goes through the host's bucket like any login; without a token this pass polls. */
+static void watch_start(struct session *s)
+{
+	const struct imap_syncer_params *p = &s->syncer->p;
+	if (s->watch != NULL ||
+	    !imap_sync_watch_second(p->max_connections, (unsigned)s->account.folder_count))
+		return;
+	int64_t now = mono_ms();
+	if (now < s->watch_retry_ms || s->syncer->logins >= MT_IMAP_LOGINS_MAX)
+		return;
+	struct sync_host *host = host_get(s->syncer, s->account.host, now);
+	if (host != NULL && (host->logins >= MT_IMAP_HOST_LOGINS_MAX ||
+	                     imap_bucket_take(&host->bucket, now, MT_IMAP_HOST_LOGINS_PER_S,
+	                                      MT_IMAP_HOST_LOGINS_BURST) > 0))
+		return;
+	struct imap_client_params params;
+	struct mt_tls_pin pin;
+	struct mt_secret *secret = NULL;
+	const char *error;
+	if (account_imap_client(&s->account, p->keyring, p->tls,
+	                        mt_config_cidrs(p->config, "allow_private_hosts"), &params, &pin,
+	                        &secret, &error) < 0)
+		return;
+	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
+	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;
+	static const struct imap_client_callbacks callbacks = {
+	    .ready = on_watch_ready,
+	    .failed = on_watch_failed,
+	    .closed = on_closed,
+	    .event = on_watch_event,
+	};
+	s->watch = imap_client_new(p->base, p->dns, &params, &callbacks, s, &error);
+	mt_secret_free(&secret);
+	s->watch_idle = false;
 }
 
 static void report_done(struct sync_job *job)
@@ -678,6 +920,9 @@ static void report_done(struct sync_job *job)
 		return;
 	}
 	s->account.last_sync_at = job->last_sync_at;
+	if (!s->again)
+		s->exists_ms = 0;
+	watch_start(s);
 	/* Watch INBOX (the first folder when it is watched at all). */
 	if (s->account.folder_count == 0 || strcmp(s->account.folders[0].role, "inbox") != 0) {
 		set_state(s, S_WATCHING);
@@ -736,17 +981,44 @@ static void session_loaded(struct sync_job *job)
 		return;
 	}
 	s->account = job->account;
-	if (s->syncer->logins >= MT_IMAP_LOGINS_MAX) {
-		/* Many accounts starting at once (serve starting, a server back): a few logins at
-		 * a time, the others a moment later. */
-		wait_ms(s, 100 + (int64_t)randombytes_uniform(900));
+	session_login(s);
+}
+
+static void login_wait(struct session *s, int64_t ms)
+{
+	s->login_pending = true;
+	wait_ms(s, imap_sync_jitter(ms, randombytes_random()));
+}
+
+/* Logs in when the scheduler lets it: a global cap on logins in progress, a cap per host (a
+ * host that never answers holds only its own share), and a token bucket of new logins per
+ * host; otherwise the session waits its turn, jittered, with the account already loaded. */
+static void session_login(struct session *s)
+{
+	struct imap_syncer *syncer = s->syncer;
+	if (syncer->logins >= MT_IMAP_LOGINS_MAX) {
+		login_wait(s, 100 + (int64_t)randombytes_uniform(900));
+		return;
+	}
+	int64_t now = mono_ms();
+	struct sync_host *host = host_get(syncer, s->account.host, now);
+	if (host != NULL && host->logins >= MT_IMAP_HOST_LOGINS_MAX) {
+		login_wait(s, 200 + (int64_t)randombytes_uniform(800));
+		return;
+	}
+	int64_t wait = host == NULL
+	                   ? 0
+	                   : imap_bucket_take(&host->bucket, now, MT_IMAP_HOST_LOGINS_PER_S,
+	                                      MT_IMAP_HOST_LOGINS_BURST);
+	if (wait > 0) {
+		login_wait(s, wait);
 		return;
 	}
 	struct imap_client_params params;
 	struct mt_tls_pin pin;
 	struct mt_secret *secret = NULL;
 	const char *error;
-	const struct imap_syncer_params *p = &s->syncer->p;
+	const struct imap_syncer_params *p = &syncer->p;
 	if (account_imap_client(&s->account, p->keyring, p->tls,
 	                        mt_config_cidrs(p->config, "allow_private_hosts"), &params, &pin,
 	                        &secret, &error) < 0) {
@@ -754,6 +1026,7 @@ static void session_loaded(struct sync_job *job)
 		return;
 	}
 	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
+	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;
 	static const struct imap_client_callbacks callbacks = {
 	    .ready = on_ready,
 	    .failed = on_failed,
@@ -768,7 +1041,10 @@ static void session_loaded(struct sync_job *job)
 		return;
 	}
 	s->logging_in = true;
-	s->syncer->logins++;
+	s->login_host = host;
+	syncer->logins++;
+	if (host != NULL)
+		host->logins++;
 	pass_begin(s);
 }
 
@@ -812,6 +1088,7 @@ static void job_done(void *arg, int result)
 		session_loaded(job);
 		break;
 	case JOB_CHUNK:
+		chunk_return(job);
 		chunk_stored(job);
 		break;
 	case JOB_REPORT:
@@ -826,6 +1103,7 @@ static void job_done(void *arg, int result)
 static void session_start(struct session *s)
 {
 	session_halt(s);
+	s->epoch = s->syncer->epoch;
 	set_state(s, S_LOADING);
 	struct sync_job *job = job_new(s, JOB_LOAD);
 	if (job == NULL || job_submit(job, STORE_READ) < 0) {
@@ -836,11 +1114,19 @@ static void session_start(struct session *s)
 
 /* ---- the syncer ----------------------------------------------------------------------------- */
 
+static void on_rescan(evutil_socket_t fd, short what, void *arg);
+
 struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params)
 {
 	struct imap_syncer *syncer = calloc(1, sizeof(*syncer));
-	if (syncer != NULL)
-		syncer->p = *params;
+	if (syncer == NULL)
+		return NULL;
+	syncer->p = *params;
+	syncer->rescan = event_new(params->base, -1, EV_PERSIST, on_rescan, syncer);
+	if (syncer->rescan == NULL) {
+		free(syncer);
+		return NULL;
+	}
 	return syncer;
 }
 
@@ -860,7 +1146,20 @@ void imap_syncer_free(struct imap_syncer **syncer_p)
 		free(s->msg_uids);
 		free(s);
 	}
+	for (struct sync_host *h = syncer->hosts, *next; h != NULL; h = next) {
+		next = h->next;
+		free(h);
+	}
+	event_free(syncer->rescan);
 	free(syncer);
+}
+
+static void session_changed(struct session *s)
+{
+	s->failures = 0;
+	s->auth_failed_once = false;
+	s->disconnecting = false;
+	session_start(s);
 }
 
 void imap_syncer_changed(void *arg, const char *org_id, const char *user_id)
@@ -871,15 +1170,18 @@ void imap_syncer_changed(void *arg, const char *org_id, const char *user_id)
 		mt_log(MT_LOG_ERROR, "imap.sync_oom", MT_KV("user", user_id));
 		return;
 	}
-	s->failures = 0;
-	s->auth_failed_once = false;
-	session_start(s);
+	session_changed(s);
 }
 
+/* The accounts to sync (connected, their org's imap_sync on), read at serve start and again
+ * every MT_IMAP_SYNC_RESCAN_MS and when an org's switch changes: accounts without a running
+ * session start; running sessions whose account is no longer listed stop. */
 struct start_job {
 	struct imap_syncer *syncer;
 	struct store_imap_ref *refs;
 	size_t count;
+	uint64_t epoch;
+	bool first;
 };
 
 static int start_run(struct store_tx *tx, void *arg)
@@ -888,26 +1190,90 @@ static int start_run(struct store_tx *tx, void *arg)
 	return store_imap_accounts_to_sync(tx, job->refs, MT_IMAP_SYNC_ACCOUNTS_MAX, &job->count);
 }
 
+static int ref_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct store_imap_ref *)a)->user_id,
+	              ((const struct store_imap_ref *)b)->user_id);
+}
+
+static int rescan_submit(struct imap_syncer *syncer, bool first);
+
 static void start_done(void *arg, int result)
 {
 	struct start_job *job = arg;
-	if (result == 0 && !job->syncer->closing) {
-		char n[24];
+	struct imap_syncer *syncer = job->syncer;
+	if (result == 0 && !syncer->closing) {
+		size_t started = 0, stopped = 0;
+		qsort(job->refs, job->count, sizeof(*job->refs), ref_cmp);
+		bool *has = calloc(job->count + 1, sizeof(*has));
+		if (has != NULL) {
+			for (struct session *s = syncer->sessions; s != NULL; s = s->next) {
+				struct store_imap_ref key;
+				mt_strlcpy(key.user_id, s->user_id, sizeof(key.user_id));
+				const struct store_imap_ref *ref = bsearch(
+				    &key, job->refs, job->count, sizeof(*job->refs), ref_cmp);
+				if (ref != NULL) {
+					has[ref - job->refs] = true;
+					/* Stopped by the account changing or by an earlier re-scan;
+					 * not one whose confirmed disconnect is being written. */
+					if (s->state == S_STOPPED && !s->disconnecting) {
+						session_changed(s);
+						started++;
+					}
+				} else if (s->state != S_STOPPED && s->epoch < job->epoch) {
+					/* Started before this read: its account or org is off now.
+					 */
+					session_stop(s,
+					             "the account or the org's imap_sync is off");
+					stopped++;
+				}
+			}
+			for (size_t i = 0; i < job->count; i++) {
+				if (has[i])
+					continue;
+				struct session *s = session_create(syncer, job->refs[i].org_id,
+				                                   job->refs[i].user_id);
+				if (s == NULL) {
+					mt_log(MT_LOG_ERROR, "imap.sync_oom",
+					       MT_KV("user", job->refs[i].user_id));
+					continue;
+				}
+				session_changed(s);
+				started++;
+			}
+			free(has);
+		}
+		char n[24], st[24], sp[24];
 		snprintf(n, sizeof(n), "%zu", job->count);
-		mt_log(MT_LOG_INFO, "imap.sync_started", MT_KV("accounts", n));
-		for (size_t i = 0; i < job->count; i++)
-			imap_syncer_changed(job->syncer, job->refs[i].org_id, job->refs[i].user_id);
+		snprintf(st, sizeof(st), "%zu", started);
+		snprintf(sp, sizeof(sp), "%zu", stopped);
+		if (job->first)
+			mt_log(MT_LOG_INFO, "imap.sync_started", MT_KV("accounts", n));
+		else if (started > 0 || stopped > 0)
+			mt_log(MT_LOG_INFO, "imap.sync_rescanned", MT_KV("accounts", n),
+			       MT_KV("started", st), MT_KV("stopped", sp));
 	}
+	syncer->rescan_running = false;
 	free(job->refs);
 	free(job);
+	if (syncer->rescan_again && !syncer->closing) {
+		syncer->rescan_again = false;
+		rescan_submit(syncer, false);
+	}
 }
 
-int imap_syncer_start(struct imap_syncer *syncer)
+static int rescan_submit(struct imap_syncer *syncer, bool first)
 {
+	if (syncer->rescan_running) {
+		syncer->rescan_again = true;
+		return 0;
+	}
 	struct start_job *job = calloc(1, sizeof(*job));
 	if (job == NULL)
 		return -1;
 	job->syncer = syncer;
+	job->first = first;
+	job->epoch = ++syncer->epoch;
 	job->refs = calloc(MT_IMAP_SYNC_ACCOUNTS_MAX, sizeof(*job->refs));
 	if (job->refs == NULL ||
 	    store_submit(syncer->p.store, STORE_READ, start_run, start_done, job) < 0) {
@@ -915,7 +1281,30 @@ int imap_syncer_start(struct imap_syncer *syncer)
 		free(job);
 		return -1;
 	}
+	syncer->rescan_running = true;
 	return 0;
+}
+
+static void on_rescan(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct imap_syncer *syncer = arg;
+	if (rescan_submit(syncer, false) < 0)
+		mt_log(MT_LOG_WARN, "imap.sync_rescan_failed");
+}
+
+int imap_syncer_start(struct imap_syncer *syncer)
+{
+	struct timeval tv = {MT_IMAP_SYNC_RESCAN_MS / 1000, (MT_IMAP_SYNC_RESCAN_MS % 1000) * 1000};
+	event_add(syncer->rescan, &tv);
+	return rescan_submit(syncer, true);
+}
+
+void imap_syncer_rescan(struct imap_syncer *syncer)
+{
+	if (syncer != NULL && rescan_submit(syncer, false) < 0)
+		mt_log(MT_LOG_WARN, "imap.sync_rescan_failed");
 }
 
 struct now_job {

@@ -44,6 +44,10 @@ struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params);
 void imap_syncer_free(struct imap_syncer **syncer);
 /* Starts every connected account of an org with imap_sync on, in the background. 0 or -1. */
 int imap_syncer_start(struct imap_syncer *syncer);
+/* Reads the accounts to sync again now (it also happens every MT_IMAP_SYNC_RESCAN_MS): those
+ * without a session start, sessions of accounts no longer listed (the org's imap_sync turned
+ * off) stop. For a change of an org's imap_sync switch. NULL is allowed (no syncer). */
+void imap_syncer_rescan(struct imap_syncer *syncer);
 /* engine/imap_account.h's hook: the account was saved or turned off. */
 void imap_syncer_changed(void *syncer, const char *org_id, const char *user_id);
 

@@ -3,6 +3,7 @@
  * build has) are the engine's (engine/org_settings.h). */
 #include "http/api.h"
 
+#include "engine/imap_sync.h"
 #include "engine/org_settings.h"
 
 #include <stdio.h>
@@ -25,9 +26,19 @@ static json_t *org_json(const struct store_org *org)
 	                 api_time(org->created_at));
 }
 
+/* A change of the org's imap_sync switch starts or stops its accounts' sync now (the request
+ * carries the api when the change set it). */
+static void imap_sync_switched(struct http_request *req, const struct org_settings_result *r)
+{
+	struct api *api = http_request_get_data(req);
+	if (api != NULL && r->outcome.verdict == CRUD_OK)
+		imap_syncer_rescan(api->imap_syncer);
+}
+
 static void org_done(void *ctx, const struct org_settings_result *r)
 {
 	struct http_request *req = ctx;
+	imap_sync_switched(req, r);
 	if (!api_reply_outcome(req, &r->outcome, "org"))
 		http_reply_json(req, 200, org_json(r->org));
 }
@@ -35,6 +46,7 @@ static void org_done(void *ctx, const struct org_settings_result *r)
 static void features_done(void *ctx, const struct org_settings_result *r)
 {
 	struct http_request *req = ctx;
+	imap_sync_switched(req, r);
 	if (!api_reply_outcome(req, &r->outcome, "org"))
 		http_reply_json(req, 200, features_json(r->org));
 }
@@ -97,6 +109,8 @@ void api_org_put(struct http_request *req, void *app)
 		     domains != NULL && i < json_array_size(domains) && i < MT_ORG_DOMAINS_MAX; i++)
 			change.domains[change.domain_count++] =
 			    json_string_value(json_array_get(domains, i));
+		if (change.set_imap_sync)
+			http_request_set_data(req, api);
 		org_settings_update(api->store, http_request_auth(req)->org_id, &change, org_done,
 		                    req);
 	}
@@ -116,8 +130,11 @@ void api_org_features_put(struct http_request *req, void *app)
 		http_reply_error(req, 400, "input", error, NULL, NULL);
 		return;
 	}
-	if (decode_features(req, root, &change))
+	if (decode_features(req, root, &change)) {
+		if (change.set_imap_sync)
+			http_request_set_data(req, api);
 		org_settings_update(api->store, http_request_auth(req)->org_id, &change,
 		                    features_done, req);
+	}
 	json_decref(root);
 }

@@ -151,6 +151,7 @@
 #define MT_METRIC_SERIES_MAX      4096
 #define MT_METRIC_NAME_MAX        128
 #define MT_METRIC_LABEL_VALUE_MAX 256
+#define MT_METRIC_BUCKETS_MAX     20 /* a histogram's bucket bounds (+Inf not counted) */
 
 /* Config */
 #define MT_CONFIG_LINE_MAX  4096
@@ -292,6 +293,16 @@
 #define MT_IMAP_RECONNECT_MIN_MS  1000            /* back-off after a broken session: first delay */
 #define MT_IMAP_RECONNECT_MAX_MS  (5 * 60 * 1000) /* ... capped here (jittered) */
 #define MT_IMAP_LOGINS_MAX        32              /* logins in progress across every account */
-#define MT_IMAP_SYNC_ACCOUNTS_MAX 100000          /* accounts loaded at start */
+#define MT_IMAP_SYNC_ACCOUNTS_MAX 100000          /* accounts loaded at start (and per re-scan) */
+/* The scheduler (src/engine/imap_sync_sched.c): new logins to one server host, a token bucket
+ * (per second, burst); logins in progress to one host (a host that never greets holds at most
+ * these of the MT_IMAP_LOGINS_MAX); hosts remembered; the re-scan of accounts to sync; the
+ * wait for a greeting (a stalled server costs its session only this long). */
+#define MT_IMAP_HOST_LOGINS_PER_S 10
+#define MT_IMAP_HOST_LOGINS_BURST 10
+#define MT_IMAP_HOST_LOGINS_MAX   8
+#define MT_IMAP_SYNC_HOSTS_MAX    4096
+#define MT_IMAP_SYNC_RESCAN_MS    (30 * 1000)
+#define MT_IMAP_SYNC_GREETING_MS  (30 * 1000)
 
 #endif

@@ -11,13 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum metric_type { METRIC_COUNTER, METRIC_GAUGE };
+enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 
 struct family {
 	char *name;
 	char *help;
 	enum metric_type type;
 	size_t first, last; /* series chain, in creation order; SIZE_MAX when empty */
+	/* histograms: the upper bounds, ascending and finite (+Inf is implied) */
+	double bounds[MT_METRIC_BUCKETS_MAX];
+	size_t bound_count;
 };
 
 struct series {
@@ -26,7 +29,9 @@ struct series {
 	uint64_t hash;
 	size_t label_count;
 	char *labels[MT_METRIC_LABELS_MAX][2];
-	double value;
+	double value;     /* histograms: the sum of the observations */
+	uint64_t *counts; /* histograms: per bucket (not cumulative), bound_count + 1 (+Inf) */
+	uint64_t count;   /* histograms: observations */
 };
 
 /* Open addressing at most half full: slots hold series index + 1, 0 = empty. */
@@ -118,12 +123,15 @@ static struct family *find_family(const char *name, const char *help, enum metri
 	}
 	f->type = type;
 	f->first = f->last = SIZE_MAX;
+	f->bound_count = 0;
 	family_count++;
 	return f;
 }
 
 static void free_labels(struct series *s)
 {
+	free(s->counts);
+	s->counts = NULL;
 	for (size_t i = 0; i < MT_METRIC_LABELS_MAX; i++) {
 		free(s->labels[i][0]);
 		free(s->labels[i][1]);
@@ -166,6 +174,13 @@ static struct series *lookup(const char *name, const char *help, enum metric_typ
 		s->labels[i][0] = strdup(labels[i].name);
 		s->labels[i][1] = strdup(labels[i].value);
 		if (s->labels[i][0] == NULL || s->labels[i][1] == NULL) {
+			free_labels(s);
+			return NULL;
+		}
+	}
+	if (type == METRIC_HISTOGRAM) {
+		s->counts = calloc(f->bound_count + 1, sizeof(*s->counts));
+		if (s->counts == NULL) {
 			free_labels(s);
 			return NULL;
 		}
@@ -238,6 +253,51 @@ void mt_metric_set_gauge(const char *name, const char *help, const char *l1, con
 	mt_metric_gauge_set(name, help, labels, pairs(labels, l1, v1, l2, v2), value);
 }
 
+/* The bounds are the family's from its first use: valid (1..MT_METRIC_BUCKETS_MAX, finite,
+ * strictly ascending) and the same ever after. */
+static bool bounds_ok(const double *bounds, size_t n)
+{
+	if (bounds == NULL || n == 0 || n > MT_METRIC_BUCKETS_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))
+			return false;
+	return true;
+}
+
+void mt_metric_observe(const char *name, const char *help, const double *bounds, size_t bound_count,
+                       const struct mt_metric_label *labels, size_t label_count, double value)
+{
+	pthread_mutex_lock(&lock);
+	struct series *s = NULL;
+	bool ok = bounds_ok(bounds, bound_count) && !isnan(value);
+	for (size_t i = 0; ok && i < label_count && i < MT_METRIC_LABELS_MAX; i++)
+		ok = labels[i].name == NULL || strcmp(labels[i].name, "le") != 0;
+	if (ok && valid_name(name, true)) {
+		/* The family first, so that its bounds are set before a series is made. */
+		struct family *f = find_family(name, help, METRIC_HISTOGRAM);
+		if (f != NULL && f->bound_count == 0 && f->first == SIZE_MAX) {
+			memcpy(f->bounds, bounds, bound_count * sizeof(*bounds));
+			f->bound_count = bound_count;
+		}
+		if (f != NULL && f->bound_count == bound_count &&
+		    memcmp(f->bounds, bounds, bound_count * sizeof(*bounds)) == 0)
+			s = lookup(name, help, METRIC_HISTOGRAM, labels, label_count);
+	}
+	if (s != NULL) {
+		const struct family *f = &families[s->family];
+		size_t b = 0;
+		while (b < f->bound_count && value > f->bounds[b])
+			b++;
+		s->counts[b]++;
+		s->count++;
+		s->value += value;
+	} else {
+		dropped++;
+	}
+	pthread_mutex_unlock(&lock);
+}
+
 double mt_metric_get(const char *name, const struct mt_metric_label *labels, size_t label_count)
 {
 	double value = 0;
@@ -256,7 +316,9 @@ double mt_metric_get(const char *name, const struct mt_metric_label *labels, siz
 		while (slots[slot] != 0) {
 			struct series *s = &series[slots[slot] - 1];
 			if (s->hash == h && series_equal(s, name, labels, label_count)) {
-				value = s->value;
+				value = families[s->family].type == METRIC_HISTOGRAM
+				            ? (double)s->count
+				            : s->value;
 				break;
 			}
 			slot = (slot + 1) & (SLOTS - 1);
@@ -299,27 +361,62 @@ static int append_value(struct mt_buf *out, double v)
 	return mt_buf_append_str(out, text);
 }
 
+/* One sample line: NAME[SUFFIX]{labels[,le="LE"]} VALUE. */
+static int render_sample(struct mt_buf *out, const char *name, const char *suffix,
+                         const struct series *s, const char *le, double v)
+{
+	if (mt_buf_append_str(out, name) < 0 || mt_buf_append_str(out, suffix) < 0)
+		return -1;
+	for (size_t l = 0; l < s->label_count; l++) {
+		if (mt_buf_append_str(out, l == 0 ? "{" : ",") < 0 ||
+		    mt_buf_printf(out, "%s=\"", s->labels[l][0]) < 0 ||
+		    append_escaped(out, s->labels[l][1], true) < 0 ||
+		    mt_buf_append_str(out, "\"") < 0)
+			return -1;
+	}
+	if (le != NULL && mt_buf_printf(out, "%sle=\"%s\"", s->label_count > 0 ? "," : "{", le) < 0)
+		return -1;
+	if (((s->label_count > 0 || le != NULL) && mt_buf_append_str(out, "}") < 0) ||
+	    mt_buf_append_str(out, " ") < 0 || append_value(out, v) < 0 ||
+	    mt_buf_append_str(out, "\n") < 0)
+		return -1;
+	return 0;
+}
+
+/* _bucket lines (cumulative, le ascending, +Inf last), then _sum and _count. */
+static int render_histogram(struct mt_buf *out, const struct family *f, const struct series *s)
+{
+	uint64_t cum = 0;
+	for (size_t b = 0; b <= f->bound_count; b++) {
+		char le[40] = "+Inf";
+		if (b < f->bound_count) {
+			snprintf(le, sizeof(le), "%.15g", f->bounds[b]);
+			if (strtod(le, NULL) != f->bounds[b])
+				snprintf(le, sizeof(le), "%.17g", f->bounds[b]);
+		}
+		cum += s->counts[b];
+		if (render_sample(out, f->name, "_bucket", s, le, (double)cum) < 0)
+			return -1;
+	}
+	if (render_sample(out, f->name, "_sum", s, NULL, s->value) < 0 ||
+	    render_sample(out, f->name, "_count", s, NULL, (double)s->count) < 0)
+		return -1;
+	return 0;
+}
+
 static int render_family(struct mt_buf *out, const struct family *f)
 {
+	static const char *const type_names[] = {"counter", "gauge", "histogram"};
 	if (mt_buf_printf(out, "# HELP %s ", f->name) < 0 ||
 	    append_escaped(out, f->help, false) < 0 ||
-	    mt_buf_printf(out, "\n# TYPE %s %s\n", f->name,
-	                  f->type == METRIC_COUNTER ? "counter" : "gauge") < 0)
+	    mt_buf_printf(out, "\n# TYPE %s %s\n", f->name, type_names[f->type]) < 0)
 		return -1;
 	for (size_t i = f->first; i != SIZE_MAX; i = series[i].next) {
 		const struct series *s = &series[i];
-		if (mt_buf_append_str(out, f->name) < 0)
-			return -1;
-		for (size_t l = 0; l < s->label_count; l++) {
-			if (mt_buf_append_str(out, l == 0 ? "{" : ",") < 0 ||
-			    mt_buf_printf(out, "%s=\"", s->labels[l][0]) < 0 ||
-			    append_escaped(out, s->labels[l][1], true) < 0 ||
-			    mt_buf_append_str(out, "\"") < 0)
-				return -1;
-		}
-		if ((s->label_count > 0 && mt_buf_append_str(out, "}") < 0) ||
-		    mt_buf_append_str(out, " ") < 0 || append_value(out, s->value) < 0 ||
-		    mt_buf_append_str(out, "\n") < 0)
+		int ret = f->type == METRIC_HISTOGRAM
+		              ? render_histogram(out, f, s)
+		              : render_sample(out, f->name, "", s, NULL, s->value);
+		if (ret < 0)
 			return -1;
 	}
 	return 0;

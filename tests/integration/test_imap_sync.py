@@ -10,9 +10,20 @@
                       attachments -> exactly the expected activities; mail stays unread
   resync_idempotent   a second and third sync add nothing
   push                an APPEND to INBOX shows up on the timeline without a manual sync
+  sent_push           an APPEND to Sent shows up too (the second connection IDLEs on Sent;
+                      polling would take a minute)
+  feature_switch      the org's imap_sync turned off while sync runs: the session stops at
+                      once, mail meanwhile is not logged; turned on: it starts, the mail is
+                      logged
+  stalled_server      another account behind a proxy that accepts and never greets (its
+                      session reconnects into it): Rita's push still arrives
   outage              3,000 new messages, the session kicked mid-sync: it reconnects and
                       catches up from the cursor, nothing missed or doubled
+  dovecot_restart     3,000 new messages; the whole Dovecot stopped mid-sync and started again
+                      (same ports, same mail): nothing missed or doubled
   uidvalidity         INBOX rebuilt (new UIDVALIDITY) with the same mail + 2 new: exactly 2 new
+  uidvalidity_live    the same while sync runs (no DELETE / PUT): Dovecot stopped, INBOX's uid
+                      list and indexes removed, started again, 2 new: exactly 2 new activities
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
   delete              DELETE: 204, state off, no secret; sync refused (409)
@@ -25,8 +36,10 @@ import contextlib
 import email.utils
 import glob
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -42,6 +55,7 @@ ADMIN = "admin@" + ORG_DOMAIN
 RITA = "rita@" + ORG_DOMAIN          # the recruiter whose mailbox is synced
 MAILBOX_USER = "rita"
 MAILBOX_PW = "rita-imap-pw"
+BOB_PW = "bob-imap-pw"
 NEW_PW = "rita-new-pw"
 NOW = int(time.time())
 
@@ -286,6 +300,135 @@ def case_push(svc, ctx):
                      lambda: imap_sources(timeline(svc, "rita", p["push"])), timeout=10)
     assert [a["subject"] for a in got] == ["Pushed"], got
     ctx["total"] += 1
+    text = svc.req("GET", "/metrics").text
+    count = [float(l.split()[-1]) for l in text.splitlines()
+             if l.startswith("mailtrail_imap_sync_lag_seconds_count")]
+    assert count and count[0] >= 1, "no sync lag observed for the pushed mail"
+    assert "# TYPE mailtrail_imap_sync_lag_seconds histogram" in text
+    assert 'mailtrail_imap_sync_lag_seconds_bucket{le="+Inf"}' in text
+
+
+def case_sent_push(svc, ctx):
+    p = ctx["p"]
+    ctx["dc"].append(MAILBOX_USER, "Sent",
+                     make_msg(RITA, ["push@cand.example"], subject="Pushed to Sent"))
+    got = wait_until("the Sent mail on the timeline",
+                     lambda: [a for a in imap_sources(timeline(svc, "rita", p["push"]))
+                              if a["subject"] == "Pushed to Sent"], timeout=15)
+    assert got[0]["type"] == "email_sent", got
+    ctx["total"] += 1
+
+
+def sessions_in(svc, state):
+    text = svc.req("GET", "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(f'mailtrail_imap_sync_sessions{{state="{state}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def case_feature_switch(svc, ctx):
+    p = ctx["p"]
+    wait_until("Rita watching", lambda: sessions_in(svc, "watching") >= 1)
+    expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"imap_sync": False}), 200)
+    wait_until("the session stopped", lambda: sessions_in(svc, "watching") == 0
+               and sessions_in(svc, "syncing") == 0 and sessions_in(svc, "waiting") == 0,
+               timeout=5)
+    ctx["dc"].append(MAILBOX_USER, "INBOX",
+                     make_msg("push@cand.example", [RITA], subject="While off"))
+    time.sleep(2)
+    assert not [a for a in imap_sources(timeline(svc, "rita", p["push"]))
+                if a["subject"] == "While off"], "logged while the org's imap_sync was off"
+    expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"imap_sync": True}), 200)
+    wait_until("the mail of the off period",
+               lambda: [a for a in imap_sources(timeline(svc, "rita", p["push"]))
+                        if a["subject"] == "While off"], timeout=15)
+    wait_until("Rita watching again", lambda: sessions_in(svc, "watching") >= 1)
+    ctx["total"] += 1
+
+
+class StallProxy:
+    """A TCP proxy to Dovecot that can turn hostile: once `stall` is set, it accepts new
+    connections and never sends a byte (no greeting)."""
+
+    def __init__(self, port):
+        self.target = port
+        self.stall = False
+        self.stalled = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.stall:
+                self.stalled.append(c)
+                continue
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closing = True
+        self.sock.close()
+        for c in self.stalled:
+            c.close()
+
+
+def case_stalled_server(svc, ctx):
+    dc, p = ctx["dc"], ctx["p"]
+    doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
+                         {"email": "bob@" + ORG_DOMAIN, "name": "Bob", "role": "user"}), 201)
+    svc.users["bob"] = {"id": doc["id"], "token": doc["token"], "email": "bob@" + ORG_DOMAIN}
+    proxy = StallProxy(dc.imap_port)
+    try:
+        body = {"host": dc.host, "port": proxy.port, "security": "starttls",
+                "username": "bob", "password": BOB_PW}
+        expect(svc.req("PUT", "/v1/imap", svc.tok("bob"), body), 200)
+        wait_until("both watching", lambda: sessions_in(svc, "watching") >= 2)
+        proxy.stall = True
+        subprocess.run(["doveadm", "-c", dc.conf, "kick", "bob"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=10)
+        wait_until("Bob's session stuck on a silent server", lambda: len(proxy.stalled) >= 1)
+        for i in range(2):
+            subject = f"Despite the stalled server {i}"
+            dc.append(MAILBOX_USER, "INBOX", make_msg("push@cand.example", [RITA],
+                                                      subject=subject))
+            wait_until("Rita's mail while Bob's server stalls",
+                       lambda: [a for a in imap_sources(timeline(svc, "rita", p["push"]))
+                                if a["subject"] == subject], timeout=10)
+            ctx["total"] += 1
+        assert len(proxy.stalled) >= 1
+        expect(svc.req("DELETE", "/v1/imap", svc.tok("bob")), 204)
+    finally:
+        proxy.close()
 
 
 def inbox_synced(svc):
@@ -322,6 +465,72 @@ def case_outage(svc, ctx):
     assert total == ctx["total"] + n, (total, ctx["total"])
     ctx["total"] = total
     print(f"     (kicked mid-sync: {kicked})", flush=True)
+
+
+def case_dovecot_restart(svc, ctx):
+    """3,000 messages arrive; Dovecot itself goes down mid-sync and comes back on the same
+    ports with the same mail: the session reconnects (back-off) and catches up from the cursor,
+    nothing missed or doubled."""
+    dc, n = ctx["dc"], 3000
+    pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                         {"kind": "contact", "name": "Bulk2", "emails": ["bulk2@cand.example"]}),
+                 201)["id"]
+    start = inbox_synced(svc)
+    dc.fill_maildir(MAILBOX_USER, "INBOX",
+                    (make_msg("bulk2@cand.example", [RITA], subject=f"Restart {i}")
+                     for i in range(n)))
+    stopped_at = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = inbox_synced(svc) - start
+        if 0 < done < n:
+            dc.stop()
+            stopped_at = done
+            break
+        if done >= n:
+            break
+        time.sleep(0.02)
+    if stopped_at is not None:
+        time.sleep(1.5)  # the session notices, backs off and fails against a closed port
+        assert inbox_synced(svc) - start < n
+        dc.start()
+    wait_until("every message synced after the restart",
+               lambda: inbox_synced(svc) - start >= n, timeout=90)
+    acts = [a for a in feed(svc, "rita") if a["profile_id"] == pid]
+    assert len(acts) == n, f"{len(acts)} activities for {n} messages (stopped at {stopped_at})"
+    assert len({a["subject"] for a in acts}) == n
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + n, (total, ctx["total"])
+    ctx["total"] = total
+    assert stopped_at is not None, "the sync finished before Dovecot could be stopped"
+    print(f"     (stopped after {stopped_at} of {n})", flush=True)
+
+
+def case_uidvalidity_live(svc, ctx):
+    """UIDVALIDITY changes under a running sync (no DELETE and PUT around it)."""
+    dc = ctx["dc"]
+    wait_until("Rita watching", lambda: sessions_in(svc, "watching") >= 1)
+    old = [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]["uidvalidity"]
+    dc.stop()
+    box = dc.maildir(MAILBOX_USER, "INBOX")
+    for pattern in ("dovecot-uidlist", "dovecot-uidvalidity*", "dovecot.index*"):
+        for f in glob.glob(os.path.join(box, pattern)):
+            os.unlink(f)
+    time.sleep(1.1)  # a new UIDVALIDITY is the time in seconds
+    dc.start()
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jill@cand.example", [RITA], subject="Live one"))
+    dc.append(MAILBOX_USER, "INBOX", make_msg("jack@cand.example", [RITA], subject="Live two"))
+
+    def rescanned():
+        f = [f for f in imap_get(svc)["folders"] if f["name"] == "INBOX"][0]
+        return f["uidvalidity"] != old and f["last_uid"] >= len(dc.uids(MAILBOX_USER)) and f
+    wait_until("the INBOX re-scanned under its new UIDVALIDITY", rescanned, timeout=60)
+    time.sleep(1)
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == ctx["total"] + 2, f"expected exactly 2 new activities, got {total - ctx['total']}"
+    subjects = {a["subject"] for a in imap_sources(feed(svc, "rita"))}
+    assert {"Live one", "Live two"} <= subjects
+    ctx["total"] = total
 
 
 def case_uidvalidity(svc, ctx):
@@ -402,7 +611,8 @@ def main():
         certs = rig.make_certs(os.path.join(tmp, "certs"))
         dc_dir = os.path.join(tmp, "dovecot")
         dc = stack.enter_context(dovecot.dovecot(certs, dc_dir,
-                                                 users={MAILBOX_USER: MAILBOX_PW}))
+                                                 users={MAILBOX_USER: MAILBOX_PW,
+                                                        "bob": BOB_PW}))
         svc = Service(a.bin_dir, tmp, certs=certs, env={
             "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
             "MAILTRAIL_LOG_LEVEL": "debug",
@@ -421,8 +631,13 @@ def main():
                          ("first_sync", case_first_sync),
                          ("resync_idempotent", case_resync_idempotent),
                          ("push", case_push),
+                         ("sent_push", case_sent_push),
+                         ("feature_switch", case_feature_switch),
+                         ("stalled_server", case_stalled_server),
                          ("outage", case_outage),
+                         ("dovecot_restart", case_dovecot_restart),
                          ("uidvalidity", case_uidvalidity),
+                         ("uidvalidity_live", case_uidvalidity_live),
                          ("password_changed", case_password_changed),
                          ("delete", case_delete)):
             r.run(name, fn, svc, ctx)
@@ -430,7 +645,7 @@ def main():
 
         def log_clean():
             text = svc.log_text().decode(errors="replace")
-            for pw in (MAILBOX_PW, NEW_PW):
+            for pw in (MAILBOX_PW, NEW_PW, BOB_PW):
                 assert pw not in text, "an IMAP password in the server log"
                 for path in glob.glob(os.path.join(svc.data, "*")):
                     with open(path, "rb") as f:

@@ -154,6 +154,9 @@ class Dovecot:
     uids(user, mailbox) -> sorted UIDs
     log() -> Dovecot's log text
     stop()                          stop now (the context manager does it too)
+    start()                         start a stopped instance again: the same config, ports and
+                                    mail (an outage and a restart; the context manager stops
+                                    whichever process runs at the end)
     """
 
     def __init__(self, directory, conf, proc, ports, users, certs, selfsigned, mail_uid,
@@ -332,6 +335,28 @@ class Dovecot:
 
     def stop(self):
         _stop(self.proc)
+
+    def start(self, timeout=rig.READY_TIMEOUT):
+        """Starts the instance again after stop(), on the same ports with the same config and
+        mail directory. Dovecot's listeners set SO_REUSEADDR, so the ports are free at once
+        (connections of the old instance in TIME_WAIT do not hold them)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("dovecot is still running")
+        err_path = os.path.join(self.dir, "dovecot.stderr")
+        ports = [(HOST, self.imap_port), (HOST, self.imaps_port)]
+        if self.strict_port:
+            ports.append((STRICT_HOST, self.strict_port))
+        last = None
+        for _attempt in range(20):
+            with open(err_path, "ab") as err:
+                self.proc = rig.start_process([DOVECOT, "-F", "-c", self.conf],
+                                              stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            if all(rig.wait_port(h, port, timeout=timeout, proc=self.proc) for h, port in ports):
+                return
+            last = _tail(err_path) + _tail(self.log_path)
+            _stop(self.proc)
+            time.sleep(0.25)  # a port still held by the old instance's last child
+        raise RuntimeError("dovecot did not restart: " + (last or ""))
 
 
 def group_members(pgid):
@@ -545,8 +570,12 @@ def _run(certs, d, users, uid, gid, mail_root, selfsigned, strict_listener, extr
                                    timeout=timeout, proc=proc)
                      for k, port in ports.items())
             if ok:
-                yield Dovecot(d, conf, proc, ports, users, certs, selfsigned, uid, gid,
-                              mail_root, log_path)
+                dc = Dovecot(d, conf, proc, ports, users, certs, selfsigned, uid, gid,
+                             mail_root, log_path)
+                try:
+                    yield dc
+                finally:
+                    proc = dc.proc  # start() may have replaced it
                 return
             last_err = _tail(err_path) + _tail(log_path)
         finally:

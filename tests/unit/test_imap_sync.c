@@ -1,6 +1,7 @@
 /* The pure pieces of IMAP sync: cursor decisions (engine/imap_cursor.h), the since date
  * (engine/imap_account.h), the message key without a Message-ID (mime_message_aliases) and
- * the decoding of BODYSTRUCTURE names (mime_decode_value). */
+ * the decoding of BODYSTRUCTURE names (mime_decode_value), and the scheduler's pure parts
+ * (engine/imap_sync_sched.h: token bucket, jitter, back-off, the second connection). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,6 +10,7 @@
 
 #include "engine/imap_account.h"
 #include "engine/imap_cursor.h"
+#include "engine/imap_sync_sched.h"
 #include "mime/message.h"
 
 #include <string.h>
@@ -155,6 +157,85 @@ static void test_decode_value(void **state)
 	assert_true(strlen(out) <= 3);
 }
 
+static void test_bucket(void **state)
+{
+	(void)state;
+	struct imap_bucket b = {0};
+	int64_t t = 1000000;
+	/* starts full: `burst` logins at once, then one every 1000/rate ms */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(imap_bucket_take(&b, t, 10, 3), 0);
+	int64_t wait = imap_bucket_take(&b, t, 10, 3);
+	assert_true(wait > 0 && wait <= 100);
+	assert_true(imap_bucket_take(&b, t + 50, 10, 3) > 0); /* nothing taken meanwhile */
+	assert_int_equal(imap_bucket_take(&b, t + 100, 10, 3), 0);
+	assert_true(imap_bucket_take(&b, t + 100, 10, 3) > 0);
+	assert_false(imap_bucket_idle(&b, t + 100, 10, 3));
+	/* refills to `burst`, never beyond */
+	assert_true(imap_bucket_idle(&b, t + 10000, 10, 3));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(imap_bucket_take(&b, t + 10000, 10, 3), 0);
+	assert_true(imap_bucket_take(&b, t + 10000, 10, 3) > 0);
+	/* a clock that goes back takes nothing and gives nothing */
+	assert_true(imap_bucket_take(&b, t, 10, 3) > 0);
+	/* rate over a long run: 1 s at 10/s after the burst is 10 logins */
+	struct imap_bucket c = {0};
+	int taken = 0;
+	for (int64_t ms = 0; ms <= 1000; ms++)
+		while (imap_bucket_take(&c, t + ms, 10, 1) == 0)
+			taken++;
+	assert_int_equal(taken, 11);
+	/* rate 0: no limit */
+	struct imap_bucket d = {0};
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(imap_bucket_take(&d, t, 0, 0), 0);
+}
+
+static void test_jitter(void **state)
+{
+	(void)state;
+	static const uint32_t randoms[] = {0, 1, 7, 499, 500, 501, 0x7fffffff, 0xffffffff};
+	for (size_t i = 0; i < sizeof(randoms) / sizeof(randoms[0]); i++) {
+		int64_t j = imap_sync_jitter(1000, randoms[i]);
+		assert_true(j >= 1000 && j <= 1500);
+		j = imap_sync_jitter(1, randoms[i]);
+		assert_true(j == 1);
+	}
+	assert_int_equal(imap_sync_jitter(1000, 500), 1500);
+	assert_int_equal(imap_sync_jitter(0, 12345), 0);
+	assert_int_equal(imap_sync_jitter(-5, 12345), 0);
+}
+
+static void test_backoff(void **state)
+{
+	(void)state;
+	static const uint32_t randoms[] = {0, 1, 999, 1000, 1001, 0xffffffff};
+	for (unsigned failures = 1; failures < 40; failures++) {
+		int64_t base = 1000;
+		for (unsigned i = 1; i < failures && base < 300000; i++)
+			base *= 2;
+		if (base > 300000)
+			base = 300000;
+		for (size_t i = 0; i < sizeof(randoms) / sizeof(randoms[0]); i++) {
+			int64_t ms = imap_sync_backoff(failures, 1000, 300000, randoms[i]);
+			assert_true(ms >= base / 2 && ms <= base + base / 2);
+		}
+	}
+	assert_int_equal(imap_sync_backoff(1, 1000, 300000, 0), 500);
+	assert_int_equal(imap_sync_backoff(1, 1000, 300000, 1000), 1500);
+	assert_int_equal(imap_sync_backoff(3, 1000, 300000, 0), 2000);
+}
+
+static void test_watch_second(void **state)
+{
+	(void)state;
+	assert_false(imap_sync_watch_second(1, 2));
+	assert_true(imap_sync_watch_second(2, 2));
+	assert_true(imap_sync_watch_second(16, 4));
+	assert_false(imap_sync_watch_second(2, 1));
+	assert_false(imap_sync_watch_second(0, 2));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +244,8 @@ int main(void)
 	    cmocka_unit_test(test_criteria),    cmocka_unit_test(test_filter),
 	    cmocka_unit_test(test_after),       cmocka_unit_test(test_parse_date),
 	    cmocka_unit_test(test_derived_key), cmocka_unit_test(test_decode_value),
+	    cmocka_unit_test(test_bucket),      cmocka_unit_test(test_jitter),
+	    cmocka_unit_test(test_backoff),     cmocka_unit_test(test_watch_second),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

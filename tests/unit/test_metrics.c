@@ -146,6 +146,54 @@ static void other_thread(void **state)
 	assert_true(mt_metric_get("threads_total", NULL, 0) == 40000);
 }
 
+static void histogram(void **state)
+{
+	(void)state;
+	static const double bounds[] = {0.5, 1, 2.5};
+	static const double values[] = {0.1, 0.5, 0.7, 2, 3, 100};
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+		mt_metric_observe("lag_seconds", "Lag.", bounds, 3, NULL, 0, values[i]);
+	struct mt_metric_label l = {"kind", "a\"b"};
+	mt_metric_observe("lag_seconds", NULL, bounds, 3, &l, 1, 1);
+	/* dropped: other bounds, NaN, a label named le, unordered or too many bounds */
+	static const double other[] = {0.5, 1, 5};
+	mt_metric_observe("lag_seconds", NULL, other, 3, NULL, 0, 1);
+	mt_metric_observe("lag_seconds", NULL, bounds, 2, NULL, 0, 1);
+	mt_metric_observe("lag_seconds", NULL, bounds, 3, NULL, 0, 0.0 / 0.0);
+	struct mt_metric_label le = {"le", "1"};
+	mt_metric_observe("lag_seconds", NULL, bounds, 3, &le, 1, 1);
+	static const double unordered[] = {1, 0.5};
+	mt_metric_observe("other_seconds", NULL, unordered, 2, NULL, 0, 1);
+	double many[MT_METRIC_BUCKETS_MAX + 1];
+	for (size_t i = 0; i < MT_METRIC_BUCKETS_MAX + 1; i++)
+		many[i] = (double)i;
+	mt_metric_observe("other_seconds", NULL, many, MT_METRIC_BUCKETS_MAX + 1, NULL, 0, 1);
+	mt_metric_observe("other_seconds", NULL, NULL, 0, NULL, 0, 1);
+	/* a name used as another type */
+	mt_metric_inc("lag_seconds", NULL, NULL, NULL, NULL, NULL);
+	assert_true(mt_metric_get("mailtrail_metrics_dropped_total", NULL, 0) == 8);
+	assert_true(mt_metric_get("lag_seconds", NULL, 0) == 6);
+	assert_true(mt_metric_get("lag_seconds", &l, 1) == 1);
+	char *text = mt_metrics_render();
+	assert_non_null(text);
+	assert_non_null(strstr(text, "# HELP lag_seconds Lag.\n"
+	                             "# TYPE lag_seconds histogram\n"
+	                             "lag_seconds_bucket{le=\"0.5\"} 2\n"
+	                             "lag_seconds_bucket{le=\"1\"} 3\n"
+	                             "lag_seconds_bucket{le=\"2.5\"} 4\n"
+	                             "lag_seconds_bucket{le=\"+Inf\"} 6\n"
+	                             "lag_seconds_sum 106.3\n"
+	                             "lag_seconds_count 6\n"
+	                             "lag_seconds_bucket{kind=\"a\\\"b\",le=\"0.5\"} 0\n"
+	                             "lag_seconds_bucket{kind=\"a\\\"b\",le=\"1\"} 1\n"
+	                             "lag_seconds_bucket{kind=\"a\\\"b\",le=\"2.5\"} 1\n"
+	                             "lag_seconds_bucket{kind=\"a\\\"b\",le=\"+Inf\"} 1\n"
+	                             "lag_seconds_sum{kind=\"a\\\"b\"} 1\n"
+	                             "lag_seconds_count{kind=\"a\\\"b\"} 1\n"));
+	assert_null(strstr(text, "other_seconds_bucket"));
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -154,6 +202,7 @@ int main(void)
 	    cmocka_unit_test_setup(escaping, reset),
 	    cmocka_unit_test_setup(malformed_dropped, reset),
 	    cmocka_unit_test_setup(series_cap, reset),
+	    cmocka_unit_test_setup(histogram, reset),
 	    cmocka_unit_test_setup_teardown(other_thread, reset, reset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
