@@ -43,6 +43,14 @@ struct sync_host {
 	unsigned logins;
 };
 
+/* One of the syncer's logins in progress (and one of its host's): held by a connection from
+ * connect until it is ready or gone, so that servers that accept and then stall hold only
+ * their share of the caps. */
+struct login_slot {
+	bool held;
+	struct sync_host *host;
+};
+
 struct session {
 	struct imap_syncer *syncer;
 	struct session *next;
@@ -56,9 +64,8 @@ struct session {
 	struct event *poll;
 	unsigned failures;
 	bool auth_failed_once;
-	bool logging_in; /* holds one of the syncer's login slots (and one of its host's) */
-	struct sync_host *login_host;
-	bool login_pending; /* WAITING for a login slot or a token, the account loaded */
+	struct login_slot login; /* the main connection's, from connect until ready */
+	bool login_pending;      /* WAITING for a login slot or a token, the account loaded */
 	bool disconnecting; /* stopped by a confirmed auth failure: a re-scan leaves it alone */
 	bool again;         /* a pass was asked for during this one */
 	int64_t exists_ms;  /* the EXISTS that started this pass (monotonic), 0: none */
@@ -66,7 +73,8 @@ struct session {
 	uint64_t epoch;     /* the syncer's re-scan epoch when the session last started */
 	/* the second connection: IDLE on the second folder (Sent) instead of polling it */
 	struct imap_client *watch;
-	bool watch_idle; /* its EXAMINE answered: EXISTS from now on is new mail */
+	struct login_slot watch_login; /* the second connection counts like any login */
+	bool watch_idle;               /* its EXAMINE answered: EXISTS from now on is new mail */
 	unsigned watch_failures;
 	int64_t watch_retry_ms;
 	/* the pass */
@@ -176,15 +184,36 @@ static void observe_lag(struct session *s)
 	                  (double)(mono_ms() - s->exists_ms) / 1000.0);
 }
 
+static void slot_take(struct imap_syncer *syncer, struct login_slot *slot, struct sync_host *host)
+{
+	slot->held = true;
+	slot->host = host;
+	syncer->logins++;
+	if (host != NULL)
+		host->logins++;
+}
+
+static void slot_release(struct imap_syncer *syncer, struct login_slot *slot)
+{
+	if (!slot->held)
+		return;
+	slot->held = false;
+	syncer->logins--;
+	if (slot->host != NULL)
+		slot->host->logins--;
+	slot->host = NULL;
+}
+
 static void login_done(struct session *s)
 {
-	if (s->logging_in) {
-		s->logging_in = false;
-		s->syncer->logins--;
-		if (s->login_host != NULL)
-			s->login_host->logins--;
-		s->login_host = NULL;
-	}
+	slot_release(s->syncer, &s->login);
+}
+
+static void watch_close(struct session *s)
+{
+	imap_client_free(&s->watch);
+	slot_release(s->syncer, &s->watch_login);
+	s->watch_idle = false;
 }
 
 static void free_chunk(struct session *s)
@@ -213,8 +242,7 @@ static void session_halt(struct session *s)
 	s->login_pending = false;
 	s->exists_ms = 0;
 	imap_client_free(&s->client);
-	imap_client_free(&s->watch);
-	s->watch_idle = false;
+	watch_close(s);
 	evtimer_del(s->timer);
 	evtimer_del(s->poll);
 	free(s->uids);
@@ -814,8 +842,7 @@ static void watch_new_mail(struct session *s)
 static void on_watch_failed(void *ctx, const struct imap_failure *f)
 {
 	struct session *s = ctx;
-	imap_client_free(&s->watch);
-	s->watch_idle = false;
+	watch_close(s);
 	s->watch_failures++;
 	s->watch_retry_ms = mono_ms() + backoff_ms(s->watch_failures);
 	mt_log(MT_LOG_INFO, "imap.sync_watch_failed", MT_KV("user", s->user_id),
@@ -830,7 +857,7 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 	struct session *s = ctx;
 	if (r->cls == MT_CLASS_RESP) {
 		/* The folder is gone: the pass says so; the connection is of no use. */
-		imap_client_free(&s->watch);
+		watch_close(s);
 		if (s->state == S_WATCHING && !evtimer_pending(s->poll, NULL))
 			poll_later(s);
 		return;
@@ -840,7 +867,7 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 	s->watch_failures = 0;
 	const char *error;
 	if (imap_client_idle(s->watch, true, &error) < 0) {
-		imap_client_free(&s->watch);
+		watch_close(s);
 		return;
 	}
 	s->watch_idle = true;
@@ -855,10 +882,11 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 static void on_watch_ready(void *ctx)
 {
 	struct session *s = ctx;
+	slot_release(s->syncer, &s->watch_login);
 	const char *error;
 	if (imap_client_select(s->watch, s->account.folders[1].name, true, on_watch_examined, s,
 	                       &error) < 0)
-		imap_client_free(&s->watch);
+		watch_close(s);
 }
 
 static void on_watch_event(void *ctx, const struct imap_event *ev)
@@ -904,6 +932,8 @@ static void watch_start(struct session *s)
 	s->watch = imap_client_new(p->base, p->dns, &params, &callbacks, s, &error);
 	mt_secret_free(&secret);
 	s->watch_idle = false;
+	if (s->watch != NULL)
+		slot_take(s->syncer, &s->watch_login, host);
 }
 
 static void report_done(struct sync_job *job)
@@ -1040,11 +1070,7 @@ static void session_login(struct session *s)
 		session_retry(s, error);
 		return;
 	}
-	s->logging_in = true;
-	s->login_host = host;
-	syncer->logins++;
-	if (host != NULL)
-		host->logins++;
+	slot_take(syncer, &s->login, host);
 	pass_begin(s);
 }
 

@@ -132,3 +132,24 @@ const char *outbox_session_verdict_name(enum outbox_session_verdict verdict)
 	};
 	return (unsigned)verdict < sizeof(names) / sizeof(names[0]) ? names[verdict] : "?";
 }
+
+size_t outbox_body_claim_room(size_t node_bytes, size_t account_bytes_max)
+{
+	size_t room =
+	    MT_SENDER_BODY_BYTES_MAX > node_bytes ? MT_SENDER_BODY_BYTES_MAX - node_bytes : 0;
+	size_t account_room = MT_SENDER_ACCOUNT_BODY_BYTES_MAX > account_bytes_max
+	                          ? MT_SENDER_ACCOUNT_BODY_BYTES_MAX - account_bytes_max
+	                          : 0;
+	return room < account_room ? room : account_room;
+}
+
+bool outbox_body_admits(size_t node_bytes, size_t account_bytes, size_t len)
+{
+	if (node_bytes > 0 &&
+	    (len > MT_SENDER_BODY_BYTES_MAX - node_bytes || node_bytes > MT_SENDER_BODY_BYTES_MAX))
+		return false;
+	if (account_bytes > 0 && (len > MT_SENDER_ACCOUNT_BODY_BYTES_MAX - account_bytes ||
+	                          account_bytes > MT_SENDER_ACCOUNT_BODY_BYTES_MAX))
+		return false;
+	return true;
+}

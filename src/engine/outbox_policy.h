@@ -100,4 +100,14 @@ const char *outbox_transition_name(size_t index);
 void outbox_verdict(const struct outbox_attempt *attempt, const struct mt_backoff *backoff,
                     struct outbox_verdict *verdict);
 
+/* The sender's memory for message bodies (issue 10): claimed and loaded bodies count against a
+ * node-wide budget (MT_SENDER_BODY_BYTES_MAX) and a per-account one
+ * (MT_SENDER_ACCOUNT_BODY_BYTES_MAX), in bytes, not only in messages.
+ *
+ * The bytes a claim may preload, given what the node holds and the most any account holds. */
+size_t outbox_body_claim_room(size_t node_bytes, size_t account_bytes_max);
+/* Whether a body of `len` bytes may be loaded now. The first body of an empty node or account is
+ * always admitted, however large, so that a message over the budget is still sent (alone). */
+bool outbox_body_admits(size_t node_bytes, size_t account_bytes, size_t len);
+
 #endif

@@ -1,6 +1,7 @@
 #include "engine/sender_internal.h"
 
 #include "engine/outbox_lease.h"
+#include "engine/outbox_policy.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/str.h"
@@ -393,14 +394,7 @@ static void claim(struct sender *sender)
 		for (struct item *item = a->head; item != NULL && (item->loaded || item->loading);
 		     item = item->next)
 			preload -= preload > 0 ? 1 : 0;
-	size_t bytes = MT_SENDER_BODY_BYTES_MAX > sender->body_bytes
-	                   ? MT_SENDER_BODY_BYTES_MAX - sender->body_bytes
-	                   : 0;
-	size_t account_room = MT_SENDER_ACCOUNT_BODY_BYTES_MAX > account_max
-	                          ? MT_SENDER_ACCOUNT_BODY_BYTES_MAX - account_max
-	                          : 0;
-	if (bytes > account_room)
-		bytes = account_room;
+	size_t bytes = outbox_body_claim_room(sender->body_bytes, account_max);
 	if (bytes == 0)
 		preload = 0;
 	sender->claim_reserved = preload > 0 ? bytes : 0;

@@ -596,10 +596,7 @@ static void load_bodies(struct account *account)
 		if (item->loaded || item->loading)
 			continue;
 		size_t len = item->o->msg.body_len;
-		if ((sender->body_bytes > 0 &&
-		     sender->body_bytes + len > MT_SENDER_BODY_BYTES_MAX) ||
-		    (account->body_bytes > 0 &&
-		     account->body_bytes + len > MT_SENDER_ACCOUNT_BODY_BYTES_MAX))
+		if (!outbox_body_admits(sender->body_bytes, account->body_bytes, len))
 			break; /* in order: what follows waits for bodies to be sent */
 		if (load == NULL && (load = calloc(1, sizeof(*load))) == NULL)
 			break;

@@ -676,7 +676,7 @@ static bool route_request(struct http_request *req)
 	size_t plen = strcspn(target, "?");
 	char *path = strndup(target, plen);
 	if (path == NULL) {
-		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", "out of memory", 1);
 		return false;
 	}
 	bool path_known = false, bad_path = false;
@@ -751,7 +751,7 @@ void http_req_on_head(struct http_conn *conn, struct http_request *req)
 	}
 	req->token = strndup(token, strcspn(token, " "));
 	if (req->token == NULL) {
-		http_reply_error(req, 503, "internal", "out of memory", NULL, NULL);
+		http_reply_error_retry(req, 503, "internal", "out of memory", 1);
 		return;
 	}
 	conn->waiting_since_ms = mt_now_ms();

@@ -45,8 +45,10 @@ import rig  # noqa: E402
 from service import Service, expect  # noqa: E402
 
 # Work done on the loop instead of a worker stalls it for seconds (a 20 MiB message built there,
-# a 30 MiB JSON tree); 250 ms leaves room for a 2-core machine shared with compilers (105 ms
-# was seen from scheduling alone) and still fails on any of those stalls.
+# a 30 MiB JSON tree). 99 % of the probes must be answered within 100 ms (issue 10), and every
+# one within 250 ms: that leaves room for a 2-core machine shared with compilers (105 ms was
+# seen from scheduling alone) and still fails on any of those stalls.
+HEALTHZ_P99_MS = 100
 HEALTHZ_MAX_MS = 250
 OTHER_MAX_MS = 1000
 # Resident memory of the whole service, SQLite's page cache included: the bodies a case writes
@@ -129,6 +131,10 @@ class Watch:
         assert not self.errors, f"probe errors: {self.errors[:3]}"
         assert worst < HEALTHZ_MAX_MS, \
             f"/healthz took {worst:.0f} ms (bound {HEALTHZ_MAX_MS}; {len(self.healthz)} samples)"
+        ordered = sorted(self.healthz)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        assert p99 < HEALTHZ_P99_MS, \
+            f"/healthz p99 {p99:.0f} ms (bound {HEALTHZ_P99_MS}; {len(self.healthz)} samples)"
         if self.other:
             assert self.other_ms, "no other-tenant sample"
             assert max(self.other_ms) < OTHER_MAX_MS, \

@@ -17,6 +17,10 @@
                       logged
   stalled_server      another account behind a proxy that accepts and never greets (its
                       session reconnects into it): Rita's push still arrives
+  hostile_host        12 accounts on a host that greets and then never answers: their second
+                      connections (Sent) come back into it holding the host's login slots, at
+                      most 8 opened there; their passes go on; Rita's push still arrives
+  one_connection      imap_max_connections 1: one connection, INBOX pushed, Sent on a sync
   outage              3,000 new messages, the session kicked mid-sync: it reconnects and
                       catches up from the cursor, nothing missed or doubled
   dovecot_restart     3,000 new messages; the whole Dovecot stopped mid-sync and started again
@@ -56,6 +60,7 @@ RITA = "rita@" + ORG_DOMAIN          # the recruiter whose mailbox is synced
 MAILBOX_USER = "rita"
 MAILBOX_PW = "rita-imap-pw"
 BOB_PW = "bob-imap-pw"
+SOLO_PW = "solo-imap-pw"
 NEW_PW = "rita-new-pw"
 NOW = int(time.time())
 
@@ -349,14 +354,17 @@ def case_feature_switch(svc, ctx):
 
 class StallProxy:
     """A TCP proxy to Dovecot that can turn hostile: once `stall` is set, it accepts new
-    connections and never sends a byte (no greeting)."""
+    connections and never sends a byte (no greeting); with `stall = "greet"` it sends an IMAP
+    greeting and then never answers. Relayed connections are kept in accept order while open."""
 
-    def __init__(self, port):
+    def __init__(self, port, host="127.0.0.1"):
         self.target = port
         self.stall = False
         self.stalled = []
+        self.relayed = []  # [client, upstream] pairs, in accept order, while both are open
+        self.lock = threading.Lock()
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.closing = False
@@ -369,6 +377,11 @@ class StallProxy:
             except OSError:
                 return
             if self.stall:
+                if self.stall == "greet":
+                    try:
+                        c.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ready\r\n")
+                    except OSError:
+                        pass
                 self.stalled.append(c)
                 continue
             try:
@@ -376,11 +389,13 @@ class StallProxy:
             except OSError:
                 c.close()
                 continue
+            pair = [c, u]
+            with self.lock:
+                self.relayed.append(pair)
             for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, pair), daemon=True).start()
 
-    @staticmethod
-    def _pump(a, b):
+    def _pump(self, a, b, pair):
         try:
             while True:
                 data = a.recv(65536)
@@ -394,12 +409,29 @@ class StallProxy:
                 x.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self.lock:
+            if pair in self.relayed:
+                self.relayed.remove(pair)
+
+    def open_relayed(self):
+        with self.lock:
+            return list(self.relayed)
+
+    @staticmethod
+    def cut(pair):
+        for x in pair:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self):
         self.closing = True
         self.sock.close()
         for c in self.stalled:
             c.close()
+        for pair in self.open_relayed():
+            self.cut(pair)
 
 
 def case_stalled_server(svc, ctx):
@@ -597,6 +629,134 @@ def case_delete(svc, ctx):
     expect(r, 400)
 
 
+HOSTILE_USERS = [f"hostile{i}" for i in range(12)]  # more than the per-host cap of logins
+HOSTILE_PW = "hostile-imap-pw"
+HOST_LOGINS_MAX = 8  # MT_IMAP_HOST_LOGINS_MAX (src/lib/limits.h)
+
+
+def stable(fn, want, what, hold=0.6, timeout=20.0):
+    """Waits until fn() == want and stays so for `hold` seconds."""
+    deadline = time.monotonic() + timeout
+    since = None
+    while time.monotonic() < deadline:
+        if fn() == want:
+            since = since or time.monotonic()
+            if time.monotonic() - since >= hold:
+                return
+        else:
+            since = None
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {fn()!r}, want {want!r})")
+
+
+def case_hostile_host(svc, ctx):
+    """Twelve accounts on a host (127.0.0.2, a proxy to Dovecot) that turns into a server that
+    greets and then never answers. Their second connections (IDLE on Sent) are cut and come
+    back into the stall: like any login, they hold the host's login slots, so at most
+    HOST_LOGINS_MAX of them are ever opened there; the accounts' passes go on (Sent polled),
+    and Rita, on another host, still gets her push."""
+    dc, p = ctx["dc"], ctx["p"]
+    proxy = StallProxy(dc.imap_port, host="127.0.0.2")
+    names = []
+    try:
+        for i, user in enumerate(HOSTILE_USERS):
+            doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
+                                 {"email": f"{user}@{ORG_DOMAIN}", "name": user,
+                                  "role": "user"}), 201)
+            svc.users[user] = {"id": doc["id"], "token": doc["token"],
+                               "email": f"{user}@{ORG_DOMAIN}"}
+            names.append(user)
+            body = {"host": "127.0.0.2", "port": proxy.port, "security": "starttls",
+                    "username": user, "password": HOSTILE_PW}
+            expect(svc.req("PUT", "/v1/imap", svc.tok(user), body), 200)
+            # the live check's connection gone, INBOX and Sent connections open
+            stable(lambda: len(proxy.open_relayed()), 2 * (i + 1), f"{user}'s two connections")
+        relayed = proxy.open_relayed()
+        # Each account opened INBOX's connection, then Sent's after its first pass.
+        watches = relayed[1::2]
+        proxy.stall = "greet"
+        for pair in watches:
+            StallProxy.cut(pair)
+        stable(lambda: len(proxy.open_relayed()), len(HOSTILE_USERS), "the Sent connections cut")
+        time.sleep(2.0)  # past the second connection's back-off (0.5-1.5 s)
+        for user in HOSTILE_USERS:
+            dc.append(user, "INBOX", make_msg("someone@elsewhere.example",
+                                              [f"{user}@{ORG_DOMAIN}"], subject="Wake"))
+
+        def passes_done():
+            done = 0
+            for user in HOSTILE_USERS:
+                doc = expect(svc.req("GET", "/v1/imap", svc.tok(user)), 200)
+                inbox = [f for f in doc["folders"] if f["name"] == "INBOX"][0]
+                done += inbox["messages_synced"] >= 1
+            return done
+        stable(passes_done, len(HOSTILE_USERS), "every hostile account's pass", hold=0.1)
+        time.sleep(1.0)  # the last passes' second connections, if any, reach the proxy
+        assert len(proxy.stalled) == HOST_LOGINS_MAX, \
+            f"{len(proxy.stalled)} connections into the stalled host (cap {HOST_LOGINS_MAX})"
+        # the INBOX connections were not touched
+        assert len(proxy.open_relayed()) == len(HOSTILE_USERS)
+        subject = "Despite the hostile host"
+        dc.append(MAILBOX_USER, "INBOX", make_msg("push@cand.example", [RITA], subject=subject))
+        wait_until("Rita's mail while the hostile host stalls",
+                   lambda: [a for a in imap_sources(timeline(svc, "rita", p["push"]))
+                            if a["subject"] == subject], timeout=10)
+        ctx["total"] += 1
+    finally:
+        for user in names:
+            svc.req("DELETE", "/v1/imap", svc.tok(user))
+        proxy.close()
+
+
+def case_one_connection(svc, ctx):
+    """imap_max_connections 1 (a service of its own): one connection per account, INBOX still
+    pushed, Sent read by the passes (polled, or on POST /v1/imap/sync)."""
+    dc = ctx["dc"]
+    tmp = os.path.join(ctx["tmp"], "one-connection")
+    os.makedirs(tmp)
+    one = Service(ctx["bin_dir"], tmp, certs=ctx["certs"],
+                  env={"MAILTRAIL_IMAP_MAX_CONNECTIONS": "1"})
+    proxy = StallProxy(dc.imap_port)
+    try:
+        a = one.init("Solo Org", "admin@solo.example")
+        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
+        one.start()
+        expect(one.req("PUT", "/v1/org", one.tok("admin"),
+                       {"domains": ["solo.example"], "features": {"imap_sync": True}}), 200)
+        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
+                             {"email": "solo@solo.example", "name": "Solo", "role": "user"}),
+                     201)
+        one.users["solo"] = {"id": doc["id"], "token": doc["token"]}
+        pid = expect(one.req("POST", "/v1/profiles", one.tok("solo"),
+                             {"kind": "applicant", "name": "Cand",
+                              "emails": ["one@cand.example"]}), 201)["id"]
+        body = {"host": dc.host, "port": proxy.port, "security": "starttls",
+                "username": "solo", "password": SOLO_PW}
+        expect(one.req("PUT", "/v1/imap", one.tok("solo"), body), 200)
+        stable(lambda: len(proxy.open_relayed()), 1, "one connection", hold=2.0)
+
+        def logged(subject):
+            acts = expect(one.req("GET", f"/v1/profiles/{pid}/activities?limit=100",
+                                  one.tok("solo")), 200)["activities"]
+            return [x for x in acts if x["subject"] == subject]
+        dc.append("solo", "INBOX", make_msg("one@cand.example", ["solo@solo.example"],
+                                            subject="Solo inbox"))
+        wait_until("the INBOX push", lambda: logged("Solo inbox"), timeout=10)
+        dc.append("solo", "Sent", make_msg("solo@solo.example", ["one@cand.example"],
+                                           subject="Solo sent"))
+        time.sleep(1.0)
+        assert not logged("Solo sent"), "Sent pushed although it has no connection to watch it"
+        expect(one.req("POST", "/v1/imap/sync", one.tok("solo")), 202)
+        got = wait_until("the Sent mail after a sync", lambda: logged("Solo sent"))
+        assert got[0]["type"] == "email_sent", got
+        assert len(proxy.open_relayed()) == 1, "a second connection was opened"
+        text = one.log_text().decode(errors="replace")
+        assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
+    finally:
+        one.stop()
+        proxy.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -612,13 +772,15 @@ def main():
         dc_dir = os.path.join(tmp, "dovecot")
         dc = stack.enter_context(dovecot.dovecot(certs, dc_dir,
                                                  users={MAILBOX_USER: MAILBOX_PW,
-                                                        "bob": BOB_PW}))
+                                                        "bob": BOB_PW, "solo": SOLO_PW,
+                                                        **{u: HOSTILE_PW
+                                                           for u in HOSTILE_USERS}}))
         svc = Service(a.bin_dir, tmp, certs=certs, env={
             "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
             "MAILTRAIL_LOG_LEVEL": "debug",
         })
         stack.callback(svc.stop)
-        ctx = {"certs": certs, "tmp": tmp, "dc": dc, "dc_dir": dc_dir}
+        ctx = {"certs": certs, "tmp": tmp, "dc": dc, "dc_dir": dc_dir, "bin_dir": a.bin_dir}
         only, r.only = r.only, None
         r.run("setup", case_setup, svc, ctx)
         r.only = only
@@ -634,6 +796,8 @@ def main():
                          ("sent_push", case_sent_push),
                          ("feature_switch", case_feature_switch),
                          ("stalled_server", case_stalled_server),
+                         ("hostile_host", case_hostile_host),
+                         ("one_connection", case_one_connection),
                          ("outage", case_outage),
                          ("dovecot_restart", case_dovecot_restart),
                          ("uidvalidity", case_uidvalidity),
@@ -645,7 +809,7 @@ def main():
 
         def log_clean():
             text = svc.log_text().decode(errors="replace")
-            for pw in (MAILBOX_PW, NEW_PW, BOB_PW):
+            for pw in (MAILBOX_PW, NEW_PW, BOB_PW, HOSTILE_PW):
                 assert pw not in text, "an IMAP password in the server log"
                 for path in glob.glob(os.path.join(svc.data, "*")):
                     with open(path, "rb") as f:

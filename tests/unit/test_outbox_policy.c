@@ -333,11 +333,43 @@ static void test_session_failure(void **state)
 		assert_true(strlen(outbox_transition_name(i)) > 0);
 }
 
+#define MIB ((size_t)1024 * 1024)
+
+/* Bodies held by the sender are capped in bytes per node and per account (issue 10): with
+ * many accounts each under its own cap, the node's cap still binds. */
+static void test_body_budget(void **state)
+{
+	(void)state;
+	const size_t node = MT_SENDER_BODY_BYTES_MAX, account = MT_SENDER_ACCOUNT_BODY_BYTES_MAX;
+	assert_true(account < node);
+	/* an empty node and account take even an oversized body, alone */
+	assert_true(outbox_body_admits(0, 0, node + 1));
+	assert_true(outbox_body_admits(0, 0, 10 * MIB));
+	/* the account's cap */
+	assert_true(outbox_body_admits(10 * MIB, account - MIB, MIB));
+	assert_false(outbox_body_admits(10 * MIB, account - MIB, MIB + 1));
+	/* the node's cap, every account well within its own: five accounts at 52 MiB = 260 MiB */
+	assert_false(outbox_body_admits(node - MIB, 4 * MIB, 2 * MIB));
+	assert_true(outbox_body_admits(node - 2 * MIB, 4 * MIB, 2 * MIB));
+	assert_false(outbox_body_admits(node, 0, 1));
+	/* a node over its cap (a large first body) admits nothing more, even for a new account */
+	assert_false(outbox_body_admits(node + 5, 0, 1));
+	/* no overflow near SIZE_MAX */
+	assert_false(outbox_body_admits(MIB, MIB, SIZE_MAX));
+	/* what a claim may preload: the smaller of the two rooms */
+	assert_int_equal(outbox_body_claim_room(0, 0), account);
+	assert_int_equal(outbox_body_claim_room(node - MIB, 0), MIB);
+	assert_int_equal(outbox_body_claim_room(10 * MIB, account - 3 * MIB), 3 * MIB);
+	assert_int_equal(outbox_body_claim_room(node + 1, 0), 0);
+	assert_int_equal(outbox_body_claim_room(0, account + 1), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_session_failure),
+	    cmocka_unit_test(test_body_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
