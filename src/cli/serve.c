@@ -11,6 +11,7 @@
 #include "engine/sender.h"
 #include "engine/imap_account.h"
 #include "engine/imap_sync.h"
+#include "engine/oauth_flow.h"
 #include "engine/users.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -18,6 +19,7 @@
 #include "mime/address.h"
 #include "net/conn.h"
 #include "net/tls.h"
+#include "oauth/refresh.h"
 #include "store/store.h"
 #include "work/work.h"
 
@@ -197,6 +199,8 @@ int mt_cli_serve(int argc, char **argv)
 	struct users *users = NULL;
 	struct retention *retention = NULL;
 	struct imap_syncer *syncer = NULL;
+	struct oauth_refresher *refresher = NULL;
+	struct oauth_flows *oauth_flows = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -378,6 +382,21 @@ int mt_cli_serve(int argc, char **argv)
 	}
 	api.imap_syncer = syncer;
 	accounts_set_imap_hook(accounts, imap_syncer_changed, syncer);
+	if ((refresher = oauth_refresher_new(base, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: OAuth client: %s\n", msg);
+		goto out;
+	}
+	struct oauth_flows_params flows_params = {
+	    .store = store,
+	    .keyring = keyring,
+	    .config = config,
+	    .refresher = refresher,
+	};
+	if ((oauth_flows = oauth_flows_new(&flows_params, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: OAuth client secret: %s\n", msg);
+		goto out;
+	}
+	api.oauth_flows = oauth_flows;
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -438,6 +457,9 @@ out:
 	imap_syncer_free(&syncer); /* after the store: its jobs' completions read it */
 	users_free(&users);        /* after the store: its jobs' completions announce through it */
 	accounts_free(&accounts);  /* the same: a disconnect's completion reads it */
+	oauth_refresher_free(
+	    &refresher); /* exchanges in flight end unanswered: their pages are gone */
+	oauth_flows_free(&oauth_flows);
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

@@ -81,10 +81,16 @@ static struct key_def keys[] = {
     /* The pause before the attempt that confirms an auth or certificate failure of a custom
      * SMTP account (docs/sending.md, the disconnect story). */
     {"smtp_confirm_delay", T_DURATION, "10s", 1, 3600, true},
-    {"oauth_google_client_id", T_STRING, NULL, 0, 0, false},
-    {"oauth_google_client_secret_file", T_PATH, NULL, 0, 0, false},
-    {"oauth_microsoft_client_id", T_STRING, NULL, 0, 0, false},
-    {"oauth_microsoft_client_secret_file", T_PATH, NULL, 0, 0, false},
+    /* OAuth clients (engine/oauth_flow.h); the endpoints default to the providers' own
+     * (Microsoft's tenant-specific or national-cloud endpoints, a test's local server). */
+    {"oauth_google_client_id", T_STRING, NULL, 0, 0, true},
+    {"oauth_google_client_secret_file", T_PATH, NULL, 0, 0, true},
+    {"oauth_google_auth_url", T_HTTP_URL, NULL, 0, 0, true},
+    {"oauth_google_token_url", T_HTTP_URL, NULL, 0, 0, true},
+    {"oauth_microsoft_client_id", T_STRING, NULL, 0, 0, true},
+    {"oauth_microsoft_client_secret_file", T_PATH, NULL, 0, 0, true},
+    {"oauth_microsoft_auth_url", T_HTTP_URL, NULL, 0, 0, true},
+    {"oauth_microsoft_token_url", T_HTTP_URL, NULL, 0, 0, true},
     {"log_level", T_LEVEL, "info", 0, 0, true},
     {"http_cert", T_PATH, NULL, 0, 0, false},
     {"http_key", T_PATH, NULL, 0, 0, false},

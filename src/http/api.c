@@ -46,6 +46,9 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/imap", HTTP_USER, api_imap_put, "imap.put", 0},
     {"DELETE", "/v1/imap", HTTP_USER, api_imap_delete, "imap.delete", 0},
     {"POST", "/v1/imap/sync", HTTP_USER, api_imap_sync, "imap.sync", 0},
+    {"GET", "/v1/oauth/start", HTTP_USER, api_oauth_start, "oauth.start", 0},
+    /* The provider sends the user's browser here: the flow's state is the only credential. */
+    {"GET", "/oauth/callback", HTTP_PUBLIC, api_oauth_callback, "oauth.callback", 0},
     {"GET", "/v1/notifications", HTTP_USER, api_notifications_list, "notifications.list", 0},
     {"POST", "/v1/campaigns", HTTP_USER, api_campaigns_create, "campaigns.create",
      MT_HTTP_CAMPAIGN_MAX},
@@ -320,4 +323,39 @@ bool api_idempotency_key(struct http_request *req, char *out, size_t size)
 	}
 	mt_strlcpy(out, key, size);
 	return true;
+}
+
+/* ---- plain pages (unsubscribe, the OAuth callback) ---- */
+
+void api_html_escape(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+	for (; *in != '\0' && o + 7 < size; in++) {
+		const char *rep = *in == '<'   ? "&lt;"
+		                  : *in == '>' ? "&gt;"
+		                  : *in == '&' ? "&amp;"
+		                  : *in == '"' ? "&quot;"
+		                               : NULL;
+		if (rep != NULL) {
+			size_t n = strlen(rep);
+			memcpy(out + o, rep, n);
+			o += n;
+		} else {
+			out[o++] = *in;
+		}
+	}
+	out[o] = '\0';
+}
+
+void api_reply_page(struct http_request *req, int status, const char *title, const char *body_html)
+{
+	char html[4096];
+	int n = snprintf(html, sizeof(html),
+	                 "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+	                 "<meta name=\"viewport\" content=\"width=device-width\">"
+	                 "<title>%s</title></head><body style=\"font-family:sans-serif;"
+	                 "max-width:32em;margin:3em auto\"><h1>%s</h1>%s</body></html>\n",
+	                 title, title, body_html);
+	http_reply_text(req, status, "text/html; charset=utf-8", html,
+	                n > 0 && (size_t)n < sizeof(html) ? (size_t)n : strlen(html));
 }

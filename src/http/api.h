@@ -51,6 +51,7 @@ struct api {
 	struct campaigns *campaigns;     /* engine/campaign.h */
 	struct imap_syncer *imap_syncer; /* engine/imap_sync.h */
 	struct work_pool *work;          /* CPU-heavy request steps, off the loop */
+	struct oauth_flows *oauth_flows; /* engine/oauth_flow.h */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
 	char relay_from[MT_ADDRESS_MAX + 1];
@@ -97,6 +98,11 @@ json_t *api_activity_json(const struct store_activity *activity);
 /* A JSON string of stored text; bytes that are not UTF-8 (stored before it was checked on the
  * way in) become U+FFFD instead of failing the whole reply. Never NULL but out of memory. */
 json_t *api_text(const char *text);
+/* Text for an HTML page, with the characters HTML gives a meaning escaped (truncated to fit). */
+void api_html_escape(const char *in, char *out, size_t size);
+/* A small HTML page for a person's browser (the unsubscribe link, the OAuth callback):
+ * `title` and `body_html` are put in as they are (escape what came from outside). */
+void api_reply_page(struct http_request *req, int status, const char *title, const char *body_html);
 /* A new JSON array of strings. */
 json_t *api_string_array(const char (*items)[MT_ADDRESS_MAX + 1], size_t count);
 
@@ -124,6 +130,8 @@ void api_imap_get(struct http_request *req, void *app);
 void api_imap_put(struct http_request *req, void *app);
 void api_imap_delete(struct http_request *req, void *app);
 void api_imap_sync(struct http_request *req, void *app);
+void api_oauth_start(struct http_request *req, void *app);
+void api_oauth_callback(struct http_request *req, void *app);
 void api_profile_activities(struct http_request *req, void *app);
 void api_activity_feed(struct http_request *req, void *app);
 void api_addin_log(struct http_request *req, void *app);

@@ -260,41 +260,6 @@ void api_campaigns_cancel(struct http_request *req, void *app)
 
 /* ---- GET / POST /u/{token} ---- */
 
-/* The address, with the characters HTML gives a meaning escaped (it was normalised on the way
- * in, so it holds no markup, but the page does not depend on that). */
-static void html_escape(const char *in, char *out, size_t size)
-{
-	size_t o = 0;
-	for (; *in != '\0' && o + 7 < size; in++) {
-		const char *rep = *in == '<'   ? "&lt;"
-		                  : *in == '>' ? "&gt;"
-		                  : *in == '&' ? "&amp;"
-		                  : *in == '"' ? "&quot;"
-		                               : NULL;
-		if (rep != NULL) {
-			size_t n = strlen(rep);
-			memcpy(out + o, rep, n);
-			o += n;
-		} else {
-			out[o++] = *in;
-		}
-	}
-	out[o] = '\0';
-}
-
-static void page(struct http_request *req, int status, const char *title, const char *body_html)
-{
-	char html[4096];
-	int n = snprintf(html, sizeof(html),
-	                 "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-	                 "<meta name=\"viewport\" content=\"width=device-width\">"
-	                 "<title>%s</title></head><body style=\"font-family:sans-serif;"
-	                 "max-width:32em;margin:3em auto\"><h1>%s</h1>%s</body></html>\n",
-	                 title, title, body_html);
-	http_reply_text(req, status, "text/html; charset=utf-8", html,
-	                n > 0 && (size_t)n < sizeof(html) ? (size_t)n : strlen(html));
-}
-
 static void unsubscribed(void *ctx, const struct campaign_unsubscribe_result *r, bool apply)
 {
 	struct http_request *req = ctx;
@@ -302,12 +267,12 @@ static void unsubscribed(void *ctx, const struct campaign_unsubscribe_result *r,
 	char body[2048];
 	switch (r->verdict) {
 	case UNSUBSCRIBE_OK:
-		html_escape(r->who.address, address, sizeof(address));
+		api_html_escape(r->who.address, address, sizeof(address));
 		if (r->who.suppressed) {
 			snprintf(body, sizeof(body),
 			         "<p><b>%s</b> will receive no more mailings of this kind.</p>",
 			         address);
-			page(req, 200, "Unsubscribed", body);
+			api_reply_page(req, 200, "Unsubscribed", body);
 		} else if (!apply) {
 			/* A GET never unsubscribes: link scanners follow links. */
 			snprintf(body, sizeof(body),
@@ -315,19 +280,21 @@ static void unsubscribed(void *ctx, const struct campaign_unsubscribe_result *r,
 			         "<form method=\"post\"><button type=\"submit\">Unsubscribe"
 			         "</button></form>",
 			         address);
-			page(req, 200, "Unsubscribe", body);
+			api_reply_page(req, 200, "Unsubscribe", body);
 		}
 		break;
 	case UNSUBSCRIBE_NOT_FOUND:
-		page(req, 404, "Link not found",
-		     "<p>This unsubscribe link is not one of ours, or it was mistyped.</p>");
+		api_reply_page(
+		    req, 404, "Link not found",
+		    "<p>This unsubscribe link is not one of ours, or it was mistyped.</p>");
 		break;
 	case UNSUBSCRIBE_BUSY:
-		page(req, 503, "Try again", "<p>We are busy; please try again in a moment.</p>");
+		api_reply_page(req, 503, "Try again",
+		               "<p>We are busy; please try again in a moment.</p>");
 		break;
 	case UNSUBSCRIBE_FAILED:
-		page(req, 500, "Something went wrong",
-		     "<p>Nothing was changed; please try again later.</p>");
+		api_reply_page(req, 500, "Something went wrong",
+		               "<p>Nothing was changed; please try again later.</p>");
 		break;
 	}
 }

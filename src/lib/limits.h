@@ -242,6 +242,12 @@
 #define MT_OAUTH_CLIENT_ID_MAX 512
 #define MT_OAUTH_PROVIDER_MAX  32  /* a provider's id, NUL included */
 #define MT_OAUTH_REQUESTS_MAX  256 /* refreshes in flight on one client */
+/* The authorisation-code flow (engine/oauth_flow.c): a started flow waits this long for the
+ * provider's redirect, and a user has at most this many waiting (older ones are dropped). */
+#define MT_OAUTH_FLOW_TTL_S        (10 * 60)
+#define MT_OAUTH_FLOWS_PER_USER    5
+#define MT_OAUTH_AUTHORIZE_URL_MAX 4096 /* the URL a user's browser is sent to */
+#define MT_OAUTH_CODE_MAX          2048 /* an authorisation code from the redirect */
 
 /* IMAP responses (src/proto/imap_parse.c). A response is one line, or several joined by
  * literals; everything but a streamed FETCH body is held until the response is complete. */

@@ -531,6 +531,18 @@ static const struct migration migrations[] = {
      " created_at BIGINT NOT NULL,"
      " updated_at BIGINT NOT NULL);"
      "CREATE INDEX oauth_grants_expiring ON oauth_grants (expires_at) WHERE state = 'active';"},
+    /* Authorisation-code flows started and not finished (issue 15): keyed by the SHA-256 of
+     * their `state` (a one-time credential, not kept in clear), the PKCE verifier sealed. */
+    {13, "oauth_flows",
+     "CREATE TABLE oauth_flows ("
+     " state_hash BYTEA PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " user_id TEXT NOT NULL REFERENCES users(id),"
+     " provider TEXT NOT NULL,"
+     " purposes INTEGER NOT NULL,"
+     " sealed_verifier BYTEA NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX oauth_flows_user ON oauth_flows (user_id, created_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

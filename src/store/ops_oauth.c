@@ -171,3 +171,68 @@ int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user
 		db_finish(s);
 	return rc < 0 ? -1 : 0;
 }
+
+#define FLOW_ROW(F, G, T)                                                                          \
+	F(T, TEXT, "org_id", org_id)                                                               \
+	G(T, TEXT, "user_id", user_id)                                                             \
+	G(T, TEXT, "provider", provider)                                                           \
+	G(T, INT, "purposes", purposes)                                                            \
+	G(T, BLOB, "sealed_verifier", verifier.bytes, verifier.len)                                \
+	G(T, INT64, "created_at", created_at)
+SQL_TABLE(flow_table, FLOW_ROW, struct store_oauth_flow);
+
+int store_oauth_flow_put(struct store_tx *tx, const struct store_oauth_flow *flow,
+                         int64_t expired_before, size_t per_user)
+{
+	static const char op[] = "store_oauth_flow_put";
+	if (!fits(&flow->verifier) || flow->verifier.len == 0)
+		return store_invalid(op, "sealed verifier empty or too long");
+	if (per_user == 0)
+		return store_invalid(op, "no flow allowed");
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	int rc = store_user_in_org(tx, op, flow->org_id, flow->user_id);
+	if (rc != 0)
+		return rc;
+	if (sql_exec(tx, op, "DELETE FROM oauth_flows WHERE created_at < ?",
+	             SQL_ARGS(SQL_INT(expired_before))) < 0)
+		return -1;
+	/* Room for this one: the user's newest per_user - 1 stay. */
+	if (sql_exec(tx, op,
+	             "DELETE FROM oauth_flows WHERE user_id = ? AND state_hash NOT IN"
+	             " (SELECT state_hash FROM oauth_flows WHERE user_id = ?"
+	             " ORDER BY created_at DESC, state_hash LIMIT ?)",
+	             SQL_ARGS(SQL_TEXT(flow->user_id), SQL_TEXT(flow->user_id),
+	                      SQL_INT((int64_t)per_user - 1))) < 0)
+		return -1;
+	return sql_change(
+	    tx, op,
+	    "INSERT INTO oauth_flows (state_hash, org_id, user_id, provider, purposes,"
+	    " sealed_verifier, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(SQL_BLOB(flow->state_hash, sizeof(flow->state_hash)), SQL_TEXT(flow->org_id),
+	             SQL_TEXT(flow->user_id), SQL_TEXT(flow->provider), SQL_INT(flow->purposes),
+	             sealed(&flow->verifier), SQL_INT(flow->created_at)));
+}
+
+int store_oauth_flow_take(struct store_tx *tx, const unsigned char state_hash[32],
+                          int64_t expired_before, struct store_oauth_flow *flow_r)
+{
+	static const char op[] = "store_oauth_flow_take";
+	memset(flow_r, 0, sizeof(*flow_r));
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	int rc = sql_get(tx, op,
+	                 "SELECT " SQL_COLUMNS(FLOW_ROW) " FROM oauth_flows WHERE state_hash = ?",
+	                 SQL_ARGS(SQL_BLOB(state_hash, 32)), &flow_table, flow_r);
+	if (rc != 0)
+		return rc;
+	memcpy(flow_r->state_hash, state_hash, sizeof(flow_r->state_hash));
+	if (sql_exec(tx, op, "DELETE FROM oauth_flows WHERE state_hash = ?",
+	             SQL_ARGS(SQL_BLOB(state_hash, 32))) < 0)
+		return -1;
+	if (flow_r->created_at < expired_before) {
+		memset(flow_r, 0, sizeof(*flow_r));
+		return STORE_NOT_FOUND;
+	}
+	return 0;
+}

@@ -65,4 +65,25 @@ int store_oauth_grant_revoke(struct store_tx *tx, const char *grant_id, const ch
 int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user_ids)[MT_ID_MAX],
                                 size_t max, size_t *count_r);
 
+/* An authorisation-code flow between GET /v1/oauth/start and the provider's redirect to
+ * /oauth/callback: who started it, for what, and the PKCE verifier the code is exchanged with. */
+struct store_oauth_flow {
+	unsigned char state_hash[32]; /* SHA-256 of the `state` sent to the provider */
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char provider[MT_OAUTH_PROVIDER_MAX];
+	int purposes; /* engine/oauth_flow.h's OAUTH_FOR_* bits */
+	struct store_sealed_token verifier;
+	int64_t created_at; /* unix seconds */
+};
+
+/* Records a flow; flows that started before `expired_before` go (anyone's), and the user keeps
+ * at most `per_user` (the oldest go first). */
+int store_oauth_flow_put(struct store_tx *tx, const struct store_oauth_flow *flow,
+                         int64_t expired_before, size_t per_user);
+/* Takes the flow whose state hashes to `state_hash` out of the store (a state is good once):
+ * STORE_NOT_FOUND when there is none or it started before `expired_before`. */
+int store_oauth_flow_take(struct store_tx *tx, const unsigned char state_hash[32],
+                          int64_t expired_before, struct store_oauth_flow *flow_r);
+
 #endif

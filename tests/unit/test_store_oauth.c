@@ -27,6 +27,9 @@ struct call {
 	char reason[64];
 	char ids[8][MT_ID_MAX];
 	size_t count;
+	struct store_oauth_flow flow, taken;
+	unsigned char hash[32];
+	int64_t expired_before;
 };
 
 static int j_setup(struct store_tx *tx, void *arg)
@@ -54,6 +57,8 @@ JOB(j_tokens, store_oauth_grant_tokens(tx, &c->seen, &c->access, c->rotate ? &c-
                                        c->expires_at, &c->updated_at))
 JOB(j_revoke, store_oauth_grant_revoke(tx, c->seen.id, c->reason))
 JOB(j_expiring, store_oauth_grants_expiring(tx, c->before, c->ids, 8, &c->count))
+JOB(j_flow_put, store_oauth_flow_put(tx, &c->flow, c->expired_before, 3))
+JOB(j_flow_take, store_oauth_flow_take(tx, c->hash, c->expired_before, &c->taken))
 
 struct fixture {
 	char dir[TEMP_STORE_DIR_MAX];
@@ -233,6 +238,75 @@ static void test_expiring(void **state)
 	assert_string_equal(c->ids[0], c->user.id);
 }
 
+static void make_flow(struct call *c, unsigned char tag, int64_t created_at)
+{
+	memset(&c->flow, 0, sizeof(c->flow));
+	memset(c->flow.state_hash, tag, sizeof(c->flow.state_hash));
+	mt_strlcpy(c->flow.org_id, c->org.id, sizeof(c->flow.org_id));
+	mt_strlcpy(c->flow.user_id, c->user.id, sizeof(c->flow.user_id));
+	mt_strlcpy(c->flow.provider, "google", sizeof(c->flow.provider));
+	c->flow.purposes = 3;
+	memset(c->flow.verifier.bytes, tag, 60);
+	c->flow.verifier.len = 60;
+	c->flow.created_at = created_at;
+}
+
+/* A flow is taken once; an expired one is not given out; a user keeps at most 3 (the oldest
+ * go); a flow for a user of another org is refused. */
+static void test_flows(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = f->c;
+	c->expired_before = 1000;
+	make_flow(c, 1, 2000);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	memset(c->hash, 1, sizeof(c->hash));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), 0);
+	assert_string_equal(c->taken.user_id, c->user.id);
+	assert_string_equal(c->taken.provider, "google");
+	assert_int_equal(c->taken.purposes, 3);
+	assert_int_equal(c->taken.verifier.len, 60);
+	assert_memory_equal(c->taken.verifier.bytes, c->flow.verifier.bytes, 60);
+	assert_int_equal(c->taken.created_at, 2000);
+	/* once only */
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
+
+	/* expired: not given out */
+	make_flow(c, 2, 2000);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	c->expired_before = 2001;
+	memset(c->hash, 2, sizeof(c->hash));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
+
+	/* at most 3 per user: the fourth drops the oldest */
+	c->expired_before = 0;
+	for (unsigned char t = 10; t < 14; t++) {
+		make_flow(c, t, 3000 + t);
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	}
+	memset(c->hash, 10, sizeof(c->hash));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
+	for (unsigned char t = 11; t < 14; t++) {
+		memset(c->hash, t, sizeof(c->hash));
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), 0);
+	}
+
+	/* putting one purges every expired flow */
+	make_flow(c, 20, 100);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	c->expired_before = 200;
+	make_flow(c, 21, 300);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	c->expired_before = 0; /* even asked without an expiry, the purged one is gone */
+	memset(c->hash, 20, sizeof(c->hash));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
+
+	/* another org's user */
+	make_flow(c, 30, 4000);
+	mt_strlcpy(c->flow.org_id, c->other_org.id, sizeof(c->flow.org_id));
+	assert_int_not_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -240,6 +314,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_tokens_fenced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_revoke_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flows, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
