@@ -128,8 +128,7 @@ static const char *config_str(const struct mt_config *config, const char *provid
 	return mt_config_str(config, key);
 }
 
-struct oauth_flows *oauth_flows_new(const struct oauth_flows_params *params,
-                                    const char **error_r)
+struct oauth_flows *oauth_flows_new(const struct oauth_flows_params *params, const char **error_r)
 {
 	struct oauth_flows *flows = calloc(1, sizeof(*flows));
 	if (flows == NULL) {
@@ -154,7 +153,8 @@ struct oauth_flows *oauth_flows_new(const struct oauth_flows_params *params,
 		const char *auth = config_str(params->config, pr->id, "auth_url");
 		const char *token = config_str(params->config, pr->id, "token_url");
 		mt_strlcpy(c->auth_url, auth != NULL ? auth : pr->auth_url, sizeof(c->auth_url));
-		mt_strlcpy(c->token_url, token != NULL ? token : pr->token_url, sizeof(c->token_url));
+		mt_strlcpy(c->token_url, token != NULL ? token : pr->token_url,
+		           sizeof(c->token_url));
 		if (id == NULL)
 			continue;
 		mt_strlcpy(c->client_id, id, sizeof(c->client_id));
@@ -246,7 +246,8 @@ static void start_done(void *arg, int result)
 		    .login_hint = job->email[0] != '\0' ? job->email : NULL,
 		    .extra = c->provider->extra,
 		};
-		if (oauth_provider_scope(c->provider, job->flow.purposes, scope, sizeof(scope)) < 0 ||
+		if (oauth_provider_scope(c->provider, job->flow.purposes, scope, sizeof(scope)) <
+		        0 ||
 		    oauth_authorize_url(&a, r.url, sizeof(r.url), &error) < 0)
 			crud_set(&r.outcome, CRUD_REFUSED, "%s: %s", c->provider->id, error);
 	}
@@ -256,8 +257,7 @@ static void start_done(void *arg, int result)
 }
 
 void oauth_flow_start(struct oauth_flows *flows, const char *org_id, const char *user_id,
-                      const char *provider, const char *purposes, oauth_start_fn *done,
-                      void *ctx)
+                      const char *provider, const char *purposes, oauth_start_fn *done, void *ctx)
 {
 	struct oauth_start_result r = {0};
 	const char *error;
@@ -351,8 +351,9 @@ static void finish_reply(struct finish_job *job)
 {
 	struct oauth_finish_result *r = &job->result;
 	if (r->outcome.verdict == CRUD_OK || r->org_id[0] != '\0')
-		mt_log(r->outcome.verdict == CRUD_OK ? MT_LOG_INFO : MT_LOG_WARN, "oauth.flow_finished",
-		       MT_KV("user", r->user_id), MT_KV("provider", r->provider),
+		mt_log(r->outcome.verdict == CRUD_OK ? MT_LOG_INFO : MT_LOG_WARN,
+		       "oauth.flow_finished", MT_KV("user", r->user_id),
+		       MT_KV("provider", r->provider),
 		       MT_KV("outcome", r->outcome.verdict == CRUD_OK ? "ok" : r->outcome.reason));
 	job->done(job->ctx, r);
 	finish_free(job);
@@ -376,8 +377,7 @@ static void failf(struct finish_job *job, enum crud_verdict verdict, const char 
 	fail(job, verdict, reason);
 }
 
-static void granted_finish(void *finish_ctx, const struct crud_outcome *outcome,
-                           const char *detail)
+static void granted_finish(void *finish_ctx, const struct crud_outcome *outcome, const char *detail)
 {
 	struct finish_job *job = finish_ctx;
 	job->result.outcome = *outcome;
@@ -436,11 +436,13 @@ static void exchanged(void *ctx, struct oauth_token_reply *reply)
 	job->reply = *reply;
 	memset(reply, 0, sizeof(*reply)); /* the tokens are the job's now */
 	if (job->reply.outcome != OAUTH_OK) {
-		failf(job, CRUD_INVALID, "the provider did not give the tokens: %s", job->reply.reason);
+		failf(job, CRUD_INVALID, "the provider did not give the tokens: %s",
+		      job->reply.reason);
 		return;
 	}
 	if (job->reply.refresh_token == NULL) {
-		fail(job, CRUD_INVALID, "the provider gave no refresh token: the sign-in cannot be kept");
+		fail(job, CRUD_INVALID,
+		     "the provider gave no refresh token: the sign-in cannot be kept");
 		return;
 	}
 	struct provider_client *c = client_find(job->flows, job->flow.provider);
@@ -474,7 +476,8 @@ static void flow_taken(void *arg, int result)
 		return;
 	}
 	if (job->rc != 0) {
-		fail(job, CRUD_INVALID, "this sign-in link is unknown, expired or used already: start again");
+		fail(job, CRUD_INVALID,
+		     "this sign-in link is unknown, expired or used already: start again");
 		return;
 	}
 	mt_strlcpy(r->org_id, job->flow.org_id, sizeof(r->org_id));
@@ -482,21 +485,21 @@ static void flow_taken(void *arg, int result)
 	mt_strlcpy(r->provider, job->flow.provider, sizeof(r->provider));
 	r->purposes = job->flow.purposes;
 	if (job->provider_error[0] != '\0') {
-		failf(job, CRUD_INVALID, "the provider refused the sign-in: %s", job->provider_error);
+		failf(job, CRUD_INVALID, "the provider refused the sign-in: %s",
+		      job->provider_error);
 		return;
 	}
 	struct provider_client *c = client_find(job->flows, job->flow.provider);
 	if (c == NULL || !c->configured) {
 		failf(job, CRUD_REFUSED, "%s sign-in is no longer set up on this server",
-		     job->flow.provider);
+		      job->flow.provider);
 		return;
 	}
 	char context[MT_SEAL_CONTEXT_MAX];
 	flow_seal_context(job->flow.user_id, context);
 	const char *error;
-	job->verifier =
-	    mt_unseal(job->flows->p.keyring, context, job->flow.verifier.bytes,
-	              job->flow.verifier.len, &error);
+	job->verifier = mt_unseal(job->flows->p.keyring, context, job->flow.verifier.bytes,
+	                          job->flow.verifier.len, &error);
 	if (job->verifier == NULL) {
 		failf(job, CRUD_FAILED, "the flow's verifier: %s", error);
 		return;

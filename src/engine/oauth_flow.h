@@ -99,8 +99,7 @@ struct oauth_flows_params {
 };
 
 /* Reads the configured client secrets; NULL with *error_r naming the file that failed. */
-struct oauth_flows *oauth_flows_new(const struct oauth_flows_params *params,
-                                    const char **error_r);
+struct oauth_flows *oauth_flows_new(const struct oauth_flows_params *params, const char **error_r);
 void oauth_flows_free(struct oauth_flows **flows);
 
 struct oauth_start_result {
@@ -110,8 +109,7 @@ struct oauth_start_result {
 };
 typedef void oauth_start_fn(void *ctx, const struct oauth_start_result *result);
 void oauth_flow_start(struct oauth_flows *flows, const char *org_id, const char *user_id,
-                      const char *provider, const char *purposes, oauth_start_fn *done,
-                      void *ctx);
+                      const char *provider, const char *purposes, oauth_start_fn *done, void *ctx);
 
 typedef void oauth_finish_fn(void *ctx, const struct oauth_finish_result *result);
 /* The redirect's parameters: `state` and `code`, or the provider's `error` (access_denied...)

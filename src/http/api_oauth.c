@@ -41,7 +41,7 @@ static void finished(void *ctx, const struct oauth_finish_result *r)
 		         strcmp(r->provider, "microsoft") == 0 ? "Microsoft" : "Google",
 		         r->purposes & OAUTH_FOR_SMTP ? "sending" : "",
 		         (r->purposes & OAUTH_FOR_SMTP) && (r->purposes & OAUTH_FOR_IMAP) ? " and "
-		                                                                           : "",
+		                                                                          : "",
 		         r->purposes & OAUTH_FOR_IMAP ? "syncing" : "", detail);
 		api_reply_page(req, 200, "Connected", body);
 		return;
@@ -56,8 +56,8 @@ static void finished(void *ctx, const struct oauth_finish_result *r)
 	default:
 		snprintf(body, sizeof(body), "<p>%s</p>%s%s%s", reason, detail[0] ? "<p>" : "",
 		         detail, detail[0] ? "</p>" : "");
-		api_reply_page(req, r->outcome.verdict == CRUD_REFUSED ? 409 : 400,
-		               "Not connected", body);
+		api_reply_page(req, r->outcome.verdict == CRUD_REFUSED ? 409 : 400, "Not connected",
+		               body);
 		return;
 	}
 }

@@ -93,6 +93,9 @@ uint16_t http_server_port(const struct http_server *server);
 const char *http_request_param(const struct http_request *req, const char *name);
 /* Query parameter, percent-decoded ('+' is a space); NULL if absent. */
 const char *http_request_query(const struct http_request *req, const char *name);
+/* The request's id (X-Request-Id: the client's when usable, else one made here), also in its
+ * log line and its reply. */
+const char *http_request_id(const struct http_request *req);
 /* Request header, case-insensitive name; NULL if absent. */
 const char *http_request_header(const struct http_request *req, const char *name);
 /* The body with a NUL after it (binary bodies may contain NULs: use *len_r). */

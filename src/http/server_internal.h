@@ -115,8 +115,9 @@ struct http_request {
 	const char *route_name;
 	const char *method;
 	int64_t start_ms;
-	bool head_only; /* HEAD: the reply without its content */
-	bool in_app;    /* the hook or a handler has it: only a reply frees it */
+	char request_id[MT_HTTP_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or ours */
+	bool head_only;                              /* HEAD: the reply without its content */
+	bool in_app; /* the hook or a handler has it: only a reply frees it */
 	bool gone;
 	bool replied;
 	int busy; /* our callbacks on the stack: the free waits until they return */

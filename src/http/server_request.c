@@ -8,6 +8,8 @@
 #include "lib/metrics.h"
 #include "lib/str.h"
 
+#include <sodium.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -169,6 +171,35 @@ static void hand_to_app(struct http_request *req)
 	server->pending = req;
 }
 
+/* "req_" and 16 hex digits: unique enough to find one request's lines in the log. */
+static void request_id_new(char id[MT_HTTP_REQUEST_ID_MAX + 1])
+{
+	unsigned char bytes[8];
+	randombytes_buf(bytes, sizeof(bytes));
+	memcpy(id, "req_", 4);
+	sodium_bin2hex(id + 4, MT_HTTP_REQUEST_ID_MAX + 1 - 4, bytes, sizeof(bytes));
+}
+
+/* A client's id is kept only when it cannot break a header or a log line. */
+static bool request_id_usable(const char *id)
+{
+	size_t n = id != NULL ? strlen(id) : 0;
+	if (n == 0 || n > MT_HTTP_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      strchr("._:+=/-", c) != NULL))
+			return false;
+	}
+	return true;
+}
+
+const char *http_request_id(const struct http_request *req)
+{
+	return req->request_id;
+}
+
 struct http_request *http_req_new(struct http_conn *conn)
 {
 	struct http_request *req = calloc(1, sizeof(*req));
@@ -179,6 +210,7 @@ struct http_request *http_req_new(struct http_conn *conn)
 	req->method = "-";
 	req->route_name = "unmatched";
 	req->start_ms = mt_now_ms();
+	request_id_new(req->request_id);
 	http_request_parser_init(&req->parser);
 	mt_buf_init(&req->body, 0);
 	return req;
@@ -228,7 +260,7 @@ static void log_and_count(struct http_request *req, int status, bool dropped)
 	/* Never the path (it can carry an unsubscribe token), the query or any header. */
 	mt_log(MT_LOG_INFO, "http.request", MT_KV("method", req->method),
 	       MT_KV("route", req->route_name), MT_KV("status", code), MT_KV("ms", ms),
-	       MT_KV(dropped ? "client" : NULL, "gone"));
+	       MT_KV("request_id", req->request_id), MT_KV(dropped ? "client" : NULL, "gone"));
 	if (dropped)
 		mt_metric_inc(DROPPED_METRIC, DROPPED_HELP, "route", req->route_name, NULL, NULL);
 	else
@@ -250,10 +282,11 @@ static void conn_reply(struct http_conn *conn, struct http_request *req, int sta
 	http_date(date);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
-	                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+	                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+	                    "X-Request-Id: %s\r\n",
 	                    status, reason_phrase(status), date,
-	                    content_type != NULL ? content_type
-	                                         : "application/json; charset=utf-8");
+	                    content_type != NULL ? content_type : "application/json; charset=utf-8",
+	                    req->request_id);
 	if (!no_content)
 		evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
 	for (size_t i = 0; extra != NULL && extra[i] != NULL; i += 2)
@@ -734,6 +767,9 @@ void http_req_on_head(struct http_conn *conn, struct http_request *req)
 	struct http_server *server = conn->server;
 	req->method = req->head->method;
 	req->head_only = strcmp(req->method, "HEAD") == 0;
+	const char *client_id = http_request_header(req, "X-Request-Id");
+	if (request_id_usable(client_id))
+		mt_strlcpy(req->request_id, client_id, sizeof(req->request_id));
 	if (req->head->body != HTTP_BODY_NONE)
 		req->body_state = BODY_UNREAD;
 	if (!route_request(req))

@@ -142,10 +142,13 @@
 #define MT_HTTP_ACCEPTS_PER_WAKE      64          /* accept() calls per listener wake-up */
 
 /* HTTP requests and JSON bodies (src/http/server*.c, src/proto/json_decode.c) */
-#define MT_HTTP_PATH_PARAMS_MAX  4    /* {name} segments in one route pattern */
-#define MT_HTTP_QUERY_PARAMS_MAX 32   /* query parameters of one request; more is 400 */
-#define MT_JSON_ARRAY_ITEMS_MAX  1000 /* items of one array field unless the field says less */
-#define MT_JSON_ERROR_MAX        256  /* a decoding error message, field name included */
+#define MT_HTTP_PATH_PARAMS_MAX  4  /* {name} segments in one route pattern */
+#define MT_HTTP_QUERY_PARAMS_MAX 32 /* query parameters of one request; more is 400 */
+/* An X-Request-Id a client sends is echoed and logged when it is 1..this many of
+ * [A-Za-z0-9._:+=/-]; otherwise the server makes one. */
+#define MT_HTTP_REQUEST_ID_MAX  128
+#define MT_JSON_ARRAY_ITEMS_MAX 1000 /* items of one array field unless the field says less */
+#define MT_JSON_ERROR_MAX       256  /* a decoding error message, field name included */
 
 /* Metrics registry: series (name + label values) and the length of names and label values. */
 #define MT_METRIC_SERIES_MAX      4096

@@ -417,6 +417,47 @@ static void public_route(void **state)
 	assert_true(requests_counted("health", "200") == before + 1);
 }
 
+/* Every reply carries an X-Request-Id: the client's when it is usable, else a fresh one. */
+static void request_ids(void **state)
+{
+	(void)state;
+	struct response r;
+	request(&r, "GET", "/healthz", NULL, NULL, "X-Request-Id: crm-7f3a:42/b=c\r\n");
+	assert_int_equal(r.status, 200);
+	assert_string_equal(response_header(&r, "X-Request-Id"), "crm-7f3a:42/b=c");
+	response_free(&r);
+	char made[2][64];
+	for (int i = 0; i < 2; i++) {
+		request(&r, "GET", "/healthz", NULL, NULL, NULL);
+		const char *id = response_header(&r, "X-Request-Id");
+		assert_non_null(id);
+		assert_int_equal(strlen(id), 20);
+		assert_memory_equal(id, "req_", 4);
+		assert_int_equal(strspn(id + 4, "0123456789abcdef"), 16);
+		snprintf(made[i], sizeof(made[i]), "%s", id);
+		response_free(&r);
+	}
+	assert_string_not_equal(made[0], made[1]);
+	/* odd ones are replaced, never echoed: a quote, a semicolon, too long */
+	char longer[MT_HTTP_REQUEST_ID_MAX + 40];
+	memset(longer, 'a', MT_HTTP_REQUEST_ID_MAX + 1);
+	longer[MT_HTTP_REQUEST_ID_MAX + 1] = '\0';
+	const char *odd[] = {"a\"b", "id;x", longer};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		char extra[MT_HTTP_REQUEST_ID_MAX + 64];
+		snprintf(extra, sizeof(extra), "X-Request-Id: %s\r\n", odd[i]);
+		request(&r, "GET", "/healthz", NULL, NULL, extra);
+		assert_int_equal(r.status, 200);
+		assert_memory_equal(response_header(&r, "X-Request-Id"), "req_", 4);
+		response_free(&r);
+	}
+	/* an error reply carries one too */
+	request(&r, "GET", "/nowhere", NULL, NULL, "X-Request-Id: err-1\r\n");
+	assert_int_equal(r.status, 404);
+	assert_string_equal(response_header(&r, "X-Request-Id"), "err-1");
+	response_free(&r);
+}
+
 static void path_and_query(void **state)
 {
 	(void)state;
@@ -1362,6 +1403,7 @@ int main(void)
 {
 	const struct CMUnitTest served[] = {
 	    cmocka_unit_test(public_route),
+	    cmocka_unit_test(request_ids),
 	    cmocka_unit_test(path_and_query),
 	    cmocka_unit_test(not_found_and_method),
 	    cmocka_unit_test(authentication),
