@@ -474,3 +474,102 @@ void outbox_message(struct outbox *outbox, const char *org_id, const char *user_
 		status_done(job, 0);
 	}
 }
+
+/* ---- the list --------------------------------------------------------------------------- */
+
+struct list_job {
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX]; /* "" : every user */
+	char campaign_id[MT_ID_MAX];
+	bool by_campaign;
+	int state;
+	char cursor[MT_CURSOR_MAX];
+	size_t limit;
+	int rc;
+	struct store_outbox_list list;
+	outbox_page_fn *done;
+	void *ctx;
+};
+
+static int list_run(struct store_tx *tx, void *arg)
+{
+	struct list_job *job = arg;
+	store_outbox_list_free(&job->list);
+	struct store_outbox_filter filter = {
+	    .user_id = job->user_id[0] != '\0' ? job->user_id : NULL,
+	    .campaign_id = job->by_campaign ? job->campaign_id : NULL,
+	    .state = job->state,
+	};
+	job->rc = store_outbox_list(tx, job->org_id, &filter, job->cursor, job->limit, &job->list);
+	return job->rc < 0 ? -1 : 0;
+}
+
+static void list_done(void *arg, int result)
+{
+	struct list_job *job = arg;
+	struct outbox_page page = {.list = &job->list};
+	if (result != 0)
+		crud_set(&page.outcome, CRUD_FAILED, "the store failed");
+	else if (job->rc == STORE_INVALID)
+		page.outcome.verdict = CRUD_BAD_CURSOR;
+	else if (job->rc != 0)
+		crud_from_store(&page.outcome, job->rc);
+	job->done(job->ctx, &page);
+	store_outbox_list_free(&job->list);
+	free(job);
+}
+
+void outbox_list(struct outbox *outbox, const char *org_id, const char *caller_id, bool admin,
+                 const struct outbox_list_query *query, outbox_page_fn *done, void *ctx)
+{
+	struct store_outbox_list empty = {0};
+	struct outbox_page page = {.list = &empty};
+	int state = -1;
+	if (query->state != NULL) {
+		for (int s = STORE_OUTBOX_QUEUED; s <= STORE_OUTBOX_CANCELLED; s++)
+			if (strcmp(query->state,
+			           store_outbox_state_name((enum store_outbox_state)s)) == 0)
+				state = s;
+		if (state < 0)
+			crud_set(&page.outcome, CRUD_INVALID,
+			         "state: must be queued, held, sending, sent, partial, failed or "
+			         "cancelled");
+	}
+	if (query->limit == 0 || query->limit > MT_MESSAGES_LIST_MAX)
+		crud_set(&page.outcome, CRUD_INVALID, "limit must be 1..%d", MT_MESSAGES_LIST_MAX);
+	if ((query->user_id != NULL && strlen(query->user_id) >= MT_ID_MAX) ||
+	    (query->campaign_id != NULL && strlen(query->campaign_id) >= MT_ID_MAX))
+		crud_set(&page.outcome, CRUD_INVALID,
+		         "user and campaign: ids of at most %d characters", MT_ID_MAX - 1);
+	if (!admin && query->user_id != NULL && strcmp(query->user_id, caller_id) != 0)
+		crud_set(&page.outcome, CRUD_FORBIDDEN,
+		         "only an admin lists another user's messages");
+	if (query->cursor != NULL && strlen(query->cursor) >= MT_CURSOR_MAX)
+		page.outcome.verdict = CRUD_BAD_CURSOR;
+	struct list_job *job = page.outcome.verdict == CRUD_OK ? calloc(1, sizeof(*job)) : NULL;
+	if (page.outcome.verdict == CRUD_OK && job == NULL)
+		crud_set(&page.outcome, CRUD_FAILED, "out of memory");
+	if (page.outcome.verdict != CRUD_OK) {
+		done(ctx, &page);
+		return;
+	}
+	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
+	mt_strlcpy(job->user_id,
+	           query->user_id != NULL ? query->user_id
+	           : admin                ? ""
+	                                  : caller_id,
+	           sizeof(job->user_id));
+	job->by_campaign = query->campaign_id != NULL;
+	mt_strlcpy(job->campaign_id, job->by_campaign ? query->campaign_id : "",
+	           sizeof(job->campaign_id));
+	job->state = state;
+	mt_strlcpy(job->cursor, query->cursor != NULL ? query->cursor : "", sizeof(job->cursor));
+	job->limit = query->limit;
+	job->done = done;
+	job->ctx = ctx;
+	if (store_submit(outbox->p.store, STORE_READ, list_run, list_done, job) < 0) {
+		page.outcome.verdict = CRUD_BUSY;
+		done(ctx, &page);
+		free(job);
+	}
+}

@@ -17,6 +17,7 @@
 #ifndef MT_ENGINE_OUTBOX_H
 #define MT_ENGINE_OUTBOX_H
 
+#include "engine/crud.h"
 #include "lib/buf.h"
 #include "lib/limits.h"
 #include "mime/build.h"
@@ -153,6 +154,24 @@ struct outbox_status {
 typedef void outbox_status_fn(void *ctx, const struct outbox_status *status);
 void outbox_message(struct outbox *outbox, const char *org_id, const char *user_id, const char *id,
                     bool cancel, outbox_status_fn *done, void *ctx);
+
+/* GET /v1/messages: the org's messages newest first, filtered. A user sees their own; an admin
+ * anyone's in the org (all of them without `user_id`). */
+struct outbox_list_query {
+	const char *user_id;     /* NULL: the caller, or every user for an admin */
+	const char *campaign_id; /* NULL: any */
+	const char *state;       /* a state's name, or NULL */
+	const char *cursor;      /* NULL or a next_cursor */
+	size_t limit;            /* 1..MT_MESSAGES_LIST_MAX */
+};
+struct outbox_page {
+	struct crud_outcome outcome; /* INVALID (a filter, the limit), FORBIDDEN (another user's
+	                                messages for a non-admin), BAD_CURSOR, BUSY, FAILED */
+	const struct store_outbox_list *list;
+};
+typedef void outbox_page_fn(void *ctx, const struct outbox_page *page);
+void outbox_list(struct outbox *outbox, const char *org_id, const char *caller_id, bool admin,
+                 const struct outbox_list_query *query, outbox_page_fn *done, void *ctx);
 
 /* Our identity for a new message whose From is at `domain` ("" for mailtrail.invalid): the
  * X-Mailtrail-Id (48 bits of wall-clock milliseconds then 48 random bits, in hex, so ids sort

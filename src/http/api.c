@@ -35,6 +35,7 @@ static const struct http_route routes[] = {
     {"PATCH", "/v1/profiles/{id}", HTTP_USER, api_profiles_update, "profiles.update", 0},
     {"DELETE", "/v1/profiles/{id}", HTTP_USER, api_profiles_delete, "profiles.delete", 0},
     {"POST", "/v1/messages", HTTP_USER, api_messages_send, "messages.send", MT_HTTP_MESSAGE_MAX},
+    {"GET", "/v1/messages", HTTP_USER, api_messages_list, "messages.list", 0},
     {"GET", "/v1/messages/{id}", HTTP_USER, api_messages_get, "messages.get", 0},
     {"DELETE", "/v1/messages/{id}", HTTP_USER, api_messages_cancel, "messages.cancel", 0},
     {"GET", "/v1/smtp/presets", HTTP_USER, api_smtp_presets, "smtp.presets", 0},

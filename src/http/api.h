@@ -139,6 +139,7 @@ void api_never_log_get(struct http_request *req, void *app);
 void api_never_log_put(struct http_request *req, void *app);
 void api_messages_send(struct http_request *req, void *app);
 void api_messages_get(struct http_request *req, void *app);
+void api_messages_list(struct http_request *req, void *app);
 void api_messages_cancel(struct http_request *req, void *app);
 void api_notifications_list(struct http_request *req, void *app);
 void api_campaigns_create(struct http_request *req, void *app);

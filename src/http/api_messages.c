@@ -21,6 +21,22 @@ static void fail_oom(struct http_request *req)
 	http_reply_error(req, 500, "internal", "out of memory", NULL, NULL);
 }
 
+/* The fields a message shows in a list and alone; alone adds its recipients. */
+static json_t *message_fields(const struct store_outbox_message *m)
+{
+	return json_pack("{s:s,s:s,s:s,s:i,s:o,s:o,s:s,s:o,s:o,s:o}", "id", m->id, "state",
+	                 store_outbox_state_name(m->state), "route", m->route, "attempts",
+	                 m->attempts, "last_error",
+	                 m->last_error[0] ? json_string(m->last_error) : json_null(), "last_class",
+	                 m->last_class[0] ? json_string(m->last_class) : json_null(), "message_id",
+	                 m->message_id, "sent_at", api_time(m->sent_at), "created_at",
+	                 api_time(m->created_at), "next_attempt_at",
+	                 m->state == STORE_OUTBOX_QUEUED ||
+	                         (m->state == STORE_OUTBOX_HELD && m->next_attempt_at > 0)
+	                     ? api_time(m->next_attempt_at)
+	                     : json_null());
+}
+
 static json_t *message_json(const struct store_outbox_message *m)
 {
 	json_t *rcpts = json_array();
@@ -33,18 +49,9 @@ static json_t *message_json(const struct store_outbox_message *m)
 		                     kinds[r->kind], "state", rcpt_states[r->state], "reply",
 		                     r->reply[0] ? json_string(r->reply) : json_null()));
 	}
-	return json_pack("{s:s,s:s,s:s,s:i,s:o,s:o,s:s,s:o,s:o,s:o,s:o}", "id", m->id, "state",
-	                 store_outbox_state_name(m->state), "route", m->route, "attempts",
-	                 m->attempts, "last_error",
-	                 m->last_error[0] ? json_string(m->last_error) : json_null(), "last_class",
-	                 m->last_class[0] ? json_string(m->last_class) : json_null(), "message_id",
-	                 m->message_id, "sent_at", api_time(m->sent_at), "created_at",
-	                 api_time(m->created_at), "next_attempt_at",
-	                 m->state == STORE_OUTBOX_QUEUED ||
-	                         (m->state == STORE_OUTBOX_HELD && m->next_attempt_at > 0)
-	                     ? api_time(m->next_attempt_at)
-	                     : json_null(),
-	                 "recipients", rcpts);
+	json_t *j = message_fields(m);
+	json_object_set_new(j, "recipients", rcpts);
+	return j;
 }
 
 /* ---- POST /v1/messages ---- */
@@ -410,4 +417,42 @@ void api_messages_get(struct http_request *req, void *app)
 void api_messages_cancel(struct http_request *req, void *app)
 {
 	message_request(req, app, true);
+}
+
+/* ---- GET /v1/messages ---- */
+
+static void list_done(void *ctx, const struct outbox_page *page)
+{
+	struct http_request *req = ctx;
+	if (api_reply_outcome(req, &page->outcome, "messages"))
+		return;
+	const struct store_outbox_list *list = page->list;
+	json_t *items = json_array();
+	for (size_t i = 0; i < list->count; i++) {
+		const struct store_outbox_message *m = &list->items[i];
+		json_t *j = message_fields(m);
+		json_object_set_new(j, "user_id", json_string(m->user_id));
+		json_object_set_new(j, "campaign_id",
+		                    m->campaign_id[0] ? json_string(m->campaign_id) : json_null());
+		json_object_set_new(j, "subject", api_text(m->subject));
+		json_array_append_new(items, j);
+	}
+	http_reply_json(
+	    req, 200,
+	    json_pack("{s:o,s:o}", "messages", items, "next_cursor",
+	              list->next_cursor[0] ? json_string(list->next_cursor) : json_null()));
+}
+
+void api_messages_list(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	struct outbox_list_query q = {
+	    .user_id = http_request_query(req, "user"),
+	    .campaign_id = http_request_query(req, "campaign"),
+	    .state = http_request_query(req, "state"),
+	};
+	if (!api_list_params(req, &q.limit, &q.cursor))
+		return;
+	const struct http_auth *auth = http_request_auth(req);
+	outbox_list(api->outbox, auth->org_id, auth->user_id, auth->admin, &q, list_done, req);
 }

@@ -98,11 +98,13 @@
 /* Values in one JSON body, counted at each '[', '{' and ',' (jansson spends ~250 bytes on each
  * value): a message with 300 recipients and 100 attachments counts ~800; a never-log list of
  * 1,000 entries ~1,000. */
-#define MT_JSON_VALUES_MAX     20000
-#define MT_JSON_STRING_MAX     4096 /* any single string field unless the field says less */
-#define MT_LIST_LIMIT_DEFAULT  50
-#define MT_CURSOR_MAX          64 /* a list's opaque cursor */
-#define MT_LIST_LIMIT_MAX      1000
+#define MT_JSON_VALUES_MAX    20000
+#define MT_JSON_STRING_MAX    4096 /* any single string field unless the field says less */
+#define MT_LIST_LIMIT_DEFAULT 50
+#define MT_CURSOR_MAX         64 /* a list's opaque cursor */
+#define MT_LIST_LIMIT_MAX     1000
+/* GET /v1/messages pages hold whole message rows (~7 KB each without recipients or body). */
+#define MT_MESSAGES_LIST_MAX   200
 #define MT_CSV_FIELD_MAX       4096
 #define MT_CSV_FIELDS_MAX      16
 #define MT_CSV_ROWS_MAX        1000000

@@ -543,6 +543,10 @@ static const struct migration migrations[] = {
      " sealed_verifier BYTEA NOT NULL,"
      " created_at BIGINT NOT NULL);"
      "CREATE INDEX oauth_flows_user ON oauth_flows (user_id, created_at);"},
+    /* GET /v1/messages: an org's or a user's messages, newest first (ids sort by time). */
+    {14, "outbox_lists",
+     "CREATE INDEX outbox_org_list ON outbox_messages (org_id, id);"
+     "CREATE INDEX outbox_user_list ON outbox_messages (user_id, id);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -1,11 +1,13 @@
 /* The outbox: messages stored before the API's 202, claimed by senders under fenced leases. The
  * body is the built MIME; it and the metadata are never logged. */
 #include "store/store_outbox.h"
+#include "lib/str.h"
 #include "store/sql.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -270,6 +272,80 @@ int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_i
 	    "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages"
 	                                       " WHERE id = ? AND org_id = ? AND user_id = ?",
 	    SQL_ARGS(SQL_TEXT(id), SQL_TEXT(org_id), SQL_TEXT(user_id)), &message_table, false, m);
+}
+
+void store_outbox_list_free(struct store_outbox_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+	list->next_cursor[0] = '\0';
+}
+
+/* A cursor is a message id: "msg_" and base32 (ids sort by time, store_new_ordered_id). */
+static bool list_cursor_valid(const char *cursor)
+{
+	size_t len = strlen(cursor);
+	return len > 4 && len < MT_ID_MAX && strncmp(cursor, "msg_", 4) == 0 &&
+	       strspn(cursor + 4, "234567abcdefghijklmnopqrstuvwxyz") == len - 4;
+}
+
+int store_outbox_list(struct store_tx *tx, const char *org_id,
+                      const struct store_outbox_filter *filter, const char *cursor, size_t limit,
+                      struct store_outbox_list *list_r)
+{
+	static const char op[] = "store_outbox_list";
+	memset(list_r, 0, sizeof(*list_r));
+	if (cursor == NULL)
+		cursor = "";
+	if (cursor[0] != '\0' && !list_cursor_valid(cursor))
+		return STORE_INVALID;
+	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
+		return store_invalid(op, "limit out of range");
+	char sql[1024];
+	struct db_arg args[8];
+	size_t n = 0;
+	int len =
+	    snprintf(sql, sizeof(sql),
+	             "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE org_id = ?");
+	args[n++] = SQL_TEXT(org_id);
+	if (filter->user_id != NULL) {
+		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND user_id = ?");
+		args[n++] = SQL_TEXT(filter->user_id);
+	}
+	if (filter->campaign_id != NULL) {
+		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND campaign_id = ?");
+		args[n++] = SQL_TEXT(filter->campaign_id);
+	}
+	if (filter->state >= 0) {
+		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND state = ?");
+		args[n++] = SQL_INT(filter->state);
+	}
+	if (cursor[0] != '\0') {
+		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND id < ?");
+		args[n++] = SQL_TEXT(cursor);
+	}
+	/* One more than the page: whether there is a next one. */
+	len += snprintf(sql + len, sizeof(sql) - (size_t)len, " ORDER BY id DESC LIMIT ?");
+	args[n++] = SQL_INT((int64_t)limit + 1);
+	args[n] = (struct db_arg){.type = DB_ARG_END};
+	if (len < 0 || (size_t)len >= sizeof(sql))
+		return store_invalid(op, "query too long");
+	void *items = NULL;
+	size_t count = 0;
+	int rc = sql_list_alloc(tx, op, sql, args, &message_table, 16, limit + 1, &items, &count);
+	list_r->items = items;
+	list_r->count = count;
+	if (rc != 0) {
+		store_outbox_list_free(list_r);
+		return rc;
+	}
+	if (count > limit) {
+		list_r->count = limit;
+		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
+		           sizeof(list_r->next_cursor));
+	}
+	return 0;
 }
 
 int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *user_id,

@@ -86,6 +86,23 @@ void store_outbox_message_free(struct store_outbox_message *message);
  * first message's id (its result is the answer). */
 int store_outbox_enqueue(struct store_tx *tx, struct store_outbox_message *message,
                          char existing_id_r[MT_ID_MAX]);
+/* GET /v1/messages: an org's messages, newest first, without recipients or body. Filters are
+ * ANDed; NULL or -1 leaves one out. */
+struct store_outbox_filter {
+	const char *user_id;     /* NULL: every user of the org */
+	const char *campaign_id; /* NULL: campaign mail or not */
+	int state;               /* an enum store_outbox_state, or -1 */
+};
+struct store_outbox_list {
+	struct store_outbox_message *items; /* malloc'd, without rcpts */
+	size_t count;
+	char next_cursor[MT_ID_MAX]; /* "" on the last page */
+};
+/* `cursor` "" or a next_cursor handed out before (else STORE_INVALID). */
+int store_outbox_list(struct store_tx *tx, const char *org_id,
+                      const struct store_outbox_filter *filter, const char *cursor, size_t limit,
+                      struct store_outbox_list *list_r);
+void store_outbox_list_free(struct store_outbox_list *list);
 /* The message with its recipients (body not loaded). STORE_NOT_FOUND unless it is this user's. */
 int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_id, const char *id,
                      struct store_outbox_message *message_r);

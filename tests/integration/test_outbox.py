@@ -28,6 +28,9 @@ Cases, in order, sharing the setup:
                                 source "outbox"
   bad_input_400_413             101 recipients -> 400; over max_message_bytes -> 413; bad base64
                                 -> 400
+  list_messages                 GET /v1/messages: own messages newest first in pages, by state,
+                                another user's 403, an admin's org-wide and per-user views, bad
+                                filters, limit and cursor 400
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -607,6 +610,65 @@ def case_bad_input(svc, sink):
             "a refused message was sent"
 
 
+def db_count(svc, where, args):
+    import sqlite3
+    db = sqlite3.connect(f"file:{os.path.join(svc.data, 'mailtrail.db')}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM outbox_messages WHERE " + where, args).fetchone()[0]
+    finally:
+        db.close()
+
+
+def list_all(svc, who, query=""):
+    out, cursor, pages = [], None, 0
+    while True:
+        q = f"/v1/messages?limit=200{query}" + (f"&cursor={cursor}" if cursor else "")
+        doc = expect(svc.req("GET", q, svc.tok(who)), 200)
+        out.extend(doc["messages"])
+        pages += 1
+        cursor = doc["next_cursor"]
+        if cursor is None:
+            return out, pages
+        assert pages < 1000
+
+
+def case_list(svc, sink):
+    """GET /v1/messages: a user's own, newest first, paged; by state; an admin's view of the org
+    and of one user; the filters and the limit checked."""
+    states = {"queued": 0, "held": 1, "sending": 2, "sent": 3, "partial": 4, "failed": 5,
+              "cancelled": 6}
+    rec = svc.users["rec"]["id"]
+    mine, pages = list_all(svc, "rec")
+    assert len(mine) == db_count(svc, "user_id = ?", (rec,)) and pages > 1, (len(mine), pages)
+    ids = [m["id"] for m in mine]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids), "not newest first"
+    assert all(m["user_id"] == rec for m in mine)
+    m = mine[-1]  # the oldest: the confirmation mail of the account's save
+    assert set(m) == {"id", "state", "route", "attempts", "last_error", "last_class",
+                      "message_id", "sent_at", "created_at", "next_attempt_at", "user_id",
+                      "campaign_id", "subject"}, m
+    assert m["campaign_id"] is None
+    for state in ("sent", "partial"):
+        got, _ = list_all(svc, "rec", "&state=" + state)
+        assert got and all(x["state"] == state for x in got), state
+        assert len(got) == db_count(svc, "user_id = ? AND state = ?", (rec, states[state]))
+    # a user may name themselves, not another
+    got, _ = list_all(svc, "rec", "&user=" + rec)
+    assert len(got) == len(mine)
+    expect(svc.req("GET", "/v1/messages?user=" + svc.users["down"]["id"], svc.tok("rec")), 403)
+    # the admin: the whole org, or one user
+    org, _ = list_all(svc, "admin")
+    assert len(org) == db_count(svc, "org_id = (SELECT org_id FROM users WHERE id = ?)", (rec,))
+    assert {x["user_id"] for x in org} >= {rec, svc.users["down"]["id"]}
+    down, _ = list_all(svc, "admin", "&user=" + svc.users["down"]["id"] + "&state=cancelled")
+    assert down and all(x["state"] == "cancelled" and x["user_id"] == svc.users["down"]["id"]
+                        for x in down), down
+    for q, words in (("state=done", "state: must be"), ("limit=201", "limit must be 1..200"),
+                     ("cursor=msg_NOPE", "invalid cursor"), ("cursor=ntf_abc", "invalid cursor")):
+        doc = expect(svc.req("GET", "/v1/messages?" + q, svc.tok("rec")), 400)
+        assert words in doc["error"]["message"], (q, doc)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -648,6 +710,7 @@ def main():
             ("outbox_activity", case_activity),
             ("bad_input_400_413", case_bad_input),
             ("usage_counts_sent_recipients", lambda s, k: case_usage(s, k, a.count)),
+            ("list_messages", case_list),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sink)
