@@ -14,7 +14,11 @@ struct profile_job {
 	profile_done_fn *done;
 	void *ctx;
 	struct store_profile profile; /* the input, validated; then the profile as stored */
-	bool set_kind, set_name, set_emails;
+	bool set_kind, set_name, set_emails, set_external_id;
+	char external_id[MT_EXTERNAL_ID_MAX + 1]; /* upsert, get by external id */
+	bool created;
+	char shared_with[MT_SHARED_WITH_MAX][MT_ID_MAX];
+	size_t shared_count, shared_total;
 	/* list */
 	char query[MT_NAME_MAX + 1];
 	char cursor[MT_CURSOR_MAX];
@@ -26,8 +30,13 @@ struct profile_job {
 static void finish(struct profile_job *job, const struct crud_outcome *outcome)
 {
 	struct profile_result r = {.outcome = *outcome};
-	if (outcome->verdict == CRUD_OK && job->gives == GIVES_PROFILE)
+	if (outcome->verdict == CRUD_OK && job->gives == GIVES_PROFILE) {
 		r.profile = &job->profile;
+		r.created = job->created;
+		r.shared_with = (const char(*)[MT_ID_MAX])job->shared_with;
+		r.shared_count = job->shared_count;
+		r.shared_total = job->shared_total;
+	}
 	if (outcome->verdict == CRUD_OK && job->gives == GIVES_LIST)
 		r.list = &job->list;
 	job->done(job->ctx, &r);
@@ -85,6 +94,21 @@ static bool take_input(struct profile_job *job, const struct profile_input *in,
 		}
 		mt_strlcpy(p->name, in->name, sizeof(p->name));
 	}
+	if (job->set_external_id) {
+		const char *e = in->external_id != NULL ? in->external_id : "";
+		size_t n = strlen(e);
+		bool control = false;
+		for (size_t i = 0; i < n; i++)
+			control |= (unsigned char)e[i] < 0x20 || e[i] == 0x7f;
+		if (n > MT_EXTERNAL_ID_MAX || control) {
+			crud_set(
+			    outcome, CRUD_INVALID,
+			    "external_id: at most %d bytes, no control characters ('' clears it)",
+			    MT_EXTERNAL_ID_MAX);
+			return false;
+		}
+		mt_strlcpy(p->external_id, e, sizeof(p->external_id));
+	}
 	if (job->set_emails) {
 		if (in->email_count == 0) {
 			crud_set(outcome, CRUD_INVALID, "emails: at least one address is needed");
@@ -101,12 +125,25 @@ static bool take_input(struct profile_job *job, const struct profile_input *in,
 	return true;
 }
 
+/* The other profiles with one of its addresses, for the reply. */
+static int find_shared(struct store_tx *tx, struct profile_job *job)
+{
+	if (store_profiles_sharing(tx, job->org_id, job->profile.id, job->shared_with,
+	                           MT_SHARED_WITH_MAX, &job->shared_total) < 0)
+		return -1;
+	job->shared_count =
+	    job->shared_total < MT_SHARED_WITH_MAX ? job->shared_total : MT_SHARED_WITH_MAX;
+	return 0;
+}
+
 static int create_run(struct store_tx *tx, void *arg)
 {
 	struct profile_job *job = arg;
 	size_t created;
 	int rc = store_profile_create(tx, &job->profile);
-	return rc != 0 ? rc : matcher_backfill_profile(tx, job->org_id, job->profile.id, &created);
+	if (rc == 0)
+		rc = matcher_backfill_profile(tx, job->org_id, job->profile.id, &created);
+	return rc != 0 ? rc : find_shared(tx, job);
 }
 
 void profile_create(struct store *store, const char *org_id, const struct profile_input *input,
@@ -117,6 +154,7 @@ void profile_create(struct store *store, const char *org_id, const struct profil
 		return;
 	mt_strlcpy(job->profile.org_id, job->org_id, sizeof(job->profile.org_id));
 	job->set_kind = job->set_name = job->set_emails = true;
+	job->set_external_id = input->set_external_id;
 	struct crud_outcome outcome = {.verdict = CRUD_OK};
 	if (!take_input(job, input, &outcome))
 		return finish(job, &outcome);
@@ -148,6 +186,8 @@ static int update_run(struct store_tx *tx, void *arg)
 		current.kind = job->profile.kind;
 	if (job->set_name)
 		memcpy(current.name, job->profile.name, sizeof(current.name));
+	if (job->set_external_id)
+		memcpy(current.external_id, job->profile.external_id, sizeof(current.external_id));
 	if (job->set_emails) {
 		memcpy(current.emails, job->profile.emails, sizeof(current.emails));
 		current.email_count = job->profile.email_count;
@@ -158,7 +198,7 @@ static int update_run(struct store_tx *tx, void *arg)
 		rc = matcher_backfill_profile(tx, job->org_id, job->profile_id, &created);
 	if (rc == 0)
 		rc = store_profile_get(tx, job->org_id, job->profile_id, &job->profile);
-	return rc;
+	return rc != 0 ? rc : find_shared(tx, job);
 }
 
 void profile_update(struct store *store, const char *org_id, const char *profile_id,
@@ -170,10 +210,69 @@ void profile_update(struct store *store, const char *org_id, const char *profile
 	job->set_kind = input->set_kind;
 	job->set_name = input->set_name;
 	job->set_emails = input->set_emails;
+	job->set_external_id = input->set_external_id;
 	struct crud_outcome outcome = {.verdict = CRUD_OK};
 	if (!take_input(job, input, &outcome))
 		return finish(job, &outcome);
 	submit(store, job, STORE_WRITE_DURABLE, update_run);
+}
+
+static int upsert_run(struct store_tx *tx, void *arg)
+{
+	struct profile_job *job = arg;
+	struct store_profile *current = malloc(sizeof(*current));
+	if (current == NULL)
+		return -1;
+	int rc = store_profile_get_by_external(tx, job->org_id, job->external_id, current);
+	if (rc == STORE_NOT_FOUND) {
+		free(current);
+		job->created = true;
+		return create_run(tx, job);
+	}
+	if (rc == 0) {
+		mt_strlcpy(job->profile_id, current->id, sizeof(job->profile_id));
+		mt_strlcpy(job->profile.id, current->id, sizeof(job->profile.id));
+	}
+	free(current);
+	return rc != 0 ? rc : update_run(tx, job);
+}
+
+void profile_upsert_external(struct store *store, const char *org_id, const char *external_id,
+                             const struct profile_input *input, profile_done_fn *done, void *ctx)
+{
+	struct profile_job *job = job_new(org_id, NULL, done, ctx);
+	if (job == NULL)
+		return;
+	mt_strlcpy(job->profile.org_id, job->org_id, sizeof(job->profile.org_id));
+	job->set_kind = job->set_name = job->set_emails = job->set_external_id = true;
+	struct profile_input in = *input;
+	in.external_id = external_id;
+	struct crud_outcome outcome = {.verdict = CRUD_OK};
+	if (!take_input(job, &in, &outcome))
+		return finish(job, &outcome);
+	if (job->profile.external_id[0] == '\0') {
+		crud_set(&outcome, CRUD_INVALID, "external_id: must not be empty");
+		return finish(job, &outcome);
+	}
+	mt_strlcpy(job->external_id, job->profile.external_id, sizeof(job->external_id));
+	submit(store, job, STORE_WRITE_DURABLE, upsert_run);
+}
+
+static int get_external_run(struct store_tx *tx, void *arg)
+{
+	struct profile_job *job = arg;
+	return store_profile_get_by_external(tx, job->org_id, job->external_id, &job->profile);
+}
+
+void profile_get_external(struct store *store, const char *org_id, const char *external_id,
+                          profile_done_fn *done, void *ctx)
+{
+	struct profile_job *job = job_new(org_id, NULL, done, ctx);
+	if (job == NULL)
+		return;
+	mt_strlcpy(job->external_id, external_id != NULL ? external_id : "",
+	           sizeof(job->external_id));
+	submit(store, job, STORE_READ, get_external_run);
 }
 
 static int erase_run(struct store_tx *tx, void *arg)

@@ -25,6 +25,11 @@ static const struct http_route routes[] = {
     {"GET", "/v1/profiles", HTTP_USER, api_profiles_list, "profiles.list", 0},
     {"POST", "/v1/profiles/import", HTTP_USER, api_profiles_import, "profiles.import",
      MT_HTTP_IMPORT_MAX},
+    /* Before /v1/profiles/{id}/...: an external id may be any text, "activities" too. */
+    {"GET", "/v1/profiles/by-external-id/{id}", HTTP_USER, api_profiles_get_external,
+     "profiles.get_external", 0},
+    {"PUT", "/v1/profiles/by-external-id/{id}", HTTP_USER, api_profiles_upsert_external,
+     "profiles.upsert_external", 0},
     {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0},
     {"GET", "/v1/profiles/{id}/activities", HTTP_USER, api_profile_activities,
      "profiles.activities", 0},

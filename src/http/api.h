@@ -119,6 +119,8 @@ void api_profiles_create(struct http_request *req, void *app);
 void api_profiles_get(struct http_request *req, void *app);
 void api_profiles_update(struct http_request *req, void *app);
 void api_profiles_delete(struct http_request *req, void *app);
+void api_profiles_upsert_external(struct http_request *req, void *app);
+void api_profiles_get_external(struct http_request *req, void *app);
 void api_profiles_list(struct http_request *req, void *app);
 void api_profiles_import(struct http_request *req, void *app);
 void api_smtp_presets(struct http_request *req, void *app);

@@ -16,15 +16,30 @@
 
 static json_t *profile_json(const struct store_profile *profile)
 {
-	return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "id", profile->id, "kind",
-	                 profile_kind_name(profile->kind), "name", api_text(profile->name),
-	                 "emails", api_string_array(profile->emails, profile->email_count),
-	                 "created_at", api_time(profile->created_at), "updated_at",
-	                 api_time(profile->updated_at));
+	return json_pack(
+	    "{s:s,s:s,s:o,s:o,s:o,s:o,s:o}", "id", profile->id, "kind",
+	    profile_kind_name(profile->kind), "name", api_text(profile->name), "external_id",
+	    profile->external_id[0] ? api_text(profile->external_id) : json_null(), "emails",
+	    api_string_array(profile->emails, profile->email_count), "created_at",
+	    api_time(profile->created_at), "updated_at", api_time(profile->updated_at));
 }
 
-/* Decodes {kind,name,emails} into `input`; `partial` allows omissions (PATCH). Returns the
- * decoded document, which owns the strings `input` points to, or NULL after replying 400. */
+/* A changed profile, with the other profiles that share one of its addresses. */
+static json_t *changed_json(const struct profile_result *r)
+{
+	json_t *j = profile_json(r->profile);
+	json_t *shared = json_array();
+	for (size_t i = 0; i < r->shared_count; i++)
+		json_array_append_new(shared, json_string(r->shared_with[i]));
+	json_object_set_new(j, "shared_with", shared);
+	if (r->shared_total > r->shared_count)
+		json_object_set_new(j, "shared_with_total",
+		                    json_integer((json_int_t)r->shared_total));
+	return j;
+}
+
+/* Decodes {kind,name,external_id,emails} into `input`; `partial` allows omissions (PATCH). Returns
+ * the decoded document, which owns the strings `input` points to, or NULL after replying 400. */
 static json_t *decode_profile(struct http_request *req, struct profile_input *input, bool partial)
 {
 	json_t *emails = NULL;
@@ -42,6 +57,12 @@ static json_t *decode_profile(struct http_request *req, struct profile_input *in
 	     .single_line = true,
 	     .out = &input->name,
 	     .present = &input->set_name},
+	    {.name = "external_id",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_EXTERNAL_ID_MAX,
+	     .single_line = true,
+	     .out = &input->external_id,
+	     .present = &input->set_external_id},
 	    {.name = "emails",
 	     .type = JSON_FIELD_STRING_ARRAY,
 	     .required = !partial,
@@ -65,7 +86,14 @@ static void profile_created(void *ctx, const struct profile_result *r)
 {
 	struct http_request *req = ctx;
 	if (!api_reply_outcome(req, &r->outcome, "profile"))
-		http_reply_json(req, 201, profile_json(r->profile));
+		http_reply_json(req, 201, changed_json(r));
+}
+
+static void profile_changed(void *ctx, const struct profile_result *r)
+{
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "profile"))
+		http_reply_json(req, r->created ? 201 : 200, changed_json(r));
 }
 
 static void profile_done(void *ctx, const struct profile_result *r)
@@ -101,8 +129,34 @@ void api_profiles_update(struct http_request *req, void *app)
 	if (root == NULL)
 		return;
 	profile_update(api->store, http_request_auth(req)->org_id, http_request_param(req, "id"),
-	               &input, profile_done, req);
+	               &input, profile_changed, req);
 	json_decref(root);
+}
+
+void api_profiles_upsert_external(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	struct profile_input input = {0};
+	json_t *root = decode_profile(req, &input, false);
+	if (root == NULL)
+		return;
+	const char *external_id = http_request_param(req, "id");
+	if (input.set_external_id && strcmp(input.external_id, external_id) != 0) {
+		http_reply_error(req, 400, "input", "external_id: differs from the one in the path",
+		                 NULL, NULL);
+		json_decref(root);
+		return;
+	}
+	profile_upsert_external(api->store, http_request_auth(req)->org_id, external_id, &input,
+	                        profile_changed, req);
+	json_decref(root);
+}
+
+void api_profiles_get_external(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	profile_get_external(api->store, http_request_auth(req)->org_id,
+	                     http_request_param(req, "id"), profile_done, req);
 }
 
 static void profile_erased(void *ctx, const struct profile_result *r)

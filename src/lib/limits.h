@@ -103,6 +103,10 @@
 #define MT_LIST_LIMIT_DEFAULT 50
 #define MT_CURSOR_MAX         64 /* a list's opaque cursor */
 #define MT_LIST_LIMIT_MAX     1000
+/* A profile's external_id: the CRM's own id for the person (unique per org). */
+#define MT_EXTERNAL_ID_MAX 128
+/* Other profiles named in a reply's shared_with (more are counted, not listed). */
+#define MT_SHARED_WITH_MAX 20
 /* GET /v1/messages pages hold whole message rows (~7 KB each without recipients or body). */
 #define MT_MESSAGES_LIST_MAX   200
 #define MT_CSV_FIELD_MAX       4096

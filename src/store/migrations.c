@@ -547,6 +547,11 @@ static const struct migration migrations[] = {
     {14, "outbox_lists",
      "CREATE INDEX outbox_org_list ON outbox_messages (org_id, id);"
      "CREATE INDEX outbox_user_list ON outbox_messages (user_id, id);"},
+    /* A profile's external_id: the CRM's own id for it, unique per org when set. */
+    {15, "profile_external_id",
+     "ALTER TABLE profiles ADD COLUMN external_id TEXT;"
+     "CREATE UNIQUE INDEX profiles_external ON profiles (org_id, external_id)"
+     " WHERE external_id IS NOT NULL;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -90,6 +90,7 @@ static bool prefix_end(const char *prefix, char *out, size_t size)
 	G(T, TEXT, "org_id", org_id)                                                               \
 	G(T, NAME, "kind", kind, kind_names, STORE_PROFILE_APPLICANT)                              \
 	G(T, TEXT, "name", name)                                                                   \
+	G(T, TEXT, "external_id", external_id)                                                     \
 	G(T, INT64, "created_at", created_at)                                                      \
 	G(T, INT64, "updated_at", updated_at)
 SQL_TABLE(profile_table, PROFILE_ROW, struct store_profile);
@@ -112,6 +113,12 @@ static int put_addresses(struct store_tx *tx, const char *op, const struct store
 	return 0;
 }
 
+/* "" is no external id: NULL, which the unique index leaves out. */
+static struct db_arg external_arg(const struct store_profile *p)
+{
+	return p->external_id[0] != '\0' ? SQL_TEXT(p->external_id) : SQL_NULL;
+}
+
 int store_profile_create(struct store_tx *tx, struct store_profile *profile)
 {
 	static const char op[] = "store_profile_create";
@@ -124,12 +131,12 @@ int store_profile_create(struct store_tx *tx, struct store_profile *profile)
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
 	/* A missing org is a foreign key violation: not found. */
 	int rc = sql_insert(tx, op,
-	                    "INSERT INTO profiles (id, org_id, kind, name, name_lower, created_at,"
-	                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	                    "INSERT INTO profiles (id, org_id, kind, name, name_lower, external_id,"
+	                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 	                    SQL_ARGS(SQL_TEXT(profile->id), SQL_TEXT(profile->org_id),
 	                             SQL_TEXT(kind_names[profile->kind]), SQL_TEXT(profile->name),
-	                             SQL_TEXT(name_lower), SQL_INT(profile->created_at),
-	                             SQL_INT(profile->updated_at)));
+	                             SQL_TEXT(name_lower), external_arg(profile),
+	                             SQL_INT(profile->created_at), SQL_INT(profile->updated_at)));
 	return rc == 0 ? put_addresses(tx, op, profile) : rc;
 }
 
@@ -149,6 +156,40 @@ int store_profile_get(struct store_tx *tx, const char *org_id, const char *profi
 	                MT_PROFILE_EMAILS_MAX, &profile_r->email_count);
 }
 
+int store_profile_get_by_external(struct store_tx *tx, const char *org_id, const char *external_id,
+                                  struct store_profile *profile_r)
+{
+	char id[MT_ID_MAX];
+	memset(profile_r, 0, sizeof(*profile_r));
+	int rc = sql_get(tx, "store_profile_get_by_external",
+	                 "SELECT id FROM profiles WHERE org_id = ? AND external_id = ?",
+	                 SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(external_id)), &id_table, id);
+	return rc != 0 ? rc : store_profile_get(tx, org_id, id, profile_r);
+}
+
+int store_profiles_sharing(struct store_tx *tx, const char *org_id, const char *profile_id,
+                           char (*ids_r)[MT_ID_MAX], size_t max, size_t *count_r)
+{
+	static const char op[] = "store_profiles_sharing";
+	*count_r = 0;
+	struct db_stmt *s = sql_prepare(
+	    tx, op,
+	    "SELECT DISTINCT b.profile_id FROM profile_addresses a"
+	    " JOIN profile_addresses b ON b.address = a.address AND b.org_id = a.org_id"
+	    " WHERE a.profile_id = ? AND a.org_id = ? AND b.profile_id <> a.profile_id"
+	    " ORDER BY b.profile_id LIMIT ?",
+	    SQL_ARGS(SQL_TEXT(profile_id), SQL_TEXT(org_id), SQL_INT(MT_LIST_LIMIT_MAX)));
+	if (s == NULL)
+		return -1;
+	int rc;
+	while ((rc = sql_step(tx, op, s)) == 1) {
+		if (*count_r < max)
+			mt_strlcpy(ids_r[*count_r], db_column_text(s, 0), MT_ID_MAX);
+		(*count_r)++;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
 int store_profile_update(struct store_tx *tx, const struct store_profile *profile)
 {
 	static const char op[] = "store_profile_update";
@@ -156,12 +197,14 @@ int store_profile_update(struct store_tx *tx, const struct store_profile *profil
 		return store_invalid(op, "unknown profile kind");
 	char name_lower[MT_NAME_MAX + 1];
 	lower_utf8(profile->name, name_lower, sizeof(name_lower));
-	int rc = sql_change(tx, op,
-	                    "UPDATE profiles SET kind = ?, name = ?, name_lower = ?, updated_at = ?"
-	                    " WHERE id = ? AND org_id = ?",
-	                    SQL_ARGS(SQL_TEXT(kind_names[profile->kind]), SQL_TEXT(profile->name),
-	                             SQL_TEXT(name_lower), SQL_INT(mt_wall_s()),
-	                             SQL_TEXT(profile->id), SQL_TEXT(profile->org_id)));
+	/* sql_insert for its outcomes: another profile's external_id is a conflict */
+	int rc =
+	    sql_insert(tx, op,
+	               "UPDATE profiles SET kind = ?, name = ?, name_lower = ?, external_id = ?,"
+	               " updated_at = ? WHERE id = ? AND org_id = ?",
+	               SQL_ARGS(SQL_TEXT(kind_names[profile->kind]), SQL_TEXT(profile->name),
+	                        SQL_TEXT(name_lower), external_arg(profile), SQL_INT(mt_wall_s()),
+	                        SQL_TEXT(profile->id), SQL_TEXT(profile->org_id)));
 	if (rc == 0 &&
 	    sql_exec(tx, op, "DELETE FROM profile_addresses WHERE profile_id = ? AND org_id = ?",
 	             SQL_ARGS(SQL_TEXT(profile->id), SQL_TEXT(profile->org_id))) < 0)
