@@ -489,6 +489,10 @@ def idle(work, mt_bin, accounts, concurrency=4):
             time.sleep(2)
             after = rss_kib(mt.proc.pid)
             hwm = rss_kib(mt.proc.pid, "VmHWM")
+            if os.environ.get("BENCH_HOLD"):
+                log(f"holding: mailtrail pid {mt.proc.pid}, before {before} KiB; touch {work}/release")
+                while not os.path.exists(os.path.join(work, "release")):
+                    time.sleep(0.5)
             fds = len(os.listdir(f"/proc/{mt.proc.pid}/fd"))
             # the IDLE connections at Dovecot: one imap session per account
             who = subprocess.run(["doveadm", "-c", dc.conf, "who", "-1"], capture_output=True,

@@ -10,6 +10,7 @@
 #include "engine/imap_account.h"
 #include "engine/imap_cursor.h"
 #include "engine/imap_message.h"
+#include "engine/imap_sync_account.h"
 #include "engine/imap_sync_sched.h"
 #include "engine/matcher.h"
 #include "engine/notify.h"
@@ -58,7 +59,7 @@ struct session {
 	char user_id[MT_ID_MAX];
 	enum session_state state;
 	uint64_t gen;
-	struct store_imap_account account; /* as loaded, sealed secret included */
+	struct imap_sync_account *account; /* as loaded, sealed secret included; NULL before */
 	struct imap_client *client;
 	struct event *timer;
 	struct event *poll;
@@ -249,8 +250,8 @@ static void session_halt(struct session *s)
 	s->uids = NULL;
 	s->uid_count = s->uid_pos = 0;
 	free_chunk(s);
-	sodium_memzero(s->account.sealed_secret, sizeof(s->account.sealed_secret));
-	s->account.sealed_secret_len = 0;
+	if (s->account != NULL)
+		imap_sync_account_wipe_secret(s->account);
 	s->again = false;
 }
 
@@ -498,7 +499,11 @@ static void session_retry(struct session *s, const char *why)
 
 static void disconnect_begin(struct session *s, const char *reason)
 {
-	struct store_imap_account seen = s->account;
+	/* what the fence compares (user, org, updated_at) and the notice names; not the secret */
+	struct store_imap_account seen;
+	imap_sync_account_get(s->account, &seen);
+	sodium_memzero(seen.sealed_secret, sizeof(seen.sealed_secret));
+	seen.sealed_secret_len = 0;
 	session_halt(s);
 	set_state(s, S_STOPPED);
 	s->disconnecting = true;
@@ -611,7 +616,7 @@ static void chunk_fetch(struct session *s);
 
 static void chunk_store(struct session *s, bool complete)
 {
-	struct store_imap_folder *f = &s->account.folders[s->folder];
+	struct imap_sync_folder *f = &s->account->folders[s->folder];
 	struct sync_job *job = job_new(s, JOB_CHUNK);
 	if (job == NULL ||
 	    (s->msg_count > 0 &&
@@ -629,7 +634,7 @@ static void chunk_store(struct session *s, bool complete)
 	job->own_count = s->msg_count;
 	s->msgs = NULL;
 	s->msg_count = 0;
-	job->account.updated_at = s->account.updated_at;
+	job->account.updated_at = s->account->updated_at;
 	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
 	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
 	if (!s->reset_pending && (int64_t)done_uid < f->last_uid)
@@ -645,7 +650,7 @@ static void chunk_store(struct session *s, bool complete)
 static void chunk_stored(struct sync_job *job)
 {
 	struct session *s = job->s;
-	struct store_imap_folder *f = &s->account.folders[s->folder];
+	struct imap_sync_folder *f = &s->account->folders[s->folder];
 	free_chunk(s);
 	if (job->fenced) {
 		/* Settings saved or turned off meanwhile: the hook restarts the session. */
@@ -763,7 +768,7 @@ static void on_searched(void *ctx, const struct imap_result *r)
 static void on_selected(void *ctx, const struct imap_result *r)
 {
 	struct session *s = ctx;
-	struct store_imap_folder *f = &s->account.folders[s->folder];
+	struct imap_sync_folder *f = &s->account->folders[s->folder];
 	if (r->cls == MT_CLASS_RESP) {
 		/* A folder gone or renamed: the others go on; the error is shown. */
 		mt_log(MT_LOG_INFO, "imap.folder_unavailable", MT_KV("user", s->user_id),
@@ -792,7 +797,7 @@ static void on_selected(void *ctx, const struct imap_result *r)
 		return;
 	}
 	char criteria[64];
-	imap_cursor_criteria(&s->decision, s->account.since, criteria, sizeof(criteria));
+	imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
 	const char *error;
 	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
 		session_retry(s, error);
@@ -804,7 +809,7 @@ static void on_watch_selected(void *ctx, const struct imap_result *r)
 	if (!step_ok(s, r, "SELECT"))
 		return;
 	/* Mail that came after the INBOX pass: one more pass before watching. */
-	const struct store_imap_folder *inbox = &s->account.folders[0];
+	const struct imap_sync_folder *inbox = &s->account->folders[0];
 	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity && r->uidnext != 0 &&
 	                 (int64_t)r->uidnext > inbox->last_uid + 1)) {
 		pass_begin(s);
@@ -816,7 +821,7 @@ static void on_watch_selected(void *ctx, const struct imap_result *r)
 		session_retry(s, error);
 		return;
 	}
-	if (s->account.folder_count > 1 && s->watch == NULL)
+	if (s->account->folder_count > 1 && s->watch == NULL)
 		poll_later(s);
 }
 
@@ -873,7 +878,7 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 	s->watch_idle = true;
 	evtimer_del(s->poll);
 	/* Mail that came between the pass over this folder and now. */
-	const struct store_imap_folder *f = &s->account.folders[1];
+	const struct imap_sync_folder *f = &s->account->folders[1];
 	if (r->uidvalidity != (uint32_t)f->uidvalidity ||
 	    (r->uidnext != 0 && (int64_t)r->uidnext > f->last_uid + 1))
 		watch_new_mail(s);
@@ -884,7 +889,7 @@ static void on_watch_ready(void *ctx)
 	struct session *s = ctx;
 	slot_release(s->syncer, &s->watch_login);
 	const char *error;
-	if (imap_client_select(s->watch, s->account.folders[1].name, true, on_watch_examined, s,
+	if (imap_client_select(s->watch, s->account->folders[1].name, true, on_watch_examined, s,
 	                       &error) < 0)
 		watch_close(s);
 }
@@ -897,18 +902,36 @@ static void on_watch_event(void *ctx, const struct imap_event *ev)
 		watch_new_mail(s);
 }
 
+/* A login's client params. The store's form of the account (sealed secret included) lives only
+ * for this call; the strings the params name are the session's own copies. */
+static int session_client_params(struct session *s, struct imap_client_params *params,
+                                 struct mt_tls_pin *pin, struct mt_secret **secret_r,
+                                 const char **error_r)
+{
+	const struct imap_syncer_params *p = &s->syncer->p;
+	struct store_imap_account account;
+	imap_sync_account_get(s->account, &account);
+	int rc = account_imap_client(&account, p->keyring, p->tls,
+	                             mt_config_cidrs(p->config, "allow_private_hosts"), params, pin,
+	                             secret_r, error_r);
+	sodium_memzero(account.sealed_secret, sizeof(account.sealed_secret));
+	params->host = s->account->host;
+	params->username = s->account->username;
+	return rc;
+}
+
 /* Opens the second connection when the cap allows it and none is open (nor failing lately).
  * It goes through the host's bucket like any login; without a token this pass polls. */
 static void watch_start(struct session *s)
 {
 	const struct imap_syncer_params *p = &s->syncer->p;
 	if (s->watch != NULL ||
-	    !imap_sync_watch_second(p->max_connections, (unsigned)s->account.folder_count))
+	    !imap_sync_watch_second(p->max_connections, (unsigned)s->account->folder_count))
 		return;
 	int64_t now = mono_ms();
 	if (now < s->watch_retry_ms || s->syncer->logins >= MT_IMAP_LOGINS_MAX)
 		return;
-	struct sync_host *host = host_get(s->syncer, s->account.host, now);
+	struct sync_host *host = host_get(s->syncer, s->account->host, now);
 	if (host != NULL && (host->logins >= MT_IMAP_HOST_LOGINS_MAX ||
 	                     imap_bucket_take(&host->bucket, now, MT_IMAP_HOST_LOGINS_PER_S,
 	                                      MT_IMAP_HOST_LOGINS_BURST) > 0))
@@ -917,9 +940,7 @@ static void watch_start(struct session *s)
 	struct mt_tls_pin pin;
 	struct mt_secret *secret = NULL;
 	const char *error;
-	if (account_imap_client(&s->account, p->keyring, p->tls,
-	                        mt_config_cidrs(p->config, "allow_private_hosts"), &params, &pin,
-	                        &secret, &error) < 0)
+	if (session_client_params(s, &params, &pin, &secret, &error) < 0)
 		return;
 	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
 	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;
@@ -944,32 +965,36 @@ static void report_done(struct sync_job *job)
 		session_stop(s, "the account or the org's imap_sync is off");
 		return;
 	}
-	if (now->updated_at != s->account.updated_at) {
+	if (now->updated_at != s->account->updated_at) {
 		session_halt(s);
 		session_start(s);
 		return;
 	}
-	s->account.last_sync_at = job->last_sync_at;
+	s->account->last_sync_at = job->last_sync_at;
 	if (!s->again)
 		s->exists_ms = 0;
 	watch_start(s);
 	/* Watch INBOX (the first folder when it is watched at all). */
-	if (s->account.folder_count == 0 || strcmp(s->account.folders[0].role, "inbox") != 0) {
+	if (s->account->folder_count == 0 || strcmp(s->account->folders[0].role, "inbox") != 0) {
 		set_state(s, S_WATCHING);
 		struct timeval tv = {MT_IMAP_SYNC_POLL_MS / 1000, 0};
 		evtimer_add(s->poll, &tv);
 		return;
 	}
 	const char *error;
-	if (imap_client_select(s->client, s->account.folders[0].name, true, on_watch_selected, s,
+	if (imap_client_select(s->client, s->account->folders[0].name, true, on_watch_selected, s,
 	                       &error) < 0)
 		session_retry(s, error);
 }
 
 static void folder_next(struct session *s)
 {
-	if (s->folder >= s->account.folder_count) {
+	if (s->folder >= s->account->folder_count) {
 		release_chunk(s);
+		/* the last folder's UIDs: 4 bytes a message, not to be kept while watching */
+		free(s->uids);
+		s->uids = NULL;
+		s->uid_count = s->uid_pos = 0;
 		struct sync_job *job = job_new(s, JOB_REPORT);
 		if (job == NULL) {
 			session_retry(s, "out of memory");
@@ -981,7 +1006,7 @@ static void folder_next(struct session *s)
 		return;
 	}
 	const char *error;
-	if (imap_client_select(s->client, s->account.folders[s->folder].name, true, on_selected, s,
+	if (imap_client_select(s->client, s->account->folders[s->folder].name, true, on_selected, s,
 	                       &error) < 0)
 		session_retry(s, error);
 }
@@ -1010,7 +1035,13 @@ static void session_loaded(struct sync_job *job)
 		session_stop(s, "not connected");
 		return;
 	}
-	s->account = job->account;
+	struct imap_sync_account *account = imap_sync_account_new(&job->account);
+	if (account == NULL) {
+		session_retry(s, "out of memory");
+		return;
+	}
+	imap_sync_account_free(&s->account);
+	s->account = account;
 	session_login(s);
 }
 
@@ -1031,7 +1062,7 @@ static void session_login(struct session *s)
 		return;
 	}
 	int64_t now = mono_ms();
-	struct sync_host *host = host_get(syncer, s->account.host, now);
+	struct sync_host *host = host_get(syncer, s->account->host, now);
 	if (host != NULL && host->logins >= MT_IMAP_HOST_LOGINS_MAX) {
 		login_wait(s, 200 + (int64_t)randombytes_uniform(800));
 		return;
@@ -1049,9 +1080,7 @@ static void session_login(struct session *s)
 	struct mt_secret *secret = NULL;
 	const char *error;
 	const struct imap_syncer_params *p = &syncer->p;
-	if (account_imap_client(&s->account, p->keyring, p->tls,
-	                        mt_config_cidrs(p->config, "allow_private_hosts"), &params, &pin,
-	                        &secret, &error) < 0) {
+	if (session_client_params(s, &params, &pin, &secret, &error) < 0) {
 		session_retry(s, error);
 		return;
 	}
@@ -1170,6 +1199,7 @@ void imap_syncer_free(struct imap_syncer **syncer_p)
 		event_free(s->poll);
 		free(s->msgs);
 		free(s->msg_uids);
+		imap_sync_account_free(&s->account);
 		free(s);
 	}
 	for (struct sync_host *h = syncer->hosts, *next; h != NULL; h = next) {

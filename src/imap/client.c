@@ -94,7 +94,7 @@ struct imap_client {
 	size_t transcript_total;
 	bool transcript_cut;
 
-	char caps[MT_IMAP_CAPS_MAX]; /* " IMAP4REV1 IDLE AUTH=PLAIN " */
+	char *caps; /* " IMAP4REV1 IDLE AUTH=PLAIN ", sized to fit (at most MT_IMAP_CAPS_MAX) */
 	bool caps_known;
 	bool tls_active, preauth;
 	bool ir_sent; /* AUTHENTICATE: the response went out */
@@ -164,7 +164,7 @@ bool imap_client_has_cap(const struct imap_client *client, const char *cap)
 	int n = snprintf(needle, sizeof(needle), " %s ", cap);
 	if (n < 0 || (size_t)n >= sizeof(needle))
 		return false;
-	return strcasestr(client->caps, needle) != NULL;
+	return client->caps != NULL && strcasestr(client->caps, needle) != NULL;
 }
 
 const char *imap_mailbox_role(unsigned flags)
@@ -274,7 +274,7 @@ static void transcript_response(struct imap_client *client)
 		         client->raw_total - client->raw.len);
 		transcript_str(client, 'S', note);
 	}
-	mt_buf_reset(&client->raw);
+	mt_buf_free(&client->raw);
 	client->raw_total = 0;
 }
 
@@ -304,9 +304,8 @@ static void flush(struct imap_client *client)
 	if (client->out.len == 0 || client->conn == NULL)
 		return;
 	int r = mt_conn_write(client->conn, client->out.data, client->out.len);
-	/* The buffer may have held a password. */
-	memset(client->out.data, 0, client->out.len);
-	mt_buf_reset(&client->out);
+	/* The buffer may have held a password; nothing is kept between commands. */
+	mt_buf_free_wipe(&client->out);
 	if (r < 0)
 		session_fail(client, MT_CLASS_INTERNAL, "output buffer full", NULL, NULL);
 }
@@ -412,23 +411,27 @@ static enum mt_failure_class refusal_class(const struct imap_response *resp,
 	return otherwise;
 }
 
+/* Out of memory leaves the capabilities unknown: the step that needs them fails. */
 static void read_caps(struct imap_client *client, const struct imap_value *first)
 {
+	char caps[MT_IMAP_CAPS_MAX];
 	size_t n = 0;
-	client->caps[n++] = ' ';
+	caps[n++] = ' ';
 	for (const struct imap_value *v = first; v != NULL; v = v->next) {
 		const char *s = imap_value_str(v);
 		if (s == NULL)
 			continue;
 		size_t len = strlen(s);
-		if (n + len + 2 >= sizeof(client->caps))
+		if (n + len + 2 >= sizeof(caps))
 			break;
 		for (size_t i = 0; i < len; i++)
-			client->caps[n++] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
-		client->caps[n++] = ' ';
+			caps[n++] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+		caps[n++] = ' ';
 	}
-	client->caps[n] = '\0';
-	client->caps_known = true;
+	caps[n] = '\0';
+	free(client->caps);
+	client->caps = strdup(caps);
+	client->caps_known = client->caps != NULL;
 }
 
 /* A CAPABILITY response code on a status response: 1 when read. */
@@ -439,7 +442,7 @@ static int caps_from_code(struct imap_client *client, const struct imap_response
 	if (imap_response_code(resp, &code, &error) < 0 || code.code != IMAP_CODE_CAPABILITY)
 		return 0;
 	read_caps(client, code.list);
-	return 1;
+	return client->caps_known;
 }
 
 /* ---- operations ---- */
@@ -987,6 +990,7 @@ static void handle_continuation_ready(struct imap_client *client, const struct i
 
 static void report_ready(struct imap_client *client)
 {
+	mt_secret_free(&client->secret); /* PREAUTH: never used */
 	set_state(client, IMAP_STATE_READY);
 	mt_conn_set_read_timeout(client->conn, 0);
 	if (!client->ready_reported && client->cb.ready != NULL) {
@@ -1014,6 +1018,8 @@ static void after_auth_caps(struct imap_client *client)
 /* After login (or PREAUTH): capabilities may differ now (RFC 3501 §6.2.3). */
 static void after_auth(struct imap_client *client, const struct imap_response *resp)
 {
+	/* Logged in: the secret is of no further use to this session. */
+	mt_secret_free(&client->secret);
 	if (resp != NULL && caps_from_code(client, resp)) {
 		after_auth_caps(client);
 		return;
@@ -1413,6 +1419,13 @@ static void session_fail(struct imap_client *client, enum mt_failure_class cls, 
 
 /* ---- connection callbacks ---- */
 
+/* No answer awaited but IDLE's. */
+static bool client_quiet(const struct imap_client *client)
+{
+	const struct op *op = client->ops;
+	return op == NULL || (op->kind == OP_IDLE && op->next == NULL);
+}
+
 static void on_readable(void *ctx)
 {
 	struct imap_client *client = ctx;
@@ -1454,6 +1467,11 @@ static void on_readable(void *ctx)
 	/* the connection may be gone (failure, LOGOUT): its input with it */
 	if (client->conn != NULL && off > 0)
 		mt_buf_consume(mt_conn_input(client->conn), off);
+	/* Under IDLE (or with nothing asked) the parser's buffers go until the next response:
+	 * an idle session holds none (bench/sync-idle). Not between the responses of a FETCH,
+	 * which would grow them again for each. */
+	if (!client->free_requested && client_quiet(client) && !imap_parser_busy(&client->parser))
+		imap_parser_release(&client->parser);
 	if (!client->free_requested && client->conn != NULL)
 		flush(client);
 	leave(client);
@@ -1475,7 +1493,8 @@ static void on_tls_ready(void *ctx)
 	struct imap_client *client = ctx;
 	client->tls_active = true;
 	/* What the server said before TLS may have been forged: ask again (RFC 9051 §6.2.1). */
-	client->caps[0] = '\0';
+	free(client->caps);
+	client->caps = NULL;
 	client->caps_known = false;
 	char info[160];
 	snprintf(info, sizeof(info), "<TLS established: %s>", mt_conn_tls_info(client->conn));
@@ -1828,6 +1847,7 @@ static void client_destroy(struct imap_client *client)
 	mt_buf_free_wipe(&client->out);
 	mt_buf_free(&client->raw);
 	mt_secret_free(&client->secret);
+	free(client->caps);
 	wipe_pending_ir(client);
 	while (client->ops != NULL) {
 		struct op *op = client->ops;

@@ -18,10 +18,10 @@
  * throttle (UNAVAILABLE), conn, tls, proto (a malformed or over-cap response, BAD), resp (an
  * operation refused with NO: the session goes on).
  *
- * Ownership: the client copies the params (the secret too, wiped on free) and the strings and
- * data an operation is given; results passed to callbacks are valid only during the call. The
- * caller frees the client with imap_client_free(), also allowed from inside a callback. Every
- * function returns 0, or -1 with *error_r (static text). */
+ * Ownership: the client copies the params (the secret too, wiped once logged in, or on free)
+ * and the strings and data an operation is given; results passed to callbacks are valid only
+ * during the call. The caller frees the client with imap_client_free(), also allowed from
+ * inside a callback. Every function returns 0, or -1 with *error_r (static text). */
 #ifndef MT_IMAP_CLIENT_H
 #define MT_IMAP_CLIENT_H
 

@@ -39,12 +39,11 @@
 #define MT_SASL_RESPONSE_MAX 12288 /* base64 of the longest initial response */
 
 /* Network buffers */
-#define MT_NET_INPUT_MAX   (64u * 1024)       /* unread input held per connection */
-#define MT_NET_OUTPUT_MAX  (8u * 1024 * 1024) /* unsent output held per connection */
-#define MT_NET_OUTPUT_KEEP (64u * 1024)       /* a drained output buffer larger is released */
-#define MT_NET_READ_CHUNK  16384
-#define MT_HOSTNAME_MAX    255
-#define MT_DNS_ADDRS_MAX   16 /* addresses tried per host */
+#define MT_NET_INPUT_MAX  (64u * 1024)       /* unread input held per connection */
+#define MT_NET_OUTPUT_MAX (8u * 1024 * 1024) /* unsent output held per connection */
+#define MT_NET_READ_CHUNK 16384
+#define MT_HOSTNAME_MAX   255
+#define MT_DNS_ADDRS_MAX  16 /* addresses tried per host */
 
 /* TLS */
 #define MT_TLS_FINGERPRINT_MAX 128 /* "spki-sha256:" + 64 hex + NUL, with room */

@@ -49,6 +49,11 @@ struct conn_dns_lookup {
 
 enum conn_io_result { CONN_IO_AGAIN, CONN_IO_EOF, CONN_IO_ERROR };
 
+struct conn_address {
+	struct sockaddr_storage sa;
+	socklen_t len;
+};
+
 struct mt_conn {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -67,8 +72,8 @@ struct mt_conn {
 
 	struct conn_dns_lookup *lookup;
 	struct evdns_getaddrinfo_request *dns_request;
-	struct sockaddr_storage addrs[MT_DNS_ADDRS_MAX];
-	socklen_t addr_lens[MT_DNS_ADDRS_MAX];
+	/* the addresses to try (MT_DNS_ADDRS_MAX, 2 KiB): only until one is connected */
+	struct conn_address *addrs;
 	int addr_count;
 	int addr_next;
 	bool public_only;
@@ -148,6 +153,7 @@ static void conn_destroy(struct mt_conn *conn)
 		evutil_closesocket(conn->fd);
 	mt_buf_free(&conn->input);
 	mt_buf_free(&conn->output);
+	free(conn->addrs);
 	free(conn);
 }
 
@@ -275,18 +281,18 @@ static void conn_close_socket(struct mt_conn *conn)
 
 static void conn_add_address(struct mt_conn *conn, const struct sockaddr *sa, socklen_t len)
 {
-	if (conn->addr_count >= MT_DNS_ADDRS_MAX)
+	if (conn->addrs == NULL || conn->addr_count >= MT_DNS_ADDRS_MAX)
 		return;
 	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) ||
-	    len > (socklen_t)sizeof(conn->addrs[0]))
+	    len > (socklen_t)sizeof(conn->addrs[0].sa))
 		return;
 	if (conn->public_only && mt_addr_is_private(sa) &&
 	    (conn->allow_private == NULL || !mt_cidr_list_contains(conn->allow_private, sa))) {
 		conn->refused_private++;
 		return;
 	}
-	memcpy(&conn->addrs[conn->addr_count], sa, len);
-	conn->addr_lens[conn->addr_count] = len;
+	memcpy(&conn->addrs[conn->addr_count].sa, sa, len);
+	conn->addrs[conn->addr_count].len = len;
 	conn->addr_count++;
 }
 
@@ -335,7 +341,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg);
  * once. */
 static int conn_connect_address(struct mt_conn *conn, int index)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&conn->addrs[index];
+	const struct sockaddr *sa = (const struct sockaddr *)&conn->addrs[index].sa;
 	conn_close_socket(conn);
 	conn->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (conn->fd < 0) {
@@ -349,7 +355,7 @@ static int conn_connect_address(struct mt_conn *conn, int index)
 	/* Commands and replies are small and flushed whole; Nagle would only add delay. */
 	int one = 1;
 	setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(conn->fd, sa, conn->addr_lens[index]) < 0 && errno != EINPROGRESS) {
+	if (connect(conn->fd, sa, conn->addrs[index].len) < 0 && errno != EINPROGRESS) {
 		describe_errno(errno, conn->last_connect_error, sizeof(conn->last_connect_error));
 		conn_close_socket(conn);
 		return -1;
@@ -377,7 +383,7 @@ static void conn_connect_next(struct mt_conn *conn)
 		if (conn_connect_address(conn, index) == 0)
 			return;
 		char address[INET6_ADDRSTRLEN + 8];
-		format_address((const struct sockaddr *)&conn->addrs[index], address,
+		format_address((const struct sockaddr *)&conn->addrs[index].sa, address,
 		               sizeof(address));
 		mt_log(MT_LOG_DEBUG, "net.connect_failed", MT_KV("address", address),
 		       MT_KV("reason", conn->last_connect_error));
@@ -669,6 +675,11 @@ static void conn_handle_input(struct mt_conn *conn)
 		if (!conn_notify(conn, conn->callbacks.readable))
 			return;
 	}
+	/* The owner consumed everything: the buffer goes until the next read. A read reserves
+	 * MT_NET_READ_CHUNK, so a kept buffer was 32 KiB on every idle connection (most of an
+	 * idle IMAP account's memory, bench/sync-idle). */
+	if (conn->input.len == 0)
+		mt_buf_free(&conn->input);
 	if (result == CONN_IO_EOF)
 		conn_fail(conn, MT_CLASS_CONN, true, NULL, "connection closed by peer");
 	else if (result == CONN_IO_ERROR)
@@ -760,12 +771,8 @@ static void conn_flush(struct mt_conn *conn)
 	}
 	if (conn_pending(conn) > 0)
 		return;
-	/* An output buffer that grew for a large message goes once drained: idle connections stay
-	 * small. */
-	if (conn->output.cap > MT_NET_OUTPUT_KEEP)
-		mt_buf_free(&conn->output);
-	else
-		mt_buf_reset(&conn->output);
+	/* A drained output buffer goes: an idle connection holds none. */
+	mt_buf_free(&conn->output);
 	conn->output_sent = 0;
 	if (wrote)
 		conn_notify(conn, conn->callbacks.drained);
@@ -855,8 +862,12 @@ static void conn_finish_connect(struct mt_conn *conn)
 		return;
 	}
 	event_del(conn->step_timer);
-	format_address((const struct sockaddr *)&conn->addrs[conn->addr_next - 1], conn->peer,
+	format_address((const struct sockaddr *)&conn->addrs[conn->addr_next - 1].sa, conn->peer,
 	               sizeof(conn->peer));
+	/* Connected: no other address is tried. */
+	free(conn->addrs);
+	conn->addrs = NULL;
+	conn->addr_next = conn->addr_count;
 	if (conn->implicit_tls) {
 		conn_begin_handshake(conn);
 		if (conn->state == CONN_TLS_HANDSHAKE)
@@ -1010,10 +1021,12 @@ struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
 	conn->ctx = ctx;
 	mt_buf_init(&conn->input, MT_NET_INPUT_MAX);
 	mt_buf_init(&conn->output, MT_NET_OUTPUT_MAX);
+	conn->addrs = calloc(MT_DNS_ADDRS_MAX, sizeof(*conn->addrs));
 	conn->step_timer = evtimer_new(base, on_step_timeout, conn);
 	conn->read_timer = evtimer_new(base, on_read_timeout, conn);
 	conn->kick = event_new(base, -1, 0, on_kick, conn);
-	if (conn->step_timer == NULL || conn->read_timer == NULL || conn->kick == NULL) {
+	if (conn->addrs == NULL || conn->step_timer == NULL || conn->read_timer == NULL ||
+	    conn->kick == NULL) {
 		conn_destroy(conn);
 		*error_r = "out of memory";
 		return NULL;
@@ -1063,6 +1076,9 @@ int mt_conn_write(struct mt_conn *conn, const void *data, size_t len)
 
 void mt_conn_resume_read(struct mt_conn *conn)
 {
+	if (conn->input.len == 0)
+		mt_buf_free(
+		    &conn->input); /* consumed outside the callback: as in conn_handle_input */
 	conn_refresh(conn);
 }
 

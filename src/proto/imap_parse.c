@@ -87,6 +87,18 @@ void imap_parser_deinit(struct imap_parser *parser)
 	memset(parser, 0, sizeof(*parser));
 }
 
+void imap_parser_release(struct imap_parser *parser)
+{
+	if (imap_parser_busy(parser))
+		return;
+	mt_buf_free(&parser->storage);
+	free(parser->values);
+	parser->values = NULL;
+	parser->value_cap = 0;
+	parser->value_count = 0;
+	memset(&parser->resp, 0, sizeof(parser->resp));
+}
+
 void imap_parser_set_literal_cb(struct imap_parser *parser, imap_literal_cb *cb, void *ctx)
 {
 	parser->on_literal = cb;

@@ -158,6 +158,9 @@ struct imap_parser {
 
 void imap_parser_init(struct imap_parser *parser);
 void imap_parser_deinit(struct imap_parser *parser);
+/* Frees the buffers between responses (nothing when a response is in progress): the last
+ * response handed out is gone. An idle session holds none; the next feed allocates again. */
+void imap_parser_release(struct imap_parser *parser);
 /* Registers the chunk callback for FETCH body literals (NULL: keep them in the tree). */
 void imap_parser_set_literal_cb(struct imap_parser *parser, imap_literal_cb *cb, void *ctx);
 

@@ -1,7 +1,8 @@
 /* The pure pieces of IMAP sync: cursor decisions (engine/imap_cursor.h), the since date
  * (engine/imap_account.h), the message key without a Message-ID (mime_message_aliases) and
  * the decoding of BODYSTRUCTURE names (mime_decode_value), and the scheduler's pure parts
- * (engine/imap_sync_sched.h: token bucket, jitter, back-off, the second connection). */
+ * (engine/imap_sync_sched.h: token bucket, jitter, back-off, the second connection), and the
+ * session's compact copy of the account (engine/imap_sync_account.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,10 +11,126 @@
 
 #include "engine/imap_account.h"
 #include "engine/imap_cursor.h"
+#include "engine/imap_sync_account.h"
 #include "engine/imap_sync_sched.h"
 #include "mime/message.h"
 
 #include <string.h>
+
+static struct store_imap_account sample_account(size_t folders)
+{
+	struct store_imap_account a;
+	memset(&a, 0, sizeof(a));
+	strcpy(a.user_id, "usr_abc");
+	strcpy(a.org_id, "org_xyz");
+	a.state = STORE_ACCOUNT_CONNECTED;
+	strcpy(a.host, "imap.example.com");
+	a.port = 143;
+	a.security = STORE_SECURITY_STARTTLS;
+	a.auth = STORE_AUTH_XOAUTH2;
+	strcpy(a.username, "ann@example.com");
+	strcpy(a.tls_fingerprint, "sha256:00ff");
+	for (size_t i = 0; i < 40; i++)
+		a.sealed_secret[i] = (unsigned char)(i * 7 + 1);
+	a.sealed_secret_len = 40;
+	a.since = 1700000000;
+	a.verified_at = 1700000100;
+	a.last_sync_at = 1700000200;
+	a.updated_at = 1700000300;
+	strcpy(a.last_error, "not kept");
+	static const char *const names[] = {"INBOX", "Sent", "Archive", "Junk"};
+	for (size_t i = 0; i < folders; i++) {
+		strcpy(a.folders[i].name, names[i]);
+		strcpy(a.folders[i].role, i == 0 ? "inbox" : i == 1 ? "sent" : "");
+		a.folders[i].uidvalidity = 100 + (int64_t)i;
+		a.folders[i].last_uid = 200 + (int64_t)i;
+		a.folders[i].highestmodseq = 300 + (int64_t)i;
+		a.folders[i].messages_synced = 400 + (int64_t)i;
+	}
+	a.folder_count = folders;
+	return a;
+}
+
+/* Every field a login, a pass or the disconnect reads survives the compact copy; the store's
+ * form comes back equal (but for last_error). */
+static void test_sync_account_round_trip(void **state)
+{
+	(void)state;
+	for (size_t folders = 0; folders <= MT_IMAP_FOLDERS_MAX; folders++) {
+		struct store_imap_account a = sample_account(folders);
+		struct imap_sync_account *s = imap_sync_account_new(&a);
+		assert_non_null(s);
+		assert_string_equal(s->host, "imap.example.com");
+		assert_string_equal(s->username, "ann@example.com");
+		assert_string_equal(s->user_id, "usr_abc");
+		assert_int_equal(s->folder_count, folders);
+		if (folders > 0) {
+			assert_string_equal(s->folders[0].name, "INBOX");
+			assert_string_equal(s->folders[0].role, "inbox");
+			/* cursors are the session's to move */
+			s->folders[folders - 1].last_uid = 999;
+		}
+		struct store_imap_account b;
+		imap_sync_account_get(s, &b);
+		if (folders > 0) {
+			assert_int_equal(b.folders[folders - 1].last_uid, 999);
+			b.folders[folders - 1].last_uid = a.folders[folders - 1].last_uid;
+		}
+		assert_string_equal(b.last_error, "");
+		strcpy(b.last_error, a.last_error);
+		assert_memory_equal(&a, &b, sizeof(a));
+		imap_sync_account_free(&s);
+		assert_null(s);
+		imap_sync_account_free(&s);
+	}
+}
+
+/* The longest values fit, each string its own. */
+static void test_sync_account_long_fields(void **state)
+{
+	(void)state;
+	struct store_imap_account a = sample_account(MT_IMAP_FOLDERS_MAX);
+	memset(a.host, 'h', sizeof(a.host) - 1);
+	memset(a.username, 'u', sizeof(a.username) - 1);
+	memset(a.sealed_secret, 0xab, sizeof(a.sealed_secret));
+	a.sealed_secret_len = sizeof(a.sealed_secret);
+	for (size_t i = 0; i < MT_IMAP_FOLDERS_MAX; i++) {
+		memset(a.folders[i].name, 'a' + (int)i, sizeof(a.folders[i].name) - 1);
+		memset(a.folders[i].role, 'r', sizeof(a.folders[i].role) - 1);
+	}
+	struct imap_sync_account *s = imap_sync_account_new(&a);
+	assert_non_null(s);
+	assert_int_equal(strlen(s->host), sizeof(a.host) - 1);
+	assert_int_equal(strlen(s->folders[3].name), MT_IMAP_MAILBOX_MAX - 1);
+	assert_int_equal(s->folders[3].name[0], 'd');
+	struct store_imap_account b;
+	imap_sync_account_get(s, &b);
+	strcpy(b.last_error, a.last_error);
+	assert_memory_equal(&a, &b, sizeof(a));
+	imap_sync_account_free(&s);
+}
+
+/* A halted session keeps the account but not the sealed secret. */
+static void test_sync_account_wipe(void **state)
+{
+	(void)state;
+	struct store_imap_account a = sample_account(1);
+	struct imap_sync_account *s = imap_sync_account_new(&a);
+	assert_non_null(s);
+	assert_int_equal(s->sealed_secret_len, 40);
+	assert_memory_equal(s->sealed_secret, a.sealed_secret, 40);
+	unsigned char *sealed = s->sealed_secret;
+	imap_sync_account_wipe_secret(s);
+	assert_int_equal(s->sealed_secret_len, 0);
+	unsigned char zero[40] = {0};
+	assert_memory_equal(sealed, zero, sizeof(zero));
+	struct store_imap_account b;
+	imap_sync_account_get(s, &b);
+	assert_int_equal(b.sealed_secret_len, 0);
+	assert_string_equal(b.host, "imap.example.com");
+	assert_string_equal(b.folders[0].name, "INBOX");
+	imap_sync_account_free(&s);
+}
 
 static void test_first_sync(void **state)
 {
@@ -239,13 +356,23 @@ static void test_watch_second(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_first_sync),  cmocka_unit_test(test_uidvalidity_changed),
-	    cmocka_unit_test(test_incremental), cmocka_unit_test(test_nothing_new),
-	    cmocka_unit_test(test_criteria),    cmocka_unit_test(test_filter),
-	    cmocka_unit_test(test_after),       cmocka_unit_test(test_parse_date),
-	    cmocka_unit_test(test_derived_key), cmocka_unit_test(test_decode_value),
-	    cmocka_unit_test(test_bucket),      cmocka_unit_test(test_jitter),
-	    cmocka_unit_test(test_backoff),     cmocka_unit_test(test_watch_second),
+	    cmocka_unit_test(test_first_sync),
+	    cmocka_unit_test(test_uidvalidity_changed),
+	    cmocka_unit_test(test_incremental),
+	    cmocka_unit_test(test_nothing_new),
+	    cmocka_unit_test(test_criteria),
+	    cmocka_unit_test(test_filter),
+	    cmocka_unit_test(test_after),
+	    cmocka_unit_test(test_parse_date),
+	    cmocka_unit_test(test_derived_key),
+	    cmocka_unit_test(test_decode_value),
+	    cmocka_unit_test(test_bucket),
+	    cmocka_unit_test(test_jitter),
+	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_watch_second),
+	    cmocka_unit_test(test_sync_account_round_trip),
+	    cmocka_unit_test(test_sync_account_long_fields),
+	    cmocka_unit_test(test_sync_account_wipe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1110,6 +1110,43 @@ static void test_large_write(void **state)
 	run_large_write(true);
 }
 
+/* A connection whose owner consumed everything holds no input buffer (a read reserves
+ * MT_NET_READ_CHUNK: 32 KiB kept on every idle connection otherwise), and reads on. */
+static void run_idle_buffers(bool use_tls)
+{
+	const char *error;
+	struct mt_tls_config *tls = mt_tls_config_new(NULL, &error);
+	struct mt_tls_pin pin;
+	assert_int_equal(mt_tls_pin_parse(test_cert_fingerprint, &pin, &error), 0);
+	struct fixture f;
+	fixture_init(&f, SERVER_ECHO, use_tls, "idle buffers");
+	f.client.on_connect_send = "PING\r\n";
+	f.client.stop_at = "PING\r\n";
+	fixture_connect(&f, "127.0.0.1", use_tls, tls, use_tls ? &pin : NULL);
+	fixture_run(&f);
+	assert_int_equal(f.client.errors, 0);
+	assert_true(f.client.readable >= 1);
+	assert_int_equal(mt_conn_input(f.client.conn)->len, 0);
+	assert_null(mt_conn_input(f.client.conn)->data);
+	assert_int_equal(mt_conn_input(f.client.conn)->cap, 0);
+	/* the next read allocates again */
+	f.client.stop_at = "AGAIN\r\n";
+	assert_int_equal(mt_conn_write(f.client.conn, "AGAIN\r\n", 7), 0);
+	fixture_run(&f);
+	assert_int_equal(f.client.errors, 0);
+	assert_non_null(strstr(f.client.received.data, "PING\r\nAGAIN\r\n"));
+	assert_null(mt_conn_input(f.client.conn)->data);
+	fixture_free(&f);
+	mt_tls_config_free(&tls);
+}
+
+static void test_idle_buffers(void **state)
+{
+	(void)state;
+	run_idle_buffers(false);
+	run_idle_buffers(true);
+}
+
 static void free_pending_lookup(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -1187,6 +1224,7 @@ int main(void)
 	    cmocka_unit_test(test_free_inside_callbacks),
 	    cmocka_unit_test(test_back_pressure),
 	    cmocka_unit_test(test_large_write),
+	    cmocka_unit_test(test_idle_buffers),
 	    cmocka_unit_test(test_dns_lookup_freed_while_pending),
 	};
 	return cmocka_run_group_tests(tests, make_test_cert, free_test_cert);

@@ -394,6 +394,53 @@ static void test_two_in_one_chunk(void **state)
 	imap_parser_deinit(&parser);
 }
 
+/* Between responses the buffers can go (an IDLE session holds none) and parsing goes on; in
+ * the middle of one nothing is released. */
+static void test_release(void **state)
+{
+	(void)state;
+	const char *input = "+ idling\r\n* 3 EXISTS\r\n* 4 EXI";
+	struct imap_parser parser;
+	imap_parser_init(&parser);
+	size_t len = strlen(input), consumed = 0, pos = 0;
+	const struct imap_response *resp = NULL;
+	const char *error = NULL;
+	assert_int_equal(imap_parser_feed(&parser, input, len, &consumed, &resp, &error), 1);
+	assert_int_equal(resp->kind, IMAP_RESP_CONTINUE);
+	assert_non_null(parser.values);
+	assert_non_null(parser.storage.data);
+	imap_parser_release(&parser);
+	assert_null(parser.values);
+	assert_null(parser.storage.data);
+	assert_int_equal(parser.value_cap, 0);
+	pos += consumed;
+	assert_int_equal(
+	    imap_parser_feed(&parser, input + pos, len - pos, &consumed, &resp, &error), 1);
+	assert_string_equal(resp->name, "EXISTS");
+	assert_int_equal(resp->number, 3);
+	imap_parser_release(&parser);
+	assert_null(parser.values);
+	pos += consumed;
+	assert_int_equal(
+	    imap_parser_feed(&parser, input + pos, len - pos, &consumed, &resp, &error), 0);
+	assert_true(imap_parser_busy(&parser));
+	imap_parser_release(&parser); /* mid-response: kept */
+	assert_non_null(parser.values);
+	assert_non_null(parser.storage.data);
+	assert_int_equal(imap_parser_feed(&parser, "STS\r\n", 5, &consumed, &resp, &error), 1);
+	assert_string_equal(resp->name, "EXISTS");
+	assert_int_equal(resp->number, 4);
+	imap_parser_deinit(&parser);
+	/* released right after init, and twice */
+	imap_parser_init(&parser);
+	imap_parser_release(&parser);
+	imap_parser_release(&parser);
+	assert_int_equal(imap_parser_feed(&parser, "a1 OK done\r\n", 12, &consumed, &resp, &error),
+	                 1);
+	assert_string_equal(resp->text, "done");
+	imap_parser_deinit(&parser);
+}
+
 static int feed_all(const char *input, size_t len, int stream, const char **error_r)
 {
 	struct imap_parser parser;
@@ -1097,6 +1144,7 @@ int main(void)
 	    cmocka_unit_test(test_split_everywhere),
 	    cmocka_unit_test(test_values),
 	    cmocka_unit_test(test_two_in_one_chunk),
+	    cmocka_unit_test(test_release),
 	    cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_caps),
 	    cmocka_unit_test(test_stream),
