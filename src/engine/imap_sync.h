@@ -27,11 +27,13 @@ struct mt_tls_config;
 struct mt_config;
 struct accounts;
 struct imap_syncer;
+struct work_pool;
 
 struct imap_syncer_params {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct store *store;
+	struct work_pool *work; /* converts the fetched chunks (GMime) off the loop; NULL: on it */
 	struct mt_keyring *keyring;
 	struct mt_tls_config *tls;
 	const struct mt_config *config; /* allow_private_hosts, allow_plaintext_auth */
@@ -41,6 +43,11 @@ struct imap_syncer_params {
 };
 
 struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params);
+/* Halts every session (connections closed; chunks on a worker or in the store are freed by
+ * their completions, which change nothing). Before the work pool and the store are closed:
+ * their completions then carry nothing on. NULL is allowed. */
+void imap_syncer_close(struct imap_syncer *syncer);
+/* After the work pool and the store are closed (their completions read the syncer). */
 void imap_syncer_free(struct imap_syncer **syncer);
 /* Starts every connected account of an org with imap_sync on, in the background. 0 or -1. */
 int imap_syncer_start(struct imap_syncer *syncer);
