@@ -3,11 +3,13 @@
  * it, compares the cursor (engine/imap_cursor.h), finds the UIDs to do (UID SEARCH SINCE on a
  * first sync or after a UIDVALIDITY change, UID n:* after), fetches them in chunks of
  * MT_IMAP_SYNC_CHUNK with BODY.PEEK only (header fields, the first bytes of the text,
- * BODYSTRUCTURE), and hands each chunk to the matcher with the cursor's advance in one store
- * transaction. Then it watches INBOX with IDLE (an EXISTS starts an incremental pass); other
- * folders are polled every MT_IMAP_SYNC_POLL_MS. A broken session reconnects with jittered
- * back-off and catches up from the cursor; an authentication failure confirmed by a second
- * login after `confirm_delay_s` disconnects the account with one imap_disconnected notice.
+ * BODYSTRUCTURE), converts each chunk on a worker (engine/imap_message.h) and hands it to the
+ * matcher with the cursor's advance in one store transaction; the next chunk is fetched while
+ * one is converted and the one before stored (MT_IMAP_SYNC_PIPELINE). Then it watches INBOX with
+ * IDLE (an EXISTS starts an incremental pass); other folders are polled every MT_IMAP_SYNC_POLL_MS.
+ * A broken session reconnects with jittered back-off and catches up from the cursor; an
+ * authentication failure confirmed by a second login after `confirm_delay_s` disconnects the
+ * account with one imap_disconnected notice.
  *
  * Ownership: the syncer borrows everything in its params, which must outlive it. */
 #ifndef MT_ENGINE_IMAP_SYNC_H
