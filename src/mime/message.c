@@ -745,10 +745,14 @@ static size_t count_content_types(const char *data, size_t len)
 {
 	static const char needle[] = "content-type";
 	size_t n = 0;
-	for (size_t i = 0; i + sizeof(needle) - 1 <= len; i++) {
-		if ((i == 0 || data[i - 1] == '\n') &&
-		    g_ascii_strncasecmp(data + i, needle, sizeof(needle) - 1) == 0)
+	/* line by line (memchr), not byte by byte: this runs over every message */
+	for (size_t i = 0; i + sizeof(needle) - 1 <= len;) {
+		if (g_ascii_strncasecmp(data + i, needle, sizeof(needle) - 1) == 0)
 			n++;
+		const char *nl = memchr(data + i, '\n', len - i);
+		if (nl == NULL)
+			break;
+		i = (size_t)(nl - data) + 1;
 	}
 	return n;
 }
