@@ -1236,7 +1236,7 @@ static void job_done(void *arg, int result)
 		job_free(job);
 		return;
 	}
-	if (job->kind == JOB_CHUNK)
+	if (job->kind == JOB_CHUNK && s->chunk_count > 0 && s->chunks[0] == job)
 		chunk_pop(s); /* the oldest: chunks are stored in order */
 	if (result != 0) {
 		job_free(job);
