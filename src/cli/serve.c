@@ -369,6 +369,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .base = base,
 	    .dns = dns,
 	    .store = store,
+	    .work = work,
 	    .keyring = keyring,
 	    .tls = tls,
 	    .config = config,
@@ -443,6 +444,9 @@ int mt_cli_serve(int argc, char **argv)
 out:
 	http_server_free(&server);
 	free(api.auth_cache); /* the authentication cache (http/api.c), filled on demand */
+	/* The sync's sessions end first, so that what the workers and the store hold for them
+	 * completes without carrying a pass on. */
+	imap_syncer_close(syncer);
 	/* What the workers hold is answered (to requests now gone) before the store closes. */
 	work_pool_free(&work);
 	outbox_free(&outbox);

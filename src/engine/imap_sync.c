@@ -23,6 +23,7 @@
 #include "store/store_notification.h"
 #include "store/store_org.h"
 #include "store/store_user.h"
+#include "work/work.h"
 
 #include <event2/event.h>
 #include <sodium.h>
@@ -86,11 +87,18 @@ struct session {
 	uint32_t *uids;
 	size_t uid_count, uid_pos;
 	bool reset_pending;
-	/* the chunk being fetched */
-	struct store_message *msgs;
-	uint32_t *msg_uids;
-	size_t msg_count;
+	uint32_t cursor_floor; /* where the pass's chunks so far leave the folder's cursor */
+	/* The pass's chunks in UID order (at most MT_IMAP_SYNC_PIPELINE): the newest may be
+	 * fetching, the oldest storing. Each is a store job the session detaches from when it is
+	 * halted (the generation): one on a worker or in the store is freed by its completion. */
+	struct sync_job *chunks[MT_IMAP_SYNC_PIPELINE];
+	size_t chunk_count;
+	bool fetching;  /* the newest chunk's UID FETCH is running */
+	bool fetch_oom; /* an answer could not be kept: the pass starts over */
 	size_t chunk_end;
+	/* chunks done with, kept for the pass's next ones (their arrays are large) */
+	struct sync_job *spare[MT_IMAP_SYNC_PIPELINE];
+	size_t spare_count;
 };
 
 struct imap_syncer {
@@ -217,22 +225,16 @@ static void watch_close(struct session *s)
 	s->watch_idle = false;
 }
 
-static void free_chunk(struct session *s)
-{
-	for (size_t i = 0; i < s->msg_count; i++)
-		matcher_message_free(&s->msgs[i]);
-	s->msg_count = 0;
-}
+static void job_free(struct sync_job *job);
+static void chunks_drop(struct session *s);
 
-/* The chunk's messages (MT_IMAP_SYNC_CHUNK x ~6.6 KB) are held only while a pass fetches: an
- * idle account keeps none (bench/sync-idle). */
-static void release_chunk(struct session *s)
+/* The chunks' arrays (MT_IMAP_SYNC_CHUNK x ~6.6 KB, and the answers' bytes) are held only while
+ * a pass runs: an idle account keeps none (bench/sync-idle). */
+static void release_chunks(struct session *s)
 {
-	free_chunk(s);
-	free(s->msgs);
-	free(s->msg_uids);
-	s->msgs = NULL;
-	s->msg_uids = NULL;
+	for (size_t i = 0; i < s->spare_count; i++)
+		job_free(s->spare[i]);
+	s->spare_count = 0;
 }
 
 /* Ends whatever the session was doing: its connection, timers and jobs' claim on it. */
@@ -249,7 +251,8 @@ static void session_halt(struct session *s)
 	free(s->uids);
 	s->uids = NULL;
 	s->uid_count = s->uid_pos = 0;
-	free_chunk(s);
+	chunks_drop(s);
+	release_chunks(s);
 	if (s->account != NULL)
 		imap_sync_account_wipe_secret(s->account);
 	s->again = false;
@@ -354,6 +357,16 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 
 enum job_kind { JOB_LOAD, JOB_CHUNK, JOB_REPORT, JOB_DISCONNECT_LOAD, JOB_DISCONNECT };
 
+/* A chunk's way: its answers copied on the loop, its messages converted on a worker, then its
+ * store job; chunks are stored one at a time, in order, so that a chunk's cursor never commits
+ * before the chunk below it (one that fails stops the pass before the next is submitted). */
+enum chunk_stage { C_FETCHING, C_CONVERTING, C_CONVERTED, C_STORING };
+
+struct chunk_skip {
+	uint32_t uid;
+	const char *reason; /* static */
+};
+
 struct sync_job {
 	struct session *s;
 	uint64_t gen;
@@ -361,13 +374,17 @@ struct sync_job {
 	struct store_org org;
 	struct store_user user;
 	struct store_imap_account account;
-	/* CHUNK: `own` is the session's chunk array, taken whole while the store thread reads it
-	 * (a session halted meanwhile must not free it under the job) */
+	/* CHUNK: the answers, the messages converted from them (`own_count` of `own` to free; the
+	 * store reads `count` of them through `msgs`), the ones skipped */
+	enum chunk_stage stage;
+	struct imap_batch *batch;
 	struct store_message *own;
 	size_t own_count;
 	const struct store_message **msgs;
 	size_t count;
 	struct matcher_result *results;
+	struct chunk_skip *skipped;
+	size_t skipped_count;
 	char folder[MT_IMAP_MAILBOX_MAX];
 	int64_t uidvalidity, last_uid, modseq;
 	bool reset;
@@ -383,30 +400,24 @@ struct sync_job {
 	int found; /* LOAD: 0, or STORE_NOT_FOUND */
 };
 
-/* The chunk's messages go back to the session for its next chunk, unless it has one again
- * already (or is closing). Before the pass goes on: a pass that ends releases them (an idle
- * account holds none). */
-static void chunk_return(struct sync_job *job)
+static void chunk_empty(struct sync_job *job)
 {
-	if (job->own == NULL)
-		return;
 	for (size_t i = 0; i < job->own_count; i++)
 		matcher_message_free(&job->own[i]);
-	if (job->s->msgs == NULL && !job->s->syncer->closing) {
-		memset(job->own, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->own));
-		job->s->msgs = job->own;
-	} else {
-		free(job->own);
-	}
-	job->own = NULL;
+	job->own_count = job->count = job->skipped_count = 0;
+	if (job->batch != NULL)
+		imap_batch_clear(job->batch);
 }
 
 static void job_free(struct sync_job *job)
 {
-	chunk_return(job);
+	chunk_empty(job);
+	imap_batch_free(&job->batch);
 	sodium_memzero(&job->account, sizeof(job->account));
+	free(job->own);
 	free(job->msgs);
 	free(job->results);
+	free(job->skipped);
 	free(job->body);
 	free(job);
 }
@@ -613,46 +624,192 @@ static bool step_ok(struct session *s, const struct imap_result *r, const char *
 }
 
 static void chunk_fetch(struct session *s);
+static void pipeline_next(struct session *s);
 
-static void chunk_store(struct session *s, bool complete)
+/* A chunk for the pass: a spare one, or new. NULL when memory runs out. */
+static struct sync_job *chunk_new(struct session *s)
 {
-	struct imap_sync_folder *f = &s->account->folders[s->folder];
-	struct sync_job *job = job_new(s, JOB_CHUNK);
-	if (job == NULL ||
-	    (s->msg_count > 0 &&
-	     ((job->msgs = calloc(s->msg_count, sizeof(*job->msgs))) == NULL ||
-	      (job->results = calloc(s->msg_count, sizeof(*job->results))) == NULL))) {
-		if (job != NULL)
+	struct sync_job *job;
+	if (s->spare_count > 0) {
+		job = s->spare[--s->spare_count];
+		job->gen = s->gen;
+	} else {
+		job = job_new(s, JOB_CHUNK);
+		if (job == NULL)
+			return NULL;
+		job->batch = imap_batch_new();
+		job->own = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*job->own));
+		job->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*job->msgs));
+		job->results = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*job->results));
+		job->skipped = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*job->skipped));
+		if (job->batch == NULL || job->own == NULL || job->msgs == NULL ||
+		    job->results == NULL || job->skipped == NULL) {
 			job_free(job);
-		session_retry(s, "out of memory");
-		return;
+			return NULL;
+		}
 	}
-	for (size_t i = 0; i < s->msg_count; i++)
-		job->msgs[i] = &s->msgs[i];
-	job->count = s->msg_count;
-	job->own = s->msgs;
-	job->own_count = s->msg_count;
-	s->msgs = NULL;
-	s->msg_count = 0;
+	job->stage = C_FETCHING;
+	job->fenced = false;
+	return job;
+}
+
+/* A chunk stored (or never sent anywhere) goes back to the spares. */
+static void chunk_recycle(struct session *s, struct sync_job *job)
+{
+	chunk_empty(job);
+	if (s->spare_count < MT_IMAP_SYNC_PIPELINE && !s->syncer->closing)
+		s->spare[s->spare_count++] = job;
+	else
+		job_free(job);
+}
+
+/* The session lets go of its chunks: those it holds are freed, those on a worker or in the store
+ * are left to their completion, which finds the generation changed and frees them. */
+static void chunks_drop(struct session *s)
+{
+	for (size_t i = 0; i < s->chunk_count; i++) {
+		struct sync_job *job = s->chunks[i];
+		if (job->stage == C_FETCHING || job->stage == C_CONVERTED)
+			job_free(job);
+		s->chunks[i] = NULL;
+	}
+	s->chunk_count = 0;
+	s->fetching = false;
+	s->fetch_oom = false;
+}
+
+static void chunk_pop(struct session *s)
+{
+	memmove(s->chunks, s->chunks + 1, (s->chunk_count - 1) * sizeof(s->chunks[0]));
+	s->chunks[--s->chunk_count] = NULL;
+}
+
+/* The chunk's cursor, fixed when its last answer is in: every wanted UID up to the chunk's last
+ * is then in this chunk or one before it. */
+static void chunk_close(struct session *s, struct sync_job *job, bool complete)
+{
+	const struct imap_sync_folder *f = &s->account->folders[s->folder];
 	job->account.updated_at = s->account->updated_at;
 	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
 	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
-	if (!s->reset_pending && (int64_t)done_uid < f->last_uid)
-		done_uid = (uint32_t)f->last_uid;
+	if (done_uid < s->cursor_floor)
+		done_uid = s->cursor_floor;
 	job->uidvalidity = s->uidvalidity;
 	job->last_uid = imap_cursor_after(done_uid, complete, s->uidnext);
 	job->modseq = (int64_t)s->modseq;
+	/* the first chunk of a reset pass carries the reset */
 	job->reset = s->reset_pending;
-	if (job_submit(job, STORE_WRITE | STORE_REPLAYABLE) < 0)
-		session_retry(s, "the store is busy");
+	s->reset_pending = false;
+	s->cursor_floor = (uint32_t)job->last_uid;
+}
+
+/* On a worker: the chunk's answers into messages (GMime). Touches the job only: the session may
+ * be halted meanwhile. */
+static bool convert_run(void *arg)
+{
+	struct sync_job *job = arg;
+	size_t n = imap_batch_count(job->batch);
+	job->own_count = job->count = job->skipped_count = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *error;
+		struct store_message *msg = &job->own[job->own_count];
+		if (imap_batch_convert(job->batch, i, msg, &error) < 0) {
+			job->skipped[job->skipped_count].uid = imap_batch_uid(job->batch, i);
+			job->skipped[job->skipped_count++].reason = error;
+			continue;
+		}
+		job->msgs[job->count++] = msg;
+		job->own_count++;
+	}
+	return true;
+}
+
+static void log_skipped(struct session *s, uint32_t uid, const char *reason)
+{
+	char text[16];
+	snprintf(text, sizeof(text), "%u", (unsigned)uid);
+	mt_log(MT_LOG_INFO, "imap.message_skipped", MT_KV("user", s->user_id), MT_KV("uid", text),
+	       MT_KV("reason", reason));
+}
+
+static void convert_done(void *arg)
+{
+	struct sync_job *job = arg;
+	struct session *s = job->s;
+	if (job->gen != s->gen || s->syncer->closing) {
+		job_free(job); /* dropped by the session: no longer in its list */
+		return;
+	}
+	for (size_t i = 0; i < job->skipped_count; i++)
+		log_skipped(s, job->skipped[i].uid, job->skipped[i].reason);
+	job->stage = C_CONVERTED;
+	pipeline_next(s);
+}
+
+/* The chunk's answers are in: its conversion to a worker (on the loop when there is no pool or
+ * its queue is full: slower, never lost). */
+static void chunk_convert(struct session *s, struct sync_job *job)
+{
+	if (imap_batch_count(job->batch) == 0) {
+		job->stage = C_CONVERTED;
+		pipeline_next(s);
+		return;
+	}
+	job->stage = C_CONVERTING;
+	struct work_pool *work = s->syncer->p.work;
+	if (work != NULL && work_submit(work, convert_run, convert_done, job) == 0)
+		return;
+	convert_run(job);
+	convert_done(job);
+}
+
+/* Moves the pass on: the oldest chunk to the store once it is converted and the one before it
+ * stored; the next chunk fetched while there is room; the next folder once all is stored. */
+static void pipeline_next(struct session *s)
+{
+	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED) {
+		struct sync_job *job = s->chunks[0];
+		memset(job->results, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->results));
+		job->stage = C_STORING;
+		if (store_submit(s->syncer->p.store, STORE_WRITE | STORE_REPLAYABLE, job_run,
+		                 job_done, job) < 0) {
+			job->stage = C_CONVERTED; /* still the session's: the halt frees it */
+			session_retry(s, "the store is busy");
+			return;
+		}
+	}
+	if (s->fetching)
+		return;
+	if (s->uid_pos < s->uid_count) {
+		if (s->chunk_count < MT_IMAP_SYNC_PIPELINE)
+			chunk_fetch(s);
+		return;
+	}
+	if (s->chunk_count == 0) {
+		s->folder++;
+		folder_next(s);
+	}
+}
+
+/* A chunk with no messages: the cursor still moves (a reset, or past mail before `since`). */
+static void chunk_store_empty(struct session *s)
+{
+	struct sync_job *job = chunk_new(s);
+	if (job == NULL) {
+		session_retry(s, "out of memory");
+		return;
+	}
+	s->chunks[s->chunk_count++] = job;
+	chunk_close(s, job, true);
+	chunk_convert(s, job);
 }
 
 static void chunk_stored(struct sync_job *job)
 {
 	struct session *s = job->s;
 	struct imap_sync_folder *f = &s->account->folders[s->folder];
-	free_chunk(s);
 	if (job->fenced) {
+		job_free(job);
 		/* Settings saved or turned off meanwhile: the hook restarts the session. */
 		session_stop(s, "the account changed");
 		return;
@@ -663,7 +820,6 @@ static void chunk_stored(struct sync_job *job)
 	f->last_uid = job->last_uid;
 	f->highestmodseq = job->modseq;
 	f->messages_synced += (int64_t)job->count;
-	s->reset_pending = false;
 	size_t created = 0;
 	for (size_t i = 0; i < job->count; i++)
 		created += job->results[i].activities_created;
@@ -674,12 +830,8 @@ static void chunk_stored(struct sync_job *job)
 		mt_metric_add("mailtrail_imap_activities_total", "Activities logged by IMAP sync",
 		              NULL, NULL, NULL, NULL, (double)created);
 	}
-	if (s->uid_pos < s->uid_count)
-		chunk_fetch(s);
-	else {
-		s->folder++;
-		folder_next(s);
-	}
+	chunk_recycle(s, job);
+	pipeline_next(s);
 }
 
 static int uid_cmp(const void *a, const void *b)
@@ -688,10 +840,14 @@ static int uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* On the loop: only copies (imap_message.h); the parse is the worker's. */
 static void on_fetch(void *ctx, const struct imap_fetch *fetch)
 {
 	struct session *s = ctx;
-	if (!(fetch->has & IMAP_FETCH_UID) || s->msg_count >= MT_IMAP_SYNC_CHUNK)
+	if (!s->fetching || !(fetch->has & IMAP_FETCH_UID))
+		return;
+	struct sync_job *job = s->chunks[s->chunk_count - 1];
+	if (imap_batch_count(job->batch) >= MT_IMAP_SYNC_CHUNK)
 		return;
 	/* Only UIDs asked for: a range may cover mail older than `since`. */
 	const uint32_t *first = s->uids + (s->uid_pos);
@@ -699,14 +855,11 @@ static void on_fetch(void *ctx, const struct imap_fetch *fetch)
 	if (bsearch(&fetch->uid, first, n, sizeof(*first), uid_cmp) == NULL)
 		return;
 	const char *error;
-	if (imap_message_convert(fetch, &s->msgs[s->msg_count], &error) < 0) {
-		char uid[16];
-		snprintf(uid, sizeof(uid), "%u", (unsigned)fetch->uid);
-		mt_log(MT_LOG_INFO, "imap.message_skipped", MT_KV("user", s->user_id),
-		       MT_KV("uid", uid), MT_KV("reason", error));
-		return;
-	}
-	s->msg_uids[s->msg_count++] = fetch->uid;
+	int rc = imap_batch_add(job->batch, fetch, &error);
+	if (rc > 0)
+		log_skipped(s, fetch->uid, error);
+	else if (rc < 0)
+		s->fetch_oom = true; /* not here: the client is inside its parser */
 }
 
 static void on_fetched(void *ctx, const struct imap_result *r)
@@ -714,8 +867,16 @@ static void on_fetched(void *ctx, const struct imap_result *r)
 	struct session *s = ctx;
 	if (!step_ok(s, r, "UID FETCH"))
 		return;
+	if (s->fetch_oom) {
+		s->fetch_oom = false;
+		session_retry(s, "out of memory");
+		return;
+	}
+	struct sync_job *job = s->chunks[s->chunk_count - 1];
+	s->fetching = false;
 	s->uid_pos = s->chunk_end;
-	chunk_store(s, s->uid_pos >= s->uid_count);
+	chunk_close(s, job, s->uid_pos >= s->uid_count);
+	chunk_convert(s, job);
 }
 
 static void chunk_fetch(struct session *s)
@@ -723,17 +884,14 @@ static void chunk_fetch(struct session *s)
 	size_t end = s->uid_pos + MT_IMAP_SYNC_CHUNK;
 	if (end > s->uid_count)
 		end = s->uid_count;
-	s->chunk_end = end;
-	free_chunk(s);
-	if (s->msgs == NULL)
-		s->msgs = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msgs));
-	if (s->msg_uids == NULL)
-		s->msg_uids = calloc(MT_IMAP_SYNC_CHUNK, sizeof(*s->msg_uids));
-	if (s->msgs == NULL || s->msg_uids == NULL) {
-		release_chunk(s);
+	struct sync_job *job = chunk_new(s);
+	if (job == NULL) {
 		session_retry(s, "out of memory");
 		return;
 	}
+	s->chunks[s->chunk_count++] = job;
+	s->chunk_end = end;
+	s->fetching = true;
 	const char *error;
 	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
 	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0)
@@ -758,8 +916,7 @@ static void on_searched(void *ctx, const struct imap_result *r)
 		s->uid_count = imap_cursor_filter(s->uids, r->uid_count, s->decision.from_uid);
 	}
 	if (s->uid_count == 0) {
-		/* Nothing wanted: the cursor still moves (a reset, or past mail before `since`). */
-		chunk_store(s, true);
+		chunk_store_empty(s);
 		return;
 	}
 	chunk_fetch(s);
@@ -784,6 +941,7 @@ static void on_selected(void *ctx, const struct imap_result *r)
 	s->modseq = r->highestmodseq;
 	s->decision = imap_cursor_decide(f->uidvalidity, f->last_uid, r->uidvalidity, r->uidnext);
 	s->reset_pending = s->decision.reset;
+	s->cursor_floor = s->decision.reset ? 0 : (uint32_t)f->last_uid;
 	if (s->decision.reset && f->uidvalidity != 0) {
 		char was[24], now[24];
 		snprintf(was, sizeof(was), "%lld", (long long)f->uidvalidity);
@@ -990,7 +1148,7 @@ static void report_done(struct sync_job *job)
 static void folder_next(struct session *s)
 {
 	if (s->folder >= s->account->folder_count) {
-		release_chunk(s);
+		release_chunks(s);
 		/* the last folder's UIDs: 4 bytes a message, not to be kept while watching */
 		free(s->uids);
 		s->uids = NULL;
@@ -1133,6 +1291,8 @@ static void job_done(void *arg, int result)
 		job_free(job);
 		return;
 	}
+	if (job->kind == JOB_CHUNK && s->chunk_count > 0 && s->chunks[0] == job)
+		chunk_pop(s); /* the oldest: chunks are stored in order */
 	if (result != 0) {
 		job_free(job);
 		session_retry(s, "the store failed");
@@ -1143,9 +1303,8 @@ static void job_done(void *arg, int result)
 		session_loaded(job);
 		break;
 	case JOB_CHUNK:
-		chunk_return(job);
 		chunk_stored(job);
-		break;
+		return;
 	case JOB_REPORT:
 		report_done(job);
 		break;
@@ -1185,6 +1344,16 @@ struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params)
 	return syncer;
 }
 
+void imap_syncer_close(struct imap_syncer *syncer)
+{
+	if (syncer == NULL)
+		return;
+	syncer->closing = true;
+	evtimer_del(syncer->rescan);
+	for (struct session *s = syncer->sessions; s != NULL; s = s->next)
+		session_halt(s);
+}
+
 void imap_syncer_free(struct imap_syncer **syncer_p)
 {
 	struct imap_syncer *syncer = *syncer_p;
@@ -1197,8 +1366,6 @@ void imap_syncer_free(struct imap_syncer **syncer_p)
 		session_halt(s);
 		event_free(s->timer);
 		event_free(s->poll);
-		free(s->msgs);
-		free(s->msg_uids);
 		imap_sync_account_free(&s->account);
 		free(s);
 	}

@@ -3,11 +3,13 @@
  * it, compares the cursor (engine/imap_cursor.h), finds the UIDs to do (UID SEARCH SINCE on a
  * first sync or after a UIDVALIDITY change, UID n:* after), fetches them in chunks of
  * MT_IMAP_SYNC_CHUNK with BODY.PEEK only (header fields, the first bytes of the text,
- * BODYSTRUCTURE), and hands each chunk to the matcher with the cursor's advance in one store
- * transaction. Then it watches INBOX with IDLE (an EXISTS starts an incremental pass); other
- * folders are polled every MT_IMAP_SYNC_POLL_MS. A broken session reconnects with jittered
- * back-off and catches up from the cursor; an authentication failure confirmed by a second
- * login after `confirm_delay_s` disconnects the account with one imap_disconnected notice.
+ * BODYSTRUCTURE), converts each chunk on a worker (engine/imap_message.h) and hands it to the
+ * matcher with the cursor's advance in one store transaction; the next chunk is fetched while
+ * one is converted and the one before stored (MT_IMAP_SYNC_PIPELINE). Then it watches INBOX with
+ * IDLE (an EXISTS starts an incremental pass); other folders are polled every MT_IMAP_SYNC_POLL_MS.
+ * A broken session reconnects with jittered back-off and catches up from the cursor; an
+ * authentication failure confirmed by a second login after `confirm_delay_s` disconnects the
+ * account with one imap_disconnected notice.
  *
  * Ownership: the syncer borrows everything in its params, which must outlive it. */
 #ifndef MT_ENGINE_IMAP_SYNC_H
@@ -27,11 +29,13 @@ struct mt_tls_config;
 struct mt_config;
 struct accounts;
 struct imap_syncer;
+struct work_pool;
 
 struct imap_syncer_params {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct store *store;
+	struct work_pool *work; /* converts the fetched chunks (GMime) off the loop; NULL: on it */
 	struct mt_keyring *keyring;
 	struct mt_tls_config *tls;
 	const struct mt_config *config; /* allow_private_hosts, allow_plaintext_auth */
@@ -41,6 +45,11 @@ struct imap_syncer_params {
 };
 
 struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params);
+/* Halts every session (connections closed; chunks on a worker or in the store are freed by
+ * their completions, which change nothing). Before the work pool and the store are closed:
+ * their completions then carry nothing on. NULL is allowed. */
+void imap_syncer_close(struct imap_syncer *syncer);
+/* After the work pool and the store are closed (their completions read the syncer). */
 void imap_syncer_free(struct imap_syncer **syncer);
 /* Starts every connected account of an org with imap_sync on, in the background. 0 or -1. */
 int imap_syncer_start(struct imap_syncer *syncer);

@@ -18,7 +18,8 @@ static const char *put_str(char **at, const char *s)
 
 struct imap_sync_account *imap_sync_account_new(const struct store_imap_account *a)
 {
-	size_t count = a->folder_count <= MT_IMAP_FOLDERS_MAX ? a->folder_count : MT_IMAP_FOLDERS_MAX;
+	size_t count =
+	    a->folder_count <= MT_IMAP_FOLDERS_MAX ? a->folder_count : MT_IMAP_FOLDERS_MAX;
 	size_t sealed = a->sealed_secret_len <= sizeof(a->sealed_secret) ? a->sealed_secret_len : 0;
 	size_t size = sizeof(struct imap_sync_account) + count * sizeof(struct imap_sync_folder) +
 	              sealed + strlen(a->user_id) + strlen(a->org_id) + strlen(a->host) +

@@ -216,6 +216,111 @@ static bool valid_local_part(const char *s, size_t len)
 	return true;
 }
 
+static bool fast_paths = true;
+
+void mime_set_fast_paths(bool on)
+{
+	fast_paths = on;
+}
+
+bool mime_fast_paths(void)
+{
+	return fast_paths;
+}
+
+static bool is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* local@domain: a dot-atom of letters, digits and "_+-"; LDH labels, none with "--" (so no
+ * A-label: nothing for IDNA to map or refuse), at least two, a top label not all digits. Its
+ * length, or 0 when the address is not of that shape or too long. */
+static size_t simple_addr_spec(const char *s, size_t len)
+{
+	size_t at = 0;
+	while (at < len && s[at] != '@')
+		at++;
+	if (at == 0 || at >= len || at > MT_LOCAL_PART_MAX || len > MT_ADDRESS_MAX)
+		return 0;
+	for (size_t i = 0; i < at; i++) {
+		char c = s[i];
+		if (c == '.') {
+			if (i == 0 || i + 1 == at || s[i - 1] == '.')
+				return 0;
+		} else if (!is_alnum(c) && c != '_' && c != '+' && c != '-') {
+			return 0;
+		}
+	}
+	const char *d = s + at + 1;
+	size_t dlen = len - at - 1, label = 0, labels = 0;
+	bool digits_only = true;
+	if (dlen == 0 || dlen > MT_HOST_FIELD_MAX)
+		return 0;
+	for (size_t i = 0; i <= dlen; i++) {
+		char c = i < dlen ? d[i] : '.';
+		if (c == '.') {
+			if (label == 0 || label > 63 || d[i - 1] == '-')
+				return 0;
+			labels++;
+			label = 0;
+			if (i < dlen)
+				digits_only = true;
+			continue;
+		}
+		if (c == '-') {
+			if (label == 0 || d[i - 1] == '-')
+				return 0;
+		} else if (!is_alnum(c)) {
+			return 0;
+		}
+		if (c < '0' || c > '9')
+			digits_only = false;
+		label++;
+	}
+	return labels >= 2 && !digits_only ? len : 0;
+}
+
+bool mime_address_simple(const char *s, size_t len, char addr_r[MT_ADDRESS_MAX + 1], char *name_r,
+                         size_t name_size)
+{
+	if (!fast_paths || len == 0 || len > MT_ADDRESS_INPUT_MAX)
+		return false;
+	const char *spec = s;
+	size_t spec_len = len, name_len = 0;
+	if (s[len - 1] == '>') {
+		const char *open = memchr(s, '<', len);
+		if (open == NULL)
+			return false;
+		name_len = (size_t)(open - s);
+		spec = open + 1;
+		spec_len = len - name_len - 2;
+		if (name_len > 0) {
+			/* words of letters and digits, one space between them and before '<' */
+			if (name_len < 2 || s[name_len - 1] != ' ' || s[0] == ' ')
+				return false;
+			name_len--;
+			for (size_t i = 0; i < name_len; i++) {
+				if (s[i] == ' ' ? s[i - 1] == ' ' : !is_alnum(s[i]))
+					return false;
+			}
+		}
+	}
+	if (simple_addr_spec(spec, spec_len) == 0)
+		return false;
+	for (size_t i = 0; i < spec_len; i++) {
+		char c = spec[i];
+		addr_r[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+	}
+	addr_r[spec_len] = '\0';
+	if (name_r != NULL && name_size > 0) {
+		size_t n = name_len < name_size - 1 ? name_len : name_size - 1;
+		memcpy(name_r, s, n);
+		name_r[n] = '\0';
+	}
+	return true;
+}
+
 int mime_address_normalize(const char *input, char out[MT_ADDRESS_MAX + 1], const char **error_r)
 {
 	if (input == NULL) {
@@ -239,6 +344,8 @@ int mime_address_normalize(const char *input, char out[MT_ADDRESS_MAX + 1], cons
 		*error_r = "not an email address";
 		return -1;
 	}
+	if (mime_address_simple(s, len, out, NULL, 0))
+		return 0;
 	bool at_signs_ok = false;
 	if (check_shape(s, len, &at_signs_ok, error_r) < 0)
 		return -1;

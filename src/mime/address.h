@@ -7,6 +7,7 @@
 #define MT_MIME_ADDRESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "lib/limits.h"
 
@@ -27,6 +28,20 @@ int mime_domain_normalize(const char *input, char out[MT_HOST_FIELD_MAX + 1], co
 /* True for free-mail providers (and their subdomains) that must not become an org's domain.
  * Expects a normalised domain. */
 bool mime_domain_is_freemail(const char *domain);
+
+/* The fast path of mime_address_normalize() and of the address lists in mime_parse_message():
+ * `len` bytes of trimmed input in the common plain-ASCII shapes ("a.b@x.example",
+ * "<a@x.example>", "Jack Smith <Jack@X.example>": a dot-atom of letters, digits and "_+-",
+ * LDH labels without "--", a name of letters, digits and single spaces) are read without GMime
+ * and libidn2; true with the address as the full path normalises it and the name as GMime reads
+ * it (`name_r` may be NULL). False for anything else: the caller takes the full path. Both paths
+ * give the same bytes (tests/unit/test_mime_address.c compares them). */
+bool mime_address_simple(const char *s, size_t len, char addr_r[MT_ADDRESS_MAX + 1], char *name_r,
+                         size_t name_size);
+/* Tests only: false sends every address, and every text read for a snippet, the full way
+ * (GMime, libidn2, GLib's Unicode tables), to compare the two. Not thread-safe. */
+void mime_set_fast_paths(bool on);
+bool mime_fast_paths(void);
 
 struct mime_mailbox;
 /* An address with its display name as typed ("Jürgen Müller <J@Example.de>"): the address

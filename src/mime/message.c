@@ -211,6 +211,11 @@ static void add_entry(struct parse_ctx *ctx, enum field field, const char *text,
 	if (len == 0 || field_full(ctx))
 		return;
 	ctx->entries++;
+	char fast_addr[MT_ADDRESS_MAX + 1], fast_name[MT_ADDRESS_INPUT_MAX + 1];
+	if (mime_address_simple(text, len, fast_addr, fast_name, sizeof(fast_name))) {
+		add_mailbox(ctx, field, fast_addr, fast_name);
+		return;
+	}
 	char *entry = g_strndup(text, len);
 	char addr[MT_ADDRESS_MAX + 1];
 	const char *error = NULL;
@@ -479,11 +484,16 @@ static char *decode_text(GMimeStream *raw, GMimeContentEncoding encoding, const 
 	buf[len] = '\0';
 	/* the cap may have cut a character: drop its start rather than report it as invalid */
 	const char *end = NULL;
-	if (!g_utf8_validate(buf, (gssize)len, &end) && len == MT_SNIPPET_SOURCE_MAX &&
-	    len - (size_t)(end - buf) < 4)
+	bool valid = g_utf8_validate(buf, (gssize)len, &end);
+	if (!valid && len == MT_SNIPPET_SOURCE_MAX && len - (size_t)(end - buf) < 4)
 		len = (size_t)(end - buf);
-	if (memchr(buf, '\0', len) != NULL)
+	if (memchr(buf, '\0', len) != NULL) {
 		len = strlen(buf);
+		valid = false; /* checked again below */
+	}
+	/* the usual case, valid as read: no second pass (g_utf8_make_valid would copy it) */
+	if (valid && mime_fast_paths())
+		return buf;
 	char *out = NULL;
 	if (!converted && guess && !g_utf8_validate(buf, (gssize)len, NULL))
 		out = g_convert(buf, (gssize)len, "UTF-8", "WINDOWS-1252", NULL, NULL, NULL);
@@ -498,9 +508,27 @@ static char *decode_text(GMimeStream *raw, GMimeContentEncoding encoding, const 
 static void make_snippet(char out[MT_SNIPPET_BYTES + 1], const char *text)
 {
 	size_t n = 0, chars = 0;
-	bool space = false;
+	bool space = false, fast = mime_fast_paths();
 	for (const char *p = text; *p != '\0' && chars < MT_SNIPPET_CHARS;
 	     p = g_utf8_next_char(p)) {
+		unsigned char b = (unsigned char)*p;
+		if (b < 0x80 && fast) {
+			/* ASCII, most text: the same tests as below without the Unicode tables
+			 * (blanks and controls are at or below 0x20, and 0x7f) */
+			if (b <= 0x20 || b == 0x7f) {
+				space = n > 0;
+				continue;
+			}
+			if (space) {
+				out[n++] = ' ';
+				space = false;
+				if (++chars == MT_SNIPPET_CHARS)
+					break;
+			}
+			out[n++] = (char)b;
+			chars++;
+			continue;
+		}
 		gunichar c = g_utf8_get_char(p);
 		if (c == 0xfeff || c == 0x200b)
 			continue;
@@ -717,10 +745,14 @@ static size_t count_content_types(const char *data, size_t len)
 {
 	static const char needle[] = "content-type";
 	size_t n = 0;
-	for (size_t i = 0; i + sizeof(needle) - 1 <= len; i++) {
-		if ((i == 0 || data[i - 1] == '\n') &&
-		    g_ascii_strncasecmp(data + i, needle, sizeof(needle) - 1) == 0)
+	/* line by line (memchr), not byte by byte: this runs over every message */
+	for (size_t i = 0; i + sizeof(needle) - 1 <= len;) {
+		if (g_ascii_strncasecmp(data + i, needle, sizeof(needle) - 1) == 0)
 			n++;
+		const char *nl = memchr(data + i, '\n', len - i);
+		if (nl == NULL)
+			break;
+		i = (size_t)(nl - data) + 1;
 	}
 	return n;
 }

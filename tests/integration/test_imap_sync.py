@@ -30,6 +30,9 @@
                       list and indexes removed, started again, 2 new: exactly 2 new activities
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
+  delete_mid_sync     3,000 new messages; DELETE /v1/imap while chunks are being fetched,
+                      converted on the workers and stored: the session stops at once (no
+                      crash, no sanitizer report); saved again: every message logged once
   delete              DELETE: 204, state off, no secret; sync refused (409)
   log_clean           no sanitizer report and no IMAP password in the log or the data dir
 
@@ -617,6 +620,50 @@ def case_password_changed(svc, ctx):
     assert [a["subject"] for a in got] == ["Meanwhile"], got
 
 
+def case_delete_mid_sync(svc, ctx):
+    """The account turned off while its chunks are on the workers and in the store: what they
+    finish changes nothing, and the next save goes on from the cursor."""
+    dc, n = ctx["dc"], 3000
+    pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
+                         {"kind": "contact", "name": "Bulk3", "emails": ["bulk3@cand.example"]}),
+                 201)["id"]
+    start = inbox_synced(svc)
+    before = len(imap_sources(feed(svc, "rita")))
+    dc.fill_maildir(MAILBOX_USER, "INBOX",
+                    (make_msg("bulk3@cand.example", [RITA], subject=f"Deleted {i}")
+                     for i in range(n)))
+    deleted_at = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = inbox_synced(svc) - start
+        if 0 < done < n:
+            expect(svc.req("DELETE", "/v1/imap", svc.tok("rita")), 204)
+            deleted_at = done
+            break
+        if done >= n:
+            break
+        time.sleep(0.01)
+    assert deleted_at is not None, "the sync finished before the account could be deleted"
+    wait_until("the session stopped", lambda: sessions_in(svc, "syncing") == 0
+               and sessions_in(svc, "watching") == 0, timeout=5)
+    time.sleep(0.5)  # what was on the workers and in the store completes meanwhile
+    doc = imap_get(svc)
+    assert doc["state"] == "off", doc
+    expect(svc.req("GET", "/healthz"), 200)  # still serving
+    put_imap(svc, dc, password=NEW_PW)
+    wait_until("every message synced after the new save",
+               lambda: [a for a in feed(svc, "rita") if a["profile_id"] == pid][n - 1:],
+               timeout=60)
+    time.sleep(0.5)
+    acts = [a for a in feed(svc, "rita") if a["profile_id"] == pid]
+    assert len(acts) == n, f"{len(acts)} activities for {n} messages (deleted at {deleted_at})"
+    assert len({a["subject"] for a in acts}) == n
+    total = len(imap_sources(feed(svc, "rita")))
+    assert total == before + n, (total, before)
+    ctx["total"] = total
+    print(f"     (deleted after {deleted_at} of {n})", flush=True)
+
+
 def case_delete(svc, ctx):
     expect(svc.req("DELETE", "/v1/imap", svc.tok("rita")), 204)
     doc = imap_get(svc)
@@ -803,6 +850,7 @@ def main():
                          ("uidvalidity", case_uidvalidity),
                          ("uidvalidity_live", case_uidvalidity_live),
                          ("password_changed", case_password_changed),
+                         ("delete_mid_sync", case_delete_mid_sync),
                          ("delete", case_delete)):
             r.run(name, fn, svc, ctx)
         svc.stop()

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "mime/address.h"
 #include "mime/message.h"
 
 #include <dirent.h>
@@ -363,13 +364,300 @@ static void test_address_quirks(void **state)
 	mime_summary_free(&s);
 }
 
+/* ---- the fast paths (mime/address.h): the same bytes as the full way ------------------------ */
+
+/* The summary of `data` as JSON, with the fast paths on or off; NULL when it does not parse. */
+static json_t *parse_json(const char *data, size_t len, bool fast, const char **error_r)
+{
+	mime_set_fast_paths(fast);
+	struct mime_summary s;
+	int rc = mime_parse_message(data, len, &s, error_r);
+	mime_set_fast_paths(true);
+	if (rc != 0)
+		return NULL;
+	json_t *j = summary_json(&s);
+	mime_summary_free(&s);
+	return j;
+}
+
+/* 0 when both ways agree; prints the difference otherwise. */
+static int same_both_ways(const char *what, const char *data, size_t len)
+{
+	const char *e1 = NULL, *e2 = NULL;
+	json_t *fast = parse_json(data, len, true, &e1);
+	json_t *slow = parse_json(data, len, false, &e2);
+	int rc = 0;
+	if (fast == NULL || slow == NULL) {
+		if (!(fast == NULL && slow == NULL && strcmp(e1, e2) == 0)) {
+			print_error("%s: parses one way only (%s / %s)\n", what, e1 ? e1 : "ok",
+			            e2 ? e2 : "ok");
+			rc = -1;
+		}
+	} else if (!json_equal(fast, slow)) {
+		char *f = json_dumps(fast, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		char *w = json_dumps(slow, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		print_error("%s differs\n--- fast\n%s\n--- full\n%s\n", what, f, w);
+		free(f);
+		free(w);
+		rc = -1;
+	}
+	json_decref(fast);
+	json_decref(slow);
+	return rc;
+}
+
+static void test_fast_paths_corpus(void **state)
+{
+	(void)state;
+	DIR *dir = opendir(MT_TEST_DATA_DIR);
+	assert_non_null(dir);
+	struct dirent *de;
+	size_t count = 0, failures = 0;
+	while ((de = readdir(dir)) != NULL) {
+		size_t len = strlen(de->d_name);
+		if (len <= 4 || strcmp(de->d_name + len - 4, ".eml") != 0)
+			continue;
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, de->d_name);
+		size_t n = 0;
+		char *data = read_file(path, &n);
+		assert_non_null(data);
+		if (same_both_ways(de->d_name, data, n) != 0)
+			failures++;
+		free(data);
+		count++;
+	}
+	closedir(dir);
+	assert_true(count >= 20);
+	assert_int_equal(failures, 0);
+}
+
+/* Address entries of every shape near the fast path's edges: those it takes and those it must
+ * leave to GMime and libidn2. */
+static const char *const address_cases[] = {
+    "a@b.example",
+    "A.B@Example.COM",
+    "<a@b.example>",
+    "Cand 5 <cand5.a@cand5.example>",
+    "Rita <rita@staffing.example>",
+    "John Smith <JOHN@EXAMPLE.COM>",
+    "x_y+z-w@sub.domain.example",
+    "a@b.c",
+    "a@1.example",
+    "a@b.123",
+    "123 <a@b.example>",
+    "a..b@x.example",
+    ".a@x.example",
+    "a.@x.example",
+    "a-@x.example",
+    "-a@x.example",
+    "a@-x.example",
+    "a@x-.example",
+    "a@x--y.example",
+    "a@xn--bcher-kva.example",
+    "a@XN--BCHER-KVA.example",
+    "a@b",
+    "a@b..example",
+    "a@.example",
+    "a@b.example.",
+    "a@b_c.example",
+    "Name  Two <a@b.example>",
+    "Name<a@b.example>",
+    "Name <a@b.example> x",
+    "Jack O'Neil <j@x.example>",
+    "\"Quoted\" <q@x.example>",
+    "\"Smith, J\" <j@x.example>",
+    "=?utf-8?q?J=C3=BCrgen?= <j@x.example>",
+    "a@b.example (comment)",
+    "(c) a@b.example",
+    "<a@x.example",
+    "a@x.example>",
+    "<>",
+    "<@x.example>",
+    "a@",
+    "@x.example",
+    "a@b@c.example",
+    "J\xc3\xbcrgen <j@x.example>",
+    "j@b\xc3\xbc"
+    "cher.example",
+    "\xc3\xa4@x.example",
+    "a=b@x.example",
+    "a/b@x.example",
+    "a!b@x.example",
+    "a@[192.0.2.1]",
+    "A <a@b.example>",
+    "aa bb cc dd <a.b.c@d.e.f.example>",
+    "N. Ame <a@b.example>",
+    "Name - Dash <a@b.example>",
+    "Under_score <a@b.example>",
+    "a@b-c.d-e.example",
+    "a@0.0.0.example",
+    "a@b.c0",
+    "bounce-123+tag@mx.example",
+    "MiXeD <MiXeD.CaSe@MiXeD.ExAmPlE>",
+    "Tab\tName <a@b.example>",
+};
+
+static void long_cases(char (*out)[600], size_t *count)
+{
+	char l64[65], l65[66], lab63[64], lab64[65];
+	memset(l64, 'l', 64);
+	l64[64] = '\0';
+	memset(l65, 'l', 65);
+	l65[65] = '\0';
+	memset(lab63, 'd', 63);
+	lab63[63] = '\0';
+	memset(lab64, 'd', 64);
+	lab64[64] = '\0';
+	size_t n = 0;
+	snprintf(out[n++], 600, "%s@x.example", l64);
+	snprintf(out[n++], 600, "%s@x.example", l65);
+	snprintf(out[n++], 600, "a@%s.example", lab63);
+	snprintf(out[n++], 600, "a@%s.example", lab64);
+	/* a domain of 4 x 63 + 1 (253), of 254, and an address over 254 */
+	snprintf(out[n++], 600, "a@%s.%s.%s.%.61s.x", lab63, lab63, lab63, lab63);
+	snprintf(out[n++], 600, "a@%s.%s.%s.%.62s.x", lab63, lab63, lab63, lab63);
+	snprintf(out[n++], 600, "%s@%s.%s.%s.%.50s.x", l64, lab63, lab63, lab63, lab63);
+	char name[400];
+	memset(name, 'N', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	snprintf(out[n++], 600, "%s <a@b.example>", name);
+	*count = n;
+}
+
+static int address_both_ways(const char *entry)
+{
+	int failures = 0;
+	char fast[MT_ADDRESS_MAX + 1] = "", slow[MT_ADDRESS_MAX + 1] = "";
+	const char *ef = "", *es = "";
+	mime_set_fast_paths(false);
+	int rs = mime_address_normalize(entry, slow, &es);
+	mime_set_fast_paths(true);
+	int rf = mime_address_normalize(entry, fast, &ef);
+	if (rf != rs || (rf == 0 && strcmp(fast, slow) != 0) || (rf != 0 && strcmp(ef, es) != 0)) {
+		print_error("normalise %s: fast %d %s %s, full %d %s %s\n", entry, rf, fast, ef, rs,
+		            slow, es);
+		failures++;
+	}
+	char msg[2048];
+	snprintf(msg, sizeof(msg),
+	         "From: %s\r\nTo: %s, other@x.example\r\nCc: x@y.example; %s\r\n"
+	         "Subject: s\r\nMessage-ID: <m@x.example>\r\n\r\nText.\r\n",
+	         entry, entry, entry);
+	if (same_both_ways(entry, msg, strlen(msg)) != 0)
+		failures++;
+	return failures;
+}
+
+static void test_fast_paths_addresses(void **state)
+{
+	(void)state;
+	size_t failures = 0;
+	for (size_t i = 0; i < sizeof(address_cases) / sizeof(address_cases[0]); i++)
+		failures += (size_t)address_both_ways(address_cases[i]);
+	char longs[16][600];
+	size_t n = 0;
+	long_cases(longs, &n);
+	for (size_t i = 0; i < n; i++)
+		failures += (size_t)address_both_ways(longs[i]);
+	assert_int_equal(failures, 0);
+}
+
+/* The fast path is taken for the common shapes (else the comparison above proves nothing) and
+ * left for what needs GMime or IDNA. */
+static void test_fast_paths_taken(void **state)
+{
+	(void)state;
+	static const char *const taken[] = {"a@b.example", "<A.B@Example.COM>",
+	                                    "Cand 5 <cand5.a@cand5.example>",
+	                                    "x_y+z-w@sub.domain.example"};
+	static const char *const left[] = {"a@xn--bcher-kva.example",
+	                                   "j@b\xc3\xbc"
+	                                   "cher.example",
+	                                   "\"Quoted\" <q@x.example>",
+	                                   "=?utf-8?q?J=C3=BCrgen?= <j@x.example>",
+	                                   "a..b@x.example",
+	                                   "a@b.123",
+	                                   "Name<a@b.example>",
+	                                   "a@b.example (comment)"};
+	char addr[MT_ADDRESS_MAX + 1], name[64];
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+		assert_true(
+		    mime_address_simple(taken[i], strlen(taken[i]), addr, name, sizeof(name)));
+	assert_true(
+	    mime_address_simple("Cand 5 <Cand5.A@X.Example>", 26, addr, name, sizeof(name)));
+	assert_string_equal(addr, "cand5.a@x.example");
+	assert_string_equal(name, "Cand 5");
+	for (size_t i = 0; i < sizeof(left) / sizeof(left[0]); i++)
+		assert_false(mime_address_simple(left[i], strlen(left[i]), addr, NULL, 0));
+}
+
+/* Texts for the snippet: every ASCII control and blank, Unicode blanks, bytes that are not
+ * UTF-8, long text, HTML, other charsets. */
+static void test_fast_paths_snippets(void **state)
+{
+	(void)state;
+	char ascii[200];
+	size_t n = 0;
+	for (int c = 1; c < 0x80; c++) {
+		ascii[n++] = (char)c;
+		if (c % 7 == 0)
+			ascii[n++] = 'x';
+	}
+	ascii[n] = '\0';
+	char longtext[4000];
+	n = 0;
+	while (n + 12 < sizeof(longtext)) {
+		memcpy(longtext + n, "word\t \r\n\xc2\xa0 ab ", 12);
+		n += 12;
+	}
+	longtext[n] = '\0';
+	const struct {
+		const char *type, *cte, *body;
+	} cases[] = {
+	    {"text/plain; charset=utf-8", "8bit", ascii},
+	    {"text/plain; charset=utf-8", "8bit", longtext},
+	    {"text/plain", "8bit", "caf\xe9 na\xefve \x93quoted\x94 text"},
+	    {"text/plain; charset=us-ascii", "7bit", "plain \x01\x02 text\x7f end"},
+	    {"text/plain; charset=utf-8", "8bit",
+	     "bad \xff\xfe utf-8 \xe2\x80\x8b zw \xef\xbb\xbf"},
+	    {"text/plain; charset=utf-8", "quoted-printable", "a=3Db =C3=A9t=C3=A9=\r\n soft"},
+	    {"text/plain; charset=utf-8", "base64", "SGVsbG8sCXdvcmxkIQ0KwqBuZXh0"},
+	    {"text/plain; charset=iso-8859-1", "8bit", "\xe9t\xe9 \xa0 \x85 end"},
+	    {"text/html; charset=utf-8", "8bit",
+	     "<p>Hello&nbsp;there</p>\r\n<style>x{}</style><b>bold</b>\t\x0b\x0c end"},
+	    {"text/plain; charset=utf-8", "8bit", "\xe3\x80\x80ideographic\xe2\x80\xa8line sep"},
+	};
+	size_t failures = 0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char msg[8192];
+		snprintf(msg, sizeof(msg),
+		         "From: a@b.example\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+		         "Content-Type: %s\r\nContent-Transfer-Encoding: %s\r\n\r\n%s",
+		         cases[i].type, cases[i].cte, cases[i].body);
+		char what[32];
+		snprintf(what, sizeof(what), "snippet case %zu", i);
+		if (same_both_ways(what, msg, strlen(msg)) != 0)
+			failures++;
+	}
+	assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_corpus),          cmocka_unit_test(test_aliases),
-	    cmocka_unit_test(test_parse_headers),   cmocka_unit_test(test_not_a_message),
-	    cmocka_unit_test(test_participant_cap), cmocka_unit_test(test_snippet_utf8_boundary),
-	    cmocka_unit_test(test_name_cap),        cmocka_unit_test(test_address_quirks),
+	    cmocka_unit_test(test_corpus),
+	    cmocka_unit_test(test_aliases),
+	    cmocka_unit_test(test_parse_headers),
+	    cmocka_unit_test(test_not_a_message),
+	    cmocka_unit_test(test_participant_cap),
+	    cmocka_unit_test(test_snippet_utf8_boundary),
+	    cmocka_unit_test(test_name_cap),
+	    cmocka_unit_test(test_address_quirks),
+	    cmocka_unit_test(test_fast_paths_corpus),
+	    cmocka_unit_test(test_fast_paths_addresses),
+	    cmocka_unit_test(test_fast_paths_taken),
+	    cmocka_unit_test(test_fast_paths_snippets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
