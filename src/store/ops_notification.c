@@ -60,14 +60,6 @@ void store_notification_list_free(struct store_notification_list *list)
 	list->next_cursor[0] = '\0';
 }
 
-/* A cursor is an id this table handed out: "ntf_" and the id's own characters. */
-static bool cursor_valid(const char *cursor)
-{
-	size_t len = strlen(cursor);
-	return len > 4 && len < MT_ID_MAX && strncmp(cursor, "ntf_", 4) == 0 &&
-	       strspn(cursor + 4, "0123456789abcdefghijklmnopqrstuvwxyz") == len - 4;
-}
-
 int store_notification_list(struct store_tx *tx, const char *org_id, const char *user_id,
                             const char *cursor, size_t limit,
                             struct store_notification_list *list_r)
@@ -76,7 +68,7 @@ int store_notification_list(struct store_tx *tx, const char *org_id, const char 
 	memset(list_r, 0, sizeof(*list_r));
 	if (cursor == NULL)
 		cursor = "";
-	if (cursor[0] != '\0' && !cursor_valid(cursor))
+	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "ntf_"))
 		return STORE_INVALID;
 	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
 		return store_invalid(op, "limit out of range");

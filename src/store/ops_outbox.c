@@ -282,14 +282,6 @@ void store_outbox_list_free(struct store_outbox_list *list)
 	list->next_cursor[0] = '\0';
 }
 
-/* A cursor is a message id: "msg_" and base32 (ids sort by time, store_new_ordered_id). */
-static bool list_cursor_valid(const char *cursor)
-{
-	size_t len = strlen(cursor);
-	return len > 4 && len < MT_ID_MAX && strncmp(cursor, "msg_", 4) == 0 &&
-	       strspn(cursor + 4, "234567abcdefghijklmnopqrstuvwxyz") == len - 4;
-}
-
 int store_outbox_list(struct store_tx *tx, const char *org_id,
                       const struct store_outbox_filter *filter, const char *cursor, size_t limit,
                       struct store_outbox_list *list_r)
@@ -298,7 +290,7 @@ int store_outbox_list(struct store_tx *tx, const char *org_id,
 	memset(list_r, 0, sizeof(*list_r));
 	if (cursor == NULL)
 		cursor = "";
-	if (cursor[0] != '\0' && !list_cursor_valid(cursor))
+	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "msg_"))
 		return STORE_INVALID;
 	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
 		return store_invalid(op, "limit out of range");

@@ -28,6 +28,15 @@ struct store_tx {
 
 void store_tx_forget(struct store_tx *tx);
 
+/* Whether a list cursor is an id such a list handed out: `prefix` ("ntf_", "msg_") and the
+ * lower-case base32 or digits store ids are made of (lists page by id). */
+static inline bool store_id_cursor_valid(const char *cursor, const char *prefix)
+{
+	size_t len = strlen(cursor), plen = strlen(prefix);
+	return len > plen && len < MT_ID_MAX && strncmp(cursor, prefix, plen) == 0 &&
+	       strspn(cursor + plen, "0123456789abcdefghijklmnopqrstuvwxyz") == len - plen;
+}
+
 /* Whether the string items[i] (of `stride` bytes each) repeats an earlier one: a caller's slip
  * that the operations storing lists (domains, aliases, addresses) skip, not a conflict. */
 static inline bool store_repeated(const void *items, size_t stride, size_t i)
