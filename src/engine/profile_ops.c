@@ -245,9 +245,14 @@ void profile_upsert_external(struct store *store, const char *org_id, const char
 		return;
 	mt_strlcpy(job->profile.org_id, job->org_id, sizeof(job->profile.org_id));
 	job->set_kind = job->set_name = job->set_emails = job->set_external_id = true;
+	struct crud_outcome outcome = {.verdict = CRUD_OK};
+	if (input->set_external_id &&
+	    strcmp(input->external_id != NULL ? input->external_id : "", external_id) != 0) {
+		crud_set(&outcome, CRUD_INVALID, "external_id: differs from the one in the path");
+		return finish(job, &outcome);
+	}
 	struct profile_input in = *input;
 	in.external_id = external_id;
-	struct crud_outcome outcome = {.verdict = CRUD_OK};
 	if (!take_input(job, &in, &outcome))
 		return finish(job, &outcome);
 	if (job->profile.external_id[0] == '\0') {

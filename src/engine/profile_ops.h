@@ -54,7 +54,8 @@ void profile_get(struct store *store, const char *org_id, const char *profile_id
 void profile_update(struct store *store, const char *org_id, const char *profile_id,
                     const struct profile_input *input, profile_done_fn *done, void *ctx);
 /* PUT /v1/profiles/by-external-id/{id}: the org's profile with this external_id replaced by
- * `input` (kind, name and emails all needed), or created with it (`created`). */
+ * `input` (kind, name and emails all needed; an external_id in it must be this one), or created
+ * with it (`created`). */
 void profile_upsert_external(struct store *store, const char *org_id, const char *external_id,
                              const struct profile_input *input, profile_done_fn *done, void *ctx);
 /* The org's profile with this external_id. */

@@ -140,15 +140,8 @@ void api_profiles_upsert_external(struct http_request *req, void *app)
 	json_t *root = decode_profile(req, &input, false);
 	if (root == NULL)
 		return;
-	const char *external_id = http_request_param(req, "id");
-	if (input.set_external_id && strcmp(input.external_id, external_id) != 0) {
-		http_reply_error(req, 400, "input", "external_id: differs from the one in the path",
-		                 NULL, NULL);
-		json_decref(root);
-		return;
-	}
-	profile_upsert_external(api->store, http_request_auth(req)->org_id, external_id, &input,
-	                        profile_changed, req);
+	profile_upsert_external(api->store, http_request_auth(req)->org_id,
+	                        http_request_param(req, "id"), &input, profile_changed, req);
 	json_decref(root);
 }
 
