@@ -221,7 +221,7 @@ static int start_run(struct store_tx *tx, void *arg)
 	if (job->rc != 0)
 		return 0;
 	mt_strlcpy(job->email, user.email, sizeof(job->email));
-	job->rc = store_oauth_flow_put(tx, &job->flow, now_s() - MT_OAUTH_FLOW_TTL_S,
+	job->rc = store_oauth_flow_put(tx, &job->flow, mt_wall_ms() - MT_OAUTH_FLOW_TTL_S * 1000,
 	                               MT_OAUTH_FLOWS_PER_USER);
 	return job->rc < 0 ? -1 : job->rc;
 }
@@ -296,7 +296,7 @@ void oauth_flow_start(struct oauth_flows *flows, const char *org_id, const char 
 	mt_strlcpy(f->user_id, user_id, sizeof(f->user_id));
 	mt_strlcpy(f->provider, client->provider->id, sizeof(f->provider));
 	f->purposes = bits;
-	f->created_at = now_s();
+	f->created_at = mt_wall_ms();
 	char verifier[OAUTH_RANDOM_TEXT_SIZE];
 	char context[MT_SEAL_CONTEXT_MAX];
 	flow_seal_context(user_id, context);
@@ -522,7 +522,8 @@ static int take_run(struct store_tx *tx, void *arg)
 	struct finish_job *job = arg;
 	unsigned char hash[32];
 	memcpy(hash, job->flow.state_hash, sizeof(hash));
-	job->rc = store_oauth_flow_take(tx, hash, now_s() - MT_OAUTH_FLOW_TTL_S, &job->flow);
+	job->rc =
+	    store_oauth_flow_take(tx, hash, mt_wall_ms() - MT_OAUTH_FLOW_TTL_S * 1000, &job->flow);
 	return job->rc < 0 ? -1 : 0;
 }
 

@@ -541,7 +541,7 @@ static const struct migration migrations[] = {
      " provider TEXT NOT NULL,"
      " purposes INTEGER NOT NULL,"
      " sealed_verifier BYTEA NOT NULL,"
-     " created_at BIGINT NOT NULL);"
+     " created_at BIGINT NOT NULL);" /* milliseconds */
      "CREATE INDEX oauth_flows_user ON oauth_flows (user_id, created_at);"},
     /* GET /v1/messages: an org's or a user's messages, newest first (ids sort by time). */
     {14, "outbox_lists",

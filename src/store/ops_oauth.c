@@ -181,8 +181,8 @@ int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user
 	G(T, INT64, "created_at", created_at)
 SQL_TABLE(flow_table, FLOW_ROW, struct store_oauth_flow);
 
-int store_oauth_flow_put(struct store_tx *tx, const struct store_oauth_flow *flow,
-                         int64_t expired_before, size_t per_user)
+int store_oauth_flow_put(struct store_tx *tx, struct store_oauth_flow *flow, int64_t expired_before,
+                         size_t per_user)
 {
 	static const char op[] = "store_oauth_flow_put";
 	if (!fits(&flow->verifier) || flow->verifier.len == 0)
@@ -197,6 +197,20 @@ int store_oauth_flow_put(struct store_tx *tx, const struct store_oauth_flow *flo
 	if (sql_exec(tx, op, "DELETE FROM oauth_flows WHERE created_at < ?",
 	             SQL_ARGS(SQL_INT(expired_before))) < 0)
 		return -1;
+	int64_t latest = 0;
+	struct db_stmt *s = sql_prepare(
+	    tx, op, "SELECT COALESCE(MAX(created_at), 0) FROM oauth_flows WHERE user_id = ?",
+	    SQL_ARGS(SQL_TEXT(flow->user_id)));
+	if (s == NULL)
+		return -1;
+	if ((rc = sql_step(tx, op, s)) == 1) {
+		latest = db_column_int64(s, 0);
+		db_finish(s);
+	}
+	if (rc < 0)
+		return -1;
+	if (flow->created_at <= latest)
+		flow->created_at = latest + 1;
 	/* Room for this one: the user's newest per_user - 1 stay. */
 	if (sql_exec(tx, op,
 	             "DELETE FROM oauth_flows WHERE user_id = ? AND state_hash NOT IN"

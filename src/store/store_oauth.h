@@ -74,13 +74,14 @@ struct store_oauth_flow {
 	char provider[MT_OAUTH_PROVIDER_MAX];
 	int purposes; /* engine/oauth_flow.h's OAUTH_FOR_* bits */
 	struct store_sealed_token verifier;
-	int64_t created_at; /* unix seconds */
+	int64_t created_at; /* unix milliseconds; put makes it later than the user's other flows */
 };
 
 /* Records a flow; flows that started before `expired_before` go (anyone's), and the user keeps
- * at most `per_user` (the oldest go first). */
-int store_oauth_flow_put(struct store_tx *tx, const struct store_oauth_flow *flow,
-                         int64_t expired_before, size_t per_user);
+ * at most `per_user` (the oldest go first: created_at is raised past the user's latest flow, so
+ * flows started in the same millisecond still have an order). */
+int store_oauth_flow_put(struct store_tx *tx, struct store_oauth_flow *flow, int64_t expired_before,
+                         size_t per_user);
 /* Takes the flow whose state hashes to `state_hash` out of the store (a state is good once):
  * STORE_NOT_FOUND when there is none or it started before `expired_before`. */
 int store_oauth_flow_take(struct store_tx *tx, const unsigned char state_hash[32],

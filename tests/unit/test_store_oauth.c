@@ -301,6 +301,20 @@ static void test_flows(void **state)
 	memset(c->hash, 20, sizeof(c->hash));
 	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
 
+	/* flows started in the same millisecond keep the order they were put in: the first
+	 * goes when a fourth comes */
+	c->expired_before = 0;
+	for (unsigned char t = 40; t < 44; t++) {
+		make_flow(c, t, 9000);
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_put, c), 0);
+	}
+	memset(c->hash, 40, sizeof(c->hash));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), STORE_NOT_FOUND);
+	for (unsigned char t = 41; t < 44; t++) {
+		memset(c->hash, t, sizeof(c->hash));
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_flow_take, c), 0);
+	}
+
 	/* another org's user */
 	make_flow(c, 30, 4000);
 	mt_strlcpy(c->flow.org_id, c->other_org.id, sizeof(c->flow.org_id));
