@@ -31,6 +31,7 @@ struct mt_keyring;
 struct mt_config;
 struct mt_cidr_list;
 struct accounts;
+struct oauth_broker;
 
 /* Called after an account changed state and the change was committed. A disconnect's notice is
  * not hung here but recorded in the transaction that changed the state (engine/notify.h): only
@@ -50,6 +51,7 @@ struct accounts_params {
 	struct outbox_relay relay; /* for the route a view shows */
 	account_state_fn *on_state;
 	void *on_state_ctx;
+	struct oauth_broker *broker; /* OAuth grants (engine/oauth_broker.h); NULL: none */
 };
 
 struct accounts *accounts_new(const struct accounts_params *params);
