@@ -12,6 +12,7 @@
 #include "engine/imap_message.h"
 #include "engine/imap_sync_sched.h"
 #include "engine/matcher.h"
+#include "engine/oauth_broker.h"
 #include "engine/notify.h"
 #include "imap/client.h"
 #include "lib/log.h"
@@ -67,10 +68,17 @@ struct session {
 	struct login_slot login; /* the main connection's, from connect until ready */
 	bool login_pending;      /* WAITING for a login slot or a token, the account loaded */
 	bool disconnecting; /* stopped by a confirmed auth failure: a re-scan leaves it alone */
-	bool again;         /* a pass was asked for during this one */
-	int64_t exists_ms;  /* the EXISTS that started this pass (monotonic), 0: none */
-	bool seen;          /* a re-scan found the account */
-	uint64_t epoch;     /* the syncer's re-scan epoch when the session last started */
+	/* On an OAuth grant: the broker's token for the next login, asked for before each; a
+	 * refused one gets one forced refresh and one more login before the confirm story. */
+	struct oauth_broker_ask *token_ask;
+	struct mt_secret *token;
+	int64_t token_fence;   /* of the token of the last login */
+	int64_t refused_fence; /* -1: none */
+	bool token_retried;
+	bool again;        /* a pass was asked for during this one */
+	int64_t exists_ms; /* the EXISTS that started this pass (monotonic), 0: none */
+	bool seen;         /* a re-scan found the account */
+	uint64_t epoch;    /* the syncer's re-scan epoch when the session last started */
 	/* the second connection: IDLE on the second folder (Sent) instead of polling it */
 	struct imap_client *watch;
 	struct login_slot watch_login; /* the second connection counts like any login */
@@ -252,6 +260,8 @@ static void session_halt(struct session *s)
 	sodium_memzero(s->account.sealed_secret, sizeof(s->account.sealed_secret));
 	s->account.sealed_secret_len = 0;
 	s->again = false;
+	oauth_broker_cancel(&s->token_ask);
+	mt_secret_free(&s->token);
 }
 
 static void session_stop(struct session *s, const char *why)
@@ -283,6 +293,7 @@ static struct session *session_create(struct imap_syncer *syncer, const char *or
 		return NULL;
 	s->syncer = syncer;
 	s->state = S_STOPPED;
+	s->refused_fence = -1;
 	mt_strlcpy(s->org_id, org_id, sizeof(s->org_id));
 	mt_strlcpy(s->user_id, user_id, sizeof(s->user_id));
 	s->timer = evtimer_new(syncer->p.base, on_timer, s);
@@ -536,6 +547,7 @@ static void on_ready(void *ctx)
 	login_done(s);
 	s->failures = 0;
 	s->auth_failed_once = false;
+	s->token_retried = false;
 	mt_log(MT_LOG_DEBUG, "imap.sync_connected", MT_KV("user", s->user_id));
 }
 
@@ -543,6 +555,17 @@ static void on_failed(void *ctx, const struct imap_failure *f)
 {
 	struct session *s = ctx;
 	imap_client_free(&s->client);
+	if (f->cls == MT_CLASS_AUTH && s->account.auth == STORE_AUTH_XOAUTH2 &&
+	    s->account.sealed_secret_len == 0 && !s->token_retried) {
+		/* The grant's token was refused: one forced refresh, one more login. */
+		s->token_retried = true;
+		session_halt(s);
+		s->refused_fence = s->token_fence;
+		mt_log(MT_LOG_INFO, "imap.sync_token_refused", MT_KV("user", s->user_id));
+		set_state(s, S_LOADING);
+		session_login(s);
+		return;
+	}
 	if (f->cls == MT_CLASS_AUTH) {
 		if (!s->auth_failed_once) {
 			/* Confirmed by a second login on a fresh connection after a pause. */
@@ -1023,9 +1046,38 @@ static void login_wait(struct session *s, int64_t ms)
 /* Logs in when the scheduler lets it: a global cap on logins in progress, a cap per host (a
  * host that never answers holds only its own share), and a token bucket of new logins per
  * host; otherwise the session waits its turn, jittered, with the account already loaded. */
+static void on_token(void *ctx, struct oauth_broker_answer *answer)
+{
+	struct session *s = ctx;
+	s->token_ask = NULL;
+	if (answer->outcome == OAUTH_BROKER_REVOKED) {
+		/* The broker disconnected the account, with the one notice. */
+		session_stop(s, "the OAuth grant was revoked");
+		return;
+	}
+	if (answer->outcome != OAUTH_BROKER_OK) {
+		session_retry(s, answer->reason != NULL ? answer->reason : "no OAuth token");
+		return;
+	}
+	s->token = answer->token;
+	answer->token = NULL;
+	s->token_fence = answer->fence;
+	s->refused_fence = -1;
+	session_login(s);
+}
+
 static void session_login(struct session *s)
 {
 	struct imap_syncer *syncer = s->syncer;
+	if (syncer->p.broker != NULL && s->account.auth == STORE_AUTH_XOAUTH2 &&
+	    s->account.sealed_secret_len == 0 && s->token == NULL) {
+		/* On the user's grant: the broker's token first (engine/oauth_broker.h). */
+		if (s->token_ask == NULL &&
+		    (s->token_ask = oauth_broker_token(syncer->p.broker, s->org_id, s->user_id,
+		                                       s->refused_fence, on_token, s)) == NULL)
+			session_retry(s, "the OAuth token cannot be asked for now");
+		return;
+	}
 	if (syncer->logins >= MT_IMAP_LOGINS_MAX) {
 		login_wait(s, 100 + (int64_t)randombytes_uniform(900));
 		return;
@@ -1054,6 +1106,11 @@ static void session_login(struct session *s)
 	                        &secret, &error) < 0) {
 		session_retry(s, error);
 		return;
+	}
+	if (s->token != NULL) {
+		secret = s->token; /* one token per login */
+		s->token = NULL;
+		params.secret = secret;
 	}
 	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
 	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;

@@ -304,8 +304,8 @@ static void load_done(void *arg, int result)
 	case OAUTH_ACTION_REFRESH:
 		break;
 	}
-	struct mt_secret *refresh = unseal_token(broker->p.keyring, "refresh", f->user_id,
-	                                         &f->grant.refresh_token, &error);
+	struct mt_secret *refresh =
+	    unseal_token(broker->p.keyring, "refresh", f->user_id, &f->grant.refresh_token, &error);
 	struct mt_secret *client_secret = NULL;
 	if (refresh != NULL && f->grant.client_secret.len > 0)
 		client_secret = unseal_token(broker->p.keyring, "client", f->user_id,
@@ -438,7 +438,8 @@ static void revoke_done(void *arg, int result)
 		if (broker->on_revoked != NULL)
 			broker->on_revoked(broker->on_revoked_ctx, f->org_id, f->user_id);
 	}
-	flight_end(f, OAUTH_BROKER_REVOKED, "the OAuth grant was revoked: connect the account again");
+	flight_end(f, OAUTH_BROKER_REVOKED,
+	           "the OAuth grant was revoked: connect the account again");
 }
 
 static void revoke_begin(struct flight *f, const char *reason)
@@ -646,8 +647,8 @@ const char *oauth_grant_take(struct oauth_new_grant *g, const struct oauth_grant
 	         (req->access_token[0] == '\0' || strlen(req->access_token) > MT_OAUTH_TOKEN_MAX ||
 	          !printable(req->access_token)))
 		why = "access_token: not a token";
-	else if (req->client_secret != NULL && (strlen(req->client_secret) > MT_OAUTH_TOKEN_MAX ||
-	                                        req->client_secret[0] == '\0'))
+	else if (req->client_secret != NULL &&
+	         (strlen(req->client_secret) > MT_OAUTH_TOKEN_MAX || req->client_secret[0] == '\0'))
 		why = "client_secret: must not be empty";
 	else if (req->token_url == NULL || strncmp(req->token_url, "https://", 8) != 0 ||
 	         strlen(req->token_url) > MT_OAUTH_URL_MAX || !printable(req->token_url))
@@ -722,8 +723,9 @@ static int prepare_start(struct flight *f)
 {
 	struct oauth_new_grant *g = f->newg;
 	/* A token given without its expiry is used; the background refresh renews it soon. */
-	bool usable = g->access_token != NULL &&
-	              (g->expires_at == 0 || g->expires_at - mt_wall_s() > MT_OAUTH_REFRESH_MARGIN_S);
+	bool usable =
+	    g->access_token != NULL &&
+	    (g->expires_at == 0 || g->expires_at - mt_wall_s() > MT_OAUTH_REFRESH_MARGIN_S);
 	if (usable)
 		return event_base_once(f->broker->p.base, -1, EV_TIMEOUT, prepare_now, f, NULL);
 	struct oauth_refresh_params params = {
@@ -927,7 +929,8 @@ int oauth_broker_start(struct oauth_broker *broker)
 	broker->timer = event_new(broker->p.base, -1, EV_PERSIST, on_timer, broker);
 	if (broker->timer == NULL)
 		return -1;
-	struct timeval tv = {broker->p.background_ms / 1000, (broker->p.background_ms % 1000) * 1000};
+	struct timeval tv = {broker->p.background_ms / 1000,
+	                     (broker->p.background_ms % 1000) * 1000};
 	if (event_add(broker->timer, &tv) < 0)
 		return -1;
 	/* Grants that expired while the service was down: renewed now, not a minute later. */

@@ -74,10 +74,11 @@ const char *oauth_broker_outcome_name(enum oauth_broker_outcome outcome);
 
 struct oauth_broker_answer {
 	enum oauth_broker_outcome outcome;
-	struct mt_secret *token; /* OK: take it (set to NULL) to keep it, else wiped after the call */
-	int64_t fence;           /* the grant's version the token came with: for a forced ask */
-	int64_t expires_at;      /* the token's, unix seconds */
-	const char *reason;      /* not OK: one line, never a secret */
+	struct mt_secret
+	    *token;         /* OK: take it (set to NULL) to keep it, else wiped after the call */
+	int64_t fence;      /* the grant's version the token came with: for a forced ask */
+	int64_t expires_at; /* the token's, unix seconds */
+	const char *reason; /* not OK: one line, never a secret */
 };
 typedef void oauth_broker_fn(void *ctx, struct oauth_broker_answer *answer);
 
