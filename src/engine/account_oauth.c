@@ -82,9 +82,10 @@ static void token_ready(void *ctx, struct oauth_broker_answer *answer)
 		return;
 	case OAUTH_BROKER_REVOKED:
 		o->ready(o->ctx, NULL, ACCOUNT_CHECK_FAILED, MT_CLASS_AUTH,
-		         o->new_grant ? "the token endpoint refused the refresh_token (invalid_grant)"
-		                      : "your OAuth grant was revoked: connect again with a new "
-		                        "refresh_token");
+		         o->new_grant
+		             ? "the token endpoint refused the refresh_token (invalid_grant)"
+		             : "your OAuth grant was revoked: connect again with a new "
+		               "refresh_token");
 		return;
 	case OAUTH_BROKER_TEMPORARY:
 		break;

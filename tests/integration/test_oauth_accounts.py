@@ -31,6 +31,9 @@ refresh count is the engines' alone. Cases, in order:
                    forced refresh revokes the grant, SMTP and IMAP are disconnected, exactly one
                    oauth_revoked notification (API) and one notice mail at the relay; the
                    pending message goes via the relay; more messages make no more notices
+  background       another service with the background refresh every 0.5 s: a grant whose
+                   token has 303 s to live is refreshed once by the timer, no login asking;
+                   the next message goes out with the new token without another refresh
   no_secrets       no token, refresh token or client secret in the service's log, in any API
                    reply of the test, or anywhere in the data dir (the database included)
 
@@ -310,14 +313,47 @@ def case_revoked(svc, ctx):
     assert len(notices) == 1 and notices[0]["rcpt_tos"] == [ADMIN], notices
 
 
+def case_background(svc, ctx):
+    ep, custom = ctx["ep"], ctx["custom"]
+    bg = ctx["make_service"]("bg", {"MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "500"})
+    ctx["services"].append(bg)
+    a = bg.init("Background Org", ADMIN)
+    bg.users["admin"] = {"id": a["user_id"], "token": a["token"], "email": ADMIN}
+    bg.start()
+    expect(req(bg, "PUT", "/v1/org", "admin",
+               {"domains": [ORG_DOMAIN], "features": {"custom_smtp": True}}), 200)
+    ep.grants[T("rt-bg")] = Grant(access_token=T("at-bg1"), expires_in=303)
+    accept(ctx, T("at-bg1"), T("at-bg2"))
+    before = len(ep.refreshes())
+    expect(req(bg, "PUT", "/v1/smtp", "admin", smtp_body(ctx, **grant_fields(ctx, T("rt-bg")))),
+           200)
+    assert len(ep.refreshes()) == before + 1  # the save's
+    first = expect(req(bg, "GET", "/v1/smtp", "admin"), 200)["oauth"]["expires_at"]
+    ep.grants[T("rt-bg")] = Grant(access_token=T("at-bg2"), expires_in=3599)
+    wait_until("the background refresh", lambda: len(ep.refreshes()) == before + 2, 15)
+    later = wait_until("the new expiry", lambda: (lambda e: e if e != first else None)(
+        expect(req(bg, "GET", "/v1/smtp", "admin"), 200)["oauth"]["expires_at"]), 10)
+    assert later > first, (first, later)
+    accept(ctx, T("at-bg2"))
+    mid = expect(req(bg, "POST", "/v1/messages", "admin",
+                     {"to": ["jack@cand.example"], "subject": "bg", "text": "bg"}), 202)["id"]
+    doc = wait_until("sent", lambda: (lambda d: d if d["state"] in FINAL else None)(
+        expect(req(bg, "GET", f"/v1/messages/{mid}", "admin"), 200)), 40)
+    assert doc["state"] == "sent" and doc["route"] == "custom", doc
+    assert [m for m in custom.messages() if header_mid(m["data"]) == doc["message_id"]]
+    time.sleep(1.5)  # three more ticks: nothing left to refresh
+    assert len(ep.refreshes()) == before + 2, ep.refreshes()[before:]
+
+
 def case_no_secrets(svc, ctx):
-    log = svc.log_text()
-    blobs = [("log", log)] + [("reply", b) for b in REPLIES]
-    for root, _dirs, files in os.walk(svc.data):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                blobs.append((os.path.join(root, name), f.read()))
-    assert len(SECRETS) >= 8, SECRETS
+    blobs = [("reply", b) for b in REPLIES]
+    for s in ctx["services"]:
+        blobs.append(("log", s.log_text()))
+        for root, _dirs, files in os.walk(s.data):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    blobs.append((os.path.join(root, name), f.read()))
+    assert len(SECRETS) >= 8 and len(blobs) > len(REPLIES) + 4, (SECRETS, len(blobs))
     for where, blob in blobs:
         for s in SECRETS:
             assert s.encode() not in blob, f"{s!r} in {where}"
@@ -361,19 +397,29 @@ def main():
         with open(relay_pw, "w") as f:
             f.write(RELAY_PASSWORD + "\n")
         os.chmod(relay_pw, 0o600)
-        svc = Service(a.bin_dir, tmp, certs=certs, env={
-            "MAILTRAIL_RELAY": f"smtp://{RELAY_USER}@127.0.0.1:{ctx['relay'].port_starttls}",
-            "MAILTRAIL_RELAY_PASSWORD_FILE": relay_pw,
-            "MAILTRAIL_RELAY_FROM": RELAY_FROM,
-            "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
-            "MAILTRAIL_SMTP_SESSIONS_PER_ACCOUNT": "3",
-            "MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "-1",
-            "MAILTRAIL_LOG_LEVEL": "info",
-        })
+        def make_service(name, extra_env):
+            env = {
+                "MAILTRAIL_RELAY":
+                    f"smtp://{RELAY_USER}@127.0.0.1:{ctx['relay'].port_starttls}",
+                "MAILTRAIL_RELAY_PASSWORD_FILE": relay_pw,
+                "MAILTRAIL_RELAY_FROM": RELAY_FROM,
+                "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
+                "MAILTRAIL_SMTP_SESSIONS_PER_ACCOUNT": "3",
+                "MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "-1",
+                "MAILTRAIL_LOG_LEVEL": "info",
+            }
+            env.update(extra_env)
+            d = os.path.join(tmp, name)
+            os.makedirs(d, exist_ok=True)
+            s = Service(a.bin_dir, d, certs=certs, env=env)
+            stack.callback(s.stop)
+            return s
+        ctx["make_service"] = make_service
+        svc = make_service("main", {})
+        ctx["services"] = [svc]
         svc.log_lines = lambda *needles: [
             line for line in svc.log_text().decode(errors="replace").splitlines()
             if all(n in line for n in needles)]
-        stack.callback(svc.stop)
         only, r.only = r.only, None
         r.run("setup", case_setup, svc, ctx)
         r.only = only
@@ -385,6 +431,7 @@ def main():
                          ("expired_refreshed", case_expired_refreshed),
                          ("refused_forced", case_refused_forced),
                          ("revoked", case_revoked),
+                         ("background", case_background),
                          ("no_secrets", case_no_secrets)):
             r.run(name, fn, svc, ctx)
         if r.failed:
