@@ -555,8 +555,9 @@ static void on_failed(void *ctx, const struct imap_failure *f)
 {
 	struct session *s = ctx;
 	imap_client_free(&s->client);
-	if (f->cls == MT_CLASS_AUTH && s->account.auth == STORE_AUTH_XOAUTH2 &&
-	    s->account.sealed_secret_len == 0 && !s->token_retried) {
+	if (f->cls == MT_CLASS_AUTH && s->syncer->p.broker != NULL &&
+	    s->account.auth == STORE_AUTH_XOAUTH2 && s->account.sealed_secret_len == 0 &&
+	    !s->token_retried) {
 		/* The grant's token was refused: one forced refresh, one more login. */
 		s->token_retried = true;
 		session_halt(s);

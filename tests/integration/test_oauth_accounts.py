@@ -27,6 +27,9 @@ refresh count is the engines' alone. Cases, in order:
   refused_forced   the server stops accepting the stored (still valid) token: the sender's
                    login fails, one forced refresh, the retry sends; still connected, no
                    notification
+  temporary        the token endpoint answers 503 to the forced refresh: the message is
+                   retried (not failed), the account stays connected, no notification; once
+                   the endpoint answers again (after the sender's 30 s cool-down) it is sent
   revoked          the endpoint forgets the refresh token (invalid_grant): the next login's
                    forced refresh revokes the grant, SMTP and IMAP are disconnected, exactly one
                    oauth_revoked notification (API) and one notice mail at the relay; the
@@ -285,10 +288,33 @@ def case_refused_forced(svc, ctx):
     assert notifications(svc) == []
 
 
+def case_temporary(svc, ctx):
+    ep = ctx["ep"]
+    ep.grants[T("rt-2")] = Grant(status=503, body="<html>busy</html>",
+                                 content_type="text/html")
+    accept(ctx, T("at-6"))  # at-5 refused: a forced refresh, which fails for now
+    before = len(ep.refreshes())
+    mid = send(svc, "While the endpoint is down")
+    wait_until("the refresh attempt", lambda: len(ep.refreshes()) > before, 20)
+
+    def retried():
+        doc = expect(req(svc, "GET", f"/v1/messages/{mid}", "admin"), 200)
+        return doc if doc["attempts"] >= 1 and doc["state"] not in FINAL else None
+    doc = wait_until("the message back for a retry", retried, 20)
+    assert doc["last_class"] == "conn" and "token endpoint" in doc["last_error"], doc
+    smtp = expect(req(svc, "GET", "/v1/smtp", "admin"), 200)
+    assert smtp["state"] == "connected" and smtp["oauth"]["state"] == "active", smtp
+    assert notifications(svc) == []
+    ep.grants[T("rt-2")] = Grant(access_token=T("at-6"), expires_in=3599)
+    doc = wait_final(svc, mid, timeout=60)
+    assert doc["state"] == "sent" and doc["route"] == "custom", doc
+    assert notifications(svc) == []
+
+
 def case_revoked(svc, ctx):
     ep, relay = ctx["ep"], ctx["relay"]
     del ep.grants[T("rt-2")]  # unknown refresh token: invalid_grant
-    accept(ctx)  # and at-5 is refused too: the next login forces a refresh
+    accept(ctx)  # and at-6 is refused too: the next login forces a refresh
     relay_before = len(relay.messages())
     mid = send(svc, "After revocation")
 
@@ -406,6 +432,7 @@ def main():
                 "MAILTRAIL_SMTP_CONFIRM_DELAY": "2s",
                 "MAILTRAIL_SMTP_SESSIONS_PER_ACCOUNT": "3",
                 "MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "-1",
+                "MAILTRAIL_TEST_RETRY_BASE_S": "1",
                 "MAILTRAIL_LOG_LEVEL": "info",
             }
             env.update(extra_env)
@@ -430,6 +457,7 @@ def main():
                          ("static_token", case_static_token),
                          ("expired_refreshed", case_expired_refreshed),
                          ("refused_forced", case_refused_forced),
+                         ("temporary", case_temporary),
                          ("revoked", case_revoked),
                          ("background", case_background),
                          ("no_secrets", case_no_secrets)):
