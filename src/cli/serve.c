@@ -12,6 +12,7 @@
 #include "engine/imap_account.h"
 #include "engine/imap_sync.h"
 #include "engine/oauth_flow.h"
+#include "engine/oauth_broker.h"
 #include "engine/users.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -201,6 +202,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct imap_syncer *syncer = NULL;
 	struct oauth_refresher *refresher = NULL;
 	struct oauth_flows *oauth_flows = NULL;
+	struct oauth_broker *broker = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -270,6 +272,20 @@ int mt_cli_serve(int argc, char **argv)
 		fprintf(stderr, "mailtrail serve: workers: %s\n", msg);
 		goto out;
 	}
+	struct oauth_broker_params broker_params = {
+	    .base = base,
+	    .store = store,
+	    .keyring = keyring,
+	    .ca_file = ca_file,
+	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	};
+	const char *background = getenv("MAILTRAIL_TEST_OAUTH_BACKGROUND_MS");
+	if (background != NULL) /* tests: the background refresh in seconds, or off (-1) */
+		broker_params.background_ms = atoi(background);
+	if ((broker = oauth_broker_new(&broker_params, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: oauth: %s\n", msg);
+		goto out;
+	}
 	struct accounts_params accounts_params = {
 	    .base = base,
 	    .dns = dns,
@@ -278,6 +294,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .tls = tls,
 	    .config = config,
 	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
+	    .broker = broker,
 	};
 	if ((accounts = accounts_new(&accounts_params)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");
@@ -291,6 +308,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .work = work,
 	    .keyring = keyring,
 	    .tls = tls,
+	    .broker = broker,
 	    .node_id = node,
 	    .sessions_per_account = (int)mt_config_int(config, "smtp_sessions_per_account"),
 	    .max_inflight = (int)mt_config_int(config, "smtp_max_inflight"),
@@ -376,6 +394,7 @@ int mt_cli_serve(int argc, char **argv)
 	    .relay = {.configured = api.relay_configured, .from = api.relay_from},
 	    .max_connections = (int)mt_config_int(config, "imap_max_connections"),
 	    .confirm_delay_s = (int)mt_config_int(config, "smtp_confirm_delay"),
+	    .broker = broker,
 	};
 	if ((syncer = imap_syncer_new(&syncer_params)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");
@@ -392,12 +411,15 @@ int mt_cli_serve(int argc, char **argv)
 	    .keyring = keyring,
 	    .config = config,
 	    .refresher = refresher,
+	    .broker = broker,
 	};
 	if ((oauth_flows = oauth_flows_new(&flows_params, &msg)) == NULL) {
 		fprintf(stderr, "mailtrail serve: OAuth client secret: %s\n", msg);
 		goto out;
 	}
 	api.oauth_flows = oauth_flows;
+	/* A revoked grant's IMAP account is disconnected: its session stops now. */
+	oauth_broker_set_revoked_hook(broker, imap_syncer_changed, syncer);
 	api.base = base;
 	api.dns = dns;
 	api.store = store;
@@ -436,6 +458,8 @@ int mt_cli_serve(int argc, char **argv)
 	mt_log(MT_LOG_INFO, "serve.started", MT_KV("http", listen), MT_KV("port", port),
 	       MT_KV("db", db), MT_KV("version", MT_VERSION));
 	/* In the background: the accounts log in while the API already answers. */
+	if (oauth_broker_start(broker) < 0)
+		mt_log(MT_LOG_ERROR, "oauth.start_failed");
 	if (imap_syncer_start(syncer) < 0)
 		mt_log(MT_LOG_ERROR, "imap.sync_start_failed");
 	event_base_dispatch(base);
@@ -457,12 +481,14 @@ out:
 	if (sigint != NULL)
 		event_free(sigint);
 	retention_free(&retention);
+	oauth_broker_close(broker); /* its flights are parked, the store's completions find them */
 	store_close(&store);
-	imap_syncer_free(&syncer); /* after the store: its jobs' completions read it */
-	users_free(&users);        /* after the store: its jobs' completions announce through it */
-	accounts_free(&accounts);  /* the same: a disconnect's completion reads it */
-	oauth_refresher_free(
-	    &refresher); /* exchanges in flight end unanswered: their pages are gone */
+	imap_syncer_free(&syncer);  /* after the store: its jobs' completions read it */
+	users_free(&users);         /* after the store: its jobs' completions announce through it */
+	accounts_free(&accounts);   /* the same: a disconnect's completion reads it */
+	oauth_broker_free(&broker); /* after its askers: they cancel their asks */
+	/* exchanges in flight end unanswered: their pages are gone */
+	oauth_refresher_free(&refresher);
 	oauth_flows_free(&oauth_flows);
 	if (dns != NULL)
 		evdns_base_free(dns, 0);

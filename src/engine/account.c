@@ -194,7 +194,8 @@ struct save {
 	/* The confirmation mail */
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
-	int64_t confirmed_at_ms; /* when the check knew the server had accepted it */
+	int64_t confirmed_at_ms;    /* when the check knew the server had accepted it */
+	struct account_oauth oauth; /* xoauth2 on a grant */
 	struct account_result result;
 };
 
@@ -212,6 +213,7 @@ static void save_finish(struct save *save, enum account_verdict verdict, const c
 		                           STORE_ACCOUNT_CONNECTED, "verified");
 	mt_secret_free(&save->given);
 	mt_secret_free(&save->secret);
+	account_oauth_clear(&save->oauth);
 	sodium_memzero(&save->stored, sizeof(save->stored));
 	sodium_memzero(&save->account, sizeof(save->account));
 	free(save);
@@ -300,7 +302,9 @@ static int save_store(struct store_tx *tx, struct save *save)
 	free(now);
 	if (rc != 0 || save->result.verdict != ACCOUNT_OK)
 		return rc;
-	rc = store_smtp_account_put(tx, &save->account);
+	rc = account_oauth_store(tx, &save->oauth);
+	if (rc == 0)
+		rc = store_smtp_account_put(tx, &save->account);
 	if (rc != 0)
 		return rc;
 	/* The confirmation mail the server accepted counts in the account's windows too. */
@@ -383,7 +387,13 @@ static void save_checked(void *ctx, const struct smtp_probe_result *r)
 	account_seal_context("smtp", save->user_id, context);
 	struct store_smtp_account *a = &save->account;
 	a->sealed_secret_len = 0;
-	if (save->secret != NULL &&
+	/* On a grant the account keeps no token: the broker hands out the grant's. */
+	if (save->oauth.uses_grant &&
+	    account_oauth_seal(accounts, &save->oauth, save->org_id, save->user_id) < 0) {
+		save_finish(save, ACCOUNT_FAILED, "cannot seal the grant");
+		return;
+	}
+	if (save->secret != NULL && !save->oauth.uses_grant &&
 	    mt_seal(accounts->p.keyring, context, mt_secret_bytes(save->secret),
 	            mt_secret_len(save->secret), a->sealed_secret, sizeof(a->sealed_secret),
 	            &a->sealed_secret_len) < 0) {
@@ -484,6 +494,23 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 		save_finish(save, ACCOUNT_FAILED, error);
 }
 
+/* The token of an account on a grant (engine/account_oauth.c), then the same check. */
+static void token_ready(void *ctx, struct mt_secret *token, enum account_verdict verdict,
+                        enum mt_failure_class cls, const char *reason)
+{
+	struct save *save = ctx;
+	if (verdict != ACCOUNT_OK) {
+		if (verdict == ACCOUNT_CHECK_FAILED)
+			count_check(mt_class_name(cls));
+		save->result.cls = cls;
+		save_finish(save, verdict, reason);
+		return;
+	}
+	save->secret = token;
+	host_policy_check(save->accounts->p.base, save->accounts->p.dns, save->account.host,
+	                  allow_private(save->accounts), save_host_checked, save);
+}
+
 static bool address_is_users(const struct store_user *user, const char *address)
 {
 	if (strcmp(user->email, address) == 0)
@@ -522,6 +549,16 @@ static void save_loaded(void *arg, int result)
 	}
 	if (a->auth != STORE_AUTH_NONE) {
 		bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
+		if (xoauth2 && !save->oauth.new_grant && save->given == NULL &&
+		    !(save->stored_exists && save->stored.sealed_secret_len > 0 &&
+		      same_destination(&save->stored, a)))
+			save->oauth.uses_grant = true; /* no token of its own: the user's grant */
+		if (save->oauth.uses_grant) {
+			save->oauth.ready = token_ready;
+			save->oauth.ctx = save;
+			account_oauth_token(accounts, &save->oauth, save->org_id, save->user_id);
+			return;
+		}
 		if (save->given != NULL) {
 			save->secret = save->given;
 			save->given = NULL;
@@ -576,6 +613,12 @@ static bool no_auth_allowed(const struct accounts *accounts, const char *host)
 	return mt_config_host_listed(accounts->p.config, "no_auth_hosts", host, addr);
 }
 
+static void wipe_text(const char *text)
+{
+	if (text != NULL)
+		sodium_memzero((char *)text, strlen(text));
+}
+
 /* The request's rules that need nothing loaded: the preset fills what is omitted, explicit
  * fields win. NULL when they hold, else the reason (in `buf` or static). */
 static const char *merge_request(struct save *save, struct account_smtp_request *req, char *buf,
@@ -623,6 +666,13 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 		snprintf(buf, buf_size, "from: %s", error);
 		return buf;
 	}
+	if (a->auth != STORE_AUTH_XOAUTH2 &&
+	    (req->oauth.refresh_token != NULL || req->oauth.client_secret != NULL ||
+	     req->oauth.token_url != NULL || req->oauth.client_id != NULL)) {
+		wipe_text(req->oauth.refresh_token);
+		wipe_text(req->oauth.client_secret);
+		return "refresh_token, token_url, client_id and client_secret need auth xoauth2";
+	}
 	if (a->auth == STORE_AUTH_NONE) {
 		if (req->password != NULL || req->access_token != NULL || req->username != NULL)
 			return "auth none takes no username, password or access_token";
@@ -634,6 +684,12 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 			return "username is required";
 		mt_strlcpy(a->username, req->username, sizeof(a->username));
 		bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
+		if (xoauth2) {
+			const char *why = account_oauth_take(&save->oauth, req->preset, &req->oauth,
+			                                     &req->access_token, buf, buf_size);
+			if (why != NULL)
+				return why;
+		}
 		const char *given = xoauth2 ? req->access_token : req->password;
 		const char *wrong = xoauth2 ? req->password : req->access_token;
 		if (wrong != NULL)

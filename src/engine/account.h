@@ -31,6 +31,7 @@ struct mt_keyring;
 struct mt_config;
 struct mt_cidr_list;
 struct accounts;
+struct oauth_broker;
 
 /* Called after an account changed state and the change was committed. A disconnect's notice is
  * not hung here but recorded in the transaction that changed the state (engine/notify.h): only
@@ -50,6 +51,7 @@ struct accounts_params {
 	struct outbox_relay relay; /* for the route a view shows */
 	account_state_fn *on_state;
 	void *on_state_ctx;
+	struct oauth_broker *broker; /* OAuth grants (engine/oauth_broker.h); NULL: none */
 };
 
 struct accounts *accounts_new(const struct accounts_params *params);
@@ -70,6 +72,26 @@ int account_smtp_client(const struct store_smtp_account *account, const struct m
                         struct smtp_client_params *params_r, struct mt_tls_pin *pin_storage,
                         struct mt_secret **secret_r, const char **error_r);
 
+/* ---- OAuth (auth xoauth2): a grant given with the account, or the user's grant ---- */
+
+/* The grant fields of PUT /v1/smtp and PUT /v1/imap; NULL where omitted. A refresh_token makes
+ * a new grant (replacing the user's one); token_url may come from the preset. */
+struct account_oauth_request {
+	const char *refresh_token; /* the request's copies are wiped once taken */
+	const char *client_secret;
+	const char *token_url;
+	const char *client_id;
+	int64_t expires_at; /* of access_token, when both are given */
+};
+
+/* What GET shows instead of tokens for an account on the user's grant. */
+struct account_oauth_view {
+	bool present;
+	char provider[MT_OAUTH_PROVIDER_MAX];
+	int64_t expires_at;
+	const char *state; /* "active" | "revoked" */
+};
+
 /* ---- saving (PUT /v1/smtp) ---- */
 
 /* What the user asked for; NULL / false where omitted (the preset fills those). */
@@ -82,7 +104,8 @@ struct account_smtp_request {
 	const char *auth;
 	const char *username;
 	const char *password;     /* the request's copy is wiped once taken */
-	const char *access_token; /* ... */
+	const char *access_token; /* ... (with refresh_token: the grant's current token) */
+	struct account_oauth_request oauth;
 	const char *from;
 	const char *tls_fingerprint;
 	struct store_send_limit limits[MT_SEND_LIMITS_MAX];
@@ -136,6 +159,7 @@ struct account_smtp_view {
 	struct account_usage usage[MT_SEND_LIMITS_MAX];
 	bool feature_enabled;
 	const char *route; /* "custom" | "relay" | "none": where a single message goes now */
+	struct account_oauth_view oauth;
 };
 
 typedef void account_view_fn(void *ctx, const struct account_result *result,

@@ -29,4 +29,43 @@ void account_release_slot(struct accounts *accounts, const char *org_id);
 bool account_same_pin(const char *a, const char *b);
 enum mt_security account_net_security(enum store_security security);
 
+/* ---- the OAuth part of a save (engine/account_oauth.c) ---- */
+
+struct oauth_new_grant;
+struct store_oauth_grant;
+struct store_tx;
+struct oauth_broker_ask;
+
+/* How a save of an xoauth2 account gets its token. */
+struct account_oauth {
+	bool new_grant;                   /* a refresh_token came: the grant is replaced */
+	bool uses_grant;                  /* the account stores no token of its own */
+	struct oauth_new_grant *grant;    /* new_grant: taken from the request */
+	struct store_oauth_grant *sealed; /* new_grant, after the check: for the store job */
+	struct oauth_broker_ask *ask;
+	void (*ready)(void *ctx, struct mt_secret *token, enum account_verdict verdict,
+	              enum mt_failure_class cls, const char *reason);
+	void *ctx;
+};
+
+/* The request's grant fields (with the access token given beside them, taken into the grant):
+ * NULL when there are none or they hold, else the reason. Wipes the request's secrets. */
+const char *account_oauth_take(struct account_oauth *o, const char *preset_id,
+                               const struct account_oauth_request *req, const char **access_token,
+                               char *buf, size_t size);
+/* The token the live check logs in with: the new grant's (refreshed when needed) or the user's
+ * grant's (o->uses_grant set first). `ready` once, on the loop: ACCOUNT_OK with the token
+ * (taken by the callee), or the verdict why not. */
+void account_oauth_token(struct accounts *accounts, struct account_oauth *o, const char *org_id,
+                         const char *user_id);
+/* After the check: the new grant sealed for the store job. 0 or -1. */
+int account_oauth_seal(struct accounts *accounts, struct account_oauth *o, const char *org_id,
+                       const char *user_id);
+/* Inside the save's store job: the new grant replaces the user's. 0 or a store result. */
+int account_oauth_store(struct store_tx *tx, const struct account_oauth *o);
+void account_oauth_clear(struct account_oauth *o);
+/* Inside a view's store job: the user's grant, when the account uses it. */
+int account_oauth_view_load(struct store_tx *tx, const char *org_id, const char *user_id,
+                            bool uses_grant, struct account_oauth_view *view);
+
 #endif

@@ -3,6 +3,7 @@
 #include "engine/account.h"
 #include "engine/account_internal.h"
 #include "engine/governor.h"
+#include "engine/oauth_broker.h"
 
 #include "lib/str.h"
 #include "store/store.h"
@@ -78,6 +79,12 @@ static int view_run(struct store_tx *tx, void *arg)
 	v->exists = rc == 0;
 	if (rc == 0)
 		rc = load_usage(tx, v);
+	if (rc == 0)
+		rc = account_oauth_view_load(
+		    tx, job->org_id, job->user_id,
+		    oauth_account_uses_grant(v->account.auth == STORE_AUTH_XOAUTH2,
+		                             v->account.sealed_secret_len),
+		    &v->oauth);
 	return rc == STORE_NOT_FOUND ? 0 : rc;
 }
 

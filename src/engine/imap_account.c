@@ -1,10 +1,12 @@
 /* IMAP accounts: save (live login + folder discovery), view, off. See engine/imap_account.h. */
 #include "engine/imap_account.h"
+#include "engine/smtp_presets.h"
 #include "engine/account_internal.h"
 
 #include "config/config.h"
 #include "crypto/seal.h"
 #include "engine/host_policy.h"
+#include "engine/oauth_broker.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/str.h"
@@ -113,6 +115,7 @@ struct imap_save {
 	struct imap_client *client;
 	struct event *deadline;
 	bool checking;
+	struct account_oauth oauth; /* xoauth2 on a grant */
 	struct account_imap_result result;
 };
 
@@ -137,6 +140,7 @@ static void save_finish(struct imap_save *save, enum account_verdict verdict, co
 		accounts->imap_changed(accounts->imap_changed_ctx, save->org_id, save->user_id);
 	mt_secret_free(&save->given);
 	mt_secret_free(&save->secret);
+	account_oauth_clear(&save->oauth);
 	sodium_memzero(&save->stored, sizeof(save->stored));
 	sodium_memzero(&save->account, sizeof(save->account));
 	free(save);
@@ -192,7 +196,9 @@ static int save_store(struct store_tx *tx, struct imap_save *save)
 	free(now);
 	if (rc != 0 || save->result.r.verdict != ACCOUNT_OK)
 		return rc;
-	rc = store_imap_account_put(tx, &save->account);
+	rc = account_oauth_store(tx, &save->oauth);
+	if (rc == 0)
+		rc = store_imap_account_put(tx, &save->account);
 	if (rc == 0)
 		rc = store_imap_account_get(tx, save->org_id, save->user_id, &save->account);
 	return rc;
@@ -338,9 +344,12 @@ static void on_listed(void *ctx, const struct imap_result *r)
 	account_seal_context("imap", save->user_id, context);
 	struct store_imap_account *a = &save->account;
 	a->sealed_secret_len = 0;
-	if (mt_seal(save->accounts->p.keyring, context, mt_secret_bytes(save->secret),
-	            mt_secret_len(save->secret), a->sealed_secret, sizeof(a->sealed_secret),
-	            &a->sealed_secret_len) < 0) {
+	/* On a grant the account keeps no token: the broker hands out the grant's. */
+	if (save->oauth.uses_grant
+	        ? account_oauth_seal(save->accounts, &save->oauth, save->org_id, save->user_id) < 0
+	        : mt_seal(save->accounts->p.keyring, context, mt_secret_bytes(save->secret),
+	                  mt_secret_len(save->secret), a->sealed_secret, sizeof(a->sealed_secret),
+	                  &a->sealed_secret_len) < 0) {
 		save_finish(save, ACCOUNT_FAILED, "cannot seal the secret");
 		return;
 	}
@@ -442,6 +451,23 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 	}
 }
 
+/* The token of an account on a grant (engine/account_oauth.c), then the same check. */
+static void token_ready(void *ctx, struct mt_secret *token, enum account_verdict verdict,
+                        enum mt_failure_class cls, const char *reason)
+{
+	struct imap_save *save = ctx;
+	if (verdict != ACCOUNT_OK) {
+		if (verdict == ACCOUNT_CHECK_FAILED)
+			count_check(mt_class_name(cls));
+		save->result.r.cls = cls;
+		save_finish(save, verdict, reason);
+		return;
+	}
+	save->secret = token;
+	host_policy_check(save->accounts->p.base, save->accounts->p.dns, save->account.host,
+	                  allow_private(save->accounts), save_host_checked, save);
+}
+
 static void save_loaded(void *arg, int result)
 {
 	struct imap_save *save = arg;
@@ -455,6 +481,16 @@ static void save_loaded(void *arg, int result)
 		save_finish(save, ACCOUNT_FEATURE_OFF,
 		            "IMAP sync is not enabled for this org; an admin can turn on the "
 		            "imap_sync feature");
+		return;
+	}
+	if (a->auth == STORE_AUTH_XOAUTH2 && !save->oauth.new_grant && save->given == NULL &&
+	    !(save->stored_exists && save->stored.sealed_secret_len > 0 &&
+	      same_destination(&save->stored, a)))
+		save->oauth.uses_grant = true; /* no token of its own: the user's grant */
+	if (save->oauth.uses_grant) {
+		save->oauth.ready = token_ready;
+		save->oauth.ctx = save;
+		account_oauth_token(accounts, &save->oauth, save->org_id, save->user_id);
 		return;
 	}
 	if (save->given != NULL) {
@@ -515,6 +551,26 @@ static const char *merge_request(struct imap_save *save, struct account_imap_req
 	    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
 		return "a password over security none would cross the network in plaintext; use "
 		       "starttls or tls";
+	if (req->preset != NULL && smtp_preset_find(req->preset) == NULL) {
+		snprintf(buf, size, "preset: unknown preset '%.40s'", req->preset);
+		return buf;
+	}
+	if (a->auth != STORE_AUTH_XOAUTH2 &&
+	    (req->oauth.refresh_token != NULL || req->oauth.client_secret != NULL ||
+	     req->oauth.token_url != NULL || req->oauth.client_id != NULL)) {
+		const char *wipe[] = {req->oauth.refresh_token, req->oauth.client_secret};
+		for (size_t i = 0; i < 2; i++)
+			if (wipe[i] != NULL)
+				sodium_memzero((char *)wipe[i], strlen(wipe[i]));
+		return "refresh_token, token_url, client_id and client_secret need auth xoauth2";
+	}
+	if (a->auth == STORE_AUTH_XOAUTH2) {
+		/* A token given beside a refresh_token is the grant's. */
+		const char *why = account_oauth_take(&save->oauth, req->preset, &req->oauth,
+		                                     &req->password, buf, size);
+		if (why != NULL)
+			return why;
+	}
 	if (req->password != NULL) {
 		size_t len = strlen(req->password);
 		if (len == 0)
@@ -613,6 +669,12 @@ static int imap_view_run(struct store_tx *tx, void *arg)
 		return rc;
 	rc = store_imap_account_get(tx, job->org_id, job->user_id, &v->account);
 	v->exists = rc == 0;
+	if (rc == 0)
+		rc = account_oauth_view_load(
+		    tx, job->org_id, job->user_id,
+		    oauth_account_uses_grant(v->account.auth == STORE_AUTH_XOAUTH2,
+		                             v->account.sealed_secret_len),
+		    &v->oauth);
 	return rc == STORE_NOT_FOUND ? 0 : rc;
 }
 

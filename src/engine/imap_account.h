@@ -34,8 +34,10 @@ struct account_imap_request {
 	const char *security;
 	const char *auth; /* "password" (default) or "xoauth2" */
 	const char *username;
-	const char *password; /* the request's copy is wiped once taken */
-	const char *since;    /* YYYY-MM-DD; default 30 days back */
+	const char *password; /* the request's copy is wiped once taken; xoauth2: a token */
+	const char *preset;   /* xoauth2: a provider preset for the token endpoint */
+	struct account_oauth_request oauth;
+	const char *since; /* YYYY-MM-DD; default 30 days back */
 	const char *folders[MT_IMAP_FOLDERS_MAX];
 	size_t folder_count; /* 0: INBOX and the \Sent folder */
 	const char *tls_fingerprint;
@@ -58,6 +60,7 @@ struct account_imap_view {
 	bool exists;
 	bool feature_enabled;
 	int64_t lag_seconds; /* since the last completed sync of a connected account; -1: none */
+	struct account_oauth_view oauth;
 	struct store_imap_account account; /* the secret is not in it */
 };
 typedef void account_imap_view_fn(void *ctx, const struct account_result *result,

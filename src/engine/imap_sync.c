@@ -13,6 +13,7 @@
 #include "engine/imap_sync_account.h"
 #include "engine/imap_sync_sched.h"
 #include "engine/matcher.h"
+#include "engine/oauth_broker.h"
 #include "engine/notify.h"
 #include "imap/client.h"
 #include "lib/log.h"
@@ -69,16 +70,25 @@ struct session {
 	struct login_slot login; /* the main connection's, from connect until ready */
 	bool login_pending;      /* WAITING for a login slot or a token, the account loaded */
 	bool disconnecting; /* stopped by a confirmed auth failure: a re-scan leaves it alone */
-	bool again;         /* a pass was asked for during this one */
-	int64_t exists_ms;  /* the EXISTS that started this pass (monotonic), 0: none */
-	bool seen;          /* a re-scan found the account */
-	uint64_t epoch;     /* the syncer's re-scan epoch when the session last started */
+	/* On an OAuth grant: the broker's token for the next login, asked for before each; a
+	 * refused one gets one forced refresh and one more login before the confirm story. */
+	struct oauth_broker_ask *token_ask;
+	struct mt_secret *token;
+	int64_t token_fence;   /* of the token of the last login */
+	int64_t refused_fence; /* -1: none */
+	bool token_retried;
+	bool again;        /* a pass was asked for during this one */
+	int64_t exists_ms; /* the EXISTS that started this pass (monotonic), 0: none */
+	bool seen;         /* a re-scan found the account */
+	uint64_t epoch;    /* the syncer's re-scan epoch when the session last started */
 	/* the second connection: IDLE on the second folder (Sent) instead of polling it */
 	struct imap_client *watch;
 	struct login_slot watch_login; /* the second connection counts like any login */
 	bool watch_idle;               /* its EXAMINE answered: EXISTS from now on is new mail */
 	unsigned watch_failures;
 	int64_t watch_retry_ms;
+	struct oauth_broker_ask *watch_ask; /* on a grant: the watch's own token, one per login */
+	struct mt_secret *watch_token;
 	/* the pass */
 	size_t folder;
 	uint32_t uidvalidity, uidnext;
@@ -223,6 +233,8 @@ static void watch_close(struct session *s)
 	imap_client_free(&s->watch);
 	slot_release(s->syncer, &s->watch_login);
 	s->watch_idle = false;
+	oauth_broker_cancel(&s->watch_ask);
+	mt_secret_free(&s->watch_token);
 }
 
 static void job_free(struct sync_job *job);
@@ -256,6 +268,8 @@ static void session_halt(struct session *s)
 	if (s->account != NULL)
 		imap_sync_account_wipe_secret(s->account);
 	s->again = false;
+	oauth_broker_cancel(&s->token_ask);
+	mt_secret_free(&s->token);
 }
 
 static void session_stop(struct session *s, const char *why)
@@ -287,6 +301,7 @@ static struct session *session_create(struct imap_syncer *syncer, const char *or
 		return NULL;
 	s->syncer = syncer;
 	s->state = S_STOPPED;
+	s->refused_fence = -1;
 	mt_strlcpy(s->org_id, org_id, sizeof(s->org_id));
 	mt_strlcpy(s->user_id, user_id, sizeof(s->user_id));
 	s->timer = evtimer_new(syncer->p.base, on_timer, s);
@@ -552,6 +567,7 @@ static void on_ready(void *ctx)
 	login_done(s);
 	s->failures = 0;
 	s->auth_failed_once = false;
+	s->token_retried = false;
 	mt_log(MT_LOG_DEBUG, "imap.sync_connected", MT_KV("user", s->user_id));
 }
 
@@ -559,6 +575,18 @@ static void on_failed(void *ctx, const struct imap_failure *f)
 {
 	struct session *s = ctx;
 	imap_client_free(&s->client);
+	if (f->cls == MT_CLASS_AUTH && s->syncer->p.broker != NULL &&
+	    s->account->auth == STORE_AUTH_XOAUTH2 && s->account->sealed_secret_len == 0 &&
+	    !s->token_retried) {
+		/* The grant's token was refused: one forced refresh, one more login. */
+		s->token_retried = true;
+		session_halt(s);
+		s->refused_fence = s->token_fence;
+		mt_log(MT_LOG_INFO, "imap.sync_token_refused", MT_KV("user", s->user_id));
+		set_state(s, S_LOADING);
+		session_login(s);
+		return;
+	}
 	if (f->cls == MT_CLASS_AUTH) {
 		if (!s->auth_failed_once) {
 			/* Confirmed by a second login on a fresh connection after a pause. */
@@ -1034,6 +1062,8 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 		return;
 	}
 	s->watch_idle = true;
+	mt_log(MT_LOG_INFO, "imap.sync_watch_idle", MT_KV("user", s->user_id),
+	       MT_KV("folder", s->account->folders[1].name));
 	evtimer_del(s->poll);
 	/* Mail that came between the pass over this folder and now. */
 	const struct imap_sync_folder *f = &s->account->folders[1];
@@ -1078,6 +1108,31 @@ static int session_client_params(struct session *s, struct imap_client_params *p
 	return rc;
 }
 
+static bool session_on_grant(const struct session *s)
+{
+	return s->syncer->p.broker != NULL && s->account->auth == STORE_AUTH_XOAUTH2 &&
+	       s->account->sealed_secret_len == 0;
+}
+
+static void watch_start(struct session *s);
+
+static void on_watch_token(void *ctx, struct oauth_broker_answer *answer)
+{
+	struct session *s = ctx;
+	s->watch_ask = NULL;
+	if (answer->outcome != OAUTH_BROKER_OK) {
+		/* A revoked grant stops the session through the main connection's login; until then
+		 * (or while the endpoint fails) Sent is polled. */
+		s->watch_failures++;
+		s->watch_retry_ms = mono_ms() + backoff_ms(s->watch_failures);
+		return;
+	}
+	mt_secret_free(&s->watch_token);
+	s->watch_token = answer->token;
+	answer->token = NULL;
+	watch_start(s);
+}
+
 /* Opens the second connection when the cap allows it and none is open (nor failing lately).
  * It goes through the host's bucket like any login; without a token this pass polls. */
 static void watch_start(struct session *s)
@@ -1089,6 +1144,13 @@ static void watch_start(struct session *s)
 	int64_t now = mono_ms();
 	if (now < s->watch_retry_ms || s->syncer->logins >= MT_IMAP_LOGINS_MAX)
 		return;
+	if (session_on_grant(s) && s->watch_token == NULL) {
+		/* Its own token from the broker, as the main connection's login has. */
+		if (s->watch_ask == NULL)
+			s->watch_ask = oauth_broker_token(s->syncer->p.broker, s->org_id,
+			                                  s->user_id, -1, on_watch_token, s);
+		return;
+	}
 	struct sync_host *host = host_get(s->syncer, s->account->host, now);
 	if (host != NULL && (host->logins >= MT_IMAP_HOST_LOGINS_MAX ||
 	                     imap_bucket_take(&host->bucket, now, MT_IMAP_HOST_LOGINS_PER_S,
@@ -1100,6 +1162,12 @@ static void watch_start(struct session *s)
 	const char *error;
 	if (session_client_params(s, &params, &pin, &secret, &error) < 0)
 		return;
+	if (s->watch_token != NULL) {
+		mt_secret_free(&secret);
+		secret = s->watch_token; /* one token per login */
+		s->watch_token = NULL;
+		params.secret = secret;
+	}
 	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
 	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;
 	static const struct imap_client_callbacks callbacks = {
@@ -1212,9 +1280,37 @@ static void login_wait(struct session *s, int64_t ms)
 /* Logs in when the scheduler lets it: a global cap on logins in progress, a cap per host (a
  * host that never answers holds only its own share), and a token bucket of new logins per
  * host; otherwise the session waits its turn, jittered, with the account already loaded. */
+static void on_token(void *ctx, struct oauth_broker_answer *answer)
+{
+	struct session *s = ctx;
+	s->token_ask = NULL;
+	if (answer->outcome == OAUTH_BROKER_REVOKED) {
+		/* The broker disconnected the account, with the one notice. */
+		session_stop(s, "the OAuth grant was revoked");
+		return;
+	}
+	if (answer->outcome != OAUTH_BROKER_OK) {
+		session_retry(s, answer->reason != NULL ? answer->reason : "no OAuth token");
+		return;
+	}
+	s->token = answer->token;
+	answer->token = NULL;
+	s->token_fence = answer->fence;
+	s->refused_fence = -1;
+	session_login(s);
+}
+
 static void session_login(struct session *s)
 {
 	struct imap_syncer *syncer = s->syncer;
+	if (session_on_grant(s) && s->token == NULL) {
+		/* On the user's grant: the broker's token first (engine/oauth_broker.h). */
+		if (s->token_ask == NULL &&
+		    (s->token_ask = oauth_broker_token(syncer->p.broker, s->org_id, s->user_id,
+		                                       s->refused_fence, on_token, s)) == NULL)
+			session_retry(s, "the OAuth token cannot be asked for now");
+		return;
+	}
 	if (syncer->logins >= MT_IMAP_LOGINS_MAX) {
 		login_wait(s, 100 + (int64_t)randombytes_uniform(900));
 		return;
@@ -1241,6 +1337,11 @@ static void session_login(struct session *s)
 	if (session_client_params(s, &params, &pin, &secret, &error) < 0) {
 		session_retry(s, error);
 		return;
+	}
+	if (s->token != NULL) {
+		secret = s->token; /* one token per login */
+		s->token = NULL;
+		params.secret = secret;
 	}
 	params.allow_plaintext_auth = mt_config_bool(p->config, "allow_plaintext_auth");
 	params.greeting_timeout_ms = MT_IMAP_SYNC_GREETING_MS;

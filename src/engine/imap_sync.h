@@ -31,6 +31,8 @@ struct accounts;
 struct imap_syncer;
 struct work_pool;
 
+struct oauth_broker;
+
 struct imap_syncer_params {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -42,6 +44,7 @@ struct imap_syncer_params {
 	struct outbox_relay relay;      /* the notice's mail */
 	int max_connections;            /* imap_max_connections per account */
 	int confirm_delay_s;            /* pause before the second login of an auth failure */
+	struct oauth_broker *broker;    /* tokens of accounts on an OAuth grant; NULL: none */
 };
 
 struct imap_syncer *imap_syncer_new(const struct imap_syncer_params *params);

@@ -3,6 +3,7 @@
 #include "config/config.h"
 #include "crypto/seal.h"
 #include "engine/account.h"
+#include "engine/oauth_broker.h"
 #include "lib/log.h"
 #include "lib/str.h"
 #include "oauth/authorize.h"
@@ -329,7 +330,6 @@ struct finish_job {
 	struct mt_secret *code;
 	struct mt_secret *verifier;
 	struct oauth_token_reply reply;
-	struct store_oauth_grant grant;
 	char provider_error[MT_ERROR_TEXT_MAX]; /* the redirect's error, "" when none */
 	int rc;
 	struct oauth_finish_result result;
@@ -342,7 +342,6 @@ static void finish_free(struct finish_job *job)
 	mt_secret_free(&job->code);
 	mt_secret_free(&job->verifier);
 	oauth_token_reply_clear(&job->reply);
-	sodium_memzero(&job->grant, sizeof(job->grant));
 	sodium_memzero(&job->flow, sizeof(job->flow));
 	free(job);
 }
@@ -385,49 +384,28 @@ static void granted_finish(void *finish_ctx, const struct crud_outcome *outcome,
 	finish_reply(job);
 }
 
-/* The grant is stored; the hook saves the accounts that use it. */
-static void grant_stored(void *arg, int result)
+/* The grant is stored (by the broker: prepared, sealed, replacing the user's earlier one); the
+ * hook saves the accounts that use it. */
+static void grant_saved(void *ctx, struct oauth_broker_answer *answer)
 {
-	struct finish_job *job = arg;
-	if (result != 0) {
-		fail(job, CRUD_FAILED, "the grant could not be stored");
+	struct finish_job *job = ctx;
+	if (answer->outcome != OAUTH_BROKER_OK) {
+		failf(job, answer->outcome == OAUTH_BROKER_REVOKED ? CRUD_INVALID : CRUD_FAILED,
+		      "the grant could not be kept: %s",
+		      answer->reason != NULL ? answer->reason : "unknown");
 		return;
 	}
-	struct provider_client *c = client_find(job->flows, job->flow.provider);
 	struct oauth_flow_grant g = {
 	    .org_id = job->flow.org_id,
 	    .user_id = job->flow.user_id,
 	    .provider = job->flow.provider,
 	    .purposes = job->flow.purposes,
-	    .token_url = c->token_url,
-	    .client_id = c->client_id,
-	    .client_secret = c->client_secret,
-	    .access_token = job->reply.access_token,
-	    .refresh_token = job->reply.refresh_token,
-	    .expires_at = job->grant.expires_at,
-	    .scope = "",
 	};
 	if (job->flows->p.granted == NULL) {
 		granted_finish(job, &(struct crud_outcome){.verdict = CRUD_OK}, "");
 		return;
 	}
 	job->flows->p.granted(job->flows->p.granted_ctx, &g, granted_finish, job);
-}
-
-static int grant_run(struct store_tx *tx, void *arg)
-{
-	struct finish_job *job = arg;
-	return store_oauth_grant_put(tx, &job->grant);
-}
-
-static int seal_token(const struct mt_keyring *keyring, const char *context,
-                      const struct mt_secret *secret, struct store_sealed_token *out)
-{
-	out->len = 0;
-	if (secret == NULL)
-		return 0;
-	return mt_seal(keyring, context, mt_secret_bytes(secret), mt_secret_len(secret), out->bytes,
-	               sizeof(out->bytes), &out->len);
 }
 
 static void exchanged(void *ctx, struct oauth_token_reply *reply)
@@ -446,25 +424,26 @@ static void exchanged(void *ctx, struct oauth_token_reply *reply)
 		return;
 	}
 	struct provider_client *c = client_find(job->flows, job->flow.provider);
-	struct store_oauth_grant *g = &job->grant;
-	mt_strlcpy(g->org_id, job->flow.org_id, sizeof(g->org_id));
-	mt_strlcpy(g->user_id, job->flow.user_id, sizeof(g->user_id));
-	mt_strlcpy(g->provider, job->flow.provider, sizeof(g->provider));
-	mt_strlcpy(g->token_url, c->token_url, sizeof(g->token_url));
-	mt_strlcpy(g->client_id, c->client_id, sizeof(g->client_id));
-	g->expires_at = job->reply.expires_in > 0 ? now_s() + job->reply.expires_in : 0;
-	char context[MT_SEAL_CONTEXT_MAX];
-	account_seal_context("oauth", job->flow.user_id, context);
-	if (seal_token(job->flows->p.keyring, context, c->client_secret, &g->client_secret) < 0 ||
-	    seal_token(job->flows->p.keyring, context, job->reply.refresh_token,
-	               &g->refresh_token) < 0 ||
-	    seal_token(job->flows->p.keyring, context, job->reply.access_token, &g->access_token) <
-	        0) {
-		fail(job, CRUD_INVALID, "a token is too long to be stored");
+	struct oauth_new_grant g = {0};
+	mt_strlcpy(g.provider, job->flow.provider, sizeof(g.provider));
+	mt_strlcpy(g.token_url, c->token_url, sizeof(g.token_url));
+	mt_strlcpy(g.client_id, c->client_id, sizeof(g.client_id));
+	if (c->client_secret != NULL &&
+	    (g.client_secret = mt_secret_new(mt_secret_bytes(c->client_secret),
+	                                     mt_secret_len(c->client_secret))) == NULL) {
+		fail(job, CRUD_BUSY, "out of memory; start again");
 		return;
 	}
-	if (store_submit(job->flows->p.store, STORE_WRITE, grant_run, grant_stored, job) < 0)
-		fail(job, CRUD_BUSY, "the store is busy; start again");
+	g.refresh_token = job->reply.refresh_token; /* the tokens move to the grant */
+	g.access_token = job->reply.access_token;
+	job->reply.refresh_token = NULL;
+	job->reply.access_token = NULL;
+	g.expires_at = job->reply.expires_in > 0 ? now_s() + job->reply.expires_in : 0;
+	if (oauth_broker_grant_save(job->flows->p.broker, job->flow.org_id, job->flow.user_id, &g,
+	                            grant_saved, job) < 0) {
+		oauth_grant_clear(&g);
+		fail(job, CRUD_BUSY, "the server is busy; start again");
+	}
 }
 
 static void flow_taken(void *arg, int result)

@@ -29,6 +29,7 @@ struct store;
 struct mt_keyring;
 struct mt_config;
 struct oauth_refresher;
+struct oauth_broker;
 struct oauth_flows;
 
 enum oauth_purpose {
@@ -57,19 +58,13 @@ int oauth_provider_scope(const struct oauth_provider *provider, int purposes, ch
 /* "smtp", "imap", "smtp,imap" (any order, no repeats) into OAUTH_FOR_* bits; -1 with *error_r. */
 int oauth_purposes_parse(const char *text, int *purposes_r, const char **error_r);
 
-/* What a finished flow yields: whose grant it is, what for, and its tokens. */
+/* What a finished flow yields once the broker has stored the grant: whose it is and what for.
+ * The tokens stay behind the broker (oauth_broker_token). */
 struct oauth_flow_grant {
 	const char *org_id;
 	const char *user_id;
 	const char *provider;
 	int purposes;
-	const char *token_url;
-	const char *client_id;
-	const struct mt_secret *client_secret; /* NULL: a public client */
-	const struct mt_secret *access_token;
-	const struct mt_secret *refresh_token;
-	int64_t expires_at; /* unix seconds; 0: unknown */
-	const char *scope;  /* what the provider granted, "" when it did not say */
 };
 
 struct oauth_finish_result {
@@ -92,9 +87,10 @@ typedef void oauth_granted_fn(void *ctx, const struct oauth_flow_grant *grant,
 struct oauth_flows_params {
 	struct store *store;
 	struct mt_keyring *keyring;
-	const struct mt_config *config; /* oauth_*, public_url, ca_file */
-	struct oauth_refresher *refresher;
-	oauth_granted_fn *granted; /* NULL: the flow stores nothing beyond the exchange */
+	const struct mt_config *config;    /* oauth_*, public_url, ca_file */
+	struct oauth_refresher *refresher; /* the code exchange */
+	struct oauth_broker *broker;       /* stores the grant */
+	oauth_granted_fn *granted;         /* NULL: the flow stores nothing beyond the exchange */
 	void *granted_ctx;
 };
 

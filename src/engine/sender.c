@@ -1,4 +1,5 @@
 #include "engine/sender_internal.h"
+#include "engine/oauth_broker.h"
 
 #include "engine/outbox_lease.h"
 #include "engine/outbox_policy.h"
@@ -197,6 +198,7 @@ static struct account *account_for(struct sender *sender, const struct outbox_it
 	a->sender = sender;
 	mt_strlcpy(a->key, key, sizeof(a->key));
 	a->relay = o->route.relay;
+	a->refused_fence = -1;
 	a->next = sender->accounts;
 	sender->accounts = a;
 	return a;
@@ -589,6 +591,8 @@ void sender_free(struct sender **senderp)
 		}
 		if (a->confirm_timer != NULL)
 			event_free(a->confirm_timer);
+		oauth_broker_cancel(&a->token_ask);
+		mt_secret_free(&a->token);
 		sodium_memzero(&a->settings, sizeof(a->settings));
 		free(a);
 	}

@@ -37,6 +37,8 @@ struct mt_tls_config;
 struct accounts;
 struct sender;
 
+struct oauth_broker;
+
 struct sender_params {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -44,7 +46,8 @@ struct sender_params {
 	struct work_pool *work; /* writes the route's head fields (GMime) off the loop */
 	struct mt_keyring *keyring;
 	struct mt_tls_config *tls;
-	const char *node_id; /* this node's lease owner name */
+	struct oauth_broker *broker; /* tokens of accounts on an OAuth grant; NULL: none */
+	const char *node_id;         /* this node's lease owner name */
 	int sessions_per_account;
 	int max_inflight;
 	int64_t retry_expiry_s;

@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 struct event;
+struct oauth_broker_ask;
+struct mt_secret;
 
 #define SESSION_COOLDOWN_S 30 /* after a session failed before sending anything */
 
@@ -45,7 +47,8 @@ struct session {
 	unsigned inflight;
 	bool ready;
 	bool quitting;
-	bool confirming; /* the fresh attempt that confirms a broken account, or clears it */
+	bool confirming;     /* the fresh attempt that confirms a broken account, or clears it */
+	int64_t token_fence; /* on a grant: the version of the token it logged in with */
 	size_t messages;
 	struct session *next;
 };
@@ -82,6 +85,14 @@ struct account {
 	bool disconnecting;
 	bool rerouting;
 	struct event *confirm_timer;
+	/* On an OAuth grant (engine/oauth_broker.h): the token for the next login, asked for
+	 * before each one; after the server refused one, a single forced refresh and retry comes
+	 * before the disconnect story. */
+	struct oauth_broker_ask *token_ask;
+	struct mt_secret *token;
+	int64_t token_fence;
+	int64_t refused_fence; /* -1: none */
+	bool token_retried;
 	struct account *next;
 };
 

@@ -4,6 +4,7 @@
 #include "engine/sender_internal.h"
 
 #include "engine/account.h"
+#include "engine/oauth_broker.h"
 #include "engine/outbox_policy.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -262,6 +263,7 @@ static void on_ready(void *ctx)
 	struct session *session = ctx;
 	struct account *account = session->account;
 	session->ready = true;
+	account->token_retried = false;
 	if (session->confirming || account->awaiting_confirm)
 		mt_log(MT_LOG_INFO, "sender.confirm_cleared", MT_KV("account", account->key));
 	/* Logged in and secured: whatever failed before was passing. */
@@ -342,6 +344,13 @@ void sender_pause(struct account *account, const char *reason)
 	hold_queue(account, why);
 }
 
+static bool session_on_grant(const struct account *account)
+{
+	return !account->relay && account->sender->p.broker != NULL &&
+	       oauth_account_uses_grant(account->settings.auth == STORE_AUTH_XOAUTH2,
+	                                account->settings.sealed_secret_len);
+}
+
 static void on_session_failed(void *ctx, const struct smtp_failure *failure)
 {
 	struct session *session = ctx;
@@ -349,11 +358,23 @@ static void on_session_failed(void *ctx, const struct smtp_failure *failure)
 	struct sender *sender = account->sender;
 	bool sent_nothing = session->messages == 0;
 	bool confirming = session->confirming;
+	int64_t token_fence = session->token_fence;
 	mt_log(MT_LOG_INFO, "sender.session_failed", MT_KV("account", account->key),
 	       MT_KV("class", mt_class_name(failure->cls)), MT_KV("reason", failure->reason));
 	session_remove(session);
 	if (confirming)
 		account->confirm_open = false;
+	if (sent_nothing && failure->cls == MT_CLASS_AUTH && session_on_grant(account) &&
+	    !account->token_retried) {
+		/* The server refused the grant's token (revoked at the provider, or expired
+		 * early): one forced refresh and one more login before the disconnect story. */
+		account->token_retried = true;
+		account->refused_fence = token_fence;
+		if (confirming)
+			account->awaiting_confirm = true; /* the retry still confirms */
+		sender_pump(account);
+		return;
+	}
 	if (failure->cls == MT_CLASS_THROTTLE || failure->cls == MT_CLASS_QUOTA) {
 		/* Not a broken account: a pause, and nothing fails. */
 		char reason[sizeof(failure->reason) + sizeof(failure->reply) + 2];
@@ -421,6 +442,59 @@ static void on_closed(void *ctx)
 	sender_pump(account);
 }
 
+static void token_ready(void *ctx, struct oauth_broker_answer *answer)
+{
+	struct account *account = ctx;
+	struct sender *sender = account->sender;
+	account->token_ask = NULL;
+	switch (answer->outcome) {
+	case OAUTH_BROKER_OK:
+		mt_secret_free(&account->token);
+		account->token = answer->token;
+		answer->token = NULL;
+		account->token_fence = answer->fence;
+		account->refused_fence = -1;
+		break;
+	case OAUTH_BROKER_REVOKED:
+		/* The broker disconnected the account (with the one notice): its mail goes the
+		 * way of a disconnected account's. */
+		account->settings.state = STORE_ACCOUNT_DISCONNECTED;
+		account->token_retried = false;
+		account->awaiting_confirm = false;
+		account->confirm_open = false;
+		account->rerouting = true;
+		break;
+	case OAUTH_BROKER_NO_GRANT:
+	case OAUTH_BROKER_TEMPORARY:
+		/* Not the account's fault: retried with back-off like a connection failure. */
+		account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
+		fail_queue(account,
+		           answer->outcome == OAUTH_BROKER_NO_GRANT ? MT_CLASS_AUTH : MT_CLASS_CONN,
+		           answer->reason != NULL ? answer->reason : "no OAuth token");
+		break;
+	}
+	if (!sender->stopping)
+		sender_pump(account);
+}
+
+/* A login on a grant needs the broker's token first: false while it is being asked for. */
+static bool token_for_login(struct account *account)
+{
+	if (account->token != NULL)
+		return true;
+	if (account->token_ask == NULL) {
+		account->token_ask = oauth_broker_token(
+		    account->sender->p.broker, account->settings.org_id, account->settings.user_id,
+		    account->refused_fence, token_ready, account);
+		if (account->token_ask == NULL) {
+			account->cooldown_until = sender_now() + SESSION_COOLDOWN_S;
+			fail_queue(account, MT_CLASS_CONN,
+			           "the OAuth token cannot be asked for now");
+		}
+	}
+	return false;
+}
+
 static bool open_session(struct account *account)
 {
 	struct sender *sender = account->sender;
@@ -452,6 +526,9 @@ static bool open_session(struct account *account)
 			           "the custom SMTP account is not connected");
 			return false;
 		}
+		bool on_grant = session_on_grant(account);
+		if (on_grant && !token_for_login(account))
+			return false;
 		const char *error;
 		if (account_smtp_client(s, sender->p.keyring, sender->p.tls,
 		                        sender->p.allow_private, &params, &pin, &secret,
@@ -464,6 +541,14 @@ static bool open_session(struct account *account)
 		}
 		params.connect_timeout_ms = 30000;
 		params.reply_timeout_ms = sender->p.reply_timeout_ms;
+		if (on_grant) {
+			/* One token per login: the next one asks again (the broker answers from
+			 * the store while the token is valid). */
+			mt_secret_free(&secret);
+			secret = account->token;
+			account->token = NULL;
+			params.secret = secret;
+		}
 	}
 	struct session *session = calloc(1, sizeof(*session));
 	if (session == NULL) {
@@ -471,6 +556,7 @@ static bool open_session(struct account *account)
 		return false;
 	}
 	session->account = account;
+	session->token_fence = account->token_fence;
 	/* The first session after the pause is the one that confirms the failure, or clears it. */
 	if (account->awaiting_confirm) {
 		session->confirming = true;

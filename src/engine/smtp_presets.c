@@ -19,6 +19,7 @@ static const struct smtp_preset presets[] = {
         .oauth_auth_url = "https://accounts.google.com/o/oauth2/v2/auth",
         .oauth_token_url = "https://oauth2.googleapis.com/token",
         .oauth_scopes = "https://mail.google.com/",
+        .oauth_provider = "google",
     },
     {
         .id = "microsoft365",
@@ -35,7 +36,9 @@ static const struct smtp_preset presets[] = {
                  "allows 30 messages a minute and 10,000 recipients a day.",
         .oauth_auth_url = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
         .oauth_token_url = "https://login.microsoftonline.com/common/oauth2/v2.0/token",
-        .oauth_scopes = "https://outlook.office.com/SMTP.Send offline_access",
+        .oauth_scopes = "https://outlook.office.com/SMTP.Send "
+                        "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+        .oauth_provider = "microsoft",
     },
     {
         .id = "intermedia",

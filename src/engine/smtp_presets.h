@@ -26,6 +26,7 @@ struct smtp_preset {
 	const char *oauth_auth_url;
 	const char *oauth_token_url;
 	const char *oauth_scopes;
+	const char *oauth_provider; /* the grant's provider ("google", "microsoft") */
 };
 
 const struct smtp_preset *smtp_presets(size_t *count_r);

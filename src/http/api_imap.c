@@ -45,6 +45,16 @@ static json_t *since_json(int64_t since)
 	return json_string(day);
 }
 
+/* An account on an OAuth grant shows the grant, never a token: {provider, expires_at, state}. */
+static json_t *oauth_json(const struct account_oauth_view *o)
+{
+	if (!o->present)
+		return json_null();
+	return json_pack("{s:s,s:o,s:s}", "provider", o->provider, "expires_at",
+	                 o->expires_at > 0 ? api_time(o->expires_at) : json_null(), "state",
+	                 o->state);
+}
+
 static json_t *view_json(const struct account_imap_view *v)
 {
 	const struct store_imap_account *a = &v->account;
@@ -64,8 +74,10 @@ static json_t *view_json(const struct account_imap_view *v)
 		    "last_sync_at", api_time(a->last_sync_at), "lag_seconds",
 		    v->lag_seconds >= 0 ? json_integer(v->lag_seconds) : json_null(), "last_error",
 		    nullable(a->last_error), "folders", folders_json(a));
-	if (doc != NULL)
+	if (doc != NULL) {
 		json_object_set_new(doc, "feature_enabled", json_boolean(v->feature_enabled));
+		json_object_set_new(doc, "oauth", oauth_json(&v->oauth));
+	}
 	return doc;
 }
 
@@ -174,6 +186,7 @@ void api_imap_put(struct http_request *req, void *app)
 	struct account_imap_request r;
 	memset(&r, 0, sizeof(r));
 	json_t *folders = NULL;
+	const char *access_token = NULL;
 	const struct json_field fields[] = {
 	    {.name = "host",
 	     .type = JSON_FIELD_STRING,
@@ -205,6 +218,37 @@ void api_imap_put(struct http_request *req, void *app)
 	     .max_len = MT_SASL_SECRET_MAX,
 	     .single_line = true,
 	     .out = &r.password},
+	    {.name = "access_token", /* xoauth2: another name for the token in `password` */
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_SASL_SECRET_MAX,
+	     .single_line = true,
+	     .out = &access_token},
+	    {.name = "preset", .type = JSON_FIELD_STRING, .max_len = 31, .out = &r.preset},
+	    {.name = "refresh_token",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_TOKEN_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.refresh_token},
+	    {.name = "client_secret",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_TOKEN_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.client_secret},
+	    {.name = "token_url",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_URL_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.token_url},
+	    {.name = "client_id",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_CLIENT_ID_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.client_id},
+	    {.name = "expires_at",
+	     .type = JSON_FIELD_INT,
+	     .min = 0,
+	     .max = INT64_MAX / 2,
+	     .out = &r.oauth.expires_at},
 	    {.name = "since", .type = JSON_FIELD_STRING, .max_len = 10, .out = &r.since},
 	    {.name = "folders",
 	     .type = JSON_FIELD_STRING_ARRAY,
@@ -226,9 +270,17 @@ void api_imap_put(struct http_request *req, void *app)
 	     folders != NULL && i < json_array_size(folders) && i < MT_IMAP_FOLDERS_MAX; i++)
 		r.folders[r.folder_count++] = json_string_value(json_array_get(folders, i));
 	const struct http_auth *auth = http_request_auth(req);
+	if (r.password == NULL)
+		r.password = access_token;
 	account_imap_save(api->accounts, auth->org_id, auth->user_id, &r, saved, req);
+	if (access_token != NULL)
+		sodium_memzero((char *)access_token, strlen(access_token));
 	if (r.password != NULL)
 		sodium_memzero((char *)r.password, strlen(r.password));
+	const char *oauth_secrets[] = {r.oauth.refresh_token, r.oauth.client_secret};
+	for (size_t i = 0; i < 2; i++)
+		if (oauth_secrets[i] != NULL)
+			sodium_memzero((char *)oauth_secrets[i], strlen(oauth_secrets[i]));
 	size_t body_len;
 	const char *body = http_request_body(req, &body_len);
 	if (body != NULL)

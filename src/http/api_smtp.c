@@ -29,6 +29,16 @@ static json_t *nullable(const char *s)
 	return s[0] != '\0' ? api_text(s) : json_null();
 }
 
+/* An account on an OAuth grant shows the grant, never a token: {provider, expires_at, state}. */
+static json_t *oauth_json(const struct account_oauth_view *o)
+{
+	if (!o->present)
+		return json_null();
+	return json_pack("{s:s,s:o,s:s}", "provider", o->provider, "expires_at",
+	                 o->expires_at > 0 ? api_time(o->expires_at) : json_null(), "state",
+	                 o->state);
+}
+
 /* The settings without the secret, each window's usage (accepted recipients in the rolling
  * window, and when a slot frees up once it is full), the org's switch and the route now. */
 static json_t *view_json(const struct account_smtp_view *v)
@@ -64,6 +74,7 @@ static json_t *view_json(const struct account_smtp_view *v)
 	if (doc != NULL) {
 		json_object_set_new(doc, "feature_enabled", json_boolean(v->feature_enabled));
 		json_object_set_new(doc, "route", json_string(v->route));
+		json_object_set_new(doc, "oauth", oauth_json(&v->oauth));
 	}
 	return doc;
 }
@@ -326,6 +337,31 @@ void api_smtp_put(struct http_request *req, void *app)
 	     .max_len = MT_SASL_SECRET_MAX,
 	     .single_line = true,
 	     .out = &r.access_token},
+	    {.name = "refresh_token",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_TOKEN_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.refresh_token},
+	    {.name = "client_secret",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_TOKEN_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.client_secret},
+	    {.name = "token_url",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_URL_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.token_url},
+	    {.name = "client_id",
+	     .type = JSON_FIELD_STRING,
+	     .max_len = MT_OAUTH_CLIENT_ID_MAX,
+	     .single_line = true,
+	     .out = &r.oauth.client_id},
+	    {.name = "expires_at",
+	     .type = JSON_FIELD_INT,
+	     .min = 0,
+	     .max = INT64_MAX / 2,
+	     .out = &r.oauth.expires_at},
 	    {.name = "from",
 	     .type = JSON_FIELD_STRING,
 	     .required = true,
@@ -356,6 +392,10 @@ void api_smtp_put(struct http_request *req, void *app)
 		sodium_memzero((char *)r.password, strlen(r.password));
 	if (r.access_token != NULL)
 		sodium_memzero((char *)r.access_token, strlen(r.access_token));
+	const char *oauth_secrets[] = {r.oauth.refresh_token, r.oauth.client_secret};
+	for (size_t i = 0; i < 2; i++)
+		if (oauth_secrets[i] != NULL)
+			sodium_memzero((char *)oauth_secrets[i], strlen(oauth_secrets[i]));
 	size_t body_len;
 	const char *body = http_request_body(req, &body_len);
 	if (body != NULL)

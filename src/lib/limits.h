@@ -256,6 +256,15 @@
 #define MT_OAUTH_FLOWS_PER_USER    5
 #define MT_OAUTH_AUTHORIZE_URL_MAX 4096 /* the URL a user's browser is sent to */
 #define MT_OAUTH_CODE_MAX          2048 /* an authorisation code from the redirect */
+/* engine/oauth_broker.c: an access token is handed out only while it has this long to live (a
+ * login and a few minutes of IDLE or a session must not outlive it); the background refresh
+ * looks this far ahead every MT_OAUTH_BACKGROUND_MS, at most MT_OAUTH_BACKGROUND_BATCH grants a
+ * tick. A token endpoint that gives no expires_in is taken at its word for an hour. */
+#define MT_OAUTH_REFRESH_MARGIN_S   300
+#define MT_OAUTH_BACKGROUND_MS      (60 * 1000)
+#define MT_OAUTH_BACKGROUND_BATCH   64
+#define MT_OAUTH_DEFAULT_LIFETIME_S 3600
+#define MT_OAUTH_FLIGHTS_MAX        4096 /* users with a token being looked up or refreshed */
 
 /* IMAP responses (src/proto/imap_parse.c). A response is one line, or several joined by
  * literals; everything but a streamed FETCH body is held until the response is complete. */

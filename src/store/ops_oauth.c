@@ -152,21 +152,24 @@ int store_oauth_grant_revoke(struct store_tx *tx, const char *grant_id, const ch
 	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
 }
 
-int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user_ids)[MT_ID_MAX],
+int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, struct store_oauth_ref *refs,
                                 size_t max, size_t *count_r)
 {
 	static const char op[] = "store_oauth_grants_expiring";
 	*count_r = 0;
 	struct db_stmt *s = sql_prepare(tx, op,
-	                                "SELECT user_id FROM oauth_grants WHERE state = ?"
+	                                "SELECT org_id, user_id FROM oauth_grants WHERE state = ?"
 	                                " AND expires_at < ? ORDER BY expires_at LIMIT ?",
 	                                SQL_ARGS(SQL_TEXT(state_names[STORE_GRANT_ACTIVE]),
 	                                         SQL_INT(before), SQL_INT((int64_t)max)));
 	if (s == NULL)
 		return -1;
 	int rc;
-	while ((rc = sql_step(tx, op, s)) == 1 && *count_r < max)
-		mt_strlcpy(user_ids[(*count_r)++], db_column_text(s, 0), MT_ID_MAX);
+	while ((rc = sql_step(tx, op, s)) == 1 && *count_r < max) {
+		mt_strlcpy(refs[*count_r].org_id, db_column_text(s, 0), MT_ID_MAX);
+		mt_strlcpy(refs[*count_r].user_id, db_column_text(s, 1), MT_ID_MAX);
+		(*count_r)++;
+	}
 	if (rc == 1)
 		db_finish(s);
 	return rc < 0 ? -1 : 0;

@@ -60,9 +60,14 @@ int store_oauth_grant_tokens(struct store_tx *tx, const struct store_oauth_grant
  * (the caller makes the one notification), STORE_CONFLICT when it was already revoked or
  * replaced. */
 int store_oauth_grant_revoke(struct store_tx *tx, const char *grant_id, const char *reason);
-/* Active grants whose access token expires before `before` (unix seconds): their user ids, at
+/* A grant's user. */
+struct store_oauth_ref {
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+};
+/* Active grants whose access token expires before `before` (unix seconds): their users, at
  * most `max`, soonest first — what a background refresh looks at. */
-int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, char (*user_ids)[MT_ID_MAX],
+int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, struct store_oauth_ref *refs,
                                 size_t max, size_t *count_r);
 
 /* An authorisation-code flow between GET /v1/oauth/start and the provider's redirect to

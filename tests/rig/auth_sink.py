@@ -4,7 +4,7 @@
 Usage:
   auth_sink.py [--port-starttls P1] [--port-tls P2] [--port-plain P3]
                --cert CERT.pem --key KEY.pem
-               --user U (--password PW | --password-file F) [--token TOK]
+               --user U (--password PW | --password-file F) [--token TOK | --token-file F]
                --store DIR [--require-auth] [--refuse RCPT-ADDRESS]... [--host 127.0.0.1]
                [--exclude-mech MECH]... [--exit-on-stdin-eof] [--verbose]
 
@@ -18,7 +18,9 @@ Listeners (each optional; port 0 = pick a free one, reported in the READY line):
 
 AUTH PLAIN and LOGIN are checked against --user/--password, or with --password-file against the
 file's first line, read again on every AUTH (a test changes the password while the sink runs). XOAUTH2 (a custom mechanism) is
-checked against --user/--token: on a bad user or token it answers like Gmail does,
+checked against --user/--token — or with --token-file against every line of that file, read
+again on every AUTH (a test writes the tokens its token endpoint currently issues): on a bad
+user or token it answers like Gmail does,
   334 base64({"status":"401","schemes":"bearer","scope":"https://mail.google.com/"})
 then waits for the client's (empty) line and answers 535 5.7.8 Username and Password not accepted.
 --require-auth: MAIL before a successful AUTH gets 530.
@@ -93,6 +95,15 @@ class Handler:
         except OSError:
             return None  # no file: nothing is accepted
 
+    def tokens(self):
+        if self.args.token_file is None:
+            return {self.args.token}
+        try:
+            with open(self.args.token_file, encoding="utf-8") as f:
+                return {line.strip() for line in f if line.strip()}
+        except OSError:
+            return set()  # no file: nothing is accepted
+
     # PLAIN and LOGIN go through the authenticator.
     def authenticator(self, server, session, envelope, mechanism, auth_data):
         if isinstance(auth_data, LoginPassword):
@@ -121,7 +132,7 @@ class Handler:
                 user = part[5:]
             elif part.lower().startswith("auth=bearer "):
                 token = part[12:]
-        if user == self.args.user and token is not None and token == self.args.token:
+        if user == self.args.user and token is not None and token in self.tokens():
             return AuthResult(success=True, auth_data=user)
         # Gmail: the error as a 334 challenge, the client answers an empty line, then 535.
         reply = await server.challenge_auth(XOAUTH2_ERROR, encode_to_b64=True)
@@ -198,6 +209,7 @@ def parse_args(argv):
     p.add_argument("--password", default="s3cret-pw")
     p.add_argument("--password-file")
     p.add_argument("--token", default="ya29.good-token")
+    p.add_argument("--token-file")
     p.add_argument("--store", required=True)
     p.add_argument("--require-auth", action="store_true")
     p.add_argument("--refuse", action="append", default=[])

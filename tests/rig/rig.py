@@ -333,14 +333,16 @@ class AuthSink:
 def auth_sink(certs, store, user="user@example.test", password="s3cret-pw",
               token="ya29.good-token", starttls=True, tls=True, plain=True,
               require_auth=False, refuse=(), cert=None, key=None, exclude_mechs=(),
-              fail_file=None, timeout=READY_TIMEOUT, password_file=None, ports=None):
+              fail_file=None, timeout=READY_TIMEOUT, password_file=None, ports=None,
+              token_file=None):
     """Starts auth_sink.py on free ports (it binds port 0 itself and reports the ports, so no
     race) and yields an AuthSink. cert/key default to the CA-signed server certificate;
     exclude_mechs=("PLAIN",) makes it offer LOGIN (and XOAUTH2) only; fail_file: see
     auth_sink.py --fail-file (a file the test creates to make RCPT or MAIL fail on demand).
     password_file: the password is that file's first line, read again on every AUTH (instead
     of `password`). ports: {"starttls": P, ...} to listen on given ports (a restart on the same
-    ports) instead of free ones."""
+    ports) instead of free ones. token_file: the XOAUTH2 tokens accepted are that file's lines,
+    read again on every AUTH (instead of `token`)."""
     os.makedirs(store, exist_ok=True)
     cert = cert or certs.server_cert
     key = key or certs.server_key
@@ -349,6 +351,8 @@ def auth_sink(certs, store, user="user@example.test", password="s3cret-pw",
             "--exit-on-stdin-eof"]
     if password_file is not None:
         argv += ["--password-file", password_file]
+    if token_file is not None:
+        argv += ["--token-file", token_file]
     want = ports or {}
     if starttls:
         argv += ["--port-starttls", str(want.get("starttls", 0))]

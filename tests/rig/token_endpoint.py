@@ -15,6 +15,11 @@ only with the redirect URI it was issued for and a code_verifier whose S256 is i
 (`error="invalid_grant"`), a raw status and body, or a delay before the answer. An unknown refresh
 token is invalid_grant, as a real endpoint answers. The client id and secret are checked when
 `client_id` / `client_secret` are set on the endpoint (401 invalid_client otherwise).
+
+Introspection (RFC 7662, for Dovecot's oauth2 passdb with `introspection_mode = post`): a POST
+to ep.introspection_url with `token=...` answers {"active": true, "username": USER} for a token
+in ep.active (token -> user), {"active": false} otherwise; ep.introspections lists the tokens
+asked about.
 """
 
 import base64
@@ -50,7 +55,23 @@ class Endpoint:
         self.client_id = None
         self.client_secret = None
         self.url = None
+        self.introspection_url = None
+        self.active = {}  # access token -> username, what introspection calls active
+        self.introspections = []
         self.lock = threading.Lock()
+
+    def introspect(self, form):
+        token = form.get("token")
+        with self.lock:
+            self.introspections.append(token)
+            user = self.active.get(token)
+        doc = {"active": True, "username": user} if user is not None else {"active": False}
+        return 200, "application/json", json.dumps(doc), 0.0
+
+    def refreshes(self):
+        """The refresh requests so far (not introspections, not code exchanges)."""
+        with self.lock:
+            return [f for f in self.requests if f.get("grant_type") == "refresh_token"]
 
     def answer(self, form):
         with self.lock:
@@ -100,7 +121,10 @@ def _handler(ep):
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
             form["_content_type"] = self.headers.get("Content-Type", "")
             form["_path"] = self.path
-            status, ctype, body, delay = ep.answer(form)
+            if self.path.startswith("/introspect"):
+                status, ctype, body, delay = ep.introspect(form)
+            else:
+                status, ctype, body, delay = ep.answer(form)
             if delay:
                 time.sleep(delay)
             data = body.encode() if isinstance(body, str) else body
@@ -126,6 +150,7 @@ def serve(certs, path="/token"):
     ctx.load_cert_chain(certs.server_cert, certs.server_key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     ep.url = f"https://localhost:{server.server_address[1]}{path}"
+    ep.introspection_url = f"https://localhost:{server.server_address[1]}/introspect"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

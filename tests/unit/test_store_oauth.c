@@ -25,7 +25,7 @@ struct call {
 	bool rotate;
 	int64_t expires_at, updated_at, before;
 	char reason[64];
-	char ids[8][MT_ID_MAX];
+	struct store_oauth_ref ids[8];
 	size_t count;
 	struct store_oauth_flow flow, taken;
 	unsigned char hash[32];
@@ -222,12 +222,13 @@ static void test_expiring(void **state)
 	c->before = 2000;
 	assert_int_equal(store_run(f->store, STORE_READ, j_expiring, c), 0);
 	assert_int_equal(c->count, 1);
-	assert_string_equal(c->ids[0], c->other.id);
+	assert_string_equal(c->ids[0].user_id, c->other.id);
+	assert_string_equal(c->ids[0].org_id, c->org.id);
 	c->before = 4000;
 	assert_int_equal(store_run(f->store, STORE_READ, j_expiring, c), 0);
 	assert_int_equal(c->count, 2);
-	assert_string_equal(c->ids[0], c->other.id); /* soonest first */
-	assert_string_equal(c->ids[1], c->user.id);
+	assert_string_equal(c->ids[0].user_id, c->other.id); /* soonest first */
+	assert_string_equal(c->ids[1].user_id, c->user.id);
 	/* a revoked grant is not refreshed */
 	assert_int_equal(store_run(f->store, STORE_READ, j_get, c), 0); /* grant = other's */
 	c->seen = c->got;
@@ -235,7 +236,7 @@ static void test_expiring(void **state)
 	assert_int_equal(store_run(f->store, STORE_WRITE, j_revoke, c), 0);
 	assert_int_equal(store_run(f->store, STORE_READ, j_expiring, c), 0);
 	assert_int_equal(c->count, 1);
-	assert_string_equal(c->ids[0], c->user.id);
+	assert_string_equal(c->ids[0].user_id, c->user.id);
 }
 
 static void make_flow(struct call *c, unsigned char tag, int64_t created_at)
