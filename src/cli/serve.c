@@ -11,6 +11,7 @@
 #include "engine/sender.h"
 #include "engine/imap_account.h"
 #include "engine/imap_sync.h"
+#include "engine/oauth_connect.h"
 #include "engine/oauth_flow.h"
 #include "engine/oauth_broker.h"
 #include "engine/users.h"
@@ -202,6 +203,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct imap_syncer *syncer = NULL;
 	struct oauth_refresher *refresher = NULL;
 	struct oauth_flows *oauth_flows = NULL;
+	struct oauth_connect *oauth_connect = NULL;
 	struct oauth_broker *broker = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
@@ -406,12 +408,19 @@ int mt_cli_serve(int argc, char **argv)
 		fprintf(stderr, "mailtrail serve: OAuth client: %s\n", msg);
 		goto out;
 	}
+	/* A finished sign-in saves the accounts it was for on the new grant. */
+	if ((oauth_connect = oauth_connect_new(accounts, store)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
 	struct oauth_flows_params flows_params = {
 	    .store = store,
 	    .keyring = keyring,
 	    .config = config,
 	    .refresher = refresher,
 	    .broker = broker,
+	    .granted = oauth_connect_granted,
+	    .granted_ctx = oauth_connect,
 	};
 	if ((oauth_flows = oauth_flows_new(&flows_params, &msg)) == NULL) {
 		fprintf(stderr, "mailtrail serve: OAuth client secret: %s\n", msg);
@@ -490,6 +499,7 @@ out:
 	/* exchanges in flight end unanswered: their pages are gone */
 	oauth_refresher_free(&refresher);
 	oauth_flows_free(&oauth_flows);
+	oauth_connect_free(&oauth_connect);
 	if (dns != NULL)
 		evdns_base_free(dns, 0);
 	mt_tls_config_free(&tls);

@@ -82,6 +82,9 @@ struct account_oauth_request {
 	const char *token_url;
 	const char *client_id;
 	int64_t expires_at; /* of access_token, when both are given */
+	/* The user's grant even where a static token is stored for the same server (the sign-in
+	 * callback moves an account onto the grant it just made); not with a refresh_token. */
+	bool use_grant;
 };
 
 /* What GET shows instead of tokens for an account on the user's grant. */

@@ -28,6 +28,7 @@ const char *account_oauth_take(struct account_oauth *o, const char *preset_id,
 				sodium_memzero((char *)secrets[i], strlen(secrets[i]));
 		if (req->client_secret != NULL || req->token_url != NULL || req->client_id != NULL)
 			return "token_url, client_id and client_secret come with a refresh_token";
+		o->uses_grant = req->use_grant;
 		return NULL;
 	}
 	const struct smtp_preset *preset = preset_id != NULL ? smtp_preset_find(preset_id) : NULL;

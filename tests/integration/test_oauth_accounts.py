@@ -34,6 +34,11 @@ refresh count is the engines' alone. Cases, in order:
                    forced refresh revokes the grant, SMTP and IMAP are disconnected, exactly one
                    oauth_revoked notification (API) and one notice mail at the relay; the
                    pending message goes via the relay; more messages make no more notices
+  signin_reconnects the authorisation-code flow (GET /v1/oauth/start, the provider's
+                   redirect to /oauth/callback) after the revocation: the callback saves both
+                   accounts on the new grant after their live checks (same servers and logins,
+                   a confirmation mail), the page says so, mail goes out through the custom
+                   server again and INBOX syncs; no second notification
   background       another service with the background refresh every 0.5 s: a grant whose
                    token has 303 s to live is refreshed once by the timer, no login asking;
                    the next message goes out with the new token without another refresh
@@ -51,6 +56,7 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 from email.parser import BytesParser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -351,6 +357,39 @@ def case_revoked(svc, ctx):
     assert len(notices) == 1 and notices[0]["rcpt_tos"] == [ADMIN], notices
 
 
+def case_signin_reconnects(svc, ctx):
+    """The authorisation-code flow saves both accounts on the new grant (the granted hook):
+    after the revocation, one sign-in with Google reconnects SMTP and IMAP, keeping their
+    servers and logins, without the user saving them again."""
+    ep, custom, dc = ctx["ep"], ctx["custom"], ctx["dc"]
+    r = req(svc, "GET", "/v1/oauth/start?provider=google&for=smtp%2Cimap", "admin")
+    url = urllib.parse.urlsplit(expect(r, 200)["url"])
+    p = dict(urllib.parse.parse_qsl(url.query))
+    code = T("code-7")
+    ep.codes[code] = (p["code_challenge"], p["redirect_uri"],
+                      Grant(access_token=T("at-7"), refresh_token=T("rt-7"), expires_in=3599))
+    accept(ctx, T("at-7"))
+    confirmations = len(custom.messages())
+    r = req(svc, "GET", "/oauth/callback?" + urllib.parse.urlencode(
+        {"state": p["state"], "code": code}))
+    text = r.body.decode()
+    assert r.status == 200, r.show()
+    assert "Sending: connected." in text and "Syncing: connected." in text, text
+    for path in ("/v1/smtp", "/v1/imap"):
+        view = expect(req(svc, "GET", path, "admin"), 200)
+        assert view["state"] == "connected" and view["auth"] == "xoauth2", view
+        assert view["oauth"]["provider"] == "google" and view["oauth"]["state"] == "active", view
+    smtp = expect(req(svc, "GET", "/v1/smtp", "admin"), 200)
+    assert smtp["port"] == custom.port_starttls and smtp["username"] == SINK_USER, smtp
+    assert len(custom.messages()) == confirmations + 1, "no confirmation mail on the grant"
+    doc = wait_final(svc, send(svc, "After signing in again"))
+    assert doc["state"] == "sent" and doc["route"] == "custom", doc
+    dc.append(MAILBOX_USER, "INBOX", mail_from_jack("after sign in"))
+    wait_until("the INBOX message as an activity", lambda: [
+        a for a in imap_activities(svc, ctx) if a["subject"] == "after sign in"], 30)
+    assert [n["kind"] for n in notifications(svc)] == ["oauth_revoked"]
+
+
 def case_background(svc, ctx):
     ep, custom = ctx["ep"], ctx["custom"]
     bg = ctx["make_service"]("bg", {"MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "500"})
@@ -435,6 +474,10 @@ def main():
         with open(relay_pw, "w") as f:
             f.write(RELAY_PASSWORD + "\n")
         os.chmod(relay_pw, 0o600)
+        client_secret_file = os.path.join(tmp, "google-client-secret")
+        with open(client_secret_file, "w") as f:
+            f.write(CLIENT_SECRET + "\n")
+
         def make_service(name, extra_env):
             env = {
                 "MAILTRAIL_RELAY":
@@ -446,6 +489,12 @@ def main():
                 "MAILTRAIL_TEST_OAUTH_BACKGROUND_MS": "-1",
                 "MAILTRAIL_TEST_RETRY_BASE_S": "1",
                 "MAILTRAIL_LOG_LEVEL": "info",
+                "MAILTRAIL_PUBLIC_URL": "https://crm.example/mailtrail/",
+                "MAILTRAIL_OAUTH_GOOGLE_CLIENT_ID": CLIENT_ID,
+                "MAILTRAIL_OAUTH_GOOGLE_CLIENT_SECRET_FILE": client_secret_file,
+                "MAILTRAIL_OAUTH_GOOGLE_AUTH_URL":
+                    f"https://{urllib.parse.urlsplit(ep.url).netloc}/authorize",
+                "MAILTRAIL_OAUTH_GOOGLE_TOKEN_URL": ep.url,
             }
             env.update(extra_env)
             d = os.path.join(tmp, name)
@@ -471,6 +520,7 @@ def main():
                          ("refused_forced", case_refused_forced),
                          ("temporary", case_temporary),
                          ("revoked", case_revoked),
+                         ("signin_reconnects", case_signin_reconnects),
                          ("background", case_background),
                          ("no_secrets", case_no_secrets)):
             r.run(name, fn, svc, ctx)

@@ -170,6 +170,9 @@ def case_callback_ok(svc, ctx):
     assert ctype and ctype[0].startswith("text/html"), r.headers
     text = r.body.decode()
     assert "Signed in with Google" in text and "sending and syncing" in text, text
+    # The org has both features off: the granted hook saves no account, and says why.
+    assert "Sending: not set up (custom SMTP is off for your organisation)." in text, text
+    assert "Syncing: not set up (IMAP sync is off for your organisation)." in text, text
     sent = exchanges(ep)[before:]
     assert len(sent) == 1, sent
     form = sent[0]
