@@ -219,6 +219,21 @@ static void save_finish(struct save *save, enum account_verdict verdict, const c
 	free(save);
 }
 
+/* The reason of a refused request, its code and field noted for the reply. */
+static const char *refuse(struct save *save, const char *code, const char *field,
+                          const char *reason)
+{
+	save->result.code = code;
+	save->result.field = field;
+	return reason;
+}
+
+static void save_refuse(struct save *save, enum account_verdict verdict, const char *code,
+                        const char *field, const char *reason)
+{
+	save_finish(save, verdict, refuse(save, code, field, reason));
+}
+
 static void save_failf(struct save *save, enum account_verdict verdict, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -348,7 +363,7 @@ static void save_stored(void *arg, int result)
 		            "Custom SMTP was switched off for this org during the check");
 		return;
 	case ACCOUNT_CHANGED:
-		save_finish(save, ACCOUNT_CHANGED,
+		save_refuse(save, ACCOUNT_CHANGED, "changed_during_check", NULL,
 		            "the SMTP settings changed during the check; nothing was stored, try "
 		            "again");
 		return;
@@ -448,13 +463,15 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 	struct save *save = ctx;
 	struct accounts *accounts = save->accounts;
 	if (verdict == HOST_PRIVATE || verdict == HOST_INVALID) {
-		save_finish(save, ACCOUNT_INVALID, reason);
+		save_refuse(save, ACCOUNT_INVALID,
+		            verdict == HOST_PRIVATE ? "host_private" : "invalid_value", "host",
+		            reason);
 		return;
 	}
 	if (verdict == HOST_UNRESOLVABLE) {
 		count_check("conn");
 		save->result.cls = MT_CLASS_CONN;
-		save_finish(save, ACCOUNT_CHECK_FAILED, reason);
+		save_refuse(save, ACCOUNT_CHECK_FAILED, "host_unresolvable", "host", reason);
 		return;
 	}
 	if (!account_take_slot(accounts, save->org_id)) {
@@ -532,13 +549,13 @@ static void save_loaded(void *arg, int result)
 		return;
 	}
 	if (!save->org.custom_smtp) {
-		save_finish(save, ACCOUNT_FEATURE_OFF,
+		save_refuse(save, ACCOUNT_FEATURE_OFF, "feature_off", NULL,
 		            "Custom SMTP is not enabled for this org; an admin can turn on the "
 		            "custom_smtp feature");
 		return;
 	}
 	if (!address_is_users(&save->user, a->from_address)) {
-		save_finish(save, ACCOUNT_INVALID,
+		save_refuse(save, ACCOUNT_INVALID, "from_not_own", "from",
 		            "from: must be your own address or one of your aliases");
 		return;
 	}
@@ -579,6 +596,8 @@ static void save_loaded(void *arg, int result)
 			}
 		} else {
 			bool had_secret = save->stored_exists && save->stored.sealed_secret_len > 0;
+			refuse(save, xoauth2 ? "access_token_required" : "password_required",
+			       xoauth2 ? "access_token" : "password", NULL);
 			save_finish(
 			    save, ACCOUNT_INVALID,
 			    !had_secret
@@ -628,11 +647,12 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 	const struct smtp_preset *preset = NULL;
 	const char *error;
 	if (!req->accept_disclaimer)
-		return "accept_disclaimer must be true: read and accept the Custom SMTP disclaimer "
-		       "first";
+		return refuse(save, "disclaimer_required", "accept_disclaimer",
+		              "accept_disclaimer must be true: read and accept the Custom SMTP "
+		              "disclaimer first");
 	if (req->preset != NULL && (preset = smtp_preset_find(req->preset)) == NULL) {
 		snprintf(buf, buf_size, "preset: unknown preset '%s'", req->preset);
-		return buf;
+		return refuse(save, "unknown_preset", "preset", buf);
 	}
 	const char *host = req->host, *security = req->security, *auth = req->auth;
 	int64_t port = req->port;
@@ -646,14 +666,20 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 	if (auth == NULL)
 		auth = preset != NULL ? preset->auth : "password";
 	if (host == NULL || host[0] == '\0' || !have_port || security == NULL)
-		return "host, port and security are required (or a preset that has them)";
+		return refuse(save, "missing_field",
+		              host == NULL || host[0] == '\0' ? "host"
+		              : !have_port                    ? "port"
+		                                              : "security",
+		              "host, port and security are required (or a preset that has them)");
 	if (store_security_parse(security, &a->security) < 0)
-		return "security: must be starttls, tls or none";
+		return refuse(save, "invalid_value", "security",
+		              "security: must be starttls, tls or none");
 	if (store_auth_parse(auth, &a->auth) < 0)
-		return "auth: must be password, xoauth2 or none";
+		return refuse(save, "invalid_value", "auth",
+		              "auth: must be password, xoauth2 or none");
 	if (!host_name_valid(host)) {
 		snprintf(buf, buf_size, "host: '%.300s' is not a valid host name", host);
-		return buf;
+		return refuse(save, "invalid_value", "host", buf);
 	}
 	mt_strlcpy(a->host, host, sizeof(a->host));
 	for (char *p = a->host; *p != '\0'; p++)
@@ -664,42 +690,48 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 		mt_strlcpy(a->preset, preset->id, sizeof(a->preset));
 	if (mime_address_normalize(req->from, a->from_address, &error) < 0) {
 		snprintf(buf, buf_size, "from: %s", error);
-		return buf;
+		return refuse(save, "invalid_address", "from", buf);
 	}
 	if (a->auth != STORE_AUTH_XOAUTH2 &&
 	    (req->oauth.refresh_token != NULL || req->oauth.client_secret != NULL ||
 	     req->oauth.token_url != NULL || req->oauth.client_id != NULL)) {
 		wipe_text(req->oauth.refresh_token);
 		wipe_text(req->oauth.client_secret);
-		return "refresh_token, token_url, client_id and client_secret need auth xoauth2";
+		return refuse(save, "invalid_combination", "auth",
+		              "refresh_token, token_url, client_id and client_secret need auth "
+		              "xoauth2");
 	}
 	if (a->auth == STORE_AUTH_NONE) {
 		if (req->password != NULL || req->access_token != NULL || req->username != NULL)
-			return "auth none takes no username, password or access_token";
+			return refuse(save, "invalid_combination", "auth",
+			              "auth none takes no username, password or access_token");
 		if (!no_auth_allowed(save->accounts, a->host))
-			return "auth none is only allowed for hosts the operator lists in "
-			       "no_auth_hosts";
+			return refuse(save, "auth_required", "auth",
+			              "auth none is only allowed for hosts the operator lists in "
+			              "no_auth_hosts");
 	} else {
 		if (req->username == NULL || req->username[0] == '\0')
-			return "username is required";
+			return refuse(save, "missing_field", "username", "username is required");
 		mt_strlcpy(a->username, req->username, sizeof(a->username));
 		bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
 		if (xoauth2) {
 			const char *why = account_oauth_take(&save->oauth, req->preset, &req->oauth,
 			                                     &req->access_token, buf, buf_size);
 			if (why != NULL)
-				return why;
+				return refuse(save, "invalid_oauth", "refresh_token", why);
 		}
 		const char *given = xoauth2 ? req->access_token : req->password;
 		const char *wrong = xoauth2 ? req->password : req->access_token;
 		if (wrong != NULL)
-			return xoauth2 ? "auth xoauth2 takes access_token, not password"
-			               : "auth password takes password, not access_token";
+			return refuse(save, "invalid_combination",
+			              xoauth2 ? "password" : "access_token",
+			              xoauth2 ? "auth xoauth2 takes access_token, not password"
+			                      : "auth password takes password, not access_token");
 		if (a->security == STORE_SECURITY_NONE &&
 		    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
-			return "a password over security none would cross the network in "
-			       "plaintext; use "
-			       "starttls or tls";
+			return refuse(save, "plaintext_auth", "security",
+			              "a password over security none would cross the network in "
+			              "plaintext; use starttls or tls");
 		if (given != NULL) {
 			size_t len = strlen(given);
 			save->given = mt_secret_new(given, len);
@@ -712,10 +744,11 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 	if (req->tls_fingerprint != NULL && req->tls_fingerprint[0] != '\0') {
 		struct mt_tls_pin pin;
 		if (a->security == STORE_SECURITY_NONE)
-			return "tls_fingerprint needs security tls or starttls";
+			return refuse(save, "invalid_combination", "tls_fingerprint",
+			              "tls_fingerprint needs security tls or starttls");
 		if (mt_tls_pin_parse(req->tls_fingerprint, &pin, &error) < 0) {
 			snprintf(buf, buf_size, "tls_fingerprint: %s", error);
-			return buf;
+			return refuse(save, "invalid_value", "tls_fingerprint", buf);
 		}
 		mt_strlcpy(a->tls_fingerprint, req->tls_fingerprint, sizeof(a->tls_fingerprint));
 	}

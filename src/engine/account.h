@@ -133,6 +133,10 @@ struct account_result {
 	enum account_verdict verdict;
 	enum mt_failure_class cls;
 	char reason[MT_ERROR_TEXT_MAX];
+	/* A stable machine code and the request field at fault (static strings; NULL: the
+	 * verdict's generic code, no field). docs/api.md "Error codes". */
+	const char *code;
+	const char *field;
 	char smtp_reply[512];
 	char fingerprint[MT_TLS_FINGERPRINT_MAX];
 	/* ACCOUNT_OK of a save */

@@ -108,8 +108,8 @@ void activities_feed(struct store *store, const char *org_id, const char *since,
 		return;
 	if (since != NULL && since[0] != '\0' && parse_since(since, &job->since) < 0) {
 		struct crud_outcome outcome;
-		crud_set(&outcome, CRUD_INVALID,
-		         "since: must be a next_cursor from an earlier page");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_cursor", "since",
+		            "since: must be a next_cursor from an earlier page");
 		return finish(job, &outcome);
 	}
 	submit(store, job, feed_run);

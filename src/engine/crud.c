@@ -5,9 +5,23 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+void crud_set_at(struct crud_outcome *outcome, enum crud_verdict verdict, const char *code,
+                 const char *field, const char *fmt, ...)
+{
+	outcome->verdict = verdict;
+	outcome->code = code;
+	outcome->field = field;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(outcome->reason, sizeof(outcome->reason), fmt, ap);
+	va_end(ap);
+}
+
 void crud_set(struct crud_outcome *outcome, enum crud_verdict verdict, const char *fmt, ...)
 {
 	outcome->verdict = verdict;
+	outcome->code = NULL;
+	outcome->field = NULL;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(outcome->reason, sizeof(outcome->reason), fmt, ap);

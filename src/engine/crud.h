@@ -24,6 +24,10 @@ enum crud_verdict {
 struct crud_outcome {
 	enum crud_verdict verdict;
 	char reason[MT_ERROR_TEXT_MAX]; /* INVALID, FORBIDDEN, REFUSED, FAILED */
+	/* A stable machine code and the request field at fault (static strings; NULL: the
+	 * verdict's generic code, no field). docs/api.md "Error codes". */
+	const char *code;
+	const char *field;
 };
 
 /* The outcome of a store job's result: 0, STORE_NOT_FOUND, STORE_CONFLICT, STORE_INVALID (the
@@ -31,5 +35,8 @@ struct crud_outcome {
 void crud_from_store(struct crud_outcome *outcome, int rc);
 void crud_set(struct crud_outcome *outcome, enum crud_verdict verdict, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with the error's code and field (static strings, NULL for none). */
+void crud_set_at(struct crud_outcome *outcome, enum crud_verdict verdict, const char *code,
+                 const char *field, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 #endif

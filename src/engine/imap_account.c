@@ -146,6 +146,15 @@ static void save_finish(struct imap_save *save, enum account_verdict verdict, co
 	free(save);
 }
 
+/* The reason of a refused request, its code and field noted for the reply. */
+static const char *refuse(struct imap_save *save, const char *code, const char *field,
+                          const char *reason)
+{
+	save->result.r.code = code;
+	save->result.r.field = field;
+	return reason;
+}
+
 static void store_failed(struct imap_save *save, int rc)
 {
 	save_finish(save, rc == STORE_NOT_FOUND ? ACCOUNT_NOT_FOUND : ACCOUNT_FAILED,
@@ -401,13 +410,16 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 	struct imap_save *save = ctx;
 	struct accounts *accounts = save->accounts;
 	if (verdict == HOST_PRIVATE || verdict == HOST_INVALID) {
-		save_finish(save, ACCOUNT_INVALID, reason);
+		save_finish(save, ACCOUNT_INVALID,
+		            refuse(save, verdict == HOST_PRIVATE ? "host_private" : "invalid_value",
+		                   "host", reason));
 		return;
 	}
 	if (verdict == HOST_UNRESOLVABLE) {
 		count_check("conn");
 		save->result.r.cls = MT_CLASS_CONN;
-		save_finish(save, ACCOUNT_CHECK_FAILED, reason);
+		save_finish(save, ACCOUNT_CHECK_FAILED,
+		            refuse(save, "host_unresolvable", "host", reason));
 		return;
 	}
 	if (!account_take_slot(accounts, save->org_id)) {
@@ -478,6 +490,7 @@ static void save_loaded(void *arg, int result)
 		return;
 	}
 	if (!save->org.imap_sync) {
+		refuse(save, "feature_off", NULL, NULL);
 		save_finish(save, ACCOUNT_FEATURE_OFF,
 		            "IMAP sync is not enabled for this org; an admin can turn on the "
 		            "imap_sync feature");
@@ -512,6 +525,7 @@ static void save_loaded(void *arg, int result)
 		}
 	} else {
 		bool had = save->stored_exists && save->stored.sealed_secret_len > 0;
+		refuse(save, "password_required", "password", NULL);
 		save_finish(
 		    save, ACCOUNT_INVALID,
 		    had ? "password is required: the stored one is only reused for the same "
@@ -529,15 +543,20 @@ static const char *merge_request(struct imap_save *save, struct account_imap_req
 	struct store_imap_account *a = &save->account;
 	const char *error;
 	if (req->host == NULL || req->host[0] == '\0' || !req->have_port || req->security == NULL)
-		return "host, port and security are required";
+		return refuse(save, "missing_field",
+		              req->host == NULL || req->host[0] == '\0' ? "host"
+		              : !req->have_port                         ? "port"
+		                                                        : "security",
+		              "host, port and security are required");
 	if (store_security_parse(req->security, &a->security) < 0)
-		return "security: must be starttls, tls or none";
+		return refuse(save, "invalid_value", "security",
+		              "security: must be starttls, tls or none");
 	if (store_auth_parse(req->auth != NULL ? req->auth : "password", &a->auth) < 0 ||
 	    a->auth == STORE_AUTH_NONE)
-		return "auth: must be password or xoauth2";
+		return refuse(save, "invalid_value", "auth", "auth: must be password or xoauth2");
 	if (!host_name_valid(req->host)) {
 		snprintf(buf, size, "host: '%.300s' is not a valid host name", req->host);
-		return buf;
+		return refuse(save, "invalid_value", "host", buf);
 	}
 	mt_strlcpy(a->host, req->host, sizeof(a->host));
 	for (char *p = a->host; *p != '\0'; p++)
@@ -545,7 +564,7 @@ static const char *merge_request(struct imap_save *save, struct account_imap_req
 			*p = (char)(*p - 'A' + 'a');
 	a->port = (int)req->port;
 	if (req->username == NULL || req->username[0] == '\0')
-		return "username is required";
+		return refuse(save, "missing_field", "username", "username is required");
 	mt_strlcpy(a->username, req->username, sizeof(a->username));
 	if (a->security == STORE_SECURITY_NONE &&
 	    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
@@ -592,7 +611,8 @@ static const char *merge_request(struct imap_save *save, struct account_imap_req
 	}
 	if (req->since != NULL) {
 		if (account_imap_parse_date(req->since, &a->since) < 0)
-			return "since: must be a date YYYY-MM-DD";
+			return refuse(save, "invalid_value", "since",
+			              "since: must be a date YYYY-MM-DD");
 	} else {
 		int64_t today = mt_wall_s() / 86400 * 86400;
 		a->since = today - (int64_t)SINCE_DEFAULT_DAYS * 86400;

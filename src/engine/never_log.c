@@ -61,12 +61,14 @@ static struct never_log_job *job_for_caller(const struct never_log_caller *calle
 	} else if (strcmp(caller->scope, "org") == 0) {
 		job->scope = STORE_NEVER_LOG_ORG;
 	} else {
-		crud_set(&outcome, CRUD_INVALID, "scope: must be org or user");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "scope",
+		            "scope: must be org or user");
 		finish(job, &outcome);
 		return NULL;
 	}
 	if (job->scope == STORE_NEVER_LOG_ORG && !caller->admin) {
-		crud_set(&outcome, CRUD_FORBIDDEN, "the org's never-log list is for admins");
+		crud_set_at(&outcome, CRUD_FORBIDDEN, "admin_only", "scope",
+		            "the org's never-log list is for admins");
 		finish(job, &outcome);
 		return NULL;
 	}
@@ -132,7 +134,8 @@ void never_log_put(struct store *store, const struct never_log_caller *caller,
 		char entry[MT_ADDRESS_MAX + 1];
 		const char *error;
 		if (normalise_entry(entries[i], entry, &error) < 0) {
-			crud_set(&outcome, CRUD_INVALID, "entries[%zu]: %s", i, error);
+			crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "entries",
+			            "entries[%zu]: %s", i, error);
 			return finish(job, &outcome);
 		}
 		bool seen = false;

@@ -265,18 +265,20 @@ void oauth_flow_start(struct oauth_flows *flows, const char *org_id, const char 
 	int bits;
 	struct provider_client *client = provider != NULL ? client_find(flows, provider) : NULL;
 	if (provider == NULL || *provider == '\0') {
-		crud_set(&r.outcome, CRUD_INVALID, "provider: required (google or microsoft)");
+		crud_set_at(&r.outcome, CRUD_INVALID, "missing_parameter", "provider",
+		            "provider: required (google or microsoft)");
 	} else if (client == NULL) {
-		crud_set(&r.outcome, CRUD_INVALID, "provider: must be google or microsoft");
+		crud_set_at(&r.outcome, CRUD_INVALID, "invalid_value", "provider",
+		            "provider: must be google or microsoft");
 	} else if (oauth_purposes_parse(purposes, &bits, &error) < 0) {
-		crud_set(&r.outcome, CRUD_INVALID, "%s", error);
+		crud_set_at(&r.outcome, CRUD_INVALID, "invalid_value", "for", "%s", error);
 	} else if (!client->configured) {
-		crud_set(&r.outcome, CRUD_REFUSED,
-		         "%s sign-in is not set up on this server (oauth_%s_client_id)",
-		         client->provider->name, client->provider->id);
+		crud_set_at(&r.outcome, CRUD_REFUSED, "not_configured", "provider",
+		            "%s sign-in is not set up on this server (oauth_%s_client_id)",
+		            client->provider->name, client->provider->id);
 	} else if (flows->redirect_uri[0] == '\0') {
-		crud_set(&r.outcome, CRUD_REFUSED,
-		         "OAuth sign-in needs the server's public_url (the redirect URI)");
+		crud_set_at(&r.outcome, CRUD_REFUSED, "not_configured", NULL,
+		            "OAuth sign-in needs the server's public_url (the redirect URI)");
 	}
 	if (r.outcome.verdict != CRUD_OK) {
 		done(ctx, &r);

@@ -105,8 +105,9 @@ static bool take_change(struct org_job *job, const struct org_settings_change *c
 	/* A switch for a feature this build lacks would promise sync that never happens. */
 	const char *missing = job->set_bcc_sync && job->bcc_sync ? "bcc_sync" : NULL;
 	if (missing != NULL) {
-		crud_set(outcome, CRUD_INVALID,
-		         "features: %s is not available yet in this version of mailtrail", missing);
+		crud_set_at(outcome, CRUD_INVALID, "not_available", "features",
+		            "features: %s is not available yet in this version of mailtrail",
+		            missing);
 		return false;
 	}
 	job->set_domains = change->set_domains;
@@ -114,12 +115,13 @@ static bool take_change(struct org_job *job, const struct org_settings_change *c
 		char domain[MT_HOST_FIELD_MAX + 1];
 		const char *error;
 		if (mime_domain_normalize(change->domains[i], domain, &error) < 0) {
-			crud_set(outcome, CRUD_INVALID, "domains[%zu]: %s", i, error);
+			crud_set_at(outcome, CRUD_INVALID, "invalid_domain", "domains",
+			            "domains[%zu]: %s", i, error);
 			return false;
 		}
 		if (mime_domain_is_freemail(domain)) {
-			crud_set(
-			    outcome, CRUD_INVALID,
+			crud_set_at(
+			    outcome, CRUD_INVALID, "freemail_domain", "domains",
 			    "domains[%zu]: %s is a free-mail domain shared with candidates; it "
 			    "cannot be an org domain",
 			    i, domain);

@@ -531,19 +531,24 @@ void outbox_list(struct outbox *outbox, const char *org_id, const char *caller_i
 			           store_outbox_state_name((enum store_outbox_state)s)) == 0)
 				state = s;
 		if (state < 0)
-			crud_set(&page.outcome, CRUD_INVALID,
-			         "state: must be queued, held, sending, sent, partial, failed or "
-			         "cancelled");
+			crud_set_at(
+			    &page.outcome, CRUD_INVALID, "invalid_value", "state",
+			    "state: must be queued, held, sending, sent, partial, failed or "
+			    "cancelled");
 	}
 	if (query->limit == 0 || query->limit > MT_MESSAGES_LIST_MAX)
-		crud_set(&page.outcome, CRUD_INVALID, "limit must be 1..%d", MT_MESSAGES_LIST_MAX);
+		crud_set_at(&page.outcome, CRUD_INVALID, "out_of_range", "limit",
+		            "limit must be 1..%d", MT_MESSAGES_LIST_MAX);
 	if ((query->user_id != NULL && strlen(query->user_id) >= MT_ID_MAX) ||
 	    (query->campaign_id != NULL && strlen(query->campaign_id) >= MT_ID_MAX))
-		crud_set(&page.outcome, CRUD_INVALID,
-		         "user and campaign: ids of at most %d characters", MT_ID_MAX - 1);
+		crud_set_at(&page.outcome, CRUD_INVALID, "invalid_value",
+		            query->user_id != NULL && strlen(query->user_id) >= MT_ID_MAX
+		                ? "user"
+		                : "campaign",
+		            "user and campaign: ids of at most %d characters", MT_ID_MAX - 1);
 	if (!admin && query->user_id != NULL && strcmp(query->user_id, caller_id) != 0)
-		crud_set(&page.outcome, CRUD_FORBIDDEN,
-		         "only an admin lists another user's messages");
+		crud_set_at(&page.outcome, CRUD_FORBIDDEN, "admin_only", "user",
+		            "only an admin lists another user's messages");
 	if (query->cursor != NULL && strlen(query->cursor) >= MT_CURSOR_MAX)
 		page.outcome.verdict = CRUD_BAD_CURSOR;
 	struct list_job *job = page.outcome.verdict == CRUD_OK ? calloc(1, sizeof(*job)) : NULL;

@@ -84,12 +84,14 @@ static bool take_input(struct profile_job *job, const struct profile_input *in,
 {
 	struct store_profile *p = &job->profile;
 	if (job->set_kind && (in->kind == NULL || profile_kind_parse(in->kind, &p->kind) < 0)) {
-		crud_set(outcome, CRUD_INVALID, "kind: must be applicant, contact or employee");
+		crud_set_at(outcome, CRUD_INVALID, "invalid_value", "kind",
+		            "kind: must be applicant, contact or employee");
 		return false;
 	}
 	if (job->set_name) {
 		if (in->name == NULL || in->name[0] == '\0') {
-			crud_set(outcome, CRUD_INVALID, "name: must not be empty");
+			crud_set_at(outcome, CRUD_INVALID, "invalid_value", "name",
+			            "name: must not be empty");
 			return false;
 		}
 		mt_strlcpy(p->name, in->name, sizeof(p->name));
@@ -101,8 +103,8 @@ static bool take_input(struct profile_job *job, const struct profile_input *in,
 		for (size_t i = 0; i < n; i++)
 			control |= (unsigned char)e[i] < 0x20 || e[i] == 0x7f;
 		if (n > MT_EXTERNAL_ID_MAX || control) {
-			crud_set(
-			    outcome, CRUD_INVALID,
+			crud_set_at(
+			    outcome, CRUD_INVALID, "invalid_value", "external_id",
 			    "external_id: at most %d bytes, no control characters ('' clears it)",
 			    MT_EXTERNAL_ID_MAX);
 			return false;
@@ -111,13 +113,15 @@ static bool take_input(struct profile_job *job, const struct profile_input *in,
 	}
 	if (job->set_emails) {
 		if (in->email_count == 0) {
-			crud_set(outcome, CRUD_INVALID, "emails: at least one address is needed");
+			crud_set_at(outcome, CRUD_INVALID, "missing_field", "emails",
+			            "emails: at least one address is needed");
 			return false;
 		}
 		for (size_t i = 0; i < in->email_count && i < MT_PROFILE_EMAILS_MAX; i++) {
 			const char *error;
 			if (profile_add_email(p, in->emails[i], &error) < 0) {
-				crud_set(outcome, CRUD_INVALID, "emails[%zu]: %s", i, error);
+				crud_set_at(outcome, CRUD_INVALID, "invalid_address", "emails",
+				            "emails[%zu]: %s", i, error);
 				return false;
 			}
 		}
@@ -248,7 +252,8 @@ void profile_upsert_external(struct store *store, const char *org_id, const char
 	struct crud_outcome outcome = {.verdict = CRUD_OK};
 	if (input->set_external_id &&
 	    strcmp(input->external_id != NULL ? input->external_id : "", external_id) != 0) {
-		crud_set(&outcome, CRUD_INVALID, "external_id: differs from the one in the path");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "external_id",
+		            "external_id: differs from the one in the path");
 		return finish(job, &outcome);
 	}
 	struct profile_input in = *input;
@@ -256,7 +261,8 @@ void profile_upsert_external(struct store *store, const char *org_id, const char
 	if (!take_input(job, &in, &outcome))
 		return finish(job, &outcome);
 	if (job->profile.external_id[0] == '\0') {
-		crud_set(&outcome, CRUD_INVALID, "external_id: must not be empty");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "external_id",
+		            "external_id: must not be empty");
 		return finish(job, &outcome);
 	}
 	mt_strlcpy(job->external_id, job->profile.external_id, sizeof(job->external_id));

@@ -210,7 +210,8 @@ static bool take_aliases(struct users_job *job, const char *const *inputs, size_
 		char address[MT_ADDRESS_MAX + 1];
 		const char *error;
 		if (mime_address_normalize(inputs[i], address, &error) < 0) {
-			crud_set(outcome, CRUD_INVALID, "aliases[%zu]: %s", i, error);
+			crud_set_at(outcome, CRUD_INVALID, "invalid_address", "aliases",
+			            "aliases[%zu]: %s", i, error);
 			return false;
 		}
 		bool seen = email != NULL && strcmp(address, email) == 0;
@@ -236,16 +237,18 @@ void users_create(struct users *users, const char *org_id, const struct users_ne
 	const char *error;
 	if (mime_address_normalize(request->email != NULL ? request->email : "", user->email,
 	                           &error) < 0) {
-		crud_set(&outcome, CRUD_INVALID, "email: %s", error);
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_address", "email", "email: %s", error);
 		return finish(job, &outcome);
 	}
 	if (request->name == NULL || request->name[0] == '\0') {
-		crud_set(&outcome, CRUD_INVALID, "name: must not be empty");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "name",
+		            "name: must not be empty");
 		return finish(job, &outcome);
 	}
 	mt_strlcpy(user->name, request->name, sizeof(user->name));
 	if (request->role != NULL && users_role_parse(request->role, &user->role) < 0) {
-		crud_set(&outcome, CRUD_INVALID, "role: must be admin or user");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "role",
+		            "role: must be admin or user");
 		return finish(job, &outcome);
 	}
 	if (!take_aliases(job, request->aliases, request->alias_count, user->email, &outcome))
@@ -270,23 +273,26 @@ void users_update(struct users *users, const char *org_id, const char *actor_id,
 	job->set_active = request->set_active;
 	job->active = request->active;
 	if (job->set_active && !job->active && self) {
-		crud_set(&outcome, CRUD_REFUSED, "you cannot deactivate yourself");
+		crud_set_at(&outcome, CRUD_REFUSED, "self_lockout", NULL,
+		            "you cannot deactivate yourself");
 		return finish(job, &outcome);
 	}
 	if (job->set_name && (request->name == NULL || request->name[0] == '\0')) {
-		crud_set(&outcome, CRUD_INVALID, "name: must not be empty");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "name",
+		            "name: must not be empty");
 		return finish(job, &outcome);
 	}
 	if (request->name != NULL)
 		mt_strlcpy(job->name, request->name, sizeof(job->name));
 	if (job->set_role &&
 	    (request->role == NULL || users_role_parse(request->role, &job->role) < 0)) {
-		crud_set(&outcome, CRUD_INVALID, "role: must be admin or user");
+		crud_set_at(&outcome, CRUD_INVALID, "invalid_value", "role",
+		            "role: must be admin or user");
 		return finish(job, &outcome);
 	}
 	if (job->set_role && self && job->role != STORE_ROLE_ADMIN) {
-		crud_set(&outcome, CRUD_REFUSED,
-		         "you cannot take away your own admin role; ask another admin");
+		crud_set_at(&outcome, CRUD_REFUSED, "self_lockout", "role",
+		            "you cannot take away your own admin role; ask another admin");
 		return finish(job, &outcome);
 	}
 	/* The user's own address is dropped in the job, once the stored one is known. */
@@ -304,7 +310,8 @@ void users_deactivate(struct users *users, const char *org_id, const char *actor
 		return;
 	if (strcmp(job->user_id, actor_id) == 0) {
 		struct crud_outcome outcome;
-		crud_set(&outcome, CRUD_REFUSED, "you cannot deactivate yourself");
+		crud_set_at(&outcome, CRUD_REFUSED, "self_lockout", NULL,
+		            "you cannot deactivate yourself");
 		return finish(job, &outcome);
 	}
 	submit(job);

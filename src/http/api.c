@@ -3,6 +3,7 @@
 #include "crypto/seal.h"
 #include "lib/log.h"
 #include "lib/str.h"
+#include "engine/account.h"
 #include "engine/users.h"
 
 #include <sodium.h>
@@ -11,60 +12,67 @@
 #include <time.h>
 
 static const struct http_route routes[] = {
-    {"GET", "/healthz", HTTP_PUBLIC, api_healthz, "healthz", 0},
-    {"GET", "/metrics", HTTP_PUBLIC, api_metrics, "metrics", 0},
-    {"GET", "/v1/org", HTTP_ADMIN, api_org_get, "org.get", 0},
-    {"PUT", "/v1/org", HTTP_ADMIN, api_org_put, "org.put", 0},
-    {"PUT", "/v1/org/features", HTTP_ADMIN, api_org_features_put, "org.features", 0},
-    {"POST", "/v1/users", HTTP_ADMIN, api_users_create, "users.create", 0},
-    {"PATCH", "/v1/users/{id}", HTTP_ADMIN, api_users_update, "users.update", 0},
-    {"DELETE", "/v1/users/{id}", HTTP_ADMIN, api_users_delete, "users.delete", 0},
-    {"POST", "/v1/tokens", HTTP_USER, api_tokens_create, "tokens.create", 0},
-    {"DELETE", "/v1/tokens/{id}", HTTP_USER, api_tokens_delete, "tokens.delete", 0},
-    {"POST", "/v1/profiles", HTTP_USER, api_profiles_create, "profiles.create", 0},
-    {"GET", "/v1/profiles", HTTP_USER, api_profiles_list, "profiles.list", 0},
+    {"GET", "/healthz", HTTP_PUBLIC, api_healthz, "healthz", 0, NULL},
+    {"GET", "/metrics", HTTP_PUBLIC, api_metrics, "metrics", 0, NULL},
+    {"GET", "/v1/org", HTTP_ADMIN, api_org_get, "org.get", 0, NULL},
+    {"PUT", "/v1/org", HTTP_ADMIN, api_org_put, "org.put", 0, NULL},
+    {"PUT", "/v1/org/features", HTTP_ADMIN, api_org_features_put, "org.features", 0, NULL},
+    {"POST", "/v1/users", HTTP_ADMIN, api_users_create, "users.create", 0, NULL},
+    {"PATCH", "/v1/users/{id}", HTTP_ADMIN, api_users_update, "users.update", 0, NULL},
+    {"DELETE", "/v1/users/{id}", HTTP_ADMIN, api_users_delete, "users.delete", 0, NULL},
+    {"POST", "/v1/tokens", HTTP_USER, api_tokens_create, "tokens.create", 0, NULL},
+    {"DELETE", "/v1/tokens/{id}", HTTP_USER, api_tokens_delete, "tokens.delete", 0, NULL},
+    {"POST", "/v1/profiles", HTTP_USER, api_profiles_create, "profiles.create", 0, NULL},
+    {"GET", "/v1/profiles", HTTP_USER, api_profiles_list, "profiles.list", 0, "q,limit,cursor"},
     {"POST", "/v1/profiles/import", HTTP_USER, api_profiles_import, "profiles.import",
-     MT_HTTP_IMPORT_MAX},
+     MT_HTTP_IMPORT_MAX, NULL},
     /* Before /v1/profiles/{id}/...: an external id may be any text, "activities" too. */
     {"GET", "/v1/profiles/by-external-id/{id}", HTTP_USER, api_profiles_get_external,
-     "profiles.get_external", 0},
+     "profiles.get_external", 0, NULL},
     {"PUT", "/v1/profiles/by-external-id/{id}", HTTP_USER, api_profiles_upsert_external,
-     "profiles.upsert_external", 0},
-    {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0},
+     "profiles.upsert_external", 0, NULL},
+    {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0, NULL},
     {"GET", "/v1/profiles/{id}/activities", HTTP_USER, api_profile_activities,
-     "profiles.activities", 0},
-    {"GET", "/v1/activities", HTTP_USER, api_activity_feed, "activities.feed", 0},
-    {"POST", "/v1/addin/log", HTTP_USER, api_addin_log, "addin.log", MT_HTTP_MESSAGE_MAX},
-    {"GET", "/v1/never-log", HTTP_USER, api_never_log_get, "never_log.get", 0},
-    {"PUT", "/v1/never-log", HTTP_USER, api_never_log_put, "never_log.put", 0},
-    {"PATCH", "/v1/profiles/{id}", HTTP_USER, api_profiles_update, "profiles.update", 0},
-    {"DELETE", "/v1/profiles/{id}", HTTP_USER, api_profiles_delete, "profiles.delete", 0},
-    {"POST", "/v1/messages", HTTP_USER, api_messages_send, "messages.send", MT_HTTP_MESSAGE_MAX},
-    {"GET", "/v1/messages", HTTP_USER, api_messages_list, "messages.list", 0},
-    {"GET", "/v1/messages/{id}", HTTP_USER, api_messages_get, "messages.get", 0},
-    {"DELETE", "/v1/messages/{id}", HTTP_USER, api_messages_cancel, "messages.cancel", 0},
-    {"GET", "/v1/smtp/presets", HTTP_USER, api_smtp_presets, "smtp.presets", 0},
-    {"GET", "/v1/smtp", HTTP_USER, api_smtp_get, "smtp.get", 0},
-    {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0},
-    {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0},
-    {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0},
-    {"GET", "/v1/imap", HTTP_USER, api_imap_get, "imap.get", 0},
-    {"PUT", "/v1/imap", HTTP_USER, api_imap_put, "imap.put", 0},
-    {"DELETE", "/v1/imap", HTTP_USER, api_imap_delete, "imap.delete", 0},
-    {"POST", "/v1/imap/sync", HTTP_USER, api_imap_sync, "imap.sync", 0},
-    {"GET", "/v1/oauth/start", HTTP_USER, api_oauth_start, "oauth.start", 0},
+     "profiles.activities", 0, NULL},
+    {"GET", "/v1/activities", HTTP_USER, api_activity_feed, "activities.feed", 0,
+     "since,cursor,limit"},
+    {"POST", "/v1/addin/log", HTTP_USER, api_addin_log, "addin.log", MT_HTTP_MESSAGE_MAX, NULL},
+    {"GET", "/v1/never-log", HTTP_USER, api_never_log_get, "never_log.get", 0, "scope"},
+    {"PUT", "/v1/never-log", HTTP_USER, api_never_log_put, "never_log.put", 0, NULL},
+    {"PATCH", "/v1/profiles/{id}", HTTP_USER, api_profiles_update, "profiles.update", 0, NULL},
+    {"DELETE", "/v1/profiles/{id}", HTTP_USER, api_profiles_delete, "profiles.delete", 0, NULL},
+    {"POST", "/v1/messages", HTTP_USER, api_messages_send, "messages.send", MT_HTTP_MESSAGE_MAX,
+     NULL},
+    {"GET", "/v1/messages", HTTP_USER, api_messages_list, "messages.list", 0,
+     "state,user,campaign,limit,cursor"},
+    {"GET", "/v1/messages/{id}", HTTP_USER, api_messages_get, "messages.get", 0, NULL},
+    {"DELETE", "/v1/messages/{id}", HTTP_USER, api_messages_cancel, "messages.cancel", 0, NULL},
+    {"GET", "/v1/smtp/presets", HTTP_USER, api_smtp_presets, "smtp.presets", 0, NULL},
+    {"GET", "/v1/smtp", HTTP_USER, api_smtp_get, "smtp.get", 0, NULL},
+    {"PUT", "/v1/smtp", HTTP_USER, api_smtp_put, "smtp.put", 0, NULL},
+    {"PATCH", "/v1/smtp", HTTP_USER, api_smtp_patch, "smtp.patch", 0, NULL},
+    {"DELETE", "/v1/smtp", HTTP_USER, api_smtp_delete, "smtp.delete", 0, NULL},
+    {"GET", "/v1/imap", HTTP_USER, api_imap_get, "imap.get", 0, NULL},
+    {"PUT", "/v1/imap", HTTP_USER, api_imap_put, "imap.put", 0, NULL},
+    {"DELETE", "/v1/imap", HTTP_USER, api_imap_delete, "imap.delete", 0, NULL},
+    {"POST", "/v1/imap/sync", HTTP_USER, api_imap_sync, "imap.sync", 0, NULL},
+    {"GET", "/v1/oauth/start", HTTP_USER, api_oauth_start, "oauth.start", 0, "provider,for"},
     /* The provider sends the user's browser here: the flow's state is the only credential. */
-    {"GET", "/oauth/callback", HTTP_PUBLIC, api_oauth_callback, "oauth.callback", 0},
-    {"GET", "/v1/notifications", HTTP_USER, api_notifications_list, "notifications.list", 0},
+    {"GET", "/oauth/callback", HTTP_PUBLIC, api_oauth_callback, "oauth.callback", 0, "*"},
+    {"GET", "/v1/notifications", HTTP_USER, api_notifications_list, "notifications.list", 0,
+     "limit,cursor"},
     {"POST", "/v1/campaigns", HTTP_USER, api_campaigns_create, "campaigns.create",
-     MT_HTTP_CAMPAIGN_MAX},
-    {"GET", "/v1/campaigns/{id}", HTTP_USER, api_campaigns_get, "campaigns.get", 0},
-    {"POST", "/v1/campaigns/{id}/pause", HTTP_USER, api_campaigns_pause, "campaigns.pause", 0},
-    {"POST", "/v1/campaigns/{id}/resume", HTTP_USER, api_campaigns_resume, "campaigns.resume", 0},
-    {"POST", "/v1/campaigns/{id}/cancel", HTTP_USER, api_campaigns_cancel, "campaigns.cancel", 0},
+     MT_HTTP_CAMPAIGN_MAX, NULL},
+    {"GET", "/v1/campaigns/{id}", HTTP_USER, api_campaigns_get, "campaigns.get", 0, NULL},
+    {"POST", "/v1/campaigns/{id}/pause", HTTP_USER, api_campaigns_pause, "campaigns.pause", 0,
+     NULL},
+    {"POST", "/v1/campaigns/{id}/resume", HTTP_USER, api_campaigns_resume, "campaigns.resume", 0,
+     NULL},
+    {"POST", "/v1/campaigns/{id}/cancel", HTTP_USER, api_campaigns_cancel, "campaigns.cancel", 0,
+     NULL},
     /* The unsubscribe links in campaign mail: their token is the only credential. */
-    {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0},
-    {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0},
+    {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0, NULL},
+    {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0, NULL},
 };
 
 const struct http_route *api_routes(size_t *count_r)
@@ -191,37 +199,63 @@ void *api_job_new(struct api *api, struct http_request *req, size_t size)
 bool api_reply_outcome(struct http_request *req, const struct crud_outcome *outcome,
                        const char *what)
 {
+	char message[MT_ERROR_TEXT_MAX + 64];
+	const char *code = outcome->code, *field = outcome->field;
 	switch (outcome->verdict) {
 	case CRUD_OK:
 		return false;
 	case CRUD_INVALID:
-		http_reply_error(req, 400, "input", outcome->reason, NULL, NULL);
+		http_reply_error_at(req, 400, "input", code, field, outcome->reason);
 		break;
 	case CRUD_FORBIDDEN:
-		http_reply_error(req, 403, "auth", outcome->reason, NULL, NULL);
+		http_reply_error_at(req, 403, "auth", code, field, outcome->reason);
 		break;
 	case CRUD_REFUSED:
-		http_reply_error(req, 409, "input", outcome->reason, NULL, NULL);
+		http_reply_error_at(req, 409, "input", code, field, outcome->reason);
 		break;
 	case CRUD_NOT_FOUND:
-		http_reply_errorf(req, 404, "input", "%s not found", what);
+		snprintf(message, sizeof(message), "%s not found", what);
+		http_reply_error_at(req, 404, "input", code, field, message);
 		break;
 	case CRUD_CONFLICT:
-		http_reply_errorf(req, 409, "input", "%s conflicts with an existing one", what);
+		snprintf(message, sizeof(message), "%s conflicts with an existing one", what);
+		http_reply_error_at(req, 409, "input", code, field, message);
 		break;
 	case CRUD_BAD_CURSOR:
-		http_reply_error(req, 400, "input",
-		                 "invalid cursor: use a next_cursor from an earlier page", NULL,
-		                 NULL);
+		http_reply_error_at(req, 400, "input", "invalid_cursor", "cursor",
+		                    "invalid cursor: use a next_cursor from an earlier page");
 		break;
 	case CRUD_BUSY:
 		http_reply_error_retry(req, 503, "internal", "the store is busy; try again", 1);
 		break;
 	case CRUD_FAILED:
-		http_reply_error(req, 500, "internal", outcome->reason, NULL, NULL);
+		http_reply_error_at(req, 500, "internal", code, field, outcome->reason);
 		break;
 	}
 	return true;
+}
+
+void api_reply_account(struct http_request *req, const struct account_result *r)
+{
+	static const int status[] = {
+	    [ACCOUNT_OK] = 200,        [ACCOUNT_INVALID] = 400, [ACCOUNT_FEATURE_OFF] = 403,
+	    [ACCOUNT_NOT_FOUND] = 404, [ACCOUNT_CHANGED] = 409, [ACCOUNT_CHECK_FAILED] = 422,
+	    [ACCOUNT_THROTTLED] = 429, [ACCOUNT_BUSY] = 503,    [ACCOUNT_FAILED] = 500,
+	};
+	int code = status[r->verdict];
+	if (r->verdict == ACCOUNT_THROTTLED || r->verdict == ACCOUNT_BUSY) {
+		http_reply_error_retry(
+		    req, code, r->verdict == ACCOUNT_THROTTLED ? "throttle" : "internal", r->reason,
+		    r->verdict == ACCOUNT_THROTTLED ? MT_LIVE_CHECK_STEP_MS / 1000 : 1);
+		return;
+	}
+	const char *cls = r->verdict == ACCOUNT_CHECK_FAILED ? mt_class_name(r->cls)
+	                  : r->verdict == ACCOUNT_FAILED     ? "internal"
+	                                                     : "input";
+	/* An IMAP server's response goes where SMTP puts its reply. */
+	http_reply_error_check(req, code, cls, r->code, r->field, r->reason,
+	                       r->smtp_reply[0] ? r->smtp_reply : NULL,
+	                       r->fingerprint[0] ? r->fingerprint : NULL);
 }
 
 json_t *api_decode(struct http_request *req, const struct json_field *fields, size_t count)
@@ -232,12 +266,13 @@ json_t *api_decode(struct http_request *req, const struct json_field *fields, si
 	json_t *root = json_decode_body(body != NULL ? body : "", body != NULL ? len : 0, error,
 	                                sizeof(error));
 	if (root == NULL) {
-		http_reply_error(req, 400, "input", error, NULL, NULL);
+		http_reply_error_at(req, 400, "input", "invalid_json", NULL, error);
 		return NULL;
 	}
-	if (json_decode_fields(root, fields, count, error, sizeof(error)) < 0) {
+	struct json_decode_error err;
+	if (json_decode_fields_at(root, fields, count, &err) < 0) {
 		json_decref(root);
-		http_reply_error(req, 400, "input", error, NULL, NULL);
+		http_reply_error_at(req, 400, "input", err.code, err.field, err.message);
 		return NULL;
 	}
 	return root;
@@ -251,15 +286,18 @@ bool api_list_params(struct http_request *req, size_t *limit_r, const char **cur
 		char *end;
 		long v = strtol(limit, &end, 10);
 		if (end == limit || *end != '\0' || v < 1 || v > MT_LIST_LIMIT_MAX) {
-			http_reply_errorf(req, 400, "input", "limit must be 1..%d",
-			                  MT_LIST_LIMIT_MAX);
+			char message[64];
+			snprintf(message, sizeof(message), "limit must be 1..%d",
+			         MT_LIST_LIMIT_MAX);
+			http_reply_error_at(req, 400, "input", "out_of_range", "limit", message);
 			return false;
 		}
 		*limit_r = (size_t)v;
 	}
 	*cursor_r = http_request_query(req, "cursor");
 	if (*cursor_r != NULL && strlen(*cursor_r) >= MT_CURSOR_MAX) {
-		http_reply_error(req, 400, "input", "invalid cursor", NULL, NULL);
+		http_reply_error_at(req, 400, "input", "invalid_cursor", "cursor",
+		                    "invalid cursor");
 		return false;
 	}
 	return true;

@@ -83,6 +83,10 @@ void *api_job_new(struct api *api, struct http_request *req, size_t size);
 bool api_reply_outcome(struct http_request *req, const struct crud_outcome *outcome,
                        const char *what);
 
+/* Replies for an account save's or view's verdict that is not ACCOUNT_OK (engine/account.h):
+ * 400, 403, 404, 409, 422 (with the server's reply and the certificate's pin), 429, 500, 503. */
+struct account_result;
+void api_reply_account(struct http_request *req, const struct account_result *r);
 /* Parses and checks a JSON body against `fields`; on error replies 400 and returns NULL. The
  * returned object owns the strings the fields point to: json_decref() it when done. */
 json_t *api_decode(struct http_request *req, const struct json_field *fields, size_t count);

@@ -43,10 +43,14 @@ static bool reply_verdict(struct http_request *req, const struct campaign_result
 		http_reply_error(req, 413, "input", r->reason, NULL, NULL);
 		break;
 	case CAMPAIGN_RELAY_CAP:
-		http_reply_error(req, 422, "input", r->reason, NULL, NULL);
+		http_reply_error_at(req, 422, "input", "over_relay_cap", "recipients", r->reason);
 		break;
 	case CAMPAIGN_NO_ROUTE:
+		http_reply_error_at(req, 409, "input", "no_route", NULL, r->reason);
+		break;
 	case CAMPAIGN_NOT_CONFIGURED:
+		http_reply_error_at(req, 409, "input", "not_configured", NULL, r->reason);
+		break;
 	case CAMPAIGN_CONFLICT:
 		http_reply_error(req, 409, "input", r->reason, NULL, NULL);
 		break;

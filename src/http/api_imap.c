@@ -81,34 +81,12 @@ static json_t *view_json(const struct account_imap_view *v)
 	return doc;
 }
 
-static void reply_result(struct http_request *req, const struct account_result *r)
-{
-	static const int status[] = {
-	    [ACCOUNT_OK] = 200,        [ACCOUNT_INVALID] = 400, [ACCOUNT_FEATURE_OFF] = 403,
-	    [ACCOUNT_NOT_FOUND] = 404, [ACCOUNT_CHANGED] = 409, [ACCOUNT_CHECK_FAILED] = 422,
-	    [ACCOUNT_THROTTLED] = 429, [ACCOUNT_BUSY] = 503,    [ACCOUNT_FAILED] = 500,
-	};
-	int code = status[r->verdict];
-	if (r->verdict == ACCOUNT_THROTTLED || r->verdict == ACCOUNT_BUSY) {
-		http_reply_error_retry(
-		    req, code, r->verdict == ACCOUNT_THROTTLED ? "throttle" : "internal", r->reason,
-		    r->verdict == ACCOUNT_THROTTLED ? MT_LIVE_CHECK_STEP_MS / 1000 : 1);
-		return;
-	}
-	const char *cls = r->verdict == ACCOUNT_CHECK_FAILED ? mt_class_name(r->cls)
-	                  : r->verdict == ACCOUNT_FAILED     ? "internal"
-	                                                     : "input";
-	/* The server's response goes where SMTP puts its reply. */
-	http_reply_error(req, code, cls, r->reason, r->smtp_reply[0] ? r->smtp_reply : NULL,
-	                 r->fingerprint[0] ? r->fingerprint : NULL);
-}
-
 static void viewed(void *ctx, const struct account_result *result,
                    const struct account_imap_view *view)
 {
 	struct http_request *req = ctx;
 	if (result->verdict != ACCOUNT_OK)
-		reply_result(req, result);
+		api_reply_account(req, result);
 	else
 		http_reply_json(req, 200, view_json(view));
 }
@@ -124,7 +102,7 @@ static void turned_off(void *ctx, const struct account_result *result)
 {
 	struct http_request *req = ctx;
 	if (result->verdict != ACCOUNT_OK)
-		reply_result(req, result);
+		api_reply_account(req, result);
 	else
 		http_reply_empty(req, 204);
 }
@@ -171,7 +149,7 @@ static void saved(void *ctx, const struct account_imap_result *result)
 {
 	struct http_request *req = ctx;
 	if (result->r.verdict != ACCOUNT_OK) {
-		reply_result(req, &result->r);
+		api_reply_account(req, &result->r);
 		return;
 	}
 	http_reply_json(req, 200,

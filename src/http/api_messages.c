@@ -312,16 +312,16 @@ static void submitted(void *ctx, const struct outbox_result *result)
 		                          store_outbox_state_name(result->state)));
 		break;
 	case OUTBOX_INVALID:
-		http_reply_error(req, 400, "input", result->reason, NULL, NULL);
+		http_reply_error_at(req, 400, "input", "invalid_message", NULL, result->reason);
 		break;
 	case OUTBOX_TOO_LARGE:
 		http_reply_error(req, 413, "input", result->reason, NULL, NULL);
 		break;
 	case OUTBOX_NO_ROUTE:
-		http_reply_error(req, 409, "input", result->reason, NULL, NULL);
+		http_reply_error_at(req, 409, "input", "no_route", NULL, result->reason);
 		break;
 	case OUTBOX_OVER_LIMIT:
-		http_reply_error(req, 422, "input", result->reason, NULL, NULL);
+		http_reply_error_at(req, 422, "input", "over_send_limit", "to", result->reason);
 		break;
 	case OUTBOX_GONE:
 		http_reply_error(req, 404, "input", "user not found", NULL, NULL);

@@ -79,28 +79,6 @@ static json_t *view_json(const struct account_smtp_view *v)
 	return doc;
 }
 
-/* The engine's verdict as an HTTP answer. */
-static void reply_result(struct http_request *req, const struct account_result *r)
-{
-	static const int status[] = {
-	    [ACCOUNT_OK] = 200,        [ACCOUNT_INVALID] = 400, [ACCOUNT_FEATURE_OFF] = 403,
-	    [ACCOUNT_NOT_FOUND] = 404, [ACCOUNT_CHANGED] = 409, [ACCOUNT_CHECK_FAILED] = 422,
-	    [ACCOUNT_THROTTLED] = 429, [ACCOUNT_BUSY] = 503,    [ACCOUNT_FAILED] = 500,
-	};
-	int code = status[r->verdict];
-	if (r->verdict == ACCOUNT_THROTTLED || r->verdict == ACCOUNT_BUSY) {
-		http_reply_error_retry(
-		    req, code, r->verdict == ACCOUNT_THROTTLED ? "throttle" : "internal", r->reason,
-		    r->verdict == ACCOUNT_THROTTLED ? MT_LIVE_CHECK_STEP_MS / 1000 : 1);
-		return;
-	}
-	const char *cls = r->verdict == ACCOUNT_CHECK_FAILED ? mt_class_name(r->cls)
-	                  : r->verdict == ACCOUNT_FAILED     ? "internal"
-	                                                     : "input";
-	http_reply_error(req, code, cls, r->reason, r->smtp_reply[0] ? r->smtp_reply : NULL,
-	                 r->fingerprint[0] ? r->fingerprint : NULL);
-}
-
 struct limits_input {
 	json_t *limits;
 	int64_t limit;
@@ -203,7 +181,7 @@ static void viewed(void *ctx, const struct account_result *result,
 {
 	struct http_request *req = ctx;
 	if (result->verdict != ACCOUNT_OK)
-		reply_result(req, result);
+		api_reply_account(req, result);
 	else
 		http_reply_json(req, 200, view_json(view));
 }
@@ -245,7 +223,7 @@ static void turned_off(void *ctx, const struct account_result *result)
 {
 	struct http_request *req = ctx;
 	if (result->verdict != ACCOUNT_OK)
-		reply_result(req, result);
+		api_reply_account(req, result);
 	else
 		http_reply_empty(req, 204);
 }
@@ -292,7 +270,7 @@ static void saved(void *ctx, const struct account_result *result)
 {
 	struct http_request *req = ctx;
 	if (result->verdict != ACCOUNT_OK) {
-		reply_result(req, result);
+		api_reply_account(req, result);
 		return;
 	}
 	http_reply_json(req, 200,

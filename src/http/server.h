@@ -54,6 +54,9 @@ struct http_route {
 	http_handler_fn *handler;
 	const char *name; /* metric label, e.g. "users.update" */
 	size_t body_max;  /* 0 = MT_HTTP_BODY_MAX; over it -> 413 class input */
+	/* The query parameters it takes, comma-separated ("limit,cursor"); any other is 400
+	 * unknown_parameter. NULL: none. "*": any (a page a provider or mail client links to). */
+	const char *query;
 };
 
 /* Connection caps and deadlines. A field left 0 takes its default from lib/limits.h (the same
@@ -123,6 +126,15 @@ void http_reply_error(struct http_request *req, int status, const char *cls, con
                       const char *smtp_reply, const char *fingerprint);
 void http_reply_errorf(struct http_request *req, int status, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Every error body is {"error": {class, code, message, field, ...}}: `code` is a stable machine
+ * code (docs/api.md "Error codes"; the functions without one use the status's, e.g. 404
+ * "not_found"), `field` the request field or query parameter at fault (NULL: none, JSON null). */
+void http_reply_error_at(struct http_request *req, int status, const char *cls, const char *code,
+                         const char *field, const char *message);
+/* ... with a live check's SMTP reply and the presented certificate's pin (NULL: none). */
+void http_reply_error_check(struct http_request *req, int status, const char *cls, const char *code,
+                            const char *field, const char *message, const char *smtp_reply,
+                            const char *fingerprint);
 /* The same error shape with "Retry-After: retry_after_s", for 429 and 503. */
 void http_reply_error_retry(struct http_request *req, int status, const char *cls,
                             const char *message, unsigned retry_after_s);

@@ -378,20 +378,97 @@ static json_t *utf8_string(const char *s)
 	return j;
 }
 
+/* The machine code of an error no handler named more precisely: one per status. */
+static const char *status_code_name(int status)
+{
+	switch (status) {
+	case 400:
+		return "invalid_request";
+	case 401:
+		return "unauthorized";
+	case 403:
+		return "forbidden";
+	case 404:
+		return "not_found";
+	case 405:
+		return "method_not_allowed";
+	case 408:
+		return "request_timeout";
+	case 409:
+		return "conflict";
+	case 411:
+		return "length_required";
+	case 413:
+		return "too_large";
+	case 415:
+		return "unsupported_media_type";
+	case 422:
+		return "check_failed";
+	case 429:
+		return "rate_limited";
+	case 431:
+		return "headers_too_large";
+	case 501:
+		return "not_implemented";
+	case 503:
+		return "unavailable";
+	default:
+		return status >= 500 ? "internal" : "invalid_request";
+	}
+}
+
+struct error_detail {
+	const char *code;  /* NULL: the status's */
+	const char *field; /* NULL: none (JSON null) */
+	const char *smtp_reply;
+	const char *fingerprint;
+};
+
+static void reply_error_detail(struct http_request *req, int status, const char *cls,
+                               const char *message, const struct error_detail *d,
+                               const char *const *extra)
+{
+	json_t *error = json_object();
+	json_object_set_new(error, "class", utf8_string(cls != NULL ? cls : "internal"));
+	json_object_set_new(error, "code",
+	                    utf8_string(d->code != NULL && d->code[0] != '\0'
+	                                    ? d->code
+	                                    : status_code_name(status)));
+	json_object_set_new(error, "message", utf8_string(message != NULL ? message : ""));
+	json_object_set_new(error, "field",
+	                    d->field != NULL && d->field[0] != '\0' ? utf8_string(d->field)
+	                                                            : json_null());
+	if (d->smtp_reply != NULL)
+		json_object_set_new(error, "smtp_reply", utf8_string(d->smtp_reply));
+	if (d->fingerprint != NULL)
+		json_object_set_new(error, "fingerprint", utf8_string(d->fingerprint));
+	json_t *body = json_object();
+	json_object_set_new(body, "error", error);
+	reply_json_extra(req, status, body, extra);
+}
+
 static void reply_error_extra(struct http_request *req, int status, const char *cls,
                               const char *message, const char *smtp_reply, const char *fingerprint,
                               const char *const *extra)
 {
-	json_t *error = json_object();
-	json_object_set_new(error, "class", utf8_string(cls != NULL ? cls : "internal"));
-	json_object_set_new(error, "message", utf8_string(message != NULL ? message : ""));
-	if (smtp_reply != NULL)
-		json_object_set_new(error, "smtp_reply", utf8_string(smtp_reply));
-	if (fingerprint != NULL)
-		json_object_set_new(error, "fingerprint", utf8_string(fingerprint));
-	json_t *body = json_object();
-	json_object_set_new(body, "error", error);
-	reply_json_extra(req, status, body, extra);
+	struct error_detail d = {.smtp_reply = smtp_reply, .fingerprint = fingerprint};
+	reply_error_detail(req, status, cls, message, &d, extra);
+}
+
+void http_reply_error_at(struct http_request *req, int status, const char *cls, const char *code,
+                         const char *field, const char *message)
+{
+	struct error_detail d = {.code = code, .field = field};
+	reply_error_detail(req, status, cls, message, &d, NULL);
+}
+
+void http_reply_error_check(struct http_request *req, int status, const char *cls, const char *code,
+                            const char *field, const char *message, const char *smtp_reply,
+                            const char *fingerprint)
+{
+	struct error_detail d = {
+	    .code = code, .field = field, .smtp_reply = smtp_reply, .fingerprint = fingerprint};
+	reply_error_detail(req, status, cls, message, &d, NULL);
 }
 
 void http_reply_error(struct http_request *req, int status, const char *cls, const char *message,
@@ -644,9 +721,41 @@ out:
 	return result;
 }
 
-/* application/x-www-form-urlencoded pairs; a repeated name is refused rather than guessed. */
-static int parse_query(struct http_request *req, const char *query, const char **why_r)
+/* Whether `name` is in the route's comma-separated list ("*": any). */
+static bool query_allowed(const char *list, const char *name)
 {
+	if (list == NULL)
+		return false;
+	if (strcmp(list, "*") == 0)
+		return true;
+	size_t n = strlen(name);
+	for (const char *p = list; *p != '\0';) {
+		size_t len = strcspn(p, ",");
+		if (len == n && strncmp(p, name, n) == 0)
+			return true;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* Client text fit to echo in an error: printable ASCII only (a name is shown, never guessed). */
+static bool ascii_printable(const char *text)
+{
+	for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			return false;
+	return true;
+}
+
+/* application/x-www-form-urlencoded pairs; a repeated name is refused rather than guessed.
+ * On -1, *code_r is the error's machine code and `name` (when not "") the parameter. */
+static int parse_query(struct http_request *req, const char *query, const char **why_r,
+                       const char **code_r, char *name_r, size_t name_size)
+{
+	*code_r = "malformed_query";
+	name_r[0] = '\0';
 	for (const char *s = query; s != NULL && *s != '\0';) {
 		size_t len = strcspn(s, "&");
 		if (len > 0) {
@@ -654,6 +763,7 @@ static int parse_query(struct http_request *req, const char *query, const char *
 			size_t nlen = eq != NULL ? (size_t)(eq - s) : len;
 			if (req->query_count == MT_HTTP_QUERY_PARAMS_MAX) {
 				*why_r = "too many query parameters";
+				*code_r = "too_many_parameters";
 				return -1;
 			}
 			char *name = percent_decode(s, nlen, true);
@@ -666,9 +776,11 @@ static int parse_query(struct http_request *req, const char *query, const char *
 				return -1;
 			}
 			if (http_request_query(req, name) != NULL) {
+				snprintf(name_r, name_size, "%.64s", name);
 				free(name);
 				free(value);
 				*why_r = "repeated query parameter";
+				*code_r = "repeated_parameter";
 				return -1;
 			}
 			req->query[req->query_count++] = (struct http_pair){name, value};
@@ -753,9 +865,30 @@ static bool route_request(struct http_request *req)
 		}
 		return false;
 	}
-	const char *why = NULL;
-	if (target[plen] == '?' && parse_query(req, target + plen + 1, &why) < 0) {
-		http_reply_error(req, 400, "input", why, NULL, NULL);
+	const char *why = NULL, *code = NULL;
+	char name[80];
+	if (target[plen] == '?' &&
+	    parse_query(req, target + plen + 1, &why, &code, name, sizeof(name)) < 0) {
+		char message[160];
+		if (name[0] != '\0' && ascii_printable(name))
+			snprintf(message, sizeof(message), "%s '%s'", why, name);
+		else
+			snprintf(message, sizeof(message), "%s", why);
+		http_reply_error_at(req, 400, "input", code,
+		                    name[0] != '\0' && ascii_printable(name) ? name : NULL,
+		                    message);
+		return false;
+	}
+	for (size_t i = 0; i < req->query_count; i++) {
+		if (query_allowed(req->route->query, req->query[i].name))
+			continue;
+		const char *q = req->query[i].name;
+		char message[160];
+		bool show = strlen(q) <= 64 && ascii_printable(q);
+		snprintf(message, sizeof(message), "unknown query parameter%s%s%s",
+		         show ? " '" : "", show ? q : "", show ? "'" : "");
+		http_reply_error_at(req, 400, "input", "unknown_parameter", show ? q : NULL,
+		                    message);
 		return false;
 	}
 	return true;

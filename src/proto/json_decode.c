@@ -32,6 +32,23 @@ static void set_error(char *error, size_t error_size, const char *fmt, ...)
 	sanitize(error);
 }
 
+static void field_error(struct json_decode_error *err, const char *code, const char *field,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void field_error(struct json_decode_error *err, const char *code, const char *field,
+                        const char *fmt, ...)
+{
+	err->code = code;
+	/* A field name may be client text (an unknown key): capped like the message. */
+	snprintf(err->field, sizeof(err->field), "%.64s", field != NULL ? field : "");
+	sanitize(err->field);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	sanitize(err->message);
+}
+
 /* jansson's own nesting limit is 2048 and it recurses for each level, and it spends ~250 bytes
  * on every value (31 MiB of "[{},{},...]" grew to 2.5 GB): counting brackets and separators
  * outside strings first refuses deep or amplifying input before any allocation. A value is
@@ -128,58 +145,60 @@ static const char *type_name(enum json_field_type type)
 }
 
 static int check_string(const json_t *value, const struct json_field *f, const char *what,
-                        char *error, size_t error_size)
+                        struct json_decode_error *err)
 {
 	size_t max = f->max_len > 0 ? f->max_len : MT_JSON_STRING_MAX;
 	size_t len = json_string_length(value);
 	if (len > max) {
-		set_error(error, error_size, "field '%s': %s longer than %zu bytes", f->name, what,
-		          max);
+		field_error(err, "too_long", f->name, "field '%s': %s longer than %zu bytes",
+		            f->name, what, max);
 		return -1;
 	}
 	const char *s = json_string_value(value);
 	/* JSON_ALLOW_NUL is off, so a value built by our decoder has no NUL; one built by hand
 	 * might, and a NUL would silently cut a header value short. */
 	if (memchr(s, '\0', len) != NULL) {
-		set_error(error, error_size, "field '%s': %s contains NUL", f->name, what);
+		field_error(err, "invalid_value", f->name, "field '%s': %s contains NUL", f->name,
+		            what);
 		return -1;
 	}
 	if (f->single_line && (memchr(s, '\r', len) != NULL || memchr(s, '\n', len) != NULL)) {
-		set_error(error, error_size, "field '%s': %s must not contain CR or LF", f->name,
-		          what);
+		field_error(err, "invalid_value", f->name,
+		            "field '%s': %s must not contain CR or LF", f->name, what);
 		return -1;
 	}
 	return 0;
 }
 
-static int check_items(const json_t *value, const struct json_field *f, char *error,
-                       size_t error_size)
+static int check_items(const json_t *value, const struct json_field *f,
+                       struct json_decode_error *err)
 {
 	size_t max = f->max_items > 0 ? f->max_items : MT_JSON_ARRAY_ITEMS_MAX;
 	if (json_array_size(value) > max) {
-		set_error(error, error_size, "field '%s': more than %zu items", f->name, max);
+		field_error(err, "too_many_items", f->name, "field '%s': more than %zu items",
+		            f->name, max);
 		return -1;
 	}
 	return 0;
 }
 
-static int check_value(const json_t *value, const struct json_field *f, char *error,
-                       size_t error_size)
+static int check_value(const json_t *value, const struct json_field *f,
+                       struct json_decode_error *err)
 {
 	switch (f->type) {
 	case JSON_FIELD_STRING:
 		if (!json_is_string(value))
 			break;
-		return check_string(value, f, "value", error, error_size);
+		return check_string(value, f, "value", err);
 	case JSON_FIELD_INT:
 		if (!json_is_integer(value))
 			break;
 		if (f->min < f->max) {
 			json_int_t n = json_integer_value(value);
 			if (n < f->min || n > f->max) {
-				set_error(error, error_size,
-				          "field '%s': must be between %" PRId64 " and %" PRId64,
-				          f->name, f->min, f->max);
+				field_error(err, "out_of_range", f->name,
+				            "field '%s': must be between %" PRId64 " and %" PRId64,
+				            f->name, f->min, f->max);
 				return -1;
 			}
 		}
@@ -191,20 +210,20 @@ static int check_value(const json_t *value, const struct json_field *f, char *er
 	case JSON_FIELD_STRING_ARRAY: {
 		if (!json_is_array(value))
 			break;
-		if (check_items(value, f, error, error_size) < 0)
+		if (check_items(value, f, err) < 0)
 			return -1;
 		size_t i;
 		json_t *item;
 		json_array_foreach(value, i, item)
 		{
 			if (!json_is_string(item)) {
-				set_error(error, error_size, "field '%s': item %zu is not a string",
-				          f->name, i);
+				field_error(err, "invalid_type", f->name,
+				            "field '%s': item %zu is not a string", f->name, i);
 				return -1;
 			}
 			char what[40];
 			snprintf(what, sizeof(what), "item %zu", i);
-			if (check_string(item, f, what, error, error_size) < 0)
+			if (check_string(item, f, what, err) < 0)
 				return -1;
 		}
 		return 0;
@@ -216,9 +235,10 @@ static int check_value(const json_t *value, const struct json_field *f, char *er
 	case JSON_FIELD_ARRAY:
 		if (!json_is_array(value))
 			break;
-		return check_items(value, f, error, error_size);
+		return check_items(value, f, err);
 	}
-	set_error(error, error_size, "field '%s': expected %s", f->name, type_name(f->type));
+	field_error(err, "invalid_type", f->name, "field '%s': expected %s", f->name,
+	            type_name(f->type));
 	return -1;
 }
 
@@ -253,11 +273,14 @@ static json_t *given(const json_t *object, const struct json_field *f)
 	return value;
 }
 
-int json_decode_fields(const json_t *object, const struct json_field *fields, size_t count,
-                       char *error, size_t error_size)
+int json_decode_fields_at(const json_t *object, const struct json_field *fields, size_t count,
+                          struct json_decode_error *err)
 {
+	err->code = "";
+	err->field[0] = '\0';
+	err->message[0] = '\0';
 	if (!json_is_object(object)) {
-		set_error(error, error_size, "expected a JSON object");
+		field_error(err, "invalid_json", NULL, "expected a JSON object");
 		return -1;
 	}
 	const char *key;
@@ -269,7 +292,7 @@ int json_decode_fields(const json_t *object, const struct json_field *fields, si
 			known = strcmp(fields[i].name, key) == 0;
 		if (!known) {
 			/* The key is client text: cap it so the message stays short. */
-			set_error(error, error_size, "field '%.64s': unknown field", key);
+			field_error(err, "unknown_field", key, "field '%.64s': unknown field", key);
 			return -1;
 		}
 	}
@@ -278,12 +301,13 @@ int json_decode_fields(const json_t *object, const struct json_field *fields, si
 		value = given(object, f);
 		if (value == NULL) {
 			if (f->required) {
-				set_error(error, error_size, "field '%s': required", f->name);
+				field_error(err, "missing_field", f->name, "field '%s': required",
+				            f->name);
 				return -1;
 			}
 			continue;
 		}
-		if (check_value(value, f, error, error_size) < 0)
+		if (check_value(value, f, err) < 0)
 			return -1;
 	}
 	/* Written only now, so a refused body leaves the caller's defaults alone. */
@@ -296,4 +320,14 @@ int json_decode_fields(const json_t *object, const struct json_field *fields, si
 			store(value, f);
 	}
 	return 0;
+}
+
+int json_decode_fields(const json_t *object, const struct json_field *fields, size_t count,
+                       char *error, size_t error_size)
+{
+	struct json_decode_error err;
+	int rc = json_decode_fields_at(object, fields, count, &err);
+	if (rc < 0 && error != NULL && error_size > 0)
+		snprintf(error, error_size, "%s", err.message);
+	return rc;
 }

@@ -54,4 +54,15 @@ struct json_field {
 int json_decode_fields(const json_t *object, const struct json_field *fields, size_t count,
                        char *error, size_t error_size);
 
+/* The same, with the error's stable machine code (docs/api.md "Error codes": unknown_field,
+ * missing_field, invalid_type, out_of_range, too_long, too_many_items, invalid_value,
+ * invalid_json) and the field it is about ("" when none). */
+struct json_decode_error {
+	const char *code; /* static */
+	char field[65];
+	char message[256];
+};
+int json_decode_fields_at(const json_t *object, const struct json_field *fields, size_t count,
+                          struct json_decode_error *err);
+
 #endif

@@ -172,23 +172,23 @@ static void h_stop(struct http_request *req, void *app)
 }
 
 static const struct http_route routes[] = {
-    {"GET", "/healthz", HTTP_PUBLIC, h_health, "health", 0},
-    {"GET", "/v1/items/{id}", HTTP_USER, h_item_get, "items.get", 0},
-    {"DELETE", "/v1/items/{id}", HTTP_USER, h_item_delete, "items.delete", 0},
-    {"POST", "/v1/items", HTTP_USER, h_item_create, "items.create", 64},
-    {"PUT", "/v1/admin", HTTP_ADMIN, h_admin, "admin.put", 0},
-    {"GET", "/v1/slow", HTTP_USER, h_slow, "slow", 0},
-    {"GET", "/twice", HTTP_PUBLIC, h_twice, "twice", 0},
-    {"GET", "/error", HTTP_PUBLIC, h_error, "error", 0},
-    {"GET", "/errorf", HTTP_PUBLIC, h_errorf, "errorf", 0},
-    {"GET", "/abandon", HTTP_PUBLIC, h_abandon, "abandon", 0},
-    {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX},
-    {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0},
-    {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0},
+    {"GET", "/healthz", HTTP_PUBLIC, h_health, "health", 0, NULL},
+    {"GET", "/v1/items/{id}", HTTP_USER, h_item_get, "items.get", 0, "q,other,flag"},
+    {"DELETE", "/v1/items/{id}", HTTP_USER, h_item_delete, "items.delete", 0, NULL},
+    {"POST", "/v1/items", HTTP_USER, h_item_create, "items.create", 64, NULL},
+    {"PUT", "/v1/admin", HTTP_ADMIN, h_admin, "admin.put", 0, NULL},
+    {"GET", "/v1/slow", HTTP_USER, h_slow, "slow", 0, "ms"},
+    {"GET", "/twice", HTTP_PUBLIC, h_twice, "twice", 0, NULL},
+    {"GET", "/error", HTTP_PUBLIC, h_error, "error", 0, NULL},
+    {"GET", "/errorf", HTTP_PUBLIC, h_errorf, "errorf", 0, NULL},
+    {"GET", "/abandon", HTTP_PUBLIC, h_abandon, "abandon", 0, NULL},
+    {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX, NULL},
+    {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0, NULL},
+    {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0, NULL},
     /* Routes that need auth: one at the default cap, one with a larger cap of its own. */
-    {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0},
-    {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX},
-    {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0},
+    {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0, NULL},
+    {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX, NULL},
+    {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0, NULL},
 };
 
 /* Accepts "good" and "admin", one loop iteration later, like a store job would. */
@@ -395,6 +395,27 @@ static void expect_error(const char *method, const char *path, const char *auth,
 	response_free(&r);
 }
 
+/* An error's machine code and field (NULL: JSON null). */
+static void expect_code(const char *method, const char *path, const char *auth, int status,
+                        const char *code, const char *field)
+{
+	struct response r;
+	request(&r, method, path, auth, NULL, NULL);
+	if (r.status != status)
+		fail_msg("%s %s: got %d, want %d: %s", method, path, r.status, status, r.body);
+	json_t *j = error_of(&r, "input");
+	json_t *e = json_object_get(j, "error");
+	const char *got = json_string_value(json_object_get(e, "code"));
+	json_t *f = json_object_get(e, "field");
+	const char *got_field = json_string_value(f);
+	if (got == NULL || strcmp(got, code) != 0 ||
+	    (field == NULL ? !json_is_null(f) : got_field == NULL || strcmp(got_field, field) != 0))
+		fail_msg("%s %s: want code %s field %s: %s", method, path, code,
+		         field != NULL ? field : "null", r.body);
+	json_decref(j);
+	response_free(&r);
+}
+
 static double requests_counted(const char *route, const char *status)
 {
 	const struct mt_metric_label l[] = {{"route", route}, {"status", status}};
@@ -487,6 +508,16 @@ static void path_and_query(void **state)
 	for (int i = 0; i <= MT_HTTP_QUERY_PARAMS_MAX; i++)
 		sprintf(many + strlen(many), "p%d=1&", i);
 	expect_error("GET", many, "Bearer good", NULL, 400, "input");
+	/* Codes and fields: the parameter at fault is named; a route takes only its own. */
+	expect_code("GET", "/v1/items/1?q=a&q=b", "Bearer good", 400, "repeated_parameter", "q");
+	expect_code("GET", "/v1/items/1?q=a&limt=5", "Bearer good", 400, "unknown_parameter",
+	            "limt");
+	expect_code("GET", "/v1/items/1?q=%00", "Bearer good", 400, "malformed_query", NULL);
+	expect_code("GET", many, "Bearer good", 400, "too_many_parameters", NULL);
+	expect_code("GET", "/healthz?verbose=1", NULL, 400, "unknown_parameter", "verbose");
+	expect_code("GET", "/v1/items/1?%01=1", "Bearer good", 400, "unknown_parameter", NULL);
+	expect_code("GET", "/nope", NULL, 404, "not_found", NULL);
+	expect_code("GET", "/v1/items", NULL, 405, "method_not_allowed", NULL);
 }
 
 static void not_found_and_method(void **state)
@@ -620,7 +651,8 @@ static void replies(void **state)
 	request(&r, "GET", "/errorf", NULL, NULL, NULL);
 	assert_int_equal(r.status, 409);
 	assert_string_equal(
-	    r.body, "{\"error\":{\"class\":\"input\",\"message\":\"port 25 in use by x\"}}");
+	    r.body, "{\"error\":{\"class\":\"input\",\"code\":\"conflict\",\"message\":\"port "
+	            "25 in use by x\",\"field\":null}}");
 	response_free(&r);
 
 	expect_error("GET", "/abandon", NULL, NULL, 500, "internal");
