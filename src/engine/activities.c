@@ -32,7 +32,7 @@ static void finish(struct page_job *job, const struct crud_outcome *outcome)
 
 static void page_done(void *arg, int result)
 {
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	finish(arg, &outcome);
 }
@@ -107,7 +107,7 @@ void activities_feed(struct store *store, const char *org_id, const char *since,
 	if (job == NULL)
 		return;
 	if (since != NULL && since[0] != '\0' && parse_since(since, &job->since) < 0) {
-		struct crud_outcome outcome;
+		struct crud_outcome outcome = {0};
 		crud_set_at(&outcome, CRUD_INVALID, "invalid_cursor", "since",
 		            "since: must be a next_cursor from an earlier page");
 		return finish(job, &outcome);

@@ -31,6 +31,8 @@ void crud_set(struct crud_outcome *outcome, enum crud_verdict verdict, const cha
 void crud_from_store(struct crud_outcome *outcome, int rc)
 {
 	outcome->reason[0] = '\0';
+	outcome->code = NULL;
+	outcome->field = NULL;
 	switch (rc) {
 	case 0:
 		outcome->verdict = CRUD_OK;

@@ -34,7 +34,7 @@ static void finish(struct never_log_job *job, const struct crud_outcome *outcome
 
 static void job_done(void *arg, int result)
 {
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	finish(arg, &outcome);
 }
@@ -55,7 +55,7 @@ static struct never_log_job *job_for_caller(const struct never_log_caller *calle
 	mt_strlcpy(job->user_id, caller->user_id, sizeof(job->user_id));
 	job->done = done;
 	job->ctx = ctx;
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	if (caller->scope == NULL || strcmp(caller->scope, "user") == 0) {
 		job->scope = STORE_NEVER_LOG_USER;
 	} else if (strcmp(caller->scope, "org") == 0) {
@@ -122,7 +122,7 @@ void never_log_put(struct store *store, const struct never_log_caller *caller,
 	struct never_log_job *job = job_for_caller(caller, done, ctx);
 	if (job == NULL)
 		return;
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	if (count > MT_NEVER_LOG_MAX)
 		count = MT_NEVER_LOG_MAX;
 	job->list.entries = calloc(count ? count : 1, sizeof(*job->list.entries));

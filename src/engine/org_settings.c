@@ -55,7 +55,7 @@ static int update_run(struct store_tx *tx, void *arg)
 
 static void job_done(void *arg, int result)
 {
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	finish(arg, &outcome);
 }

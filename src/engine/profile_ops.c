@@ -46,7 +46,7 @@ static void finish(struct profile_job *job, const struct crud_outcome *outcome)
 
 static void job_done(void *arg, int result)
 {
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	finish(arg, &outcome);
 }

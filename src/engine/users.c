@@ -165,7 +165,7 @@ static void job_done(void *arg, int result)
 	struct users_job *job = arg;
 	if (announced(job))
 		announce(job->users);
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	finish(job, &outcome);
 }
@@ -309,7 +309,7 @@ void users_deactivate(struct users *users, const char *org_id, const char *actor
 	if (job == NULL)
 		return;
 	if (strcmp(job->user_id, actor_id) == 0) {
-		struct crud_outcome outcome;
+		struct crud_outcome outcome = {0};
 		crud_set_at(&outcome, CRUD_REFUSED, "self_lockout", NULL,
 		            "you cannot deactivate yourself");
 		return finish(job, &outcome);
@@ -368,7 +368,7 @@ static void auth_finish(struct auth_job *job, const struct crud_outcome *outcome
 
 static void auth_done(void *arg, int result)
 {
-	struct crud_outcome outcome;
+	struct crud_outcome outcome = {0};
 	crud_from_store(&outcome, result);
 	auth_finish(arg, &outcome);
 }
@@ -378,7 +378,7 @@ void users_authenticate(struct users *users, const unsigned char token_hash[32],
 {
 	struct auth_job *job = calloc(1, sizeof(*job));
 	if (job == NULL) {
-		struct crud_outcome outcome;
+		struct crud_outcome outcome = {0};
 		crud_set(&outcome, CRUD_FAILED, "out of memory");
 		done(ctx, &outcome, NULL);
 		return;

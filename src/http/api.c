@@ -33,7 +33,7 @@ static const struct http_route routes[] = {
      "profiles.upsert_external", 0, NULL},
     {"GET", "/v1/profiles/{id}", HTTP_USER, api_profiles_get, "profiles.get", 0, NULL},
     {"GET", "/v1/profiles/{id}/activities", HTTP_USER, api_profile_activities,
-     "profiles.activities", 0, NULL},
+     "profiles.activities", 0, "limit,cursor"},
     {"GET", "/v1/activities", HTTP_USER, api_activity_feed, "activities.feed", 0,
      "since,cursor,limit"},
     {"POST", "/v1/addin/log", HTTP_USER, api_addin_log, "addin.log", MT_HTTP_MESSAGE_MAX, NULL},
@@ -71,8 +71,8 @@ static const struct http_route routes[] = {
     {"POST", "/v1/campaigns/{id}/cancel", HTTP_USER, api_campaigns_cancel, "campaigns.cancel", 0,
      NULL},
     /* The unsubscribe links in campaign mail: their token is the only credential. */
-    {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0, NULL},
-    {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0, NULL},
+    {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0, "*"},
+    {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0, "*"},
 };
 
 const struct http_route *api_routes(size_t *count_r)
