@@ -14,6 +14,7 @@
 #include "engine/oauth_connect.h"
 #include "engine/oauth_flow.h"
 #include "engine/oauth_broker.h"
+#include "engine/api_keys.h"
 #include "engine/users.h"
 #include "http/api.h"
 #include "lib/log.h"
@@ -199,6 +200,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct campaigns *campaigns = NULL;
 	struct accounts *accounts = NULL;
 	struct users *users = NULL;
+	struct api_keys *api_keys = NULL;
 	struct retention *retention = NULL;
 	struct imap_syncer *syncer = NULL;
 	struct oauth_refresher *refresher = NULL;
@@ -385,6 +387,16 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.users = users;
+	struct api_keys_params keys_params = {
+	    .store = store,
+	    .on_access_change = access_changed,
+	    .on_access_change_ctx = &api,
+	};
+	if ((api_keys = api_keys_new(&keys_params)) == NULL) {
+		fprintf(stderr, "mailtrail serve: out of memory\n");
+		goto out;
+	}
+	api.api_keys = api_keys;
 	struct imap_syncer_params syncer_params = {
 	    .base = base,
 	    .dns = dns,
@@ -494,6 +506,7 @@ out:
 	store_close(&store);
 	imap_syncer_free(&syncer);  /* after the store: its jobs' completions read it */
 	users_free(&users);         /* after the store: its jobs' completions announce through it */
+	api_keys_free(&api_keys);   /* the same */
 	accounts_free(&accounts);   /* the same: a disconnect's completion reads it */
 	oauth_broker_free(&broker); /* after its askers: they cancel their asks */
 	/* exchanges in flight end unanswered: their pages are gone */

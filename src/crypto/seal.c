@@ -414,6 +414,19 @@ void mt_token_new(char out[MT_TOKEN_TEXT_MAX])
 	sodium_memzero(bytes, sizeof(bytes));
 }
 
+void mt_api_key_new(char out[MT_TOKEN_TEXT_MAX])
+{
+	unsigned char bytes[32];
+	if (sodium_init() < 0)
+		abort();
+	randombytes_buf(bytes, sizeof(bytes));
+	size_t plen = strlen(MT_API_KEY_PREFIX);
+	memcpy(out, MT_API_KEY_PREFIX, plen);
+	sodium_bin2base64(out + plen, MT_TOKEN_TEXT_MAX - plen, bytes, sizeof(bytes),
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sodium_memzero(bytes, sizeof(bytes));
+}
+
 void mt_token_hash(const char *token, unsigned char out[32])
 {
 	if (sodium_init() < 0)

@@ -48,7 +48,12 @@ uint32_t mt_sealed_key_id(const unsigned char *sealed, size_t len);
 #define MT_TOKEN_TEXT_MAX 64
 /* API tokens: "mt_" + base64url (no padding) of 32 random bytes (46 characters). */
 void mt_token_new(char out[MT_TOKEN_TEXT_MAX]);
-/* SHA-256 of the token text (what the store keeps). */
+/* Org-level API keys: "mtk_" + base64url of 32 random bytes (47 characters). The prefix only
+ * tells the server where to look the key up (a user token's third character is '_'); what
+ * admits it is its SHA-256, as for a token. */
+#define MT_API_KEY_PREFIX "mtk_"
+void mt_api_key_new(char out[MT_TOKEN_TEXT_MAX]);
+/* SHA-256 of the token or key text (what the store keeps). */
 void mt_token_hash(const char *token, unsigned char out[32]);
 
 #endif

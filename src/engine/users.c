@@ -52,7 +52,14 @@ int users_role_parse(const char *text, enum store_role *role_r)
 
 /* ---- the jobs ---- */
 
-enum users_op { OP_CREATE, OP_UPDATE, OP_DEACTIVATE, OP_TOKEN_CREATE, OP_TOKEN_REVOKE };
+enum users_op {
+	OP_CREATE,
+	OP_UPDATE,
+	OP_DEACTIVATE,
+	OP_TOKEN_CREATE,
+	OP_TOKEN_REVOKE,
+	OP_TOKEN_REVOKE_FOR
+};
 
 struct users_job {
 	struct users *users;
@@ -77,7 +84,8 @@ struct users_job {
 
 static bool announced(const struct users_job *job)
 {
-	return job->op == OP_UPDATE || job->op == OP_DEACTIVATE || job->op == OP_TOKEN_REVOKE;
+	return job->op == OP_UPDATE || job->op == OP_DEACTIVATE || job->op == OP_TOKEN_REVOKE ||
+	       job->op == OP_TOKEN_REVOKE_FOR;
 }
 
 static void finish(struct users_job *job, const struct crud_outcome *outcome)
@@ -156,6 +164,8 @@ static int job_run(struct store_tx *tx, void *arg)
 	}
 	case OP_TOKEN_REVOKE:
 		return store_token_revoke(tx, job->user_id, job->token_id);
+	case OP_TOKEN_REVOKE_FOR:
+		return store_token_revoke_in_org(tx, job->org_id, job->user_id, job->token_id);
 	}
 	return -1;
 }
@@ -333,6 +343,132 @@ void users_token_revoke(struct users *users, const char *user_id, const char *to
 		return;
 	mt_strlcpy(job->token_id, token_id, sizeof(job->token_id));
 	submit(job);
+}
+
+void users_token_revoke_for(struct users *users, const char *org_id, const char *user_id,
+                            const char *token_id, users_done_fn *done, void *ctx)
+{
+	struct users_job *job = job_new(users, OP_TOKEN_REVOKE_FOR, org_id, user_id, done, ctx);
+	if (job == NULL)
+		return;
+	mt_strlcpy(job->token_id, token_id, sizeof(job->token_id));
+	submit(job);
+}
+
+/* ---- an admin's view ---- */
+
+enum view_op { VIEW_LIST, VIEW_GET, VIEW_TOKENS };
+
+struct view_job {
+	enum view_op op;
+	users_view_fn *done;
+	void *ctx;
+	char org_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX];
+	char cursor[MT_CURSOR_MAX];
+	size_t limit;
+	struct store_user_list list;
+	struct store_user user;
+	struct store_token *tokens; /* VIEW_TOKENS: MT_TOKENS_LISTED_MAX */
+	size_t token_count;
+};
+
+static void view_finish(struct view_job *job, const struct crud_outcome *outcome)
+{
+	struct users_view v = {.outcome = *outcome};
+	if (outcome->verdict == CRUD_OK) {
+		switch (job->op) {
+		case VIEW_LIST:
+			v.users = job->list.items;
+			v.count = job->list.count;
+			v.next_cursor = job->list.next_cursor;
+			break;
+		case VIEW_GET:
+			v.users = &job->user;
+			v.count = 1;
+			break;
+		case VIEW_TOKENS:
+			v.tokens = job->tokens;
+			v.token_count = job->token_count;
+			break;
+		}
+	}
+	job->done(job->ctx, &v);
+	store_user_list_free(&job->list);
+	free(job->tokens);
+	free(job);
+}
+
+static int view_run(struct store_tx *tx, void *arg)
+{
+	struct view_job *job = arg;
+	switch (job->op) {
+	case VIEW_LIST:
+		return store_user_list(tx, job->org_id, job->cursor, job->limit, &job->list);
+	case VIEW_GET:
+		return store_user_get(tx, job->org_id, job->user_id, &job->user);
+	case VIEW_TOKENS: {
+		int rc = store_user_get(tx, job->org_id, job->user_id, &job->user);
+		return rc != 0 ? rc
+		               : store_token_list(tx, job->org_id, job->user_id, job->tokens,
+		                                  MT_TOKENS_LISTED_MAX, &job->token_count);
+	}
+	}
+	return -1;
+}
+
+static void view_done(void *arg, int result)
+{
+	struct crud_outcome outcome = {0};
+	crud_from_store(&outcome, result);
+	view_finish(arg, &outcome);
+}
+
+static void view_submit(enum view_op op, struct users *users, const char *org_id,
+                        const char *user_id, const char *cursor, size_t limit, users_view_fn *done,
+                        void *ctx)
+{
+	struct view_job *job = calloc(1, sizeof(*job));
+	if (job != NULL && op == VIEW_TOKENS &&
+	    (job->tokens = calloc(MT_TOKENS_LISTED_MAX, sizeof(*job->tokens))) == NULL) {
+		free(job);
+		job = NULL;
+	}
+	if (job == NULL) {
+		struct users_view v = {0};
+		crud_set(&v.outcome, CRUD_FAILED, "out of memory");
+		done(ctx, &v);
+		return;
+	}
+	job->op = op;
+	job->done = done;
+	job->ctx = ctx;
+	job->limit = limit;
+	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
+	mt_strlcpy(job->user_id, user_id != NULL ? user_id : "", sizeof(job->user_id));
+	mt_strlcpy(job->cursor, cursor != NULL ? cursor : "", sizeof(job->cursor));
+	if (store_submit(users->p.store, STORE_READ, view_run, view_done, job) < 0) {
+		struct crud_outcome outcome = {.verdict = CRUD_BUSY};
+		view_finish(job, &outcome);
+	}
+}
+
+void users_list(struct users *users, const char *org_id, const char *cursor, size_t limit,
+                users_view_fn *done, void *ctx)
+{
+	view_submit(VIEW_LIST, users, org_id, NULL, cursor, limit, done, ctx);
+}
+
+void users_get(struct users *users, const char *org_id, const char *user_id, users_view_fn *done,
+               void *ctx)
+{
+	view_submit(VIEW_GET, users, org_id, user_id, NULL, 0, done, ctx);
+}
+
+void users_tokens(struct users *users, const char *org_id, const char *user_id, users_view_fn *done,
+                  void *ctx)
+{
+	view_submit(VIEW_TOKENS, users, org_id, user_id, NULL, 0, done, ctx);
 }
 
 /* ---- authentication ---- */

@@ -94,6 +94,33 @@ void users_token_create(struct users *users, const char *org_id, const char *use
 void users_token_revoke(struct users *users, const char *user_id, const char *token_id,
                         users_done_fn *done, void *ctx);
 
+/* ---- an admin's view of the org's users and their tokens (issue 16) ---- */
+
+struct users_view {
+	struct crud_outcome outcome;
+	const struct store_user *users; /* list: a page; get: the one user */
+	size_t count;
+	const char *next_cursor;          /* list: "" on the last page */
+	const struct store_token *tokens; /* tokens: the user's unrevoked tokens, no hash */
+	size_t token_count;
+};
+typedef void users_view_fn(void *ctx, const struct users_view *view);
+
+/* A page of the org's users (active or not) in id order; CRUD_BAD_CURSOR for a cursor no page
+ * gave. */
+void users_list(struct users *users, const char *org_id, const char *cursor, size_t limit,
+                users_view_fn *done, void *ctx);
+/* One user of the org; CRUD_NOT_FOUND for another org's. */
+void users_get(struct users *users, const char *org_id, const char *user_id, users_view_fn *done,
+               void *ctx);
+/* A user's unrevoked tokens (ids and times, never a secret); CRUD_NOT_FOUND for a user of
+ * another org. */
+void users_tokens(struct users *users, const char *org_id, const char *user_id, users_view_fn *done,
+                  void *ctx);
+/* Revokes one token of a user of the org (an admin's doing); CRUD_NOT_FOUND for any other. */
+void users_token_revoke_for(struct users *users, const char *org_id, const char *user_id,
+                            const char *token_id, users_done_fn *done, void *ctx);
+
 /* Whom a token speaks for. */
 struct users_identity {
 	char org_id[MT_ID_MAX];

@@ -4,6 +4,7 @@
 #include "lib/log.h"
 #include "lib/str.h"
 #include "engine/account.h"
+#include "engine/api_keys.h"
 #include "engine/users.h"
 
 #include <sodium.h>
@@ -18,6 +19,16 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/org", HTTP_ADMIN, api_org_put, "org.put", 0, NULL},
     {"PUT", "/v1/org/features", HTTP_ADMIN, api_org_features_put, "org.features", 0, NULL},
     {"POST", "/v1/users", HTTP_ADMIN, api_users_create, "users.create", 0, NULL},
+    {"GET", "/v1/users", HTTP_ADMIN, api_users_list, "users.list", 0, "limit,cursor"},
+    {"GET", "/v1/users/{id}", HTTP_ADMIN, api_users_get, "users.get", 0, NULL},
+    {"GET", "/v1/users/{id}/tokens", HTTP_ADMIN, api_users_tokens, "users.tokens", 0, NULL},
+    {"POST", "/v1/users/{id}/tokens", HTTP_ADMIN, api_users_tokens_create, "users.tokens_create",
+     0, NULL},
+    {"DELETE", "/v1/users/{id}/tokens/{token_id}", HTTP_ADMIN, api_users_tokens_revoke,
+     "users.tokens_revoke", 0, NULL},
+    {"POST", "/v1/api-keys", HTTP_ADMIN, api_keys_create_handler, "api_keys.create", 0, NULL},
+    {"GET", "/v1/api-keys", HTTP_ADMIN, api_keys_list_handler, "api_keys.list", 0, NULL},
+    {"DELETE", "/v1/api-keys/{id}", HTTP_ADMIN, api_keys_revoke_handler, "api_keys.revoke", 0, NULL},
     {"PATCH", "/v1/users/{id}", HTTP_ADMIN, api_users_update, "users.update", 0, NULL},
     {"DELETE", "/v1/users/{id}", HTTP_ADMIN, api_users_delete, "users.delete", 0, NULL},
     {"POST", "/v1/tokens", HTTP_USER, api_tokens_create, "tokens.create", 0, NULL},
@@ -89,8 +100,10 @@ const struct http_route *api_routes(size_t *count_r)
  * committed, so a read that raced one is never kept). Another node's revocation reaches this
  * one within MT_AUTH_CACHE_MS. */
 struct auth_cache_entry {
-	unsigned char hash[32];
+	unsigned char hash[32]; /* a token's; for a key, of the key's hash and the user it names */
 	struct http_auth auth;
+	unsigned scopes; /* a key's */
+	bool key;
 	int64_t expires_ms;
 	uint64_t generation;
 	bool used;
@@ -142,6 +155,8 @@ static void authenticated(void *ctx, const struct crud_outcome *outcome,
 		if (e != NULL && wait->generation == wait->api->auth_generation) {
 			memcpy(e->hash, wait->hash, sizeof(e->hash));
 			e->auth = auth;
+			e->scopes = 0;
+			e->key = false;
 			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
 			e->generation = wait->generation;
 			e->used = true;
@@ -152,13 +167,133 @@ static void authenticated(void *ctx, const struct crud_outcome *outcome,
 	free(wait);
 }
 
+/* ---- org-level API keys (engine/api_keys.h) ---- */
+
+/* A key's request, its key and user known: what the key's scopes allow decides. */
+static void key_admit(struct http_request *req, const struct http_auth *auth, unsigned scopes)
+{
+	const char *reason;
+	enum api_key_verdict v = api_key_permits(scopes, http_request_route_name(req),
+	                                         auth->user_id[0] != '\0', &reason);
+	http_request_note_auth(req, auth);
+	if (v == API_KEY_NEEDS_USER)
+		http_reply_error(req, 400, "input", reason, NULL, NULL);
+	else if (v == API_KEY_DENIED)
+		http_reply_error(req, 403, "auth", reason, NULL, NULL);
+	else
+		http_request_authenticated(req, auth);
+}
+
+static void key_authenticated(void *ctx, const struct crud_outcome *outcome,
+                              const struct api_key_identity *identity)
+{
+	struct auth_wait *wait = ctx;
+	if (outcome->verdict == CRUD_BUSY) {
+		http_reply_error_retry(wait->req, 503, "internal", "the store is busy; try again",
+		                       1);
+	} else if (outcome->verdict == CRUD_FORBIDDEN && identity != NULL) {
+		struct http_auth asked;
+		memset(&asked, 0, sizeof(asked));
+		mt_strlcpy(asked.key_id, identity->key_id, sizeof(asked.key_id));
+		mt_strlcpy(asked.user_id, identity->user_id, sizeof(asked.user_id));
+		http_request_note_auth(wait->req, &asked);
+		http_reply_error(wait->req, 403, "auth", outcome->reason, NULL, NULL);
+	} else if (identity == NULL) {
+		http_request_authenticated(wait->req, NULL);
+	} else {
+		struct http_auth auth;
+		memset(&auth, 0, sizeof(auth));
+		mt_strlcpy(auth.org_id, identity->org_id, sizeof(auth.org_id));
+		mt_strlcpy(auth.user_id, identity->user_id, sizeof(auth.user_id));
+		mt_strlcpy(auth.key_id, identity->key_id, sizeof(auth.key_id));
+		auth.admin = identity->admin;
+		struct auth_cache_entry *e = auth_slot(wait->api, wait->hash);
+		if (e != NULL && wait->generation == wait->api->auth_generation) {
+			memcpy(e->hash, wait->hash, sizeof(e->hash));
+			e->auth = auth;
+			e->scopes = identity->scopes;
+			e->key = true;
+			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
+			e->generation = wait->generation;
+			e->used = true;
+		}
+		key_admit(wait->req, &auth, identity->scopes);
+	}
+	sodium_memzero(wait->hash, sizeof(wait->hash));
+	free(wait);
+}
+
+/* The X-Mailtrail-User value: a user id's shape (what it names is the engine's question). */
+static bool user_id_shaped(const char *id)
+{
+	size_t len = strlen(id);
+	return len > 4 && len < MT_ID_MAX && strncmp(id, "usr_", 4) == 0 &&
+	       strspn(id + 4, "abcdefghijklmnopqrstuvwxyz0123456789") == len - 4;
+}
+
+static void key_authenticate(struct api *api, struct http_request *req, const char *text)
+{
+	const char *user = http_request_header(req, "X-Mailtrail-User");
+	if (user != NULL && !user_id_shaped(user)) {
+		http_reply_error(req, 400, "input", "X-Mailtrail-User: must be a user id (usr_...)",
+		                 NULL, NULL);
+		return;
+	}
+	unsigned char key_hash[32], slot[32];
+	mt_token_hash(text, key_hash);
+	/* The cache remembers a key with the user it acted for: the user's part is a store read. */
+	crypto_hash_sha256_state st;
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, key_hash, sizeof(key_hash));
+	crypto_hash_sha256_update(&st, (const unsigned char *)"\n", 1);
+	if (user != NULL)
+		crypto_hash_sha256_update(&st, (const unsigned char *)user, strlen(user));
+	crypto_hash_sha256_final(&st, slot);
+	struct auth_cache_entry *e = auth_slot(api, slot);
+	if (e != NULL && e->used && e->key && e->generation == api->auth_generation &&
+	    e->expires_ms > mt_now_ms() && sodium_memcmp(e->hash, slot, sizeof(slot)) == 0) {
+		sodium_memzero(key_hash, sizeof(key_hash));
+		sodium_memzero(slot, sizeof(slot));
+		key_admit(req, &e->auth, e->scopes);
+		return;
+	}
+	struct auth_wait *wait = calloc(1, sizeof(*wait));
+	if (wait == NULL) {
+		sodium_memzero(key_hash, sizeof(key_hash));
+		sodium_memzero(slot, sizeof(slot));
+		http_request_authenticated(req, NULL);
+		return;
+	}
+	wait->api = api;
+	wait->req = req;
+	wait->generation = api->auth_generation;
+	memcpy(wait->hash, slot, sizeof(slot));
+	sodium_memzero(slot, sizeof(slot));
+	api_keys_authenticate(api->api_keys, key_hash, user, key_authenticated, wait);
+	sodium_memzero(key_hash, sizeof(key_hash));
+}
+
 void api_authenticate(struct http_request *req, const char *token, void *app)
 {
 	struct api *api = app;
+	if (strncmp(token, MT_API_KEY_PREFIX, strlen(MT_API_KEY_PREFIX)) == 0) {
+		key_authenticate(api, req, token);
+		return;
+	}
+	/* Only a key acts for someone else: with a user's token the header would be ignored, and
+	 * mail meant to go out as one recruiter would go out as the token's owner. */
+	if (http_request_header(req, "X-Mailtrail-User") != NULL) {
+		http_reply_error(
+		    req, 400, "input",
+		    "X-Mailtrail-User is for org-level API keys; a user token acts for "
+		    "its own user",
+		    NULL, NULL);
+		return;
+	}
 	unsigned char hash[32];
 	mt_token_hash(token, hash);
 	struct auth_cache_entry *e = auth_slot(api, hash);
-	if (e != NULL && e->used && e->generation == api->auth_generation &&
+	if (e != NULL && e->used && !e->key && e->generation == api->auth_generation &&
 	    e->expires_ms > mt_now_ms() && sodium_memcmp(e->hash, hash, sizeof(hash)) == 0) {
 		sodium_memzero(hash, sizeof(hash));
 		http_request_authenticated(req, &e->auth);

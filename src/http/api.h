@@ -30,6 +30,7 @@ struct campaigns;
 struct imap_syncer;
 struct store_activity;
 struct users;
+struct api_keys;
 struct work_pool;
 
 struct api {
@@ -41,6 +42,7 @@ struct api {
 	struct mt_tls_config *tls;
 	struct accounts *accounts; /* users' mail accounts (engine/account.h) */
 	struct users *users;       /* users, tokens, authentication (engine/users.h) */
+	struct api_keys *api_keys; /* org-level API keys (engine/api_keys.h) */
 	/* Tokens authenticated lately (api.c); auth_generation moves whenever a user or token
 	 * changes, which invalidates them. */
 	struct auth_cache_entry *auth_cache;
@@ -117,6 +119,14 @@ void api_org_features_put(struct http_request *req, void *app);
 void api_users_create(struct http_request *req, void *app);
 void api_users_update(struct http_request *req, void *app);
 void api_users_delete(struct http_request *req, void *app);
+void api_users_list(struct http_request *req, void *app);
+void api_users_get(struct http_request *req, void *app);
+void api_users_tokens(struct http_request *req, void *app);
+void api_users_tokens_create(struct http_request *req, void *app);
+void api_users_tokens_revoke(struct http_request *req, void *app);
+void api_keys_create_handler(struct http_request *req, void *app);
+void api_keys_list_handler(struct http_request *req, void *app);
+void api_keys_revoke_handler(struct http_request *req, void *app);
 void api_tokens_create(struct http_request *req, void *app);
 void api_tokens_delete(struct http_request *req, void *app);
 void api_profiles_create(struct http_request *req, void *app);

@@ -173,3 +173,95 @@ void api_tokens_create(struct http_request *req, void *app)
 	const struct http_auth *auth = http_request_auth(req);
 	users_token_create(api->users, auth->org_id, auth->user_id, token_created, req);
 }
+
+/* ---- GET /v1/users, GET /v1/users/{id} ---- */
+
+static void users_listed(void *ctx, const struct users_view *v)
+{
+	struct http_request *req = ctx;
+	if (api_reply_outcome(req, &v->outcome, "user"))
+		return;
+	json_t *items = json_array();
+	for (size_t i = 0; i < v->count; i++)
+		json_array_append_new(items, user_json(&v->users[i]));
+	http_reply_json(
+	    req, 200,
+	    json_pack("{s:o,s:o}", "users", items, "next_cursor",
+	              v->next_cursor[0] != '\0' ? json_string(v->next_cursor) : json_null()));
+}
+
+void api_users_list(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	size_t limit;
+	const char *cursor;
+	if (!api_list_params(req, &limit, &cursor))
+		return;
+	users_list(api->users, http_request_auth(req)->org_id, cursor, limit, users_listed, req);
+}
+
+static void user_got(void *ctx, const struct users_view *v)
+{
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &v->outcome, "user"))
+		http_reply_json(req, 200, user_json(&v->users[0]));
+}
+
+void api_users_get(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	users_get(api->users, http_request_auth(req)->org_id, http_request_param(req, "id"),
+	          user_got, req);
+}
+
+/* ---- /v1/users/{id}/tokens: an admin lists, mints and revokes a user's tokens ---- */
+
+static void tokens_listed(void *ctx, const struct users_view *v)
+{
+	struct http_request *req = ctx;
+	if (api_reply_outcome(req, &v->outcome, "user"))
+		return;
+	json_t *items = json_array();
+	for (size_t i = 0; i < v->token_count; i++)
+		json_array_append_new(items,
+		                      json_pack("{s:s,s:o}", "id", v->tokens[i].id, "created_at",
+		                                api_time(v->tokens[i].created_at)));
+	http_reply_json(req, 200, json_pack("{s:o}", "tokens", items));
+}
+
+void api_users_tokens(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	users_tokens(api->users, http_request_auth(req)->org_id, http_request_param(req, "id"),
+	             tokens_listed, req);
+}
+
+void api_users_tokens_create(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	size_t len;
+	const char *body = http_request_body(req, &len);
+	if (body != NULL && len > 0) {
+		json_t *root = api_decode(req, NULL, 0);
+		if (root == NULL)
+			return;
+		json_decref(root);
+	}
+	users_token_create(api->users, http_request_auth(req)->org_id,
+	                   http_request_param(req, "id"), token_created, req);
+}
+
+static void token_revoked(void *ctx, const struct users_result *r)
+{
+	struct http_request *req = ctx;
+	if (!api_reply_outcome(req, &r->outcome, "token"))
+		http_reply_empty(req, 204);
+}
+
+void api_users_tokens_revoke(struct http_request *req, void *app)
+{
+	struct api *api = app;
+	users_token_revoke_for(api->users, http_request_auth(req)->org_id,
+	                       http_request_param(req, "id"), http_request_param(req, "token_id"),
+	                       token_revoked, req);
+}

@@ -34,8 +34,9 @@ struct http_request;
 
 struct http_auth {
 	char org_id[MT_ID_MAX];
-	char user_id[MT_ID_MAX];
+	char user_id[MT_ID_MAX]; /* "" for an API key acting for the org itself */
 	char token_id[MT_ID_MAX];
+	char key_id[MT_ID_MAX]; /* an org-level API key's request: the key ("" for a user token) */
 	bool admin;
 };
 
@@ -109,6 +110,9 @@ const char *http_request_route_name(const struct http_request *req);
 /* NULL on public routes and before authentication. */
 const struct http_auth *http_request_auth(const struct http_request *req);
 void http_request_authenticated(struct http_request *req, const struct http_auth *auth_or_null);
+/* Who asked, for the request's log line (the API key and the user it acts for) when the hook
+ * answers the request itself instead of admitting it; http_request_authenticated notes it too. */
+void http_request_note_auth(struct http_request *req, const struct http_auth *auth);
 void *http_request_get_data(const struct http_request *req);
 void http_request_set_data(struct http_request *req, void *data);
 

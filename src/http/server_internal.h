@@ -123,6 +123,8 @@ struct http_request {
 	int busy; /* our callbacks on the stack: the free waits until they return */
 	bool has_auth;
 	struct http_auth auth;
+	char log_key_id[MT_ID_MAX]; /* http_request_note_auth: an API key and whom it acted for */
+	char log_user_id[MT_ID_MAX];
 	char *token;
 	struct http_pair params[MT_HTTP_PATH_PARAMS_MAX];
 	size_t param_count;

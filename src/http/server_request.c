@@ -258,9 +258,13 @@ static void log_and_count(struct http_request *req, int status, bool dropped)
 	snprintf(code, sizeof(code), "%d", status);
 	snprintf(ms, sizeof(ms), "%lld", (long long)(mt_now_ms() - req->start_ms));
 	/* Never the path (it can carry an unsubscribe token), the query or any header. */
+	/* An API key's request says which key acted for which user (ids only, never a secret). */
+	bool key = req->log_key_id[0] != '\0';
 	mt_log(MT_LOG_INFO, "http.request", MT_KV("method", req->method),
 	       MT_KV("route", req->route_name), MT_KV("status", code), MT_KV("ms", ms),
-	       MT_KV("request_id", req->request_id), MT_KV(dropped ? "client" : NULL, "gone"));
+	       MT_KV("request_id", req->request_id), MT_KV(key ? "key" : NULL, req->log_key_id),
+	       MT_KV(key ? "as_user" : NULL, req->log_user_id[0] != '\0' ? req->log_user_id : "-"),
+	       MT_KV(dropped ? "client" : NULL, "gone"));
 	if (dropped)
 		mt_metric_inc(DROPPED_METRIC, DROPPED_HELP, "route", req->route_name, NULL, NULL);
 	else
@@ -630,6 +634,12 @@ static void accept_request(struct http_request *req)
 	http_conn_kick(conn);
 }
 
+void http_request_note_auth(struct http_request *req, const struct http_auth *auth)
+{
+	mt_strlcpy(req->log_key_id, auth->key_id, sizeof(req->log_key_id));
+	mt_strlcpy(req->log_user_id, auth->user_id, sizeof(req->log_user_id));
+}
+
 void http_request_authenticated(struct http_request *req, const struct http_auth *auth_or_null)
 {
 	if (req->replied) {
@@ -651,6 +661,7 @@ void http_request_authenticated(struct http_request *req, const struct http_auth
 		reply_error_extra(req, 401, "auth", "invalid or revoked token", NULL, NULL, bearer);
 		return;
 	}
+	http_request_note_auth(req, auth_or_null);
 	if (req->route->auth == HTTP_ADMIN && !auth_or_null->admin) {
 		http_reply_error(req, 403, "auth", "this needs an org admin", NULL, NULL);
 		return;

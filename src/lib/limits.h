@@ -117,6 +117,8 @@
 #define MT_LIVE_CHECK_STEP_MS  10000 /* a live check's connect and greeting, each */
 #define MT_AUTH_CACHE_ENTRIES  4096  /* tokens remembered between requests (~100 bytes each) */
 #define MT_AUTH_CACHE_MS       5000  /* ...at most this long: another node's revocation */
+#define MT_API_KEYS_MAX        50    /* unrevoked org-level API keys per org */
+#define MT_TOKENS_LISTED_MAX   1000  /* a user's tokens listed by GET /v1/users/{id}/tokens */
 
 /* Worker threads for CPU-heavy request steps (src/work): MIME building and parsing, large JSON
  * and CSV bodies. Items waiting or running; more is 503. */

@@ -552,6 +552,20 @@ static const struct migration migrations[] = {
      "ALTER TABLE profiles ADD COLUMN external_id TEXT;"
      "CREATE UNIQUE INDEX profiles_external ON profiles (org_id, external_id)"
      " WHERE external_id IS NOT NULL;"},
+    /* Org-level API keys (issue 16): a service's one secret that acts for any user of its
+     * org. Kept as the SHA-256 of the key text, as user tokens are; scopes a bit set (1 read,
+     * 2 send, 4 admin). created_by: the user or key that made it. */
+    {16, "api_keys",
+     "CREATE TABLE api_keys ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL REFERENCES orgs(id),"
+     " name TEXT NOT NULL,"
+     " scopes INTEGER NOT NULL,"
+     " hash BYTEA NOT NULL UNIQUE,"
+     " created_at BIGINT NOT NULL,"
+     " created_by TEXT NOT NULL,"
+     " revoked_at BIGINT);"
+     "CREATE INDEX api_keys_org ON api_keys (org_id, created_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

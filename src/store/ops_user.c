@@ -7,6 +7,7 @@
 #include "store/store_smtp.h"
 #include "lib/str.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const role_names[] = {[STORE_ROLE_USER] = "user", [STORE_ROLE_ADMIN] = "admin"};
@@ -258,4 +259,73 @@ int store_token_revoke(struct store_tx *tx, const char *user_id, const char *tok
 	                  "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?)"
 	                  " WHERE id = ? AND user_id = ?",
 	                  SQL_ARGS(SQL_INT(mt_wall_s()), SQL_TEXT(token_id), SQL_TEXT(user_id)));
+}
+
+int store_token_list(struct store_tx *tx, const char *org_id, const char *user_id,
+                     struct store_token *tokens, size_t max, size_t *count_r)
+{
+	int rc = sql_list(tx, "store_token_list",
+	                  "SELECT " SQL_COLUMNS(TOKEN_ROW) " FROM tokens t"
+	                                                   " WHERE t.user_id = ? AND t.org_id = ?"
+	                                                   " AND t.revoked_at IS NULL"
+	                                                   " ORDER BY t.created_at, t.id",
+	                  SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id)), &token_table, tokens, max,
+	                  count_r);
+	for (size_t i = 0; i < *count_r; i++) {
+		mt_strlcpy(tokens[i].user_id, user_id, sizeof(tokens[i].user_id));
+		mt_strlcpy(tokens[i].org_id, org_id, sizeof(tokens[i].org_id));
+	}
+	return rc;
+}
+
+int store_token_revoke_in_org(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *token_id)
+{
+	return sql_change(tx, "store_token_revoke_in_org",
+	                  "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?)"
+	                  " WHERE id = ? AND user_id = ? AND org_id = ?",
+	                  SQL_ARGS(SQL_INT(mt_wall_s()), SQL_TEXT(token_id), SQL_TEXT(user_id),
+	                           SQL_TEXT(org_id)));
+}
+
+void store_user_list_free(struct store_user_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+	list->next_cursor[0] = '\0';
+}
+
+int store_user_list(struct store_tx *tx, const char *org_id, const char *cursor, size_t limit,
+                    struct store_user_list *list_r)
+{
+	static const char op[] = "store_user_list";
+	memset(list_r, 0, sizeof(*list_r));
+	if (cursor == NULL)
+		cursor = "";
+	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "usr_"))
+		return STORE_INVALID;
+	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
+		return store_invalid(op, "limit out of range");
+	void *items = NULL;
+	size_t count = 0;
+	/* One more than the page: whether there is a next one. "" sorts before every id. */
+	int rc = sql_list_alloc(tx, op,
+	                        "SELECT " SQL_COLUMNS(USER_ROW) " FROM users u"
+	                                                        " WHERE u.org_id = ? AND u.id > ?"
+	                                                        " ORDER BY u.id LIMIT ?",
+	                        SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(cursor), SQL_INT(limit + 1)),
+	                        &user_table, 8, limit + 1, &items, &count);
+	list_r->items = items;
+	list_r->count = count;
+	if (rc == 0 && count > limit) {
+		list_r->count = limit;
+		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
+		           sizeof(list_r->next_cursor));
+	}
+	for (size_t i = 0; rc == 0 && i < list_r->count; i++)
+		rc = load_aliases(tx, op, &list_r->items[i]);
+	if (rc != 0)
+		store_user_list_free(list_r);
+	return rc;
 }

@@ -60,6 +60,24 @@ int store_token_authenticate(struct store_tx *tx, const unsigned char hash[32],
 /* Revokes a token of this user. */
 int store_token_revoke(struct store_tx *tx, const char *user_id, const char *token_id);
 
+/* The user's unrevoked tokens, oldest first, at most `max` (hash left zero). */
+int store_token_list(struct store_tx *tx, const char *org_id, const char *user_id,
+                     struct store_token *tokens, size_t max, size_t *count_r);
+/* Revokes a token of this user of this org; STORE_NOT_FOUND for any other. */
+int store_token_revoke_in_org(struct store_tx *tx, const char *org_id, const char *user_id,
+                              const char *token_id);
+
+struct store_user_list {
+	struct store_user *items; /* malloc'd */
+	size_t count;
+	char next_cursor[MT_ID_MAX]; /* "" on the last page */
+};
+void store_user_list_free(struct store_user_list *list);
+/* At most `limit` users of the org (active or not) in id order, after `cursor` (a
+ * next_cursor; "" for the first page). STORE_INVALID for a cursor no page gave. */
+int store_user_list(struct store_tx *tx, const char *org_id, const char *cursor, size_t limit,
+                    struct store_user_list *list_r);
+
 /* True (1) when the address or alias belongs to a user of the org (active or not), else 0;
  * -1 on error. */
 int store_address_is_user(struct store_tx *tx, const char *org_id, const char *address);
