@@ -552,6 +552,20 @@ static const struct migration migrations[] = {
      "ALTER TABLE profiles ADD COLUMN external_id TEXT;"
      "CREATE UNIQUE INDEX profiles_external ON profiles (org_id, external_id)"
      " WHERE external_id IS NOT NULL;"},
+    /* Tombstones (issue 16): an activity that goes (its profile erased, a duplicate dropped
+     * when two records of one message merge) leaves its id at a new feed position, so a CRM
+     * upserting by id deletes it too. Positions come from feed_counter like the activities',
+     * hence the same key; the retention job purges them by age. */
+    {17, "activity_tombstones",
+     "CREATE TABLE activity_tombstones ("
+     " org_id TEXT NOT NULL,"
+     " seq BIGINT NOT NULL,"
+     " id TEXT NOT NULL,"
+     " profile_id TEXT NOT NULL,"
+     " reason TEXT NOT NULL CHECK (reason IN ('profile_erased', 'merged')),"
+     " created_at BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, seq)) WITHOUT ROWID;"
+     "CREATE INDEX activity_tombstones_age ON activity_tombstones (created_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
