@@ -468,9 +468,12 @@ int mt_cli_serve(int argc, char **argv)
 	sigint = evsignal_new(base, SIGINT, on_signal, base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	if ((retention =
-	         retention_start(base, store, mt_config_int(config, "record_retention_days"),
-	                         mt_config_int(config, "outbox_retention_days"))) == NULL) {
+	const char *retention_first = getenv("MAILTRAIL_TEST_RETENTION_FIRST_S");
+	if ((retention = retention_start(
+	         base, store, mt_config_int(config, "record_retention_days"),
+	         mt_config_int(config, "outbox_retention_days"),
+	         /* tests: the first purge in a second, not a minute */
+	         retention_first != NULL ? atoi(retention_first) : RETENTION_FIRST_S)) == NULL) {
 		fprintf(stderr, "mailtrail serve: out of memory\n");
 		goto out;
 	}

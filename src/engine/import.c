@@ -29,27 +29,33 @@ struct import_job {
 	size_t offset;
 	bool header_skipped;
 	bool at_end;
+	size_t columns;     /* the header's: 3, or 4 with external_id */
 	unsigned next_line; /* where the rows not read yet start */
 	/* The chunk being read or stored. */
 	struct store_profile *chunk;
 	unsigned *lines;
 	char (*ids)[MT_ID_MAX];
+	bool *created;
 	size_t chunk_count;
 	/* Totals */
 	struct import_result result;
 	struct import_reject *rejects;
+	struct import_id *stored; /* the first MT_IMPORT_IDS_MAX, allocated with the first */
 };
 
 static void finish(struct import_job *job, enum import_verdict verdict)
 {
 	job->result.verdict = verdict;
 	job->result.rejects = job->rejects;
+	job->result.ids = job->stored;
 	job->done(job->ctx, &job->result);
 	csv_parser_deinit(&job->parser);
 	free(job->chunk);
 	free(job->lines);
 	free(job->ids);
+	free(job->created);
 	free(job->rejects);
+	free(job->stored);
 	free(job);
 }
 
@@ -79,30 +85,61 @@ static void trim(const char **s, size_t *len)
 		(*len)--;
 }
 
-static bool header_ok(const struct csv_record *record)
+/* The header's column count (3, or 4 with external_id), 0 when it is not ours. */
+static size_t header_columns(const struct csv_record *record)
 {
-	static const char *const expected[] = {"kind", "name", "emails"};
-	if (record->field_count != 3)
-		return false;
-	for (size_t i = 0; i < 3; i++) {
+	static const char *const expected[] = {"kind", "name", "emails", "external_id"};
+	if (record->field_count != 3 && record->field_count != 4)
+		return 0;
+	for (size_t i = 0; i < record->field_count; i++) {
 		const char *s = record->fields[i];
 		size_t len = record->lengths[i];
 		trim(&s, &len);
 		if (len != strlen(expected[i]) || strncasecmp(s, expected[i], len) != 0)
-			return false;
+			return 0;
 	}
+	return record->field_count;
+}
+
+/* The external_id column: what PUT /v1/profiles/by-external-id takes (at most
+ * MT_EXTERNAL_ID_MAX bytes, no control characters), and UTF-8; blanks around it are not part
+ * of it, and empty is none. */
+static bool read_external_id(const char *s, size_t len, struct store_profile *p,
+                             const char **error_r, char *detail, size_t detail_size)
+{
+	trim(&s, &len);
+	bool control = false;
+	for (size_t i = 0; i < len; i++)
+		control |= (unsigned char)s[i] < 0x20 || s[i] == 0x7f;
+	if (len > MT_EXTERNAL_ID_MAX || control) {
+		snprintf(detail, detail_size,
+		         "external_id: at most %d bytes, no control characters",
+		         MT_EXTERNAL_ID_MAX);
+		*error_r = detail;
+		return false;
+	}
+	if (!mt_utf8_valid(s, len)) {
+		*error_r = "external_id is not valid UTF-8";
+		return false;
+	}
+	memcpy(p->external_id, s, len);
+	p->external_id[len] = '\0';
 	return true;
 }
 
 /* One data row into `p`; false with *error_r (or `detail`) for a row to reject. */
-static bool read_row(const struct csv_record *record, struct store_profile *p, const char **error_r,
-                     char *detail, size_t detail_size)
+static bool read_row(const struct csv_record *record, size_t columns, struct store_profile *p,
+                     const char **error_r, char *detail, size_t detail_size)
 {
 	memset(p, 0, sizeof(*p));
-	if (record->field_count != 3) {
-		*error_r = "expected 3 fields: kind,name,emails";
+	if (record->field_count != columns) {
+		*error_r = columns == 3 ? "expected 3 fields: kind,name,emails"
+		                        : "expected 4 fields: kind,name,emails,external_id";
 		return false;
 	}
+	if (columns == 4 && !read_external_id(record->fields[3], record->lengths[3], p, error_r,
+	                                      detail, detail_size))
+		return false;
 	char kind[16];
 	const char *s = record->fields[0];
 	size_t len = record->lengths[0];
@@ -202,9 +239,12 @@ static bool check_run(void *arg)
 			continue;
 		}
 		if (!header_seen) {
-			if (!header_ok(&record)) {
+			job->columns = header_columns(&record);
+			if (job->columns == 0) {
 				r->verdict = IMPORT_BAD_FILE;
-				mt_strlcpy(r->reason, "line 1: the header must be kind,name,emails",
+				mt_strlcpy(r->reason,
+				           "line 1: the header must be kind,name,emails or "
+				           "kind,name,emails,external_id",
 				           sizeof(r->reason));
 				break;
 			}
@@ -219,7 +259,8 @@ static bool check_run(void *arg)
 	csv_parser_deinit(&parser);
 	if (r->verdict == IMPORT_DONE && !header_seen) {
 		r->verdict = IMPORT_BAD_FILE;
-		mt_strlcpy(r->reason, "empty file: the header kind,name,emails is missing",
+		mt_strlcpy(r->reason,
+		           "empty file: the header kind,name,emails[,external_id] is missing",
 		           sizeof(r->reason));
 	}
 	return true;
@@ -274,7 +315,7 @@ static bool read_run(void *arg)
 		}
 		char detail[256];
 		struct store_profile *p = &job->chunk[job->chunk_count];
-		if (!read_row(&record, p, &error, detail, sizeof(detail))) {
+		if (!read_row(&record, job->columns, p, &error, detail, sizeof(detail))) {
 			reject(job, record.line, error);
 			continue;
 		}
@@ -284,16 +325,60 @@ static bool read_run(void *arg)
 	return true;
 }
 
+/* One row: the profile with its external_id replaced (the upsert's rule), or a new one. */
+static int store_row(struct store_tx *tx, struct store_profile *p, bool *created_r)
+{
+	*created_r = true;
+	if (p->external_id[0] != '\0') {
+		char id[MT_ID_MAX];
+		struct store_profile *current = malloc(sizeof(*current));
+		if (current == NULL)
+			return -1;
+		int rc = store_profile_get_by_external(tx, p->org_id, p->external_id, current);
+		memcpy(id, current->id, sizeof(id));
+		free(current);
+		if (rc == 0) {
+			*created_r = false;
+			memcpy(p->id, id, sizeof(p->id));
+			return store_profile_update(tx, p);
+		}
+		if (rc != STORE_NOT_FOUND)
+			return rc;
+	}
+	return store_profile_create(tx, p);
+}
+
 static int insert_run(struct store_tx *tx, void *arg)
 {
 	struct import_job *job = arg;
 	for (size_t i = 0; i < job->chunk_count; i++) {
-		int rc = store_profile_create(tx, &job->chunk[i]);
+		int rc = store_row(tx, &job->chunk[i], &job->created[i]);
 		if (rc != 0)
 			return rc; /* the chunk is all or nothing */
 		memcpy(job->ids[i], job->chunk[i].id, MT_ID_MAX);
 	}
 	return 0;
+}
+
+/* The chunk's stored rows into the answer, up to MT_IMPORT_IDS_MAX. */
+static void list_stored(struct import_job *job)
+{
+	struct import_result *r = &job->result;
+	for (size_t i = 0; i < job->chunk_count; i++) {
+		r->updated += !job->created[i];
+		if (r->id_count == MT_IMPORT_IDS_MAX)
+			continue;
+		if (job->stored == NULL) {
+			job->stored = calloc(MT_IMPORT_IDS_MAX, sizeof(*job->stored));
+			if (job->stored == NULL)
+				continue; /* counted, not listed */
+		}
+		struct import_id *x = &job->stored[r->id_count++];
+		x->line = job->lines[i];
+		x->created = job->created[i];
+		memcpy(x->id, job->ids[i], sizeof(x->id));
+		memcpy(x->external_id, job->chunk[i].external_id, sizeof(x->external_id));
+	}
 }
 
 /* Backfill runs in the background, MT_BACKFILL_PROFILES_JOB profiles per job, so the import
@@ -356,6 +441,7 @@ static void insert_done(void *arg, int result)
 	struct import_job *job = arg;
 	if (result == 0) {
 		job->result.imported += job->chunk_count;
+		list_stored(job);
 		schedule_backfill(job);
 	} else {
 		for (size_t i = 0; i < job->chunk_count; i++)
@@ -399,8 +485,10 @@ void profile_import(struct store *store, struct work_pool *work, const char *org
 		job->chunk = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->chunk));
 		job->lines = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->lines));
 		job->ids = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->ids));
+		job->created = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->created));
 	}
-	if (job == NULL || job->chunk == NULL || job->lines == NULL || job->ids == NULL) {
+	if (job == NULL || job->chunk == NULL || job->lines == NULL || job->ids == NULL ||
+	    job->created == NULL) {
 		struct import_result result = {.verdict = IMPORT_BUSY};
 		mt_strlcpy(result.reason, "out of memory", sizeof(result.reason));
 		done(ctx, &result);
@@ -408,6 +496,7 @@ void profile_import(struct store *store, struct work_pool *work, const char *org
 			free(job->chunk);
 			free(job->lines);
 			free(job->ids);
+			free(job->created);
 			free(job);
 		}
 		return;

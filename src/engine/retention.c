@@ -2,6 +2,7 @@
 
 #include "lib/log.h"
 #include "store/store.h"
+#include "store/store_activity.h"
 #include "store/store_message.h"
 #include "store/store_outbox.h"
 
@@ -12,14 +13,13 @@
 #include <time.h>
 
 #define RETENTION_INTERVAL_S 3600
-#define RETENTION_FIRST_S    60
 
 struct retention {
 	struct store *store;
 	struct event *timer;
 	int64_t record_days, outbox_days;
 	int64_t records_before, bodies_before;
-	size_t deleted, purged;
+	size_t deleted, purged, tombstones;
 	bool running;
 	bool stopped; /* freed while a job runs: the job's completion frees it */
 };
@@ -28,6 +28,8 @@ static int purge_run(struct store_tx *tx, void *arg)
 {
 	struct retention *r = arg;
 	int rc = store_messages_purge(tx, r->records_before, &r->deleted);
+	if (rc == 0)
+		rc = store_tombstones_purge(tx, r->records_before, &r->tombstones);
 	return rc != 0 ? rc : store_outbox_purge_bodies(tx, r->bodies_before, &r->purged);
 }
 
@@ -39,11 +41,12 @@ static void purge_done(void *arg, int result)
 		free(r);
 		return;
 	}
-	char deleted[32], purged[32];
+	char deleted[32], purged[32], tombstones[32];
 	snprintf(deleted, sizeof(deleted), "%zu", r->deleted);
 	snprintf(purged, sizeof(purged), "%zu", r->purged);
+	snprintf(tombstones, sizeof(tombstones), "%zu", r->tombstones);
 	mt_log(result == 0 ? MT_LOG_INFO : MT_LOG_ERROR, "maintenance.purged",
-	       MT_KV("records", deleted), MT_KV("bodies", purged),
+	       MT_KV("records", deleted), MT_KV("tombstones", tombstones), MT_KV("bodies", purged),
 	       MT_KV("result", result == 0 ? "ok" : "failed"));
 }
 
@@ -56,7 +59,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		int64_t now = (int64_t)time(NULL);
 		r->records_before = now - r->record_days * 86400;
 		r->bodies_before = now - r->outbox_days * 86400;
-		r->deleted = r->purged = 0;
+		r->deleted = r->purged = r->tombstones = 0;
 		r->running = store_submit(r->store, STORE_WRITE, purge_run, purge_done, r) == 0;
 	}
 	struct timeval tv = {RETENTION_INTERVAL_S, 0};
@@ -64,7 +67,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 struct retention *retention_start(struct event_base *base, struct store *store, int64_t record_days,
-                                  int64_t outbox_days)
+                                  int64_t outbox_days, int first_s)
 {
 	struct retention *r = calloc(1, sizeof(*r));
 	if (r == NULL)
@@ -77,7 +80,7 @@ struct retention *retention_start(struct event_base *base, struct store *store, 
 		free(r);
 		return NULL;
 	}
-	struct timeval first = {RETENTION_FIRST_S, 0};
+	struct timeval first = {first_s, 0};
 	evtimer_add(r->timer, &first);
 	return r;
 }

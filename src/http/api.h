@@ -99,7 +99,8 @@ bool api_idempotency_key(struct http_request *req, char *out, size_t size);
 bool api_list_params(struct http_request *req, size_t *limit_r, const char **cursor_r);
 /* RFC 3339 UTC ("2026-11-26T10:00:00Z"), or JSON null for 0. */
 json_t *api_time(int64_t unix_seconds);
-/* An activity as the API shows it (DESIGN.md §1 Activity). */
+/* An activity as the API shows it (DESIGN.md §1 Activity); a tombstone (the feed) as
+ * {id, profile_id, deleted: true, reason, deleted_at}. */
 json_t *api_activity_json(const struct store_activity *activity);
 /* A JSON string of stored text; bytes that are not UTF-8 (stored before it was checked on the
  * way in) become U+FFFD instead of failing the whole reply. Never NULL but out of memory. */

@@ -26,6 +26,11 @@ static json_t *embed(const char *text)
 
 json_t *api_activity_json(const struct store_activity *a)
 {
+	/* A tombstone: the id to delete, nothing of the content it had. */
+	if (a->deleted)
+		return json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", a->id, "profile_id", a->profile_id,
+		                 "deleted", 1, "reason", a->reason, "deleted_at",
+		                 api_time(a->updated_at));
 	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:{s:s,s:s},s:o,s:o,s:o,s:s,s:o,s:o,s:o}", "id",
 	                 a->id, "profile_id", a->profile_id, "type",
 	                 a->type == STORE_EMAIL_SENT ? "email_sent" : "email_received", "source",

@@ -210,8 +210,20 @@ static void imported(void *ctx, const struct import_result *result)
 			json_array_append_new(
 			    rejected, json_pack("{s:i,s:o}", "line", (int)result->rejects[i].line,
 			                        "error", api_text(result->rejects[i].error)));
+		json_t *profiles = json_array();
+		for (size_t i = 0; i < result->id_count; i++) {
+			const struct import_id *x = &result->ids[i];
+			json_array_append_new(
+			    profiles,
+			    json_pack("{s:i,s:s,s:o,s:b}", "line", (int)x->line, "id", x->id,
+			              "external_id",
+			              x->external_id[0] ? api_text(x->external_id) : json_null(),
+			              "created", x->created));
+		}
 		http_reply_json(req, 200,
-		                json_pack("{s:I,s:o,s:I}", "imported", (json_int_t)result->imported,
+		                json_pack("{s:I,s:I,s:o,s:o,s:I}", "imported",
+		                          (json_int_t)result->imported, "updated",
+		                          (json_int_t)result->updated, "profiles", profiles,
 		                          "rejected", rejected, "rejected_total",
 		                          (json_int_t)result->rejected_total));
 		break;

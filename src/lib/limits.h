@@ -113,6 +113,7 @@
 #define MT_CSV_ROWS_MAX        1000000
 #define MT_IMPORT_ROWS_PER_JOB 1000  /* profiles stored per transaction (~5.4 MB of rows) */
 #define MT_IMPORT_REJECTS_MAX  1000  /* rejected rows listed in an import's answer */
+#define MT_IMPORT_IDS_MAX      1000  /* stored rows listed (line, id) in an import's answer */
 #define MT_LIVE_CHECKS_PER_ORG 4     /* concurrent SMTP/IMAP live checks */
 #define MT_LIVE_CHECK_STEP_MS  10000 /* a live check's connect and greeting, each */
 #define MT_AUTH_CACHE_ENTRIES  4096  /* tokens remembered between requests (~100 bytes each) */
@@ -180,6 +181,7 @@
 #define MT_MALLOC_MMAP_THRESHOLD     (1 << 20)  /* larger blocks: mmap'd (glibc M_MMAP_THRESHOLD) */
 #define MT_STORE_QUEUE_MAX           100000     /* jobs waiting for the store thread */
 #define MT_FEED_RESERVE              256        /* feed positions taken from the counter at once */
+#define MT_TOMBSTONE_REASON_MAX      24         /* a tombstone's reason ("profile_erased") */
 #define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */
 #define MT_STORE_ID_RANDOM           20   /* base32 characters after an id's prefix (100 bits) */
 #define MT_STORE_ID_TIME_CHARS       10   /* of which an ordered id's milliseconds (50 bits) */

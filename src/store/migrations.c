@@ -566,6 +566,20 @@ static const struct migration migrations[] = {
      " created_by TEXT NOT NULL,"
      " revoked_at BIGINT);"
      "CREATE INDEX api_keys_org ON api_keys (org_id, created_at);"},
+    /* Tombstones (issue 16): an activity that goes (its profile erased, a duplicate dropped
+     * when two records of one message merge) leaves its id at a new feed position, so a CRM
+     * upserting by id deletes it too. Positions come from feed_counter like the activities',
+     * hence the same key; the retention job purges them by age. */
+    {17, "activity_tombstones",
+     "CREATE TABLE activity_tombstones ("
+     " org_id TEXT NOT NULL,"
+     " seq BIGINT NOT NULL,"
+     " id TEXT NOT NULL,"
+     " profile_id TEXT NOT NULL,"
+     " reason TEXT NOT NULL CHECK (reason IN ('profile_erased', 'merged')),"
+     " created_at BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, seq)) WITHOUT ROWID;"
+     "CREATE INDEX activity_tombstones_age ON activity_tombstones (created_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -277,6 +277,60 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, int64_t reco
 	return rc;
 }
 
+/* ---- removals ---- */
+
+struct buried {
+	char id[MT_ID_MAX];
+	char profile_id[MT_ID_MAX];
+};
+#define BURIED_ROW(F, G, T)                                                                        \
+	F(T, TEXT, "id", id)                                                                       \
+	G(T, TEXT, "profile_id", profile_id)
+SQL_TABLE(buried_table, BURIED_ROW, struct buried);
+
+int store_activities_bury(struct store_tx *tx, const char *op, const char *org_id,
+                          const char *select_sql, const struct db_arg *args, const char *reason,
+                          size_t *count_r)
+{
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	/* Listed first, so the counter is taken once for all; one row per INSERT, for the
+	 * statement journal's sake (insert_activities). */
+	void *rows = NULL;
+	size_t n = 0;
+	int rc = sql_list_alloc(tx, op, select_sql, args, &buried_table, 16, SIZE_MAX, &rows, &n);
+	const struct buried *b = rows;
+	int64_t last = 0;
+	if (rc == 0 && n > 0)
+		rc = reserve_seqs(tx, op, org_id, (int64_t)n, &last);
+	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
+	for (size_t i = 0; i < n && rc == 0; i++, seq++) {
+		if (sql_exec(tx, op,
+		             "INSERT INTO activity_tombstones (org_id, seq, id, profile_id, reason,"
+		             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+		             SQL_ARGS(SQL_TEXT(org_id), SQL_INT(seq), SQL_TEXT(b[i].id),
+		                      SQL_TEXT(b[i].profile_id), SQL_TEXT(reason), SQL_INT(now))) <
+		    0)
+			rc = -1;
+	}
+	free(rows);
+	if (rc == 0 && count_r != NULL)
+		*count_r = n;
+	return rc;
+}
+
+int store_tombstones_purge(struct store_tx *tx, int64_t before, size_t *deleted_r)
+{
+	*deleted_r = 0;
+	int64_t n = sql_exec(tx, "store_tombstones_purge",
+	                     "DELETE FROM activity_tombstones WHERE created_at < ?",
+	                     SQL_ARGS(SQL_INT(before)));
+	if (n < 0)
+		return -1;
+	*deleted_r = (size_t)n;
+	return 0;
+}
+
 /* ---- reading ---- */
 
 #define ACTIVITY_ROW(F, G, T)                                                                      \
@@ -458,6 +512,49 @@ static int feed_last(struct store_tx *tx, const char *op, const char *org_id, in
 	return rc < 0 ? -1 : 0;
 }
 
+/* A tombstone read into an activity (deleted set by the reader). */
+#define TOMBSTONE_ROW(F, G, T)                                                                     \
+	F(T, TEXT, "id", id)                                                                       \
+	G(T, TEXT, "profile_id", profile_id)                                                       \
+	G(T, TEXT, "reason", reason)                                                               \
+	G(T, INT64, "seq", seq)                                                                    \
+	G(T, INT64, "created_at", updated_at)
+SQL_TABLE(tombstone_table, TOMBSTONE_ROW, struct store_activity);
+
+/* The page's activities and tombstones in seq order, at most `limit`: both lists are read up
+ * to `limit` and merged; the activities past the page are dropped (tombstones are few, so
+ * that waste is rare). `list` takes the merged items. */
+static int merge_tombstones(const char *op, struct store_activity_list *list,
+                            struct store_activity *tombs, size_t tomb_count, size_t limit)
+{
+	size_t total = list->count + tomb_count;
+	struct store_activity *merged = calloc(total, sizeof(*merged));
+	if (merged == NULL)
+		return store_invalid(op, "out of memory");
+	size_t a = 0, t = 0, n = 0;
+	while (a < list->count || t < tomb_count) {
+		bool take_tomb =
+		    a == list->count || (t < tomb_count && tombs[t].seq < list->items[a].seq);
+		if (take_tomb) {
+			merged[n] = tombs[t++];
+			merged[n++].deleted = true;
+		} else {
+			merged[n++] = list->items[a++];
+		}
+	}
+	/* Past the page: their JSON texts go with them (a tombstone has none). */
+	for (size_t i = limit; i < total; i++) {
+		free(merged[i].to_json);
+		free(merged[i].cc_json);
+		free(merged[i].attachments_json);
+		free(merged[i].users_json);
+	}
+	free(list->items);
+	list->items = merged;
+	list->count = total < limit ? total : limit;
+	return 0;
+}
+
 int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,
                         struct store_activity_list *list_r)
 {
@@ -470,6 +567,21 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 	              SQL_ARGS(SQL_TEXT(org_id), SQL_INT(since), SQL_INT(limit)), limit, list_r);
 	if (rc != 0)
 		return rc;
+	void *tombs = NULL;
+	size_t tomb_count = 0;
+	rc = sql_list_alloc(tx, op,
+	                    "SELECT " SQL_COLUMNS(TOMBSTONE_ROW) " FROM activity_tombstones"
+	                                                         " WHERE org_id = ? AND seq > ?"
+	                                                         " ORDER BY seq LIMIT ?",
+	                    SQL_ARGS(SQL_TEXT(org_id), SQL_INT(since), SQL_INT(limit)),
+	                    &tombstone_table, 4, limit, &tombs, &tomb_count);
+	if (rc == 0 && tomb_count > 0)
+		rc = merge_tombstones(op, list_r, tombs, tomb_count, limit);
+	free(tombs);
+	if (rc != 0) {
+		store_activity_list_free(list_r);
+		return rc;
+	}
 	if (list_r->count == 0 && since > 0) {
 		/* A cursor past every position handed out was never ours: a client holding it would
 		 * wait forever, missing what comes before it. */

@@ -197,6 +197,14 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	if (rc != 0)
 		return rc == STORE_NOT_FOUND ? store_invalid(op, "record vanished") : rc;
 	int64_t keep_rid = k.rid, drop_rid = d.rid;
+	/* The duplicates that go leave tombstones: the CRM saw both activities. */
+	if (store_activities_bury(
+	        tx, op, org_id,
+	        "SELECT id, profile_id FROM activities WHERE rid = ?2 AND"
+	        " profile_id IN (SELECT profile_id FROM activities WHERE rid = ?1)"
+	        " ORDER BY seq",
+	        SQL_ARGS(SQL_INT(keep_rid), SQL_INT(drop_rid)), "merged", NULL) < 0)
+		return -1;
 	static const char *const sql[] = {
 	    "DELETE FROM activities WHERE rid = ?2 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE rid = ?1)",

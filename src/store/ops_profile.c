@@ -226,6 +226,13 @@ int store_profile_delete(struct store_tx *tx, const char *org_id, const char *pr
 		free(p);
 		return rc;
 	}
+	/* Its activities leave tombstones in the feed (ids only), so a CRM mirroring them
+	 * deletes its copies. */
+	rc = store_activities_bury(tx, op, org_id,
+	                           "SELECT id, profile_id FROM activities"
+	                           " WHERE profile_id = ? AND org_id = ? ORDER BY seq",
+	                           SQL_ARGS(SQL_TEXT(profile_id), SQL_TEXT(org_id)),
+	                           "profile_erased", NULL);
 	/* The explicit deletes keep the erasure visible here and independent of the backend's
 	 * cascade support (the foreign keys cascade too). */
 	static const char *const delete_sql[] = {

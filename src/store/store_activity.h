@@ -1,7 +1,9 @@
 /* Activities (DESIGN.md §1): (profile, message record) pairs — exactly one per profile and
  * message — whose content comes from the record (store_message.h). Every change to an activity
  * (created, content replaced by a stronger source, a user added) gives it a new feed sequence
- * number, assigned in commit order. Operations run inside a store job (store.h).
+ * number, assigned in commit order; so does its removal (its profile erased, a duplicate
+ * dropped when two records of one message merge), which leaves a tombstone in the feed, written
+ * in the removing transaction. Operations run inside a store job (store.h).
  *
  * Ownership: the caller owns the structs it passes in; a store_activity_list's items and their
  * JSON texts are allocated by the store and freed with store_activity_list_free(). */
@@ -53,6 +55,10 @@ struct store_activity {
 	char snippet[MT_SNIPPET_BYTES + 1];
 	int64_t seq; /* feed position */
 	int64_t created_at, updated_at;
+	/* A tombstone (the feed only): id, profile_id, seq, reason; updated_at is when the
+	 * activity went; the content fields are empty and the JSON texts NULL. */
+	bool deleted;
+	char reason[MT_TOMBSTONE_REASON_MAX];
 };
 
 struct store_activity_list {
@@ -67,10 +73,13 @@ void store_activity_list_free(struct store_activity_list *list);
  * not one this function made. */
 int store_profile_activities(struct store_tx *tx, const char *org_id, const char *profile_id,
                              const char *cursor, size_t limit, struct store_activity_list *list_r);
-/* The org's feed: activities whose seq > since, in seq order; next_cursor is always set (the
- * last seq returned, or `since` when the page is empty). */
+/* The org's feed: activities and tombstones whose seq > since, in seq order; next_cursor is
+ * always set (the last seq returned, or `since` when the page is empty). */
 int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,
                         struct store_activity_list *list_r);
+/* Deletes the tombstones (of every org) made before `before` (unix seconds): the retention
+ * job's, after record_retention_days. *deleted_r counts them. */
+int store_tombstones_purge(struct store_tx *tx, int64_t before, size_t *deleted_r);
 /* The activities of one message (the add-in's answer). */
 int store_message_activities(struct store_tx *tx, const char *org_id, const char *key,
                              struct store_activity_list *list_r);

@@ -53,6 +53,14 @@ static inline bool store_repeated(const void *items, size_t stride, size_t i)
  * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
 int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
 
+/* Before activities are deleted (ops_activity.c): a tombstone for each activity `select_sql`
+ * lists (columns id, profile_id, in the order the feed should show them), at new feed
+ * positions of the org, with `reason` (migration 17's list). *count_r (NULL: not wanted)
+ * counts them. The caller deletes the activities in the same transaction. */
+int store_activities_bury(struct store_tx *tx, const char *op, const char *org_id,
+                          const char *select_sql, const struct db_arg *args, const char *reason,
+                          size_t *count_r);
+
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);
 /* The same, stopping after migration `last` (tests build an older schema with it). */

@@ -12,6 +12,13 @@
   patch_external     PATCH sets, moves (another's id: 409, nothing changed) and clears ("")
   bad_external       control characters, 129 bytes, a body id differing from the path: 400
   per_org            another org may use the same external id; neither sees the other's
+  csv_external       CSV import with a 4th column external_id: new ids created, a known one
+                     replaces its profile (the upsert's rule; a repeated id in the file applies
+                     in order), no id always creates; every stored row answered in `profiles`
+                     {line, id, external_id, created}; bad ids and 3-field rows rejected; the
+                     same file again updates the same profiles; per org
+  csv_answer_cap     1,001 rows: `profiles` lists the first 1,000, `imported` counts them all;
+                     the 3-column header still works (external_id null); a wrong header: 400
 
 Run: /usr/bin/python3 tests/integration/test_profiles_external.py --bin-dir build
 """
@@ -155,6 +162,74 @@ def case_per_org(svc, ctx):
     expect(svc.req("GET", path_of("ats-42"), svc.tok("recB")), 404)
 
 
+def import_csv(svc, who, text, status=200):
+    return expect(svc.req("POST", "/v1/profiles/import", svc.tok(who), raw=text.encode(),
+                          content_type="text/csv"), status)
+
+
+CSV_EXTERNAL = (
+    "Kind, Name, Emails, External_ID\n"
+    "applicant,Ann,ann@csv.example,crm-ann\n"                    # 2: created
+    "contact,Bob,bob@csv.example,\n"                              # 3: no id: created
+    "contact,Anna C. again,anna.csv@cand.example, ats-42 \n"      # 4: case_upsert's: updated
+    "applicant,Long," + "l@csv.example," + "x" * 129 + "\n"        # 5: rejected
+    'applicant,"Ann, renamed",ann.new@csv.example;ann@csv.example,crm-ann\n'  # 6: updates 2
+    "applicant,Three,three@csv.example\n"                         # 7: 3 fields: rejected
+)
+
+
+def case_csv_external(svc, ctx):
+    anna = expect(svc.req("GET", path_of("ats-42"), svc.tok("recA")), 200)
+    doc = import_csv(svc, "recA", CSV_EXTERNAL)
+    assert doc["imported"] == 4 and doc["updated"] == 2, doc
+    assert [(x["line"], x["external_id"], x["created"]) for x in doc["profiles"]] == [
+        (2, "crm-ann", True), (3, None, True), (4, "ats-42", False), (6, "crm-ann", False)], doc
+    by_line = {x["line"]: x["id"] for x in doc["profiles"]}
+    assert by_line[2] == by_line[6] and by_line[4] == anna["id"], doc
+    assert len(set(by_line.values())) == 3, doc
+    assert [x["line"] for x in doc["rejected"]] == [5, 7] and doc["rejected_total"] == 2, doc
+    assert "external_id" in doc["rejected"][0]["error"], doc
+    assert "expected 4 fields" in doc["rejected"][1]["error"], doc
+    ann = expect(svc.req("GET", path_of("crm-ann"), svc.tok("recA")), 200)
+    assert ann["id"] == by_line[2] and ann["name"] == "Ann, renamed", ann
+    assert ann["emails"] == ["ann.new@csv.example", "ann@csv.example"], ann
+    got = expect(svc.req("GET", path_of("ats-42"), svc.tok("recA")), 200)
+    assert (got["kind"], got["name"], got["emails"]) == (
+        "contact", "Anna C. again", ["anna.csv@cand.example"]), got
+    bob = expect(svc.req("GET", f"/v1/profiles/{by_line[3]}", svc.tok("recA")), 200)
+    assert bob["name"] == "Bob" and bob["external_id"] is None, bob
+    # The same file again: the rows with an id land on the same profiles; Bob is new again.
+    again = import_csv(svc, "recA", CSV_EXTERNAL)
+    assert again["imported"] == 4 and again["updated"] == 3, again
+    ids2 = {x["line"]: x["id"] for x in again["profiles"]}
+    assert (ids2[2], ids2[4], ids2[6]) == (by_line[2], by_line[4], by_line[6]), again
+    assert ids2[3] != by_line[3], again
+    # Per org: B's import of crm-ann creates B's own profile; A's is untouched.
+    b = import_csv(svc, "recB", "kind,name,emails,external_id\n"
+                                "applicant,B Ann,ann@csv.example,crm-ann\n")
+    assert b["imported"] == 1 and b["updated"] == 0 and b["profiles"][0]["created"], b
+    assert b["profiles"][0]["id"] != by_line[2], b
+    ann = expect(svc.req("GET", path_of("crm-ann"), svc.tok("recA")), 200)
+    assert ann["name"] == "Ann, renamed", ann
+
+
+def case_csv_answer_cap(svc, ctx):
+    rows = "".join(f"applicant,Cap {n},cap{n}@csv.example,cap-{n}\n" for n in range(1001))
+    doc = import_csv(svc, "recA", "kind,name,emails,external_id\n" + rows)
+    assert doc["imported"] == 1001 and doc["updated"] == 0, {k: doc[k] for k in ("imported",
+                                                                                "updated")}
+    assert len(doc["profiles"]) == 1000, len(doc["profiles"])
+    assert [x["line"] for x in doc["profiles"]] == list(range(2, 1002))
+    last = expect(svc.req("GET", path_of("cap-1000"), svc.tok("recA")), 200)
+    assert last["name"] == "Cap 1000", last
+    doc = import_csv(svc, "recA", "kind,name,emails\napplicant,Plain,plain@csv.example\n")
+    assert doc["imported"] == 1 and doc["profiles"][0]["external_id"] is None, doc
+    assert doc["profiles"][0]["created"] is True, doc
+    for header in ("kind,name,external_id,emails", "kind,name,emails,external_id,x"):
+        err = import_csv(svc, "recA", header + "\n", 400)
+        assert "external_id" in err["error"]["message"], err
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -181,7 +256,9 @@ def main():
                          ("odd_ids", case_odd_ids),
                          ("patch_external", case_patch_external),
                          ("bad_external", case_bad_external),
-                         ("per_org", case_per_org)):
+                         ("per_org", case_per_org),
+                         ("csv_external", case_csv_external),
+                         ("csv_answer_cap", case_csv_answer_cap)):
             r.run(name, fn, svc, ctx)
         if r.failed:
             print(svc.log_tail(40))

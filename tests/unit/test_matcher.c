@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "engine/matcher.h"
+#include "lib/str.h"
 #include "mime/message.h"
 #include "store/store.h"
 #include "store/store_activity.h"
@@ -78,6 +79,8 @@ JOB(j_backfill, matcher_backfill_profile(tx, c->org_id, c->id, &c->count))
 JOB(j_msg_acts, store_message_activities(tx, c->org_id, c->key, &c->list))
 JOB(j_lookup, store_message_lookup(tx, c->org_id, &c->t.m, c->key_r, &c->source_r))
 JOB(j_feed, store_activity_feed(tx, c->org_id, c->since, 1000, &c->list))
+JOB(j_feed_page, store_activity_feed(tx, c->org_id, c->since, c->count, &c->list))
+JOB(j_tomb_purge, store_tombstones_purge(tx, c->since, &c->count))
 JOB(j_timeline, store_profile_activities(tx, c->org_id, c->id, NULL, 100, &c->list))
 
 static int run(struct fixture *f, enum store_job_kind kind, store_job_fn *fn, struct call *c)
@@ -182,6 +185,49 @@ static enum matcher_outcome log_as(struct fixture *f, struct call *c, const char
 	c->source = source;
 	assert_int_equal(run(f, STORE_WRITE, j_log, c), 0);
 	return c->result.outcome;
+}
+
+/* What a CRM mirroring the feed holds after replaying it from the start in pages of `page`:
+ * activities upserted by id, tombstones deleting theirs. Fills ids_r (up to `max`) and returns
+ * how many; *last_r is the last next_cursor. Positions must rise strictly across pages. */
+static size_t mirror_replay(struct fixture *f, size_t page, char (*ids_r)[MT_ID_MAX], size_t max,
+                            int64_t *last_r)
+{
+	struct call *c = call_new();
+	size_t n = 0;
+	int64_t prev = 0;
+	c->org_id = f->org;
+	c->since = 0;
+	for (;;) {
+		c->count = page;
+		assert_int_equal(run(f, STORE_READ, j_feed_page, c), 0);
+		if (c->list.count == 0)
+			break;
+		for (size_t i = 0; i < c->list.count; i++) {
+			const struct store_activity *a = &c->list.items[i];
+			assert_true(a->seq > prev);
+			prev = a->seq;
+			size_t k = 0;
+			while (k < n && strcmp(ids_r[k], a->id) != 0)
+				k++;
+			if (a->deleted) {
+				assert_null(a->users_json);
+				if (k < n) {
+					memmove(ids_r[k], ids_r[k + 1],
+					        (n - k - 1) * sizeof(*ids_r));
+					n--;
+				}
+			} else if (k == n) {
+				assert_true(n < max);
+				memcpy(ids_r[n++], a->id, MT_ID_MAX);
+			}
+		}
+		c->since = strtoll(c->list.next_cursor, NULL, 10);
+		store_activity_list_free(&c->list);
+	}
+	*last_r = c->since;
+	free(c);
+	return n;
 }
 
 /* The activities of a message, into c->list (the caller frees). */
@@ -442,10 +488,34 @@ static void test_aliases_out_of_order(void **state)
 	msg_to(&c->t, JACK_ADDR);
 	assert_int_equal(log_as(f, c, f->user_b, STORE_SOURCE_BCC), MATCHER_LOGGED);
 	assert_int_equal(c->result.activities_created, 1); /* not known yet to be the same */
+	/* Jack's two activities, as a CRM following the feed has them. */
+	char before[4][MT_ID_MAX];
+	int64_t cursor;
+	assert_int_equal(mirror_replay(f, 1000, before, 4, &cursor), 2);
 	msg_init(&c->t, "late@staffing.example", "MT77", A_ADDR, "Interview");
 	msg_to(&c->t, JACK_ADDR);
 	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
 	assert_int_equal(c->result.activities_created, 0);
+	/* The merge leaves a tombstone for the duplicate and moves the one kept, after what the
+	 * CRM has seen; replayed, the feed leaves the CRM with the one activity Jack has. */
+	c->org_id = f->org;
+	c->since = cursor;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 2);
+	const struct store_activity *tomb = &c->list.items[c->list.items[0].deleted ? 0 : 1];
+	const struct store_activity *kept = &c->list.items[c->list.items[0].deleted ? 1 : 0];
+	assert_true(tomb->deleted && !kept->deleted);
+	assert_string_equal(tomb->reason, "merged");
+	assert_string_equal(tomb->profile_id, f->jack);
+	assert_true(strcmp(tomb->id, kept->id) != 0);
+	assert_true((strcmp(tomb->id, before[0]) == 0 && strcmp(kept->id, before[1]) == 0) ||
+	            (strcmp(tomb->id, before[1]) == 0 && strcmp(kept->id, before[0]) == 0));
+	char kept_id[MT_ID_MAX];
+	memcpy(kept_id, kept->id, MT_ID_MAX);
+	store_activity_list_free(&c->list);
+	char after[4][MT_ID_MAX];
+	assert_int_equal(mirror_replay(f, 1, after, 4, &cursor), 1);
+	assert_string_equal(after[0], kept_id);
 	c->id = f->jack;
 	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
 	size_t interviews = 0;
@@ -552,6 +622,77 @@ static void test_backfill_and_erasure(void **state)
 	free(c);
 }
 
+/* Erasing a profile leaves a tombstone per activity at new feed positions, in the erasing
+ * transaction; a CRM replaying the feed keeps nothing of hers, whatever the page size; the
+ * retention purge removes the tombstones by age and the feed stays consistent. */
+static void test_tombstones(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	char jill[MT_ID_MAX];
+	make_profile(f, "Jill", "jill@candidates.example", jill);
+	msg_init(&c->t, "t1@staffing.example", NULL, A_ADDR, "to both");
+	msg_to(&c->t, JACK_ADDR);
+	msg_to(&c->t, "jill@candidates.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	msg_init(&c->t, "t2@staffing.example", NULL, A_ADDR, "to Jill");
+	msg_to(&c->t, "jill@candidates.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	char ids[8][MT_ID_MAX];
+	int64_t cursor;
+	assert_int_equal(mirror_replay(f, 1000, ids, 8, &cursor), 3);
+
+	c->org_id = f->org;
+	c->id = jill;
+	assert_int_equal(run(f, STORE_WRITE, j_profile_delete, c), 0);
+	c->since = cursor;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 2);
+	size_t found = 0;
+	for (size_t i = 0; i < 2; i++) {
+		const struct store_activity *t = &c->list.items[i];
+		assert_true(t->deleted);
+		assert_true(t->seq > cursor);
+		assert_string_equal(t->reason, "profile_erased");
+		assert_string_equal(t->profile_id, jill);
+		assert_true(t->updated_at > 0);
+		assert_string_equal(t->subject, "");
+		for (size_t k = 0; k < 3; k++)
+			found += strcmp(t->id, ids[k]) == 0;
+	}
+	assert_int_equal(found, 2);
+	int64_t tomb_cursor = strtoll(c->list.next_cursor, NULL, 10);
+	store_activity_list_free(&c->list);
+	/* Replayed from the start, in pages of 1, 2 and 1000: only Jack's activity is left. */
+	static const size_t pages[] = {1, 2, 1000};
+	for (size_t p = 0; p < 3; p++) {
+		char left[8][MT_ID_MAX];
+		assert_int_equal(mirror_replay(f, pages[p], left, 8, &cursor), 1);
+		assert_int_equal(cursor, tomb_cursor);
+		assert_int_equal(activities_of(f, c, "mid:t1@staffing.example"), 1);
+		assert_string_equal(left[0], c->list.items[0].id);
+		store_activity_list_free(&c->list);
+	}
+
+	/* Retention: tombstones younger than the bound stay, older ones go. */
+	c->since = mt_wall_s() - 3600;
+	assert_int_equal(run(f, STORE_WRITE, j_tomb_purge, c), 0);
+	assert_int_equal(c->count, 0);
+	c->since = mt_wall_s() + 1;
+	assert_int_equal(run(f, STORE_WRITE, j_tomb_purge, c), 0);
+	assert_int_equal(c->count, 2);
+	char left[8][MT_ID_MAX];
+	assert_int_equal(mirror_replay(f, 1, left, 8, &cursor), 1);
+	/* A cursor given before the purge is still a valid one: an empty page, not 400. */
+	c->org_id = f->org;
+	c->since = tomb_cursor;
+	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
+	assert_int_equal(c->list.count, 0);
+	assert_int_equal(strtoll(c->list.next_cursor, NULL, 10), tomb_cursor);
+	store_activity_list_free(&c->list);
+	free(c);
+}
+
 static void test_from_summary(void **state)
 {
 	(void)state;
@@ -620,6 +761,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_aliases_out_of_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backfill_and_erasure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tombstones, setup, teardown),
 	    cmocka_unit_test(test_from_summary),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

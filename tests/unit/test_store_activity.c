@@ -747,10 +747,19 @@ static void test_erasure(void **state)
 	assert_int_equal(c->list.count, 1);
 	assert_string_equal(c->list.items[0].profile_id, f->jill);
 	store_activity_list_free(&c->list);
+	/* The feed: Jill's activity, then a tombstone for each of Jack's two, after it. */
 	c->since = 0;
 	c->limit = 100;
 	assert_int_equal(run(f, STORE_READ, j_feed, c), 0);
-	assert_int_equal(c->list.count, 1);
+	assert_int_equal(c->list.count, 3);
+	assert_false(c->list.items[0].deleted);
+	assert_string_equal(c->list.items[0].profile_id, f->jill);
+	for (size_t i = 1; i < 3; i++) {
+		assert_true(c->list.items[i].deleted);
+		assert_string_equal(c->list.items[i].profile_id, f->jack);
+		assert_string_equal(c->list.items[i].reason, "profile_erased");
+		assert_true(c->list.items[i].seq > c->list.items[i - 1].seq);
+	}
 	store_activity_list_free(&c->list);
 
 	sqlite3 *raw;
