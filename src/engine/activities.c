@@ -1,4 +1,5 @@
 #include "engine/activities.h"
+#include "engine/matcher.h"
 
 #include "lib/limits.h"
 #include "lib/str.h"
@@ -13,6 +14,7 @@ struct page_job {
 	char org_id[MT_ID_MAX];
 	char profile_id[MT_ID_MAX];
 	char cursor[MT_CURSOR_MAX];
+	char thread_id[MT_ID_MAX]; /* "" for the whole timeline */
 	int64_t since;
 	size_t limit;
 	activities_done_fn *done;
@@ -65,16 +67,23 @@ static void submit(struct store *store, struct page_job *job, store_job_fn *run)
 static int timeline_run(struct store_tx *tx, void *arg)
 {
 	struct page_job *job = arg;
-	return store_profile_activities(tx, job->org_id, job->profile_id, job->cursor, job->limit,
-	                                &job->list);
+	return store_profile_activities(tx, job->org_id, job->profile_id, job->thread_id,
+	                                job->cursor, job->limit, &job->list);
 }
 
 void activities_timeline(struct store *store, const char *org_id, const char *profile_id,
-                         const char *cursor, size_t limit, activities_done_fn *done, void *ctx)
+                         const char *thread_id, const char *cursor, size_t limit,
+                         activities_done_fn *done, void *ctx)
 {
 	struct page_job *job = job_new(org_id, limit, done, ctx);
 	if (job == NULL)
 		return;
+	if (thread_id != NULL && thread_id[0] != '\0' && !matcher_thread_id_valid(thread_id)) {
+		struct crud_outcome outcome;
+		crud_set(&outcome, CRUD_INVALID, "thread_id: not a thread id");
+		return finish(job, &outcome);
+	}
+	mt_strlcpy(job->thread_id, thread_id != NULL ? thread_id : "", sizeof(job->thread_id));
 	mt_strlcpy(job->profile_id, profile_id, sizeof(job->profile_id));
 	mt_strlcpy(job->cursor, cursor != NULL ? cursor : "", sizeof(job->cursor));
 	submit(store, job, timeline_run);

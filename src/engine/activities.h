@@ -27,10 +27,12 @@ typedef void activities_done_fn(void *ctx, const struct activities_result *resul
  * is refused (CRUD_INVALID) or the store's queue is full (CRUD_BUSY). */
 
 /* At most `limit` of the profile's activities after `cursor` ("" or NULL from the newest);
- * next_cursor "" on the last page. CRUD_NOT_FOUND for another org's profile, CRUD_BAD_CURSOR
- * for a cursor no page gave. */
+ * next_cursor "" on the last page; only thread `thread_id`'s unless it is "" or NULL.
+ * CRUD_NOT_FOUND for another org's profile, CRUD_BAD_CURSOR for a cursor no page gave,
+ * CRUD_INVALID for a thread_id that is not one. */
 void activities_timeline(struct store *store, const char *org_id, const char *profile_id,
-                         const char *cursor, size_t limit, activities_done_fn *done, void *ctx);
+                         const char *thread_id, const char *cursor, size_t limit,
+                         activities_done_fn *done, void *ctx);
 /* At most `limit` of the org's activities after `since` ("" or NULL from the start). */
 void activities_feed(struct store *store, const char *org_id, const char *since, size_t limit,
                      activities_done_fn *done, void *ctx);

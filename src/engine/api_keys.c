@@ -143,7 +143,8 @@ enum api_key_verdict api_key_permits(unsigned scopes, const char *operation, boo
 		return API_KEY_DENIED;
 	}
 	if (rules[i].for_user && !names_user) {
-		*reason_r = "an API key acts for a user here: name them with X-Mailtrail-User: usr_...";
+		*reason_r =
+		    "an API key acts for a user here: name them with X-Mailtrail-User: usr_...";
 		return API_KEY_NEEDS_USER;
 	}
 	return API_KEY_ALLOWED;
@@ -366,7 +367,8 @@ static void auth_finish(struct auth_job *job, const struct crud_outcome *outcome
 		mt_strlcpy(identity.key_id, job->key.id, sizeof(identity.key_id));
 		mt_strlcpy(identity.user_id, job->user_id, sizeof(identity.user_id));
 		identity.scopes = job->key.scopes;
-		identity.admin = job->user_id[0] != '\0' ? job->user.role == STORE_ROLE_ADMIN : true;
+		identity.admin =
+		    job->user_id[0] != '\0' ? job->user.role == STORE_ROLE_ADMIN : true;
 	}
 	job->done(job->ctx, outcome, known ? &identity : NULL);
 	sodium_memzero(job->hash, sizeof(job->hash));

@@ -64,8 +64,8 @@ void api_keys_free(struct api_keys **keys);
 
 struct api_keys_result {
 	struct crud_outcome outcome;
-	const struct store_api_key *key; /* create: the key as stored */
-	const char *key_text;            /* create: its text, shown once */
+	const struct store_api_key *key;  /* create: the key as stored */
+	const char *key_text;             /* create: its text, shown once */
 	const struct store_api_key *keys; /* list */
 	size_t count;
 };

@@ -11,6 +11,7 @@
 #include "store/store_profile.h"
 #include "store/store_user.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,8 +220,10 @@ static int log_record(struct store_tx *tx, const char *org_id, const char *user_
 		return -1;
 	bool replaced = false, user_added = false;
 	int64_t date = 0, record = 0;
-	rc = store_message_put(tx, org_id, result_r->key, source, result_r->type, msg, &replaced,
-	                       &date, &record);
+	char thread_id[MT_ID_MAX];
+	matcher_thread_id(org_id, msg, thread_id);
+	rc = store_message_put(tx, org_id, result_r->key, source, result_r->type, thread_id, msg,
+	                       &replaced, &date, &record);
 	if (rc == 0 && user_id != NULL && user_id[0] != '\0')
 		rc = store_message_add_user(tx, record, user_id, &user_added);
 	/* Before the new activities are made, so that each change costs one feed position. */
@@ -385,11 +388,63 @@ static struct store_mailbox *copy_mailboxes(const struct mime_mailbox *in, size_
 	return out;
 }
 
+/* ---- threads ---- */
+
+#define THREAD_PREFIX "thr_"
+#define THREAD_CHARS  20 /* base32: 100 bits, as the other ids */
+static const char thread_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+
+_Static_assert(STORE_THREAD_ROOT_BYTES == crypto_hash_sha256_BYTES, "the root is a SHA-256");
+
+void matcher_set_thread_root(struct store_message *msg, const char *root)
+{
+	memset(msg->thread_root, 0, sizeof(msg->thread_root));
+	if (root[0] != '\0')
+		crypto_hash_sha256(msg->thread_root, (const unsigned char *)root, strlen(root));
+}
+
+void matcher_thread_id(const char *org_id, const struct store_message *msg, char out[MT_ID_MAX])
+{
+	static const unsigned char none[STORE_THREAD_ROOT_BYTES];
+	unsigned char root[STORE_THREAD_ROOT_BYTES];
+	if (memcmp(msg->thread_root, none, sizeof(none)) != 0)
+		memcpy(root, msg->thread_root, sizeof(root));
+	else
+		crypto_hash_sha256(root, (const unsigned char *)msg->aliases[0],
+		                   strlen(msg->aliases[0]));
+	crypto_hash_sha256_state st;
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, (const unsigned char *)org_id, strlen(org_id) + 1);
+	crypto_hash_sha256_update(&st, root, sizeof(root));
+	unsigned char digest[crypto_hash_sha256_BYTES];
+	crypto_hash_sha256_final(&st, digest);
+	size_t n = sizeof(THREAD_PREFIX) - 1;
+	memcpy(out, THREAD_PREFIX, n);
+	/* 5 bits a character, most significant first */
+	for (size_t i = 0; i < THREAD_CHARS; i++) {
+		size_t bit = i * 5, byte = bit / 8, shift = bit % 8;
+		unsigned v = ((unsigned)digest[byte] << 8 | digest[byte + 1]) >> (11 - shift);
+		out[n++] = thread_alphabet[v & 31];
+	}
+	out[n] = '\0';
+}
+
+bool matcher_thread_id_valid(const char *text)
+{
+	size_t n = sizeof(THREAD_PREFIX) - 1;
+	return strncmp(text, THREAD_PREFIX, n) == 0 && strlen(text + n) == THREAD_CHARS &&
+	       strspn(text + n, thread_alphabet) == THREAD_CHARS;
+}
+
+/* ---- conversion ---- */
+
 int matcher_message_from_summary(const struct mime_summary *summary, struct store_message *msg_r)
 {
 	memset(msg_r, 0, sizeof(*msg_r));
 	msg_r->alias_count = mime_message_aliases(summary, msg_r->aliases);
 	mt_strlcpy(msg_r->message_id, summary->message_id, sizeof(msg_r->message_id));
+	mt_strlcpy(msg_r->in_reply_to, summary->in_reply_to, sizeof(msg_r->in_reply_to));
+	matcher_set_thread_root(msg_r, mime_thread_root(summary));
 	msg_r->date = summary->date;
 	mt_strlcpy(msg_r->from.address, summary->from.address, sizeof(msg_r->from.address));
 	mt_strlcpy(msg_r->from.name, summary->from.name, sizeof(msg_r->from.name));

@@ -15,6 +15,7 @@
 #include "store/store.h"
 #include "store/store_message.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct mime_summary;
@@ -68,6 +69,17 @@ int matcher_backfill_profile(struct store_tx *tx, const char *org_id, const char
 
 /* Records of one address a backfill looks at (newest first): an address in more mail than this
  * within record_retention_days is a list or a robot, not a person. Belongs in limits.h. */
+
+/* Sets msg->thread_root to SHA-256(root), or to none (all zero) for "": root is
+ * mime_thread_root() of the message. Pure. */
+void matcher_set_thread_root(struct store_message *msg, const char *root);
+/* A message's thread id (docs/api.md "Threads"): "thr_" and the first 100 bits of
+ * SHA-256(org_id NUL SHA-256(root)) in base32 (20 characters), where root is the one
+ * msg->thread_root was set from, or the message's first alias when it has none (no Message-ID:
+ * a thread of its own). One org's ids tell nothing about another's. Pure. */
+void matcher_thread_id(const char *org_id, const struct store_message *msg, char out[MT_ID_MAX]);
+/* Whether `text` has the shape matcher_thread_id() gives. */
+bool matcher_thread_id_valid(const char *text);
 
 /* Converts a parsed message to the store's form: aliases, identity, participants, content.
  * 0, or -1 when memory runs out (nothing to free then). */

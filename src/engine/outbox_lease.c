@@ -450,6 +450,10 @@ static int prepare_activity(struct finish_job *job, const struct outbox_item *it
 		snprintf(a->aliases[a->alias_count++], MT_MESSAGE_KEY_MAX, "mt:%s",
 		         m->mailtrail_id);
 	mt_strlcpy(a->message_id, m->message_id, sizeof(a->message_id));
+	mt_strlcpy(a->outbox_id, m->id, sizeof(a->outbox_id));
+	/* mime_thread_root() of what we send: POST /v1/messages sets no In-Reply-To or References
+	 * (yet), so our message starts its thread. */
+	matcher_set_thread_root(a, m->message_id);
 	a->date = m->created_at;
 	a->from = item->routable ? item->route.record_from : m->from;
 	a->to = job->participants;

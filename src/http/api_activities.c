@@ -24,6 +24,12 @@ static json_t *embed(const char *text)
 	return value != NULL ? value : json_array();
 }
 
+/* A text column that may be absent: null then. */
+static json_t *opt_string(const char *text)
+{
+	return text[0] != '\0' ? json_string(text) : json_null();
+}
+
 json_t *api_activity_json(const struct store_activity *a)
 {
 	/* A tombstone: the id to delete, nothing of the content it had. */
@@ -31,15 +37,23 @@ json_t *api_activity_json(const struct store_activity *a)
 		return json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", a->id, "profile_id", a->profile_id,
 		                 "deleted", 1, "reason", a->reason, "deleted_at",
 		                 api_time(a->updated_at));
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:{s:s,s:s},s:o,s:o,s:o,s:s,s:o,s:o,s:o}", "id",
-	                 a->id, "profile_id", a->profile_id, "type",
-	                 a->type == STORE_EMAIL_SENT ? "email_sent" : "email_received", "source",
-	                 store_source_name(a->source), "subject", a->subject, "date",
-	                 api_time(a->date), "from", "address", a->from_address, "name",
-	                 a->from_name, "to", embed(a->to_json), "cc", embed(a->cc_json),
-	                 "message_id", a->message_id[0] ? json_string(a->message_id) : json_null(),
-	                 "snippet", a->snippet, "attachments", embed(a->attachments_json), "users",
-	                 embed(a->users_json), "logged_at", api_time(a->created_at));
+	json_t *o =
+	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:{s:s,s:s},s:o,s:o,s:o,s:s,s:o,s:o,s:o}", "id",
+	              a->id, "profile_id", a->profile_id, "type",
+	              a->type == STORE_EMAIL_SENT ? "email_sent" : "email_received", "source",
+	              store_source_name(a->source), "subject", a->subject, "date",
+	              api_time(a->date), "from", "address", a->from_address, "name", a->from_name,
+	              "to", embed(a->to_json), "cc", embed(a->cc_json), "message_id",
+	              a->message_id[0] ? json_string(a->message_id) : json_null(), "snippet",
+	              a->snippet, "attachments", embed(a->attachments_json), "users",
+	              embed(a->users_json), "logged_at", api_time(a->created_at));
+	if (o != NULL && (json_object_set_new(o, "outbox_id", opt_string(a->outbox_id)) < 0 ||
+	                  json_object_set_new(o, "in_reply_to", opt_string(a->in_reply_to)) < 0 ||
+	                  json_object_set_new(o, "thread_id", opt_string(a->thread_id)) < 0)) {
+		json_decref(o);
+		o = NULL;
+	}
+	return o;
 }
 
 static json_t *activities_json(const struct store_activity_list *list)
@@ -71,7 +85,8 @@ void api_profile_activities(struct http_request *req, void *app)
 	if (!api_list_params(req, &limit, &cursor))
 		return;
 	activities_timeline(api->store, http_request_auth(req)->org_id,
-	                    http_request_param(req, "id"), cursor, limit, timeline_done, req);
+	                    http_request_param(req, "id"), http_request_query(req, "thread_id"),
+	                    cursor, limit, timeline_done, req);
 }
 
 /* ---- GET /v1/activities?since= ---- */

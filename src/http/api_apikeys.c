@@ -91,6 +91,6 @@ static void revoked(void *ctx, const struct api_keys_result *r)
 void api_keys_revoke_handler(struct http_request *req, void *app)
 {
 	struct api *api = app;
-	api_keys_revoke(api->api_keys, http_request_auth(req)->org_id, http_request_param(req, "id"),
-	                revoked, req);
+	api_keys_revoke(api->api_keys, http_request_auth(req)->org_id,
+	                http_request_param(req, "id"), revoked, req);
 }

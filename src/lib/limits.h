@@ -215,6 +215,9 @@
 #define MT_MIME_PARTS_MAX           500
 #define MT_MIME_DEPTH_MAX           20
 #define MT_REFERENCES_MAX           20 /* Message-IDs kept from References */
+/* Bytes of an In-Reply-To or References value scanned for ids: the thread root is the first id,
+ * so a 10,000-id References (a hostile or runaway chain) costs no more than this. */
+#define MT_REFERENCES_BYTES_MAX (16 * 1024)
 /* Address entries examined per message (valid or not), so that a header of 100k commas costs
  * little; valid ones are capped by MT_MESSAGE_PARTICIPANTS_MAX. */
 #define MT_MESSAGE_ADDRESS_ENTRIES_MAX 5000

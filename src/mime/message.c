@@ -96,10 +96,15 @@ static void copy_id(char out[MT_MESSAGE_ID_MAX + 1], const char *id, size_t len)
 	while (len > 0 && is_wsp(id[len - 1]))
 		len--;
 	gchar *valid = g_utf8_make_valid(id, (gssize)len);
-	for (char *p = valid; *p != '\0'; p++) {
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	/* A fold's CRLF goes as unfolding would take it (an id folded inside its brackets reads
+	 * the same in Message-ID and in References); other controls become spaces. */
+	char *w = valid;
+	for (const char *p = valid; *p != '\0'; p++) {
+		if (*p == '\r' || *p == '\n')
+			continue;
+		*w++ = ((unsigned char)*p < 0x20 || *p == 0x7f) ? ' ' : *p;
 	}
+	*w = '\0';
 	copy_utf8_capped(out, MT_MESSAGE_ID_MAX, valid);
 	g_free(valid);
 }
@@ -125,32 +130,50 @@ static void extract_id(const char *raw, char out[MT_MESSAGE_ID_MAX + 1], bool st
 }
 
 /* In-Reply-To and References: the <...> ids in order; a value without any bracket is read as
- * whitespace- or comma-separated ids (some clients drop the brackets). */
-static size_t extract_refs(const char *raw, char (*out)[MT_MESSAGE_ID_MAX + 1], size_t max)
+ * whitespace- or comma-separated words (some clients drop the brackets; older ones write
+ * "Your message of ..." prose). RFC 5322 ids have an '@': what has none is not taken, so that
+ * junk ("<<<>>>") never becomes the root that joins unrelated mail into one thread. */
+size_t mime_parse_msg_ids(const char *value, size_t len, char (*out)[MT_MESSAGE_ID_MAX + 1],
+                          size_t max)
 {
-	char *v = unfold_trim(raw);
+	if (len > MT_REFERENCES_BYTES_MAX)
+		len = MT_REFERENCES_BYTES_MAX;
+	const char *end = value + len;
 	size_t n = 0;
-	if (strchr(v, '<') != NULL) {
-		const char *p = v;
-		while (n < max && (p = strchr(p, '<')) != NULL) {
-			const char *close = strchr(p + 1, '>');
-			if (close == NULL)
+	bool bracketed = memchr(value, '<', len) != NULL;
+	const char *p = value;
+	while (n < max && p < end) {
+		const char *start, *stop;
+		if (bracketed) {
+			start = memchr(p, '<', (size_t)(end - p));
+			if (start == NULL)
 				break;
-			copy_id(out[n], p + 1, (size_t)(close - p - 1));
-			if (out[n][0] != '\0')
-				n++;
-			p = close + 1;
+			stop = memchr(start, '>', (size_t)(end - start));
+			if (stop == NULL)
+				break; /* an id cut by the byte cap or never closed */
+			p = stop + 1;
+			/* the innermost opener: "<<a@x>>" is a@x */
+			for (const char *q = start; q < stop; q++) {
+				if (*q == '<')
+					start = q;
+			}
+			start++;
+		} else {
+			while (p < end && (is_wsp(*p) || *p == ','))
+				p++;
+			start = p;
+			while (p < end && !is_wsp(*p) && *p != ',')
+				p++;
+			stop = p;
+			if (memchr(start, '>', (size_t)(stop - start)) != NULL)
+				continue;
 		}
-	} else {
-		char *save = NULL;
-		for (char *tok = strtok_r(v, " \t,", &save); tok != NULL && n < max;
-		     tok = strtok_r(NULL, " \t,", &save)) {
-			copy_id(out[n], tok, strlen(tok));
-			if (out[n][0] != '\0')
-				n++;
-		}
+		if (memchr(start, '@', (size_t)(stop - start)) == NULL)
+			continue;
+		copy_id(out[n], start, (size_t)(stop - start));
+		if (out[n][0] != '\0')
+			n++;
 	}
-	g_free(v);
 	return n;
 }
 
@@ -423,14 +446,14 @@ static bool read_headers(struct parse_ctx *ctx, GMimeObject *message)
 		} else if (name_is(name, "In-Reply-To")) {
 			if (!have_irt) {
 				char tmp[1][MT_MESSAGE_ID_MAX + 1];
-				if (extract_refs(raw, tmp, 1) == 1)
+				if (mime_parse_msg_ids(raw, strlen(raw), tmp, 1) == 1)
 					memcpy(s->in_reply_to, tmp[0], sizeof(tmp[0]));
 			}
 			have_irt = true;
 		} else if (name_is(name, "References")) {
 			if (!have_refs)
-				s->reference_count =
-				    extract_refs(raw, s->references, MT_REFERENCES_MAX);
+				s->reference_count = mime_parse_msg_ids(
+				    raw, strlen(raw), s->references, MT_REFERENCES_MAX);
 			have_refs = true;
 		}
 	}
@@ -982,6 +1005,15 @@ size_t mime_message_aliases(const struct mime_summary *summary,
 	sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
 	snprintf(aliases[0], MT_MESSAGE_KEY_MAX, "sha:%s", hex);
 	return 1;
+}
+
+const char *mime_thread_root(const struct mime_summary *summary)
+{
+	if (summary->reference_count > 0)
+		return summary->references[0];
+	if (summary->in_reply_to[0] != '\0')
+		return summary->in_reply_to;
+	return summary->message_id;
 }
 
 /* ---- the summary of a message we build ----------------------------------------------------- */

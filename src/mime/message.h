@@ -65,6 +65,20 @@ void mime_summary_free(struct mime_summary *summary);
  * control characters dropped, at most size-1 bytes into `out`. */
 void mime_decode_value(const char *value, char *out, size_t size);
 
+/* The ids of an In-Reply-To or References value (raw, possibly folded), in order, normalised as
+ * Message-IDs are (trimmed, without <>): at most `max` of them, from the first
+ * MT_REFERENCES_BYTES_MAX bytes. Without any '<', whitespace- or comma-separated words with an
+ * '@' are the ids. Returns the count. Pure. */
+size_t mime_parse_msg_ids(const char *value, size_t len, char (*out)[MT_MESSAGE_ID_MAX + 1],
+                          size_t max);
+
+/* The root of the message's thread (docs/api.md "Threads"): the first id of References (the
+ * conversation's first message, which clients keep when they shorten the list), else
+ * In-Reply-To, else the message's own Message-ID; "" when it has none of them. Depends on the
+ * message alone, so every copy of every message of a conversation gives the same root whatever
+ * order they arrive in. Pure. */
+const char *mime_thread_root(const struct mime_summary *summary);
+
 /* The identity aliases of a message (DESIGN.md §1): "mid:<Message-ID>" when present,
  * "mt:<X-Mailtrail-Id>" when present; with neither, one "sha:<hex>" — SHA-256 over the Date in
  * UTC seconds, the From address, the sorted To addresses and the decoded Subject, each followed

@@ -580,6 +580,14 @@ static const struct migration migrations[] = {
      " created_at BIGINT NOT NULL,"
      " PRIMARY KEY (org_id, seq)) WITHOUT ROWID;"
      "CREATE INDEX activity_tombstones_age ON activity_tombstones (created_at);"},
+    /* Conversations (docs/api.md "Threads"): on the record, the message its activities show —
+     * our outbox id when we sent it, the Message-ID it replies to, its thread. NULL: none (and
+     * thread_id NULL on records stored before this, until a source sees them again). No index:
+     * a thread is read within one profile's timeline, which its own index bounds. */
+    {18, "activity_threads",
+     "ALTER TABLE message_records ADD COLUMN outbox_id TEXT;"
+     "ALTER TABLE message_records ADD COLUMN in_reply_to TEXT;"
+     "ALTER TABLE message_records ADD COLUMN thread_id TEXT;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -348,6 +348,9 @@ int store_tombstones_purge(struct store_tx *tx, int64_t before, size_t *deleted_
 	G(T, TEXT_DUP, "r.cc_json", cc_json)                                                       \
 	G(T, TEXT_DUP, "r.attachments_json", attachments_json)                                     \
 	G(T, TEXT, "r.snippet", snippet)                                                           \
+	G(T, TEXT, "r.outbox_id", outbox_id)                                                       \
+	G(T, TEXT, "r.in_reply_to", in_reply_to)                                                   \
+	G(T, TEXT, "r.thread_id", thread_id)                                                       \
 	G(T, INT64, "a.seq", seq)                                                                  \
 	G(T, INT64, "a.created_at", created_at)                                                    \
 	G(T, INT64, "a.updated_at", updated_at)
@@ -465,7 +468,8 @@ static bool parse_timeline_cursor(const char *cursor, int64_t *date_r, char id_r
 }
 
 int store_profile_activities(struct store_tx *tx, const char *org_id, const char *profile_id,
-                             const char *cursor, size_t limit, struct store_activity_list *list_r)
+                             const char *thread_id, const char *cursor, size_t limit,
+                             struct store_activity_list *list_r)
 {
 	static const char op[] = "store_profile_activities";
 	memset(list_r, 0, sizeof(*list_r));
@@ -479,13 +483,17 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 	int rc = profile_in_org(tx, op, org_id, profile_id);
 	if (rc != 0)
 		return rc;
-	/* One more than asked tells whether another page follows. */
+	/* One more than asked tells whether another page follows. A thread is a filter on the
+	 * profile's timeline: the timeline index bounds the rows read. */
+	bool all = thread_id == NULL || thread_id[0] == '\0';
 	rc = read_list(tx, op, org_id,
-	               ACTIVITY_SELECT " WHERE a.org_id = ? AND a.profile_id = ? AND (a.date < ? OR"
-	                               " (a.date = ? AND a.id < ?)) ORDER BY a.date DESC, a.id DESC"
-	                               " LIMIT ?",
+	               ACTIVITY_SELECT
+	               " WHERE a.org_id = ?1 AND a.profile_id = ?2 AND (a.date < ?3 OR"
+	               " (a.date = ?3 AND a.id < ?4)) AND (?6 = 1 OR r.thread_id = ?7)"
+	               " ORDER BY a.date DESC, a.id DESC LIMIT ?5",
 	               SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(profile_id), SQL_INT(after_date),
-	                        SQL_INT(after_date), SQL_TEXT(after_id), SQL_INT(limit + 1)),
+	                        SQL_TEXT(after_id), SQL_INT(limit + 1), SQL_INT(all),
+	                        SQL_TEXT(all ? "" : thread_id)),
 	               limit + 1, list_r);
 	if (rc != 0)
 		return rc;

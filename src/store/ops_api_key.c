@@ -25,9 +25,8 @@ int store_api_key_create(struct store_tx *tx, struct store_api_key *key)
 	                  "INSERT INTO api_keys (id, org_id, name, scopes, hash, created_at,"
 	                  " created_by) SELECT ?, id, ?, ?, ?, ?, ? FROM orgs WHERE id = ?",
 	                  SQL_ARGS(SQL_TEXT(key->id), SQL_TEXT(key->name), SQL_INT(key->scopes),
-	                           SQL_BLOB(key->hash, sizeof(key->hash)),
-	                           SQL_INT(key->created_at), SQL_TEXT(key->created_by),
-	                           SQL_TEXT(key->org_id)));
+	                           SQL_BLOB(key->hash, sizeof(key->hash)), SQL_INT(key->created_at),
+	                           SQL_TEXT(key->created_by), SQL_TEXT(key->org_id)));
 }
 
 int store_api_key_authenticate(struct store_tx *tx, const unsigned char hash[32],
@@ -71,12 +70,12 @@ int store_api_key_list(struct store_tx *tx, const char *org_id, struct store_api
 {
 	memset(list_r, 0, sizeof(*list_r));
 	void *items = NULL;
-	int rc = sql_list_alloc(tx, "store_api_key_list",
-	                        "SELECT " SQL_COLUMNS(KEY_ROW) " FROM api_keys"
-	                                                       " WHERE org_id = ? AND revoked_at IS NULL"
-	                                                       " ORDER BY created_at, id",
-	                        SQL_ARGS(SQL_TEXT(org_id)), &key_table, 8, MT_API_KEYS_MAX, &items,
-	                        &list_r->count);
+	int rc = sql_list_alloc(
+	    tx, "store_api_key_list",
+	    "SELECT " SQL_COLUMNS(KEY_ROW) " FROM api_keys"
+	                                   " WHERE org_id = ? AND revoked_at IS NULL"
+	                                   " ORDER BY created_at, id",
+	    SQL_ARGS(SQL_TEXT(org_id)), &key_table, 8, MT_API_KEYS_MAX, &items, &list_r->count);
 	list_r->items = items;
 	if (rc != 0)
 		store_api_key_list_free(list_r);

@@ -206,6 +206,16 @@ static int merge_records(struct store_tx *tx, const char *op, const char *org_id
 	        SQL_ARGS(SQL_INT(keep_rid), SQL_INT(drop_rid)), "merged", NULL) < 0)
 		return -1;
 	static const char *const sql[] = {
+	    /* keep's content stays; what it lacks of the thread columns comes from drop (the
+	     * outbox id survives whichever copy was seen first) */
+	    "UPDATE message_records SET"
+	    " outbox_id = COALESCE(outbox_id, (SELECT outbox_id FROM message_records WHERE rid = "
+	    "?2)),"
+	    " in_reply_to = COALESCE(in_reply_to,"
+	    " (SELECT in_reply_to FROM message_records WHERE rid = ?2)),"
+	    " thread_id = COALESCE(thread_id, (SELECT thread_id FROM message_records WHERE rid = "
+	    "?2))"
+	    " WHERE rid = ?1",
 	    "DELETE FROM activities WHERE rid = ?2 AND profile_id IN"
 	    " (SELECT profile_id FROM activities WHERE rid = ?1)",
 	    "UPDATE activities SET rid = ?1 WHERE rid = ?2",
@@ -307,29 +317,38 @@ static int record_json_build(const struct store_message *msg, struct record_json
 	    SQL_TEXT((msg)->from.name), SQL_TEXT((j)->to), SQL_TEXT((j)->cc), SQL_TEXT((j)->bcc),  \
 	    SQL_TEXT((msg)->subject), SQL_TEXT((msg)->snippet), SQL_TEXT((j)->attachments)
 
+/* The thread columns (outbox_id, in_reply_to, thread_id), NULL when there is none. */
+#define OPT_TEXT(v) ((v)[0] != '\0' ? SQL_TEXT(v) : SQL_NULL)
+#define THREAD_ARGS(msg, thread_id)                                                                \
+	OPT_TEXT((msg)->outbox_id), OPT_TEXT((msg)->in_reply_to), OPT_TEXT(thread_id)
+
 /* Inserts the record unless the key exists; *created_r tells which. */
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                          enum store_source source, enum store_activity_type type,
-                         const struct store_message *msg, const struct record_json *j,
-                         const char *participants, int64_t now, bool *created_r)
+                         const char *thread_id, const struct store_message *msg,
+                         const struct record_json *j, const char *participants, int64_t now,
+                         bool *created_r)
 {
 	int64_t n =
 	    sql_exec(tx, op,
 	             "INSERT INTO message_records (org_id, key, source, type, message_id,"
 	             " date, from_address, from_name, to_json, cc_json, bcc_json, subject,"
-	             " snippet, attachments_json, last_seen, participants, first_seen)"
+	             " snippet, attachments_json, last_seen, participants, first_seen,"
+	             " outbox_id, in_reply_to, thread_id)"
 	             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-	             " ?15, ?16, ?17) ON CONFLICT DO NOTHING",
+	             " ?15, ?16, ?17, ?18, ?19, ?20) ON CONFLICT DO NOTHING",
 	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
-	                      SQL_INT(now), SQL_TEXT(participants), SQL_INT(now)));
+	                      SQL_INT(now), SQL_TEXT(participants), SQL_INT(now),
+	                      THREAD_ARGS(msg, thread_id)));
 	*created_r = n == 1;
 	return n < 0 ? -1 : 0;
 }
 
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                            int64_t rid, enum store_source source, enum store_activity_type type,
-                           const struct store_message *msg, const struct store_part_list *parts,
-                           const struct record_json *j, int64_t now)
+                           const char *thread_id, const struct store_message *msg,
+                           const struct store_part_list *parts, const struct record_json *j,
+                           int64_t now)
 {
 	int rc = store_parts_keep_old(tx, op, rid, parts, j->lossy);
 	if (rc != 0)
@@ -338,9 +357,11 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 	             "UPDATE message_records SET source = ?3, type = ?4, message_id = ?5,"
 	             " date = ?6, from_address = ?7, from_name = ?8, to_json = ?9, cc_json = ?10,"
 	             " bcc_json = ?11, subject = ?12, snippet = ?13, attachments_json = ?14,"
-	             " last_seen = ?15 WHERE key = ?2 AND org_id = ?1",
+	             " last_seen = ?15, outbox_id = COALESCE(?16, outbox_id),"
+	             " in_reply_to = COALESCE(?17, in_reply_to),"
+	             " thread_id = COALESCE(?18, thread_id) WHERE key = ?2 AND org_id = ?1",
 	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
-	                      SQL_INT(now))) < 0)
+	                      SQL_INT(now), THREAD_ARGS(msg, thread_id))) < 0)
 		return -1;
 	/* The timelines are ordered by the copied date. */
 	return sql_exec(tx, op, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?",
@@ -349,18 +370,26 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 	           : 0;
 }
 
-static int touch_last_seen(struct store_tx *tx, const char *op, int64_t rid, int64_t now)
+/* A weaker copy: the record keeps its content; what it lacks of the thread columns is filled
+ * (our outbox id when the outbox's copy came first is kept; a record from before the columns
+ * gets them). */
+static int touch_last_seen(struct store_tx *tx, const char *op, int64_t rid, int64_t now,
+                           const char *thread_id, const struct store_message *msg)
 {
-	return sql_exec(tx, op, "UPDATE message_records SET last_seen = ? WHERE rid = ?",
-	                SQL_ARGS(SQL_INT(now), SQL_INT(rid))) < 0
+	return sql_exec(
+	           tx, op,
+	           "UPDATE message_records SET last_seen = ?1,"
+	           " outbox_id = COALESCE(outbox_id, ?3), in_reply_to = COALESCE(in_reply_to, ?4),"
+	           " thread_id = COALESCE(thread_id, ?5) WHERE rid = ?2",
+	           SQL_ARGS(SQL_INT(now), SQL_INT(rid), THREAD_ARGS(msg, thread_id))) < 0
 	           ? -1
 	           : 0;
 }
 
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
                       enum store_source source, enum store_activity_type type,
-                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r,
-                      int64_t *record_r)
+                      const char *thread_id, const struct store_message *msg,
+                      bool *content_replaced_r, int64_t *date_r, int64_t *record_r)
 {
 	static const char op[] = "store_message_put";
 	*content_replaced_r = false;
@@ -385,7 +414,7 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 	/* Insert first: a new message (the common case) costs no extra read. */
 	bool created = false;
 	if (rc == 0)
-		rc = insert_record(tx, op, org_id, key, source, type, msg, &j,
+		rc = insert_record(tx, op, org_id, key, source, type, thread_id, msg, &j,
 		                   text != NULL ? text : "", now, &created);
 	else
 		rc = store_invalid(op, "out of memory");
@@ -403,11 +432,11 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		if (rc == 0)
 			rc = store_parts_add(tx, op, org_id, rid, parts->addr, parts->count);
 		if (rc == 0 && source > stored.source) {
-			rc = replace_content(tx, op, org_id, key, rid, source, type, msg, parts, &j,
-			                     now);
+			rc = replace_content(tx, op, org_id, key, rid, source, type, thread_id, msg,
+			                     parts, &j, now);
 			*content_replaced_r = rc == 0;
 		} else if (rc == 0) {
-			rc = touch_last_seen(tx, op, rid, now);
+			rc = touch_last_seen(tx, op, rid, now, thread_id, msg);
 			*date_r = stored.date;
 		}
 	}

@@ -53,7 +53,10 @@ struct store_activity {
 	char *attachments_json; /* [{"name","type","size"}] */
 	char *users_json;       /* [{"id","email"}] */
 	char snippet[MT_SNIPPET_BYTES + 1];
-	int64_t seq; /* feed position */
+	char outbox_id[MT_ID_MAX];               /* "" unless we sent it */
+	char in_reply_to[MT_MESSAGE_ID_MAX + 1]; /* "" if none */
+	char thread_id[MT_ID_MAX];               /* "" on a record older than threads */
+	int64_t seq;                             /* feed position */
 	int64_t created_at, updated_at;
 	/* A tombstone (the feed only): id, profile_id, seq, reason; updated_at is when the
 	 * activity went; the content fields are empty and the JSON texts NULL. */
@@ -69,10 +72,12 @@ struct store_activity_list {
 void store_activity_list_free(struct store_activity_list *list);
 
 /* A profile's timeline, newest first (by message date, then id); cursor from the previous
- * page. STORE_NOT_FOUND when the profile is not the org's, STORE_INVALID when the cursor is
- * not one this function made. */
+ * page; only the activities of thread `thread_id` unless it is NULL or "". STORE_NOT_FOUND
+ * when the profile is not the org's, STORE_INVALID when the cursor is not one this function
+ * made. */
 int store_profile_activities(struct store_tx *tx, const char *org_id, const char *profile_id,
-                             const char *cursor, size_t limit, struct store_activity_list *list_r);
+                             const char *thread_id, const char *cursor, size_t limit,
+                             struct store_activity_list *list_r);
 /* The org's feed: activities and tombstones whose seq > since, in seq order; next_cursor is
  * always set (the last seq returned, or `since` when the page is empty). */
 int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, size_t limit,

@@ -29,6 +29,8 @@ enum store_source store_source_parse(const char *name);
 
 enum store_activity_type { STORE_EMAIL_SENT, STORE_EMAIL_RECEIVED };
 
+#define STORE_THREAD_ROOT_BYTES 32 /* SHA-256 */
+
 struct store_mailbox {
 	char address[MT_ADDRESS_MAX + 1]; /* normalised */
 	char name[MT_NAME_MAX + 1];
@@ -53,6 +55,12 @@ struct store_message {
 	char snippet[MT_SNIPPET_BYTES + 1];
 	const struct store_attachment *attachments;
 	size_t attachment_count;
+	/* Conversations (docs/api.md "Threads"). The root is kept as its digest: an IMAP chunk
+	 * holds MT_IMAP_SYNC_CHUNK of these messages, and a root may be 998 bytes. */
+	char outbox_id[MT_ID_MAX];               /* our "msg_..." when we sent it; "" otherwise */
+	char in_reply_to[MT_MESSAGE_ID_MAX + 1]; /* normalised like message_id; "" if none */
+	unsigned char thread_root[STORE_THREAD_ROOT_BYTES]; /* matcher_set_thread_root(); all
+	                                                       zero: none (the first alias) */
 };
 
 /* Finds the canonical key of a message by any of its aliases; STORE_NOT_FOUND when none is
@@ -64,14 +72,18 @@ int store_message_lookup(struct store_tx *tx, const char *org_id, const struct s
                          char key_r[MT_MESSAGE_KEY_MAX], enum store_source *source_r);
 /* Creates the record (key = its first alias) or, for an existing key, adds missing aliases and
  * participants and — when `source` is more trusted than the stored one — replaces the content.
- * `type` is stored with the record (the org-wide direction rule). *content_replaced_r tells
+ * `type` is stored with the record (the org-wide direction rule), `thread_id` too (the
+ * matcher's, from msg->thread_root). An outbox id, once a record has one, stays whichever
+ * source comes later; in_reply_to and thread_id go with the content (a stronger copy without
+ * them keeps the stored ones), and fill a record that has none (one stored before they
+ * existed). *content_replaced_r tells
  * whether an existing record's content changed; *date_r is the record's date afterwards (its
  * activities copy it); *record_r its number, which the calls below take (valid within the
  * transaction; a number never leaves the store). */
 int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
                       enum store_source source, enum store_activity_type type,
-                      const struct store_message *msg, bool *content_replaced_r, int64_t *date_r,
-                      int64_t *record_r);
+                      const char *thread_id, const struct store_message *msg,
+                      bool *content_replaced_r, int64_t *date_r, int64_t *record_r);
 /* Records that `user_id` (one of the record's org) saw record `record`; *added_r false when it
  * already had. */
 int store_message_add_user(struct store_tx *tx, int64_t record, const char *user_id, bool *added_r);

@@ -42,7 +42,8 @@ ORG_DOMAIN = "staffing.example"
 A_ADDR = "a@staffing.example"
 B_ADDR = "b@staffing.example"
 ACTIVITY_KEYS = {"id", "profile_id", "type", "source", "subject", "date", "from", "to", "cc",
-                 "message_id", "snippet", "attachments", "users", "logged_at"}
+                 "message_id", "snippet", "attachments", "users", "logged_at", "outbox_id",
+                 "in_reply_to", "thread_id"}
 
 
 # --- building messages ----------------------------------------------------------------------

@@ -86,9 +86,9 @@ static void test_table(void **state)
 		enum api_key_verdict got =
 		    api_key_permits(r->scopes, r->operation, r->names_user, &reason);
 		if (got != r->want) {
-			fprintf(stderr, "row %zu (%s, scopes %u, user %d): verdict %d, want %d\n", i,
-			        r->operation ? r->operation : "NULL", r->scopes, r->names_user, got,
-			        r->want);
+			fprintf(stderr, "row %zu (%s, scopes %u, user %d): verdict %d, want %d\n",
+			        i, r->operation ? r->operation : "NULL", r->scopes, r->names_user,
+			        got, r->want);
 			fail();
 		}
 		if (r->reason_has == NULL) {

@@ -47,6 +47,7 @@ struct tmsg {
 /* One argument block for the jobs. */
 struct call {
 	const char *org_id, *user_id, *id, *key;
+	const char *thread_id; /* the timeline's filter; NULL: none */
 	enum store_source source;
 	struct tmsg t;
 	struct matcher_result result;
@@ -81,7 +82,7 @@ JOB(j_lookup, store_message_lookup(tx, c->org_id, &c->t.m, c->key_r, &c->source_
 JOB(j_feed, store_activity_feed(tx, c->org_id, c->since, 1000, &c->list))
 JOB(j_feed_page, store_activity_feed(tx, c->org_id, c->since, c->count, &c->list))
 JOB(j_tomb_purge, store_tombstones_purge(tx, c->since, &c->count))
-JOB(j_timeline, store_profile_activities(tx, c->org_id, c->id, NULL, 100, &c->list))
+JOB(j_timeline, store_profile_activities(tx, c->org_id, c->id, c->thread_id, NULL, 100, &c->list))
 
 static int run(struct fixture *f, enum store_job_kind kind, store_job_fn *fn, struct call *c)
 {
@@ -719,6 +720,10 @@ static void test_from_summary(void **state)
 	s.attachment_count = 1;
 	snprintf(s.subject, sizeof(s.subject), "Hello");
 	snprintf(s.snippet, sizeof(s.snippet), "Hi Jack");
+	snprintf(s.in_reply_to, sizeof(s.in_reply_to), "parent@candidates.example");
+	snprintf(s.references[0], sizeof(s.references[0]), "root@staffing.example");
+	snprintf(s.references[1], sizeof(s.references[1]), "parent@candidates.example");
+	s.reference_count = 2;
 
 	struct store_message *m = calloc(1, sizeof(*m));
 	assert_int_equal(matcher_message_from_summary(&s, m), 0);
@@ -738,6 +743,13 @@ static void test_from_summary(void **state)
 	assert_int_equal(m->attachments[0].size, 42);
 	assert_string_equal(m->subject, "Hello");
 	assert_string_equal(m->snippet, "Hi Jack");
+	assert_string_equal(m->in_reply_to, "parent@candidates.example");
+	struct store_message *want = calloc(1, sizeof(*want));
+	assert_non_null(want);
+	matcher_set_thread_root(want, "root@staffing.example");
+	assert_memory_equal(m->thread_root, want->thread_root, sizeof(want->thread_root));
+	free(want);
+	assert_string_equal(m->outbox_id, "");
 	matcher_message_free(m);
 	assert_null(m->to);
 	assert_int_equal(m->to_count, 0);
@@ -749,6 +761,200 @@ static void test_from_summary(void **state)
 	assert_memory_equal(m->aliases[0], "sha:", 4);
 	matcher_message_free(m);
 	free(m);
+}
+
+/* ---- threads ---- */
+
+static void test_thread_id_rule(void **state)
+{
+	(void)state;
+	struct tmsg *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	msg_init(t, "b@x.example", NULL, JACK_ADDR, "Re: job");
+	matcher_set_thread_root(&t->m, "a@x.example");
+	char one[MT_ID_MAX], again[MT_ID_MAX], other_org[MT_ID_MAX], other_root[MT_ID_MAX];
+	matcher_thread_id("org_1", &t->m, one);
+	matcher_thread_id("org_1", &t->m, again);
+	matcher_thread_id("org_2", &t->m, other_org);
+	assert_string_equal(one, again);
+	assert_true(matcher_thread_id_valid(one));
+	assert_int_equal(strlen(one), 24);
+	assert_memory_equal(one, "thr_", 4);
+	assert_string_not_equal(one, other_org);
+	/* the root alone decides: another message with the same root is in the same thread */
+	msg_init(t, "c@x.example", "MT1", A_ADDR, "Re: Re: job");
+	matcher_set_thread_root(&t->m, "a@x.example");
+	matcher_thread_id("org_1", &t->m, again);
+	assert_string_equal(one, again);
+	matcher_set_thread_root(&t->m, "z@x.example");
+	matcher_thread_id("org_1", &t->m, other_root);
+	assert_string_not_equal(one, other_root);
+	/* no root (no Message-ID, In-Reply-To or References): the first alias, a thread of its
+	 * own */
+	msg_init(t, NULL, "MT2", A_ADDR, "Alone");
+	matcher_thread_id("org_1", &t->m, again);
+	assert_true(matcher_thread_id_valid(again));
+	assert_string_not_equal(one, again);
+	/* the org is NUL-terminated in the digest: ("org_1", "2a@x") is not ("org_12", "a@x") */
+	msg_init(t, "a@x.example", NULL, JACK_ADDR, "Hi");
+	matcher_set_thread_root(&t->m, "2a@x");
+	matcher_thread_id("org_1", &t->m, one);
+	matcher_set_thread_root(&t->m, "a@x");
+	matcher_thread_id("org_12", &t->m, again);
+	assert_string_not_equal(one, again);
+	free(t);
+
+	static const char *const bad[] = {
+	    "",
+	    "thr_",
+	    "thr_aaaaaaaaaaaaaaaaaaa",
+	    "thr_aaaaaaaaaaaaaaaaaaaaa",
+	    "THR_aaaaaaaaaaaaaaaaaaaa",
+	    "thr_aaaaaaaaaaaaaaaaaaaA",
+	    "thr_aaaaaaaaaaaaaaaaaaa1",
+	    "msg_aaaaaaaaaaaaaaaaaaaa",
+	    "thr_aaaaaaaaaaaaaaaaaa'-",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (matcher_thread_id_valid(bad[i]))
+			fail_msg("\"%s\" taken for a thread id", bad[i]);
+	}
+	assert_true(matcher_thread_id_valid("thr_abcdefghijklmnopqr27"));
+}
+
+/* Jack's only activity of message `mid`, copied into *a_r. */
+static void jack_activity(struct fixture *f, struct call *c, const char *mid,
+                          struct store_activity *a_r)
+{
+	char key[MT_MESSAGE_KEY_MAX];
+	snprintf(key, sizeof(key), "mid:%s", mid);
+	assert_int_equal(activities_of(f, c, key), 1);
+	*a_r = c->list.items[0];
+	a_r->to_json = a_r->cc_json = a_r->attachments_json = a_r->users_json = NULL;
+	store_activity_list_free(&c->list);
+}
+
+/* Our outbox id is on the one activity whichever copy came first: the IMAP Sent copy before
+ * the outbox's (the outbox adds it), or after (it stays); a weaker copy later changes nothing. */
+static void test_outbox_id_either_order(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	struct store_activity *a = calloc(1, sizeof(*a));
+	assert_non_null(a);
+	/* IMAP first, then the outbox */
+	msg_init(&c->t, "sent1@staffing.example", "MT100", A_ADDR, "Offer");
+	msg_to(&c->t, JACK_ADDR);
+	matcher_set_thread_root(&c->t.m, "sent1@staffing.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	jack_activity(f, c, "sent1@staffing.example", a);
+	assert_string_equal(a->outbox_id, "");
+	assert_true(matcher_thread_id_valid(a->thread_id));
+	char thread[MT_ID_MAX];
+	snprintf(thread, sizeof(thread), "%s", a->thread_id);
+	snprintf(c->t.m.outbox_id, sizeof(c->t.m.outbox_id), "msg_first");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 0);
+	jack_activity(f, c, "sent1@staffing.example", a);
+	assert_string_equal(a->outbox_id, "msg_first");
+	assert_int_equal(a->source, STORE_SOURCE_OUTBOX);
+	assert_string_equal(a->thread_id, thread);
+	/* a BCC copy after it: still ours */
+	c->t.m.outbox_id[0] = '\0';
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_BCC), MATCHER_LOGGED);
+	jack_activity(f, c, "sent1@staffing.example", a);
+	assert_string_equal(a->outbox_id, "msg_first");
+
+	/* the outbox first, then IMAP (the provider rewrote the Message-ID: found by ours) */
+	msg_init(&c->t, "sent2@staffing.example", "MT200", A_ADDR, "Offer 2");
+	msg_to(&c->t, JACK_ADDR);
+	snprintf(c->t.m.outbox_id, sizeof(c->t.m.outbox_id), "msg_second");
+	matcher_set_thread_root(&c->t.m, "sent2@staffing.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_OUTBOX), MATCHER_LOGGED);
+	msg_init(&c->t, "rewritten2@provider.example", "MT200", A_ADDR, "Offer 2");
+	msg_to(&c->t, JACK_ADDR);
+	matcher_set_thread_root(&c->t.m, "rewritten2@provider.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+	assert_int_equal(c->result.activities_created, 0);
+	jack_activity(f, c, "sent2@staffing.example", a);
+	assert_string_equal(a->outbox_id, "msg_second");
+	assert_int_equal(a->source, STORE_SOURCE_OUTBOX);
+	free(a);
+	free(c);
+}
+
+/* A chain of three (our message, Jack's reply, our answer) logged newest first shares one
+ * thread on Jack's timeline; an unrelated message is not in it; a record from before threads
+ * (thread_id NULL) gets its thread when a copy is seen again. */
+static void test_thread_chain_any_order(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = call_new();
+	struct store_activity *a = calloc(1, sizeof(*a));
+	assert_non_null(a);
+	static const struct {
+		const char *mid, *from, *to, *irt, *root;
+	} chain[] = {
+	    {"c3@staffing.example", A_ADDR, JACK_ADDR, "c2@candidates.example",
+	     "c1@staffing.example"},
+	    {"c2@candidates.example", JACK_ADDR, A_ADDR, "c1@staffing.example",
+	     "c1@staffing.example"},
+	    {"c1@staffing.example", A_ADDR, JACK_ADDR, "", "c1@staffing.example"},
+	};
+	char thread[MT_ID_MAX] = "";
+	for (size_t i = 0; i < 3; i++) {
+		msg_init(&c->t, chain[i].mid, NULL, chain[i].from, "Chain");
+		msg_to(&c->t, chain[i].to);
+		c->t.m.date += (int64_t)(3 - i) * 60;
+		snprintf(c->t.m.in_reply_to, sizeof(c->t.m.in_reply_to), "%s", chain[i].irt);
+		matcher_set_thread_root(&c->t.m, chain[i].root);
+		assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+		jack_activity(f, c, chain[i].mid, a);
+		assert_string_equal(a->in_reply_to, chain[i].irt);
+		if (i == 0)
+			snprintf(thread, sizeof(thread), "%s", a->thread_id);
+		assert_string_equal(a->thread_id, thread);
+	}
+	msg_init(&c->t, "other@staffing.example", NULL, A_ADDR, "Other");
+	msg_to(&c->t, JACK_ADDR);
+	matcher_set_thread_root(&c->t.m, "other@staffing.example");
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+
+	c->org_id = f->org;
+	c->id = f->jack;
+	c->thread_id = thread;
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	assert_int_equal(c->list.count, 3);
+	for (size_t i = 0; i < 3; i++) /* newest first */
+		assert_string_equal(c->list.items[i].message_id, chain[i].mid);
+	store_activity_list_free(&c->list);
+	c->thread_id = NULL;
+	assert_int_equal(run(f, STORE_READ, j_timeline, c), 0);
+	assert_int_equal(c->list.count, 4);
+	store_activity_list_free(&c->list);
+
+	/* A record from before threads: its columns are NULL until a copy is seen again. */
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(raw,
+	                              "UPDATE message_records SET thread_id = NULL, in_reply_to ="
+	                              " NULL WHERE message_id = 'c2@candidates.example'",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(raw);
+	jack_activity(f, c, "c2@candidates.example", a);
+	assert_string_equal(a->thread_id, "");
+	assert_string_equal(a->in_reply_to, "");
+	msg_init(&c->t, chain[1].mid, NULL, chain[1].from, "Chain");
+	msg_to(&c->t, chain[1].to);
+	snprintf(c->t.m.in_reply_to, sizeof(c->t.m.in_reply_to), "%s", chain[1].irt);
+	matcher_set_thread_root(&c->t.m, chain[1].root);
+	assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_ADDIN), MATCHER_LOGGED);
+	jack_activity(f, c, "c2@candidates.example", a);
+	assert_string_equal(a->thread_id, thread);
+	assert_string_equal(a->in_reply_to, "c1@staffing.example");
+	free(a);
+	free(c);
 }
 
 int main(void)
@@ -763,6 +969,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_backfill_and_erasure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tombstones, setup, teardown),
 	    cmocka_unit_test(test_from_summary),
+	    cmocka_unit_test(test_thread_id_rule),
+	    cmocka_unit_test_setup_teardown(test_outbox_id_either_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_chain_any_order, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

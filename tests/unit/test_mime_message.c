@@ -643,6 +643,197 @@ static void test_fast_paths_snippets(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* ---- In-Reply-To, References and the thread root ---- */
+
+struct ids_case {
+	const char *name;
+	const char *value;
+	size_t want_count;
+	const char *want[4]; /* the first ids expected */
+};
+
+static const struct ids_case ids_cases[] = {
+    {"one", "<a@x.example>", 1, {"a@x.example"}},
+    {"several", "<a@x> <b@y>\t<c@z>", 3, {"a@x", "b@y", "c@z"}},
+    {"folded", "<a@x>\r\n <b@y>\r\n\t<c@z>", 3, {"a@x", "b@y", "c@z"}},
+    {"folded inside an id", "<a@\r\n x>", 1, {"a@ x"}},
+    {"no spaces", "<a@x><b@y>", 2, {"a@x", "b@y"}},
+    {"padding inside", "< a@x >", 1, {"a@x"}},
+    {"comments and prose", "Your message of Mon (foo) <a@x> (bar)", 1, {"a@x"}},
+    {"without brackets", "a@x, b@y c@z", 3, {"a@x", "b@y", "c@z"}},
+    {"prose without brackets", "Your message of 5 Dec 2026", 0, {NULL}},
+    {"empty", "", 0, {NULL}},
+    {"blank", " \r\n \t", 0, {NULL}},
+    {"empty brackets", "<> <  > <a@x>", 1, {"a@x"}},
+    {"unclosed", "<a@x> <b@y", 1, {"a@x"}},
+    {"only an opener", "<", 0, {NULL}},
+    {"only a closer", ">a@x>", 0, {NULL}},
+    {"nested opener", "<<a@x>>", 1, {"a@x"}},
+    {"junk brackets", "<<<>>> <x> <y> (((", 0, {NULL}},
+    {"without an @", "<local-part-only> <a@x>", 1, {"a@x"}},
+    {"control characters", "<a\001b@x>", 1, {"a b@x"}},
+    {"not UTF-8", "<caf\xe9@x>", 1, {"caf\xef\xbf\xbd@x"}},
+};
+
+static void test_msg_ids_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(ids_cases) / sizeof(ids_cases[0]); i++) {
+		const struct ids_case *c = &ids_cases[i];
+		char out[MT_REFERENCES_MAX][MT_MESSAGE_ID_MAX + 1];
+		size_t n = mime_parse_msg_ids(c->value, strlen(c->value), out, MT_REFERENCES_MAX);
+		if (n != c->want_count)
+			fail_msg("%s: %zu ids, expected %zu", c->name, n, c->want_count);
+		for (size_t k = 0; k < n && k < 4 && c->want[k] != NULL; k++) {
+			if (strcmp(out[k], c->want[k]) != 0)
+				fail_msg("%s: id %zu is \"%s\", expected \"%s\"", c->name, k,
+				         out[k], c->want[k]);
+		}
+	}
+}
+
+/* `count` bracketed ids "<rN@chain.example>" separated by folds, malloc'd. */
+static char *many_ids(size_t count, size_t *len_r)
+{
+	char *v = malloc(count * 32 + 1);
+	assert_non_null(v);
+	size_t n = 0;
+	for (size_t i = 0; i < count; i++)
+		n += (size_t)sprintf(v + n, "%s<r%zu@chain.example>", i ? "\r\n " : "", i);
+	*len_r = n;
+	return v;
+}
+
+static void test_msg_ids_hostile(void **state)
+{
+	(void)state;
+	char out[MT_REFERENCES_MAX][MT_MESSAGE_ID_MAX + 1];
+	/* 10,000 ids: the first MT_REFERENCES_MAX, the root first */
+	size_t len;
+	char *v = many_ids(10000, &len);
+	assert_true(len > MT_REFERENCES_BYTES_MAX);
+	size_t n = mime_parse_msg_ids(v, len, out, MT_REFERENCES_MAX);
+	assert_int_equal(n, MT_REFERENCES_MAX);
+	assert_string_equal(out[0], "r0@chain.example");
+	assert_string_equal(out[MT_REFERENCES_MAX - 1], "r19@chain.example");
+	free(v);
+	/* the byte cap: an id past it is not read, nor is one cut by it */
+	char *big = malloc(MT_REFERENCES_BYTES_MAX + 64);
+	assert_non_null(big);
+	memset(big, ' ', MT_REFERENCES_BYTES_MAX + 64);
+	memcpy(big + MT_REFERENCES_BYTES_MAX - 4, "<a@x>", 5);
+	memcpy(big + MT_REFERENCES_BYTES_MAX + 8, "<b@y>", 5);
+	assert_int_equal(mime_parse_msg_ids(big, MT_REFERENCES_BYTES_MAX + 64, out, 4), 0);
+	free(big);
+	/* an id longer than a Message-ID may be is cut on a character boundary */
+	char *long_id = malloc(MT_MESSAGE_ID_MAX * 2 + 3);
+	assert_non_null(long_id);
+	long_id[0] = '<';
+	memset(long_id + 1, 'x', MT_MESSAGE_ID_MAX * 2);
+	long_id[MT_MESSAGE_ID_MAX] = '@';
+	long_id[MT_MESSAGE_ID_MAX * 2 + 1] = '>';
+	assert_int_equal(mime_parse_msg_ids(long_id, MT_MESSAGE_ID_MAX * 2 + 2, out, 4), 1);
+	assert_int_equal(strlen(out[0]), MT_MESSAGE_ID_MAX);
+	free(long_id);
+	/* a NUL inside the value is a byte like another, not its end */
+	static const char nul[] = "<a@x>\0<b@y>";
+	assert_int_equal(mime_parse_msg_ids(nul, sizeof(nul) - 1, out, 4), 2);
+	assert_string_equal(out[1], "b@y");
+	/* `max` is honoured */
+	assert_int_equal(mime_parse_msg_ids("<a@x> <b@y>", 11, out, 1), 1);
+	/* 10,000 commas and spaces, no id: nothing, quickly */
+	char *commas = malloc(20000);
+	assert_non_null(commas);
+	for (size_t i = 0; i < 20000; i++)
+		commas[i] = i % 2 ? ',' : ' ';
+	assert_int_equal(mime_parse_msg_ids(commas, 20000, out, MT_REFERENCES_MAX), 0);
+	free(commas);
+}
+
+struct root_case {
+	const char *name;
+	const char *headers; /* before the body; From/To/Subject added */
+	const char *message_id, *in_reply_to, *root;
+};
+
+static const struct root_case root_cases[] = {
+    {"a first message", "Message-ID: <a@x>\r\n", "a@x", "", "a@x"},
+    {"a reply", "Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\nReferences: <a@x>\r\n", "b@x", "a@x",
+     "a@x"},
+    {"a reply to the reply",
+     "Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\nReferences: <a@x> <b@x>\r\n", "c@x", "b@x", "a@x"},
+    {"References folded",
+     "Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\nReferences: <a@x>\r\n\t<b@x>\r\n", "c@x", "b@x",
+     "a@x"},
+    {"In-Reply-To alone", "Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\n", "b@x", "a@x", "a@x"},
+    {"References alone", "Message-ID: <c@x>\r\nReferences: <a@x> <b@x>\r\n", "c@x", "", "a@x"},
+    {"In-Reply-To in prose",
+     "Message-ID: <b@x>\r\nIn-Reply-To: Your message of \"Mon, 1 Jan\" <a@x>\r\n", "b@x", "a@x",
+     "a@x"},
+    {"In-Reply-To prose only", "Message-ID: <b@x>\r\nIn-Reply-To: your mail of Monday\r\n", "b@x",
+     "", "b@x"},
+    {"garbage References", "Message-ID: <b@x>\r\nReferences: <<<>>> ((( \r\n", "b@x", "", "b@x"},
+    {"the first of each header",
+     "Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\nIn-Reply-To: <z@x>\r\nReferences: <a@x>\r\n"
+     "References: <y@x>\r\n",
+     "c@x", "b@x", "a@x"},
+    {"no ids at all", "", "", "", ""},
+};
+
+static void test_thread_root_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(root_cases) / sizeof(root_cases[0]); i++) {
+		const struct root_case *c = &root_cases[i];
+		char raw[2048];
+		int len = snprintf(raw, sizeof(raw),
+		                   "From: jack@candidates.example\r\nTo: a@staffing.example\r\n"
+		                   "Subject: Re: the job\r\n%s\r\nThanks!\r\n",
+		                   c->headers);
+		assert_true(len > 0 && (size_t)len < sizeof(raw));
+		struct mime_summary s;
+		const char *error = NULL;
+		if (mime_parse_message(raw, (size_t)len, &s, &error) != 0)
+			fail_msg("%s: not parsed: %s", c->name, error);
+		if (strcmp(s.message_id, c->message_id) != 0 ||
+		    strcmp(s.in_reply_to, c->in_reply_to) != 0 ||
+		    strcmp(mime_thread_root(&s), c->root) != 0)
+			fail_msg("%s: message_id \"%s\", in_reply_to \"%s\", root \"%s\"; expected "
+			         "\"%s\", \"%s\", \"%s\"",
+			         c->name, s.message_id, s.in_reply_to, mime_thread_root(&s),
+			         c->message_id, c->in_reply_to, c->root);
+		mime_summary_free(&s);
+	}
+}
+
+/* A message whose References holds 10,000 ids (folded, ~250 KB of header): parsed, its root is
+ * the first, and it keeps MT_REFERENCES_MAX of them. */
+static void test_thread_root_huge_references(void **state)
+{
+	(void)state;
+	size_t ids_len;
+	char *ids = many_ids(10000, &ids_len);
+	size_t cap = ids_len + 512;
+	char *raw = malloc(cap);
+	assert_non_null(raw);
+	int len =
+	    snprintf(raw, cap,
+	             "From: jack@candidates.example\r\nTo: a@staffing.example\r\n"
+	             "Message-ID: <last@chain.example>\r\nIn-Reply-To: <r9999@chain.example>\r\n"
+	             "References: %s\r\nSubject: Re: Re: Re:\r\n\r\nStill there?\r\n",
+	             ids);
+	assert_true(len > 0 && (size_t)len < cap);
+	struct mime_summary s;
+	const char *error = NULL;
+	assert_int_equal(mime_parse_message(raw, (size_t)len, &s, &error), 0);
+	assert_int_equal(s.reference_count, MT_REFERENCES_MAX);
+	assert_string_equal(mime_thread_root(&s), "r0@chain.example");
+	assert_string_equal(s.in_reply_to, "r9999@chain.example");
+	mime_summary_free(&s);
+	free(raw);
+	free(ids);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -658,6 +849,10 @@ int main(void)
 	    cmocka_unit_test(test_fast_paths_addresses),
 	    cmocka_unit_test(test_fast_paths_taken),
 	    cmocka_unit_test(test_fast_paths_snippets),
+	    cmocka_unit_test(test_msg_ids_table),
+	    cmocka_unit_test(test_msg_ids_hostile),
+	    cmocka_unit_test(test_thread_root_table),
+	    cmocka_unit_test(test_thread_root_huge_references),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,7 @@ struct fixture {
 /* One argument block for the small jobs below; big, so it lives on the heap. */
 struct call {
 	const char *org_id, *id, *key, *address, *cursor;
+	const char *thread_id; /* store_message_put's, and the timeline's filter; NULL: none */
 	size_t limit;
 	int64_t since, before;
 	enum store_source source;
@@ -72,7 +73,8 @@ JOB(j_user_deactivate, store_user_deactivate(tx, c->org_id, c->id))
 JOB(j_profile_create, store_profile_create(tx, &c->profile))
 JOB(j_profile_delete, store_profile_delete(tx, c->org_id, c->id))
 JOB(j_lookup, store_message_lookup(tx, c->org_id, &c->msg, c->key_r, &c->source_r))
-JOB(j_put, store_message_put(tx, c->org_id, c->key, c->source, c->type, &c->msg, &c->flag,
+JOB(j_put, store_message_put(tx, c->org_id, c->key, c->source, c->type,
+                             c->thread_id != NULL ? c->thread_id : "", &c->msg, &c->flag,
                              &c->date_r, &c->rid))
 JOB(j_add_user, store_message_add_user(tx, c->rid, c->id, &c->flag))
 JOB(j_ensure, store_activity_ensure(tx, c->org_id, c->id, c->key, &c->flag))
@@ -80,7 +82,8 @@ JOB(j_touch, store_activities_touch(tx, c->org_id, c->rid))
 JOB(j_keys, store_message_keys_by_address(tx, c->org_id, c->address, c->keys, 8, &c->count))
 JOB(j_parts, store_message_participants(tx, c->org_id, c->key, c->addresses, 8, &c->count))
 JOB(j_purge, store_messages_purge(tx, c->before, &c->count))
-JOB(j_timeline, store_profile_activities(tx, c->org_id, c->id, c->cursor, c->limit, &c->list))
+JOB(j_timeline,
+    store_profile_activities(tx, c->org_id, c->id, c->thread_id, c->cursor, c->limit, &c->list))
 JOB(j_feed, store_activity_feed(tx, c->org_id, c->since, c->limit, &c->list))
 JOB(j_msg_acts, store_message_activities(tx, c->org_id, c->key, &c->list))
 JOB(j_never_get, store_never_log_get(tx, c->org_id, c->scope, c->id, &c->never))
@@ -457,7 +460,7 @@ static int j_two_acts(struct store_tx *tx, void *arg)
 	int64_t date, rid;
 	size_t created = 0;
 	if (store_message_put(tx, c->org_id, c->msg.aliases[0], STORE_SOURCE_IMAP, STORE_EMAIL_SENT,
-	                      &c->msg, &replaced, &date, &rid) != 0 ||
+	                      "", &c->msg, &replaced, &date, &rid) != 0 ||
 	    store_activities_ensure(tx, c->org_id, t->profiles, 2, c->msg.aliases[0], &created) !=
 	        0 ||
 	    created != 2)
