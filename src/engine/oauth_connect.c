@@ -90,8 +90,7 @@ static void job_end(struct connect_job *job)
 	free(job);
 }
 
-static void note_result(struct connect_job *job, const char *what,
-                        const struct account_result *r)
+static void note_result(struct connect_job *job, const char *what, const struct account_result *r)
 {
 	char outcome[MT_ERROR_TEXT_MAX + 32];
 	if (r->verdict == ACCOUNT_OK)
@@ -128,7 +127,8 @@ static void imap_viewed(void *ctx, const struct account_result *result,
 	const struct store_imap_account *a = &view->account;
 	char since[16];
 	if (view->exists && a->host[0] != '\0') {
-		/* The account the user set up, moved onto the grant: server, login, folders kept. */
+		/* The account the user set up, moved onto the grant: server, login, folders kept.
+		 */
 		req.host = a->host;
 		req.port = a->port;
 		req.have_port = true;
@@ -146,7 +146,8 @@ static void imap_viewed(void *ctx, const struct account_result *result,
 	} else {
 		const struct oauth_imap_server *server = oauth_connect_imap_server(job->provider);
 		if (server == NULL) {
-			job_note(job, "Syncing", "not set up (no IMAP server known for this provider)");
+			job_note(job, "Syncing",
+			         "not set up (no IMAP server known for this provider)");
 			job_end(job);
 			return;
 		}
@@ -209,7 +210,8 @@ static void smtp_viewed(void *ctx, const struct account_result *result,
 	} else {
 		req.preset = oauth_connect_smtp_preset(job->provider);
 		if (req.preset == NULL) {
-			job_note(job, "Sending", "not set up (no SMTP server known for this provider)");
+			job_note(job, "Sending",
+			         "not set up (no SMTP server known for this provider)");
 			imap_next(job);
 			return;
 		}

@@ -62,6 +62,13 @@ static const struct http_route routes[] = {
     {"POST", "/v1/campaigns/{id}/pause", HTTP_USER, api_campaigns_pause, "campaigns.pause", 0},
     {"POST", "/v1/campaigns/{id}/resume", HTTP_USER, api_campaigns_resume, "campaigns.resume", 0},
     {"POST", "/v1/campaigns/{id}/cancel", HTTP_USER, api_campaigns_cancel, "campaigns.cancel", 0},
+    {"POST", "/v1/webhooks", HTTP_ADMIN, api_webhooks_create, "webhooks.create", 0},
+    {"GET", "/v1/webhooks", HTTP_ADMIN, api_webhooks_list, "webhooks.list", 0},
+    {"GET", "/v1/webhooks/{id}", HTTP_ADMIN, api_webhooks_get, "webhooks.get", 0},
+    {"DELETE", "/v1/webhooks/{id}", HTTP_ADMIN, api_webhooks_delete, "webhooks.delete", 0},
+    {"GET", "/v1/webhooks/{id}/deliveries", HTTP_ADMIN, api_webhooks_deliveries,
+     "webhooks.deliveries", 0},
+    {"POST", "/v1/webhooks/{id}/replay", HTTP_ADMIN, api_webhooks_replay, "webhooks.replay", 0},
     /* The unsubscribe links in campaign mail: their token is the only credential. */
     {"GET", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_get, "unsubscribe.get", 0},
     {"POST", "/u/{token}", HTTP_PUBLIC, api_unsubscribe_post, "unsubscribe.post", 0},

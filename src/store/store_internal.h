@@ -53,6 +53,13 @@ static inline bool store_repeated(const void *items, size_t stride, size_t i)
  * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
 int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
 
+/* The org's feed counter (ops_activity.c), shared by activities and webhook events: reserves
+ * `n` positions in commit order and returns the last; or reads the highest handed out (0 before
+ * the first). */
+int store_feed_reserve(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
+                       int64_t *last_r);
+int store_feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r);
+
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);
 /* The same, stopping after migration `last` (tests build an older schema with it). */
