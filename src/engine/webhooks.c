@@ -40,7 +40,7 @@ struct run {
 	struct store_webhook hook;
 	struct mt_secret *secret;
 	bool allow_http;
-	bool in_job; /* a store job of this run is queued: its completion frees a stopped run */
+	bool in_job;    /* a store job of this run is queued: its completion frees a stopped run */
 	int64_t cursor; /* committed */
 	int64_t scan;   /* the last position looked at (delivered or passed over) */
 	struct store_webhook_pending pending;
@@ -456,8 +456,8 @@ static void run_start(struct webhooks *w, const struct store_webhook *hook)
 	char context[MT_SEAL_CONTEXT_MAX];
 	seal_context(hook->id, context);
 	const char *error = NULL;
-	r->secret = mt_unseal(w->p.keyring, context, hook->sealed_secret, hook->sealed_secret_len,
-	                      &error);
+	r->secret =
+	    mt_unseal(w->p.keyring, context, hook->sealed_secret, hook->sealed_secret_len, &error);
 	if (r->secret == NULL) {
 		mt_log(MT_LOG_ERROR, "webhook.unseal_failed", MT_KV("webhook", hook->id),
 		       MT_KV("error", error));
@@ -467,13 +467,15 @@ static void run_start(struct webhooks *w, const struct store_webhook *hook)
 	char host[MT_HOSTNAME_MAX + 1];
 	bool https = true;
 	if (webhook_url_host(hook->url, host, sizeof(host), &https) == 0 && !https)
-		r->allow_http = mt_config_host_listed(w->p.config, "webhook_http_hosts", host, NULL);
+		r->allow_http =
+		    mt_config_host_listed(w->p.config, "webhook_http_hosts", host, NULL);
 	run_load(r);
 }
 
 struct claim_job {
 	struct webhooks *w;
 	int64_t now;
+	bool due;
 	struct store_webhook rows[CLAIM_MAX];
 	size_t count;
 };
@@ -484,6 +486,27 @@ static int claim_job(struct store_tx *tx, void *arg)
 	c->count = 0;
 	return store_webhook_claim(tx, c->w->node_id, c->now, MT_WEBHOOK_LEASE_MS, c->rows,
 	                           CLAIM_MAX, &c->count);
+}
+
+static int due_job(struct store_tx *tx, void *arg)
+{
+	struct claim_job *c = arg;
+	return store_webhook_due(tx, c->w->node_id, c->now, &c->due);
+}
+
+static void claim_done(void *arg, int rc);
+
+/* Something is due: claim it (a write), else the poll is over. */
+static void due_done(void *arg, int rc)
+{
+	struct claim_job *c = arg;
+	struct webhooks *w = c->w;
+	if (w->stopped || rc != 0 || !c->due ||
+	    store_submit(w->p.store, STORE_WRITE | STORE_REPLAYABLE, claim_job, claim_done, c) <
+	        0) {
+		w->claiming = false;
+		free(c);
+	}
 }
 
 static void claim_done(void *arg, int rc)
@@ -511,8 +534,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 	c->w = w;
 	c->now = mt_wall_ms();
 	w->claiming = true;
-	if (store_submit(w->p.store, STORE_WRITE | STORE_REPLAYABLE, claim_job, claim_done, c) <
-	    0) {
+	if (store_submit(w->p.store, STORE_READ, due_job, due_done, c) < 0) {
 		w->claiming = false;
 		free(c);
 	}
@@ -669,8 +691,8 @@ static void request_submit(struct request *q, enum store_job_kind kind)
 		request_fail(q, CRUD_BUSY, "the store is busy");
 }
 
-static struct request *request_new(struct webhooks *w, int op, const char *org_id,
-                                   const char *id, webhooks_done_fn *done, void *ctx)
+static struct request *request_new(struct webhooks *w, int op, const char *org_id, const char *id,
+                                   webhooks_done_fn *done, void *ctx)
 {
 	struct request *q = calloc(1, sizeof(*q));
 	if (q == NULL) {
@@ -749,8 +771,9 @@ void webhooks_create(struct webhooks *w, const char *org_id, const char *url,
 	bool https = false;
 	if (url == NULL || strlen(url) > MT_WEBHOOK_URL_MAX ||
 	    webhook_url_host(url, host, sizeof(host), &https) < 0 || !host_name_valid(host)) {
-		request_fail(q, CRUD_INVALID,
-		             "url: an absolute https:// URL with a host name or address is required");
+		request_fail(
+		    q, CRUD_INVALID,
+		    "url: an absolute https:// URL with a host name or address is required");
 		return;
 	}
 	if (!https && !mt_config_host_listed(w->p.config, "webhook_http_hosts", host, NULL)) {
@@ -785,16 +808,16 @@ void webhooks_get(struct webhooks *w, const char *org_id, const char *id, webhoo
 		request_submit(q, STORE_READ);
 }
 
-void webhooks_delete(struct webhooks *w, const char *org_id, const char *id,
-                     webhooks_done_fn *done, void *ctx)
+void webhooks_delete(struct webhooks *w, const char *org_id, const char *id, webhooks_done_fn *done,
+                     void *ctx)
 {
 	struct request *q = request_new(w, OP_DELETE, org_id, id, done, ctx);
 	if (q != NULL)
 		request_submit(q, STORE_WRITE_DURABLE);
 }
 
-void webhooks_deliveries(struct webhooks *w, const char *org_id, const char *id,
-                         const char *cursor, size_t limit, webhooks_done_fn *done, void *ctx)
+void webhooks_deliveries(struct webhooks *w, const char *org_id, const char *id, const char *cursor,
+                         size_t limit, webhooks_done_fn *done, void *ctx)
 {
 	struct request *q = request_new(w, OP_DELIVERIES, org_id, id, done, ctx);
 	if (q == NULL)

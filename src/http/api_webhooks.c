@@ -25,12 +25,13 @@ static json_t *events_json(const char *events)
 
 static json_t *webhook_json(const struct store_webhook *h)
 {
-	return json_pack("{s:s,s:o,s:o,s:b,s:o,s:i,s:o,s:o,s:o}", "id", h->id, "url", api_text(h->url),
-	                 "events", events_json(h->events), "active", h->active, "created_at",
-	                 api_time(h->created_at), "failed_attempts", h->attempts, "next_attempt_at",
-	                 h->attempts > 0 ? api_time(h->next_attempt_at / 1000) : json_null(),
-	                 "last_status", h->last_status > 0 ? json_integer(h->last_status) : json_null(),
-	                 "last_error", h->last_error[0] ? api_text(h->last_error) : json_null());
+	return json_pack(
+	    "{s:s,s:o,s:o,s:b,s:o,s:i,s:o,s:o,s:o}", "id", h->id, "url", api_text(h->url), "events",
+	    events_json(h->events), "active", h->active, "created_at", api_time(h->created_at),
+	    "failed_attempts", h->attempts, "next_attempt_at",
+	    h->attempts > 0 ? api_time(h->next_attempt_at / 1000) : json_null(), "last_status",
+	    h->last_status > 0 ? json_integer(h->last_status) : json_null(), "last_error",
+	    h->last_error[0] ? api_text(h->last_error) : json_null());
 }
 
 static void create_done(void *ctx, const struct webhooks_result *r)
@@ -133,13 +134,13 @@ static void deliveries_done(void *ctx, const struct webhooks_result *r)
 	for (size_t i = 0; i < list->count; i++) {
 		const struct store_webhook_delivery *d = &list->items[i];
 		json_array_append_new(
-		    items, json_pack("{s:s,s:s,s:s,s:i,s:o,s:s,s:o,s:I,s:o}", "id", d->id, "event_id",
-		                     d->event_id, "type", d->type, "attempt", d->attempt, "status",
-		                     d->status > 0 ? json_integer(d->status) : json_null(),
-		                     "outcome", d->outcome, "error",
-		                     d->error[0] ? api_text(d->error) : json_null(), "duration_ms",
-		                     (json_int_t)d->duration_ms, "created_at",
-		                     api_time(d->created_at)));
+		    items,
+		    json_pack("{s:s,s:s,s:s,s:i,s:o,s:s,s:o,s:I,s:o}", "id", d->id, "event_id",
+		              d->event_id, "type", d->type, "attempt", d->attempt, "status",
+		              d->status > 0 ? json_integer(d->status) : json_null(), "outcome",
+		              d->outcome, "error", d->error[0] ? api_text(d->error) : json_null(),
+		              "duration_ms", (json_int_t)d->duration_ms, "created_at",
+		              api_time(d->created_at)));
 	}
 	http_reply_json(
 	    req, 200,

@@ -56,7 +56,8 @@ int store_webhook_create(struct store_tx *tx, struct store_webhook *w)
 	w->lease_expires = 0;
 	return sql_insert(
 	    tx, op,
-	    "INSERT INTO webhooks (id, org_id, url, events, sealed_secret, active, cursor, attempts,"
+	    "INSERT INTO webhooks (id, org_id, url, events, sealed_secret, active, cursor, "
+	    "attempts,"
 	    " next_attempt_at, last_status, last_error, lease_owner, lease_expires, created_at)"
 	    " VALUES (?, ?, ?, ?, ?, 1, ?, 0, 0, 0, '', '', 0, ?)",
 	    SQL_ARGS(SQL_TEXT(w->id), SQL_TEXT(w->org_id), SQL_TEXT(w->url), SQL_TEXT(w->events),
@@ -67,9 +68,10 @@ int store_webhook_create(struct store_tx *tx, struct store_webhook *w)
 int store_webhook_get(struct store_tx *tx, const char *org_id, const char *id,
                       struct store_webhook *w)
 {
-	return sql_get(tx, "store_webhook_get",
-	               "SELECT " SQL_COLUMNS(WEBHOOK_ROW) " FROM webhooks WHERE id = ? AND org_id = ?",
-	               SQL_ARGS(SQL_TEXT(id), SQL_TEXT(org_id)), &webhook_table, w);
+	return sql_get(
+	    tx, "store_webhook_get",
+	    "SELECT " SQL_COLUMNS(WEBHOOK_ROW) " FROM webhooks WHERE id = ? AND org_id = ?",
+	    SQL_ARGS(SQL_TEXT(id), SQL_TEXT(org_id)), &webhook_table, w);
 }
 
 int store_webhook_list(struct store_tx *tx, const char *org_id, struct store_webhook *rows,
@@ -99,8 +101,7 @@ int store_webhook_delete(struct store_tx *tx, const char *org_id, const char *id
 	           : 0;
 }
 
-int store_webhook_replay(struct store_tx *tx, const char *org_id, const char *id,
-                         int64_t from_seq)
+int store_webhook_replay(struct store_tx *tx, const char *org_id, const char *id, int64_t from_seq)
 {
 	static const char op[] = "store_webhook_replay";
 	if (store_need_write(tx, op) < 0)
@@ -112,9 +113,11 @@ int store_webhook_replay(struct store_tx *tx, const char *org_id, const char *id
 			return -1;
 		if (from_seq > last)
 			return STORE_INVALID;
+		/* The lease goes too: a run in progress (any node's) must not write its cursor
+		 * over this one; its next record finds the lease gone and it stops. */
 		n = sql_exec(tx, op,
-		             "UPDATE webhooks SET cursor = ?, attempts = 0, next_attempt_at = 0"
-		             " WHERE id = ? AND org_id = ?",
+		             "UPDATE webhooks SET cursor = ?, attempts = 0, next_attempt_at = 0,"
+		             " lease_owner = '', lease_expires = 0 WHERE id = ? AND org_id = ?",
 		             SQL_ARGS(SQL_INT(from_seq - 1), SQL_TEXT(id), SQL_TEXT(org_id)));
 	} else {
 		n = sql_exec(tx, op,
@@ -174,20 +177,20 @@ int store_webhook_message_event(struct store_tx *tx, const char *message_id)
 {
 	static const char op[] = "store_webhook_message_event";
 	/* enum store_outbox_state's final states, by number (store_outbox.h). */
-	static const char *const names[] = {"queued", "held",   "sending",  "sent",
+	static const char *const names[] = {"queued",  "held",   "sending",  "sent",
 	                                    "partial", "failed", "cancelled"};
 	struct message_row m = {0};
-	int rc = sql_get(tx, op,
-	                 "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
-	                 SQL_ARGS(SQL_TEXT(message_id)), &message_table, &m);
+	int rc =
+	    sql_get(tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
+	            SQL_ARGS(SQL_TEXT(message_id)), &message_table, &m);
 	if (rc == 0 && m.state >= 3 && m.state <= 6) {
 		char type[MT_WEBHOOK_EVENT_NAME_MAX + 1];
 		snprintf(type, sizeof(type), "message.%s", names[m.state]);
-		json_t *data = json_pack(
-		    "{s:s,s:s,s:s,s:s,s:s,s:s*,s:s*}", "id", message_id, "user_id", m.user_id, "state",
-		    names[m.state], "subject", m.subject, "route", m.route, "campaign_id",
-		    m.campaign_id[0] != '\0' ? m.campaign_id : NULL, "error",
-		    m.last_error[0] != '\0' ? m.last_error : NULL);
+		json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s*,s:s*}", "id", message_id,
+		                         "user_id", m.user_id, "state", names[m.state], "subject",
+		                         m.subject, "route", m.route, "campaign_id",
+		                         m.campaign_id[0] != '\0' ? m.campaign_id : NULL, "error",
+		                         m.last_error[0] != '\0' ? m.last_error : NULL);
 		char *text = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
 		json_decref(data);
 		rc = text != NULL ? store_webhook_event_add(tx, m.org_id, type, message_id, text)
@@ -219,6 +222,19 @@ int store_webhook_account_event(struct store_tx *tx, const char *org_id, const c
 }
 
 /* ---- delivery ---- */
+
+int store_webhook_due(struct store_tx *tx, const char *owner, int64_t now_ms, bool *due_r)
+{
+	int64_t one = 0;
+	int rc = sql_get(tx, "store_webhook_due",
+	                 "SELECT 1 FROM webhooks WHERE active = 1 AND next_attempt_at <= ?1"
+	                 " AND (lease_owner = '' OR lease_owner = ?2 OR lease_expires < ?1)"
+	                 " AND cursor < (SELECT f.value FROM feed_counter f"
+	                 " WHERE f.org_id = webhooks.org_id) LIMIT 1",
+	                 SQL_ARGS(SQL_INT(now_ms), SQL_TEXT(owner)), &sql_int64_table, &one);
+	*due_r = rc == 0;
+	return rc == STORE_NOT_FOUND ? 0 : rc;
+}
 
 int store_webhook_claim(struct store_tx *tx, const char *owner, int64_t now_ms, int64_t lease_ms,
                         struct store_webhook *rows, size_t max, size_t *count_r)
@@ -361,21 +377,22 @@ int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char
 	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
 		return store_invalid(op, "limit out of range");
 	int64_t found = 0;
-	int rc = sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
-	                 SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), &sql_int64_table, &found);
+	int rc =
+	    sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
+	            SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), &sql_int64_table, &found);
 	if (rc != 0)
 		return rc;
 	void *items = NULL;
 	size_t count = 0;
 	/* One more than the page: whether there is a next one. "~" sorts after every id. */
-	rc = sql_list_alloc(
-	    tx, op,
-	    "SELECT " SQL_COLUMNS(DELIVERY_ROW) " FROM webhook_deliveries"
-	                                        " WHERE webhook_id = ? AND id < ?"
-	                                        " ORDER BY id DESC LIMIT ?",
-	    SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(cursor[0] != '\0' ? cursor : "~"),
-	             SQL_INT(limit + 1)),
-	    &delivery_table, 8, limit + 1, &items, &count);
+	rc =
+	    sql_list_alloc(tx, op,
+	                   "SELECT " SQL_COLUMNS(DELIVERY_ROW) " FROM webhook_deliveries"
+	                                                       " WHERE webhook_id = ? AND id < ?"
+	                                                       " ORDER BY id DESC LIMIT ?",
+	                   SQL_ARGS(SQL_TEXT(webhook_id),
+	                            SQL_TEXT(cursor[0] != '\0' ? cursor : "~"), SQL_INT(limit + 1)),
+	                   &delivery_table, 8, limit + 1, &items, &count);
 	list_r->items = items;
 	list_r->count = count;
 	if (rc != 0) {

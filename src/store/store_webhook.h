@@ -28,8 +28,8 @@ struct store_webhook {
 	unsigned char sealed_secret[MT_SEALED_MAX];
 	size_t sealed_secret_len;
 	bool active;
-	int64_t cursor; /* feed position delivered up to */
-	int attempts;   /* failed attempts of the event at the head */
+	int64_t cursor;          /* feed position delivered up to */
+	int attempts;            /* failed attempts of the event at the head */
 	int64_t next_attempt_at; /* ms */
 	int last_status;
 	char last_error[MT_ERROR_TEXT_MAX];
@@ -51,8 +51,7 @@ int store_webhook_list(struct store_tx *tx, const char *org_id, struct store_web
 int store_webhook_delete(struct store_tx *tx, const char *org_id, const char *id);
 /* Due now (next_attempt_at passed) with no pending back-off: the cursor moves back to just
  * before feed position `from_seq` when it is > 0 (events from there are delivered again). */
-int store_webhook_replay(struct store_tx *tx, const char *org_id, const char *id,
-                         int64_t from_seq);
+int store_webhook_replay(struct store_tx *tx, const char *org_id, const char *id, int64_t from_seq);
 
 /* Records an event of the org for its webhooks, inside the transaction that made the change;
  * nothing when the org has no active webhook. `payload` is a JSON object (the event's data). */
@@ -68,6 +67,8 @@ int store_webhook_account_event(struct store_tx *tx, const char *org_id, const c
 
 /* ---- delivery (engine/webhooks.c) ---- */
 
+/* Whether store_webhook_claim would find anything (a read: an idle poll writes nothing). */
+int store_webhook_due(struct store_tx *tx, const char *owner, int64_t now_ms, bool *due_r);
 /* Claims up to `max` webhooks that have something to deliver and are due (a free lease, an
  * expired one, or `owner`'s own), leasing them to `owner` until now_ms + lease_ms. */
 int store_webhook_claim(struct store_tx *tx, const char *owner, int64_t now_ms, int64_t lease_ms,

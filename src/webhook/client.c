@@ -208,7 +208,8 @@ static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_so
 	    (q->allow_private == NULL || !mt_cidr_list_contains(q->allow_private, sa))) {
 		q->refused = true;
 		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+			inet_ntop(AF_INET,
+			          &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
 			          q->refused_addr, sizeof(q->refused_addr));
 		else if (sa->sa_family == AF_INET6)
 			inet_ntop(AF_INET6,
