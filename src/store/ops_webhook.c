@@ -180,8 +180,14 @@ int store_webhook_message_event(struct store_tx *tx, const char *message_id)
 	static const char *const names[] = {"queued",  "held",   "sending",  "sent",
 	                                    "partial", "failed", "cancelled"};
 	struct message_row m = {0};
+	/* One statement, the listener check in it: when nobody listens the outbox's hot path pays
+	 * a lookup of a row it just wrote and one probe of the webhooks index. */
 	int rc =
-	    sql_get(tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
+	    sql_get(tx, op,
+	            "SELECT " SQL_COLUMNS(
+	                MESSAGE_ROW) " FROM outbox_messages WHERE id = ?"
+	                             " AND EXISTS (SELECT 1 FROM webhooks w"
+	                             " WHERE w.org_id = outbox_messages.org_id AND w.active = 1)",
 	            SQL_ARGS(SQL_TEXT(message_id)), &message_table, &m);
 	if (rc == 0 && m.state >= 3 && m.state <= 6) {
 		char type[MT_WEBHOOK_EVENT_NAME_MAX + 1];

@@ -28,10 +28,12 @@ static void test_sign_vector(void **state)
 	char sig[WEBHOOK_SIGNATURE_MAX];
 	webhook_sign((const unsigned char *)"whsec_test", 10, 1700000000, body, strlen(body), sig);
 	assert_string_equal(
-	    sig, "t=1700000000,v1=dabeb6f8f08b3a5b3249659adc563453564622904b96998145ebfab848b7c951");
+	    sig,
+	    "t=1700000000,v1=dabeb6f8f08b3a5b3249659adc563453564622904b96998145ebfab848b7c951");
 	/* Another time or body: another signature. */
 	char other[WEBHOOK_SIGNATURE_MAX];
-	webhook_sign((const unsigned char *)"whsec_test", 10, 1700000001, body, strlen(body), other);
+	webhook_sign((const unsigned char *)"whsec_test", 10, 1700000001, body, strlen(body),
+	             other);
 	assert_string_not_equal(strchr(sig, ','), strchr(other, ','));
 }
 
@@ -101,11 +103,12 @@ static void test_url_host(void **state)
 	(void)state;
 	char host[64];
 	bool https = false;
-	assert_int_equal(webhook_url_host("https://Hooks.Example.com/in?x=1", host, sizeof(host), &https),
-	                 0);
+	assert_int_equal(
+	    webhook_url_host("https://Hooks.Example.com/in?x=1", host, sizeof(host), &https), 0);
 	assert_string_equal(host, "hooks.example.com");
 	assert_true(https);
-	assert_int_equal(webhook_url_host("http://127.0.0.1:8080/x", host, sizeof(host), &https), 0);
+	assert_int_equal(webhook_url_host("http://127.0.0.1:8080/x", host, sizeof(host), &https),
+	                 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_false(https);
 	assert_int_equal(webhook_url_host("https://[::1]:443/", host, sizeof(host), &https), 0);
