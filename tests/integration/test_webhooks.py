@@ -27,6 +27,10 @@ a custom SMTP account on the rig's aiosmtpd sink (security none, auth none). Cas
                        500 and "delivered" ones with 204, paged by cursor
   replay               POST /v1/webhooks/{id}/replay {since_event} delivers that event again
                        (same id, valid signature); an id of no event -> 400
+  https                two more webhooks on https receivers: the one whose certificate the rig's
+                       CA (MAILTRAIL_CA_FILE) signed gets the account.connected of a PUT
+                       /v1/smtp, signed; the self-signed one gets nothing, its log shows a
+                       "retrying" attempt with no status and a certificate error
   delete               DELETE -> 204, then GET -> 404
   clean_stop           SIGTERM stops the server with nothing from the sanitizers in its log
 
@@ -61,7 +65,7 @@ EVENTS = ["activity.*", "message.*", "account.*", "notification"]
 class Receiver:
     """Records deliveries in arrival order; answers `self.status`."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.lock = threading.Lock()
         self.status = 204
         self.secret = None
@@ -86,12 +90,18 @@ class Receiver:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            # The handshake happens at accept: a client that refuses the certificate fails
+            # there (socketserver drops the connection) and no request is recorded.
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def verify(self, headers, body):
         sig = headers.get("X-Mailtrail-Signature") or ""
@@ -373,6 +383,38 @@ def case_replay(svc, ctx, sink, recv):
     expect(svc.req("POST", f"/v1/webhooks/{hook}/replay", admin, {"since_event": "evt_other_1"}), 400)
 
 
+def case_https(svc, ctx, sink, recv):
+    """HTTPS verified: a receiver whose certificate the CA file vouches for gets the event; one
+    with a self-signed certificate gets nothing, and the log says why."""
+    admin, token = svc.tok("admin"), svc.tok("rec")
+    good, bad = ctx["https_good"], ctx["https_bad"]
+    ids = {}
+    for name, rv in (("good", good), ("bad", bad)):
+        doc = expect(svc.req("POST", "/v1/webhooks", admin,
+                             {"url": rv.url(), "events": ["account.*"]}), 201)
+        rv.secret = doc["secret"]
+        ids[name] = doc["id"]
+    expect(svc.req("PUT", "/v1/smtp", token,
+                   {"host": "127.0.0.1", "port": sink.port_plain, "security": "none",
+                    "auth": "none", "from": REC, "accept_disclaimer": True}), 200)
+    wait_for(lambda: any(d[1] == "account.connected" for d in good.snapshot()), 30,
+             "account.connected at the https receiver", svc)
+    assert not good.bad_signatures, good.bad_signatures
+
+    def bad_logged():
+        doc = expect(svc.req("GET", f"/v1/webhooks/{ids['bad']}/deliveries", admin), 200)
+        return [d for d in doc["deliveries"] if d["outcome"] == "retrying"]
+    wait_for(bad_logged, 30, "a failed attempt at the self-signed receiver", svc)
+    d = bad_logged()[0]
+    assert d["status"] is None and d["error"] and (
+        "certificate" in d["error"].lower() or "ssl" in d["error"].lower()), d
+    assert bad.snapshot() == [], bad.snapshot()
+    one = expect(svc.req("GET", f"/v1/webhooks/{ids['bad']}", admin), 200)
+    assert one["failed_attempts"] >= 1 and one["next_attempt_at"] is not None, one
+    for i in ids.values():
+        expect(svc.req("DELETE", f"/v1/webhooks/{i}", admin), 204)
+
+
 def case_delete(svc, ctx, sink, recv):
     admin = svc.tok("admin")
     hook = ctx["hook"]
@@ -406,13 +448,17 @@ def main():
                                                  tls=False, plain=True))
         recv = Receiver()
         stack.callback(recv.close)
-        svc = Service(a.bin_dir, tmp, env={
+        ctx = {}
+        ctx["https_good"] = Receiver(rig.server_ssl_context(certs.server_cert, certs.server_key))
+        ctx["https_bad"] = Receiver(rig.server_ssl_context(certs.selfsigned_cert, certs.selfsigned_key))
+        for rv in (ctx["https_good"], ctx["https_bad"]):
+            stack.callback(rv.close)
+        svc = Service(a.bin_dir, tmp, certs=certs, env={
             "MAILTRAIL_NO_AUTH_HOSTS": "127.0.0.1",
             "MAILTRAIL_WEBHOOK_HTTP_HOSTS": "127.0.0.1",
             "MAILTRAIL_LOG_LEVEL": "info",
         })
         stack.callback(svc.stop)
-        ctx = {}
         only, r.only = r.only, None
         r.run("setup", case_setup, svc, ctx, sink, recv)
         r.run("create_secret_once", case_create_secret_once, svc, ctx, sink, recv)
@@ -425,6 +471,7 @@ def main():
         if "first_event" in ctx:
             r.run("delivery_log", case_delivery_log, svc, ctx, sink, recv)
             r.run("replay", case_replay, svc, ctx, sink, recv)
+        r.run("https", case_https, svc, ctx, sink, recv)
         r.run("delete", case_delete, svc, ctx, sink, recv)
         r.run("clean_stop", case_clean_stop, svc)
         if r.failed:
