@@ -16,6 +16,7 @@
 #include "engine/oauth_broker.h"
 #include "engine/api_keys.h"
 #include "engine/users.h"
+#include "engine/webhooks.h"
 #include "http/api.h"
 #include "lib/log.h"
 #include "lib/str.h"
@@ -207,6 +208,7 @@ int mt_cli_serve(int argc, char **argv)
 	struct oauth_flows *oauth_flows = NULL;
 	struct oauth_connect *oauth_connect = NULL;
 	struct oauth_broker *broker = NULL;
+	struct webhooks *webhooks = NULL;
 	struct mt_secret *relay_password = NULL;
 	struct mt_relay_url relay;
 	memset(&relay, 0, sizeof(relay));
@@ -439,6 +441,20 @@ int mt_cli_serve(int argc, char **argv)
 		goto out;
 	}
 	api.oauth_flows = oauth_flows;
+	struct webhooks_params webhooks_params = {
+	    .base = base,
+	    .dns = dns,
+	    .store = store,
+	    .keyring = keyring,
+	    .config = config,
+	    .node_id = node,
+	    .activity_json = api_activity_json,
+	};
+	if ((webhooks = webhooks_new(&webhooks_params, &msg)) == NULL) {
+		fprintf(stderr, "mailtrail serve: webhooks: %s\n", msg);
+		goto out;
+	}
+	api.webhooks = webhooks;
 	/* A revoked grant's IMAP account is disconnected: its session stops now. */
 	oauth_broker_set_revoked_hook(broker, imap_syncer_changed, syncer);
 	api.base = base;
@@ -486,6 +502,8 @@ int mt_cli_serve(int argc, char **argv)
 		mt_log(MT_LOG_ERROR, "oauth.start_failed");
 	if (imap_syncer_start(syncer) < 0)
 		mt_log(MT_LOG_ERROR, "imap.sync_start_failed");
+	if (webhooks_start(webhooks) < 0)
+		mt_log(MT_LOG_ERROR, "webhooks.start_failed");
 	event_base_dispatch(base);
 	status = 0;
 	mt_log(MT_LOG_INFO, "serve.stopped");
@@ -506,7 +524,9 @@ out:
 		event_free(sigint);
 	retention_free(&retention);
 	oauth_broker_close(broker); /* its flights are parked, the store's completions find them */
+	webhooks_stop(webhooks);    /* deliveries in flight dropped: sent again after a restart */
 	store_close(&store);
+	webhooks_free(&webhooks);   /* after the store: its jobs' completions read it */
 	imap_syncer_free(&syncer);  /* after the store: its jobs' completions read it */
 	users_free(&users);         /* after the store: its jobs' completions announce through it */
 	api_keys_free(&api_keys);   /* the same */

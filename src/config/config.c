@@ -64,6 +64,8 @@ static struct key_def keys[] = {
     {"ca_file", T_PATH, NULL, 0, 0, true},
     {"allow_private_hosts", T_CIDRS, "", 0, 0, true},
     {"no_auth_hosts", T_HOSTS_OR_CIDRS, "", 0, 0, true},
+    /* Webhook receivers that may be sent plain http (engine/webhooks.h); every other is https. */
+    {"webhook_http_hosts", T_HOSTS_OR_CIDRS, "", 0, 0, true},
     {"allow_plaintext_auth", T_BOOL, "no", 0, 1, true},
     {"dropbox_domain", T_STRING, NULL, 0, 0, false},
     {"dropbox_cert", T_PATH, NULL, 0, 0, false},

@@ -79,7 +79,7 @@ void activities_timeline(struct store *store, const char *org_id, const char *pr
 	if (job == NULL)
 		return;
 	if (thread_id != NULL && thread_id[0] != '\0' && !matcher_thread_id_valid(thread_id)) {
-		struct crud_outcome outcome;
+		struct crud_outcome outcome = {0};
 		crud_set(&outcome, CRUD_INVALID, "thread_id: not a thread id");
 		return finish(job, &outcome);
 	}

@@ -96,6 +96,13 @@ static const struct {
     {"campaigns.pause", S, true},
     {"campaigns.resume", S, true},
     {"campaigns.cancel", S, true},
+    /* Webhooks are the org's: no user is acted for. */
+    {"webhooks.create", A, false},
+    {"webhooks.list", A, false},
+    {"webhooks.get", A, false},
+    {"webhooks.delete", A, false},
+    {"webhooks.deliveries", A, false},
+    {"webhooks.replay", A, false},
 };
 #undef R
 #undef S

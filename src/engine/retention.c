@@ -5,6 +5,7 @@
 #include "store/store_activity.h"
 #include "store/store_message.h"
 #include "store/store_outbox.h"
+#include "store/store_webhook.h"
 
 #include <event2/event.h>
 #include <stdbool.h>
@@ -19,7 +20,7 @@ struct retention {
 	struct event *timer;
 	int64_t record_days, outbox_days;
 	int64_t records_before, bodies_before;
-	size_t deleted, purged, tombstones;
+	size_t deleted, purged, tombstones, webhook_rows;
 	bool running;
 	bool stopped; /* freed while a job runs: the job's completion frees it */
 };
@@ -30,7 +31,12 @@ static int purge_run(struct store_tx *tx, void *arg)
 	int rc = store_messages_purge(tx, r->records_before, &r->deleted);
 	if (rc == 0)
 		rc = store_tombstones_purge(tx, r->records_before, &r->tombstones);
-	return rc != 0 ? rc : store_outbox_purge_bodies(tx, r->bodies_before, &r->purged);
+	if (rc == 0)
+		rc = store_outbox_purge_bodies(tx, r->bodies_before, &r->purged);
+	/* Webhook events and the delivery log: a week, for replays and the log's readers. */
+	return rc != 0 ? rc
+	               : store_webhook_purge(tx, (int64_t)time(NULL) - MT_WEBHOOK_RETENTION_S,
+	                                     &r->webhook_rows);
 }
 
 static void purge_done(void *arg, int result)
@@ -41,13 +47,14 @@ static void purge_done(void *arg, int result)
 		free(r);
 		return;
 	}
-	char deleted[32], purged[32], tombstones[32];
+	char deleted[32], purged[32], tombstones[32], webhook_rows[32];
 	snprintf(deleted, sizeof(deleted), "%zu", r->deleted);
 	snprintf(purged, sizeof(purged), "%zu", r->purged);
 	snprintf(tombstones, sizeof(tombstones), "%zu", r->tombstones);
+	snprintf(webhook_rows, sizeof(webhook_rows), "%zu", r->webhook_rows);
 	mt_log(result == 0 ? MT_LOG_INFO : MT_LOG_ERROR, "maintenance.purged",
 	       MT_KV("records", deleted), MT_KV("tombstones", tombstones), MT_KV("bodies", purged),
-	       MT_KV("result", result == 0 ? "ok" : "failed"));
+	       MT_KV("webhook_rows", webhook_rows), MT_KV("result", result == 0 ? "ok" : "failed"));
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

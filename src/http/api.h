@@ -31,6 +31,7 @@ struct imap_syncer;
 struct store_activity;
 struct users;
 struct api_keys;
+struct webhooks;
 struct work_pool;
 
 struct api {
@@ -54,6 +55,7 @@ struct api {
 	struct imap_syncer *imap_syncer; /* engine/imap_sync.h */
 	struct work_pool *work;          /* CPU-heavy request steps, off the loop */
 	struct oauth_flows *oauth_flows; /* engine/oauth_flow.h */
+	struct webhooks *webhooks;       /* engine/webhooks.h */
 	/* The platform relay (config `relay`); relay_from is its envelope sender. */
 	bool relay_configured;
 	char relay_from[MT_ADDRESS_MAX + 1];
@@ -166,6 +168,12 @@ void api_campaigns_resume(struct http_request *req, void *app);
 void api_campaigns_cancel(struct http_request *req, void *app);
 void api_unsubscribe_get(struct http_request *req, void *app);
 void api_unsubscribe_post(struct http_request *req, void *app);
+void api_webhooks_create(struct http_request *req, void *app);
+void api_webhooks_list(struct http_request *req, void *app);
+void api_webhooks_get(struct http_request *req, void *app);
+void api_webhooks_delete(struct http_request *req, void *app);
+void api_webhooks_deliveries(struct http_request *req, void *app);
+void api_webhooks_replay(struct http_request *req, void *app);
 void api_healthz(struct http_request *req, void *app);
 void api_metrics(struct http_request *req, void *app);
 

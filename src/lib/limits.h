@@ -340,4 +340,25 @@
 #define MT_IMAP_SYNC_RESCAN_MS    (30 * 1000)
 #define MT_IMAP_SYNC_GREETING_MS  (30 * 1000)
 
+/* Webhooks (src/engine/webhooks.c, src/webhook/): per org; deliveries one at a time per webhook
+ * in event order; a failed one retried with exponential back-off (first delay, cap, jitter
+ * +-20%) until MT_WEBHOOK_RETRY_S after its event, then recorded as failed and skipped. */
+#define MT_WEBHOOKS_PER_ORG       20
+#define MT_WEBHOOK_URL_MAX        2048
+#define MT_WEBHOOK_EVENTS_MAX     8           /* event patterns per webhook */
+#define MT_WEBHOOK_EVENT_NAME_MAX 32          /* "activity.*", "message.failed" */
+#define MT_WEBHOOK_SECRET_BYTES   32          /* signing secret, shown once (hex: twice that) */
+#define MT_WEBHOOK_TIMEOUT_MS     (10 * 1000) /* one delivery, connect to last byte */
+#define MT_WEBHOOK_RESPONSE_MAX                                                                    \
+	(16 * 1024) /* a receiver's reply body kept (the rest is read and dropped) */
+#define MT_WEBHOOK_INFLIGHT_MAX   64          /* deliveries in flight across every webhook */
+#define MT_WEBHOOK_BATCH          100         /* events loaded per store read */
+#define MT_WEBHOOK_RETRY_S        (24 * 3600) /* an event is retried this long */
+#define MT_WEBHOOK_BACKOFF_MIN_MS 1000
+#define MT_WEBHOOK_BACKOFF_MAX_MS (10 * 60 * 1000)
+#define MT_WEBHOOK_LEASE_MS       (30 * 1000) /* a node's hold on a webhook; > MT_WEBHOOK_TIMEOUT_MS */
+#define MT_WEBHOOK_POLL_MS        500         /* how often due webhooks are looked for */
+#define MT_WEBHOOK_PAYLOAD_MAX    (256 * 1024)    /* one delivery's JSON body */
+#define MT_WEBHOOK_RETENTION_S    (7 * 24 * 3600) /* webhook_events and the delivery log kept */
+
 #endif

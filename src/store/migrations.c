@@ -588,6 +588,53 @@ static const struct migration migrations[] = {
      "ALTER TABLE message_records ADD COLUMN outbox_id TEXT;"
      "ALTER TABLE message_records ADD COLUMN in_reply_to TEXT;"
      "ALTER TABLE message_records ADD COLUMN thread_id TEXT;"},
+    /* Webhooks (issue 16, docs/webhooks.md). 19, not 16: numbers 16 to 18 are taken by work
+     * merged beside this one (the list needs only ascending versions). A webhook's cursor is a
+     * position of its org's feed counter, which also numbers webhook_events: one ordered stream
+     * of activities (read from the feed itself) and the other events. next_attempt_at and
+     * lease_expires in milliseconds; lease_owner a node id (DATA/node.id). */
+    {19, "webhooks",
+     "CREATE TABLE webhooks ("
+     " id TEXT PRIMARY KEY,"
+     " org_id TEXT NOT NULL,"
+     " url TEXT NOT NULL,"
+     " events TEXT NOT NULL,"
+     " sealed_secret BYTEA NOT NULL,"
+     " active INTEGER NOT NULL,"
+     " cursor BIGINT NOT NULL,"
+     " attempts INTEGER NOT NULL,"
+     " next_attempt_at BIGINT NOT NULL,"
+     " last_status INTEGER NOT NULL,"
+     " last_error TEXT NOT NULL,"
+     " lease_owner TEXT NOT NULL,"
+     " lease_expires BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX webhooks_org ON webhooks (org_id, active);"
+     "CREATE INDEX webhooks_due ON webhooks (next_attempt_at) WHERE active = 1;"
+     /* Events other than activities, written by the transaction that made the change (only
+      * while the org has an active webhook); seq from the org's feed counter. */
+     "CREATE TABLE webhook_events ("
+     " org_id TEXT NOT NULL,"
+     " seq BIGINT NOT NULL,"
+     " type TEXT NOT NULL,"
+     " object_id TEXT NOT NULL,"
+     " payload TEXT NOT NULL,"
+     " created_at BIGINT NOT NULL,"
+     " PRIMARY KEY (org_id, seq));"
+     "CREATE INDEX webhook_events_age ON webhook_events (created_at);"
+     "CREATE TABLE webhook_deliveries ("
+     " id TEXT PRIMARY KEY,"
+     " webhook_id TEXT NOT NULL,"
+     " event_id TEXT NOT NULL,"
+     " type TEXT NOT NULL,"
+     " attempt INTEGER NOT NULL,"
+     " status INTEGER NOT NULL,"
+     " outcome TEXT NOT NULL,"
+     " error TEXT NOT NULL,"
+     " duration_ms BIGINT NOT NULL,"
+     " created_at BIGINT NOT NULL);"
+     "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);"
+     "CREATE INDEX webhook_deliveries_age ON webhook_deliveries (created_at);"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -46,8 +46,8 @@ static int reserve_from_counter(struct store_tx *tx, const char *op, const char 
 	return rc == 0 ? 0 : rc < 0 ? -1 : store_invalid(op, "feed counter vanished");
 }
 
-static int reserve_seqs(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
-                        int64_t *last_r)
+int store_feed_reserve(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
+                       int64_t *last_r)
 {
 	struct store_tx_memo *m = &tx->memo;
 	if (strcmp(m->feed_org, org_id) != 0 || m->feed_last - m->feed_next + 1 < n) {
@@ -111,7 +111,7 @@ static int insert_activities(struct store_tx *tx, const char *op, const char *or
 	if (count == 0)
 		return 0;
 	int64_t last;
-	if (reserve_seqs(tx, op, org_id, (int64_t)count, &last) < 0)
+	if (store_feed_reserve(tx, op, org_id, (int64_t)count, &last) < 0)
 		return -1;
 	int64_t seq = last - (int64_t)count + 1, now = mt_wall_s();
 	for (size_t i = 0; i < count; i++, seq++) {
@@ -263,7 +263,7 @@ int store_activities_touch(struct store_tx *tx, const char *org_id, int64_t reco
 	const char(*ids)[MT_ID_MAX] = rows;
 	int64_t last = 0;
 	if (rc == 0 && n > 0)
-		rc = reserve_seqs(tx, op, org_id, (int64_t)n, &last);
+		rc = store_feed_reserve(tx, op, org_id, (int64_t)n, &last);
 	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
 	for (size_t i = 0; i < n && rc == 0; i++, seq++) {
 		if (sql_exec(tx, op,
@@ -302,7 +302,7 @@ int store_activities_bury(struct store_tx *tx, const char *op, const char *org_i
 	const struct buried *b = rows;
 	int64_t last = 0;
 	if (rc == 0 && n > 0)
-		rc = reserve_seqs(tx, op, org_id, (int64_t)n, &last);
+		rc = store_feed_reserve(tx, op, org_id, (int64_t)n, &last);
 	int64_t seq = last - (int64_t)n + 1, now = mt_wall_s();
 	for (size_t i = 0; i < n && rc == 0; i++, seq++) {
 		if (sql_exec(tx, op,
@@ -512,7 +512,7 @@ int store_profile_activities(struct store_tx *tx, const char *org_id, const char
 }
 
 /* The highest feed position the org's counter has handed out (0 before the first). */
-static int feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r)
+int store_feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r)
 {
 	*last_r = 0;
 	int rc = sql_get(tx, op, "SELECT value FROM feed_counter WHERE org_id = ?",
@@ -594,7 +594,7 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 		/* A cursor past every position handed out was never ours: a client holding it would
 		 * wait forever, missing what comes before it. */
 		int64_t last = 0;
-		rc = feed_last(tx, op, org_id, &last);
+		rc = store_feed_last(tx, op, org_id, &last);
 		if (rc != 0)
 			return rc;
 		if (since > last)

@@ -2,6 +2,7 @@
  * stored and read back, never logged and never looked at here. */
 #include "store/store_imap.h"
 #include "store/sql.h"
+#include "store/store_webhook.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
@@ -140,7 +141,13 @@ int store_imap_account_put(struct store_tx *tx, const struct store_imap_account 
 	                                      : SQL_NULL,
 	             SQL_INT(a->since), SQL_INT(a->verified_at), SQL_INT(a->last_sync_at),
 	             SQL_TEXT(a->last_error), SQL_INT(a->updated_at)));
-	return rc == 0 ? put_folders(tx, op, a) : rc;
+	if (rc == 0)
+		rc = put_folders(tx, op, a);
+	if (rc == 0 && a->state != STORE_ACCOUNT_OFF)
+		rc =
+		    store_webhook_account_event(tx, a->org_id, a->user_id, "imap",
+		                                a->state == STORE_ACCOUNT_CONNECTED, a->last_error);
+	return rc;
 }
 
 int store_imap_account_off(struct store_tx *tx, const char *org_id, const char *user_id)
@@ -164,7 +171,10 @@ int store_imap_account_disconnect(struct store_tx *tx, const struct store_imap_a
 	    SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]), SQL_TEXT(reason),
 	             SQL_TEXT(seen->user_id), SQL_TEXT(seen->org_id),
 	             SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]), SQL_INT(seen->updated_at)));
-	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
+	if (n == 1)
+		return store_webhook_account_event(tx, seen->org_id, seen->user_id, "imap", false,
+		                                   reason);
+	return n < 0 ? -1 : STORE_CONFLICT;
 }
 
 int store_imap_account_report(struct store_tx *tx, const char *user_id, int64_t last_sync_at,

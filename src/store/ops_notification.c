@@ -2,6 +2,9 @@
  * newest first by their time-ordered ids. */
 #include "store/store_notification.h"
 #include "store/sql.h"
+#include "store/store_webhook.h"
+
+#include <jansson.h>
 #include "store/store.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
@@ -44,12 +47,23 @@ int store_notification_add(struct store_tx *tx, struct store_notification *n)
 	/* Ordered ids: the list pages by id, newest first, without a second sort key. */
 	store_new_ordered_id("ntf", n->id);
 	n->created_at = mt_wall_s();
-	return sql_insert(tx, op,
-	                  "INSERT INTO notifications (id, org_id, user_id, kind, text, created_at)"
-	                  " VALUES (?, ?, ?, ?, ?, ?)",
-	                  SQL_ARGS(SQL_TEXT(n->id), SQL_TEXT(n->org_id), SQL_TEXT(n->user_id),
-	                           SQL_TEXT(kind_names[n->kind]), SQL_TEXT(n->text),
-	                           SQL_INT(n->created_at)));
+	rc = sql_insert(tx, op,
+	                "INSERT INTO notifications (id, org_id, user_id, kind, text, created_at)"
+	                " VALUES (?, ?, ?, ?, ?, ?)",
+	                SQL_ARGS(SQL_TEXT(n->id), SQL_TEXT(n->org_id), SQL_TEXT(n->user_id),
+	                         SQL_TEXT(kind_names[n->kind]), SQL_TEXT(n->text),
+	                         SQL_INT(n->created_at)));
+	if (rc != 0)
+		return rc;
+	json_t *data = json_pack("{s:s,s:s,s:s,s:s}", "id", n->id, "user_id", n->user_id, "kind",
+	                         kind_names[n->kind], "text", n->text);
+	char *text = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
+	json_decref(data);
+	if (text == NULL)
+		return store_invalid(op, "webhook payload");
+	rc = store_webhook_event_add(tx, n->org_id, "notification", n->id, text);
+	free(text);
+	return rc;
 }
 
 void store_notification_list_free(struct store_notification_list *list)

@@ -3,6 +3,7 @@
 #include "store/store_outbox.h"
 #include "lib/str.h"
 #include "store/sql.h"
+#include "store/store_webhook.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 
@@ -353,7 +354,7 @@ int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *use
 	if (n < 0)
 		return -1;
 	if (n == 1)
-		return 0;
+		return store_webhook_message_event(tx, id);
 	struct store_outbox_message m;
 	int rc = store_outbox_get(tx, org_id, user_id, id, &m);
 	store_outbox_message_free(&m);
@@ -588,26 +589,30 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 	enum store_outbox_state state = r->state;
 	bool held = state == STORE_OUTBOX_HELD;
 	int64_t now = now_s();
-	return sql_exec(
-	           tx, op,
-	           "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
-	           " attempts = attempts + 1,"
-	           " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
-	           " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
-	           " last_class = ?, lease_owner = '', lease_expires = 0,"
-	           " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
-	           " hold_key = ?, held_since = ?, updated_at = ? WHERE id = ?",
-	           SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
-	                    SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
-	                    SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
-	                    SQL_INT(state == STORE_OUTBOX_QUEUED || held ? r->next_attempt_at : 0),
-	                    SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
-	                    SQL_TEXT(r->last_class != NULL ? r->last_class : ""),
-	                    SQL_INT(r->sent_at), SQL_INT(r->sent_at),
-	                    SQL_TEXT(held && r->hold_key != NULL ? r->hold_key : ""),
-	                    SQL_INT(held ? now : 0), SQL_INT(now), SQL_TEXT(r->id))) < 0
-	           ? -1
-	           : 0;
+	if (sql_exec(
+	        tx, op,
+	        "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
+	        " attempts = attempts + 1,"
+	        " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
+	        " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
+	        " last_class = ?, lease_owner = '', lease_expires = 0,"
+	        " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
+	        " hold_key = ?, held_since = ?, updated_at = ? WHERE id = ?",
+	        SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
+	                 SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
+	                 SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
+	                 SQL_INT(state == STORE_OUTBOX_QUEUED || held ? r->next_attempt_at : 0),
+	                 SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
+	                 SQL_TEXT(r->last_class != NULL ? r->last_class : ""), SQL_INT(r->sent_at),
+	                 SQL_INT(r->sent_at),
+	                 SQL_TEXT(held && r->hold_key != NULL ? r->hold_key : ""),
+	                 SQL_INT(held ? now : 0), SQL_INT(now), SQL_TEXT(r->id))) < 0)
+		return -1;
+	/* Final: the event for webhooks, in this transaction (the durable queue). */
+	if (state == STORE_OUTBOX_SENT || state == STORE_OUTBOX_PARTIAL ||
+	    state == STORE_OUTBOX_FAILED)
+		return store_webhook_message_event(tx, r->id);
+	return 0;
 }
 
 /* ---- the governor's holds ---- */

@@ -2,6 +2,7 @@
  * back, never logged and never looked at here. */
 #include "store/store_smtp.h"
 #include "store/sql.h"
+#include "store/store_webhook.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 #include "lib/str.h"
@@ -170,7 +171,13 @@ int store_smtp_account_put(struct store_tx *tx, const struct store_smtp_account 
 	                                      : SQL_NULL,
 	             SQL_INT(a->verified_at), SQL_TEXT(a->confirmation_message_id),
 	             SQL_TEXT(a->last_error), SQL_INT(mt_wall_s())));
-	return rc == 0 ? put_limits(tx, op, a->user_id, a->limits, a->limit_count) : rc;
+	if (rc == 0)
+		rc = put_limits(tx, op, a->user_id, a->limits, a->limit_count);
+	if (rc == 0 && a->state != STORE_ACCOUNT_OFF)
+		rc =
+		    store_webhook_account_event(tx, a->org_id, a->user_id, "smtp",
+		                                a->state == STORE_ACCOUNT_CONNECTED, a->last_error);
+	return rc;
 }
 
 int store_smtp_account_set_limits(struct store_tx *tx, const char *org_id, const char *user_id,
@@ -213,7 +220,10 @@ int store_smtp_account_disconnect(struct store_tx *tx, const struct store_smtp_a
 	                            SQL_TEXT(seen->org_id),
 	                            SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]),
 	                            SQL_INT(seen->updated_at)));
-	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
+	if (n == 1)
+		return store_webhook_account_event(tx, seen->org_id, seen->user_id, "smtp", false,
+		                                   reason);
+	return n < 0 ? -1 : STORE_CONFLICT;
 }
 
 int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *user_id)

@@ -60,6 +60,12 @@ int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, c
 int store_activities_bury(struct store_tx *tx, const char *op, const char *org_id,
                           const char *select_sql, const struct db_arg *args, const char *reason,
                           size_t *count_r);
+/* The org's feed counter (ops_activity.c), shared by activities and webhook events: reserves
+ * `n` positions in commit order and returns the last; or reads the highest handed out (0 before
+ * the first). */
+int store_feed_reserve(struct store_tx *tx, const char *op, const char *org_id, int64_t n,
+                       int64_t *last_r);
+int store_feed_last(struct store_tx *tx, const char *op, const char *org_id, int64_t *last_r);
 
 /* Applies pending migrations inside one write transaction. 0 or -1 with *error_r. */
 int store_migrate(struct db *db, const char **error_r);

@@ -10,10 +10,12 @@ no_auth_hosts allows). Run: /usr/bin/python3 tests/integration/test_openapi_live
 """
 import argparse
 import contextlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -26,6 +28,17 @@ from service import Service  # noqa: E402
 ADMIN = "admin@staffing.example"
 REC = "rec@staffing.example"
 SAMPLES = []
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver that takes everything."""
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
 
 
 class Driver:
@@ -50,7 +63,7 @@ class Driver:
         return r
 
 
-def drive(d, svc, sink):
+def drive(d, svc, sink, receiver):
     a, r_ = "admin", "rec"
     d.call(None, "GET", "/healthz", want=200)
     d.call(None, "GET", "/metrics", want=200)
@@ -174,6 +187,25 @@ def drive(d, svc, sink):
     d.call(None, "GET", "/oauth/callback", query={"state": "x" * 43, "code": "c"}, want=400)
     d.call(r_, "GET", "/v1/notifications", want=200)
     d.call(r_, "GET", "/v1/notifications", query={"cursor": "bogus"}, want=400)
+    # webhooks: a receiver on loopback (the operator's webhook_http_hosts allows http there)
+    hook = d.call(a, "POST", "/v1/webhooks", body={"url": receiver, "events": ["activity.*",
+                                                                             "message.*"]},
+                  want=201).json
+    d.call(a, "POST", "/v1/webhooks", body={"url": "http://crm.example/hook",
+                                            "events": ["activity.*"]}, want=400)
+    d.call(a, "GET", "/v1/webhooks", want=200)
+    # A webhook gets what the feed holds after its creation: one more activity.
+    d.call(r_, "POST", "/v1/addin/log", raw=reply.replace(b"<r1@", b"<r2@"),
+           ctype="message/rfc822", want=200)
+    d.call(a, "GET", "/v1/webhooks/{id}", {"id": hook["id"]}, want=200)
+    d.call(a, "GET", "/v1/webhooks/{id}", {"id": "whk_nothing"}, want=404)
+    deadline = time.monotonic() + 20
+    while not d.call(a, "GET", "/v1/webhooks/{id}/deliveries", {"id": hook["id"]},
+                     want=200).json.get("deliveries"):
+        assert time.monotonic() < deadline, "no webhook delivery logged"
+        time.sleep(0.3)
+    d.call(a, "POST", "/v1/webhooks/{id}/replay", {"id": hook["id"]}, body={}, want=200)
+    d.call(a, "DELETE", "/v1/webhooks/{id}", {"id": hook["id"]}, want=204)
     d.call(r_, "DELETE", "/v1/smtp", want=204)
 
 
@@ -189,14 +221,18 @@ def main():
         return 1
     with rig.tempdir("mailtrail-openapi-") as tmp, contextlib.ExitStack() as stack:
         sink = stack.enter_context(rig.smtp_sink(backlog=100))
+        recv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=recv.serve_forever, daemon=True).start()
+        stack.callback(recv.shutdown)
         svc = Service(a.bin_dir, tmp, env={"MAILTRAIL_NO_AUTH_HOSTS": "127.0.0.1",
+                                           "MAILTRAIL_WEBHOOK_HTTP_HOSTS": "127.0.0.1",
                                            "MAILTRAIL_PUBLIC_URL": "https://crm.example/mt/"})
         stack.callback(svc.stop)
         init = svc.init("OpenAPI Org", ADMIN)
         svc.users["admin"] = {"id": init["user_id"], "token": init["token"]}
         svc.start()
         try:
-            drive(Driver(svc), svc, sink)
+            drive(Driver(svc), svc, sink, f"http://127.0.0.1:{recv.server_port}/hook")
         except AssertionError as e:
             print(f"FAIL drive: {e}\n{svc.log_tail(30)}\n0 passed, 1 failed")
             return 1
