@@ -143,6 +143,22 @@ struct auth_wait {
 	uint64_t generation; /* when the read was asked for */
 };
 
+/* A credential read from the store kept for MT_AUTH_CACHE_MS, unless access changed meanwhile. */
+static void auth_remember(const struct auth_wait *wait, const struct http_auth *auth,
+                          unsigned scopes, bool key)
+{
+	struct auth_cache_entry *e = auth_slot(wait->api, wait->hash);
+	if (e == NULL || wait->generation != wait->api->auth_generation)
+		return;
+	memcpy(e->hash, wait->hash, sizeof(e->hash));
+	e->auth = *auth;
+	e->scopes = scopes;
+	e->key = key;
+	e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
+	e->generation = wait->generation;
+	e->used = true;
+}
+
 static void authenticated(void *ctx, const struct crud_outcome *outcome,
                           const struct users_identity *identity)
 {
@@ -160,16 +176,7 @@ static void authenticated(void *ctx, const struct crud_outcome *outcome,
 		mt_strlcpy(auth.user_id, identity->user_id, sizeof(auth.user_id));
 		mt_strlcpy(auth.token_id, identity->token_id, sizeof(auth.token_id));
 		auth.admin = identity->admin;
-		struct auth_cache_entry *e = auth_slot(wait->api, wait->hash);
-		if (e != NULL && wait->generation == wait->api->auth_generation) {
-			memcpy(e->hash, wait->hash, sizeof(e->hash));
-			e->auth = auth;
-			e->scopes = 0;
-			e->key = false;
-			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
-			e->generation = wait->generation;
-			e->used = true;
-		}
+		auth_remember(wait, &auth, 0, false);
 		http_request_authenticated(wait->req, &auth);
 	}
 	sodium_memzero(wait->hash, sizeof(wait->hash));
@@ -186,9 +193,10 @@ static void key_admit(struct http_request *req, const struct http_auth *auth, un
 	                                         auth->user_id[0] != '\0', &reason);
 	http_request_note_auth(req, auth);
 	if (v == API_KEY_NEEDS_USER)
-		http_reply_error(req, 400, "input", reason, NULL, NULL);
+		http_reply_error_at(req, 400, "input", "missing_header", "X-Mailtrail-User",
+		                    reason);
 	else if (v == API_KEY_DENIED)
-		http_reply_error(req, 403, "auth", reason, NULL, NULL);
+		http_reply_error_at(req, 403, "auth", "scope_denied", NULL, reason);
 	else
 		http_request_authenticated(req, auth);
 }
@@ -216,16 +224,7 @@ static void key_authenticated(void *ctx, const struct crud_outcome *outcome,
 		mt_strlcpy(auth.user_id, identity->user_id, sizeof(auth.user_id));
 		mt_strlcpy(auth.key_id, identity->key_id, sizeof(auth.key_id));
 		auth.admin = identity->admin;
-		struct auth_cache_entry *e = auth_slot(wait->api, wait->hash);
-		if (e != NULL && wait->generation == wait->api->auth_generation) {
-			memcpy(e->hash, wait->hash, sizeof(e->hash));
-			e->auth = auth;
-			e->scopes = identity->scopes;
-			e->key = true;
-			e->expires_ms = mt_now_ms() + MT_AUTH_CACHE_MS;
-			e->generation = wait->generation;
-			e->used = true;
-		}
+		auth_remember(wait, &auth, identity->scopes, true);
 		key_admit(wait->req, &auth, identity->scopes);
 	}
 	sodium_memzero(wait->hash, sizeof(wait->hash));
@@ -244,8 +243,8 @@ static void key_authenticate(struct api *api, struct http_request *req, const ch
 {
 	const char *user = http_request_header(req, "X-Mailtrail-User");
 	if (user != NULL && !user_id_shaped(user)) {
-		http_reply_error(req, 400, "input", "X-Mailtrail-User: must be a user id (usr_...)",
-		                 NULL, NULL);
+		http_reply_error_at(req, 400, "input", "invalid_value", "X-Mailtrail-User",
+		                    "X-Mailtrail-User: must be a user id (usr_...)");
 		return;
 	}
 	unsigned char key_hash[32], slot[32];
@@ -292,11 +291,9 @@ void api_authenticate(struct http_request *req, const char *token, void *app)
 	/* Only a key acts for someone else: with a user's token the header would be ignored, and
 	 * mail meant to go out as one recruiter would go out as the token's owner. */
 	if (http_request_header(req, "X-Mailtrail-User") != NULL) {
-		http_reply_error(
-		    req, 400, "input",
-		    "X-Mailtrail-User is for org-level API keys; a user token acts for "
-		    "its own user",
-		    NULL, NULL);
+		http_reply_error_at(req, 400, "input", "invalid_combination", "X-Mailtrail-User",
+		                    "X-Mailtrail-User is for org-level API keys; a user token acts "
+		                    "for its own user");
 		return;
 	}
 	unsigned char hash[32];

@@ -150,6 +150,7 @@ def case_scopes(svc, ctx):
                 {"to": ["x@cand.example"], "subject": "no", "text": "no"})
     doc = expect(r, 403, "auth")
     assert "send scope" in doc["error"]["message"], doc
+    assert doc["error"]["code"] == "scope_denied", doc
     doc = expect(key_req(svc, "readA", "POST", "/v1/profiles", "recA",
                          {"kind": "contact", "name": "No", "emails": ["no@cand.example"]}),
                  403, "auth")
@@ -175,6 +176,7 @@ def case_missing_header(svc, ctx):
                 {"to": ["x@cand.example"], "subject": "who", "text": "who"})
     doc = expect(r, 400, "input")
     assert USER_HEADER in doc["error"]["message"], doc
+    assert (doc["error"]["code"], doc["error"]["field"]) == ("missing_header", USER_HEADER), doc
     expect(svc.req("GET", "/v1/profiles", svc.keys["readA"]["key"]), 400, "input")
     for bad in ("rec@a.example", "usr_", "usr_ABC", "tok_abc"):
         doc = expect(svc.req("GET", "/v1/profiles", svc.keys["readA"]["key"],
