@@ -248,6 +248,7 @@
 #define MT_CAMPAIGN_JSON_VALUES_MAX (3 * MT_CAMPAIGN_RECIPIENTS_MAX + 100)
 
 /* OAuth 2.0 token endpoint (src/proto/oauth_token.c, src/oauth/refresh.c). */
+#define MT_CA_FILE_PATH_MAX   4096        /* an operator's CA file path, for HTTPS requests */
 #define MT_OAUTH_RESPONSE_MAX (64 * 1024) /* a token endpoint's reply body */
 /* One access or refresh token: what a secret holds and the store seals (Microsoft's access
  * tokens run ~1.5-2.5 KiB, Google's a few hundred bytes). */

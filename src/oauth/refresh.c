@@ -1,19 +1,14 @@
 #include "oauth/refresh.h"
+#include "http_client/curl_loop.h"
 #include "lib/buf.h"
 #include "lib/limits.h"
 #include "lib/str.h"
 
-#include <curl/curl.h>
-#include <event2/event.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CA_FILE_PATH_MAX 4096
 
 struct request {
 	struct oauth_refresher *refresher;
@@ -23,28 +18,17 @@ struct request {
 	struct mt_buf form;  /* the POST body: holds the refresh token and the client secret */
 	struct mt_buf reply; /* capped at MT_OAUTH_RESPONSE_MAX */
 	bool reply_over_cap;
-	char ca_file[CA_FILE_PATH_MAX];
+	char ca_file[MT_CA_FILE_PATH_MAX];
 	char curl_error[CURL_ERROR_SIZE];
 	oauth_refresh_done_fn *done;
 	void *ctx;
 };
 
 struct oauth_refresher {
-	struct event_base *base;
-	CURLM *multi;
-	struct event *timer;
+	struct curl_loop *loop;
 	struct request *requests;
 	size_t inflight;
 };
-
-/* One libevent event per socket libcurl asks us to watch. */
-struct watch {
-	struct oauth_refresher *refresher;
-	struct event *ev;
-	curl_socket_t fd;
-};
-
-static void drain_done(struct oauth_refresher *r);
 
 static void request_free(struct request *q)
 {
@@ -57,76 +41,13 @@ static void request_free(struct request *q)
 		q->next->prev = q->prev;
 	r->inflight--;
 	if (q->easy != NULL) {
-		curl_multi_remove_handle(r->multi, q->easy);
+		curl_loop_remove(r->loop, q->easy);
 		curl_easy_cleanup(q->easy);
 	}
 	curl_slist_free_all(q->headers);
 	mt_buf_free_wipe(&q->form);
 	mt_buf_free_wipe(&q->reply);
 	free(q);
-}
-
-static void on_socket(evutil_socket_t fd, short what, void *arg)
-{
-	struct watch *w = arg;
-	struct oauth_refresher *r = w->refresher;
-	int flags =
-	    ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	int running = 0;
-	curl_multi_socket_action(r->multi, fd, flags, &running);
-	drain_done(r);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct oauth_refresher *r = arg;
-	int running = 0;
-	curl_multi_socket_action(r->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	drain_done(r);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. */
-static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	(void)easy;
-	struct oauth_refresher *r = userp;
-	struct watch *w = socketp;
-	if (what == CURL_POLL_REMOVE) {
-		if (w != NULL) {
-			event_free(w->ev);
-			free(w);
-			curl_multi_assign(r->multi, fd, NULL);
-		}
-		return 0;
-	}
-	short events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-	               ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (w == NULL) {
-		if ((w = calloc(1, sizeof(*w))) == NULL)
-			return -1;
-		w->refresher = r;
-		w->fd = fd;
-		curl_multi_assign(r->multi, fd, w);
-	} else {
-		event_free(w->ev);
-	}
-	w->ev = event_new(r->base, fd, events, on_socket, w);
-	if (w->ev == NULL || event_add(w->ev, NULL) < 0)
-		return -1;
-	return 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. */
-static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	(void)multi;
-	struct oauth_refresher *r = userp;
-	if (timeout_ms < 0)
-		return evtimer_del(r->timer);
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	return evtimer_add(r->timer, &tv);
 }
 
 static size_t on_body(char *data, size_t size, size_t count, void *arg)
@@ -140,17 +61,9 @@ static size_t on_body(char *data, size_t size, size_t count, void *arg)
 	return mt_buf_append(&q->reply, data, len) == 0 ? len : 0;
 }
 
-/* The operator's CA file beside the system CAs (CURLOPT_CAINFO would replace them). */
-static CURLcode add_ca_file(CURL *easy, void *ssl_ctx, void *arg)
+static void finish(void *private_data, CURLcode code)
 {
-	(void)easy;
-	struct request *q = arg;
-	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
-	return X509_STORE_load_file(store, q->ca_file) == 1 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
-}
-
-static void finish(struct request *q, CURLcode code)
-{
+	struct request *q = private_data;
 	struct oauth_token_reply reply;
 	memset(&reply, 0, sizeof(reply));
 	long status = 0;
@@ -179,44 +92,17 @@ static void finish(struct request *q, CURLcode code)
 	oauth_token_reply_clear(&reply);
 }
 
-static void drain_done(struct oauth_refresher *r)
-{
-	CURLMsg *msg;
-	int left = 0;
-	while ((msg = curl_multi_info_read(r->multi, &left)) != NULL) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		struct request *q = NULL;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-		if (q != NULL)
-			finish(q, msg->data.result);
-	}
-}
-
 struct oauth_refresher *oauth_refresher_new(struct event_base *base, const char **error_r)
 {
-	static bool global_done;
-	if (!global_done) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			*error_r = "libcurl cannot start";
-			return NULL;
-		}
-		global_done = true;
-	}
 	struct oauth_refresher *r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->multi = curl_multi_init()) == NULL ||
-	    (r->timer = evtimer_new(base, on_timer, r)) == NULL) {
-		if (r != NULL && r->multi != NULL)
-			curl_multi_cleanup(r->multi);
-		free(r);
+	if (r == NULL) {
 		*error_r = "out of memory";
 		return NULL;
 	}
-	r->base = base;
-	curl_multi_setopt(r->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(r->multi, CURLMOPT_SOCKETDATA, r);
-	curl_multi_setopt(r->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(r->multi, CURLMOPT_TIMERDATA, r);
+	if ((r->loop = curl_loop_new(base, finish, error_r)) == NULL) {
+		free(r);
+		return NULL;
+	}
 	return r;
 }
 
@@ -227,8 +113,7 @@ void oauth_refresher_free(struct oauth_refresher **refresher)
 		return;
 	while (r->requests != NULL)
 		request_free(r->requests);
-	curl_multi_cleanup(r->multi);
-	event_free(r->timer);
+	curl_loop_free(&r->loop);
 	free(r);
 	*refresher = NULL;
 }
@@ -319,7 +204,7 @@ static int check_endpoint(const char *token_url, const char *client_id, const ch
 		*error_r = "a client id is required";
 		return -1;
 	}
-	if (ca_file != NULL && strlen(ca_file) >= CA_FILE_PATH_MAX) {
+	if (ca_file != NULL && strlen(ca_file) >= MT_CA_FILE_PATH_MAX) {
 		*error_r = "the CA file's path is too long";
 		return -1;
 	}
@@ -375,29 +260,21 @@ static int request_start(struct request *q, const char *token_url, const char *c
 	CURL *e = q->easy = curl_easy_init();
 	bool ok =
 	    e != NULL && (q->headers = curl_slist_append(NULL, "Accept: application/json")) != NULL;
-	ok = ok && curl_easy_setopt(e, CURLOPT_URL, token_url) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->form.data) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)q->form.len) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEDATA, q) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_error) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PRIVATE, q) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_USERAGENT, "mailtrail") == CURLE_OK;
-	if (ok && q->ca_file[0] != '\0') {
-		/* libcurl caches one CA store per multi handle: ours must not leak into it. */
-		ok = curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 0L) == CURLE_OK &&
-		     curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_ca_file) == CURLE_OK &&
-		     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, q) == CURLE_OK;
-	}
-	if (!ok || curl_multi_add_handle(r->multi, e) != CURLM_OK) {
+	const struct curl_loop_post post = {
+	    .url = token_url,
+	    .protocols = "https",
+	    .body = q->form.data,
+	    .body_len = q->form.len,
+	    .headers = q->headers,
+	    .on_reply = on_body,
+	    .private_data = q,
+	    .error_buffer = q->curl_error,
+	    .user_agent = "mailtrail",
+	    .timeout_ms = timeout,
+	    .ca_file = q->ca_file,
+	};
+	ok = ok && curl_loop_post_setup(e, &post) == 0;
+	if (!ok || curl_loop_add(r->loop, e) < 0) {
 		request_free(q);
 		*error_r = "the token request cannot be set up";
 		return -1;

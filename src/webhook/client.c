@@ -1,22 +1,18 @@
 #include "webhook/client.h"
+#include "http_client/curl_loop.h"
 #include "lib/limits.h"
 #include "lib/str.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
-#include <event2/event.h>
 #include <inttypes.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-
-#define CA_FILE_PATH_MAX 4096
 
 struct request {
 	struct webhook_client *client;
@@ -28,23 +24,16 @@ struct request {
 	const struct mt_cidr_list *allow_private;
 	bool refused; /* the opensocket check turned an address down */
 	char refused_addr[INET6_ADDRSTRLEN];
-	char ca_file[CA_FILE_PATH_MAX];
+	char ca_file[MT_CA_FILE_PATH_MAX];
 	char curl_error[CURL_ERROR_SIZE];
 	webhook_post_done_fn *done;
 	void *ctx;
 };
 
 struct webhook_client {
-	struct event_base *base;
-	CURLM *multi;
-	struct event *timer;
+	struct curl_loop *loop;
 	struct request *requests;
 	size_t inflight;
-};
-
-struct watch {
-	struct webhook_client *client;
-	struct event *ev;
 };
 
 void webhook_sign(const unsigned char *secret, size_t secret_len, int64_t t, const char *body,
@@ -106,8 +95,6 @@ int webhook_url_host(const char *url, char *host, size_t host_size, bool *https_
 	return 0;
 }
 
-static void drain_done(struct webhook_client *c);
-
 static void request_free(struct request *q)
 {
 	struct webhook_client *c = q->client;
@@ -119,72 +106,12 @@ static void request_free(struct request *q)
 		q->next->prev = q->prev;
 	c->inflight--;
 	if (q->easy != NULL) {
-		curl_multi_remove_handle(c->multi, q->easy);
+		curl_loop_remove(c->loop, q->easy);
 		curl_easy_cleanup(q->easy);
 	}
 	curl_slist_free_all(q->headers);
 	free(q->body);
 	free(q);
-}
-
-static void on_socket(evutil_socket_t fd, short what, void *arg)
-{
-	struct watch *w = arg;
-	struct webhook_client *c = w->client;
-	int flags =
-	    ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	int running = 0;
-	curl_multi_socket_action(c->multi, fd, flags, &running);
-	drain_done(c);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct webhook_client *c = arg;
-	int running = 0;
-	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	drain_done(c);
-}
-
-static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	(void)easy;
-	struct webhook_client *c = userp;
-	struct watch *w = socketp;
-	if (what == CURL_POLL_REMOVE) {
-		if (w != NULL) {
-			event_free(w->ev);
-			free(w);
-			curl_multi_assign(c->multi, fd, NULL);
-		}
-		return 0;
-	}
-	short events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-	               ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (w == NULL) {
-		if ((w = calloc(1, sizeof(*w))) == NULL)
-			return -1;
-		w->client = c;
-		curl_multi_assign(c->multi, fd, w);
-	} else {
-		event_free(w->ev);
-	}
-	w->ev = event_new(c->base, fd, events, on_socket, w);
-	if (w->ev == NULL || event_add(w->ev, NULL) < 0)
-		return -1;
-	return 0;
-}
-
-static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	(void)multi;
-	struct webhook_client *c = userp;
-	if (timeout_ms < 0)
-		return evtimer_del(c->timer);
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	return evtimer_add(c->timer, &tv);
 }
 
 /* The reply is not used (the status says it all): counted and dropped. */
@@ -220,16 +147,9 @@ static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_so
 	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
-static CURLcode add_ca_file(CURL *easy, void *ssl_ctx, void *arg)
+static void finish(void *private_data, CURLcode code)
 {
-	(void)easy;
-	struct request *q = arg;
-	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
-	return X509_STORE_load_file(store, q->ca_file) == 1 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
-}
-
-static void finish(struct request *q, CURLcode code)
-{
+	struct request *q = private_data;
 	long status = 0;
 	char error[MT_ERROR_TEXT_MAX] = "";
 	if (code == CURLE_OK || (code == CURLE_WRITE_ERROR && q->reply_len > 0))
@@ -248,41 +168,17 @@ static void finish(struct request *q, CURLcode code)
 	done(ctx, (int)status, error);
 }
 
-static void drain_done(struct webhook_client *c)
-{
-	CURLMsg *msg;
-	int left = 0;
-	while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		struct request *q = NULL;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-		if (q != NULL)
-			finish(q, msg->data.result);
-	}
-}
-
 struct webhook_client *webhook_client_new(struct event_base *base, const char **error_r)
 {
-	/* curl_global_init is reference-counted: the OAuth refresher's call and ours add up. */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		*error_r = "libcurl cannot start";
-		return NULL;
-	}
 	struct webhook_client *c = calloc(1, sizeof(*c));
-	if (c == NULL || (c->multi = curl_multi_init()) == NULL ||
-	    (c->timer = evtimer_new(base, on_timer, c)) == NULL) {
-		if (c != NULL && c->multi != NULL)
-			curl_multi_cleanup(c->multi);
-		free(c);
+	if (c == NULL) {
 		*error_r = "out of memory";
 		return NULL;
 	}
-	c->base = base;
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	if ((c->loop = curl_loop_new(base, finish, error_r)) == NULL) {
+		free(c);
+		return NULL;
+	}
 	return c;
 }
 
@@ -293,8 +189,7 @@ void webhook_client_free(struct webhook_client **client)
 		return;
 	while (c->requests != NULL)
 		request_free(c->requests);
-	curl_multi_cleanup(c->multi);
-	event_free(c->timer);
+	curl_loop_free(&c->loop);
 	free(c);
 	*client = NULL;
 }
@@ -317,7 +212,7 @@ int webhook_client_post(struct webhook_client *c, const struct webhook_post *p,
 		*error_r = "the payload is too large";
 		return -1;
 	}
-	if (p->ca_file != NULL && strlen(p->ca_file) >= CA_FILE_PATH_MAX) {
+	if (p->ca_file != NULL && strlen(p->ca_file) >= MT_CA_FILE_PATH_MAX) {
 		*error_r = "the CA file's path is too long";
 		return -1;
 	}
@@ -357,32 +252,25 @@ int webhook_client_post(struct webhook_client *c, const struct webhook_post *p,
 	long timeout = p->timeout_ms > 0 && p->timeout_ms < MT_WEBHOOK_TIMEOUT_MS
 	                   ? p->timeout_ms
 	                   : MT_WEBHOOK_TIMEOUT_MS;
+	const struct curl_loop_post post = {
+	    .url = p->url,
+	    .protocols = https ? "https" : "http",
+	    .body = q->body,
+	    .body_len = p->body_len,
+	    .headers = q->headers,
+	    .on_reply = on_body,
+	    .private_data = q,
+	    .error_buffer = q->curl_error,
+	    .user_agent = "mailtrail-webhooks",
+	    .timeout_ms = timeout,
+	    .no_proxy = true,
+	    .ca_file = q->ca_file,
+	};
 	CURL *e = q->easy = ok ? curl_easy_init() : NULL;
-	ok = e != NULL && curl_easy_setopt(e, CURLOPT_URL, p->url) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, https ? "https" : "http") == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)p->body_len) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEDATA, q) == CURLE_OK &&
+	ok = e != NULL && curl_loop_post_setup(e, &post) == 0 &&
 	     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, q) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_error) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PRIVATE, q) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_USERAGENT, "mailtrail-webhooks") == CURLE_OK;
-	if (ok && q->ca_file[0] != '\0') {
-		ok = curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 0L) == CURLE_OK &&
-		     curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_ca_file) == CURLE_OK &&
-		     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, q) == CURLE_OK;
-	}
-	if (!ok || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+	     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, q) == CURLE_OK;
+	if (!ok || curl_loop_add(c->loop, e) < 0) {
 		request_free(q);
 		*error_r = "the delivery cannot be set up";
 		return -1;
