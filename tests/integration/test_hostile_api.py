@@ -28,6 +28,8 @@ within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed
   import_stream_caps_gone     a second import in the same org while one runs: 429 with
                               Retry-After; another org's goes through; the first client leaves
                               mid-body: its 5 full chunks stay stored, the org may import again
+  import_stops_midway         broken CSV after 2,500 rows: 200, those stored, `stopped` names the
+                              line; the same in the first chunk: 400, nothing stored
   addin_large_message_off_loop 8 add-in posts of a ~16 MiB message at once: parsed on the workers
   stalled_smtp_peer_bodies    30 messages of ~7 MB for a custom SMTP server that takes the data
                               and never answers the dot: the sender holds at most its account's
@@ -418,6 +420,28 @@ def case_import_caps_gone(svc, ctx):
           f"client left: {stored[svc.org_ids['admin']] - 3} rows kept (5 chunks)")
 
 
+def case_import_stops_midway(svc, ctx):
+    """Broken CSV after 2,500 good rows: the first two chunks were stored before it was read,
+    so the file is no longer refused whole: the rows before it are stored and `stopped` says
+    where the import ended. The same fault in the first chunk refuses the file (nothing
+    stored)."""
+    good = b"".join(import_rows(2500, start=700000))
+    status, data, _ = post_stream(svc, svc.tok("admin"),
+                                  iter([good, b'applicant,"Broken,x@y.example\n']))
+    assert status == 200, (status, data[:300])
+    doc = json.loads(data)
+    assert doc["imported"] == 2500, doc["imported"]
+    assert doc["stopped"]["line"] == 2502 and "malformed CSV" in doc["stopped"]["error"], \
+        doc["stopped"]
+    assert count_profiles_db(svc).get(svc.org_ids["admin"]) == 2500
+    small = b"".join(import_rows(900, start=800000))
+    status, data, _ = post_stream(svc, svc.tok("admin"),
+                                  iter([small, b'applicant,"Broken,x@y.example\n']))
+    assert status == 400, (status, data[:300])
+    assert count_profiles_db(svc).get(svc.org_ids["admin"]) == 2500
+    print("     broken CSV at line 2502: 200, 2,500 stored, stopped at 2502; at line 902: 400")
+
+
 def case_addin_large(svc, ctx):
     text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n" * 300000)
     msg = ("From: Jack <jack@cand.example>\r\nTo: admin@hostile.example\r\n"
@@ -582,6 +606,7 @@ def main():
             ("import_million_streamed", case_import_million),
             ("import_over_old_cap", case_import_over_old_cap),
             ("import_stream_caps_gone", case_import_caps_gone),
+            ("import_stops_midway", case_import_stops_midway),
             ("addin_large_message_off_loop", case_addin_large),
         ]
         # each case on a server of its own: its RSS is its own
