@@ -2,6 +2,7 @@
 
 #include "engine/matcher.h"
 #include "engine/profiles.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/str.h"
 #include "proto/csv.h"
@@ -16,40 +17,67 @@
 #include <string.h>
 #include <strings.h>
 
-struct import_job {
+/* Why reading stopped before the end of the file (worker, then loop). */
+enum read_stop { READ_ON, READ_MALFORMED, READ_BAD_HEADER, READ_TOO_MANY };
+
+struct import_stream {
 	struct store *store;
 	struct work_pool *work;
 	char org_id[MT_ID_MAX];
-	const char *data;
-	size_t len;
 	import_done_fn *done;
+	import_flow_fn *flow;
 	void *ctx;
-	/* Reading: the parser and where it is, handed from one step to the next. */
+	/* The body: `pending` is filled on the loop while a worker reads `input`; they swap when
+	 * `input` is used up. */
+	struct mt_buf pending;
+	struct mt_buf input;
+	size_t offset;       /* of `input`, read */
+	bool paused;         /* the feeder was told to pause */
+	bool body_over;      /* profile_import_end() was called */
+	enum import_end end; /* ...and how */
+	int end_status;
+	char end_why[160];
+	bool busy;    /* a read (worker) or a chunk's store job is out */
+	bool eof;     /* the read step has the file's last bytes */
+	bool stopped; /* nothing more is read or stored: finishing */
+	/* Reading (worker, one step at a time) */
 	struct csv_parser parser;
-	size_t offset;
-	bool header_skipped;
+	bool header_seen;
 	bool at_end;
 	size_t columns;     /* the header's: 3, or 4 with external_id */
 	unsigned next_line; /* where the rows not read yet start */
+	size_t rows;        /* data rows read */
+	enum read_stop read_stop;
+	char read_reason[MT_ERROR_TEXT_MAX];
 	/* The chunk being read or stored. */
 	struct store_profile *chunk;
 	unsigned *lines;
 	char (*ids)[MT_ID_MAX];
 	bool *created;
 	size_t chunk_count;
+	bool committed; /* a chunk was stored (or its store job was): no refusing whole now */
 	/* Totals */
 	struct import_result result;
 	struct import_reject *rejects;
 	struct import_id *stored; /* the first MT_IMPORT_IDS_MAX, allocated with the first */
 };
 
-static void finish(struct import_job *job, enum import_verdict verdict)
+/* Imports running (loop thread only): the node's cap, and one per org. */
+static struct import_stream *running[MT_IMPORT_STREAMS_MAX];
+
+static void running_remove(struct import_stream *job)
 {
-	job->result.verdict = verdict;
-	job->result.rejects = job->rejects;
-	job->result.ids = job->stored;
-	job->done(job->ctx, &job->result);
+	for (size_t i = 0; i < MT_IMPORT_STREAMS_MAX; i++)
+		if (running[i] == job)
+			running[i] = NULL;
+}
+
+static void job_free(struct import_stream *job)
+{
+	running_remove(job);
 	csv_parser_deinit(&job->parser);
+	mt_buf_free(&job->pending);
+	mt_buf_free(&job->input);
 	free(job->chunk);
 	free(job->lines);
 	free(job->ids);
@@ -59,7 +87,35 @@ static void finish(struct import_job *job, enum import_verdict verdict)
 	free(job);
 }
 
-static void reject(struct import_job *job, unsigned line, const char *error)
+static void finish(struct import_stream *job, enum import_verdict verdict)
+{
+	job->result.verdict = verdict;
+	job->result.rejects = job->rejects;
+	job->result.ids = job->stored;
+	if (job->body_over && job->end == IMPORT_END_GONE) {
+		char imported[24];
+		snprintf(imported, sizeof(imported), "%zu", job->result.imported);
+		mt_log(MT_LOG_INFO, "profiles.import_abandoned", MT_KV("org", job->org_id),
+		       MT_KV("imported", imported));
+	}
+	job->done(job->ctx, &job->result);
+	job_free(job);
+}
+
+/* The import ends early: refused whole while nothing is stored, else done up to `line`. */
+static void stop_at(struct import_stream *job, enum import_verdict whole, unsigned line,
+                    const char *reason)
+{
+	mt_strlcpy(job->result.reason, reason, sizeof(job->result.reason));
+	if (!job->committed) {
+		finish(job, whole);
+		return;
+	}
+	job->result.stopped_line = line > 0 ? line : 1;
+	finish(job, IMPORT_DONE);
+}
+
+static void reject(struct import_stream *job, unsigned line, const char *error)
 {
 	struct import_result *r = &job->result;
 	r->rejected_total++;
@@ -209,110 +265,53 @@ static bool read_row(const struct csv_record *record, size_t columns, struct sto
 	return true;
 }
 
-/* ---- the whole file first: is it CSV with our header? (worker) ----------------------------- */
+/* ---- reading (worker) and storing (store thread), a chunk at a time ------------------------ */
 
-static bool check_run(void *arg)
-{
-	struct import_job *job = arg;
-	struct csv_parser parser;
-	csv_parser_init(&parser);
-	size_t offset = 0, rows = 0;
-	bool header_seen = false;
-	struct import_result *r = &job->result;
-	r->verdict = IMPORT_DONE;
-	for (;;) {
-		struct csv_record record;
-		size_t consumed = 0;
-		const char *error;
-		bool eof = offset == job->len;
-		int n = csv_parse(&parser, job->data + offset, job->len - offset, eof, &consumed,
-		                  &record, &error);
-		offset += consumed;
-		if (n < 0) {
-			r->verdict = IMPORT_BAD_FILE;
-			snprintf(r->reason, sizeof(r->reason), "malformed CSV: %s", error);
-			break;
-		}
-		if (n == 0) {
-			if (eof)
-				break;
-			continue;
-		}
-		if (!header_seen) {
-			job->columns = header_columns(&record);
-			if (job->columns == 0) {
-				r->verdict = IMPORT_BAD_FILE;
-				mt_strlcpy(r->reason,
-				           "line 1: the header must be kind,name,emails or "
-				           "kind,name,emails,external_id",
-				           sizeof(r->reason));
-				break;
-			}
-			header_seen = true;
-		} else if (++rows > MT_CSV_ROWS_MAX) {
-			r->verdict = IMPORT_TOO_LARGE;
-			snprintf(r->reason, sizeof(r->reason), "more than %d rows",
-			         MT_CSV_ROWS_MAX);
-			break;
-		}
-	}
-	csv_parser_deinit(&parser);
-	if (r->verdict == IMPORT_DONE && !header_seen) {
-		r->verdict = IMPORT_BAD_FILE;
-		mt_strlcpy(r->reason,
-		           "empty file: the header kind,name,emails[,external_id] is missing",
-		           sizeof(r->reason));
-	}
-	return true;
-}
+static void kick(struct import_stream *job);
 
-/* ---- then a chunk at a time: read (worker), store (store thread) --------------------------- */
-
-static bool read_run(void *arg);
-static void read_done(void *arg);
-
-static void read_next(struct import_job *job)
-{
-	if (job->at_end) {
-		finish(job, IMPORT_DONE);
-		return;
-	}
-	if (work_submit(job->work, read_run, read_done, job) < 0) {
-		/* The rows left are the client's to send again. */
-		reject(job, job->next_line,
-		       "not imported: the server was busy; import the rows from this line again");
-		finish(job, IMPORT_DONE);
-	}
-}
-
+/* Reads rows from `input` until the chunk is full, the bytes run out or reading must stop. */
 static bool read_run(void *arg)
 {
-	struct import_job *job = arg;
-	job->chunk_count = 0;
+	struct import_stream *job = arg;
 	while (job->chunk_count < MT_IMPORT_ROWS_PER_JOB) {
 		struct csv_record record;
 		size_t consumed = 0;
 		const char *error;
-		bool eof = job->offset == job->len;
-		int n = csv_parse(&job->parser, job->data + job->offset, job->len - job->offset,
-		                  eof, &consumed, &record, &error);
+		bool eof = job->eof && job->offset == job->input.len;
+		int n = csv_parse(&job->parser, job->input.data + job->offset,
+		                  job->input.len - job->offset, eof, &consumed, &record, &error);
 		job->offset += consumed;
-		if (n < 0) { /* the check pass saw the same bytes; stop rather than guess */
-			job->at_end = true;
+		if (n < 0) {
+			job->read_stop = READ_MALFORMED;
+			snprintf(job->read_reason, sizeof(job->read_reason), "malformed CSV: %s",
+			         error);
 			break;
 		}
 		if (n == 0) {
-			if (eof) {
-				job->at_end = true;
+			job->at_end = eof;
+			break;
+		}
+		if (!job->header_seen) {
+			job->columns = header_columns(&record);
+			if (job->columns == 0) {
+				job->read_stop = READ_BAD_HEADER;
+				mt_strlcpy(job->read_reason,
+				           "line 1: the header must be kind,name,emails or "
+				           "kind,name,emails,external_id",
+				           sizeof(job->read_reason));
 				break;
 			}
+			job->header_seen = true;
+			job->next_line = record.line + 1;
 			continue;
+		}
+		if (++job->rows > MT_CSV_ROWS_MAX) {
+			job->read_stop = READ_TOO_MANY;
+			snprintf(job->read_reason, sizeof(job->read_reason), "more than %d rows",
+			         MT_CSV_ROWS_MAX);
+			break;
 		}
 		job->next_line = record.line + 1;
-		if (!job->header_skipped) { /* the check pass made sure it is the header */
-			job->header_skipped = true;
-			continue;
-		}
 		char detail[256];
 		struct store_profile *p = &job->chunk[job->chunk_count];
 		if (!read_row(&record, job->columns, p, &error, detail, sizeof(detail))) {
@@ -350,7 +349,7 @@ static int store_row(struct store_tx *tx, struct store_profile *p, bool *created
 
 static int insert_run(struct store_tx *tx, void *arg)
 {
-	struct import_job *job = arg;
+	struct import_stream *job = arg;
 	for (size_t i = 0; i < job->chunk_count; i++) {
 		int rc = store_row(tx, &job->chunk[i], &job->created[i]);
 		if (rc != 0)
@@ -361,7 +360,7 @@ static int insert_run(struct store_tx *tx, void *arg)
 }
 
 /* The chunk's stored rows into the answer, up to MT_IMPORT_IDS_MAX. */
-static void list_stored(struct import_job *job)
+static void list_stored(struct import_stream *job)
 {
 	struct import_result *r = &job->result;
 	for (size_t i = 0; i < job->chunk_count; i++) {
@@ -410,7 +409,7 @@ static void backfill_done(void *arg, int result)
 	free(job);
 }
 
-static void schedule_backfill(struct import_job *job)
+static void schedule_backfill(struct import_stream *job)
 {
 	for (size_t start = 0; start < job->chunk_count; start += MT_BACKFILL_PROFILES_JOB) {
 		size_t n = job->chunk_count - start < MT_BACKFILL_PROFILES_JOB
@@ -438,7 +437,8 @@ static void schedule_backfill(struct import_job *job)
 
 static void insert_done(void *arg, int result)
 {
-	struct import_job *job = arg;
+	struct import_stream *job = arg;
+	job->busy = false;
 	if (result == 0) {
 		job->result.imported += job->chunk_count;
 		list_stored(job);
@@ -449,38 +449,154 @@ static void insert_done(void *arg, int result)
 			       "not stored: the store failed; import this row again");
 	}
 	job->chunk_count = 0;
-	read_next(job);
+	kick(job);
+}
+
+/* Stores the chunk read so far; false when the store is too busy (the import then stops). */
+static bool store_chunk(struct import_stream *job)
+{
+	if (store_submit(job->store, STORE_WRITE_DURABLE, insert_run, insert_done, job) < 0) {
+		reject(job, job->lines[0],
+		       "not imported: the server was busy; import the rows from this line again");
+		stop_at(job, IMPORT_BUSY, job->lines[0],
+		        "the server was busy; import the rows from this line again");
+		return false;
+	}
+	job->busy = true;
+	job->committed = true;
+	return true;
 }
 
 static void read_done(void *arg)
 {
-	struct import_job *job = arg;
-	if (job->chunk_count == 0) {
-		read_next(job);
+	struct import_stream *job = arg;
+	job->busy = false;
+	if (job->read_stop != READ_ON) {
+		/* Refused whole while nothing is stored; else what was read before the fault is
+		 * stored and the import stops at it. */
+		enum import_verdict whole =
+		    job->read_stop == READ_TOO_MANY ? IMPORT_TOO_LARGE : IMPORT_BAD_FILE;
+		job->stopped = true;
+		if (!job->committed) {
+			stop_at(job, whole, 0, job->read_reason);
+			return;
+		}
+		reject(job, job->next_line, job->read_reason);
+		mt_strlcpy(job->result.reason, job->read_reason, sizeof(job->result.reason));
+		job->result.stopped_line = job->next_line;
+		if (job->chunk_count > 0)
+			store_chunk(job);
+		else
+			kick(job);
 		return;
 	}
-	if (store_submit(job->store, STORE_WRITE_DURABLE, insert_run, insert_done, job) < 0) {
-		/* This chunk and the rest are the client's to send again. */
-		reject(job, job->lines[0],
-		       "not imported: the server was busy; import the rows from this line again");
+	if (job->at_end && !job->header_seen) {
+		job->stopped = true;
+		stop_at(job, IMPORT_BAD_FILE, 0,
+		        "empty file: the header kind,name,emails[,external_id] is missing");
+		return;
+	}
+	if (job->chunk_count == MT_IMPORT_ROWS_PER_JOB || (job->at_end && job->chunk_count > 0)) {
+		store_chunk(job);
+		return;
+	}
+	kick(job);
+}
+
+/* Moves the import on from the loop: the next read or the end. Nothing runs while a step is
+ * out; each step's completion calls this again. */
+static void kick(struct import_stream *job)
+{
+	if (job->busy)
+		return;
+	if (job->stopped) { /* reading stopped: what was read is stored */
 		finish(job, IMPORT_DONE);
-	}
-}
-
-static void check_done(void *arg)
-{
-	struct import_job *job = arg;
-	if (job->result.verdict != IMPORT_DONE) {
-		finish(job, job->result.verdict);
 		return;
 	}
-	read_next(job);
+	if (job->at_end) {
+		finish(job, IMPORT_DONE);
+		return;
+	}
+	if (job->body_over && job->end != IMPORT_END_COMPLETE) {
+		/* No more bytes will come and the last ones may be cut: the rows read so far are
+		 * stored (unless the sender left), then the import ends. */
+		unsigned line = job->chunk_count > 0 ? job->lines[0] : job->next_line;
+		if (job->end == IMPORT_END_GONE) {
+			finish(job, IMPORT_DONE);
+			return;
+		}
+		job->stopped = true;
+		if (!job->committed) {
+			job->result.status = job->end_status;
+			stop_at(job, IMPORT_BODY_FAILED, 0, job->end_why);
+			return;
+		}
+		mt_strlcpy(job->result.reason, job->end_why, sizeof(job->result.reason));
+		job->result.stopped_line = job->next_line > 0 ? job->next_line : line;
+		if (job->chunk_count > 0)
+			store_chunk(job);
+		else
+			finish(job, IMPORT_DONE);
+		return;
+	}
+	if (job->offset == job->input.len && job->pending.len > 0) {
+		struct mt_buf t = job->input;
+		job->input = job->pending;
+		job->pending = t;
+		mt_buf_reset(&job->pending);
+		job->offset = 0;
+		if (job->paused) {
+			job->paused = false;
+			job->flow(job->ctx, false);
+		}
+	}
+	job->eof = job->body_over && job->pending.len == 0;
+	if (job->offset == job->input.len && !job->eof)
+		return; /* waiting for bytes */
+	if (work_submit(job->work, read_run, read_done, job) < 0) {
+		unsigned line = job->chunk_count > 0 ? job->lines[0] : job->next_line;
+		job->stopped = true;
+		job->chunk_count = 0;
+		if (job->committed)
+			reject(job, line,
+			       "not imported: the server was busy; import the rows from this line "
+			       "again");
+		stop_at(job, IMPORT_BUSY, line,
+		        "the server was busy; import the rows from this line again");
+		return;
+	}
+	job->busy = true;
 }
 
-void profile_import(struct store *store, struct work_pool *work, const char *org_id,
-                    const char *data, size_t len, import_done_fn *done, void *ctx)
+/* ---- the stream's API ---------------------------------------------------------------------- */
+
+static struct import_stream *refuse(enum import_verdict verdict, const char *reason,
+                                    import_done_fn *done, void *ctx)
 {
-	struct import_job *job = calloc(1, sizeof(*job));
+	struct import_result result = {.verdict = verdict};
+	mt_strlcpy(result.reason, reason, sizeof(result.reason));
+	done(ctx, &result);
+	return NULL;
+}
+
+struct import_stream *profile_import_start(struct store *store, struct work_pool *work,
+                                           const char *org_id, import_done_fn *done,
+                                           import_flow_fn *flow, void *ctx)
+{
+	size_t slot = MT_IMPORT_STREAMS_MAX, in_org = 0;
+	for (size_t i = 0; i < MT_IMPORT_STREAMS_MAX; i++) {
+		if (running[i] == NULL)
+			slot = slot < i ? slot : i;
+		else if (strcmp(running[i]->org_id, org_id) == 0)
+			in_org++;
+	}
+	if (in_org >= MT_IMPORT_STREAMS_PER_ORG)
+		return refuse(IMPORT_ORG_BUSY,
+		              "an import of this org is running; try again when it is done", done,
+		              ctx);
+	if (slot == MT_IMPORT_STREAMS_MAX)
+		return refuse(IMPORT_BUSY, "too many imports are running; try again", done, ctx);
+	struct import_stream *job = calloc(1, sizeof(*job));
 	if (job != NULL) {
 		job->chunk = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->chunk));
 		job->lines = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->lines));
@@ -489,9 +605,6 @@ void profile_import(struct store *store, struct work_pool *work, const char *org
 	}
 	if (job == NULL || job->chunk == NULL || job->lines == NULL || job->ids == NULL ||
 	    job->created == NULL) {
-		struct import_result result = {.verdict = IMPORT_BUSY};
-		mt_strlcpy(result.reason, "out of memory", sizeof(result.reason));
-		done(ctx, &result);
 		if (job != NULL) {
 			free(job->chunk);
 			free(job->lines);
@@ -499,19 +612,47 @@ void profile_import(struct store *store, struct work_pool *work, const char *org
 			free(job->created);
 			free(job);
 		}
-		return;
+		return refuse(IMPORT_BUSY, "out of memory", done, ctx);
 	}
 	job->store = store;
 	job->work = work;
 	mt_strlcpy(job->org_id, org_id, sizeof(job->org_id));
-	job->data = data;
-	job->len = len;
 	job->done = done;
+	job->flow = flow;
 	job->ctx = ctx;
+	/* A feed never adds more than the HTTP layer's read-ahead past the pause mark. */
+	mt_buf_init(&job->pending, 2 * MT_IMPORT_STREAM_BUFFER);
+	mt_buf_init(&job->input, 2 * MT_IMPORT_STREAM_BUFFER);
 	csv_parser_init(&job->parser);
-	if (work_submit(work, check_run, check_done, job) < 0) {
-		mt_strlcpy(job->result.reason, "too many requests are being read; try again",
-		           sizeof(job->result.reason));
-		finish(job, IMPORT_BUSY);
+	job->next_line = 1;
+	running[slot] = job;
+	return job;
+}
+
+void profile_import_feed(struct import_stream *job, const char *data, size_t len)
+{
+	if (job->stopped || job->body_over)
+		return; /* the answer is on its way: the rest is not read */
+	if (mt_buf_append(&job->pending, data, len) < 0) {
+		/* The feeder ignored the pause: its bytes cannot be kept. */
+		profile_import_end(job, IMPORT_END_FAILED, 503,
+		                   "the import fell behind its sender");
+		return;
 	}
+	if (!job->paused && job->pending.len >= MT_IMPORT_STREAM_BUFFER) {
+		job->paused = true;
+		job->flow(job->ctx, true);
+	}
+	kick(job);
+}
+
+void profile_import_end(struct import_stream *job, enum import_end end, int status, const char *why)
+{
+	if (job->body_over)
+		return;
+	job->body_over = true;
+	job->end = end;
+	job->end_status = status;
+	mt_strlcpy(job->end_why, why != NULL ? why : "", sizeof(job->end_why));
+	kick(job);
 }

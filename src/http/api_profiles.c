@@ -1,8 +1,9 @@
 /* Profiles: the CRM's people (applicants, contacts, employees) and their addresses, which the
  * activity matcher looks up. Creating, changing (with backfill), erasing and listing them is the
- * engine's (engine/profile_ops.h), and so is the CSV import (engine/import.h): a bad file is
- * refused whole (400, nothing stored); bad rows are reported by line, the good ones stored a
- * chunk at a time. */
+ * engine's (engine/profile_ops.h), and so is the CSV import (engine/import.h), whose body is
+ * streamed into it as it arrives: a bad file is refused whole (400, nothing stored) when found
+ * before its first chunk is stored; bad rows are reported by line, the good ones stored a chunk
+ * at a time. */
 #include "http/api.h"
 
 #include "engine/import.h"
@@ -203,6 +204,7 @@ void api_profiles_list(struct http_request *req, void *app)
 static void imported(void *ctx, const struct import_result *result)
 {
 	struct http_request *req = ctx;
+	http_request_set_data(req, NULL); /* the stream is gone */
 	switch (result->verdict) {
 	case IMPORT_DONE: {
 		json_t *rejected = json_array();
@@ -220,12 +222,16 @@ static void imported(void *ctx, const struct import_result *result)
 			              x->external_id[0] ? api_text(x->external_id) : json_null(),
 			              "created", x->created));
 		}
+		json_t *stopped = result->stopped_line > 0
+		                      ? json_pack("{s:i,s:o}", "line", (int)result->stopped_line,
+		                                  "error", api_text(result->reason))
+		                      : json_null();
 		http_reply_json(req, 200,
-		                json_pack("{s:I,s:I,s:o,s:o,s:I}", "imported",
+		                json_pack("{s:I,s:I,s:o,s:o,s:I,s:o}", "imported",
 		                          (json_int_t)result->imported, "updated",
 		                          (json_int_t)result->updated, "profiles", profiles,
 		                          "rejected", rejected, "rejected_total",
-		                          (json_int_t)result->rejected_total));
+		                          (json_int_t)result->rejected_total, "stopped", stopped));
 		break;
 	}
 	case IMPORT_BAD_FILE:
@@ -234,8 +240,49 @@ static void imported(void *ctx, const struct import_result *result)
 	case IMPORT_TOO_LARGE:
 		http_reply_error(req, 413, "input", result->reason, NULL, NULL);
 		break;
+	case IMPORT_BODY_FAILED:
+		if (result->status == 503)
+			http_reply_error_retry(req, 503, "internal", result->reason, 1);
+		else
+			http_reply_error(req, result->status, "input", result->reason, NULL, NULL);
+		break;
+	case IMPORT_ORG_BUSY:
+		http_reply_error_retry(req, 429, "throttle", result->reason, 5);
+		break;
 	case IMPORT_BUSY:
 		http_reply_error_retry(req, 503, "internal", result->reason, 1);
+		break;
+	}
+}
+
+static void import_flow(void *ctx, bool pause)
+{
+	struct http_request *req = ctx;
+	if (pause)
+		http_request_stream_pause(req);
+	else
+		http_request_stream_resume(req);
+}
+
+/* The body's pieces go to the import as they arrive (copied; parsed on a worker). */
+static void import_body(void *ctx, const struct http_stream_item *item)
+{
+	struct http_request *req = ctx;
+	struct import_stream *stream = http_request_get_data(req);
+	if (stream == NULL)
+		return; /* answered already */
+	switch (item->event) {
+	case HTTP_STREAM_DATA:
+		profile_import_feed(stream, item->data, item->len);
+		break;
+	case HTTP_STREAM_END:
+		profile_import_end(stream, IMPORT_END_COMPLETE, 0, NULL);
+		break;
+	case HTTP_STREAM_FAILED:
+		profile_import_end(stream, IMPORT_END_FAILED, item->status, item->why);
+		break;
+	case HTTP_STREAM_GONE:
+		profile_import_end(stream, IMPORT_END_GONE, 0, NULL);
 		break;
 	}
 }
@@ -243,8 +290,10 @@ static void imported(void *ctx, const struct import_result *result)
 void api_profiles_import(struct http_request *req, void *app)
 {
 	struct api *api = app;
-	size_t len;
-	const char *body = http_request_body(req, &len);
-	profile_import(api->store, api->work, http_request_auth(req)->org_id,
-	               body != NULL ? body : "", body != NULL ? len : 0, imported, req);
+	struct import_stream *stream = profile_import_start(
+	    api->store, api->work, http_request_auth(req)->org_id, imported, import_flow, req);
+	if (stream == NULL)
+		return; /* answered */
+	http_request_set_data(req, stream);
+	http_request_stream_body(req, import_body, req);
 }

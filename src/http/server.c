@@ -186,6 +186,10 @@ static void conn_process(struct http_conn *conn)
 		}
 		case CONN_BODY: {
 			struct http_request *req = conn->req;
+			if (req->stream_fn != NULL) {
+				http_req_stream_feed(conn, req);
+				break;
+			}
 			evbuffer_peek(in, -1, NULL, &vec, 1);
 			ret = http_request_parse_body(&req->parser, vec.iov_base, vec.iov_len,
 			                              &consumed, &req->body, &why);
@@ -271,6 +275,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		                   : "request");
 		mt_log(MT_LOG_INFO, "http.request_timeout",
 		       MT_KV("state", conn_state_names[conn->state]));
+		if (!head && conn->req->stream_fn != NULL) { /* the handler has it: its to answer */
+			http_req_stream_stop(conn->req, 408, "the request did not arrive in time");
+			return;
+		}
 		http_reply_error(conn->req, 408, "input",
 		                 head ? "the request head did not arrive in time"
 		                      : "the request did not arrive in time",
@@ -327,10 +335,13 @@ static void conn_close(struct http_conn *conn)
 	if (req != NULL) {
 		conn->req = NULL;
 		req->conn = NULL;
-		if (req->in_app)
+		if (req->in_app) {
 			req->gone = true;
-		else if (req->busy == 0)
+			if (req->stream_fn != NULL)
+				http_req_stream_stop(req, 0, NULL);
+		} else if (req->busy == 0) {
 			http_req_free(req);
+		}
 	}
 	event_free(conn->watch);
 	event_free(conn->kick);

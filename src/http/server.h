@@ -58,6 +58,10 @@ struct http_route {
 	/* The query parameters it takes, comma-separated ("limit,cursor"); any other is 400
 	 * unknown_parameter. NULL: none. "*": any (a page a provider or mail client links to). */
 	const char *query;
+	/* The body is streamed: the handler runs once the request is admitted (route, auth, the
+	 * declared length against body_max), before any of its body is read, and takes the body
+	 * a piece at a time with http_request_stream_body(); body_max caps the whole. */
+	bool stream_body;
 };
 
 /* Connection caps and deadlines. A field left 0 takes its default from lib/limits.h (the same
@@ -115,6 +119,35 @@ void http_request_authenticated(struct http_request *req, const struct http_auth
 void http_request_note_auth(struct http_request *req, const struct http_auth *auth);
 void *http_request_get_data(const struct http_request *req);
 void http_request_set_data(struct http_request *req, void *data);
+
+/* ---- streamed bodies (routes with stream_body) ---- */
+
+enum http_stream_event {
+	HTTP_STREAM_DATA,   /* `data`, `len`: the next decoded bytes (valid during the call) */
+	HTTP_STREAM_END,    /* the body is complete */
+	HTTP_STREAM_FAILED, /* malformed framing, over body_max or past the request deadline:
+	                     * `status` (400, 408, 413) and `why`; the rest is not read */
+	HTTP_STREAM_GONE,   /* the client went away: nothing more comes, the reply is dropped */
+};
+
+struct http_stream_item {
+	enum http_stream_event event;
+	const char *data;
+	size_t len;
+	int status;
+	const char *why;
+};
+
+typedef void http_stream_fn(void *ctx, const struct http_stream_item *item);
+
+/* From the handler of a stream_body route: `fn` gets the body's pieces on the loop, then exactly
+ * one of END, FAILED or GONE, and nothing once the request is answered. The handler may answer
+ * at any point (a body not read to its end closes the connection after the reply). */
+void http_request_stream_body(struct http_request *req, http_stream_fn *fn, void *ctx);
+/* Stops reading the client's bytes (TCP pushes back) until resume; the time paused is not the
+ * client's and does not count against the request deadline. May be called from `fn`. */
+void http_request_stream_pause(struct http_request *req);
+void http_request_stream_resume(struct http_request *req);
 
 /* ---- replies: each request gets exactly one. A second call made while the handler is still
  * on the stack is ignored with a warning; after an asynchronous reply the request is freed, so

@@ -131,6 +131,14 @@ struct http_request {
 	struct http_pair query[MT_HTTP_QUERY_PARAMS_MAX];
 	size_t query_count;
 	void *data;
+	/* A streamed body (route->stream_body): the handler's reader; `stream_over` once END,
+	 * FAILED or GONE went to it; paused by the handler since paused_since_ms. */
+	http_stream_fn *stream_fn;
+	void *stream_ctx;
+	bool stream_paused;
+	bool stream_over;
+	uint64_t stream_bytes;
+	int64_t paused_since_ms;
 	struct http_request *prev, *next;
 };
 
@@ -156,6 +164,11 @@ void http_req_free(struct http_request *req);
 void http_req_on_head(struct http_conn *conn, struct http_request *req);
 /* The body is in (or there is none): the route's handler gets the request. */
 void http_req_run_handler(struct http_request *req);
+/* CONN_BODY of a streamed body: decodes what has been read and hands it to the handler. */
+void http_req_stream_feed(struct http_conn *conn, struct http_request *req);
+/* A streamed body cannot go on: the deadline passed (FAILED with `status`), or the connection
+ * closed (status 0: GONE). */
+void http_req_stream_stop(struct http_request *req, int status, const char *why);
 /* The parser refused the head or body: answers with the status it calls for. */
 void http_req_parse_failed(struct http_request *req, const char *why);
 

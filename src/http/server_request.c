@@ -592,6 +592,43 @@ static size_t body_cap(const struct http_request *req)
 	return req->route->body_max > 0 ? req->route->body_max : MT_HTTP_BODY_MAX;
 }
 
+static void stream_deliver(struct http_request *req, const struct http_stream_item *item);
+
+static void send_continue(struct http_request *req)
+{
+	/* RFC 9110 §10.1.1: only now that the body is wanted; never to an HTTP/1.0 client */
+	if (req->head->expect_continue && req->head->minor == 1)
+		evbuffer_add(bufferevent_get_output(req->conn->bev),
+		             "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+/* A streamed body's route: the handler runs first and starts reading (or answers at once). Its
+ * bytes are never held beyond the piece being handed over, so the large-body budget does not
+ * apply: what the handler keeps of them is its own to bound. */
+static void run_streamed(struct http_request *req)
+{
+	struct http_conn *conn = req->conn;
+	mt_buf_init(&req->body, body_cap(req));
+	http_conn_set_state(conn, CONN_HANDLER);
+	hand_to_app(req);
+	req->busy++;
+	req->route->handler(req, req->server != NULL ? req->server->app : NULL);
+	if (!req->replied && req->stream_fn != NULL && req->conn == conn &&
+	    req->head->body == HTTP_BODY_NONE) {
+		req->body_state = BODY_DONE;
+		struct http_stream_item item = {.event = HTTP_STREAM_END};
+		stream_deliver(req, &item);
+	} else if (!req->replied && req->stream_fn != NULL && req->conn == conn) {
+		req->body_state = BODY_READING;
+		send_continue(req);
+		if (!req->stream_paused) {
+			http_conn_set_state(conn, CONN_BODY);
+			http_conn_kick(conn);
+		}
+	}
+	release(req);
+}
+
 /* The request may go on: its declared size against the route's cap, then its body. */
 static void accept_request(struct http_request *req)
 {
@@ -599,6 +636,10 @@ static void accept_request(struct http_request *req)
 	const struct http_request_head *head = req->head;
 	if (head->body == HTTP_BODY_LENGTH && head->content_length > max) {
 		http_reply_errorf(req, 413, "input", "request body larger than %zu bytes", max);
+		return;
+	}
+	if (req->route->stream_body) {
+		run_streamed(req);
 		return;
 	}
 	if (head->body == HTTP_BODY_NONE) {
@@ -626,10 +667,7 @@ static void accept_request(struct http_request *req)
 	mt_buf_init(&req->body, max);
 	req->body_state = BODY_READING;
 	struct http_conn *conn = req->conn;
-	/* RFC 9110 §10.1.1: only now that the body is wanted; never to an HTTP/1.0 client */
-	if (head->expect_continue && head->minor == 1)
-		evbuffer_add(bufferevent_get_output(conn->bev), "HTTP/1.1 100 Continue\r\n\r\n",
-		             25);
+	send_continue(req);
 	http_conn_set_state(conn, CONN_BODY);
 	http_conn_kick(conn);
 }
@@ -951,4 +989,116 @@ void http_req_parse_failed(struct http_request *req, const char *why)
 	else
 		http_reply_error(req, status, status == 503 ? "internal" : "input", why, NULL,
 		                 NULL);
+}
+
+/* ---- streamed bodies ---------------------------------------------------------------------- */
+
+void http_request_stream_body(struct http_request *req, http_stream_fn *fn, void *ctx)
+{
+	req->stream_fn = fn;
+	req->stream_ctx = ctx;
+}
+
+/* One event to the handler's reader, with the request kept alive across the call. */
+static void stream_deliver(struct http_request *req, const struct http_stream_item *item)
+{
+	if (req->replied || req->stream_over || req->stream_fn == NULL)
+		return;
+	if (item->event != HTTP_STREAM_DATA)
+		req->stream_over = true;
+	req->busy++;
+	req->stream_fn(req->stream_ctx, item);
+	release(req);
+}
+
+/* Reading stops: the handler has the request until it answers. */
+static void stream_wait_reply(struct http_request *req)
+{
+	if (req->conn != NULL && req->conn->req == req)
+		http_conn_set_state(req->conn, CONN_HANDLER);
+}
+
+void http_req_stream_feed(struct http_conn *conn, struct http_request *req)
+{
+	struct evbuffer *in = bufferevent_get_input(conn->bev);
+	struct evbuffer_iovec vec;
+	size_t consumed = 0;
+	const char *why = NULL;
+	evbuffer_peek(in, -1, NULL, &vec, 1);
+	mt_buf_reset(&req->body);
+	int ret = http_request_parse_body(&req->parser, vec.iov_base, vec.iov_len, &consumed,
+	                                  &req->body, &why);
+	int status = ret < 0 ? http_request_parser_status(&req->parser) : 0;
+	evbuffer_drain(in, ret < 0 ? vec.iov_len : consumed);
+	req->busy++;
+	if (req->body.len > 0) {
+		req->stream_bytes += req->body.len;
+		if (req->stream_bytes > body_cap(req)) { /* a chunked body past the cap */
+			ret = -1;
+			status = 413;
+			why = "request body larger than allowed";
+		} else {
+			struct http_stream_item item = {.event = HTTP_STREAM_DATA,
+			                                .data = req->body.data,
+			                                .len = req->body.len};
+			stream_deliver(req, &item);
+		}
+	}
+	if (ret == 1) {
+		req->body_state = BODY_DONE;
+		stream_wait_reply(req);
+		struct http_stream_item item = {.event = HTTP_STREAM_END};
+		stream_deliver(req, &item);
+	} else if (ret < 0) {
+		stream_wait_reply(req);
+		char message[160];
+		if (status == 413)
+			snprintf(message, sizeof(message), "request body larger than %zu bytes",
+			         body_cap(req));
+		else
+			snprintf(message, sizeof(message), "%s",
+			         why != NULL ? why : "malformed body");
+		struct http_stream_item item = {
+		    .event = HTTP_STREAM_FAILED, .status = status, .why = message};
+		stream_deliver(req, &item);
+	}
+	release(req);
+}
+
+void http_req_stream_stop(struct http_request *req, int status, const char *why)
+{
+	if (status != 0)
+		stream_wait_reply(req);
+	struct http_stream_item item = {.event =
+	                                    status != 0 ? HTTP_STREAM_FAILED : HTTP_STREAM_GONE,
+	                                .status = status,
+	                                .why = why};
+	stream_deliver(req, &item);
+}
+
+void http_request_stream_pause(struct http_request *req)
+{
+	if (req->stream_paused)
+		return;
+	req->stream_paused = true;
+	req->paused_since_ms = mt_now_ms();
+	struct http_conn *conn = req->conn;
+	if (conn != NULL && conn->req == req && conn->state == CONN_BODY)
+		http_conn_set_state(conn, CONN_HANDLER);
+}
+
+void http_request_stream_resume(struct http_request *req)
+{
+	if (!req->stream_paused)
+		return;
+	req->stream_paused = false;
+	struct http_conn *conn = req->conn;
+	if (conn == NULL || conn->req != req || req->replied || req->stream_over ||
+	    req->body_state != BODY_READING || conn->state != CONN_HANDLER)
+		return;
+	/* the time paused was ours, not the client's */
+	conn->request_deadline_ms += mt_now_ms() - req->paused_since_ms;
+	http_conn_watch_stop(conn);
+	http_conn_set_state(conn, CONN_BODY);
+	http_conn_kick(conn);
 }

@@ -88,8 +88,11 @@
 /* HTTP API */
 #define MT_HTTP_BODY_MAX    (1024 * 1024)      /* JSON bodies */
 #define MT_HTTP_MESSAGE_MAX (31 * 1024 * 1024) /* a message (add-in), above max_message_bytes */
-#define MT_HTTP_IMPORT_MAX  (16 * 1024 * 1024) /* CSV imports */
-#define MT_HTTP_HEADERS_MAX (16 * 1024)
+/* A CSV import's body (POST /v1/profiles/import), streamed: it is read a little at a time while
+ * its rows are stored (MT_IMPORT_STREAM_BUFFER), never held whole. 1,000,000 rows of ~60 bytes
+ * fit with room to spare. */
+#define MT_HTTP_IMPORT_STREAM_MAX (256u * 1024 * 1024)
+#define MT_HTTP_HEADERS_MAX       (16 * 1024)
 /* Bodies over MT_HTTP_BODY_MAX read or handled at once, node-wide, in declared bytes (a JSON
  * tree and a built message take about three times the body): one more is 503 before it is read. */
 #define MT_HTTP_LARGE_BODIES_MAX (96u * 1024 * 1024)
@@ -120,6 +123,15 @@
 #define MT_AUTH_CACHE_MS       5000  /* ...at most this long: another node's revocation */
 #define MT_API_KEYS_MAX        50    /* unrevoked org-level API keys per org */
 #define MT_TOKENS_LISTED_MAX   1000  /* a user's tokens listed by GET /v1/users/{id}/tokens */
+
+/* A streamed import holds at most this much of its body waiting to be parsed (plus the bytes of
+ * the step being parsed, as much again): past it, reading from the client pauses until the
+ * workers and the store have caught up. */
+#define MT_IMPORT_STREAM_BUFFER (1024u * 1024)
+/* Imports running at once, each with its ~5.4 MB chunk of rows and a share of the store thread:
+ * one more on the node is 503, a second in the same org 429 (both with Retry-After). */
+#define MT_IMPORT_STREAMS_MAX     2
+#define MT_IMPORT_STREAMS_PER_ORG 1
 
 /* Worker threads for CPU-heavy request steps (src/work): MIME building and parsing, large JSON
  * and CSV bodies. Items waiting or running; more is 503. */

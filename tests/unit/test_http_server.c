@@ -172,23 +172,23 @@ static void h_stop(struct http_request *req, void *app)
 }
 
 static const struct http_route routes[] = {
-    {"GET", "/healthz", HTTP_PUBLIC, h_health, "health", 0, NULL},
-    {"GET", "/v1/items/{id}", HTTP_USER, h_item_get, "items.get", 0, "q,other,flag"},
-    {"DELETE", "/v1/items/{id}", HTTP_USER, h_item_delete, "items.delete", 0, NULL},
-    {"POST", "/v1/items", HTTP_USER, h_item_create, "items.create", 64, NULL},
-    {"PUT", "/v1/admin", HTTP_ADMIN, h_admin, "admin.put", 0, NULL},
-    {"GET", "/v1/slow", HTTP_USER, h_slow, "slow", 0, "ms"},
-    {"GET", "/twice", HTTP_PUBLIC, h_twice, "twice", 0, NULL},
-    {"GET", "/error", HTTP_PUBLIC, h_error, "error", 0, NULL},
-    {"GET", "/errorf", HTTP_PUBLIC, h_errorf, "errorf", 0, NULL},
-    {"GET", "/abandon", HTTP_PUBLIC, h_abandon, "abandon", 0, NULL},
-    {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX, NULL},
-    {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0, NULL},
-    {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0, NULL},
+    {"GET", "/healthz", HTTP_PUBLIC, h_health, "health", 0, NULL, false},
+    {"GET", "/v1/items/{id}", HTTP_USER, h_item_get, "items.get", 0, "q,other,flag", false},
+    {"DELETE", "/v1/items/{id}", HTTP_USER, h_item_delete, "items.delete", 0, NULL, false},
+    {"POST", "/v1/items", HTTP_USER, h_item_create, "items.create", 64, NULL, false},
+    {"PUT", "/v1/admin", HTTP_ADMIN, h_admin, "admin.put", 0, NULL, false},
+    {"GET", "/v1/slow", HTTP_USER, h_slow, "slow", 0, "ms", false},
+    {"GET", "/twice", HTTP_PUBLIC, h_twice, "twice", 0, NULL, false},
+    {"GET", "/error", HTTP_PUBLIC, h_error, "error", 0, NULL, false},
+    {"GET", "/errorf", HTTP_PUBLIC, h_errorf, "errorf", 0, NULL, false},
+    {"GET", "/abandon", HTTP_PUBLIC, h_abandon, "abandon", 0, NULL, false},
+    {"POST", "/big", HTTP_PUBLIC, h_big, "big", 2 * MT_HTTP_BODY_MAX, NULL, false},
+    {"GET", "/u/{a}/x/{b}", HTTP_PUBLIC, h_health, "two", 0, NULL, false},
+    {"POST", "/test/stop", HTTP_PUBLIC, h_stop, "stop", 0, NULL, false},
     /* Routes that need auth: one at the default cap, one with a larger cap of its own. */
-    {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0, NULL},
-    {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX, NULL},
-    {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0, NULL},
+    {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0, NULL, false},
+    {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX, NULL, false},
+    {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0, NULL, false},
 };
 
 /* Accepts "good" and "admin", one loop iteration later, like a store job would. */
