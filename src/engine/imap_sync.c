@@ -98,6 +98,7 @@ struct session {
 	size_t uid_count, uid_pos;
 	bool reset_pending;
 	uint32_t cursor_floor; /* where the pass's chunks so far leave the folder's cursor */
+	int64_t modseq_kept;   /* the HIGHESTMODSEQ chunks store until the folder is complete */
 	/* The pass's chunks in UID order (at most MT_IMAP_SYNC_PIPELINE): the newest may be
 	 * fetching, the oldest storing. Each is a store job the session detaches from when it is
 	 * halted (the generation): one on a worker or in the store is freed by its completion. */
@@ -724,7 +725,7 @@ static void chunk_close(struct session *s, struct sync_job *job, bool complete)
 		done_uid = s->cursor_floor;
 	job->uidvalidity = s->uidvalidity;
 	job->last_uid = imap_cursor_after(done_uid, complete, s->uidnext);
-	job->modseq = (int64_t)s->modseq;
+	job->modseq = imap_cursor_modseq_after(complete, s->modseq, s->modseq_kept);
 	/* the first chunk of a reset pass carries the reset */
 	job->reset = s->reset_pending;
 	s->reset_pending = false;
@@ -967,9 +968,12 @@ static void on_selected(void *ctx, const struct imap_result *r)
 	s->uidvalidity = r->uidvalidity;
 	s->uidnext = r->uidnext;
 	s->modseq = r->highestmodseq;
-	s->decision = imap_cursor_decide(f->uidvalidity, f->last_uid, r->uidvalidity, r->uidnext);
+	const struct imap_cursor_state stored = {f->uidvalidity, f->last_uid, f->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	s->decision = imap_cursor_decide(&stored, &sel);
 	s->reset_pending = s->decision.reset;
 	s->cursor_floor = s->decision.reset ? 0 : (uint32_t)f->last_uid;
+	s->modseq_kept = s->decision.reset ? 0 : f->highestmodseq;
 	if (s->decision.reset && f->uidvalidity != 0) {
 		char was[24], now[24];
 		snprintf(was, sizeof(was), "%lld", (long long)f->uidvalidity);
@@ -996,8 +1000,11 @@ static void on_watch_selected(void *ctx, const struct imap_result *r)
 		return;
 	/* Mail that came after the INBOX pass: one more pass before watching. */
 	const struct imap_sync_folder *inbox = &s->account->folders[0];
-	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity && r->uidnext != 0 &&
-	                 (int64_t)r->uidnext > inbox->last_uid + 1)) {
+	const struct imap_cursor_state stored = {inbox->uidvalidity, inbox->last_uid,
+	                                         inbox->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity &&
+	                 imap_cursor_maybe_new(&stored, &sel))) {
 		pass_begin(s);
 		return;
 	}
@@ -1067,8 +1074,9 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 	evtimer_del(s->poll);
 	/* Mail that came between the pass over this folder and now. */
 	const struct imap_sync_folder *f = &s->account->folders[1];
-	if (r->uidvalidity != (uint32_t)f->uidvalidity ||
-	    (r->uidnext != 0 && (int64_t)r->uidnext > f->last_uid + 1))
+	const struct imap_cursor_state stored = {f->uidvalidity, f->last_uid, f->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	if (imap_cursor_maybe_new(&stored, &sel))
 		watch_new_mail(s);
 }
 
