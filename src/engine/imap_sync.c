@@ -405,6 +405,8 @@ struct sync_job {
 	int64_t uidvalidity, last_uid, modseq;
 	bool reset;
 	bool fenced; /* the account changed meanwhile: nothing written */
+	/* CHUNK: the next chunk stored in the same transaction (pipeline_next), NULL: none */
+	struct sync_job *group_next;
 	/* REPORT */
 	int64_t last_sync_at;
 	char last_error[MT_ERROR_TEXT_MAX];
@@ -458,19 +460,29 @@ static int job_run(struct store_tx *tx, void *arg)
 		job->found = rc;
 		return rc == STORE_NOT_FOUND ? 0 : rc;
 	case JOB_CHUNK:
-		job->fenced = false;
-		rc = store_imap_folder_set(tx, s->user_id, job->account.updated_at, job->folder,
-		                           job->uidvalidity, job->last_uid, job->modseq,
-		                           (int64_t)job->count, job->reset);
-		if (rc == STORE_CONFLICT) {
-			job->fenced = true;
-			return 0;
+		/* The chunk and those grouped after it, in UID order: each one's cursor and
+		 * messages, so the last cursor written is the last chunk's. */
+		for (struct sync_job *c = job; c != NULL; c = c->group_next)
+			c->fenced = false;
+		for (struct sync_job *c = job; c != NULL; c = c->group_next) {
+			rc = store_imap_folder_set(tx, s->user_id, c->account.updated_at, c->folder,
+			                           c->uidvalidity, c->last_uid, c->modseq,
+			                           (int64_t)c->count, c->reset);
+			if (rc == STORE_CONFLICT) {
+				/* the same account row for all: the first one is fenced, nothing
+				 * written */
+				for (struct sync_job *f = job; f != NULL; f = f->group_next)
+					f->fenced = true;
+				return 0;
+			}
+			if (rc == 0 && c->count > 0)
+				rc = matcher_log_messages(tx, s->org_id, s->user_id,
+				                          STORE_SOURCE_IMAP, c->msgs, c->count,
+				                          c->results);
+			if (rc != 0)
+				return rc;
 		}
-		if (rc != 0 || job->count == 0)
-			return rc;
-		rc = matcher_log_messages(tx, s->org_id, s->user_id, STORE_SOURCE_IMAP, job->msgs,
-		                          job->count, job->results);
-		return rc;
+		return 0;
 	case JOB_DISCONNECT_LOAD:
 		rc = store_org_get(tx, s->org_id, &job->org);
 		return rc == 0 ? store_user_get(tx, s->org_id, s->user_id, &job->user) : rc;
@@ -786,8 +798,11 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 	}
 	job->stage = C_CONVERTING;
 	struct work_pool *work = s->syncer->p.work;
-	if (work != NULL && work_submit(work, convert_run, convert_done, job) == 0)
+	if (work != NULL && work_submit(work, convert_run, convert_done, job) == 0) {
+		/* the next chunk's FETCH now, while this one is converted (not after) */
+		pipeline_next(s);
 		return;
+	}
 	convert_run(job);
 	convert_done(job);
 }
@@ -797,12 +812,28 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 static void pipeline_next(struct session *s)
 {
 	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED) {
+		/* The converted chunks in a row from the oldest: one transaction (fewer commits,
+		 * each index page written once for all of them), at most MT_IMAP_SYNC_STORE_GROUP.
+		 */
 		struct sync_job *job = s->chunks[0];
-		memset(job->results, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->results));
-		job->stage = C_STORING;
+		size_t n = 0;
+		while (n < s->chunk_count && n < MT_IMAP_SYNC_STORE_GROUP &&
+		       s->chunks[n]->stage == C_CONVERTED) {
+			struct sync_job *c = s->chunks[n];
+			memset(c->results, 0, MT_IMAP_SYNC_CHUNK * sizeof(*c->results));
+			c->stage = C_STORING;
+			c->group_next = NULL;
+			if (n > 0)
+				s->chunks[n - 1]->group_next = c;
+			n++;
+		}
 		if (store_submit(s->syncer->p.store, STORE_WRITE | STORE_REPLAYABLE, job_run,
 		                 job_done, job) < 0) {
-			job->stage = C_CONVERTED; /* still the session's: the halt frees it */
+			for (size_t i = 0; i < n; i++) {
+				s->chunks[i]->stage =
+				    C_CONVERTED; /* the session's: the halt frees it */
+				s->chunks[i]->group_next = NULL;
+			}
 			session_retry(s, "the store is busy");
 			return;
 		}
@@ -833,16 +864,11 @@ static void chunk_store_empty(struct session *s)
 	chunk_convert(s, job);
 }
 
+/* One chunk of a stored group, popped by the caller: the session's copy of the cursor follows. */
 static void chunk_stored(struct sync_job *job)
 {
 	struct session *s = job->s;
 	struct imap_sync_folder *f = &s->account->folders[s->folder];
-	if (job->fenced) {
-		job_free(job);
-		/* Settings saved or turned off meanwhile: the hook restarts the session. */
-		session_stop(s, "the account changed");
-		return;
-	}
 	if (job->reset)
 		f->messages_synced = 0;
 	f->uidvalidity = job->uidvalidity;
@@ -860,6 +886,32 @@ static void chunk_stored(struct sync_job *job)
 		              NULL, NULL, NULL, NULL, (double)created);
 	}
 	chunk_recycle(s, job);
+}
+
+/* A group's transaction done (job_done, the session current): its chunks leave the pipeline
+ * in order. */
+static void group_stored(struct session *s, struct sync_job *job)
+{
+	if (job->fenced) {
+		for (struct sync_job *c = job; c != NULL;) {
+			struct sync_job *next = c->group_next;
+			if (s->chunk_count > 0 && s->chunks[0] == c)
+				chunk_pop(s);
+			job_free(c);
+			c = next;
+		}
+		/* Settings saved or turned off meanwhile: the hook restarts the session. */
+		session_stop(s, "the account changed");
+		return;
+	}
+	for (struct sync_job *c = job; c != NULL;) {
+		struct sync_job *next = c->group_next;
+		c->group_next = NULL;
+		if (s->chunk_count > 0 && s->chunks[0] == c)
+			chunk_pop(s); /* the oldest: chunks are stored in order */
+		chunk_stored(c);
+		c = next;
+	}
 	pipeline_next(s);
 }
 
@@ -1396,12 +1448,23 @@ static void job_done(void *arg, int result)
 		job_free(job);
 		return;
 	}
+	if (job->kind == JOB_CHUNK && (!current || result != 0)) {
+		/* the group's chunks: the session's no longer (halted), or to drop with it */
+		for (struct sync_job *c = job; c != NULL;) {
+			struct sync_job *next = c->group_next;
+			if (current && s->chunk_count > 0 && s->chunks[0] == c)
+				chunk_pop(s);
+			job_free(c);
+			c = next;
+		}
+		if (current)
+			session_retry(s, "the store failed");
+		return;
+	}
 	if (!current) {
 		job_free(job);
 		return;
 	}
-	if (job->kind == JOB_CHUNK && s->chunk_count > 0 && s->chunks[0] == job)
-		chunk_pop(s); /* the oldest: chunks are stored in order */
 	if (result != 0) {
 		job_free(job);
 		session_retry(s, "the store failed");
@@ -1412,7 +1475,7 @@ static void job_done(void *arg, int result)
 		session_loaded(job);
 		break;
 	case JOB_CHUNK:
-		chunk_stored(job);
+		group_stored(s, job);
 		return;
 	case JOB_REPORT:
 		report_done(job);
