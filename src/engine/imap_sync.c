@@ -829,9 +829,9 @@ static void pipeline_next(struct session *s)
 		}
 		if (store_submit(s->syncer->p.store, STORE_WRITE | STORE_REPLAYABLE, job_run,
 		                 job_done, job) < 0) {
+			/* still the session's: the halt frees them */
 			for (size_t i = 0; i < n; i++) {
-				s->chunks[i]->stage =
-				    C_CONVERTED; /* the session's: the halt frees it */
+				s->chunks[i]->stage = C_CONVERTED;
 				s->chunks[i]->group_next = NULL;
 			}
 			session_retry(s, "the store is busy");
