@@ -3,19 +3,44 @@
 #include <stdio.h>
 #include <time.h>
 
-struct imap_cursor_decision imap_cursor_decide(int64_t stored_uidvalidity, int64_t stored_last_uid,
-                                               uint32_t uidvalidity, uint32_t uidnext)
+struct imap_cursor_decision imap_cursor_decide(const struct imap_cursor_state *stored,
+                                               const struct imap_cursor_select *sel)
 {
 	struct imap_cursor_decision d = {.action = IMAP_CURSOR_FULL, .from_uid = 1, .reset = true};
-	if (stored_uidvalidity <= 0 || (uint32_t)stored_uidvalidity != uidvalidity ||
-	    stored_last_uid < 0 || stored_last_uid >= UINT32_MAX)
+	if (stored->uidvalidity <= 0 || (uint32_t)stored->uidvalidity != sel->uidvalidity ||
+	    stored->last_uid < 0 || stored->last_uid >= UINT32_MAX)
 		return d;
 	d.reset = false;
-	d.from_uid = (uint32_t)stored_last_uid + 1;
+	d.from_uid = (uint32_t)stored->last_uid + 1;
 	/* UIDNEXT is a promise that no UID at or above it exists yet; 0 when not sent. */
-	d.action =
-	    uidnext != 0 && uidnext <= d.from_uid ? IMAP_CURSOR_NOTHING : IMAP_CURSOR_INCREMENTAL;
+	if (sel->uidnext != 0 && sel->uidnext <= d.from_uid)
+		d.action = IMAP_CURSOR_NOTHING;
+	/* Without UIDNEXT, RFC 7162 §3.1: a message added gets a mod-sequence above the mailbox's
+	 * HIGHESTMODSEQ then; the stored value is the one of the SELECT of the pass that completed
+	 * the folder up to last_uid. A UIDNEXT that was sent is trusted over it. */
+	else if (sel->uidnext == 0 && sel->highestmodseq != 0 && stored->highestmodseq > 0 &&
+	         sel->highestmodseq == (uint64_t)stored->highestmodseq)
+		d.action = IMAP_CURSOR_NOTHING;
+	else
+		d.action = IMAP_CURSOR_INCREMENTAL;
 	return d;
+}
+
+bool imap_cursor_maybe_new(const struct imap_cursor_state *stored,
+                           const struct imap_cursor_select *sel)
+{
+	if (stored->uidvalidity <= 0 || (uint32_t)stored->uidvalidity != sel->uidvalidity)
+		return true;
+	if (sel->uidnext != 0)
+		return (int64_t)sel->uidnext > stored->last_uid + 1;
+	return sel->highestmodseq != 0 && sel->highestmodseq != (uint64_t)stored->highestmodseq;
+}
+
+int64_t imap_cursor_modseq_after(bool complete, uint64_t pass_modseq, int64_t kept)
+{
+	if (complete)
+		return pass_modseq <= INT64_MAX ? (int64_t)pass_modseq : 0;
+	return kept;
 }
 
 void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, char *out,

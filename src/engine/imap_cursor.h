@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 enum imap_cursor_action {
-	IMAP_CURSOR_NOTHING,     /* no UID past the cursor can exist (UIDNEXT says so) */
+	IMAP_CURSOR_NOTHING,     /* no UID past the cursor can exist (UIDNEXT or HIGHESTMODSEQ) */
 	IMAP_CURSOR_INCREMENTAL, /* UID last_uid+1:* */
 	IMAP_CURSOR_FULL,        /* first sync, or UIDVALIDITY changed: everything since `since` */
 };
@@ -19,9 +19,32 @@ struct imap_cursor_decision {
 	bool reset;        /* the stored cursor is void (UIDVALIDITY changed or none yet) */
 };
 
-/* The stored cursor (uidvalidity 0: never synced) against a SELECT's answer. */
-struct imap_cursor_decision imap_cursor_decide(int64_t stored_uidvalidity, int64_t stored_last_uid,
-                                               uint32_t uidvalidity, uint32_t uidnext);
+/* A folder's stored cursor (uidvalidity 0: never synced; highestmodseq 0: none) and what a
+ * SELECT / EXAMINE answered (uidnext 0: not sent; highestmodseq 0: no CONDSTORE, or NOMODSEQ). */
+struct imap_cursor_state {
+	int64_t uidvalidity, last_uid, highestmodseq;
+};
+struct imap_cursor_select {
+	uint32_t uidvalidity, uidnext;
+	uint64_t highestmodseq;
+};
+
+/* The stored cursor against a SELECT's answer. Nothing to do when UIDNEXT is at most last_uid+1,
+ * or, from a server that sent no UIDNEXT, (RFC 7162) when HIGHESTMODSEQ equals the stored one:
+ * every message added since the pass that stored it would carry a higher mod-sequence. */
+struct imap_cursor_decision imap_cursor_decide(const struct imap_cursor_state *stored,
+                                               const struct imap_cursor_select *sel);
+
+/* Whether mail past the stored cursor may exist, for the checks before IDLE: UIDVALIDITY
+ * changed, UIDNEXT past last_uid+1, or without UIDNEXT a HIGHESTMODSEQ other than the stored
+ * one (without either: false, as before IDLE nothing else can tell). */
+bool imap_cursor_maybe_new(const struct imap_cursor_state *stored,
+                           const struct imap_cursor_select *sel);
+
+/* The HIGHESTMODSEQ a chunk stores with its cursor: the pass's (its SELECT's) only with the
+ * chunk that completes the folder — only then is every message below it stored — and until
+ * then the one stored before the pass (0 on a reset pass). */
+int64_t imap_cursor_modseq_after(bool complete, uint64_t pass_modseq, int64_t kept);
 
 /* The UID SEARCH criteria of a decision: "UID n:*", "SINCE 1-Jan-2026" or "ALL" (since 0). */
 void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, char *out,

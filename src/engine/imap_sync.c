@@ -98,6 +98,7 @@ struct session {
 	size_t uid_count, uid_pos;
 	bool reset_pending;
 	uint32_t cursor_floor; /* where the pass's chunks so far leave the folder's cursor */
+	int64_t modseq_kept;   /* the HIGHESTMODSEQ chunks store until the folder is complete */
 	/* The pass's chunks in UID order (at most MT_IMAP_SYNC_PIPELINE): the newest may be
 	 * fetching, the oldest storing. Each is a store job the session detaches from when it is
 	 * halted (the generation): one on a worker or in the store is freed by its completion. */
@@ -404,6 +405,8 @@ struct sync_job {
 	int64_t uidvalidity, last_uid, modseq;
 	bool reset;
 	bool fenced; /* the account changed meanwhile: nothing written */
+	/* CHUNK: the next chunk stored in the same transaction (pipeline_next), NULL: none */
+	struct sync_job *group_next;
 	/* REPORT */
 	int64_t last_sync_at;
 	char last_error[MT_ERROR_TEXT_MAX];
@@ -457,19 +460,29 @@ static int job_run(struct store_tx *tx, void *arg)
 		job->found = rc;
 		return rc == STORE_NOT_FOUND ? 0 : rc;
 	case JOB_CHUNK:
-		job->fenced = false;
-		rc = store_imap_folder_set(tx, s->user_id, job->account.updated_at, job->folder,
-		                           job->uidvalidity, job->last_uid, job->modseq,
-		                           (int64_t)job->count, job->reset);
-		if (rc == STORE_CONFLICT) {
-			job->fenced = true;
-			return 0;
+		/* The chunk and those grouped after it, in UID order: each one's cursor and
+		 * messages, so the last cursor written is the last chunk's. */
+		for (struct sync_job *c = job; c != NULL; c = c->group_next)
+			c->fenced = false;
+		for (struct sync_job *c = job; c != NULL; c = c->group_next) {
+			rc = store_imap_folder_set(tx, s->user_id, c->account.updated_at, c->folder,
+			                           c->uidvalidity, c->last_uid, c->modseq,
+			                           (int64_t)c->count, c->reset);
+			if (rc == STORE_CONFLICT) {
+				/* the same account row for all: the first one is fenced, nothing
+				 * written */
+				for (struct sync_job *f = job; f != NULL; f = f->group_next)
+					f->fenced = true;
+				return 0;
+			}
+			if (rc == 0 && c->count > 0)
+				rc = matcher_log_messages(tx, s->org_id, s->user_id,
+				                          STORE_SOURCE_IMAP, c->msgs, c->count,
+				                          c->results);
+			if (rc != 0)
+				return rc;
 		}
-		if (rc != 0 || job->count == 0)
-			return rc;
-		rc = matcher_log_messages(tx, s->org_id, s->user_id, STORE_SOURCE_IMAP, job->msgs,
-		                          job->count, job->results);
-		return rc;
+		return 0;
 	case JOB_DISCONNECT_LOAD:
 		rc = store_org_get(tx, s->org_id, &job->org);
 		return rc == 0 ? store_user_get(tx, s->org_id, s->user_id, &job->user) : rc;
@@ -724,7 +737,7 @@ static void chunk_close(struct session *s, struct sync_job *job, bool complete)
 		done_uid = s->cursor_floor;
 	job->uidvalidity = s->uidvalidity;
 	job->last_uid = imap_cursor_after(done_uid, complete, s->uidnext);
-	job->modseq = (int64_t)s->modseq;
+	job->modseq = imap_cursor_modseq_after(complete, s->modseq, s->modseq_kept);
 	/* the first chunk of a reset pass carries the reset */
 	job->reset = s->reset_pending;
 	s->reset_pending = false;
@@ -785,8 +798,11 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 	}
 	job->stage = C_CONVERTING;
 	struct work_pool *work = s->syncer->p.work;
-	if (work != NULL && work_submit(work, convert_run, convert_done, job) == 0)
+	if (work != NULL && work_submit(work, convert_run, convert_done, job) == 0) {
+		/* the next chunk's FETCH now, while this one is converted (not after) */
+		pipeline_next(s);
 		return;
+	}
 	convert_run(job);
 	convert_done(job);
 }
@@ -796,12 +812,28 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 static void pipeline_next(struct session *s)
 {
 	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED) {
+		/* The converted chunks in a row from the oldest: one transaction (fewer commits,
+		 * each index page written once for all of them), at most MT_IMAP_SYNC_STORE_GROUP.
+		 */
 		struct sync_job *job = s->chunks[0];
-		memset(job->results, 0, MT_IMAP_SYNC_CHUNK * sizeof(*job->results));
-		job->stage = C_STORING;
+		size_t n = 0;
+		while (n < s->chunk_count && n < MT_IMAP_SYNC_STORE_GROUP &&
+		       s->chunks[n]->stage == C_CONVERTED) {
+			struct sync_job *c = s->chunks[n];
+			memset(c->results, 0, MT_IMAP_SYNC_CHUNK * sizeof(*c->results));
+			c->stage = C_STORING;
+			c->group_next = NULL;
+			if (n > 0)
+				s->chunks[n - 1]->group_next = c;
+			n++;
+		}
 		if (store_submit(s->syncer->p.store, STORE_WRITE | STORE_REPLAYABLE, job_run,
 		                 job_done, job) < 0) {
-			job->stage = C_CONVERTED; /* still the session's: the halt frees it */
+			/* still the session's: the halt frees them */
+			for (size_t i = 0; i < n; i++) {
+				s->chunks[i]->stage = C_CONVERTED;
+				s->chunks[i]->group_next = NULL;
+			}
 			session_retry(s, "the store is busy");
 			return;
 		}
@@ -832,16 +864,11 @@ static void chunk_store_empty(struct session *s)
 	chunk_convert(s, job);
 }
 
+/* One chunk of a stored group, popped by the caller: the session's copy of the cursor follows. */
 static void chunk_stored(struct sync_job *job)
 {
 	struct session *s = job->s;
 	struct imap_sync_folder *f = &s->account->folders[s->folder];
-	if (job->fenced) {
-		job_free(job);
-		/* Settings saved or turned off meanwhile: the hook restarts the session. */
-		session_stop(s, "the account changed");
-		return;
-	}
 	if (job->reset)
 		f->messages_synced = 0;
 	f->uidvalidity = job->uidvalidity;
@@ -859,6 +886,32 @@ static void chunk_stored(struct sync_job *job)
 		              NULL, NULL, NULL, NULL, (double)created);
 	}
 	chunk_recycle(s, job);
+}
+
+/* A group's transaction done (job_done, the session current): its chunks leave the pipeline
+ * in order. */
+static void group_stored(struct session *s, struct sync_job *job)
+{
+	if (job->fenced) {
+		for (struct sync_job *c = job; c != NULL;) {
+			struct sync_job *next = c->group_next;
+			if (s->chunk_count > 0 && s->chunks[0] == c)
+				chunk_pop(s);
+			job_free(c);
+			c = next;
+		}
+		/* Settings saved or turned off meanwhile: the hook restarts the session. */
+		session_stop(s, "the account changed");
+		return;
+	}
+	for (struct sync_job *c = job; c != NULL;) {
+		struct sync_job *next = c->group_next;
+		c->group_next = NULL;
+		if (s->chunk_count > 0 && s->chunks[0] == c)
+			chunk_pop(s); /* the oldest: chunks are stored in order */
+		chunk_stored(c);
+		c = next;
+	}
 	pipeline_next(s);
 }
 
@@ -967,9 +1020,12 @@ static void on_selected(void *ctx, const struct imap_result *r)
 	s->uidvalidity = r->uidvalidity;
 	s->uidnext = r->uidnext;
 	s->modseq = r->highestmodseq;
-	s->decision = imap_cursor_decide(f->uidvalidity, f->last_uid, r->uidvalidity, r->uidnext);
+	const struct imap_cursor_state stored = {f->uidvalidity, f->last_uid, f->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	s->decision = imap_cursor_decide(&stored, &sel);
 	s->reset_pending = s->decision.reset;
 	s->cursor_floor = s->decision.reset ? 0 : (uint32_t)f->last_uid;
+	s->modseq_kept = s->decision.reset ? 0 : f->highestmodseq;
 	if (s->decision.reset && f->uidvalidity != 0) {
 		char was[24], now[24];
 		snprintf(was, sizeof(was), "%lld", (long long)f->uidvalidity);
@@ -996,8 +1052,11 @@ static void on_watch_selected(void *ctx, const struct imap_result *r)
 		return;
 	/* Mail that came after the INBOX pass: one more pass before watching. */
 	const struct imap_sync_folder *inbox = &s->account->folders[0];
-	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity && r->uidnext != 0 &&
-	                 (int64_t)r->uidnext > inbox->last_uid + 1)) {
+	const struct imap_cursor_state stored = {inbox->uidvalidity, inbox->last_uid,
+	                                         inbox->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	if (s->again || (r->uidvalidity == (uint32_t)inbox->uidvalidity &&
+	                 imap_cursor_maybe_new(&stored, &sel))) {
 		pass_begin(s);
 		return;
 	}
@@ -1067,8 +1126,9 @@ static void on_watch_examined(void *ctx, const struct imap_result *r)
 	evtimer_del(s->poll);
 	/* Mail that came between the pass over this folder and now. */
 	const struct imap_sync_folder *f = &s->account->folders[1];
-	if (r->uidvalidity != (uint32_t)f->uidvalidity ||
-	    (r->uidnext != 0 && (int64_t)r->uidnext > f->last_uid + 1))
+	const struct imap_cursor_state stored = {f->uidvalidity, f->last_uid, f->highestmodseq};
+	const struct imap_cursor_select sel = {r->uidvalidity, r->uidnext, r->highestmodseq};
+	if (imap_cursor_maybe_new(&stored, &sel))
 		watch_new_mail(s);
 }
 
@@ -1388,12 +1448,23 @@ static void job_done(void *arg, int result)
 		job_free(job);
 		return;
 	}
+	if (job->kind == JOB_CHUNK && (!current || result != 0)) {
+		/* the group's chunks: the session's no longer (halted), or to drop with it */
+		for (struct sync_job *c = job; c != NULL;) {
+			struct sync_job *next = c->group_next;
+			if (current && s->chunk_count > 0 && s->chunks[0] == c)
+				chunk_pop(s);
+			job_free(c);
+			c = next;
+		}
+		if (current)
+			session_retry(s, "the store failed");
+		return;
+	}
 	if (!current) {
 		job_free(job);
 		return;
 	}
-	if (job->kind == JOB_CHUNK && s->chunk_count > 0 && s->chunks[0] == job)
-		chunk_pop(s); /* the oldest: chunks are stored in order */
 	if (result != 0) {
 		job_free(job);
 		session_retry(s, "the store failed");
@@ -1404,7 +1475,7 @@ static void job_done(void *arg, int result)
 		session_loaded(job);
 		break;
 	case JOB_CHUNK:
-		chunk_stored(job);
+		group_stored(s, job);
 		return;
 	case JOB_REPORT:
 		report_done(job);

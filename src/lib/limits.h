@@ -327,12 +327,16 @@
 /* IMAP auto sync (src/engine/imap_*.c). */
 #define MT_IMAP_FOLDERS_MAX 4   /* watched folders of one account */
 #define MT_IMAP_ROLE_MAX    16  /* "inbox", "sent", ... NUL included */
-#define MT_IMAP_SYNC_CHUNK  200 /* messages per fetch and per store transaction */
-/* Chunks of one session's pass alive at once: one being fetched while the one before is
- * converted on a worker and the one before that stored. Each holds the chunk's FETCH answers
+#define MT_IMAP_SYNC_CHUNK  200 /* messages per fetch (and the cursor's step) */
+/* Chunks of one session's pass alive at once: one being fetched while those before are
+ * converted on the workers and the oldest stored. Each holds the chunk's FETCH answers
  * (at most MT_IMAP_SYNC_CHUNK x (header fields + MT_IMAP_TEXT_FETCH_BYTES)) and its converted
  * messages (MT_IMAP_SYNC_CHUNK x ~6.6 KB). */
-#define MT_IMAP_SYNC_PIPELINE 3
+#define MT_IMAP_SYNC_PIPELINE 6
+/* Converted chunks in a row stored in one transaction (each with its own cursor update, in UID
+ * order): while the store is busy the next ones gather, and one commit then writes each
+ * touched index page once for all of them. */
+#define MT_IMAP_SYNC_STORE_GROUP 5
 #define MT_IMAP_TEXT_FETCH_BYTES                                                                   \
 	16384                        /* BODY.PEEK[TEXT]<0.N>: what the snippet needs (a plain      \
 	                              * number: it is spelled into the command) */

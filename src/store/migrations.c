@@ -635,6 +635,12 @@ static const struct migration migrations[] = {
      " created_at BIGINT NOT NULL);"
      "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);"
      "CREATE INDEX webhook_deliveries_age ON webhook_deliveries (created_at);"},
+    /* IMAP sync (issue 14): a folder's highestmodseq now means "the HIGHESTMODSEQ of the
+     * SELECT of the pass that completed the folder up to last_uid" and lets a pass skip its
+     * UID SEARCH (engine/imap_cursor.h). Before, every chunk stored its pass's value, also an
+     * unfinished pass's: those are forgotten (the next pass searches once and stores a true
+     * one). 21, not 20: 20 is taken by work beside this one. */
+    {21, "imap_modseq_complete_only", "UPDATE imap_folders SET highestmodseq = 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))

@@ -21,6 +21,8 @@
                       connections (Sent) come back into it holding the host's login slots, at
                       most 8 opened there; their passes go on; Rita's push still arrives
   one_connection      imap_max_connections 1: one connection, INBOX pushed, Sent on a sync
+  modseq_reconnect    a server without UIDNEXT (a proxy strips it), CONDSTORE: a reconnect with
+                      HIGHESTMODSEQ unchanged sends no UID SEARCH/FETCH; mail meanwhile: it does
   outage              3,000 new messages, the session kicked mid-sync: it reconnects and
                       catches up from the cursor, nothing missed or doubled
   dovecot_restart     3,000 new messages; the whole Dovecot stopped mid-sync and started again
@@ -755,6 +757,181 @@ def case_hostile_host(svc, ctx):
         proxy.close()
 
 
+class RewriteProxy:
+    """A plaintext TCP proxy to Dovecot that records the client's command lines and, while
+    `strip_uidnext` is set, drops the server's "* OK [UIDNEXT n]" lines (a server that sends no
+    UIDNEXT: RFC 3501 servers exist that omit it); while `refuse` is set, it closes new
+    connections at once."""
+
+    def __init__(self, port):
+        self.target = port
+        self.strip_uidnext = True
+        self.refuse = False
+        self.commands = []
+        self.conns = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.refuse:
+                c.close()
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [c, u]
+            threading.Thread(target=self._pump, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, False), daemon=True).start()
+
+    def _pump(self, a, b, from_client):
+        buf = b""
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                buf += data
+                out = []
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    if from_client:
+                        with self.lock:
+                            self.commands.append(line.decode(errors="replace"))
+                    elif self.strip_uidnext and line.startswith(b"* OK [UIDNEXT "):
+                        continue
+                    out.append(line + b"\r\n")
+                if out:
+                    b.sendall(b"".join(out))
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def since(self, mark):
+        with self.lock:
+            return self.commands[mark:]
+
+    def mark(self):
+        with self.lock:
+            return len(self.commands)
+
+    def close(self):
+        self.sock.close()
+        with self.lock:
+            for x in self.conns:
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def case_modseq_reconnect(svc, ctx):
+    """RFC 7162 (CONDSTORE): a server that sends no UIDNEXT (a proxy strips it from Dovecot's
+    answers). A reconnect with HIGHESTMODSEQ unchanged since the last pass sends no UID SEARCH
+    nor UID FETCH; with mail that came meanwhile (HIGHESTMODSEQ moved) it does, and logs it."""
+    dc = ctx["dc"]
+    tmp = os.path.join(ctx["tmp"], "modseq")
+    os.makedirs(tmp)
+    one = Service(ctx["bin_dir"], tmp, certs=ctx["certs"],
+                  env={"MAILTRAIL_IMAP_MAX_CONNECTIONS": "1",
+                       "MAILTRAIL_ALLOW_PLAINTEXT_AUTH": "yes"})
+    proxy = RewriteProxy(dc.imap_port)
+    try:
+        a = one.init("Modseq Org", "admin@solo.example")
+        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
+        one.start()
+        expect(one.req("PUT", "/v1/org", one.tok("admin"),
+                       {"domains": ["solo.example"], "features": {"imap_sync": True}}), 200)
+        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
+                             {"email": "solo@solo.example", "name": "Solo", "role": "user"}),
+                     201)
+        one.users["solo"] = {"id": doc["id"], "token": doc["token"]}
+        pid = expect(one.req("POST", "/v1/profiles", one.tok("solo"),
+                             {"kind": "applicant", "name": "Cand",
+                              "emails": ["modseq@cand.example"]}), 201)["id"]
+        dc.append("solo", "INBOX", make_msg("modseq@cand.example", ["solo@solo.example"],
+                                            subject="Before the first pass"))
+        body = {"host": dc.host, "port": proxy.port, "security": "none",
+                "username": "solo", "password": SOLO_PW}
+        expect(one.req("PUT", "/v1/imap", one.tok("solo"), body), 200)
+
+        def logged(subject):
+            acts = expect(one.req("GET", f"/v1/profiles/{pid}/activities?limit=100",
+                                  one.tok("solo")), 200)["activities"]
+            return [x for x in acts if x["subject"] == subject]
+
+        def inbox():
+            doc = expect(one.req("GET", "/v1/imap", one.tok("solo")), 200)
+            return [f for f in doc["folders"] if f["name"] == "INBOX"][0]
+
+        def idle_after(mark):
+            cmds = [c.split(" ", 1)[1] if " " in c else c for c in proxy.since(mark)]
+            return cmds and cmds[-1] == "IDLE"
+
+        wait_until("the first pass logged", lambda: logged("Before the first pass"))
+        wait_until("IDLE after the first pass", lambda: idle_after(0))
+        first = inbox()
+        assert first["highestmodseq"] > 0, first
+        assert not any("UIDNEXT" in c for c in proxy.since(0))
+
+        def reconnect():
+            mark = proxy.mark()
+            subprocess.run(["doveadm", "-c", dc.conf, "kick", "solo"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+            wait_until("the reconnect's login", lambda: any(
+                "EXAMINE" in c for c in proxy.since(mark)), timeout=30)
+            wait_until("IDLE after the reconnect", lambda: idle_after(mark), timeout=30)
+            return [c.split(" ", 1)[1] for c in proxy.since(mark) if " " in c]
+
+        # Nothing changed: EXAMINE of each folder, then IDLE; no UID SEARCH, no UID FETCH.
+        cmds = reconnect()
+        assert [c for c in cmds if c.startswith("EXAMINE")], cmds
+        assert not [c for c in cmds if c.startswith(("UID SEARCH", "UID FETCH"))], \
+            (cmds, proxy.since(0), first, inbox())
+        assert inbox()["highestmodseq"] == first["highestmodseq"]
+
+        # Mail arrives while the session is away: HIGHESTMODSEQ moved, the pass searches.
+        proxy.refuse = True
+        mark = proxy.mark()
+        subprocess.run(["doveadm", "-c", dc.conf, "kick", "solo"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        dc.append("solo", "INBOX", make_msg("modseq@cand.example", ["solo@solo.example"],
+                                            subject="While away"))
+        time.sleep(0.5)
+        proxy.refuse = False
+        wait_until("the mail that came meanwhile", lambda: logged("While away"), timeout=40)
+        cmds = [c.split(" ", 1)[1] for c in proxy.since(mark) if " " in c]
+        assert [c for c in cmds if c.startswith("UID SEARCH") and c.endswith(f" UID {first['last_uid'] + 1}:*")], cmds
+        assert [c for c in cmds if c.startswith("UID FETCH")], cmds
+        wait_until("IDLE after the catch-up", lambda: idle_after(mark), timeout=30)
+        after = inbox()
+        assert after["highestmodseq"] > first["highestmodseq"], (first, after)
+        assert after["last_uid"] > first["last_uid"], (first, after)
+
+        # And unchanged again: the cursor's new HIGHESTMODSEQ skips the next reconnect's search.
+        cmds = reconnect()
+        assert not [c for c in cmds if c.startswith(("UID SEARCH", "UID FETCH"))], \
+            (cmds, proxy.since(0), first, after, inbox())
+        assert len(logged("While away")) == 1
+        text = one.log_text().decode(errors="replace")
+        assert SOLO_PW not in text
+        assert "Sanitizer" not in text and "runtime error" not in text, text[-3000:]
+    finally:
+        one.stop()
+        proxy.close()
+
+
 def case_one_connection(svc, ctx):
     """imap_max_connections 1 (a service of its own): one connection per account, INBOX still
     pushed, Sent read by the passes (polled, or on POST /v1/imap/sync)."""
@@ -845,6 +1022,7 @@ def main():
                          ("stalled_server", case_stalled_server),
                          ("hostile_host", case_hostile_host),
                          ("one_connection", case_one_connection),
+                         ("modseq_reconnect", case_modseq_reconnect),
                          ("outage", case_outage),
                          ("dovecot_restart", case_dovecot_restart),
                          ("uidvalidity", case_uidvalidity),

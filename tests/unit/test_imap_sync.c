@@ -132,10 +132,81 @@ static void test_sync_account_wipe(void **state)
 	imap_sync_account_free(&s);
 }
 
+/* The decision without HIGHESTMODSEQ (no CONDSTORE: today's behaviour). */
+static struct imap_cursor_decision decide(int64_t stored_uidvalidity, int64_t stored_last_uid,
+                                          uint32_t uidvalidity, uint32_t uidnext)
+{
+	const struct imap_cursor_state stored = {stored_uidvalidity, stored_last_uid, 0};
+	const struct imap_cursor_select sel = {uidvalidity, uidnext, 0};
+	return imap_cursor_decide(&stored, &sel);
+}
+
+static struct imap_cursor_decision decide_modseq(int64_t stored_last_uid, int64_t stored_modseq,
+                                                 uint32_t uidnext, uint64_t highestmodseq)
+{
+	const struct imap_cursor_state stored = {1234, stored_last_uid, stored_modseq};
+	const struct imap_cursor_select sel = {1234, uidnext, highestmodseq};
+	return imap_cursor_decide(&stored, &sel);
+}
+
+/* RFC 7162: HIGHESTMODSEQ unchanged since the pass that stored the cursor: nothing to ask for
+ * (UIDNEXT, when sent, still says so first); moved: the pass as without it; a server without CONDSTORE (0) or NOMODSEQ,
+ * or no stored value: as without it. */
+static void test_modseq(void **state)
+{
+	(void)state;
+	assert_int_equal(decide_modseq(50, 900, 0, 900).action, IMAP_CURSOR_NOTHING);
+	assert_int_equal(decide_modseq(50, 900, 51, 900).action, IMAP_CURSOR_NOTHING);
+	/* a UIDNEXT past the cursor is trusted over an unchanged mod-sequence */
+	assert_int_equal(decide_modseq(50, 900, 53, 900).action, IMAP_CURSOR_INCREMENTAL);
+	struct imap_cursor_decision d = decide_modseq(50, 900, 0, 901);
+	assert_int_equal(d.action, IMAP_CURSOR_INCREMENTAL);
+	assert_int_equal(d.from_uid, 51);
+	assert_int_equal(decide_modseq(50, 900, 60, 901).action, IMAP_CURSOR_INCREMENTAL);
+	/* flags changed only: UIDNEXT still says nothing new */
+	assert_int_equal(decide_modseq(50, 900, 51, 905).action, IMAP_CURSOR_NOTHING);
+	assert_int_equal(decide_modseq(50, 900, 0, 0).action, IMAP_CURSOR_INCREMENTAL);
+	assert_int_equal(decide_modseq(50, 0, 0, 900).action, IMAP_CURSOR_INCREMENTAL);
+	/* UIDVALIDITY changed: a re-scan whatever the mod-sequence */
+	const struct imap_cursor_state stored = {1234, 50, 900};
+	const struct imap_cursor_select sel = {999, 0, 900};
+	d = imap_cursor_decide(&stored, &sel);
+	assert_int_equal(d.action, IMAP_CURSOR_FULL);
+	assert_true(d.reset);
+}
+
+static void test_modseq_maybe_new(void **state)
+{
+	(void)state;
+	const struct imap_cursor_state stored = {1234, 50, 900};
+	struct imap_cursor_select sel = {1234, 51, 999};
+	assert_false(imap_cursor_maybe_new(&stored, &sel)); /* UIDNEXT decides when sent */
+	sel.uidnext = 52;
+	assert_true(imap_cursor_maybe_new(&stored, &sel));
+	sel.uidnext = 0;
+	assert_true(imap_cursor_maybe_new(&stored, &sel)); /* 999 != 900 */
+	sel.highestmodseq = 900;
+	assert_false(imap_cursor_maybe_new(&stored, &sel));
+	sel.highestmodseq = 0;
+	assert_false(imap_cursor_maybe_new(&stored, &sel)); /* neither: as before */
+	sel.uidvalidity = 7;
+	assert_true(imap_cursor_maybe_new(&stored, &sel));
+}
+
+/* A chunk claims the pass's HIGHESTMODSEQ only when it completes the folder. */
+static void test_modseq_after(void **state)
+{
+	(void)state;
+	assert_int_equal(imap_cursor_modseq_after(false, 950, 900), 900);
+	assert_int_equal(imap_cursor_modseq_after(false, 950, 0), 0);
+	assert_int_equal(imap_cursor_modseq_after(true, 950, 900), 950);
+	assert_int_equal(imap_cursor_modseq_after(true, 0, 900), 0); /* NOMODSEQ now */
+}
+
 static void test_first_sync(void **state)
 {
 	(void)state;
-	struct imap_cursor_decision d = imap_cursor_decide(0, 0, 1234, 10);
+	struct imap_cursor_decision d = decide(0, 0, 1234, 10);
 	assert_int_equal(d.action, IMAP_CURSOR_FULL);
 	assert_true(d.reset);
 	assert_int_equal(d.from_uid, 1);
@@ -144,7 +215,7 @@ static void test_first_sync(void **state)
 static void test_uidvalidity_changed(void **state)
 {
 	(void)state;
-	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 5678, 3);
+	struct imap_cursor_decision d = decide(1234, 50, 5678, 3);
 	assert_int_equal(d.action, IMAP_CURSOR_FULL);
 	assert_true(d.reset);
 	assert_int_equal(d.from_uid, 1);
@@ -153,21 +224,21 @@ static void test_uidvalidity_changed(void **state)
 static void test_incremental(void **state)
 {
 	(void)state;
-	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 1234, 60);
+	struct imap_cursor_decision d = decide(1234, 50, 1234, 60);
 	assert_int_equal(d.action, IMAP_CURSOR_INCREMENTAL);
 	assert_false(d.reset);
 	assert_int_equal(d.from_uid, 51);
 	/* No UIDNEXT from the server: ask anyway. */
-	d = imap_cursor_decide(1234, 50, 1234, 0);
+	d = decide(1234, 50, 1234, 0);
 	assert_int_equal(d.action, IMAP_CURSOR_INCREMENTAL);
 }
 
 static void test_nothing_new(void **state)
 {
 	(void)state;
-	struct imap_cursor_decision d = imap_cursor_decide(1234, 50, 1234, 51);
+	struct imap_cursor_decision d = decide(1234, 50, 1234, 51);
 	assert_int_equal(d.action, IMAP_CURSOR_NOTHING);
-	d = imap_cursor_decide(1234, 50, 1234, 40); /* expunged mail: still nothing */
+	d = decide(1234, 50, 1234, 40); /* expunged mail: still nothing */
 	assert_int_equal(d.action, IMAP_CURSOR_NOTHING);
 }
 
@@ -175,10 +246,10 @@ static void test_criteria(void **state)
 {
 	(void)state;
 	char out[64];
-	struct imap_cursor_decision d = imap_cursor_decide(1, 41, 1, 100);
+	struct imap_cursor_decision d = decide(1, 41, 1, 100);
 	imap_cursor_criteria(&d, 0, out, sizeof(out));
 	assert_string_equal(out, "UID 42:*");
-	d = imap_cursor_decide(0, 0, 1, 100);
+	d = decide(0, 0, 1, 100);
 	imap_cursor_criteria(&d, 0, out, sizeof(out));
 	assert_string_equal(out, "ALL");
 	int64_t since;
@@ -357,6 +428,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_sync),
+	    cmocka_unit_test(test_modseq),
+	    cmocka_unit_test(test_modseq_maybe_new),
+	    cmocka_unit_test(test_modseq_after),
 	    cmocka_unit_test(test_uidvalidity_changed),
 	    cmocka_unit_test(test_incremental),
 	    cmocka_unit_test(test_nothing_new),
