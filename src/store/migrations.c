@@ -639,8 +639,8 @@ static const struct migration migrations[] = {
      * SELECT of the pass that completed the folder up to last_uid" and lets a pass skip its
      * UID SEARCH (engine/imap_cursor.h). Before, every chunk stored its pass's value, also an
      * unfinished pass's: those are forgotten (the next pass searches once and stores a true
-     * one). 21, not 20: 20 is taken by work beside this one. */
-    {21, "imap_modseq_complete_only", "UPDATE imap_folders SET highestmodseq = 0;"},
+     * one). */
+    {20, "imap_modseq_complete_only", "UPDATE imap_folders SET highestmodseq = 0;"},
 };
 
 #define MIGRATION_COUNT (sizeof(migrations) / sizeof(migrations[0]))
