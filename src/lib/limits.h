@@ -137,6 +137,8 @@
  * and CSV bodies. Items waiting or running; more is 503. */
 #define MT_WORK_THREADS   2
 #define MT_WORK_QUEUE_MAX 4096
+/* The workers' nice value (above the loop's 0): they yield a shared core to the loop. */
+#define MT_WORK_NICE 10
 
 /* HTTP/1.1 requests as they arrive (src/proto/http_request.c). MT_HTTP_HEADERS_MAX above caps
  * the header section (and, counted with it, the trailer section of a chunked body). */

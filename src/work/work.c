@@ -1,5 +1,6 @@
 #include "work/work.h"
 
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -9,7 +10,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 struct work_item {
@@ -37,6 +40,12 @@ struct work_pool {
 static void *worker_main(void *arg)
 {
 	struct work_pool *pool = arg;
+	/* Workers take the bulk work (MIME of tens of MiB, CSV, conversions) so that the loop
+	 * stays quick; on a machine with few cores they would still take the loop's CPU time
+	 * while it has requests to answer. A lower priority (Linux: per thread) gives the loop
+	 * the core first; idle cores still run the workers at full speed. */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), MT_WORK_NICE) != 0)
+		mt_log(MT_LOG_DEBUG, "work.nice_failed", MT_KV("errno", strerror(errno)));
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		while (pool->queue_head == NULL && !pool->stopping)

@@ -6,7 +6,7 @@ one tenant's worst requests must not stall or exhaust the service that serves ev
 
 Every case runs a bounded attack (counted requests, a few seconds, loopback only) while a probe
 thread asks GET /healthz every 20 ms and another tenant reads its org (a store read); the case
-then checks that /healthz always answered within HEALTHZ_MAX_MS (250 ms), the other tenant
+then checks that /healthz always answered within HEALTHZ_MAX_MS (250 ms; 99 % within 100 ms), the other tenant
 within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed under RSS_MAX_MB
 (700 MB, SQLite's page cache included). Each case runs on a server of its own.
 
@@ -44,7 +44,9 @@ import base64
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
@@ -57,8 +59,12 @@ from service import Service, expect  # noqa: E402
 
 # Work done on the loop instead of a worker stalls it for seconds (a 20 MiB message built there,
 # a 30 MiB JSON tree). 99 % of the probes must be answered within 100 ms (issue 10), and every
-# one within 250 ms: that leaves room for a 2-core machine shared with compilers (105 ms was
-# seen from scheduling alone) and still fails on any of those stalls.
+# one within 250 ms: on 2 cores the loop shares them with the store thread, the workers and
+# this script (8 x 20 MiB messages at once: worst 53-81 ms in five runs on an otherwise idle
+# machine), and the bound must not fail on a scheduling hiccup while it still fails on any of
+# those stalls. The probe runs in a process of its own (probe_healthz), so the attack's own
+# threads cannot delay it; the service's workers run at a lower priority (MT_WORK_NICE), which
+# took that case's worst from 94-213 ms to 53-81 ms.
 HEALTHZ_P99_MS = 100
 HEALTHZ_MAX_MS = 250
 OTHER_MAX_MS = 1000
@@ -85,6 +91,29 @@ def rss_mb(pid, field="VmRSS"):
     return 0.0
 
 
+def probe_healthz(port, stop, results):
+    """GET /healthz every 20 ms on one kept connection until `stop`; puts (latencies in ms,
+    errors) on `results`."""
+    samples, errors = [], []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                errors.append(f"/healthz: {r.status}")
+        except (OSError, http.client.HTTPException) as e:
+            errors.append(f"/healthz: {e!r}")
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        samples.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.02)
+    conn.close()
+    results.put((samples, errors))
+
+
 class Watch:
     """Probes /healthz (and, with `other`, another tenant's GET /v1/org) and samples RSS while
     the attack runs."""
@@ -98,18 +127,34 @@ class Watch:
         self.rss = []
         self.anon = []
         self.errors = []
-        self.threads = [threading.Thread(target=self.probe, daemon=True),
-                        threading.Thread(target=self.sample, daemon=True)]
+        self.threads = [threading.Thread(target=self.sample, daemon=True)]
         if other_token:
             self.threads.append(threading.Thread(target=self.read_other, daemon=True))
+        # /healthz is timed from a process of its own: the attack's threads here build and
+        # send tens of MiB under the GIL, which would otherwise be counted as the service's.
+        ctx = multiprocessing.get_context("fork")
+        self.probe_stop = ctx.Event()
+        self.probe_results = ctx.Queue()
+        self.prober = ctx.Process(target=probe_healthz,
+                                  args=(svc.port, self.probe_stop, self.probe_results),
+                                  daemon=True)
 
     def __enter__(self):
+        self.prober.start()
         for t in self.threads:
             t.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
+        self.probe_stop.set()
+        try:
+            samples, errors = self.probe_results.get(timeout=40)
+            self.healthz.extend(samples)
+            self.errors.extend(errors)
+        except queue.Empty:
+            self.errors.append("/healthz: the probe process reported nothing")
+        self.prober.join(10)
         for t in self.threads:
             t.join(10)
 
@@ -133,9 +178,6 @@ class Watch:
                 time.sleep(0.02)
         finally:
             conn.close()
-
-    def probe(self):
-        self.timed("/healthz", None, self.healthz)
 
     def read_other(self):
         self.timed("/v1/org", self.other, self.other_ms)
