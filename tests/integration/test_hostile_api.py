@@ -26,8 +26,10 @@ within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed
   import_over_old_cap         a 20 MiB import with Content-Length (413 while the route read
                               whole bodies up to 16 MiB): 200, every row stored
   import_stream_caps_gone     a second import in the same org while one runs: 429 with
-                              Retry-After; another org's goes through; the first client leaves
-                              mid-body: its 5 full chunks stay stored, the org may import again
+                              Retry-After; another org's goes through; with two running on the
+                              node a third org's is 503 with Retry-After, nothing stored; the
+                              first client leaves mid-body: its 5 full chunks stay stored, the
+                              org may import again
   import_stops_midway         broken CSV after 2,500 rows: 200, those stored, `stopped` names the
                               line; the same in the first chunk: 400, nothing stored
   addin_large_message_off_loop 8 add-in posts of a ~16 MiB message at once: parsed on the workers
@@ -243,7 +245,9 @@ def setup(svc, ctx):
     b = svc.init("Other Org", "admin@other.example")
     svc.users["admin"] = {"id": a["user_id"], "token": a["token"]}
     svc.users["other"] = {"id": b["user_id"], "token": b["token"]}
-    svc.org_ids = {"admin": a["org_id"], "other": b["org_id"]}
+    c = svc.init("Third Org", "admin@third.example")
+    svc.users["third"] = {"id": c["user_id"], "token": c["token"]}
+    svc.org_ids = {"admin": a["org_id"], "other": b["org_id"], "third": c["org_id"]}
     svc.start()
     expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"custom_smtp": True}), 200)
     r = svc.req("PUT", "/v1/smtp", svc.tok("admin"),
@@ -426,16 +430,22 @@ def case_import_over_old_cap(svc, ctx):
           f"RSS peak {peak:.0f} MB")
 
 
-def case_import_caps_gone(svc, ctx):
+def hanging_import(svc, token, rows, start=0):
+    """An import whose client sends `rows` rows and then nothing more (the socket)."""
     import socket
-    a = svc.tok("admin")
-    # One import left hanging mid-body: 5,000 rows sent, the rest never comes.
     sock = socket.create_connection(("127.0.0.1", svc.port), timeout=30)
     sock.sendall(("POST /v1/profiles/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                  f"{a}\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n")
+                  f"{token}\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n")
                  .encode())
-    part = b"".join(import_rows(5000))
+    part = b"".join(import_rows(rows, start=start))
     sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+    return sock
+
+
+def case_import_caps_gone(svc, ctx):
+    a = svc.tok("admin")
+    # One import left hanging mid-body: 5,000 rows sent, the rest never comes.
+    sock = hanging_import(svc, a, 5000)
     deadline = time.monotonic() + 30
     while count_profiles_db(svc).get(svc.org_ids["admin"], 0) < 5000:
         assert time.monotonic() < deadline, "the first 5 chunks were never stored"
@@ -445,6 +455,23 @@ def case_import_caps_gone(svc, ctx):
     assert status == 429 and retry is not None, (status, data[:200], retry)
     assert json.loads(data)["error"]["class"] == "throttle", data
     status, data, _ = post_stream(svc, svc.tok("other"), iter([small]))
+    assert status == 200 and json.loads(data)["imported"] == 3, (status, data[:200])
+    # The node's cap (MT_IMPORT_STREAMS_MAX = 2): a second org's import left hanging too,
+    # then a third org's is refused with 503 and Retry-After, before any row is read.
+    sock2 = hanging_import(svc, svc.tok("other"), 2000, start=800000)
+    while count_profiles_db(svc).get(svc.org_ids["other"], 0) < 3 + 2000:
+        assert time.monotonic() < deadline, "the other org's first chunks were never stored"
+        time.sleep(0.1)
+    status, data, retry = post_stream(svc, svc.tok("third"), iter([small]))
+    assert status == 503 and retry is not None, (status, data[:200], retry)
+    assert count_profiles_db(svc).get(svc.org_ids["third"], 0) == 0
+    sock2.close()
+    deadline = time.monotonic() + 10
+    while True:
+        status, data, _ = post_stream(svc, svc.tok("third"), iter([small]))
+        if status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert status == 200 and json.loads(data)["imported"] == 3, (status, data[:200])
     # The first client leaves: what was committed stays, the org's slot is freed.
     sock.close()
