@@ -30,6 +30,9 @@ within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed
                               node a third org's is 503 with Retry-After, nothing stored; the
                               first client leaves mid-body: its 5 full chunks stay stored, the
                               org may import again
+  import_stream_deadline      http_request_timeout = 3s: a client silent before the first chunk
+                              is stored gets 408 (nothing stored), after it 200 with the rows
+                              and `stopped`; the org may import again
   import_stops_midway         broken CSV after 2,500 rows: 200, those stored, `stopped` names the
                               line; the same in the first chunk: 400, nothing stored
   addin_large_message_off_loop 8 add-in posts of a ~16 MiB message at once: parsed on the workers
@@ -489,6 +492,61 @@ def case_import_caps_gone(svc, ctx):
           f"client left: {stored[svc.org_ids['admin']] - 3} rows kept (5 chunks)")
 
 
+def read_reply(sock, timeout):
+    """The status and body of the one reply on `sock` (the server closes after it)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            piece = sock.recv(65536)
+        except OSError:
+            break
+        if not piece:
+            break
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else None
+    return status, body
+
+
+def case_import_deadline(svc, ctx):
+    """http_request_timeout (3 s here) holds for a streamed import too: a client that stops
+    sending is answered, and its slot freed, at the deadline."""
+    a = svc.tok("admin")
+    # Silent before the first 1,000-row chunk was stored: 408, nothing stored.
+    t0 = time.monotonic()
+    sock = hanging_import(svc, a, 500)
+    status, body = read_reply(sock, 30)
+    took = time.monotonic() - t0
+    sock.close()
+    assert status == 408, (status, body[:200])
+    assert json.loads(body)["error"]["code"] == "request_timeout", body[:200]
+    assert 2.5 <= took < 10, took
+    assert count_profiles_db(svc).get(svc.org_ids["admin"], 0) == 0
+    # Silent after it: 200 with every complete row stored and `stopped` at the first line
+    # not read, as for any fault found after the first chunk.
+    t0 = time.monotonic()
+    sock = hanging_import(svc, a, 1500, start=10000)
+    status, body = read_reply(sock, 30)
+    took = time.monotonic() - t0
+    sock.close()
+    assert status == 200, (status, body[:200])
+    doc = json.loads(body)
+    assert doc["imported"] == 1500, doc["imported"]
+    assert doc["stopped"]["line"] == 1502, doc["stopped"]
+    assert "did not arrive in time" in doc["stopped"]["error"], doc["stopped"]
+    assert 2.5 <= took < 10, took
+    assert count_profiles_db(svc).get(svc.org_ids["admin"], 0) == 1500
+    # The org's import slot is free again.
+    status, data, _ = post_stream(svc, a, iter([b"".join(import_rows(3, start=900000))]))
+    assert status == 200 and json.loads(data)["imported"] == 3, (status, data[:200])
+    print(f"     silent before the first chunk: 408, nothing stored; after it: 200, 1,500 "
+          f"stored, stopped at line 1502 ({took:.1f} s)")
+
+
+case_import_deadline.env = {"MAILTRAIL_HTTP_REQUEST_TIMEOUT": "3s"}
+
+
 def case_import_stops_midway(svc, ctx):
     """Broken CSV after 2,500 good rows: the first two chunks were stored before it was read,
     so the file is no longer refused whole: the rows before it are stored and `stopped` says
@@ -659,11 +717,12 @@ def main():
         sink = stack.enter_context(rig.smtp_sink())
         ctx = {"sink_port": sink.port}
 
-        def fresh(name):
+        def fresh(name, env=None):
             home = os.path.join(tmp, name)
             os.makedirs(home)
             other = Service(a.bin_dir, home, env={"MAILTRAIL_LOG_LEVEL": "warn",
-                                                 "MAILTRAIL_NO_AUTH_HOSTS": "127.0.0.1"})
+                                                 "MAILTRAIL_NO_AUTH_HOSTS": "127.0.0.1",
+                                                 **(env or {})})
             stack.callback(other.stop)
             return other
 
@@ -676,12 +735,13 @@ def main():
             ("import_over_old_cap", case_import_over_old_cap),
             ("import_stream_caps_gone", case_import_caps_gone),
             ("import_stops_midway", case_import_stops_midway),
+            ("import_stream_deadline", case_import_deadline),
             ("addin_large_message_off_loop", case_addin_large),
         ]
         # each case on a server of its own: its RSS is its own
         for name, fn in cases:
             def run(fn=fn, name=name):
-                svc = fresh(name)
+                svc = fresh(name, getattr(fn, "env", None))
                 try:
                     setup(svc, ctx)
                     fn(svc, ctx)
