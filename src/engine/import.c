@@ -520,7 +520,6 @@ static void kick(struct import_stream *job)
 	if (job->body_over && job->end != IMPORT_END_COMPLETE) {
 		/* No more bytes will come and the last ones may be cut: the rows read so far are
 		 * stored (unless the sender left), then the import ends. */
-		unsigned line = job->chunk_count > 0 ? job->lines[0] : job->next_line;
 		if (job->end == IMPORT_END_GONE) {
 			finish(job, IMPORT_DONE);
 			return;
@@ -532,7 +531,7 @@ static void kick(struct import_stream *job)
 			return;
 		}
 		mt_strlcpy(job->result.reason, job->end_why, sizeof(job->result.reason));
-		job->result.stopped_line = job->next_line > 0 ? job->next_line : line;
+		job->result.stopped_line = job->next_line; /* the first line not read */
 		if (job->chunk_count > 0)
 			store_chunk(job);
 		else
@@ -597,21 +596,14 @@ struct import_stream *profile_import_start(struct store *store, struct work_pool
 	if (slot == MT_IMPORT_STREAMS_MAX)
 		return refuse(IMPORT_BUSY, "too many imports are running; try again", done, ctx);
 	struct import_stream *job = calloc(1, sizeof(*job));
-	if (job != NULL) {
-		job->chunk = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->chunk));
-		job->lines = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->lines));
-		job->ids = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->ids));
-		job->created = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->created));
-	}
-	if (job == NULL || job->chunk == NULL || job->lines == NULL || job->ids == NULL ||
-	    job->created == NULL) {
-		if (job != NULL) {
-			free(job->chunk);
-			free(job->lines);
-			free(job->ids);
-			free(job->created);
-			free(job);
-		}
+	if (job == NULL)
+		return refuse(IMPORT_BUSY, "out of memory", done, ctx);
+	job->chunk = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->chunk));
+	job->lines = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->lines));
+	job->ids = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->ids));
+	job->created = calloc(MT_IMPORT_ROWS_PER_JOB, sizeof(*job->created));
+	if (job->chunk == NULL || job->lines == NULL || job->ids == NULL || job->created == NULL) {
+		job_free(job); /* not running yet: nothing else to undo */
 		return refuse(IMPORT_BUSY, "out of memory", done, ctx);
 	}
 	job->store = store;

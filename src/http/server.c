@@ -275,7 +275,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		                   : "request");
 		mt_log(MT_LOG_INFO, "http.request_timeout",
 		       MT_KV("state", conn_state_names[conn->state]));
-		if (!head && conn->req->stream_fn != NULL) { /* the handler has it: its to answer */
+		if (!head && conn->req->stream_fn != NULL) { /* the handler has it: it answers */
 			http_req_stream_stop(conn->req, 408, "the request did not arrive in time");
 			return;
 		}

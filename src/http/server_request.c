@@ -613,12 +613,12 @@ static void run_streamed(struct http_request *req)
 	hand_to_app(req);
 	req->busy++;
 	req->route->handler(req, req->server != NULL ? req->server->app : NULL);
-	if (!req->replied && req->stream_fn != NULL && req->conn == conn &&
-	    req->head->body == HTTP_BODY_NONE) {
+	bool reading = !req->replied && req->stream_fn != NULL && req->conn == conn;
+	if (reading && req->head->body == HTTP_BODY_NONE) {
 		req->body_state = BODY_DONE;
 		struct http_stream_item item = {.event = HTTP_STREAM_END};
 		stream_deliver(req, &item);
-	} else if (!req->replied && req->stream_fn != NULL && req->conn == conn) {
+	} else if (reading) {
 		req->body_state = BODY_READING;
 		send_continue(req);
 		if (!req->stream_paused) {

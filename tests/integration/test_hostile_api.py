@@ -96,26 +96,34 @@ def rss_mb(pid, field="VmRSS"):
     return 0.0
 
 
-def probe_healthz(port, stop, results):
-    """GET /healthz every 20 ms on one kept connection until `stop`; puts (latencies in ms,
-    errors) on `results`."""
-    samples, errors = [], []
+def timed_gets(port, path, token, stop, samples, errors):
+    """GET `path` every 20 ms on one kept connection until `stop` is set, appending each
+    answer's time in ms to `samples` and what went wrong to `errors`."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    while not stop.is_set():
-        t0 = time.monotonic()
-        try:
-            conn.request("GET", "/healthz")
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                errors.append(f"/healthz: {r.status}")
-        except (OSError, http.client.HTTPException) as e:
-            errors.append(f"/healthz: {e!r}")
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        samples.append((time.monotonic() - t0) * 1000)
-        time.sleep(0.02)
-    conn.close()
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors.append(f"{path}: {r.status}")
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(f"{path}: {e!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            samples.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.02)
+    finally:
+        conn.close()
+
+
+def probe_healthz(port, stop, results):
+    """timed_gets of /healthz in a process of its own; puts (samples, errors) on `results`."""
+    samples, errors = [], []
+    timed_gets(port, "/healthz", None, stop, samples, errors)
     results.put((samples, errors))
 
 
@@ -163,29 +171,8 @@ class Watch:
         for t in self.threads:
             t.join(10)
 
-    def timed(self, path, token, out):
-        conn = http.client.HTTPConnection("127.0.0.1", self.svc.port, timeout=30)
-        headers = {"Authorization": "Bearer " + token} if token else {}
-        try:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    conn.request("GET", path, headers=headers)
-                    r = conn.getresponse()
-                    r.read()
-                    if r.status != 200:
-                        self.errors.append(f"{path}: {r.status}")
-                except (OSError, http.client.HTTPException) as e:
-                    self.errors.append(f"{path}: {e!r}")
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.svc.port, timeout=30)
-                out.append((time.monotonic() - t0) * 1000)
-                time.sleep(0.02)
-        finally:
-            conn.close()
-
     def read_other(self):
-        self.timed("/v1/org", self.other, self.other_ms)
+        timed_gets(self.svc.port, "/v1/org", self.other, self.stop, self.other_ms, self.errors)
 
     def sample(self):
         while not self.stop.is_set():
