@@ -378,8 +378,7 @@ int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, s
 	job->count = count;
 	job->done = done;
 	job->ctx = ctx;
-	if (store_submit(store, STORE_READ | STORE_READ_COMMITTED, bodies_run, bodies_done, job) <
-	    0) {
+	if (store_submit(store, STORE_READ, bodies_run, bodies_done, job) < 0) {
 		free(job->items);
 		free(job);
 		return -1;

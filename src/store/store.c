@@ -407,8 +407,7 @@ static void *store_thread(void *arg)
 	struct store_job **writes = calloc(MT_STORE_BATCH_MAX, sizeof(*writes));
 	struct store_job **reads = calloc(MT_STORE_BATCH_MAX, sizeof(*reads));
 	struct store_job **all = calloc(MT_STORE_BATCH_MAX, sizeof(*all));
-	struct store_job **early = calloc(MT_STORE_BATCH_MAX, sizeof(*early));
-	if (writes == NULL || reads == NULL || all == NULL || early == NULL)
+	if (writes == NULL || reads == NULL || all == NULL)
 		abort(); /* three small arrays at start-up; nothing sensible to do without them */
 
 	for (;;) {
@@ -419,13 +418,9 @@ static void *store_thread(void *arg)
 			pthread_mutex_unlock(&store->mu);
 			break;
 		}
-		size_t nw = 0, nr = 0, ne = 0, n = 0;
+		size_t nw = 0, nr = 0, n = 0;
 		struct store_job *j;
-		while (n + ne < MT_STORE_BATCH_MAX && (j = list_pop(&store->queue)) != NULL) {
-			if (j->kind == STORE_READ_COMMITTED) {
-				early[ne++] = j;
-				continue;
-			}
+		while (n < MT_STORE_BATCH_MAX && (j = list_pop(&store->queue)) != NULL) {
 			all[n++] = j;
 			if (j->kind == STORE_READ)
 				reads[nr++] = j;
@@ -434,23 +429,15 @@ static void *store_thread(void *arg)
 		}
 		pthread_mutex_unlock(&store->mu);
 
-		/* Committed-data reads first, delivered at once: they do not wait for the fsync of
-		 * the writes queued before them. */
-		if (ne > 0) {
-			run_reads(store, early, ne);
-			deliver(store, early, ne);
-		}
 		if (nw > 0)
 			run_writes(store, writes, nw);
 		if (nr > 0)
 			run_reads(store, reads, nr);
-		if (n > 0)
-			deliver(store, all, n);
+		deliver(store, all, n);
 	}
 	free(writes);
 	free(reads);
 	free(all);
-	free(early);
 	return NULL;
 }
 
@@ -578,11 +565,7 @@ static struct store_job *job_new(enum store_job_kind kind, store_job_fn *fn, sto
 	if (j == NULL)
 		return NULL;
 	/* A read is never replayed: the flag means nothing there. */
-	enum store_job_kind base = kind & ~(STORE_REPLAYABLE | STORE_READ_COMMITTED);
-	if (base == STORE_READ)
-		j->kind = (kind & STORE_READ_COMMITTED) ? STORE_READ_COMMITTED : STORE_READ;
-	else
-		j->kind = kind & ~STORE_READ_COMMITTED;
+	j->kind = (kind & ~STORE_REPLAYABLE) == STORE_READ ? STORE_READ : kind;
 	j->fn = fn;
 	j->done = done;
 	j->arg = arg;

@@ -61,11 +61,6 @@ enum store_job_kind {
 	 * sets its outputs in `arg` afresh on every run (never adds to them, frees what a run
 	 * before left there); the failed job itself is not run again. */
 	STORE_REPLAYABLE = 4,
-	/* Or'd into STORE_READ: the read needs only what was committed before it was submitted,
-	 * so it may run ahead of the write jobs queued before it, and its completion is delivered
-	 * before their commit (which may take an fsync). For reads of rows written long before,
-	 * on a hot path: the sender's body loads. */
-	STORE_READ_COMMITTED = 8,
 };
 
 /* Runs on the store thread inside a transaction. Return 0 to keep the job's changes, anything

@@ -9,7 +9,6 @@
 #include "store/store.h"
 #include "temp_store.h"
 #include "store_gate.h"
-#include "store/sql.h"
 #include "store/store_internal.h"
 #include "store/store_org.h"
 #include "store/store_profile.h"
@@ -1099,98 +1098,6 @@ static uint64_t run_replay_batch(struct fixture *f, const char *tag, int failing
 	return replays;
 }
 
-/* ---- committed-data reads run ahead of queued writes ---- */
-
-struct early {
-	struct event_base *base;
-	struct gate gate;
-	struct store_org org;
-	char order[8]; /* 'w' the write's completion, 'r' the read's */
-	int done;
-	int64_t orgs_seen; /* by the read */
-};
-
-static struct early *early_of;
-
-static int count_orgs(struct store_tx *tx, int64_t *count_r)
-{
-	return sql_get(tx, "test.count_orgs", "SELECT COUNT(*) FROM orgs", NULL, &sql_int64_table,
-	               count_r);
-}
-
-static int j_count_orgs(struct store_tx *tx, void *arg)
-{
-	struct early *e = arg;
-	return count_orgs(tx, &e->orgs_seen);
-}
-
-static int j_count_orgs_sync(struct store_tx *tx, void *arg)
-{
-	return count_orgs(tx, arg);
-}
-
-static void on_early_write(void *arg, int result)
-{
-	(void)arg;
-	assert_int_equal(result, 0);
-	early_of->order[early_of->done++] = 'w';
-	if (early_of->done == 2)
-		event_base_loopbreak(early_of->base);
-}
-
-static void on_early_read(void *arg, int result)
-{
-	(void)arg;
-	assert_int_equal(result, 0);
-	early_of->order[early_of->done++] = 'r';
-	if (early_of->done == 2)
-		event_base_loopbreak(early_of->base);
-}
-
-static void test_read_committed_ahead(void **state)
-{
-	struct fixture *f = *state;
-	struct early *e = calloc(1, sizeof(*e));
-	early_of = e;
-	e->base = event_base_new();
-	const char *error = NULL;
-	struct store *s = store_open(f->path, e->base, &error);
-	assert_non_null(s);
-	int64_t before = 0;
-	assert_int_equal(store_run(s, STORE_READ, j_count_orgs_sync, &before), 0);
-
-	/* Both queued while the thread is held: the read, submitted after the write, is delivered
-	 * first and sees what was committed before it (not the write). */
-	gate_close(s, &e->gate);
-	snprintf(e->org.name, sizeof(e->org.name), "early org");
-	assert_int_equal(store_submit(s, STORE_WRITE_DURABLE, j_async_org, on_early_write, &e->org),
-	                 0);
-	assert_int_equal(
-	    store_submit(s, STORE_READ | STORE_READ_COMMITTED, j_count_orgs, on_early_read, e), 0);
-	gate_open(&e->gate);
-	event_base_dispatch(e->base);
-	assert_string_equal(e->order, "rw");
-	assert_int_equal(e->orgs_seen, before);
-
-	/* A plain read keeps queue order: it waits for the write and sees it. */
-	e->done = 0;
-	memset(e->order, 0, sizeof(e->order));
-	gate_close(s, &e->gate);
-	snprintf(e->org.name, sizeof(e->org.name), "late org");
-	assert_int_equal(store_submit(s, STORE_WRITE_DURABLE, j_async_org, on_early_write, &e->org),
-	                 0);
-	assert_int_equal(store_submit(s, STORE_READ, j_count_orgs, on_early_read, e), 0);
-	gate_open(&e->gate);
-	event_base_dispatch(e->base);
-	assert_string_equal(e->order, "wr");
-	assert_int_equal(e->orgs_seen, before + 2);
-
-	store_close(&s);
-	event_base_free(e->base);
-	gate_destroy(&e->gate);
-	free(e);
-}
-
 static void test_replayable_jobs(void **state)
 {
 	struct fixture *f = *state;
@@ -1284,7 +1191,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_job_rolls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_read_committed_ahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replayable_jobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
 	};
