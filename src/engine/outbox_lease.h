@@ -48,7 +48,7 @@ struct outbox_claim {
 	struct outbox_item **items;
 	size_t count;
 	struct store_smtp_account *accounts;
-	size_t account_count;
+	size_t account_count, account_cap;
 	bool full; /* `max` were claimed: more may be due */
 	/* Held by the governor in this claim, per window (GOVERNOR_HOLD_*), and the time they
 	 * were told to wait; the earliest wake-up of any held mail (0: none). */

@@ -751,6 +751,7 @@ void sender_pump(struct account *account)
 			item->next = NULL;
 			item->fed = true;
 			account->unrecorded++;
+			sender->fed++;
 			s->inflight++;
 		}
 	}

@@ -56,8 +56,9 @@
 #define MT_TRANSCRIPT_LINE_MAX 1024
 
 /* The sender: claimed outbox messages held in memory (~8 KB each without their body). */
-#define MT_SENDER_CLAIM_MAX 250  /* messages per claim job */
-#define MT_SENDER_HELD_MAX  5000 /* claimed and not yet finished */
+#define MT_SENDER_CLAIM_MAX   250  /* messages per claim job */
+#define MT_SENDER_HELD_MAX    5000 /* claimed and not yet finished */
+#define MT_SENDER_CLAIM_AHEAD 500  /* claimed and not yet handed to a session (engine/sender.c) */
 /* Message bodies the sender holds (loaded for a ready session, not yet finished): node-wide and
  * per account. One message alone may exceed them; more wait for the ones in flight. */
 #define MT_SENDER_BODY_BYTES_MAX         (256u * 1024 * 1024)

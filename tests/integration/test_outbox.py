@@ -31,6 +31,10 @@ Cases, in order, sharing the setup:
   list_messages                 GET /v1/messages: own messages newest first in pages, by state,
                                 another user's 403, an admin's org-wide and per-user views, bad
                                 filters, limit and cursor 400
+  claims_run_ahead_bounded      the "down" user's server stalls every DATA: of 1,500 messages
+                                the sender claims (state "sending") what its two sessions hold
+                                (2 x 100) and a look-ahead (MT_SENDER_CLAIM_AHEAD 500, plus a
+                                claim of 250 in flight), not all of them; the rest stay queued
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -669,6 +673,113 @@ def case_list(svc, sink):
         assert words in doc["error"]["message"], (q, doc)
 
 
+class StallingServer:
+    """An SMTP server that answers the live check's session whole, then, once `stall` is set,
+    never answers a DATA (the client's pipeline fills and stays full)."""
+
+    def __init__(self):
+        import socket
+        self.stall = False
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 stall.test ESMTP\r\n")
+            in_data = False
+            for line in f:
+                if in_data:
+                    if line in (b".\r\n", b".\n"):
+                        in_data = False
+                        c.sendall(b"250 2.0.0 Ok\r\n")
+                    continue
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    c.sendall(b"250-stall.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    if self.stall:
+                        for _ in f:  # read on, answer nothing
+                            pass
+                        return
+                    in_data = True
+                    c.sendall(b"354 go ahead\r\n")
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 Ok\r\n")
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    def close(self):
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+def case_claims_ahead(svc, sink):
+    count, sessions, inflight, ahead, claim_max = 1500, 2, 100, 500, 250
+    server = StallingServer()
+    try:
+        r = svc.req("PUT", "/v1/smtp", svc.tok("down"),
+                    {"host": "127.0.0.1", "port": server.port, "security": "none",
+                     "auth": "none", "from": DOWN, "accept_disclaimer": True})
+        expect(r, 200)
+        server.stall = True
+        clients = [Client(svc.port, svc.tok("down")) for _ in range(THREADS)]
+
+        def post(k, i):
+            st, doc, raw = clients[k].req("POST", "/v1/messages",
+                                          {"to": [f"c{i}@cand.example"], "subject": f"ahead {i}",
+                                           "text": "x"})
+            assert st == 202, f"POST {i} -> {st}: {raw[:300]!r}"
+            return doc["id"]
+
+        parallel(list(range(count)), post)
+        for c in clients:
+            c.close()
+        where = "user_id = (SELECT user_id FROM outbox_messages WHERE subject = 'ahead 0') AND state = ?"
+        # The claims settle: the count of claimed messages stops moving for 2 s.
+        last, still_since, deadline = -1, time.monotonic(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            n = db_count(svc, where, (2,))  # STORE_OUTBOX_SENDING
+            if n != last:
+                last, still_since = n, time.monotonic()
+            elif time.monotonic() - still_since >= 2.0:
+                break
+            time.sleep(0.1)
+        queued = db_count(svc, where, (0,))  # STORE_OUTBOX_QUEUED
+        bound = sessions * inflight + ahead + claim_max
+        print(f"     {last} of {count} claimed with the server stalled (bound {bound}), "
+              f"{queued} queued", flush=True)
+        assert sessions * inflight <= last <= bound, f"{last} claimed, bound {bound}"
+        assert queued == count - last, f"{queued} queued + {last} claimed != {count}"
+    finally:
+        server.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -711,6 +822,7 @@ def main():
             ("bad_input_400_413", case_bad_input),
             ("usage_counts_sent_recipients", lambda s, k: case_usage(s, k, a.count)),
             ("list_messages", case_list),
+            ("claims_run_ahead_bounded", case_claims_ahead),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sink)
