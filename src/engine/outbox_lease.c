@@ -11,7 +11,6 @@
 #include "store/store_org.h"
 #include "store/store_user.h"
 
-#include <stddef.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -196,21 +195,6 @@ static int claim_add_account(struct outbox_claim *c, const struct store_smtp_acc
 	return 0;
 }
 
-/* An item that takes the message and its allocations. The claimed slot is not read again
- * (claim_done frees only the array), so it is neither zeroed nor is the message part of the
- * item: a claim moves up to MT_SENDER_CLAIM_MAX of ~10 KB each, and zeroing them twice was a
- * sixth of the store thread's time in bench/send. */
-static struct outbox_item *item_new(const struct store_outbox_message *taken)
-{
-	_Static_assert(offsetof(struct outbox_item, msg) == 0, "the message leads the item");
-	struct outbox_item *item = malloc(sizeof(*item));
-	if (item == NULL)
-		return NULL;
-	item->msg = *taken;
-	memset((char *)item + sizeof(item->msg), 0, sizeof(*item) - sizeof(item->msg));
-	return item;
-}
-
 static int claim_run(struct store_tx *tx, void *arg)
 {
 	struct claim_job *job = arg;
@@ -248,12 +232,15 @@ static int claim_run(struct store_tx *tx, void *arg)
 	struct world *w = malloc(sizeof(*w));
 	rc = c->items == NULL || w == NULL ? -1 : 0;
 	for (size_t i = 0; i < count; i++) {
-		struct outbox_item *item = rc == 0 ? item_new(&job->messages[i]) : NULL;
+		struct outbox_item *item = rc == 0 ? calloc(1, sizeof(*item)) : NULL;
 		if (item == NULL) {
 			store_outbox_message_free(&job->messages[i]);
 			rc = -1;
 			continue;
 		}
+		/* Takes its allocations; the slot is not read again (claim_done frees only the
+		 * array), so it is not zeroed. */
+		item->msg = job->messages[i];
 		c->items[c->count++] = item;
 	}
 	/* One user's world at a time: the messages grouped by user. */

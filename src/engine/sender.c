@@ -375,6 +375,14 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 	sender_schedule_poll(sender, full ? 0 : delay);
 }
 
+static bool has_ready_session(const struct account *account)
+{
+	for (const struct session *s = account->sessions; s != NULL; s = s->next)
+		if (s->ready && !s->quitting)
+			return true;
+	return false;
+}
+
 /* Claims run ahead of the sessions by MT_SENDER_CLAIM_AHEAD messages not yet handed to one, not
  * by all MT_SENDER_HELD_MAX: per message a claim is the store's dearest job, and claims far
  * ahead delay the finishes and body loads queued behind them (bench/send: claiming 5,000 at
@@ -385,14 +393,9 @@ static bool claim_wanted(const struct sender *sender)
 	if (sender->held - sender->fed < MT_SENDER_CLAIM_AHEAD)
 		return true;
 	size_t waiting = 0;
-	for (const struct account *a = sender->accounts; a != NULL; a = a->next) {
-		for (const struct session *s = a->sessions; s != NULL; s = s->next) {
-			if (s->ready && !s->quitting) {
-				waiting += a->queued;
-				break;
-			}
-		}
-	}
+	for (const struct account *a = sender->accounts; a != NULL; a = a->next)
+		if (has_ready_session(a))
+			waiting += a->queued;
 	return waiting < MT_SENDER_CLAIM_AHEAD;
 }
 

@@ -106,7 +106,7 @@ struct sender {
 	bool claiming;
 	bool stopping;
 	size_t held;           /* claimed, not yet finished */
-	size_t fed;            /* of which handed to a session */
+	size_t fed;            /* of which handed to a session: the accounts' `unrecorded` */
 	size_t body_bytes;     /* loaded or loading, node-wide */
 	size_t claim_reserved; /* of which held for the bodies a claim in flight may bring */
 	unsigned jobs;         /* store jobs in flight: the sender outlives them */

@@ -571,76 +571,8 @@ def case_addin_large(svc, ctx):
           f"RSS peak {peak:.0f} MB")
 
 
-class StalledPeer:
-    """An SMTP server on loopback that greets, answers EHLO (PIPELINING, 8BITMIME, SIZE), MAIL,
-    RCPT and DATA, then reads the data forever without answering the final dot."""
-
-    def __init__(self):
-        import socket
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.conns = []
-        self.bytes = 0
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self):
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns.append(c)
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(0.5)
-        c.sendall(b"220 stalled.test ESMTP\r\n")
-        buf = b""
-        in_data = False
-        while not self.stop.is_set():
-            try:
-                chunk = c.recv(65536)
-            except OSError:
-                continue
-            if not chunk:
-                return
-            if in_data:
-                self.bytes += len(chunk)
-                continue  # never a reply to the dot
-            buf += chunk
-            while b"\r\n" in buf and not in_data:
-                line, buf = buf.split(b"\r\n", 1)
-                verb = line[:4].upper()
-                if verb in (b"EHLO", b"HELO"):
-                    c.sendall(b"250-stalled.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                              b"250 SIZE 104857600\r\n")
-                elif verb == b"DATA":
-                    c.sendall(b"354 go on\r\n")
-                    in_data = True
-                    self.bytes += len(buf)
-                    buf = b""
-                elif verb == b"QUIT":
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"250 ok\r\n")
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
-
-
 def case_stalled_peer(svc_factory, ctx):
-    peer = StalledPeer()
+    peer = rig.StallingSmtp("dot")
     svc = svc_factory("stalled")
     try:
         a = svc.init("Stalled Org", "admin@stalled.example")

@@ -35,6 +35,10 @@ Cases, in order, sharing the setup:
                                 the sender claims (state "sending") what its two sessions hold
                                 (2 x 100) and a look-ahead (MT_SENDER_CLAIM_AHEAD 500, plus a
                                 claim of 250 in flight), not all of them; the rest stay queued
+  claims_skip_unready_accounts  a new user's server never greets: all 800 of its messages are
+                                claimed (an account without a ready session does not count
+                                against the look-ahead), and 10 messages of "rec" queued after
+                                them are sent within 15 s
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -673,109 +677,82 @@ def case_list(svc, sink):
         assert words in doc["error"]["message"], (q, doc)
 
 
-class StallingServer:
-    """An SMTP server that answers the live check's session whole, then, once `stall` is set,
-    never answers a DATA (the client's pipeline fills and stays full)."""
+def post_many(svc, who, count, subject):
+    """POSTs `count` one-recipient messages for `who` over THREADS keep-alive connections."""
+    clients = [Client(svc.port, svc.tok(who)) for _ in range(THREADS)]
 
-    def __init__(self):
-        import socket
-        self.stall = False
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+    def post(k, i):
+        st, doc, raw = clients[k].req("POST", "/v1/messages",
+                                      {"to": [f"c{i}@cand.example"], "subject": f"{subject} {i}",
+                                       "text": "x"})
+        assert st == 202, f"POST {i} -> {st}: {raw[:300]!r}"
+        return doc["id"]
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    try:
+        return parallel(list(range(count)), post)
+    finally:
+        for c in clients:
+            c.close()
 
-    def _serve(self, c):
-        f = c.makefile("rb")
-        try:
-            c.sendall(b"220 stall.test ESMTP\r\n")
-            in_data = False
-            for line in f:
-                if in_data:
-                    if line in (b".\r\n", b".\n"):
-                        in_data = False
-                        c.sendall(b"250 2.0.0 Ok\r\n")
-                    continue
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    c.sendall(b"250-stall.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif verb == b"DATA":
-                    if self.stall:
-                        for _ in f:  # read on, answer nothing
-                            pass
-                        return
-                    in_data = True
-                    c.sendall(b"354 go ahead\r\n")
-                elif verb == b"QUIT":
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"250 Ok\r\n")
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                c.close()
 
-    def close(self):
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.close()
+def claims_settled(svc, where, user_id):
+    """The count of a user's claimed messages once it has not moved for 2 s."""
+    last, still_since, deadline = -1, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        n = db_count(svc, where, (user_id, 2))  # STORE_OUTBOX_SENDING
+        if n != last:
+            last, still_since = n, time.monotonic()
+        elif time.monotonic() - still_since >= 2.0:
+            break
+        time.sleep(0.1)
+    return last
 
 
 def case_claims_ahead(svc, sink):
     count, sessions, inflight, ahead, claim_max = 1500, 2, 100, 500, 250
-    server = StallingServer()
+    server = rig.StallingSmtp()
     try:
         r = svc.req("PUT", "/v1/smtp", svc.tok("down"),
                     {"host": "127.0.0.1", "port": server.port, "security": "none",
                      "auth": "none", "from": DOWN, "accept_disclaimer": True})
         expect(r, 200)
-        server.stall = True
-        clients = [Client(svc.port, svc.tok("down")) for _ in range(THREADS)]
-
-        def post(k, i):
-            st, doc, raw = clients[k].req("POST", "/v1/messages",
-                                          {"to": [f"c{i}@cand.example"], "subject": f"ahead {i}",
-                                           "text": "x"})
-            assert st == 202, f"POST {i} -> {st}: {raw[:300]!r}"
-            return doc["id"]
-
-        parallel(list(range(count)), post)
-        for c in clients:
-            c.close()
-        where = "user_id = (SELECT user_id FROM outbox_messages WHERE subject = 'ahead 0') AND state = ?"
-        # The claims settle: the count of claimed messages stops moving for 2 s.
-        last, still_since, deadline = -1, time.monotonic(), time.monotonic() + 30
-        while time.monotonic() < deadline:
-            n = db_count(svc, where, (2,))  # STORE_OUTBOX_SENDING
-            if n != last:
-                last, still_since = n, time.monotonic()
-            elif time.monotonic() - still_since >= 2.0:
-                break
-            time.sleep(0.1)
-        queued = db_count(svc, where, (0,))  # STORE_OUTBOX_QUEUED
+        server.mode = "data"
+        post_many(svc, "down", count, "ahead")
+        where = "user_id = ? AND state = ?"
+        last = claims_settled(svc, where, svc.users["down"]["id"])
+        queued = db_count(svc, where, (svc.users["down"]["id"], 0))  # STORE_OUTBOX_QUEUED
         bound = sessions * inflight + ahead + claim_max
         print(f"     {last} of {count} claimed with the server stalled (bound {bound}), "
               f"{queued} queued", flush=True)
         assert sessions * inflight <= last <= bound, f"{last} claimed, bound {bound}"
         assert queued == count - last, f"{queued} queued + {last} claimed != {count}"
+    finally:
+        server.close()
+
+
+def case_claims_skip_unready(svc, sink):
+    """Mail of an account whose server never greets does not count against the look-ahead:
+    claims go on past it, and mail queued after it for a working account is sent."""
+    doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
+                         {"email": "unready@a.example", "name": "Unready", "role": "user"}), 201)
+    svc.users["unready"] = {"id": doc["id"], "token": doc["token"], "email": "unready@a.example"}
+    server = rig.StallingSmtp()
+    try:
+        r = svc.req("PUT", "/v1/smtp", svc.tok("unready"),
+                    {"host": "127.0.0.1", "port": server.port, "security": "none",
+                     "auth": "none", "from": "unready@a.example", "accept_disclaimer": True})
+        expect(r, 200)
+        server.mode = "greeting"
+        count = 800  # more than MT_SENDER_CLAIM_AHEAD (500)
+        post_many(svc, "unready", count, "unready")
+        claimed = claims_settled(svc, "user_id = ? AND state = ?", doc["id"])
+        assert claimed == count, f"{claimed} of {count} claimed: the look-ahead stopped at them"
+        # Due after all of them: claimed only if the unready account holds back nothing.
+        ids = [post_msg(svc, "rec", {"to": [f"after{i}@cand.example"], "subject": f"after {i}",
+                                     "text": "x"})[0]["id"] for i in range(10)]
+        for mid in ids:
+            got = wait_final(svc, svc.tok("rec"), mid, timeout=15)
+            assert got["state"] == "sent", got
     finally:
         server.close()
 
@@ -823,6 +800,7 @@ def main():
             ("usage_counts_sent_recipients", lambda s, k: case_usage(s, k, a.count)),
             ("list_messages", case_list),
             ("claims_run_ahead_bounded", case_claims_ahead),
+            ("claims_skip_unready_accounts", case_claims_skip_unready),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sink)

@@ -409,6 +409,109 @@ def _wait_ready(proc, timeout):
 
 
 # ---------------------------------------------------------------------------------------------
+# A loopback SMTP server that stalls on demand (faults smtp-sink does not produce)
+
+
+class StallingSmtp:
+    """An SMTP server on a free loopback port, one thread per connection, advertising
+    PIPELINING, 8BITMIME and SIZE. `mode` (may change while it runs; a connection reads it as
+    it goes): "answer" answers everything (a live check passes), "greeting" never greets,
+    "data" never answers a DATA, "dot" answers DATA with 354 and never the final dot. `bytes`
+    counts the message data received. close() shuts every connection down."""
+
+    def __init__(self, mode="answer"):
+        import threading
+        self.mode = mode
+        self.bytes = 0
+        self.conns = []
+        self.closed = False
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread
+        self._thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            self._thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            self._converse(c)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    def _converse(self, c):
+        if self.mode == "greeting":
+            while c.recv(65536):  # read on, answer nothing
+                pass
+            return
+        c.sendall(b"220 stall.test ESMTP\r\n")
+        buf, in_data, silent = b"", False, False
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                return
+            if silent:
+                self.bytes += len(chunk) if in_data else 0
+                continue
+            buf += chunk
+            while not silent:
+                if in_data:
+                    end = buf.find(b"\r\n.\r\n")
+                    if end < 0:
+                        self.bytes += max(len(buf) - 4, 0)
+                        buf = buf[max(len(buf) - 4, 0):]
+                        break
+                    self.bytes += end
+                    buf, in_data = buf[end + 5:], False
+                    c.sendall(b"250 2.0.0 Ok\r\n")
+                    continue
+                if b"\r\n" not in buf:
+                    break
+                line, buf = buf.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    c.sendall(b"250-stall.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                              b"250 SIZE 104857600\r\n")
+                elif verb == b"DATA" and self.mode == "data":
+                    silent = True
+                elif verb == b"DATA":
+                    c.sendall(b"354 go on\r\n")
+                    in_data = True
+                    if self.mode == "dot":
+                        self.bytes += len(buf)
+                        silent = True
+                    else:
+                        buf = b"\r\n" + buf  # the data's first line may be the dot
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 Ok\r\n")
+
+    def close(self):
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                # shutdown, not close alone: a serving thread still holds the socket
+                c.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # Postfix smtp-sink
 
 
