@@ -37,8 +37,8 @@ Cases, in order, sharing the setup:
                                 claim of 250 in flight), not all of them; the rest stay queued
   claims_skip_unready_accounts  a new user's server never greets: all 800 of its messages are
                                 claimed (an account without a ready session does not count
-                                against the look-ahead), and 10 messages of "rec" queued after
-                                them are sent within 15 s
+                                against the look-ahead), and 10 messages of another user (a
+                                working server) queued after them are sent within 15 s
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -733,29 +733,35 @@ def case_claims_ahead(svc, sink):
 def case_claims_skip_unready(svc, sink):
     """Mail of an account whose server never greets does not count against the look-ahead:
     claims go on past it, and mail queued after it for a working account is sent."""
-    doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
-                         {"email": "unready@a.example", "name": "Unready", "role": "user"}), 201)
-    svc.users["unready"] = {"id": doc["id"], "token": doc["token"], "email": "unready@a.example"}
-    server = rig.StallingSmtp()
+    def new_user(name, server):
+        addr = f"{name}@a.example"
+        doc = expect(svc.req("POST", "/v1/users", svc.tok("admin"),
+                             {"email": addr, "name": name, "role": "user"}), 201)
+        svc.users[name] = {"id": doc["id"], "token": doc["token"], "email": addr}
+        expect(svc.req("PUT", "/v1/smtp", svc.tok(name),
+                       {"host": "127.0.0.1", "port": server.port, "security": "none",
+                        "auth": "none", "from": addr, "accept_disclaimer": True}), 200)
+        return doc["id"]
+
+    silent, working = rig.StallingSmtp(), rig.StallingSmtp()
     try:
-        r = svc.req("PUT", "/v1/smtp", svc.tok("unready"),
-                    {"host": "127.0.0.1", "port": server.port, "security": "none",
-                     "auth": "none", "from": "unready@a.example", "accept_disclaimer": True})
-        expect(r, 200)
-        server.mode = "greeting"
+        unready = new_user("unready", silent)
+        new_user("working", working)
+        silent.mode = "greeting"
         count = 800  # more than MT_SENDER_CLAIM_AHEAD (500)
         post_many(svc, "unready", count, "unready")
-        claimed = claims_settled(svc, "user_id = ? AND state = ?", doc["id"])
+        claimed = claims_settled(svc, "user_id = ? AND state = ?", unready)
         assert claimed == count, f"{claimed} of {count} claimed: the look-ahead stopped at them"
         # Due after all of them: claimed only if the unready account holds back nothing.
-        ids = [post_msg(svc, "rec", {"to": [f"after{i}@cand.example"], "subject": f"after {i}",
-                                     "text": "x"})[0]["id"] for i in range(10)]
+        ids = [post_msg(svc, "working", {"to": [f"after{i}@cand.example"],
+                                         "subject": f"after {i}", "text": "x"})[0]["id"]
+               for i in range(10)]
         for mid in ids:
-            got = wait_final(svc, svc.tok("rec"), mid, timeout=15)
+            got = wait_final(svc, svc.tok("working"), mid, timeout=15)
             assert got["state"] == "sent", got
     finally:
-        server.close()
-
+        silent.close()
+        working.close()
 
 def main():
     ap = argparse.ArgumentParser()
