@@ -6,7 +6,7 @@ one tenant's worst requests must not stall or exhaust the service that serves ev
 
 Every case runs a bounded attack (counted requests, a few seconds, loopback only) while a probe
 thread asks GET /healthz every 20 ms and another tenant reads its org (a store read); the case
-then checks that /healthz always answered within HEALTHZ_MAX_MS (250 ms; 99 % within 100 ms), the other tenant
+then checks that /healthz always answered within HEALTHZ_MAX_MS (100 ms; 99 % within 50 ms), the other tenant
 within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed under RSS_MAX_MB
 (700 MB, SQLite's page cache included). Each case runs on a server of its own.
 
@@ -63,15 +63,15 @@ import rig  # noqa: E402
 from service import Service, expect  # noqa: E402
 
 # Work done on the loop instead of a worker stalls it for seconds (a 20 MiB message built there,
-# a 30 MiB JSON tree). 99 % of the probes must be answered within 100 ms (issue 10), and every
-# one within 250 ms: on 2 cores the loop shares them with the store thread, the workers and
-# this script (8 x 20 MiB messages at once: worst 53-81 ms in five runs on an otherwise idle
-# machine), and the bound must not fail on a scheduling hiccup while it still fails on any of
-# those stalls. The probe runs in a process of its own (probe_healthz), so the attack's own
-# threads cannot delay it; the service's workers run at a lower priority (MT_WORK_NICE), which
-# took that case's worst from 94-213 ms to 53-81 ms.
-HEALTHZ_P99_MS = 100
-HEALTHZ_MAX_MS = 250
+# a 30 MiB JSON tree). Every probe must be answered within 100 ms (issue 10) and 99 % within
+# 50 ms. On 2 cores the loop shares them with the store thread and the workers; what else
+# competed in this script was moved out of the measurement: the probe runs in a process of its
+# own, the attack's threads and the rig's sink run at ATTACKER_NICE, and the service's workers
+# at MT_WORK_NICE. Eight 20 MiB messages at once, the worst case, took 53-81 ms with every
+# thread at one priority and a byte-by-byte 8-bit scan of each body on the loop (11 ms per
+# body); 7-20 ms since.
+HEALTHZ_P99_MS = 50
+HEALTHZ_MAX_MS = 100
 OTHER_MAX_MS = 1000
 # Resident memory of the whole service, SQLite's page cache included: the bodies a case writes
 # pass through it (it is capped at 512 MiB per connection, see limits.h). The in-flight large
@@ -210,12 +210,21 @@ def post_raw(svc, path, token, body, content_type, timeout=120):
         conn.close()
 
 
+# The attack's client and the rig's SMTP sink run below the service's priority: an attacker and
+# a remote mail server do not share the service's 2 cores, and 8 Python threads pushing 20 MiB
+# each, or the sink taking 160 MiB, would otherwise be measured as the service's latency (the
+# probe and the service stay at the default priority).
+ATTACKER_NICE = 10
+
+
 def parallel(n, fn):
+    """fn(0) .. fn(n - 1) on threads of their own, at the attacker's priority."""
     out = [None] * n
     errs = []
 
     def run(i):
         try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ATTACKER_NICE)
             out[i] = fn(i)
         except Exception as e:  # noqa: BLE001 (reported below)
             errs.append(e)
@@ -228,6 +237,11 @@ def parallel(n, fn):
     if errs:
         raise errs[0]
     return out
+
+
+def attack(fn):
+    """fn() on a thread at the attacker's priority; its result."""
+    return parallel(1, lambda i: fn())[0]
 
 
 def setup(svc, ctx):
@@ -251,7 +265,8 @@ def case_amplifying_json(svc, ctx):
     body = b'{"to":[' + b",".join([b"{}"] * items) + b'],"subject":"x","text":"x"}'
     with Watch(svc, svc.tok("other")) as w:
         t0 = time.monotonic()
-        status, data = post_raw(svc, "/v1/messages", svc.tok("admin"), body, "application/json")
+        status, data = attack(lambda: post_raw(svc, "/v1/messages", svc.tok("admin"), body,
+                                               "application/json"))
         took = time.monotonic() - t0
     assert status == 400 and b"values" in data, f"{status} {data[:200]!r}"
     worst, peak = w.check()
@@ -262,9 +277,11 @@ def case_amplifying_json(svc, ctx):
 def case_deep_json(svc, ctx):
     body = b'{"to":' + b"[" * (30 << 20) + b"]"
     with Watch(svc) as w:
-        status, data = post_raw(svc, "/v1/messages", svc.tok("admin"), body, "application/json")
+        status, data = attack(lambda: post_raw(svc, "/v1/messages", svc.tok("admin"), body,
+                                               "application/json"))
     assert status == 400 and b"deeper" in data, f"{status} {data[:200]!r}"
-    w.check()
+    worst, peak = w.check()
+    print(f"     30 MiB of [[[...: 400, /healthz worst {worst:.0f} ms, RSS peak {peak:.0f} MB")
 
 
 def big_message(i):
@@ -325,8 +342,8 @@ def case_large_import(svc, ctx):
     body = ("\n".join(lines) + "\n").encode()
     with Watch(svc, svc.tok("other")) as w:
         t0 = time.monotonic()
-        status, data = post_raw(svc, "/v1/profiles/import", svc.tok("admin"), body, "text/csv",
-                                timeout=300)
+        status, data = attack(lambda: post_raw(svc, "/v1/profiles/import", svc.tok("admin"),
+                                               body, "text/csv", timeout=300))
         took = time.monotonic() - t0
     assert status == 200, f"{status} {data[:300]!r}"
     doc = json.loads(data)
@@ -381,7 +398,7 @@ def case_import_million(svc, ctx):
 
     with Watch(svc, svc.tok("other")) as w:
         t0 = time.monotonic()
-        status, data, _ = post_stream(svc, svc.tok("admin"), counted())
+        status, data, _ = attack(lambda: post_stream(svc, svc.tok("admin"), counted()))
         took = time.monotonic() - t0
     assert status == 200, f"{status} {data[:300]!r}"
     doc = json.loads(data)
@@ -406,8 +423,8 @@ def case_import_over_old_cap(svc, ctx):
     body = b"".join(import_rows(94000, name_pad=pad))
     assert len(body) > 20 << 20, len(body)
     with Watch(svc, svc.tok("other")) as w:
-        status, data = post_raw(svc, "/v1/profiles/import", svc.tok("admin"), body, "text/csv",
-                                timeout=300)
+        status, data = attack(lambda: post_raw(svc, "/v1/profiles/import", svc.tok("admin"),
+                                               body, "text/csv", timeout=300))
     assert status == 200, f"{status} {data[:300]!r}"
     doc = json.loads(data)
     assert doc["imported"] == 94000 and doc["rejected_total"] == 0, \
@@ -600,8 +617,8 @@ def case_stalled_peer(svc_factory, ctx):
         base_rss = rss_mb(svc.proc.pid)
         with Watch(svc) as w:
             for _ in range(30):
-                status, data, _ = post_until_taken(svc, "/v1/messages", svc.tok("admin"), body,
-                                                   "application/json")
+                status, data, _ = attack(lambda: post_until_taken(
+                    svc, "/v1/messages", svc.tok("admin"), body, "application/json"))
                 assert status == 202, f"{status} {data[:200]!r}"
             time.sleep(3)  # the sender claims them all and feeds the stalled sessions
             text = svc.req("GET", "/metrics").text
@@ -615,7 +632,8 @@ def case_stalled_peer(svc_factory, ctx):
         assert peer.bytes > 0, "the stalled peer never got any data"
         worst, peak = w.check()
         print(f"     30 x {len(body) >> 20} MiB queued for a stalled server: the sender holds "
-              f"{held[0] / 2**20:.0f} MiB of bodies; RSS from {base_rss:.0f} to {peak:.0f} MB")
+              f"{held[0] / 2**20:.0f} MiB of bodies; RSS from {base_rss:.0f} to {peak:.0f} MB; "
+              f"/healthz worst {worst:.0f} ms")
     finally:
         svc.stop()
         peer.close()
@@ -634,6 +652,8 @@ def main():
         return 1
     with rig.tempdir("mailtrail-hostile-api-") as tmp, contextlib.ExitStack() as stack:
         sink = stack.enter_context(rig.smtp_sink())
+        # the sink stands for a remote server: it does not compete with the service either
+        os.setpriority(os.PRIO_PROCESS, sink.proc.pid, ATTACKER_NICE)
         ctx = {"sink_port": sink.port}
 
         def fresh(name, env=None):

@@ -124,6 +124,24 @@ static void test_8bit(void **state)
 	assert_false(smtp_data_has_8bit("plain ascii\r\n", 13));
 	assert_true(smtp_data_has_8bit("caf\xc3\xa9", 5));
 	assert_false(smtp_data_has_8bit("", 0));
+	/* the block scan: one high byte at every offset of every length up to three blocks, at
+	 * an unaligned start, and nothing read past the end */
+	char buf[1 + 3 * 64];
+	for (size_t len = 1; len <= 3 * 64; len++) {
+		memset(buf, 'a', sizeof(buf));
+		assert_false(smtp_data_has_8bit(buf + 1, len));
+		if (len < 3 * 64) {
+			buf[1 + len] = (char)0x80; /* just past the end: not seen */
+			assert_false(smtp_data_has_8bit(buf + 1, len));
+		}
+		for (size_t at = 0; at < len; at++) {
+			memset(buf, 'a', sizeof(buf));
+			buf[1 + at] = (char)0xff;
+			assert_true(smtp_data_has_8bit(buf + 1, len));
+			buf[1 + at] = (char)0x80;
+			assert_true(smtp_data_has_8bit(buf + 1, len));
+		}
+	}
 }
 
 int main(void)
