@@ -120,14 +120,21 @@ void http_conn_set_state(struct http_conn *conn, enum conn_state state)
 		bufferevent_enable(conn->bev, EV_READ);
 		break;
 	case CONN_AUTH:
-	case CONN_HANDLER:
-		/* ours to wait for, not the client's: no deadline, and nothing more is read */
+		/* Ours to wait for, not the client's: no deadline. Reading stops only if the hook
+		 * answers later (release() in server_request.c): a body is never read before its
+		 * sender is known. */
 		evtimer_del(conn->timer);
-		bufferevent_disable(conn->bev, EV_READ);
+		break;
+	case CONN_HANDLER:
+		/* Ours to wait for: no deadline. Reading goes on, so a client that leaves is
+		 * noticed, and what it sends early waits (at most MT_HTTP_INPUT_MAX, the read
+		 * watermark). Stopping and starting it at each state cost ~8 epoll_ctl a request. */
+		evtimer_del(conn->timer);
+		bufferevent_enable(conn->bev, EV_READ);
 		break;
 	case CONN_WRITING:
 		conn_arm(conn, now + p->reply_timeout_ms);
-		bufferevent_disable(conn->bev, EV_READ);
+		bufferevent_enable(conn->bev, EV_READ);
 		break;
 	case CONN_LINGER:
 		conn_arm(conn, now + MT_HTTP_LINGER_MS);
@@ -227,11 +234,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 	conn_process(arg);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+void http_conn_written(struct http_conn *conn)
 {
-	struct http_conn *conn = arg;
-	if (conn->state != CONN_WRITING || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-		return; /* a 100 Continue went out, or more is still queued */
 	if (conn->close_after) {
 		/* Closing with unread input would reset the connection, and a client still
 		 * sending its body could lose the reply with it: send our FIN, then read and
@@ -245,10 +249,27 @@ static void on_write(struct bufferevent *bev, void *arg)
 	http_conn_kick(conn);
 }
 
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct http_conn *conn = arg;
+	if (conn->state != CONN_WRITING || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return; /* a 100 Continue went out, or more is still queued */
+	if (conn->peer_closed) {
+		conn_close(conn);
+		return;
+	}
+	http_conn_written(conn);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)bev;
 	struct http_conn *conn = arg;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && conn->state == CONN_WRITING) {
+		/* A client that shut down its side after its request still gets the reply. */
+		conn->peer_closed = true;
+		return;
+	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (conn->state != CONN_LINGER && conn->state != CONN_IDLE)
 			mt_log(MT_LOG_DEBUG, "http.connection_lost",
@@ -345,6 +366,7 @@ static void conn_close(struct http_conn *conn)
 	}
 	event_free(conn->watch);
 	event_free(conn->kick);
+	evbuffer_free(conn->reply_buf);
 	event_free(conn->timer);
 	/* libevent 2.1 frees a bufferevent (and would close its socket) only later, from the
 	 * loop: the client must see the close now, even when the loop is about to stop. */
@@ -402,10 +424,13 @@ static void conn_new(struct http_server *server, evutil_socket_t fd,
 		conn->watch =
 		    event_new(server->base, fd, EV_READ | EV_PERSIST, on_peer_event, conn);
 		conn->kick = event_new(server->base, -1, 0, on_kick, conn);
+		conn->reply_buf = evbuffer_new();
 	}
 	if (conn == NULL || ip == NULL || conn->bev == NULL || conn->timer == NULL ||
-	    conn->watch == NULL || conn->kick == NULL) {
+	    conn->watch == NULL || conn->kick == NULL || conn->reply_buf == NULL) {
 		if (conn != NULL) {
+			if (conn->reply_buf != NULL)
+				evbuffer_free(conn->reply_buf);
 			if (conn->bev != NULL)
 				bufferevent_free(conn->bev);
 			if (conn->timer != NULL)

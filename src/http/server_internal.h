@@ -62,15 +62,17 @@ struct http_conn {
 	enum conn_state state;
 	struct http_request *req; /* being read, in the hook or handler; NULL between requests */
 	struct event *timer;      /* the state's deadline */
-	/* AUTH and HANDLER stop reading, so a client that left would only be noticed when the
-	 * reply fails; this watches the socket meanwhile. */
+	/* While an authenticate hook answers later nothing is read, so a client that left would
+	 * only be noticed when the reply fails; this watches the socket meanwhile. */
 	struct event *watch;
-	struct event *kick; /* http_conn_kick() */
+	struct event *kick;         /* http_conn_kick() */
+	struct evbuffer *reply_buf; /* a reply being written straight to the socket */
 	int64_t accepted_ms;
 	int64_t head_deadline_ms, request_deadline_ms;
 	int64_t waiting_since_ms; /* CONN_AUTH: not the client's time */
 	unsigned requests;        /* begun on this connection */
 	bool close_after;         /* the reply going out is the last */
+	bool peer_closed;         /* the client shut down its side while its reply was going out */
 	struct http_conn *prev, *next;
 };
 
@@ -150,9 +152,12 @@ void http_conn_set_state(struct http_conn *conn, enum conn_state state);
 /* A body wanted after its head may already sit in the input buffer, which bufferevent would
  * not call back for. */
 void http_conn_kick(struct http_conn *conn);
-/* The watch for a client that leaves covers only a request the hook or a handler has; its
- * reply or its return from the hook ends it. */
+/* The watch for a client that leaves covers only a request an authenticate hook answers later;
+ * its reply or its return from the hook ends it. */
 void http_conn_watch_stop(struct http_conn *conn);
+/* CONN_WRITING's reply has gone out: the next request, or the linger before the close. Never
+ * frees the connection. */
+void http_conn_written(struct http_conn *conn);
 
 /* ---- server_request.c: the request's side, which the connection's read loop feeds ---- */
 

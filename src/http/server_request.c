@@ -234,8 +234,10 @@ void http_req_free(struct http_request *req)
 	free(req);
 }
 
-/* Frees the request once it is answered and none of our frames still use it; a request left
- * waiting for an asynchronous reply gets its socket watched. */
+/* Frees the request once it is answered and none of our frames still use it. A request the
+ * authenticate hook answers later holds its body unread (an unknown sender's upload stays in
+ * the kernel's buffers), with the socket watched for a client that leaves; one a handler has
+ * keeps the connection reading (its EOF is seen there). */
 static void release(struct http_request *req)
 {
 	if (--req->busy > 0)
@@ -245,9 +247,11 @@ static void release(struct http_request *req)
 		return;
 	}
 	struct http_conn *conn = req->conn;
-	if (conn != NULL && conn->req == req && !req->gone &&
-	    (conn->state == CONN_AUTH || conn->state == CONN_HANDLER) && conn->watch != NULL)
+	if (conn != NULL && conn->req == req && !req->gone && conn->state == CONN_AUTH &&
+	    conn->watch != NULL) {
+		bufferevent_disable(conn->bev, EV_READ);
 		event_add(conn->watch, NULL);
+	}
 }
 
 /* ---- replies ------------------------------------------------------------------------------ */
@@ -281,7 +285,13 @@ static void conn_reply(struct http_conn *conn, struct http_request *req, int sta
 	bool last = req->head == NULL || !req->head->keep_alive || req->body_state == BODY_UNREAD ||
 	            req->body_state == BODY_READING || conn->server == NULL;
 	bool no_content = status == 204 || status == 304;
-	struct evbuffer *out = bufferevent_get_output(conn->bev);
+	/* Written straight to the socket when nothing else is queued: through the bufferevent,
+	 * every reply armed and disarmed the socket's write event (two epoll_ctl) and waited a
+	 * loop turn. What the socket does not take goes the bufferevent's way. */
+	struct evbuffer *queued = bufferevent_get_output(conn->bev);
+	bool direct =
+	    evbuffer_get_length(queued) == 0 && conn->reply_buf != NULL && !conn->peer_closed;
+	struct evbuffer *out = direct ? conn->reply_buf : queued;
 	char date[64];
 	http_date(date);
 	evbuffer_add_printf(out,
@@ -305,6 +315,15 @@ static void conn_reply(struct http_conn *conn, struct http_request *req, int sta
 	conn->close_after = last;
 	conn->requests++;
 	http_conn_set_state(conn, CONN_WRITING);
+	if (!direct)
+		return;
+	/* A failed write (EAGAIN, or a reset the bufferevent then reports) leaves it all queued. */
+	(void)evbuffer_write(out, conn->fd);
+	if (evbuffer_get_length(out) > 0) {
+		evbuffer_add_buffer(queued, out);
+		return;
+	}
+	http_conn_written(conn);
 }
 
 /* The one place a request is answered. `extra` is a NULL-terminated name/value list. */

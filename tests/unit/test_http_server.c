@@ -156,6 +156,20 @@ static void h_big(struct http_request *req, void *app)
 	http_reply_json(req, 200, json_pack("{s:I}", "len", (json_int_t)len));
 }
 
+/* A reply larger than loopback's socket buffers take at once (~10 MB at most): part of it waits
+ * in the bufferevent. */
+#define BIG_REPLY_BYTES (32u << 20)
+
+static void h_big_reply(struct http_request *req, void *app)
+{
+	(void)app;
+	char *text = malloc(BIG_REPLY_BYTES);
+	assert_non_null(text);
+	memset(text, 'x', BIG_REPLY_BYTES);
+	http_reply_text(req, 200, "text/plain", text, BIG_REPLY_BYTES);
+	free(text);
+}
+
 static void h_busy(struct http_request *req, void *app)
 {
 	(void)app;
@@ -189,6 +203,7 @@ static const struct http_route routes[] = {
     {"POST", "/v1/notes", HTTP_USER, h_big, "notes", 0, NULL, false},
     {"POST", "/v1/upload", HTTP_USER, h_big, "upload", 4 * MT_HTTP_BODY_MAX, NULL, false},
     {"GET", "/busy", HTTP_PUBLIC, h_busy, "busy", 0, NULL, false},
+    {"GET", "/bigreply", HTTP_PUBLIC, h_big_reply, "bigreply", 0, NULL, false},
 };
 
 /* Accepts "good" and "admin", one loop iteration later, like a store job would. */
@@ -321,8 +336,13 @@ static void read_response(int fd, struct response *r)
 	char *end = NULL;
 	for (;;) {
 		if (len == cap) {
+			/* `end` points into the buffer: it moves with it */
+			size_t end_off = end != NULL ? (size_t)(end - buf) : 0;
 			cap *= 2;
 			buf = realloc(buf, cap);
+			assert_non_null(buf);
+			if (end != NULL)
+				end = buf + end_off;
 		}
 		ssize_t n = read(fd, buf + len, cap - len);
 		if (n <= 0)
@@ -1112,6 +1132,64 @@ static void chunked_bodies(void **state)
 	close(fd);
 }
 
+/* Replies go straight to the socket when they can, and reading goes on while a handler has
+ * the request: a client that shuts down its sending side after a request answered at once still
+ * gets it whole, even one far larger than the socket takes at once (the rest is queued, the FIN
+ * seen meanwhile); one whose request waits for its handler is taken as gone (as before); a
+ * request sent behind one that waits for its handler is answered after it, in order. */
+static void half_closed_and_pipelined(void **state)
+{
+	(void)state;
+	struct response r;
+	int fd = connect_server();
+	send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	shutdown(fd, SHUT_WR);
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"ok\":true}");
+	response_free(&r);
+	assert_true(closed_within(fd, 2000));
+	close(fd);
+
+	fd = connect_server();
+	send_str(fd, "GET /bigreply HTTP/1.1\r\nHost: x\r\n\r\n");
+	shutdown(fd, SHUT_WR);
+	usleep(100000); /* the server writes what fits, then sees the FIN while the rest waits */
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, BIG_REPLY_BYTES);
+	assert_non_null(memchr(r.body, 'x', 1));
+	assert_null(memchr(r.body, 0, r.body_len));
+	response_free(&r);
+	assert_true(closed_within(fd, 2000));
+	close(fd);
+
+	fd = connect_server();
+	send_str(fd,
+	         "GET /v1/slow?ms=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n\r\n");
+	usleep(30000);
+	shutdown(fd, SHUT_WR);
+	char c;
+	assert_true(closed_within(fd, 2000));
+	assert_true(read(fd, &c, 1) <= 0);
+	close(fd);
+
+	fd = connect_server();
+	send_str(fd,
+	         "GET /v1/slow?ms=50 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n\r\n");
+	usleep(20000); /* the first one is with its handler when the second comes */
+	send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"slow\":\"done\"}");
+	response_free(&r);
+	read_response(fd, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"ok\":true}");
+	response_free(&r);
+	close(fd);
+}
+
 static void connection_handling(void **state)
 {
 	(void)state;
@@ -1450,6 +1528,7 @@ int main(void)
 	    cmocka_unit_test(framing_refused),
 	    cmocka_unit_test(chunked_bodies),
 	    cmocka_unit_test(connection_handling),
+	    cmocka_unit_test(half_closed_and_pipelined),
 	};
 	const struct CMUnitTest alone[] = {
 	    cmocka_unit_test(free_with_pending),
