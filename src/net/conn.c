@@ -93,6 +93,13 @@ struct mt_conn {
 	/* Deferred work run from the loop, so that callbacks never fire from inside mt_conn_new(),
 	 * mt_conn_start_tls() or mt_conn_resume_read(). */
 	struct event *kick;
+	/* Queued output is written at the loop's next turn (a zero timeout: never inside
+	 * mt_conn_write(), and other sockets are polled in between, as with the write event)
+	 * without the socket's write event: arming and disarming it cost two epoll_ctl per write.
+	 * The event is armed only once the socket refused part of the output (write_blocked). */
+	struct event *flusher;
+	bool flush_scheduled;
+	bool write_blocked;
 
 	SSL *ssl;
 	struct mt_tls_verify_state verify;
@@ -146,6 +153,8 @@ static void conn_destroy(struct mt_conn *conn)
 		event_free(conn->read_timer);
 	if (conn->kick != NULL)
 		event_free(conn->kick);
+	if (conn->flusher != NULL)
+		event_free(conn->flusher);
 	/* No close_notify: the application protocol (QUIT, LOGOUT) has already ended the session,
 	 * and a blocking-free shutdown on a possibly dead socket gains nothing. */
 	SSL_free(conn->ssl);
@@ -181,6 +190,8 @@ static void conn_stop_io(struct mt_conn *conn)
 	event_del(conn->step_timer);
 	event_del(conn->read_timer);
 	event_del(conn->kick);
+	event_del(conn->flusher);
+	conn->flush_scheduled = false;
 }
 
 /* Reports the failure (once) and stops all I/O. Only called from inside conn_enter/leave, so an
@@ -769,7 +780,8 @@ static void conn_flush(struct mt_conn *conn)
 		conn_fail(conn, error.cls, false, NULL, "cannot send: %s", error.reason);
 		return;
 	}
-	if (conn_pending(conn) > 0)
+	conn->write_blocked = conn_pending(conn) > 0;
+	if (conn->write_blocked)
 		return;
 	/* A drained output buffer goes: an idle connection holds none. */
 	mt_buf_free(&conn->output);
@@ -797,10 +809,17 @@ static void conn_update_events(struct mt_conn *conn)
 		bool output = conn_pending(conn) > 0;
 		if (conn->ssl != NULL) {
 			want_read = room || (output && conn->write_wants_read);
-			want_write = (output && !conn->write_wants_read) || conn->read_wants_write;
+			want_write = (output && conn->write_blocked && !conn->write_wants_read) ||
+			             conn->read_wants_write;
 		} else {
 			want_read = room;
-			want_write = output;
+			want_write = output && conn->write_blocked;
+		}
+		if (output && !conn->write_blocked && !conn->write_wants_read &&
+		    !conn->flush_scheduled && conn->flusher != NULL) {
+			static const struct timeval next_turn = {0, 0};
+			conn->flush_scheduled = true;
+			evtimer_add(conn->flusher, &next_turn);
 		}
 		break;
 	}
@@ -902,6 +921,19 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 	default:
 		break;
 	}
+	conn_refresh(conn);
+	conn_leave(conn);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct mt_conn *conn = arg;
+	conn->flush_scheduled = false;
+	conn_enter(conn);
+	if (conn->state == CONN_OPEN && !conn->free_pending && conn_pending(conn) > 0)
+		conn_flush(conn);
 	conn_refresh(conn);
 	conn_leave(conn);
 }
@@ -1025,8 +1057,9 @@ struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
 	conn->step_timer = evtimer_new(base, on_step_timeout, conn);
 	conn->read_timer = evtimer_new(base, on_read_timeout, conn);
 	conn->kick = event_new(base, -1, 0, on_kick, conn);
+	conn->flusher = evtimer_new(base, on_flush, conn);
 	if (conn->addrs == NULL || conn->step_timer == NULL || conn->read_timer == NULL ||
-	    conn->kick == NULL) {
+	    conn->kick == NULL || conn->flusher == NULL) {
 		conn_destroy(conn);
 		*error_r = "out of memory";
 		return NULL;
