@@ -128,7 +128,7 @@ void http_conn_set_state(struct http_conn *conn, enum conn_state state)
 	case CONN_HANDLER:
 		/* Ours to wait for: no deadline. Reading goes on, so a client that leaves is
 		 * noticed, and what it sends early waits (at most MT_HTTP_INPUT_MAX, the read
-		 * watermark). Stopping and starting it at each state cost ~8 epoll_ctl a request. */
+		 * watermark). Stopping and starting it at each state cost ~8 epoll_ctl each. */
 		evtimer_del(conn->timer);
 		bufferevent_enable(conn->bev, EV_READ);
 		break;

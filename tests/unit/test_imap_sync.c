@@ -150,8 +150,8 @@ static struct imap_cursor_decision decide_modseq(int64_t stored_last_uid, int64_
 }
 
 /* RFC 7162: HIGHESTMODSEQ unchanged since the pass that stored the cursor: nothing to ask for
- * (UIDNEXT, when sent, still says so first); moved: the pass as without it; a server without CONDSTORE (0) or NOMODSEQ,
- * or no stored value: as without it. */
+ * (UIDNEXT, when sent, still says so first); moved: the pass as without it; a server without
+ * CONDSTORE (0) or NOMODSEQ, or no stored value: as without it. */
 static void test_modseq(void **state)
 {
 	(void)state;
