@@ -289,8 +289,7 @@ static void conn_reply(struct http_conn *conn, struct http_request *req, int sta
 	 * every reply armed and disarmed the socket's write event (two epoll_ctl) and waited a
 	 * loop turn. What the socket does not take goes the bufferevent's way. */
 	struct evbuffer *queued = bufferevent_get_output(conn->bev);
-	bool direct =
-	    evbuffer_get_length(queued) == 0 && conn->reply_buf != NULL && !conn->peer_closed;
+	bool direct = evbuffer_get_length(queued) == 0 && !conn->peer_closed;
 	struct evbuffer *out = direct ? conn->reply_buf : queued;
 	char date[64];
 	http_date(date);

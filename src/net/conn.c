@@ -99,7 +99,6 @@ struct mt_conn {
 	 * write. The event is armed only once the socket refused part of the output
 	 * (write_blocked). */
 	struct event *flusher;
-	bool flush_scheduled;
 	bool write_blocked;
 
 	SSL *ssl;
@@ -192,7 +191,6 @@ static void conn_stop_io(struct mt_conn *conn)
 	event_del(conn->read_timer);
 	event_del(conn->kick);
 	event_del(conn->flusher);
-	conn->flush_scheduled = false;
 }
 
 /* Reports the failure (once) and stops all I/O. Only called from inside conn_enter/leave, so an
@@ -817,10 +815,9 @@ static void conn_update_events(struct mt_conn *conn)
 			want_read = room;
 			want_write = output && conn->write_blocked;
 		}
-		if (conn->ssl == NULL && output && !conn->write_blocked && !conn->flush_scheduled &&
-		    conn->flusher != NULL) {
+		if (conn->ssl == NULL && output && !conn->write_blocked &&
+		    !evtimer_pending(conn->flusher, NULL)) {
 			static const struct timeval next_turn = {0, 0};
-			conn->flush_scheduled = true;
 			evtimer_add(conn->flusher, &next_turn);
 		}
 		break;
@@ -932,7 +929,6 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct mt_conn *conn = arg;
-	conn->flush_scheduled = false;
 	conn_enter(conn);
 	if (conn->state == CONN_OPEN && !conn->free_pending && conn_pending(conn) > 0)
 		conn_flush(conn);

@@ -924,6 +924,24 @@ static int status_of_raw(const char *head, bool *closed_r)
 
 /* A declared 100 MB body to a route that needs auth: 401 without the client sending any of it,
  * whether the token is missing or fails the hook (auth is decided before the size). */
+/* Sends bytes as fast as the socket takes them until the server answers, `limit` went out or
+ * nothing moved for a second; how many went out. */
+static size_t push_until_reply(int fd, size_t limit)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	static char chunk[16384];
+	memset(chunk, 'b', sizeof(chunk));
+	size_t pushed = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+	while (pushed < limit && poll(&p, 1, 1000) == 1 && !(p.revents & POLLIN)) {
+		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (n > 0)
+			pushed += (size_t)n;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return pushed;
+}
+
 static void unauthenticated_body_unread(void **state)
 {
 	(void)state;
@@ -946,17 +964,7 @@ static void unauthenticated_body_unread(void **state)
 	int calls = atomic_load(&auth_calls);
 	send_str(fd, "POST /v1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer slowbad\r\n"
 	             "Content-Length: 3145728\r\n\r\n");
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	static char chunk[16384];
-	memset(chunk, 'b', sizeof(chunk));
-	size_t pushed = 0;
-	struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
-	while (pushed < 3145728 && poll(&p, 1, 1000) == 1 && !(p.revents & POLLIN)) {
-		ssize_t n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
-		if (n > 0)
-			pushed += (size_t)n;
-	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	size_t pushed = push_until_reply(fd, 3145728);
 	struct response r;
 	read_response(fd, &r);
 	assert_int_equal(r.status, 401);
@@ -1132,6 +1140,15 @@ static void chunked_bodies(void **state)
 	close(fd);
 }
 
+/* Everything the server sends until it closes (or `size` - 1 bytes), as a string. */
+static void read_to_close(int fd, char *buf, size_t size)
+{
+	size_t got = 0;
+	for (ssize_t n; got < size - 1 && (n = read(fd, buf + got, size - 1 - got)) > 0;)
+		got += (size_t)n;
+	buf[got] = '\0';
+}
+
 /* Replies go straight to the socket when they can, and reading goes on while a handler has
  * the request: a client that shuts down its sending side after a request answered at once still
  * gets it whole, even one far larger than the socket takes at once (the rest is queued, the FIN
@@ -1181,11 +1198,7 @@ static void half_closed_and_pipelined(void **state)
 	send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 	/* both replies, which may come in one read: in order, then the close */
 	char both[4096];
-	size_t got = 0;
-	for (ssize_t n;
-	     got < sizeof(both) - 1 && (n = read(fd, both + got, sizeof(both) - 1 - got)) > 0;)
-		got += (size_t)n;
-	both[got] = '\0';
+	read_to_close(fd, both, sizeof(both));
 	const char *slow = strstr(both, "{\"slow\":\"done\"}");
 	const char *ok = strstr(both, "{\"ok\":true}");
 	assert_int_equal(strncmp(both, "HTTP/1.1 200 ", 13), 0);
@@ -1194,6 +1207,21 @@ static void half_closed_and_pipelined(void **state)
 	assert_true(slow < ok);
 	assert_int_equal(strncmp(slow + strlen("{\"slow\":\"done\"}"), "HTTP/1.1 200 ", 13), 0);
 	close(fd);
+
+	/* Reading on while the handler waits is bounded by the read-ahead (MT_HTTP_INPUT_MAX):
+	 * a client pushing more behind its request is held back by TCP, not buffered by us. */
+	fd = connect_server();
+	int small = 64 * 1024;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	send_str(fd,
+	         "GET /v1/slow?ms=300 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n\r\n");
+	size_t pushed = push_until_reply(fd, 8u << 20);
+	char reply[4096];
+	read_to_close(fd, reply, sizeof(reply));
+	close(fd);
+	assert_int_equal(strncmp(reply, "HTTP/1.1 200 ", 13), 0);
+	print_message("pushed %zu bytes while the handler waited\n", pushed);
+	assert_true(pushed < 1024 * 1024);
 }
 
 static void connection_handling(void **state)
@@ -1204,11 +1232,7 @@ static void connection_handling(void **state)
 	send_str(fd, "GET /errorf HTTP/1.1\r\nHost: x\r\n\r\n"
 	             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 	char both[4096];
-	size_t got = 0;
-	for (ssize_t n;
-	     got < sizeof(both) - 1 && (n = read(fd, both + got, sizeof(both) - 1 - got)) > 0;)
-		got += (size_t)n;
-	both[got] = '\0';
+	read_to_close(fd, both, sizeof(both));
 	close(fd);
 	assert_int_equal(strncmp(both, "HTTP/1.1 409 ", 13), 0);
 	const char *second = strstr(both, "}HTTP/1.1 ");
