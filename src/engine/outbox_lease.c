@@ -12,6 +12,7 @@
 #include "store/store_user.h"
 
 #include <sodium.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,11 +53,14 @@ struct claim_job {
 	char owner[MT_ID_MAX];
 	int64_t now, now_ms, lease_s;
 	size_t max;
-	size_t preload, preload_bytes;
+	bool preload_relay;
+	char (*preload_users)[MT_ID_MAX]; /* sorted */
+	size_t preload_user_count;
+	size_t preload_bytes;
 	struct outbox_relay relay;
 	outbox_claim_done_fn *done;
 	void *ctx;
-	struct store_outbox_message *messages; /* the store's claim, `max` slots */
+	char (*ids)[MT_ID_MAX]; /* `max`: the ids the store claimed */
 	struct outbox_claim claim;
 };
 
@@ -195,6 +199,50 @@ static int claim_add_account(struct outbox_claim *c, const struct store_smtp_acc
 	return 0;
 }
 
+static int by_id(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static bool preload_wanted(const struct claim_job *job, const struct outbox_item *item)
+{
+	if (!item->routable)
+		return false;
+	if (item->route.relay)
+		return job->preload_relay;
+	return job->preload_user_count > 0 &&
+	       bsearch(item->msg.user_id, job->preload_users, job->preload_user_count,
+	               sizeof(*job->preload_users), by_id) != NULL;
+}
+
+/* The bodies of the routed messages whose account has a session ready, in claim order, within
+ * the bytes held for them: one store job where a body load of its own would queue behind the
+ * finishes (bench/send: sessions ran dry waiting for it). In order, so that no body waits behind
+ * one not loaded; a body larger than the bytes loads when a session has room for it. */
+static int preload_bodies(struct store_tx *tx, struct claim_job *job)
+{
+	struct outbox_claim *c = &job->claim;
+	size_t bytes = 0;
+	for (size_t i = 0; job->preload_bytes > 0 && i < c->count; i++) {
+		struct outbox_item *item = c->items[i];
+		if (!preload_wanted(job, item))
+			continue;
+		if (bytes + item->msg.body_len > job->preload_bytes)
+			break;
+		int rc = store_outbox_body(tx, item->msg.id, &item->msg.body, &item->msg.body_len);
+		if (rc == STORE_NOT_FOUND)
+			continue; /* gone: the sender finishes it */
+		if (rc != 0)
+			return rc;
+		bytes += item->msg.body_len;
+	}
+	return 0;
+}
+
+/* An item's fields after its message: what a claim zeroes. */
+_Static_assert(offsetof(struct outbox_item, msg) == 0, "msg leads struct outbox_item");
+#define ITEM_TAIL sizeof(((struct outbox_item *)0)->msg)
+
 static int claim_run(struct store_tx *tx, void *arg)
 {
 	struct claim_job *job = arg;
@@ -205,42 +253,30 @@ static int claim_run(struct store_tx *tx, void *arg)
 	                       &job->claim.woken);
 	if (rc != 0)
 		return rc;
+	/* Each message is read straight into its item: items are ~10 KB, and zeroing them and
+	 * copying the message in was a tenth of the store thread's time in bench/send. */
 	size_t count = 0;
-	rc = store_outbox_claim(tx, job->owner, job->now, job->lease_s, job->max, job->messages,
-	                        &count);
+	rc = store_outbox_claim_ids(tx, job->owner, job->now, job->lease_s, job->max, job->ids,
+	                            &count);
 	if (rc != 0)
 		return rc;
-	/* Bodies for what ready sessions can take now, in claim order (the order of due times). */
-	size_t bytes = 0;
-	for (size_t i = 0; i < count && i < job->preload; i++) {
-		struct store_outbox_message *m = &job->messages[i];
-		if (i > 0 && bytes + m->body_len > job->preload_bytes)
-			break;
-		rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
-		if (rc == STORE_NOT_FOUND)
-			continue; /* gone: the sender finishes it */
-		if (rc != 0) {
-			for (size_t k = 0; k < count; k++)
-				store_outbox_message_free(&job->messages[k]);
-			return rc;
-		}
-		bytes += m->body_len;
-	}
 	struct outbox_claim *c = &job->claim;
 	c->full = count == job->max;
 	c->items = calloc(count ? count : 1, sizeof(*c->items));
 	struct world *w = malloc(sizeof(*w));
 	rc = c->items == NULL || w == NULL ? -1 : 0;
-	for (size_t i = 0; i < count; i++) {
-		struct outbox_item *item = rc == 0 ? calloc(1, sizeof(*item)) : NULL;
+	for (size_t i = 0; rc == 0 && i < count; i++) {
+		struct outbox_item *item = malloc(sizeof(*item));
 		if (item == NULL) {
-			store_outbox_message_free(&job->messages[i]);
 			rc = -1;
-			continue;
+			break;
 		}
-		/* Takes its allocations; the slot is not read again (claim_done frees only the
-		 * array), so it is not zeroed. */
-		item->msg = job->messages[i];
+		rc = store_outbox_get_claimed(tx, job->ids[i], &item->msg);
+		if (rc != 0) {
+			free(item); /* the store left nothing in it to free */
+			break;
+		}
+		memset((char *)item + ITEM_TAIL, 0, sizeof(*item) - ITEM_TAIL);
 		c->items[c->count++] = item;
 	}
 	/* One user's world at a time: the messages grouped by user. */
@@ -314,6 +350,8 @@ static int claim_run(struct store_tx *tx, void *arg)
 	if (rc == 0)
 		c->count = kept;
 	if (rc == 0)
+		rc = preload_bodies(tx, job);
+	if (rc == 0)
 		rc = store_governor_next_wake(tx, &c->next_wake_ms);
 	return rc;
 }
@@ -323,19 +361,18 @@ static void claim_done(void *arg, int result)
 	struct claim_job *job = arg;
 	job->done(job->ctx, result, &job->claim);
 	outbox_claim_free(&job->claim);
-	free(job->messages);
+	free(job->ids);
+	free(job->preload_users);
 	free(job);
 }
 
 int outbox_lease_claim(struct store *store, const char *owner, int64_t now_ms, int64_t lease_s,
-                       size_t max, size_t preload, size_t preload_bytes,
+                       size_t max, const struct outbox_preload *preload,
                        const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx)
 {
 	int64_t now = now_ms / 1000;
 	struct claim_job *job = calloc(1, sizeof(*job));
-	/* Not zeroed: the store fills each message it claims, and a claim runs for every wake-up
-	 * (250 x 6.6 KB zeroed each time showed on the loop's profile). */
-	if (job == NULL || (job->messages = malloc(max * sizeof(*job->messages))) == NULL) {
+	if (job == NULL || (job->ids = calloc(max ? max : 1, sizeof(*job->ids))) == NULL) {
 		free(job);
 		return -1;
 	}
@@ -344,13 +381,27 @@ int outbox_lease_claim(struct store *store, const char *owner, int64_t now_ms, i
 	job->now_ms = now_ms;
 	job->lease_s = lease_s;
 	job->max = max;
-	job->preload = preload;
-	job->preload_bytes = preload_bytes;
+	job->preload_relay = preload->relay;
+	job->preload_bytes = preload->bytes;
+	if (preload->user_count > 0) {
+		job->preload_users = calloc(preload->user_count, sizeof(*job->preload_users));
+		if (job->preload_users == NULL) {
+			free(job->ids);
+			free(job);
+			return -1;
+		}
+		for (size_t i = 0; i < preload->user_count; i++)
+			mt_strlcpy(job->preload_users[i], preload->users[i],
+			           sizeof(job->preload_users[i]));
+		qsort(job->preload_users, preload->user_count, sizeof(*job->preload_users), by_id);
+		job->preload_user_count = preload->user_count;
+	}
 	job->relay = *relay;
 	job->done = done;
 	job->ctx = ctx;
 	if (store_submit(store, STORE_WRITE | STORE_REPLAYABLE, claim_run, claim_done, job) < 0) {
-		free(job->messages);
+		free(job->ids);
+		free(job->preload_users);
 		free(job);
 		return -1;
 	}

@@ -1,8 +1,9 @@
 /* The sender's store work (DESIGN.md §3: claim due rows under a lease, commit, then talk to the
- * network): claiming due messages with the route each attempt takes, loading a body when a
- * session is ready for it, recording an attempt fenced by its lease token (with the message's
- * outbox activity when recipients got it), renewing and releasing a node's leases. Each call
- * submits one store job and reports on the loop thread.
+ * network): claiming due messages with the route each attempt takes (and the bodies of those
+ * whose account has a session ready), loading a body when a session is ready for it, recording an
+ * attempt fenced by its lease token (with the message's outbox activity when recipients got it),
+ * renewing and releasing a node's leases. Each call submits one store job and reports on the loop
+ * thread.
  *
  * Ownership: a claim's items belong to the caller from the `done` callback on (free each with
  * outbox_item_free()); a finish takes nothing and borrows the item until its `done`. */
@@ -65,15 +66,24 @@ void outbox_claim_free(struct outbox_claim *claim);
 
 typedef void outbox_claim_done_fn(void *ctx, int result, struct outbox_claim *claim);
 
+/* Which claimed messages come with their bodies: those routed to an account with a session
+ * ready now (the relay, or the custom account of a user in `users`), in claim order, within
+ * `bytes` (a body loads only when a session is up to take it; the others are loaded when one is,
+ * outbox_lease_bodies). */
+struct outbox_preload {
+	bool relay;
+	const char *const *users; /* user ids; copied by outbox_lease_claim */
+	size_t user_count;
+	size_t bytes;
+};
+
 /* Claims up to `max` due messages for `owner` and decides each one's route (outbox_route); the
  * head fields are left to outbox_item_head(). First, held mail whose wake-up is due goes back to
  * the queue as far as its account has room; then each claimed message reserves its recipients'
- * slots (engine/governor.h) or is held, and is not in the claim. The first `preload` claimed
- * messages come with their bodies, within `preload_bytes` (what ready sessions have room for now:
- * the others are loaded when a session is ready for them, outbox_lease_bodies). 0 once submitted,
- * -1 when the queue is full. */
+ * slots (engine/governor.h) or is held, and is not in the claim; then the bodies `preload` asks
+ * for are read. 0 once submitted, -1 when the queue is full. */
 int outbox_lease_claim(struct store *store, const char *owner, int64_t now_ms, int64_t lease_s,
-                       size_t max, size_t preload, size_t preload_bytes,
+                       size_t max, const struct outbox_preload *preload,
                        const struct outbox_relay *relay, outbox_claim_done_fn *done, void *ctx);
 
 /* Loads the bodies of `count` items (their msg.body and body_len); an item whose body is gone

@@ -24,12 +24,13 @@
 #define DEFAULT_THROTTLE_PAUSE_S 60
 #define STATS_INTERVAL_S         10
 
-/* What the bodies budget holds now, for /metrics (and the hostile-client tests). */
+/* What the bodies budget holds now, for /metrics (and the hostile-client tests): loaded or
+ * loading, not the room held for a claim in flight (what it brings is counted when it is back). */
 void sender_publish_body_bytes(const struct sender *sender)
 {
 	mt_metric_set_gauge("mailtrail_sender_body_bytes",
 	                    "Message bodies the sender holds in memory, node-wide", NULL, NULL,
-	                    NULL, NULL, (double)sender->body_bytes);
+	                    NULL, NULL, (double)(sender->body_bytes - sender->claim_reserved));
 }
 
 int64_t sender_now(void)
@@ -184,13 +185,16 @@ void sender_campaign_changed(struct sender *sender, const char *campaign_id)
 
 /* ---- claiming ---- */
 
+/* An account's key: "relay", or this and the user's id. */
+#define CUSTOM_KEY_PREFIX "custom:"
+
 static struct account *account_for(struct sender *sender, const struct outbox_item *o)
 {
 	char key[MT_ID_MAX + 8];
 	if (o->route.relay)
 		snprintf(key, sizeof(key), "relay");
 	else
-		snprintf(key, sizeof(key), "custom:%s", o->msg.user_id);
+		snprintf(key, sizeof(key), CUSTOM_KEY_PREFIX "%s", o->msg.user_id);
 	for (struct account *a = sender->accounts; a != NULL; a = a->next)
 		if (strcmp(a->key, key) == 0)
 			return a;
@@ -349,6 +353,7 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 		item->smtp.head_len = o->head_len;
 		enqueue_item(account, item);
 	}
+	sender_publish_body_bytes(sender);
 	if (heads != NULL) {
 		heads->sender = sender;
 		sender->jobs++;
@@ -407,25 +412,30 @@ static void claim(struct sender *sender)
 	size_t max = MT_SENDER_HELD_MAX - sender->held < MT_SENDER_CLAIM_MAX
 	                 ? MT_SENDER_HELD_MAX - sender->held
 	                 : MT_SENDER_CLAIM_MAX;
-	/* What ready sessions have room for now comes with the claim (one store job, not two);
-	 * the budget it may take is held until the claim is back. */
-	size_t preload = 0;
-	size_t account_max = 0;
+	/* The bodies of what goes to an account with a ready session come with the claim (one
+	 * store job, not two); the budget they may take is held until the claim is back. */
+	struct outbox_preload preload = {0};
+	size_t account_max = 0, ready = 0;
 	for (struct account *a = sender->accounts; a != NULL; a = a->next) {
-		for (struct session *s = a->sessions; s != NULL; s = s->next)
-			if (s->ready && !s->quitting)
-				preload += (size_t)sender->p.max_inflight - s->inflight;
+		ready += has_ready_session(a) && !a->relay ? 1 : 0;
 		if (a->body_bytes > account_max)
 			account_max = a->body_bytes;
 	}
-	for (struct account *a = sender->accounts; a != NULL && preload > 0; a = a->next)
-		for (struct item *item = a->head; item != NULL && (item->loaded || item->loading);
-		     item = item->next)
-			preload -= preload > 0 ? 1 : 0;
-	size_t bytes = outbox_body_claim_room(sender->body_bytes, account_max);
-	if (bytes == 0)
-		preload = 0;
-	sender->claim_reserved = preload > 0 ? bytes : 0;
+	const char **users = ready > 0 ? malloc(ready * sizeof(*users)) : NULL;
+	for (struct account *a = sender->accounts; a != NULL; a = a->next) {
+		if (!has_ready_session(a))
+			continue;
+		if (a->relay)
+			preload.relay = true;
+		else if (users != NULL)
+			users[preload.user_count++] = a->key + strlen(CUSTOM_KEY_PREFIX);
+	}
+	preload.users = users;
+	if (preload.relay || preload.user_count > 0)
+		preload.bytes = outbox_body_claim_room(sender->body_bytes, account_max);
+	if (preload.bytes > MT_SENDER_CLAIM_BODY_BYTES)
+		preload.bytes = MT_SENDER_CLAIM_BODY_BYTES;
+	sender->claim_reserved = preload.bytes;
 	sender->body_bytes += sender->claim_reserved;
 	sender->claiming = true;
 	sender->jobs++;
@@ -434,12 +444,13 @@ static void claim(struct sender *sender)
 	                             .limit_count = sender->p.relay_limit_count};
 	memcpy(relay.limits, sender->p.relay_limits, sizeof(relay.limits));
 	if (outbox_lease_claim(sender->p.store, sender->node_id, mt_wall_ms(), sender->p.lease_s,
-	                       max, preload, sender->claim_reserved, &relay, claimed, sender) < 0) {
+	                       max, &preload, &relay, claimed, sender) < 0) {
 		sender->claiming = false;
 		sender->jobs--;
 		sender->body_bytes -= sender->claim_reserved;
 		sender->claim_reserved = 0;
 	}
+	free(users);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -499,9 +510,7 @@ static void counted(void *ctx, int result, const int64_t *counts)
 		                    "state",
 		                    store_outbox_state_name((enum store_outbox_state)state), NULL,
 		                    NULL, (double)counts[state]);
-	mt_metric_set_gauge("mailtrail_sender_body_bytes",
-	                    "Message bodies the sender holds in memory, node-wide", NULL, NULL,
-	                    NULL, NULL, (double)sender->body_bytes);
+	sender_publish_body_bytes(sender);
 	sender_job_end(sender);
 }
 

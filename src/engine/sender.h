@@ -3,7 +3,8 @@
  * enqueue: engine/outbox.h), groups them per account (a user's custom SMTP, or the platform
  * relay), and sends them many per session, pipelined, over at most `sessions_per_account`
  * sessions per account with at most `max_inflight` messages queued on each. A message's body is
- * loaded only when a ready session has room for it, within a byte budget per node and per
+ * loaded only when its account has a ready session (with the claim, or when a session has room
+ * for it), within a byte budget per node and per
  * account (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX), so a stalled server
  * holds little memory. Every attempt's outcome goes through the outbox policy
  * (engine/outbox_policy.h) and back to the store fenced by the lease token; accepted recipients

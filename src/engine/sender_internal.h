@@ -22,8 +22,9 @@ struct mt_secret;
 
 #define SESSION_COOLDOWN_S 30 /* after a session failed before sending anything */
 
-/* One claimed message on its way. Its body is loaded only when a ready session has room for
- * it and the byte budgets allow (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX). */
+/* One claimed message on its way. Its body is loaded only when its account has a ready session
+ * (with the claim, or when a session has room for it) and the byte budgets allow
+ * (MT_SENDER_BODY_BYTES_MAX, MT_SENDER_ACCOUNT_BODY_BYTES_MAX). */
 struct item {
 	struct sender *sender;
 	struct outbox_item *o;

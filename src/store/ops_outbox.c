@@ -385,19 +385,17 @@ static int due_ids(struct store_tx *tx, const char *op, int64_t now, size_t max,
 	return 0;
 }
 
-int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
-                       size_t max, struct store_outbox_message *messages_r, size_t *count_r)
+int store_outbox_claim_ids(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
+                           size_t max, char (*ids_r)[MT_ID_MAX], size_t *count_r)
 {
 	static const char op[] = "store_outbox_claim";
 	*count_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	char(*ids)[MT_ID_MAX] = calloc(max ? max : 1, sizeof(*ids));
-	if (ids == NULL)
-		return -1;
 	size_t due = 0;
-	int rc = due_ids(tx, op, now, max, ids, &due);
-	for (size_t i = 0; rc == 0 && i < due; i++) {
+	if (due_ids(tx, op, now, max, ids_r, &due) < 0)
+		return -1;
+	for (size_t i = 0; i < due; i++) {
 		/* By id: no partial index is wanted here, the states are bound. */
 		int64_t n = sql_exec(tx, op,
 		                     "UPDATE outbox_messages SET state = ?1, lease_owner = ?2,"
@@ -406,24 +404,39 @@ int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int6
 		                     " AND (state = ?6 OR (state = ?1 AND lease_expires < ?4))",
 		                     SQL_ARGS(SQL_INT(STORE_OUTBOX_SENDING), SQL_TEXT(owner),
 		                              SQL_INT(now + lease_s), SQL_INT(now),
-		                              SQL_TEXT(ids[i]), SQL_INT(STORE_OUTBOX_QUEUED)));
-		if (n < 0) {
-			rc = -1;
-			break;
-		}
-		if (n != 1)
-			continue;
-		struct store_outbox_message *m = &messages_r[*count_r];
-		rc = get_message(
-		    tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
-		    SQL_ARGS(SQL_TEXT(ids[i])), &message_table, true, m);
-		if (rc != 0) {
-			/* The row was just updated: not finding it is a failure. */
-			rc = rc == STORE_NOT_FOUND ? store_invalid(op, "claimed message vanished")
-			                           : -1;
-			break;
-		}
-		(*count_r)++;
+		                              SQL_TEXT(ids_r[i]), SQL_INT(STORE_OUTBOX_QUEUED)));
+		if (n < 0)
+			return -1;
+		if (n == 1 && *count_r != i)
+			memcpy(ids_r[*count_r], ids_r[i], sizeof(ids_r[i]));
+		*count_r += n == 1 ? 1 : 0;
+	}
+	return 0;
+}
+
+int store_outbox_get_claimed(struct store_tx *tx, const char *id, struct store_outbox_message *m)
+{
+	static const char op[] = "store_outbox_claim";
+	int rc = get_message(
+	    tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
+	    SQL_ARGS(SQL_TEXT(id)), &message_table, true, m);
+	/* The row was just claimed: not finding it is a failure. */
+	return rc == STORE_NOT_FOUND ? store_invalid(op, "claimed message vanished") : rc;
+}
+
+int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
+                       size_t max, struct store_outbox_message *messages_r, size_t *count_r)
+{
+	*count_r = 0;
+	char(*ids)[MT_ID_MAX] = calloc(max ? max : 1, sizeof(*ids));
+	if (ids == NULL)
+		return -1;
+	size_t claimed = 0;
+	int rc = store_outbox_claim_ids(tx, owner, now, lease_s, max, ids, &claimed);
+	for (size_t i = 0; rc == 0 && i < claimed; i++) {
+		rc = store_outbox_get_claimed(tx, ids[i], &messages_r[i]);
+		if (rc == 0)
+			(*count_r)++;
 	}
 	free(ids);
 	if (rc != 0) {

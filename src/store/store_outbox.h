@@ -110,10 +110,16 @@ int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_i
 int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *user_id,
                         const char *id);
 /* Claims up to `max` messages due at `now` (queued, next_attempt_at <= now; or sending with an
- * expired lease) for `owner`, with a new lease token each, lease until now + lease_s; loads them
- * with only their pending recipients and the counts of the others, without their bodies (the
- * sender loads a body when a session is ready for it: store_outbox_body). *count_r messages are
- * in messages_r (array of `max`, caller-provided; free each with store_outbox_message_free). */
+ * expired lease) for `owner`, with a new lease token each, lease until now + lease_s: their ids
+ * in ids_r[0..*count_r) (`max` slots, caller-provided). */
+int store_outbox_claim_ids(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
+                           size_t max, char (*ids_r)[MT_ID_MAX], size_t *count_r);
+/* A message claimed in this transaction, with only its pending recipients and the counts of the
+ * others, without its body (the sender loads a body when a session is ready for it:
+ * store_outbox_body); free it with store_outbox_message_free. */
+int store_outbox_get_claimed(struct store_tx *tx, const char *id, struct store_outbox_message *m);
+/* Both: *count_r claimed messages in messages_r (array of `max`, caller-provided; free each with
+ * store_outbox_message_free); on a failure none is left to free. */
 int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
                        size_t max, struct store_outbox_message *messages_r, size_t *count_r);
 /* A message's attachments (name, type, size), malloc'd into *list_r (NULL when none). */

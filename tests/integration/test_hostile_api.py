@@ -6,7 +6,7 @@ one tenant's worst requests must not stall or exhaust the service that serves ev
 
 Every case runs a bounded attack (counted requests, a few seconds, loopback only) while a probe
 thread asks GET /healthz every 20 ms and another tenant reads its org (a store read); the case
-then checks that /healthz always answered within HEALTHZ_MAX_MS (100 ms; 99 % within 50 ms), the other tenant
+then checks that /healthz always answered within HEALTHZ_MAX_MS (100 ms; 99 % within 75 ms), the other tenant
 within OTHER_MAX_MS (1 s), and that the service's resident memory (VmRSS) stayed under RSS_MAX_MB
 (700 MB, SQLite's page cache included). Each case runs on a server of its own.
 
@@ -64,13 +64,15 @@ from service import Service, expect  # noqa: E402
 
 # Work done on the loop instead of a worker stalls it for seconds (a 20 MiB message built there,
 # a 30 MiB JSON tree). Every probe must be answered within 100 ms (issue 10) and 99 % within
-# 50 ms. On 2 cores the loop shares them with the store thread and the workers; what else
+# 75 ms. On 2 cores the loop shares them with the store thread and the workers; what else
 # competed in this script was moved out of the measurement: the probe runs in a process of its
 # own, the attack's threads and the rig's sink run at ATTACKER_NICE, and the service's workers
 # at MT_WORK_NICE. Eight 20 MiB messages at once, the worst case, took 53-81 ms with every
 # thread at one priority and a byte-by-byte 8-bit scan of each body on the loop (11 ms per
-# body); 7-20 ms since.
-HEALTHZ_P99_MS = 50
+# body); 7-20 ms since on one machine of this kind, 35-61 ms on another (2026-12-06, 12 runs,
+# the third-worst of ~300 probes, which is what the p99 reads here, at 43-51 ms: 50 failed one
+# run in six with the code unchanged).
+HEALTHZ_P99_MS = 75
 HEALTHZ_MAX_MS = 100
 OTHER_MAX_MS = 1000
 # Resident memory of the whole service, SQLite's page cache included: the bodies a case writes

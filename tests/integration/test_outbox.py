@@ -37,8 +37,11 @@ Cases, in order, sharing the setup:
                                 claim of 250 in flight), not all of them; the rest stay queued
   claims_skip_unready_accounts  a new user's server never greets: all 800 of its messages are
                                 claimed (an account without a ready session does not count
-                                against the look-ahead), and 10 messages of another user (a
-                                working server) queued after them are sent within 15 s
+                                against the look-ahead) without their bodies (claims load those
+                                of accounts with a ready session only: a third user's, whose
+                                server sits on DATA; gauge mailtrail_sender_body_bytes), and 10
+                                messages of another user (a working server) queued after them
+                                are sent within 15 s
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed. Standard
 library only (Debian's /usr/bin/python3; the rig's aiosmtpd).
@@ -743,15 +746,33 @@ def case_claims_skip_unready(svc, sink):
                         "auth": "none", "from": addr, "accept_disclaimer": True}), 200)
         return doc["id"]
 
-    silent, working = rig.StallingSmtp(), rig.StallingSmtp()
+    silent, working, busy = rig.StallingSmtp(), rig.StallingSmtp(), rig.StallingSmtp()
     try:
         unready = new_user("unready", silent)
         new_user("working", working)
+        new_user("busy", busy)
         silent.mode = "greeting"
+        busy.mode = "data"
+        # A session of "busy" is up while the unready mail is claimed (its server never answers
+        # the DATA): claims bring the bodies of its mail, and must not bring the others'.
+        post_many(svc, "busy", 3, "busy")
+        deadline = time.monotonic() + 10
+        while busy.bytes == 0 and not busy.conns and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert busy.conns, "the busy user's session never connected"
+        time.sleep(0.5)
         count = 800  # more than MT_SENDER_CLAIM_AHEAD (500)
         post_many(svc, "unready", count, "unready")
         claimed = claims_settled(svc, "user_id = ? AND state = ?", unready)
         assert claimed == count, f"{claimed} of {count} claimed: the look-ahead stopped at them"
+        text = svc.req("GET", "/metrics").text
+        held = [float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith("mailtrail_sender_body_bytes")]
+        assert held, "no mailtrail_sender_body_bytes in /metrics"
+        # Three bodies of "busy" (~200 bytes each), not 800 of a server that never greeted.
+        assert held[0] < 50_000, \
+            f"the sender holds {held[0]:.0f} bytes of bodies with {count} messages claimed " \
+            "for an account without a ready session"
         # Due after all of them: claimed only if the unready account holds back nothing.
         ids = [post_msg(svc, "working", {"to": [f"after{i}@cand.example"],
                                          "subject": f"after {i}", "text": "x"})[0]["id"]
@@ -762,6 +783,7 @@ def case_claims_skip_unready(svc, sink):
     finally:
         silent.close()
         working.close()
+        busy.close()
 
 def main():
     ap = argparse.ArgumentParser()
