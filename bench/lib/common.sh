@@ -127,19 +127,18 @@ rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%d", (ms > 0) ? n * 1000 / ms
 
 # wait_exit PID SECONDS: until the child PID has exited, then reaps it; after SECONDS it is sent
 # TERM and the call fails. No polling: a loop of date/cut/sleep every 20 ms took ~15 % of a core
-# of the two the figures are measured on, on the timed side only.
+# of the two the figures are measured on, on the timed side only. The watchdog runs in a session
+# of its own and is stopped with SIGKILL (to its pid and its group): a TERM sent to a shell that
+# has just forked can be lost before its trap is set (dash), which left the caller waiting the
+# whole timeout whenever PID had already exited.
 wait_exit() {
 	rm -f "$WORK/.wait_exit_timeout"
-	(
-		sleep "$2" &
-		trap 'kill $! 2>/dev/null; exit 0' TERM
-		wait $!
-		: >"$WORK/.wait_exit_timeout"
-		kill -TERM "$1" 2>/dev/null
-	) &
+	setsid sh -c 'sleep "$1"; : >"$2"; kill -TERM "$3"' wait_exit "$2" "$WORK/.wait_exit_timeout" "$1" \
+		</dev/null >/dev/null 2>&1 &
 	wait_exit_watchdog=$!
 	wait "$1" 2>/dev/null || true
-	kill -TERM "$wait_exit_watchdog" 2>/dev/null || true
+	kill -KILL -- "-$wait_exit_watchdog" 2>/dev/null || true
+	kill -KILL "$wait_exit_watchdog" 2>/dev/null || true
 	wait "$wait_exit_watchdog" 2>/dev/null || true
 	untrack "$1"
 	if [ -e "$WORK/.wait_exit_timeout" ]; then
