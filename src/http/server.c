@@ -1,7 +1,8 @@
 /* The connection's side of the HTTP server (see http/server.h): each connection's state
  * machine, its reads, writes and deadlines, the per-address table and the close; the listener
  * with its cap and accept() back-off; the server's making and freeing. What a request does
- * once its head is in is server_request.c's; what the two share is in server_internal.h. */
+ * once its head is in is server_request.c's, its reply server_reply.c's; what the three share
+ * is in server_internal.h. */
 #include "http/server_internal.h"
 
 #include "lib/log.h"

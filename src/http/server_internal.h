@@ -1,12 +1,13 @@
-/* What src/http/server.c (connections, listening, the server) and src/http/server_request.c
- * (requests, replies, accessors, dispatch) share: the server's private structs and the few
- * functions between the two. Nothing else includes this; the API is http/server.h.
+/* What src/http/server.c (connections, listening, the server), src/http/server_request.c
+ * (requests, accessors, dispatch, streamed bodies) and src/http/server_reply.c (replies) share:
+ * the server's private structs and the few functions between them. Nothing else includes this;
+ * the API is http/server.h.
  *
  * Ownership. The server owns its connections: each is made at accept and freed only by
  * conn_close() in server.c (client gone, deadline, end of linger, http_server_free()). A
  * request is made by http_req_new() when its first byte arrives and freed by http_req_free()
- * either once it is answered (its one reply, finish() in server_request.c) or, unanswered, by
- * the close of the connection reading it (conn->req). Once the authenticate hook or a handler
+ * either once it is answered (its one reply, http_req_finish() in server_reply.c) or, unanswered,
+ * by the close of the connection reading it (conn->req). Once the authenticate hook or a handler
  * has it (req->in_app, on server->pending) only its reply frees it: a connection's close or
  * the server's free just mark it gone and clear req->conn or req->server, which a request only
  * borrows. While our own frames are on the stack for a request (req->busy), the free waits for
@@ -176,5 +177,21 @@ void http_req_stream_feed(struct http_conn *conn, struct http_request *req);
 void http_req_stream_stop(struct http_request *req, int status, const char *why);
 /* The parser refused the head or body: answers with the status it calls for. */
 void http_req_parse_failed(struct http_request *req, const char *why);
+/* Takes the request off server->pending, where the hook or a handler having it put it: its
+ * reply and its return to us from the hook both end that. */
+void http_req_unlink_pending(struct http_request *req);
+
+/* ---- server_reply.c: the replies, which both the request's side and handlers send ---- */
+
+/* The one place a request is answered: logged and counted, then written on its connection, or
+ * dropped when the client has gone; frees the request unless our frames still hold it.
+ * `extra` is a NULL-terminated name/value list of headers. */
+void http_req_finish(struct http_request *req, int status, const char *content_type,
+                     const char *data, size_t len, const char *const *extra);
+/* http_reply_error() with extra headers (Allow, WWW-Authenticate), which only the request's
+ * own refusals need. */
+void http_req_reply_error_extra(struct http_request *req, int status, const char *cls,
+                                const char *message, const char *smtp_reply,
+                                const char *fingerprint, const char *const *extra);
 
 #endif

@@ -363,7 +363,7 @@
 #define MT_IMAP_SYNC_RESCAN_MS    (30 * 1000)
 #define MT_IMAP_SYNC_GREETING_MS  (30 * 1000)
 
-/* Webhooks (src/engine/webhooks.c, src/webhook/): per org; deliveries one at a time per webhook
+/* Webhooks (src/engine/webhooks*.c, src/webhook/): per org; deliveries one at a time per webhook
  * in event order; a failed one retried with exponential back-off (first delay, cap, jitter
  * +-20%) until MT_WEBHOOK_RETRY_S after its event, then recorded as failed and skipped. */
 #define MT_WEBHOOKS_PER_ORG       20
