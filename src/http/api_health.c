@@ -32,6 +32,8 @@ static void store_gauges(struct store *store)
 	    {"max_batch", st.max_batch},
 	    {"checkpoints", st.checkpoints},
 	    {"replays", st.replays},
+	    {"commit_ms", st.commit_us / 1000},
+	    {"durable_commit_ms", st.durable_commit_us / 1000},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		mt_metric_set_gauge("mailtrail_store", help, "what", rows[i].what, NULL, NULL,

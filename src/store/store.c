@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct store_waiter {
@@ -133,6 +134,13 @@ void store_new_ordered_id(const char *prefix, char out[MT_ID_MAX])
 
 static void after_commit(struct store *store);
 
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void store_tx_forget(struct store_tx *tx)
 {
 	tx->memo.feed_org[0] = '\0';
@@ -212,7 +220,15 @@ static enum group_outcome run_group(struct store *store, struct store_job **jobs
 		}
 	}
 	if (!broken) {
-		if (db_commit(store->db) == 0) {
+		uint64_t started = mono_us();
+		int rc = db_commit(store->db);
+		uint64_t spent = mono_us() - started;
+		pthread_mutex_lock(&store->mu);
+		store->stats.commit_us += spent;
+		if (durable)
+			store->stats.durable_commit_us += spent;
+		pthread_mutex_unlock(&store->mu);
+		if (rc == 0) {
 			after_commit(store);
 			return GROUP_COMMITTED;
 		}

@@ -964,6 +964,10 @@ static void test_group_commit(void **state)
 	assert_int_equal(after.commits - before.commits, 1);
 	assert_int_equal(after.durable_commits - before.durable_commits, 1);
 	assert_int_equal(after.max_batch, 1000);
+	/* a durable COMMIT of 1000 rows takes time, all of it counted as durable */
+	assert_true(after.durable_commit_us > before.durable_commit_us);
+	assert_true(after.commit_us - before.commit_us >=
+	            after.durable_commit_us - before.durable_commit_us);
 
 	/* Without the gate, jobs submitted in a burst still share commits. */
 	a->done = a->ok = 0;
