@@ -9,39 +9,11 @@
 
 #include <string.h>
 
-/* The names store_smtp.h's enums are stored as (the same words as ops_smtp.c). */
-static const char *const state_names[] = {
-    [STORE_ACCOUNT_OFF] = "off",
-    [STORE_ACCOUNT_CONNECTED] = "connected",
-    [STORE_ACCOUNT_DISCONNECTED] = "disconnected",
-};
-static const char *const security_names[] = {
-    [STORE_SECURITY_STARTTLS] = "starttls",
-    [STORE_SECURITY_TLS] = "tls",
-    [STORE_SECURITY_NONE] = "none",
-};
-static const char *const auth_names[] = {
-    [STORE_AUTH_PASSWORD] = "password",
-    [STORE_AUTH_XOAUTH2] = "xoauth2",
-    [STORE_AUTH_NONE] = "none",
-};
-
 #define ACCOUNT_ROW(F, G, T)                                                                       \
 	F(T, TEXT, "user_id", user_id)                                                             \
-	G(T, TEXT, "org_id", org_id)                                                               \
-	G(T, NAME, "state", state, state_names, STORE_ACCOUNT_OFF)                                 \
-	G(T, TEXT, "host", host)                                                                   \
-	G(T, INT, "port", port)                                                                    \
-	G(T, NAME, "security", security, security_names, STORE_SECURITY_STARTTLS)                  \
-	G(T, NAME, "auth", auth, auth_names, STORE_AUTH_PASSWORD)                                  \
-	G(T, TEXT, "username", username)                                                           \
-	G(T, TEXT, "tls_fingerprint", tls_fingerprint)                                             \
-	G(T, BLOB, "sealed_secret", sealed_secret, sealed_secret_len)                              \
+	STORE_ACCOUNT_COLUMNS(G, T)                                                                \
 	G(T, INT64, "since", since)                                                                \
-	G(T, INT64, "verified_at", verified_at)                                                    \
-	G(T, INT64, "last_sync_at", last_sync_at)                                                  \
-	G(T, TEXT, "last_error", last_error)                                                       \
-	G(T, INT64, "updated_at", updated_at)
+	G(T, INT64, "last_sync_at", last_sync_at)
 SQL_TABLE(account_table, ACCOUNT_ROW, struct store_imap_account);
 
 #define FOLDER_ROW(F, G, T)                                                                        \
@@ -110,15 +82,10 @@ int store_imap_account_put(struct store_tx *tx, const struct store_imap_account 
 {
 	static const char op[] = "store_imap_account_put";
 	const struct store_imap_account *a = account;
-	if ((unsigned)a->state > STORE_ACCOUNT_DISCONNECTED)
-		return store_invalid(op, "unknown account state");
-	if (a->sealed_secret_len > sizeof(a->sealed_secret))
-		return store_invalid(op, "sealed secret too long");
 	if (a->folder_count > MT_IMAP_FOLDERS_MAX)
 		return store_invalid(op, "too many folders");
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	int rc = store_user_in_org(tx, op, a->org_id, a->user_id);
+	int rc = store_account_put_check(tx, op, a->state, a->sealed_secret_len,
+	                                 sizeof(a->sealed_secret), a->org_id, a->user_id);
 	if (rc != 0)
 		return rc;
 	rc = sql_change(
@@ -133,10 +100,11 @@ int store_imap_account_put(struct store_tx *tx, const struct store_imap_account 
 	    " verified_at = excluded.verified_at, last_error = excluded.last_error,"
 	    " updated_at = excluded.updated_at"
 	    " WHERE imap_accounts.org_id = excluded.org_id",
-	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id), SQL_TEXT(state_names[a->state]),
-	             SQL_TEXT(a->host), SQL_INT(a->port),
-	             SQL_TEXT(store_security_name(a->security)), SQL_TEXT(store_auth_name(a->auth)),
-	             SQL_TEXT(a->username), SQL_TEXT(a->tls_fingerprint),
+	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id),
+	             SQL_TEXT(store_account_state_names[a->state]), SQL_TEXT(a->host),
+	             SQL_INT(a->port), SQL_TEXT(store_security_name(a->security)),
+	             SQL_TEXT(store_auth_name(a->auth)), SQL_TEXT(a->username),
+	             SQL_TEXT(a->tls_fingerprint),
 	             a->sealed_secret_len > 0 ? SQL_BLOB(a->sealed_secret, a->sealed_secret_len)
 	                                      : SQL_NULL,
 	             SQL_INT(a->since), SQL_INT(a->verified_at), SQL_INT(a->last_sync_at),
@@ -156,21 +124,22 @@ int store_imap_account_off(struct store_tx *tx, const char *org_id, const char *
 	return sql_change(tx, op,
 	                  "UPDATE imap_accounts SET state = ?, sealed_secret = NULL, updated_at = ?"
 	                  " WHERE user_id = ? AND org_id = ?",
-	                  SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_OFF]), SQL_INT(mt_wall_ms()),
-	                           SQL_TEXT(user_id), SQL_TEXT(org_id)));
+	                  SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_OFF]),
+	                           SQL_INT(mt_wall_ms()), SQL_TEXT(user_id), SQL_TEXT(org_id)));
 }
 
 int store_imap_account_disconnect(struct store_tx *tx, const struct store_imap_account *seen,
                                   const char *reason)
 {
 	static const char op[] = "store_imap_account_disconnect";
-	int64_t n = sql_exec(
-	    tx, op,
-	    "UPDATE imap_accounts SET state = ?, last_error = ?"
-	    " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?",
-	    SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]), SQL_TEXT(reason),
-	             SQL_TEXT(seen->user_id), SQL_TEXT(seen->org_id),
-	             SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]), SQL_INT(seen->updated_at)));
+	int64_t n =
+	    sql_exec(tx, op,
+	             "UPDATE imap_accounts SET state = ?, last_error = ?"
+	             " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?",
+	             SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_DISCONNECTED]),
+	                      SQL_TEXT(reason), SQL_TEXT(seen->user_id), SQL_TEXT(seen->org_id),
+	                      SQL_TEXT(store_account_state_names[STORE_ACCOUNT_CONNECTED]),
+	                      SQL_INT(seen->updated_at)));
 	if (n == 1)
 		return store_webhook_account_event(tx, seen->org_id, seen->user_id, "imap", false,
 		                                   reason);
@@ -218,6 +187,6 @@ int store_imap_accounts_to_sync(struct store_tx *tx, struct store_imap_ref *refs
 	                "SELECT " SQL_COLUMNS(REF_ROW) " FROM imap_accounts a JOIN orgs o"
 	                                               " ON o.id = a.org_id"
 	                                               " WHERE a.state = ? AND o.imap_sync = 1",
-	                SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED])), &ref_table, refs,
-	                max, count_r);
+	                SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_CONNECTED])),
+	                &ref_table, refs, max, count_r);
 }

@@ -68,10 +68,7 @@ int store_notification_add(struct store_tx *tx, struct store_notification *n)
 
 void store_notification_list_free(struct store_notification_list *list)
 {
-	free(list->items);
-	list->items = NULL;
-	list->count = 0;
-	list->next_cursor[0] = '\0';
+	STORE_PAGE_FREE(list);
 }
 
 int store_notification_list(struct store_tx *tx, const char *org_id, const char *user_id,
@@ -80,43 +77,35 @@ int store_notification_list(struct store_tx *tx, const char *org_id, const char 
 {
 	static const char op[] = "store_notification_list";
 	memset(list_r, 0, sizeof(*list_r));
-	if (cursor == NULL)
-		cursor = "";
-	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "ntf_"))
-		return STORE_INVALID;
-	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
-		return store_invalid(op, "limit out of range");
+	int rc = store_page_check(op, &cursor, "ntf_", limit);
+	if (rc != 0)
+		return rc;
 	void *items = NULL;
 	size_t count = 0;
 	/* One more than the page: whether there is a next one. */
-	int rc =
-	    cursor[0] != '\0'
-	        ? sql_list_alloc(
-	              tx, op,
-	              "SELECT " SQL_COLUMNS(
-	                  NOTIFICATION_ROW) " FROM notifications"
-	                                    " WHERE user_id = ? AND org_id = ? AND id < ?"
-	                                    " ORDER BY id DESC LIMIT ?",
-	              SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(cursor),
-	                       SQL_INT(limit + 1)),
-	              &notification_table, 8, limit + 1, &items, &count)
-	        : sql_list_alloc(
-	              tx, op,
-	              "SELECT " SQL_COLUMNS(NOTIFICATION_ROW) " FROM notifications"
-	                                                      " WHERE user_id = ? AND org_id = ?"
-	                                                      " ORDER BY id DESC LIMIT ?",
-	              SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_INT(limit + 1)),
-	              &notification_table, 8, limit + 1, &items, &count);
+	rc = cursor[0] != '\0'
+	         ? sql_list_alloc(
+	               tx, op,
+	               "SELECT " SQL_COLUMNS(
+	                   NOTIFICATION_ROW) " FROM notifications"
+	                                     " WHERE user_id = ? AND org_id = ? AND id < ?"
+	                                     " ORDER BY id DESC LIMIT ?",
+	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(cursor),
+	                        SQL_INT(limit + 1)),
+	               &notification_table, 8, limit + 1, &items, &count)
+	         : sql_list_alloc(
+	               tx, op,
+	               "SELECT " SQL_COLUMNS(NOTIFICATION_ROW) " FROM notifications"
+	                                                       " WHERE user_id = ? AND org_id = ?"
+	                                                       " ORDER BY id DESC LIMIT ?",
+	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_INT(limit + 1)),
+	               &notification_table, 8, limit + 1, &items, &count);
 	list_r->items = items;
 	list_r->count = count;
 	if (rc != 0) {
 		store_notification_list_free(list_r);
 		return rc;
 	}
-	if (count > limit) {
-		list_r->count = limit;
-		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
-		           sizeof(list_r->next_cursor));
-	}
+	STORE_PAGE_TRIM(list_r, limit);
 	return 0;
 }

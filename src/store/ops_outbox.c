@@ -277,10 +277,7 @@ int store_outbox_get(struct store_tx *tx, const char *org_id, const char *user_i
 
 void store_outbox_list_free(struct store_outbox_list *list)
 {
-	free(list->items);
-	list->items = NULL;
-	list->count = 0;
-	list->next_cursor[0] = '\0';
+	STORE_PAGE_FREE(list);
 }
 
 int store_outbox_list(struct store_tx *tx, const char *org_id,
@@ -289,12 +286,9 @@ int store_outbox_list(struct store_tx *tx, const char *org_id,
 {
 	static const char op[] = "store_outbox_list";
 	memset(list_r, 0, sizeof(*list_r));
-	if (cursor == NULL)
-		cursor = "";
-	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "msg_"))
-		return STORE_INVALID;
-	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
-		return store_invalid(op, "limit out of range");
+	int rc = store_page_check(op, &cursor, "msg_", limit);
+	if (rc != 0)
+		return rc;
 	char sql[1024];
 	struct db_arg args[8];
 	size_t n = 0;
@@ -326,18 +320,14 @@ int store_outbox_list(struct store_tx *tx, const char *org_id,
 		return store_invalid(op, "query too long");
 	void *items = NULL;
 	size_t count = 0;
-	int rc = sql_list_alloc(tx, op, sql, args, &message_table, 16, limit + 1, &items, &count);
+	rc = sql_list_alloc(tx, op, sql, args, &message_table, 16, limit + 1, &items, &count);
 	list_r->items = items;
 	list_r->count = count;
 	if (rc != 0) {
 		store_outbox_list_free(list_r);
 		return rc;
 	}
-	if (count > limit) {
-		list_r->count = limit;
-		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
-		           sizeof(list_r->next_cursor));
-	}
+	STORE_PAGE_TRIM(list_r, limit);
 	return 0;
 }
 

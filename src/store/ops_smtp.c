@@ -9,17 +9,19 @@
 
 #include <string.h>
 
-static const char *const state_names[] = {
+/* The names store_smtp.h's enums are stored as, for SMTP and IMAP accounts alike
+ * (store_internal.h). */
+const char *const store_account_state_names[STORE_ACCOUNT_NAMES] = {
     [STORE_ACCOUNT_OFF] = "off",
     [STORE_ACCOUNT_CONNECTED] = "connected",
     [STORE_ACCOUNT_DISCONNECTED] = "disconnected",
 };
-static const char *const security_names[] = {
+const char *const store_security_names[STORE_SECURITY_NAMES] = {
     [STORE_SECURITY_STARTTLS] = "starttls",
     [STORE_SECURITY_TLS] = "tls",
     [STORE_SECURITY_NONE] = "none",
 };
-static const char *const auth_names[] = {
+const char *const store_auth_names[STORE_AUTH_NAMES] = {
     [STORE_AUTH_PASSWORD] = "password",
     [STORE_AUTH_XOAUTH2] = "xoauth2",
     [STORE_AUTH_NONE] = "none",
@@ -28,17 +30,17 @@ static const char *const auth_names[] = {
 
 const char *store_account_state_name(enum store_account_state state)
 {
-	return sql_name(NAMES(state_names), state, STORE_ACCOUNT_OFF);
+	return sql_name(NAMES(store_account_state_names), state, STORE_ACCOUNT_OFF);
 }
 
 const char *store_security_name(enum store_security security)
 {
-	return sql_name(NAMES(security_names), security, STORE_SECURITY_STARTTLS);
+	return sql_name(NAMES(store_security_names), security, STORE_SECURITY_STARTTLS);
 }
 
 const char *store_auth_name(enum store_auth auth)
 {
-	return sql_name(NAMES(auth_names), auth, STORE_AUTH_PASSWORD);
+	return sql_name(NAMES(store_auth_names), auth, STORE_AUTH_PASSWORD);
 }
 
 static int parse_name(const char *const *names, size_t count, const char *name, unsigned *out)
@@ -55,7 +57,7 @@ static int parse_name(const char *const *names, size_t count, const char *name, 
 int store_security_parse(const char *name, enum store_security *security_r)
 {
 	unsigned v;
-	if (parse_name(NAMES(security_names), name, &v) < 0)
+	if (parse_name(NAMES(store_security_names), name, &v) < 0)
 		return -1;
 	*security_r = (enum store_security)v;
 	return 0;
@@ -64,7 +66,7 @@ int store_security_parse(const char *name, enum store_security *security_r)
 int store_auth_parse(const char *name, enum store_auth *auth_r)
 {
 	unsigned v;
-	if (parse_name(NAMES(auth_names), name, &v) < 0)
+	if (parse_name(NAMES(store_auth_names), name, &v) < 0)
 		return -1;
 	*auth_r = (enum store_auth)v;
 	return 0;
@@ -72,21 +74,10 @@ int store_auth_parse(const char *name, enum store_auth *auth_r)
 
 #define ACCOUNT_ROW(F, G, T)                                                                       \
 	F(T, TEXT, "user_id", user_id)                                                             \
-	G(T, TEXT, "org_id", org_id)                                                               \
-	G(T, NAME, "state", state, state_names, STORE_ACCOUNT_OFF)                                 \
+	STORE_ACCOUNT_COLUMNS(G, T)                                                                \
 	G(T, TEXT, "preset", preset)                                                               \
-	G(T, TEXT, "host", host)                                                                   \
-	G(T, INT, "port", port)                                                                    \
-	G(T, NAME, "security", security, security_names, STORE_SECURITY_STARTTLS)                  \
-	G(T, NAME, "auth", auth, auth_names, STORE_AUTH_PASSWORD)                                  \
-	G(T, TEXT, "username", username)                                                           \
 	G(T, TEXT, "from_address", from_address)                                                   \
-	G(T, TEXT, "tls_fingerprint", tls_fingerprint)                                             \
-	G(T, BLOB, "sealed_secret", sealed_secret, sealed_secret_len)                              \
-	G(T, INT64, "verified_at", verified_at)                                                    \
-	G(T, TEXT, "confirmation_message_id", confirmation_message_id)                             \
-	G(T, TEXT, "last_error", last_error)                                                       \
-	G(T, INT64, "updated_at", updated_at)
+	G(T, TEXT, "confirmation_message_id", confirmation_message_id)
 SQL_TABLE(account_table, ACCOUNT_ROW, struct store_smtp_account);
 
 #define LIMIT_ROW(F, G, T)                                                                         \
@@ -131,20 +122,28 @@ int store_smtp_account_get(struct store_tx *tx, const char *org_id, const char *
 	                MT_SEND_LIMITS_MAX, &account_r->limit_count);
 }
 
+int store_account_put_check(struct store_tx *tx, const char *op, enum store_account_state state,
+                            size_t sealed_secret_len, size_t sealed_secret_max, const char *org_id,
+                            const char *user_id)
+{
+	if ((unsigned)state > STORE_ACCOUNT_DISCONNECTED)
+		return store_invalid(op, "unknown account state");
+	if (sealed_secret_len > sealed_secret_max)
+		return store_invalid(op, "sealed secret too long");
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	/* Accounts are reached through their user: a foreign user id is not found here. */
+	return store_user_in_org(tx, op, org_id, user_id);
+}
+
 int store_smtp_account_put(struct store_tx *tx, const struct store_smtp_account *account)
 {
 	static const char op[] = "store_smtp_account_put";
 	const struct store_smtp_account *a = account;
-	if ((unsigned)a->state > STORE_ACCOUNT_DISCONNECTED)
-		return store_invalid(op, "unknown account state");
-	if (a->sealed_secret_len > sizeof(a->sealed_secret))
-		return store_invalid(op, "sealed secret too long");
 	if (a->limit_count > MT_SEND_LIMITS_MAX)
 		return store_invalid(op, "too many send limits");
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	/* Accounts are reached through their user: a foreign user id is not found here. */
-	int rc = store_user_in_org(tx, op, a->org_id, a->user_id);
+	int rc = store_account_put_check(tx, op, a->state, a->sealed_secret_len,
+	                                 sizeof(a->sealed_secret), a->org_id, a->user_id);
 	if (rc != 0)
 		return rc;
 	/* org_id is part of the conflict update's condition so that a row can never move between
@@ -163,8 +162,9 @@ int store_smtp_account_put(struct store_tx *tx, const struct store_smtp_account 
 	    " confirmation_message_id = excluded.confirmation_message_id,"
 	    " last_error = excluded.last_error, updated_at = excluded.updated_at"
 	    " WHERE smtp_accounts.org_id = excluded.org_id",
-	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id), SQL_TEXT(state_names[a->state]),
-	             SQL_TEXT(a->preset), SQL_TEXT(a->host), SQL_INT(a->port),
+	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id),
+	             SQL_TEXT(store_account_state_names[a->state]), SQL_TEXT(a->preset),
+	             SQL_TEXT(a->host), SQL_INT(a->port),
 	             SQL_TEXT(store_security_name(a->security)), SQL_TEXT(store_auth_name(a->auth)),
 	             SQL_TEXT(a->username), SQL_TEXT(a->from_address), SQL_TEXT(a->tls_fingerprint),
 	             a->sealed_secret_len > 0 ? SQL_BLOB(a->sealed_secret, a->sealed_secret_len)
@@ -205,20 +205,20 @@ int store_smtp_account_disconnect(struct store_tx *tx, const struct store_smtp_a
 	                   "UPDATE smtp_accounts SET state = ?, last_error = ?, updated_at = ?"
 	                   " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?"
 	                   " AND sealed_secret = ?",
-	                   SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]),
+	                   SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_DISCONNECTED]),
 	                            SQL_TEXT(reason), SQL_INT(mt_wall_s()), SQL_TEXT(seen->user_id),
 	                            SQL_TEXT(seen->org_id),
-	                            SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]),
+	                            SQL_TEXT(store_account_state_names[STORE_ACCOUNT_CONNECTED]),
 	                            SQL_INT(seen->updated_at),
 	                            SQL_BLOB(seen->sealed_secret, seen->sealed_secret_len)))
 	        : sql_exec(tx, op,
 	                   "UPDATE smtp_accounts SET state = ?, last_error = ?, updated_at = ?"
 	                   " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?"
 	                   " AND sealed_secret IS NULL",
-	                   SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_DISCONNECTED]),
+	                   SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_DISCONNECTED]),
 	                            SQL_TEXT(reason), SQL_INT(mt_wall_s()), SQL_TEXT(seen->user_id),
 	                            SQL_TEXT(seen->org_id),
-	                            SQL_TEXT(state_names[STORE_ACCOUNT_CONNECTED]),
+	                            SQL_TEXT(store_account_state_names[STORE_ACCOUNT_CONNECTED]),
 	                            SQL_INT(seen->updated_at)));
 	if (n == 1)
 		return store_webhook_account_event(tx, seen->org_id, seen->user_id, "smtp", false,
@@ -234,6 +234,6 @@ int store_smtp_account_off(struct store_tx *tx, const char *org_id, const char *
 	return sql_change(tx, op,
 	                  "UPDATE smtp_accounts SET state = ?, sealed_secret = NULL, updated_at = ?"
 	                  " WHERE user_id = ? AND org_id = ?",
-	                  SQL_ARGS(SQL_TEXT(state_names[STORE_ACCOUNT_OFF]), SQL_INT(mt_wall_s()),
-	                           SQL_TEXT(user_id), SQL_TEXT(org_id)));
+	                  SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_OFF]),
+	                           SQL_INT(mt_wall_s()), SQL_TEXT(user_id), SQL_TEXT(org_id)));
 }

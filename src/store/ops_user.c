@@ -290,10 +290,7 @@ int store_token_revoke_in_org(struct store_tx *tx, const char *org_id, const cha
 
 void store_user_list_free(struct store_user_list *list)
 {
-	free(list->items);
-	list->items = NULL;
-	list->count = 0;
-	list->next_cursor[0] = '\0';
+	STORE_PAGE_FREE(list);
 }
 
 int store_user_list(struct store_tx *tx, const char *org_id, const char *cursor, size_t limit,
@@ -301,28 +298,22 @@ int store_user_list(struct store_tx *tx, const char *org_id, const char *cursor,
 {
 	static const char op[] = "store_user_list";
 	memset(list_r, 0, sizeof(*list_r));
-	if (cursor == NULL)
-		cursor = "";
-	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "usr_"))
-		return STORE_INVALID;
-	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
-		return store_invalid(op, "limit out of range");
+	int rc = store_page_check(op, &cursor, "usr_", limit);
+	if (rc != 0)
+		return rc;
 	void *items = NULL;
 	size_t count = 0;
 	/* One more than the page: whether there is a next one. "" sorts before every id. */
-	int rc = sql_list_alloc(tx, op,
-	                        "SELECT " SQL_COLUMNS(USER_ROW) " FROM users u"
-	                                                        " WHERE u.org_id = ? AND u.id > ?"
-	                                                        " ORDER BY u.id LIMIT ?",
-	                        SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(cursor), SQL_INT(limit + 1)),
-	                        &user_table, 8, limit + 1, &items, &count);
+	rc = sql_list_alloc(tx, op,
+	                    "SELECT " SQL_COLUMNS(USER_ROW) " FROM users u"
+	                                                    " WHERE u.org_id = ? AND u.id > ?"
+	                                                    " ORDER BY u.id LIMIT ?",
+	                    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(cursor), SQL_INT(limit + 1)),
+	                    &user_table, 8, limit + 1, &items, &count);
 	list_r->items = items;
 	list_r->count = count;
-	if (rc == 0 && count > limit) {
-		list_r->count = limit;
-		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
-		           sizeof(list_r->next_cursor));
-	}
+	if (rc == 0)
+		STORE_PAGE_TRIM(list_r, limit);
 	for (size_t i = 0; rc == 0 && i < list_r->count; i++)
 		rc = load_aliases(tx, op, &list_r->items[i]);
 	if (rc != 0)

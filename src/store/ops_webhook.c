@@ -364,10 +364,7 @@ SQL_TABLE(delivery_table, DELIVERY_ROW, struct store_webhook_delivery);
 
 void store_webhook_delivery_list_free(struct store_webhook_delivery_list *list)
 {
-	free(list->items);
-	list->items = NULL;
-	list->count = 0;
-	list->next_cursor[0] = '\0';
+	STORE_PAGE_FREE(list);
 }
 
 int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char *webhook_id,
@@ -376,16 +373,12 @@ int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char
 {
 	static const char op[] = "store_webhook_deliveries";
 	memset(list_r, 0, sizeof(*list_r));
-	if (cursor == NULL)
-		cursor = "";
-	if (cursor[0] != '\0' && !store_id_cursor_valid(cursor, "whd_"))
-		return STORE_INVALID;
-	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
-		return store_invalid(op, "limit out of range");
+	int rc = store_page_check(op, &cursor, "whd_", limit);
+	if (rc != 0)
+		return rc;
 	int64_t found = 0;
-	int rc =
-	    sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
-	            SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), &sql_int64_table, &found);
+	rc = sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
+	             SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), &sql_int64_table, &found);
 	if (rc != 0)
 		return rc;
 	void *items = NULL;
@@ -405,11 +398,7 @@ int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char
 		store_webhook_delivery_list_free(list_r);
 		return rc;
 	}
-	if (count > limit) {
-		list_r->count = limit;
-		mt_strlcpy(list_r->next_cursor, list_r->items[limit - 1].id,
-		           sizeof(list_r->next_cursor));
-	}
+	STORE_PAGE_TRIM(list_r, limit);
 	return 0;
 }
 

@@ -363,3 +363,14 @@ int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const s
 	*rows_r = rows;
 	return rc;
 }
+
+int store_page_check(const char *op, const char **cursor, const char *prefix, size_t limit)
+{
+	if (*cursor == NULL)
+		*cursor = "";
+	if ((*cursor)[0] != '\0' && !store_id_cursor_valid(*cursor, prefix))
+		return STORE_INVALID;
+	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
+		return store_invalid(op, "limit out of range");
+	return 0;
+}
