@@ -336,6 +336,8 @@ static void checkpoint_start(struct store *store, const char *url)
 		db_close(&store->ckpt_db);
 		return;
 	}
+	/* Named for top -H, perf and /proc/PID/task/TID/comm (15 bytes at most). */
+	pthread_setname_np(store->ckpt_thread, "mt-checkpoint");
 	store->ckpt_started = true;
 }
 
@@ -553,6 +555,7 @@ struct store *store_open(const char *url, struct event_base *base, const char **
 		return NULL;
 	}
 	store->thread_started = true;
+	pthread_setname_np(store->thread, "mt-store");
 	return store;
 }
 

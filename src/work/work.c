@@ -150,6 +150,8 @@ struct work_pool *work_pool_new(struct event_base *base, unsigned threads, size_
 			work_pool_free(&pool);
 			return NULL;
 		}
+		/* Named for top -H, perf and /proc/PID/task/TID/comm. */
+		pthread_setname_np(pool->threads[i], "mt-work");
 		pool->thread_count++;
 	}
 	return pool;
