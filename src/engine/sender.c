@@ -185,16 +185,13 @@ void sender_campaign_changed(struct sender *sender, const char *campaign_id)
 
 /* ---- claiming ---- */
 
-/* An account's key: "relay", or this and the user's id. */
-#define CUSTOM_KEY_PREFIX "custom:"
-
 static struct account *account_for(struct sender *sender, const struct outbox_item *o)
 {
 	char key[MT_ID_MAX + 8];
 	if (o->route.relay)
 		snprintf(key, sizeof(key), "relay");
 	else
-		snprintf(key, sizeof(key), CUSTOM_KEY_PREFIX "%s", o->msg.user_id);
+		snprintf(key, sizeof(key), "custom:%s", o->msg.user_id);
 	for (struct account *a = sender->accounts; a != NULL; a = a->next)
 		if (strcmp(a->key, key) == 0)
 			return a;
@@ -427,8 +424,8 @@ static void claim(struct sender *sender)
 			continue;
 		if (a->relay)
 			preload.relay = true;
-		else if (users != NULL)
-			users[preload.user_count++] = a->key + strlen(CUSTOM_KEY_PREFIX);
+		else if (users != NULL && a->settings_loaded)
+			users[preload.user_count++] = a->settings.user_id;
 	}
 	preload.users = users;
 	if (preload.relay || preload.user_count > 0)

@@ -64,8 +64,9 @@
 #define MT_SENDER_BODY_BYTES_MAX         (256u * 1024 * 1024)
 #define MT_SENDER_ACCOUNT_BODY_BYTES_MAX (64u * 1024 * 1024)
 #define MT_SENDER_LOAD_BATCH             100 /* bodies loaded per store job */
-/* Bodies one claim reads (the first may exceed it): a claim stays short for the results queued
- * behind it, and large messages load as sessions take them. */
+/* Bodies one claim reads at most (in claim order, stopping at the first that does not fit): a
+ * claim stays short for the results queued behind it, and larger messages load as sessions
+ * take them. */
 #define MT_SENDER_CLAIM_BODY_BYTES (4u * 1024 * 1024)
 
 /* The send governor (engine/governor.h). */

@@ -378,7 +378,7 @@ static int due_ids(struct store_tx *tx, const char *op, int64_t now, size_t max,
 int store_outbox_claim_ids(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
                            size_t max, char (*ids_r)[MT_ID_MAX], size_t *count_r)
 {
-	static const char op[] = "store_outbox_claim";
+	static const char op[] = "store_outbox_claim_ids";
 	*count_r = 0;
 	if (store_need_write(tx, op) < 0)
 		return -1;
@@ -406,35 +406,12 @@ int store_outbox_claim_ids(struct store_tx *tx, const char *owner, int64_t now, 
 
 int store_outbox_get_claimed(struct store_tx *tx, const char *id, struct store_outbox_message *m)
 {
-	static const char op[] = "store_outbox_claim";
+	static const char op[] = "store_outbox_get_claimed";
 	int rc = get_message(
 	    tx, op, "SELECT " SQL_COLUMNS(MESSAGE_ROW) " FROM outbox_messages WHERE id = ?",
 	    SQL_ARGS(SQL_TEXT(id)), &message_table, true, m);
 	/* The row was just claimed: not finding it is a failure. */
 	return rc == STORE_NOT_FOUND ? store_invalid(op, "claimed message vanished") : rc;
-}
-
-int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
-                       size_t max, struct store_outbox_message *messages_r, size_t *count_r)
-{
-	*count_r = 0;
-	char(*ids)[MT_ID_MAX] = calloc(max ? max : 1, sizeof(*ids));
-	if (ids == NULL)
-		return -1;
-	size_t claimed = 0;
-	int rc = store_outbox_claim_ids(tx, owner, now, lease_s, max, ids, &claimed);
-	for (size_t i = 0; rc == 0 && i < claimed; i++) {
-		rc = store_outbox_get_claimed(tx, ids[i], &messages_r[i]);
-		if (rc == 0)
-			(*count_r)++;
-	}
-	free(ids);
-	if (rc != 0) {
-		for (size_t i = 0; i < *count_r; i++)
-			store_outbox_message_free(&messages_r[i]);
-		*count_r = 0;
-	}
-	return rc;
 }
 
 int store_outbox_renew(struct store_tx *tx, const char *owner, int64_t until)

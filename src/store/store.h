@@ -79,19 +79,18 @@ int store_run(struct store *store, enum store_job_kind kind, store_job_fn *fn, v
 
 /* Counters since store_open(), for tests, benchmarks and /metrics. */
 struct store_stats {
-	uint64_t jobs;            /* jobs finished */
-	uint64_t write_jobs;      /* of which STORE_WRITE or STORE_WRITE_DURABLE */
-	uint64_t read_jobs;       /* of which STORE_READ */
-	uint64_t commits;         /* write transactions committed: one per group of write jobs */
-	uint64_t durable_commits; /* of which fsynced (a durable job was in the group) */
-	uint64_t failed_commits;  /* groups whose every job got -1 */
-	uint64_t read_batches;    /* read transactions */
-	uint64_t max_batch;       /* most write jobs in one commit */
-	uint64_t checkpoints;     /* write-ahead log checkpoints run by the checkpoint thread */
-	uint64_t replays;         /* groups run again after a replayable job failed */
-	uint64_t commit_us;       /* in COMMIT: WAL frames written, and the fsync if durable */
-	uint64_t
-	    durable_commit_us; /* of which in durable ones: what a durable job's caller waits */
+	uint64_t jobs;              /* jobs finished */
+	uint64_t write_jobs;        /* of which STORE_WRITE or STORE_WRITE_DURABLE */
+	uint64_t read_jobs;         /* of which STORE_READ */
+	uint64_t commits;           /* write transactions committed: one per group of write jobs */
+	uint64_t durable_commits;   /* of which fsynced (a durable job was in the group) */
+	uint64_t failed_commits;    /* groups whose every job got -1 */
+	uint64_t read_batches;      /* read transactions */
+	uint64_t max_batch;         /* most write jobs in one commit */
+	uint64_t checkpoints;       /* write-ahead log checkpoints run by the checkpoint thread */
+	uint64_t replays;           /* groups run again after a replayable job failed */
+	uint64_t commit_us;         /* in COMMIT: WAL frames written, and the fsync if durable */
+	uint64_t durable_commit_us; /* of which in durable ones (what their callers wait for) */
 };
 void store_stats(struct store *store, struct store_stats *stats_r);
 

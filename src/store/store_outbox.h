@@ -118,10 +118,6 @@ int store_outbox_claim_ids(struct store_tx *tx, const char *owner, int64_t now, 
  * others, without its body (the sender loads a body when a session is ready for it:
  * store_outbox_body); free it with store_outbox_message_free. */
 int store_outbox_get_claimed(struct store_tx *tx, const char *id, struct store_outbox_message *m);
-/* Both: *count_r claimed messages in messages_r (array of `max`, caller-provided; free each with
- * store_outbox_message_free); on a failure none is left to free. */
-int store_outbox_claim(struct store_tx *tx, const char *owner, int64_t now, int64_t lease_s,
-                       size_t max, struct store_outbox_message *messages_r, size_t *count_r);
 /* A message's attachments (name, type, size), malloc'd into *list_r (NULL when none). */
 int store_outbox_attachments(struct store_tx *tx, const char *id, struct store_attachment **list_r,
                              size_t *count_r);

@@ -5,6 +5,7 @@
 #define MT_TESTS_TEMP_STORE_H
 
 #include "store/store.h"
+#include "store/store_outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,5 +51,31 @@ static inline void temp_store_close(const char *dir, const char *path, struct st
 		(void)c;                                                                           \
 		return (expr);                                                                     \
 	}
+
+/* The sender's claim as engine/outbox_lease.c runs it: the ids claimed, then each message read.
+ * *count_r messages in messages_r (`max` slots); on a failure none is left to free. */
+static inline int temp_store_claim(struct store_tx *tx, const char *owner, int64_t now,
+                                   int64_t lease_s, size_t max,
+                                   struct store_outbox_message *messages_r, size_t *count_r)
+{
+	*count_r = 0;
+	char(*ids)[MT_ID_MAX] = calloc(max ? max : 1, sizeof(*ids));
+	if (ids == NULL)
+		return -1;
+	size_t claimed = 0;
+	int rc = store_outbox_claim_ids(tx, owner, now, lease_s, max, ids, &claimed);
+	for (size_t i = 0; rc == 0 && i < claimed; i++) {
+		rc = store_outbox_get_claimed(tx, ids[i], &messages_r[i]);
+		if (rc == 0)
+			(*count_r)++;
+	}
+	free(ids);
+	if (rc != 0) {
+		for (size_t i = 0; i < *count_r; i++)
+			store_outbox_message_free(&messages_r[i]);
+		*count_r = 0;
+	}
+	return rc;
+}
 
 #endif

@@ -58,7 +58,7 @@ JOB(j_get, store_smtp_account_get(tx, c->org.id, c->user.id, &c->account))
 JOB(j_disconnect, store_smtp_account_disconnect(tx, &c->seen, "auth: 535 no"))
 JOB(j_add, store_notification_add(tx, &c->n))
 JOB(j_enqueue, store_outbox_enqueue(tx, &c->m, c->existing))
-JOB(j_claim, store_outbox_claim(tx, "node_t", mt_wall_s() + 5, 900, 4, c->claimed, &c->count))
+JOB(j_claim, temp_store_claim(tx, "node_t", mt_wall_s() + 5, 900, 4, c->claimed, &c->count))
 JOB(j_hold, store_outbox_hold(tx, c->claimed[0].id, c->claimed[0].lease_token, STORE_HOLD_RECONNECT,
                               0, mt_wall_s()))
 JOB(j_release, store_outbox_release_held(tx, c->org.id, c->user.id, STORE_HOLD_RECONNECT,
