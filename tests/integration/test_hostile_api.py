@@ -74,7 +74,7 @@ from service import Service, expect  # noqa: E402
 # run in six with the code unchanged).
 HEALTHZ_P99_MS = 75
 HEALTHZ_MAX_MS = 100
-P99_MIN_SAMPLES = 100
+ADDIN_ROUNDS = 4
 OTHER_MAX_MS = 1000
 # Resident memory of the whole service, SQLite's page cache included: the bodies a case writes
 # pass through it (it is capped at 512 MiB per connection, see limits.h). The in-flight large
@@ -191,11 +191,8 @@ class Watch:
             f"/healthz took {worst:.0f} ms (bound {HEALTHZ_MAX_MS}; {len(self.healthz)} samples)"
         ordered = sorted(self.healthz)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        # Under 100 samples the 99th percentile is the worst one: the 100 ms bound above
-        # already holds it (a 1.4 s case gave 31 samples, and its "p99" was its maximum).
-        if len(ordered) >= P99_MIN_SAMPLES:
-            assert p99 < HEALTHZ_P99_MS, \
-                f"/healthz p99 {p99:.0f} ms (bound {HEALTHZ_P99_MS}; {len(self.healthz)} samples)"
+        assert p99 < HEALTHZ_P99_MS, \
+            f"/healthz p99 {p99:.0f} ms (bound {HEALTHZ_P99_MS}; {len(self.healthz)} samples)"
         if self.other:
             assert self.other_ms, "no other-tenant sample"
             assert max(self.other_ms) < OTHER_MAX_MS, \
@@ -584,14 +581,19 @@ def case_addin_large(svc, ctx):
     msg = ("From: Jack <jack@cand.example>\r\nTo: admin@hostile.example\r\n"
            "Subject: big add-in\r\nMessage-ID: <big-addin@cand.example>\r\n"
            "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\n" + text).encode()
+    # Rounds of 8 at once until /healthz has ~100 answers: with one round (~30) the p99 would
+    # be the worst probe, not a percentile.
+    results = []
     with Watch(svc, svc.tok("other")) as w:
-        results = parallel(8, lambda i: post_until_taken(svc, "/v1/addin/log", svc.tok("admin"),
-                                                         msg, "message/rfc822"))
+        for _ in range(ADDIN_ROUNDS):
+            results += parallel(8, lambda i: post_until_taken(svc, "/v1/addin/log",
+                                                              svc.tok("admin"), msg,
+                                                              "message/rfc822"))
     for status, data, _ in results:
         assert status == 200, f"{status} {data[:300]!r}"
     worst, peak = w.check()
-    print(f"     8 x {len(msg) >> 20} MiB add-in messages: /healthz worst {worst:.0f} ms, "
-          f"RSS peak {peak:.0f} MB")
+    print(f"     {ADDIN_ROUNDS} x 8 x {len(msg) >> 20} MiB add-in messages: /healthz worst "
+          f"{worst:.0f} ms ({len(w.healthz)} samples), RSS peak {peak:.0f} MB")
 
 
 def case_stalled_peer(svc_factory, ctx):
