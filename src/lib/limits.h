@@ -194,6 +194,7 @@
 #define MT_SQLITE_CHECKPOINT_INLINE  131072     /* ...and past which a commit checkpoints itself */
 #define MT_SQLITE_CACHE_KIB          524288     /* page cache ceiling per connection (512 MiB) */
 #define MT_SQLITE_MMAP_BYTES         1073741824 /* mapped file window (1 GiB) */
+#define MT_SQLITE_WAL_BUFFER         131071     /* WAL bytes a write gathers (the unix VFS's cap) */
 #define MT_SQLITE_LOOKASIDE_SLOT     1200       /* bytes per lookaside slot */
 #define MT_SQLITE_LOOKASIDE_SLOTS    4096       /* ~4.9 MB per connection */
 #define MT_MALLOC_TOP_PAD            (64 << 20) /* heap growth step (glibc M_TOP_PAD) */

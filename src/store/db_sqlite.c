@@ -1,6 +1,7 @@
 /* The SQLite driver: one connection in WAL mode, statements cached per SQL text. */
 #include "store/db.h"
 #include "lib/limits.h"
+#include "store/wal_vfs.h"
 
 #include <pthread.h>
 #include <malloc.h>
@@ -363,10 +364,12 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	 * calls fail harmlessly. */
 	static pthread_once_t configured = PTHREAD_ONCE_INIT;
 	pthread_once(&configured, configure_sqlite);
-	/* NOMUTEX: the connection is only ever used by one thread at a time (the store thread). */
+	/* NOMUTEX: the connection is only ever used by one thread at a time (the store thread).
+	 * The VFS gathers WAL frames into large writes (wal_vfs.h); NULL, the default, if it
+	 * could not be registered. */
 	int flags =
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
-	if (sqlite3_open_v2(path, &d->conn, flags, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(path, &d->conn, flags, wal_vfs_name()) != SQLITE_OK) {
 		snprintf(open_error, sizeof(open_error), "%s: %s", path,
 		         d->conn != NULL ? sqlite3_errmsg(d->conn) : "out of memory");
 		*error_r = open_error;

@@ -1,0 +1,327 @@
+/* A VFS that gathers a WAL file's frame writes (see wal_vfs.h for why). */
+#include "store/wal_vfs.h"
+#include "lib/limits.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The WAL file format (https://sqlite.org/fileformat2.html#walformat): each frame starts with a
+ * 24-byte header whose bytes 4-7 hold, big-endian, the database size after the commit for a
+ * commit frame and zero for any other. SQLite writes a header and its page as two writes. */
+#define WAL_FRAME_HEADER 24
+
+struct wal_file {
+	sqlite3_file base;
+	sqlite3_file *real;  /* the default VFS's file, in the memory right after this struct */
+	unsigned char *buf;  /* MT_SQLITE_WAL_BUFFER bytes, allocated at the first write */
+	size_t len;          /* bytes gathered, to be written at offset `at` */
+	sqlite3_int64 at;
+	bool commit_pending; /* the last write was a commit frame's header: flush after its page */
+};
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs wal_vfs;
+static const sqlite3_io_methods wal_io;
+
+#define REAL_FILE_OFFSET ((sizeof(struct wal_file) + 7) & ~(size_t)7)
+
+static struct wal_file *wf(sqlite3_file *f)
+{
+	return (struct wal_file *)f;
+}
+
+static int flush(struct wal_file *p)
+{
+	if (p->len == 0)
+		return SQLITE_OK;
+	int rc = p->real->pMethods->xWrite(p->real, p->buf, (int)p->len, p->at);
+	p->len = 0;
+	return rc;
+}
+
+static int wal_close(sqlite3_file *f)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	int closed = p->real->pMethods->xClose(p->real);
+	free(p->buf);
+	p->buf = NULL;
+	return rc != SQLITE_OK ? rc : closed;
+}
+
+static int wal_read(sqlite3_file *f, void *out, int amount, sqlite3_int64 offset)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xRead(p->real, out, amount, offset);
+}
+
+static bool is_commit_header(const void *data, int amount)
+{
+	const unsigned char *h = data;
+	return amount == WAL_FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
+}
+
+static int wal_write(sqlite3_file *f, const void *data, int amount, sqlite3_int64 offset)
+{
+	struct wal_file *p = wf(f);
+	size_t n = (size_t)amount;
+	bool appends = p->len > 0 && offset == p->at + (sqlite3_int64)p->len;
+	if (!appends || p->len + n > MT_SQLITE_WAL_BUFFER) {
+		int rc = flush(p);
+		if (rc != SQLITE_OK)
+			return rc;
+		p->at = offset;
+	}
+	if (p->buf == NULL)
+		p->buf = malloc(MT_SQLITE_WAL_BUFFER);
+	if (p->buf == NULL || n > MT_SQLITE_WAL_BUFFER) { /* not gathered: written as it comes */
+		p->commit_pending = false;
+		return p->real->pMethods->xWrite(p->real, data, amount, offset);
+	}
+	memcpy(p->buf + p->len, data, n);
+	p->len += n;
+	bool commit_complete = p->commit_pending;
+	p->commit_pending = is_commit_header(data, amount);
+	return commit_complete ? flush(p) : SQLITE_OK;
+}
+
+static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xTruncate(p->real, size);
+}
+
+static int wal_sync(sqlite3_file *f, int flags)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xSync(p->real, flags);
+}
+
+static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size_r)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xFileSize(p->real, size_r);
+}
+
+static int wal_lock(sqlite3_file *f, int level)
+{
+	return wf(f)->real->pMethods->xLock(wf(f)->real, level);
+}
+
+static int wal_unlock(sqlite3_file *f, int level)
+{
+	return wf(f)->real->pMethods->xUnlock(wf(f)->real, level);
+}
+
+static int wal_check_reserved(sqlite3_file *f, int *out)
+{
+	return wf(f)->real->pMethods->xCheckReservedLock(wf(f)->real, out);
+}
+
+static int wal_file_control(sqlite3_file *f, int op, void *arg)
+{
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xFileControl(p->real, op, arg);
+}
+
+static int wal_sector_size(sqlite3_file *f)
+{
+	return wf(f)->real->pMethods->xSectorSize(wf(f)->real);
+}
+
+static int wal_device_characteristics(sqlite3_file *f)
+{
+	return wf(f)->real->pMethods->xDeviceCharacteristics(wf(f)->real);
+}
+
+/* SQLite keeps the wal-index on the database file's handle, never the WAL's, and does not map
+ * a WAL file; these only complete the method table. */
+static int wal_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **out)
+{
+	return wf(f)->real->pMethods->xShmMap(wf(f)->real, page, size, extend, out);
+}
+
+static int wal_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	return wf(f)->real->pMethods->xShmLock(wf(f)->real, offset, n, flags);
+}
+
+static void wal_shm_barrier(sqlite3_file *f)
+{
+	wf(f)->real->pMethods->xShmBarrier(wf(f)->real);
+}
+
+static int wal_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+	return wf(f)->real->pMethods->xShmUnmap(wf(f)->real, delete_flag);
+}
+
+static int wal_fetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out)
+{
+	*out = NULL; /* read through wal_read instead, which sees the gathered bytes */
+	(void)f, (void)offset, (void)amount;
+	return SQLITE_OK;
+}
+
+static int wal_unfetch(sqlite3_file *f, sqlite3_int64 offset, void *page)
+{
+	(void)f, (void)offset, (void)page;
+	return SQLITE_OK;
+}
+
+static const sqlite3_io_methods wal_io = {
+    .iVersion = 3,
+    .xClose = wal_close,
+    .xRead = wal_read,
+    .xWrite = wal_write,
+    .xTruncate = wal_truncate,
+    .xSync = wal_sync,
+    .xFileSize = wal_file_size,
+    .xLock = wal_lock,
+    .xUnlock = wal_unlock,
+    .xCheckReservedLock = wal_check_reserved,
+    .xFileControl = wal_file_control,
+    .xSectorSize = wal_sector_size,
+    .xDeviceCharacteristics = wal_device_characteristics,
+    .xShmMap = wal_shm_map,
+    .xShmLock = wal_shm_lock,
+    .xShmBarrier = wal_shm_barrier,
+    .xShmUnmap = wal_shm_unmap,
+    .xFetch = wal_fetch,
+    .xUnfetch = wal_unfetch,
+};
+
+/* Files other than WALs are the default VFS's own, opened in place: our file size is larger
+ * than its, and it sets its own methods. */
+static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *flags_r)
+{
+	(void)vfs;
+	if ((flags & SQLITE_OPEN_WAL) == 0)
+		return real_vfs->xOpen(real_vfs, name, f, flags, flags_r);
+	struct wal_file *p = wf(f);
+	memset(p, 0, sizeof(*p));
+	p->real = (sqlite3_file *)((char *)f + REAL_FILE_OFFSET);
+	int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, flags_r);
+	/* Methods only on success: SQLite closes a file whose pMethods is set. */
+	if (rc == SQLITE_OK && p->real->pMethods != NULL)
+		p->base.pMethods = &wal_io;
+	return rc;
+}
+
+static int vfs_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+	(void)vfs;
+	return real_vfs->xDelete(real_vfs, name, sync_dir);
+}
+
+static int vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+	(void)vfs;
+	return real_vfs->xAccess(real_vfs, name, flags, out);
+}
+
+static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int size, char *out)
+{
+	(void)vfs;
+	return real_vfs->xFullPathname(real_vfs, name, size, out);
+}
+
+static void *vfs_dl_open(sqlite3_vfs *vfs, const char *name)
+{
+	(void)vfs;
+	return real_vfs->xDlOpen(real_vfs, name);
+}
+
+static void vfs_dl_error(sqlite3_vfs *vfs, int size, char *out)
+{
+	(void)vfs;
+	real_vfs->xDlError(real_vfs, size, out);
+}
+
+static void (*vfs_dl_sym(sqlite3_vfs *vfs, void *lib, const char *name))(void)
+{
+	(void)vfs;
+	return real_vfs->xDlSym(real_vfs, lib, name);
+}
+
+static void vfs_dl_close(sqlite3_vfs *vfs, void *lib)
+{
+	(void)vfs;
+	real_vfs->xDlClose(real_vfs, lib);
+}
+
+static int vfs_randomness(sqlite3_vfs *vfs, int size, char *out)
+{
+	(void)vfs;
+	return real_vfs->xRandomness(real_vfs, size, out);
+}
+
+static int vfs_sleep(sqlite3_vfs *vfs, int us)
+{
+	(void)vfs;
+	return real_vfs->xSleep(real_vfs, us);
+}
+
+static int vfs_current_time(sqlite3_vfs *vfs, double *out)
+{
+	(void)vfs;
+	return real_vfs->xCurrentTime(real_vfs, out);
+}
+
+static int vfs_last_error(sqlite3_vfs *vfs, int size, char *out)
+{
+	(void)vfs;
+	return real_vfs->xGetLastError(real_vfs, size, out);
+}
+
+static int vfs_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+	(void)vfs;
+	return real_vfs->xCurrentTimeInt64(real_vfs, out);
+}
+
+static const char *registered_name;
+
+static void register_vfs(void)
+{
+	real_vfs = sqlite3_vfs_find(NULL);
+	/* Version 2 methods are all we delegate; the system-call hooks are for tests of SQLite. */
+	if (real_vfs == NULL || real_vfs->iVersion < 2)
+		return;
+	wal_vfs = (sqlite3_vfs){
+	    .iVersion = 2,
+	    .szOsFile = (int)REAL_FILE_OFFSET + real_vfs->szOsFile,
+	    .mxPathname = real_vfs->mxPathname,
+	    .zName = "mailtrail-wal",
+	    .xOpen = vfs_open,
+	    .xDelete = vfs_delete,
+	    .xAccess = vfs_access,
+	    .xFullPathname = vfs_full_pathname,
+	    .xDlOpen = vfs_dl_open,
+	    .xDlError = vfs_dl_error,
+	    .xDlSym = vfs_dl_sym,
+	    .xDlClose = vfs_dl_close,
+	    .xRandomness = vfs_randomness,
+	    .xSleep = vfs_sleep,
+	    .xCurrentTime = vfs_current_time,
+	    .xGetLastError = vfs_last_error,
+	    .xCurrentTimeInt64 = vfs_current_time_int64,
+	};
+	if (sqlite3_vfs_register(&wal_vfs, 0) == SQLITE_OK)
+		registered_name = wal_vfs.zName;
+}
+
+const char *wal_vfs_name(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, register_vfs);
+	return registered_name;
+}
