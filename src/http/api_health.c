@@ -34,6 +34,7 @@ static void store_gauges(struct store *store)
 	    {"replays", st.replays},
 	    {"commit_ms", st.commit_us / 1000},
 	    {"durable_commit_ms", st.durable_commit_us / 1000},
+	    {"log_syncs", st.log_syncs},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		mt_metric_set_gauge("mailtrail_store", help, "what", rows[i].what, NULL, NULL,

@@ -116,6 +116,11 @@ int64_t db_log_pages(struct db *db)
 	return db->driver->log_pages != NULL ? db->driver->log_pages(db) : -1;
 }
 
+int db_log_fd(struct db *db)
+{
+	return db->driver->log_fd != NULL ? db->driver->log_fd(db) : -1;
+}
+
 int db_checkpoint(struct db *db, bool restart)
 {
 	return db->driver->checkpoint != NULL ? db->driver->checkpoint(db, restart) : 0;

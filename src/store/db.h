@@ -73,6 +73,7 @@ struct db_driver {
 	/* NULL for a backend without a write-ahead log of its own to fold back (PostgreSQL). */
 	int64_t (*log_pages)(struct db *db);
 	int (*checkpoint)(struct db *db, bool restart);
+	int (*log_fd)(struct db *db); /* NULL: no log file to sync from another thread */
 };
 
 /* Every backend's connection and statement start with these. */
@@ -141,5 +142,10 @@ bool db_in_transaction(struct db *db);
  * log that writers keep appending to is otherwise never rewound): 0 or -1. */
 int64_t db_log_pages(struct db *db);
 int db_checkpoint(struct db *db, bool restart);
+/* A descriptor of the write-ahead log file, so that another thread can make the commits before
+ * a point durable with fdatasync() while this connection goes on (see store.c's sync thread);
+ * -1 when the backend has none (or the log does not exist yet: call it after a commit). Owned
+ * by the db, closed with it; the log file stays the same file while the connection is open. */
+int db_log_fd(struct db *db);
 
 #endif

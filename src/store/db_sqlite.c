@@ -3,12 +3,14 @@
 #include "lib/limits.h"
 #include "store/wal_vfs.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <malloc.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sq_stmt {
 	struct db_stmt base;
@@ -33,6 +35,7 @@ struct sq_db {
 	} by_address[MT_STORE_STMT_CACHE];
 	int synchronous;   /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
 	int64_t log_pages; /* frames in the WAL after this connection's last commit */
+	int log_fd;        /* the WAL file opened for db_log_fd(); -1 until asked */
 };
 
 static const struct db_driver sqlite_driver;
@@ -302,6 +305,8 @@ static void sqlite_close(struct db *db)
 		}
 	}
 	sqlite3_close_v2(d->conn);
+	if (d->log_fd >= 0)
+		close(d->log_fd);
 	free(d);
 }
 
@@ -316,6 +321,22 @@ static int on_wal_commit(void *arg, sqlite3 *conn, const char *schema, int pages
 static int64_t sqlite_log_pages(struct db *db)
 {
 	return sq(db)->log_pages;
+}
+
+/* The WAL's name is SQLite's to make (sqlite3_filename_wal). SQLite deletes the file only when
+ * the last connection closes, so it stays one file while this connection is open; fdatasync()
+ * through any descriptor of it writes back what SQLite wrote through its own. */
+static int sqlite_log_fd(struct db *db)
+{
+	struct sq_db *d = sq(db);
+	if (d->log_fd >= 0)
+		return d->log_fd;
+	const char *main_file = sqlite3_db_filename(d->conn, "main");
+	const char *wal =
+	    main_file != NULL && main_file[0] != '\0' ? sqlite3_filename_wal(main_file) : NULL;
+	if (wal != NULL && wal[0] != '\0')
+		d->log_fd = open(wal, O_RDONLY | O_CLOEXEC);
+	return d->log_fd;
 }
 
 static int sqlite_checkpoint(struct db *db, bool restart)
@@ -359,6 +380,7 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 		return NULL;
 	}
 	d->base.driver = &sqlite_driver;
+	d->log_fd = -1;
 	/* Process-wide settings: no global memory statistics (they take a process-wide mutex on
 	 * every allocation), malloc's heap step. Has to precede SQLite's initialisation; later
 	 * calls fail harmlessly. */
@@ -444,4 +466,5 @@ static const struct db_driver sqlite_driver = {
     .in_transaction = sqlite_in_transaction,
     .log_pages = sqlite_log_pages,
     .checkpoint = sqlite_checkpoint,
+    .log_fd = sqlite_log_fd,
 };

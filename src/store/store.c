@@ -5,7 +5,15 @@
  * STORE_REPLAYABLE), and one COMMIT (with an fsync when any of them is durable) — the group
  * commit. The read jobs of the batch then run in one read
  * transaction, so a read sees every write submitted before it. Completions are queued for the
- * loop and announced on an eventfd; store_run() callers are woken through a condition variable. */
+ * loop and announced on an eventfd; store_run() callers are woken through a condition variable.
+ *
+ * Syncing behind (SQLite): a durable group's COMMIT does not wait for the disk. It writes and
+ * publishes its frames, and the sync thread fdatasyncs the log while the store thread runs the
+ * next batch; completions are handed over in order, a batch's only after the sync that covers
+ * it (and after every earlier batch's), so no caller hears of a commit before it is durable nor
+ * of anything that read it. At most one committed batch waits for the sync after the one in
+ * flight: the store thread then waits too, and the jobs that queue meanwhile make the next
+ * group (as many commits as syncs, as before; the syncs now overlap the next group's work). */
 #include "store/store_internal.h"
 #include "store/sql.h"
 #include "lib/log.h"
@@ -65,6 +73,19 @@ struct store {
 	pthread_mutex_t ckpt_mu; /* guards ckpt_wanted, ckpt_stop */
 	pthread_cond_t ckpt_cv;
 	bool ckpt_wanted, ckpt_stop;
+
+	/* The sync thread (see the top of this file); not started when the backend has no log
+	 * descriptor (db_log_fd), and then a durable group's COMMIT syncs itself. */
+	int log_fd;
+	pthread_t sync_thread;
+	bool sync_started;
+	pthread_mutex_t sync_mu;  /* guards unsynced, unsynced_durable, sync_busy, sync_stop */
+	pthread_cond_t sync_cv;   /* the sync thread waits for work */
+	pthread_cond_t synced_cv; /* the store thread waits for room */
+	struct job_list unsynced; /* finished jobs, in order, waiting for the next sync */
+	bool unsynced_durable;    /* ...of which some committed durable writes */
+	bool sync_busy;           /* a sync (and the delivery after it) is in flight */
+	bool sync_stop;
 };
 
 static void list_push(struct job_list *l, struct store_job *j)
@@ -168,7 +189,8 @@ static enum group_outcome run_group(struct store *store, struct store_job **jobs
                                     bool *skip, bool durable, bool careful, uint64_t *commit_us)
 {
 	struct store_tx tx = {.db = store->db, .writable = true};
-	enum db_tx_mode begin = durable ? DB_TX_WRITE_DURABLE : DB_TX_WRITE;
+	/* With the sync thread, durability comes from its fdatasync, after the COMMIT. */
+	enum db_tx_mode begin = durable && !store->sync_started ? DB_TX_WRITE_DURABLE : DB_TX_WRITE;
 	if (db_begin(store->db, begin) < 0) {
 		store_fail(&tx, "store.begin");
 		return GROUP_FAILED;
@@ -376,14 +398,14 @@ static void run_reads(struct store *store, struct store_job **jobs, size_t n)
 	pthread_mutex_unlock(&store->mu);
 }
 
-static void deliver(struct store *store, struct store_job **jobs, size_t n)
+static void deliver(struct store *store, struct job_list *jobs)
 {
 	struct job_list for_loop = {0};
 	bool woke_waiters = false;
 	pthread_mutex_lock(&store->mu);
-	store->stats.jobs += n;
-	for (size_t i = 0; i < n; i++) {
-		struct store_job *j = jobs[i];
+	store->stats.jobs += jobs->count;
+	struct store_job *j;
+	while ((j = list_pop(jobs)) != NULL) {
 		if (j->waiter != NULL) {
 			j->waiter->result = j->result;
 			j->waiter->finished = true;
@@ -419,6 +441,109 @@ static void deliver(struct store *store, struct store_job **jobs, size_t n)
 	}
 }
 
+/* A batch's jobs go to the loop and the store_run() callers now, or after the next sync when
+ * they committed durable writes or an earlier batch still waits for one (order is kept). */
+static void hand_over(struct store *store, struct job_list *jobs, bool durable)
+{
+	if (store->sync_started) {
+		pthread_mutex_lock(&store->sync_mu);
+		if (durable || store->sync_busy || store->unsynced.head != NULL) {
+			if (store->unsynced.head == NULL)
+				store->unsynced = *jobs;
+			else {
+				store->unsynced.tail->next = jobs->head;
+				store->unsynced.tail = jobs->tail;
+				store->unsynced.count += jobs->count;
+			}
+			store->unsynced_durable |= durable;
+			pthread_cond_signal(&store->sync_cv);
+			pthread_mutex_unlock(&store->sync_mu);
+			return;
+		}
+		pthread_mutex_unlock(&store->sync_mu);
+	}
+	deliver(store, jobs);
+}
+
+/* The next batch waits while one committed batch already waits for the sync after the one in
+ * flight: jobs arriving meanwhile join the next group instead of making a commit each. */
+static void wait_for_sync_room(struct store *store)
+{
+	if (!store->sync_started)
+		return;
+	pthread_mutex_lock(&store->sync_mu);
+	while (store->sync_busy && store->unsynced.head != NULL)
+		pthread_cond_wait(&store->synced_cv, &store->sync_mu);
+	pthread_mutex_unlock(&store->sync_mu);
+}
+
+static void *sync_thread(void *arg)
+{
+	struct store *store = arg;
+	pthread_mutex_lock(&store->sync_mu);
+	for (;;) {
+		while (store->unsynced.head == NULL && !store->sync_stop)
+			pthread_cond_wait(&store->sync_cv, &store->sync_mu);
+		if (store->unsynced.head == NULL)
+			break; /* stopping, and everything handed over was delivered */
+		struct job_list jobs = store->unsynced;
+		bool durable = store->unsynced_durable;
+		store->unsynced = (struct job_list){0};
+		store->unsynced_durable = false;
+		store->sync_busy = true;
+		pthread_mutex_unlock(&store->sync_mu);
+		if (durable) {
+			uint64_t started = mono_us();
+			/* A failed fdatasync may have dropped the written pages from the kernel's
+			 * cache: nothing can tell these callers their commits are on disk, and the
+			 * next start recovers the log from what is. */
+			if (fdatasync(store->log_fd) < 0) {
+				mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", "store.log_sync"),
+				       MT_KV("error", strerror(errno)));
+				abort();
+			}
+			uint64_t took = mono_us() - started;
+			pthread_mutex_lock(&store->mu);
+			store->stats.log_syncs++;
+			store->stats.commit_us += took;
+			store->stats.durable_commit_us += took;
+			pthread_mutex_unlock(&store->mu);
+		}
+		deliver(store, &jobs);
+		pthread_mutex_lock(&store->sync_mu);
+		store->sync_busy = false;
+		pthread_cond_broadcast(&store->synced_cv);
+	}
+	pthread_mutex_unlock(&store->sync_mu);
+	return NULL;
+}
+
+/* After the migrations' commits, so that the log exists. Without a descriptor or a thread,
+ * durable commits sync themselves. */
+static void sync_start(struct store *store)
+{
+	store->log_fd = db_log_fd(store->db);
+	if (store->log_fd < 0)
+		return;
+	if (pthread_create(&store->sync_thread, NULL, sync_thread, store) != 0)
+		return;
+	pthread_setname_np(store->sync_thread, "mt-sync");
+	store->sync_started = true;
+}
+
+/* After the store thread ended: what it handed over is synced and delivered first. */
+static void sync_stop(struct store *store)
+{
+	if (!store->sync_started)
+		return;
+	pthread_mutex_lock(&store->sync_mu);
+	store->sync_stop = true;
+	pthread_cond_signal(&store->sync_cv);
+	pthread_mutex_unlock(&store->sync_mu);
+	pthread_join(store->sync_thread, NULL);
+	store->sync_started = false;
+}
+
 static void *store_thread(void *arg)
 {
 	struct store *store = arg;
@@ -429,6 +554,7 @@ static void *store_thread(void *arg)
 		abort(); /* three small arrays at start-up; nothing sensible to do without them */
 
 	for (;;) {
+		wait_for_sync_room(store);
 		pthread_mutex_lock(&store->mu);
 		while (store->queue.head == NULL && !store->closing)
 			pthread_cond_wait(&store->work_cv, &store->mu);
@@ -447,11 +573,17 @@ static void *store_thread(void *arg)
 		}
 		pthread_mutex_unlock(&store->mu);
 
+		bool durable = false;
+		for (size_t i = 0; i < nw; i++)
+			durable |= kind_durable(writes[i]->kind);
 		if (nw > 0)
 			run_writes(store, writes, nw);
 		if (nr > 0)
 			run_reads(store, reads, nr);
-		deliver(store, all, n);
+		struct job_list done = {0};
+		for (size_t i = 0; i < n; i++)
+			list_push(&done, all[i]);
+		hand_over(store, &done, durable);
 	}
 	free(writes);
 	free(reads);
@@ -489,6 +621,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void store_destroy(struct store *store)
 {
+	sync_stop(store);
 	checkpoint_stop(store);
 	if (store->wake_ev != NULL)
 		event_free(store->wake_ev);
@@ -498,6 +631,9 @@ static void store_destroy(struct store *store)
 	pthread_mutex_destroy(&store->mu);
 	pthread_mutex_destroy(&store->done_mu);
 	pthread_mutex_destroy(&store->ckpt_mu);
+	pthread_mutex_destroy(&store->sync_mu);
+	pthread_cond_destroy(&store->sync_cv);
+	pthread_cond_destroy(&store->synced_cv);
 	pthread_cond_destroy(&store->work_cv);
 	pthread_cond_destroy(&store->run_cv);
 	pthread_cond_destroy(&store->ckpt_cv);
@@ -523,6 +659,10 @@ struct store *store_open(const char *url, struct event_base *base, const char **
 	pthread_cond_init(&store->run_cv, NULL);
 	pthread_mutex_init(&store->ckpt_mu, NULL);
 	pthread_cond_init(&store->ckpt_cv, NULL);
+	pthread_mutex_init(&store->sync_mu, NULL);
+	pthread_cond_init(&store->sync_cv, NULL);
+	pthread_cond_init(&store->synced_cv, NULL);
+	store->log_fd = -1;
 
 	store->db = db_open(url, error_r);
 	if (store->db == NULL) {
@@ -534,6 +674,7 @@ struct store *store_open(const char *url, struct event_base *base, const char **
 		return NULL;
 	}
 	checkpoint_start(store, url);
+	sync_start(store);
 	if (base != NULL) {
 		store->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (store->wake_fd < 0) {
@@ -570,6 +711,7 @@ void store_close(struct store **storep)
 	pthread_mutex_unlock(&store->mu);
 	if (store->thread_started)
 		pthread_join(store->thread, NULL);
+	sync_stop(store);
 	/* Completions the loop has not picked up yet still reach their owners, here, so that no
 	 * argument is leaked; store_close() runs on the loop thread (or after the loop ended). */
 	run_done(store);

@@ -89,8 +89,10 @@ struct store_stats {
 	uint64_t max_batch;         /* most write jobs in one commit */
 	uint64_t checkpoints;       /* write-ahead log checkpoints run by the checkpoint thread */
 	uint64_t replays;           /* groups run again after a replayable job failed */
-	uint64_t commit_us;         /* in COMMIT: WAL frames written, and the fsync if durable */
-	uint64_t durable_commit_us; /* of which in durable ones (what their callers wait for) */
+	uint64_t commit_us;         /* in COMMIT (WAL frames written), and in the log syncs */
+	uint64_t durable_commit_us; /* of which in durable ones, and their log syncs: what their
+	                             * callers wait for */
+	uint64_t log_syncs;         /* fdatasyncs of the log by the sync thread (store.c) */
 };
 void store_stats(struct store *store, struct store_stats *stats_r);
 

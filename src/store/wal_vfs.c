@@ -15,9 +15,9 @@
 
 struct wal_file {
 	sqlite3_file base;
-	sqlite3_file *real;  /* the default VFS's file, in the memory right after this struct */
-	unsigned char *buf;  /* MT_SQLITE_WAL_BUFFER bytes, allocated at the first write */
-	size_t len;          /* bytes gathered, to be written at offset `at` */
+	sqlite3_file *real; /* the default VFS's file, in the memory right after this struct */
+	unsigned char *buf; /* MT_SQLITE_WAL_BUFFER bytes, allocated at the first write */
+	size_t len;         /* bytes gathered, to be written at offset `at` */
 	sqlite3_int64 at;
 	bool commit_pending; /* the last write was a commit frame's header: flush after its page */
 };

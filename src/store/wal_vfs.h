@@ -4,11 +4,11 @@
  * commit of N pages costs 2N system calls; on a virtual machine each costs several microseconds,
  * which made the writes of a big commit take ~6 times as long as the same bytes written in
  * large pieces. (Pieces under 128 KiB: SQLite's unix VFS writes at most 128 KiB - 1 bytes a
- * call and reports a longer write as a full disk.) Here a WAL file gathers consecutive writes in a buffer and writes them at once:
- * when a commit frame is complete (so a commit is on the file before SQLite publishes it in
- * the wal-index, where other connections find it), before a sync, a read, a size query, a
- * truncation or a write elsewhere, and on close. Nothing else changes: the database and the
- * WAL keep SQLite's format and any other SQLite program can open them.
+ * call and reports a longer write as a full disk.) Here a WAL file gathers consecutive writes in a
+ * buffer and writes them at once: when a commit frame is complete (so a commit is on the file
+ * before SQLite publishes it in the wal-index, where other connections find it), before a sync, a
+ * read, a size query, a truncation or a write elsewhere, and on close. Nothing else changes: the
+ * database and the WAL keep SQLite's format and any other SQLite program can open them.
  *
  * Ownership: the VFS is registered once per process and never unregistered; each WAL file's
  * buffer belongs to its file handle (one connection, one thread at a time). */

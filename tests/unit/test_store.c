@@ -963,6 +963,8 @@ static void test_group_commit(void **state)
 	assert_int_equal(after.write_jobs - before.write_jobs, 1000);
 	assert_int_equal(after.commits - before.commits, 1);
 	assert_int_equal(after.durable_commits - before.durable_commits, 1);
+	/* made durable by the sync thread's fdatasync, once, before the completions came */
+	assert_int_equal(after.log_syncs - before.log_syncs, 1);
 	assert_int_equal(after.max_batch, 1000);
 	/* a durable COMMIT of 1000 rows takes time, all of it counted as durable */
 	assert_true(after.durable_commit_us > before.durable_commit_us);
@@ -1000,6 +1002,92 @@ static void test_group_commit(void **state)
 	event_base_free(a->base);
 	gate_destroy(&a->gate);
 	free(a);
+}
+
+/* ---- completions after the log sync, in submission order ---- */
+
+#define ORDER_JOBS 600
+
+struct order_job {
+	int index;
+	enum store_job_kind kind;
+	struct store_org org;
+	uint64_t syncs_at_run, syncs_at_done;
+};
+
+static struct {
+	struct event_base *base;
+	struct store *store;
+	int done, out_of_order, failed;
+} order_test;
+
+static uint64_t log_syncs_now(void)
+{
+	struct store_stats st;
+	store_stats(order_test.store, &st);
+	return st.log_syncs;
+}
+
+static int j_order(struct store_tx *tx, void *arg)
+{
+	struct order_job *j = arg;
+	j->syncs_at_run = log_syncs_now();
+	if (j->kind == STORE_READ) {
+		struct store_org org;
+		return store_org_get(tx, "org_none", &org) == STORE_NOT_FOUND ? 0 : -1;
+	}
+	return store_org_create(tx, &j->org);
+}
+
+static void on_order_done(void *arg, int result)
+{
+	struct order_job *j = arg;
+	j->syncs_at_done = log_syncs_now();
+	order_test.out_of_order += j->index != order_test.done;
+	order_test.failed += result != 0;
+	if (++order_test.done == ORDER_JOBS)
+		event_base_loopbreak(order_test.base);
+}
+
+/* Durable writes, plain writes and reads in a burst, so that batches commit while an earlier
+ * one's sync is in flight: every completion comes in submission order (a read or a plain write
+ * never overtakes a durable write still waiting for its sync), and every durable write's only
+ * after a log sync that began after the job ran. */
+static void test_completions_after_sync_in_order(void **state)
+{
+	struct fixture *f = *state;
+	order_test.base = event_base_new();
+	const char *error = NULL;
+	order_test.store = store_open(f->path, order_test.base, &error);
+	assert_non_null(order_test.store);
+	struct order_job *jobs = calloc(ORDER_JOBS, sizeof(*jobs));
+	static const enum store_job_kind kinds[] = {STORE_WRITE_DURABLE, STORE_READ, STORE_WRITE};
+	for (int i = 0; i < ORDER_JOBS; i++) {
+		jobs[i].index = i;
+		jobs[i].kind = kinds[i % 3];
+		snprintf(jobs[i].org.name, sizeof(jobs[i].org.name), "order %d", i);
+		assert_int_equal(
+		    store_submit(order_test.store, jobs[i].kind, j_order, on_order_done, &jobs[i]),
+		    0);
+		/* The durable write goes alone, and the read and plain write after it come while
+		 * its sync is likely in flight: batches without a durable write of their own. */
+		if (jobs[i].kind == STORE_WRITE_DURABLE)
+			usleep(300);
+		if (i % 3 == 2)
+			event_base_loop(order_test.base, EVLOOP_NONBLOCK);
+	}
+	if (order_test.done < ORDER_JOBS)
+		event_base_dispatch(order_test.base);
+	assert_int_equal(order_test.done, ORDER_JOBS);
+	assert_int_equal(order_test.failed, 0);
+	assert_int_equal(order_test.out_of_order, 0);
+	for (int i = 0; i < ORDER_JOBS; i++) {
+		if (jobs[i].kind == STORE_WRITE_DURABLE)
+			assert_true(jobs[i].syncs_at_done > jobs[i].syncs_at_run);
+	}
+	store_close(&order_test.store);
+	event_base_free(order_test.base);
+	free(jobs);
 }
 
 /* ---- replayable jobs: a group without savepoints, run again when one of its jobs fails ---- */
@@ -1195,6 +1283,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_job_rolls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrations_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_completions_after_sync_in_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replayable_jobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
 	};

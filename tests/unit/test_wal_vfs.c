@@ -20,8 +20,8 @@
 struct fixture {
 	char dir[64];
 	char path[96];
-	struct db *db;     /* ours: the gathering VFS */
-	sqlite3 *reader;   /* SQLite's default VFS, another connection */
+	struct db *db;   /* ours: the gathering VFS */
+	sqlite3 *reader; /* SQLite's default VFS, another connection */
 };
 
 static int setup(void **state)
@@ -103,14 +103,16 @@ static void test_each_commit_visible_to_another_connection(void **state)
 	struct fixture *f = *state;
 	for (int i = 1; i <= 60; i++) {
 		assert_int_equal(db_begin(f->db, DB_TX_WRITE), 0);
-		assert_int_equal(db_exec(f->db, "INSERT INTO t (pad) VALUES (randomblob(3000))"), 0);
+		assert_int_equal(db_exec(f->db, "INSERT INTO t (pad) VALUES (randomblob(3000))"),
+		                 0);
 		assert_int_equal(db_commit(f->db), 0);
 		assert_int_equal(reader_int(f->reader, "SELECT count(*) FROM t"), i);
 		if (i % 20 == 0) {
 			/* The log starts over: the writer's next frames go to offset 32 again. */
 			assert_int_equal(db_checkpoint(f->db, true), 0);
 			assert_int_equal(sqlite3_wal_checkpoint_v2(f->reader, NULL,
-			                                           SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+			                                           SQLITE_CHECKPOINT_TRUNCATE, NULL,
+			                                           NULL),
 			                 SQLITE_OK);
 		}
 	}
