@@ -143,24 +143,37 @@ static int wal_device_characteristics(sqlite3_file *f)
 }
 
 /* SQLite keeps the wal-index on the database file's handle, never the WAL's, and does not map
- * a WAL file; these only complete the method table. */
+ * a WAL file; these only complete the method table (for a default VFS whose files lack them,
+ * as an error). */
+static bool has_shm(sqlite3_file *f)
+{
+	return wf(f)->real->pMethods->iVersion >= 2 && wf(f)->real->pMethods->xShmMap != NULL;
+}
+
 static int wal_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **out)
 {
+	if (!has_shm(f))
+		return SQLITE_IOERR_SHMMAP;
 	return wf(f)->real->pMethods->xShmMap(wf(f)->real, page, size, extend, out);
 }
 
 static int wal_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 {
+	if (!has_shm(f))
+		return SQLITE_IOERR_SHMLOCK;
 	return wf(f)->real->pMethods->xShmLock(wf(f)->real, offset, n, flags);
 }
 
 static void wal_shm_barrier(sqlite3_file *f)
 {
-	wf(f)->real->pMethods->xShmBarrier(wf(f)->real);
+	if (has_shm(f))
+		wf(f)->real->pMethods->xShmBarrier(wf(f)->real);
 }
 
 static int wal_shm_unmap(sqlite3_file *f, int delete_flag)
 {
+	if (!has_shm(f))
+		return SQLITE_OK;
 	return wf(f)->real->pMethods->xShmUnmap(wf(f)->real, delete_flag);
 }
 
