@@ -1,4 +1,5 @@
 #include "engine/outbox.h"
+#include "lib/random.h"
 
 #include "engine/governor.h"
 #include "engine/sender.h"
@@ -67,7 +68,7 @@ void outbox_identity_new(const char *domain, char mailtrail_id[MT_MESSAGE_ID_MAX
                          char message_id[MT_MESSAGE_ID_MAX + 1])
 {
 	unsigned char id[12];
-	randombytes_buf(id, sizeof(id));
+	mt_random_id_bytes(id, sizeof(id));
 	uint64_t ms = (uint64_t)mt_wall_ms();
 	for (int i = 5; i >= 0; i--, ms >>= 8)
 		id[i] = (unsigned char)(ms & 0xff);

@@ -4,6 +4,7 @@
  * and streamed bodies. The replies themselves are server_reply.c's; the connection that reads
  * and writes a request is server.c's; what the three share is in server_internal.h. */
 #include "http/server_internal.h"
+#include "lib/random.h"
 
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -91,7 +92,7 @@ static void hand_to_app(struct http_request *req)
 static void request_id_new(char id[MT_HTTP_REQUEST_ID_MAX + 1])
 {
 	unsigned char bytes[8];
-	randombytes_buf(bytes, sizeof(bytes));
+	mt_random_id_bytes(bytes, sizeof(bytes));
 	memcpy(id, "req_", 4);
 	sodium_bin2hex(id + 4, MT_HTTP_REQUEST_ID_MAX + 1 - 4, bytes, sizeof(bytes));
 }

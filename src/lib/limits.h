@@ -183,6 +183,9 @@
 #define MT_METRIC_LABEL_VALUE_MAX 256
 #define MT_METRIC_BUCKETS_MAX     20 /* a histogram's bucket bounds (+Inf not counted) */
 
+/* Identifier randomness fetched at a time per thread (lib/random.h) */
+#define MT_RANDOM_POOL_BYTES 512
+
 /* Config */
 #define MT_CONFIG_LINE_MAX  4096
 #define MT_CONFIG_VALUE_MAX 2048

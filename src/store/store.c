@@ -18,6 +18,7 @@
 #include "store/sql.h"
 #include "lib/log.h"
 #include "lib/str.h"
+#include "lib/random.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -128,7 +129,7 @@ void store_new_id(const char *prefix, char out[MT_ID_MAX])
 	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 	unsigned char raw[MT_STORE_ID_RANDOM];
 	pthread_once(&sodium_once, sodium_setup);
-	randombytes_buf(raw, sizeof(raw));
+	mt_random_id_bytes(raw, sizeof(raw));
 	size_t n = mt_strlcpy(out, prefix, MT_ID_MAX - MT_STORE_ID_RANDOM - 1);
 	if (n > MT_ID_MAX - MT_STORE_ID_RANDOM - 2)
 		n = MT_ID_MAX - MT_STORE_ID_RANDOM - 2;

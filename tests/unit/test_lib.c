@@ -10,9 +10,16 @@
 #include "lib/str.h"
 #include "lib/failure.h"
 #include "lib/log.h"
+#include "lib/limits.h"
+#include "lib/random.h"
 #include "lib/secret.h"
 
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_buf_cap(void **state)
 {
@@ -101,12 +108,78 @@ static void test_utf8(void **state)
 	assert_int_equal(mt_utf8_sequence("\x80", 1), 0);
 }
 
+/* Identifier randomness: no 8-byte draw repeats within a thread, across threads, or between a
+ * parent and the child it forks after both had the same pool. */
+#define DRAWS 4000
+
+static int compare_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void *draw_thread(void *arg)
+{
+	uint64_t *out = arg;
+	for (int i = 0; i < DRAWS; i++)
+		mt_random_id_bytes(&out[i], sizeof(out[i]));
+	return NULL;
+}
+
+static void test_random_id_bytes(void **state)
+{
+	(void)state;
+	assert_true(sodium_init() >= 0);
+	uint64_t *all = calloc(3 * DRAWS, sizeof(*all));
+	assert_non_null(all);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, draw_thread, all + DRAWS), 0);
+	draw_thread(all);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	/* A draw larger than the pool comes straight from libsodium. */
+	unsigned char big[MT_RANDOM_POOL_BYTES + 1] = {0};
+	mt_random_id_bytes(big, sizeof(big));
+	memcpy(&all[2 * DRAWS], big, sizeof(uint64_t));
+
+	/* A child forked now must not hand out what the parent hands out next. */
+	uint64_t first = 0;
+	mt_random_id_bytes(&first, sizeof(first)); /* the pool is full of bytes both would share */
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uint64_t mine[8];
+		for (int i = 0; i < 8; i++)
+			mt_random_id_bytes(&mine[i], sizeof(mine[i]));
+		_exit(write(fds[1], mine, sizeof(mine)) == (ssize_t)sizeof(mine) ? 0 : 1);
+	}
+	for (int i = 0; i < 8; i++)
+		mt_random_id_bytes(&all[2 * DRAWS + 1 + i], sizeof(uint64_t));
+	uint64_t child[8];
+	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(fds[0]);
+	close(fds[1]);
+	for (int i = 0; i < 8; i++)
+		all[2 * DRAWS + 9 + i] = child[i];
+
+	size_t n = 2 * DRAWS + 17;
+	qsort(all, n, sizeof(*all), compare_u64);
+	for (size_t i = 1; i < n; i++)
+		assert_true(all[i] != all[i - 1]);
+	free(all);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_log_escapes),
-	    cmocka_unit_test(test_backoff), cmocka_unit_test(test_utf8),
-	    cmocka_unit_test(test_base64),  cmocka_unit_test(test_secret_and_classes),
+	    cmocka_unit_test(test_buf_cap),         cmocka_unit_test(test_log_escapes),
+	    cmocka_unit_test(test_backoff),         cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_base64),          cmocka_unit_test(test_secret_and_classes),
+	    cmocka_unit_test(test_random_id_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
