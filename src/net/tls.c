@@ -251,6 +251,12 @@ SSL *mt_tls_client_new(struct mt_tls_config *config, int fd, const char *host, b
 		*error_r = "cannot attach the TLS session to the socket";
 		goto fail;
 	}
+	/* Without read-ahead OpenSSL reads a record's 5-byte header, then its body: two recv()
+	 * per record, ~1 per message of an IMAP FETCH. With it, one recv() takes what the socket
+	 * has (up to its buffer). conn.c reads until the socket says EAGAIN, so nothing waits in
+	 * OpenSSL's buffer without a read to come; a paused read resumes by a kick, not a socket
+	 * event. */
+	SSL_set_read_ahead(ssl, 1);
 	bool is_ip = mt_tls_host_is_ip(host);
 	/* RFC 6066 §3: SNI carries host names only, never address literals. */
 	if (!is_ip && SSL_set_tlsext_host_name(ssl, host) != 1) {
