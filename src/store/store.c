@@ -13,7 +13,7 @@
  * it (and after every earlier batch's), so no caller hears of a commit before it is durable nor
  * of anything that read it. At most one committed batch waits for the sync after the one in
  * flight: the store thread then waits too, and the jobs that queue meanwhile make the next
- * group (as many commits as syncs, as before; the syncs now overlap the next group's work). */
+ * group (one or two commits a sync; the syncs now overlap the next group's work). */
 #include "store/store_internal.h"
 #include "store/sql.h"
 #include "lib/log.h"
