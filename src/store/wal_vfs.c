@@ -1,4 +1,4 @@
-/* A VFS that gathers a WAL file's frame writes (see wal_vfs.h for why). */
+/* A VFS that gathers the writes of WAL files and of checkpoints (see wal_vfs.h for why). */
 #include "store/wal_vfs.h"
 #include "lib/limits.h"
 
@@ -19,6 +19,7 @@ struct wal_file {
 	unsigned char *buf; /* MT_SQLITE_WAL_BUFFER bytes, allocated at the first write */
 	size_t len;         /* bytes gathered, to be written at offset `at` */
 	sqlite3_int64 at;
+	bool is_wal;         /* else the main database file */
 	bool commit_pending; /* the last write was a commit frame's header: flush after its page */
 };
 
@@ -85,7 +86,7 @@ static int wal_write(sqlite3_file *f, const void *data, int amount, sqlite3_int6
 	memcpy(p->buf + p->len, data, n);
 	p->len += n;
 	bool commit_complete = p->commit_pending;
-	p->commit_pending = is_commit_header(data, amount);
+	p->commit_pending = p->is_wal && is_commit_header(data, amount);
 	return commit_complete ? flush(p) : SQLITE_OK;
 }
 
@@ -110,19 +111,28 @@ static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size_r)
 	return rc != SQLITE_OK ? rc : p->real->pMethods->xFileSize(p->real, size_r);
 }
 
+/* A database file's gathered pages go out before any lock changes hands: in rollback mode the
+ * lock publishes them; in WAL mode a checkpoint's pages matter to other connections once the
+ * checkpoint has synced the file and released its wal-index locks (both flush here too). */
 static int wal_lock(sqlite3_file *f, int level)
 {
-	return wf(f)->real->pMethods->xLock(wf(f)->real, level);
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xLock(p->real, level);
 }
 
 static int wal_unlock(sqlite3_file *f, int level)
 {
-	return wf(f)->real->pMethods->xUnlock(wf(f)->real, level);
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xUnlock(p->real, level);
 }
 
 static int wal_check_reserved(sqlite3_file *f, int *out)
 {
-	return wf(f)->real->pMethods->xCheckReservedLock(wf(f)->real, out);
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	return rc != SQLITE_OK ? rc : p->real->pMethods->xCheckReservedLock(p->real, out);
 }
 
 static int wal_file_control(sqlite3_file *f, int op, void *arg)
@@ -142,52 +152,69 @@ static int wal_device_characteristics(sqlite3_file *f)
 	return wf(f)->real->pMethods->xDeviceCharacteristics(wf(f)->real);
 }
 
-/* SQLite keeps the wal-index on the database file's handle, never the WAL's, and does not map
- * a WAL file; these only complete the method table (for a default VFS whose files lack them,
- * as an error). */
-static bool has_shm(sqlite3_file *f)
+/* The wal-index and the memory map belong to the database file's handle (SQLite calls them on
+ * the WAL's never): delegated after a flush, so that nothing gathered is missed by a mapped
+ * read nor published by a wal-index lock or barrier before it is on the file. A default VFS
+ * whose files lack them gets an error (no map: SQLite then reads through xRead). */
+static bool has_v3(sqlite3_file *f)
 {
-	return wf(f)->real->pMethods->iVersion >= 2 && wf(f)->real->pMethods->xShmMap != NULL;
+	return wf(f)->real->pMethods->iVersion >= 3;
 }
 
 static int wal_shm_map(sqlite3_file *f, int page, int size, int extend, void volatile **out)
 {
-	if (!has_shm(f))
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (!has_v3(f))
 		return SQLITE_IOERR_SHMMAP;
-	return wf(f)->real->pMethods->xShmMap(wf(f)->real, page, size, extend, out);
+	return p->real->pMethods->xShmMap(p->real, page, size, extend, out);
 }
 
 static int wal_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 {
-	if (!has_shm(f))
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (!has_v3(f))
 		return SQLITE_IOERR_SHMLOCK;
-	return wf(f)->real->pMethods->xShmLock(wf(f)->real, offset, n, flags);
+	return p->real->pMethods->xShmLock(p->real, offset, n, flags);
 }
 
 static void wal_shm_barrier(sqlite3_file *f)
 {
-	if (has_shm(f))
+	/* No way to report a failed flush here: the next call that can reports it (a
+	 * checkpoint's sync always comes first). */
+	(void)flush(wf(f));
+	if (has_v3(f))
 		wf(f)->real->pMethods->xShmBarrier(wf(f)->real);
 }
 
 static int wal_shm_unmap(sqlite3_file *f, int delete_flag)
 {
-	if (!has_shm(f))
-		return SQLITE_OK;
-	return wf(f)->real->pMethods->xShmUnmap(wf(f)->real, delete_flag);
+	struct wal_file *p = wf(f);
+	int rc = flush(p);
+	if (rc != SQLITE_OK)
+		return rc;
+	return has_v3(f) ? p->real->pMethods->xShmUnmap(p->real, delete_flag) : SQLITE_OK;
 }
 
 static int wal_fetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out)
 {
-	*out = NULL; /* read through wal_read instead, which sees the gathered bytes */
-	(void)f, (void)offset, (void)amount;
-	return SQLITE_OK;
+	struct wal_file *p = wf(f);
+	*out = NULL;
+	int rc = flush(p);
+	if (rc != SQLITE_OK || !has_v3(f))
+		return rc;
+	return p->real->pMethods->xFetch(p->real, offset, amount, out);
 }
 
 static int wal_unfetch(sqlite3_file *f, sqlite3_int64 offset, void *page)
 {
-	(void)f, (void)offset, (void)page;
-	return SQLITE_OK;
+	struct wal_file *p = wf(f);
+	return has_v3(f) ? p->real->pMethods->xUnfetch(p->real, offset, page) : SQLITE_OK;
 }
 
 static const sqlite3_io_methods wal_io = {
@@ -212,15 +239,16 @@ static const sqlite3_io_methods wal_io = {
     .xUnfetch = wal_unfetch,
 };
 
-/* Files other than WALs are the default VFS's own, opened in place: our file size is larger
- * than its, and it sets its own methods. */
+/* Files other than WALs and main databases (journals, temporary files) are the default VFS's
+ * own, opened in place: our file size is larger than its, and it sets its own methods. */
 static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *flags_r)
 {
 	(void)vfs;
-	if ((flags & SQLITE_OPEN_WAL) == 0)
+	if ((flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)) == 0)
 		return real_vfs->xOpen(real_vfs, name, f, flags, flags_r);
 	struct wal_file *p = wf(f);
 	memset(p, 0, sizeof(*p));
+	p->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
 	p->real = (sqlite3_file *)((char *)f + REAL_FILE_OFFSET);
 	int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, flags_r);
 	/* Methods only on success: SQLite closes a file whose pMethods is set. */

@@ -1,8 +1,10 @@
-/* The WAL writes gathered by store/wal_vfs.c, through the SQLite driver: every commit is on the
+/* The writes gathered by store/wal_vfs.c, through the SQLite driver: every commit is on the
  * file when SQLite publishes it (a second connection, on SQLite's own VFS, reads it at once,
  * also after the log starts over), a commit of many pages takes a few writes rather than two a
- * page and more than the unix VFS's 128 KiB a call, and a transaction that spills pages into
- * the log mid-way and rewrites them reads its own gathered frames back. */
+ * page and more than the unix VFS's 128 KiB a call, so does the checkpoint that copies them
+ * back (and a connection opened after it reads them from the database file), and a
+ * transaction that spills pages into the log mid-way and rewrites them reads its own gathered
+ * frames back. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -146,6 +148,31 @@ static int64_t writer_int(struct db *db, const char *sql)
 	return v;
 }
 
+/* The checkpoint copies the commit's ~1,000 pages back into the database file in page order:
+ * a few gathered writes, not one a page. A connection opened afterwards, on SQLite's own VFS,
+ * reads them from the database file (the log has started over). */
+static void test_checkpoint_takes_few_writes(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(db_begin(f->db, DB_TX_WRITE), 0);
+	assert_int_equal(db_exec(f->db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+	                                " FROM n WHERE i < 2000)"
+	                                " INSERT INTO t (pad) SELECT randomblob(2000) FROM n"),
+	                 0);
+	assert_int_equal(db_commit(f->db), 0);
+	long long before = write_calls();
+	assert_int_equal(db_checkpoint(f->db, true), 0);
+	long long writes = write_calls() - before;
+	assert_in_range(writes, 1, 100);
+	sqlite3 *fresh = NULL;
+	assert_int_equal(sqlite3_open_v2(f->path, &fresh, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(reader_int(fresh, "SELECT count(*) FROM t"), 2000);
+	assert_int_equal(reader_int(fresh, "SELECT count(*) FROM t WHERE length(pad) = 2000"),
+	                 2000);
+	assert_reader_sound(fresh);
+	sqlite3_close(fresh);
+}
+
 /* A cache of 8 pages: the transaction writes frames before its commit, reads the last ones
  * back (still gathered, not yet on the file), and rewrites some in place (not at the end of
  * the log). */
@@ -182,6 +209,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_each_commit_visible_to_another_connection, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_large_commit_takes_few_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_takes_few_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spilled_frames_read_back, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
