@@ -364,11 +364,20 @@ int sql_list_alloc(struct store_tx *tx, const char *op, const char *sql, const s
 	return rc;
 }
 
+/* Whether a list cursor is an id such a list handed out: `prefix` ("ntf_", "msg_") and the
+ * lower-case base32 or digits store ids are made of (lists page by id). */
+static bool id_cursor_valid(const char *cursor, const char *prefix)
+{
+	size_t len = strlen(cursor), plen = strlen(prefix);
+	return len > plen && len < MT_ID_MAX && strncmp(cursor, prefix, plen) == 0 &&
+	       strspn(cursor + plen, "0123456789abcdefghijklmnopqrstuvwxyz") == len - plen;
+}
+
 int store_page_check(const char *op, const char **cursor, const char *prefix, size_t limit)
 {
 	if (*cursor == NULL)
 		*cursor = "";
-	if ((*cursor)[0] != '\0' && !store_id_cursor_valid(*cursor, prefix))
+	if ((*cursor)[0] != '\0' && !id_cursor_valid(*cursor, prefix))
 		return STORE_INVALID;
 	if (limit == 0 || limit > MT_LIST_LIMIT_MAX)
 		return store_invalid(op, "limit out of range");

@@ -58,15 +58,6 @@ struct store_tx {
 
 void store_tx_forget(struct store_tx *tx);
 
-/* Whether a list cursor is an id such a list handed out: `prefix` ("ntf_", "msg_") and the
- * lower-case base32 or digits store ids are made of (lists page by id). */
-static inline bool store_id_cursor_valid(const char *cursor, const char *prefix)
-{
-	size_t len = strlen(cursor), plen = strlen(prefix);
-	return len > plen && len < MT_ID_MAX && strncmp(cursor, prefix, plen) == 0 &&
-	       strspn(cursor + plen, "0123456789abcdefghijklmnopqrstuvwxyz") == len - plen;
-}
-
 /* Pages of a list keyed by id (a store_*_list with items, count and next_cursor), read as one
  * row more than the page to know whether another follows. store_page_check: the cursor (NULL
  * or "": the first page, then "" on return) is an id with `prefix` and the limit is within

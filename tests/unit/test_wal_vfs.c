@@ -98,6 +98,15 @@ static long long write_calls(void)
 	return n;
 }
 
+/* ~1,000 pages: 2,000 rows of 2,000 random bytes, in the caller's transaction. */
+static void insert_2000_rows(struct db *db)
+{
+	assert_int_equal(db_exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+	                             " FROM n WHERE i < 2000)"
+	                             " INSERT INTO t (pad) SELECT randomblob(2000) FROM n"),
+	                 0);
+}
+
 /* Non-durable commits (no sync): only the flush at the commit frame puts them on the file
  * before SQLite's wal-index says they are there. */
 static void test_each_commit_visible_to_another_connection(void **state)
@@ -125,10 +134,7 @@ static void test_large_commit_takes_few_writes(void **state)
 {
 	struct fixture *f = *state;
 	assert_int_equal(db_begin(f->db, DB_TX_WRITE_DURABLE), 0);
-	assert_int_equal(db_exec(f->db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
-	                                " FROM n WHERE i < 2000)"
-	                                " INSERT INTO t (pad) SELECT randomblob(2000) FROM n"),
-	                 0);
+	insert_2000_rows(f->db);
 	long long before = write_calls();
 	assert_int_equal(db_commit(f->db), 0);
 	long long writes = write_calls() - before;
@@ -155,10 +161,7 @@ static void test_checkpoint_takes_few_writes(void **state)
 {
 	struct fixture *f = *state;
 	assert_int_equal(db_begin(f->db, DB_TX_WRITE), 0);
-	assert_int_equal(db_exec(f->db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
-	                                " FROM n WHERE i < 2000)"
-	                                " INSERT INTO t (pad) SELECT randomblob(2000) FROM n"),
-	                 0);
+	insert_2000_rows(f->db);
 	assert_int_equal(db_commit(f->db), 0);
 	long long before = write_calls();
 	assert_int_equal(db_checkpoint(f->db, true), 0);
