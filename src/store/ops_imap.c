@@ -7,6 +7,7 @@
 #include "store/store_internal.h"
 #include "lib/str.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #define ACCOUNT_ROW(F, G, T)                                                                       \
@@ -30,26 +31,9 @@ SQL_TABLE(folder_table, FOLDER_ROW, struct store_imap_folder);
 	G(T, TEXT, "a.user_id", user_id)
 SQL_TABLE(ref_table, REF_ROW, struct store_imap_ref);
 
-int store_imap_account_get(struct store_tx *tx, const char *org_id, const char *user_id,
-                           struct store_imap_account *account_r)
+static int put_folders(struct store_tx *tx, const char *op, const void *account)
 {
-	static const char op[] = "store_imap_account_get";
-	memset(account_r, 0, sizeof(*account_r));
-	int rc = sql_get(tx, op,
-	                 "SELECT " SQL_COLUMNS(ACCOUNT_ROW) " FROM imap_accounts"
-	                                                    " WHERE user_id = ? AND org_id = ?",
-	                 SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id)), &account_table, account_r);
-	if (rc != 0)
-		return rc;
-	return sql_list(tx, op,
-	                "SELECT " SQL_COLUMNS(FOLDER_ROW) " FROM imap_folders"
-	                                                  " WHERE user_id = ? ORDER BY pos",
-	                SQL_ARGS(SQL_TEXT(user_id)), &folder_table, account_r->folders,
-	                MT_IMAP_FOLDERS_MAX, &account_r->folder_count);
-}
-
-static int put_folders(struct store_tx *tx, const char *op, const struct store_imap_account *a)
-{
+	const struct store_imap_account *a = account;
 	/* Folders no longer watched go; a kept one keeps its cursor. */
 	if (sql_exec(tx, op, "UPDATE imap_folders SET pos = -1 WHERE user_id = ?",
 	             SQL_ARGS(SQL_TEXT(a->user_id))) < 0)
@@ -78,72 +62,47 @@ static int put_folders(struct store_tx *tx, const char *op, const struct store_i
 	           : 0;
 }
 
+static const struct store_account_kind imap_kind = {
+    STORE_ACCOUNT_KIND("imap", SQL_COLUMNS(ACCOUNT_ROW), mt_wall_ms),
+    .items = STORE_ACCOUNT_ITEMS(struct store_imap_account, folders, folder_count, "imap_folders",
+                                 SQL_COLUMNS(FOLDER_ROW), folder_table, put_folders),
+    /* updated_at stays: it is the fence of the sync's cursor writes (imap_folder_set), and the
+     * sync's copy of the account does not carry the secret. */
+    .disconnect = "UPDATE imap_accounts SET state = ?1, last_error = ?2"
+                  " WHERE user_id = ?4 AND org_id = ?5 AND state = ?6 AND updated_at = ?7",
+    .disconnect_secret = NULL,
+};
+
+int store_imap_account_get(struct store_tx *tx, const char *org_id, const char *user_id,
+                           struct store_imap_account *account_r)
+{
+	return store_account_read(tx, "store_imap_account_get", &imap_kind, org_id, user_id,
+	                          account_r, sizeof(*account_r));
+}
+
 int store_imap_account_put(struct store_tx *tx, const struct store_imap_account *account)
 {
-	static const char op[] = "store_imap_account_put";
 	const struct store_imap_account *a = account;
-	if (a->folder_count > MT_IMAP_FOLDERS_MAX)
-		return store_invalid(op, "too many folders");
-	int rc = store_account_put_check(tx, op, a->state, a->sealed_secret_len,
-	                                 sizeof(a->sealed_secret), a->org_id, a->user_id);
-	if (rc != 0)
-		return rc;
-	rc = sql_change(
-	    tx, op,
-	    "INSERT INTO imap_accounts (user_id, org_id, state, host, port, security, auth,"
-	    " username, tls_fingerprint, sealed_secret, since, verified_at, last_sync_at,"
-	    " last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-	    " ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, host = excluded.host,"
-	    " port = excluded.port, security = excluded.security, auth = excluded.auth,"
-	    " username = excluded.username, tls_fingerprint = excluded.tls_fingerprint,"
-	    " sealed_secret = excluded.sealed_secret, since = excluded.since,"
-	    " verified_at = excluded.verified_at, last_error = excluded.last_error,"
-	    " updated_at = excluded.updated_at"
-	    " WHERE imap_accounts.org_id = excluded.org_id",
-	    SQL_ARGS(SQL_TEXT(a->user_id), SQL_TEXT(a->org_id),
-	             SQL_TEXT(store_account_state_names[a->state]), SQL_TEXT(a->host),
-	             SQL_INT(a->port), SQL_TEXT(store_security_name(a->security)),
-	             SQL_TEXT(store_auth_name(a->auth)), SQL_TEXT(a->username),
-	             SQL_TEXT(a->tls_fingerprint),
-	             a->sealed_secret_len > 0 ? SQL_BLOB(a->sealed_secret, a->sealed_secret_len)
-	                                      : SQL_NULL,
-	             SQL_INT(a->since), SQL_INT(a->verified_at), SQL_INT(a->last_sync_at),
-	             SQL_TEXT(a->last_error), SQL_INT(a->updated_at)));
-	if (rc == 0)
-		rc = put_folders(tx, op, a);
-	if (rc == 0 && a->state != STORE_ACCOUNT_OFF)
-		rc =
-		    store_webhook_account_event(tx, a->org_id, a->user_id, "imap",
-		                                a->state == STORE_ACCOUNT_CONNECTED, a->last_error);
-	return rc;
+	/* last_sync_at is the sync's to change (store_imap_account_report), not a save's. */
+	return store_account_put(tx, "store_imap_account_put", &imap_kind,
+	                         STORE_ACCOUNT_SAVE(a, a->folder_count),
+	                         STORE_ACCOUNT_UPSERT("imap_accounts", "since, last_sync_at",
+	                                              "?, ?", "since = excluded.since"),
+	                         SQL_ARGS(STORE_ACCOUNT_ARGS(a, a->updated_at), SQL_INT(a->since),
+	                                  SQL_INT(a->last_sync_at)));
 }
 
 int store_imap_account_off(struct store_tx *tx, const char *org_id, const char *user_id)
 {
-	static const char op[] = "store_imap_account_off";
-	return sql_change(tx, op,
-	                  "UPDATE imap_accounts SET state = ?, sealed_secret = NULL, updated_at = ?"
-	                  " WHERE user_id = ? AND org_id = ?",
-	                  SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_OFF]),
-	                           SQL_INT(mt_wall_ms()), SQL_TEXT(user_id), SQL_TEXT(org_id)));
+	return store_account_off(tx, "store_imap_account_off", &imap_kind, org_id, user_id);
 }
 
 int store_imap_account_disconnect(struct store_tx *tx, const struct store_imap_account *seen,
                                   const char *reason)
 {
-	static const char op[] = "store_imap_account_disconnect";
-	int64_t n =
-	    sql_exec(tx, op,
-	             "UPDATE imap_accounts SET state = ?, last_error = ?"
-	             " WHERE user_id = ? AND org_id = ? AND state = ? AND updated_at = ?",
-	             SQL_ARGS(SQL_TEXT(store_account_state_names[STORE_ACCOUNT_DISCONNECTED]),
-	                      SQL_TEXT(reason), SQL_TEXT(seen->user_id), SQL_TEXT(seen->org_id),
-	                      SQL_TEXT(store_account_state_names[STORE_ACCOUNT_CONNECTED]),
-	                      SQL_INT(seen->updated_at)));
-	if (n == 1)
-		return store_webhook_account_event(tx, seen->org_id, seen->user_id, "imap", false,
-		                                   reason);
-	return n < 0 ? -1 : STORE_CONFLICT;
+	return store_account_disconnect(tx, "store_imap_account_disconnect", &imap_kind,
+	                                seen->org_id, seen->user_id, seen->updated_at, NULL, 0, 0,
+	                                reason);
 }
 
 int store_imap_account_report(struct store_tx *tx, const char *user_id, int64_t last_sync_at,

@@ -20,11 +20,105 @@
 extern const char *const store_account_state_names[STORE_ACCOUNT_NAMES];
 extern const char *const store_security_names[STORE_SECURITY_NAMES];
 extern const char *const store_auth_names[STORE_AUTH_NAMES];
-/* What storing an SMTP or IMAP account checks first: a known state, a sealed secret within its
- * buffer, a write transaction, and the user in the org (a foreign user id is not found). */
-int store_account_put_check(struct store_tx *tx, const char *op, enum store_account_state state,
-                            size_t sealed_secret_len, size_t sealed_secret_max, const char *org_id,
-                            const char *user_id);
+/* What differs between the SMTP and IMAP account tables for the operations they share
+ * (ops_account.c): their statements, the protocol their webhook events name, and the clock
+ * their updated_at counts in (IMAP's is a fence token in milliseconds, SMTP's seconds). */
+struct sql_table;
+struct store_account_kind {
+	const char *protocol;          /* "smtp" | "imap" */
+	const struct sql_table *table; /* the account's row */
+	const char *select;            /* its row: ?1 user_id, ?2 org_id */
+	const char *off;               /* ?1 the state off, ?2 now, ?3 user_id, ?4 org_id */
+	/* The rows it owns (SMTP's send limits, IMAP's folders), read with it into an array of
+	 * the row struct: the statement (?1 user_id), their table, the array's offset and length
+	 * and the offset of its size_t count. */
+	struct {
+		const char *select;
+		const struct sql_table *table;
+		size_t offset, max, count_offset;
+		const char *too_many; /* the refusal of more than max */
+		/* Writes them for a saved account (the account struct). */
+		int (*put)(struct store_tx *tx, const char *op, const void *account);
+	} items;
+	/* connected -> disconnected: ?1 the state disconnected, ?2 the reason, ?3 now, ?4 user_id,
+	 * ?5 org_id, ?6 the state connected, ?7 the updated_at seen, and in disconnect_secret ?8
+	 * the sealed secret seen (NULL: the kind does not compare it; disconnect then also stands
+	 * for "seen without a secret", so it says "sealed_secret IS NULL" where the kind does). A
+	 * statement may leave ?3 out. */
+	const char *disconnect, *disconnect_secret;
+	int64_t (*clock)(void);
+};
+/* The account's row and its items into `row` (zeroed first, row_size bytes): 0,
+ * STORE_NOT_FOUND, or -1. */
+int store_account_read(struct store_tx *tx, const char *op, const struct store_account_kind *kind,
+                       const char *org_id, const char *user_id, void *row, size_t row_size);
+/* What the shared save reads of an account struct (the same member names in both). */
+struct store_account_save {
+	const void *account; /* for items.put */
+	enum store_account_state state;
+	const char *org_id, *user_id, *last_error;
+	size_t sealed_secret_len, sealed_secret_max, item_count;
+};
+#define STORE_ACCOUNT_SAVE(a, count)                                                               \
+	((struct store_account_save){(a), (a)->state, (a)->org_id, (a)->user_id, (a)->last_error,  \
+	                             (a)->sealed_secret_len, sizeof((a)->sealed_secret), (count)})
+/* Inserts or replaces the account with `upsert` (STORE_ACCOUNT_UPSERT) and `args`, then its
+ * items and the account.connected / account.disconnected event unless it was saved off. 0,
+ * STORE_NOT_FOUND (a user not in the org), STORE_INVALID, or -1. */
+int store_account_put(struct store_tx *tx, const char *op, const struct store_account_kind *kind,
+                      struct store_account_save save, const char *upsert,
+                      const struct db_arg *args);
+/* The upsert of an account into `table`: the shared columns, bound by STORE_ACCOUNT_ARGS in
+ * this order, then the kind's own `columns` with their `values` and the `updates` a save
+ * makes to them. org_id is part of the conflict update's condition so that a row can never
+ * move between orgs, even if a user id were reused. */
+#define STORE_ACCOUNT_UPSERT(table, columns, values, updates)                                      \
+	"INSERT INTO " table " (user_id, org_id, state, host, port, security, auth, username,"     \
+	" tls_fingerprint, sealed_secret, verified_at, last_error, updated_at, " columns ")"       \
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, " values ")"                              \
+	" ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, host = excluded.host,"       \
+	" port = excluded.port, security = excluded.security, auth = excluded.auth,"               \
+	" username = excluded.username, tls_fingerprint = excluded.tls_fingerprint,"               \
+	" sealed_secret = excluded.sealed_secret, verified_at = excluded.verified_at,"             \
+	" last_error = excluded.last_error, updated_at = excluded.updated_at, " updates            \
+	" WHERE " table ".org_id = excluded.org_id"
+#define STORE_ACCOUNT_ARGS(a, updated_at)                                                          \
+	SQL_TEXT((a)->user_id), SQL_TEXT((a)->org_id),                                             \
+	    SQL_TEXT(store_account_state_names[(a)->state]), SQL_TEXT((a)->host),                  \
+	    SQL_INT((a)->port), SQL_TEXT(store_security_name((a)->security)),                      \
+	    SQL_TEXT(store_auth_name((a)->auth)), SQL_TEXT((a)->username),                         \
+	    SQL_TEXT((a)->tls_fingerprint),                                                        \
+	    (a)->sealed_secret_len > 0 ? SQL_BLOB((a)->sealed_secret, (a)->sealed_secret_len)      \
+	                               : SQL_NULL,                                                 \
+	    SQL_INT((a)->verified_at), SQL_TEXT((a)->last_error), SQL_INT(updated_at)
+/* State off and the secret wiped: 0, STORE_NOT_FOUND, or -1. */
+int store_account_off(struct store_tx *tx, const char *op, const struct store_account_kind *kind,
+                      const char *org_id, const char *user_id);
+/* connected -> disconnected only while the account is still the save that was seen (its
+ * updated_at, and its sealed secret where the kind compares it), then the event: 0,
+ * STORE_CONFLICT when it changed meanwhile, or -1. */
+int store_account_disconnect(struct store_tx *tx, const char *op,
+                             const struct store_account_kind *kind, const char *org_id,
+                             const char *user_id, int64_t seen_updated_at,
+                             const unsigned char *sealed_secret, size_t sealed_secret_len,
+                             size_t sealed_secret_max, const char *reason);
+/* A kind's protocol, row and clock, with the statements of its table PROTO_accounts whose field
+ * table is `account_table` with the columns `columns`. */
+#define STORE_ACCOUNT_KIND(proto, columns, clock_fn)                                               \
+	.protocol = proto, .table = &account_table, .clock = (clock_fn),                           \
+	.select = "SELECT " columns " FROM " proto "_accounts WHERE user_id = ?1 AND org_id = ?2", \
+	.off = "UPDATE " proto "_accounts SET state = ?1, sealed_secret = NULL, updated_at = ?2"   \
+	       " WHERE user_id = ?3 AND org_id = ?4"
+/* A kind's items: the array `member` of the account struct T and its count `count`, read from
+ * `from` (columns `columns`, field table `fields`) and written by `put_fn`. */
+#define STORE_ACCOUNT_ITEMS(T, member, count, from, columns, fields, put_fn)                       \
+	{                                                                                          \
+		.select = "SELECT " columns " FROM " from " WHERE user_id = ?1 ORDER BY pos",      \
+		.table = &(fields), .offset = offsetof(T, member),                                 \
+		.max = sizeof(((T *)0)->member) / sizeof(((T *)0)->member[0]),                     \
+		.count_offset = offsetof(T, count), .too_many = "too many " #member,               \
+		.put = (put_fn)                                                                    \
+	}
 /* The columns SMTP and IMAP accounts share, for their field tables (sql.h), after their key
  * (user_id): the same member names in store_smtp_account and store_imap_account. */
 #define STORE_ACCOUNT_COLUMNS(G, T)                                                                \
