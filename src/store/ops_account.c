@@ -78,10 +78,8 @@ static int put_check(struct store_tx *tx, const char *op, enum store_account_sta
 		return store_invalid(op, "unknown account state");
 	if (sealed_secret_len > sealed_secret_max)
 		return store_invalid(op, "sealed secret too long");
-	if (store_need_write(tx, op) < 0)
-		return -1;
 	/* Accounts are reached through their user: a foreign user id is not found here. */
-	return store_user_in_org(tx, op, org_id, user_id);
+	return store_write_for_user(tx, op, org_id, user_id);
 }
 
 int store_account_read(struct store_tx *tx, const char *op, const struct store_account_kind *kind,

@@ -577,12 +577,10 @@ int store_activity_feed(struct store_tx *tx, const char *org_id, int64_t since, 
 		return rc;
 	void *tombs = NULL;
 	size_t tomb_count = 0;
-	rc = sql_list_alloc(tx, op,
-	                    "SELECT " SQL_COLUMNS(TOMBSTONE_ROW) " FROM activity_tombstones"
-	                                                         " WHERE org_id = ? AND seq > ?"
-	                                                         " ORDER BY seq LIMIT ?",
-	                    SQL_ARGS(SQL_TEXT(org_id), SQL_INT(since), SQL_INT(limit)),
-	                    &tombstone_table, 4, limit, &tombs, &tomb_count);
+	rc = store_feed_rows(
+	    tx, op,
+	    STORE_FEED_SQL("SELECT " SQL_COLUMNS(TOMBSTONE_ROW) " FROM activity_tombstones"),
+	    org_id, since, limit, &tombstone_table, &tombs, &tomb_count);
 	if (rc == 0 && tomb_count > 0)
 		rc = merge_tombstones(op, list_r, tombs, tomb_count, limit);
 	free(tombs);

@@ -39,9 +39,7 @@ int store_notification_add(struct store_tx *tx, struct store_notification *n)
 	static const char op[] = "store_notification_add";
 	if ((unsigned)n->kind >= KIND_COUNT)
 		return store_invalid(op, "unknown notification kind");
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	int rc = store_user_in_org(tx, op, n->org_id, n->user_id);
+	int rc = store_write_for_user(tx, op, n->org_id, n->user_id);
 	if (rc != 0)
 		return rc;
 	/* Ordered ids: the list pages by id, newest first, without a second sort key. */
@@ -66,46 +64,22 @@ int store_notification_add(struct store_tx *tx, struct store_notification *n)
 	return rc;
 }
 
-void store_notification_list_free(struct store_notification_list *list)
-{
-	STORE_PAGE_FREE(list);
-}
+static const struct store_page_query notification_page = {
+    "SELECT " SQL_COLUMNS(NOTIFICATION_ROW) " FROM notifications"
+                                            " WHERE user_id = ? AND org_id = ? AND id < ?"
+                                            " ORDER BY id DESC LIMIT ?",
+    &notification_table, offsetof(struct store_notification, id), "ntf_", true};
 
 int store_notification_list(struct store_tx *tx, const char *org_id, const char *user_id,
                             const char *cursor, size_t limit,
                             struct store_notification_list *list_r)
 {
-	static const char op[] = "store_notification_list";
-	memset(list_r, 0, sizeof(*list_r));
-	int rc = store_page_check(op, &cursor, "ntf_", limit);
-	if (rc != 0)
-		return rc;
-	void *items = NULL;
-	size_t count = 0;
-	/* One more than the page: whether there is a next one. */
-	rc = cursor[0] != '\0'
-	         ? sql_list_alloc(
-	               tx, op,
-	               "SELECT " SQL_COLUMNS(
-	                   NOTIFICATION_ROW) " FROM notifications"
-	                                     " WHERE user_id = ? AND org_id = ? AND id < ?"
-	                                     " ORDER BY id DESC LIMIT ?",
-	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_TEXT(cursor),
-	                        SQL_INT(limit + 1)),
-	               &notification_table, 8, limit + 1, &items, &count)
-	         : sql_list_alloc(
-	               tx, op,
-	               "SELECT " SQL_COLUMNS(NOTIFICATION_ROW) " FROM notifications"
-	                                                       " WHERE user_id = ? AND org_id = ?"
-	                                                       " ORDER BY id DESC LIMIT ?",
-	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id), SQL_INT(limit + 1)),
-	               &notification_table, 8, limit + 1, &items, &count);
-	list_r->items = items;
-	list_r->count = count;
-	if (rc != 0) {
-		store_notification_list_free(list_r);
-		return rc;
-	}
-	STORE_PAGE_TRIM(list_r, limit);
-	return 0;
+	return STORE_PAGE_READ(tx, "store_notification_list", &notification_page,
+	                       SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id)), cursor, limit,
+	                       list_r);
+}
+
+void store_notification_list_free(struct store_notification_list *list)
+{
+	STORE_PAGE_FREE(list);
 }

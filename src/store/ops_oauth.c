@@ -55,9 +55,7 @@ int store_oauth_grant_put(struct store_tx *tx, struct store_oauth_grant *g)
 		return store_invalid(op, "sealed token too long");
 	if (g->refresh_token.len == 0)
 		return store_invalid(op, "a grant needs its refresh token");
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	int rc = store_user_in_org(tx, op, g->org_id, g->user_id);
+	int rc = store_write_for_user(tx, op, g->org_id, g->user_id);
 	if (rc != 0)
 		return rc;
 	store_new_id("grt", g->id);
@@ -192,9 +190,7 @@ int store_oauth_flow_put(struct store_tx *tx, struct store_oauth_flow *flow, int
 		return store_invalid(op, "sealed verifier empty or too long");
 	if (per_user == 0)
 		return store_invalid(op, "no flow allowed");
-	if (store_need_write(tx, op) < 0)
-		return -1;
-	int rc = store_user_in_org(tx, op, flow->org_id, flow->user_id);
+	int rc = store_write_for_user(tx, op, flow->org_id, flow->user_id);
 	if (rc != 0)
 		return rc;
 	if (sql_exec(tx, op, "DELETE FROM oauth_flows WHERE created_at < ?",

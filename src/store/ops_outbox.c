@@ -286,9 +286,6 @@ int store_outbox_list(struct store_tx *tx, const char *org_id,
 {
 	static const char op[] = "store_outbox_list";
 	memset(list_r, 0, sizeof(*list_r));
-	int rc = store_page_check(op, &cursor, "msg_", limit);
-	if (rc != 0)
-		return rc;
 	char sql[1024];
 	struct db_arg args[8];
 	size_t n = 0;
@@ -308,27 +305,15 @@ int store_outbox_list(struct store_tx *tx, const char *org_id,
 		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND state = ?");
 		args[n++] = SQL_INT(filter->state);
 	}
-	if (cursor[0] != '\0') {
-		len += snprintf(sql + len, sizeof(sql) - (size_t)len, " AND id < ?");
-		args[n++] = SQL_TEXT(cursor);
-	}
-	/* One more than the page: whether there is a next one. */
-	len += snprintf(sql + len, sizeof(sql) - (size_t)len, " ORDER BY id DESC LIMIT ?");
-	args[n++] = SQL_INT((int64_t)limit + 1);
+	/* The cursor and the row count are store_page_read's. */
+	len +=
+	    snprintf(sql + len, sizeof(sql) - (size_t)len, " AND id < ? ORDER BY id DESC LIMIT ?");
 	args[n] = (struct db_arg){.type = DB_ARG_END};
 	if (len < 0 || (size_t)len >= sizeof(sql))
 		return store_invalid(op, "query too long");
-	void *items = NULL;
-	size_t count = 0;
-	rc = sql_list_alloc(tx, op, sql, args, &message_table, 16, limit + 1, &items, &count);
-	list_r->items = items;
-	list_r->count = count;
-	if (rc != 0) {
-		store_outbox_list_free(list_r);
-		return rc;
-	}
-	STORE_PAGE_TRIM(list_r, limit);
-	return 0;
+	const struct store_page_query page = {
+	    sql, &message_table, offsetof(struct store_outbox_message, id), "msg_", true};
+	return STORE_PAGE_READ(tx, op, &page, args, cursor, limit, list_r);
 }
 
 int store_outbox_cancel(struct store_tx *tx, const char *org_id, const char *user_id,

@@ -205,6 +205,14 @@ int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, c
 	               SQL_ARGS(SQL_TEXT(user_id), SQL_TEXT(org_id)), NULL, NULL);
 }
 
+int store_write_for_user(struct store_tx *tx, const char *op, const char *org_id,
+                         const char *user_id)
+{
+	if (store_need_write(tx, op) < 0)
+		return -1;
+	return store_user_in_org(tx, op, org_id, user_id);
+}
+
 /* ---- tokens ---- */
 
 int store_token_create(struct store_tx *tx, struct store_token *token)
@@ -288,35 +296,25 @@ int store_token_revoke_in_org(struct store_tx *tx, const char *org_id, const cha
 	                           SQL_TEXT(org_id)));
 }
 
-void store_user_list_free(struct store_user_list *list)
-{
-	STORE_PAGE_FREE(list);
-}
+static const struct store_page_query user_page = {
+    "SELECT " SQL_COLUMNS(USER_ROW) " FROM users u"
+                                    " WHERE u.org_id = ? AND u.id > ? ORDER BY u.id LIMIT ?",
+    &user_table, offsetof(struct store_user, id), "usr_", false};
 
 int store_user_list(struct store_tx *tx, const char *org_id, const char *cursor, size_t limit,
                     struct store_user_list *list_r)
 {
 	static const char op[] = "store_user_list";
-	memset(list_r, 0, sizeof(*list_r));
-	int rc = store_page_check(op, &cursor, "usr_", limit);
-	if (rc != 0)
-		return rc;
-	void *items = NULL;
-	size_t count = 0;
-	/* One more than the page: whether there is a next one. "" sorts before every id. */
-	rc = sql_list_alloc(tx, op,
-	                    "SELECT " SQL_COLUMNS(USER_ROW) " FROM users u"
-	                                                    " WHERE u.org_id = ? AND u.id > ?"
-	                                                    " ORDER BY u.id LIMIT ?",
-	                    SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(cursor), SQL_INT(limit + 1)),
-	                    &user_table, 8, limit + 1, &items, &count);
-	list_r->items = items;
-	list_r->count = count;
-	if (rc == 0)
-		STORE_PAGE_TRIM(list_r, limit);
+	int rc =
+	    STORE_PAGE_READ(tx, op, &user_page, SQL_ARGS(SQL_TEXT(org_id)), cursor, limit, list_r);
 	for (size_t i = 0; rc == 0 && i < list_r->count; i++)
 		rc = load_aliases(tx, op, &list_r->items[i]);
 	if (rc != 0)
 		store_user_list_free(list_r);
 	return rc;
+}
+
+void store_user_list_free(struct store_user_list *list)
+{
+	STORE_PAGE_FREE(list);
 }

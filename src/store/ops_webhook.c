@@ -301,12 +301,9 @@ int store_webhook_pending(struct store_tx *tx, const char *org_id, int64_t curso
 		return rc;
 	void *items = NULL;
 	size_t count = 0;
-	rc = sql_list_alloc(tx, op,
-	                    "SELECT " SQL_COLUMNS(EVENT_ROW) " FROM webhook_events"
-	                                                     " WHERE org_id = ? AND seq > ?"
-	                                                     " ORDER BY seq LIMIT ?",
-	                    SQL_ARGS(SQL_TEXT(org_id), SQL_INT(cursor), SQL_INT(limit)),
-	                    &event_table, 16, limit, &items, &count);
+	rc = store_feed_rows(
+	    tx, op, STORE_FEED_SQL("SELECT " SQL_COLUMNS(EVENT_ROW) " FROM webhook_events"), org_id,
+	    cursor, limit, &event_table, &items, &count);
 	p->events = items;
 	p->event_count = count;
 	if (rc != 0) {
@@ -362,10 +359,10 @@ int store_webhook_record(struct store_tx *tx, const struct store_webhook_result 
 	G(T, INT64, "created_at", created_at)
 SQL_TABLE(delivery_table, DELIVERY_ROW, struct store_webhook_delivery);
 
-void store_webhook_delivery_list_free(struct store_webhook_delivery_list *list)
-{
-	STORE_PAGE_FREE(list);
-}
+static const struct store_page_query delivery_page = {
+    "SELECT " SQL_COLUMNS(DELIVERY_ROW) " FROM webhook_deliveries"
+                                        " WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    &delivery_table, offsetof(struct store_webhook_delivery, id), "whd_", true};
 
 int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char *webhook_id,
                              const char *cursor, size_t limit,
@@ -373,33 +370,20 @@ int store_webhook_deliveries(struct store_tx *tx, const char *org_id, const char
 {
 	static const char op[] = "store_webhook_deliveries";
 	memset(list_r, 0, sizeof(*list_r));
-	int rc = store_page_check(op, &cursor, "whd_", limit);
+	/* A bad cursor is refused before another org's webhook is looked for. */
+	int rc = store_page_check(op, &cursor, delivery_page.prefix, limit);
+	if (rc == 0)
+		rc = sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
+		             SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), NULL, NULL);
 	if (rc != 0)
 		return rc;
-	int64_t found = 0;
-	rc = sql_get(tx, op, "SELECT 1 FROM webhooks WHERE id = ? AND org_id = ?",
-	             SQL_ARGS(SQL_TEXT(webhook_id), SQL_TEXT(org_id)), &sql_int64_table, &found);
-	if (rc != 0)
-		return rc;
-	void *items = NULL;
-	size_t count = 0;
-	/* One more than the page: whether there is a next one. "~" sorts after every id. */
-	rc =
-	    sql_list_alloc(tx, op,
-	                   "SELECT " SQL_COLUMNS(DELIVERY_ROW) " FROM webhook_deliveries"
-	                                                       " WHERE webhook_id = ? AND id < ?"
-	                                                       " ORDER BY id DESC LIMIT ?",
-	                   SQL_ARGS(SQL_TEXT(webhook_id),
-	                            SQL_TEXT(cursor[0] != '\0' ? cursor : "~"), SQL_INT(limit + 1)),
-	                   &delivery_table, 8, limit + 1, &items, &count);
-	list_r->items = items;
-	list_r->count = count;
-	if (rc != 0) {
-		store_webhook_delivery_list_free(list_r);
-		return rc;
-	}
-	STORE_PAGE_TRIM(list_r, limit);
-	return 0;
+	return STORE_PAGE_READ(tx, op, &delivery_page, SQL_ARGS(SQL_TEXT(webhook_id)), cursor,
+	                       limit, list_r);
+}
+
+void store_webhook_delivery_list_free(struct store_webhook_delivery_list *list)
+{
+	STORE_PAGE_FREE(list);
 }
 
 int store_webhook_purge(struct store_tx *tx, int64_t before, size_t *purged_r)

@@ -383,3 +383,56 @@ int store_page_check(const char *op, const char **cursor, const char *prefix, si
 		return store_invalid(op, "limit out of range");
 	return 0;
 }
+
+int store_page_read(struct store_tx *tx, const char *op, const struct store_page_query *query,
+                    const struct db_arg *args, const char *cursor, size_t limit, void *items_slot,
+                    size_t item_size, size_t *count_r, char *next_cursor, size_t next_cursor_size)
+{
+	void *items = NULL;
+	memcpy(items_slot, &items, sizeof(items));
+	*count_r = 0;
+	next_cursor[0] = '\0';
+	int rc = store_page_check(op, &cursor, query->prefix, limit);
+	if (rc != 0)
+		return rc;
+	if (item_size != query->table->row_size)
+		return store_invalid(op, "page items are not the table's rows");
+	for (size_t i = 0; i < query->table->count; i++) {
+		enum sql_field_type t = query->table->fields[i].type;
+		if (t == SQL_FIELD_TEXT_DUP || t == SQL_FIELD_BLOB_DUP)
+			return store_invalid(op, "page items hold malloc'd fields");
+	}
+	struct db_arg all[MT_STORE_PAGE_ARGS_MAX + 3];
+	size_t n = 0;
+	for (; args != NULL && args[n].type != DB_ARG_END; n++) {
+		if (n == MT_STORE_PAGE_ARGS_MAX)
+			return store_invalid(op, "too many page query arguments");
+		all[n] = args[n];
+	}
+	all[n++] = SQL_TEXT(cursor[0] != '\0' ? cursor : query->newest_first ? "~" : "");
+	all[n++] = SQL_INT((int64_t)limit + 1);
+	all[n] = (struct db_arg){.type = DB_ARG_END};
+	size_t count = 0;
+	rc = sql_list_alloc(tx, op, query->sql, all, query->table, 8, limit + 1, &items, &count);
+	if (rc != 0) {
+		free(items); /* rows without malloc'd fields (checked above) */
+		return rc;
+	}
+	if (count > limit) {
+		count = limit;
+		const char *last = (const char *)items + (limit - 1) * item_size + query->id_offset;
+		mt_strlcpy(next_cursor, last, next_cursor_size);
+	}
+	memcpy(items_slot, &items, sizeof(items));
+	*count_r = count;
+	return 0;
+}
+
+int store_feed_rows(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
+                    int64_t after, size_t limit, const struct sql_table *table, void **rows_r,
+                    size_t *count_r)
+{
+	return sql_list_alloc(tx, op, sql,
+	                      SQL_ARGS(SQL_TEXT(org_id), SQL_INT(after), SQL_INT(limit)), table,
+	                      limit < 16 ? limit : 16, limit, rows_r, count_r);
+}

@@ -157,15 +157,26 @@ void store_tx_forget(struct store_tx *tx);
  * or "": the first page, then "" on return) is an id with `prefix` and the limit is within
  * 1..MT_LIST_LIMIT_MAX; 0, or STORE_INVALID. */
 int store_page_check(const char *op, const char **cursor, const char *prefix, size_t limit);
-/* The extra row dropped; the page's last id is then the next page's cursor. */
-#define STORE_PAGE_TRIM(list, limit)                                                               \
-	do {                                                                                       \
-		if ((list)->count > (limit)) {                                                     \
-			(list)->count = (limit);                                                   \
-			mt_strlcpy((list)->next_cursor, (list)->items[(limit)-1].id,               \
-			           sizeof((list)->next_cursor));                                   \
-		}                                                                                  \
-	} while (0)
+/* A page query: `sql` ends with the id bound (" AND id < ?" or " AND id > ?") and the row
+ * count (" LIMIT ?"), which store_page_read binds after the caller's arguments. */
+struct store_page_query {
+	const char *sql;
+	const struct sql_table *table; /* the items' */
+	size_t id_offset;              /* of each item's id, a char array of MT_ID_MAX */
+	const char *prefix;            /* the ids' ("ntf_") */
+	bool newest_first;             /* "id < ?", ORDER BY id DESC: "~" sorts after every id */
+};
+/* Reads the page after `cursor` (store_page_check's rules) into a list struct (items, count,
+ * next_cursor; all set on every return, and items NULL on a failure, so the items' table has
+ * no malloc'd fields): 0, STORE_INVALID, or -1. The query reads one row more than the page, to
+ * know whether another follows; the page's last id is then next_cursor. */
+int store_page_read(struct store_tx *tx, const char *op, const struct store_page_query *query,
+                    const struct db_arg *args, const char *cursor, size_t limit, void *items_slot,
+                    size_t item_size, size_t *count_r, char *next_cursor, size_t next_cursor_size);
+#define STORE_PAGE_READ(tx, op, query, args, cursor, limit, list)                                  \
+	store_page_read((tx), (op), (query), (args), (cursor), (limit), &(list)->items,            \
+	                sizeof(*(list)->items), &(list)->count, (list)->next_cursor,               \
+	                sizeof((list)->next_cursor))
 /* What a list's free function does: its items released, the list empty. */
 #define STORE_PAGE_FREE(list)                                                                      \
 	do {                                                                                       \
@@ -190,6 +201,15 @@ static inline bool store_repeated(const void *items, size_t stride, size_t i)
 /* 0 when the user is the org's, STORE_NOT_FOUND otherwise, -1 (logged): where a foreign user
  * id becomes "not found" for what is reached through a user (accounts, never-log lists). */
 int store_user_in_org(struct store_tx *tx, const char *op, const char *org_id, const char *user_id);
+/* The start of a write made for a user: store_need_write, then store_user_in_org. */
+int store_write_for_user(struct store_tx *tx, const char *op, const char *org_id,
+                         const char *user_id);
+/* Rows of a feed (org, position) after `after`, in position order, at most `limit`, read as
+ * sql_list_alloc reads: `sql` is STORE_FEED_SQL(a SELECT without its WHERE). */
+#define STORE_FEED_SQL(select) select " WHERE org_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+int store_feed_rows(struct store_tx *tx, const char *op, const char *sql, const char *org_id,
+                    int64_t after, size_t limit, const struct sql_table *table, void **rows_r,
+                    size_t *count_r);
 
 /* Before activities are deleted (ops_activity.c): a tombstone for each activity `select_sql`
  * lists (columns id, profile_id, in the order the feed should show them), at new feed
