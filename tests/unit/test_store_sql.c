@@ -1,7 +1,7 @@
 /* The store's SQL helpers (src/store/sql.h) on a scratch table of a temp-file store: a failed
  * bind reported by the step, rows read through field tables (a value longer than its field is
- * an error, an unknown name reads as the fallback), lists capped and grown, and write
- * statements refused in a read job. */
+ * an error, an unknown name reads as the fallback), lists capped and grown, pages by id with
+ * their cursor, and write statements refused in a read job. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "store/sql.h"
+#include "store/store_internal.h"
 #include "store/store.h"
 #include "temp_store.h"
 
@@ -29,7 +30,10 @@ static int j_scratch(struct store_tx *tx, void *arg)
 	    "INSERT INTO scratch VALUES ('three', 3, 'blue', NULL)",
 	    "INSERT INTO scratch VALUES ('fourteen', 14, 'red', x'')",
 	    "INSERT INTO scratch VALUES ('two', 2, 'red', NULL)",
-	    "INSERT INTO scratch VALUES ('five', 5, 'puce', NULL)"};
+	    "INSERT INTO scratch VALUES ('five', 5, 'puce', NULL)",
+	    "CREATE TABLE pages (id TEXT, org TEXT)",
+	    "INSERT INTO pages VALUES ('pg_1', 'a'), ('pg_2', 'a'), ('pg_3', 'b'), ('pg_4', 'a'),"
+	    " ('pg_5', 'a')"};
 	if (db_exec(tx->db,
 	            "CREATE TABLE scratch (name TEXT, n BIGINT, colour TEXT, bytes BYTEA)") < 0)
 		return -1;
@@ -198,12 +202,129 @@ static void test_write_refused_in_read_job(void **state)
 	assert_int_equal(store_run(f->store, STORE_READ, j_get, &c), STORE_NOT_FOUND);
 }
 
+/* ---- pages (store_page_read) ---- */
+
+struct page_item {
+	char id[MT_ID_MAX];
+};
+struct page_list {
+	struct page_item *items;
+	size_t count;
+	char next_cursor[MT_ID_MAX];
+};
+#define PAGE_ROW(F, G, T) F(T, TEXT, "id", id)
+SQL_TABLE(page_table, PAGE_ROW, struct page_item);
+struct dup_item {
+	char *id;
+};
+#define DUP_ROW(F, G, T) F(T, TEXT_DUP, "id", id)
+SQL_TABLE(dup_table, DUP_ROW, struct dup_item);
+
+static const struct store_page_query oldest_first = {
+    "SELECT id FROM pages WHERE org = ? AND id > ? ORDER BY id LIMIT ?", &page_table,
+    offsetof(struct page_item, id), "pg_", false};
+static const struct store_page_query newest_first = {
+    "SELECT id FROM pages WHERE org = ? AND id < ? ORDER BY id DESC LIMIT ?", &page_table,
+    offsetof(struct page_item, id), "pg_", true};
+static const struct store_page_query malloc_rows = {
+    "SELECT id FROM pages WHERE org = ? AND id < ? ORDER BY id DESC LIMIT ?", &dup_table,
+    offsetof(struct dup_item, id), "pg_", true};
+
+struct page_call {
+	const struct store_page_query *query;
+	const char *cursor;
+	size_t limit;
+	bool too_many_args, wrong_items;
+	struct page_list list;
+};
+
+static int j_page(struct store_tx *tx, void *arg)
+{
+	struct page_call *c = arg;
+	if (c->too_many_args)
+		return STORE_PAGE_READ(tx, "test", c->query,
+		                       SQL_ARGS(SQL_TEXT("a"), SQL_NULL, SQL_NULL, SQL_NULL,
+		                                SQL_NULL, SQL_NULL, SQL_NULL),
+		                       c->cursor, c->limit, &c->list);
+	if (c->wrong_items) {
+		struct {
+			char (*items)[8];
+			size_t count;
+			char next_cursor[MT_ID_MAX];
+		} small;
+		memset(&small, 0xff, sizeof(small));
+		int rc = STORE_PAGE_READ(tx, "test", c->query, SQL_ARGS(SQL_TEXT("a")), c->cursor,
+		                         c->limit, &small);
+		c->list.items = (struct page_item *)(void *)small.items;
+		c->list.count = small.count;
+		memcpy(c->list.next_cursor, small.next_cursor, sizeof(small.next_cursor));
+		return rc;
+	}
+	return STORE_PAGE_READ(tx, "test", c->query, SQL_ARGS(SQL_TEXT("a")), c->cursor, c->limit,
+	                       &c->list);
+}
+
+static void page(struct fixture *f, struct page_call *c, int rc, const char *ids, const char *next)
+{
+	free(c->list.items);
+	memset(&c->list, 0xff, sizeof(c->list)); /* every field is set on every return */
+	assert_int_equal(store_run(f->store, STORE_READ, j_page, c), rc);
+	char got[64] = "";
+	for (size_t i = 0; i < c->list.count; i++) {
+		strcat(got, c->list.items[i].id);
+		strcat(got, " ");
+	}
+	assert_string_equal(got, ids);
+	assert_string_equal(c->list.next_cursor, next);
+	if (rc != 0)
+		assert_null(c->list.items);
+}
+
+static void test_pages(void **state)
+{
+	struct fixture *f = *state;
+	/* Oldest first, the caller's argument (org 'a') before the cursor and the row count. */
+	struct page_call c = {.query = &oldest_first, .cursor = NULL, .limit = 2};
+	page(f, &c, 0, "pg_1 pg_2 ", "pg_2");
+	c.cursor = "pg_2";
+	page(f, &c, 0, "pg_4 pg_5 ", "");
+	/* Newest first: the first page starts after every id. */
+	c.query = &newest_first;
+	c.cursor = "";
+	page(f, &c, 0, "pg_5 pg_4 ", "pg_4");
+	c.cursor = "pg_4";
+	page(f, &c, 0, "pg_2 pg_1 ", "");
+	c.limit = 3;
+	c.cursor = "pg_5";
+	page(f, &c, 0, "pg_4 pg_2 pg_1 ", "");
+	/* Refused: a cursor it did not hand out, a limit out of range, items that are not the
+	 * table's rows, rows with malloc'd fields, arguments over the cap. */
+	c.cursor = "usr_1";
+	page(f, &c, STORE_INVALID, "", "");
+	c.cursor = "";
+	c.limit = 0;
+	page(f, &c, -1, "", "");
+	c.limit = 2;
+	c.wrong_items = true;
+	page(f, &c, -1, "", "");
+	c.wrong_items = false;
+	c.query = &malloc_rows;
+	page(f, &c, -1, "", "");
+	c.query = &newest_first;
+	c.too_many_args = true;
+	page(f, &c, -1, "", "");
+	c.too_many_args = false;
+	page(f, &c, 0, "pg_5 pg_4 ", "pg_4");
+	free(c.list.items);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_rows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bind_failure_reported_by_step, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refused_in_read_job, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
