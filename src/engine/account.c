@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +42,6 @@ void accounts_free(struct accounts **accounts_p)
 	*accounts_p = NULL;
 	free(accounts->checks);
 	free(accounts);
-}
-
-static const struct mt_cidr_list *allow_private(const struct accounts *accounts)
-{
-	return mt_config_cidrs(accounts->p.config, "allow_private_hosts");
 }
 
 void account_seal_context(const char *protocol, const char *user_id,
@@ -97,7 +93,6 @@ int account_smtp_client(const struct store_smtp_account *a, const struct mt_keyr
                         struct mt_secret **secret_r, const char **error_r)
 {
 	memset(p, 0, sizeof(*p));
-	*secret_r = NULL;
 	p->host = a->host;
 	p->port = (uint16_t)a->port;
 	p->security = account_net_security(a->security);
@@ -106,20 +101,10 @@ int account_smtp_client(const struct store_smtp_account *a, const struct mt_keyr
 	p->tls = tls;
 	p->public_only = true;
 	p->allow_private = private_ok;
-	if (a->tls_fingerprint[0] != '\0') {
-		if (mt_tls_pin_parse(a->tls_fingerprint, pin_storage, error_r) < 0)
-			return -1;
-		p->pin = pin_storage;
-	}
-	if (keyring != NULL && a->sealed_secret_len > 0) {
-		char context[MT_SEAL_CONTEXT_MAX];
-		account_seal_context("smtp", a->user_id, context);
-		*secret_r =
-		    mt_unseal(keyring, context, a->sealed_secret, a->sealed_secret_len, error_r);
-		if (*secret_r == NULL)
-			return -1;
-		p->secret = *secret_r;
-	}
+	if (account_client_credentials(&ACCOUNT_ENDPOINT(a), "smtp", a->user_id, keyring,
+	                               pin_storage, &p->pin, secret_r, error_r) < 0)
+		return -1;
+	p->secret = *secret_r;
 	return 0;
 }
 
@@ -163,39 +148,20 @@ void account_release_slot(struct accounts *accounts, const char *org_id)
 			accounts->checks[i].running--;
 }
 
-static void count_check(const char *cls)
-{
-	mt_metric_inc("mailtrail_live_checks_total", "Live checks of mail accounts by outcome",
-	              "kind", "smtp", "class", cls);
-}
-
 /* ---- saving --------------------------------------------------------------------------------- */
 
-enum save_stage { SAVE_LOAD, SAVE_STORE };
-
 struct save {
-	struct accounts *accounts;
-	char org_id[MT_ID_MAX];
-	char user_id[MT_ID_MAX];
+	struct account_save s; /* first: what every protocol's save holds */
 	account_done_fn *done;
 	void *ctx;
-	enum save_stage stage;
 	struct store_smtp_account account; /* the request merged with the preset */
-	struct mt_secret *given;           /* the request's secret, if any */
 	bool limits_given;
-	/* Loaded */
-	struct store_org org;
-	struct store_user user;
-	struct store_smtp_account stored;
-	bool stored_exists;
-	struct mt_secret *secret; /* what the check uses */
-	bool holds_slot;
+	struct store_smtp_account stored; /* loaded */
 	enum store_account_state state_before;
 	/* The confirmation mail */
 	char message_id[MT_MESSAGE_ID_MAX + 1];
 	char mailtrail_id[MT_MESSAGE_ID_MAX + 1];
-	int64_t confirmed_at_ms;    /* when the check knew the server had accepted it */
-	struct account_oauth oauth; /* xoauth2 on a grant */
+	int64_t confirmed_at_ms; /* when the check knew the server had accepted it */
 	struct account_result result;
 };
 
@@ -204,53 +170,26 @@ static void save_finish(struct save *save, enum account_verdict verdict, const c
 	save->result.verdict = verdict;
 	if (reason != NULL)
 		mt_strlcpy(save->result.reason, reason, sizeof(save->result.reason));
-	if (save->holds_slot)
-		account_release_slot(save->accounts, save->org_id);
+	account_save_release(&save->s);
 	save->done(save->ctx, &save->result);
-	if (verdict == ACCOUNT_OK && save->accounts->p.on_state != NULL)
-		save->accounts->p.on_state(save->accounts->p.on_state_ctx, save->org_id,
-		                           save->user_id, save->state_before,
-		                           STORE_ACCOUNT_CONNECTED, "verified");
-	mt_secret_free(&save->given);
-	mt_secret_free(&save->secret);
-	account_oauth_clear(&save->oauth);
+	if (verdict == ACCOUNT_OK && save->s.accounts->p.on_state != NULL)
+		save->s.accounts->p.on_state(save->s.accounts->p.on_state_ctx, save->s.org_id,
+		                             save->s.user_id, save->state_before,
+		                             STORE_ACCOUNT_CONNECTED, "verified");
 	sodium_memzero(&save->stored, sizeof(save->stored));
 	sodium_memzero(&save->account, sizeof(save->account));
 	free(save);
 }
 
-/* The reason of a refused request, its code and field noted for the reply. */
+static void op_finish(struct account_save *s, enum account_verdict verdict, const char *reason)
+{
+	save_finish((struct save *)s, verdict, reason);
+}
+
 static const char *refuse(struct save *save, const char *code, const char *field,
                           const char *reason)
 {
-	save->result.code = code;
-	save->result.field = field;
-	return reason;
-}
-
-static void save_refuse(struct save *save, enum account_verdict verdict, const char *code,
-                        const char *field, const char *reason)
-{
-	save_finish(save, verdict, refuse(save, code, field, reason));
-}
-
-static void save_failf(struct save *save, enum account_verdict verdict, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void save_failf(struct save *save, enum account_verdict verdict, const char *fmt, ...)
-{
-	char reason[MT_ERROR_TEXT_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	save_finish(save, verdict, reason);
-}
-
-static void store_failed(struct save *save, int rc)
-{
-	save_finish(save, rc == STORE_NOT_FOUND ? ACCOUNT_NOT_FOUND : ACCOUNT_FAILED,
-	            rc == STORE_NOT_FOUND ? "user not found" : "the store failed; nothing changed");
+	return account_save_refuse(&save->s, code, field, reason);
 }
 
 /* Two pins are the same when both are absent or both name the same digest, whatever the
@@ -265,166 +204,83 @@ bool account_same_pin(const char *a, const char *b)
 	       pa.kind == pb.kind && memcmp(pa.digest, pb.digest, sizeof(pa.digest)) == 0;
 }
 
-/* Whether the stored secret may be sent where the new settings point: the same server, login
- * and transport, or a stolen token could send the password to a host of its choice, in the
- * clear, or to a certificate of its choice. */
-static bool same_destination(const struct store_smtp_account *stored,
-                             const struct store_smtp_account *wanted)
+/* The account as stored: loaded to reuse its secret and limits, then read again to fence. */
+static int op_read(struct store_tx *tx, const struct account_save *s, void *account_r)
 {
-	return strcmp(stored->host, wanted->host) == 0 && stored->port == wanted->port &&
-	       strcmp(stored->username, wanted->username) == 0 && stored->auth == wanted->auth &&
-	       stored->security == wanted->security &&
-	       account_same_pin(stored->tls_fingerprint, wanted->tls_fingerprint);
+	return store_smtp_account_get(tx, s->org_id, s->user_id, account_r);
 }
 
-/* The check took seconds: whatever it was decided on must still hold when its result is
- * stored, or a deactivation, a feature switch or a DELETE made meanwhile would be undone. */
-static bool same_account(const struct store_smtp_account *a, bool a_exists,
-                         const struct store_smtp_account *b, bool b_exists)
+/* updated_at counts seconds: two saves within one are told apart by what they changed. */
+static bool op_same(const struct account_save *s, const void *now_p)
 {
-	if (a_exists != b_exists)
-		return false;
-	return !a_exists || (a->state == b->state && a->updated_at == b->updated_at &&
-	                     a->sealed_secret_len == b->sealed_secret_len &&
-	                     strcmp(a->host, b->host) == 0 && a->port == b->port);
+	const struct store_smtp_account *a = &((const struct save *)s)->stored, *now = now_p;
+	return a->state == now->state && a->updated_at == now->updated_at &&
+	       a->sealed_secret_len == now->sealed_secret_len && strcmp(a->host, now->host) == 0 &&
+	       a->port == now->port;
 }
 
-/* The fence: the answer goes in the save (a business answer), the job's result is only for
- * the store ("roll back"). */
-static int save_store(struct store_tx *tx, struct save *save)
+static int op_store(struct store_tx *tx, struct account_save *s)
 {
-	struct store_org org;
-	struct store_user user;
-	struct store_smtp_account *now = malloc(sizeof(*now));
-	if (now == NULL)
-		return -1;
-	save->result.verdict = ACCOUNT_OK;
-	int rc = store_org_get(tx, save->org_id, &org);
-	if (rc == 0)
-		rc = store_user_get(tx, save->org_id, save->user_id, &user);
-	if (rc == 0 && !user.active)
-		save->result.verdict = ACCOUNT_NOT_FOUND;
-	else if (rc == 0 && !org.custom_smtp)
-		save->result.verdict = ACCOUNT_FEATURE_OFF;
-	if (rc == 0 && save->result.verdict == ACCOUNT_OK) {
-		int got = store_smtp_account_get(tx, save->org_id, save->user_id, now);
-		if (got != 0 && got != STORE_NOT_FOUND)
-			rc = got;
-		else if (!same_account(&save->stored, save->stored_exists, now, got == 0))
-			save->result.verdict = ACCOUNT_CHANGED;
-	}
-	sodium_memzero(now, sizeof(*now));
-	free(now);
-	if (rc != 0 || save->result.verdict != ACCOUNT_OK)
-		return rc;
-	rc = account_oauth_store(tx, &save->oauth);
-	if (rc == 0)
-		rc = store_smtp_account_put(tx, &save->account);
+	struct save *save = (struct save *)s;
+	int rc = store_smtp_account_put(tx, &save->account);
 	if (rc != 0)
 		return rc;
 	/* The confirmation mail the server accepted counts in the account's windows too. */
 	char key[MT_GOVERNOR_KEY_MAX];
-	governor_key(false, save->user_id, key);
+	governor_key(false, s->user_id, key);
 	rc = governor_record(tx, key, save->message_id, save->account.from_address,
 	                     save->confirmed_at_ms);
 	if (rc != 0)
 		return rc;
 	/* Connected again: what waited for the reconnect (a campaign's mail) goes on now. */
 	size_t released;
-	return store_outbox_release_held(tx, save->org_id, save->user_id, STORE_HOLD_RECONNECT,
+	return store_outbox_release_held(tx, s->org_id, s->user_id, STORE_HOLD_RECONNECT,
 	                                 (int64_t)time(NULL), &released);
 }
 
-static int save_run(struct store_tx *tx, void *arg)
+static void op_stored(struct account_save *s)
 {
-	struct save *save = arg;
-	if (save->stage == SAVE_STORE)
-		return save_store(tx, save);
-	int rc = store_org_get(tx, save->org_id, &save->org);
-	if (rc == 0)
-		rc = store_user_get(tx, save->org_id, save->user_id, &save->user);
-	if (rc != 0)
-		return rc;
-	rc = store_smtp_account_get(tx, save->org_id, save->user_id, &save->stored);
-	save->stored_exists = rc == 0;
-	return rc == STORE_NOT_FOUND ? 0 : rc;
-}
-
-static void save_stored(void *arg, int result)
-{
-	struct save *save = arg;
-	if (result != 0) {
-		store_failed(save, result);
-		return;
-	}
-	switch (save->result.verdict) {
-	case ACCOUNT_FEATURE_OFF:
-		save_finish(save, ACCOUNT_FEATURE_OFF,
-		            "Custom SMTP was switched off for this org during the check");
-		return;
-	case ACCOUNT_CHANGED:
-		save_refuse(save, ACCOUNT_CHANGED, "changed_during_check", NULL,
-		            "the SMTP settings changed during the check; nothing was stored, try "
-		            "again");
-		return;
-	case ACCOUNT_NOT_FOUND:
-		save_finish(save, ACCOUNT_NOT_FOUND, "user not found");
-		return;
-	default:
-		break;
-	}
+	struct save *save = (struct save *)s;
 	save->result.verified_at = save->account.verified_at;
 	mt_strlcpy(save->result.confirmation_message_id, save->message_id,
 	           sizeof(save->result.confirmation_message_id));
 	save_finish(save, ACCOUNT_OK, NULL);
 }
 
+static const char *op_host(const struct account_save *s)
+{
+	return ((const struct save *)s)->account.host;
+}
+
 static void save_checked(void *ctx, const struct smtp_probe_result *r)
 {
 	struct save *save = ctx;
-	struct accounts *accounts = save->accounts;
-	account_release_slot(accounts, save->org_id);
-	save->holds_slot = false;
-	count_check(mt_class_name(r->cls));
+	account_count_check("smtp", mt_class_name(r->cls));
 	if (r->cls != MT_CLASS_NONE) {
-		mt_log(MT_LOG_INFO, "smtp.live_check_failed", MT_KV("user", save->user_id),
+		mt_log(MT_LOG_INFO, "smtp.live_check_failed", MT_KV("user", save->s.user_id),
 		       MT_KV("host", save->account.host), MT_KV("class", mt_class_name(r->cls)),
 		       MT_KV("reason", r->reason));
 		save->result.cls = r->cls;
 		mt_strlcpy(save->result.smtp_reply, r->reply, sizeof(save->result.smtp_reply));
 		mt_strlcpy(save->result.fingerprint, r->fingerprint,
 		           sizeof(save->result.fingerprint));
-		save_failf(save, ACCOUNT_CHECK_FAILED, "the live check failed: %s", r->reason);
+		char reason[MT_ERROR_TEXT_MAX];
+		snprintf(reason, sizeof(reason), "the live check failed: %s", r->reason);
+		save_finish(save, ACCOUNT_CHECK_FAILED, reason);
 		return;
 	}
-	/* Seal what was checked, bound to this account. */
-	char context[MT_SEAL_CONTEXT_MAX];
-	account_seal_context("smtp", save->user_id, context);
 	struct store_smtp_account *a = &save->account;
-	a->sealed_secret_len = 0;
-	/* On a grant the account keeps no token: the broker hands out the grant's. */
-	if (save->oauth.uses_grant &&
-	    account_oauth_seal(accounts, &save->oauth, save->org_id, save->user_id) < 0) {
-		save_finish(save, ACCOUNT_FAILED, "cannot seal the grant");
-		return;
-	}
-	if (save->secret != NULL && !save->oauth.uses_grant &&
-	    mt_seal(accounts->p.keyring, context, mt_secret_bytes(save->secret),
-	            mt_secret_len(save->secret), a->sealed_secret, sizeof(a->sealed_secret),
-	            &a->sealed_secret_len) < 0) {
-		save_finish(save, ACCOUNT_FAILED, "cannot seal the secret");
-		return;
-	}
-	save->state_before = save->stored_exists ? save->stored.state : STORE_ACCOUNT_OFF;
+	save->state_before = save->s.stored_exists ? save->stored.state : STORE_ACCOUNT_OFF;
 	a->state = STORE_ACCOUNT_CONNECTED;
 	a->verified_at = (int64_t)time(NULL);
 	save->confirmed_at_ms = mt_wall_ms();
 	mt_strlcpy(a->confirmation_message_id, save->message_id,
 	           sizeof(a->confirmation_message_id));
 	a->last_error[0] = '\0';
-	save->stage = SAVE_STORE;
-	if (store_submit(accounts->p.store, STORE_WRITE_DURABLE, save_run, save_stored, save) < 0)
-		save_finish(save, ACCOUNT_BUSY, "the store is busy; try again");
+	enum account_verdict v = account_save_passed(
+	    &save->s, a->sealed_secret, sizeof(a->sealed_secret), &a->sealed_secret_len);
+	if (v != ACCOUNT_OK)
+		save_finish(save, v, NULL);
 }
 
 /* The confirmation mail from `from` to `from`, with our identity. */
@@ -458,39 +314,23 @@ static int confirmation_mail(struct save *save, char **mail_r, size_t *len_r)
 	return mime_build_message(&in, mail_r, len_r, &error);
 }
 
-static void save_host_checked(void *ctx, enum host_verdict verdict, const char *reason)
+/* The live check: connect, secure, log in, and send the confirmation mail to the user. */
+static void op_check(struct account_save *s)
 {
-	struct save *save = ctx;
-	struct accounts *accounts = save->accounts;
-	if (verdict == HOST_PRIVATE || verdict == HOST_INVALID) {
-		save_refuse(save, ACCOUNT_INVALID,
-		            verdict == HOST_PRIVATE ? "host_private" : "invalid_value", "host",
-		            reason);
-		return;
-	}
-	if (verdict == HOST_UNRESOLVABLE) {
-		count_check("conn");
-		save->result.cls = MT_CLASS_CONN;
-		save_refuse(save, ACCOUNT_CHECK_FAILED, "host_unresolvable", "host", reason);
-		return;
-	}
-	if (!account_take_slot(accounts, save->org_id)) {
-		save_finish(save, ACCOUNT_THROTTLED,
-		            "too many live checks are running for this org; try again shortly");
-		return;
-	}
-	save->holds_slot = true;
+	struct save *save = (struct save *)s;
+	struct accounts *accounts = s->accounts;
 	struct smtp_probe_params params;
 	memset(&params, 0, sizeof(params));
 	struct mt_tls_pin pin;
 	struct mt_secret *unused = NULL;
 	const char *error;
-	if (account_smtp_client(&save->account, NULL, accounts->p.tls, allow_private(accounts),
-	                        &params.client, &pin, &unused, &error) < 0) {
+	if (account_smtp_client(&save->account, NULL, accounts->p.tls,
+	                        account_allow_private(accounts), &params.client, &pin, &unused,
+	                        &error) < 0) {
 		save_finish(save, ACCOUNT_INVALID, error);
 		return;
 	}
-	params.client.secret = save->secret;
+	params.client.secret = save->s.secret;
 	/* A port that accepts and never greets must not hold the user for the whole deadline. */
 	params.client.connect_timeout_ms = MT_LIVE_CHECK_STEP_MS;
 	params.client.greeting_timeout_ms = MT_LIVE_CHECK_STEP_MS;
@@ -511,23 +351,6 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 		save_finish(save, ACCOUNT_FAILED, error);
 }
 
-/* The token of an account on a grant (engine/account_oauth.c), then the same check. */
-static void token_ready(void *ctx, struct mt_secret *token, enum account_verdict verdict,
-                        enum mt_failure_class cls, const char *reason)
-{
-	struct save *save = ctx;
-	if (verdict != ACCOUNT_OK) {
-		if (verdict == ACCOUNT_CHECK_FAILED)
-			count_check(mt_class_name(cls));
-		save->result.cls = cls;
-		save_finish(save, verdict, reason);
-		return;
-	}
-	save->secret = token;
-	host_policy_check(save->accounts->p.base, save->accounts->p.dns, save->account.host,
-	                  allow_private(save->accounts), save_host_checked, save);
-}
-
 static bool address_is_users(const struct store_user *user, const char *address)
 {
 	if (strcmp(user->email, address) == 0)
@@ -539,81 +362,41 @@ static bool address_is_users(const struct store_user *user, const char *address)
 }
 
 /* After loading the org, the user and the stored account: the rules that need them. */
-static void save_loaded(void *arg, int result)
+static void op_loaded(struct account_save *s)
 {
-	struct save *save = arg;
-	struct accounts *accounts = save->accounts;
+	struct save *save = (struct save *)s;
 	struct store_smtp_account *a = &save->account;
-	if (result != 0) {
-		store_failed(save, result);
+	if (!address_is_users(&s->user, a->from_address)) {
+		save_finish(save, ACCOUNT_INVALID,
+		            refuse(save, "from_not_own", "from",
+		                   "from: must be your own address or one of your aliases"));
 		return;
 	}
-	if (!save->org.custom_smtp) {
-		save_refuse(save, ACCOUNT_FEATURE_OFF, "feature_off", NULL,
-		            "Custom SMTP is not enabled for this org; an admin can turn on the "
-		            "custom_smtp feature");
-		return;
-	}
-	if (!address_is_users(&save->user, a->from_address)) {
-		save_refuse(save, ACCOUNT_INVALID, "from_not_own", "from",
-		            "from: must be your own address or one of your aliases");
-		return;
-	}
-	if (!save->limits_given && save->stored_exists &&
+	if (!save->limits_given && s->stored_exists &&
 	    strcmp(save->stored.preset, a->preset) == 0) {
 		memcpy(a->limits, save->stored.limits, sizeof(a->limits));
 		a->limit_count = save->stored.limit_count;
 	}
-	if (a->auth != STORE_AUTH_NONE) {
-		bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
-		if (xoauth2 && !save->oauth.new_grant && save->given == NULL &&
-		    !(save->stored_exists && save->stored.sealed_secret_len > 0 &&
-		      same_destination(&save->stored, a)))
-			save->oauth.uses_grant = true; /* no token of its own: the user's grant */
-		if (save->oauth.uses_grant) {
-			save->oauth.ready = token_ready;
-			save->oauth.ctx = save;
-			account_oauth_token(accounts, &save->oauth, save->org_id, save->user_id);
-			return;
-		}
-		if (save->given != NULL) {
-			save->secret = save->given;
-			save->given = NULL;
-		} else if (save->stored_exists && save->stored.sealed_secret_len > 0 &&
-		           same_destination(&save->stored, a)) {
-			char context[MT_SEAL_CONTEXT_MAX];
-			const char *error;
-			account_seal_context("smtp", save->user_id, context);
-			save->secret =
-			    mt_unseal(accounts->p.keyring, context, save->stored.sealed_secret,
-			              save->stored.sealed_secret_len, &error);
-			if (save->secret == NULL) {
-				mt_log(MT_LOG_ERROR, "smtp.unseal_failed",
-				       MT_KV("user", save->user_id), MT_KV("error", error));
-				save_finish(save, ACCOUNT_INVALID,
-				            "the stored password cannot be used; send it again");
-				return;
-			}
-		} else {
-			bool had_secret = save->stored_exists && save->stored.sealed_secret_len > 0;
-			refuse(save, xoauth2 ? "access_token_required" : "password_required",
-			       xoauth2 ? "access_token" : "password", NULL);
-			save_finish(
-			    save, ACCOUNT_INVALID,
-			    !had_secret
-			        ? (xoauth2 ? "access_token is required" : "password is required")
-			    : xoauth2 ? "access_token is required: the stored one is only "
-			                "reused for the same host, port, username, security "
-			                "and tls_fingerprint"
-			              : "password is required: the stored one is only reused "
-			                "for the same host, port, username, security and "
-			                "tls_fingerprint");
-			return;
-		}
+	if (a->auth == STORE_AUTH_NONE) {
+		account_save_check_host(s);
+		return;
 	}
-	host_policy_check(accounts->p.base, accounts->p.dns, a->host, allow_private(accounts),
-	                  save_host_checked, save);
+	const struct account_endpoint stored = ACCOUNT_ENDPOINT(&save->stored),
+	                              wanted = ACCOUNT_ENDPOINT(a);
+	bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
+	account_save_authenticate(s, xoauth2, &stored, &wanted,
+	                          xoauth2 ? "access_token" : "password");
 }
+
+static const struct account_save_ops smtp_save_ops = {
+    "Custom SMTP",
+    "SMTP",
+    "custom_smtp",
+    ACCOUNT_FEATURE_CUSTOM_SMTP,
+    sizeof(struct store_smtp_account),
+    offsetof(struct save, stored),
+    ACCOUNT_SAVE_OPS(op),
+};
 
 static bool no_auth_allowed(const struct accounts *accounts, const char *host)
 {
@@ -630,12 +413,6 @@ static bool no_auth_allowed(const struct accounts *accounts, const char *host)
 		addr = (struct sockaddr *)in6;
 	}
 	return mt_config_host_listed(accounts->p.config, "no_auth_hosts", host, addr);
-}
-
-static void wipe_text(const char *text)
-{
-	if (text != NULL)
-		sodium_memzero((char *)text, strlen(text));
 }
 
 /* The request's rules that need nothing loaded: the preset fills what is omitted, explicit
@@ -677,14 +454,10 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 	if (store_auth_parse(auth, &a->auth) < 0)
 		return refuse(save, "invalid_value", "auth",
 		              "auth: must be password, xoauth2 or none");
-	if (!host_name_valid(host)) {
-		snprintf(buf, buf_size, "host: '%.300s' is not a valid host name", host);
-		return refuse(save, "invalid_value", "host", buf);
-	}
-	mt_strlcpy(a->host, host, sizeof(a->host));
-	for (char *p = a->host; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	const char *why =
+	    account_merge_host(&save->s, host, a->host, sizeof(a->host), buf, buf_size);
+	if (why != NULL)
+		return why;
 	a->port = (int)port;
 	if (preset != NULL)
 		mt_strlcpy(a->preset, preset->id, sizeof(a->preset));
@@ -692,20 +465,13 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 		snprintf(buf, buf_size, "from: %s", error);
 		return refuse(save, "invalid_address", "from", buf);
 	}
-	if (a->auth != STORE_AUTH_XOAUTH2 &&
-	    (req->oauth.refresh_token != NULL || req->oauth.client_secret != NULL ||
-	     req->oauth.token_url != NULL || req->oauth.client_id != NULL)) {
-		wipe_text(req->oauth.refresh_token);
-		wipe_text(req->oauth.client_secret);
-		return refuse(save, "invalid_combination", "auth",
-		              "refresh_token, token_url, client_id and client_secret need auth "
-		              "xoauth2");
-	}
+	if ((why = account_merge_grant_fields(&save->s, a->auth, &req->oauth)) != NULL)
+		return why;
 	if (a->auth == STORE_AUTH_NONE) {
 		if (req->password != NULL || req->access_token != NULL || req->username != NULL)
 			return refuse(save, "invalid_combination", "auth",
 			              "auth none takes no username, password or access_token");
-		if (!no_auth_allowed(save->accounts, a->host))
+		if (!no_auth_allowed(save->s.accounts, a->host))
 			return refuse(save, "auth_required", "auth",
 			              "auth none is only allowed for hosts the operator lists in "
 			              "no_auth_hosts");
@@ -714,12 +480,10 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 			return refuse(save, "missing_field", "username", "username is required");
 		mt_strlcpy(a->username, req->username, sizeof(a->username));
 		bool xoauth2 = a->auth == STORE_AUTH_XOAUTH2;
-		if (xoauth2) {
-			const char *why = account_oauth_take(&save->oauth, req->preset, &req->oauth,
-			                                     &req->access_token, buf, buf_size);
-			if (why != NULL)
-				return refuse(save, "invalid_oauth", "refresh_token", why);
-		}
+		if (xoauth2 &&
+		    (why = account_oauth_take(&save->s.oauth, req->preset, &req->oauth,
+		                              &req->access_token, buf, buf_size)) != NULL)
+			return refuse(save, "invalid_oauth", "refresh_token", why);
 		const char *given = xoauth2 ? req->access_token : req->password;
 		const char *wrong = xoauth2 ? req->password : req->access_token;
 		if (wrong != NULL)
@@ -727,31 +491,14 @@ static const char *merge_request(struct save *save, struct account_smtp_request 
 			              xoauth2 ? "password" : "access_token",
 			              xoauth2 ? "auth xoauth2 takes access_token, not password"
 			                      : "auth password takes password, not access_token");
-		if (a->security == STORE_SECURITY_NONE &&
-		    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
-			return refuse(save, "plaintext_auth", "security",
-			              "a password over security none would cross the network in "
-			              "plaintext; use starttls or tls");
-		if (given != NULL) {
-			size_t len = strlen(given);
-			save->given = mt_secret_new(given, len);
-			/* The request's own copy goes as soon as the secret is ours. */
-			sodium_memzero((char *)given, len);
-			if (save->given == NULL)
-				return "out of memory";
-		}
+		if ((why = account_merge_plaintext(&save->s, a->security)) != NULL ||
+		    (why = account_merge_secret(&save->s, given)) != NULL)
+			return why;
 	}
-	if (req->tls_fingerprint != NULL && req->tls_fingerprint[0] != '\0') {
-		struct mt_tls_pin pin;
-		if (a->security == STORE_SECURITY_NONE)
-			return refuse(save, "invalid_combination", "tls_fingerprint",
-			              "tls_fingerprint needs security tls or starttls");
-		if (mt_tls_pin_parse(req->tls_fingerprint, &pin, &error) < 0) {
-			snprintf(buf, buf_size, "tls_fingerprint: %s", error);
-			return refuse(save, "invalid_value", "tls_fingerprint", buf);
-		}
-		mt_strlcpy(a->tls_fingerprint, req->tls_fingerprint, sizeof(a->tls_fingerprint));
-	}
+	if ((why =
+	         account_merge_pin(&save->s, req->tls_fingerprint, a->security, a->tls_fingerprint,
+	                           sizeof(a->tls_fingerprint), buf, buf_size)) != NULL)
+		return why;
 	memcpy(a->limits, req->limits, sizeof(a->limits));
 	a->limit_count = req->limit_count;
 	save->limits_given = req->limits_given;
@@ -770,25 +517,18 @@ void account_smtp_save(struct accounts *accounts, const char *org_id, const char
 {
 	struct save *save = calloc(1, sizeof(*save));
 	if (save == NULL) {
-		struct account_result result = {.verdict = ACCOUNT_FAILED};
-		mt_strlcpy(result.reason, "out of memory", sizeof(result.reason));
-		done(ctx, &result);
+		done(ctx, &account_out_of_memory);
 		return;
 	}
-	save->accounts = accounts;
-	mt_strlcpy(save->org_id, org_id, sizeof(save->org_id));
-	mt_strlcpy(save->user_id, user_id, sizeof(save->user_id));
+	account_save_init(&save->s, &smtp_save_ops, accounts, "smtp", org_id, user_id,
+	                  &save->result);
 	save->done = done;
 	save->ctx = ctx;
 	mt_strlcpy(save->account.org_id, org_id, sizeof(save->account.org_id));
 	mt_strlcpy(save->account.user_id, user_id, sizeof(save->account.user_id));
 	char buf[MT_ERROR_TEXT_MAX];
-	const char *why = merge_request(save, req, buf, sizeof(buf));
-	if (why != NULL) {
-		save_finish(save, ACCOUNT_INVALID, why);
-		return;
-	}
-	save->stage = SAVE_LOAD;
-	if (store_submit(accounts->p.store, STORE_READ, save_run, save_loaded, save) < 0)
-		save_finish(save, ACCOUNT_BUSY, "the store is busy; try again");
+	enum account_verdict v =
+	    account_save_start(&save->s, merge_request(save, req, buf, sizeof(buf)));
+	if (v != ACCOUNT_OK)
+		save_finish(save, v, NULL);
 }

@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,18 +31,12 @@ void accounts_set_imap_hook(struct accounts *accounts, account_imap_changed_fn *
 	accounts->imap_changed_ctx = ctx;
 }
 
-static const struct mt_cidr_list *allow_private(const struct accounts *accounts)
-{
-	return mt_config_cidrs(accounts->p.config, "allow_private_hosts");
-}
-
 int account_imap_client(const struct store_imap_account *a, const struct mt_keyring *keyring,
                         struct mt_tls_config *tls, const struct mt_cidr_list *private_ok,
                         struct imap_client_params *p, struct mt_tls_pin *pin_storage,
                         struct mt_secret **secret_r, const char **error_r)
 {
 	memset(p, 0, sizeof(*p));
-	*secret_r = NULL;
 	p->host = a->host;
 	p->port = (uint16_t)a->port;
 	p->security = account_net_security(a->security);
@@ -50,20 +45,10 @@ int account_imap_client(const struct store_imap_account *a, const struct mt_keyr
 	p->tls = tls;
 	p->public_only = true;
 	p->allow_private = private_ok;
-	if (a->tls_fingerprint[0] != '\0') {
-		if (mt_tls_pin_parse(a->tls_fingerprint, pin_storage, error_r) < 0)
-			return -1;
-		p->pin = pin_storage;
-	}
-	if (keyring != NULL && a->sealed_secret_len > 0) {
-		char context[MT_SEAL_CONTEXT_MAX];
-		account_seal_context("imap", a->user_id, context);
-		*secret_r =
-		    mt_unseal(keyring, context, a->sealed_secret, a->sealed_secret_len, error_r);
-		if (*secret_r == NULL)
-			return -1;
-		p->secret = *secret_r;
-	}
+	if (account_client_credentials(&ACCOUNT_ENDPOINT(a), "imap", a->user_id, keyring,
+	                               pin_storage, &p->pin, secret_r, error_r) < 0)
+		return -1;
+	p->secret = *secret_r;
 	return 0;
 }
 
@@ -85,48 +70,28 @@ int account_imap_parse_date(const char *text, int64_t *time_r)
 	return 0;
 }
 
-static void count_check(const char *cls)
-{
-	mt_metric_inc("mailtrail_live_checks_total", "Live checks of mail accounts by outcome",
-	              "kind", "imap", "class", cls);
-}
-
 /* ---- saving --------------------------------------------------------------------------------- */
 
-enum save_stage { SAVE_LOAD, SAVE_STORE };
-
 struct imap_save {
-	struct accounts *accounts;
-	char org_id[MT_ID_MAX];
-	char user_id[MT_ID_MAX];
+	struct account_save s; /* first: what every protocol's save holds */
 	account_imap_done_fn *done;
 	void *ctx;
-	enum save_stage stage;
 	struct store_imap_account account; /* what is asked for, then what is stored */
 	char wanted[MT_IMAP_FOLDERS_MAX][MT_IMAP_MAILBOX_MAX];
 	size_t wanted_count;
-	struct mt_secret *given;
-	struct store_org org;
-	struct store_user user;
-	struct store_imap_account stored;
-	bool stored_exists;
-	struct mt_secret *secret;
-	bool holds_slot;
+	struct store_imap_account stored; /* loaded */
 	struct imap_client *client;
 	struct event *deadline;
 	bool checking;
-	struct account_oauth oauth; /* xoauth2 on a grant */
 	struct account_imap_result result;
 };
 
 static void save_finish(struct imap_save *save, enum account_verdict verdict, const char *reason)
 {
-	struct accounts *accounts = save->accounts;
+	struct accounts *accounts = save->s.accounts;
 	save->result.r.verdict = verdict;
 	if (reason != NULL)
 		mt_strlcpy(save->result.r.reason, reason, sizeof(save->result.r.reason));
-	if (save->holds_slot)
-		account_release_slot(accounts, save->org_id);
 	if (save->deadline != NULL)
 		event_free(save->deadline);
 	imap_client_free(&save->client);
@@ -135,127 +100,57 @@ static void save_finish(struct imap_save *save, enum account_verdict verdict, co
 		save->account.sealed_secret_len = 0;
 		save->result.account = &save->account;
 	}
+	account_save_release(&save->s);
 	save->done(save->ctx, &save->result);
 	if (verdict == ACCOUNT_OK && accounts->imap_changed != NULL)
-		accounts->imap_changed(accounts->imap_changed_ctx, save->org_id, save->user_id);
-	mt_secret_free(&save->given);
-	mt_secret_free(&save->secret);
-	account_oauth_clear(&save->oauth);
+		accounts->imap_changed(accounts->imap_changed_ctx, save->s.org_id, save->s.user_id);
 	sodium_memzero(&save->stored, sizeof(save->stored));
 	sodium_memzero(&save->account, sizeof(save->account));
 	free(save);
 }
 
-/* The reason of a refused request, its code and field noted for the reply. */
 static const char *refuse(struct imap_save *save, const char *code, const char *field,
                           const char *reason)
 {
-	save->result.r.code = code;
-	save->result.r.field = field;
-	return reason;
+	return account_save_refuse(&save->s, code, field, reason);
 }
 
-static void store_failed(struct imap_save *save, int rc)
+static void op_finish(struct account_save *s, enum account_verdict verdict, const char *reason)
 {
-	save_finish(save, rc == STORE_NOT_FOUND ? ACCOUNT_NOT_FOUND : ACCOUNT_FAILED,
-	            rc == STORE_NOT_FOUND ? "user not found" : "the store failed; nothing changed");
+	save_finish((struct imap_save *)s, verdict, reason);
 }
 
-/* The stored password goes only where it went before: the same server, login and transport. */
-static bool same_destination(const struct store_imap_account *stored,
-                             const struct store_imap_account *wanted)
+static int op_read(struct store_tx *tx, const struct account_save *s, void *account_r)
 {
-	return strcmp(stored->host, wanted->host) == 0 && stored->port == wanted->port &&
-	       strcmp(stored->username, wanted->username) == 0 && stored->auth == wanted->auth &&
-	       stored->security == wanted->security &&
-	       account_same_pin(stored->tls_fingerprint, wanted->tls_fingerprint);
+	return store_imap_account_get(tx, s->org_id, s->user_id, account_r);
 }
 
-static bool same_account(const struct store_imap_account *a, bool a_exists,
-                         const struct store_imap_account *b, bool b_exists)
+/* Every save stamps a new updated_at (the sync's fence token): the same one is the same save. */
+static bool op_same(const struct account_save *s, const void *now_p)
 {
-	if (a_exists != b_exists)
-		return false;
-	return !a_exists || (a->state == b->state && a->updated_at == b->updated_at);
+	const struct store_imap_account *a = &((const struct imap_save *)s)->stored, *now = now_p;
+	return a->state == now->state && a->updated_at == now->updated_at;
 }
 
-static int save_store(struct store_tx *tx, struct imap_save *save)
+/* The account as stored (its folders' cursors kept) is what the reply shows. */
+static int op_store(struct store_tx *tx, struct account_save *s)
 {
-	struct store_org org;
-	struct store_user user;
-	struct store_imap_account *now = malloc(sizeof(*now));
-	if (now == NULL)
-		return -1;
-	save->result.r.verdict = ACCOUNT_OK;
-	int rc = store_org_get(tx, save->org_id, &org);
-	if (rc == 0)
-		rc = store_user_get(tx, save->org_id, save->user_id, &user);
-	if (rc == 0 && !user.active)
-		save->result.r.verdict = ACCOUNT_NOT_FOUND;
-	else if (rc == 0 && !org.imap_sync)
-		save->result.r.verdict = ACCOUNT_FEATURE_OFF;
-	if (rc == 0 && save->result.r.verdict == ACCOUNT_OK) {
-		int got = store_imap_account_get(tx, save->org_id, save->user_id, now);
-		if (got != 0 && got != STORE_NOT_FOUND)
-			rc = got;
-		else if (!same_account(&save->stored, save->stored_exists, now, got == 0))
-			save->result.r.verdict = ACCOUNT_CHANGED;
-	}
-	sodium_memzero(now, sizeof(*now));
-	free(now);
-	if (rc != 0 || save->result.r.verdict != ACCOUNT_OK)
-		return rc;
-	rc = account_oauth_store(tx, &save->oauth);
-	if (rc == 0)
-		rc = store_imap_account_put(tx, &save->account);
-	if (rc == 0)
-		rc = store_imap_account_get(tx, save->org_id, save->user_id, &save->account);
-	return rc;
+	struct imap_save *save = (struct imap_save *)s;
+	int rc = store_imap_account_put(tx, &save->account);
+	return rc == 0 ? store_imap_account_get(tx, s->org_id, s->user_id, &save->account) : rc;
 }
 
-static int save_run(struct store_tx *tx, void *arg)
+static void op_stored(struct account_save *s)
 {
-	struct imap_save *save = arg;
-	if (save->stage == SAVE_STORE)
-		return save_store(tx, save);
-	int rc = store_org_get(tx, save->org_id, &save->org);
-	if (rc == 0)
-		rc = store_user_get(tx, save->org_id, save->user_id, &save->user);
-	if (rc != 0)
-		return rc;
-	if (!save->user.active)
-		return STORE_NOT_FOUND;
-	rc = store_imap_account_get(tx, save->org_id, save->user_id, &save->stored);
-	save->stored_exists = rc == 0;
-	return rc == STORE_NOT_FOUND ? 0 : rc;
-}
-
-static void save_stored(void *arg, int result)
-{
-	struct imap_save *save = arg;
-	if (result != 0) {
-		store_failed(save, result);
-		return;
-	}
-	switch (save->result.r.verdict) {
-	case ACCOUNT_FEATURE_OFF:
-		save_finish(save, ACCOUNT_FEATURE_OFF,
-		            "IMAP sync was switched off for this org during the check");
-		return;
-	case ACCOUNT_CHANGED:
-		save_finish(save, ACCOUNT_CHANGED,
-		            "the IMAP settings changed during the check; nothing was stored, try "
-		            "again");
-		return;
-	case ACCOUNT_NOT_FOUND:
-		save_finish(save, ACCOUNT_NOT_FOUND, "user not found");
-		return;
-	default:
-		break;
-	}
-	mt_log(MT_LOG_INFO, "imap.account_saved", MT_KV("user", save->user_id),
+	struct imap_save *save = (struct imap_save *)s;
+	mt_log(MT_LOG_INFO, "imap.account_saved", MT_KV("user", s->user_id),
 	       MT_KV("host", save->account.host));
 	save_finish(save, ACCOUNT_OK, NULL);
+}
+
+static const char *op_host(const struct account_save *s)
+{
+	return ((const struct imap_save *)s)->account.host;
 }
 
 /* After the live check: the folders to watch, from what LIST showed. NULL, or the reason. */
@@ -310,8 +205,8 @@ static const char *choose_folders(struct imap_save *save, const struct imap_resu
 static void check_failed(struct imap_save *save, enum mt_failure_class cls, const char *reason,
                          const char *response, const char *fingerprint)
 {
-	count_check(mt_class_name(cls));
-	mt_log(MT_LOG_INFO, "imap.live_check_failed", MT_KV("user", save->user_id),
+	account_count_check("imap", mt_class_name(cls));
+	mt_log(MT_LOG_INFO, "imap.live_check_failed", MT_KV("user", save->s.user_id),
 	       MT_KV("host", save->account.host), MT_KV("class", mt_class_name(cls)),
 	       MT_KV("reason", reason));
 	save->result.r.cls = cls;
@@ -341,38 +236,24 @@ static void on_listed(void *ctx, const struct imap_result *r)
 		save_finish(save, ACCOUNT_INVALID, why);
 		return;
 	}
-	count_check("ok");
+	account_count_check("imap", "ok");
 	const char *error;
 	if (imap_client_logout(save->client, &error) < 0) {
 		/* the check is done either way */
 	}
 	event_del(save->deadline);
-	account_release_slot(save->accounts, save->org_id);
-	save->holds_slot = false;
-	char context[MT_SEAL_CONTEXT_MAX];
-	account_seal_context("imap", save->user_id, context);
 	struct store_imap_account *a = &save->account;
-	a->sealed_secret_len = 0;
-	/* On a grant the account keeps no token: the broker hands out the grant's. */
-	if (save->oauth.uses_grant
-	        ? account_oauth_seal(save->accounts, &save->oauth, save->org_id, save->user_id) < 0
-	        : mt_seal(save->accounts->p.keyring, context, mt_secret_bytes(save->secret),
-	                  mt_secret_len(save->secret), a->sealed_secret, sizeof(a->sealed_secret),
-	                  &a->sealed_secret_len) < 0) {
-		save_finish(save, ACCOUNT_FAILED, "cannot seal the secret");
-		return;
-	}
 	a->state = STORE_ACCOUNT_CONNECTED;
 	a->verified_at = mt_wall_s();
-	a->last_sync_at = save->stored_exists ? save->stored.last_sync_at : 0;
+	a->last_sync_at = save->s.stored_exists ? save->stored.last_sync_at : 0;
 	a->last_error[0] = '\0';
 	a->updated_at = mt_wall_ms();
-	if (save->stored_exists && a->updated_at <= save->stored.updated_at)
+	if (save->s.stored_exists && a->updated_at <= save->stored.updated_at)
 		a->updated_at = save->stored.updated_at + 1;
-	save->stage = SAVE_STORE;
-	if (store_submit(save->accounts->p.store, STORE_WRITE_DURABLE, save_run, save_stored,
-	                 save) < 0)
-		save_finish(save, ACCOUNT_BUSY, "the store is busy; try again");
+	enum account_verdict v = account_save_passed(
+	    &save->s, a->sealed_secret, sizeof(a->sealed_secret), &a->sealed_secret_len);
+	if (v != ACCOUNT_OK)
+		save_finish(save, v, NULL);
 }
 
 static void on_ready(void *ctx)
@@ -405,39 +286,22 @@ static void on_deadline(evutil_socket_t fd, short what, void *ctx)
 	check_failed(save, MT_CLASS_CONN, "no answer within 30 seconds", NULL, NULL);
 }
 
-static void save_host_checked(void *ctx, enum host_verdict verdict, const char *reason)
+/* The live check: connect, secure, log in and LIST, within LIVE_CHECK_TOTAL_MS. */
+static void op_check(struct account_save *s)
 {
-	struct imap_save *save = ctx;
-	struct accounts *accounts = save->accounts;
-	if (verdict == HOST_PRIVATE || verdict == HOST_INVALID) {
-		save_finish(save, ACCOUNT_INVALID,
-		            refuse(save, verdict == HOST_PRIVATE ? "host_private" : "invalid_value",
-		                   "host", reason));
-		return;
-	}
-	if (verdict == HOST_UNRESOLVABLE) {
-		count_check("conn");
-		save->result.r.cls = MT_CLASS_CONN;
-		save_finish(save, ACCOUNT_CHECK_FAILED,
-		            refuse(save, "host_unresolvable", "host", reason));
-		return;
-	}
-	if (!account_take_slot(accounts, save->org_id)) {
-		save_finish(save, ACCOUNT_THROTTLED,
-		            "too many live checks are running for this org; try again shortly");
-		return;
-	}
-	save->holds_slot = true;
+	struct imap_save *save = (struct imap_save *)s;
+	struct accounts *accounts = s->accounts;
 	struct imap_client_params params;
 	struct mt_tls_pin pin;
 	struct mt_secret *unused = NULL;
 	const char *error;
-	if (account_imap_client(&save->account, NULL, accounts->p.tls, allow_private(accounts),
-	                        &params, &pin, &unused, &error) < 0) {
+	if (account_imap_client(&save->account, NULL, accounts->p.tls,
+	                        account_allow_private(accounts), &params, &pin, &unused,
+	                        &error) < 0) {
 		save_finish(save, ACCOUNT_INVALID, error);
 		return;
 	}
-	params.secret = save->secret;
+	params.secret = save->s.secret;
 	params.allow_plaintext_auth = mt_config_bool(accounts->p.config, "allow_plaintext_auth");
 	params.connect_timeout_ms = MT_LIVE_CHECK_STEP_MS;
 	params.greeting_timeout_ms = MT_LIVE_CHECK_STEP_MS;
@@ -463,85 +327,30 @@ static void save_host_checked(void *ctx, enum host_verdict verdict, const char *
 	}
 }
 
-/* The token of an account on a grant (engine/account_oauth.c), then the same check. */
-static void token_ready(void *ctx, struct mt_secret *token, enum account_verdict verdict,
-                        enum mt_failure_class cls, const char *reason)
+static void op_loaded(struct account_save *s)
 {
-	struct imap_save *save = ctx;
-	if (verdict != ACCOUNT_OK) {
-		if (verdict == ACCOUNT_CHECK_FAILED)
-			count_check(mt_class_name(cls));
-		save->result.r.cls = cls;
-		save_finish(save, verdict, reason);
-		return;
-	}
-	save->secret = token;
-	host_policy_check(save->accounts->p.base, save->accounts->p.dns, save->account.host,
-	                  allow_private(save->accounts), save_host_checked, save);
+	struct imap_save *save = (struct imap_save *)s;
+	const struct account_endpoint stored = ACCOUNT_ENDPOINT(&save->stored),
+	                              wanted = ACCOUNT_ENDPOINT(&save->account);
+	/* A token given without a refresh_token comes as the password (merge_request). */
+	account_save_authenticate(s, save->account.auth == STORE_AUTH_XOAUTH2, &stored, &wanted,
+	                          "password");
 }
 
-static void save_loaded(void *arg, int result)
-{
-	struct imap_save *save = arg;
-	struct accounts *accounts = save->accounts;
-	struct store_imap_account *a = &save->account;
-	if (result != 0) {
-		store_failed(save, result);
-		return;
-	}
-	if (!save->org.imap_sync) {
-		refuse(save, "feature_off", NULL, NULL);
-		save_finish(save, ACCOUNT_FEATURE_OFF,
-		            "IMAP sync is not enabled for this org; an admin can turn on the "
-		            "imap_sync feature");
-		return;
-	}
-	if (a->auth == STORE_AUTH_XOAUTH2 && !save->oauth.new_grant && save->given == NULL &&
-	    !(save->stored_exists && save->stored.sealed_secret_len > 0 &&
-	      same_destination(&save->stored, a)))
-		save->oauth.uses_grant = true; /* no token of its own: the user's grant */
-	if (save->oauth.uses_grant) {
-		save->oauth.ready = token_ready;
-		save->oauth.ctx = save;
-		account_oauth_token(accounts, &save->oauth, save->org_id, save->user_id);
-		return;
-	}
-	if (save->given != NULL) {
-		save->secret = save->given;
-		save->given = NULL;
-	} else if (save->stored_exists && save->stored.sealed_secret_len > 0 &&
-	           same_destination(&save->stored, a)) {
-		char context[MT_SEAL_CONTEXT_MAX];
-		const char *error;
-		account_seal_context("imap", save->user_id, context);
-		save->secret = mt_unseal(accounts->p.keyring, context, save->stored.sealed_secret,
-		                         save->stored.sealed_secret_len, &error);
-		if (save->secret == NULL) {
-			mt_log(MT_LOG_ERROR, "imap.unseal_failed", MT_KV("user", save->user_id),
-			       MT_KV("error", error));
-			save_finish(save, ACCOUNT_INVALID,
-			            "the stored password cannot be used; send it again");
-			return;
-		}
-	} else {
-		bool had = save->stored_exists && save->stored.sealed_secret_len > 0;
-		refuse(save, "password_required", "password", NULL);
-		save_finish(
-		    save, ACCOUNT_INVALID,
-		    had ? "password is required: the stored one is only reused for the same "
-		          "host, port, username, auth, security and tls_fingerprint"
-		        : "password is required");
-		return;
-	}
-	host_policy_check(accounts->p.base, accounts->p.dns, a->host, allow_private(accounts),
-	                  save_host_checked, save);
-}
+static const struct account_save_ops imap_save_ops = {
+    "IMAP sync",
+    "IMAP",
+    "imap_sync",
+    ACCOUNT_FEATURE_IMAP_SYNC,
+    sizeof(struct store_imap_account),
+    offsetof(struct imap_save, stored),
+    ACCOUNT_SAVE_OPS(op),
+};
 
 static const char *merge_request(struct imap_save *save, struct account_imap_request *req,
                                  char *buf, size_t size)
 {
 	struct store_imap_account *a = &save->account;
-	const char *error;
 	if (req->host == NULL || req->host[0] == '\0' || !req->have_port || req->security == NULL)
 		return refuse(save, "missing_field",
 		              req->host == NULL || req->host[0] == '\0' ? "host"
@@ -554,61 +363,34 @@ static const char *merge_request(struct imap_save *save, struct account_imap_req
 	if (store_auth_parse(req->auth != NULL ? req->auth : "password", &a->auth) < 0 ||
 	    a->auth == STORE_AUTH_NONE)
 		return refuse(save, "invalid_value", "auth", "auth: must be password or xoauth2");
-	if (!host_name_valid(req->host)) {
-		snprintf(buf, size, "host: '%.300s' is not a valid host name", req->host);
-		return refuse(save, "invalid_value", "host", buf);
-	}
-	mt_strlcpy(a->host, req->host, sizeof(a->host));
-	for (char *p = a->host; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	const char *why =
+	    account_merge_host(&save->s, req->host, a->host, sizeof(a->host), buf, size);
+	if (why != NULL)
+		return why;
 	a->port = (int)req->port;
 	if (req->username == NULL || req->username[0] == '\0')
 		return refuse(save, "missing_field", "username", "username is required");
 	mt_strlcpy(a->username, req->username, sizeof(a->username));
-	if (a->security == STORE_SECURITY_NONE &&
-	    !mt_config_bool(save->accounts->p.config, "allow_plaintext_auth"))
-		return "a password over security none would cross the network in plaintext; use "
-		       "starttls or tls";
+	if ((why = account_merge_plaintext(&save->s, a->security)) != NULL)
+		return why;
 	if (req->preset != NULL && smtp_preset_find(req->preset) == NULL) {
 		snprintf(buf, size, "preset: unknown preset '%.40s'", req->preset);
 		return buf;
 	}
-	if (a->auth != STORE_AUTH_XOAUTH2 &&
-	    (req->oauth.refresh_token != NULL || req->oauth.client_secret != NULL ||
-	     req->oauth.token_url != NULL || req->oauth.client_id != NULL)) {
-		const char *wipe[] = {req->oauth.refresh_token, req->oauth.client_secret};
-		for (size_t i = 0; i < 2; i++)
-			if (wipe[i] != NULL)
-				sodium_memzero((char *)wipe[i], strlen(wipe[i]));
-		return "refresh_token, token_url, client_id and client_secret need auth xoauth2";
-	}
-	if (a->auth == STORE_AUTH_XOAUTH2) {
-		/* A token given beside a refresh_token is the grant's. */
-		const char *why = account_oauth_take(&save->oauth, req->preset, &req->oauth,
-		                                     &req->password, buf, size);
-		if (why != NULL)
-			return why;
-	}
-	if (req->password != NULL) {
-		size_t len = strlen(req->password);
-		if (len == 0)
-			return "password: must not be empty";
-		save->given = mt_secret_new(req->password, len);
-		sodium_memzero((char *)req->password, len);
-		if (save->given == NULL)
-			return "out of memory";
-	}
-	if (req->tls_fingerprint != NULL && req->tls_fingerprint[0] != '\0') {
-		struct mt_tls_pin pin;
-		if (a->security == STORE_SECURITY_NONE)
-			return "tls_fingerprint needs security tls or starttls";
-		if (mt_tls_pin_parse(req->tls_fingerprint, &pin, &error) < 0) {
-			snprintf(buf, size, "tls_fingerprint: %s", error);
-			return buf;
-		}
-		mt_strlcpy(a->tls_fingerprint, req->tls_fingerprint, sizeof(a->tls_fingerprint));
-	}
+	if ((why = account_merge_grant_fields(&save->s, a->auth, &req->oauth)) != NULL)
+		return why;
+	/* A token given beside a refresh_token is the grant's. */
+	if (a->auth == STORE_AUTH_XOAUTH2 &&
+	    (why = account_oauth_take(&save->s.oauth, req->preset, &req->oauth, &req->password, buf,
+	                              size)) != NULL)
+		return why;
+	if (req->password != NULL && req->password[0] == '\0')
+		return "password: must not be empty";
+	if ((why = account_merge_secret(&save->s, req->password)) != NULL ||
+	    (why = account_merge_pin(&save->s, req->tls_fingerprint, a->security,
+	                             a->tls_fingerprint, sizeof(a->tls_fingerprint), buf, size)) !=
+	        NULL)
+		return why;
 	if (req->since != NULL) {
 		if (account_imap_parse_date(req->since, &a->since) < 0)
 			return refuse(save, "invalid_value", "since",
@@ -636,27 +418,20 @@ void account_imap_save(struct accounts *accounts, const char *org_id, const char
 {
 	struct imap_save *save = calloc(1, sizeof(*save));
 	if (save == NULL) {
-		struct account_imap_result result = {.r.verdict = ACCOUNT_FAILED};
-		mt_strlcpy(result.r.reason, "out of memory", sizeof(result.r.reason));
-		done(ctx, &result);
+		done(ctx, &(struct account_imap_result){.r = account_out_of_memory});
 		return;
 	}
-	save->accounts = accounts;
-	mt_strlcpy(save->org_id, org_id, sizeof(save->org_id));
-	mt_strlcpy(save->user_id, user_id, sizeof(save->user_id));
+	account_save_init(&save->s, &imap_save_ops, accounts, "imap", org_id, user_id,
+	                  &save->result.r);
 	save->done = done;
 	save->ctx = ctx;
 	mt_strlcpy(save->account.org_id, org_id, sizeof(save->account.org_id));
 	mt_strlcpy(save->account.user_id, user_id, sizeof(save->account.user_id));
 	char buf[MT_ERROR_TEXT_MAX];
-	const char *why = merge_request(save, req, buf, sizeof(buf));
-	if (why != NULL) {
-		save_finish(save, ACCOUNT_INVALID, why);
-		return;
-	}
-	save->stage = SAVE_LOAD;
-	if (store_submit(accounts->p.store, STORE_READ, save_run, save_loaded, save) < 0)
-		save_finish(save, ACCOUNT_BUSY, "the store is busy; try again");
+	enum account_verdict v =
+	    account_save_start(&save->s, merge_request(save, req, buf, sizeof(buf)));
+	if (v != ACCOUNT_OK)
+		save_finish(save, v, NULL);
 }
 
 /* ---- view, off ------------------------------------------------------------------------------ */
