@@ -209,7 +209,7 @@
 #define MT_STORE_ID_RANDOM           20   /* base32 characters after an id's prefix (100 bits) */
 #define MT_STORE_ID_TIME_CHARS       10   /* of which an ordered id's milliseconds (50 bits) */
 #define MT_STORE_STMT_CACHE          256  /* prepared statements kept per connection */
-#define MT_STORE_PAGE_ARGS_MAX       6    /* a list query's own arguments (store_page_read) */
+#define MT_STORE_CALLER_ARGS_MAX     8    /* a statement's own arguments beside a helper's */
 #define MT_STORE_BUSY_TIMEOUT_MS     5000 /* wait for another process's write lock */
 
 /* CIDR lists (allow_private_hosts, no_auth_hosts) */

@@ -18,15 +18,13 @@ SQL_TABLE(key_table, KEY_ROW, struct store_api_key);
 
 int store_api_key_create(struct store_tx *tx, struct store_api_key *key)
 {
-	static const char op[] = "store_api_key_create";
-	if (store_new_row(tx, op, "key", key->id, &key->created_at) < 0)
-		return -1;
-	return sql_insert(tx, op,
-	                  "INSERT INTO api_keys (id, org_id, name, scopes, hash, created_at,"
-	                  " created_by) SELECT ?, id, ?, ?, ?, ?, ? FROM orgs WHERE id = ?",
-	                  SQL_ARGS(SQL_TEXT(key->id), SQL_TEXT(key->name), SQL_INT(key->scopes),
-	                           SQL_BLOB(key->hash, sizeof(key->hash)), SQL_INT(key->created_at),
-	                           SQL_TEXT(key->created_by), SQL_TEXT(key->org_id)));
+	return sql_insert_new(
+	    tx, "store_api_key_create", "key", key->id, &key->created_at,
+	    "INSERT INTO api_keys (id, created_at, org_id, name, scopes, hash, created_by)"
+	    " SELECT ?, ?, id, ?, ?, ?, ? FROM orgs WHERE id = ?",
+	    SQL_ARGS(SQL_TEXT(key->name), SQL_INT(key->scopes),
+	             SQL_BLOB(key->hash, sizeof(key->hash)), SQL_TEXT(key->created_by),
+	             SQL_TEXT(key->org_id)));
 }
 
 int store_api_key_authenticate(struct store_tx *tx, const unsigned char hash[32],

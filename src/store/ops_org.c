@@ -33,16 +33,13 @@ static int put_domains(struct store_tx *tx, const char *op, const struct store_o
 int store_org_create(struct store_tx *tx, struct store_org *org)
 {
 	static const char op[] = "store_org_create";
-	if (store_new_row(tx, op, "org", org->id, &org->created_at) < 0)
-		return -1;
-	if (sql_exec(tx, op,
-	             "INSERT INTO orgs (id, name, custom_smtp, imap_sync, bcc_sync, created_at)"
-	             " VALUES (?, ?, ?, ?, ?, ?)",
-	             SQL_ARGS(SQL_TEXT(org->id), SQL_TEXT(org->name), SQL_INT(org->custom_smtp),
-	                      SQL_INT(org->imap_sync), SQL_INT(org->bcc_sync),
-	                      SQL_INT(org->created_at))) < 0)
-		return -1;
-	return put_domains(tx, op, org);
+	int rc = sql_insert_new(
+	    tx, op, "org", org->id, &org->created_at,
+	    "INSERT INTO orgs (id, created_at, name, custom_smtp, imap_sync, bcc_sync)"
+	    " VALUES (?, ?, ?, ?, ?, ?)",
+	    SQL_ARGS(SQL_TEXT(org->name), SQL_INT(org->custom_smtp), SQL_INT(org->imap_sync),
+	             SQL_INT(org->bcc_sync)));
+	return rc == 0 ? put_domains(tx, op, org) : rc;
 }
 
 int store_org_get(struct store_tx *tx, const char *org_id, struct store_org *org_r)

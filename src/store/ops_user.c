@@ -217,18 +217,14 @@ int store_write_for_user(struct store_tx *tx, const char *op, const char *org_id
 
 int store_token_create(struct store_tx *tx, struct store_token *token)
 {
-	static const char op[] = "store_token_create";
-	if (store_new_row(tx, op, "tok", token->id, &token->created_at) < 0)
-		return -1;
 	/* Through the users table, so a token is only ever made for an active user of its org:
 	 * none is not found. */
-	return sql_insert(tx, op,
-	                  "INSERT INTO tokens (id, org_id, user_id, hash, created_at)"
-	                  " SELECT ?, org_id, id, ?, ? FROM users"
-	                  " WHERE id = ? AND org_id = ? AND active = 1",
-	                  SQL_ARGS(SQL_TEXT(token->id), SQL_BLOB(token->hash, sizeof(token->hash)),
-	                           SQL_INT(token->created_at), SQL_TEXT(token->user_id),
-	                           SQL_TEXT(token->org_id)));
+	return sql_insert_new(tx, "store_token_create", "tok", token->id, &token->created_at,
+	                      "INSERT INTO tokens (id, created_at, org_id, user_id, hash)"
+	                      " SELECT ?, ?, org_id, id, ? FROM users"
+	                      " WHERE id = ? AND org_id = ? AND active = 1",
+	                      SQL_ARGS(SQL_BLOB(token->hash, sizeof(token->hash)),
+	                               SQL_TEXT(token->user_id), SQL_TEXT(token->org_id)));
 }
 
 int store_token_authenticate(struct store_tx *tx, const unsigned char hash[32],

@@ -55,6 +55,22 @@ int store_new_row(struct store_tx *tx, const char *op, const char *prefix, char 
 	return 0;
 }
 
+int sql_insert_new(struct store_tx *tx, const char *op, const char *prefix, char id_r[MT_ID_MAX],
+                   int64_t *created_r, const char *sql, const struct db_arg *args)
+{
+	if (store_new_row(tx, op, prefix, id_r, created_r) < 0)
+		return -1;
+	struct db_arg all[MT_STORE_CALLER_ARGS_MAX + 3] = {SQL_TEXT(id_r), SQL_INT(*created_r)};
+	size_t n = 2;
+	for (size_t i = 0; args != NULL && args[i].type != DB_ARG_END; i++) {
+		if (i == MT_STORE_CALLER_ARGS_MAX)
+			return store_invalid(op, "too many insert arguments");
+		all[n++] = args[i];
+	}
+	all[n] = (struct db_arg){.type = DB_ARG_END};
+	return sql_insert(tx, op, sql, all);
+}
+
 int store_op_begin(struct store_tx *tx, const char *op)
 {
 	if (store_need_write(tx, op) < 0)
@@ -402,10 +418,10 @@ int store_page_read(struct store_tx *tx, const char *op, const struct store_page
 		if (t == SQL_FIELD_TEXT_DUP || t == SQL_FIELD_BLOB_DUP)
 			return store_invalid(op, "page items hold malloc'd fields");
 	}
-	struct db_arg all[MT_STORE_PAGE_ARGS_MAX + 3];
+	struct db_arg all[MT_STORE_CALLER_ARGS_MAX + 3];
 	size_t n = 0;
 	for (; args != NULL && args[n].type != DB_ARG_END; n++) {
-		if (n == MT_STORE_PAGE_ARGS_MAX)
+		if (n == MT_STORE_CALLER_ARGS_MAX)
 			return store_invalid(op, "too many page query arguments");
 		all[n] = args[n];
 	}

@@ -191,6 +191,11 @@ int sql_change(struct store_tx *tx, const char *op, const char *sql, const struc
  * wrote nothing (an INSERT ... SELECT that found no row); -1 (logged) on any other failure. */
 int sql_insert(struct store_tx *tx, const char *op, const char *sql, const struct db_arg *args);
 
+/* sql_insert of a new row: store_new_row (a write job, a new id with `prefix` in id_r, the time
+ * in *created_r), then `sql` with the id and the time bound first, before `args` (at most
+ * MT_STORE_CALLER_ARGS_MAX). */
+int sql_insert_new(struct store_tx *tx, const char *op, const char *prefix, char id_r[MT_ID_MAX],
+                   int64_t *created_r, const char *sql, const struct db_arg *args);
 /* Runs a query to its first row: the statement, to read and finish, or NULL with *rc_r
  * STORE_NOT_FOUND (no row) or -1 (logged). */
 struct db_stmt *sql_first(struct store_tx *tx, const char *op, const char *sql,
