@@ -1,5 +1,10 @@
-/* What the account files (engine/account*.c, engine/imap_account.c) share of `struct
- * accounts`; nothing else includes this. */
+/* What the account files (engine/account*.c, engine/imap_account.c) share: `struct accounts`,
+ * the OAuth part of a save, and the save steps both protocols run (account_save.c). Nothing
+ * else includes this but tests/unit/test_account_save.c.
+ *
+ * Ownership: a `struct account_save` owns its `given` and `secret` (wiped and freed by
+ * account_save_release) and its grant state; `ops`, `accounts` and `result` are borrowed from
+ * the protocol's save, which embeds it as its first member and frees it in ops->finish. */
 #ifndef MT_ENGINE_ACCOUNT_INTERNAL_H
 #define MT_ENGINE_ACCOUNT_INTERNAL_H
 
