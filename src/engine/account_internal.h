@@ -109,24 +109,6 @@ int account_client_credentials(const struct account_endpoint *e, const char *pro
                                struct mt_tls_pin *pin_storage, const struct mt_tls_pin **pin_r,
                                struct mt_secret **secret_r, const char **error_r);
 
-/* The secret a save's live check logs in with once a grant is ruled out: the request's
- * (*given, taken) or the stored one where account_secret_reusable. ACCOUNT_OK with *secret_r,
- * or ACCOUNT_INVALID with the reason and code in `result`. `secret_name` is the request's
- * field ("password", "access_token"). */
-enum account_verdict account_pick_secret(struct accounts *accounts, const char *protocol,
-                                         const char *user_id, const char *secret_name,
-                                         const struct account_endpoint *stored, bool stored_exists,
-                                         const struct account_endpoint *wanted,
-                                         struct mt_secret **given, struct mt_secret **secret_r,
-                                         struct account_result *result);
-
-/* After a passed check: the secret sealed into `sealed` for the account (or, on a grant, the
- * new grant sealed for the store job and no secret of the account's own). 0 or -1. */
-int account_seal_checked(struct accounts *accounts, struct account_oauth *oauth,
-                         const char *protocol, const char *org_id, const char *user_id,
-                         const struct mt_secret *secret, unsigned char *sealed, size_t size,
-                         size_t *len_r);
-
 /* The host policy's verdict on a save's host: ACCOUNT_OK to go on, else the verdict with its
  * reason, code and class in `result` (an unresolvable host counts as a failed check). */
 enum account_verdict account_host_verdict(const char *protocol, enum host_verdict verdict,

@@ -50,12 +50,16 @@ int account_client_credentials(const struct account_endpoint *e, const char *pro
 	return 0;
 }
 
-enum account_verdict account_pick_secret(struct accounts *accounts, const char *protocol,
-                                         const char *user_id, const char *secret_name,
-                                         const struct account_endpoint *stored, bool stored_exists,
-                                         const struct account_endpoint *wanted,
-                                         struct mt_secret **given, struct mt_secret **secret_r,
-                                         struct account_result *result)
+/* The secret a save's live check logs in with once a grant is ruled out: the request's
+ * (*given, taken) or the stored one where account_secret_reusable. ACCOUNT_OK with *secret_r,
+ * or ACCOUNT_INVALID with the reason and code in `result`. `secret_name` is the request's
+ * field ("password", "access_token"). */
+static enum account_verdict pick_secret(struct accounts *accounts, const char *protocol,
+                                        const char *user_id, const char *secret_name,
+                                        const struct account_endpoint *stored, bool stored_exists,
+                                        const struct account_endpoint *wanted,
+                                        struct mt_secret **given, struct mt_secret **secret_r,
+                                        struct account_result *result)
 {
 	if (*given != NULL) {
 		*secret_r = *given;
@@ -87,10 +91,12 @@ enum account_verdict account_pick_secret(struct accounts *accounts, const char *
 	return ACCOUNT_INVALID;
 }
 
-int account_seal_checked(struct accounts *accounts, struct account_oauth *oauth,
-                         const char *protocol, const char *org_id, const char *user_id,
-                         const struct mt_secret *secret, unsigned char *sealed, size_t size,
-                         size_t *len_r)
+/* After a passed check: the secret sealed into `sealed` for the account (or, on a grant, the
+ * new grant sealed for the store job and no secret of the account's own). 0 or -1. */
+static int seal_checked(struct accounts *accounts, struct account_oauth *oauth,
+                        const char *protocol, const char *org_id, const char *user_id,
+                        const struct mt_secret *secret, unsigned char *sealed, size_t size,
+                        size_t *len_r)
 {
 	*len_r = 0;
 	/* On a grant the account keeps no token: the broker hands out the grant's. */
@@ -306,18 +312,25 @@ static void save_stored(void *arg, int result)
 		s->ops->stored(s);
 }
 
-enum account_verdict account_save_start(struct account_save *s, const char *why)
+/* The save's next store job: the load (a read) or the fenced write (durable). */
+static enum account_verdict submit_stage(struct account_save *s, enum account_save_stage stage)
 {
-	if (why != NULL) {
-		if (why != s->result->reason)
-			mt_strlcpy(s->result->reason, why, sizeof(s->result->reason));
-		return ACCOUNT_INVALID;
-	}
-	s->stage = ACCOUNT_SAVE_LOAD;
-	if (store_submit(s->accounts->p.store, STORE_READ, save_run, save_loaded, s) == 0)
+	s->stage = stage;
+	bool load = stage == ACCOUNT_SAVE_LOAD;
+	if (store_submit(s->accounts->p.store, load ? STORE_READ : STORE_WRITE_DURABLE, save_run,
+	                 load ? save_loaded : save_stored, s) == 0)
 		return ACCOUNT_OK;
 	mt_strlcpy(s->result->reason, "the store is busy; try again", sizeof(s->result->reason));
 	return ACCOUNT_BUSY;
+}
+
+enum account_verdict account_save_start(struct account_save *s, const char *why)
+{
+	if (why == NULL)
+		return submit_stage(s, ACCOUNT_SAVE_LOAD);
+	if (why != s->result->reason)
+		mt_strlcpy(s->result->reason, why, sizeof(s->result->reason));
+	return ACCOUNT_INVALID;
 }
 
 static void host_checked(void *ctx, enum host_verdict verdict, const char *reason)
@@ -375,8 +388,8 @@ void account_save_authenticate(struct account_save *s, bool xoauth2,
 		return;
 	}
 	enum account_verdict v =
-	    account_pick_secret(s->accounts, s->protocol, s->user_id, secret_name, stored,
-	                        s->stored_exists, wanted, &s->given, &s->secret, s->result);
+	    pick_secret(s->accounts, s->protocol, s->user_id, secret_name, stored, s->stored_exists,
+	                wanted, &s->given, &s->secret, s->result);
 	if (v != ACCOUNT_OK) {
 		s->ops->finish(s, v, NULL);
 		return;
@@ -390,16 +403,12 @@ enum account_verdict account_save_passed(struct account_save *s, unsigned char *
 	account_release_slot(s->accounts, s->org_id);
 	s->holds_slot = false;
 	/* Seal what was checked, bound to this account. */
-	if (account_seal_checked(s->accounts, &s->oauth, s->protocol, s->org_id, s->user_id,
-	                         s->secret, sealed, size, len_r) < 0) {
+	if (seal_checked(s->accounts, &s->oauth, s->protocol, s->org_id, s->user_id, s->secret,
+	                 sealed, size, len_r) < 0) {
 		mt_strlcpy(s->result->reason, "cannot seal the secret", sizeof(s->result->reason));
 		return ACCOUNT_FAILED;
 	}
-	s->stage = ACCOUNT_SAVE_STORE;
-	if (store_submit(s->accounts->p.store, STORE_WRITE_DURABLE, save_run, save_stored, s) == 0)
-		return ACCOUNT_OK;
-	mt_strlcpy(s->result->reason, "the store is busy; try again", sizeof(s->result->reason));
-	return ACCOUNT_BUSY;
+	return submit_stage(s, ACCOUNT_SAVE_STORE);
 }
 
 const char *account_merge_host(struct account_save *s, const char *host, char *out, size_t size,

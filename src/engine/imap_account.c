@@ -22,8 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#define LIVE_CHECK_TOTAL_MS 30000
-#define SINCE_DEFAULT_DAYS  30
+#define SINCE_DEFAULT_DAYS 30
 
 void accounts_set_imap_hook(struct accounts *accounts, account_imap_changed_fn *fn, void *ctx)
 {
@@ -286,7 +285,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *ctx)
 	check_failed(save, MT_CLASS_CONN, "no answer within 30 seconds", NULL, NULL);
 }
 
-/* The live check: connect, secure, log in and LIST, within LIVE_CHECK_TOTAL_MS. */
+/* The live check: connect, secure, log in and LIST, within MT_LIVE_CHECK_TOTAL_MS. */
 static void op_check(struct account_save *s)
 {
 	struct imap_save *save = (struct imap_save *)s;
@@ -316,7 +315,7 @@ static void op_check(struct account_save *s)
 		save_finish(save, ACCOUNT_FAILED, "out of memory");
 		return;
 	}
-	struct timeval tv = {LIVE_CHECK_TOTAL_MS / 1000, 0};
+	struct timeval tv = {MT_LIVE_CHECK_TOTAL_MS / 1000, 0};
 	evtimer_add(save->deadline, &tv);
 	save->checking = true;
 	save->client =

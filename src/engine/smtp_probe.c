@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PROBE_DEADLINE_MS 30000
-
 struct smtp_probe {
 	struct smtp_client *client;
 	struct event *deadline;
@@ -146,7 +144,7 @@ struct smtp_probe *smtp_probe_start(struct event_base *base, struct evdns_base *
 		probe->message.results = &probe->rcpt_result;
 	}
 	probe->deadline = evtimer_new(base, on_deadline, probe);
-	int deadline_ms = params->deadline_ms > 0 ? params->deadline_ms : PROBE_DEADLINE_MS;
+	int deadline_ms = params->deadline_ms > 0 ? params->deadline_ms : MT_LIVE_CHECK_TOTAL_MS;
 	struct timeval tv = {deadline_ms / 1000, (deadline_ms % 1000) * 1000};
 	if (probe->deadline == NULL || evtimer_add(probe->deadline, &tv) < 0) {
 		*error_r = "cannot arm the deadline";

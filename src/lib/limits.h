@@ -124,6 +124,7 @@
 #define MT_IMPORT_IDS_MAX      1000  /* stored rows listed (line, id) in an import's answer */
 #define MT_LIVE_CHECKS_PER_ORG 4     /* concurrent SMTP/IMAP live checks */
 #define MT_LIVE_CHECK_STEP_MS  10000 /* a live check's connect and greeting, each */
+#define MT_LIVE_CHECK_TOTAL_MS 30000 /* a live check (SMTP or IMAP), all of it */
 #define MT_AUTH_CACHE_ENTRIES  4096  /* tokens remembered between requests (~100 bytes each) */
 #define MT_AUTH_CACHE_MS       5000  /* ...at most this long: another node's revocation */
 #define MT_API_KEYS_MAX        50    /* unrevoked org-level API keys per org */

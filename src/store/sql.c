@@ -55,19 +55,37 @@ int store_new_row(struct store_tx *tx, const char *op, const char *prefix, char 
 	return 0;
 }
 
+/* The helpers that bind arguments of their own beside a statement's: `before` (nb), the
+ * caller's `args` (at most MT_STORE_CALLER_ARGS_MAX), `after` (na), into `all` (room for
+ * JOINED_ARGS). 0, or -1 (logged) over the cap. */
+#define JOINED_ARGS (MT_STORE_CALLER_ARGS_MAX + 3)
+static int join_args(const char *op, const struct db_arg *before, size_t nb,
+                     const struct db_arg *args, const struct db_arg *after, size_t na,
+                     struct db_arg all[JOINED_ARGS])
+{
+	size_t n = 0;
+	for (size_t i = 0; i < nb; i++)
+		all[n++] = before[i];
+	for (size_t i = 0; args != NULL && args[i].type != DB_ARG_END; i++) {
+		if (i == MT_STORE_CALLER_ARGS_MAX)
+			return store_invalid(op, "too many arguments beside the helper's");
+		all[n++] = args[i];
+	}
+	for (size_t i = 0; i < na; i++)
+		all[n++] = after[i];
+	all[n] = (struct db_arg){.type = DB_ARG_END};
+	return 0;
+}
+
 int sql_insert_new(struct store_tx *tx, const char *op, const char *prefix, char id_r[MT_ID_MAX],
                    int64_t *created_r, const char *sql, const struct db_arg *args)
 {
 	if (store_new_row(tx, op, prefix, id_r, created_r) < 0)
 		return -1;
-	struct db_arg all[MT_STORE_CALLER_ARGS_MAX + 3] = {SQL_TEXT(id_r), SQL_INT(*created_r)};
-	size_t n = 2;
-	for (size_t i = 0; args != NULL && args[i].type != DB_ARG_END; i++) {
-		if (i == MT_STORE_CALLER_ARGS_MAX)
-			return store_invalid(op, "too many insert arguments");
-		all[n++] = args[i];
-	}
-	all[n] = (struct db_arg){.type = DB_ARG_END};
+	const struct db_arg row[] = {SQL_TEXT(id_r), SQL_INT(*created_r)};
+	struct db_arg all[JOINED_ARGS];
+	if (join_args(op, row, 2, args, NULL, 0, all) < 0)
+		return -1;
 	return sql_insert(tx, op, sql, all);
 }
 
@@ -418,16 +436,13 @@ int store_page_read(struct store_tx *tx, const char *op, const struct store_page
 		if (t == SQL_FIELD_TEXT_DUP || t == SQL_FIELD_BLOB_DUP)
 			return store_invalid(op, "page items hold malloc'd fields");
 	}
-	struct db_arg all[MT_STORE_CALLER_ARGS_MAX + 3];
-	size_t n = 0;
-	for (; args != NULL && args[n].type != DB_ARG_END; n++) {
-		if (n == MT_STORE_CALLER_ARGS_MAX)
-			return store_invalid(op, "too many page query arguments");
-		all[n] = args[n];
-	}
-	all[n++] = SQL_TEXT(cursor[0] != '\0' ? cursor : query->newest_first ? "~" : "");
-	all[n++] = SQL_INT((int64_t)limit + 1);
-	all[n] = (struct db_arg){.type = DB_ARG_END};
+	const struct db_arg page[] = {SQL_TEXT(cursor[0] != '\0'     ? cursor
+	                                       : query->newest_first ? "~"
+	                                                             : ""),
+	                              SQL_INT((int64_t)limit + 1)};
+	struct db_arg all[JOINED_ARGS];
+	if (join_args(op, NULL, 0, args, page, 2, all) < 0)
+		return -1;
 	size_t count = 0;
 	rc = sql_list_alloc(tx, op, query->sql, all, query->table, 8, limit + 1, &items, &count);
 	if (rc != 0) {
