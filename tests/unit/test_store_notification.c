@@ -1,7 +1,7 @@
 /* The store side of the disconnect story: the fenced connected -> disconnected change (once per
- * incident, never over settings saved since), notifications listed newest first per user, and
- * messages held for the reconnect and released by it. Through store_run() on a temp-file store
- * without a loop. */
+ * incident, never over settings saved since; SMTP's and IMAP's), notifications listed newest first
+ * per user, and messages held for the reconnect and released by it. Through store_run() on a
+ * temp-file store without a loop. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,6 +10,7 @@
 
 #include "lib/str.h"
 #include "store/store.h"
+#include "store/store_imap.h"
 #include "store/store_notification.h"
 #include "store/store_org.h"
 #include "store/store_outbox.h"
@@ -24,6 +25,7 @@ struct call {
 	struct store_org org;
 	struct store_user user, other;
 	struct store_smtp_account account, seen;
+	struct store_imap_account imap, imap_seen;
 	struct store_notification n;
 	struct store_notification_list list;
 	const char *list_user;
@@ -57,6 +59,10 @@ JOB(j_put, store_smtp_account_put(tx, &c->account))
 JOB(j_get, store_smtp_account_get(tx, c->org.id, c->user.id, &c->account))
 JOB(j_disconnect, store_smtp_account_disconnect(tx, &c->seen, "auth: 535 no"))
 JOB(j_add, store_notification_add(tx, &c->n))
+JOB(j_imap_put, store_imap_account_put(tx, &c->imap))
+JOB(j_imap_get, store_imap_account_get(tx, c->org.id, c->user.id, &c->imap))
+JOB(j_imap_disconnect, store_imap_account_disconnect(tx, &c->imap_seen, "auth: NO"))
+JOB(j_imap_off, store_imap_account_off(tx, c->org.id, c->user.id))
 JOB(j_enqueue, store_outbox_enqueue(tx, &c->m, c->existing))
 JOB(j_claim, temp_store_claim(tx, "node_t", mt_wall_s() + 5, 900, 4, c->claimed, &c->count))
 JOB(j_hold, store_outbox_hold(tx, c->claimed[0].id, c->claimed[0].lease_token, STORE_HOLD_RECONNECT,
@@ -142,6 +148,62 @@ static void test_disconnect_fence(void **state)
 	assert_int_equal(store_run(f->store, STORE_WRITE, j_disconnect, c), STORE_CONFLICT);
 }
 
+/* IMAP's twin of the fence (store/ops_account.c runs both): its updated_at is the save's token
+ * (milliseconds, new on every save) and stays as it is on a disconnect, since the sync's cursor
+ * writes are fenced by it; the sync's copy of the account carries no secret to compare. */
+static void put_imap(struct fixture *f, int64_t updated_at)
+{
+	struct store_imap_account *a = &f->c->imap;
+	memset(a, 0, sizeof(*a));
+	mt_strlcpy(a->org_id, f->c->org.id, sizeof(a->org_id));
+	mt_strlcpy(a->user_id, f->c->user.id, sizeof(a->user_id));
+	a->state = STORE_ACCOUNT_CONNECTED;
+	mt_strlcpy(a->host, "imap.a.example", sizeof(a->host));
+	a->port = 993;
+	a->security = STORE_SECURITY_TLS;
+	mt_strlcpy(a->username, "ann", sizeof(a->username));
+	memset(a->sealed_secret, 0x33, 48);
+	a->sealed_secret_len = 48;
+	a->updated_at = updated_at;
+	a->folder_count = 1;
+	mt_strlcpy(a->folders[0].name, "INBOX", sizeof(a->folders[0].name));
+	mt_strlcpy(a->folders[0].role, "inbox", sizeof(a->folders[0].role));
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_imap_put, f->c), 0);
+	assert_int_equal(store_run(f->store, STORE_READ, j_imap_get, f->c), 0);
+}
+
+static void test_imap_disconnect_fence(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = f->c;
+	put_imap(f, 1000);
+	/* what the sync holds: the ids and the token, no secret */
+	memset(&c->imap_seen, 0, sizeof(c->imap_seen));
+	mt_strlcpy(c->imap_seen.org_id, c->org.id, sizeof(c->imap_seen.org_id));
+	mt_strlcpy(c->imap_seen.user_id, c->user.id, sizeof(c->imap_seen.user_id));
+	c->imap_seen.updated_at = 1000;
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_imap_disconnect, c), 0);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_imap_disconnect, c), STORE_CONFLICT);
+	assert_int_equal(store_run(f->store, STORE_READ, j_imap_get, c), 0);
+	assert_int_equal(c->imap.state, STORE_ACCOUNT_DISCONNECTED);
+	assert_string_equal(c->imap.last_error, "auth: NO");
+	assert_int_equal(c->imap.updated_at, 1000); /* the token stays */
+	assert_int_equal(c->imap.sealed_secret_len, 48);
+	assert_int_equal(c->imap.folder_count, 1);
+	/* Saved again: the failure seen with the old token changes nothing. */
+	put_imap(f, 2000);
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_imap_disconnect, c), STORE_CONFLICT);
+	assert_int_equal(store_run(f->store, STORE_READ, j_imap_get, c), 0);
+	assert_int_equal(c->imap.state, STORE_ACCOUNT_CONNECTED);
+	/* Off: the secret wiped, the settings kept, a new token. */
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_imap_off, c), 0);
+	assert_int_equal(store_run(f->store, STORE_READ, j_imap_get, c), 0);
+	assert_int_equal(c->imap.state, STORE_ACCOUNT_OFF);
+	assert_int_equal(c->imap.sealed_secret_len, 0);
+	assert_string_equal(c->imap.host, "imap.a.example");
+	assert_true(c->imap.updated_at > 2000);
+}
+
 static void test_notifications_newest_first(void **state)
 {
 	struct fixture *f = *state;
@@ -224,6 +286,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_disconnect_fence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_imap_disconnect_fence, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_notifications_newest_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_held_for_reconnect, setup, teardown),
 	};
