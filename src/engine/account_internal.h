@@ -180,16 +180,17 @@ enum account_verdict account_save_store_failed(struct account_save *s, int rc);
  * else the verdict with its reason in the result, for the caller to finish with. */
 enum account_verdict account_save_start(struct account_save *s, const char *why);
 /* After the protocol's rules on what was loaded, for an account that logs in: the secret from
- * the user's grant (xoauth2 without a token of its own), the request or the stored account
- * (account_pick_secret), then the host policy, a slot and ops->check. Ends in ops->finish on
- * any refusal. */
+ * the user's grant (xoauth2 without a token of its own), else the request's, else the stored
+ * one where account_secret_reusable (refused otherwise: `secret_name` is required), then the
+ * host policy, a slot and ops->check. Ends in ops->finish on any refusal. */
 void account_save_authenticate(struct account_save *s, bool xoauth2,
                                const struct account_endpoint *stored,
                                const struct account_endpoint *wanted, const char *secret_name);
 /* The host policy on ops->host, a live-check slot, then ops->check. */
 void account_save_check_host(struct account_save *s);
-/* The check passed: its slot freed, the secret sealed into `sealed` (account_seal_checked),
- * and the store job submitted behind the fence (ops->unchanged, ops->store, then ops->stored).
+/* The check passed: its slot freed, the secret sealed into `sealed` for this account (on a
+ * grant: none, the new grant sealed for the store job), and the store job submitted behind the
+ * fence (the org's switch, the user, ops->same; then ops->store, and ops->stored).
  * ACCOUNT_OK, else the verdict to finish with (reason in the result). */
 enum account_verdict account_save_passed(struct account_save *s, unsigned char *sealed, size_t size,
                                          size_t *len_r);

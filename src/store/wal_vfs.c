@@ -90,25 +90,29 @@ static int wal_write(sqlite3_file *f, const void *data, int amount, sqlite3_int6
 	return commit_complete ? flush(p) : SQLITE_OK;
 }
 
+/* Flushes what the file gathered, then calls the real file's `method`: for every method
+ * through which SQLite could read, size, sync or publish the file's bytes. Returns from the
+ * calling method. */
+#define FLUSH_THEN(f, method, ...)                                                                 \
+	do {                                                                                       \
+		struct wal_file *p_ = wf(f);                                                       \
+		int rc_ = flush(p_);                                                               \
+		return rc_ != SQLITE_OK ? rc_ : p_->real->pMethods->method(p_->real, __VA_ARGS__); \
+	} while (0)
+
 static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xTruncate(p->real, size);
+	FLUSH_THEN(f, xTruncate, size);
 }
 
 static int wal_sync(sqlite3_file *f, int flags)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xSync(p->real, flags);
+	FLUSH_THEN(f, xSync, flags);
 }
 
 static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size_r)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xFileSize(p->real, size_r);
+	FLUSH_THEN(f, xFileSize, size_r);
 }
 
 /* A database file's gathered pages go out before any lock changes hands: in rollback mode the
@@ -116,30 +120,22 @@ static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size_r)
  * checkpoint has synced the file and released its wal-index locks (both flush here too). */
 static int wal_lock(sqlite3_file *f, int level)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xLock(p->real, level);
+	FLUSH_THEN(f, xLock, level);
 }
 
 static int wal_unlock(sqlite3_file *f, int level)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xUnlock(p->real, level);
+	FLUSH_THEN(f, xUnlock, level);
 }
 
 static int wal_check_reserved(sqlite3_file *f, int *out)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xCheckReservedLock(p->real, out);
+	FLUSH_THEN(f, xCheckReservedLock, out);
 }
 
 static int wal_file_control(sqlite3_file *f, int op, void *arg)
 {
-	struct wal_file *p = wf(f);
-	int rc = flush(p);
-	return rc != SQLITE_OK ? rc : p->real->pMethods->xFileControl(p->real, op, arg);
+	FLUSH_THEN(f, xFileControl, op, arg);
 }
 
 static int wal_sector_size(sqlite3_file *f)
