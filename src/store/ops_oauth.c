@@ -150,27 +150,21 @@ int store_oauth_grant_revoke(struct store_tx *tx, const char *grant_id, const ch
 	return n < 0 ? -1 : n == 1 ? 0 : STORE_CONFLICT;
 }
 
+#define REF_ROW(F, G, T)                                                                           \
+	F(T, TEXT, "org_id", org_id)                                                               \
+	G(T, TEXT, "user_id", user_id)
+SQL_TABLE(ref_table, REF_ROW, struct store_oauth_ref);
+
 int store_oauth_grants_expiring(struct store_tx *tx, int64_t before, struct store_oauth_ref *refs,
                                 size_t max, size_t *count_r)
 {
-	static const char op[] = "store_oauth_grants_expiring";
-	*count_r = 0;
-	struct db_stmt *s = sql_prepare(tx, op,
-	                                "SELECT org_id, user_id FROM oauth_grants WHERE state = ?"
-	                                " AND expires_at < ? ORDER BY expires_at LIMIT ?",
-	                                SQL_ARGS(SQL_TEXT(state_names[STORE_GRANT_ACTIVE]),
-	                                         SQL_INT(before), SQL_INT((int64_t)max)));
-	if (s == NULL)
-		return -1;
-	int rc;
-	while ((rc = sql_step(tx, op, s)) == 1 && *count_r < max) {
-		mt_strlcpy(refs[*count_r].org_id, db_column_text(s, 0), MT_ID_MAX);
-		mt_strlcpy(refs[*count_r].user_id, db_column_text(s, 1), MT_ID_MAX);
-		(*count_r)++;
-	}
-	if (rc == 1)
-		db_finish(s);
-	return rc < 0 ? -1 : 0;
+	return sql_list(
+	    tx, "store_oauth_grants_expiring",
+	    "SELECT " SQL_COLUMNS(REF_ROW) " FROM oauth_grants WHERE state = ?"
+	                                   " AND expires_at < ? ORDER BY expires_at LIMIT ?",
+	    SQL_ARGS(SQL_TEXT(state_names[STORE_GRANT_ACTIVE]), SQL_INT(before),
+	             SQL_INT((int64_t)max)),
+	    &ref_table, refs, max, count_r);
 }
 
 #define FLOW_ROW(F, G, T)                                                                          \
@@ -197,16 +191,9 @@ int store_oauth_flow_put(struct store_tx *tx, struct store_oauth_flow *flow, int
 	             SQL_ARGS(SQL_INT(expired_before))) < 0)
 		return -1;
 	int64_t latest = 0;
-	struct db_stmt *s = sql_prepare(
-	    tx, op, "SELECT COALESCE(MAX(created_at), 0) FROM oauth_flows WHERE user_id = ?",
-	    SQL_ARGS(SQL_TEXT(flow->user_id)));
-	if (s == NULL)
-		return -1;
-	if ((rc = sql_step(tx, op, s)) == 1) {
-		latest = db_column_int64(s, 0);
-		db_finish(s);
-	}
-	if (rc < 0)
+	if (sql_get(tx, op,
+	            "SELECT COALESCE(MAX(created_at), 0) FROM oauth_flows WHERE user_id = ?",
+	            SQL_ARGS(SQL_TEXT(flow->user_id)), &sql_int64_table, &latest) < 0)
 		return -1;
 	if (flow->created_at <= latest)
 		flow->created_at = latest + 1;

@@ -183,8 +183,10 @@ int store_profiles_sharing(struct store_tx *tx, const char *org_id, const char *
 		return -1;
 	int rc;
 	while ((rc = sql_step(tx, op, s)) == 1) {
-		if (*count_r < max)
-			mt_strlcpy(ids_r[*count_r], db_column_text(s, 0), MT_ID_MAX);
+		if (*count_r < max && sql_read(op, s, 0, &id_table, ids_r[*count_r]) < 0) {
+			db_finish(s);
+			return -1;
+		}
 		(*count_r)++;
 	}
 	return rc < 0 ? -1 : 0;

@@ -12,7 +12,8 @@ the documented code and the field or query parameter at fault.
                invalid_value (state), missing_parameter (provider)
   smtp_form    disclaimer_required, unknown_preset, missing_field, invalid_combination,
                auth_required, password_required, host_private, from_not_own, plaintext_auth
-  imap_form    feature_off (403), password_required
+  imap_form    feature_off (403), password_required, plaintext_auth, invalid_value
+               (tls_fingerprint), invalid_combination (grant fields without xoauth2)
   access       unauthorized (401), forbidden (403), admin_only (403), not_found (404),
                method_not_allowed (405), self_lockout (409), no_route (409),
                not_configured (409)
@@ -148,6 +149,13 @@ def case_imap_form(svc, ctx):
     expect(svc.req("PUT", "/v1/org/features", svc.tok("admin"), {"imap_sync": True}), 200)
     check(svc.req("PUT", "/v1/imap", rec, {k: v for k, v in body.items() if k != "password"}),
           400, "password_required", "password")
+    # The request rules IMAP shares with SMTP (engine/account_save.c) answer with the same codes.
+    check(svc.req("PUT", "/v1/imap", rec, {**body, "security": "none"}), 400, "plaintext_auth",
+          "security")
+    check(svc.req("PUT", "/v1/imap", rec, {**body, "tls_fingerprint": "sha256:12"}), 400,
+          "invalid_value", "tls_fingerprint")
+    check(svc.req("PUT", "/v1/imap", rec, {**body, "auth": "password", "refresh_token": "r"}),
+          400, "invalid_combination", "auth")
 
 
 def case_access(svc, ctx):
