@@ -246,7 +246,7 @@ int imap_batch_convert(const struct imap_batch *b, size_t i, struct store_messag
 	memset(msg_r, 0, sizeof(*msg_r));
 	const struct entry *e = &b->entries[i];
 	struct mime_summary summary;
-	if (mime_parse_message(b->bytes + e->raw, e->raw_len, &summary, error_r) < 0)
+	if (mime_parse_fetched(b->bytes + e->raw, e->raw_len, &summary, error_r) < 0)
 		return -1;
 	int rc = matcher_message_from_summary(&summary, msg_r);
 	mime_summary_free(&summary);

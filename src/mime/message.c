@@ -382,82 +382,184 @@ static void add_address_list(struct parse_ctx *ctx, enum field field, const char
 
 /* ---- headers ------------------------------------------------------------------------------- */
 
-static bool name_is(const char *name, const char *want)
+static bool name_is(const char *name, size_t len, const char *want)
 {
-	return name != NULL && g_ascii_strcasecmp(name, want) == 0;
+	return name != NULL && strlen(want) == len && g_ascii_strncasecmp(name, want, len) == 0;
+}
+
+/* Which of the message's own fields were read: the first of each counts. */
+struct header_seen {
+	bool is_message, id, mt, subject, date, irt, refs;
+};
+
+/* One field of the message's own header block: `raw` its folded value (NUL-terminated), `decoded`
+ * its value as GMime decodes it when GMime parsed the block (else decoded here alike). */
+static void read_field(struct parse_ctx *ctx, struct header_seen *seen, const char *name,
+                       size_t name_len, const char *raw, const char *decoded)
+{
+	struct mime_summary *s = ctx->s;
+	if (name_is(name, name_len, "From")) {
+		seen->is_message = true;
+		add_address_list(ctx, FIELD_FROM, raw);
+	} else if (name_is(name, name_len, "To")) {
+		seen->is_message = true;
+		add_address_list(ctx, FIELD_TO, raw);
+	} else if (name_is(name, name_len, "Cc")) {
+		seen->is_message = true;
+		add_address_list(ctx, FIELD_CC, raw);
+	} else if (name_is(name, name_len, "Bcc")) {
+		add_address_list(ctx, FIELD_BCC, raw);
+	} else if (name_is(name, name_len, "Message-ID")) {
+		seen->is_message = true;
+		/* the first one: a second Message-ID is a broken or hostile message */
+		if (!seen->id)
+			extract_id(raw, s->message_id, true);
+		seen->id = true;
+	} else if (name_is(name, name_len, "X-Mailtrail-Id")) {
+		if (!seen->mt)
+			extract_id(raw, s->mailtrail_id, false);
+		seen->mt = true;
+	} else if (name_is(name, name_len, "Subject")) {
+		seen->is_message = true;
+		if (!seen->subject) {
+			/* what g_mime_header_get_value gives: the unfolded value, decoded */
+			char *own = NULL;
+			if (decoded == NULL) {
+				char *unfolded = g_mime_utils_header_unfold(raw);
+				own = g_mime_utils_header_decode_text(NULL, unfolded);
+				g_free(unfolded);
+			}
+			char *text = unfold_trim(decoded != NULL ? decoded
+			                         : own != NULL   ? own
+			                                         : "");
+			clean_text(s->subject, MT_SUBJECT_MAX, text);
+			g_free(text);
+			g_free(own);
+		}
+		seen->subject = true;
+	} else if (name_is(name, name_len, "Date")) {
+		seen->is_message = true;
+		if (!seen->date) {
+			char *text = unfold_trim(raw);
+			GDateTime *dt = g_mime_utils_header_decode_date(text);
+			if (dt != NULL) {
+				s->date = g_date_time_to_unix(dt);
+				g_date_time_unref(dt);
+			}
+			g_free(text);
+		}
+		seen->date = true;
+	} else if (name_is(name, name_len, "In-Reply-To")) {
+		if (!seen->irt) {
+			char tmp[1][MT_MESSAGE_ID_MAX + 1];
+			if (mime_parse_msg_ids(raw, strlen(raw), tmp, 1) == 1)
+				memcpy(s->in_reply_to, tmp[0], sizeof(tmp[0]));
+		}
+		seen->irt = true;
+	} else if (name_is(name, name_len, "References")) {
+		if (!seen->refs)
+			s->reference_count =
+			    mime_parse_msg_ids(raw, strlen(raw), s->references, MT_REFERENCES_MAX);
+		seen->refs = true;
+	}
+}
+
+/* The fields read_field reads: the others are not copied out of a block. */
+static bool field_wanted(const char *name, size_t len)
+{
+	static const char *const wanted[] = {"From",           "To",        "Cc",   "Bcc",
+	                                     "Message-ID",     "Subject",   "Date", "In-Reply-To",
+	                                     "X-Mailtrail-Id", "References"};
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
+		if (name_is(name, len, wanted[i]))
+			return true;
+	return false;
 }
 
 /* Returns whether any header that makes this a message is present. */
 static bool read_headers(struct parse_ctx *ctx, GMimeObject *message)
 {
-	struct mime_summary *s = ctx->s;
 	GMimeHeaderList *headers = g_mime_object_get_header_list(message);
 	int count = g_mime_header_list_get_count(headers);
-	bool is_message = false, have_id = false, have_mt = false, have_subject = false,
-	     have_date = false, have_irt = false, have_refs = false;
+	struct header_seen seen = {0};
 	for (int i = 0; i < count; i++) {
 		GMimeHeader *h = g_mime_header_list_get_header_at(headers, i);
 		const char *name = g_mime_header_get_name(h);
 		const char *raw = g_mime_header_get_raw_value(h);
-		if (raw == NULL)
+		if (raw == NULL || name == NULL || !field_wanted(name, strlen(name)))
 			continue;
-		if (name_is(name, "From")) {
-			is_message = true;
-			add_address_list(ctx, FIELD_FROM, raw);
-		} else if (name_is(name, "To")) {
-			is_message = true;
-			add_address_list(ctx, FIELD_TO, raw);
-		} else if (name_is(name, "Cc")) {
-			is_message = true;
-			add_address_list(ctx, FIELD_CC, raw);
-		} else if (name_is(name, "Bcc")) {
-			add_address_list(ctx, FIELD_BCC, raw);
-		} else if (name_is(name, "Message-ID")) {
-			is_message = true;
-			/* the first one: a second Message-ID is a broken or hostile message */
-			if (!have_id)
-				extract_id(raw, s->message_id, true);
-			have_id = true;
-		} else if (name_is(name, "X-Mailtrail-Id")) {
-			if (!have_mt)
-				extract_id(raw, s->mailtrail_id, false);
-			have_mt = true;
-		} else if (name_is(name, "Subject")) {
-			is_message = true;
-			if (!have_subject) {
-				const char *value = g_mime_header_get_value(h);
-				char *text = unfold_trim(value != NULL ? value : "");
-				clean_text(s->subject, MT_SUBJECT_MAX, text);
-				g_free(text);
-			}
-			have_subject = true;
-		} else if (name_is(name, "Date")) {
-			is_message = true;
-			if (!have_date) {
-				char *text = unfold_trim(raw);
-				GDateTime *dt = g_mime_utils_header_decode_date(text);
-				if (dt != NULL) {
-					s->date = g_date_time_to_unix(dt);
-					g_date_time_unref(dt);
-				}
-				g_free(text);
-			}
-			have_date = true;
-		} else if (name_is(name, "In-Reply-To")) {
-			if (!have_irt) {
-				char tmp[1][MT_MESSAGE_ID_MAX + 1];
-				if (mime_parse_msg_ids(raw, strlen(raw), tmp, 1) == 1)
-					memcpy(s->in_reply_to, tmp[0], sizeof(tmp[0]));
-			}
-			have_irt = true;
-		} else if (name_is(name, "References")) {
-			if (!have_refs)
-				s->reference_count = mime_parse_msg_ids(
-				    raw, strlen(raw), s->references, MT_REFERENCES_MAX);
-			have_refs = true;
-		}
+		bool subject = name_is(name, strlen(name), "Subject");
+		read_field(ctx, &seen, name, strlen(name), raw,
+		           subject ? g_mime_header_get_value(h) : NULL);
 	}
-	return is_message;
+	return seen.is_message;
+}
+
+/* ---- a header block read without GMime's objects --------------------------------------------
+ * IMAP sync converts thousands of messages a second whose header block the server already cut
+ * to the fields asked for: GMime's message parser would make an object per field (most of the
+ * cost of a conversion). The block is split here into fields (RFC 5322 §2.2) and only the
+ * body's own fields (Content-Type, -Transfer-Encoding, -Disposition) go to GMime's part
+ * parser with the text. */
+
+/* A field of a header block as spans of the block: all its lines (folds and line end included),
+ * its name without the blanks before the colon, and its raw value after the colon. */
+struct field_span {
+	const char *lines, *name, *value;
+	size_t lines_len, name_len, value_len;
+};
+
+/* Index just past the line starting at `pos` (past its LF), or `len`. */
+static size_t line_after(const char *data, size_t len, size_t pos)
+{
+	const char *nl = memchr(data + pos, '\n', len - pos);
+	return nl != NULL ? (size_t)(nl - data) + 1 : len;
+}
+
+static bool empty_line(const char *data, size_t len, size_t pos)
+{
+	return data[pos] == '\n' || (data[pos] == '\r' && pos + 1 < len && data[pos + 1] == '\n');
+}
+
+/* The next field from *pos in the header block data[0..len); false at its empty line or end.
+ * What GMime's parser skips is skipped: a line without a colon, a name that is empty or holds
+ * blanks or controls (each with its continuation lines). */
+static bool next_field(const char *data, size_t len, size_t *pos, struct field_span *f)
+{
+	while (*pos < len && !empty_line(data, len, *pos)) {
+		size_t start = *pos, first_end = line_after(data, len, start), end = first_end;
+		while (end < len && (data[end] == ' ' || data[end] == '\t'))
+			end = line_after(data, len, end);
+		*pos = end;
+		const char *colon = memchr(data + start, ':', first_end - start);
+		if (colon == NULL)
+			continue;
+		size_t name_len = (size_t)(colon - (data + start));
+		while (name_len > 0 &&
+		       (data[start + name_len - 1] == ' ' || data[start + name_len - 1] == '\t'))
+			name_len--;
+		bool valid = name_len > 0;
+		for (size_t i = 0; i < name_len && valid; i++)
+			valid = (unsigned char)data[start + i] > 0x20 &&
+			        (unsigned char)data[start + i] < 0x7f;
+		if (!valid)
+			continue;
+		f->lines = data + start;
+		f->lines_len = end - start;
+		f->name = data + start;
+		f->name_len = name_len;
+		f->value = colon + 1;
+		f->value_len = (size_t)(data + end - (colon + 1));
+		return true;
+	}
+	return false;
+}
+
+static bool body_field(const struct field_span *f)
+{
+	return name_is(f->name, f->name_len, "Content-Type") ||
+	       name_is(f->name, f->name_len, "Content-Transfer-Encoding") ||
+	       name_is(f->name, f->name_len, "Content-Disposition");
 }
 
 /* ---- text ---------------------------------------------------------------------------------- */
@@ -495,10 +597,17 @@ static char *decode_text(GMimeStream *raw, GMimeContentEncoding encoding, const 
 			converted = true;
 		}
 	}
-	char *buf = g_malloc(MT_SNIPPET_SOURCE_MAX + 1);
+	/* grown as the text comes: most are a few KB, and a buffer of the cap for each would cost
+	 * its page faults (and malloc's consolidation when it is freed) every time */
+	size_t size = MT_SNIPPET_SOURCE_MAX < 16384 ? MT_SNIPPET_SOURCE_MAX : 16384;
+	char *buf = g_malloc(size + 1);
 	size_t len = 0;
 	while (len < MT_SNIPPET_SOURCE_MAX) {
-		ssize_t n = g_mime_stream_read(filtered, buf + len, MT_SNIPPET_SOURCE_MAX - len);
+		if (len == size) {
+			size = size * 2 < MT_SNIPPET_SOURCE_MAX ? size * 2 : MT_SNIPPET_SOURCE_MAX;
+			buf = g_realloc(buf, size + 1);
+		}
+		ssize_t n = g_mime_stream_read(filtered, buf + len, size - len);
 		if (n <= 0)
 			break;
 		len += (size_t)n;
@@ -857,6 +966,72 @@ int mime_parse_message(const char *data, size_t len, struct mime_summary *summar
 	walk(&ctx, g_mime_message_get_mime_part(message), 0, false);
 	choose_snippet(&ctx);
 	g_object_unref(message);
+	return 0;
+}
+
+int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summary_r,
+                       const char **error_r)
+{
+	memset(summary_r, 0, sizeof(*summary_r));
+	mime_init();
+	struct parse_ctx ctx = {.s = summary_r};
+	if (data == NULL || len == 0) {
+		*error_r = "not an email message: it is empty";
+		return -1;
+	}
+	if (data[0] == ' ' || data[0] == '\t') {
+		/* a continuation before any field: GMime's parser reads no message at all */
+		*error_r = "not an email message (RFC 5322): no header fields could be read";
+		return -1;
+	}
+	size_t hlen = header_block_len(data, len);
+	/* fields past the cap are not read, as parse_bytes cuts them */
+	size_t read_len = hlen;
+	if (read_len > MT_HEADER_BLOCK_MAX) {
+		read_len = MT_HEADER_BLOCK_MAX;
+		while (read_len > 0 && data[read_len - 1] != '\n')
+			read_len--;
+	}
+	size_t body = len - hlen;
+	bool with_body = count_content_types(data, len) <= MT_MIME_CONTENT_TYPES_MAX;
+	/* the body's own fields verbatim, an empty line, the body: what GMime parses as the part */
+	GString *part_bytes = g_string_sized_new(with_body ? body + 256 : 0);
+	struct header_seen seen = {0};
+	struct field_span f;
+	for (size_t pos = 0; next_field(data, read_len, &pos, &f);) {
+		if (with_body && body_field(&f)) {
+			g_string_append_len(part_bytes, f.lines, (gssize)f.lines_len);
+			if (f.lines[f.lines_len - 1] != '\n')
+				g_string_append_c(part_bytes, '\n');
+		}
+		if (!field_wanted(f.name, f.name_len))
+			continue;
+		char *raw = g_strndup(f.value, f.value_len);
+		read_field(&ctx, &seen, f.name, f.name_len, raw, NULL);
+		g_free(raw);
+	}
+	if (!seen.is_message) {
+		g_string_free(part_bytes, TRUE);
+		mime_summary_free(summary_r);
+		*error_r = "not an email message: no From, To, Cc, Date, Message-ID or Subject";
+		return -1;
+	}
+	if (with_body) {
+		g_string_append_c(part_bytes, '\n');
+		g_string_append_len(part_bytes, data + hlen, (gssize)body);
+		GMimeStream *stream =
+		    g_mime_stream_mem_new_with_buffer(part_bytes->str, part_bytes->len);
+		GMimeParser *parser = g_mime_parser_new_with_stream(stream);
+		g_object_unref(stream);
+		GMimeObject *part = g_mime_parser_construct_part(parser, NULL);
+		g_object_unref(parser);
+		if (part != NULL) {
+			walk(&ctx, part, 0, false);
+			choose_snippet(&ctx);
+			g_object_unref(part);
+		}
+	}
+	g_string_free(part_bytes, TRUE);
 	return 0;
 }
 

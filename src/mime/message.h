@@ -53,6 +53,12 @@ struct mime_summary {
  * broken parts still parses: what can be read is kept. */
 int mime_parse_message(const char *data, size_t len, struct mime_summary *summary_r,
                        const char **error_r);
+/* The same from a header block that holds only the fields a reader asked a server for (IMAP's
+ * BODY.PEEK[HEADER.FIELDS (...)]), its empty line and the start of the text: the summary
+ * mime_parse_message gives for these bytes, without GMime's object per header field (the
+ * block is split here; only the body's Content-* fields go to GMime with the text). */
+int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summary_r,
+                       const char **error_r);
 /* The same from a header block and the raw text of one part with its content type and
  * transfer encoding (as an IMAP client fetches BODY.PEEK[HEADER] and a BODY.PEEK[n]). */
 int mime_parse_headers(const char *headers, size_t headers_len, const char *text, size_t text_len,

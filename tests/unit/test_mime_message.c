@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #ifndef MT_TEST_DATA_DIR
@@ -256,6 +257,209 @@ static void test_not_a_message(void **state)
 	expect_not_message("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
 	static const char json[] = "{\"from\": \"a@b.example\", \"subject\": \"x\"}";
 	expect_not_message(json, strlen(json));
+}
+
+/* ---- mime_parse_fetched: the same summary as mime_parse_message -------------------------- */
+
+/* The fields IMAP sync asks for (engine/imap_message.c), as a server returns them: in the
+ * message's order, verbatim with their folds, then the empty line. */
+static const char *const fetched_fields[] = {"from",
+                                             "to",
+                                             "cc",
+                                             "bcc",
+                                             "date",
+                                             "message-id",
+                                             "subject",
+                                             "in-reply-to",
+                                             "references",
+                                             "x-mailtrail-id",
+                                             "mime-version",
+                                             "content-type",
+                                             "content-transfer-encoding"};
+
+static bool fetched_field(const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	if (colon == NULL)
+		return false;
+	size_t n = (size_t)(colon - line);
+	for (size_t i = 0; i < sizeof(fetched_fields) / sizeof(fetched_fields[0]); i++)
+		if (strlen(fetched_fields[i]) == n && strncasecmp(line, fetched_fields[i], n) == 0)
+			return true;
+	return false;
+}
+
+/* `data` as the sync reassembles it: the fetched fields, the empty line, the text. */
+static char *as_fetched(const char *data, size_t len, size_t *len_r)
+{
+	char *out = malloc(len + 3);
+	size_t n = 0, pos = 0;
+	bool keep = false;
+	while (pos < len) {
+		const char *nl = memchr(data + pos, '\n', len - pos);
+		size_t end = nl != NULL ? (size_t)(nl - data) + 1 : len;
+		if (data[pos] == '\n' ||
+		    (data[pos] == '\r' && pos + 1 < len && data[pos + 1] == '\n'))
+			break;
+		if (data[pos] != ' ' && data[pos] != '\t')
+			keep = fetched_field(data + pos, end - pos);
+		if (keep) {
+			memcpy(out + n, data + pos, end - pos);
+			n += end - pos;
+		}
+		pos = end;
+	}
+	memcpy(out + n, "\r\n", 2);
+	n += 2;
+	if (pos < len) {
+		const char *nl = memchr(data + pos, '\n', len - pos);
+		pos = nl != NULL ? (size_t)(nl - data) + 1 : len;
+		memcpy(out + n, data + pos, len - pos);
+		n += len - pos;
+	}
+	out[n] = '\0';
+	*len_r = n;
+	return out;
+}
+
+/* Both parsers on the same bytes: the same result, the same summary. */
+static bool same_parse(const char *what, const char *data, size_t len)
+{
+	struct mime_summary full, fetched;
+	const char *e1 = NULL, *e2 = NULL;
+	int r1 = mime_parse_message(data, len, &full, &e1);
+	int r2 = mime_parse_fetched(data, len, &fetched, &e2);
+	if (r1 != r2) {
+		print_error("%s: mime_parse_message %d (%s), mime_parse_fetched %d (%s)\n", what,
+		            r1, e1 != NULL ? e1 : "", r2, e2 != NULL ? e2 : "");
+		if (r1 == 0)
+			mime_summary_free(&full);
+		if (r2 == 0)
+			mime_summary_free(&fetched);
+		return false;
+	}
+	if (r1 < 0)
+		return true;
+	json_t *a = summary_json(&full), *b = summary_json(&fetched);
+	bool same = json_equal(a, b);
+	if (!same) {
+		char *x = json_dumps(a, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		char *y = json_dumps(b, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		print_error("%s differs\n--- mime_parse_message\n%s\n--- mime_parse_fetched\n%s\n",
+		            what, x, y);
+		free(x);
+		free(y);
+	}
+	json_decref(a);
+	json_decref(b);
+	mime_summary_free(&full);
+	mime_summary_free(&fetched);
+	return same;
+}
+
+static void test_fetched_corpus(void **state)
+{
+	(void)state;
+	DIR *dir = opendir(MT_TEST_DATA_DIR);
+	assert_non_null(dir);
+	size_t failures = 0, count = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)) != NULL) {
+		size_t name_len = strlen(de->d_name);
+		if (name_len <= 4 || strcmp(de->d_name + name_len - 4, ".eml") != 0)
+			continue;
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, de->d_name);
+		size_t len = 0;
+		char *data = read_file(path, &len);
+		assert_non_null(data);
+		size_t flen = 0;
+		char *fetched = as_fetched(data, len, &flen);
+		char what[600];
+		snprintf(what, sizeof(what), "%s (fetched fields)", de->d_name);
+		failures += !same_parse(what, fetched, flen);
+		/* every field, as an add-in or a dropbox would have it: the same too */
+		failures += !same_parse(de->d_name, data, len);
+		free(fetched);
+		free(data);
+		count++;
+	}
+	closedir(dir);
+	assert_true(count >= 20);
+	assert_int_equal(failures, 0);
+}
+
+/* Header blocks GMime's parser reads in its own way: the split reads them alike. */
+static void test_fetched_edges(void **state)
+{
+	(void)state;
+	static const char *const cases[] = {
+	    /* a line without a colon, a name with a blank, blanks before a colon */
+	    "From: a@b.example\r\njunk line\r\nSubject : hi\r\n there\r\nBad Name: x@y.example\r\n"
+	    "To: c@d.example\r\n\r\nbody text\r\n",
+	    /* LF only, no Content-Type (text/plain by default), no body */
+	    "From: \"Doe, Jane\" <jane@b.example>\nSubject: =?UTF-8?B?w4RuZGVydW5n?=\n\n",
+	    "Subject: only a subject\r\n",
+	    /* a multipart whose boundary parameter is folded */
+	    "From: a@b.example\r\nContent-Type: multipart/alternative;\r\n\tboundary=\"b1\"\r\n\r\n"
+	    "preamble\r\n--b1\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+	    "Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe\r\n--b1\r\n"
+	    "Content-Type: text/html\r\n\r\n<p>x</p>\r\n--b1--\r\n",
+	    /* a single part that is an attachment, named in Content-Type only */
+	    "From: a@b.example\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\n"
+	    "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n",
+	    /* a forwarded message as the whole body */
+	    "From: a@b.example\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@d.example\r\n"
+	    "Subject: inner\r\n\r\ninner text\r\n",
+	    /* two Content-Types and two Subjects: the same one wins */
+	    "Subject: first\r\nSubject: second\r\nContent-Type: text/html\r\n"
+	    "Content-Type: text/plain\r\nFrom: a@b.example\r\n\r\n<b>bold</b> text\r\n",
+	    /* a continuation with no field before it, then fields */
+	    " stray continuation\r\nFrom: a@b.example\r\nSubject: s\r\n\r\nx\r\n",
+	    /* not messages */
+	    "hello world\n",
+	    "X-Spam: yes\nContent-Type: text/plain\n\nFrom: a@b.example\n",
+	    "\n\nFrom: a@b.example\n",
+	};
+	size_t failures = 0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char what[32];
+		snprintf(what, sizeof(what), "case %zu", i);
+		failures += !same_parse(what, cases[i], strlen(cases[i]));
+	}
+	/* a header block past MT_HEADER_BLOCK_MAX: fields after the cap are not read by either */
+	size_t big = MT_HEADER_BLOCK_MAX + 4096;
+	char *block = malloc(big + 256);
+	size_t n = (size_t)sprintf(block, "Subject: big\r\nX-Filler: ");
+	while (n < big) {
+		memcpy(block + n,
+		       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n ",
+		       70);
+		n += 70;
+	}
+	n += (size_t)sprintf(block + n, "x\r\nFrom: late@b.example\r\n\r\ntext\r\n");
+	failures += !same_parse("over the header cap", block, n);
+	struct mime_summary s;
+	const char *error;
+	assert_int_equal(mime_parse_fetched(block, n, &s, &error), 0);
+	assert_string_equal(s.from.address, "");
+	mime_summary_free(&s);
+	free(block);
+	/* more Content-Types than MT_MIME_CONTENT_TYPES_MAX: no body is parsed by either */
+	size_t parts = MT_MIME_CONTENT_TYPES_MAX + 2;
+	char *many = malloc(parts * 64 + 256);
+	n = (size_t)sprintf(many, "From: a@b.example\r\nContent-Type: multipart/mixed; "
+	                          "boundary=z\r\n\r\n");
+	for (size_t i = 0; i < parts; i++)
+		n += (size_t)sprintf(many + n,
+		                     "--z\r\nContent-Type: text/plain\r\n\r\npart %zu\r\n", i);
+	n += (size_t)sprintf(many + n, "--z--\r\n");
+	failures += !same_parse("too many parts", many, n);
+	assert_int_equal(mime_parse_fetched(many, n, &s, &error), 0);
+	assert_string_equal(s.snippet, "");
+	mime_summary_free(&s);
+	free(many);
+	assert_int_equal(failures, 0);
 }
 
 static void test_participant_cap(void **state)
@@ -841,6 +1045,8 @@ int main(void)
 	    cmocka_unit_test(test_aliases),
 	    cmocka_unit_test(test_parse_headers),
 	    cmocka_unit_test(test_not_a_message),
+	    cmocka_unit_test(test_fetched_corpus),
+	    cmocka_unit_test(test_fetched_edges),
 	    cmocka_unit_test(test_participant_cap),
 	    cmocka_unit_test(test_snippet_utf8_boundary),
 	    cmocka_unit_test(test_name_cap),
