@@ -74,6 +74,7 @@ struct store {
 	pthread_mutex_t ckpt_mu; /* guards ckpt_wanted, ckpt_stop */
 	pthread_cond_t ckpt_cv;
 	bool ckpt_wanted, ckpt_stop;
+	int64_t ckpt_asked_at; /* the log's length when the thread was last asked (store thread) */
 
 	/* The sync thread (see the top of this file); not started when the backend has no log
 	 * descriptor (db_log_fd), and then a durable group's COMMIT syncs itself. */
@@ -304,6 +305,8 @@ static void run_writes(struct store *store, struct store_job **jobs, size_t n)
 static void after_commit(struct store *store)
 {
 	int64_t pages = db_log_pages(store->db);
+	if (pages < store->ckpt_asked_at)
+		store->ckpt_asked_at = 0; /* rewound */
 	if (pages < MT_SQLITE_CHECKPOINT_PAGES)
 		return;
 	if (!store->ckpt_started || pages >= MT_SQLITE_CHECKPOINT_INLINE) {
@@ -312,6 +315,13 @@ static void after_commit(struct store *store)
 			       MT_KV("error", db_errmsg(store->db)));
 		return;
 	}
+	/* Once per MT_SQLITE_CHECKPOINT_PAGES appended, not after every commit past that length
+	 * (the log is rewound only past MT_SQLITE_CHECKPOINT_RESTART): a page that commit after
+	 * commit rewrites (an index's, with random keys) is then copied once per checkpoint, not
+	 * once per commit. */
+	if (pages - store->ckpt_asked_at < MT_SQLITE_CHECKPOINT_PAGES)
+		return;
+	store->ckpt_asked_at = pages;
 	pthread_mutex_lock(&store->ckpt_mu);
 	store->ckpt_wanted = true;
 	pthread_cond_signal(&store->ckpt_cv);

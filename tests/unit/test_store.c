@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "temp_store.h"
 #include "store_gate.h"
+#include "store/db.h"
 #include "store/store_internal.h"
 #include "store/store_org.h"
 #include "store/store_profile.h"
@@ -1204,6 +1205,54 @@ static void test_replayable_jobs(void **state)
 	assert_int_equal(run_replay_batch(f, "mixed", 3, 5), 0);
 }
 
+/* ---- checkpoints: once per MT_SQLITE_CHECKPOINT_PAGES appended to the log ---- */
+
+#define HOT_ROWS 600 /* a 4,000-byte row a page: each commit rewrites the same ~600 pages */
+
+static int j_hot_create(struct store_tx *tx, void *arg)
+{
+	(void)arg;
+	char sql[160];
+	if (db_exec(tx->db, "CREATE TABLE hot (n INTEGER PRIMARY KEY, b BLOB)") < 0)
+		return -1;
+	snprintf(sql, sizeof(sql),
+	         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < %d) "
+	         "INSERT INTO hot SELECT n, zeroblob(4000) FROM r",
+	         HOT_ROWS);
+	return db_exec(tx->db, sql);
+}
+
+static int j_hot_rewrite(struct store_tx *tx, void *arg)
+{
+	(void)arg;
+	return db_exec(tx->db, "UPDATE hot SET b = randomblob(4000)");
+}
+
+/* A log that commits keep appending to (a writer always busy, as a first sync is) is copied back
+ * once per MT_SQLITE_CHECKPOINT_PAGES appended, not after every commit once it is that long: a
+ * page rewritten commit after commit (an index's) is then copied once per checkpoint. */
+static void test_checkpoint_per_log_growth(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_hot_create, NULL), 0);
+	/* ~40 commits of ~600 pages: the log passes MT_SQLITE_CHECKPOINT_PAGES (16,000) once and
+	 * stays under MT_SQLITE_CHECKPOINT_RESTART; asking after every commit past 16,000 would
+	 * run a checkpoint after each of the last ~13 (fewer only when the asks coalesce). */
+	int commits = (int)(MT_SQLITE_CHECKPOINT_PAGES * 3 / 2 / HOT_ROWS);
+	for (int i = 0; i < commits; i++)
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_hot_rewrite, NULL), 0);
+	struct store_stats st;
+	for (int waited = 0; waited < 3000; waited += 10) {
+		store_stats(f->store, &st);
+		if (st.checkpoints >= 1)
+			break;
+		usleep(10 * 1000);
+	}
+	usleep(200 * 1000); /* a second one, were it asked for, has run by now */
+	store_stats(f->store, &st);
+	assert_int_equal(st.checkpoints, 1);
+}
+
 /* ---- two handles on one file: `mailtrail init` beside `serve` ---- */
 
 struct writer {
@@ -1285,6 +1334,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_completions_after_sync_in_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replayable_jobs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_per_log_growth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
