@@ -36,7 +36,8 @@
 /* Keep in step with imap_message_fetch_items (src/engine/imap_message.c) and
  * MT_IMAP_TEXT_FETCH_BYTES (src/lib/limits.h). */
 #define SYNC_ITEMS                                                                                 \
-	"(UID BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM TO CC BCC DATE MESSAGE-ID SUBJECT"       \
+	"(UID INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM TO CC BCC DATE MESSAGE-ID " \
+	"SUBJECT"                                                                                  \
 	" IN-REPLY-TO REFERENCES X-MAILTRAIL-ID MIME-VERSION CONTENT-TYPE"                         \
 	" CONTENT-TRANSFER-ENCODING)] BODY.PEEK[TEXT]<0.16384>)"
 

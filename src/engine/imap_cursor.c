@@ -1,6 +1,7 @@
 #include "engine/imap_cursor.h"
 
 #include <stdio.h>
+#include <strings.h>
 #include <time.h>
 
 struct imap_cursor_decision imap_cursor_decide(const struct imap_cursor_state *stored,
@@ -60,6 +61,34 @@ void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, c
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	snprintf(out, size, "SINCE %d-%s-%d", tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900);
+}
+
+bool imap_cursor_since_covers(int64_t since, const char *internaldate)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	if (since <= 0 || internaldate == NULL)
+		return true;
+	unsigned day = 0, year = 0;
+	char month[4] = {0};
+	int used = 0;
+	if (sscanf(internaldate, " %2u-%3c-%4u%n", &day, month, &year, &used) != 3 || used == 0 ||
+	    day < 1 || day > 31)
+		return true;
+	const char *m = NULL;
+	for (const char *p = months; *p != '\0' && m == NULL; p += 3)
+		if (strncasecmp(p, month, 3) == 0)
+			m = p;
+	if (m == NULL)
+		return true;
+	unsigned mon = (unsigned)(m - months) / 3 + 1;
+	time_t t = (time_t)since;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) == NULL)
+		return true;
+	unsigned long have = (unsigned long)year * 10000 + mon * 100 + day;
+	unsigned long want = (unsigned long)(tm.tm_year + 1900) * 10000 +
+	                     (unsigned long)(tm.tm_mon + 1) * 100 + (unsigned long)tm.tm_mday;
+	return have >= want;
 }
 
 size_t imap_cursor_filter(uint32_t *uids, size_t count, uint32_t from_uid)

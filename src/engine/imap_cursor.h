@@ -50,6 +50,15 @@ int64_t imap_cursor_modseq_after(bool complete, uint64_t pass_modseq, int64_t ke
 void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, char *out,
                           size_t size);
 
+/* Whether SEARCH SINCE <since's UTC day> finds a message whose INTERNALDATE is `internaldate`
+ * ("17-Jul-1996 02:44:25 -0700", the day possibly space-padded): its day as written (RFC 3501
+ * §6.4.4: time and zone disregarded) is that day or later. true for a date that cannot be read
+ * (nothing is dropped on a guess) and for since 0. A full pass whose folder's oldest message is
+ * covered fetches every UID (UID SEARCH ALL) and drops the few older ones by this test instead of
+ * a SEARCH SINCE, which costs the server a look at every message (Dovecot: ~1 s for 100,000)
+ * while the client waits. Pure. */
+bool imap_cursor_since_covers(int64_t since, const char *internaldate);
+
 /* Drops the UIDs below `from_uid` from an ascending list (a server answers "UID n:*" with the
  * highest UID even when it is below n), in place; the new count. */
 size_t imap_cursor_filter(uint32_t *uids, size_t count, uint32_t from_uid);

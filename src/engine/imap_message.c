@@ -14,9 +14,12 @@
 #define STR(x)  STR_(x)
 
 /* Content-Type and Content-Transfer-Encoding come along so that src/mime reads the partial
- * text as the message's own structure (the first text part of a multipart). */
+ * text as the message's own structure (the first text part of a multipart). INTERNALDATE: a
+ * full pass that fetches every UID passes over what is older than `since` by it
+ * (imap_cursor_since_covers). */
 const char imap_message_fetch_items[] =
-    "(UID BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM TO CC BCC DATE MESSAGE-ID SUBJECT"
+    "(UID INTERNALDATE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM TO CC BCC DATE MESSAGE-ID "
+    "SUBJECT"
     " IN-REPLY-TO REFERENCES X-MAILTRAIL-ID MIME-VERSION CONTENT-TYPE"
     " CONTENT-TRANSFER-ENCODING)] BODY.PEEK[TEXT]<0." STR(MT_IMAP_TEXT_FETCH_BYTES) ">)";
 

@@ -85,6 +85,10 @@ struct session {
 	uint32_t *uids;
 	size_t uid_count, uid_pos;
 	bool reset_pending;
+	/* A full pass with a `since`: UID SEARCH ALL, then the oldest message's INTERNALDATE
+	 * decides (imap_cursor_since_covers) between every UID with the older few dropped as they
+	 * come (since_filter) and UID SEARCH SINCE. */
+	bool since_probe, probe_covers, since_filter;
 	uint32_t cursor_floor; /* where the pass's chunks so far leave the folder's cursor */
 	int64_t modseq_kept;   /* the HIGHESTMODSEQ chunks store until the folder is complete */
 	/* The pass's chunks in UID order (at most MT_IMAP_SYNC_PIPELINE): the newest may be

@@ -313,6 +313,8 @@ static void on_fetch(void *ctx, const struct imap_fetch *fetch)
 	size_t n = s->chunk_end - s->uid_pos;
 	if (bsearch(&fetch->uid, first, n, sizeof(*first), uid_cmp) == NULL)
 		return;
+	if (s->since_filter && !imap_cursor_since_covers(s->account->since, fetch->internaldate))
+		return; /* older than `since`: passed over like mail a UID range covers */
 	const char *error;
 	int rc = imap_batch_add(job->batch, fetch, &error);
 	if (rc > 0)
@@ -357,6 +359,34 @@ static void chunk_fetch(struct session *s)
 		sync_session_retry(s, error);
 }
 
+static void on_searched(void *ctx, const struct imap_result *r);
+
+static void on_probe_fetch(void *ctx, const struct imap_fetch *fetch)
+{
+	struct session *s = ctx;
+	if ((fetch->has & IMAP_FETCH_UID) && s->uid_count > 0 && fetch->uid == s->uids[0] &&
+	    fetch->internaldate != NULL)
+		s->probe_covers = imap_cursor_since_covers(s->account->since, fetch->internaldate);
+}
+
+/* The oldest message's date is in: every UID, or the server's SEARCH SINCE. */
+static void on_probed(void *ctx, const struct imap_result *r)
+{
+	struct session *s = ctx;
+	if (!step_ok(s, r, "UID FETCH"))
+		return;
+	if (s->probe_covers) {
+		s->since_filter = true;
+		chunk_fetch(s);
+		return;
+	}
+	char criteria[64];
+	imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
+	const char *error;
+	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
+		sync_session_retry(s, error);
+}
+
 static void on_searched(void *ctx, const struct imap_result *r)
 {
 	struct session *s = ctx;
@@ -376,6 +406,15 @@ static void on_searched(void *ctx, const struct imap_result *r)
 	}
 	if (s->uid_count == 0) {
 		chunk_store_empty(s);
+		return;
+	}
+	if (s->since_probe) {
+		s->since_probe = false;
+		s->probe_covers = false;
+		const char *error;
+		if (imap_client_fetch(s->client, s->uids[0], s->uids[0], "(UID INTERNALDATE)", 0,
+		                      on_probe_fetch, on_probed, s, &error) < 0)
+			sync_session_retry(s, error);
 		return;
 	}
 	chunk_fetch(s);
@@ -417,7 +456,12 @@ static void on_selected(void *ctx, const struct imap_result *r)
 		return;
 	}
 	char criteria[64];
-	imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
+	s->since_filter = false;
+	s->since_probe = s->decision.action == IMAP_CURSOR_FULL && s->account->since > 0;
+	if (s->since_probe)
+		snprintf(criteria, sizeof(criteria), "ALL");
+	else
+		imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
 	const char *error;
 	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
 		sync_session_retry(s, error);

@@ -66,6 +66,7 @@ MAILBOX_USER = "rita"
 MAILBOX_PW = "rita-imap-pw"
 BOB_PW = "bob-imap-pw"
 SOLO_PW = "solo-imap-pw"
+SINCE_PW = "since-imap-pw"
 NEW_PW = "rita-new-pw"
 NOW = int(time.time())
 
@@ -932,6 +933,66 @@ def case_modseq_reconnect(svc, ctx):
         proxy.close()
 
 
+def case_since_paths(svc, ctx):
+    """A first pass with `since` (30 days back): INBOX's oldest message is newer, so the pass
+    takes every UID (UID SEARCH ALL) and passes over a message APPENDed later with an older
+    INTERNALDATE by the date each answer carries; Sent's oldest is older, so the server's
+    UID SEARCH SINCE picks the UIDs. Either way exactly the mail since `since` is logged."""
+    dc = ctx["dc"]
+    tmp = os.path.join(ctx["tmp"], "since")
+    os.makedirs(tmp)
+    one = Service(ctx["bin_dir"], tmp, certs=ctx["certs"],
+                  env={"MAILTRAIL_ALLOW_PLAINTEXT_AUTH": "yes"})
+    proxy = RewriteProxy(dc.imap_port)
+    proxy.strip_uidnext = False
+    try:
+        a = one.init("Since Org", "admin@since.example")
+        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
+        one.start()
+        expect(one.req("PUT", "/v1/org", one.tok("admin"),
+                       {"domains": ["since.example"], "features": {"imap_sync": True}}), 200)
+        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
+                             {"email": "since@since.example", "name": "Since",
+                              "role": "user"}), 201)
+        one.users["since"] = {"id": doc["id"], "token": doc["token"]}
+        pid = expect(one.req("POST", "/v1/profiles", one.tok("since"),
+                             {"kind": "applicant", "name": "Cand",
+                              "emails": ["dated@cand.example"]}), 201)["id"]
+        me, cand, old = "since@since.example", "dated@cand.example", NOW - 90 * 86400
+        for box, subject, date in (("INBOX", "Inbox recent 1", NOW - 3600),
+                                   ("INBOX", "Inbox recent 2", NOW - 1800),
+                                   ("INBOX", "Inbox imported old", old),
+                                   ("INBOX", "Inbox recent 3", NOW - 600),
+                                   ("Sent", "Sent old", old),
+                                   ("Sent", "Sent recent", NOW - 900)):
+            frm, to = (cand, [me]) if box == "INBOX" else (me, [cand])
+            dc.append("since", box, make_msg(frm, to, subject=subject, date=date), date=date)
+        body = {"host": dc.host, "port": proxy.port, "security": "none",
+                "username": "since", "password": SINCE_PW}
+        expect(one.req("PUT", "/v1/imap", one.tok("since"), body), 200)
+
+        def subjects():
+            acts = expect(one.req("GET", f"/v1/profiles/{pid}/activities?limit=100",
+                                  one.tok("since")), 200)["activities"]
+            return sorted(x["subject"] for x in acts)
+        want = ["Inbox recent 1", "Inbox recent 2", "Inbox recent 3", "Sent recent"]
+        wait_until("the first pass", lambda: subjects() == want, timeout=30)
+        wait_until("the pass's end", lambda: expect(one.req("GET", "/v1/imap", one.tok("since")),
+                                                    200).get("last_sync_at"), timeout=30)
+        cmds = [c.split(" ", 1)[1] for c in proxy.since(0) if " " in c]
+        searches = [c for c in cmds if c.startswith("UID SEARCH")]
+        probes = [c for c in cmds if c.startswith("UID FETCH") and c.endswith("(UID INTERNALDATE)")]
+        # INBOX: ALL and a probe; Sent: ALL, a probe, then SINCE.
+        since = "SINCE " + time.strftime("%-d-%b-%Y", time.gmtime(time.time() - 30 * 86400))
+        assert len(searches) == 3 and searches[0].endswith(" ALL") and \
+            searches[1].endswith(" ALL") and searches[2].endswith(" " + since), cmds
+        assert len(probes) == 2, cmds
+        assert subjects() == want
+    finally:
+        one.stop()
+        proxy.close()
+
+
 def case_one_connection(svc, ctx):
     """imap_max_connections 1 (a service of its own): one connection per account, INBOX still
     pushed, Sent read by the passes (polled, or on POST /v1/imap/sync)."""
@@ -996,7 +1057,7 @@ def main():
         dc_dir = os.path.join(tmp, "dovecot")
         dc = stack.enter_context(dovecot.dovecot(certs, dc_dir,
                                                  users={MAILBOX_USER: MAILBOX_PW,
-                                                        "bob": BOB_PW, "solo": SOLO_PW,
+                                                        "bob": BOB_PW, "solo": SOLO_PW, "since": SINCE_PW,
                                                         **{u: HOSTILE_PW
                                                            for u in HOSTILE_USERS}}))
         svc = Service(a.bin_dir, tmp, certs=certs, env={
@@ -1023,6 +1084,7 @@ def main():
                          ("hostile_host", case_hostile_host),
                          ("one_connection", case_one_connection),
                          ("modseq_reconnect", case_modseq_reconnect),
+                         ("since_paths", case_since_paths),
                          ("outage", case_outage),
                          ("dovecot_restart", case_dovecot_restart),
                          ("uidvalidity", case_uidvalidity),

@@ -258,6 +258,36 @@ static void test_criteria(void **state)
 	assert_string_equal(out, "SINCE 5-Jan-2026");
 }
 
+static void test_since_covers(void **state)
+{
+	(void)state;
+	int64_t since;
+	assert_int_equal(account_imap_parse_date("2026-01-05", &since), 0);
+	static const struct {
+		const char *internaldate;
+		bool covered;
+	} table[] = {
+	    {"05-Jan-2026 00:00:00 +0000", true},  /* the day itself */
+	    {" 5-Jan-2026 23:59:59 -1200", true},  /* space-padded; the zone disregarded */
+	    {"04-Jan-2026 23:59:59 -1200", false}, /* the day before, whatever its zone */
+	    {"31-Dec-2025 10:00:00 +0000", false},
+	    {"01-Feb-2026 10:00:00 +0000", true},
+	    {"06-jan-2026 10:00:00 +0000", true}, /* a month in another case */
+	    {"17-Jul-1996 02:44:25 -0700", false},
+	    {"17-Xyz-2030 02:44:25 -0700", true}, /* unreadable: kept */
+	    {"garbage", true},
+	    {"", true},
+	    {"40-Jan-2020 00:00:00 +0000", true}, /* no such day: kept */
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+		if (imap_cursor_since_covers(since, table[i].internaldate) != table[i].covered)
+			fail_msg("\"%s\": expected %s", table[i].internaldate,
+			         table[i].covered ? "covered" : "older");
+	}
+	assert_true(imap_cursor_since_covers(since, NULL));
+	assert_true(imap_cursor_since_covers(0, "17-Jul-1996 02:44:25 -0700")); /* no since */
+}
+
 static void test_filter(void **state)
 {
 	(void)state;
@@ -435,6 +465,7 @@ int main(void)
 	    cmocka_unit_test(test_incremental),
 	    cmocka_unit_test(test_nothing_new),
 	    cmocka_unit_test(test_criteria),
+	    cmocka_unit_test(test_since_covers),
 	    cmocka_unit_test(test_filter),
 	    cmocka_unit_test(test_after),
 	    cmocka_unit_test(test_parse_date),
