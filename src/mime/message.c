@@ -969,6 +969,48 @@ int mime_parse_message(const char *data, size_t len, struct mime_summary *summar
 	return 0;
 }
 
+/* A body that is one text part, as most mail is: its snippet straight from the text, as walk()
+ * and part_snippet() make it for that part, without GMime's part parser. false (nothing done)
+ * when the Content-Type is not text/plain or text/html. */
+static bool text_body_snippet(struct mime_summary *s, const struct field_span *type,
+                              const struct field_span *encoding, const char *body, size_t len)
+{
+	GMimeContentType *ct = NULL;
+	if (type != NULL) {
+		char *raw = g_strndup(type->value, type->value_len);
+		ct = g_mime_content_type_parse(NULL, raw);
+		g_free(raw);
+		if (ct == NULL)
+			return false;
+	}
+	bool plain = ct == NULL || g_mime_content_type_is_type(ct, "text", "plain");
+	bool html = ct != NULL && g_mime_content_type_is_type(ct, "text", "html");
+	if (!plain && !html) {
+		if (ct != NULL)
+			g_object_unref(ct);
+		return false;
+	}
+	GMimeContentEncoding enc = GMIME_CONTENT_ENCODING_DEFAULT;
+	if (encoding != NULL) {
+		char *raw = g_strndup(encoding->value, encoding->value_len);
+		char *value = unfold_trim(raw);
+		enc = g_mime_content_encoding_from_string(value);
+		g_free(value);
+		g_free(raw);
+	}
+	const char *charset = ct != NULL ? g_mime_content_type_get_parameter(ct, "charset") : NULL;
+	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(body, len);
+	char *text = decode_text(stream, enc, charset);
+	g_object_unref(stream);
+	if (ct != NULL)
+		g_object_unref(ct);
+	if (html)
+		mime_html_to_text(text, strlen(text), text);
+	make_snippet(s->snippet, text);
+	g_free(text);
+	return true;
+}
+
 int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summary_r,
                        const char **error_r)
 {
@@ -997,8 +1039,16 @@ int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summar
 	/* the body's own fields verbatim, an empty line, the body: what GMime parses as the part */
 	GString *part_bytes = g_string_sized_new(with_body ? body + 256 : 0);
 	struct header_seen seen = {0};
-	struct field_span f;
+	struct field_span f, type = {0}, encoding = {0};
+	unsigned types = 0, encodings = 0, dispositions = 0;
 	for (size_t pos = 0; next_field(data, read_len, &pos, &f);) {
+		if (name_is(f.name, f.name_len, "Content-Type") && types++ == 0)
+			type = f;
+		else if (name_is(f.name, f.name_len, "Content-Transfer-Encoding") &&
+		         encodings++ == 0)
+			encoding = f;
+		else if (name_is(f.name, f.name_len, "Content-Disposition"))
+			dispositions++;
 		if (with_body && body_field(&f)) {
 			g_string_append_len(part_bytes, f.lines, (gssize)f.lines_len);
 			if (f.lines[f.lines_len - 1] != '\n')
@@ -1015,6 +1065,12 @@ int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summar
 		mime_summary_free(summary_r);
 		*error_r = "not an email message: no From, To, Cc, Date, Message-ID or Subject";
 		return -1;
+	}
+	if (with_body && types <= 1 && encodings <= 1 && dispositions == 0 &&
+	    text_body_snippet(summary_r, types > 0 ? &type : NULL, encodings > 0 ? &encoding : NULL,
+	                      data + hlen, body)) {
+		g_string_free(part_bytes, TRUE);
+		return 0;
 	}
 	if (with_body) {
 		g_string_append_c(part_bytes, '\n');

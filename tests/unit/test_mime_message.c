@@ -416,6 +416,23 @@ static void test_fetched_edges(void **state)
 	    "Content-Type: text/plain\r\nFrom: a@b.example\r\n\r\n<b>bold</b> text\r\n",
 	    /* a continuation with no field before it, then fields */
 	    " stray continuation\r\nFrom: a@b.example\r\nSubject: s\r\n\r\nx\r\n",
+	    /* single text parts: a folded type, an encoding with blanks and in another case */
+	    "From: a@b.example\r\nContent-Type: text/plain;\r\n charset=\"iso-8859-1\"\r\n"
+	    "Content-Transfer-Encoding:  Quoted-Printable \r\n\r\nGr=FC=DF  Gott=\r\n zusammen\r\n",
+	    "From: a@b.example\r\nContent-Type: TEXT/HTML; charset=windows-1252\r\n"
+	    "Content-Transfer-Encoding: "
+	    "base64\r\n\r\nPHA+SGFsbG8gPGI+V2VsdDwvYj4gk3F1b3RlZJQ8L3A+\r\n",
+	    "From: a@b.example\r\nContent-Type: text/calendar\r\n\r\nBEGIN:VCALENDAR\r\n",
+	    "From: a@b.example\r\nContent-Type: text/plain; name=notes.txt\r\n\r\nnotes\r\n",
+	    "From: a@b.example\r\nContent-Type: text/plain\r\nContent-Disposition: attachment;"
+	    " filename=a.txt\r\n\r\nattached text\r\n",
+	    "From: a@b.example\r\nContent-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: "
+	    "7bit\r\n\r\naGVsbG8=\r\n",
+	    "From: a@b.example\r\nContent-Type: garbage\r\n\r\nwhat is this\r\n",
+	    "From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xff\xfe bad "
+	    "bytes \xc3\xa9 and \xe2\x80\x8b zero width\r\n",
+	    "From: a@b.example\r\nContent-Type: text/plain; charset=x-unknown-charset\r\n\r\n"
+	    "unknown\r\n",
 	    /* not messages */
 	    "hello world\n",
 	    "X-Spam: yes\nContent-Type: text/plain\n\nFrom: a@b.example\n",
