@@ -184,6 +184,34 @@ def profile_addr(p, k):
 # ---- bench/sync-initial ---------------------------------------------------------------------
 
 
+def thread_cpu(pid):
+    """CPU seconds (user + system) per thread name of process `pid` ("mailtrail" is the loop)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        ticks = sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])
+        out[name] = out.get(name, 0) + ticks / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def dovecot_cpu():
+    """CPU seconds of the IMAP server's processes (imap, imap-login: the TLS proxy) alive now;
+    only the bench's Dovecot runs them during the bench."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except (OSError, ValueError):
+            continue
+        if stat[stat.index("(") + 1:stat.rindex(")")] in ("imap", "imap-login"):
+            total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def initial(work, mt_bin, raw_bin, messages, profiles):
     rnd = random.Random(14)
     owner = "rita"
@@ -255,6 +283,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
             log(f"imported {profiles} profiles in {import_s:.1f} s: {json.dumps(doc)[:200]}")
             time.sleep(1)  # the import's (empty) backfill
             rss_before = rss_kib(mt.proc.pid)
+            threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu()
             t0 = time.monotonic()
             mt.put_imap(token, dc, owner, "2000-01-01")
             put_s = time.monotonic() - t0
@@ -271,6 +300,8 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
                         f"messages_synced {f.get('messages_synced')}")
                 time.sleep(0.05)
             wall = time.monotonic() - t0
+            threads = {k: v - threads_before.get(k, 0) for k, v in thread_cpu(mt.proc.pid).items()}
+            dovecot_s = dovecot_cpu() - dovecot_before
             hwm = rss_kib(mt.proc.pid, "VmHWM")
             rss_after = rss_kib(mt.proc.pid)
             cpu = sum(int(x) for x in open(f"/proc/{mt.proc.pid}/stat").read()
@@ -292,6 +323,11 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
           f"{raw_rate:.0f} msg/s  (median of {', '.join('%.0f ms' % x for x in raw_ms)})")
     print(f"mailtrail, PUT /v1/imap -> last chunk committed: {mt_rate:.0f} msg/s  "
           f"({wall:.1f} s wall, PUT answered in {put_s * 1000:.0f} ms; CPU {cpu:.1f} s)")
+    names = {"mailtrail": "loop", "mt-store": "store", "mt-work": "workers",
+             "mt-checkpoint": "checkpoint"}
+    print("CPU during the sync, s: " + ", ".join(
+        f"{names.get(k, k)} {v:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+        if v >= 0.005) + f"; Dovecot's imap + imap-login {dovecot_s:.2f}")
     print(f"activities committed: {acts} (expected {expected[0]})")
     print(f"mailtrail peak RSS (VmHWM): {hwm / 1024:.1f} MiB  "
           f"(VmRSS before PUT {rss_before / 1024:.1f} MiB, after {rss_after / 1024:.1f} MiB)")
