@@ -361,6 +361,17 @@ static void chunk_fetch(struct session *s)
 
 static void on_searched(void *ctx, const struct imap_result *r);
 
+/* UID SEARCH: ALL, or what the cursor's decision asks for. */
+static void search(struct session *s, bool all)
+{
+	char criteria[64] = "ALL";
+	if (!all)
+		imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
+	const char *error;
+	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
+		sync_session_retry(s, error);
+}
+
 static void on_probe_fetch(void *ctx, const struct imap_fetch *fetch)
 {
 	struct session *s = ctx;
@@ -380,11 +391,7 @@ static void on_probed(void *ctx, const struct imap_result *r)
 		chunk_fetch(s);
 		return;
 	}
-	char criteria[64];
-	imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
-	const char *error;
-	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
-		sync_session_retry(s, error);
+	search(s, false);
 }
 
 static void on_searched(void *ctx, const struct imap_result *r)
@@ -455,16 +462,9 @@ static void on_selected(void *ctx, const struct imap_result *r)
 		folder_next(s);
 		return;
 	}
-	char criteria[64];
 	s->since_filter = false;
 	s->since_probe = s->decision.action == IMAP_CURSOR_FULL && s->account->since > 0;
-	if (s->since_probe)
-		snprintf(criteria, sizeof(criteria), "ALL");
-	else
-		imap_cursor_criteria(&s->decision, s->account->since, criteria, sizeof(criteria));
-	const char *error;
-	if (imap_client_search(s->client, criteria, on_searched, s, &error) < 0)
-		sync_session_retry(s, error);
+	search(s, s->since_probe);
 }
 
 static void on_watch_selected(void *ctx, const struct imap_result *r)

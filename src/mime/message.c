@@ -684,6 +684,17 @@ static void make_snippet(char out[MT_SNIPPET_BYTES + 1], const char *text)
 	out[n] = '\0';
 }
 
+/* The snippet of a text's raw bytes: decoded, HTML made text, cut. */
+static void snippet_from(struct mime_summary *s, GMimeStream *raw, GMimeContentEncoding encoding,
+                         const char *charset, bool html)
+{
+	char *text = decode_text(raw, encoding, charset);
+	if (html)
+		mime_html_to_text(text, strlen(text), text);
+	make_snippet(s->snippet, text);
+	g_free(text);
+}
+
 static void part_snippet(struct mime_summary *s, GMimePart *part, bool html)
 {
 	GMimeDataWrapper *content = g_mime_part_get_content(part);
@@ -695,12 +706,7 @@ static void part_snippet(struct mime_summary *s, GMimePart *part, bool html)
 	g_mime_stream_reset(stream);
 	const char *charset =
 	    g_mime_object_get_content_type_parameter(GMIME_OBJECT(part), "charset");
-	char *text = decode_text(stream, g_mime_data_wrapper_get_encoding(content), charset);
-	if (html) {
-		mime_html_to_text(text, strlen(text), text);
-	}
-	make_snippet(s->snippet, text);
-	g_free(text);
+	snippet_from(s, stream, g_mime_data_wrapper_get_encoding(content), charset, html);
 }
 
 /* ---- parts --------------------------------------------------------------------------------- */
@@ -933,6 +939,23 @@ static GMimeMessage *parse_bytes(const char *data, size_t len, bool headers_only
 	return message;
 }
 
+static const char not_a_message[] =
+    "not an email message: no From, To, Cc, Date, Message-ID or Subject";
+
+/* What every parse starts with: the summary zeroed, GMime ready; false with *error_r when there
+ * are no bytes at all. */
+static bool parse_start(const char *data, size_t len, struct mime_summary *summary_r,
+                        const char **error_r)
+{
+	memset(summary_r, 0, sizeof(*summary_r));
+	mime_init();
+	if (data == NULL || len == 0) {
+		*error_r = "not an email message: it is empty";
+		return false;
+	}
+	return true;
+}
+
 static int parse_common(GMimeMessage *message, struct parse_ctx *ctx, const char **error_r)
 {
 	if (message == NULL) {
@@ -940,7 +963,7 @@ static int parse_common(GMimeMessage *message, struct parse_ctx *ctx, const char
 		return -1;
 	}
 	if (!read_headers(ctx, GMIME_OBJECT(message))) {
-		*error_r = "not an email message: no From, To, Cc, Date, Message-ID or Subject";
+		*error_r = not_a_message;
 		return -1;
 	}
 	return 0;
@@ -949,13 +972,9 @@ static int parse_common(GMimeMessage *message, struct parse_ctx *ctx, const char
 int mime_parse_message(const char *data, size_t len, struct mime_summary *summary_r,
                        const char **error_r)
 {
-	memset(summary_r, 0, sizeof(*summary_r));
-	mime_init();
 	struct parse_ctx ctx = {.s = summary_r};
-	if (data == NULL || len == 0) {
-		*error_r = "not an email message: it is empty";
+	if (!parse_start(data, len, summary_r, error_r))
 		return -1;
-	}
 	GMimeMessage *message = parse_bytes(data, len, false);
 	if (parse_common(message, &ctx, error_r) < 0) {
 		if (message != NULL)
@@ -1000,27 +1019,19 @@ static bool text_body_snippet(struct mime_summary *s, const struct field_span *t
 	}
 	const char *charset = ct != NULL ? g_mime_content_type_get_parameter(ct, "charset") : NULL;
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(body, len);
-	char *text = decode_text(stream, enc, charset);
+	snippet_from(s, stream, enc, charset, html);
 	g_object_unref(stream);
 	if (ct != NULL)
 		g_object_unref(ct);
-	if (html)
-		mime_html_to_text(text, strlen(text), text);
-	make_snippet(s->snippet, text);
-	g_free(text);
 	return true;
 }
 
 int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summary_r,
                        const char **error_r)
 {
-	memset(summary_r, 0, sizeof(*summary_r));
-	mime_init();
 	struct parse_ctx ctx = {.s = summary_r};
-	if (data == NULL || len == 0) {
-		*error_r = "not an email message: it is empty";
+	if (!parse_start(data, len, summary_r, error_r))
 		return -1;
-	}
 	if (data[0] == ' ' || data[0] == '\t') {
 		/* a continuation before any field: GMime's parser reads no message at all */
 		*error_r = "not an email message (RFC 5322): no header fields could be read";
@@ -1063,7 +1074,7 @@ int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summar
 	if (!seen.is_message) {
 		g_string_free(part_bytes, TRUE);
 		mime_summary_free(summary_r);
-		*error_r = "not an email message: no From, To, Cc, Date, Message-ID or Subject";
+		*error_r = not_a_message;
 		return -1;
 	}
 	if (with_body && types <= 1 && encodings <= 1 && dispositions == 0 &&
@@ -1095,13 +1106,9 @@ int mime_parse_headers(const char *headers, size_t headers_len, const char *text
                        const char *text_content_type, const char *text_transfer_encoding,
                        struct mime_summary *summary_r, const char **error_r)
 {
-	memset(summary_r, 0, sizeof(*summary_r));
-	mime_init();
 	struct parse_ctx ctx = {.s = summary_r};
-	if (headers == NULL || headers_len == 0) {
-		*error_r = "not an email message: it is empty";
+	if (!parse_start(headers, headers_len, summary_r, error_r))
 		return -1;
-	}
 	GMimeMessage *message = parse_bytes(headers, headers_len, true);
 	if (parse_common(message, &ctx, error_r) < 0) {
 		if (message != NULL)
@@ -1121,15 +1128,10 @@ int mime_parse_headers(const char *headers, size_t headers_len, const char *text
 	        ? g_mime_content_encoding_from_string(text_transfer_encoding)
 	        : GMIME_CONTENT_ENCODING_DEFAULT;
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(text, text_len);
-	char *decoded = decode_text(stream, encoding, charset);
+	snippet_from(summary_r, stream, encoding, charset, html);
 	g_object_unref(stream);
 	if (ct != NULL)
 		g_object_unref(ct);
-	if (html) {
-		mime_html_to_text(decoded, strlen(decoded), decoded);
-	}
-	make_snippet(summary_r->snippet, decoded);
-	g_free(decoded);
 	return 0;
 }
 

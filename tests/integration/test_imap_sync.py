@@ -837,6 +837,24 @@ class RewriteProxy:
                     pass
 
 
+def own_service_start(one, org, domain, user, candidate):
+    """Starts a service of a case's own: an org of `domain` with imap_sync on, its admin, the
+    user `user`@`domain` (one.users[user]) and a profile with the address `candidate`; the
+    profile's id."""
+    a = one.init(org, f"admin@{domain}")
+    one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
+    one.start()
+    expect(one.req("PUT", "/v1/org", one.tok("admin"),
+                   {"domains": [domain], "features": {"imap_sync": True}}), 200)
+    doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
+                         {"email": f"{user}@{domain}", "name": user.capitalize(),
+                          "role": "user"}), 201)
+    one.users[user] = {"id": doc["id"], "token": doc["token"]}
+    return expect(one.req("POST", "/v1/profiles", one.tok(user),
+                          {"kind": "applicant", "name": "Cand", "emails": [candidate]}),
+                  201)["id"]
+
+
 def case_modseq_reconnect(svc, ctx):
     """RFC 7162 (CONDSTORE): a server that sends no UIDNEXT (a proxy strips it from Dovecot's
     answers). A reconnect with HIGHESTMODSEQ unchanged since the last pass sends no UID SEARCH
@@ -849,18 +867,7 @@ def case_modseq_reconnect(svc, ctx):
                        "MAILTRAIL_ALLOW_PLAINTEXT_AUTH": "yes"})
     proxy = RewriteProxy(dc.imap_port)
     try:
-        a = one.init("Modseq Org", "admin@solo.example")
-        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
-        one.start()
-        expect(one.req("PUT", "/v1/org", one.tok("admin"),
-                       {"domains": ["solo.example"], "features": {"imap_sync": True}}), 200)
-        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
-                             {"email": "solo@solo.example", "name": "Solo", "role": "user"}),
-                     201)
-        one.users["solo"] = {"id": doc["id"], "token": doc["token"]}
-        pid = expect(one.req("POST", "/v1/profiles", one.tok("solo"),
-                             {"kind": "applicant", "name": "Cand",
-                              "emails": ["modseq@cand.example"]}), 201)["id"]
+        pid = own_service_start(one, "Modseq Org", "solo.example", "solo", "modseq@cand.example")
         dc.append("solo", "INBOX", make_msg("modseq@cand.example", ["solo@solo.example"],
                                             subject="Before the first pass"))
         body = {"host": dc.host, "port": proxy.port, "security": "none",
@@ -946,18 +953,7 @@ def case_since_paths(svc, ctx):
     proxy = RewriteProxy(dc.imap_port)
     proxy.strip_uidnext = False
     try:
-        a = one.init("Since Org", "admin@since.example")
-        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
-        one.start()
-        expect(one.req("PUT", "/v1/org", one.tok("admin"),
-                       {"domains": ["since.example"], "features": {"imap_sync": True}}), 200)
-        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
-                             {"email": "since@since.example", "name": "Since",
-                              "role": "user"}), 201)
-        one.users["since"] = {"id": doc["id"], "token": doc["token"]}
-        pid = expect(one.req("POST", "/v1/profiles", one.tok("since"),
-                             {"kind": "applicant", "name": "Cand",
-                              "emails": ["dated@cand.example"]}), 201)["id"]
+        pid = own_service_start(one, "Since Org", "since.example", "since", "dated@cand.example")
         me, cand, old = "since@since.example", "dated@cand.example", NOW - 90 * 86400
         for box, subject, date in (("INBOX", "Inbox recent 1", NOW - 3600),
                                    ("INBOX", "Inbox recent 2", NOW - 1800),
@@ -1003,18 +999,7 @@ def case_one_connection(svc, ctx):
                   env={"MAILTRAIL_IMAP_MAX_CONNECTIONS": "1"})
     proxy = StallProxy(dc.imap_port)
     try:
-        a = one.init("Solo Org", "admin@solo.example")
-        one.users["admin"] = {"id": a["user_id"], "token": a["token"]}
-        one.start()
-        expect(one.req("PUT", "/v1/org", one.tok("admin"),
-                       {"domains": ["solo.example"], "features": {"imap_sync": True}}), 200)
-        doc = expect(one.req("POST", "/v1/users", one.tok("admin"),
-                             {"email": "solo@solo.example", "name": "Solo", "role": "user"}),
-                     201)
-        one.users["solo"] = {"id": doc["id"], "token": doc["token"]}
-        pid = expect(one.req("POST", "/v1/profiles", one.tok("solo"),
-                             {"kind": "applicant", "name": "Cand",
-                              "emails": ["one@cand.example"]}), 201)["id"]
+        pid = own_service_start(one, "Solo Org", "solo.example", "solo", "one@cand.example")
         body = {"host": dc.host, "port": proxy.port, "security": "starttls",
                 "username": "solo", "password": SOLO_PW}
         expect(one.req("PUT", "/v1/imap", one.tok("solo"), body), 200)

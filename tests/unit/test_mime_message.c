@@ -259,6 +259,31 @@ static void test_not_a_message(void **state)
 	expect_not_message(json, strlen(json));
 }
 
+/* Runs `check` on every .eml of tests/data (at least 20 of them): the failures it counted. */
+static size_t corpus_each(size_t (*check)(const char *name, const char *data, size_t len))
+{
+	DIR *dir = opendir(MT_TEST_DATA_DIR);
+	assert_non_null(dir);
+	size_t failures = 0, count = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)) != NULL) {
+		size_t name_len = strlen(de->d_name);
+		if (name_len <= 4 || strcmp(de->d_name + name_len - 4, ".eml") != 0)
+			continue;
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, de->d_name);
+		size_t len = 0;
+		char *data = read_file(path, &len);
+		assert_non_null(data);
+		failures += check(de->d_name, data, len);
+		free(data);
+		count++;
+	}
+	closedir(dir);
+	assert_true(count >= 20);
+	return failures;
+}
+
 /* ---- mime_parse_fetched: the same summary as mime_parse_message -------------------------- */
 
 /* The fields IMAP sync asks for (engine/imap_message.c), as a server returns them: in the
@@ -357,36 +382,23 @@ static bool same_parse(const char *what, const char *data, size_t len)
 	return same;
 }
 
+static size_t fetched_check(const char *name, const char *data, size_t len)
+{
+	size_t flen = 0, failures = 0;
+	char *fetched = as_fetched(data, len, &flen);
+	char what[600];
+	snprintf(what, sizeof(what), "%s (fetched fields)", name);
+	failures += !same_parse(what, fetched, flen);
+	/* every field, as an add-in or a dropbox would have it: the same too */
+	failures += !same_parse(name, data, len);
+	free(fetched);
+	return failures;
+}
+
 static void test_fetched_corpus(void **state)
 {
 	(void)state;
-	DIR *dir = opendir(MT_TEST_DATA_DIR);
-	assert_non_null(dir);
-	size_t failures = 0, count = 0;
-	struct dirent *de;
-	while ((de = readdir(dir)) != NULL) {
-		size_t name_len = strlen(de->d_name);
-		if (name_len <= 4 || strcmp(de->d_name + name_len - 4, ".eml") != 0)
-			continue;
-		char path[1024];
-		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, de->d_name);
-		size_t len = 0;
-		char *data = read_file(path, &len);
-		assert_non_null(data);
-		size_t flen = 0;
-		char *fetched = as_fetched(data, len, &flen);
-		char what[600];
-		snprintf(what, sizeof(what), "%s (fetched fields)", de->d_name);
-		failures += !same_parse(what, fetched, flen);
-		/* every field, as an add-in or a dropbox would have it: the same too */
-		failures += !same_parse(de->d_name, data, len);
-		free(fetched);
-		free(data);
-		count++;
-	}
-	closedir(dir);
-	assert_true(count >= 20);
-	assert_int_equal(failures, 0);
+	assert_int_equal(corpus_each(fetched_check), 0);
 }
 
 /* Header blocks GMime's parser reads in its own way: the split reads them alike. */
@@ -627,30 +639,15 @@ static int same_both_ways(const char *what, const char *data, size_t len)
 	return rc;
 }
 
+static size_t fast_paths_check(const char *name, const char *data, size_t len)
+{
+	return same_both_ways(name, data, len) != 0;
+}
+
 static void test_fast_paths_corpus(void **state)
 {
 	(void)state;
-	DIR *dir = opendir(MT_TEST_DATA_DIR);
-	assert_non_null(dir);
-	struct dirent *de;
-	size_t count = 0, failures = 0;
-	while ((de = readdir(dir)) != NULL) {
-		size_t len = strlen(de->d_name);
-		if (len <= 4 || strcmp(de->d_name + len - 4, ".eml") != 0)
-			continue;
-		char path[1024];
-		snprintf(path, sizeof(path), "%s/%s", MT_TEST_DATA_DIR, de->d_name);
-		size_t n = 0;
-		char *data = read_file(path, &n);
-		assert_non_null(data);
-		if (same_both_ways(de->d_name, data, n) != 0)
-			failures++;
-		free(data);
-		count++;
-	}
-	closedir(dir);
-	assert_true(count >= 20);
-	assert_int_equal(failures, 0);
+	assert_int_equal(corpus_each(fast_paths_check), 0);
 }
 
 /* Address entries of every shape near the fast path's edges: those it takes and those it must
