@@ -351,7 +351,8 @@ static void on_closed(void *ctx)
 static void on_transcript(void *ctx, char direction, const char *line, size_t len)
 {
 	struct session *s = ctx;
-	/* Debug only: the lines hold addresses and subjects (never a secret: masked by state). */
+	/* Debug only (a session started at another level has no transcript): the lines hold
+	 * addresses and subjects (never a secret: masked by state). */
 	if (mt_log_get_level() > MT_LOG_DEBUG)
 		return;
 	char text[256];
@@ -499,8 +500,17 @@ static void session_login(struct session *s)
 	    .event = on_event,
 	    .transcript = on_transcript,
 	};
+	/* Without a transcript the client keeps no copy of each answer (a first pass's FETCH
+	 * answers are most of what it reads): only a session started at debug level has one. */
+	static const struct imap_client_callbacks quiet = {
+	    .ready = on_ready,
+	    .failed = on_failed,
+	    .closed = on_closed,
+	    .event = on_event,
+	};
 	const char *error;
-	s->client = sync_client_open(s, &s->token, &callbacks, &error);
+	s->client = sync_client_open(
+	    s, &s->token, mt_log_get_level() <= MT_LOG_DEBUG ? &callbacks : &quiet, &error);
 	if (s->client == NULL) {
 		sync_session_retry(s, error);
 		return;

@@ -256,6 +256,10 @@ static void transcript_str(struct imap_client *client, char direction, const cha
 /* The raw bytes of the response just read, line by line, bounded. */
 static void transcript_response(struct imap_client *client)
 {
+	if (client->cb.transcript == NULL || client->transcript_cut) {
+		client->raw_total = 0; /* nothing was kept: no one reads it */
+		return;
+	}
 	const char *p = client->raw.data, *end = p + client->raw.len;
 	while (p != NULL && p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -280,9 +284,11 @@ static void transcript_response(struct imap_client *client)
 
 static void capture_raw(struct imap_client *client, const char *data, size_t len)
 {
+	if (client->cb.transcript == NULL || client->transcript_cut)
+		return; /* a sync's FETCH answers are most of its bytes: not copied for no one */
 	client->raw_total += len;
 	size_t room = MT_IMAP_TRANSCRIPT_RESPONSE_MAX - client->raw.len;
-	if (client->cb.transcript != NULL && room > 0)
+	if (room > 0)
 		mt_buf_append(&client->raw, data, len < room ? len : room);
 }
 
