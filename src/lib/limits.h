@@ -192,8 +192,7 @@
 #define MT_CONFIG_VALUE_MAX 2048
 
 /* Store */
-#define MT_SQLITE_CHECKPOINT_PAGES                                                                 \
-	16000 /* WAL length, then growth, that wakes the checkpoint thread */
+#define MT_SQLITE_CHECKPOINT_PAGES   16000      /* WAL length, then growth, waking checkpoints */
 #define MT_SQLITE_CHECKPOINT_RESTART 64000      /* ...and that it rewinds, waiting for the writer */
 #define MT_SQLITE_CHECKPOINT_WAIT_MS 100        /* ...waiting at most this long for it */
 #define MT_SQLITE_CHECKPOINT_INLINE  131072     /* ...and past which a commit checkpoints itself */
