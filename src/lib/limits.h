@@ -196,6 +196,7 @@
 #define MT_SQLITE_CHECKPOINT_RESTART 64000      /* ...and that it rewinds, waiting for the writer */
 #define MT_SQLITE_CHECKPOINT_WAIT_MS 100        /* ...waiting at most this long for it */
 #define MT_SQLITE_CHECKPOINT_INLINE  131072     /* ...and past which a commit checkpoints itself */
+#define MT_CHECKPOINT_NICE           10         /* the checkpoint thread's nice value */
 #define MT_SQLITE_CACHE_KIB          524288     /* page cache ceiling per connection (512 MiB) */
 #define MT_SQLITE_MMAP_BYTES         1073741824 /* mapped file window (1 GiB) */
 #define MT_SQLITE_WAL_BUFFER         131071     /* WAL bytes a write gathers (the unix VFS's cap) */

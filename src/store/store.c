@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -331,6 +332,12 @@ static void after_commit(struct store *store)
 static void *checkpoint_thread(void *arg)
 {
 	struct store *store = arg;
+	/* Copying the log back is background work: on a machine with few cores it must not take
+	 * the event loop's core while the loop has requests to answer (it only has to keep up over
+	 * time; a commit checkpoints itself past MT_SQLITE_CHECKPOINT_INLINE). */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), MT_CHECKPOINT_NICE) != 0)
+		mt_log(MT_LOG_DEBUG, "store.checkpoint_nice_failed",
+		       MT_KV("errno", strerror(errno)));
 	pthread_mutex_lock(&store->ckpt_mu);
 	for (;;) {
 		while (!store->ckpt_wanted && !store->ckpt_stop)

@@ -67,9 +67,9 @@ from service import Service, expect  # noqa: E402
 # 75 ms. On 2 cores the loop shares them with the store thread and the workers; what else
 # competed in this script was moved out of the measurement: the probe runs in a process of its
 # own, at PROBE_NICE, the attack's threads and the rig's sink run at ATTACKER_NICE, and the
-# service's workers at MT_WORK_NICE. Eight 20 MiB messages at once, the worst case, took 53-81 ms with every
-# thread at one priority and a byte-by-byte 8-bit scan of each body on the loop (11 ms per
-# body); 7-20 ms since on one machine of this kind, 35-61 ms on another (2026-12-06, 12 runs,
+# service's workers and checkpoint thread at MT_WORK_NICE / MT_CHECKPOINT_NICE. Eight 20 MiB
+# messages at once, the worst case, took 53-81 ms with every thread at one priority and a
+# byte-by-byte 8-bit scan of each body on the loop (11 ms per body); 7-20 ms since on one machine of this kind, 35-61 ms on another (2026-12-06, 12 runs,
 # the third-worst of ~300 probes, which is what the p99 reads here, at 43-51 ms: 50 failed one
 # run in six with the code unchanged).
 HEALTHZ_P99_MS = 75
@@ -163,6 +163,11 @@ class Watch:
                                   daemon=True)
 
     def __enter__(self):
+        # What the cases before wrote (a million-profile database, hundreds of MB) is flushed
+        # first: the kernel's writeback of another case's files, sharing the two cores, is not
+        # this case's attack (a 3 GB write beside a case took /healthz to 121 ms; a full run,
+        # right after the million-row import, once to 107 ms).
+        os.sync()
         self.prober.start()
         for t in self.threads:
             t.start()
