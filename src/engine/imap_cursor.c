@@ -44,11 +44,13 @@ int64_t imap_cursor_modseq_after(bool complete, uint64_t pass_modseq, int64_t ke
 	return kept;
 }
 
+/* RFC 3501 date-text months, as SEARCH SINCE writes them and INTERNALDATE carries them. */
+static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
 void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, char *out,
                           size_t size)
 {
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 	if (d->action != IMAP_CURSOR_FULL) {
 		snprintf(out, size, "UID %u:*", (unsigned)d->from_uid);
 		return;
@@ -65,7 +67,6 @@ void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, c
 
 bool imap_cursor_since_covers(int64_t since, const char *internaldate)
 {
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	if (since <= 0 || internaldate == NULL)
 		return true;
 	unsigned day = 0, year = 0;
@@ -74,13 +75,12 @@ bool imap_cursor_since_covers(int64_t since, const char *internaldate)
 	if (sscanf(internaldate, " %2u-%3c-%4u%n", &day, month, &year, &used) != 3 || used == 0 ||
 	    day < 1 || day > 31)
 		return true;
-	const char *m = NULL;
-	for (const char *p = months; *p != '\0' && m == NULL; p += 3)
-		if (strncasecmp(p, month, 3) == 0)
-			m = p;
-	if (m == NULL)
+	unsigned mon = 0;
+	for (unsigned i = 0; i < 12 && mon == 0; i++)
+		if (strncasecmp(months[i], month, 3) == 0)
+			mon = i + 1;
+	if (mon == 0)
 		return true;
-	unsigned mon = (unsigned)(m - months) / 3 + 1;
 	time_t t = (time_t)since;
 	struct tm tm;
 	if (gmtime_r(&t, &tm) == NULL)

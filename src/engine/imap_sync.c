@@ -501,16 +501,13 @@ static void session_login(struct session *s)
 	    .transcript = on_transcript,
 	};
 	/* Without a transcript the client keeps no copy of each answer (a first pass's FETCH
-	 * answers are most of what it reads): only a session started at debug level has one. */
-	static const struct imap_client_callbacks quiet = {
-	    .ready = on_ready,
-	    .failed = on_failed,
-	    .closed = on_closed,
-	    .event = on_event,
-	};
+	 * answers are most of what it reads): only a session started at debug level has one. The
+	 * client copies its callbacks. */
+	struct imap_client_callbacks cb = callbacks;
+	if (mt_log_get_level() > MT_LOG_DEBUG)
+		cb.transcript = NULL;
 	const char *error;
-	s->client = sync_client_open(
-	    s, &s->token, mt_log_get_level() <= MT_LOG_DEBUG ? &callbacks : &quiet, &error);
+	s->client = sync_client_open(s, &s->token, &cb, &error);
 	if (s->client == NULL) {
 		sync_session_retry(s, error);
 		return;

@@ -387,57 +387,99 @@ static bool name_is(const char *name, size_t len, const char *want)
 	return name != NULL && strlen(want) == len && g_ascii_strncasecmp(name, want, len) == 0;
 }
 
+/* The header fields a summary is read from, and the body's own (which only GMime's part
+ * parser reads). One table for both parsers. */
+enum head_field {
+	HF_FROM,
+	HF_TO,
+	HF_CC,
+	HF_BCC,
+	HF_MESSAGE_ID,
+	HF_MAILTRAIL_ID,
+	HF_SUBJECT,
+	HF_DATE,
+	HF_IN_REPLY_TO,
+	HF_REFERENCES,
+	HF_CONTENT_TYPE,
+	HF_CONTENT_TRANSFER_ENCODING,
+	HF_CONTENT_DISPOSITION,
+	HF_OTHER
+};
+static const char *const head_field_names[HF_OTHER] = {
+    [HF_FROM] = "From",
+    [HF_TO] = "To",
+    [HF_CC] = "Cc",
+    [HF_BCC] = "Bcc",
+    [HF_MESSAGE_ID] = "Message-ID",
+    [HF_MAILTRAIL_ID] = "X-Mailtrail-Id",
+    [HF_SUBJECT] = "Subject",
+    [HF_DATE] = "Date",
+    [HF_IN_REPLY_TO] = "In-Reply-To",
+    [HF_REFERENCES] = "References",
+    [HF_CONTENT_TYPE] = "Content-Type",
+    [HF_CONTENT_TRANSFER_ENCODING] = "Content-Transfer-Encoding",
+    [HF_CONTENT_DISPOSITION] = "Content-Disposition",
+};
+
+static enum head_field head_field_of(const char *name, size_t len)
+{
+	for (int f = 0; f < HF_OTHER; f++)
+		if (name_is(name, len, head_field_names[f]))
+			return (enum head_field)f;
+	return HF_OTHER;
+}
+
 /* Which of the message's own fields were read: the first of each counts. */
 struct header_seen {
 	bool is_message, id, mt, subject, date, irt, refs;
 };
 
-/* One field of the message's own header block: `raw` its folded value (NUL-terminated), `decoded`
- * its value as GMime decodes it when GMime parsed the block (else decoded here alike). */
-static void read_field(struct parse_ctx *ctx, struct header_seen *seen, const char *name,
-                       size_t name_len, const char *raw, const char *decoded)
+/* One field of the message's own header block: `raw` its folded value (NUL-terminated). The
+ * Subject is decoded as g_mime_header_get_value does (unfolded, then RFC 2047). */
+static void read_field(struct parse_ctx *ctx, struct header_seen *seen, enum head_field field,
+                       const char *raw)
 {
 	struct mime_summary *s = ctx->s;
-	if (name_is(name, name_len, "From")) {
+	switch (field) {
+	case HF_FROM:
+	case HF_TO:
+	case HF_CC:
 		seen->is_message = true;
-		add_address_list(ctx, FIELD_FROM, raw);
-	} else if (name_is(name, name_len, "To")) {
-		seen->is_message = true;
-		add_address_list(ctx, FIELD_TO, raw);
-	} else if (name_is(name, name_len, "Cc")) {
-		seen->is_message = true;
-		add_address_list(ctx, FIELD_CC, raw);
-	} else if (name_is(name, name_len, "Bcc")) {
+		add_address_list(ctx,
+		                 field == HF_FROM ? FIELD_FROM
+		                 : field == HF_TO ? FIELD_TO
+		                                  : FIELD_CC,
+		                 raw);
+		break;
+	case HF_BCC:
 		add_address_list(ctx, FIELD_BCC, raw);
-	} else if (name_is(name, name_len, "Message-ID")) {
+		break;
+	case HF_MESSAGE_ID:
 		seen->is_message = true;
 		/* the first one: a second Message-ID is a broken or hostile message */
 		if (!seen->id)
 			extract_id(raw, s->message_id, true);
 		seen->id = true;
-	} else if (name_is(name, name_len, "X-Mailtrail-Id")) {
+		break;
+	case HF_MAILTRAIL_ID:
 		if (!seen->mt)
 			extract_id(raw, s->mailtrail_id, false);
 		seen->mt = true;
-	} else if (name_is(name, name_len, "Subject")) {
+		break;
+	case HF_SUBJECT:
 		seen->is_message = true;
 		if (!seen->subject) {
-			/* what g_mime_header_get_value gives: the unfolded value, decoded */
-			char *own = NULL;
-			if (decoded == NULL) {
-				char *unfolded = g_mime_utils_header_unfold(raw);
-				own = g_mime_utils_header_decode_text(NULL, unfolded);
-				g_free(unfolded);
-			}
-			char *text = unfold_trim(decoded != NULL ? decoded
-			                         : own != NULL   ? own
-			                                         : "");
+			char *unfolded = g_mime_utils_header_unfold(raw);
+			char *decoded = g_mime_utils_header_decode_text(NULL, unfolded);
+			char *text = unfold_trim(decoded != NULL ? decoded : "");
 			clean_text(s->subject, MT_SUBJECT_MAX, text);
 			g_free(text);
-			g_free(own);
+			g_free(decoded);
+			g_free(unfolded);
 		}
 		seen->subject = true;
-	} else if (name_is(name, name_len, "Date")) {
+		break;
+	case HF_DATE:
 		seen->is_message = true;
 		if (!seen->date) {
 			char *text = unfold_trim(raw);
@@ -449,31 +491,24 @@ static void read_field(struct parse_ctx *ctx, struct header_seen *seen, const ch
 			g_free(text);
 		}
 		seen->date = true;
-	} else if (name_is(name, name_len, "In-Reply-To")) {
+		break;
+	case HF_IN_REPLY_TO:
 		if (!seen->irt) {
 			char tmp[1][MT_MESSAGE_ID_MAX + 1];
 			if (mime_parse_msg_ids(raw, strlen(raw), tmp, 1) == 1)
 				memcpy(s->in_reply_to, tmp[0], sizeof(tmp[0]));
 		}
 		seen->irt = true;
-	} else if (name_is(name, name_len, "References")) {
+		break;
+	case HF_REFERENCES:
 		if (!seen->refs)
 			s->reference_count =
 			    mime_parse_msg_ids(raw, strlen(raw), s->references, MT_REFERENCES_MAX);
 		seen->refs = true;
+		break;
+	default: /* the body's fields and others: GMime's part parser, or nobody */
+		break;
 	}
-}
-
-/* The fields read_field reads: the others are not copied out of a block. */
-static bool field_wanted(const char *name, size_t len)
-{
-	static const char *const wanted[] = {"From",           "To",        "Cc",   "Bcc",
-	                                     "Message-ID",     "Subject",   "Date", "In-Reply-To",
-	                                     "X-Mailtrail-Id", "References"};
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
-		if (name_is(name, len, wanted[i]))
-			return true;
-	return false;
 }
 
 /* Returns whether any header that makes this a message is present. */
@@ -486,11 +521,8 @@ static bool read_headers(struct parse_ctx *ctx, GMimeObject *message)
 		GMimeHeader *h = g_mime_header_list_get_header_at(headers, i);
 		const char *name = g_mime_header_get_name(h);
 		const char *raw = g_mime_header_get_raw_value(h);
-		if (raw == NULL || name == NULL || !field_wanted(name, strlen(name)))
-			continue;
-		bool subject = name_is(name, strlen(name), "Subject");
-		read_field(ctx, &seen, name, strlen(name), raw,
-		           subject ? g_mime_header_get_value(h) : NULL);
+		if (raw != NULL && name != NULL)
+			read_field(ctx, &seen, head_field_of(name, strlen(name)), raw);
 	}
 	return seen.is_message;
 }
@@ -553,13 +585,6 @@ static bool next_field(const char *data, size_t len, size_t *pos, struct field_s
 		return true;
 	}
 	return false;
-}
-
-static bool body_field(const struct field_span *f)
-{
-	return name_is(f->name, f->name_len, "Content-Type") ||
-	       name_is(f->name, f->name_len, "Content-Transfer-Encoding") ||
-	       name_is(f->name, f->name_len, "Content-Disposition");
 }
 
 /* ---- text ---------------------------------------------------------------------------------- */
@@ -1047,56 +1072,59 @@ int mime_parse_fetched(const char *data, size_t len, struct mime_summary *summar
 	}
 	size_t body = len - hlen;
 	bool with_body = count_content_types(data, len) <= MT_MIME_CONTENT_TYPES_MAX;
-	/* the body's own fields verbatim, an empty line, the body: what GMime parses as the part */
-	GString *part_bytes = g_string_sized_new(with_body ? body + 256 : 0);
 	struct header_seen seen = {0};
 	struct field_span f, type = {0}, encoding = {0};
 	unsigned types = 0, encodings = 0, dispositions = 0;
 	for (size_t pos = 0; next_field(data, read_len, &pos, &f);) {
-		if (name_is(f.name, f.name_len, "Content-Type") && types++ == 0)
-			type = f;
-		else if (name_is(f.name, f.name_len, "Content-Transfer-Encoding") &&
-		         encodings++ == 0)
-			encoding = f;
-		else if (name_is(f.name, f.name_len, "Content-Disposition"))
+		enum head_field field = head_field_of(f.name, f.name_len);
+		if (field == HF_CONTENT_TYPE) {
+			if (types++ == 0)
+				type = f;
+		} else if (field == HF_CONTENT_TRANSFER_ENCODING) {
+			if (encodings++ == 0)
+				encoding = f;
+		} else if (field == HF_CONTENT_DISPOSITION) {
 			dispositions++;
-		if (with_body && body_field(&f)) {
-			g_string_append_len(part_bytes, f.lines, (gssize)f.lines_len);
-			if (f.lines[f.lines_len - 1] != '\n')
-				g_string_append_c(part_bytes, '\n');
+		} else if (field != HF_OTHER) {
+			char *raw = g_strndup(f.value, f.value_len);
+			read_field(&ctx, &seen, field, raw);
+			g_free(raw);
 		}
-		if (!field_wanted(f.name, f.name_len))
-			continue;
-		char *raw = g_strndup(f.value, f.value_len);
-		read_field(&ctx, &seen, f.name, f.name_len, raw, NULL);
-		g_free(raw);
 	}
 	if (!seen.is_message) {
-		g_string_free(part_bytes, TRUE);
 		mime_summary_free(summary_r);
 		*error_r = not_a_message;
 		return -1;
 	}
-	if (with_body && types <= 1 && encodings <= 1 && dispositions == 0 &&
-	    text_body_snippet(summary_r, types > 0 ? &type : NULL, encodings > 0 ? &encoding : NULL,
-	                      data + hlen, body)) {
-		g_string_free(part_bytes, TRUE);
+	if (!with_body)
 		return 0;
+	if (types <= 1 && encodings <= 1 && dispositions == 0 &&
+	    text_body_snippet(summary_r, types > 0 ? &type : NULL, encodings > 0 ? &encoding : NULL,
+	                      data + hlen, body))
+		return 0;
+	/* The body's own fields verbatim (a second pass over the block, as rare as such bodies
+	 * are), an empty line, the body: what GMime parses as the part. */
+	GString *part_bytes = g_string_sized_new(body + 256);
+	for (size_t pos = 0; next_field(data, read_len, &pos, &f);) {
+		enum head_field field = head_field_of(f.name, f.name_len);
+		if (field != HF_CONTENT_TYPE && field != HF_CONTENT_TRANSFER_ENCODING &&
+		    field != HF_CONTENT_DISPOSITION)
+			continue;
+		g_string_append_len(part_bytes, f.lines, (gssize)f.lines_len);
+		if (f.lines[f.lines_len - 1] != '\n')
+			g_string_append_c(part_bytes, '\n');
 	}
-	if (with_body) {
-		g_string_append_c(part_bytes, '\n');
-		g_string_append_len(part_bytes, data + hlen, (gssize)body);
-		GMimeStream *stream =
-		    g_mime_stream_mem_new_with_buffer(part_bytes->str, part_bytes->len);
-		GMimeParser *parser = g_mime_parser_new_with_stream(stream);
-		g_object_unref(stream);
-		GMimeObject *part = g_mime_parser_construct_part(parser, NULL);
-		g_object_unref(parser);
-		if (part != NULL) {
-			walk(&ctx, part, 0, false);
-			choose_snippet(&ctx);
-			g_object_unref(part);
-		}
+	g_string_append_c(part_bytes, '\n');
+	g_string_append_len(part_bytes, data + hlen, (gssize)body);
+	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(part_bytes->str, part_bytes->len);
+	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
+	g_object_unref(stream);
+	GMimeObject *part = g_mime_parser_construct_part(parser, NULL);
+	g_object_unref(parser);
+	if (part != NULL) {
+		walk(&ctx, part, 0, false);
+		choose_snippet(&ctx);
+		g_object_unref(part);
 	}
 	g_string_free(part_bytes, TRUE);
 	return 0;
