@@ -56,6 +56,13 @@ struct mime_build_input {
  * bad header name, no text and no HTML). */
 int mime_build_message(const struct mime_build_input *input, char **out_r, size_t *len_r,
                        const char **error_r);
+/* The same, always through GMime (mime_build_message writes the commonest outbox message itself —
+ * one plain ASCII text or HTML part, plain recipients and subject — byte for byte what GMime
+ * would: the unit tests hold one against the other). */
+int mime_build_message_gmime(const struct mime_build_input *input, char **out_r, size_t *len_r,
+                             const char **error_r);
+/* That common case alone: true with the message, false when the input is not of its shape. */
+bool mime_build_message_plain(const struct mime_build_input *input, char **out_r, size_t *len_r);
 
 /* The header fields a message built `without_head` lacks, as they would be in the whole
  * message: From, Sender (optional), Reply-To (optional), Message-ID, X-Mailtrail-Id. */

@@ -676,6 +676,11 @@ static void conn_handle_input(struct mt_conn *conn)
 		if (n == 0)
 			break;
 		mt_buf_commit(&conn->input, n);
+		/* A short plaintext read took all the socket had: asking again would only hear
+		 * EAGAIN, a system call per reply (the read event is level-triggered and comes back
+		 * for anything that arrives after). TLS reads a record at a time, so it goes on. */
+		if (conn->ssl == NULL && n < want)
+			break;
 	}
 	/* Back-pressure: with a full buffer we stop reading (and stop the read timeout) until
 	 * the owner consumes; see conn_refresh(). */

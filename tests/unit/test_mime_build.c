@@ -740,6 +740,147 @@ static void test_head_fast_path_is_gmime(void **state)
 	}
 }
 
+/* The message's fast path writes what GMime would, byte for byte, takes every input of the
+ * common shape, and leaves to GMime what it cannot write the same way. */
+static void test_message_fast_path_is_gmime(void **state)
+{
+	(void)state;
+	struct case_text {
+		const char *text;
+		bool plain; /* the fast path writes it */
+	};
+	static const struct case_text subjects[] = {
+	    {NULL, true},
+	    {"bench api 1", true},
+	    {"Re: the role (senior) - \"urgent\"; call me @ 5!", true},
+	    {"a!#$%&'*+-/=^_`{|}~z [x] <y> \\ , . : ?", true},
+	    {"", false},
+	    {"Zoë's offer", false},
+	    {"=?utf-8?q?looks_encoded?=", false},
+	    {"two  spaces", false},
+	    {" lead", false},
+	    {"trail ", false},
+	    {"tab\there", false},
+	    {"A subject long enough that GMime has to fold it onto a second line of the header",
+	     false},
+	};
+	static const struct case_text bodies[] = {
+	    {"line one\nline two\n", true},
+	    {"no newline at the end", true},
+	    {"crlf\r\nlines\r\n\r\n", true},
+	    {"lone\rcr\r", true},
+	    {"\n\nblank lines first\n\n\n", true},
+	    {".leading dot\n.\n", true},
+	    {"From the start\n>quoted\n", true},
+	    {"trailing spaces   \nand\ttabs\t\n", true},
+	    {"", false},
+	    {"caf\xc3\xa9 au lait\n", false},
+	    {"=3D already\n", true},
+	};
+	struct mailbox_case {
+		const char *address;
+		const char *name;
+		bool plain;
+	};
+	static const struct mailbox_case boxes[] = {
+	    {"rcpt@bench.example", "", true},
+	    {"b@x.example", "Bob Smith", true},
+	    {"c@x.example", "Smith, John", true},
+	    {"d@x.example", "Rita \"Rec\" O'Neil", true},
+	    {"e@x.example", "Zoë", false},
+	    {"f@x.example", "two  spaces", false},
+	    {"G@X.Example", "", true},
+	    {"very.long.local.part.for.folding.tests@a-rather-long-domain.example", "Long Name",
+	     false},
+	};
+	/* the long line: 999 octets */
+	char long_line[1001];
+	memset(long_line, 'a', 999);
+	long_line[999] = '\0';
+	const size_t nboxes = sizeof(boxes) / sizeof(boxes[0]);
+	size_t fast_count = 0;
+	for (size_t si = 0; si < sizeof(subjects) / sizeof(subjects[0]); si++) {
+		for (size_t bi = 0; bi <= sizeof(bodies) / sizeof(bodies[0]); bi++) {
+			bool long_body = bi == sizeof(bodies) / sizeof(bodies[0]);
+			const char *body = long_body ? long_line : bodies[bi].text;
+			bool body_plain = !long_body && bodies[bi].plain;
+			for (size_t ti = 0; ti < nboxes; ti++) {
+				for (int shape = 0; shape < 5; shape++) {
+					/* text, html, both; one To + one Cc; two To */
+					struct mime_mailbox to[2], cc[1];
+					memset(to, 0, sizeof(to));
+					memset(cc, 0, sizeof(cc));
+					size_t second = (ti + 1) % nboxes;
+					snprintf(to[0].address, sizeof(to[0].address), "%s",
+					         boxes[ti].address);
+					snprintf(to[0].name, sizeof(to[0].name), "%s",
+					         boxes[ti].name);
+					snprintf(to[1].address, sizeof(to[1].address), "%s",
+					         boxes[second].address);
+					snprintf(to[1].name, sizeof(to[1].name), "%s",
+					         boxes[second].name);
+					cc[0] = to[1];
+					struct mime_build_input in = {
+					    .without_head = true,
+					    .to = to,
+					    .to_count = shape == 4 ? 2 : 1,
+					    .cc = cc,
+					    .cc_count = shape == 3 ? 1 : 0,
+					    .subject = subjects[si].text,
+					    .text = shape == 1 ? NULL : body,
+					    .html = shape == 1 || shape == 2 ? body : NULL,
+					    .date =
+					        1765000000 + (int64_t)(si * 86400 * 37 + ti * 3601),
+					};
+					char *fast = NULL, *slow = NULL, *plain = NULL;
+					size_t fast_len = 0, slow_len = 0, plain_len = 0;
+					const char *e1 = NULL, *e2 = NULL;
+					int rc_fast =
+					    mime_build_message(&in, &fast, &fast_len, &e1);
+					int rc_slow =
+					    mime_build_message_gmime(&in, &slow, &slow_len, &e2);
+					bool taken =
+					    mime_build_message_plain(&in, &plain, &plain_len);
+					bool boxes_plain =
+					    boxes[ti].plain &&
+					    (in.to_count + in.cc_count < 2 || boxes[second].plain);
+					bool want = subjects[si].plain && body_plain &&
+					            boxes_plain && shape != 2;
+					print_message("subject %zu body %zu to %zu shape %d\n", si,
+					              bi, ti, shape);
+					assert_int_equal(rc_fast, rc_slow);
+					/* both through GMime, each with a boundary of its own */
+					if (rc_slow == 0 && shape != 2) {
+						assert_int_equal(fast_len, slow_len);
+						assert_memory_equal(fast, slow, slow_len);
+					}
+					/* a pair of plain recipients can still be too long for one
+					 * line */
+					if (want && !taken) {
+						size_t line =
+						    strlen("To: ") + strlen(to[0].address) +
+						    strlen(to[0].name) + strlen(to[1].address) +
+						    strlen(to[1].name) + 12;
+						assert_true(in.to_count + in.cc_count == 2 &&
+						            line > 60);
+					} else {
+						assert_int_equal(taken, want);
+					}
+					if (taken) {
+						fast_count++;
+						assert_int_equal(plain_len, slow_len);
+						assert_memory_equal(plain, slow, slow_len);
+					}
+					free(fast);
+					free(slow);
+					free(plain);
+				}
+			}
+		}
+	}
+	assert_true(fast_count > 500);
+}
+
 int main(void)
 {
 	mime_init();
@@ -757,6 +898,7 @@ int main(void)
 	    cmocka_unit_test(test_summary_matches_parse),
 	    cmocka_unit_test(test_head_apart),
 	    cmocka_unit_test(test_head_fast_path_is_gmime),
+	    cmocka_unit_test(test_message_fast_path_is_gmime),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
