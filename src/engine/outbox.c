@@ -20,7 +20,8 @@ struct outbox {
 	struct outbox_params p;
 };
 
-/* One outbox_submit() on its way: (worker) build -> (store) route check, identity, enqueue. */
+/* One outbox_submit() on its way: (loop or worker) build -> (store) route check, identity,
+ * enqueue. */
 struct submission {
 	struct outbox *outbox;
 	struct outbox_draft *draft;
@@ -287,7 +288,8 @@ static void build_failed(struct submission *sub, enum outbox_submit_verdict verd
 	mt_strlcpy(sub->result.reason, reason, sizeof(sub->result.reason));
 }
 
-/* Runs on a worker thread: touches only the submission, until it hands it to the store. */
+/* Runs on a worker thread or on the loop (a small request): touches only the submission, until it
+ * hands it to the store. True when it did not reach the store (build_done answers). */
 static bool build_run(void *arg)
 {
 	struct submission *sub = arg;
@@ -389,7 +391,7 @@ static void build_done(void *arg)
 }
 
 void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_decode_fn *decode,
-                   void *decode_ctx, outbox_done_fn *done, void *ctx)
+                   void *decode_ctx, size_t input_bytes, outbox_done_fn *done, void *ctx)
 {
 	struct submission *sub = calloc(1, sizeof(*sub));
 	if (sub == NULL) {
@@ -405,6 +407,11 @@ void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_dec
 	sub->decode_ctx = decode_ctx;
 	sub->done = done;
 	sub->ctx = ctx;
+	if (input_bytes <= MT_OUTBOX_INLINE_BYTES) {
+		if (build_run(sub))
+			build_done(sub);
+		return;
+	}
 	if (work_submit(outbox->p.work, build_run, build_done, sub) < 0)
 		finish(sub, OUTBOX_BUSY, "too many messages are being prepared; try again");
 }

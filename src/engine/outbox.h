@@ -1,5 +1,6 @@
 /* The outbox's front door (DESIGN.md §1 Message): a message a user asked to send becomes a
- * durable outbox row. outbox_submit() builds the MIME on a worker thread — without the fields
+ * durable outbox row. outbox_submit() builds the MIME (on the loop for a small request, else on
+ * a worker thread) — without the fields
  * that depend on the route (From, Sender, Reply-To) and the identity, which are put before it at
  * delivery — with its summary taken from the input (no build-then-parse round trip); then one
  * store job checks that some route could carry it, mints its identity, stores it (durable before
@@ -130,14 +131,16 @@ struct outbox_result {
 
 typedef void outbox_done_fn(void *ctx, const struct outbox_result *result);
 
-/* Fills the draft from a request on a worker thread (the caller's decoder: the engine only
- * decides where it runs, in the same step as the build). 0, or -1 with `error` for a 400. */
+/* Fills the draft from a request (the caller's decoder: the engine decides where it runs, in the
+ * same step as the build, on the loop or on a worker). 0, or -1 with `error` for a 400. */
 typedef int outbox_decode_fn(void *ctx, struct outbox_draft *draft, char *error, size_t error_size);
 
-/* `decode` (may be NULL: the draft is complete) runs first on the worker. Calls `done` exactly
- * once on the loop thread: later, or before returning when a queue is full (OUTBOX_BUSY). */
+/* `decode` (may be NULL: the draft is complete) runs first, then the build: on the loop when the
+ * request is `input_bytes` <= MT_OUTBOX_INLINE_BYTES long, else on a worker. Calls `done` exactly
+ * once on the loop thread: later, or before returning when the request is refused on the loop
+ * (invalid, too large) or a queue is full (OUTBOX_BUSY). */
 void outbox_submit(struct outbox *outbox, struct outbox_draft *draft, outbox_decode_fn *decode,
-                   void *decode_ctx, outbox_done_fn *done, void *ctx);
+                   void *decode_ctx, size_t input_bytes, outbox_done_fn *done, void *ctx);
 
 /* A message as GET /v1/messages/{id} shows it, or cancelled first (DELETE): queued or held
  * messages can be; sending or final ones cannot (too_late). */

@@ -336,8 +336,9 @@ static void submitted(void *ctx, const struct outbox_result *result)
 	free(job);
 }
 
-/* Runs on the engine's worker, before the build: the request's bytes into the draft. */
-static int decode_on_worker(void *ctx, struct outbox_draft *draft, char *error, size_t error_size)
+/* Runs where the engine builds the message (a worker, or the loop for a small request), before
+ * the build: the request's bytes into the draft. */
+static int decode_request(void *ctx, struct outbox_draft *draft, char *error, size_t error_size)
 {
 	struct send_job *job = ctx;
 	job->draft = draft;
@@ -367,11 +368,11 @@ void api_messages_send(struct http_request *req, void *app)
 	job->body = http_request_body(req, &job->body_len);
 	if (job->body == NULL)
 		job->body = "", job->body_len = 0;
-	/* Decoding (jansson, address parsing) happens on the worker that builds the message:
-	 * the loop serves every tenant. */
+	/* Decoding (jansson, address parsing) happens where the engine builds the message: on a
+	 * worker unless the body is small (the loop serves every tenant). */
 	struct outbox_draft *draft = job->draft;
 	job->draft = NULL;
-	outbox_submit(api->outbox, draft, decode_on_worker, job, submitted, job);
+	outbox_submit(api->outbox, draft, decode_request, job, job->body_len, submitted, job);
 }
 
 /* ---- GET / DELETE /v1/messages/{id} ---- */

@@ -145,6 +145,10 @@
 #define MT_WORK_QUEUE_MAX 4096
 /* The workers' nice value (above the loop's 0): they yield a shared core to the loop. */
 #define MT_WORK_NICE 10
+/* A POST /v1/messages body up to this size is decoded and its message built on the loop: that
+ * takes tens of microseconds (jansson, the plain-message writer), less than handing it to a
+ * worker and waking it, which also waits behind the loop at the workers' nice value. */
+#define MT_OUTBOX_INLINE_BYTES 8192
 
 /* HTTP/1.1 requests as they arrive (src/proto/http_request.c). MT_HTTP_HEADERS_MAX above caps
  * the header section (and, counted with it, the trailer section of a chunked body). */
