@@ -212,11 +212,14 @@
 #define MT_FEED_RESERVE              256        /* feed positions taken from the counter at once */
 #define MT_TOMBSTONE_REASON_MAX      24         /* a tombstone's reason ("profile_erased") */
 #define MT_STORE_BATCH_MAX           1000       /* write jobs group-committed in one transaction */
-#define MT_STORE_ID_RANDOM           20   /* base32 characters after an id's prefix (100 bits) */
-#define MT_STORE_ID_TIME_CHARS       10   /* of which an ordered id's milliseconds (50 bits) */
-#define MT_STORE_STMT_CACHE          256  /* prepared statements kept per connection */
-#define MT_STORE_CALLER_ARGS_MAX     8    /* a statement's own arguments beside a helper's */
-#define MT_STORE_BUSY_TIMEOUT_MS     5000 /* wait for another process's write lock */
+/* Log syncs in flight at once (src/store/store.c): a commit waits for a sync of its own instead of
+ * also for the rest of the one running; two fdatasyncs overlap on the device. */
+#define MT_STORE_SYNC_THREADS    2
+#define MT_STORE_ID_RANDOM       20   /* base32 characters after an id's prefix (100 bits) */
+#define MT_STORE_ID_TIME_CHARS   10   /* of which an ordered id's milliseconds (50 bits) */
+#define MT_STORE_STMT_CACHE      256  /* prepared statements kept per connection */
+#define MT_STORE_CALLER_ARGS_MAX 8    /* a statement's own arguments beside a helper's */
+#define MT_STORE_BUSY_TIMEOUT_MS 5000 /* wait for another process's write lock */
 
 /* CIDR lists (allow_private_hosts, no_auth_hosts) */
 #define MT_CIDR_LIST_MAX  256 /* entries in one list */

@@ -11,9 +11,11 @@
  * publishes its frames, and the sync thread fdatasyncs the log while the store thread runs the
  * next batch; completions are handed over in order, a batch's only after the sync that covers
  * it (and after every earlier batch's), so no caller hears of a commit before it is durable nor
- * of anything that read it. At most one committed batch waits for the sync after the one in
- * flight: the store thread then waits too, and the jobs that queue meanwhile make the next
- * group (one or two commits a sync; the syncs now overlap the next group's work). */
+ * of anything that read it. Up to MT_STORE_SYNC_THREADS syncs run at once: a sync covers every
+ * batch committed before it began, so a commit waits for one sync of its own rather than also
+ * for the rest of the one in flight (two fdatasyncs overlap on the device), and whichever sync
+ * ends delivers, in order, every batch it covers. A durable batch that finds every sync thread
+ * busy makes the store thread wait, and the jobs that queue meanwhile make the next group. */
 #include "store/store_internal.h"
 #include "store/sql.h"
 #include "lib/log.h"
@@ -44,6 +46,7 @@ struct store_job {
 	void *arg;
 	int result;
 	struct store_waiter *waiter; /* store_run(): wake the caller instead of the loop */
+	uint64_t needs;              /* the last durable batch at or before its own (sync_mu) */
 };
 
 struct job_list {
@@ -77,17 +80,22 @@ struct store {
 	bool ckpt_wanted, ckpt_stop;
 	int64_t ckpt_asked_at; /* the log's length when the thread was last asked (store thread) */
 
-	/* The sync thread (see the top of this file); not started when the backend has no log
-	 * descriptor (db_log_fd), and then a durable group's COMMIT syncs itself. */
+	/* The sync threads (see the top of this file); not started when the backend has no log
+	 * descriptor (db_log_fd), and then a durable group's COMMIT syncs itself. Batches handed
+	 * over are numbered from 1; the numbers below are such batch numbers. */
 	int log_fd;
-	pthread_t sync_thread;
+	pthread_t sync_threads[MT_STORE_SYNC_THREADS];
+	size_t sync_thread_count;
 	bool sync_started;
-	pthread_mutex_t sync_mu;  /* guards unsynced, unsynced_durable, sync_busy, sync_stop */
-	pthread_cond_t sync_cv;   /* the sync thread waits for work */
+	pthread_mutex_t sync_mu;  /* guards everything below */
+	pthread_cond_t sync_cv;   /* the sync threads wait for work */
 	pthread_cond_t synced_cv; /* the store thread waits for room */
-	struct job_list unsynced; /* finished jobs, in order, waiting for the next sync */
-	bool unsynced_durable;    /* ...of which some committed durable writes */
-	bool sync_busy;           /* a sync (and the delivery after it) is in flight */
+	struct job_list unsynced; /* finished jobs, in order, not yet delivered */
+	uint64_t handed;          /* the last batch handed over */
+	uint64_t durable_handed;  /* the last of them that committed durable writes */
+	uint64_t sync_claimed;    /* the last batch a sync that has begun covers */
+	uint64_t synced;          /* the last batch a sync that has ended covers */
+	size_t syncs_busy;        /* syncs in flight */
 	bool sync_stop;
 };
 
@@ -459,38 +467,55 @@ static void deliver(struct store *store, struct job_list *jobs)
 	}
 }
 
-/* A batch's jobs go to the loop and the store_run() callers now, or after the next sync when
- * they committed durable writes or an earlier batch still waits for one (order is kept). */
-static void hand_over(struct store *store, struct job_list *jobs, bool durable)
+/* Delivers, in order, the jobs at the head of the unsynced list that no sync is still owed for
+ * (sync_mu held: two sync threads ending at once must not deliver out of order). */
+static void deliver_synced(struct store *store)
 {
-	if (store->sync_started) {
-		pthread_mutex_lock(&store->sync_mu);
-		if (durable || store->sync_busy || store->unsynced.head != NULL) {
-			if (store->unsynced.head == NULL)
-				store->unsynced = *jobs;
-			else {
-				store->unsynced.tail->next = jobs->head;
-				store->unsynced.tail = jobs->tail;
-				store->unsynced.count += jobs->count;
-			}
-			store->unsynced_durable |= durable;
-			pthread_cond_signal(&store->sync_cv);
-			pthread_mutex_unlock(&store->sync_mu);
-			return;
-		}
-		pthread_mutex_unlock(&store->sync_mu);
-	}
-	deliver(store, jobs);
+	struct job_list ready = {0};
+	while (store->unsynced.head != NULL && store->unsynced.head->needs <= store->synced)
+		list_push(&ready, list_pop(&store->unsynced));
+	if (ready.head != NULL)
+		deliver(store, &ready);
 }
 
-/* The next batch waits while one committed batch already waits for the sync after the one in
- * flight: jobs arriving meanwhile join the next group instead of making a commit each. */
+/* A batch's jobs go to the loop and the store_run() callers now, or after the sync that covers
+ * them when they committed durable writes or an earlier batch still waits for one (order is
+ * kept). */
+static void hand_over(struct store *store, struct job_list *jobs, bool durable)
+{
+	if (!store->sync_started) {
+		deliver(store, jobs);
+		return;
+	}
+	pthread_mutex_lock(&store->sync_mu);
+	uint64_t batch = ++store->handed;
+	if (durable)
+		store->durable_handed = batch;
+	for (struct store_job *j = jobs->head; j != NULL; j = j->next)
+		j->needs = store->durable_handed;
+	if (store->unsynced.head == NULL)
+		store->unsynced = *jobs;
+	else if (jobs->head != NULL) {
+		store->unsynced.tail->next = jobs->head;
+		store->unsynced.tail = jobs->tail;
+		store->unsynced.count += jobs->count;
+	}
+	if (durable)
+		pthread_cond_signal(&store->sync_cv);
+	else
+		deliver_synced(store);
+	pthread_mutex_unlock(&store->sync_mu);
+}
+
+/* The next batch waits while a committed durable batch waits for a sync thread: the jobs that
+ * arrive meanwhile join the next group instead of making a commit each. */
 static void wait_for_sync_room(struct store *store)
 {
 	if (!store->sync_started)
 		return;
 	pthread_mutex_lock(&store->sync_mu);
-	while (store->sync_busy && store->unsynced.head != NULL)
+	while (store->syncs_busy == store->sync_thread_count &&
+	       store->durable_handed > store->sync_claimed)
 		pthread_cond_wait(&store->synced_cv, &store->sync_mu);
 	pthread_mutex_unlock(&store->sync_mu);
 }
@@ -500,36 +525,35 @@ static void *sync_thread(void *arg)
 	struct store *store = arg;
 	pthread_mutex_lock(&store->sync_mu);
 	for (;;) {
-		while (store->unsynced.head == NULL && !store->sync_stop)
+		while (store->durable_handed <= store->sync_claimed && !store->sync_stop)
 			pthread_cond_wait(&store->sync_cv, &store->sync_mu);
-		if (store->unsynced.head == NULL)
-			break; /* stopping, and everything handed over was delivered */
-		struct job_list jobs = store->unsynced;
-		bool durable = store->unsynced_durable;
-		store->unsynced = (struct job_list){0};
-		store->unsynced_durable = false;
-		store->sync_busy = true;
+		if (store->durable_handed <= store->sync_claimed)
+			break; /* stopping, and every durable batch has a sync that delivers it */
+		/* Everything committed so far: its frames were written before this sync begins. */
+		uint64_t covers = store->handed;
+		store->sync_claimed = covers;
+		store->syncs_busy++;
 		pthread_mutex_unlock(&store->sync_mu);
-		if (durable) {
-			uint64_t started = mono_us();
-			/* A failed fdatasync may have dropped the written pages from the kernel's
-			 * cache: nothing can tell these callers their commits are on disk, and the
-			 * next start recovers the log from what is. */
-			if (fdatasync(store->log_fd) < 0) {
-				mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", "store.log_sync"),
-				       MT_KV("error", strerror(errno)));
-				abort();
-			}
-			uint64_t took = mono_us() - started;
-			pthread_mutex_lock(&store->mu);
-			store->stats.log_syncs++;
-			store->stats.commit_us += took;
-			store->stats.durable_commit_us += took;
-			pthread_mutex_unlock(&store->mu);
+		uint64_t started = mono_us();
+		/* A failed fdatasync may have dropped the written pages from the kernel's cache:
+		 * nothing can tell these callers their commits are on disk, and the next start
+		 * recovers the log from what is. */
+		if (fdatasync(store->log_fd) < 0) {
+			mt_log(MT_LOG_ERROR, "store.error", MT_KV("op", "store.log_sync"),
+			       MT_KV("error", strerror(errno)));
+			abort();
 		}
-		deliver(store, &jobs);
+		uint64_t took = mono_us() - started;
+		pthread_mutex_lock(&store->mu);
+		store->stats.log_syncs++;
+		store->stats.commit_us += took;
+		store->stats.durable_commit_us += took;
+		pthread_mutex_unlock(&store->mu);
 		pthread_mutex_lock(&store->sync_mu);
-		store->sync_busy = false;
+		store->syncs_busy--;
+		if (covers > store->synced)
+			store->synced = covers;
+		deliver_synced(store);
 		pthread_cond_broadcast(&store->synced_cv);
 	}
 	pthread_mutex_unlock(&store->sync_mu);
@@ -543,10 +567,13 @@ static void sync_start(struct store *store)
 	store->log_fd = db_log_fd(store->db);
 	if (store->log_fd < 0)
 		return;
-	if (pthread_create(&store->sync_thread, NULL, sync_thread, store) != 0)
-		return;
-	pthread_setname_np(store->sync_thread, "mt-sync");
-	store->sync_started = true;
+	for (size_t i = 0; i < MT_STORE_SYNC_THREADS; i++) {
+		if (pthread_create(&store->sync_threads[i], NULL, sync_thread, store) != 0)
+			break;
+		pthread_setname_np(store->sync_threads[i], "mt-sync");
+		store->sync_thread_count++;
+	}
+	store->sync_started = store->sync_thread_count > 0;
 }
 
 /* After the store thread ended: what it handed over is synced and delivered first. */
@@ -556,9 +583,11 @@ static void sync_stop(struct store *store)
 		return;
 	pthread_mutex_lock(&store->sync_mu);
 	store->sync_stop = true;
-	pthread_cond_signal(&store->sync_cv);
+	pthread_cond_broadcast(&store->sync_cv);
 	pthread_mutex_unlock(&store->sync_mu);
-	pthread_join(store->sync_thread, NULL);
+	for (size_t i = 0; i < store->sync_thread_count; i++)
+		pthread_join(store->sync_threads[i], NULL);
+	store->sync_thread_count = 0;
 	store->sync_started = false;
 }
 

@@ -92,7 +92,7 @@ struct store_stats {
 	uint64_t commit_us;         /* in COMMIT (WAL frames written), and in the log syncs */
 	uint64_t durable_commit_us; /* of which in durable ones, and their log syncs: what their
 	                             * callers wait for */
-	uint64_t log_syncs;         /* fdatasyncs of the log by the sync thread (store.c) */
+	uint64_t log_syncs;         /* fdatasyncs of the log by the sync threads (store.c) */
 };
 void store_stats(struct store *store, struct store_stats *stats_r);
 

@@ -1014,7 +1014,52 @@ struct order_job {
 	enum store_job_kind kind;
 	struct store_org org;
 	uint64_t syncs_at_run, syncs_at_done;
+	uint64_t ran_us, done_us;
 };
+
+/* Every fdatasync of the store's sync threads (linked with --wrap=fdatasync): when it began and
+ * when it ended, to hold the store to "a durable job's completion only after a sync that began
+ * after the job ran" without trusting its own bookkeeping. */
+#define SYNCS_MAX 20000
+static struct {
+	pthread_mutex_t mu;
+	size_t count;
+	uint64_t began[SYNCS_MAX], ended[SYNCS_MAX];
+} syncs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+	uint64_t began = now_us();
+	int rc = __real_fdatasync(fd);
+	uint64_t ended = now_us();
+	pthread_mutex_lock(&syncs.mu);
+	if (syncs.count < SYNCS_MAX) {
+		syncs.began[syncs.count] = began;
+		syncs.ended[syncs.count] = ended;
+		syncs.count++;
+	}
+	pthread_mutex_unlock(&syncs.mu);
+	return rc;
+}
+
+static bool synced_between(uint64_t after, uint64_t before)
+{
+	bool found = false;
+	pthread_mutex_lock(&syncs.mu);
+	for (size_t i = 0; i < syncs.count && !found; i++)
+		found = syncs.began[i] > after && syncs.ended[i] < before;
+	pthread_mutex_unlock(&syncs.mu);
+	return found;
+}
 
 static struct {
 	struct event_base *base;
@@ -1033,6 +1078,7 @@ static int j_order(struct store_tx *tx, void *arg)
 {
 	struct order_job *j = arg;
 	j->syncs_at_run = log_syncs_now();
+	j->ran_us = now_us();
 	if (j->kind == STORE_READ) {
 		struct store_org org;
 		return store_org_get(tx, "org_none", &org) == STORE_NOT_FOUND ? 0 : -1;
@@ -1044,6 +1090,7 @@ static void on_order_done(void *arg, int result)
 {
 	struct order_job *j = arg;
 	j->syncs_at_done = log_syncs_now();
+	j->done_us = now_us();
 	order_test.out_of_order += j->index != order_test.done;
 	order_test.failed += result != 0;
 	if (++order_test.done == ORDER_JOBS)
@@ -1053,7 +1100,8 @@ static void on_order_done(void *arg, int result)
 /* Durable writes, plain writes and reads in a burst, so that batches commit while an earlier
  * one's sync is in flight: every completion comes in submission order (a read or a plain write
  * never overtakes a durable write still waiting for its sync), and every durable write's only
- * after a log sync that began after the job ran. */
+ * after a log sync that began after its batch was committed — with syncs overlapping
+ * (MT_STORE_SYNC_THREADS), one that ends after the job ran is not enough. */
 static void test_completions_after_sync_in_order(void **state)
 {
 	struct fixture *f = *state;
@@ -1083,8 +1131,10 @@ static void test_completions_after_sync_in_order(void **state)
 	assert_int_equal(order_test.failed, 0);
 	assert_int_equal(order_test.out_of_order, 0);
 	for (int i = 0; i < ORDER_JOBS; i++) {
-		if (jobs[i].kind == STORE_WRITE_DURABLE)
+		if (jobs[i].kind == STORE_WRITE_DURABLE) {
 			assert_true(jobs[i].syncs_at_done > jobs[i].syncs_at_run);
+			assert_true(synced_between(jobs[i].ran_us, jobs[i].done_us));
+		}
 	}
 	store_close(&order_test.store);
 	event_base_free(order_test.base);
