@@ -461,7 +461,33 @@ int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, s
 
 /* ---- finish --------------------------------------------------------------------------------- */
 
+struct finish_job;
+
+struct finish_list {
+	struct finish_job *head, *tail;
+	size_t count;
+};
+
+/* Results wait here while a batch of them is in the store, and go as the next batch when it is
+ * back: one store job (one read of the org's rules per user, one completion) for the results
+ * of many attempts under load, and still one job at once for a lone result. */
+struct outbox_finishes {
+	struct store *store;
+	struct finish_list waiting;
+	size_t in_flight; /* batches in the store */
+};
+
+struct finish_batch {
+	struct outbox_finishes *owner;
+	struct finish_job *head; /* in the order the results came */
+	size_t count;
+	const struct store_message **msgs; /* the matcher's input and output, per run */
+	struct matcher_result *matches;
+};
+
 struct finish_job {
+	struct finish_job *next; /* in its batch, or waiting for one */
+	int outcome;             /* this attempt's, set afresh on every run of the batch */
 	char org_id[MT_ID_MAX];
 	char user_id[MT_ID_MAX];
 	char route[8];
@@ -537,13 +563,14 @@ static int prepare_activity(struct finish_job *job, const struct outbox_item *it
 	a->bcc_count = counts[2];
 	mt_strlcpy(a->subject, m->subject, sizeof(a->subject));
 	mt_strlcpy(a->snippet, m->snippet, sizeof(a->snippet));
-	/* The attachments come from the store in the job itself (finish_run). */
+	/* The attachments come from the store in the job itself (finish_one). */
 	return 0;
 }
 
-static int finish_run(struct store_tx *tx, void *arg)
+/* One attempt's result, its lease known to be held: the governor's reservations settled, the
+ * row and its recipients, and the attachments its activity lists. */
+static int finish_one(struct store_tx *tx, struct finish_job *job)
 {
-	struct finish_job *job = arg;
 	if (job->governed) {
 		int64_t paused_until_ms = 0;
 		int rc = governor_settle(tx, &job->governor, job->result.id, job->lease_token,
@@ -558,27 +585,148 @@ static int finish_run(struct store_tx *tx, void *arg)
 	int rc = store_outbox_finish(tx, &job->result);
 	if (rc != 0 || !job->log_activity)
 		return rc;
-	free(job->attachments); /* a run before this one */
-	job->attachments = NULL;
 	size_t count = 0;
 	rc = store_outbox_attachments(tx, job->result.id, &job->attachments, &count);
 	if (rc != 0)
 		return rc;
 	job->activity.attachments = job->attachments;
 	job->activity.attachment_count = count;
-	struct matcher_result match;
-	return matcher_log_message(tx, job->org_id, job->user_id, STORE_SOURCE_OUTBOX,
-	                           &job->activity, &match);
+	return 0;
 }
 
-static void finish_done(void *arg, int result)
+/* The results that reach someone pass to the matcher, a run of one user's in one call (the
+ * org's rules read once for them). */
+static int finish_log(struct store_tx *tx, struct finish_batch *batch)
 {
-	struct finish_job *job = arg;
-	job->done(job->ctx, result);
-	finish_job_free(job);
+	size_t n = 0;
+	const struct finish_job *first = NULL;
+	for (struct finish_job *j = batch->head;; j = j->next) {
+		bool logs = j != NULL && j->outcome == 0 && j->log_activity;
+		if (n > 0 && (j == NULL || (logs && (strcmp(j->org_id, first->org_id) != 0 ||
+		                                     strcmp(j->user_id, first->user_id) != 0)))) {
+			int rc = matcher_log_messages(tx, first->org_id, first->user_id,
+			                              STORE_SOURCE_OUTBOX, batch->msgs, n,
+			                              batch->matches);
+			if (rc != 0)
+				return rc;
+			n = 0;
+		}
+		if (j == NULL)
+			return 0;
+		if (!logs)
+			continue;
+		if (n == 0)
+			first = j;
+		batch->msgs[n++] = &j->activity;
+	}
 }
 
-int outbox_lease_finish(struct store *store, const struct outbox_item *item,
+static int finish_batch_run(struct store_tx *tx, void *arg)
+{
+	struct finish_batch *batch = arg;
+	/* Outputs afresh (STORE_REPLAYABLE): a run may follow a rolled-back one. */
+	for (struct finish_job *j = batch->head; j != NULL; j = j->next) {
+		j->outcome = 0;
+		free(j->attachments);
+		j->attachments = NULL;
+		j->activity.attachments = NULL;
+		j->activity.attachment_count = 0;
+	}
+	for (struct finish_job *j = batch->head; j != NULL; j = j->next) {
+		/* A lost lease leaves that attempt untouched and the others recorded: asked before
+		 * anything of it is written, so nothing of it needs undoing. */
+		int rc = store_outbox_lease_held(tx, j->result.id, j->lease_token);
+		if (rc == STORE_CONFLICT || rc == STORE_NOT_FOUND) {
+			j->outcome = STORE_CONFLICT;
+			continue;
+		}
+		if (rc == 0)
+			rc = finish_one(tx, j);
+		if (rc != 0)
+			return rc;
+	}
+	return finish_log(tx, batch);
+}
+
+static void finish_batch_free(struct finish_batch *batch)
+{
+	free(batch->msgs);
+	free(batch->matches);
+	free(batch);
+}
+
+static int finish_batch_submit(struct outbox_finishes *finishes);
+
+static void finish_batch_done(void *arg, int result)
+{
+	struct finish_batch *batch = arg;
+	struct outbox_finishes *finishes = batch->owner;
+	finishes->in_flight--;
+	/* The next batch goes before these callbacks: its attempts are still the caller's, so
+	 * the caller (and `finishes`) outlive it, while these callbacks may end the caller. */
+	if (finishes->in_flight == 0 && finishes->waiting.head != NULL)
+		finish_batch_submit(finishes);
+	for (struct finish_job *j = batch->head, *next; j != NULL; j = next) {
+		next = j->next;
+		j->done(j->ctx, result != 0 ? result : j->outcome);
+		finish_job_free(j);
+	}
+	finish_batch_free(batch);
+}
+
+/* Everything waiting, in one store job. -1 when it could not be submitted: the waiting results
+ * have then been answered with -1. */
+static int finish_batch_submit(struct outbox_finishes *finishes)
+{
+	struct finish_batch *batch = calloc(1, sizeof(*batch));
+	size_t n = finishes->waiting.count;
+	if (batch != NULL) {
+		batch->msgs = calloc(n, sizeof(*batch->msgs));
+		batch->matches = calloc(n, sizeof(*batch->matches));
+	}
+	struct finish_job *head = finishes->waiting.head;
+	finishes->waiting = (struct finish_list){0};
+	if (batch != NULL && batch->msgs != NULL && batch->matches != NULL) {
+		batch->owner = finishes;
+		batch->head = head;
+		batch->count = n;
+		if (store_submit(finishes->store, STORE_WRITE_DURABLE | STORE_REPLAYABLE,
+		                 finish_batch_run, finish_batch_done, batch) == 0) {
+			finishes->in_flight++;
+			return 0;
+		}
+	}
+	if (batch != NULL)
+		finish_batch_free(batch);
+	for (struct finish_job *j = head, *next; j != NULL; j = next) {
+		next = j->next;
+		j->done(j->ctx, -1);
+		finish_job_free(j);
+	}
+	return -1;
+}
+
+struct outbox_finishes *outbox_finishes_new(struct store *store)
+{
+	struct outbox_finishes *finishes = calloc(1, sizeof(*finishes));
+	if (finishes != NULL)
+		finishes->store = store;
+	return finishes;
+}
+
+void outbox_finishes_free(struct outbox_finishes **finishes_p)
+{
+	free(*finishes_p);
+	*finishes_p = NULL;
+}
+
+void outbox_finishes_flush(struct outbox_finishes *finishes)
+{
+	if (finishes != NULL && finishes->waiting.head != NULL)
+		finish_batch_submit(finishes);
+}
+
+int outbox_lease_finish(struct outbox_finishes *finishes, const struct outbox_item *item,
                         const struct outbox_verdict *v, int64_t pause_s,
                         outbox_finish_done_fn *done, void *ctx)
 {
@@ -632,11 +780,16 @@ int outbox_lease_finish(struct store *store, const struct outbox_item *item,
 	}
 	job->done = done;
 	job->ctx = ctx;
-	if (store_submit(store, STORE_WRITE_DURABLE | STORE_REPLAYABLE, finish_run, finish_done,
-	                 job) < 0) {
-		finish_job_free(job);
-		return -1;
-	}
+	if (finishes->waiting.tail != NULL)
+		finishes->waiting.tail->next = job;
+	else
+		finishes->waiting.head = job;
+	finishes->waiting.tail = job;
+	finishes->waiting.count++;
+	/* While a batch is in the store the results gather for the next one; a pause goes at
+	 * once, ahead of the holds its caller submits next. */
+	if (finishes->in_flight == 0 || v->state == STORE_OUTBOX_HELD)
+		finish_batch_submit(finishes);
 	return 0;
 }
 

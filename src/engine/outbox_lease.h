@@ -3,7 +3,7 @@
  * whose account has a session ready), loading a body when a session is ready for it, recording an
  * attempt fenced by its lease token (with the message's outbox activity when recipients got it),
  * renewing and releasing a node's leases. Each call submits one store job and reports on the loop
- * thread.
+ * thread (the results: one job for those that gather meanwhile, outbox_finishes).
  *
  * Ownership: a claim's items belong to the caller from the `done` callback on (free each with
  * outbox_item_free()); a finish takes nothing and borrows the item until its `done`. */
@@ -92,13 +92,26 @@ typedef void outbox_bodies_done_fn(void *ctx, int result);
 int outbox_lease_bodies(struct store *store, struct outbox_item *const *items, size_t count,
                         outbox_bodies_done_fn *done, void *ctx);
 
+/* Where attempts' results wait to be recorded: one store job at a time carries all that came
+ * while the one before was in the store (its caller's own; free it when none of its results is
+ * still pending). */
+struct outbox_finishes;
+struct outbox_finishes *outbox_finishes_new(struct store *store);
+void outbox_finishes_free(struct outbox_finishes **finishes);
+/* What waits goes to the store now (a stopping caller, before it releases its leases). */
+void outbox_finishes_flush(struct outbox_finishes *finishes);
+
 /* Records the attempt's verdict for `item` (its recipients in item->msg.rcpts order, states in
  * verdict->rcpt_states), fenced by the lease token, and the outbox activity of the recipients
  * it reached; the governor's reservations become sends or are freed, and a paused verdict
- * pauses the account (the first pause `pause_s`, doubling) and holds the message until then.
- * `done` gets 0, STORE_CONFLICT (the lease was lost) or a store error. */
+ * pauses the account (the first pause `pause_s`, doubling) and holds the message until then —
+ * such a result is submitted at once, so that what its caller submits next comes after it.
+ * `done` gets 0, STORE_CONFLICT (the lease was lost: nothing of this attempt is written, the
+ * others of its batch are) or a store error (the batch's). It is called exactly once, later;
+ * or with -1 before this returns when the store refused the job. -1 (and no call) when out of
+ * memory. */
 typedef void outbox_finish_done_fn(void *ctx, int result);
-int outbox_lease_finish(struct store *store, const struct outbox_item *item,
+int outbox_lease_finish(struct outbox_finishes *finishes, const struct outbox_item *item,
                         const struct outbox_verdict *verdict, int64_t pause_s,
                         outbox_finish_done_fn *done, void *ctx);
 

@@ -43,6 +43,7 @@ bool sender_job_end(struct sender *sender)
 {
 	sender->jobs--;
 	if (sender->stopping && sender->jobs == 0) {
+		outbox_finishes_free(&sender->finishes);
 		free(sender);
 		return true;
 	}
@@ -573,7 +574,9 @@ struct sender *sender_new(const struct sender_params *params, const char **error
 	sender->poll = evtimer_new(params->base, on_poll, sender);
 	sender->renew = evtimer_new(params->base, on_renew, sender);
 	sender->stats = evtimer_new(params->base, on_stats, sender);
-	if (sender->poll == NULL || sender->renew == NULL || sender->stats == NULL) {
+	sender->finishes = outbox_finishes_new(params->store);
+	if (sender->poll == NULL || sender->renew == NULL || sender->stats == NULL ||
+	    sender->finishes == NULL) {
 		*error_r = "out of memory";
 		sender_free(&sender);
 		return NULL;
@@ -605,6 +608,10 @@ void sender_free(struct sender **senderp)
 	if (sender == NULL)
 		return;
 	*senderp = NULL;
+	/* The results still gathering go ahead of the release below (which would otherwise take
+	 * their leases and make them look lost), and before `stopping`: one refused by the store is
+	 * answered at once, and the answer must not free the sender under us. */
+	outbox_finishes_flush(sender->finishes);
 	sender->stopping = true;
 	/* Items whose result or body job is queued are freed by that job's completion. */
 	for (struct item *item = sender->all, *next; item != NULL; item = next) {
@@ -641,6 +648,8 @@ void sender_free(struct sender **senderp)
 	sender->jobs++;
 	if (outbox_lease_release(sender->p.store, sender->node_id, released, sender) < 0)
 		sender->jobs--;
-	if (sender->jobs == 0)
+	if (sender->jobs == 0) {
+		outbox_finishes_free(&sender->finishes);
 		free(sender);
+	}
 }

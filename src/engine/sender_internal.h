@@ -111,6 +111,7 @@ struct sender {
 	size_t body_bytes;     /* loaded or loading, node-wide */
 	size_t claim_reserved; /* of which held for the bodies a claim in flight may bring */
 	unsigned jobs;         /* store jobs in flight: the sender outlives them */
+	struct outbox_finishes *finishes; /* the attempts' results on their way to the store */
 	struct item *all;
 	struct account *accounts;
 	struct mt_backoff backoff;

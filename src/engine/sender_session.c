@@ -94,7 +94,7 @@ static void sender_finish(struct sender *sender, struct item *item, enum mt_fail
 	sender->jobs++;
 	bool pause = outcomes != NULL && states != NULL && verdict.paused;
 	if (outcomes == NULL || states == NULL ||
-	    outbox_lease_finish(sender->p.store, item->o, &verdict, sender->p.throttle_pause_s,
+	    outbox_lease_finish(sender->finishes, item->o, &verdict, sender->p.throttle_pause_s,
 	                        finish_done, item) < 0) {
 		/* The lease expires and the message is claimed again. */
 		mt_log(MT_LOG_ERROR, "sender.finish_not_submitted", MT_KV("message", m->id));

@@ -519,20 +519,32 @@ struct lease {
 	G(T, INT, "state", state)
 SQL_TABLE(lease_table, LEASE_ROW, struct lease);
 
+static int lease_held(struct store_tx *tx, const char *op, const char *id, int64_t lease_token)
+{
+	struct lease lease;
+	int rc =
+	    sql_get(tx, op, "SELECT " SQL_COLUMNS(LEASE_ROW) " FROM outbox_messages WHERE id = ?",
+	            SQL_ARGS(SQL_TEXT(id)), &lease_table, &lease);
+	if (rc != 0)
+		return rc;
+	return lease.token == lease_token && lease.state == STORE_OUTBOX_SENDING ? 0
+	                                                                         : STORE_CONFLICT;
+}
+
+int store_outbox_lease_held(struct store_tx *tx, const char *id, int64_t lease_token)
+{
+	return lease_held(tx, "store_outbox_lease_held", id, lease_token);
+}
+
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r)
 {
 	static const char op[] = "store_outbox_finish";
 	if (store_need_write(tx, op) < 0)
 		return -1;
 	/* Fencing: only the lease holder of this attempt may record it. */
-	struct lease lease;
-	int rc =
-	    sql_get(tx, op, "SELECT " SQL_COLUMNS(LEASE_ROW) " FROM outbox_messages WHERE id = ?",
-	            SQL_ARGS(SQL_TEXT(r->id)), &lease_table, &lease);
+	int rc = lease_held(tx, op, r->id, r->lease_token);
 	if (rc != 0)
 		return rc;
-	if (lease.token != r->lease_token || lease.state != STORE_OUTBOX_SENDING)
-		return STORE_CONFLICT;
 	/* A recipient with an outcome gets it; a pending one keeps its last reply too, for GET
 	 * /v1/messages. */
 	for (int pass = 0; pass < 2; pass++) {

@@ -156,6 +156,10 @@ struct store_outbox_result {
 /* Applies a result, fenced by the lease token: STORE_CONFLICT when the lease was lost (another
  * node owns the message now; nothing is changed). */
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
+/* Whether `lease_token`'s attempt still holds the message (it is sending under that lease): 0,
+ * STORE_CONFLICT when the lease was lost, STORE_NOT_FOUND, or -1. Writes nothing: a caller
+ * recording several attempts in one job asks first and leaves a lost one untouched. */
+int store_outbox_lease_held(struct store_tx *tx, const char *id, int64_t lease_token);
 
 /* The send governor's holds (engine/governor.h). A claimed message that its account cannot
  * send now goes held, fenced by its lease token (STORE_CONFLICT when the lease was lost), waiting
