@@ -67,7 +67,7 @@ static int find_idempotent(struct store_tx *tx, const char *op,
 	int rc =
 	    sql_get(tx, op,
 	            "SELECT id FROM outbox_messages WHERE org_id = ? AND user_id = ?"
-	            " AND idempotency_key = ? AND created_at > ?",
+	            " AND idempotency_key = ? AND idempotency_key <> '' AND created_at > ?",
 	            SQL_ARGS(SQL_TEXT(m->org_id), SQL_TEXT(m->user_id),
 	                     SQL_TEXT(m->idempotency_key), SQL_INT(now_s() - IDEMPOTENCY_WINDOW_S)),
 	            &id_table, id_r);

@@ -61,8 +61,7 @@ JOB(j_enqueue, store_outbox_enqueue(tx, &c->message, c->existing))
 JOB(j_claim, temp_store_claim(tx, "node_1", time(NULL), 600, MESSAGES, c->claimed, &c->count))
 JOB(j_give_back, store_outbox_give_back(tx, c->id, c->lease_token))
 JOB(j_get, store_outbox_get(tx, c->f->org.id, c->f->user.id, c->id, &c->message))
-JOB(j_records, store_message_keys_by_address(tx, c->f->org.id, c->address, c->keys, 4,
-                                             &c->count))
+JOB(j_records, store_message_keys_by_address(tx, c->f->org.id, c->address, c->keys, 4, &c->count))
 
 static int setup(void **state)
 {

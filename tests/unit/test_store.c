@@ -855,6 +855,68 @@ static void test_migration_7_outbox(void **state)
 	assert_non_null(f->store);
 }
 
+/* Migrations 21 (the idempotency index holds keyed messages only) and 22 (recipients in one
+ * b-tree) on rows written under schema 20. */
+static void test_migration_22_recipients(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->store);
+	char path[TEMP_STORE_PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s.v20", f->path);
+	const char *error = NULL;
+	struct db *db = db_sqlite_open(path, &error);
+	assert_non_null(db);
+	assert_int_equal(store_migrate_until(db, 20, &error), 0);
+	assert_int_equal(
+	    db_exec(db,
+	            "INSERT INTO outbox_messages (id, org_id, user_id, state, route, mail_from,"
+	            " from_address, from_name, subject, message_id, mailtrail_id, snippet,"
+	            " idempotency_key, body_len, next_attempt_at, created_at, updated_at) VALUES"
+	            " ('msg_1', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't',"
+	            " 'sn', 'key-1', 3, 0, 9, 9),"
+	            " ('msg_2', 'org_1', 'usr_1', 0, 'relay', 'a@x', 'a@x', 'A', 'S', 'm', 't',"
+	            " 'sn', '', 3, 0, 9, 9);"
+	            "INSERT INTO outbox_recipients VALUES"
+	            " ('msg_1', 0, 'r@x.example', 'R', 0, 1, '250 ok'),"
+	            " ('msg_1', 1, 's@x.example', '', 1, 0, ''),"
+	            " ('msg_2', 0, 't@x.example', 'T', 2, 3, '550 no')"),
+	    0);
+	db_close(&db);
+	struct store *s = store_open(path, NULL, &error);
+	assert_non_null(s);
+	store_close(&s);
+	static const char *const kept[] = {
+	    "SELECT COUNT(*) FROM outbox_recipients WHERE message_id = 'msg_1' AND pos = 0"
+	    " AND address = 'r@x.example' AND name = 'R' AND kind = 0 AND state = 1"
+	    " AND reply = '250 ok'",
+	    "SELECT COUNT(*) FROM outbox_recipients WHERE message_id = 'msg_1' AND pos = 1"
+	    " AND address = 's@x.example' AND kind = 1 AND state = 0",
+	    "SELECT COUNT(*) FROM outbox_recipients WHERE message_id = 'msg_2' AND pos = 0"
+	    " AND address = 't@x.example' AND kind = 2 AND state = 3 AND reply = '550 no'",
+	    "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'outbox_recipients'"
+	    " AND sql LIKE '%WITHOUT ROWID'",
+	    /* the keyed message is found through the index; the other is not in it */
+	    "SELECT COUNT(*) FROM outbox_messages INDEXED BY outbox_idempotency"
+	    " WHERE org_id = 'org_1' AND user_id = 'usr_1' AND idempotency_key = 'key-1'"
+	    " AND idempotency_key <> ''",
+	    "SELECT COUNT(*) FROM outbox_messages INDEXED BY outbox_idempotency"
+	    " WHERE idempotency_key <> ''",
+	};
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+		print_message("%s\n", kept[i]);
+		assert_int_equal(raw_count(path, kept[i]), 1);
+	}
+	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_recipients"), 3);
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[TEMP_STORE_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	f->store = store_open(f->path, NULL, &error);
+	assert_non_null(f->store);
+}
+
 static void test_migrations_idempotent(void **state)
 {
 	struct fixture *f = *state;
@@ -1374,6 +1436,7 @@ int main(void)
 	    cmocka_unit_test(test_new_ordered_id),
 	    cmocka_unit_test_setup_teardown(test_migration_5_keeps_rows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_7_outbox, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migration_22_recipients, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_org, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_users_and_tokens, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_smtp_account_and_deactivate, setup, teardown),
