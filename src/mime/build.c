@@ -701,14 +701,21 @@ static bool fast_message(const struct mime_build_input *in, char **out_r, size_t
 static int build_with_gmime(const struct mime_build_input *input, char **out_r, size_t *len_r,
                             const char **error_r);
 
-int mime_build_message(const struct mime_build_input *input, char **out_r, size_t *len_r,
-                       const char **error_r)
+/* The arguments of a build call, and its input. */
+static int check_call(const struct mime_build_input *input, char **out_r, size_t *len_r,
+                      const char **error_r)
 {
 	if (input == NULL || out_r == NULL || len_r == NULL) {
 		*error_r = "invalid input";
 		return -1;
 	}
-	if (check_input(input, error_r) < 0)
+	return check_input(input, error_r);
+}
+
+int mime_build_message(const struct mime_build_input *input, char **out_r, size_t *len_r,
+                       const char **error_r)
+{
+	if (check_call(input, out_r, len_r, error_r) < 0)
 		return -1;
 	if (fast_message(input, out_r, len_r))
 		return 0;
@@ -718,11 +725,7 @@ int mime_build_message(const struct mime_build_input *input, char **out_r, size_
 int mime_build_message_gmime(const struct mime_build_input *input, char **out_r, size_t *len_r,
                              const char **error_r)
 {
-	if (input == NULL || out_r == NULL || len_r == NULL) {
-		*error_r = "invalid input";
-		return -1;
-	}
-	if (check_input(input, error_r) < 0)
+	if (check_call(input, out_r, len_r, error_r) < 0)
 		return -1;
 	return build_with_gmime(input, out_r, len_r, error_r);
 }
@@ -730,8 +733,7 @@ int mime_build_message_gmime(const struct mime_build_input *input, char **out_r,
 bool mime_build_message_plain(const struct mime_build_input *input, char **out_r, size_t *len_r)
 {
 	const char *error;
-	return input != NULL && out_r != NULL && len_r != NULL && check_input(input, &error) == 0 &&
-	       fast_message(input, out_r, len_r);
+	return check_call(input, out_r, len_r, &error) == 0 && fast_message(input, out_r, len_r);
 }
 
 static int build_with_gmime(const struct mime_build_input *input, char **out_r, size_t *len_r,

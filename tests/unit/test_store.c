@@ -726,6 +726,42 @@ static int raw_count(const char *path, const char *sql)
 	return n;
 }
 
+/* A database of its own at schema `version` beside the fixture's (closed meanwhile), for rows
+ * written the way that schema wanted; the caller fills it, closes it and migrates it. */
+static struct db *old_schema(struct fixture *f, int version, char path[TEMP_STORE_PATH_MAX + 8])
+{
+	store_close(&f->store);
+	snprintf(path, TEMP_STORE_PATH_MAX + 8, "%s.v%d", f->path, version);
+	const char *error = NULL;
+	struct db *db = db_sqlite_open(path, &error);
+	assert_non_null(db);
+	assert_int_equal(store_migrate_until(db, version, &error), 0);
+	return db;
+}
+
+/* The old-schema database migrated to the latest (a store opened and closed on it). */
+static void migrate_old(const char *path)
+{
+	const char *error = NULL;
+	struct store *s = store_open(path, NULL, &error);
+	assert_non_null(s);
+	store_close(&s);
+}
+
+/* Removes it and opens the fixture's store again. */
+static void drop_old_schema(struct fixture *f, const char *path)
+{
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[TEMP_STORE_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	const char *error = NULL;
+	f->store = store_open(f->path, NULL, &error);
+	assert_non_null(f->store);
+}
+
 /* Migration 5 moves outbox bodies apart and rebuilds message_records: rows written under
  * schema 4 come through whole. */
 /* Migrations 5 (outbox bodies apart, message_records rebuilt) and 6 (keys led by the value:
@@ -733,13 +769,8 @@ static int raw_count(const char *path, const char *sql)
 static void test_migration_5_keeps_rows(void **state)
 {
 	struct fixture *f = *state;
-	store_close(&f->store);
 	char path[TEMP_STORE_PATH_MAX + 8];
-	snprintf(path, sizeof(path), "%s.v4", f->path);
-	const char *error = NULL;
-	struct db *db = db_sqlite_open(path, &error);
-	assert_non_null(db);
-	assert_int_equal(store_migrate_until(db, 4, &error), 0);
+	struct db *db = old_schema(f, 4, path);
 	assert_int_equal(
 	    db_exec(
 	        db,
@@ -763,9 +794,7 @@ static void test_migration_5_keeps_rows(void **state)
 	        "INSERT INTO feed_counter VALUES ('org_1', 7)"),
 	    0);
 	db_close(&db);
-	struct store *s = store_open(path, NULL, &error);
-	assert_non_null(s);
-	store_close(&s);
+	migrate_old(path);
 	assert_int_equal(raw_count(path, "SELECT MAX(version) FROM schema_migrations"),
 	                 store_schema_latest());
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM message_records WHERE"
@@ -796,14 +825,7 @@ static void test_migration_5_keeps_rows(void **state)
 	};
 	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
 		assert_int_equal(raw_count(path, kept[i]), 1);
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[TEMP_STORE_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
-	f->store = store_open(f->path, NULL, &error);
-	assert_non_null(f->store);
+	drop_old_schema(f, path);
 }
 
 /* Migration 7 (the route at delivery): a message stored before keeps its whole MIME
@@ -811,13 +833,8 @@ static void test_migration_5_keeps_rows(void **state)
 static void test_migration_7_outbox(void **state)
 {
 	struct fixture *f = *state;
-	store_close(&f->store);
 	char path[TEMP_STORE_PATH_MAX + 8];
-	snprintf(path, sizeof(path), "%s.v6", f->path);
-	const char *error = NULL;
-	struct db *db = db_sqlite_open(path, &error);
-	assert_non_null(db);
-	assert_int_equal(store_migrate_until(db, 6, &error), 0);
+	struct db *db = old_schema(f, 6, path);
 	assert_int_equal(
 	    db_exec(
 	        db,
@@ -831,9 +848,7 @@ static void test_migration_7_outbox(void **state)
 	        " '[]', 3, 0, 0, 0)"),
 	    0);
 	db_close(&db);
-	struct store *s = store_open(path, NULL, &error);
-	assert_non_null(s);
-	store_close(&s);
+	migrate_old(path);
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_attachments"), 2);
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_attachments WHERE"
 	                                 " message_id = 'msg_1' AND pos = 0 AND name = 'cv.pdf'"
@@ -845,14 +860,7 @@ static void test_migration_7_outbox(void **state)
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_messages WHERE"
 	                                 " head_apart = 0 AND reply_to_address = ''"),
 	                 2);
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[TEMP_STORE_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
-	f->store = store_open(f->path, NULL, &error);
-	assert_non_null(f->store);
+	drop_old_schema(f, path);
 }
 
 /* Migrations 21 (the idempotency index holds keyed messages only) and 22 (recipients in one
@@ -860,13 +868,8 @@ static void test_migration_7_outbox(void **state)
 static void test_migration_22_recipients(void **state)
 {
 	struct fixture *f = *state;
-	store_close(&f->store);
 	char path[TEMP_STORE_PATH_MAX + 8];
-	snprintf(path, sizeof(path), "%s.v20", f->path);
-	const char *error = NULL;
-	struct db *db = db_sqlite_open(path, &error);
-	assert_non_null(db);
-	assert_int_equal(store_migrate_until(db, 20, &error), 0);
+	struct db *db = old_schema(f, 20, path);
 	assert_int_equal(
 	    db_exec(db,
 	            "INSERT INTO outbox_messages (id, org_id, user_id, state, route, mail_from,"
@@ -882,9 +885,7 @@ static void test_migration_22_recipients(void **state)
 	            " ('msg_2', 0, 't@x.example', 'T', 2, 3, '550 no')"),
 	    0);
 	db_close(&db);
-	struct store *s = store_open(path, NULL, &error);
-	assert_non_null(s);
-	store_close(&s);
+	migrate_old(path);
 	static const char *const kept[] = {
 	    "SELECT COUNT(*) FROM outbox_recipients WHERE message_id = 'msg_1' AND pos = 0"
 	    " AND address = 'r@x.example' AND name = 'R' AND kind = 0 AND state = 1"
@@ -907,14 +908,7 @@ static void test_migration_22_recipients(void **state)
 		assert_int_equal(raw_count(path, kept[i]), 1);
 	}
 	assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM outbox_recipients"), 3);
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[TEMP_STORE_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
-	f->store = store_open(f->path, NULL, &error);
-	assert_non_null(f->store);
+	drop_old_schema(f, path);
 }
 
 static void test_migrations_idempotent(void **state)
