@@ -608,11 +608,13 @@ void sender_free(struct sender **senderp)
 	if (sender == NULL)
 		return;
 	*senderp = NULL;
-	/* The results still gathering go ahead of the release below (which would otherwise take
-	 * their leases and make them look lost), and before `stopping`: one refused by the store is
-	 * answered at once, and the answer must not free the sender under us. */
-	outbox_finishes_flush(sender->finishes);
 	sender->stopping = true;
+	/* The results still gathering go ahead of the release below (which would otherwise take
+	 * their leases and make them look lost). One the store refuses is answered at once: the
+	 * extra job keeps the sender until the end of this function. */
+	sender->jobs++;
+	outbox_finishes_flush(sender->finishes);
+	sender->jobs--;
 	/* Items whose result or body job is queued are freed by that job's completion. */
 	for (struct item *item = sender->all, *next; item != NULL; item = next) {
 		next = item->all_next;

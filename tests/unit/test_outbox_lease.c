@@ -214,11 +214,106 @@ static void test_results_gather_and_a_lost_lease_stays_alone(void **state)
 	free(c);
 }
 
+static struct {
+	int order[MESSAGES + 1];
+	int count;
+} arrivals;
+
+static void on_finished_in_order(void *ctx, int result)
+{
+	int *slot = ctx;
+	*slot = result;
+	arrivals.order[arrivals.count++] = (int)(slot - finished.results);
+	if (++finished.done == MESSAGES)
+		event_base_loopbreak(finished.base);
+}
+
+/* A job submitted after the flush, standing for the sender's lease release. */
+static int j_after(struct store_tx *tx, void *arg)
+{
+	(void)tx;
+	(void)arg;
+	return 0;
+}
+
+static void after_done(void *arg, int result)
+{
+	(void)arg;
+	(void)result;
+	arrivals.order[arrivals.count++] = MESSAGES;
+	if (++finished.done == MESSAGES)
+		event_base_loopbreak(finished.base);
+}
+
+/* A stopping sender flushes what gathers behind a batch in the store: it goes at once, so a job
+ * submitted after the flush (the lease release) comes after it. */
+static void test_flush_goes_ahead_of_later_jobs(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = calloc(1, sizeof(*c));
+	c->f = f;
+	for (int i = 0; i < 2; i++) {
+		memset(&c->message, 0, sizeof(c->message));
+		struct store_outbox_message *m = &c->message;
+		snprintf(m->org_id, sizeof(m->org_id), "%s", f->org.id);
+		snprintf(m->user_id, sizeof(m->user_id), "%s", f->user.id);
+		snprintf(m->route, sizeof(m->route), "custom");
+		snprintf(m->mail_from, sizeof(m->mail_from), "rec@staffing.example");
+		snprintf(m->message_id, sizeof(m->message_id), "f%d@staffing.example", i);
+		snprintf(m->mailtrail_id, sizeof(m->mailtrail_id), "ft%d", i);
+		memset(&c->rcpt, 0, sizeof(c->rcpt));
+		snprintf(c->rcpt.address, sizeof(c->rcpt.address), "f%d@cand.example", i);
+		m->rcpts = &c->rcpt;
+		m->rcpt_count = 1;
+		m->body = c->body;
+		m->body_len = 1;
+		m->state = STORE_OUTBOX_QUEUED;
+		assert_int_equal(store_run(f->store, STORE_WRITE, j_enqueue, c), 0);
+	}
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_claim, c), 0);
+	assert_int_equal(c->count, 2);
+	struct outbox_item items[2];
+	memset(items, 0, sizeof(items));
+	for (size_t i = 0; i < 2; i++)
+		items[c->claimed[i].message_id[1] - '0'].msg = c->claimed[i];
+	struct outbox_finishes *finishes = outbox_finishes_new(f->store);
+	assert_non_null(finishes);
+	enum store_rcpt_state sent[2][1] = {{STORE_RCPT_SENT}, {STORE_RCPT_SENT}};
+	finished.base = f->base;
+	finished.done = 0; /* two results and the job after them: MESSAGES (3) answers */
+	arrivals.count = 0;
+	for (int i = 0; i < 2; i++) {
+		struct outbox_verdict verdict = {.state = STORE_OUTBOX_SENT,
+		                                 .rcpt_states = sent[i],
+		                                 .first_attempt_at = (int64_t)time(NULL),
+		                                 .any_sent = true};
+		assert_int_equal(outbox_lease_finish(finishes, &items[i], &verdict, 60,
+		                                     on_finished_in_order, &finished.results[i]),
+		                 0);
+	}
+	/* The second waits behind the first; the flush sends it now, before the job below. */
+	outbox_finishes_flush(finishes);
+	assert_int_equal(store_submit(f->store, STORE_WRITE, j_after, after_done, NULL), 0);
+	event_base_dispatch(f->base);
+	assert_int_equal(arrivals.count, 3);
+	assert_int_equal(arrivals.order[0], 0);
+	assert_int_equal(arrivals.order[1], 1);
+	assert_int_equal(arrivals.order[2], MESSAGES);
+	assert_int_equal(finished.results[0], 0);
+	assert_int_equal(finished.results[1], 0);
+	assert_int_equal(state_of(f, items[1].msg.id), STORE_OUTBOX_SENT);
+	outbox_finishes_free(&finishes);
+	for (int i = 0; i < 2; i++)
+		store_outbox_message_free(&items[i].msg);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_results_gather_and_a_lost_lease_stays_alone, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_flush_goes_ahead_of_later_jobs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
