@@ -519,21 +519,16 @@ struct lease {
 	G(T, INT, "state", state)
 SQL_TABLE(lease_table, LEASE_ROW, struct lease);
 
-static int lease_held(struct store_tx *tx, const char *op, const char *id, int64_t lease_token)
+int store_outbox_lease_held(struct store_tx *tx, const char *id, int64_t lease_token)
 {
 	struct lease lease;
-	int rc =
-	    sql_get(tx, op, "SELECT " SQL_COLUMNS(LEASE_ROW) " FROM outbox_messages WHERE id = ?",
-	            SQL_ARGS(SQL_TEXT(id)), &lease_table, &lease);
+	int rc = sql_get(tx, "store_outbox_lease_held",
+	                 "SELECT " SQL_COLUMNS(LEASE_ROW) " FROM outbox_messages WHERE id = ?",
+	                 SQL_ARGS(SQL_TEXT(id)), &lease_table, &lease);
 	if (rc != 0)
 		return rc;
 	return lease.token == lease_token && lease.state == STORE_OUTBOX_SENDING ? 0
 	                                                                         : STORE_CONFLICT;
-}
-
-int store_outbox_lease_held(struct store_tx *tx, const char *id, int64_t lease_token)
-{
-	return lease_held(tx, "store_outbox_lease_held", id, lease_token);
 }
 
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r)
@@ -541,10 +536,33 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 	static const char op[] = "store_outbox_finish";
 	if (store_need_write(tx, op) < 0)
 		return -1;
-	/* Fencing: only the lease holder of this attempt may record it. */
-	int rc = lease_held(tx, op, r->id, r->lease_token);
+	/* The state is the outbox policy's (engine/outbox_policy.h): the store only records it.
+	 * The row first, fenced in its own WHERE (only the lease holder of this attempt may record
+	 * it): a lost lease changes nothing, and the row is looked up once. */
+	enum store_outbox_state state = r->state;
+	bool held = state == STORE_OUTBOX_HELD;
+	int64_t now = now_s();
+	int rc = sql_change(
+	    tx, op,
+	    "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
+	    " attempts = attempts + 1,"
+	    " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
+	    " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
+	    " last_class = ?, lease_owner = '', lease_expires = 0,"
+	    " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
+	    " hold_key = ?, held_since = ?, updated_at = ?"
+	    " WHERE id = ? AND lease_token = ? AND state = " SENDING_SQL,
+	    SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
+	             SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
+	             SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
+	             SQL_INT(state == STORE_OUTBOX_QUEUED || held ? r->next_attempt_at : 0),
+	             SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
+	             SQL_TEXT(r->last_class != NULL ? r->last_class : ""), SQL_INT(r->sent_at),
+	             SQL_INT(r->sent_at), SQL_TEXT(held && r->hold_key != NULL ? r->hold_key : ""),
+	             SQL_INT(held ? now : 0), SQL_INT(now), SQL_TEXT(r->id),
+	             SQL_INT(r->lease_token)));
 	if (rc != 0)
-		return rc;
+		return rc == STORE_NOT_FOUND ? STORE_CONFLICT : rc;
 	/* A recipient with an outcome gets it; a pending one keeps its last reply too, for GET
 	 * /v1/messages. */
 	for (int pass = 0; pass < 2; pass++) {
@@ -562,29 +580,6 @@ int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *r
 				return -1;
 		}
 	}
-	/* The state is the outbox policy's (engine/outbox_policy.h): the store only records it. */
-	enum store_outbox_state state = r->state;
-	bool held = state == STORE_OUTBOX_HELD;
-	int64_t now = now_s();
-	if (sql_exec(
-	        tx, op,
-	        "UPDATE outbox_messages SET state = ?, route = ?, mail_from = ?,"
-	        " attempts = attempts + 1,"
-	        " first_attempt_at = CASE WHEN first_attempt_at = 0 THEN ? ELSE"
-	        " first_attempt_at END, next_attempt_at = ?, last_error = ?,"
-	        " last_class = ?, lease_owner = '', lease_expires = 0,"
-	        " sent_at = CASE WHEN ? > sent_at THEN ? ELSE sent_at END,"
-	        " hold_key = ?, held_since = ?, updated_at = ? WHERE id = ?",
-	        SQL_ARGS(SQL_INT(state), SQL_TEXT(r->route != NULL ? r->route : ""),
-	                 SQL_TEXT(r->mail_from != NULL ? r->mail_from : ""),
-	                 SQL_INT(r->first_attempt_at ? r->first_attempt_at : now),
-	                 SQL_INT(state == STORE_OUTBOX_QUEUED || held ? r->next_attempt_at : 0),
-	                 SQL_TEXT(r->last_error != NULL ? r->last_error : ""),
-	                 SQL_TEXT(r->last_class != NULL ? r->last_class : ""), SQL_INT(r->sent_at),
-	                 SQL_INT(r->sent_at),
-	                 SQL_TEXT(held && r->hold_key != NULL ? r->hold_key : ""),
-	                 SQL_INT(held ? now : 0), SQL_INT(now), SQL_TEXT(r->id))) < 0)
-		return -1;
 	/* Final: the event for webhooks, in this transaction (the durable queue). */
 	if (state == STORE_OUTBOX_SENT || state == STORE_OUTBOX_PARTIAL ||
 	    state == STORE_OUTBOX_FAILED)

@@ -154,7 +154,7 @@ struct store_outbox_result {
 	int64_t sent_at;
 };
 /* Applies a result, fenced by the lease token: STORE_CONFLICT when the lease was lost (another
- * node owns the message now; nothing is changed). */
+ * node owns the message now) or the message is gone; nothing is changed then. */
 int store_outbox_finish(struct store_tx *tx, const struct store_outbox_result *result);
 /* Whether `lease_token`'s attempt still holds the message (it is sending under that lease): 0,
  * STORE_CONFLICT when the lease was lost, STORE_NOT_FOUND, or -1. Writes nothing: a caller

@@ -45,6 +45,7 @@ struct call {
 	char keys[4][MT_MESSAGE_KEY_MAX];
 	char existing[MT_ID_MAX];
 	char body[8];
+	struct store_outbox_result result;
 };
 
 static int j_world(struct store_tx *tx, void *arg)
@@ -60,6 +61,7 @@ static int j_world(struct store_tx *tx, void *arg)
 JOB(j_enqueue, store_outbox_enqueue(tx, &c->message, c->existing))
 JOB(j_claim, temp_store_claim(tx, "node_1", time(NULL), 600, MESSAGES, c->claimed, &c->count))
 JOB(j_give_back, store_outbox_give_back(tx, c->id, c->lease_token))
+JOB(j_finish, store_outbox_finish(tx, &c->result))
 JOB(j_get, store_outbox_get(tx, c->f->org.id, c->f->user.id, c->id, &c->message))
 JOB(j_records, store_message_keys_by_address(tx, c->f->org.id, c->address, c->keys, 4, &c->count))
 
@@ -135,12 +137,12 @@ static size_t records_of(struct fixture *f, const char *address)
 	return n;
 }
 
-static void test_results_gather_and_a_lost_lease_stays_alone(void **state)
+/* `count` messages (Message-ID m<i>@, one recipient r<i>@cand.example) enqueued and claimed by
+ * node_1: items[i] holds message i (the claim's order is the queue's). */
+static void enqueue_and_claim(struct fixture *f, struct call *c, int count,
+                              struct outbox_item *items)
 {
-	struct fixture *f = *state;
-	struct call *c = calloc(1, sizeof(*c));
-	c->f = f;
-	for (int i = 0; i < MESSAGES; i++) {
+	for (int i = 0; i < count; i++) {
 		memset(&c->message, 0, sizeof(c->message));
 		struct store_outbox_message *m = &c->message;
 		snprintf(m->org_id, sizeof(m->org_id), "%s", f->org.id);
@@ -161,15 +163,22 @@ static void test_results_gather_and_a_lost_lease_stays_alone(void **state)
 		assert_int_equal(store_run(f->store, STORE_WRITE, j_enqueue, c), 0);
 	}
 	assert_int_equal(store_run(f->store, STORE_WRITE, j_claim, c), 0);
-	assert_int_equal(c->count, MESSAGES);
-	/* The claim's order is the queue's; the test's is by Message-ID. */
-	struct outbox_item items[MESSAGES];
-	memset(items, 0, sizeof(items));
-	for (size_t i = 0; i < MESSAGES; i++) {
+	assert_int_equal(c->count, (size_t)count);
+	memset(items, 0, (size_t)count * sizeof(*items));
+	for (int i = 0; i < count; i++) {
 		int n = c->claimed[i].message_id[1] - '0';
-		assert_true(n >= 0 && n < MESSAGES);
+		assert_true(n >= 0 && n < count);
 		items[n].msg = c->claimed[i];
 	}
+}
+
+static void test_results_gather_and_a_lost_lease_stays_alone(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = calloc(1, sizeof(*c));
+	c->f = f;
+	struct outbox_item items[MESSAGES];
+	enqueue_and_claim(f, c, MESSAGES, items);
 	/* The second one's lease is lost: given back, it is queued again. */
 	c->id = items[1].msg.id;
 	c->lease_token = items[1].msg.lease_token;
@@ -252,30 +261,8 @@ static void test_flush_goes_ahead_of_later_jobs(void **state)
 	struct fixture *f = *state;
 	struct call *c = calloc(1, sizeof(*c));
 	c->f = f;
-	for (int i = 0; i < 2; i++) {
-		memset(&c->message, 0, sizeof(c->message));
-		struct store_outbox_message *m = &c->message;
-		snprintf(m->org_id, sizeof(m->org_id), "%s", f->org.id);
-		snprintf(m->user_id, sizeof(m->user_id), "%s", f->user.id);
-		snprintf(m->route, sizeof(m->route), "custom");
-		snprintf(m->mail_from, sizeof(m->mail_from), "rec@staffing.example");
-		snprintf(m->message_id, sizeof(m->message_id), "f%d@staffing.example", i);
-		snprintf(m->mailtrail_id, sizeof(m->mailtrail_id), "ft%d", i);
-		memset(&c->rcpt, 0, sizeof(c->rcpt));
-		snprintf(c->rcpt.address, sizeof(c->rcpt.address), "f%d@cand.example", i);
-		m->rcpts = &c->rcpt;
-		m->rcpt_count = 1;
-		m->body = c->body;
-		m->body_len = 1;
-		m->state = STORE_OUTBOX_QUEUED;
-		assert_int_equal(store_run(f->store, STORE_WRITE, j_enqueue, c), 0);
-	}
-	assert_int_equal(store_run(f->store, STORE_WRITE, j_claim, c), 0);
-	assert_int_equal(c->count, 2);
 	struct outbox_item items[2];
-	memset(items, 0, sizeof(items));
-	for (size_t i = 0; i < 2; i++)
-		items[c->claimed[i].message_id[1] - '0'].msg = c->claimed[i];
+	enqueue_and_claim(f, c, 2, items);
 	struct outbox_finishes *finishes = outbox_finishes_new(f->store);
 	assert_non_null(finishes);
 	enum store_rcpt_state sent[2][1] = {{STORE_RCPT_SENT}, {STORE_RCPT_SENT}};
@@ -308,12 +295,52 @@ static void test_flush_goes_ahead_of_later_jobs(void **state)
 	free(c);
 }
 
+/* The store's own fence: a result under a stale lease token changes nothing, not the row and
+ * not its recipients; under the held token it is recorded. */
+static void test_finish_fenced_by_the_lease(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = calloc(1, sizeof(*c));
+	c->f = f;
+	struct outbox_item items[1];
+	enqueue_and_claim(f, c, 1, items);
+	struct store_outbox_rcpt rcpt = items[0].msg.rcpts[0];
+	rcpt.state = STORE_RCPT_SENT;
+	snprintf(rcpt.reply, sizeof(rcpt.reply), "250 ok");
+	c->result = (struct store_outbox_result){.id = items[0].msg.id,
+	                                         .lease_token = items[0].msg.lease_token + 1,
+	                                         .state = STORE_OUTBOX_SENT,
+	                                         .route = "custom",
+	                                         .mail_from = "rec@staffing.example",
+	                                         .rcpts = &rcpt,
+	                                         .rcpt_count = 1,
+	                                         .sent_at = (int64_t)time(NULL)};
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_finish, c), STORE_CONFLICT);
+	c->id = items[0].msg.id;
+	assert_int_equal(store_run(f->store, STORE_READ, j_get, c), 0);
+	assert_int_equal(c->message.state, STORE_OUTBOX_SENDING);
+	assert_int_equal(c->message.attempts, 0);
+	assert_int_equal(c->message.rcpts[0].state, STORE_RCPT_PENDING);
+	assert_string_equal(c->message.rcpts[0].reply, "");
+	store_outbox_message_free(&c->message);
+	c->result.lease_token = items[0].msg.lease_token;
+	assert_int_equal(store_run(f->store, STORE_WRITE, j_finish, c), 0);
+	assert_int_equal(store_run(f->store, STORE_READ, j_get, c), 0);
+	assert_int_equal(c->message.state, STORE_OUTBOX_SENT);
+	assert_int_equal(c->message.rcpts[0].state, STORE_RCPT_SENT);
+	assert_string_equal(c->message.rcpts[0].reply, "250 ok");
+	store_outbox_message_free(&c->message);
+	store_outbox_message_free(&items[0].msg);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_results_gather_and_a_lost_lease_stays_alone, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_goes_ahead_of_later_jobs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_finish_fenced_by_the_lease, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
