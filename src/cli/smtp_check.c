@@ -61,11 +61,9 @@ static void on_done(void *ctx, const struct smtp_probe_result *result)
 
 static char *test_mail(const char *from, const char *to, size_t *len_r)
 {
-	char date[64], id[64];
+	char date[MT_DATE_TEXT_MAX], id[64];
 	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	mt_date_format((int64_t)now, "+0000", date);
 	const char *at = strrchr(from, '@');
 	snprintf(id, sizeof(id), "%lld.%d", (long long)now, (int)(mt_now_ms() % 100000));
 	size_t size = 1024 + strlen(from) + strlen(to);

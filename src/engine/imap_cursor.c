@@ -1,5 +1,7 @@
 #include "engine/imap_cursor.h"
 
+#include "lib/str.h"
+
 #include <stdio.h>
 #include <strings.h>
 #include <time.h>
@@ -44,10 +46,6 @@ int64_t imap_cursor_modseq_after(bool complete, uint64_t pass_modseq, int64_t ke
 	return kept;
 }
 
-/* RFC 3501 date-text months, as SEARCH SINCE writes them and INTERNALDATE carries them. */
-static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
 void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, char *out,
                           size_t size)
 {
@@ -62,7 +60,8 @@ void imap_cursor_criteria(const struct imap_cursor_decision *d, int64_t since, c
 	time_t t = (time_t)since;
 	struct tm tm;
 	gmtime_r(&t, &tm);
-	snprintf(out, size, "SINCE %d-%s-%d", tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900);
+	snprintf(out, size, "SINCE %d-%s-%d", tm.tm_mday, mt_month_names[tm.tm_mon],
+	         tm.tm_year + 1900);
 }
 
 bool imap_cursor_since_covers(int64_t since, const char *internaldate)
@@ -77,7 +76,7 @@ bool imap_cursor_since_covers(int64_t since, const char *internaldate)
 		return true;
 	unsigned mon = 0;
 	for (unsigned i = 0; i < 12 && mon == 0; i++)
-		if (strncasecmp(months[i], month, 3) == 0)
+		if (strncasecmp(mt_month_names[i], month, 3) == 0)
 			mon = i + 1;
 	if (mon == 0)
 		return true;

@@ -479,8 +479,7 @@ struct outbox_finishes {
 
 struct finish_batch {
 	struct outbox_finishes *owner;
-	struct finish_job *head; /* in the order the results came */
-	size_t count;
+	struct finish_job *head;           /* in the order the results came */
 	const struct store_message **msgs; /* the matcher's input and output, per run */
 	struct matcher_result *matches;
 };
@@ -689,7 +688,6 @@ static int finish_batch_submit(struct outbox_finishes *finishes)
 	if (batch != NULL && batch->msgs != NULL && batch->matches != NULL) {
 		batch->owner = finishes;
 		batch->head = head;
-		batch->count = n;
 		if (store_submit(finishes->store, STORE_WRITE_DURABLE | STORE_REPLAYABLE,
 		                 finish_batch_run, finish_batch_done, batch) == 0) {
 			finishes->in_flight++;

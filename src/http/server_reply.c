@@ -89,19 +89,6 @@ static const char *reason_phrase(int status)
 	return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
 }
 
-/* RFC 9110 §5.6.7 IMF-fixdate, without the locale strftime() would use. */
-static void http_date(char out[64])
-{
-	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
-	         months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 /* ---- replies ------------------------------------------------------------------------------ */
 
 static void log_and_count(struct http_request *req, int status, bool dropped)
@@ -139,8 +126,8 @@ static void conn_reply(struct http_conn *conn, struct http_request *req, int sta
 	struct evbuffer *queued = bufferevent_get_output(conn->bev);
 	bool direct = evbuffer_get_length(queued) == 0 && !conn->peer_closed;
 	struct evbuffer *out = direct ? conn->reply_buf : queued;
-	char date[64];
-	http_date(date);
+	char date[MT_DATE_TEXT_MAX];
+	mt_date_format(mt_wall_s(), "GMT", date); /* RFC 9110 §5.6.7 IMF-fixdate */
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
 	                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"

@@ -1,6 +1,7 @@
 #include "lib/str.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -108,4 +109,25 @@ int mt_hex_value(char c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+const char mt_month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+bool mt_date_format(int64_t t, const char *zone, char out[MT_DATE_TEXT_MAX])
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	out[0] = '\0';
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
+		return false;
+	int n = snprintf(out, MT_DATE_TEXT_MAX, "%s, %02d %s %04d %02d:%02d:%02d %s",
+	                 days[tm.tm_wday], tm.tm_mday, mt_month_names[tm.tm_mon], tm.tm_year + 1900,
+	                 tm.tm_hour, tm.tm_min, tm.tm_sec, zone);
+	if (n < 0 || n >= MT_DATE_TEXT_MAX) {
+		out[0] = '\0';
+		return false;
+	}
+	return true;
 }

@@ -25,5 +25,13 @@ int64_t mt_now_ms(void);
 int64_t mt_wall_s(void);
 /* Wall clock milliseconds since the epoch. */
 int64_t mt_wall_ms(void);
+/* English month abbreviations ("Jan".."Dec"), as the mail and HTTP dates and IMAP's date-text
+ * write them whatever the locale. */
+extern const char mt_month_names[12][4];
+/* "Sat, 06 Dec 2025 05:46:40 ZONE": RFC 5322's date-time in UTC with `zone` "+0000", RFC 9110's
+ * IMF-fixdate with "GMT"; in English whatever the locale. False (out empty) for a time
+ * gmtime_r() cannot convert or past the year 9999. */
+#define MT_DATE_TEXT_MAX 40
+bool mt_date_format(int64_t t, const char *zone, char out[MT_DATE_TEXT_MAX]);
 
 #endif

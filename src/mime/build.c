@@ -1,6 +1,7 @@
 #include "mime/build.h"
 
 #include "lib/buf.h"
+#include "lib/str.h"
 
 #include "lib/limits.h"
 #include "mime/address.h"
@@ -9,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
@@ -575,35 +575,22 @@ static bool fast_mailbox_line(struct mt_buf *out, const char *field, const struc
  * ASCII of short lines (GMime then encodes it quoted-printable) or is empty. */
 static bool fast_text_body(struct mt_buf *out, const char *text)
 {
-	size_t line = 0;
-	const char *p = text;
-	if (*p == '\0')
+	if (*text == '\0')
 		return false;
-	for (; *p != '\0'; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c == '\r' || c == '\n') {
-			if (mt_buf_append(out, "\r\n", 2) < 0)
-				return false;
-			if (c == '\r' && p[1] == '\n')
-				p++;
-			line = 0;
-			continue;
-		}
-		if (c >= 0x80 || ++line > LINE_MAX_OCTETS)
+	for (const char *p = text; *p != '\0';) {
+		size_t line = strcspn(p, "\r\n");
+		if (line > LINE_MAX_OCTETS)
 			return false;
-		/* the run of ordinary characters up to the next line end, in one append */
-		size_t run = strcspn(p, "\r\n");
-		for (size_t i = 1; i < run; i++) {
+		for (size_t i = 0; i < line; i++) {
 			if ((unsigned char)p[i] >= 0x80)
 				return false;
 		}
-		if (line + run - 1 > LINE_MAX_OCTETS || mt_buf_append(out, p, run) < 0)
+		if (mt_buf_append(out, p, line) < 0 || mt_buf_append(out, "\r\n", 2) < 0)
 			return false;
-		line += run - 1;
-		p += run - 1;
+		p += line;
+		if (*p != '\0')
+			p += p[0] == '\r' && p[1] == '\n' ? 2 : 1;
 	}
-	if (line > 0 && mt_buf_append(out, "\r\n", 2) < 0)
-		return false;
 	return true;
 }
 
@@ -660,23 +647,15 @@ static bool fast_subject(struct mt_buf *out, const char *subject)
  * it (the unit tests hold one against the other, byte for byte). */
 static bool fast_message(const struct mime_build_input *in, char **out_r, size_t *len_r)
 {
-	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	char date[MT_DATE_TEXT_MAX];
 	if (!in->without_head || in->attachment_count > 0 || in->header_count > 0 ||
-	    (in->text != NULL) == (in->html != NULL) || in->to_count == 0)
-		return false;
-	time_t t = (time_t)in->date;
-	struct tm tm;
-	if (in->date < 0 || gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999)
+	    (in->text != NULL) == (in->html != NULL) || in->to_count == 0 || in->date < 0 ||
+	    !mt_date_format(in->date, "+0000", date))
 		return false;
 	struct mt_buf out;
 	mt_buf_init(&out, MT_SMTP_MESSAGE_MAX);
-	char date[64];
-	int n = snprintf(date, sizeof(date), "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n",
-	                 days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-	                 tm.tm_hour, tm.tm_min, tm.tm_sec);
-	bool ok = n > 0 && (size_t)n < sizeof(date) && mt_buf_append(&out, date, (size_t)n) == 0 &&
+	bool ok = mt_buf_append_str(&out, "Date: ") == 0 && mt_buf_append_str(&out, date) == 0 &&
+	          mt_buf_append(&out, "\r\n", 2) == 0 &&
 	          (in->subject == NULL || fast_subject(&out, in->subject)) &&
 	          fast_mailbox_list(&out, "To", in->to, in->to_count) &&
 	          (in->cc_count == 0 || fast_mailbox_list(&out, "Cc", in->cc, in->cc_count));

@@ -110,6 +110,20 @@ static void list_push(struct job_list *l, struct store_job *j)
 	l->count++;
 }
 
+/* Moves every job of `from` to the end of `to`. */
+static void list_append(struct job_list *to, struct job_list *from)
+{
+	if (from->head == NULL)
+		return;
+	if (to->tail != NULL)
+		to->tail->next = from->head;
+	else
+		to->head = from->head;
+	to->tail = from->tail;
+	to->count += from->count;
+	*from = (struct job_list){0};
+}
+
 static struct store_job *list_pop(struct job_list *l)
 {
 	struct store_job *j = l->head;
@@ -451,13 +465,7 @@ static void deliver(struct store *store, struct job_list *jobs)
 		return;
 	pthread_mutex_lock(&store->done_mu);
 	bool was_empty = store->done.head == NULL;
-	if (was_empty)
-		store->done = for_loop;
-	else {
-		store->done.tail->next = for_loop.head;
-		store->done.tail = for_loop.tail;
-		store->done.count += for_loop.count;
-	}
+	list_append(&store->done, &for_loop);
 	pthread_mutex_unlock(&store->done_mu);
 	/* One wake-up per batch is enough: the loop takes the whole list. */
 	if (was_empty) {
@@ -493,13 +501,7 @@ static void hand_over(struct store *store, struct job_list *jobs, bool durable)
 		store->durable_handed = batch;
 	for (struct store_job *j = jobs->head; j != NULL; j = j->next)
 		j->needs = store->durable_handed;
-	if (store->unsynced.head == NULL)
-		store->unsynced = *jobs;
-	else if (jobs->head != NULL) {
-		store->unsynced.tail->next = jobs->head;
-		store->unsynced.tail = jobs->tail;
-		store->unsynced.count += jobs->count;
-	}
+	list_append(&store->unsynced, jobs);
 	if (durable)
 		pthread_cond_signal(&store->sync_cv);
 	else

@@ -36,6 +36,20 @@ static void test_buf_cap(void **state)
 	mt_buf_free(&buf);
 }
 
+/* Mail and HTTP dates in English whatever the locale; a time past the year 9999 is refused. */
+static void test_date_format(void **state)
+{
+	(void)state;
+	char date[MT_DATE_TEXT_MAX];
+	assert_true(mt_date_format(1765000000, "+0000", date));
+	assert_string_equal(date, "Sat, 06 Dec 2025 05:46:40 +0000");
+	assert_true(mt_date_format(0, "GMT", date));
+	assert_string_equal(date, "Thu, 01 Jan 1970 00:00:00 GMT");
+	assert_false(mt_date_format(253402300800LL, "+0000", date)); /* 10000-01-01 */
+	assert_string_equal(date, "");
+	assert_string_equal(mt_month_names[11], "Dec");
+}
+
 static void test_log_escapes(void **state)
 {
 	(void)state;
@@ -176,9 +190,13 @@ static void test_random_id_bytes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_buf_cap),         cmocka_unit_test(test_log_escapes),
-	    cmocka_unit_test(test_backoff),         cmocka_unit_test(test_utf8),
-	    cmocka_unit_test(test_base64),          cmocka_unit_test(test_secret_and_classes),
+	    cmocka_unit_test(test_buf_cap),
+	    cmocka_unit_test(test_log_escapes),
+	    cmocka_unit_test(test_date_format),
+	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_secret_and_classes),
 	    cmocka_unit_test(test_random_id_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
