@@ -328,6 +328,14 @@ static void accept_request(struct http_request *req)
 		req->large_reserved = want;
 	}
 	mt_buf_init(&req->body, max);
+	/* A declared length is allocated at once: growing by doubling would copy up to half of a
+	 * large body again, in one callback, on the loop. The pages are touched only as the bytes
+	 * come. */
+	if (head->body == HTTP_BODY_LENGTH &&
+	    mt_buf_presize(&req->body, head->content_length) < 0) {
+		http_reply_errorf(req, 503, "internal", "cannot hold the request body");
+		return;
+	}
 	req->body_state = BODY_READING;
 	struct http_conn *conn = req->conn;
 	send_continue(req);

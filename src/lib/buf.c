@@ -48,6 +48,20 @@ char *mt_buf_reserve(struct mt_buf *buf, size_t len)
 	return buf->data + buf->len;
 }
 
+int mt_buf_presize(struct mt_buf *buf, size_t total)
+{
+	if (total > buf->max || total < buf->len)
+		return -1;
+	if (total + 1 <= buf->cap)
+		return 0;
+	char *data = realloc(buf->data, total + 1);
+	if (data == NULL)
+		return -1;
+	buf->data = data;
+	buf->cap = total + 1;
+	return 0;
+}
+
 void mt_buf_commit(struct mt_buf *buf, size_t len)
 {
 	buf->len += len;

@@ -26,5 +26,8 @@ void mt_buf_reset(struct mt_buf *buf);
  * mt_buf_commit(). NULL when the cap would be exceeded. */
 char *mt_buf_reserve(struct mt_buf *buf, size_t len);
 void mt_buf_commit(struct mt_buf *buf, size_t len);
+/* Room for `total` bytes in all, allocated once and exactly: for a length known in advance, so
+ * that filling the buffer never reallocates (and copies) what it already holds. -1 past `max`. */
+int mt_buf_presize(struct mt_buf *buf, size_t total);
 
 #endif

@@ -1099,7 +1099,10 @@ int mt_conn_write(struct mt_conn *conn, const void *data, size_t len)
 		return 0;
 	if (len > MT_NET_OUTPUT_MAX - conn_pending(conn))
 		return -1;
-	if (conn->output.len + len > MT_NET_OUTPUT_MAX) {
+	/* What was sent goes before the buffer grows: a message streamed through a steady window
+	 * reuses the room instead of reallocating (and copying) everything sent so far. */
+	if (conn->output_sent > 0 && (conn->output.len + len + 1 > conn->output.cap ||
+	                              conn->output.len + len > MT_NET_OUTPUT_MAX)) {
 		/* Safe even with an SSL_write pending: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER. */
 		mt_buf_consume(&conn->output, conn->output_sent);
 		conn->output_sent = 0;

@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		data += sizeof(since);
 		size -= sizeof(since);
 	}
-	/* an INTERNALDATE is a quoted string the IMAP parser caps; this reader sees NUL-ended text */
+	/* an INTERNALDATE is a quoted string the IMAP parser caps; this reader sees NUL-ended text
+	 */
 	char text[128];
 	size_t n = size < sizeof(text) - 1 ? size : sizeof(text) - 1;
 	memcpy(text, data, n);
