@@ -218,7 +218,14 @@ static void conn_process(struct http_conn *conn)
 		case CONN_AUTH:
 		case CONN_HANDLER:
 		case CONN_WRITING:
-			return; /* the next request waits its turn */
+			/* The next request waits its turn. Once it fills the read-ahead, reading
+			 * stops until a state that consumes input: libevent calls the read callback
+			 * again and again while the input is over its high watermark and reading is
+			 * on, and this one drains nothing (a core spun for as long as the handler
+			 * waited). */
+			if (evbuffer_get_length(in) >= MT_HTTP_INPUT_MAX)
+				bufferevent_disable(conn->bev, EV_READ);
+			return;
 		}
 	}
 }

@@ -31,8 +31,11 @@ Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any fail
 
 import argparse
 import contextlib
+import json
 import os
+import socket
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -249,11 +252,9 @@ def case_small_ones(svc, sinks):
     assert "reused" not in r.err()[1], r.show()
 
 
-def case_silent_server(svc, sinks):
-    """A port that accepts and never says a word: the live check gives up within 10 s (its
-    greeting step), not after the whole 30 s deadline."""
-    import socket
-    import threading
+@contextlib.contextmanager
+def silent_server():
+    """A loopback port that accepts and never says a word; yields (port, the held sockets)."""
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(8)
@@ -275,6 +276,64 @@ def case_silent_server(svc, sinks):
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     try:
+        yield port, held
+    finally:
+        stop.set()
+        t.join(2)
+        for c in held:
+            c.close()
+        lsock.close()
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def case_pipelined_input_no_spin(svc, sinks):
+    """A client sends more than the read-ahead (64 KiB) behind a request whose handler waits (a
+    live check against a silent port): the service stops reading that connection instead of
+    being called back for the unread input again and again (libevent re-runs the read callback
+    while the input is over its high watermark and reading is on: a core spun for as long as
+    the handler waited)."""
+    with silent_server() as (port, held):
+        body = json.dumps(smtp_body(port, REC)).encode()
+        head = (f"PUT /v1/smtp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.tok('rec')}"
+                f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=15)
+        try:
+            sock.sendall(head.encode() + body)
+            deadline = time.monotonic() + 5
+            while not held and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert held, "the live check did not connect"
+            # The next "request" comes early: more than the service reads ahead.
+            ahead = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (256 * 1024)
+            sock.setblocking(False)
+            sent = 0
+            with contextlib.suppress(BlockingIOError):
+                while sent < len(ahead):
+                    sent += sock.send(ahead[sent:])
+            sock.setblocking(True)
+            time.sleep(0.3)
+            cpu0, t0 = proc_cpu_s(svc.proc.pid), time.monotonic()
+            time.sleep(2)
+            cpu = proc_cpu_s(svc.proc.pid) - cpu0
+            wall = time.monotonic() - t0
+            assert sent > 64 * 1024, f"only {sent} bytes went ahead"
+            assert cpu < 0.3, (f"the service used {cpu:.2f} s of CPU in {wall:.1f} s while one "
+                               "request waited with its connection's input full")
+            print(f"     {sent >> 10} KiB sent ahead of the reply: {cpu:.2f} s of CPU in "
+                  f"{wall:.1f} s while the handler waited")
+        finally:
+            sock.close()
+
+
+def case_silent_server(svc, sinks):
+    """A port that accepts and never says a word: the live check gives up within 10 s (its
+    greeting step), not after the whole 30 s deadline."""
+    with silent_server() as (port, held):
         # Four checks hold the org's live-check slots for their 10 s; a fifth is 429 at once,
         # with Retry-After.
         results = []
@@ -298,12 +357,6 @@ def case_silent_server(svc, sinks):
         for r in results:
             expect(r, 422)
         assert took < 11.5, f"the live checks against a silent port took {took:.1f} s"
-    finally:
-        stop.set()
-        t.join(2)
-        lsock.close()
-        for c in held:
-            c.close()
 
 
 def main():
@@ -342,6 +395,7 @@ def main():
             ("features_not_built_refused", case_features_not_built),
             ("small_ones", case_small_ones),
             ("live_check_silent_server_within_10s", case_silent_server),
+            ("pipelined_input_no_spin", case_pipelined_input_no_spin),
         ]
         for name, fn in cases:
             r.run(name, fn, svc, sinks)
