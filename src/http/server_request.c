@@ -328,11 +328,11 @@ static void accept_request(struct http_request *req)
 		req->large_reserved = want;
 	}
 	mt_buf_init(&req->body, max);
-	/* A declared length is allocated at once: growing by doubling would copy up to half of a
-	 * large body again, in one callback, on the loop. The pages are touched only as the bytes
-	 * come. */
-	if (head->body == HTTP_BODY_LENGTH &&
-	    mt_buf_presize(&req->body, head->content_length) < 0) {
+	/* The body's room is allocated at once, at its declared length or (chunked) at the
+	 * route's cap, as the budget above counts it: growing by doubling would copy up to half of
+	 * a large body again, in one callback, on the loop. Pages are touched only as bytes come.
+	 */
+	if (mt_buf_presize(&req->body, want) < 0) {
 		http_reply_errorf(req, 503, "internal", "cannot hold the request body");
 		return;
 	}
