@@ -401,7 +401,9 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	}
 	sqlite3_extended_result_codes(d->conn, 1);
 	/* A larger lookaside pool: statements and records allocate many small objects per row,
-	 * which otherwise go through malloc. */
+	 * which otherwise go through malloc. Debian 12's libsqlite3 (3.40.1) is built with
+	 * SQLITE_OMIT_LOOKASIDE (sqlite3_compileoption_used says so), so there this changes
+	 * nothing and SQLite's small allocations are malloc's; a build with lookaside uses it. */
 	sqlite3_db_config(d->conn, SQLITE_DBCONFIG_LOOKASIDE, NULL, MT_SQLITE_LOOKASIDE_SLOT,
 	                  MT_SQLITE_LOOKASIDE_SLOTS);
 	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
