@@ -25,6 +25,9 @@ Cases, in order, sharing the setup:
   live_check_silent_server_within_10s
                                    a port that accepts and never greets fails the check in 10 s;
                                    a fifth check while four run is 429 with Retry-After
+  pipelined_input_no_spin          256 KiB sent behind a request whose handler waits (a live
+                                   check on a silent port): the service stops reading that
+                                   connection instead of spinning on its full read-ahead
 
 Prints one PASS/FAIL line per case and "N passed, N failed"; exits 1 if any failed.
 """
