@@ -511,6 +511,20 @@ static bool is_atext(char c)
 	       (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
+/* Printable ASCII words with single spaces between them (none leading or trailing): text GMime
+ * writes as it is, neither encoded nor folded differently. */
+static bool plain_words(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c > 0x7e)
+			return false;
+		if (c == ' ' && (i == 0 || i + 1 == len || s[i + 1] == ' '))
+			return false;
+	}
+	return true;
+}
+
 /* "display <address>" or "address" as GMime writes a mailbox, appended at line[*n_io]: for the
  * common case only, an ASCII address and a name of printable ASCII with single spaces between
  * words (bare when every word is atext, else a quoted-string with \" and \\ escaped). False for
@@ -520,14 +534,11 @@ static bool fast_mailbox_text(char *line, size_t cap, size_t *n_io, const char *
 {
 	size_t n = *n_io;
 	size_t name_len = strlen(name);
+	if (!plain_words(name, name_len))
+		return false;
 	bool bare = true;
 	for (size_t i = 0; i < name_len; i++) {
-		unsigned char c = (unsigned char)name[i];
-		if (c < 0x20 || c > 0x7e)
-			return false;
-		if (c == ' ' && (i == 0 || i + 1 == name_len || name[i + 1] == ' '))
-			return false;
-		if (c != ' ' && !is_atext((char)c))
+		if (name[i] != ' ' && !is_atext(name[i]))
 			bare = false;
 	}
 	for (const char *p = address; *p != '\0'; p++) {
@@ -627,15 +638,9 @@ static bool fast_mailbox_list(struct mt_buf *out, const char *field,
 static bool fast_subject(struct mt_buf *out, const char *subject)
 {
 	size_t len = strlen(subject);
-	if (len == 0 || len + strlen("Subject: ") > FOLD_OCTETS || strstr(subject, "=?") != NULL)
+	if (len == 0 || len + strlen("Subject: ") > FOLD_OCTETS || strstr(subject, "=?") != NULL ||
+	    !plain_words(subject, len))
 		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)subject[i];
-		if (c < 0x20 || c > 0x7e)
-			return false;
-		if (c == ' ' && (i == 0 || i + 1 == len || subject[i + 1] == ' '))
-			return false;
-	}
 	return mt_buf_append(out, "Subject: ", 9) == 0 && mt_buf_append(out, subject, len) == 0 &&
 	       mt_buf_append(out, "\r\n", 2) == 0;
 }
