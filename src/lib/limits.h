@@ -88,6 +88,7 @@
 #define MT_ORG_DOMAINS_MAX    50
 #define MT_SEND_LIMITS_MAX    3 /* one per window: minute, hour, day */
 #define MT_ERROR_TEXT_MAX     512
+#define MT_DATE_TEXT_MAX      40 /* "Sat, 06 Dec 2025 05:46:40 +0000" (lib/str.h), with room */
 #define MT_SEALED_MAX         (MT_SASL_SECRET_MAX + 64) /* sealed secret: header + tag */
 
 /* HTTP API */

@@ -2,6 +2,8 @@
 #ifndef MT_LIB_STR_H
 #define MT_LIB_STR_H
 
+#include "lib/limits.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +33,6 @@ extern const char mt_month_names[12][4];
 /* "Sat, 06 Dec 2025 05:46:40 ZONE": RFC 5322's date-time in UTC with `zone` "+0000", RFC 9110's
  * IMF-fixdate with "GMT"; in English whatever the locale. False (out empty) for a time
  * gmtime_r() cannot convert or past the year 9999. */
-#define MT_DATE_TEXT_MAX 40
 bool mt_date_format(int64_t t, const char *zone, char out[MT_DATE_TEXT_MAX]);
 
 #endif
