@@ -221,6 +221,7 @@
 #define MT_STORE_STMT_CACHE      256  /* prepared statements kept per connection */
 #define MT_STORE_CALLER_ARGS_MAX 8    /* a statement's own arguments beside a helper's */
 #define MT_STORE_BUSY_TIMEOUT_MS 5000 /* wait for another process's write lock */
+#define MT_SQLITE_BUSY_FINE_MS   200  /* ...trying each ms this long, then each 10 ms */
 
 /* CIDR lists (allow_private_hosts, no_auth_hosts) */
 #define MT_CIDR_LIST_MAX  256 /* entries in one list */

@@ -1,6 +1,7 @@
 /* The SQLite driver: one connection in WAL mode, statements cached per SQL text. */
 #include "store/db.h"
 #include "lib/limits.h"
+#include "lib/str.h"
 #include "store/wal_vfs.h"
 
 #include <fcntl.h>
@@ -36,6 +37,8 @@ struct sq_db {
 	int synchronous;   /* the PRAGMA value in force: 1 NORMAL, 2 FULL */
 	int64_t log_pages; /* frames in the WAL after this connection's last commit */
 	int log_fd;        /* the WAL file opened for db_log_fd(); -1 until asked */
+	int busy_limit_ms; /* how long a lock is waited for (busy_retry) */
+	int64_t busy_since_ms;
 };
 
 static const struct db_driver sqlite_driver;
@@ -339,17 +342,36 @@ static int sqlite_log_fd(struct db *db)
 	return d->log_fd;
 }
 
+/* SQLite's own busy handler (sqlite3_busy_timeout) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25,
+ * 50... ms between tries, so a writer held off 25 ms by the log's rewind waited 33 and one held
+ * 105 ms waited 128 — and every request of that moment waited with it; a checkpoint that wants
+ * the write lock between two commits likewise tried only at those steps. This one tries again
+ * every millisecond for a short wait (the store's own checkpoints and commits) and every 10 ms
+ * for a long one (another process's write), until busy_limit_ms. */
+static int busy_retry(void *arg, int count)
+{
+	struct sq_db *d = arg;
+	int64_t now = mt_now_ms();
+	if (count == 0)
+		d->busy_since_ms = now;
+	int64_t waited = now - d->busy_since_ms;
+	if (waited >= d->busy_limit_ms)
+		return 0;
+	sqlite3_sleep(waited < MT_SQLITE_BUSY_FINE_MS ? 1 : 10);
+	return 1;
+}
+
 static int sqlite_checkpoint(struct db *db, bool restart)
 {
 	int log = 0, done = 0;
 	/* A pending RESTART holds off new writers: it may wait only briefly for a reader. */
 	if (restart)
-		sqlite3_busy_timeout(sq(db)->conn, MT_SQLITE_CHECKPOINT_WAIT_MS);
+		sq(db)->busy_limit_ms = MT_SQLITE_CHECKPOINT_WAIT_MS;
 	int rc = sqlite3_wal_checkpoint_v2(
 	    sq(db)->conn, NULL, restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE,
 	    &log, &done);
 	if (restart)
-		sqlite3_busy_timeout(sq(db)->conn, MT_STORE_BUSY_TIMEOUT_MS);
+		sq(db)->busy_limit_ms = MT_STORE_BUSY_TIMEOUT_MS;
 	if (rc == SQLITE_OK)
 		sq(db)->log_pages = restart ? 0 : log;
 	/* BUSY: another checkpoint is running (another process's), or the writer held on past
@@ -407,7 +429,8 @@ struct db *db_sqlite_open(const char *path, const char **error_r)
 	sqlite3_db_config(d->conn, SQLITE_DBCONFIG_LOOKASIDE, NULL, MT_SQLITE_LOOKASIDE_SLOT,
 	                  MT_SQLITE_LOOKASIDE_SLOTS);
 	/* Another process (`mailtrail init` beside `serve`) may hold the write lock briefly. */
-	sqlite3_busy_timeout(d->conn, MT_STORE_BUSY_TIMEOUT_MS);
+	d->busy_limit_ms = MT_STORE_BUSY_TIMEOUT_MS;
+	sqlite3_busy_handler(d->conn, busy_retry, d);
 	/* secure_delete=FAST zeroes freed cell content where that costs no extra I/O, so a wiped
 	 * sealed secret does not linger in the page's free space.
 	 *
