@@ -5,6 +5,7 @@
 #include "lib/log.h"
 #include "lib/str.h"
 #include "mime/build.h"
+#include "proto/smtp_data.h"
 #include "store/store.h"
 #include "store/store_governor.h"
 #include "store/store_message.h"
@@ -234,6 +235,7 @@ static int preload_bodies(struct store_tx *tx, struct claim_job *job)
 			continue; /* gone: the sender finishes it */
 		if (rc != 0)
 			return rc;
+		item->body_8bit = smtp_data_has_8bit(item->msg.body, item->msg.body_len);
 		bytes += item->msg.body_len;
 	}
 	return 0;
@@ -427,6 +429,8 @@ static int bodies_run(struct store_tx *tx, void *arg)
 		int rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
 		if (rc != 0 && rc != STORE_NOT_FOUND)
 			return rc;
+		job->items[i]->body_8bit =
+		    m->body != NULL && smtp_data_has_8bit(m->body, m->body_len);
 	}
 	return 0;
 }

@@ -36,6 +36,9 @@ struct outbox_item {
 	bool never;
 	char *head; /* the route's fields before a head_apart body (malloc'd, outbox_item_head) */
 	size_t head_len;
+	/* The loaded body has a byte over 0x7f: looked for on the store thread as it loads, so the
+	 * SMTP client need not scan a large body on the loop before its MAIL FROM. */
+	bool body_8bit;
 };
 /* Frees the item and what it holds; sets the pointer to NULL. */
 void outbox_item_free(struct outbox_item **item);

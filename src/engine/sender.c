@@ -310,6 +310,7 @@ static void claimed(void *ctx, int result, struct outbox_claim *claim)
 			account->body_bytes += item->reserved;
 			item->smtp.data = o->msg.body;
 			item->smtp.data_len = o->msg.body_len;
+			item->smtp.data_8bit = o->body_8bit ? SMTP_DATA_8BIT : SMTP_DATA_7BIT;
 		}
 		item->all_next = sender->all;
 		if (sender->all != NULL)

@@ -619,6 +619,7 @@ static void bodies_loaded(void *arg, int result)
 		item->loaded = true;
 		item->smtp.data = item->o->msg.body;
 		item->smtp.data_len = item->o->msg.body_len;
+		item->smtp.data_8bit = item->o->body_8bit ? SMTP_DATA_8BIT : SMTP_DATA_7BIT;
 	}
 	free(load);
 	if (sender_job_end(sender))

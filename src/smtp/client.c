@@ -1246,7 +1246,9 @@ int smtp_client_send(struct smtp_client *client, struct smtp_message *message, c
 	tx->needs_smtputf8 = utf8;
 	tx->size = message->head_len + message->data_len;
 	tx->eight_bit = smtp_data_has_8bit(message->head, message->head_len) ||
-	                smtp_data_has_8bit(message->data, message->data_len);
+	                (message->data_8bit == SMTP_DATA_8BIT_UNKNOWN
+	                     ? smtp_data_has_8bit(message->data, message->data_len)
+	                     : message->data_8bit == SMTP_DATA_8BIT);
 	client->tx_count++;
 
 	if (client->state == SMTP_STATE_READY) {

@@ -88,6 +88,13 @@ struct smtp_message {
 	size_t head_len;
 	const char *data;
 	size_t data_len;
+	/* Whether data has a byte over 0x7f (BODY=8BITMIME), when the caller found out off the
+	 * loop; else (SMTP_DATA_8BIT_UNKNOWN, 0) the client scans it on the loop. */
+	enum smtp_data_8bit {
+		SMTP_DATA_8BIT_UNKNOWN = 0,
+		SMTP_DATA_7BIT,
+		SMTP_DATA_8BIT,
+	} data_8bit;
 	void *user;
 	/* Output, valid in message_done */
 	struct smtp_rcpt_result *results; /* caller-provided array of rcpt_count */

@@ -157,7 +157,7 @@ static void enqueue_and_claim(struct fixture *f, struct call *c, int count,
 		snprintf(c->rcpt.address, sizeof(c->rcpt.address), "r%d@cand.example", i);
 		m->rcpts = &c->rcpt;
 		m->rcpt_count = 1;
-		m->body = c->body;
+		m->body = &c->body[i]; /* a byte each */
 		m->body_len = 1;
 		m->state = STORE_OUTBOX_QUEUED;
 		assert_int_equal(store_run(f->store, STORE_WRITE, j_enqueue, c), 0);
@@ -295,6 +295,40 @@ static void test_flush_goes_ahead_of_later_jobs(void **state)
 	free(c);
 }
 
+static void on_bodies(void *ctx, int result)
+{
+	struct fixture *f = ctx;
+	finished.results[0] = result;
+	event_base_loopbreak(f->base);
+}
+
+/* A body's 8-bit bytes are found where it loads, on the store thread, and handed to the SMTP
+ * client with it (so a large body is not scanned on the loop before its MAIL FROM). */
+static void test_bodies_tell_8bit(void **state)
+{
+	struct fixture *f = *state;
+	struct call *c = calloc(1, sizeof(*c));
+	c->f = f;
+	c->body[0] = 'x';
+	c->body[1] = (char)0xe9;
+	struct outbox_item items[2];
+	enqueue_and_claim(f, c, 2, items);
+	items[0].body_8bit = true; /* a load sets it afresh */
+	struct outbox_item *const list[2] = {&items[0], &items[1]};
+	finished.results[0] = 12345;
+	assert_int_equal(outbox_lease_bodies(f->store, list, 2, on_bodies, f), 0);
+	event_base_dispatch(f->base);
+	assert_int_equal(finished.results[0], 0);
+	assert_int_equal(items[0].msg.body_len, 1);
+	assert_int_equal(items[0].msg.body[0], 'x');
+	assert_false(items[0].body_8bit);
+	assert_int_equal(items[1].msg.body_len, 1);
+	assert_true(items[1].body_8bit);
+	for (int i = 0; i < 2; i++)
+		store_outbox_message_free(&items[i].msg);
+	free(c);
+}
+
 /* The store's own fence: a result under a stale lease token changes nothing, not the row and
  * not its recipients; under the held token it is recorded. */
 static void test_finish_fenced_by_the_lease(void **state)
@@ -341,6 +375,7 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_goes_ahead_of_later_jobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_finish_fenced_by_the_lease, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bodies_tell_8bit, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
