@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "rig"))
+import cyrus  # noqa: E402
 import dovecot  # noqa: E402
 import rig  # noqa: E402
 
@@ -347,84 +349,123 @@ def dovecot_version():
 # ---- bench/sync-push ------------------------------------------------------------------------
 
 
-def push(work, mt_bin, appends):
-    owner, owner_email = "rita", "rita@" + ORG_DOMAIN
+def push(work, mt_bin, appends, servers):
+    """Runs the push measurement against each of `servers` ("dovecot", "cyrus") in turn, a
+    fresh mailtrail each time, and prints a figure per server."""
+    owner = "rita"
     certs = rig.make_certs(os.path.join(work, "certs"))
-    with dovecot.dovecot(certs, os.path.join(work, "dovecot"), users={owner: "rita-pw"},
-                         shm=True) as dc:
-        rnd = random.Random(14)
-        dc.fill_maildir(owner, "INBOX", [message(rnd, 0, "someone@elsewhere.example",
-                                                 [owner_email])])
-        mt = Mailtrail(mt_bin, work, certs.ca_cert)
+    print(f"appends={appends} at random intervals of 50-500 ms, STARTTLS, IDLE on INBOX; the feed "
+          f"polled every 10 ms; {os.cpu_count()} cores")
+    for server in servers:
+        if server == "dovecot":
+            ctx = dovecot.dovecot(certs, os.path.join(work, "dovecot"),
+                                  users={owner: "rita-pw"}, shm=True)
+            name = f"Dovecot {dovecot_version()}"
+        elif server == "cyrus":
+            ctx = cyrus.cyrus(certs, os.path.join(work, "cyrus"), users={owner: "rita-pw"})
+            name = "Cyrus 3.6"
+        else:
+            raise SystemExit(f"bench/sync-push: unknown server {server}")
+        with ctx as peer:
+            lat, idle_lat = push_on(peer, server, work, mt_bin, certs, owner, appends)
+        p50 = lat[len(lat) // 2]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(f"{name}: APPEND OK -> activity in GET /v1/activities: min {lat[0]:.0f} ms, "
+              f"p50 {p50:.0f} ms, p90 {lat[int(len(lat) * 0.9)]:.0f} ms, p99 {p99:.0f} ms, "
+              f"max {lat[-1]:.0f} ms")
+        if idle_lat:
+            print(f"{name}: APPEND OK -> * EXISTS on a bare IDLE connection (the server's own "
+                  f"delay, the bound): p50 {idle_lat[len(idle_lat) // 2]:.0f} ms, "
+                  f"p99 {idle_lat[min(len(idle_lat) - 1, int(len(idle_lat) * 0.99))]:.0f} ms "
+                  f"({len(idle_lat)} of {appends} seen)")
+        print(f"{name}: p50 {p50:.0f} ms, p99 {p99:.0f} ms  (target p50 < 200 ms, p99 < 1 s)")
+
+
+def push_on(peer, server, work, mt_bin, certs, owner, appends):
+    """One account syncing `peer`'s INBOX; returns the sorted latencies (ms) from each APPEND's
+    OK to its activity in the feed, and to the bare IDLE connection's EXISTS."""
+    owner_email = owner + "@" + ORG_DOMAIN
+    rnd = random.Random(14)
+    first = message(rnd, 0, "someone@elsewhere.example", [owner_email])
+    if server == "dovecot":
+        peer.fill_maildir(owner, "INBOX", [first])
+    else:
+        peer.append(owner, "INBOX", first)
+    shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
+    mt = Mailtrail(mt_bin, work, certs.ca_cert)
+    try:
+        token = mt.user(owner_email, "Rita Recruiter")
+        rows = ["kind,name,emails"] + [f"applicant,Push {p},{profile_addr(p, 0)}"
+                                       for p in range(appends)]
+        mt.api.ok("POST", "/v1/profiles/import", token, ("\n".join(rows) + "\n").encode(),
+                  "text/csv")
+        mt.put_imap(token, peer, owner, "2000-01-01")
+        deadline = time.monotonic() + 60
+        while not mt.api.ok("GET", "/v1/imap", token).get("last_sync_at"):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench/sync-push: the first pass did not finish")
+            time.sleep(0.05)
+        while mt.metric("mailtrail_imap_sync_sessions", 'state="watching"') < 1:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench/sync-push: the session is not watching")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        # The feed's end: poll from there.
+        since = None
+        while True:
+            path = "/v1/activities?limit=1000" + (f"&since={since}" if since else "")
+            doc = mt.api.ok("GET", path, token)
+            if not doc["activities"]:
+                break
+            since = doc["next_cursor"]
+        seen = {}
+        ok_at = {}
+        done = threading.Event()
+        errors = []
+
+        def poller(cursor):
+            api = Api(mt.port)
+            try:
+                while len(seen) < appends and not done.is_set():
+                    path = "/v1/activities?limit=1000" + (f"&since={cursor}" if cursor else "")
+                    doc = api.ok("GET", path, token)
+                    now = time.monotonic()
+                    for a in doc["activities"]:
+                        seen.setdefault(a.get("subject"), now)
+                    if doc["activities"]:
+                        cursor = doc["next_cursor"]
+                    else:
+                        time.sleep(0.01)
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(repr(e))
+
+        # The peer: a bare IDLE connection of our own on the same INBOX; when its
+        # "* N EXISTS" arrives is the bound the server sets (Dovecot waits before it tells).
+        exists_at = {}
+        bare = peer.connect()
         try:
-            token = mt.user(owner_email, "Rita Recruiter")
-            rows = ["kind,name,emails"] + [f"applicant,Push {p},{profile_addr(p, 0)}"
-                                           for p in range(appends)]
-            mt.api.ok("POST", "/v1/profiles/import", token, ("\n".join(rows) + "\n").encode(),
-                      "text/csv")
-            mt.put_imap(token, dc, owner, "2000-01-01")
-            deadline = time.monotonic() + 60
-            while not mt.api.ok("GET", "/v1/imap", token).get("last_sync_at"):
-                if time.monotonic() > deadline:
-                    raise SystemExit("bench/sync-push: the first pass did not finish")
-                time.sleep(0.05)
-            while mt.metric("mailtrail_imap_sync_sessions", 'state="watching"') < 1:
-                if time.monotonic() > deadline:
-                    raise SystemExit("bench/sync-push: the session is not watching")
-                time.sleep(0.05)
-            time.sleep(0.5)
-            # The feed's end: poll from there.
-            since = None
-            while True:
-                path = "/v1/activities?limit=1000" + (f"&since={since}" if since else "")
-                doc = mt.api.ok("GET", path, token)
-                if not doc["activities"]:
-                    break
-                since = doc["next_cursor"]
-            seen = {}
-            ok_at = {}
-            done = threading.Event()
-            errors = []
-
-            def poller(cursor):
-                api = Api(mt.port)
-                try:
-                    while len(seen) < appends and not done.is_set():
-                        path = "/v1/activities?limit=1000" + (f"&since={cursor}" if cursor
-                                                              else "")
-                        doc = api.ok("GET", path, token)
-                        now = time.monotonic()
-                        for a in doc["activities"]:
-                            seen.setdefault(a.get("subject"), now)
-                        if doc["activities"]:
-                            cursor = doc["next_cursor"]
-                        else:
-                            time.sleep(0.01)
-                except BaseException as e:  # noqa: BLE001 - reported by the main thread
-                    errors.append(repr(e))
-
-            # The peer: a bare IDLE connection of our own on the same INBOX; when its
-            # "* N EXISTS" arrives is the bound Dovecot sets (it waits before it tells).
-            exists_at = {}
-            sock = socket.create_connection((dc.host, dc.imap_port))
-            fh = sock.makefile("rb")
-            fh.readline()
-            sock.sendall(b'a LOGIN rita "rita-pw"\r\nb EXAMINE INBOX\r\nc IDLE\r\n')
+            bare.login(owner, peer.users[owner])
+            bare.select("INBOX", readonly=True)
+            sock, fh = bare.sock, bare.file
+            sock.sendall(b"c IDLE\r\n")
             while not fh.readline().startswith(b"+"):
                 pass
 
             def idler():
-                for line in fh:
-                    if line.startswith(b"* ") and line.rstrip().endswith(b" EXISTS"):
-                        now, n = time.monotonic(), int(line.split()[1])
-                        for k in range(2, n + 1):  # one EXISTS may announce several
-                            exists_at.setdefault(k, now)
+                try:
+                    for line in fh:
+                        if line.startswith(b"* ") and line.rstrip().endswith(b" EXISTS"):
+                            now, n = time.monotonic(), int(line.split()[1])
+                            for k in range(2, n + 1):  # one EXISTS may announce several
+                                exists_at.setdefault(k, now)
+                except (OSError, ValueError):
+                    pass  # closed at the end
 
             threading.Thread(target=idler, daemon=True).start()
             th = threading.Thread(target=poller, args=(since,), daemon=True)
             th.start()
             order = []
-            with dc.connect(owner) as c:
+            with peer.connect(owner) as c:
                 for i in range(appends):
                     time.sleep(rnd.uniform(0.05, 0.5))
                     subject = f"Push {i} {rnd.getrandbits(32):08x}"
@@ -438,30 +479,25 @@ def push(work, mt_bin, appends):
                         raise SystemExit(f"APPEND: {typ} {data}")
             th.join(30)
             done.set()
-            sock.close()
-            if errors:
-                raise SystemExit("bench/sync-push: poller: " + errors[0])
         finally:
-            mt.stop()
+            try:  # no LOGOUT: the connection is in IDLE, read by idler()
+                bare.sock.shutdown(socket.SHUT_RDWR)
+                bare.shutdown()
+            except OSError:
+                pass
+        if errors:
+            raise SystemExit("bench/sync-push: poller: " + errors[0])
+    finally:
+        mt.stop()
     lat = sorted(max(0.0, seen[s] - t) * 1000 for s, t in ok_at.items() if s in seen)
     missing = appends - len(lat)
     if missing:
-        raise SystemExit(f"bench/sync-push: {missing} of {appends} never showed up in the feed")
-    p50 = lat[len(lat) // 2]
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        raise SystemExit(f"bench/sync-push: {server}: {missing} of {appends} never showed up "
+                         f"in the feed")
     # EXISTS n is the (n-1)th append (one message was there before)
     idle_lat = sorted(max(0.0, exists_at[i + 2] - ok_at[s]) * 1000 for i, s in enumerate(order)
                       if i + 2 in exists_at)
-    print(f"appends={appends} at random intervals of 50-500 ms, STARTTLS, IDLE on INBOX; the feed "
-          f"polled every 10 ms; {os.cpu_count()} cores")
-    print(f"APPEND OK -> activity in GET /v1/activities: min {lat[0]:.0f} ms, p50 {p50:.0f} ms, "
-          f"p90 {lat[int(len(lat) * 0.9)]:.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms")
-    if idle_lat:
-        print(f"APPEND OK -> * EXISTS on a bare IDLE connection (Dovecot's own delay, the bound): "
-              f"p50 {idle_lat[len(idle_lat) // 2]:.0f} ms, "
-              f"p99 {idle_lat[min(len(idle_lat) - 1, int(len(idle_lat) * 0.99))]:.0f} ms "
-              f"({len(idle_lat)} of {appends} seen)")
-    print(f"p50 {p50:.0f} ms, p99 {p99:.0f} ms  (target p50 < 200 ms, p99 < 1 s)")
+    return lat, idle_lat
 
 
 # ---- bench/sync-idle ------------------------------------------------------------------------
@@ -551,7 +587,8 @@ def main():
     if mode == "initial":
         initial(work, mt_bin, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif mode == "push":
-        push(work, mt_bin, int(sys.argv[4]))
+        push(work, mt_bin, int(sys.argv[4]), sys.argv[5].split(",") if len(sys.argv) > 5
+             else ["dovecot", "cyrus"])
     elif mode == "idle":
         idle(work, mt_bin, int(sys.argv[4]))
     else:
