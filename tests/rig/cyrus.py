@@ -38,11 +38,9 @@ Quirks (Cyrus 3.6.1, checked here):
 import contextlib
 import os
 import pwd
-import re
 import shutil
 import ssl
 import subprocess
-import time
 
 import rig
 
@@ -90,14 +88,7 @@ class Cyrus:
 
     def append(self, user, mailbox, raw, flags=(), date=None):
         with self.connect(user) as c:
-            fl = "(" + " ".join(flags) + ")" if flags else None
-            typ, data = c.append(mailbox, fl, date or time.time(), raw)
-            if typ != "OK":
-                raise RuntimeError(f"APPEND failed: {data}")
-            m = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
-            if not m:
-                raise RuntimeError(f"APPEND without APPENDUID: {data}")
-            return int(m.group(1))
+            return rig.imap_append(c, mailbox, raw, flags, date)
 
 
 def _config(d, cert, key):
@@ -147,13 +138,7 @@ def cyrus(certs, directory, users, timeout=rig.READY_TIMEOUT):
     d = os.path.abspath(directory)
     os.makedirs(os.path.join(d, "conf", "socket"), exist_ok=True)
     os.makedirs(os.path.join(d, "spool"), exist_ok=True)
-    # The cyrus user must reach its files: every parent directory traversable.
-    p = d
-    while p != "/":
-        st = os.stat(p)
-        if not st.st_mode & 0o001:
-            os.chmod(p, (st.st_mode & 0o7777) | 0o001)
-        p = os.path.dirname(p)
+    rig.make_traversable(d)  # the cyrus user reaches its files
     cert, key = os.path.join(d, "server.pem"), os.path.join(d, "server.key")
     shutil.copyfile(certs.server_cert, cert)
     shutil.copyfile(certs.server_key, key)

@@ -222,14 +222,7 @@ class Dovecot:
     def append(self, user, mailbox, raw, flags=(), date=None):
         """APPENDs raw bytes as user; returns the new message's UID (from APPENDUID)."""
         with self.connect(user) as c:
-            fl = "(" + " ".join(flags) + ")" if flags else None
-            typ, data = c.append(_quote(mailbox), fl, date or time.time(), raw)
-            if typ != "OK":
-                raise RuntimeError(f"APPEND failed: {data}")
-            m = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
-            if not m:
-                raise RuntimeError(f"APPEND without APPENDUID: {data}")
-            return int(m.group(1))
+            return rig.imap_append(c, _quote(mailbox), raw, flags, date)
 
     def message_flags(self, user, mailbox="INBOX"):
         """{uid: set of flag strings} of every message, read with EXAMINE (read-only: does not
@@ -508,13 +501,7 @@ def dovecot(certs, directory, users=None, selfsigned=False, strict_listener=Fals
     os.makedirs(d, exist_ok=True)
     # The auth process (internal user) reads the passwd-file; mail processes (the mail uid)
     # reach their homes: every parent directory must be traversable.
-    # (rig.tempdir's mkdtemp makes 0700 dirs: they get o+x, search only, no listing.)
-    p = d
-    while p != "/":
-        st = os.stat(p)
-        if not st.st_mode & 0o001:
-            os.chmod(p, (st.st_mode & 0o7777) | 0o001)
-        p = os.path.dirname(p)
+    rig.make_traversable(d)
     shm_dir = _shm_dir() if shm else None
     try:
         mail_root = os.path.join(shm_dir or d, "mail")

@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -172,6 +173,35 @@ def tempdir(prefix="mailtrail-rig-"):
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def make_traversable(path):
+    """Gives path and every directory above it o+x (search only, no listing), so that a server
+    running as its own system user reaches files under it (rig.tempdir's mkdtemp makes 0700
+    directories)."""
+    p = os.path.abspath(path)
+    while p != "/":
+        st = os.stat(p)
+        if not st.st_mode & 0o001:
+            os.chmod(p, (st.st_mode & 0o7777) | 0o001)
+        p = os.path.dirname(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# IMAP
+
+
+def imap_append(client, mailbox, raw, flags=(), date=None):
+    """APPENDs raw bytes on a logged-in imaplib client (mailbox quoted as the server needs);
+    returns the new message's UID (from APPENDUID)."""
+    fl = "(" + " ".join(flags) + ")" if flags else None
+    typ, data = client.append(mailbox, fl, date or time.time(), raw)
+    if typ != "OK":
+        raise RuntimeError(f"APPEND failed: {data}")
+    m = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+    if not m:
+        raise RuntimeError(f"APPEND without APPENDUID: {data}")
+    return int(m.group(1))
 
 
 # ---------------------------------------------------------------------------------------------
