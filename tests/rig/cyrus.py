@@ -26,9 +26,9 @@ What the instance has:
   - one `imap` listener (plaintext + STARTTLS with the CA-signed "localhost" certificate) on a
     free high port of 127.0.0.1; `idled` (IDLE push); LOGIN / AUTHENTICATE PLAIN against a
     private sasldb (users: {name: password}); mailboxes user/<name> made by the admin `cyrus`.
-  - Cyrus's master runs in the foreground in its own process group under rig's process
-    management (the context manager, rig's atexit hook and PR_SET_PDEATHSIG stop it and its
-    children).
+  - Cyrus's master runs in the foreground under a root shell that leads its process group
+    (see _WATCH): the context manager, rig's atexit hook and the death of the process that
+    started it all stop the group (master, imapd, idled).
 
 Quirks (Cyrus 3.6.1, checked here):
   - `master -C FILE` is for the master only: each service's cmd needs its own -C, or imapd
@@ -127,6 +127,20 @@ DAEMON {{
 """
 
 
+# Cyrus's master drops to the cyrus user, and a change of credentials clears the parent-death
+# signal rig.start_process sets: killed hard, a bench would leave it running. A root shell
+# leads the process group instead, told by SIGTERM when its parent dies, and takes the group
+# (master and its children) with it.
+_WATCH = 'trap "kill -KILL -$$" TERM; "$@" & wait $!'
+
+
+def _term_on_parent_death():
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def cyrus(certs, directory, users, timeout=rig.READY_TIMEOUT):
     """Starts a private Cyrus under directory (created) with `users` ({name: password}), each
@@ -163,9 +177,10 @@ def cyrus(certs, directory, users, timeout=rig.READY_TIMEOUT):
         port = rig.free_port()
         with open(services, "w") as f:
             f.write(_services(imapd_conf, port))
+        master = [MASTER, "-C", imapd_conf, "-M", services, "-p", os.path.join(d, "master.pid")]
         with open(log_path, "ab") as log:
-            proc = rig.start_process([MASTER, "-C", imapd_conf, "-M", services, "-p",
-                                      os.path.join(d, "master.pid")],
+            proc = rig.start_process(["/bin/sh", "-c", _WATCH, "cyrus-watch"] + master,
+                                     preexec_fn=_term_on_parent_death,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             if rig.wait_port(HOST, port, timeout=timeout, proc=proc):
