@@ -1,7 +1,8 @@
 # bench/lib/sync_common.sh: the frame of bench/sync-initial, bench/sync-push and bench/sync-idle
 # (sourced after bench/lib/common.sh): a work dir, private copies of the binaries, and a trap
-# that stops the driver (bench/lib/imap_sync_bench.py: it stops its Dovecot and mailtrail in
-# a finally clause, and both die with it through PR_SET_PDEATHSIG) and removes the work dir.
+# that stops the driver (bench/lib/imap_sync_bench.py: it stops its Dovecot or Cyrus and
+# mailtrail in a finally clause, and they die with it through PR_SET_PDEATHSIG) and removes the
+# work dir.
 # sync_run MODE ARGS...: runs the driver in the background (so the trap can stop it) and
 # waits for it; its exit status is the bench's.
 [ "$(id -u)" = 0 ] || { echo "$0: run as root (Dovecot's mail user)" >&2; exit 2; }
