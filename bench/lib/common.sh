@@ -121,6 +121,27 @@ mt_outbox_count() {
 	sqlite3 -readonly "$1/mailtrail.db" "SELECT count(*) FROM outbox_messages ${2:+WHERE $2};" 2>/dev/null
 }
 
+# log_sync_ms DIR: how long a log sync takes on DIR's disk right now — 400 appends of one 4 KiB
+# page, each followed by fdatasync (what a group commit's log sync does); prints p50 / p90 / p99
+# in ms. A durable queue's rate follows it; smtp-source's does not.
+log_sync_ms() {
+	/usr/bin/python3 - "$1" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "log-sync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+page, took = b"\0" * 4096, []
+for _ in range(400):
+    os.write(fd, page)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    took.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+os.unlink(path)
+took.sort()
+print("p50 %.2f / p90 %.2f / p99 %.2f ms" % tuple(took[int(len(took) * q)] for q in (0.5, 0.9, 0.99)))
+PY
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%d", (ms > 0) ? n * 1000 / ms : 0 }'; }
