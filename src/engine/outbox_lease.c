@@ -216,6 +216,19 @@ static bool preload_wanted(const struct claim_job *job, const struct outbox_item
 	               sizeof(*job->preload_users), by_id) != NULL;
 }
 
+/* An item's body (NULL when it is gone), and whether it has 8-bit bytes: looked for here, on
+ * the store thread, so the SMTP client does not scan a large body on the loop before its
+ * MAIL FROM. Both loads go through it: the claim's preload and a session's later load. */
+static int load_body(struct store_tx *tx, struct outbox_item *item)
+{
+	struct store_outbox_message *m = &item->msg;
+	free(m->body); /* a run before this one */
+	m->body = NULL;
+	int rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
+	item->body_8bit = rc == 0 && m->body != NULL && smtp_data_has_8bit(m->body, m->body_len);
+	return rc;
+}
+
 /* The bodies of the routed messages whose account has a session ready, in claim order, within
  * the bytes held for them: one store job where a body load of its own would queue behind the
  * finishes (bench/send: sessions ran dry waiting for it). In order, so that no body waits behind
@@ -230,12 +243,11 @@ static int preload_bodies(struct store_tx *tx, struct claim_job *job)
 			continue;
 		if (bytes + item->msg.body_len > job->preload_bytes)
 			break;
-		int rc = store_outbox_body(tx, item->msg.id, &item->msg.body, &item->msg.body_len);
+		int rc = load_body(tx, item);
 		if (rc == STORE_NOT_FOUND)
 			continue; /* gone: the sender finishes it */
 		if (rc != 0)
 			return rc;
-		item->body_8bit = smtp_data_has_8bit(item->msg.body, item->msg.body_len);
 		bytes += item->msg.body_len;
 	}
 	return 0;
@@ -423,14 +435,9 @@ static int bodies_run(struct store_tx *tx, void *arg)
 {
 	struct bodies_job *job = arg;
 	for (size_t i = 0; i < job->count; i++) {
-		struct store_outbox_message *m = &job->items[i]->msg;
-		free(m->body); /* a run before this one */
-		m->body = NULL;
-		int rc = store_outbox_body(tx, m->id, &m->body, &m->body_len);
+		int rc = load_body(tx, job->items[i]);
 		if (rc != 0 && rc != STORE_NOT_FOUND)
 			return rc;
-		job->items[i]->body_8bit =
-		    m->body != NULL && smtp_data_has_8bit(m->body, m->body_len);
 	}
 	return 0;
 }
