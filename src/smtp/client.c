@@ -10,6 +10,7 @@
 #include "proto/smtp_data.h"
 #include "proto/smtp_reply.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,12 @@ struct smtp_client {
 
 	int callback_depth;
 	bool free_requested;
+	/* Inside smtp_client_send(): outcomes known then (a message refused before its
+	 * transaction) are handed back from `settle_later`, on the loop, not from inside the
+	 * caller's send — a caller feeding messages in a loop would otherwise see one come back
+	 * before its send returned. */
+	bool in_send;
+	struct event *settle_later;
 };
 
 static void smtp_client_destroy(struct smtp_client *client);
@@ -525,6 +532,10 @@ static bool settle(struct smtp_client *client)
 		struct tx *tx = tx_at(client, 0);
 		if (!tx->done && !(tx->aborted && tx->outstanding == 0 && client->body_tx != tx))
 			break;
+		if (client->in_send) {
+			event_active(client->settle_later, EV_TIMEOUT, 0);
+			return false;
+		}
 		if (!tx->done && tx->mail_issued) {
 			if (client->ring_count >= PENDING_RING) {
 				session_fail(client, MT_CLASS_INTERNAL, false, "command ring full",
@@ -1111,6 +1122,16 @@ static char *default_helo_name(void)
 	return strdup("localhost");
 }
 
+static void on_settle_later(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct smtp_client *client = arg;
+	enter(client);
+	pump(client);
+	leave(client);
+}
+
 struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *dns,
                                     const struct smtp_client_params *params,
                                     const struct smtp_client_callbacks *callbacks, void *ctx,
@@ -1139,6 +1160,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
 		return NULL;
 	}
 	client->txs = calloc(MT_SMTP_SESSION_QUEUE_MAX, sizeof(*client->txs));
+	client->settle_later = event_new(base, -1, 0, on_settle_later, client);
 	client->base = base;
 	client->dns = dns;
 	client->params = *params;
@@ -1163,8 +1185,8 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct evdns_base *
 	client->window = 1;
 	mt_buf_init(&client->out, MT_NET_OUTPUT_MAX);
 	smtp_reply_parser_init(&client->parser);
-	if (client->txs == NULL || client->host == NULL || client->helo_name == NULL ||
-	    (params->secret != NULL && client->secret == NULL)) {
+	if (client->txs == NULL || client->settle_later == NULL || client->host == NULL ||
+	    client->helo_name == NULL || (params->secret != NULL && client->secret == NULL)) {
 		*error_r = "out of memory";
 		smtp_client_destroy(client);
 		return NULL;
@@ -1252,9 +1274,12 @@ int smtp_client_send(struct smtp_client *client, struct smtp_message *message, c
 	client->tx_count++;
 
 	if (client->state == SMTP_STATE_READY) {
-		/* What the server cannot take is refused before the transaction starts. */
+		/* What the server cannot take is refused before the transaction starts (and handed
+		 * back from the loop, see in_send). */
 		enter(client);
+		client->in_send = true;
 		pump(client);
+		client->in_send = false;
 		leave(client);
 	}
 	return 0;
@@ -1272,6 +1297,8 @@ void smtp_client_quit(struct smtp_client *client)
 
 static void smtp_client_destroy(struct smtp_client *client)
 {
+	if (client->settle_later != NULL)
+		event_free(client->settle_later);
 	mt_conn_free(&client->conn);
 	smtp_reply_parser_deinit(&client->parser);
 	mt_buf_free_wipe(&client->out);

@@ -130,7 +130,7 @@ static void usage(void)
 	      "  [--auth none|password|plain|login|xoauth2] [--user U] [--password-file F]\n"
 	      "  [--ca-file F] [--fingerprint PIN] [--bind ADDR] [--from A] [--to A]...\n"
 	      "  [--messages N] [--size BYTES] [--no-pipelining] [--timeout-ms N]\n"
-	      "  [--transcript FILE] [--quiet]\n",
+	      "  [--transcript FILE] [--quiet] [--data-8bit yes|no]\n",
 	      stderr);
 }
 
@@ -154,6 +154,9 @@ int main(int argc, char **argv)
 	    {"timeout-ms", required_argument, NULL, 'T'},
 	    {"transcript", required_argument, NULL, 'R'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    /* the caller's word on the data (smtp_message.data_8bit); without it the client scans
+	     */
+	    {"data-8bit", required_argument, NULL, '8'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct smtp_client_params params = {0};
@@ -163,6 +166,7 @@ int main(int argc, char **argv)
 	const char *transcript_path = NULL, *fingerprint = NULL;
 	long messages = -1, size = 300;
 	bool quiet = false;
+	enum smtp_data_8bit data_8bit = SMTP_DATA_8BIT_UNKNOWN;
 	int opt;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (opt) {
@@ -221,6 +225,11 @@ int main(int argc, char **argv)
 			break;
 		case 'q':
 			quiet = true;
+			break;
+		case '8':
+			if (strcmp(optarg, "yes") != 0 && strcmp(optarg, "no") != 0)
+				return usage(), 2;
+			data_8bit = strcmp(optarg, "yes") == 0 ? SMTP_DATA_8BIT : SMTP_DATA_7BIT;
 			break;
 		default:
 			return usage(), 2;
@@ -282,6 +291,7 @@ int main(int argc, char **argv)
 		d.messages[i].rcpt_count = to_count;
 		d.messages[i].data = body;
 		d.messages[i].data_len = body_len;
+		d.messages[i].data_8bit = data_8bit;
 		d.messages[i].results = &d.results[i * to_count];
 	}
 	if (transcript_path != NULL)
