@@ -386,11 +386,7 @@ def push_on(peer, server, work, mt_bin, certs, owner, appends):
     OK to its activity in the feed, and to the bare IDLE connection's EXISTS."""
     owner_email = owner + "@" + ORG_DOMAIN
     rnd = random.Random(14)
-    first = message(rnd, 0, "someone@elsewhere.example", [owner_email])
-    if server == "dovecot":
-        peer.fill_maildir(owner, "INBOX", [first])
-    else:
-        peer.append(owner, "INBOX", first)
+    peer.append(owner, "INBOX", message(rnd, 0, "someone@elsewhere.example", [owner_email]))
     shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
     mt = Mailtrail(mt_bin, work, certs.ca_cert)
     try:

@@ -3,7 +3,8 @@
  * and then carries any number of messages, pipelined (RFC 2920) when the server offers it.
  *
  * The caller queues messages with smtp_client_send(); each one comes back exactly once through
- * `message_done` with a result per recipient. A session failure (connection lost, timeout, a
+ * `message_done` with a result per recipient, never from inside smtp_client_send() (one the
+ * server cannot take comes back from the loop right after). A session failure (connection lost, timeout, a
  * 421, a TLS or AUTH failure) completes every queued message as a temporary failure of that
  * class before `session_failed` — a message whose final dot was sent but not answered is never
  * reported as sent.

@@ -36,9 +36,11 @@ Quirks (Cyrus 3.6.1, checked here):
   - Without /dev/log Cyrus's syslog lines are lost; start.log holds master's own output."""
 
 import contextlib
+import imaplib
 import os
 import pwd
 import shutil
+import signal
 import ssl
 import subprocess
 
@@ -78,8 +80,6 @@ class Cyrus:
         return ssl.create_default_context(cafile=self.ca_file)
 
     def connect(self, user=None, timeout=TIMEOUT):
-        import imaplib
-
         c = imaplib.IMAP4(self.host, self.imap_port, timeout=timeout)
         c.starttls(ssl_context=self.ssl_context())
         if user is not None:
@@ -134,13 +134,6 @@ DAEMON {{
 _WATCH = 'trap "kill -KILL -$$" TERM; "$@" & wait $!'
 
 
-def _term_on_parent_death():
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
 def cyrus(certs, directory, users, timeout=rig.READY_TIMEOUT):
     """Starts a private Cyrus under directory (created) with `users` ({name: password}), each
@@ -180,7 +173,7 @@ def cyrus(certs, directory, users, timeout=rig.READY_TIMEOUT):
         master = [MASTER, "-C", imapd_conf, "-M", services, "-p", os.path.join(d, "master.pid")]
         with open(log_path, "ab") as log:
             proc = rig.start_process(["/bin/sh", "-c", _WATCH, "cyrus-watch"] + master,
-                                     preexec_fn=_term_on_parent_death,
+                                     preexec_fn=rig.parent_death_signal(signal.SIGTERM),
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             if rig.wait_port(HOST, port, timeout=timeout, proc=proc):

@@ -105,15 +105,22 @@ def install_signal_cleanup():
         signal.signal(sig, handler)
 
 
-def _pdeathsig():
-    """preexec_fn: the child gets SIGKILL when the thread that started it dies."""
-    try:
-        import ctypes
+def parent_death_signal(sig):
+    """A preexec_fn: the child gets `sig` when the thread that started it dies."""
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    def preexec():
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+    return preexec
+
+
+_pdeathsig = parent_death_signal(signal.SIGKILL)
 
 
 def start_process(argv, **kwargs):
