@@ -4,9 +4,9 @@
  *
  * The caller queues messages with smtp_client_send(); each one comes back exactly once through
  * `message_done` with a result per recipient, never from inside smtp_client_send() (one the
- * server cannot take comes back from the loop right after). A session failure (connection lost, timeout, a
- * 421, a TLS or AUTH failure) completes every queued message as a temporary failure of that
- * class before `session_failed` — a message whose final dot was sent but not answered is never
+ * server cannot take comes back from the loop right after). A session failure (connection lost,
+ * timeout, a 421, a TLS or AUTH failure) completes every queued message as a temporary failure of
+ * that class before `session_failed` — a message whose final dot was sent but not answered is never
  * reported as sent.
  *
  * Ownership: the caller owns each struct smtp_message (and the strings and data it points to)
