@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #pragma GCC diagnostic push
@@ -597,6 +598,27 @@ static bool charset_is_utf8(const char *charset)
 	       g_ascii_strcasecmp(charset, "ascii") == 0;
 }
 
+/* True when every byte of buf[0..len) is ASCII and not NUL: valid UTF-8 as it is. Eight bytes
+ * at a time (most mail text is ASCII, and g_utf8_validate goes a character at a time). */
+static bool plain_ascii(const char *buf, size_t len)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+		memcpy(&w, buf + i, sizeof(w));
+		/* a high bit set, or a zero byte (the classic "has zero byte" test) */
+		if (((w | ((w - ones) & ~w)) & highs) != 0)
+			return false;
+	}
+	for (; i < len; i++) {
+		unsigned char b = (unsigned char)buf[i];
+		if (b == 0 || b >= 0x80)
+			return false;
+	}
+	return true;
+}
+
 /* Reads up to MT_SNIPPET_SOURCE_MAX decoded bytes of `raw` (transfer encoding undone, charset
  * converted) as valid UTF-8. Undeclared (or "us-ascii") 8-bit text that is not UTF-8 is read as
  * Windows-1252, the usual culprit; other bad bytes become U+FFFD. */
@@ -639,6 +661,8 @@ static char *decode_text(GMimeStream *raw, GMimeContentEncoding encoding, const 
 	}
 	g_object_unref(filtered);
 	buf[len] = '\0';
+	if (mime_fast_paths() && plain_ascii(buf, len))
+		return buf; /* what the checks below find of such text: valid, no NUL */
 	/* the cap may have cut a character: drop its start rather than report it as invalid */
 	const char *end = NULL;
 	bool valid = g_utf8_validate(buf, (gssize)len, &end);
@@ -669,6 +693,20 @@ static void make_snippet(char out[MT_SNIPPET_BYTES + 1], const char *text)
 	for (const char *p = text; *p != '\0' && chars < MT_SNIPPET_CHARS;
 	     p = g_utf8_next_char(p)) {
 		unsigned char b = (unsigned char)*p;
+		if (fast && b > 0x20 && b < 0x7f && !space) {
+			/* a run of visible ASCII: copied as it is, byte by byte, without the
+			 * character stepping below (the loop's own step moves past the last) */
+			for (;;) {
+				out[n++] = (char)b;
+				if (++chars == MT_SNIPPET_CHARS)
+					break;
+				b = (unsigned char)p[1];
+				if (b <= 0x20 || b >= 0x7f)
+					break;
+				p++;
+			}
+			continue;
+		}
 		if (b < 0x80 && fast) {
 			/* ASCII, most text: the same tests as below without the Unicode tables
 			 * (blanks and controls are at or below 0x20, and 0x7f) */

@@ -650,6 +650,52 @@ static void test_fast_paths_corpus(void **state)
 	assert_int_equal(corpus_each(fast_paths_check), 0);
 }
 
+/* Texts at the edges of the fast paths added for the sync (plain_ascii's eight-byte steps,
+ * make_snippet's runs of visible ASCII): lengths around eight, a NUL, a run across the
+ * character cap, the cap reached after a space, a run ending on the cap's last character. */
+static void test_fast_paths_snippet_runs(void **state)
+{
+	(void)state;
+	char body[2048];
+	size_t failures = 0;
+	for (size_t k = 0; k < 9; k++) {
+		const char *cte = "7bit";
+		size_t n = 0;
+		if (k < 3) { /* 7, 8 and 9 bytes */
+			memcpy(body, "abcdefghi", 7 + k);
+			n = 7 + k;
+		} else if (k == 3) {
+			cte = "quoted-printable";
+			n = (size_t)snprintf(body, sizeof(body), "nul=00here and after");
+		} else if (k == 4) {
+			memset(body, 'a', 700);
+			n = 700;
+		} else if (k == 5 || k == 6) {
+			for (; n + 5 < 1200 - k; n += 5)
+				memcpy(body + n, "word ", 5);
+		} else if (k == 7) {
+			memset(body, 'b', 499);
+			memcpy(body + 499, " cd", 3);
+			n = 502;
+		} else {
+			memset(body, 'c', 500);
+			memcpy(body + 500, "\xc3\xa9 more", 8);
+			n = 508;
+		}
+		body[n] = '\0';
+		char msg[4096];
+		int len =
+		    snprintf(msg, sizeof(msg),
+		             "From: a@b.example\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+		             "Content-Type: text/plain\r\nContent-Transfer-Encoding: %s\r\n\r\n%s",
+		             cte, body);
+		char what[32];
+		snprintf(what, sizeof(what), "snippet run case %zu", k);
+		failures += same_both_ways(what, msg, (size_t)len) != 0;
+	}
+	assert_int_equal(failures, 0);
+}
+
 /* Address entries of every shape near the fast path's edges: those it takes and those it must
  * leave to GMime and libidn2. */
 static const char *const address_cases[] = {
@@ -1066,6 +1112,7 @@ int main(void)
 	    cmocka_unit_test(test_name_cap),
 	    cmocka_unit_test(test_address_quirks),
 	    cmocka_unit_test(test_fast_paths_corpus),
+	    cmocka_unit_test(test_fast_paths_snippet_runs),
 	    cmocka_unit_test(test_fast_paths_addresses),
 	    cmocka_unit_test(test_fast_paths_taken),
 	    cmocka_unit_test(test_fast_paths_snippets),
