@@ -62,6 +62,9 @@ struct op {
 	bool read_only;
 	bool started;
 	unsigned outstanding; /* tagged commands awaiting their answer */
+	/* The tags of its commands: a<tag_first> to a<tag_last>, in a row (operations never
+	 * interleave their commands), so that a tagged answer finds its operation. */
+	unsigned tag_first, tag_last;
 	/* FETCH */
 	uint32_t first, last, chunk, next_uid;
 	bool star;       /* the last chunk is "first:*" */
@@ -519,11 +522,35 @@ static void arm_timer(struct event *timer, int ms)
 	evtimer_add(timer, &tv);
 }
 
+/* A command of `op` went out (its tag is the last one sent). */
+static void op_sent(struct imap_client *client, struct op *op)
+{
+	if (op->tag_first == 0)
+		op->tag_first = client->next_tag;
+	op->tag_last = client->next_tag;
+	op->outstanding++;
+}
+
+static unsigned fetch_window(const struct imap_client *client)
+{
+	return client->params.fetch_window ? client->params.fetch_window : MT_IMAP_FETCH_WINDOW;
+}
+
+/* UID FETCH commands awaiting their answer, of every operation in flight. */
+static unsigned fetches_in_flight(const struct imap_client *client)
+{
+	unsigned n = 0;
+	for (const struct op *op = client->ops; op != NULL && op->started; op = op->next) {
+		if (op->kind == OP_FETCH)
+			n += op->outstanding;
+	}
+	return n;
+}
+
 static int fetch_issue(struct imap_client *client, struct op *op)
 {
-	unsigned window =
-	    client->params.fetch_window ? client->params.fetch_window : MT_IMAP_FETCH_WINDOW;
-	while (!op->all_issued && op->outstanding < window && op->res.cls == MT_CLASS_NONE) {
+	while (!op->all_issued && fetches_in_flight(client) < fetch_window(client) &&
+	       op->res.cls == MT_CLASS_NONE) {
 		char range[48];
 		uint32_t to;
 		if (op->star) {
@@ -546,7 +573,7 @@ static int fetch_issue(struct imap_client *client, struct op *op)
 		mt_buf_free(&line);
 		if (r < 0)
 			return -1;
-		op->outstanding++;
+		op_sent(client, op);
 	}
 	return 0;
 }
@@ -634,7 +661,7 @@ static int op_start(struct imap_client *client, struct op *op)
 	}
 	mt_buf_free(&line);
 	if (r == 0)
-		op->outstanding++;
+		op_sent(client, op);
 	return r;
 }
 
@@ -679,6 +706,28 @@ static void send_logout(struct imap_client *client)
 	send_now(client, IMAP_STATE_LOGOUT, "LOGOUT", NULL);
 }
 
+/* FETCH operations queued in a row overlap: while the head's last commands are answered, the
+ * next one's go out (within the window of FETCH commands), so the server is never idle for a
+ * round trip between them. Answers still complete the operations in order. */
+static int fetch_ahead(struct imap_client *client)
+{
+	struct op *prev = client->ops;
+	for (struct op *op = prev->next; op != NULL && op->kind == OP_FETCH; op = op->next) {
+		if (prev->kind != OP_FETCH || !prev->all_issued || prev->res.cls != MT_CLASS_NONE)
+			break;
+		if (fetches_in_flight(client) >= fetch_window(client))
+			break;
+		if (!op->started) {
+			if (op_start(client, op) < 0)
+				return -1;
+		} else if (fetch_issue(client, op) < 0) {
+			return -1;
+		}
+		prev = op;
+	}
+	return 0;
+}
+
 static void pump(struct imap_client *client)
 {
 	if (client->state != IMAP_STATE_READY || client->free_requested)
@@ -699,8 +748,14 @@ static void pump(struct imap_client *client)
 			session_fail(client, MT_CLASS_INTERNAL, "command too long", NULL, NULL);
 			return;
 		}
-		if (!op_complete(op))
+		if (!op_complete(op)) {
+			if (fetch_ahead(client) < 0) {
+				session_fail(client, MT_CLASS_INTERNAL, "command too long", NULL,
+				             NULL);
+				return;
+			}
 			break;
+		}
 		if (finish_head(client) || client->free_requested ||
 		    client->state != IMAP_STATE_READY)
 			return;
@@ -826,7 +881,13 @@ static void handle_fetch(struct imap_client *client, const struct imap_response 
 		session_fail(client, MT_CLASS_PROTO, error, resp, NULL);
 		return;
 	}
+	/* the FETCH operation in flight whose UID range holds the answer's (they may overlap in
+	 * time, never in UIDs as the sync asks for them; the first one in range otherwise) */
 	struct op *op = client->ops;
+	while (op != NULL && op->kind == OP_FETCH && op->started &&
+	       !((fetch.has & IMAP_FETCH_UID) && fetch.uid >= op->first &&
+	         (op->star || fetch.uid <= op->last)))
+		op = op->next;
 	if (op != NULL && op->kind == OP_FETCH && op->started && (fetch.has & IMAP_FETCH_UID) &&
 	    fetch.uid >= op->first && (op->star || fetch.uid <= op->last)) {
 		bool answer = !op->wants_more ||
@@ -935,10 +996,26 @@ static void handle_untagged_ready(struct imap_client *client, const struct imap_
 	}
 }
 
+/* The operation in flight that sent the command tagged `tag`; NULL when none did. */
+static struct op *op_of_tag(struct imap_client *client, const char *tag)
+{
+	char *end;
+	if (tag[0] != 'a' || tag[1] < '1' || tag[1] > '9')
+		return NULL;
+	unsigned long n = strtoul(tag + 1, &end, 10);
+	if (*end != '\0')
+		return NULL;
+	for (struct op *op = client->ops; op != NULL && op->started; op = op->next) {
+		if (op->outstanding > 0 && n >= op->tag_first && n <= op->tag_last)
+			return op;
+	}
+	return NULL;
+}
+
 static void handle_tagged_ready(struct imap_client *client, const struct imap_response *resp)
 {
-	struct op *op = client->ops;
-	if (op == NULL || !op->started || op->outstanding == 0) {
+	struct op *op = op_of_tag(client, resp->tag);
+	if (op == NULL) {
 		session_fail(client, MT_CLASS_PROTO, "a tagged answer for no command", resp, NULL);
 		return;
 	}

@@ -10,7 +10,8 @@
  *              [--pause-after N --pause-file PATH] --op OP ...
  *   OP: list | select:BOX | examine:BOX | fetch:FIRST:LAST|*:CHUNK:ITEMS | search:CRITERIA |
  *       append:BOX:FILE | append-text:BOX:TEXT ("\n" in TEXT: CRLF) | noop | idle:SECONDS |
- *       logout
+ *       logout | fetch+:FIRST:LAST|*:CHUNK:ITEMS (queued without waiting for its answer: the
+ *       next operation goes out beside it; each FETCH answer then names its operation's index)
  *
  * --pause-after N: after the Nth FETCH answer, prints {"paused":true} and waits (blocking the
  * loop, as a slow consumer would) until --pause-file exists: a test changes the mailbox from
@@ -36,6 +37,15 @@
 
 #define MAX_OPS 64
 
+struct drive;
+/* What an operation's callbacks get: the drive, the operation's index, whether it was queued
+ * ahead (fetch+: the next operation was started without waiting for it). */
+struct op_ref {
+	struct drive *d;
+	size_t index;
+	bool ahead;
+};
+
 struct drive {
 	struct event_base *base;
 	struct imap_client *client;
@@ -50,6 +60,7 @@ struct drive {
 	const char *pause_file;
 	struct event *idle_timer;
 	char *append_data;
+	struct op_ref refs[MAX_OPS];
 };
 
 static void print_json(json_t *obj)
@@ -118,10 +129,12 @@ static void on_event(void *ctx, const struct imap_event *e)
 
 static void on_fetch(void *ctx, const struct imap_fetch *f)
 {
-	struct drive *d = ctx;
+	struct op_ref *ref = ctx;
+	struct drive *d = ref->d;
 	d->fetched++;
 	if (!d->quiet_fetch) {
-		json_t *o = json_pack("{s:i,s:i}", "fetch", (int)f->uid, "seq", (int)f->seq);
+		json_t *o = json_pack("{s:i,s:i,s:i}", "fetch", (int)f->uid, "seq", (int)f->seq,
+		                      "op_index", (int)ref->index);
 		json_t *flags = json_array();
 		for (const struct imap_value *v = f->flags; v != NULL; v = v->next)
 			json_array_append_new(flags, str_or_null(imap_value_str(v)));
@@ -184,8 +197,9 @@ static void on_next(evutil_socket_t fd, short what, void *ctx)
 
 static void on_done(void *ctx, const struct imap_result *r)
 {
-	struct drive *d = ctx;
-	const char *op = d->ops[d->next_op - 1];
+	struct op_ref *ref = ctx;
+	struct drive *d = ref->d;
+	const char *op = d->ops[ref->index];
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "op", op, "class", mt_class_name(r->cls),
 	                      "reason", r->reason, "response", r->response);
 	if (r->mailbox_count > 0) {
@@ -229,6 +243,8 @@ static void on_done(void *ctx, const struct imap_result *r)
 	} else if (r->cls != MT_CLASS_NONE) {
 		return; /* the session failed: on_failed follows */
 	}
+	if (ref->ahead)
+		return; /* the next operation is out already */
 	/* From the loop: when the session is failing, its `failed` comes first. */
 	event_base_once(d->base, -1, EV_TIMEOUT, on_next, d, NULL);
 }
@@ -282,29 +298,33 @@ static void next_op(struct drive *d)
 			finish(d, MT_CLASS_INTERNAL, error, NULL, NULL);
 		return;
 	}
+	struct op_ref *ref = &d->refs[d->next_op];
+	*ref = (struct op_ref){d, d->next_op, false};
 	const char *op = d->ops[d->next_op++];
+	ref->ahead = strncmp(op, "fetch+:", 7) == 0;
 	if (strcmp(op, "list") == 0) {
-		r = imap_client_list(d->client, on_done, d, &error);
+		r = imap_client_list(d->client, on_done, ref, &error);
 	} else if (strncmp(op, "select:", 7) == 0) {
-		r = imap_client_select(d->client, op + 7, false, on_done, d, &error);
+		r = imap_client_select(d->client, op + 7, false, on_done, ref, &error);
 	} else if (strncmp(op, "examine:", 8) == 0) {
-		r = imap_client_select(d->client, op + 8, true, on_done, d, &error);
-	} else if (strncmp(op, "fetch:", 6) == 0) {
+		r = imap_client_select(d->client, op + 8, true, on_done, ref, &error);
+	} else if (strncmp(op, "fetch:", 6) == 0 || ref->ahead) {
+		const char *spec = op + (ref->ahead ? 7 : 6);
 		char first[16], last[16];
 		unsigned chunk;
 		int used = 0;
-		if (sscanf(op + 6, "%15[^:]:%15[^:]:%u:%n", first, last, &chunk, &used) == 3 &&
+		if (sscanf(spec, "%15[^:]:%15[^:]:%u:%n", first, last, &chunk, &used) == 3 &&
 		    used > 0) {
 			uint32_t f = (uint32_t)strtoul(first, NULL, 10);
 			uint32_t l =
 			    strcmp(last, "*") == 0 ? UINT32_MAX : (uint32_t)strtoul(last, NULL, 10);
-			r = imap_client_fetch(d->client, f, l, op + 6 + used, chunk, on_fetch,
-			                      on_done, d, &error);
+			r = imap_client_fetch(d->client, f, l, spec + used, chunk, on_fetch,
+			                      on_done, ref, &error);
 		} else {
 			error = "fetch:FIRST:LAST:CHUNK:ITEMS";
 		}
 	} else if (strncmp(op, "search:", 7) == 0) {
-		r = imap_client_search(d->client, op + 7, on_done, d, &error);
+		r = imap_client_search(d->client, op + 7, on_done, ref, &error);
 	} else if (strncmp(op, "append:", 7) == 0) {
 		const char *colon = strrchr(op + 7, ':');
 		if (colon != NULL) {
@@ -314,7 +334,7 @@ static void next_op(struct drive *d)
 			d->append_data = read_file(colon + 1, &len);
 			if (d->append_data != NULL)
 				r = imap_client_append(d->client, box, NULL, d->append_data, len,
-				                       on_done, d, &error);
+				                       on_done, ref, &error);
 			else
 				error = "cannot read the message file";
 		}
@@ -336,10 +356,10 @@ static void next_op(struct drive *d)
 			}
 			if (d->append_data != NULL)
 				r = imap_client_append(d->client, box, NULL, d->append_data, n,
-				                       on_done, d, &error);
+				                       on_done, ref, &error);
 		}
 	} else if (strcmp(op, "noop") == 0) {
-		r = imap_client_noop(d->client, on_done, d, &error);
+		r = imap_client_noop(d->client, on_done, ref, &error);
 	} else if (strncmp(op, "idle:", 5) == 0) {
 		double seconds = atof(op + 5);
 		r = imap_client_idle(d->client, true, &error);
@@ -355,6 +375,8 @@ static void next_op(struct drive *d)
 	if (r < 0) {
 		fprintf(stderr, "imap-drive: %s: %s\n", op, error);
 		finish(d, MT_CLASS_INTERNAL, error, NULL, NULL);
+	} else if (ref->ahead) {
+		next_op(d);
 	}
 }
 
