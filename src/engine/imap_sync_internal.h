@@ -92,13 +92,13 @@ struct session {
 	uint32_t cursor_floor; /* where the pass's chunks so far leave the folder's cursor */
 	int64_t modseq_kept;   /* the HIGHESTMODSEQ chunks store until the folder is complete */
 	/* The pass's chunks in UID order (at most MT_IMAP_SYNC_PIPELINE): the newest may be
-	 * fetching, the oldest storing. Each is a store job the session detaches from when it is
+	 * fetching (up to MT_IMAP_SYNC_FETCHES of them, their UID FETCH commands overlapping), the
+	 * oldest storing. Each is a store job the session detaches from when it is
 	 * halted (the generation): one on a worker or in the store is freed by its completion. */
 	struct sync_job *chunks[MT_IMAP_SYNC_PIPELINE];
 	size_t chunk_count;
-	bool fetching;  /* the newest chunk's UID FETCH is running */
-	bool fetch_oom; /* an answer could not be kept: the pass starts over */
-	size_t chunk_end;
+	unsigned fetching; /* chunks whose UID FETCH is running (the newest ones) */
+	bool fetch_oom;    /* an answer could not be kept: the pass starts over */
 	/* chunks done with, kept for the pass's next ones (their arrays are large) */
 	struct sync_job *spare[MT_IMAP_SYNC_PIPELINE];
 	size_t spare_count;
@@ -140,6 +140,8 @@ struct sync_job {
 	/* CHUNK: the answers, the messages converted from them (`own_count` of `own` to free; the
 	 * store reads `count` of them through `msgs`), the ones skipped */
 	enum chunk_stage stage;
+	size_t uid_begin, uid_end; /* its UIDs: the session's uids[uid_begin..uid_end) */
+	int64_t converted_ms;      /* when it became C_CONVERTED (sync_mono_ms) */
 	struct imap_batch *batch;
 	struct store_message *own;
 	size_t own_count;

