@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -186,6 +187,9 @@ def profile_addr(p, k):
 # ---- bench/sync-initial ---------------------------------------------------------------------
 
 
+DOVECOT_PROCESSES = ("dovecot", "imap", "imap-login", "auth", "config", "anvil", "log", "stats")
+
+
 def thread_cpu(pid):
     """CPU seconds (user + system) per thread name of process `pid` ("mailtrail" is the loop)."""
     out = {}
@@ -200,17 +204,29 @@ def thread_cpu(pid):
     return out
 
 
+def proc_io(pid):
+    """The process's /proc/PID/io counters (wchar: bytes it passed to write calls)."""
+    return {k: int(v) for k, v in (line.split(": ") for line in open(f"/proc/{pid}/io"))}
+
+
+def machine_busy():
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat: not idle, not iowait)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def dovecot_cpu():
-    """CPU seconds of the IMAP server's processes (imap, imap-login: the TLS proxy) alive now;
-    only the bench's Dovecot runs them during the bench."""
-    total = 0.0
+    """CPU seconds of the IMAP server: its processes alive now (imap, imap-login: the TLS proxy,
+    and the rest) and the children they reaped (an imap process that logged out); only the
+    bench's Dovecot runs them during the bench."""
+    total = 0
     for pid in os.listdir("/proc"):
         try:
             stat = open(f"/proc/{pid}/stat").read()
         except (OSError, ValueError):
             continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] in ("imap", "imap-login"):
-            total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])
+        if stat[stat.index("(") + 1:stat.rindex(")")] in DOVECOT_PROCESSES:
+            total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -254,15 +270,20 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
         fill_s = time.monotonic() - t
         log(f"filled {messages} messages in {fill_s:.1f} s ({expected[0]} activities expected)")
 
+        raw_busy, raw_dovecot = [], []
+
         def raw():
+            busy, dc_cpu = machine_busy(), dovecot_cpu()
             out = subprocess.run([raw_bin, "--host", dc.host, "--port", str(dc.imap_port),
                                   "--starttls", "--ca-file", certs.ca_cert, "--user", owner,
                                   "--password-file", password_file, "--sync-items", "--examine",
-                                  "--chunk", "200", "--window", "1"],
+                                  "--chunk", "200", "--window", "2"],
                                  check=True, capture_output=True, text=True).stdout
             kv = dict(x.split("=") for x in out.split())
             if int(kv["fetched"]) != messages:
                 raise SystemExit(f"raw client fetched {kv['fetched']} of {messages}")
+            raw_busy.append(machine_busy() - busy)
+            raw_dovecot.append(dovecot_cpu() - dc_cpu)
             return float(kv["ms"])
 
         t = time.monotonic()
@@ -286,6 +307,13 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
             time.sleep(1)  # the import's (empty) backfill
             rss_before = rss_kib(mt.proc.pid)
             threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu()
+            busy_before, io_before = machine_busy(), proc_io(mt.proc.pid)
+            perf = None
+            if os.environ.get("BENCH_PERF"):  # a profile of mailtrail during the sync
+                perf = subprocess.Popen(["perf", "record", "-q", "-F", "999", "--call-graph",
+                                         "dwarf,16384", "-p", str(mt.proc.pid), "-o",
+                                         os.environ["BENCH_PERF"]])
+                time.sleep(0.5)
             t0 = time.monotonic()
             mt.put_imap(token, dc, owner, "2000-01-01")
             put_s = time.monotonic() - t0
@@ -302,8 +330,13 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
                         f"messages_synced {f.get('messages_synced')}")
                 time.sleep(0.05)
             wall = time.monotonic() - t0
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
             threads = {k: v - threads_before.get(k, 0) for k, v in thread_cpu(mt.proc.pid).items()}
             dovecot_s = dovecot_cpu() - dovecot_before
+            mt_busy = machine_busy() - busy_before
+            io = {k: v - io_before[k] for k, v in proc_io(mt.proc.pid).items()}
             hwm = rss_kib(mt.proc.pid, "VmHWM")
             rss_after = rss_kib(mt.proc.pid)
             cpu = sum(int(x) for x in open(f"/proc/{mt.proc.pid}/stat").read()
@@ -321,7 +354,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
     print(f"messages={messages} profiles={profiles}x3 addresses; STARTTLS on loopback, "
           f"Dovecot {dovecot_version()}, {os.cpu_count()} cores (filled in {fill_s:.1f} s, "
           f"profiles imported in {import_s:.1f} s)")
-    print(f"raw client (same items, EXAMINE, UID FETCH chunks of 200, one in flight): "
+    print(f"raw client (same items, EXAMINE, UID FETCH chunks of 200, two in flight): "
           f"{raw_rate:.0f} msg/s  (median of {', '.join('%.0f ms' % x for x in raw_ms)})")
     print(f"mailtrail, PUT /v1/imap -> last chunk committed: {mt_rate:.0f} msg/s  "
           f"({wall:.1f} s wall, PUT answered in {put_s * 1000:.0f} ms; CPU {cpu:.1f} s)")
@@ -329,7 +362,13 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
              "mt-checkpoint": "checkpoint"}
     print("CPU during the sync, s: " + ", ".join(
         f"{names.get(k, k)} {v:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
-        if v >= 0.005) + f"; Dovecot's imap + imap-login {dovecot_s:.2f}")
+        if v >= 0.005))
+    print(f"machine CPU busy, all cores, s: raw client runs "
+          f"{', '.join('%.1f' % x for x in raw_busy[1:])}; mailtrail's sync {mt_busy:.1f}")
+    print(f"Dovecot's CPU, s: raw client runs {', '.join('%.2f' % x for x in raw_dovecot[1:])}; "
+          f"mailtrail's sync {dovecot_s:.2f}")
+    print(f"mailtrail wrote {io['wchar'] / 1e6:.0f} MB during the sync (write calls: the log, "
+          f"checkpoints, sockets), {io['wchar'] / messages / 1024:.1f} KiB a message")
     print(f"activities committed: {acts} (expected {expected[0]})")
     print(f"mailtrail peak RSS (VmHWM): {hwm / 1024:.1f} MiB  "
           f"(VmRSS before PUT {rss_before / 1024:.1f} MiB, after {rss_after / 1024:.1f} MiB)")
