@@ -151,7 +151,9 @@ struct imap_client *imap_client_new(struct event_base *base, struct evdns_base *
                                     const char **error_r);
 void imap_client_free(struct imap_client **client);
 
-/* Operations: queued, run in order once the client is ready. */
+/* Operations: queued, run in order once the client is ready. UID FETCH operations queued in a
+ * row overlap (the next one's commands go out once the one before has all of its out, within
+ * the FETCH window); they still complete in the order they were queued. */
 
 /* LIST "" "*" (RETURN (SPECIAL-USE) when offered). */
 int imap_client_list(struct imap_client *client, imap_done_cb *done, void *ctx,
