@@ -100,6 +100,28 @@ bool mt_utf8_valid(const char *s, size_t len)
 	return true;
 }
 
+bool mt_mem_has_8bit(const char *data, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)data;
+	while (len >= 64) {
+		uint64_t any = 0;
+		for (size_t i = 0; i < 64; i += 8) {
+			uint64_t word;
+			memcpy(&word, p + i, sizeof(word));
+			any |= word;
+		}
+		if (any & UINT64_C(0x8080808080808080))
+			return true;
+		p += 64;
+		len -= 64;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] & 0x80)
+			return true;
+	}
+	return false;
+}
+
 int mt_hex_value(char c)
 {
 	if (c >= '0' && c <= '9')

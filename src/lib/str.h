@@ -21,6 +21,9 @@ int mt_hex_value(char c);
  * code points past U+10FFFF), 0 when there is none. NUL is a valid one-byte sequence. */
 size_t mt_utf8_sequence(const char *s, size_t len);
 bool mt_utf8_valid(const char *s, size_t len);
+/* True if the bytes hold an octet above 0x7f (64 bytes a step: bodies and texts of megabytes go
+ * through it). */
+bool mt_mem_has_8bit(const char *data, size_t len);
 /* Monotonic milliseconds, for timeouts and benchmarks. */
 int64_t mt_now_ms(void);
 /* Wall clock seconds since the epoch. */

@@ -5,12 +5,13 @@
 #include "mime/address.h"
 #include "mime/html_text.h"
 
+#include "lib/str.h"
+
 #include <sodium.h>
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
 
 #pragma GCC diagnostic push
@@ -598,27 +599,6 @@ static bool charset_is_utf8(const char *charset)
 	       g_ascii_strcasecmp(charset, "ascii") == 0;
 }
 
-/* True when every byte of buf[0..len) is ASCII and not NUL: valid UTF-8 as it is. Eight bytes
- * at a time (most mail text is ASCII, and g_utf8_validate goes a character at a time). */
-static bool plain_ascii(const char *buf, size_t len)
-{
-	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-	size_t i = 0;
-	for (; i + 8 <= len; i += 8) {
-		uint64_t w;
-		memcpy(&w, buf + i, sizeof(w));
-		/* a high bit set, or a zero byte (the classic "has zero byte" test) */
-		if (((w | ((w - ones) & ~w)) & highs) != 0)
-			return false;
-	}
-	for (; i < len; i++) {
-		unsigned char b = (unsigned char)buf[i];
-		if (b == 0 || b >= 0x80)
-			return false;
-	}
-	return true;
-}
-
 /* Reads up to MT_SNIPPET_SOURCE_MAX decoded bytes of `raw` (transfer encoding undone, charset
  * converted) as valid UTF-8. Undeclared (or "us-ascii") 8-bit text that is not UTF-8 is read as
  * Windows-1252, the usual culprit; other bad bytes become U+FFFD. */
@@ -661,8 +641,10 @@ static char *decode_text(GMimeStream *raw, GMimeContentEncoding encoding, const 
 	}
 	g_object_unref(filtered);
 	buf[len] = '\0';
-	if (mime_fast_paths() && plain_ascii(buf, len))
-		return buf; /* what the checks below find of such text: valid, no NUL */
+	/* Plain ASCII without NUL (most mail text) is what the checks below find valid as it is;
+	 * both scans go many bytes a step, where g_utf8_validate goes a character at a time. */
+	if (mime_fast_paths() && !mt_mem_has_8bit(buf, len) && memchr(buf, '\0', len) == NULL)
+		return buf;
 	/* the cap may have cut a character: drop its start rather than report it as invalid */
 	const char *end = NULL;
 	bool valid = g_utf8_validate(buf, (gssize)len, &end);

@@ -1,5 +1,7 @@
 #include "proto/smtp_data.h"
 
+#include "lib/str.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -98,22 +100,5 @@ int smtp_dot_writer_finish(struct smtp_dot_writer *writer, struct mt_buf *out)
  * 1.6 ms so. */
 bool smtp_data_has_8bit(const char *data, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)data;
-	while (len >= 64) {
-		uint64_t any = 0;
-		for (size_t i = 0; i < 64; i += 8) {
-			uint64_t word;
-			memcpy(&word, p + i, sizeof(word));
-			any |= word;
-		}
-		if (any & UINT64_C(0x8080808080808080))
-			return true;
-		p += 64;
-		len -= 64;
-	}
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] & 0x80)
-			return true;
-	}
-	return false;
+	return mt_mem_has_8bit(data, len);
 }
