@@ -713,9 +713,10 @@ static int fetch_ahead(struct imap_client *client)
 {
 	struct op *prev = client->ops;
 	for (struct op *op = prev->next; op != NULL && op->kind == OP_FETCH; op = op->next) {
-		if (prev->kind != OP_FETCH || !prev->all_issued || prev->res.cls != MT_CLASS_NONE)
-			break;
-		if (fetches_in_flight(client) >= fetch_window(client))
+		/* the one before has all its commands out and was not refused; room in the window
+		 */
+		if (prev->kind != OP_FETCH || !prev->all_issued || prev->res.cls != MT_CLASS_NONE ||
+		    fetches_in_flight(client) >= fetch_window(client))
 			break;
 		if (!op->started) {
 			if (op_start(client, op) < 0)
@@ -873,6 +874,13 @@ static void uids_add(struct op *op, const struct imap_seqset *set)
 	}
 }
 
+/* `op` is a FETCH in flight whose UID range holds the answer's UID. */
+static bool fetch_wanted(const struct op *op, const struct imap_fetch *fetch)
+{
+	return op->kind == OP_FETCH && op->started && (fetch->has & IMAP_FETCH_UID) &&
+	       fetch->uid >= op->first && (op->star || fetch->uid <= op->last);
+}
+
 static void handle_fetch(struct imap_client *client, const struct imap_response *resp)
 {
 	struct imap_fetch fetch;
@@ -884,12 +892,9 @@ static void handle_fetch(struct imap_client *client, const struct imap_response 
 	/* the FETCH operation in flight whose UID range holds the answer's (they may overlap in
 	 * time, never in UIDs as the sync asks for them; the first one in range otherwise) */
 	struct op *op = client->ops;
-	while (op != NULL && op->kind == OP_FETCH && op->started &&
-	       !((fetch.has & IMAP_FETCH_UID) && fetch.uid >= op->first &&
-	         (op->star || fetch.uid <= op->last)))
+	while (op != NULL && op->kind == OP_FETCH && op->started && !fetch_wanted(op, &fetch))
 		op = op->next;
-	if (op != NULL && op->kind == OP_FETCH && op->started && (fetch.has & IMAP_FETCH_UID) &&
-	    fetch.uid >= op->first && (op->star || fetch.uid <= op->last)) {
+	if (op != NULL && fetch_wanted(op, &fetch)) {
 		bool answer = !op->wants_more ||
 		              (fetch.has & (IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODYSTRUCTURE |
 		                            IMAP_FETCH_INTERNALDATE | IMAP_FETCH_SIZE)) ||
