@@ -187,9 +187,6 @@ def profile_addr(p, k):
 # ---- bench/sync-initial ---------------------------------------------------------------------
 
 
-DOVECOT_PROCESSES = ("dovecot", "imap", "imap-login", "auth", "config", "anvil", "log", "stats")
-
-
 def thread_cpu(pid):
     """CPU seconds (user + system) per thread name of process `pid` ("mailtrail" is the loop)."""
     out = {}
@@ -215,18 +212,17 @@ def machine_busy():
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def dovecot_cpu():
-    """CPU seconds of the IMAP server: its processes alive now (imap, imap-login: the TLS proxy,
-    and the rest) and the children they reaped (an imap process that logged out); only the
-    bench's Dovecot runs them during the bench."""
+def dovecot_cpu(dc):
+    """CPU seconds of the rig's Dovecot `dc`: its process group alive now (the master, imap,
+    imap-login: the TLS proxy, auth, ...) with what each has reaped (an imap process that
+    logged out, in the master's cutime/cstime)."""
     total = 0
-    for pid in os.listdir("/proc"):
+    for pid in dovecot.group_members(dc.proc.pid):
         try:
             stat = open(f"/proc/{pid}/stat").read()
-        except (OSError, ValueError):
+        except OSError:
             continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] in DOVECOT_PROCESSES:
-            total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])
+        total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -273,7 +269,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
         raw_busy, raw_dovecot = [], []
 
         def raw():
-            busy, dc_cpu = machine_busy(), dovecot_cpu()
+            busy, dc_cpu = machine_busy(), dovecot_cpu(dc)
             out = subprocess.run([raw_bin, "--host", dc.host, "--port", str(dc.imap_port),
                                   "--starttls", "--ca-file", certs.ca_cert, "--user", owner,
                                   "--password-file", password_file, "--sync-items", "--examine",
@@ -283,7 +279,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
             if int(kv["fetched"]) != messages:
                 raise SystemExit(f"raw client fetched {kv['fetched']} of {messages}")
             raw_busy.append(machine_busy() - busy)
-            raw_dovecot.append(dovecot_cpu() - dc_cpu)
+            raw_dovecot.append(dovecot_cpu(dc) - dc_cpu)
             return float(kv["ms"])
 
         t = time.monotonic()
@@ -306,7 +302,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
             log(f"imported {profiles} profiles in {import_s:.1f} s: {json.dumps(doc)[:200]}")
             time.sleep(1)  # the import's (empty) backfill
             rss_before = rss_kib(mt.proc.pid)
-            threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu()
+            threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu(dc)
             busy_before, io_before = machine_busy(), proc_io(mt.proc.pid)
             perf = None
             if os.environ.get("BENCH_PERF"):  # a profile of mailtrail during the sync
@@ -334,7 +330,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
                 perf.send_signal(signal.SIGINT)
                 perf.wait()
             threads = {k: v - threads_before.get(k, 0) for k, v in thread_cpu(mt.proc.pid).items()}
-            dovecot_s = dovecot_cpu() - dovecot_before
+            dovecot_s = dovecot_cpu(dc) - dovecot_before
             mt_busy = machine_busy() - busy_before
             io = {k: v - io_before[k] for k, v in proc_io(mt.proc.pid).items()}
             hwm = rss_kib(mt.proc.pid, "VmHWM")
