@@ -201,6 +201,21 @@ def thread_cpu(pid):
     return out
 
 
+def thread_switches(pid):
+    """Context switches (voluntary + involuntary) per thread name of process `pid`."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = open(f"/proc/{pid}/task/{tid}/status").read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        name = fields["Name"].strip()
+        n = int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+        out[name] = out.get(name, 0) + n
+    return out
+
+
 def proc_io(pid):
     """The process's /proc/PID/io counters (wchar: bytes it passed to write calls)."""
     return {k: int(v) for k, v in (line.split(": ") for line in open(f"/proc/{pid}/io"))}
@@ -213,20 +228,36 @@ def machine_busy():
 
 
 def dovecot_cpu(dc):
-    """CPU seconds of the rig's Dovecot `dc`: its process group alive now (the master, imap,
-    imap-login: the TLS proxy, auth, ...) with what each has reaped (an imap process that
-    logged out, in the master's cutime/cstime)."""
-    total = 0
+    """CPU seconds of the rig's Dovecot `dc` by role: its process group alive now, per
+    process name ("imap": the FETCH answers; "imap-login": the TLS proxy; auth, the master,
+    ...), with what the master has reaped (an imap process that logged out, its cutime and
+    cstime) counted as "imap"."""
+    out = {}
     for pid in dovecot.group_members(dc.proc.pid):
         try:
             stat = open(f"/proc/{pid}/stat").read()
         except OSError:
             continue
-        total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = [int(x) for x in stat.rsplit(")", 1)[1].split()[11:15]]
+        role = name if name in ("imap", "imap-login") else "other"
+        out[role] = out.get(role, 0) + sum(fields[:2])
+        if pid == dc.proc.pid:
+            out["imap"] = out.get("imap", 0) + sum(fields[2:])
+    return {k: v / os.sysconf("SC_CLK_TCK") for k, v in out.items()}
 
 
-def initial(work, mt_bin, raw_bin, messages, profiles):
+def cpu_delta(after, before):
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def dovecot_text(d):
+    """'4.52 (imap 2.71, imap-login 1.70, other 0.11)'"""
+    return "%.2f (%s)" % (sum(d.values()), ", ".join(
+        f"{k} {d.get(k, 0):.2f}" for k in ("imap", "imap-login", "other")))
+
+
+def initial(work, mt_bin, raw_bin, messages, profiles, sync_count=3):
     rnd = random.Random(14)
     owner = "rita"
     owner_email = "rita@" + ORG_DOMAIN
@@ -266,7 +297,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
         fill_s = time.monotonic() - t
         log(f"filled {messages} messages in {fill_s:.1f} s ({expected[0]} activities expected)")
 
-        raw_busy, raw_dovecot = [], []
+        raw_busy, raw_dovecot, raw_first, raw_setup = [], [], [], []
 
         def raw():
             busy, dc_cpu = machine_busy(), dovecot_cpu(dc)
@@ -278,99 +309,136 @@ def initial(work, mt_bin, raw_bin, messages, profiles):
             kv = dict(x.split("=") for x in out.split())
             if int(kv["fetched"]) != messages:
                 raise SystemExit(f"raw client fetched {kv['fetched']} of {messages}")
+            raw_first.append(float(kv["first_ms"]))
+            raw_setup.append(float(kv["setup_ms"]))
+            time.sleep(0.3)  # its imap process logs out and is reaped: the master counts it
             raw_busy.append(machine_busy() - busy)
-            raw_dovecot.append(dovecot_cpu(dc) - dc_cpu)
+            raw_dovecot.append(cpu_delta(dovecot_cpu(dc), dc_cpu))
             return float(kv["ms"])
+
+        def sync(index):
+            """One sync by a fresh mailtrail (its own data directory): its figures."""
+            mt_work = os.path.join(work, f"mailtrail-{index}")
+            os.makedirs(mt_work)
+            mt = Mailtrail(mt_bin, mt_work, certs.ca_cert)
+            r = {}
+            try:
+                token = mt.user(owner_email, "Rita Recruiter")
+                rows = ["kind,name,emails"]
+                for p in range(profiles):
+                    rows.append(f"applicant,Cand {p},"
+                                + ";".join(profile_addr(p, k) for k in range(3)))
+                t = time.monotonic()
+                doc = mt.api.ok("POST", "/v1/profiles/import", token,
+                                ("\n".join(rows) + "\n").encode(), "text/csv")
+                r["import_s"] = time.monotonic() - t
+                log(f"imported {profiles} profiles in {r['import_s']:.1f} s: "
+                    f"{json.dumps(doc)[:200]}")
+                time.sleep(1)  # the import's (empty) backfill
+                r["rss_before"] = rss_kib(mt.proc.pid)
+                threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu(dc)
+                switches_before = thread_switches(mt.proc.pid)
+                busy_before, io_before = machine_busy(), proc_io(mt.proc.pid)
+                perf = None
+                if os.environ.get("BENCH_PERF") and index == 1:  # a profile of the first sync
+                    perf = subprocess.Popen(["perf", "record", "-q", "-F", "999",
+                                             "--call-graph", "dwarf,16384", "-p",
+                                             str(mt.proc.pid), "-o", os.environ["BENCH_PERF"]])
+                    time.sleep(0.5)
+                t0 = time.monotonic()
+                mt.put_imap(token, dc, owner, "2000-01-01")
+                r["put_s"] = time.monotonic() - t0
+                last_print = t0
+                while True:
+                    f = inbox(mt.api.ok("GET", "/v1/imap", token))
+                    if f.get("last_uid", 0) >= messages:
+                        break
+                    if time.monotonic() - t0 > 1800:
+                        raise SystemExit(f"bench/sync-initial: not synced in 30 min: {f}")
+                    if time.monotonic() - last_print > 10:
+                        last_print = time.monotonic()
+                        log(f"  {time.monotonic() - t0:.0f} s: last_uid {f.get('last_uid')}, "
+                            f"messages_synced {f.get('messages_synced')}")
+                    time.sleep(0.05)
+                r["wall"] = time.monotonic() - t0
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait()
+                r["threads"] = cpu_delta(thread_cpu(mt.proc.pid), threads_before)
+                r["dovecot"] = cpu_delta(dovecot_cpu(dc), dovecot_before)
+                r["switches"] = cpu_delta(thread_switches(mt.proc.pid), switches_before)
+                r["busy"] = machine_busy() - busy_before
+                r["io"] = cpu_delta(proc_io(mt.proc.pid), io_before)
+                r["hwm"] = rss_kib(mt.proc.pid, "VmHWM")
+                r["rss_after"] = rss_kib(mt.proc.pid)
+                r["cpu"] = sum(int(x) for x in open(f"/proc/{mt.proc.pid}/stat").read()
+                               .rsplit(")", 1)[1].split()[11:13]) / os.sysconf("SC_CLK_TCK")
+                r["acts"] = subprocess.run(
+                    ["sqlite3", "-readonly", os.path.join(mt.data, "mailtrail.db"),
+                     "SELECT count(*) FROM activities"], capture_output=True,
+                    text=True).stdout.strip()
+            finally:
+                mt.stop()
+            # The next sync's machine without this one's files (~300 MB) in the page cache
+            # and their write-back.
+            shutil.rmtree(mt_work, ignore_errors=True)
+            log(f"sync {index}: {messages / r['wall']:.0f} msg/s ({r['wall']:.2f} s)")
+            return r
 
         t = time.monotonic()
         raw()  # warm-up: Dovecot's index and its cache of these fields for both clients
         log(f"warm-up raw fetch (Dovecot indexes and caches the fields): "
             f"{time.monotonic() - t:.1f} s")
-        raw_ms = [raw() for _ in range(2)]
+        # Raw runs and syncs take turns, so that both sample the same minutes of the machine
+        # (the raw client's rate moves by a third between minutes here).
+        raw_ms = [raw()]
+        syncs = []
+        for i in range(1, sync_count + 1):
+            raw_ms.append(raw())
+            syncs.append(sync(i))
+        raw_ms.append(raw())
 
-        mt = Mailtrail(mt_bin, work, certs.ca_cert)
-        try:
-            token = mt.user(owner_email, "Rita Recruiter")
-            rows = ["kind,name,emails"]
-            for p in range(profiles):
-                rows.append(f"applicant,Cand {p},"
-                            + ";".join(profile_addr(p, k) for k in range(3)))
-            t = time.monotonic()
-            doc = mt.api.ok("POST", "/v1/profiles/import", token,
-                            ("\n".join(rows) + "\n").encode(), "text/csv")
-            import_s = time.monotonic() - t
-            log(f"imported {profiles} profiles in {import_s:.1f} s: {json.dumps(doc)[:200]}")
-            time.sleep(1)  # the import's (empty) backfill
-            rss_before = rss_kib(mt.proc.pid)
-            threads_before, dovecot_before = thread_cpu(mt.proc.pid), dovecot_cpu(dc)
-            busy_before, io_before = machine_busy(), proc_io(mt.proc.pid)
-            perf = None
-            if os.environ.get("BENCH_PERF"):  # a profile of mailtrail during the sync
-                perf = subprocess.Popen(["perf", "record", "-q", "-F", "999", "--call-graph",
-                                         "dwarf,16384", "-p", str(mt.proc.pid), "-o",
-                                         os.environ["BENCH_PERF"]])
-                time.sleep(0.5)
-            t0 = time.monotonic()
-            mt.put_imap(token, dc, owner, "2000-01-01")
-            put_s = time.monotonic() - t0
-            last_print = t0
-            while True:
-                f = inbox(mt.api.ok("GET", "/v1/imap", token))
-                if f.get("last_uid", 0) >= messages:
-                    break
-                if time.monotonic() - t0 > 1800:
-                    raise SystemExit(f"bench/sync-initial: not synced in 30 min: {f}")
-                if time.monotonic() - last_print > 10:
-                    last_print = time.monotonic()
-                    log(f"  {time.monotonic() - t0:.0f} s: last_uid {f.get('last_uid')}, "
-                        f"messages_synced {f.get('messages_synced')}")
-                time.sleep(0.05)
-            wall = time.monotonic() - t0
-            if perf is not None:
-                perf.send_signal(signal.SIGINT)
-                perf.wait()
-            threads = {k: v - threads_before.get(k, 0) for k, v in thread_cpu(mt.proc.pid).items()}
-            dovecot_s = dovecot_cpu(dc) - dovecot_before
-            mt_busy = machine_busy() - busy_before
-            io = {k: v - io_before[k] for k, v in proc_io(mt.proc.pid).items()}
-            hwm = rss_kib(mt.proc.pid, "VmHWM")
-            rss_after = rss_kib(mt.proc.pid)
-            cpu = sum(int(x) for x in open(f"/proc/{mt.proc.pid}/stat").read()
-                      .rsplit(")", 1)[1].split()[11:13]) / os.sysconf("SC_CLK_TCK")
-            acts = subprocess.run(["sqlite3", "-readonly", os.path.join(mt.data, "mailtrail.db"),
-                                   "SELECT count(*) FROM activities"], capture_output=True,
-                                  text=True).stdout.strip()
-        finally:
-            mt.stop()
-        raw_ms.append(raw())  # once more after mailtrail: the median spans the sitting
-        raw_med = statistics.median(raw_ms)
-
-    mt_rate = messages / wall
+    raw_med = statistics.median(raw_ms)
+    mt_rates = [messages / r["wall"] for r in syncs]
+    mt_rate = statistics.median(mt_rates)
     raw_rate = messages * 1000 / raw_med
     print(f"messages={messages} profiles={profiles}x3 addresses; STARTTLS on loopback, "
           f"Dovecot {dovecot_version()}, {os.cpu_count()} cores (filled in {fill_s:.1f} s, "
-          f"profiles imported in {import_s:.1f} s)")
+          f"profiles imported in {syncs[0]['import_s']:.1f} s)")
     print(f"raw client (same items, EXAMINE, UID FETCH chunks of 200, two in flight): "
-          f"{raw_rate:.0f} msg/s  (median of {', '.join('%.0f ms' % x for x in raw_ms)})")
-    print(f"mailtrail, PUT /v1/imap -> last chunk committed: {mt_rate:.0f} msg/s  "
-          f"({wall:.1f} s wall, PUT answered in {put_s * 1000:.0f} ms; CPU {cpu:.1f} s)")
+          f"{raw_rate:.0f} msg/s  (median of {len(raw_ms)}: "
+          f"{', '.join('%.0f ms' % x for x in raw_ms)})")
+    print(f"raw client: connect to EXAMINE done {', '.join('%.0f' % x for x in raw_setup[1:])} ms"
+          f" (not in its time); first FETCH to first answer "
+          f"{', '.join('%.0f' % x for x in raw_first[1:])} ms (in its time)")
+    print(f"raw client runs: machine CPU busy (all cores), s: "
+          f"{', '.join('%.1f' % x for x in raw_busy[1:])}; Dovecot's CPU, s: "
+          f"{'; '.join(dovecot_text(x) for x in raw_dovecot[1:])}")
+    print(f"mailtrail, PUT /v1/imap -> last chunk committed: {mt_rate:.0f} msg/s  (median of "
+          f"{len(syncs)}: {', '.join('%.2f s' % r['wall'] for r in syncs)})")
     names = {"mailtrail": "loop", "mt-store": "store", "mt-work": "workers",
              "mt-checkpoint": "checkpoint"}
-    print("CPU during the sync, s: " + ", ".join(
-        f"{names.get(k, k)} {v:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
-        if v >= 0.005))
-    print(f"machine CPU busy, all cores, s: raw client runs "
-          f"{', '.join('%.1f' % x for x in raw_busy[1:])}; mailtrail's sync {mt_busy:.1f}")
-    print(f"Dovecot's CPU, s: raw client runs {', '.join('%.2f' % x for x in raw_dovecot[1:])}; "
-          f"mailtrail's sync {dovecot_s:.2f}")
-    print(f"mailtrail wrote {io['wchar'] / 1e6:.0f} MB during the sync (write calls: the log, "
-          f"checkpoints, sockets), {io['wchar'] / messages / 1024:.1f} KiB a message")
-    print(f"activities committed: {acts} (expected {expected[0]})")
-    print(f"mailtrail peak RSS (VmHWM): {hwm / 1024:.1f} MiB  "
-          f"(VmRSS before PUT {rss_before / 1024:.1f} MiB, after {rss_after / 1024:.1f} MiB)")
-    print(f"mailtrail / raw: {mt_rate / raw_rate:.2f}x  (target >= 0.5)")
-    if str(acts) != str(expected[0]):
-        raise SystemExit(f"bench/sync-initial: {acts} activities, expected {expected[0]}")
+    for i, r in enumerate(syncs, 1):
+        print(f"sync {i}: {messages / r['wall']:.0f} msg/s, {r['wall']:.2f} s wall (PUT "
+              f"answered in {r['put_s'] * 1000:.0f} ms); mailtrail CPU {r['cpu']:.1f} s: " +
+              ", ".join(f"{names.get(k, k)} {v:.2f}" for k, v in
+                        sorted(r["threads"].items(), key=lambda kv: -kv[1]) if v >= 0.005))
+        print(f"  context switches: " + ", ".join(
+            f"{names.get(k, k)} {v}" for k, v in
+            sorted(r["switches"].items(), key=lambda kv: -kv[1]) if v > 0))
+        print(f"  machine CPU busy (all cores) {r['busy']:.1f} s; Dovecot's CPU "
+              f"{dovecot_text(r['dovecot'])} s")
+        print(f"  wrote {r['io']['wchar'] / 1e6:.0f} MB (write calls: the log, checkpoints, "
+              f"sockets), {r['io']['wchar'] / messages / 1024:.1f} KiB a message; "
+              f"activities committed: {r['acts']} (expected {expected[0]})")
+        print(f"  peak RSS (VmHWM): {r['hwm'] / 1024:.1f} MiB  (VmRSS before PUT "
+              f"{r['rss_before'] / 1024:.1f} MiB, after {r['rss_after'] / 1024:.1f} MiB)")
+    print(f"mailtrail peak RSS (VmHWM): {max(r['hwm'] for r in syncs) / 1024:.1f} MiB")
+    print(f"mailtrail / raw: {mt_rate / raw_rate:.2f}x  (medians; target >= 0.5)")
+    for r in syncs:
+        if str(r["acts"]) != str(expected[0]):
+            raise SystemExit(f"bench/sync-initial: {r['acts']} activities, "
+                             f"expected {expected[0]}")
 
 
 def dovecot_version():
@@ -616,7 +684,8 @@ def main():
     mode, work, mt_bin = sys.argv[1], sys.argv[2], sys.argv[3]
     rig.install_signal_cleanup()
     if mode == "initial":
-        initial(work, mt_bin, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+        initial(work, mt_bin, sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
+                int(os.environ.get("BENCH_SYNCS", "3")))
     elif mode == "push":
         push(work, mt_bin, int(sys.argv[4]), sys.argv[5].split(",") if len(sys.argv) > 5
              else ["dovecot", "cyrus"])
