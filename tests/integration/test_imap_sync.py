@@ -23,16 +23,16 @@
   one_connection      imap_max_connections 1: one connection, INBOX pushed, Sent on a sync
   modseq_reconnect    a server without UIDNEXT (a proxy strips it), CONDSTORE: a reconnect with
                       HIGHESTMODSEQ unchanged sends no UID SEARCH/FETCH; mail meanwhile: it does
-  outage              3,000 new messages, the session kicked mid-sync: it reconnects and
+  outage              6,000 new messages, the session kicked mid-sync: it reconnects and
                       catches up from the cursor, nothing missed or doubled
-  dovecot_restart     3,000 new messages; the whole Dovecot stopped mid-sync and started again
+  dovecot_restart     6,000 new messages; the whole Dovecot stopped mid-sync and started again
                       (same ports, same mail): nothing missed or doubled
   uidvalidity         INBOX rebuilt (new UIDVALIDITY) with the same mail + 2 new: exactly 2 new
   uidvalidity_live    the same while sync runs (no DELETE / PUT): Dovecot stopped, INBOX's uid
                       list and indexes removed, started again, 2 new: exactly 2 new activities
   password_changed    password changed at Dovecot and the session kicked: one notification,
                       state disconnected; saved again: the mail that arrived meanwhile is logged
-  delete_mid_sync     3,000 new messages; DELETE /v1/imap while chunks are being fetched,
+  delete_mid_sync     6,000 new messages; DELETE /v1/imap while chunks are being fetched,
                       converted on the workers and stored: the session stops at once (no
                       crash, no sanitizer report); saved again: every message logged once
   delete              DELETE: 204, state off, no secret; sync refused (409)
@@ -67,6 +67,10 @@ MAILBOX_PW = "rita-imap-pw"
 BOB_PW = "bob-imap-pw"
 SOLO_PW = "solo-imap-pw"
 SINCE_PW = "since-imap-pw"
+# A pass that the cases interrupt mid-sync (outage, dovecot_restart, delete_mid_sync) must
+# commit in several steps that the poll can see between: three transactions of
+# MT_IMAP_SYNC_STORE_GROUP x MT_IMAP_SYNC_CHUNK (10 x 200) messages.
+MID_SYNC_MESSAGES = 6000
 NEW_PW = "rita-new-pw"
 NOW = int(time.time())
 
@@ -474,9 +478,9 @@ def inbox_synced(svc):
 
 
 def case_outage(svc, ctx):
-    """3,000 messages arrive; the session is kicked mid-sync: it reconnects and catches up from
+    """6,000 messages arrive; the session is kicked mid-sync: it reconnects and catches up from
     the cursor, nothing missed or doubled."""
-    n = 3000
+    n = MID_SYNC_MESSAGES
     pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
                          {"kind": "contact", "name": "Bulk", "emails": ["bulk@cand.example"]}), 201)["id"]
     start = inbox_synced(svc)
@@ -506,10 +510,10 @@ def case_outage(svc, ctx):
 
 
 def case_dovecot_restart(svc, ctx):
-    """3,000 messages arrive; Dovecot itself goes down mid-sync and comes back on the same
+    """6,000 messages arrive; Dovecot itself goes down mid-sync and comes back on the same
     ports with the same mail: the session reconnects (back-off) and catches up from the cursor,
     nothing missed or doubled."""
-    dc, n = ctx["dc"], 3000
+    dc, n = ctx["dc"], MID_SYNC_MESSAGES
     pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
                          {"kind": "contact", "name": "Bulk2", "emails": ["bulk2@cand.example"]}),
                  201)["id"]
@@ -626,7 +630,7 @@ def case_password_changed(svc, ctx):
 def case_delete_mid_sync(svc, ctx):
     """The account turned off while its chunks are on the workers and in the store: what they
     finish changes nothing, and the next save goes on from the cursor."""
-    dc, n = ctx["dc"], 3000
+    dc, n = ctx["dc"], MID_SYNC_MESSAGES
     pid = expect(svc.req("POST", "/v1/profiles", svc.tok("rita"),
                          {"kind": "contact", "name": "Bulk3", "emails": ["bulk3@cand.example"]}),
                  201)["id"]
