@@ -796,6 +796,9 @@ static void pump(struct imap_client *client)
 	              client->ops->continued && !client->ops->done_sent;
 	mt_conn_set_read_timeout(client->conn,
 	                         client->ops != NULL && !idling ? command_timeout(client) : 0);
+	/* A FETCH answer is a stream of TLS records: read them a batch at a time. */
+	mt_conn_set_read_delay(client->conn,
+	                       fetches_in_flight(client) > 0 ? MT_IMAP_FETCH_READ_DELAY_US : 0);
 }
 
 static void on_idle_timer(evutil_socket_t fd, short what, void *ctx)

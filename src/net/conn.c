@@ -100,6 +100,15 @@ struct mt_conn {
 	 * (write_blocked). */
 	struct event *flusher;
 	bool write_blocked;
+	/* mt_conn_set_read_delay(): how long a read waits after the socket signals, and the timer
+	 * armed while one waits (the read event is off meanwhile: it is level-triggered). A burst
+	 * is what was read from one wake-up until the socket had no more; the delay applies only
+	 * after a burst that did not fill the input buffer (a sender slower than us). */
+	int read_delay_us;
+	struct event *read_delayer;
+	bool read_delayed;
+	size_t burst;
+	size_t last_burst;
 
 	SSL *ssl;
 	struct mt_tls_verify_state verify;
@@ -155,6 +164,8 @@ static void conn_destroy(struct mt_conn *conn)
 		event_free(conn->kick);
 	if (conn->flusher != NULL)
 		event_free(conn->flusher);
+	if (conn->read_delayer != NULL)
+		event_free(conn->read_delayer);
 	/* No close_notify: the application protocol (QUIT, LOGOUT) has already ended the session,
 	 * and a blocking-free shutdown on a possibly dead socket gains nothing. */
 	SSL_free(conn->ssl);
@@ -191,6 +202,8 @@ static void conn_stop_io(struct mt_conn *conn)
 	event_del(conn->read_timer);
 	event_del(conn->kick);
 	event_del(conn->flusher);
+	event_del(conn->read_delayer);
+	conn->read_delayed = false;
 }
 
 /* Reports the failure (once) and stops all I/O. Only called from inside conn_enter/leave, so an
@@ -685,6 +698,11 @@ static void conn_handle_input(struct mt_conn *conn)
 	/* Back-pressure: with a full buffer we stop reading (and stop the read timeout) until
 	 * the owner consumes; see conn_refresh(). */
 	conn->input_paused = result == CONN_IO_AGAIN && conn->input.len >= MT_NET_INPUT_MAX;
+	conn->burst += conn->input.len - before;
+	if (result == CONN_IO_AGAIN && !conn->input_paused) {
+		conn->last_burst = conn->burst;
+		conn->burst = 0;
+	}
 	if (conn->input.len > before) {
 		conn_arm_read_timer(conn);
 		if (!conn_notify(conn, conn->callbacks.readable))
@@ -820,6 +838,7 @@ static void conn_update_events(struct mt_conn *conn)
 			want_read = room;
 			want_write = output && conn->write_blocked;
 		}
+		want_read = want_read && !conn->read_delayed;
 		if (conn->ssl == NULL && output && !conn->write_blocked &&
 		    !evtimer_pending(conn->flusher, NULL)) {
 			static const struct timeval next_turn = {0, 0};
@@ -919,12 +938,36 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 		conn_handshake_step(conn);
 		break;
 	case CONN_OPEN:
+		if (what == EV_READ && conn->read_delay_us > 0 &&
+		    conn->last_burst < MT_NET_INPUT_MAX) {
+			/* More may come: read after the delay, several records at once. (A sender
+			 * that filled the buffer last time is read at once: waiting would only
+			 * stall it.) Data came, so the read timeout starts again. */
+			const struct timeval delay = {0, conn->read_delay_us};
+			conn->read_delayed = true;
+			evtimer_add(conn->read_delayer, &delay);
+			conn_arm_read_timer(conn);
+			break;
+		}
 		/* Over TLS either direction may be what OpenSSL waits for, so try both. */
 		conn_handle_open(conn, (what & EV_READ) || conn->ssl != NULL);
 		break;
 	default:
 		break;
 	}
+	conn_refresh(conn);
+	conn_leave(conn);
+}
+
+static void on_read_delay(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct mt_conn *conn = arg;
+	conn_enter(conn);
+	conn->read_delayed = false;
+	if (conn->state == CONN_OPEN && !conn->free_pending)
+		conn_handle_open(conn, true);
 	conn_refresh(conn);
 	conn_leave(conn);
 }
@@ -1061,8 +1104,9 @@ struct mt_conn *mt_conn_new(struct event_base *base, struct evdns_base *dns,
 	conn->read_timer = evtimer_new(base, on_read_timeout, conn);
 	conn->kick = event_new(base, -1, 0, on_kick, conn);
 	conn->flusher = evtimer_new(base, on_flush, conn);
+	conn->read_delayer = evtimer_new(base, on_read_delay, conn);
 	if (conn->addrs == NULL || conn->step_timer == NULL || conn->read_timer == NULL ||
-	    conn->kick == NULL || conn->flusher == NULL) {
+	    conn->kick == NULL || conn->flusher == NULL || conn->read_delayer == NULL) {
 		conn_destroy(conn);
 		*error_r = "out of memory";
 		return NULL;
@@ -1131,6 +1175,13 @@ void mt_conn_set_read_timeout(struct mt_conn *conn, int ms)
 	conn->read_timeout_ms = ms > 0 ? ms : 0;
 	if (conn->state != CONN_CLOSED)
 		conn_arm_read_timer(conn);
+}
+
+void mt_conn_set_read_delay(struct mt_conn *conn, int us)
+{
+	if (us > MT_NET_READ_DELAY_MAX_US)
+		us = MT_NET_READ_DELAY_MAX_US;
+	conn->read_delay_us = us > 0 ? us : 0;
 }
 
 int mt_conn_start_tls(struct mt_conn *conn, const char **error_r)

@@ -95,6 +95,14 @@ void mt_conn_resume_read(struct mt_conn *conn);
 /* Fails the connection with `error` after `ms` without new input; 0 disables. Restarted by
  * every read. */
 void mt_conn_set_read_timeout(struct mt_conn *conn, int ms);
+/* Reads wait `us` microseconds (at most MT_NET_READ_DELAY_MAX_US; 0, the default: none) after
+ * the socket signals input, so that a stream arriving in many small pieces (TLS records of a
+ * bulk transfer) is read several at a time: one wake-up of our loop, and of the sender that it
+ * would preempt, per batch instead of per piece. Only while the sender is slower than us: after
+ * a wake-up whose reads filled the input buffer (MT_NET_INPUT_MAX) the next read is at once.
+ * For an owner that expects a long answer (IMAP's UID FETCH): input then waits this long more
+ * before the owner sees it. */
+void mt_conn_set_read_delay(struct mt_conn *conn, int us);
 /* Starts the TLS handshake on a plaintext connection (after STARTTLS's 220); 0, then `tls_ready`
  * or `error` follows. Refuses (-1 with *error_r) when unread input is buffered: plaintext after
  * the go-ahead is an injection attack; also when output is still unsent or TLS is active. The

@@ -106,7 +106,11 @@ enum server_mode {
 	SERVER_STARTTLS_INJECT, /* STARTTLS -> "220 go" plus an injected line */
 	SERVER_FLOOD,           /* sends flood_bytes, then closes */
 	SERVER_SINK,            /* counts; after sink_expect bytes sends "got N" */
+	SERVER_DRIP,            /* "p0" .. "p<DRIP_PIECES-1>" lines, one each DRIP_GAP_MS */
 };
+
+#define DRIP_PIECES 5
+#define DRIP_GAP_MS 5
 
 struct test_server {
 	struct event_base *base;
@@ -119,6 +123,8 @@ struct test_server {
 	size_t flood_bytes;
 	bool flood_keep_open;
 	size_t sink_expect;
+	struct event *drip_timer;
+	int drip_sent;
 	struct server_client *client;
 	int parked_fd;
 	char last_peer_ip[INET6_ADDRSTRLEN];
@@ -161,9 +167,25 @@ static void server_send_str(struct server_client *client, const char *text)
 	server_send(client, text, strlen(text));
 }
 
+static void server_drip(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct test_server *server = arg;
+	if (server->client == NULL)
+		return;
+	char piece[16];
+	snprintf(piece, sizeof(piece), "p%d\r\n", server->drip_sent++);
+	server_send_str(server->client, piece);
+	if (server->drip_sent < DRIP_PIECES)
+		event_add(server->drip_timer, &(struct timeval){.tv_usec = DRIP_GAP_MS * 1000});
+}
+
 static void server_on_established(struct server_client *client)
 {
 	struct test_server *server = client->server;
+	if (server->mode == SERVER_DRIP)
+		server_drip(-1, 0, server);
 	if (server->mode == SERVER_GREET || (server->tls && server->mode == SERVER_ECHO))
 		server_send_str(client, server->tls ? "220 tls\r\n" : "220 plain\r\n");
 	if (server->mode == SERVER_STARTTLS || server->mode == SERVER_STARTTLS_INJECT)
@@ -384,6 +406,7 @@ static void server_init(struct test_server *server, struct event_base *base, enu
 	server->accept_event =
 	    event_new(base, server->listen_fd, EV_READ | EV_PERSIST, server_on_accept, server);
 	event_add(server->accept_event, NULL);
+	server->drip_timer = evtimer_new(base, server_drip, server);
 }
 
 static void server_free(struct test_server *server)
@@ -393,6 +416,7 @@ static void server_free(struct test_server *server)
 	if (server->parked_fd >= 0)
 		close(server->parked_fd);
 	event_free(server->accept_event);
+	event_free(server->drip_timer);
 	close(server->listen_fd);
 	SSL_CTX_free(server->ctx);
 }
@@ -835,6 +859,55 @@ static void test_read_timeout(void **state)
 	fixture_free(&f);
 }
 
+/* A server that sends its answer in pieces 5 ms apart: read at once, each piece is its
+ * own read (and wake-up); with a read delay longer than the whole answer takes, one read gets it
+ * all and the owner hears of it once, no byte lost, in plaintext as over TLS. */
+static void run_read_delay(bool use_tls, int delay_us, int *readable_r, long *elapsed_ms_r)
+{
+	const char *error;
+	struct mt_tls_config *tls = mt_tls_config_new(test_ca_path, &error);
+	struct fixture f;
+	fixture_init(&f, SERVER_DRIP, use_tls, "read delay");
+	f.client.stop_at = "p4\r\n";
+	fixture_connect(&f, "127.0.0.1", use_tls, tls, NULL);
+	mt_conn_set_read_delay(f.client.conn, delay_us);
+	struct timeval start, end;
+	gettimeofday(&start, NULL);
+	fixture_run(&f);
+	gettimeofday(&end, NULL);
+	assert_int_equal(f.client.errors, 0);
+	assert_string_equal(f.client.received.data, "p0\r\np1\r\np2\r\np3\r\np4\r\n");
+	*readable_r = f.client.readable;
+	*elapsed_ms_r = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
+	fixture_free(&f);
+	mt_tls_config_free(&tls);
+}
+
+static void test_read_delay(void **state)
+{
+	(void)state;
+	for (int t = 0; t < 2; t++) {
+		int readable;
+		long elapsed_ms;
+		run_read_delay(t == 1, 0, &readable, &elapsed_ms);
+		/* plaintext: a read per piece, give or take (the test server's TLS side sends
+		 * its pieces as its own handshake and write events allow) */
+		if (t == 0)
+			assert_true(readable >= 3);
+		run_read_delay(t == 1, 80000, &readable, &elapsed_ms);
+		assert_int_equal(readable, 1);
+		/* libevent's timers run on the coarse monotonic clock: a few ms early at most */
+		assert_true(elapsed_ms >= 70);
+	}
+	/* capped: a delay past the cap waits the cap */
+	int readable;
+	long elapsed_ms;
+	run_read_delay(false, 10 * MT_NET_READ_DELAY_MAX_US, &readable, &elapsed_ms);
+	assert_int_equal(readable, 1);
+	assert_true(elapsed_ms >= MT_NET_READ_DELAY_MAX_US / 1000 - 10 &&
+	            elapsed_ms < 2 * MT_NET_READ_DELAY_MAX_US / 1000);
+}
+
 static void test_tls_self_signed_without_pin(void **state)
 {
 	(void)state;
@@ -1215,6 +1288,7 @@ int main(void)
 	    cmocka_unit_test(test_public_only),
 	    cmocka_unit_test(test_plain_echo_then_eof),
 	    cmocka_unit_test(test_read_timeout),
+	    cmocka_unit_test(test_read_delay),
 	    cmocka_unit_test(test_tls_self_signed_without_pin),
 	    cmocka_unit_test(test_tls_pins),
 	    cmocka_unit_test(test_tls_ca_file),
