@@ -304,7 +304,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles, sync_count=3):
             out = subprocess.run([raw_bin, "--host", dc.host, "--port", str(dc.imap_port),
                                   "--starttls", "--ca-file", certs.ca_cert, "--user", owner,
                                   "--password-file", password_file, "--sync-items", "--examine",
-                                  "--chunk", "200", "--window", "2"],
+                                  "--chunk", "200", "--window", "3"],
                                  check=True, capture_output=True, text=True).stdout
             kv = dict(x.split("=") for x in out.split())
             if int(kv["fetched"]) != messages:
@@ -405,7 +405,7 @@ def initial(work, mt_bin, raw_bin, messages, profiles, sync_count=3):
     print(f"messages={messages} profiles={profiles}x3 addresses; STARTTLS on loopback, "
           f"Dovecot {dovecot_version()}, {os.cpu_count()} cores (filled in {fill_s:.1f} s, "
           f"profiles imported in {syncs[0]['import_s']:.1f} s)")
-    print(f"raw client (same items, EXAMINE, UID FETCH chunks of 200, two in flight): "
+    print(f"raw client (same items, EXAMINE, UID FETCH chunks of 200, three in flight, as the sync): "
           f"{raw_rate:.0f} msg/s  (median of {len(raw_ms)}: "
           f"{', '.join('%.0f ms' % x for x in raw_ms)})")
     print(f"raw client: connect to EXAMINE done {', '.join('%.0f' % x for x in raw_setup[1:])} ms"
