@@ -125,6 +125,7 @@ struct test_server {
 	size_t sink_expect;
 	struct event *drip_timer;
 	int drip_sent;
+	size_t drip_pad; /* bytes of padding before each piece's line (0: the line alone) */
 	struct server_client *client;
 	int parked_fd;
 	char last_peer_ip[INET6_ADDRSTRLEN];
@@ -174,6 +175,13 @@ static void server_drip(evutil_socket_t fd, short what, void *arg)
 	struct test_server *server = arg;
 	if (server->client == NULL)
 		return;
+	if (server->drip_pad > 0) {
+		char *pad = malloc(server->drip_pad);
+		assert_non_null(pad);
+		memset(pad, '.', server->drip_pad);
+		server_send(server->client, pad, server->drip_pad);
+		free(pad);
+	}
 	char piece[16];
 	snprintf(piece, sizeof(piece), "p%d\r\n", server->drip_sent++);
 	server_send_str(server->client, piece);
@@ -883,6 +891,30 @@ static void run_read_delay(bool use_tls, int delay_us, int *readable_r, long *el
 	mt_tls_config_free(&tls);
 }
 
+/* A sender at least as fast as we read (each piece fills the input buffer) is read at once after
+ * the first wait: without that rule every piece would wait the delay, and the five would take
+ * half a second. */
+static void test_read_delay_fast_sender(void **state)
+{
+	(void)state;
+	struct fixture f;
+	fixture_init(&f, SERVER_DRIP, false, "read delay, fast sender");
+	f.server.drip_pad = 2 * MT_NET_INPUT_MAX;
+	f.client.stop_at = "p4\r\n";
+	fixture_connect(&f, "127.0.0.1", false, NULL, NULL);
+	mt_conn_set_read_delay(f.client.conn, 100000);
+	struct timeval start, end;
+	gettimeofday(&start, NULL);
+	fixture_run(&f);
+	gettimeofday(&end, NULL);
+	long elapsed_ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
+	assert_int_equal(f.client.errors, 0);
+	assert_int_equal(f.client.received.len, DRIP_PIECES * (2 * MT_NET_INPUT_MAX + 4));
+	assert_true(elapsed_ms >= 90); /* the first read waited */
+	assert_true(elapsed_ms < 350); /* the others did not (each waiting: ~600 ms) */
+	fixture_free(&f);
+}
+
 static void test_read_delay(void **state)
 {
 	(void)state;
@@ -1289,6 +1321,7 @@ int main(void)
 	    cmocka_unit_test(test_plain_echo_then_eof),
 	    cmocka_unit_test(test_read_timeout),
 	    cmocka_unit_test(test_read_delay),
+	    cmocka_unit_test(test_read_delay_fast_sender),
 	    cmocka_unit_test(test_tls_self_signed_without_pin),
 	    cmocka_unit_test(test_tls_pins),
 	    cmocka_unit_test(test_tls_ca_file),
