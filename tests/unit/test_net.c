@@ -627,6 +627,16 @@ static void fixture_run(struct fixture *f)
 	event_base_dispatch(f->base);
 }
 
+/* fixture_run, timed: the milliseconds it took. */
+static long fixture_run_timed(struct fixture *f)
+{
+	struct timeval start, end;
+	gettimeofday(&start, NULL);
+	fixture_run(f);
+	gettimeofday(&end, NULL);
+	return (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
+}
+
 static void fixture_free(struct fixture *f)
 {
 	mt_conn_free(&f->client.conn);
@@ -854,11 +864,7 @@ static void test_read_timeout(void **state)
 	fixture_init(&f, SERVER_SILENT, false, "read timeout");
 	fixture_connect(&f, "127.0.0.1", false, NULL, NULL);
 	mt_conn_set_read_timeout(f.client.conn, 200);
-	struct timeval start, end;
-	gettimeofday(&start, NULL);
-	fixture_run(&f);
-	gettimeofday(&end, NULL);
-	long elapsed_ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
+	long elapsed_ms = fixture_run_timed(&f);
 	assert_int_equal(f.client.connected, 1);
 	assert_int_equal(f.client.errors, 1);
 	assert_int_equal(f.client.error.cls, MT_CLASS_CONN);
@@ -879,14 +885,10 @@ static void run_read_delay(bool use_tls, int delay_us, int *readable_r, long *el
 	f.client.stop_at = "p4\r\n";
 	fixture_connect(&f, "127.0.0.1", use_tls, tls, NULL);
 	mt_conn_set_read_delay(f.client.conn, delay_us);
-	struct timeval start, end;
-	gettimeofday(&start, NULL);
-	fixture_run(&f);
-	gettimeofday(&end, NULL);
+	*elapsed_ms_r = fixture_run_timed(&f);
 	assert_int_equal(f.client.errors, 0);
 	assert_string_equal(f.client.received.data, "p0\r\np1\r\np2\r\np3\r\np4\r\n");
 	*readable_r = f.client.readable;
-	*elapsed_ms_r = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
 	fixture_free(&f);
 	mt_tls_config_free(&tls);
 }
@@ -903,11 +905,7 @@ static void test_read_delay_fast_sender(void **state)
 	f.client.stop_at = "p4\r\n";
 	fixture_connect(&f, "127.0.0.1", false, NULL, NULL);
 	mt_conn_set_read_delay(f.client.conn, 100000);
-	struct timeval start, end;
-	gettimeofday(&start, NULL);
-	fixture_run(&f);
-	gettimeofday(&end, NULL);
-	long elapsed_ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
+	long elapsed_ms = fixture_run_timed(&f);
 	assert_int_equal(f.client.errors, 0);
 	assert_int_equal(f.client.received.len, DRIP_PIECES * (2 * MT_NET_INPUT_MAX + 4));
 	assert_true(elapsed_ms >= 90); /* the first read waited */
