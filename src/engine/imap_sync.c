@@ -147,6 +147,7 @@ void sync_session_halt(struct session *s)
 	sync_watch_close(s);
 	evtimer_del(s->timer);
 	evtimer_del(s->poll);
+	evtimer_del(s->group_timer);
 	free(s->uids);
 	s->uids = NULL;
 	s->uid_count = s->uid_pos = 0;
@@ -190,11 +191,14 @@ struct session *sync_session_create(struct imap_syncer *syncer, const char *org_
 	mt_strlcpy(s->user_id, user_id, sizeof(s->user_id));
 	s->timer = evtimer_new(syncer->p.base, on_timer, s);
 	s->poll = evtimer_new(syncer->p.base, on_poll, s);
-	if (s->timer == NULL || s->poll == NULL) {
+	s->group_timer = evtimer_new(syncer->p.base, sync_on_group_timer, s);
+	if (s->timer == NULL || s->poll == NULL || s->group_timer == NULL) {
 		if (s->timer != NULL)
 			event_free(s->timer);
 		if (s->poll != NULL)
 			event_free(s->poll);
+		if (s->group_timer != NULL)
+			event_free(s->group_timer);
 		free(s);
 		return NULL;
 	}

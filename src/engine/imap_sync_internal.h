@@ -19,6 +19,7 @@
 #include "store/store_org.h"
 #include "store/store_user.h"
 
+#include <event2/util.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,6 +54,8 @@ struct session {
 	struct imap_client *client;
 	struct event *timer;
 	struct event *poll;
+	/* ends a group's wait (MT_IMAP_SYNC_GROUP_WAIT_MS) when nothing else moves the pass on */
+	struct event *group_timer;
 	unsigned failures;
 	bool auth_failed_once;
 	struct login_slot login; /* the main connection's, from connect until ready */
@@ -202,6 +205,7 @@ void sync_job_done(void *arg, int result);
 /* engine/imap_sync_pass.c: the pass */
 void sync_release_chunks(struct session *s);
 void sync_chunks_drop(struct session *s);
+void sync_on_group_timer(evutil_socket_t fd, short what, void *arg);
 void sync_chunk_pop(struct session *s);
 void sync_group_stored(struct session *s, struct sync_job *job);
 void sync_report_done(struct sync_job *job);

@@ -187,32 +187,50 @@ static void chunk_convert(struct session *s, struct sync_job *job)
 	convert_done(job);
 }
 
-/* Whether the converted chunks at the front wait for more before they go to the store: while a
- * pass has more chunks coming, a group is stored once it is full (MT_IMAP_SYNC_STORE_GROUP) or
- * its oldest chunk has waited MT_IMAP_SYNC_GROUP_WAIT_MS (checked at the session's next event).
+/* How long the converted chunks at the front still wait for more before they go to the store
+ * (0: now): while a pass has more chunks coming, a group is stored once it is full
+ * (MT_IMAP_SYNC_STORE_GROUP) or its oldest chunk has waited MT_IMAP_SYNC_GROUP_WAIT_MS (the
+ * session's group_timer, so that a server slow to answer the next chunks does not hold the
+ * converted ones back).
  * A commit of two thousand messages instead of two hundred writes each randomly placed index
  * page (message keys, participants, timelines) once instead of up to ten times: for a first
  * sync of 100,000 messages 1.29 GB written one chunk a commit, 0.90 GB five, 0.69 GB ten; the
  * store thread's CPU -20 % at five, -5 % more at ten (bench/sync-initial). A pass of a few
  * messages (new mail) has none coming and is stored at once. */
-static bool group_wait(const struct session *s)
+static int64_t group_wait_ms(const struct session *s)
 {
 	size_t ready = 0;
 	while (ready < s->chunk_count && s->chunks[ready]->stage == C_CONVERTED)
 		ready++;
 	if (ready >= MT_IMAP_SYNC_STORE_GROUP)
-		return false;
+		return 0;
 	bool more_coming = s->fetching > 0 ||
 	                   (s->uid_pos < s->uid_count && s->chunk_count < MT_IMAP_SYNC_PIPELINE);
-	return more_coming &&
-	       sync_mono_ms() - s->chunks[0]->converted_ms < MT_IMAP_SYNC_GROUP_WAIT_MS;
+	int64_t left = s->chunks[0]->converted_ms + MT_IMAP_SYNC_GROUP_WAIT_MS - sync_mono_ms();
+	return more_coming && left > 0 ? left : 0;
+}
+
+void sync_on_group_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct session *s = arg;
+	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED)
+		pipeline_next(s);
 }
 
 /* Moves the pass on: the oldest chunk to the store once it is converted and the one before it
  * stored; the next chunk fetched while there is room; the next folder once all is stored. */
 static void pipeline_next(struct session *s)
 {
-	if (s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED && !group_wait(s)) {
+	int64_t wait =
+	    s->chunk_count > 0 && s->chunks[0]->stage == C_CONVERTED ? group_wait_ms(s) : -1;
+	if (wait > 0 && !evtimer_pending(s->group_timer, NULL)) {
+		struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+		evtimer_add(s->group_timer, &tv);
+	}
+	if (wait == 0) {
+		evtimer_del(s->group_timer);
 		/* The converted chunks in a row from the oldest: one transaction (fewer commits,
 		 * each index page written once for all of them), at most MT_IMAP_SYNC_STORE_GROUP.
 		 */

@@ -56,6 +56,7 @@ void imap_syncer_free(struct imap_syncer **syncer_p)
 		sync_session_halt(s);
 		event_free(s->timer);
 		event_free(s->poll);
+		event_free(s->group_timer);
 		imap_sync_account_free(&s->account);
 		free(s);
 	}

@@ -17,6 +17,9 @@
                       logged
   stalled_server      another account behind a proxy that accepts and never greets (its
                       session reconnects into it): Rita's push still arrives
+  group_wait          800 messages through a proxy passing 100 KB/s: the chunks converted while
+                      the last is still coming are committed after the 1 s group wait, not
+                      together with it
   hostile_host        12 accounts on a host that greets and then never answers: their second
                       connections (Sent) come back into it holding the host's login slots, at
                       most 8 opened there; their passes go on; Rita's push still arrives
@@ -369,6 +372,7 @@ class StallProxy:
 
     def __init__(self, port, host="127.0.0.1"):
         self.target = port
+        self.rate = None  # bytes a second from the server to the client; None: as they come
         self.stall = False
         self.stalled = []
         self.relayed = []  # [client, upstream] pairs, in accept order, while both are open
@@ -406,12 +410,15 @@ class StallProxy:
                 threading.Thread(target=self._pump, args=(a, b, pair), daemon=True).start()
 
     def _pump(self, a, b, pair):
+        slow = self.rate is not None and a is pair[1]
         try:
             while True:
-                data = a.recv(65536)
+                data = a.recv(4096 if slow else 65536)
                 if not data:
                     break
                 b.sendall(data)
+                if slow:
+                    time.sleep(len(data) / self.rate)
         except OSError:
             pass
         for x in (a, b):
@@ -470,6 +477,48 @@ def case_stalled_server(svc, ctx):
         assert len(proxy.stalled) >= 1
         expect(svc.req("DELETE", "/v1/imap", svc.tok("bob")), 204)
     finally:
+        proxy.close()
+
+
+def case_group_wait(svc, ctx):
+    """A server slow to answer (the proxy passes 100 KB/s to us, ~3 s a chunk of 200 answers):
+    the chunks converted while the next one is still coming are committed once they have waited
+    MT_IMAP_SYNC_GROUP_WAIT_MS (1 s), not only when that chunk's answer ends. Four chunks: the
+    first three are fetched together (MT_IMAP_SYNC_FETCHES; Dovecot runs them in parallel and
+    they end together), the fourth alone after them. Without the bound all four would land in
+    one commit and no count between 0 and 800 would show."""
+    dc, n = ctx["dc"], 800
+    bob = svc.tok("bob")
+
+    def bob_inbox():
+        doc = expect(svc.req("GET", "/v1/imap", bob), 200)
+        return [f for f in doc.get("folders", []) if f["name"] == "INBOX"]
+
+    start = (bob_inbox() or [{"messages_synced": 0}])[0]["messages_synced"]
+    dc.fill_maildir("bob", "INBOX", (make_msg("slow@cand.example", ["bob@" + ORG_DOMAIN],
+                                              subject=f"Slow {i}", text="y" * 1000 + "\n")
+                                     for i in range(n)))
+    proxy = StallProxy(dc.imap_port)
+    proxy.rate = 100_000
+    try:
+        body = {"host": dc.host, "port": proxy.port, "security": "starttls",
+                "username": "bob", "password": BOB_PW, "folders": ["INBOX"]}
+        expect(svc.req("PUT", "/v1/imap", bob, body), 200)
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            f = bob_inbox()
+            done = f[0]["messages_synced"] - start if f else 0
+            if not seen or seen[-1] != done:
+                seen.append(done)
+            if done >= n:
+                break
+            time.sleep(0.05)
+        assert seen and seen[-1] == n, f"not synced through the slow server: {seen}"
+        assert any(0 < x < n for x in seen), f"the converted chunks waited for the last: {seen}"
+        print(f"     (messages_synced went {seen})", flush=True)
+    finally:
+        expect(svc.req("DELETE", "/v1/imap", bob), 204)
         proxy.close()
 
 
@@ -1070,6 +1119,7 @@ def main():
                          ("sent_push", case_sent_push),
                          ("feature_switch", case_feature_switch),
                          ("stalled_server", case_stalled_server),
+                         ("group_wait", case_group_wait),
                          ("hostile_host", case_hostile_host),
                          ("one_connection", case_one_connection),
                          ("modseq_reconnect", case_modseq_reconnect),
