@@ -187,33 +187,36 @@ def profile_addr(p, k):
 # ---- bench/sync-initial ---------------------------------------------------------------------
 
 
-def thread_cpu(pid):
-    """CPU seconds (user + system) per thread name of process `pid` ("mailtrail" is the loop)."""
+def per_thread(pid, read):
+    """Sums, per thread name of process `pid`, what `read` gives for one thread's /proc
+    directory as (name, value); threads that ended meanwhile are skipped."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            name, value = read(f"/proc/{pid}/task/{tid}")
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        ticks = sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])
-        out[name] = out.get(name, 0) + ticks / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0) + value
     return out
+
+
+def thread_cpu(pid):
+    """CPU seconds (user + system) per thread name of process `pid` ("mailtrail" is the loop)."""
+    def read(task):
+        stat = open(f"{task}/stat").read()
+        ticks = sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])
+        return stat[stat.index("(") + 1:stat.rindex(")")], ticks / os.sysconf("SC_CLK_TCK")
+    return per_thread(pid, read)
 
 
 def thread_switches(pid):
     """Context switches (voluntary + involuntary) per thread name of process `pid`."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            status = open(f"/proc/{pid}/task/{tid}/status").read()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        name = fields["Name"].strip()
-        n = int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
-        out[name] = out.get(name, 0) + n
-    return out
+    def read(task):
+        fields = dict(line.split(":", 1) for line in open(f"{task}/status").read().splitlines()
+                      if ":" in line)
+        return fields["Name"].strip(), (int(fields["voluntary_ctxt_switches"])
+                                        + int(fields["nonvoluntary_ctxt_switches"]))
+    return per_thread(pid, read)
 
 
 def proc_io(pid):

@@ -895,9 +895,9 @@ static void handle_fetch(struct imap_client *client, const struct imap_response 
 	/* the FETCH operation in flight whose UID range holds the answer's (they may overlap in
 	 * time, never in UIDs as the sync asks for them; the first one in range otherwise) */
 	struct op *op = client->ops;
-	while (op != NULL && op->kind == OP_FETCH && op->started && !fetch_wanted(op, &fetch))
+	while (op != NULL && op->started && !fetch_wanted(op, &fetch))
 		op = op->next;
-	if (op != NULL && fetch_wanted(op, &fetch)) {
+	if (op != NULL && op->started) {
 		bool answer = !op->wants_more ||
 		              (fetch.has & (IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODYSTRUCTURE |
 		                            IMAP_FETCH_INTERNALDATE | IMAP_FETCH_SIZE)) ||
