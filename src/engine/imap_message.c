@@ -257,7 +257,8 @@ int imap_batch_convert(const struct imap_batch *b, size_t i, struct store_messag
 		*error_r = "out of memory";
 		return -1;
 	}
-	if (attachments_from_structure(b, e, msg_r) < 0) {
+	/* On the worker: what the store's writer thread would otherwise spend per message. */
+	if (attachments_from_structure(b, e, msg_r) < 0 || matcher_message_prepare(msg_r) < 0) {
 		matcher_message_free(msg_r);
 		*error_r = "out of memory";
 		return -1;

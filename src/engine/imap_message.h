@@ -9,7 +9,8 @@
  * the sync runs it on a worker (work/work.h).
  *
  * Ownership: a batch is its creator's; it copies everything it keeps (nothing points into the
- * answer afterwards). A converted message's arrays are allocated; matcher_message_free()
+ * answer afterwards). A converted message's arrays and columns (matcher_message_prepare(),
+ * built here so that the store's writer does not) are allocated; matcher_message_free()
  * releases them. */
 #ifndef MT_ENGINE_IMAP_MESSAGE_H
 #define MT_ENGINE_IMAP_MESSAGE_H

@@ -481,8 +481,33 @@ int matcher_message_from_summary(const struct mime_summary *summary, struct stor
 	return 0;
 }
 
+int matcher_message_prepare(struct store_message *msg)
+{
+	static const unsigned char none[STORE_THREAD_ROOT_BYTES];
+	if (msg->alias_count > 0 && memcmp(msg->thread_root, none, sizeof(none)) == 0)
+		crypto_hash_sha256(msg->thread_root, (const unsigned char *)msg->aliases[0],
+		                   strlen(msg->aliases[0]));
+	if (msg->columns != NULL)
+		return 0;
+	struct store_message_columns *columns = malloc(sizeof(*columns));
+	if (columns == NULL || store_message_columns_build(msg, columns) < 0) {
+		free(columns);
+		return -1;
+	}
+	msg->columns = columns;
+	return 0;
+}
+
 void matcher_message_free(struct store_message *msg)
 {
+	if (msg->columns != NULL) {
+		/* const for the store's sake; here they are ours */
+		struct store_message_columns *columns =
+		    (struct store_message_columns *)msg->columns;
+		store_message_columns_free(columns);
+		free(columns);
+		msg->columns = NULL;
+	}
 	/* The arrays are const for the store's sake; here they are ours. */
 	free((void *)msg->to);
 	free((void *)msg->cc);

@@ -6,8 +6,8 @@
  * caller's transaction: a job that fails rolls the whole message back.
  *
  * Ownership: the caller owns every struct passed in; matcher_message_from_summary() allocates
- * the mailbox and attachment arrays of the store_message it fills, released with
- * matcher_message_free(). */
+ * the mailbox and attachment arrays of the store_message it fills, and matcher_message_prepare()
+ * its columns, all released with matcher_message_free(). */
 #ifndef MT_ENGINE_MATCHER_H
 #define MT_ENGINE_MATCHER_H
 
@@ -84,6 +84,12 @@ bool matcher_thread_id_valid(const char *text);
 /* Converts a parsed message to the store's form: aliases, identity, participants, content.
  * 0, or -1 when memory runs out (nothing to free then). */
 int matcher_message_from_summary(const struct mime_summary *summary, struct store_message *msg_r);
+/* Does ahead, on the caller's thread, what logging the message would otherwise do on the store's
+ * single writer thread: its JSON columns (store_message_columns_build()), and the digest of its
+ * first alias as its thread root when it has none (the same thread id, one hash fewer). For a
+ * message from matcher_message_from_summary() whose lists no longer change. 0, or -1 when
+ * memory runs out (the message can still be logged as it is). */
+int matcher_message_prepare(struct store_message *msg);
 void matcher_message_free(struct store_message *msg);
 
 #endif

@@ -280,29 +280,25 @@ int store_message_lookup(struct store_tx *tx, const char *org_id, const struct s
 	return found ? 0 : STORE_NOT_FOUND;
 }
 
-struct record_json {
-	char *to, *cc, *bcc, *attachments;
-	bool lossy; /* an address is not in to/cc/bcc as it is: the column must list them all */
-};
-
-static void record_json_free(struct record_json *j)
+void store_message_columns_free(struct store_message_columns *c)
 {
-	free(j->to);
-	free(j->cc);
-	free(j->bcc);
-	free(j->attachments);
+	free(c->to);
+	free(c->cc);
+	free(c->bcc);
+	free(c->attachments);
+	c->to = c->cc = c->bcc = c->attachments = NULL;
 }
 
-static int record_json_build(const struct store_message *msg, struct record_json *j_r)
+int store_message_columns_build(const struct store_message *msg, struct store_message_columns *c_r)
 {
-	j_r->lossy = false;
-	j_r->to = array_json(msg->to, msg->to_count, mailbox_json, &j_r->lossy);
-	j_r->cc = array_json(msg->cc, msg->cc_count, mailbox_json, &j_r->lossy);
-	j_r->bcc = array_json(msg->bcc, msg->bcc_count, mailbox_json, &j_r->lossy);
-	j_r->attachments =
-	    array_json(msg->attachments, msg->attachment_count, attachment_json, &j_r->lossy);
-	if (j_r->to == NULL || j_r->cc == NULL || j_r->bcc == NULL || j_r->attachments == NULL) {
-		record_json_free(j_r);
+	c_r->lossy = false;
+	c_r->to = array_json(msg->to, msg->to_count, mailbox_json, &c_r->lossy);
+	c_r->cc = array_json(msg->cc, msg->cc_count, mailbox_json, &c_r->lossy);
+	c_r->bcc = array_json(msg->bcc, msg->bcc_count, mailbox_json, &c_r->lossy);
+	c_r->attachments =
+	    array_json(msg->attachments, msg->attachment_count, attachment_json, &c_r->lossy);
+	if (c_r->to == NULL || c_r->cc == NULL || c_r->bcc == NULL || c_r->attachments == NULL) {
+		store_message_columns_free(c_r);
 		return -1;
 	}
 	return 0;
@@ -326,8 +322,8 @@ static int record_json_build(const struct store_message *msg, struct record_json
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                          enum store_source source, enum store_activity_type type,
                          const char *thread_id, const struct store_message *msg,
-                         const struct record_json *j, const char *participants, int64_t now,
-                         bool *created_r)
+                         const struct store_message_columns *j, const char *participants,
+                         int64_t now, bool *created_r)
 {
 	int64_t n =
 	    sql_exec(tx, op,
@@ -347,8 +343,8 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 static int replace_content(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                            int64_t rid, enum store_source source, enum store_activity_type type,
                            const char *thread_id, const struct store_message *msg,
-                           const struct store_part_list *parts, const struct record_json *j,
-                           int64_t now)
+                           const struct store_part_list *parts,
+                           const struct store_message_columns *j, int64_t now)
 {
 	int rc = store_parts_keep_old(tx, op, rid, parts, j->lossy);
 	if (rc != 0)
@@ -401,20 +397,24 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		return store_invalid(op, "unknown source");
 	int64_t now = mt_wall_s();
 	struct store_part_list *parts = malloc(sizeof(*parts));
-	struct record_json j = {0};
-	if (parts == NULL || record_json_build(msg, &j) < 0) {
+	/* The columns: the caller's when built ahead, else built here. */
+	struct store_message_columns own = {0};
+	const struct store_message_columns *cols = msg->columns;
+	if (parts == NULL || (cols == NULL && store_message_columns_build(msg, &own) < 0)) {
 		free(parts);
 		return store_invalid(op, "out of memory");
 	}
+	if (cols == NULL)
+		cols = &own;
 	store_parts_collect(msg, parts);
 	/* The column lists what the content does not tell: nothing, for a new record — unless an
 	 * address could not be written into the content as it is. */
 	char *text = NULL;
-	int rc = j.lossy ? store_parts_text(parts, &text) : 0;
+	int rc = cols->lossy ? store_parts_text(parts, &text) : 0;
 	/* Insert first: a new message (the common case) costs no extra read. */
 	bool created = false;
 	if (rc == 0)
-		rc = insert_record(tx, op, org_id, key, source, type, thread_id, msg, &j,
+		rc = insert_record(tx, op, org_id, key, source, type, thread_id, msg, cols,
 		                   text != NULL ? text : "", now, &created);
 	else
 		rc = store_invalid(op, "out of memory");
@@ -433,7 +433,7 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 			rc = store_parts_add(tx, op, org_id, rid, parts->addr, parts->count);
 		if (rc == 0 && source > stored.source) {
 			rc = replace_content(tx, op, org_id, key, rid, source, type, thread_id, msg,
-			                     parts, &j, now);
+			                     parts, cols, now);
 			*content_replaced_r = rc == 0;
 		} else if (rc == 0) {
 			rc = touch_last_seen(tx, op, rid, now, thread_id, msg);
@@ -441,7 +441,7 @@ int store_message_put(struct store_tx *tx, const char *org_id, const char *key,
 		}
 	}
 	free(parts);
-	record_json_free(&j);
+	store_message_columns_free(&own);
 	if (rc != 0)
 		return rc < 0 ? -1 : rc;
 	for (size_t i = 0; i < msg->alias_count; i++) {

@@ -5,8 +5,9 @@
  * shows its Message-ID, its X-Mailtrail-Id or both. Its activities are in store_activity.h.
  * Operations run inside a store job (store.h).
  *
- * Ownership: the caller owns the structs it passes in and out; a store_message's arrays are
- * borrowed from the caller; nothing is allocated here. */
+ * Ownership: the caller owns the structs it passes in and out; a store_message's arrays and its
+ * columns are borrowed from the caller; only store_message_columns_build() allocates (the texts
+ * of the struct it fills, freed by store_message_columns_free()). */
 #ifndef MT_STORE_STORE_MESSAGE_H
 #define MT_STORE_STORE_MESSAGE_H
 
@@ -42,6 +43,12 @@ struct store_attachment {
 	int64_t size;
 };
 
+/* A record's JSON content columns, as a write stores them: to, cc, bcc and attachments. */
+struct store_message_columns {
+	char *to, *cc, *bcc, *attachments;
+	bool lossy; /* an address is not in to/cc/bcc as it is: the participants column lists all */
+};
+
 /* A message as the matcher hands it to the store. Arrays are borrowed from the caller. */
 struct store_message {
 	char aliases[MT_MESSAGE_ALIASES_MAX][MT_MESSAGE_KEY_MAX];
@@ -61,7 +68,18 @@ struct store_message {
 	char in_reply_to[MT_MESSAGE_ID_MAX + 1]; /* normalised like message_id; "" if none */
 	unsigned char thread_root[STORE_THREAD_ROOT_BYTES]; /* matcher_set_thread_root(); all
 	                                                       zero: none (the first alias) */
+	/* store_message_columns_build() of this message's to/cc/bcc/attachments, built before the
+	 * write (which then only binds them): NULL, the write builds them. The lists must not
+	 * change once they are built. */
+	const struct store_message_columns *columns;
 };
+
+/* Builds msg's JSON columns: no store access, so any thread. A caller logging many messages (IMAP
+ * sync's workers) builds them ahead, sparing the store's single writer thread the encoding
+ * (jansson: a few microseconds a message). 0, or -1 when out of memory (nothing to free). */
+int store_message_columns_build(const struct store_message *msg,
+                                struct store_message_columns *columns_r);
+void store_message_columns_free(struct store_message_columns *columns);
 
 /* Finds the canonical key of a message by any of its aliases; STORE_NOT_FOUND when none is
  * known. *source_r is the source of the record's current content. When the aliases lead to two

@@ -763,6 +763,85 @@ static void test_from_summary(void **state)
 	free(m);
 }
 
+/* A message prepared ahead (matcher_message_prepare(), as IMAP sync's workers do) is stored as
+ * the same message logged without: the same JSON columns, participants column (with an address
+ * JSON cannot hold, which makes the content lossy) and thread id. */
+static void read_record(struct fixture *f, const char *key, char out[6][512])
+{
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(f->path, &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw,
+	                                    "SELECT to_json, cc_json, bcc_json, attachments_json,"
+	                                    " participants, thread_id FROM message_records"
+	                                    " WHERE key = ?",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	for (int i = 0; i < 6; i++)
+		snprintf(out[i], 512, "%s", (const char *)sqlite3_column_text(st, i));
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+}
+
+static void test_prepared_message(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const mids[2] = {"prepared@staffing.example", "plain@staffing.example"};
+	char rows[2][6][512], want_thread[MT_ID_MAX];
+	for (int k = 0; k < 2; k++) {
+		struct call *c = call_new();
+		msg_init(&c->t, NULL, NULL, A_ADDR, "Prepared");
+		snprintf(c->t.m.aliases[c->t.m.alias_count++], MT_MESSAGE_KEY_MAX, "mid:%s",
+		         mids[k]);
+		msg_to(&c->t, JACK_ADDR);
+		snprintf(c->t.to[0].name, sizeof(c->t.to[0].name), "Jack \"J\" Smith");
+		msg_to(&c->t, "\xff\xfe@candidates.example"); /* not UTF-8: lossy */
+		msg_cc(&c->t, "jill@candidates.example");
+		struct store_attachment att = {.size = 42};
+		snprintf(att.name, sizeof(att.name), "cv \xc3\xa9t\xc3\xa9.pdf");
+		snprintf(att.type, sizeof(att.type), "application/pdf");
+		c->t.m.attachments = &att;
+		c->t.m.attachment_count = 1;
+		if (k == 0) {
+			matcher_thread_id(f->org, &c->t.m, want_thread);
+			assert_int_equal(matcher_message_prepare(&c->t.m), 0);
+			assert_non_null(c->t.m.columns);
+			assert_true(c->t.m.columns->lossy);
+			static const unsigned char none[STORE_THREAD_ROOT_BYTES];
+			assert_memory_not_equal(c->t.m.thread_root, none, sizeof(none));
+			/* what the write binds is the caller's: a marker proves it is not rebuilt
+			 */
+			struct store_message_columns *cols =
+			    (struct store_message_columns *)c->t.m.columns;
+			free(cols->bcc);
+			cols->bcc = strdup("[\"prepared\"]");
+		}
+		assert_int_equal(log_as(f, c, f->user_a, STORE_SOURCE_IMAP), MATCHER_LOGGED);
+		assert_int_equal(c->result.activities_created, 1);
+		char key[MT_MESSAGE_KEY_MAX];
+		snprintf(key, sizeof(key), "mid:%s", mids[k]);
+		read_record(f, key, rows[k]);
+		if (k == 0) {
+			struct store_message_columns *cols =
+			    (struct store_message_columns *)c->t.m.columns;
+			store_message_columns_free(cols);
+			free(cols);
+		}
+		free(c);
+	}
+	assert_string_equal(rows[0][2], "[\"prepared\"]");
+	assert_string_equal(rows[1][2], "[]");
+	for (int i = 0; i < 5; i++) {
+		if (i != 2)
+			assert_string_equal(rows[0][i], rows[1][i]);
+	}
+	assert_non_null(strstr(rows[1][0], "Jack \\\"J\\\" Smith"));
+	assert_non_null(strstr(rows[1][4], "candidates.example")); /* lossy: all listed */
+	assert_string_equal(rows[0][5], want_thread);
+}
+
 /* ---- threads ---- */
 
 static void test_thread_id_rule(void **state)
@@ -969,6 +1048,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_backfill_and_erasure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tombstones, setup, teardown),
 	    cmocka_unit_test(test_from_summary),
+	    cmocka_unit_test_setup_teardown(test_prepared_message, setup, teardown),
 	    cmocka_unit_test(test_thread_id_rule),
 	    cmocka_unit_test_setup_teardown(test_outbox_id_either_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_chain_any_order, setup, teardown),
