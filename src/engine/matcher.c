@@ -500,15 +500,14 @@ int matcher_message_prepare(struct store_message *msg)
 
 void matcher_message_free(struct store_message *msg)
 {
+	/* The arrays and the columns are const for the store's sake; here they are ours. */
 	if (msg->columns != NULL) {
-		/* const for the store's sake; here they are ours */
 		struct store_message_columns *columns =
 		    (struct store_message_columns *)msg->columns;
 		store_message_columns_free(columns);
 		free(columns);
 		msg->columns = NULL;
 	}
-	/* The arrays are const for the store's sake; here they are ours. */
 	free((void *)msg->to);
 	free((void *)msg->cc);
 	free((void *)msg->bcc);
