@@ -403,11 +403,16 @@ void matcher_set_thread_root(struct store_message *msg, const char *root)
 		crypto_hash_sha256(msg->thread_root, (const unsigned char *)root, strlen(root));
 }
 
-void matcher_thread_id(const char *org_id, const struct store_message *msg, char out[MT_ID_MAX])
+static bool has_thread_root(const struct store_message *msg)
 {
 	static const unsigned char none[STORE_THREAD_ROOT_BYTES];
+	return memcmp(msg->thread_root, none, sizeof(none)) != 0;
+}
+
+void matcher_thread_id(const char *org_id, const struct store_message *msg, char out[MT_ID_MAX])
+{
 	unsigned char root[STORE_THREAD_ROOT_BYTES];
-	if (memcmp(msg->thread_root, none, sizeof(none)) != 0)
+	if (has_thread_root(msg))
 		memcpy(root, msg->thread_root, sizeof(root));
 	else
 		crypto_hash_sha256(root, (const unsigned char *)msg->aliases[0],
@@ -483,10 +488,9 @@ int matcher_message_from_summary(const struct mime_summary *summary, struct stor
 
 int matcher_message_prepare(struct store_message *msg)
 {
-	static const unsigned char none[STORE_THREAD_ROOT_BYTES];
-	if (msg->alias_count > 0 && memcmp(msg->thread_root, none, sizeof(none)) == 0)
-		crypto_hash_sha256(msg->thread_root, (const unsigned char *)msg->aliases[0],
-		                   strlen(msg->aliases[0]));
+	/* what matcher_thread_id() takes for a message without a root */
+	if (msg->alias_count > 0 && !has_thread_root(msg))
+		matcher_set_thread_root(msg, msg->aliases[0]);
 	if (msg->columns != NULL)
 		return 0;
 	struct store_message_columns *columns = malloc(sizeof(*columns));

@@ -307,11 +307,11 @@ int store_message_columns_build(const struct store_message *msg, struct store_me
 /* The content columns the INSERT and the UPDATE share, as their parameters ?3 to ?14: source,
  * type, message_id, date, from_address, from_name, to, cc, bcc, subject, snippet,
  * attachments. */
-#define CONTENT_ARGS(source, type, msg, j)                                                         \
+#define CONTENT_ARGS(source, type, msg, c)                                                         \
 	SQL_TEXT(store_source_name(source)), SQL_TEXT(type_name(type)),                            \
 	    SQL_TEXT((msg)->message_id), SQL_INT((msg)->date), SQL_TEXT((msg)->from.address),      \
-	    SQL_TEXT((msg)->from.name), SQL_TEXT((j)->to), SQL_TEXT((j)->cc), SQL_TEXT((j)->bcc),  \
-	    SQL_TEXT((msg)->subject), SQL_TEXT((msg)->snippet), SQL_TEXT((j)->attachments)
+	    SQL_TEXT((msg)->from.name), SQL_TEXT((c)->to), SQL_TEXT((c)->cc), SQL_TEXT((c)->bcc),  \
+	    SQL_TEXT((msg)->subject), SQL_TEXT((msg)->snippet), SQL_TEXT((c)->attachments)
 
 /* The thread columns (outbox_id, in_reply_to, thread_id), NULL when there is none. */
 #define OPT_TEXT(v) ((v)[0] != '\0' ? SQL_TEXT(v) : SQL_NULL)
@@ -322,7 +322,7 @@ int store_message_columns_build(const struct store_message *msg, struct store_me
 static int insert_record(struct store_tx *tx, const char *op, const char *org_id, const char *key,
                          enum store_source source, enum store_activity_type type,
                          const char *thread_id, const struct store_message *msg,
-                         const struct store_message_columns *j, const char *participants,
+                         const struct store_message_columns *cols, const char *participants,
                          int64_t now, bool *created_r)
 {
 	int64_t n =
@@ -333,9 +333,9 @@ static int insert_record(struct store_tx *tx, const char *op, const char *org_id
 	             " outbox_id, in_reply_to, thread_id)"
 	             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
 	             " ?15, ?16, ?17, ?18, ?19, ?20) ON CONFLICT DO NOTHING",
-	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
-	                      SQL_INT(now), SQL_TEXT(participants), SQL_INT(now),
-	                      THREAD_ARGS(msg, thread_id)));
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key),
+	                      CONTENT_ARGS(source, type, msg, cols), SQL_INT(now),
+	                      SQL_TEXT(participants), SQL_INT(now), THREAD_ARGS(msg, thread_id)));
 	*created_r = n == 1;
 	return n < 0 ? -1 : 0;
 }
@@ -344,9 +344,9 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
                            int64_t rid, enum store_source source, enum store_activity_type type,
                            const char *thread_id, const struct store_message *msg,
                            const struct store_part_list *parts,
-                           const struct store_message_columns *j, int64_t now)
+                           const struct store_message_columns *cols, int64_t now)
 {
-	int rc = store_parts_keep_old(tx, op, rid, parts, j->lossy);
+	int rc = store_parts_keep_old(tx, op, rid, parts, cols->lossy);
 	if (rc != 0)
 		return rc < 0 ? -1 : store_invalid(op, "record vanished");
 	if (sql_exec(tx, op,
@@ -356,8 +356,9 @@ static int replace_content(struct store_tx *tx, const char *op, const char *org_
 	             " last_seen = ?15, outbox_id = COALESCE(?16, outbox_id),"
 	             " in_reply_to = COALESCE(?17, in_reply_to),"
 	             " thread_id = COALESCE(?18, thread_id) WHERE key = ?2 AND org_id = ?1",
-	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key), CONTENT_ARGS(source, type, msg, j),
-	                      SQL_INT(now), THREAD_ARGS(msg, thread_id))) < 0)
+	             SQL_ARGS(SQL_TEXT(org_id), SQL_TEXT(key),
+	                      CONTENT_ARGS(source, type, msg, cols), SQL_INT(now),
+	                      THREAD_ARGS(msg, thread_id))) < 0)
 		return -1;
 	/* The timelines are ordered by the copied date. */
 	return sql_exec(tx, op, "UPDATE activities SET date = ?, updated_at = ? WHERE rid = ?",

@@ -484,8 +484,8 @@ def case_group_wait(svc, ctx):
     """A server slow to answer (the proxy passes 100 KB/s to us, ~3 s a chunk of 200 answers):
     the chunks converted while the next one is still coming are committed once they have waited
     MT_IMAP_SYNC_GROUP_WAIT_MS (1 s), not only when that chunk's answer ends. Four chunks: the
-    first three are fetched together (MT_IMAP_SYNC_FETCHES; Dovecot runs them in parallel and
-    they end together), the fourth alone after them. Without the bound all four would land in
+    first three are fetched together (MT_IMAP_SYNC_FETCHES; behind this proxy Dovecot's answers
+    to them end together, where unthrottled they end one at a time), the fourth alone after them. Without the bound all four would land in
     one commit and no count between 0 and 800 would show."""
     dc, n = ctx["dc"], 800
     bob = svc.tok("bob")
